@@ -1,0 +1,305 @@
+// C++ CPU kernels of lstm_fused::lstm_layer_forward / lstm_layer_backward.
+//
+// Per layer: one GEMM for the input projections of every step and direction; then, per
+// direction, the time loop in C++: one GEMM for the recurrent product of the step (MKL/oneDNN
+// through ATen, into a preallocated buffer) and the fused, vectorised gate math of
+// lstm_cell_vec.h, parallel over the batch rows. The backward runs the reverse time loop the
+// same way and finishes with one GEMM per weight over all steps.
+#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <vector>
+
+#include "lstm_layer_args.h"
+
+namespace lstm_fused {
+namespace cpu {
+namespace {
+
+using at::Tensor;
+using OptTensor = c10::optional<Tensor>;
+
+bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+void check_cpu_call(const Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu(), "lstm_fused (cpu backend): x is on ", x.device(),
+              ", expected a CPU tensor");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                   "lstm_fused (cpu backend): dtype ", x.scalar_type(),
+                   " is not supported; use float32 or float64 (or backend='reference')");
+}
+
+// Valid steps of each sequence, checked against T (all T when lengths are absent).
+std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t T, int64_t B) {
+  std::vector<int64_t> out(B, T);
+  if (!present(lengths)) return out;
+  const Tensor l = lengths->to(at::kCPU).contiguous();
+  const int64_t* p = l.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK_VALUE(p[b] >= 0 && p[b] <= T, "lstm_fused: lengths[", b, "] = ", p[b],
+                      " is out of range, expected 0 <= lengths[b] <= T = ", T);
+    out[b] = p[b];
+  }
+  return out;
+}
+
+// Rows per parallel chunk: enough elements that a chunk outweighs the threading overhead.
+int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1)); }
+
+template <typename scalar_t>
+void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
+                       const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                       const OptTensor& w_hr, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
+                       Tensor& c_n, Tensor& gates, Tensor& cells) {
+  const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  const bool reverse = d == 1, proj = s.P > 0;
+  Tensor h_state = h0.select(0, d).contiguous().clone();  // (B, R)
+  Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
+  Tensor z = at::empty({B, G}, gx.options());
+  Tensor hpre = proj ? at::empty({B, H}, gx.options()) : Tensor();
+  Tensor rbuf = proj ? at::empty({B, R}, gx.options()) : Tensor();
+  const Tensor whh_t = w_hh.select(0, d).t();                    // (R, G)
+  const Tensor whr_t = proj ? w_hr->select(0, d).t() : Tensor();  // (H, P)
+  const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
+  const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
+
+  scalar_t* y_p = y.data_ptr<scalar_t>();
+  scalar_t* gates_p = gates.data_ptr<scalar_t>() + d * T * B * G;
+  scalar_t* cells_p = cells.data_ptr<scalar_t>() + d * T * B * H;
+  scalar_t* h_p = h_state.data_ptr<scalar_t>();
+  scalar_t* c_p = c_state.data_ptr<scalar_t>();
+  const scalar_t* z_p = z.data_ptr<scalar_t>();
+  scalar_t* hpre_p = proj ? hpre.data_ptr<scalar_t>() : nullptr;
+
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = reverse ? T - 1 - step : step;
+    at::addmm_out(z, gx.select(0, t).select(1, d), h_state, whh_t);
+    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        scalar_t* g_row = gates_p + (t * B + b) * G;
+        scalar_t* c_row = cells_p + (t * B + b) * H;
+        scalar_t* y_row = y_p + (t * B + b) * D * R + d * R;
+        if (t < len[b]) {
+          scalar_t* h_out = proj ? hpre_p + b * H : h_p + b * R;
+          cell_forward_row<scalar_t>(z_p + b * G, c_p + b * H, peep, g_row, c_row, h_out, H);
+          std::memcpy(c_p + b * H, c_row, H * sizeof(scalar_t));
+          if (!proj) std::memcpy(y_row, h_out, R * sizeof(scalar_t));
+        } else {  // padding: state carried, gates zero, output zero
+          std::memset(g_row, 0, G * sizeof(scalar_t));
+          std::memcpy(c_row, c_p + b * H, H * sizeof(scalar_t));
+          if (proj) std::memset(hpre_p + b * H, 0, H * sizeof(scalar_t));
+          else std::memset(y_row, 0, R * sizeof(scalar_t));
+        }
+      }
+    });
+    if (proj) {
+      at::mm_out(rbuf, hpre, whr_t);
+      const scalar_t* r_p = rbuf.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t* y_row = y_p + (t * B + b) * D * R + d * R;
+        if (t < len[b]) {
+          std::memcpy(h_p + b * R, r_p + b * R, R * sizeof(scalar_t));
+          std::memcpy(y_row, r_p + b * R, R * sizeof(scalar_t));
+        } else {
+          std::memset(y_row, 0, R * sizeof(scalar_t));
+        }
+      }
+    }
+  }
+  h_n.select(0, d).copy_(h_state);
+  c_n.select(0, d).copy_(c_state);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+    const OptTensor& lengths) {
+  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
+  check_cpu_call(x);
+  const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
+  const auto opts = x.options();
+  // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
+  const Tensor x2 = x.reshape({s.T * s.B, s.I});
+  const Tensor w2 = w_ih.reshape({s.D * s.G, s.I}).t();
+  Tensor gx = present(bias) ? at::addmm(bias->reshape({s.D * s.G}), x2, w2) : at::mm(x2, w2);
+  gx = gx.view({s.T, s.B, s.D, s.G});
+
+  Tensor y = at::empty({s.T, s.B, s.D * s.R}, opts);
+  Tensor h_n = at::empty({s.D, s.B, s.R}, opts);
+  Tensor c_n = at::empty({s.D, s.B, s.H}, opts);
+  Tensor gates = at::empty({s.D, s.T, s.B, s.G}, opts);
+  Tensor cells = at::empty({s.D, s.T, s.B, s.H}, opts);
+  const Tensor w_hh_c = w_hh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward_cpu", [&] {
+    for (int64_t d = 0; d < s.D; ++d)
+      forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh_c, w_hr, w_peep, y, h_n, c_n,
+                                  gates, cells);
+  });
+  return {y, h_n, c_n, gates, cells};
+}
+
+// The recurrent input r_{t-1} seen by each step of direction d, (T, B, R): h0 before the
+// first step, else the previous step's output. A reverse sequence of length l starts at
+// t = l - 1 from h0, where y[t + 1] holds padding zeros instead.
+Tensor previous_outputs(const LSTMLayerSizes& s, int64_t d, const Tensor& y, const Tensor& h0,
+                        const std::vector<int64_t>& len, const OptTensor& lengths) {
+  const Tensor y_d = y.narrow(2, d * s.R, s.R);
+  const Tensor first = h0.select(0, d).unsqueeze(0);
+  if (d == 0) return at::cat({first, y_d.narrow(0, 0, s.T - 1)}, 0);
+  Tensor prev = at::cat({y_d.narrow(0, 1, s.T - 1), first}, 0);
+  if (present(lengths)) {
+    const Tensor l = at::tensor(len, at::kLong);
+    const Tensor next_t = at::arange(1, s.T + 1, at::kLong).unsqueeze(1);  // (T, 1)
+    const Tensor starts = (next_t >= l.unsqueeze(0)).unsqueeze(2);          // (T, B, 1)
+    prev = at::where(starts, first.expand_as(prev), prev);
+  }
+  return prev;
+}
+
+template <typename scalar_t>
+void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
+                        const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
+                        const Tensor& c0, const Tensor& w_hh, const OptTensor& w_hr,
+                        const OptTensor& w_peep, const Tensor& gates, const Tensor& cells,
+                        Tensor& dZ, Tensor& dR, Tensor& grad_h0, Tensor& grad_c0) {
+  const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  const bool reverse = d == 1, proj = s.P > 0;
+  Tensor dh_state = grad_h_n.select(0, d).contiguous().clone();  // (B, R)
+  Tensor dc_state = grad_c_n.select(0, d).contiguous().clone();  // (B, H)
+  Tensor dr = at::empty({B, R}, gy.options());
+  Tensor dhpre = proj ? at::empty({B, H}, gy.options()) : dr;
+  Tensor dhh = at::empty({B, R}, gy.options());
+  const Tensor whh_d = w_hh.select(0, d);                           // (G, R)
+  const Tensor whr_d = proj ? w_hr->select(0, d) : Tensor();       // (P, H)
+  const Tensor c0_d = c0.select(0, d).contiguous();
+  const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
+  const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
+
+  const scalar_t* gy_p = gy.data_ptr<scalar_t>();
+  const scalar_t* gates_p = gates.data_ptr<scalar_t>() + d * T * B * G;
+  const scalar_t* cells_p = cells.data_ptr<scalar_t>() + d * T * B * H;
+  const scalar_t* c0_p = c0_d.data_ptr<scalar_t>();
+  scalar_t* dZ_p = dZ.data_ptr<scalar_t>();
+  scalar_t* dR_p = proj ? dR.data_ptr<scalar_t>() + d * T * B * R : nullptr;
+  scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
+  scalar_t* dc_p = dc_state.data_ptr<scalar_t>();
+  scalar_t* dr_p = dr.data_ptr<scalar_t>();
+  const scalar_t* dhpre_p = dhpre.data_ptr<scalar_t>();
+  const scalar_t* dhh_p = dhh.data_ptr<scalar_t>();
+
+  for (int64_t step = T - 1; step >= 0; --step) {
+    const int64_t t = reverse ? T - 1 - step : step;
+    const bool first = step == 0;
+    const int64_t t_prev = reverse ? t + 1 : t - 1;
+    for (int64_t b = 0; b < B; ++b) {
+      scalar_t* dr_row = dr_p + b * R;
+      if (t < len[b]) {
+        const scalar_t* gy_row = gy_p + (t * B + b) * D * R + d * R;
+        for (int64_t j = 0; j < R; ++j) dr_row[j] = gy_row[j] + dh_p[b * R + j];
+      } else {
+        std::memset(dr_row, 0, R * sizeof(scalar_t));
+      }
+    }
+    if (proj) {
+      std::memcpy(dR_p + t * B * R, dr_p, B * R * sizeof(scalar_t));
+      at::mm_out(dhpre, dr, whr_d);
+    }
+    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        scalar_t* dz_row = dZ_p + ((t * B + b) * D + d) * G;
+        if (t < len[b]) {
+          const scalar_t* c_prev = first ? c0_p + b * H : cells_p + (t_prev * B + b) * H;
+          cell_backward_row<scalar_t>(gates_p + (t * B + b) * G, cells_p + (t * B + b) * H,
+                                      c_prev, peep, dhpre_p + b * H, dc_p + b * H, dz_row, H);
+        } else {
+          std::memset(dz_row, 0, G * sizeof(scalar_t));
+        }
+      }
+    });
+    at::mm_out(dhh, dZ.select(0, t).select(1, d), whh_d);
+    for (int64_t b = 0; b < B; ++b)
+      if (t < len[b]) std::memcpy(dh_p + b * R, dhh_p + b * R, R * sizeof(scalar_t));
+  }
+  grad_h0.select(0, d).copy_(dh_state);
+  grad_c0.select(0, d).copy_(dc_state);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cpu(
+    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
+    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
+    const Tensor& gates, const Tensor& cells) {
+  const LSTMLayerSizes s =
+      check_layer_args(x, h0, c0, w_ih, w_hh, c10::nullopt, w_hr, w_peep, lengths);
+  check_cpu_call(x);
+  check_same(grad_y, "grad_y", {s.T, s.B, s.D * s.R}, x);
+  check_same(grad_h_n, "grad_h_n", {s.D, s.B, s.R}, x);
+  check_same(grad_c_n, "grad_c_n", {s.D, s.B, s.H}, x);
+  check_same(y, "y", {s.T, s.B, s.D * s.R}, x);
+  check_same(gates, "gates", {s.D, s.T, s.B, s.G}, x);
+  check_same(cells, "cells", {s.D, s.T, s.B, s.H}, x);
+  const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
+  const auto opts = x.options();
+  const bool proj = s.P > 0;
+
+  const Tensor gy = grad_y.contiguous();
+  const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
+  Tensor dZ = at::empty({s.T, s.B, s.D, s.G}, opts);  // gradient of the pre-activations
+  Tensor dR = proj ? at::empty({s.D, s.T, s.B, s.R}, opts) : Tensor();
+  Tensor grad_h0 = at::empty({s.D, s.B, s.R}, opts);
+  Tensor grad_c0 = at::empty({s.D, s.B, s.H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_backward_cpu", [&] {
+    for (int64_t d = 0; d < s.D; ++d)
+      backward_direction<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep,
+                                   gates_c, cells_c, dZ, dR, grad_h0, grad_c0);
+  });
+
+  // Everything that does not feed the recurrence: one GEMM per weight over all steps.
+  const Tensor dZ2 = dZ.view({s.T * s.B, s.D * s.G});
+  const Tensor x2 = x.reshape({s.T * s.B, s.I});
+  Tensor grad_x = at::mm(dZ2, w_ih.reshape({s.D * s.G, s.I})).view({s.T, s.B, s.I});
+  Tensor grad_w_ih = at::mm(dZ2.t(), x2).view({s.D, s.G, s.I});
+  Tensor grad_bias = dZ2.sum(0).view({s.D, s.G});
+  Tensor grad_w_hh = at::zeros({s.D, s.G, s.R}, opts);
+  Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
+  Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
+  if (s.T > 0) {
+    for (int64_t d = 0; d < s.D; ++d) {
+      const Tensor dZ_d = dZ.select(2, d).reshape({s.T * s.B, s.G});
+      const Tensor r_prev = previous_outputs(s, d, y, h0, len, lengths);
+      grad_w_hh.select(0, d).copy_(at::mm(dZ_d.t(), r_prev.reshape({s.T * s.B, s.R})));
+      const Tensor cells_d = cells_c.select(0, d);
+      const Tensor gates_d = gates_c.select(0, d);
+      if (proj) {
+        const Tensor h_pre = gates_d.narrow(2, 3 * s.H, s.H) * at::tanh(cells_d);
+        grad_w_hr.select(0, d).copy_(
+            at::mm(dR.select(0, d).reshape({s.T * s.B, s.R}).t(), h_pre.reshape({-1, s.H})));
+      }
+      if (present(w_peep)) {
+        const Tensor c0_d = c0.select(0, d).unsqueeze(0);
+        const Tensor c_prev = d == 0 ? at::cat({c0_d, cells_d.narrow(0, 0, s.T - 1)}, 0)
+                                     : at::cat({cells_d.narrow(0, 1, s.T - 1), c0_d}, 0);
+        const Tensor dz_d = dZ.select(2, d);
+        Tensor gp = grad_w_peep.select(0, d);
+        gp.select(0, 0).copy_((dz_d.narrow(2, 0, s.H) * c_prev).sum({0, 1}));
+        gp.select(0, 1).copy_((dz_d.narrow(2, s.H, s.H) * c_prev).sum({0, 1}));
+        gp.select(0, 2).copy_((dz_d.narrow(2, 3 * s.H, s.H) * cells_d).sum({0, 1}));
+      }
+    }
+  }
+  return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
+  m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
+}
+
+}  // namespace cpu
+}  // namespace lstm_fused

@@ -1,0 +1,16 @@
+"""lstm_fused: fused LSTM and attention kernels for PyTorch (CUDA C++, Triton, C++ CPU).
+
+    import lstm_fused
+    model = lstm_fused.replace_lstm(model)       # or nn.LSTM -> lstm_fused.LSTM
+
+The contract (math, names, errors) is SPEC.md; backends: available_backends().
+"""
+from . import _ops  # noqa: F401  (registers operators, fake kernels and autograd)
+from . import functional, reference
+from .backends import available_backends
+from .lstm import LSTM, LSTMCell
+from .replace import replace_lstm
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "LSTMCell", "replace_lstm", "available_backends", "functional", "reference"]

@@ -1,0 +1,48 @@
+"""Checks of user input (SPEC §4): every message names the argument, what it got and what
+it expected. Shapes raise ValueError, dtypes TypeError, devices RuntimeError."""
+from __future__ import annotations
+
+import torch
+
+
+def _shape(t) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def check_tensor(t, name: str, *, where: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def check_dtype(t: torch.Tensor, name: str, expected: torch.dtype, *, where: str) -> None:
+    if t.dtype != expected:
+        raise TypeError(f"{where}: {name} has dtype {t.dtype}, expected {expected} "
+                        f"(the dtype of the module's parameters)")
+
+
+def check_device(t: torch.Tensor, name: str, expected: torch.device, *, where: str) -> None:
+    if t.device != expected:
+        raise RuntimeError(f"{where}: {name} is on {t.device}, expected {expected} "
+                           f"(the device of the input and the module's parameters)")
+
+
+def check_shape(t: torch.Tensor, name: str, expected: tuple, *, where: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        exp = "(" + ", ".join(str(s) for s in expected) + ")"
+        raise ValueError(f"{where}: {name} has shape {_shape(t)}, expected {exp}")
+
+
+def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None) -> torch.Tensor:
+    """lengths (B,) of integers in [0, T]; returns it as int64 on `device`."""
+    check_tensor(lengths, "lengths", where=where)
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"{where}: lengths must hold integers, got dtype {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"{where}: lengths has shape {_shape(lengths)}, expected ({batch},) "
+                         f"(one length per batch element)")
+    if not torch.compiler.is_compiling() and lengths.numel() > 0:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 0 or hi > steps:
+            raise ValueError(f"{where}: lengths must lie in [0, {steps}] (the sequence length), "
+                             f"got values from {lo} to {hi}")
+    return lengths.to(device=device, dtype=torch.int64)

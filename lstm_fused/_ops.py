@@ -1,0 +1,89 @@
+"""The registered operators of lstm_fused: loading the C++ library, fake kernels, autograd.
+
+Every kernel reaches the user by one road: kernel -> launcher -> operator registered once
+(device picked by the dispatcher) -> autograd -> module. The C++ library defines the schemas
+(csrc/ops.cpp) and the CPU / CUDA kernels; this file adds what torch.compile and autograd need.
+Triton kernels register their own operators with the same schema and reuse
+`register_layer_autograd` (lstm_fused/backends/triton.py).
+"""
+from __future__ import annotations
+
+import torch
+
+try:
+    from . import _C  # noqa: F401  (loading it runs the TORCH_LIBRARY registrations)
+
+    LOAD_ERROR: str | None = None
+except ImportError as exc:  # the package still works through backend="reference"
+    LOAD_ERROR = f"the C++ extension lstm_fused._C could not be loaded ({exc})"
+
+
+def has_kernel(op_name: str, dispatch_key: str) -> bool:
+    """Whether the C++ library registered a kernel of `lstm_fused::op_name` for dispatch_key."""
+    if LOAD_ERROR is not None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"lstm_fused::{op_name}", dispatch_key)
+
+
+def layer_output_shapes(x, h0, c0, w_ih, w_hr):
+    """Shapes of (y, h_n, c_n, gates, cells) of a layer call (csrc/lstm_layer_args.h)."""
+    T, B = x.shape[0], x.shape[1]
+    D, G = w_ih.shape[0], w_ih.shape[1]
+    H = G // 4
+    R = h0.shape[2]
+    return (T, B, D * R), (D, B, R), (D, B, H), (D, T, B, G), (D, T, B, H)
+
+
+def fake_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    shapes = layer_output_shapes(x, h0, c0, w_ih, w_hr)
+    return tuple(x.new_empty(s) for s in shapes)
+
+
+def fake_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep,
+                        lengths, y, gates, cells):
+    D, G = w_ih.shape[0], w_ih.shape[1]
+    return (
+        torch.empty_like(x),
+        torch.empty_like(h0),
+        torch.empty_like(c0),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        x.new_empty((D, G)),
+        torch.empty_like(w_hr) if w_hr is not None else x.new_empty((0,)),
+        torch.empty_like(w_peep) if w_peep is not None else x.new_empty((0,)),
+    )
+
+
+def register_layer_autograd(forward_name: str, backward_op) -> None:
+    """Autograd of a layer-forward operator whose gradients come from `backward_op`.
+
+    Both follow the schemas of lstm_layer_forward / lstm_layer_backward (csrc/ops.cpp).
+    Gradients of y, h_n, c_n that autograd leaves undefined become zeros.
+    """
+
+    def setup_context(ctx, inputs, output):
+        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths = inputs
+        y, _h_n, _c_n, gates, cells = output
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y, gates, cells)
+
+    def backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
+        x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y, gates, cells = ctx.saved_tensors
+        grad_y = torch.zeros_like(y) if grad_y is None else grad_y
+        grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+        grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+        gx, gh0, gc0, gw_ih, gw_hh, gbias, gw_hr, gw_peep = backward_op(
+            grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y,
+            gates, cells)
+        return (gx, gh0, gc0, gw_ih, gw_hh, gbias if ctx.has_bias else None,
+                gw_hr if w_hr is not None else None, gw_peep if w_peep is not None else None,
+                None)
+
+    torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+
+
+if LOAD_ERROR is None:
+    torch.library.register_fake("lstm_fused::lstm_layer_forward")(fake_layer_forward)
+    torch.library.register_fake("lstm_fused::lstm_layer_backward")(fake_layer_backward)
+    register_layer_autograd("lstm_fused::lstm_layer_forward",
+                            torch.ops.lstm_fused.lstm_layer_backward.default)

@@ -1,0 +1,40 @@
+"""What a backend implementation is: one op family (e.g. "lstm_layer") on one named backend,
+with reasons for what it cannot run.
+
+A backend answers two questions before it is used, so that a backend asked for by name never
+falls back silently (SPEC §3): `unavailable_reason()` (is it installed and usable on this
+machine at all?) and `unsupported_reason(op, device, dtype, **features)` (can it run this
+particular call?). Both return None for yes, or a sentence that says what is missing.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+class Backend:
+    """Base of every implementation. Subclasses set `name` (a backend name of SPEC §3) and
+    `op` (the op family, e.g. "lstm_layer"), and define the op's entry points."""
+
+    name: str = ""
+    op: str = ""
+
+    def unavailable_reason(self) -> Optional[str]:
+        return None
+
+    def unsupported_reason(self, device: torch.device, dtype: torch.dtype,
+                           **features) -> Optional[str]:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<lstm_fused backend {self.name!r} for {self.op}>"
+
+
+class LSTMLayerBackend(Backend):
+    op = "lstm_layer"
+
+    def lstm_layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+        """One layer, every direction, differentiable. Shapes: csrc/lstm_layer_args.h.
+        Returns (y (T, B, D*R), h_n (D, B, R), c_n (D, B, H))."""
+        raise NotImplementedError

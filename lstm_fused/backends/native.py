@@ -1,0 +1,58 @@
+"""backend="cpu" and backend="cuda": the C++ operators of lstm_fused._C.
+
+Both call the same registered operator (torch.ops.lstm_fused.lstm_layer_forward); the
+dispatcher picks the CPU or the CUDA kernel from the device of the tensors.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import _ops
+from .base import LSTMLayerBackend
+
+
+class _NativeLSTM(LSTMLayerBackend):
+    device_type = ""
+    dispatch_key = ""
+    dtypes: tuple = ()
+
+    def unavailable_reason(self):
+        if _ops.LOAD_ERROR is not None:
+            return _ops.LOAD_ERROR
+        if not _ops.has_kernel("lstm_layer_forward", self.dispatch_key):
+            return (f"lstm_fused._C was built without {self.dispatch_key} kernels "
+                    f"(see README: building with CUDA)")
+        return None
+
+    def unsupported_reason(self, device, dtype, **features):
+        if device.type != self.device_type:
+            return f"it runs on {self.device_type} tensors, got a tensor on {device}"
+        if dtype not in self.dtypes:
+            names = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
+            return f"dtype {str(dtype).replace('torch.', '')} is not supported (supported: {names})"
+        return None
+
+    def lstm_layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+        y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.lstm_layer_forward(
+            x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+        return y, h_n, c_n
+
+
+class CPULSTM(_NativeLSTM):
+    name = "cpu"
+    device_type = "cpu"
+    dispatch_key = "CPU"
+    dtypes = (torch.float32, torch.float64)
+
+
+class CUDALSTM(_NativeLSTM):
+    name = "cuda"
+    device_type = "cuda"
+    dispatch_key = "CUDA"
+    dtypes = (torch.float32, torch.float16, torch.bfloat16)
+
+    def unavailable_reason(self):
+        reason = super().unavailable_reason()
+        if reason is None and not torch.cuda.is_available():
+            reason = "no CUDA device is available to PyTorch"
+        return reason

@@ -1,0 +1,119 @@
+"""Build lstm_fused: one torch extension, lstm_fused._C.
+
+C++ CPU sources (csrc/*.cpp, csrc/cpu/*.cpp) are always built. CUDA sources (csrc/cuda/*.cu)
+are added when a CUDA toolkit is found and torch is a CUDA build. The decision is made from the
+toolkit, never from torch.cuda.is_available(), so a wheel can be built on a machine without a
+GPU. Environment switches:
+
+    LSTM_FUSED_CUDA=0|1       force the CUDA part off / on (FORCE_CUDA=1 also forces it on)
+    LSTM_FUSED_CUDA_ARCH      e.g. "80;90" (default "80;90"), compute capabilities to build
+    LSTM_FUSED_CPU_AVX2=0|1   vectorise the CPU cell math for AVX2+FMA (default: on when the
+                              build machine has AVX2 and FMA; the extension refuses to load on a
+                              CPU without them)
+    LSTM_FUSED_DEBUG=1        -O0 -g
+"""
+import glob
+import os
+import platform
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+import torch
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name, default=None):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value not in ("0", "false", "False", "no", "off")
+
+
+def _want_cuda():
+    forced = _flag("LSTM_FUSED_CUDA")
+    if forced is None and _flag("FORCE_CUDA"):
+        forced = True
+    if forced is False:
+        return False
+    has_toolkit = CUDA_HOME is not None and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    torch_has_cuda = torch.version.cuda is not None
+    if forced and not (has_toolkit and torch_has_cuda):
+        raise RuntimeError(
+            "LSTM_FUSED_CUDA=1/FORCE_CUDA=1 but the CUDA part cannot be built: "
+            f"CUDA toolkit found: {has_toolkit} (CUDA_HOME={CUDA_HOME}), "
+            f"torch built with CUDA: {torch_has_cuda} (torch {torch.__version__})")
+    return has_toolkit and torch_has_cuda
+
+
+def _cpu_has_avx2():
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
+
+
+def _cuda_arch_flags():
+    archs = os.environ.get("LSTM_FUSED_CUDA_ARCH", "80;90").replace(",", ";")
+    flags = []
+    for arch in filter(None, (a.strip().replace(".", "") for a in archs.split(";"))):
+        flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
+    return flags
+
+
+def _extension():
+    debug = _flag("LSTM_FUSED_DEBUG", False)
+    use_cuda = _want_cuda()
+    use_avx2 = _flag("LSTM_FUSED_CPU_AVX2", _cpu_has_avx2())
+
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    cxx += ["-std=c++17", "-fopenmp"]
+    define_macros = []
+    if use_avx2:
+        cxx += ["-mavx2", "-mfma", "-mf16c"]
+        define_macros.append(("LSTM_FUSED_AVX2", "1"))
+    extra = {"cxx": cxx}
+    if use_cuda:
+        sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+        define_macros.append(("LSTM_FUSED_WITH_CUDA", "1"))
+        extra["nvcc"] = (["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]) + [
+            "-std=c++17", "--expt-relaxed-constexpr", "-U__CUDA_NO_HALF_OPERATORS__",
+            "-U__CUDA_NO_HALF_CONVERSIONS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        ] + _cuda_arch_flags()
+        ext_cls = CUDAExtension
+    else:
+        ext_cls = CppExtension
+    print(f"lstm_fused: building with CUDA={use_cuda} AVX2={use_avx2} debug={debug}")
+    return ext_cls(
+        name="lstm_fused._C",
+        sources=sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        define_macros=define_macros,
+        extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    name="lstm_fused",
+    version="0.1.0",
+    description="Fused LSTM and attention kernels for PyTorch (CUDA C++, Triton, C++ CPU)",
+    packages=find_packages(include=["lstm_fused", "lstm_fused.*"]) + ["lstm_fused.triton_kernels"],
+    # triton_kernels/ lives at the top of the repo but installs as lstm_fused.triton_kernels:
+    # the top-level name triton_kernels belongs to other packages.
+    package_dir={"lstm_fused.triton_kernels": "triton_kernels"},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.9",
+    install_requires=[],
+    extras_require={
+        "triton": ["triton"],
+        "test": ["pytest", "hypothesis", "numpy", "expecttest"],
+        "bench": ["matplotlib", "tqdm"],
+    },
+)

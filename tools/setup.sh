@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up lstm_fused from nothing: a virtual environment in .venv (or $VENV) with the pinned
+# CPU build of torch, the test and benchmark tools, and the extension built in place.
+# On a machine with a CUDA toolkit and a CUDA build of torch already installed, use instead:
+#   pip install -e . --no-build-isolation --no-deps
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+# torch is pinned: an unpinned torch pulls a CUDA build of several GB.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+  torch==2.13.0 triton==3.6.0 numpy pytest hypothesis expecttest ninja pytest-benchmark \
+  matplotlib tqdm
+# --no-build-isolation: build against the torch above, not a fresh download.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . --no-build-isolation --no-deps
+"$VENV/bin/python" -c "import lstm_fused; print('lstm_fused backends:', lstm_fused.available_backends())"
