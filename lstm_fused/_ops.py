@@ -39,6 +39,11 @@ def fake_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
     return tuple(x.new_empty(s) for s in shapes)
 
 
+def fake_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    shapes = layer_output_shapes(x, h0, c0, w_ih, w_hr)[:3]
+    return tuple(x.new_empty(s) for s in shapes)
+
+
 def fake_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep,
                         lengths, y, gates, cells):
     D, G = w_ih.shape[0], w_ih.shape[1]
@@ -84,6 +89,7 @@ def register_layer_autograd(forward_name: str, backward_op) -> None:
 
 if LOAD_ERROR is None:
     torch.library.register_fake("lstm_fused::lstm_layer_forward")(fake_layer_forward)
+    torch.library.register_fake("lstm_fused::lstm_layer_inference")(fake_layer_inference)
     torch.library.register_fake("lstm_fused::lstm_layer_backward")(fake_layer_backward)
     register_layer_autograd("lstm_fused::lstm_layer_forward",
                             torch.ops.lstm_fused.lstm_layer_backward.default)
