@@ -1,7 +1,8 @@
 // Launchers of the CUDA LSTM kernels, called by the host code of lstm_layer_cuda.cpp.
 //
 // Plain C++ with raw pointers and a stream, so the .cu files need no ATen headers (they compile
-// fast and the host logic lives in one .cpp). Instantiated for float, c10::Half, c10::BFloat16.
+// fast and the host logic lives in one .cpp). Instantiated for float, c10::Half, c10::BFloat16;
+// the gate-kernel path also for double (float64 exists for torch.autograd.gradcheck).
 // Dimension letters: csrc/lstm_cell_math.h. Every pointer is to a contiguous tensor of the
 // documented shape; `lengths` (B,) int64 on the device or nullptr (all steps valid).
 //
@@ -77,6 +78,7 @@ void launch_masked_copy(const scalar_t* src, scalar_t* dst, const int64_t* lengt
                         int64_t B, int64_t N, int64_t D, int64_t step, cudaStream_t stream);
 
 // ---- Persistent path (lstm_persistent_kernels.cu): whole time loop in one launch. ----
+// float, half and bfloat16 only (it exchanges state in float).
 // Only without a projection (R == H). Each block owns `units` hidden units of one direction
 // and keeps their W_hh slice in shared memory for the whole loop; blocks exchange h (forward)
 // or dz (backward) through global memory, one grid-wide barrier per step.

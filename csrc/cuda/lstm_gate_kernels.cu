@@ -4,7 +4,8 @@
 // One thread handles VEC consecutive hidden units j of one (direction d, batch row b): every
 // operand row is read with 16-byte vector loads when H is a multiple of VEC and the pointers are
 // 16-byte aligned (VEC = 4 floats or 8 halves), one element at a time otherwise. The math is
-// csrc/lstm_cell_math.h in float (fp32 accumulation for half and bfloat16).
+// csrc/lstm_cell_math.h in float (fp32 accumulation for half and bfloat16; double for double,
+// which exists so that torch.autograd.gradcheck can run on the CUDA kernels).
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -58,6 +59,7 @@ unsigned int blocks_for(int64_t n) {
 template <typename scalar_t, int VEC>
 __global__ void __launch_bounds__(kThreads) gate_forward_kernel(GateForwardArgs<scalar_t> a) {
   using P = Pack<scalar_t, VEC>;
+  using acc_t = cell_acc_t<scalar_t>;
   const int64_t HV = a.H / VEC;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= a.D * a.B * HV) return;
@@ -96,16 +98,16 @@ __global__ void __launch_bounds__(kThreads) gate_forward_kernel(GateForwardArgs<
   P out_g[4], out_c, out_h;
 #pragma unroll
   for (int k = 0; k < VEC; ++k) {
-    float z[4];
+    acc_t z[4];
 #pragma unroll
     for (int q = 0; q < 4; ++q)
-      z[q] = static_cast<float>(zrq[q].v[k]) + static_cast<float>(zxq[q].v[k]);
-    CellPeep<float> peep{0.0f, 0.0f, 0.0f};
+      z[q] = static_cast<acc_t>(zrq[q].v[k]) + static_cast<acc_t>(zxq[q].v[k]);
+    CellPeep<acc_t> peep{acc_t(0), acc_t(0), acc_t(0)};
     if (a.peep != nullptr)
-      peep = {static_cast<float>(pw[0].v[k]), static_cast<float>(pw[1].v[k]),
-              static_cast<float>(pw[2].v[k])};
-    const CellForward<float> r =
-        cell_forward<float>(z[0], z[1], z[2], z[3], static_cast<float>(cp.v[k]), peep);
+      peep = {static_cast<acc_t>(pw[0].v[k]), static_cast<acc_t>(pw[1].v[k]),
+              static_cast<acc_t>(pw[2].v[k])};
+    const CellForward<acc_t> r =
+        cell_forward<acc_t>(z[0], z[1], z[2], z[3], static_cast<acc_t>(cp.v[k]), peep);
     out_g[0].v[k] = static_cast<scalar_t>(r.i);
     out_g[1].v[k] = static_cast<scalar_t>(r.f);
     out_g[2].v[k] = static_cast<scalar_t>(r.g);
@@ -125,6 +127,7 @@ __global__ void __launch_bounds__(kThreads) gate_forward_kernel(GateForwardArgs<
 template <typename scalar_t, int VEC>
 __global__ void __launch_bounds__(kThreads) gate_backward_kernel(GateBackwardArgs<scalar_t> a) {
   using P = Pack<scalar_t, VEC>;
+  using acc_t = cell_acc_t<scalar_t>;
   const int64_t HV = a.H / VEC;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= a.D * a.B * HV) return;
@@ -173,16 +176,16 @@ __global__ void __launch_bounds__(kThreads) gate_backward_kernel(GateBackwardArg
   P out_dz[4], out_dc;
 #pragma unroll
   for (int k = 0; k < VEC; ++k) {
-    CellPeep<float> peep{0.0f, 0.0f, 0.0f};
+    CellPeep<acc_t> peep{acc_t(0), acc_t(0), acc_t(0)};
     if (a.peep != nullptr)
-      peep = {static_cast<float>(pw[0].v[k]), static_cast<float>(pw[1].v[k]),
-              static_cast<float>(pw[2].v[k])};
-    const float dh = static_cast<float>(dh1.v[k]) + static_cast<float>(dh2.v[k]);
-    const CellBackward<float> r = cell_backward<float>(
-        static_cast<float>(gq[0].v[k]), static_cast<float>(gq[1].v[k]),
-        static_cast<float>(gq[2].v[k]), static_cast<float>(gq[3].v[k]),
-        static_cast<float>(c.v[k]), static_cast<float>(cp.v[k]), dh,
-        static_cast<float>(dc.v[k]), peep);
+      peep = {static_cast<acc_t>(pw[0].v[k]), static_cast<acc_t>(pw[1].v[k]),
+              static_cast<acc_t>(pw[2].v[k])};
+    const acc_t dh = static_cast<acc_t>(dh1.v[k]) + static_cast<acc_t>(dh2.v[k]);
+    const CellBackward<acc_t> r = cell_backward<acc_t>(
+        static_cast<acc_t>(gq[0].v[k]), static_cast<acc_t>(gq[1].v[k]),
+        static_cast<acc_t>(gq[2].v[k]), static_cast<acc_t>(gq[3].v[k]),
+        static_cast<acc_t>(c.v[k]), static_cast<acc_t>(cp.v[k]), dh,
+        static_cast<acc_t>(dc.v[k]), peep);
     out_dz[0].v[k] = static_cast<scalar_t>(r.dz_i);
     out_dz[1].v[k] = static_cast<scalar_t>(r.dz_f);
     out_dz[2].v[k] = static_cast<scalar_t>(r.dz_g);
@@ -224,10 +227,11 @@ __global__ void __launch_bounds__(kThreads)
   if (idx >= D * B * P) return;
   const int64_t k = idx % P, b = (idx / P) % B, d = idx / (P * B);
   const int64_t t = step_time(d, step, T);
+  using acc_t = cell_acc_t<scalar_t>;
   scalar_t v = scalar_t(0.0f);
   if (row_valid(lengths, b, t))
-    v = static_cast<scalar_t>(static_cast<float>(grad_y[(t * B + b) * D * P + d * P + k]) +
-                              static_cast<float>(dh_state[idx]));
+    v = static_cast<scalar_t>(static_cast<acc_t>(grad_y[(t * B + b) * D * P + d * P + k]) +
+                              static_cast<acc_t>(dh_state[idx]));
   dr[idx] = v;
   dR[((d * T + t) * B + b) * P + k] = v;
 }
@@ -327,6 +331,7 @@ void launch_masked_copy(const scalar_t* src, scalar_t* dst, const int64_t* lengt
                                        int64_t, int64_t, int64_t, cudaStream_t);
 
 LSTM_FUSED_INSTANTIATE_GATES(float)
+LSTM_FUSED_INSTANTIATE_GATES(double)
 LSTM_FUSED_INSTANTIATE_GATES(c10::Half)
 LSTM_FUSED_INSTANTIATE_GATES(c10::BFloat16)
 #undef LSTM_FUSED_INSTANTIATE_GATES

@@ -21,6 +21,7 @@
 //     the whole GPU, e.g. H <= ~1600 in bf16 for D = 1 on an H100. Otherwise it falls back to
 //     the gate-kernel path (the choice is per call, forward and backward separately; both
 //     produce the same saved gates/cells layout).
+//   float64 always takes the gate-kernel path (it exists for gradcheck, not for speed).
 //   The gate-kernel path is the default because the persistent kernel has not yet been run on
 //   a GPU (it was written and compile-checked on a machine without one).
 #include <ATen/ATen.h>
@@ -31,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "cuda/lstm_cuda_kernels.h"
 #include "lstm_layer_args.h"
@@ -48,9 +50,10 @@ void check_cuda_call(const Tensor& x) {
   TORCH_CHECK(x.is_cuda(), "lstm_fused (cuda backend): x is on ", x.device(),
               ", expected a CUDA tensor");
   const auto dt = x.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16,
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
                    "lstm_fused (cuda backend): dtype ", dt,
-                   " is not supported; use float32, float16 or bfloat16 (or backend='reference')");
+                   " is not supported; use float32, float16, bfloat16 or float64 "
+                   "(or backend='reference')");
 }
 
 // Which loop runs: LSTM_FUSED_CUDA_PATH = "gates" (default) or "persistent" (when it fits).
@@ -185,13 +188,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
 
   auto run = [&](auto zero) {
     using scalar_t = decltype(zero);
-    if (persistent) {
-      const PersistentPlan plan =
-          plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/false);
-      if (plan.fits) {
-        forward_persistent_path<scalar_t>(s, plan, gx, h0, c0, w_hh, peep, len, y, h_n, c_n,
-                                          gates, cells, stream);
-        return;
+    if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
+      if (persistent) {
+        const PersistentPlan plan =
+            plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/false);
+        if (plan.fits) {
+          forward_persistent_path<scalar_t>(s, plan, gx, h0, c0, w_hh, peep, len, y, h_n, c_n,
+                                            gates, cells, stream);
+          return;
+        }
       }
     }
     forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, y, h_n, c_n, gates, cells,
@@ -199,6 +204,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
   };
   switch (x.scalar_type()) {
     case at::kFloat: run(float(0)); break;
+    case at::kDouble: run(double(0)); break;
     case at::kHalf: run(c10::Half(0.0f)); break;
     case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
     default: TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
@@ -343,13 +349,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const bool persistent = want_persistent() && !proj;
     auto run = [&](auto zero) {
       using scalar_t = decltype(zero);
-      if (persistent) {
-        const PersistentPlan plan =
-            plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/true);
-        if (plan.fits) {
-          backward_persistent_path<scalar_t>(s, plan, gy, grad_h_n, grad_c_n, c0, w_hh, peep, len,
-                                             gates_c, cells_c, dZ, grad_h0, grad_c0, stream);
-          return;
+      if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
+        if (persistent) {
+          const PersistentPlan plan =
+              plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/true);
+          if (plan.fits) {
+            backward_persistent_path<scalar_t>(s, plan, gy, grad_h_n, grad_c_n, c0, w_hh, peep,
+                                               len, gates_c, cells_c, dZ, grad_h0, grad_c0,
+                                               stream);
+            return;
+          }
         }
       }
       backward_gate_path<scalar_t>(s, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, peep, len, gates_c,
@@ -357,6 +366,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     };
     switch (x.scalar_type()) {
       case at::kFloat: run(float(0)); break;
+      case at::kDouble: run(double(0)); break;
       case at::kHalf: run(c10::Half(0.0f)); break;
       case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
       default:
