@@ -31,6 +31,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -64,6 +65,16 @@ bool want_persistent() {
                     "lstm_fused: the environment variable LSTM_FUSED_CUDA_PATH must be 'gates' or "
                     "'persistent', got '", v, "'");
   return true;
+}
+
+// A tensor for an output of the operator: uninitialised, or NaN everywhere when the environment
+// variable LSTM_FUSED_POISON_OUTPUTS=1 (the tests set it, so that an element a kernel fails to
+// write shows up as NaN instead of whatever the caching allocator left there).
+Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  Tensor t = at::empty(sizes, opts);
+  const char* v = std::getenv("LSTM_FUSED_POISON_OUTPUTS");
+  if (v != nullptr && std::strcmp(v, "1") == 0) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
 }
 
 // lengths on the device of x, checked: 0 <= lengths[b] <= T (one device sync when present).
@@ -173,11 +184,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
   Tensor gx = present(bias) ? at::addmm(bias->reshape({s.D * s.G}), x2, w2) : at::mm(x2, w2);
   gx = gx.view({s.T, s.B, s.D, s.G}).contiguous();
 
-  Tensor y = at::empty({s.T, s.B, s.D * s.R}, opts);
-  Tensor h_n = at::empty({s.D, s.B, s.R}, opts);
-  Tensor c_n = at::empty({s.D, s.B, s.H}, opts);
-  Tensor gates = at::empty({s.D, s.T, s.B, s.G}, opts);
-  Tensor cells = at::empty({s.D, s.T, s.B, s.H}, opts);
+  Tensor y = new_output({s.T, s.B, s.D * s.R}, opts);
+  Tensor h_n = new_output({s.D, s.B, s.R}, opts);
+  Tensor c_n = new_output({s.D, s.B, s.H}, opts);
+  Tensor gates = new_output({s.D, s.T, s.B, s.G}, opts);
+  Tensor cells = new_output({s.D, s.T, s.B, s.H}, opts);
   if (s.T == 0) {
     h_n.copy_(h0);
     c_n.copy_(c0);
@@ -338,10 +349,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Tensor gy = grad_y.contiguous();
   const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const Tensor peep = present(w_peep) ? w_peep->contiguous() : Tensor();
-  Tensor dZ = at::empty({s.T, s.B, s.D, s.G}, opts);  // gradient of the pre-activations
-  Tensor dR = proj ? at::empty({s.D, s.T, s.B, s.R}, opts) : Tensor();
-  Tensor grad_h0 = at::empty({s.D, s.B, s.R}, opts);
-  Tensor grad_c0 = at::empty({s.D, s.B, s.H}, opts);
+  Tensor dZ = new_output({s.T, s.B, s.D, s.G}, opts);  // gradient of the pre-activations
+  Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
+  Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
+  Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   if (s.T == 0) {
     grad_h0.copy_(grad_h_n);
     grad_c0.copy_(grad_c_n);
