@@ -10,7 +10,7 @@
 // direction 1 (csrc/lstm_layer_args.h); a row b is valid at time t when t < lengths[b].
 #pragma once
 
-#include <cuda_runtime.h>
+#include "cuda/lstm_cuda_runtime.h"  // cudaStream_t
 
 #include <cstddef>
 #include <cstdint>

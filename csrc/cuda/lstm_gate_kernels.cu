@@ -6,11 +6,11 @@
 // 16-byte aligned (VEC = 4 floats or 8 halves), one element at a time otherwise. The math is
 // csrc/lstm_cell_math.h in float (fp32 accumulation for half and bfloat16; double for double,
 // which exists so that torch.autograd.gradcheck can run on the CUDA kernels).
-#include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include "cuda/lstm_cuda_kernels.h"
+#include "cuda/lstm_cuda_runtime.h"
 #include "lstm_cell_math.h"
 
 namespace lstm_fused {
@@ -265,9 +265,9 @@ void launch_gate_forward(const GateForwardArgs<scalar_t>& a, cudaStream_t stream
   const int64_t n = a.D * a.B * (vec ? a.H / V : a.H);
   if (n == 0) return;
   if (vec)
-    gate_forward_kernel<scalar_t, V><<<blocks_for(n), kThreads, 0, stream>>>(a);
+    LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_forward_kernel<scalar_t, V>)(a);
   else
-    gate_forward_kernel<scalar_t, 1><<<blocks_for(n), kThreads, 0, stream>>>(a);
+    LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_forward_kernel<scalar_t, 1>)(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -281,9 +281,9 @@ void launch_gate_backward(const GateBackwardArgs<scalar_t>& a, cudaStream_t stre
   const int64_t n = a.D * a.B * (vec ? a.H / V : a.H);
   if (n == 0) return;
   if (vec)
-    gate_backward_kernel<scalar_t, V><<<blocks_for(n), kThreads, 0, stream>>>(a);
+    LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_backward_kernel<scalar_t, V>)(a);
   else
-    gate_backward_kernel<scalar_t, 1><<<blocks_for(n), kThreads, 0, stream>>>(a);
+    LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_backward_kernel<scalar_t, 1>)(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -293,8 +293,8 @@ void launch_proj_store(const scalar_t* r, scalar_t* h_state, scalar_t* y, const 
                        cudaStream_t stream) {
   const int64_t n = D * B * P;
   if (n == 0) return;
-  proj_store_kernel<scalar_t>
-      <<<blocks_for(n), kThreads, 0, stream>>>(r, h_state, y, lengths, T, B, P, D, step);
+  LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, proj_store_kernel<scalar_t>)(
+      r, h_state, y, lengths, T, B, P, D, step);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -304,7 +304,7 @@ void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state, co
                             int64_t D, int64_t step, cudaStream_t stream) {
   const int64_t n = D * B * P;
   if (n == 0) return;
-  proj_grad_input_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
+  LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, proj_grad_input_kernel<scalar_t>)(
       grad_y, dh_state, lengths, dr, dR, T, B, P, D, step);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -314,8 +314,8 @@ void launch_masked_copy(const scalar_t* src, scalar_t* dst, const int64_t* lengt
                         int64_t B, int64_t N, int64_t D, int64_t step, cudaStream_t stream) {
   const int64_t n = D * B * N;
   if (n == 0) return;
-  masked_copy_kernel<scalar_t>
-      <<<blocks_for(n), kThreads, 0, stream>>>(src, dst, lengths, T, B, N, D, step);
+  LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, masked_copy_kernel<scalar_t>)(
+      src, dst, lengths, T, B, N, D, step);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

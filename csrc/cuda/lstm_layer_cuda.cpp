@@ -22,12 +22,18 @@
 //     the gate-kernel path (the choice is per call, forward and backward separately; both
 //     produce the same saved gates/cells layout).
 //   float64 always takes the gate-kernel path (it exists for gradcheck, not for speed).
+//
+// Built with -DLSTM_FUSED_CUDA_EMULATION (tests/test_cuda_emulated.py only), this file registers
+// the same code as CPU kernels of a test library, lstm_fused_emu, with the gate kernels run by
+// a sequential CPU emulation of their launches (tests/cuda_emu/); the persistent path is absent.
 //   The gate-kernel path is the default because the persistent kernel has not yet been run on
 //   a GPU (it was written and compile-checked on a machine without one).
 #include <ATen/ATen.h>
+#include <torch/library.h>
+#if !defined(LSTM_FUSED_CUDA_EMULATION)
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
+#endif
 
 #include <cstdlib>
 #include <cstring>
@@ -45,11 +51,21 @@ namespace {
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
 
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+constexpr bool kPersistentKernels = false;
+#else
+constexpr bool kPersistentKernels = true;
+#endif
+
 bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 void check_cuda_call(const Tensor& x) {
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  TORCH_CHECK(x.is_cpu(), "lstm_fused (emulated cuda kernels): x must be on the CPU");
+#else
   TORCH_CHECK(x.is_cuda(), "lstm_fused (cuda backend): x is on ", x.device(),
               ", expected a CUDA tensor");
+#endif
   const auto dt = x.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
                    "lstm_fused (cuda backend): dtype ", dt,
@@ -174,8 +190,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
     const OptTensor& lengths) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
   check_cuda_call(x);
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  const cudaStream_t stream = nullptr;  // emulated launches run in order on the CPU
+#else
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+#endif
   const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
   const auto opts = x.options();
   // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
@@ -199,7 +219,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
 
   auto run = [&](auto zero) {
     using scalar_t = decltype(zero);
-    if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
+    if constexpr (kPersistentKernels && !std::is_same_v<scalar_t, double>) {
       if (persistent) {
         const PersistentPlan plan =
             plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/false);
@@ -340,8 +360,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   check_same(y, "y", {s.T, s.B, s.D * s.R}, x);
   check_same(gates, "gates", {s.D, s.T, s.B, s.G}, x);
   check_same(cells, "cells", {s.D, s.T, s.B, s.H}, x);
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  const cudaStream_t stream = nullptr;  // emulated launches run in order on the CPU
+#else
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+#endif
   const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
   const auto opts = x.options();
   const bool proj = s.P > 0;
@@ -360,7 +384,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const bool persistent = want_persistent() && !proj;
     auto run = [&](auto zero) {
       using scalar_t = decltype(zero);
-      if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
+      if constexpr (kPersistentKernels && !std::is_same_v<scalar_t, double>) {
         if (persistent) {
           const PersistentPlan plan =
               plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/true);
@@ -395,24 +419,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
   Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0) {
+    // Elementwise products summed over T * B: in float for the half types (double stays double).
+    const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     for (int64_t d = 0; d < s.D; ++d) {
       const Tensor dZ_d = dZ.select(2, d).reshape({s.T * s.B, s.G});
       const Tensor r_prev = previous_outputs(s, d, y, h0, len);
       grad_w_hh.select(0, d).copy_(at::mm(dZ_d.t(), r_prev.reshape({s.T * s.B, s.R})));
-      const Tensor cells_d = cells_c.select(0, d).to(at::kFloat);  // (T, B, H)
+      const Tensor cells_d = cells_c.select(0, d).to(acc);  // (T, B, H)
       const Tensor gates_d = gates_c.select(0, d);
       if (proj) {
         const Tensor h_pre =
-            (gates_d.narrow(2, 3 * s.H, s.H).to(at::kFloat) * at::tanh(cells_d)).to(x.scalar_type());
+            (gates_d.narrow(2, 3 * s.H, s.H).to(acc) * at::tanh(cells_d)).to(x.scalar_type());
         grad_w_hr.select(0, d).copy_(
             at::mm(dR.select(0, d).reshape({s.T * s.B, s.R}).t(), h_pre.reshape({-1, s.H})));
       }
       if (present(w_peep)) {
-        // Sums over T * B products: in float, whatever the storage type.
-        const Tensor c0_d = c0.select(0, d).unsqueeze(0).to(at::kFloat);
+        const Tensor c0_d = c0.select(0, d).unsqueeze(0).to(acc);
         const Tensor c_prev = d == 0 ? at::cat({c0_d, cells_d.narrow(0, 0, s.T - 1)}, 0)
                                      : at::cat({cells_d.narrow(0, 1, s.T - 1), c0_d}, 0);
-        const Tensor dz_d = dZ.select(2, d).to(at::kFloat);
+        const Tensor dz_d = dZ.select(2, d).to(acc);
         Tensor gp = grad_w_peep.select(0, d);
         gp.select(0, 0).copy_((dz_d.narrow(2, 0, s.H) * c_prev).sum({0, 1}));
         gp.select(0, 1).copy_((dz_d.narrow(2, s.H, s.H) * c_prev).sum({0, 1}));
@@ -425,7 +450,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
 }  // namespace
 
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+// The schemas of csrc/ops.cpp, in the namespace of the emulation test library.
+TORCH_LIBRARY(lstm_fused_emu, m) {
+  m.def(
+      "lstm_layer_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
+      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
+  m.def(
+      "lstm_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
+      "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, "
+      "Tensor? lengths, Tensor y, Tensor gates, Tensor cells) "
+      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)");
+}
+TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
+#else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
+#endif
   m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
   m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
 }
