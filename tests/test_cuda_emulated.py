@@ -1,12 +1,16 @@
-"""The gate-kernel path of the CUDA backend run on the CPU: kernels and host code, emulated.
+"""The CUDA backend's kernels and host code run on the CPU, emulated.
 
-csrc/cuda/lstm_layer_cuda.cpp and csrc/cuda/lstm_gate_kernels.cu are built as plain C++ with
--DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h runs each kernel launch as one call
-per (block, thread), in order) into a test library that registers the same operator schemas
-under torch.ops.lstm_fused_emu, with the same fake kernels and autograd as lstm_fused. So the
-exact indexing, masking, vector loads, GEMM sequence and weight-gradient code of the CUDA path is
-checked against the float64 reference here, without a GPU. What this cannot check: anything
-about real concurrency or the device (races, the persistent kernel, cuBLAS, streams).
+csrc/cuda/*.cu and csrc/cuda/lstm_layer_cuda.cpp are built as plain C++ with
+-DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h: an ordinary launch runs one call
+per (block, thread) in order; a cooperative launch of the persistent kernels runs every CUDA
+thread as an OS thread, with real barriers for __syncthreads, warp shuffles and the grid
+barrier) into a test library that registers the same operator schemas under
+torch.ops.lstm_fused_emu, with the same fake kernels and autograd as lstm_fused. So the exact
+indexing, masking, vector loads, GEMM sequence, the persistent kernels' work split and
+exchange, and the weight-gradient code of both paths are checked against the float64 reference
+without a GPU. What this cannot check: the device itself (the CUDA memory model's weak
+orderings, L1 staleness, occupancy, cuBLAS, streams, timings): that needs a GPU and
+compute-sanitizer.
 """
 from __future__ import annotations
 
@@ -51,13 +55,14 @@ def emu_ops(tmp_path_factory):
     build = tmp_path_factory.mktemp("cuda_emu_build")
     sources = []
     # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
-    for name in ("lstm_layer_cuda.cpp", "lstm_gate_kernels.cu"):
+    for name in ("lstm_layer_cuda.cpp", "lstm_gate_kernels.cu", "lstm_persistent_kernels.cu"):
         wrapper = build / (Path(name).stem + "_emu.cpp")
         wrapper.write_text(f'#include "{ROOT / "csrc" / "cuda" / name}"\n')
         sources.append(str(wrapper))
     load(name="lstm_fused_cuda_emu", sources=sources,
          extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
-         extra_cflags=["-O1", "-std=c++17", "-DLSTM_FUSED_CUDA_EMULATION"],
+         extra_cflags=["-O1", "-std=c++17", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
+         extra_ldflags=["-pthread"],
          build_directory=str(build), is_python_module=False, verbose=False)
     torch.library.register_fake("lstm_fused_emu::lstm_layer_forward")(_ops.fake_layer_forward)
     torch.library.register_fake("lstm_fused_emu::lstm_layer_backward")(_ops.fake_layer_backward)
@@ -102,10 +107,18 @@ def _check(actual, expected, dtype, what, factor=1.0):
                                atol=factor * atol * scale, msg=lambda m: f"{what} ({dtype}): {m}")
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
-                         ids=str)
-@pytest.mark.parametrize("config", list(CONFIGS))
-def test_forward_backward_match_float64_reference(emu_ops, dtype, config):
+# (kernel path, dtype, config). The persistent kernels have no float64 version and no
+# projection (those calls take the gate path), so they are run on the other combinations.
+CASES = ([("gates", d, c) for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+          for c in CONFIGS]
+         + [("persistent", d, c) for d in (torch.float32, torch.float16, torch.bfloat16)
+            for c in ("uni", "bi", "bi-lengths", "peephole", "odd-H")])
+
+
+@pytest.mark.parametrize("path,dtype,config", CASES,
+                         ids=[f"{p}-{str(d).replace('torch.', '')}-{c}" for p, d, c in CASES])
+def test_forward_backward_match_float64_reference(emu_ops, monkeypatch, path, dtype, config):
+    monkeypatch.setenv("LSTM_FUSED_CUDA_PATH", path)
     args = _make_args(CONFIGS[config], dtype)
     params = {k: v.requires_grad_(True) for k, v in args.items()
               if v is not None and k != "lengths"}

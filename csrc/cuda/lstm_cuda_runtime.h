@@ -10,7 +10,10 @@
 #include "cuda_emulation.h"
 #else
 #include <c10/cuda/CUDAException.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
+// The dynamic shared memory of a kernel, as a byte array named `name`.
+#define LSTM_FUSED_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #define LSTM_FUSED_LAUNCH(grid, block, shared_bytes, stream, ...) \
   __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
 #endif

@@ -25,7 +25,8 @@
 //
 // Built with -DLSTM_FUSED_CUDA_EMULATION (tests/test_cuda_emulated.py only), this file registers
 // the same code as CPU kernels of a test library, lstm_fused_emu, with the gate kernels run by
-// a sequential CPU emulation of their launches (tests/cuda_emu/); the persistent path is absent.
+// a CPU emulation of their launches (tests/cuda_emu/; the persistent kernels run with one OS
+// thread per CUDA thread).
 //   The gate-kernel path is the default because the persistent kernel has not yet been run on
 //   a GPU (it was written and compile-checked on a machine without one).
 #include <ATen/ATen.h>
@@ -50,12 +51,6 @@ namespace {
 
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
-
-#if defined(LSTM_FUSED_CUDA_EMULATION)
-constexpr bool kPersistentKernels = false;
-#else
-constexpr bool kPersistentKernels = true;
-#endif
 
 bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
@@ -219,7 +214,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
 
   auto run = [&](auto zero) {
     using scalar_t = decltype(zero);
-    if constexpr (kPersistentKernels && !std::is_same_v<scalar_t, double>) {
+    if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
       if (persistent) {
         const PersistentPlan plan =
             plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/false);
@@ -384,7 +379,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const bool persistent = want_persistent() && !proj;
     auto run = [&](auto zero) {
       using scalar_t = decltype(zero);
-      if constexpr (kPersistentKernels && !std::is_same_v<scalar_t, double>) {
+      if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
         if (persistent) {
           const PersistentPlan plan =
               plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/true);

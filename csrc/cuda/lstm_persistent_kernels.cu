@@ -17,14 +17,13 @@
 //
 // Exchanged and carried values are rounded to the storage type before they are stored as float,
 // so the numbers are those of the gate-kernel path (which keeps its state in the storage type).
-#include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <cooperative_groups.h>
 
 #include <algorithm>
 
 #include "cuda/lstm_cuda_kernels.h"
+#include "cuda/lstm_cuda_runtime.h"
 #include "lstm_cell_math.h"
 
 namespace lstm_fused {
@@ -33,9 +32,15 @@ namespace {
 
 namespace cg = cooperative_groups;
 
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+constexpr int kThreads = 64;       // every emulated CUDA thread is an OS thread
+constexpr int kMaxBatchChunk = 2;  // several batch chunks even on the tiny test batches
+constexpr int kEmulatedUnits = 3;  // blocks of 3 units: the last block of H = 8 owns 2
+#else
 constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
 constexpr int kMaxBatchChunk = 32;
+#endif
+constexpr int kWarps = kThreads / 32;
 
 template <typename scalar_t>
 __device__ __forceinline__ float round_to(float v) {
@@ -57,7 +62,7 @@ __device__ __forceinline__ bool row_valid(const int64_t* lengths, int64_t b, int
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     persistent_forward_kernel(PersistentForwardArgs<scalar_t> a, int units, int batch_chunk) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   const int64_t H = a.H, G = 4 * H, B = a.B, T = a.T, D = a.D;
   const int64_t U = units, blocks_per_dir = (H + U - 1) / U;
   const int64_t d = blockIdx.x / blocks_per_dir;
@@ -155,7 +160,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     persistent_backward_kernel(PersistentBackwardArgs<scalar_t> a, int units) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   const int64_t H = a.H, G = 4 * H, B = a.B, T = a.T, D = a.D;
   const int64_t U = units, blocks_per_dir = (H + U - 1) / U;
   const int64_t d = blockIdx.x / blocks_per_dir;
@@ -255,6 +260,18 @@ size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 template <typename scalar_t>
 PersistentPlan plan_persistent(int device, int64_t B, int64_t H, int64_t D, bool backward) {
   PersistentPlan plan;
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  (void)device;
+  if (B <= 0 || H <= 0) return plan;
+  plan.fits = true;
+  plan.units = kEmulatedUnits;
+  plan.blocks = static_cast<int>(D * ((H + kEmulatedUnits - 1) / kEmulatedUnits));
+  plan.threads = kThreads;
+  plan.batch_chunk = static_cast<int>(std::min<int64_t>(B, kMaxBatchChunk));
+  plan.smem = align16(static_cast<size_t>(plan.units) * 4 * H * sizeof(scalar_t)) +
+              (backward ? 0 : static_cast<size_t>(plan.batch_chunk) * 4 * plan.units * sizeof(float));
+  return plan;
+#else
   int cooperative = 0, sms = 0, smem_optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -287,6 +304,7 @@ PersistentPlan plan_persistent(int device, int64_t B, int64_t H, int64_t D, bool
     }
   }
   return plan;
+#endif
 }
 
 template <typename scalar_t>
@@ -294,11 +312,17 @@ void launch_persistent_forward(const PersistentForwardArgs<scalar_t>& a, const P
                                cudaStream_t stream) {
   PersistentForwardArgs<scalar_t> args = a;
   int units = plan.units, batch_chunk = plan.batch_chunk;
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  (void)stream;
+  lstm_fused_emulation::launch_cooperative(&persistent_forward_kernel<scalar_t>, dim3(plan.blocks),
+                                           dim3(plan.threads), plan.smem, args, units, batch_chunk);
+#else
   void* params[] = {&args, &units, &batch_chunk};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(&persistent_forward_kernel<scalar_t>), dim3(plan.blocks),
       dim3(plan.threads), params, plan.smem, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
 }
 
 template <typename scalar_t>
@@ -306,11 +330,18 @@ void launch_persistent_backward(const PersistentBackwardArgs<scalar_t>& a,
                                 const PersistentPlan& plan, cudaStream_t stream) {
   PersistentBackwardArgs<scalar_t> args = a;
   int units = plan.units;
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  (void)stream;
+  lstm_fused_emulation::launch_cooperative(&persistent_backward_kernel<scalar_t>,
+                                           dim3(plan.blocks), dim3(plan.threads), plan.smem, args,
+                                           units);
+#else
   void* params[] = {&args, &units};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(&persistent_backward_kernel<scalar_t>), dim3(plan.blocks),
       dim3(plan.threads), params, plan.smem, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
 }
 
 #define LSTM_FUSED_INSTANTIATE_PERSISTENT(T_)                                                   \

@@ -5,8 +5,10 @@
 // LSTM_FUSED_LAUNCH runs one call per (block, thread), one after another, with blockIdx /
 // threadIdx / blockDim / gridDim set. That is faithful for kernels whose threads neither
 // communicate nor synchronise (each writes only its own elements), which is the case of every
-// kernel of lstm_gate_kernels.cu; it cannot run kernels that use __syncthreads, warp shuffles
-// or a grid barrier (the persistent kernels), and they are not built in this mode.
+// kernel of lstm_gate_kernels.cu. Cooperative launches (the persistent kernels, which use
+// __syncthreads, warp shuffles and a grid barrier) run every CUDA thread as an OS thread at the
+// bottom of this file. Neither models the CUDA memory model's weaker orderings (L1 staleness,
+// missing fences): races of that kind are for compute-sanitizer on a GPU.
 #pragma once
 
 #include <cstdint>
@@ -61,3 +63,114 @@ Launch<Kernel> launch(dim3 grid, dim3 block, Kernel* kernel) {
 #define C10_CUDA_KERNEL_LAUNCH_CHECK() \
   do {                                 \
   } while (0)
+
+// ---- Cooperative launches (the persistent kernels): one OS thread per CUDA thread. ----
+// Every thread of every block runs at once, so __syncthreads, warp shuffles and the grid barrier
+// are real barriers (mutex + condition variable, which also order the memory accesses).
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#define __align__(n) alignas(n)
+#define LSTM_FUSED_DYNAMIC_SHARED(name) \
+  unsigned char* name = ::lstm_fused_emulation::ctx.block->smem.data()
+
+using std::max;
+using std::min;
+
+namespace lstm_fused_emulation {
+
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    const long generation = generation_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != generation; });
+    }
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int n_, count_ = 0;
+  long generation_ = 0;
+};
+
+struct Warp {
+  Barrier barrier{32};
+  float values[32];
+};
+
+struct Block {
+  Block(int threads, size_t smem_bytes) : barrier(threads), smem(smem_bytes + 16) {
+    for (int w = 0; w < threads / 32; ++w) warps.emplace_back(new Warp());
+  }
+  Barrier barrier;
+  std::vector<unsigned char> smem;
+  std::vector<std::unique_ptr<Warp>> warps;
+};
+
+struct ThreadContext {
+  Block* block = nullptr;
+  Warp* warp = nullptr;
+  Barrier* grid = nullptr;
+  int lane = 0;
+};
+
+inline thread_local ThreadContext ctx;
+
+// Runs kernel(args...) on grid.x blocks of block.x threads (block.x a multiple of 32).
+template <typename... Params, typename... Args>
+void launch_cooperative(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
+                        const Args&... args) {
+  const int blocks = static_cast<int>(grid.x), threads = static_cast<int>(block.x);
+  Barrier grid_barrier(blocks * threads);
+  std::vector<std::unique_ptr<Block>> state;
+  for (int b = 0; b < blocks; ++b) state.emplace_back(new Block(threads, smem_bytes));
+  std::vector<std::thread> workers;
+  for (int b = 0; b < blocks; ++b)
+    for (int t = 0; t < threads; ++t)
+      workers.emplace_back([&, b, t] {
+        gridDim = grid;
+        blockDim = block;
+        blockIdx = dim3(b);
+        threadIdx = dim3(t);
+        ctx = ThreadContext{state[b].get(), state[b]->warps[t / 32].get(), &grid_barrier, t % 32};
+        kernel(args...);
+      });
+  for (auto& w : workers) w.join();
+}
+
+}  // namespace lstm_fused_emulation
+
+inline void __syncthreads() { lstm_fused_emulation::ctx.block->barrier.wait(); }
+
+inline float __shfl_xor_sync(unsigned int /*mask: all lanes*/, float v, int lane_mask) {
+  auto& c = lstm_fused_emulation::ctx;
+  c.warp->values[c.lane] = v;
+  c.warp->barrier.wait();
+  const float r = c.warp->values[c.lane ^ lane_mask];
+  c.warp->barrier.wait();  // nobody overwrites values before every lane has read
+  return r;
+}
+
+template <typename T>
+inline T __ldcg(const T* p) {
+  return *p;
+}
+
+namespace cooperative_groups {
+struct grid_group {
+  void sync() { lstm_fused_emulation::ctx.grid->wait(); }
+};
+inline grid_group this_grid() { return grid_group{}; }
+}  // namespace cooperative_groups
