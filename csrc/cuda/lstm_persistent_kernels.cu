@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t e = threadIdx.x; e < B * nu; e += blockDim.x) {
     const int64_t b = e / nu, j = u0 + e % nu;
     const int64_t s_idx = (d * B + b) * H + j;
-    a.h_n[s_idx] = static_cast<scalar_t>(h_last[s_idx]);
+    a.h_n[s_idx] = static_cast<scalar_t>(__ldcg(h_last + s_idx));  // exchange buffer: via L2
     a.c_n[s_idx] = static_cast<scalar_t>(a.c_state[s_idx]);
   }
 }

@@ -49,8 +49,9 @@ class CUDALSTM(_NativeLSTM):
     """The CUDA C++ kernels (csrc/cuda/): float32, float16, bfloat16 (fp32 accumulation), and
     float64 on the gate-kernel path (slow; it exists so that gradcheck can run on the GPU).
     Projection, peepholes, variable lengths and both directions are supported. Which loop runs
-    (per-step gate kernels or one persistent launch) is decided in C++ per call, see
-    csrc/cuda/lstm_layer_cuda.cpp."""
+    is decided in C++ per call (csrc/cuda/lstm_layer_cuda.cpp): per-step GEMM + fused gate
+    kernel by default; with LSTM_FUSED_CUDA_PATH=persistent, one cooperative launch for the
+    whole sequence when there is no projection and W_hh fits in the GPU's shared memory."""
 
     name = "cuda"
     device_type = "cuda"
