@@ -73,7 +73,7 @@ def emu_ops(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
-    monkeypatch.setenv("LSTM_FUSED_POISON_OUTPUTS", "1")  # unwritten outputs come out NaN
+    monkeypatch.setenv("LSTM_FUSED_POISON", "1")  # unwritten outputs come out NaN
 
 
 ARG_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")

@@ -53,7 +53,7 @@ def target(request, monkeypatch):
     backend, device, path = request.param
     if path is not None:
         monkeypatch.setenv("LSTM_FUSED_CUDA_PATH", path)
-    monkeypatch.setenv("LSTM_FUSED_POISON_OUTPUTS", "1")  # unwritten outputs come out NaN
+    monkeypatch.setenv("LSTM_FUSED_POISON", "1")  # unwritten outputs come out NaN
     return backend, torch.device(device)
 
 

@@ -78,16 +78,6 @@ bool want_persistent() {
   return true;
 }
 
-// A tensor for an output of the operator: uninitialised, or NaN everywhere when the environment
-// variable LSTM_FUSED_POISON_OUTPUTS=1 (the tests set it, so that an element a kernel fails to
-// write shows up as NaN instead of whatever the caching allocator left there).
-Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  Tensor t = at::empty(sizes, opts);
-  const char* v = std::getenv("LSTM_FUSED_POISON_OUTPUTS");
-  if (v != nullptr && std::strcmp(v, "1") == 0) t.fill_(std::numeric_limits<double>::quiet_NaN());
-  return t;
-}
-
 // lengths on the device of x, checked: 0 <= lengths[b] <= T (one device sync when present).
 Tensor device_lengths(const OptTensor& lengths, int64_t T, int64_t B, const at::Device& device) {
   if (!present(lengths)) return Tensor();
