@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cases import Case
 from .base import (Impl, Provider, Workload, accepts, attention_backends, lengths_mask,
                    load_module, lstm_fused_attr, random_lengths)
 
