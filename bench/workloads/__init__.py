@@ -1,0 +1,9 @@
+"""Workloads by family: lstm, lstm_cell, masked_softmax, attention_pooling, self_attention,
+model_step."""
+from .attention import AttentionPoolingWorkload, MaskedSoftmaxWorkload, SelfAttentionWorkload
+from .lstm import LSTMCellWorkload, LSTMWorkload
+from .model import ModelStepWorkload
+
+WORKLOADS = {w.family: w for w in (LSTMWorkload(), LSTMCellWorkload(), MaskedSoftmaxWorkload(),
+                                   AttentionPoolingWorkload(), SelfAttentionWorkload(),
+                                   ModelStepWorkload())}
