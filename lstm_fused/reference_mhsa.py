@@ -54,6 +54,9 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     weights = attention_weights(q, k, lengths, scale)
     if training and dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p, training=True)
+    pad = key_padding(lengths, q.shape[0], q.shape[2], q.device)
+    if pad is not None:  # 0 * NaN is NaN: padded values must not enter the product at all
+        v = v.masked_fill(pad[:, None, :, None], 0)
     return torch.matmul(weights, v), weights
 
 
