@@ -52,7 +52,7 @@ def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q, k, v (B, N, T, Dh); lengths (B,) int64 on q's device or None. Returns (B, N, T, Dh)."""
     dropout = training and dropout_p > 0.0
     impl = backends.resolve(backend, OP, q.device, q.dtype, dropout=dropout,
-                            lengths=lengths is not None)
+                            lengths=lengths is not None, head_dim=q.shape[-1])
     if impl.name == "reference":
         return impl.attention(q, k, v, lengths, scale, dropout_p, training)
     return impl.attention(q, k, v, lengths, scale)

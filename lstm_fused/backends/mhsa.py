@@ -96,7 +96,8 @@ def _dtype_names(dtypes) -> str:
 
 class SelfAttentionBackend(Backend):
     """attention(q, k, v, lengths, scale) -> out (B, N, T, Dh), differentiable.
-    features of a call: dropout=True when attention dropout is active (training, p > 0)."""
+    features of a call: dropout=True when attention dropout is active (training, p > 0);
+    head_dim = Dh."""
 
     op = OP
     dtypes: tuple = ()
@@ -162,11 +163,19 @@ class CUDASelfAttention(_NativeSelfAttention):
     dispatch_key = "CUDA"
     dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
+    max_head_dim = 128   # csrc/cuda/mhsa_cuda.cu keeps a head row in registers
+
     def unavailable_reason(self):
         reason = super().unavailable_reason()
         if reason is None and not torch.cuda.is_available():
             reason = "no CUDA device is available to PyTorch"
         return reason
+
+    def unsupported_reason(self, device, dtype, **features):
+        head_dim = features.get("head_dim", 0)
+        if head_dim > self.max_head_dim:
+            return f"head size embed_dim // num_heads = {head_dim} exceeds {self.max_head_dim}"
+        return super().unsupported_reason(device, dtype, **features)
 
 
 class TritonSelfAttention(SelfAttentionBackend):
