@@ -40,4 +40,17 @@ inline at::ScalarType mhsa_acc_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+inline void check_mhsa_backward_args(const MhsaSizes& s, const at::Tensor& grad_out,
+                                     const at::Tensor& q, const at::Tensor& out,
+                                     const at::Tensor& lse) {
+  TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(),
+              "mhsa_backward: grad_out and out must have the shape of q ", q.sizes());
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == s.B && lse.size(1) == s.N && lse.size(2) == s.T,
+              "mhsa_backward: lse must be (B, N, T) = (", s.B, ", ", s.N, ", ", s.T, "), got ",
+              lse.sizes());
+  TORCH_CHECK(lse.scalar_type() == mhsa_acc_type(q.scalar_type()),
+              "mhsa_backward: lse must be ", mhsa_acc_type(q.scalar_type()), ", got ",
+              lse.scalar_type());
+}
+
 }  // namespace lstm_fused

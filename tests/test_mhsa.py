@@ -235,7 +235,8 @@ def test_triton_opcheck_and_module():
     q, k, v = qkv(2, 1, 4, 2, torch.float32, gen, requires_grad=True)
     torch.library.opcheck(torch.ops.lstm_fused.mhsa_forward_triton.default,
                           (q, k, v, torch.tensor([4, 0]), 0.5),
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_autograd_registration"))
     ours, theirs = nn_pair(8, 2, dtype=torch.float32)
     ours.backend = "triton"
     theirs.load_state_dict(ours.state_dict())
@@ -332,7 +333,8 @@ def test_backend_choice(monkeypatch):
     (lambda m: m(torch.randn(3, 2, 4, dtype=torch.float64)), TypeError, "x has dtype"),
     (lambda m: m(torch.randn(3, 2, 4).long()), TypeError, "x must be a floating"),
     (lambda m: m([[1.0]]), TypeError, "x must be a torch.Tensor"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 4])), ValueError, r"lengths must lie in \[0, 3\]"),
+    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 4])), ValueError,
+     r"lengths must lie in \[0, 3\]"),
     (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, -1])), ValueError, "lengths must lie"),
     (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 2, 3])), ValueError, "lengths has shape"),
     (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1.0, 2.0])), TypeError, "lengths must hold"),

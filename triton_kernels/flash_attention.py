@@ -49,8 +49,8 @@ def _forward_kernel(Q, K, V, O, LSE, LEN,
                     N, T, Dh, scale,
                     HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
     b = bh // N
     n = bh % N
     length = T
@@ -93,8 +93,8 @@ def _forward_kernel(Q, K, V, O, LSE, LEN,
 def _delta_kernel(DO, O, DELTA, T, Dh,
                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """delta (B*N, T) = rowsum(dO * O); dO and O contiguous (B, N, T, Dh)."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     do = _load_tile(DO + bh * T * Dh, rows, dims, Dh, 1, T, Dh)
@@ -108,8 +108,8 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
                  HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dK, dV of one key tile; dO, DK, DV contiguous (B, N, T, Dh); lse, delta (B*N, T)."""
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_n = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
     b = bh // N
     n = bh % N
     length = T
@@ -154,8 +154,8 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LEN,
                HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dQ of one query tile; dO, DQ contiguous (B, N, T, Dh)."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
     b = bh // N
     n = bh % N
     length = T
@@ -215,7 +215,7 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if out.numel() == 0:
         return out, lse
     meta = _meta(q, lengths)
-    grid = (triton.cdiv(T, meta["BLOCK_M"]), B * N)
+    grid = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
     _forward_kernel[grid](q, k, v, out, lse, lengths if lengths is not None else q,
                           *q.stride(), *out.stride(), N, T, Dh, float(scale), **meta)
     return out, lse
@@ -236,11 +236,11 @@ def flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse):
     meta = _meta(q, lengths)
     len_arg = lengths if lengths is not None else q
     delta = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
-    rows = (triton.cdiv(T, meta["BLOCK_M"]), B * N)
+    rows = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
     _delta_kernel[rows](grad_out, out, delta, T, Dh,
                         BLOCK_M=meta["BLOCK_M"], BLOCK_D=meta["BLOCK_D"])
     common = (*q.stride(), N, T, Dh, float(scale))
-    _dkdv_kernel[(triton.cdiv(T, meta["BLOCK_N"]), B * N)](
+    _dkdv_kernel[(B * N, triton.cdiv(T, meta["BLOCK_N"]))](
         q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common, **meta)
     _dq_kernel[rows](q, k, v, grad_out, lse, delta, dq, len_arg, *common, **meta)
     return dq, dk, dv

@@ -136,7 +136,8 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, cons
   at::Tensor lse = at::empty({s.B, s.N, s.T}, q.options().dtype(mhsa_acc_type(q.scalar_type())));
   const int64_t* len_ptr = len_t.defined() ? len_t.data_ptr<int64_t>() : nullptr;
   const int64_t head = s.T * s.Dh;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* qp = q.data_ptr<scalar_t>();
     const scalar_t* kp = k.data_ptr<scalar_t>();
@@ -160,11 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
     const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
     const at::Tensor& out_in, const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  TORCH_CHECK(grad_out_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
-              "mhsa_backward: grad_out and out must have the shape of q");
-  TORCH_CHECK(lse_in.dim() == 3 && lse_in.size(0) == s.B && lse_in.size(1) == s.N &&
-                  lse_in.size(2) == s.T && lse_in.scalar_type() == mhsa_acc_type(q_in.scalar_type()),
-              "mhsa_backward: lse must be (B, N, T) in the accumulation dtype");
+  check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor dout = grad_out_in.contiguous().to(q.scalar_type());
   const at::Tensor out = out_in.contiguous(), lse = lse_in.contiguous();
@@ -172,7 +169,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   const int64_t* len_ptr = len_t.defined() ? len_t.data_ptr<int64_t>() : nullptr;
   const int64_t head = s.T * s.Dh;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* dop = dout.data_ptr<scalar_t>();
     const scalar_t* qp = q.data_ptr<scalar_t>();

@@ -56,12 +56,12 @@ mhsa_forward_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__
                     const scalar_t* __restrict__ v, const int64_t* __restrict__ lengths,
                     scalar_t* __restrict__ out, acc_t* __restrict__ lse, int64_t N, int64_t T,
                     int Dh, acc_t scale) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* v_tile = k_tile + kKeys * Dh;
-  const int64_t bh = blockIdx.y;
+  const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
   const int64_t len = row_length(lengths, bh / N, T);
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.y) * kRows + threadIdx.x;
   const bool active = i < T;
   const int64_t head = bh * T * Dh;
 
@@ -137,14 +137,14 @@ mhsa_dkdv_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                  const acc_t* __restrict__ lse, const acc_t* __restrict__ delta,
                  const int64_t* __restrict__ lengths, scalar_t* __restrict__ dk,
                  scalar_t* __restrict__ dv, int64_t N, int64_t T, int Dh, acc_t scale) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   acc_t* q_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* do_tile = q_tile + kKeys * Dh;
   acc_t* lse_tile = do_tile + kKeys * Dh;
   acc_t* delta_tile = lse_tile + kKeys;
-  const int64_t bh = blockIdx.y;
+  const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
   const int64_t len = row_length(lengths, bh / N, T);
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.x;
+  const int64_t j = static_cast<int64_t>(blockIdx.y) * kRows + threadIdx.x;
   const bool valid = j < len;
   const int64_t head = bh * T * Dh;
 
@@ -157,7 +157,7 @@ mhsa_dkdv_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
     dvj[d] = 0;
   }
   // A block whose keys are all padding only writes zeros.
-  const bool block_has_keys = static_cast<int64_t>(blockIdx.x) * kRows < len;
+  const bool block_has_keys = static_cast<int64_t>(blockIdx.y) * kRows < len;
   for (int64_t i0 = 0; block_has_keys && i0 < T; i0 += kKeys) {
     __syncthreads();
     stage_tile(q_tile, q + head, i0, T, Dh);
@@ -207,12 +207,12 @@ mhsa_dq_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                const acc_t* __restrict__ lse, const acc_t* __restrict__ delta,
                const int64_t* __restrict__ lengths, scalar_t* __restrict__ dq, int64_t N,
                int64_t T, int Dh, acc_t scale) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* v_tile = k_tile + kKeys * Dh;
-  const int64_t bh = blockIdx.y;
+  const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
   const int64_t len = row_length(lengths, bh / N, T);
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.x;
+  const int64_t i = static_cast<int64_t>(blockIdx.y) * kRows + threadIdx.x;
   const bool active = i < T;
   const int64_t head = bh * T * Dh;
 
@@ -298,9 +298,11 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({s.B, s.N, s.T}, q.options().dtype(mhsa_acc_type(q.scalar_type())));
   if (out.numel() == 0) return {out, lse};
-  const dim3 grid(static_cast<unsigned>((s.T + kRows - 1) / kRows), static_cast<unsigned>(s.B * s.N));
+  const dim3 grid(static_cast<unsigned>(s.B * s.N),
+                  static_cast<unsigned>((s.T + kRows - 1) / kRows));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const size_t smem = 2 * kKeys * s.Dh * sizeof(acc_t);
     dispatch_head_dim(s.Dh, [&](auto max_d) {
@@ -321,11 +323,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
     const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
     const at::Tensor& out_in, const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  TORCH_CHECK(grad_out_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
-              "mhsa_backward: grad_out and out must have the shape of q");
-  TORCH_CHECK(lse_in.dim() == 3 && lse_in.size(0) == s.B && lse_in.size(1) == s.N &&
-                  lse_in.size(2) == s.T && lse_in.scalar_type() == mhsa_acc_type(q_in.scalar_type()),
-              "mhsa_backward: lse must be (B, N, T) in the accumulation dtype");
+  check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor dout = grad_out_in.to(q.scalar_type()).contiguous();
@@ -334,12 +332,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   if (dq.numel() == 0) return {dq, dk, dv};
   at::Tensor delta = at::empty({s.B, s.N, s.T}, lse.options());
-  const dim3 grid(static_cast<unsigned>((s.T + kRows - 1) / kRows), static_cast<unsigned>(s.B * s.N));
+  const dim3 grid(static_cast<unsigned>(s.B * s.N),
+                  static_cast<unsigned>((s.T + kRows - 1) / kRows));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t rows = s.B * s.N * s.T;
-    mhsa_delta_kernel<scalar_t, acc_t><<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(
+    const unsigned delta_blocks = static_cast<unsigned>((rows + 255) / 256);
+    mhsa_delta_kernel<scalar_t, acc_t><<<delta_blocks, 256, 0, stream>>>(
         dout.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), delta.data_ptr<acc_t>(), rows,
         static_cast<int>(s.Dh));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
