@@ -7,6 +7,10 @@ Fresh kernel outputs are poisoned with NaN: torch's deterministic mode fills eve
 (also the at::empty of the C++ kernels) with NaN, so an element a kernel forgets to write fails.
 """
 import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -247,6 +251,43 @@ def test_triton_opcheck_and_module():
                                rtol=1e-5, atol=1e-5)
 
 
+# Compiles the Triton kernels for a real GPU (sm_80) without one, in a process where the
+# interpreter is off: the interpreter runs Python, this checks what the GPU compiler accepts.
+AOT_COMPILE = """
+import sys, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from lstm_fused.triton_kernels import flash_attention as fa
+meta = dict(HAS_LEN=True, PRECISION="tf32", BLOCK_M=64, BLOCK_N=64, BLOCK_D=64)
+common = dict(s_b="i32", s_n="i32", s_t="i32", s_d="i32")
+sizes = dict(N="i32", T="i32", Dh="i32", scale="fp32")
+P = "*fp16"
+kernels = [
+    (fa._forward_kernel, dict(Q=P, K=P, V=P, O=P, LSE="*fp32", LEN="*i64", **common,
+                              o_b="i32", o_n="i32", o_t="i32", o_d="i32", **sizes)),
+    (fa._dkdv_kernel, dict(Q=P, K=P, V=P, DO=P, LSE="*fp32", DELTA="*fp32", DK=P, DV=P,
+                           LEN="*i64", **common, **sizes)),
+    (fa._dq_kernel, dict(Q=P, K=P, V=P, DO=P, LSE="*fp32", DELTA="*fp32", DQ=P, LEN="*i64",
+                         **common, **sizes)),
+]
+for fn, sig in kernels:
+    sig.update({k: "constexpr" for k in meta})
+    kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=meta),
+                            target=GPUTarget("cuda", 80, 32))
+    assert "mma" in kernel.asm["ptx"], fn.__name__ + ": no tensor-core instruction"
+    print(fn.__name__, "compiled")
+"""
+
+
+@needs_triton
+def test_triton_kernels_compile_for_sm80():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", AOT_COMPILE], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    assert proc.stdout.count("compiled") == 3
+
+
 # ---------------------------------------------------------------- padding is never read
 
 @pytest.mark.parametrize("backend", [
@@ -325,6 +366,20 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv("LSTM_FUSED_BACKEND", "reference")
     assert backends.resolve("auto", "self_attention", torch.device("cpu"),
                             torch.float32).name == "reference"
+    monkeypatch.setenv("LSTM_FUSED_BACKEND", "cuda")      # asked for, cannot run: no fallback
+    with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
+        MultiheadSelfAttention(4, 2)(torch.randn(3, 2, 4))
+
+
+def test_backends_say_what_they_cannot_run():
+    impls = backends.implementations("self_attention")
+    assert set(impls) == {"reference", "cpu", "cuda", "triton"}
+    cuda = torch.device("cuda")
+    assert "exceeds 128" in impls["cuda"].unsupported_reason(cuda, torch.float32, head_dim=256)
+    assert impls["cuda"].unsupported_reason(cuda, torch.float32, head_dim=128) is None
+    assert "float64" in impls["triton"].unsupported_reason(cuda, torch.float64)
+    assert "dropout" in impls["triton"].unsupported_reason(cuda, torch.float16, dropout=True)
+    assert "runs on cpu" in impls["cpu"].unsupported_reason(cuda, torch.float32)
 
 
 @pytest.mark.parametrize("make_call, error, words", [
