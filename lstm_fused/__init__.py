@@ -14,3 +14,4 @@ from .replace import replace_lstm
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMCell", "replace_lstm", "available_backends", "functional", "reference"]
+from .mhsa import MultiheadSelfAttention  # noqa: E402,F401  (issue 5, point 3)

@@ -1,0 +1,56 @@
+// Arguments of the multi-head self-attention core operators (csrc/mhsa_ops.cpp).
+//
+//   q, k, v   (B, N, T, Dh)   same dtype and device; any strides (kernels take contiguous copies)
+//   lengths   (B,) int64 or undefined; key t of batch row b is valid iff t < lengths[b]
+//   grad_out, out (B, N, T, Dh); lse (B, N, T) in the accumulation type (float / double)
+//
+// The Python entry points check user input with clear messages first (lstm_fused/mhsa.py);
+// these checks guard direct calls of the operators.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace lstm_fused {
+
+struct MhsaSizes {
+  int64_t B, N, T, Dh;
+};
+
+inline MhsaSizes check_mhsa_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const c10::optional<at::Tensor>& lengths) {
+  TORCH_CHECK(q.dim() == 4, "mhsa: q must be (B, N, T, Dh), got ", q.sizes());
+  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(),
+              "mhsa: k and v must have the shape of q ", q.sizes(), ", got ", k.sizes(),
+              " and ", v.sizes());
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+              "mhsa: q, k, v must share a dtype");
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(),
+              "mhsa: q, k, v must be on one device");
+  MhsaSizes s{q.size(0), q.size(1), q.size(2), q.size(3)};
+  if (lengths.has_value() && lengths->defined()) {
+    TORCH_CHECK(lengths->dim() == 1 && lengths->size(0) == s.B,
+                "mhsa: lengths must be (B,) = (", s.B, ",), got ", lengths->sizes());
+    TORCH_CHECK(lengths->scalar_type() == at::kLong, "mhsa: lengths must be int64");
+    TORCH_CHECK(lengths->device() == q.device(), "mhsa: lengths must be on the device of q");
+  }
+  return s;
+}
+
+inline at::ScalarType mhsa_acc_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_mhsa_backward_args(const MhsaSizes& s, const at::Tensor& grad_out,
+                                     const at::Tensor& q, const at::Tensor& out,
+                                     const at::Tensor& lse) {
+  TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(),
+              "mhsa_backward: grad_out and out must have the shape of q ", q.sizes());
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == s.B && lse.size(1) == s.N && lse.size(2) == s.T,
+              "mhsa_backward: lse must be (B, N, T) = (", s.B, ", ", s.N, ", ", s.T, "), got ",
+              lse.sizes());
+  TORCH_CHECK(lse.scalar_type() == mhsa_acc_type(q.scalar_type()),
+              "mhsa_backward: lse must be ", mhsa_acc_type(q.scalar_type()), ", got ",
+              lse.scalar_type());
+}
+
+}  // namespace lstm_fused

@@ -1,0 +1,203 @@
+"""The attention core of MultiheadSelfAttention (op family "self_attention") on every backend.
+
+    attention(q, k, v, lengths, scale) -> out          q, k, v, out (B, N, T, Dh)
+    out = softmax(scale * q k^T over the keys t < lengths[b]) v; zeros for a row of length 0.
+
+Operators (registered once each; the dispatcher picks the device):
+  lstm_fused::mhsa_forward / mhsa_backward              C++ (csrc/mhsa_ops.cpp), CPU and CUDA
+  lstm_fused::mhsa_forward_triton / mhsa_backward_triton  Triton (triton_kernels/flash_attention.py)
+Both forward operators return (out, lse) and get a fake kernel (torch.compile) and an autograd
+formula here. Attention dropout in training runs only on backend="reference" (plain PyTorch):
+the fused kernels report it as unsupported, so "auto" picks the reference for that call and a
+fused backend asked for by name raises.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+
+from .. import _ops, reference_mhsa
+from . import register
+from .base import Backend
+
+OP = "self_attention"
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def fake_forward(q, k, v, lengths, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=_acc_dtype(q.dtype))
+
+
+def fake_backward(grad_out, q, k, v, lengths, scale, out, lse):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
+def register_core_autograd(forward_name: str, backward_op) -> None:
+    """Autograd of an (out, lse) = forward(q, k, v, lengths, scale) operator; lse is an
+    auxiliary output (not differentiable)."""
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, lengths, scale = inputs
+        out, lse = output
+        ctx.scale = scale
+        ctx.mark_non_differentiable(lse)
+        ctx.save_for_backward(q, k, v, lengths, out, lse)
+
+    def backward(ctx, grad_out, _grad_lse):
+        q, k, v, lengths, out, lse = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(out)
+        dq, dk, dv = backward_op(grad_out, q, k, v, lengths, ctx.scale, out, lse)
+        return dq, dk, dv, None, None
+
+    torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+
+
+if _ops.LOAD_ERROR is None:
+    torch.library.register_fake("lstm_fused::mhsa_forward")(fake_forward)
+    torch.library.register_fake("lstm_fused::mhsa_backward")(fake_backward)
+    register_core_autograd("lstm_fused::mhsa_forward", torch.ops.lstm_fused.mhsa_backward.default)
+
+
+# The Triton operators. The kernels module imports triton (and reads TRITON_INTERPRET) only
+# when a Triton operator first runs.
+@torch.library.custom_op("lstm_fused::mhsa_forward_triton", mutates_args=())
+def mhsa_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        lengths: Optional[torch.Tensor], scale: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    from ..triton_kernels import flash_attention
+    return flash_attention.flash_attention_forward(q, k, v, lengths, scale)
+
+
+@torch.library.custom_op("lstm_fused::mhsa_backward_triton", mutates_args=())
+def mhsa_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                         v: torch.Tensor, lengths: Optional[torch.Tensor], scale: float,
+                         out: torch.Tensor, lse: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ..triton_kernels import flash_attention
+    return flash_attention.flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse)
+
+
+mhsa_forward_triton.register_fake(fake_forward)
+mhsa_backward_triton.register_fake(fake_backward)
+register_core_autograd("lstm_fused::mhsa_forward_triton",
+                       torch.ops.lstm_fused.mhsa_backward_triton.default)
+
+
+def _dtype_names(dtypes) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+class SelfAttentionBackend(Backend):
+    """attention(q, k, v, lengths, scale) -> out (B, N, T, Dh), differentiable.
+    features of a call: dropout=True when attention dropout is active (training, p > 0);
+    head_dim = Dh."""
+
+    op = OP
+    dtypes: tuple = ()
+
+    def _dtype_reason(self, dtype):
+        if dtype not in self.dtypes:
+            return (f"dtype {str(dtype).replace('torch.', '')} is not supported "
+                    f"(supported: {_dtype_names(self.dtypes)})")
+        return None
+
+    @staticmethod
+    def _dropout_reason(features):
+        if features.get("dropout"):
+            return ("attention dropout in training is not implemented in the fused kernels "
+                    "(use eval mode, dropout=0.0, or backend='reference')")
+        return None
+
+    def attention(self, q, k, v, lengths, scale):
+        raise NotImplementedError
+
+
+class ReferenceSelfAttention(SelfAttentionBackend):
+    name = "reference"
+    dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+    def unsupported_reason(self, device, dtype, **features):
+        return self._dtype_reason(dtype)
+
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, training=False):
+        return reference_mhsa.attention_core(q, k, v, lengths, scale, dropout_p, training)[0]
+
+
+class _NativeSelfAttention(SelfAttentionBackend):
+    device_type = ""
+    dispatch_key = ""
+
+    def unavailable_reason(self):
+        if _ops.LOAD_ERROR is not None:
+            return _ops.LOAD_ERROR
+        if not _ops.has_kernel("mhsa_forward", self.dispatch_key):
+            return f"lstm_fused._C was built without {self.dispatch_key} attention kernels"
+        return None
+
+    def unsupported_reason(self, device, dtype, **features):
+        if device.type != self.device_type:
+            return f"it runs on {self.device_type} tensors, got a tensor on {device}"
+        return self._dtype_reason(dtype) or self._dropout_reason(features)
+
+    def attention(self, q, k, v, lengths, scale):
+        return torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, scale)[0]
+
+
+class CPUSelfAttention(_NativeSelfAttention):
+    name = "cpu"
+    device_type = "cpu"
+    dispatch_key = "CPU"
+    dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+class CUDASelfAttention(_NativeSelfAttention):
+    name = "cuda"
+    device_type = "cuda"
+    dispatch_key = "CUDA"
+    dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+    max_head_dim = 128   # csrc/cuda/mhsa_cuda.cu keeps a head row in registers
+
+    def unavailable_reason(self):
+        reason = super().unavailable_reason()
+        if reason is None and not torch.cuda.is_available():
+            reason = "no CUDA device is available to PyTorch"
+        return reason
+
+    def unsupported_reason(self, device, dtype, **features):
+        head_dim = features.get("head_dim", 0)
+        if head_dim > self.max_head_dim:
+            return f"head size embed_dim // num_heads = {head_dim} exceeds {self.max_head_dim}"
+        return super().unsupported_reason(device, dtype, **features)
+
+
+class TritonSelfAttention(SelfAttentionBackend):
+    name = "triton"
+    dtypes = (torch.float32, torch.float16, torch.bfloat16)
+
+    def unavailable_reason(self):
+        if importlib.util.find_spec("triton") is None:
+            return "the triton package is not installed"
+        return None
+
+    def unsupported_reason(self, device, dtype, **features):
+        interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+        if device.type != "cuda" and not (device.type == "cpu" and interpret):
+            return (f"it runs on cuda tensors (cpu tensors only under TRITON_INTERPRET=1), "
+                    f"got a tensor on {device}")
+        return self._dtype_reason(dtype) or self._dropout_reason(features)
+
+    def attention(self, q, k, v, lengths, scale):
+        return torch.ops.lstm_fused.mhsa_forward_triton(q, k, v, lengths, scale)[0]
+
+
+for _impl in (ReferenceSelfAttention(), CPUSelfAttention(), CUDASelfAttention(),
+              TritonSelfAttention()):
+    register(_impl)

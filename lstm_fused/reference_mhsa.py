@@ -1,0 +1,96 @@
+"""Plain PyTorch ground truth of multi-head self-attention with key padding (SPEC §2).
+
+Works in any dtype (float64 included) on any device; every fused kernel is checked against it.
+Dimension letters: B batch, T time steps, E embed dim, N heads, Dh = E // N head size.
+
+Semantics: the function of nn.MultiheadAttention(E, N)(x, x, x, key_padding_mask=padding),
+padding[b, t] = t >= lengths[b]. Padded keys get exactly zero weight. Padded *queries* are
+computed like nn does (they attend to the valid keys). A batch row with length 0 has no key at
+all: nn returns NaN there; here its attention weights are all zero and its attention context is
+zero, so its output is out_proj.bias (zero without bias), never NaN.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def key_padding(lengths: Optional[torch.Tensor], batch: int, steps: int,
+                device) -> Optional[torch.Tensor]:
+    """Boolean (B, T), True on padding (t >= lengths[b]); None when lengths is None."""
+    if lengths is None:
+        return None
+    t = torch.arange(steps, device=device)
+    return t[None, :] >= lengths.to(device)[:, None]
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, lengths: Optional[torch.Tensor],
+                      scale: float) -> torch.Tensor:
+    """softmax(scale * q k^T) over the valid keys. q, k (B, N, T, Dh) -> (B, N, T, T).
+
+    Padded keys get exact zeros; a batch row without valid key (length 0) gets all zeros."""
+    B, _, T, _ = q.shape
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    pad = key_padding(lengths, B, T, q.device)
+    if pad is None:
+        return torch.softmax(scores, dim=-1)
+    pad = pad[:, None, None, :]
+    # Fill padding with a finite very negative value (not -inf) so an all-padding row gives a
+    # uniform softmax instead of NaN; the `where` then zeroes the padding exactly.
+    scores = scores.masked_fill(pad, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)
+    return torch.where(pad, torch.zeros((), dtype=weights.dtype, device=weights.device), weights)
+
+
+def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   lengths: Optional[torch.Tensor], scale: float, dropout_p: float = 0.0,
+                   training: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The fused kernels' function: (softmax(scale q k^T) masked) v.
+
+    q, k, v (B, N, T, Dh); lengths (B,) int or None. Returns (out (B, N, T, Dh), weights
+    (B, N, T, T) after dropout). Dropout (training only) drops attention weights like nn."""
+    weights = attention_weights(q, k, lengths, scale)
+    if training and dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    pad = key_padding(lengths, q.shape[0], q.shape[2], q.device)
+    if pad is not None:  # 0 * NaN is NaN: padded values must not enter the product at all
+        v = v.masked_fill(pad[:, None, :, None], 0)
+    return torch.matmul(weights, v), weights
+
+
+def split_heads(x_proj: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(T, B, E) -> (B, N, T, Dh) (a view)."""
+    T, B, E = x_proj.shape
+    return x_proj.reshape(T, B, num_heads, E // num_heads).permute(1, 2, 0, 3)
+
+
+def merge_heads(out: torch.Tensor) -> torch.Tensor:
+    """(B, N, T, Dh) -> (T, B, E)."""
+    B, N, T, Dh = out.shape
+    return out.permute(2, 0, 1, 3).reshape(T, B, N * Dh)
+
+
+def multihead_self_attention(x: torch.Tensor, lengths: Optional[torch.Tensor],
+                             in_proj_weight: torch.Tensor, in_proj_bias: Optional[torch.Tensor],
+                             out_proj_weight: torch.Tensor,
+                             out_proj_bias: Optional[torch.Tensor], num_heads: int, *,
+                             batch_first: bool = False, need_weights: bool = False,
+                             dropout_p: float = 0.0, training: bool = False):
+    """The whole module in plain PyTorch.
+
+    x (T, B, E) (or (B, T, E) with batch_first); in_proj_weight (3E, E); in_proj_bias (3E,);
+    out_proj_weight (E, E); out_proj_bias (E,). Returns (out of x's layout, weights (B, T, T)
+    averaged over heads, or None)."""
+    if batch_first:
+        x = x.transpose(0, 1)
+    T, B, E = x.shape
+    qkv = F.linear(x, in_proj_weight, in_proj_bias)          # (T, B, 3E)
+    q, k, v = (split_heads(part, num_heads) for part in qkv.chunk(3, dim=-1))
+    scale = (E // num_heads) ** -0.5
+    ctx, weights = attention_core(q, k, v, lengths, scale, dropout_p, training)
+    out = F.linear(merge_heads(ctx), out_proj_weight, out_proj_bias)
+    if batch_first:
+        out = out.transpose(0, 1)
+    return out, (weights.mean(dim=1) if need_weights else None)

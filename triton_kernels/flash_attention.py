@@ -1,0 +1,246 @@
+"""Flash-style attention core of MultiheadSelfAttention in Triton, with key padding.
+
+    out = softmax(scale * q k^T over the keys t < lengths[b]) v        q, k, v (B, N, T, Dh)
+
+Forward: one program per (query tile, batch row b * head n). It walks the key tiles up to the
+row's length with a running max m and running sum l (online softmax), rescaling the context
+accumulator, so the T x T scores are never written. Keys t >= lengths[b] are never loaded (the
+loop stops at the length and the last tile's loads are masked), so padding that holds NaN or
+inf cannot reach the result. A batch row of length 0 gives a zero context and lse = -inf.
+
+Backward recomputes p_ij = exp(scale q_i.k_j - lse_i) tile by tile:
+    delta_i = dO_i . O_i;   ds_ij = p_ij (dO_i . v_j - delta_i)
+    dV_j = sum_i p_ij dO_i;  dK_j = scale sum_i ds_ij q_i  (one program per key tile)
+    dQ_i = scale sum_j ds_ij k_j                           (one program per query tile)
+Two kernels instead of atomics, so the result is deterministic.
+
+Everything is computed in float32 (inputs converted right after loading); float32 inputs use
+IEEE products ("ieee"), float16 / bfloat16 inputs are exact in tf32.
+Entry points: flash_attention_forward(q, k, v, lengths, scale) -> (out, lse) and
+flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse) -> (dq, dk, dv).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Tiles: 64 x 64 on a GPU; under the interpreter (tests, tiny T) 16 keeps the work small.
+_BLOCK = 16 if _INTERPRET else 64
+
+
+@triton.jit
+def _load_tile(base, rows, cols, stride_t, stride_d, n_rows, n_cols):
+    """(len(rows), len(cols)) tile in float32; rows >= n_rows and cols >= n_cols read as 0."""
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    ptrs = base + rows[:, None] * stride_t + cols[None, :] * stride_d
+    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _forward_kernel(Q, K, V, O, LSE, LEN,
+                    s_b, s_n, s_t, s_d,          # strides of q, k, v (shared)
+                    o_b, o_n, o_t, o_d,          # strides of out
+                    N, T, Dh, scale,
+                    HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    b = bh // N
+    n = bh % N
+    length = T
+    if HAS_LEN:
+        length = tl.load(LEN + b).to(tl.int32)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    base = b * s_b + n * s_n
+    q = _load_tile(Q + base, rows, dims, s_t, s_d, T, Dh)
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    start = 0
+    while start < length:  # not range(): the interpreter cannot loop to a loaded bound
+        keys = start + tl.arange(0, BLOCK_N)
+        k = _load_tile(K + base, keys, dims, s_t, s_d, length, Dh)
+        v = _load_tile(V + base, keys, dims, s_t, s_d, length, Dh)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        s = tl.where(keys[None, :] < length, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp(m_i - m_new)              # 0 on the first tile (m_i = -inf)
+        p = tl.exp(s - m_new[:, None])           # padded keys: exp(-inf) = 0
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
+        m_i = m_new
+        start += BLOCK_N
+
+    has_keys = l_i > 0.0                         # False only for a row of length 0
+    l_safe = tl.where(has_keys, l_i, 1.0)
+    out = tl.where(has_keys[:, None], acc / l_safe[:, None], 0.0)
+    lse = tl.where(has_keys, m_i + tl.log(l_safe), float("-inf"))
+    row_ok = rows < T
+    o_ptrs = O + b * o_b + n * o_n + rows[:, None] * o_t + dims[None, :] * o_d
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (dims[None, :] < Dh))
+    tl.store(LSE + bh * T + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _delta_kernel(DO, O, DELTA, T, Dh,
+                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """delta (B*N, T) = rowsum(dO * O); dO and O contiguous (B, N, T, Dh)."""
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    do = _load_tile(DO + bh * T * Dh, rows, dims, Dh, 1, T, Dh)
+    o = _load_tile(O + bh * T * Dh, rows, dims, Dh, 1, T, Dh)
+    tl.store(DELTA + bh * T + rows, tl.sum(do * o, axis=1), mask=rows < T)
+
+
+@triton.jit
+def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
+                 s_b, s_n, s_t, s_d, N, T, Dh, scale,
+                 HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """dK, dV of one key tile; dO, DK, DV contiguous (B, N, T, Dh); lse, delta (B*N, T)."""
+    pid_n = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    b = bh // N
+    n = bh % N
+    length = T
+    if HAS_LEN:
+        length = tl.load(LEN + b).to(tl.int32)
+    keys = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    dims = tl.arange(0, BLOCK_D)
+    base = b * s_b + n * s_n
+    k = _load_tile(K + base, keys, dims, s_t, s_d, length, Dh)
+    v = _load_tile(V + base, keys, dims, s_t, s_d, length, Dh)
+    dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    key_ok = keys < length
+    # A tile made only of padding keys gets zero gradients: skip the query loop.
+    stop = tl.where(pid_n * BLOCK_N < length, T, 0)
+    start = 0
+    while start < stop:  # not range(): the interpreter cannot loop to a loaded bound
+        rows = start + tl.arange(0, BLOCK_M)
+        row_ok = rows < T
+        q = _load_tile(Q + base, rows, dims, s_t, s_d, T, Dh)
+        do = _load_tile(DO + bh * T * Dh, rows, dims, Dh, 1, T, Dh)
+        lse = tl.load(LSE + bh * T + rows, mask=row_ok, other=0.0)
+        delta = tl.load(DELTA + bh * T + rows, mask=row_ok, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        ok = row_ok[:, None] & key_ok[None, :]
+        p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
+        dv += tl.dot(tl.trans(p), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
+        start += BLOCK_M
+
+    out_mask = (keys[:, None] < T) & (dims[None, :] < Dh)
+    offs = bh * T * Dh + keys[:, None] * Dh + dims[None, :]
+    tl.store(DK + offs, (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
+    tl.store(DV + offs, dv.to(DV.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LEN,
+               s_b, s_n, s_t, s_d, N, T, Dh, scale,
+               HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """dQ of one query tile; dO, DQ contiguous (B, N, T, Dh)."""
+    pid_m = tl.program_id(1)
+    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    b = bh // N
+    n = bh % N
+    length = T
+    if HAS_LEN:
+        length = tl.load(LEN + b).to(tl.int32)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < T
+    base = b * s_b + n * s_n
+    q = _load_tile(Q + base, rows, dims, s_t, s_d, T, Dh)
+    do = _load_tile(DO + bh * T * Dh, rows, dims, Dh, 1, T, Dh)
+    lse = tl.load(LSE + bh * T + rows, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + bh * T + rows, mask=row_ok, other=0.0)
+    dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    start = 0
+    while start < length:  # not range(): the interpreter cannot loop to a loaded bound
+        keys = start + tl.arange(0, BLOCK_N)
+        k = _load_tile(K + base, keys, dims, s_t, s_d, length, Dh)
+        v = _load_tile(V + base, keys, dims, s_t, s_d, length, Dh)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        ok = row_ok[:, None] & (keys[None, :] < length)
+        p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds, k, input_precision=PRECISION)
+        start += BLOCK_N
+
+    offs = bh * T * Dh + rows[:, None] * Dh + dims[None, :]
+    tl.store(DQ + offs, (dq * scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None] & (dims[None, :] < Dh))
+
+
+def _same_strides(q, k, v):
+    """q, k, v sharing one stride set (the views of one packed projection do)."""
+    if q.stride() == k.stride() == v.stride():
+        return q, k, v
+    return q.contiguous(), k.contiguous(), v.contiguous()
+
+
+def _meta(q, lengths):
+    B, N, T, Dh = q.shape
+    return dict(
+        HAS_LEN=lengths is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        BLOCK_M=_BLOCK, BLOCK_N=_BLOCK, BLOCK_D=max(16, triton.next_power_of_2(Dh)),
+    )
+
+
+def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            lengths: Optional[torch.Tensor], scale: float):
+    """q, k, v (B, N, T, Dh) float32/float16/bfloat16 on one device; lengths (B,) int64 or None.
+    Returns out (B, N, T, Dh) contiguous in q's dtype and lse (B, N, T) float32."""
+    q, k, v = _same_strides(q, k, v)
+    B, N, T, Dh = q.shape
+    out = torch.empty((B, N, T, Dh), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse
+    meta = _meta(q, lengths)
+    grid = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
+    _forward_kernel[grid](q, k, v, out, lse, lengths if lengths is not None else q,
+                          *q.stride(), *out.stride(), N, T, Dh, float(scale), **meta)
+    return out, lse
+
+
+def flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse):
+    """Gradients (dq, dk, dv), each (B, N, T, Dh) contiguous in q's dtype."""
+    q, k, v = _same_strides(q, k, v)
+    B, N, T, Dh = q.shape
+    grad_out = grad_out.to(q.dtype).contiguous()
+    out = out.contiguous()
+    lse = lse.contiguous()
+    dq = torch.empty((B, N, T, Dh), dtype=q.dtype, device=q.device)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    if dq.numel() == 0:
+        return dq, dk, dv
+    meta = _meta(q, lengths)
+    len_arg = lengths if lengths is not None else q
+    delta = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
+    rows = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
+    _delta_kernel[rows](grad_out, out, delta, T, Dh,
+                        BLOCK_M=meta["BLOCK_M"], BLOCK_D=meta["BLOCK_D"])
+    common = (*q.stride(), N, T, Dh, float(scale))
+    _dkdv_kernel[(B * N, triton.cdiv(T, meta["BLOCK_N"]))](
+        q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common, **meta)
+    _dq_kernel[rows](q, k, v, grad_out, lse, delta, dq, len_arg, *common, **meta)
+    return dq, dk, dv
