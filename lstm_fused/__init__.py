@@ -14,3 +14,6 @@ from .replace import replace_lstm
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMCell", "replace_lstm", "available_backends", "functional", "reference"]
+from .attention import AttentionPooling  # noqa: E402
+from .attention import ChannelAttention  # noqa: E402
+from .attention import AttentiveLSTM  # noqa: E402
