@@ -136,7 +136,9 @@ def attention_pooling(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     xb = _batch_major(x, batch_first)
     B, T, D = xb.shape
     _checks.check_tensor(weight, "weight", where=where)
-    A = weight.shape[0] if weight.dim() == 2 else -1
+    if weight.dim() != 2:
+        raise ValueError(f"{where}: weight must be 2-D (A, D), got shape {tuple(weight.shape)}")
+    A = weight.shape[0]
     _check_linear_weight(weight, "weight", A, D, x, where)
     if bias is not None:
         _check_linear_weight(bias, "bias", A, None, x, where)
@@ -166,9 +168,12 @@ def attention_pooling(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     if lengths is not None and torch.is_grad_enabled() and weight.requires_grad:
         # The weight gradient of the GEMM, grad_proj^T x, would read x on padded steps
         # (0 * nan = nan); zero them. Inference skips this pass: the kernel never reads them.
-        keep = torch.arange(T, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
-        xb = torch.where(keep.unsqueeze(2), xb, torch.zeros((), dtype=xb.dtype, device=x.device))
-    proj = torch.nn.functional.linear(xb, weight, bias)  # (B, T, A): the one GEMM
+        keep = torch.arange(T, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        keep = keep if batch_first else keep.t()
+        x = torch.where(keep.unsqueeze(2), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        xb = _batch_major(x, batch_first)
+    # The one GEMM, in x's own layout; the kernels read the (B, T, A) view through its strides.
+    proj = _batch_major(torch.nn.functional.linear(x, weight, bias), batch_first)
     context, alpha, lse = impl.kernels.attention_pooling(xb, proj, v, qproj, lengths)
     return (context, alpha, lse) if return_lse else (context, alpha)
 

@@ -415,3 +415,40 @@ def test_empty_batch_and_empty_time():
         p = functional.masked_softmax(torch.randn(0, 3), torch.zeros(0, dtype=torch.int64),
                                       backend=backend)
         assert p.shape == (0, 3)
+
+
+def test_modules_compile_with_fake_kernels():
+    """torch.compile traces through the operators' fake kernels (aot_eager: no codegen)."""
+    torch.manual_seed(16)
+    pool = lstm_fused.AttentionPooling(4, 3, backend="cpu")
+    chan = lstm_fused.ChannelAttention(4, backend="cpu")
+    x = torch.randn(6, 2, 4, requires_grad=True)
+    lengths = torch.tensor([6, 3])
+
+    def run(x):
+        c, alpha = pool(chan(x, lengths), lengths)
+        return c, alpha, functional.masked_softmax(alpha, lengths, scale=2.0, backend="cpu")
+
+    compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(x), run(x)):
+        torch.testing.assert_close(got, want)
+    (g1,) = torch.autograd.grad(compiled(x)[0].sum(), x)
+    (g2,) = torch.autograd.grad(run(x)[0].sum(), x)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_operator_level_errors_name_the_argument():
+    ops = torch.ops.lstm_fused
+    x, proj, v = torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.randn(5)
+    with pytest.raises(ValueError, match="lengths"):
+        ops.attention_pooling_forward(x, proj, v, None, torch.tensor([4, 1]))
+    with pytest.raises(ValueError, match="v has shape"):
+        ops.attention_pooling_forward(x, proj, torch.randn(4), None, None)
+    with pytest.raises(ValueError, match="qproj"):
+        ops.attention_pooling_forward(x, proj, v, torch.randn(2, 4), None)
+    with pytest.raises(TypeError, match="mask"):
+        ops.masked_softmax_forward(torch.randn(2, 3), None, torch.ones(2, 3), 1.0)
+    with pytest.raises(ValueError, match="w has shape"):
+        ops.channel_rescale_forward(x, torch.randn(2, 5), None)
+    with pytest.raises(TypeError, match="lengths"):
+        ops.channel_masked_mean_forward(x, torch.tensor([1, 2], dtype=torch.int32))

@@ -192,13 +192,19 @@ class _NativeKernels(_OperatorKernels):
     device_type = ""
     dispatch_key = ""
 
-    def unavailable_reason(self):
+    def __init__(self):
+        super().__init__()
+        # Fixed once the library is loaded; asked here, not per call, so that torch.compile
+        # does not have to trace the dispatcher query.
+        self._build_reason = None
         if _ops.LOAD_ERROR is not None:
-            return _ops.LOAD_ERROR
-        if not _ops.has_kernel("masked_softmax_forward", self.dispatch_key):
-            return (f"lstm_fused._C was built without {self.dispatch_key} attention kernels "
-                    f"(see README: building with CUDA)")
-        return None
+            self._build_reason = _ops.LOAD_ERROR
+        elif not _ops.has_kernel("masked_softmax_forward", self.dispatch_key):
+            self._build_reason = (f"lstm_fused._C was built without {self.dispatch_key} "
+                                  f"attention kernels (see README: building with CUDA)")
+
+    def unavailable_reason(self):
+        return self._build_reason
 
     def device_reason(self, device):
         if device.type != self.device_type:
