@@ -43,7 +43,9 @@ class AttentionPooling(nn.Module):
         _check_positive_int(where, "attention_size", attention_size)
         _check_positive_int(where, "query_size", query_size, minimum=0)
         factory = {"device": device, "dtype": dtype}
-        self.input_size, self.attention_size, self.query_size = input_size, attention_size, query_size
+        self.input_size = input_size
+        self.attention_size = attention_size
+        self.query_size = query_size
         self.batch_first = batch_first
         self.backend = backends.check_name(backend)
         self.proj = nn.Linear(input_size, attention_size, **factory)

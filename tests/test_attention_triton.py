@@ -200,3 +200,49 @@ def test_triton_opcheck(index):
     functional.masked_softmax(torch.randn(1, 1), backend="triton")  # defines the operators
     op, args = _triton_op_samples()[index]
     torch.library.opcheck(op(), args)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """16-wide tiles everywhere, so tiny shapes cross tile boundaries."""
+    from lstm_fused.triton_kernels import attention_ops
+
+    for key in attention_ops.BLOCK_CAPS:
+        monkeypatch.setitem(attention_ops.BLOCK_CAPS, key, 16)
+
+
+def test_multi_tile_paths(small_tiles):
+    """Several N tiles (online rescale), several A tiles, several D slices (only the first
+    writes alpha), several C slices; forward and backward against the float64 reference."""
+    torch.manual_seed(28)
+    B, T, D, A, C = 3, 37, 35, 20, 33
+    lengths = torch.tensor([0, 1, T])
+    scores = poison_padding(torch.randn(B, T, dtype=torch.float64) * 4, lengths)
+    out = functional.masked_softmax(scores.to(DEVICE), lengths.to(DEVICE), backend="triton")
+    torch.testing.assert_close(out.cpu(), _softmax_truth(scores.nan_to_num(0, 0, 0), lengths,
+                                                         None, 1.0, -1), **TOL[torch.float64])
+
+    module = lstm_fused.AttentionPooling(D, A, batch_first=True,
+                                         backend="triton").double().to(DEVICE)
+    x_clean = torch.randn(B, T, D, dtype=torch.float64)
+    x = poison_padding(x_clean, lengths).to(DEVICE).requires_grad_()
+    with nan_filled_empty():
+        c, alpha = module(x, lengths.to(DEVICE))
+    gc, ga = torch.randn(B, D, dtype=torch.float64), torch.randn(B, T, dtype=torch.float64)
+    grads = torch.autograd.grad((c, alpha), [x] + list(module.parameters()),
+                                (gc.to(DEVICE), ga.to(DEVICE)))
+    x2 = x_clean.clone().requires_grad_()
+    c2, a2 = _pooling_truth(x2, module.cpu(), lengths)
+    truth = torch.autograd.grad((c2, a2), [x2] + list(module.parameters()), (gc, ga))
+    torch.testing.assert_close(c.cpu(), c2, **TOL[torch.float64])
+    torch.testing.assert_close(alpha.cpu(), a2, **TOL[torch.float64])
+    for g, t in zip(grads, truth):
+        torch.testing.assert_close(g.cpu(), t, **TOL[torch.float64])
+
+    chan = lstm_fused.ChannelAttention(C, "se", reduction=4, batch_first=True,
+                                       backend="triton").double().to(DEVICE)
+    xc = poison_padding(torch.randn(B, T, C, dtype=torch.float64), lengths)
+    with nan_filled_empty():
+        y = chan(xc.to(DEVICE), lengths.to(DEVICE))
+    torch.testing.assert_close(y.cpu(), _channel_truth(xc.nan_to_num(0, 0, 0), chan.cpu(),
+                                                       lengths), **TOL[torch.float64])

@@ -17,10 +17,16 @@ interpreter_compat.apply()  # before any kernel runs: runtime loop bounds under 
 
 from .attention_channel import (masked_mean_bwd_kernel, masked_mean_fwd_kernel,  # noqa: E402
                                 rescale_bwd_kernel, rescale_fwd_kernel)
-from .attention_pooling import attention_pooling_bwd_kernel, attention_pooling_fwd_kernel  # noqa: E402,E501
+from .attention_pooling import (attention_pooling_bwd_kernel,  # noqa: E402
+                                attention_pooling_fwd_kernel)
 from .attention_softmax import masked_softmax_bwd_kernel, masked_softmax_fwd_kernel  # noqa: E402
 
 Tensor = torch.Tensor
+
+
+# Largest tile per dimension (powers of two). Tests lower them to run the multi-tile paths
+# (online rescale across tiles, several D slices) on tiny shapes.
+BLOCK_CAPS = {"softmax_n": 1024, "pool_a": 64, "pool_d": 128, "channel_c": 256}
 
 
 def _acc(dtype):
@@ -47,7 +53,7 @@ def masked_softmax_forward(scores: Tensor, lengths: Optional[Tensor], mask: Opti
         scores, lengths if lengths is not None else scores,
         mask_u8 if mask_u8 is not None else scores, out, N, float(scale),
         HAS_LENGTHS=lengths is not None, HAS_MASK=mask is not None, ACC=_acc(scores.dtype),
-        BLOCK_N=_block(N, 1024))
+        BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"]))
     return out
 
 
@@ -58,12 +64,14 @@ def masked_softmax_backward(grad_probs: Tensor, probs: Tensor, scale: float) -> 
     if R == 0 or N == 0:
         return out
     masked_softmax_bwd_kernel[(R,)](grad_probs, probs, out, N, float(scale),
-                                    ACC=_acc(probs.dtype), BLOCK_N=_block(N, 1024))
+                                    ACC=_acc(probs.dtype),
+                                    BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"]))
     return out
 
 
 def _pooling_blocks(T, D, A):
-    return dict(BLOCK_T=16, BLOCK_A=_block(A, 64), BLOCK_D=_block(D, 128))
+    return dict(BLOCK_T=16, BLOCK_A=_block(A, BLOCK_CAPS["pool_a"]),
+                BLOCK_D=_block(D, BLOCK_CAPS["pool_d"]))
 
 
 def attention_pooling_forward(x: Tensor, proj: Tensor, v: Tensor, qproj: Optional[Tensor],
@@ -121,7 +129,7 @@ def channel_masked_mean_forward(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     mean = torch.empty((B, C), dtype=x.dtype, device=x.device)
     if B == 0 or C == 0:
         return mean
-    BLOCK_C = _block(C, 256)
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
     masked_mean_fwd_kernel[(B, triton.cdiv(C, BLOCK_C))](
         x, lengths if lengths is not None else x, mean, T, C, x.stride(0), x.stride(1),
         HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_T=16, BLOCK_C=BLOCK_C)
@@ -134,7 +142,7 @@ def channel_masked_mean_backward(grad_mean: Tensor, x: Tensor, lengths: Optional
     grad_x = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
     if B * T == 0 or C == 0:
         return grad_x
-    BLOCK_C = _block(C, 256)
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
     masked_mean_bwd_kernel[(B * T, triton.cdiv(C, BLOCK_C))](
         grad_mean.contiguous(), lengths if lengths is not None else x, grad_x, T, C,
         HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_C=BLOCK_C)
@@ -147,7 +155,7 @@ def channel_rescale_forward(x: Tensor, w: Tensor, lengths: Optional[Tensor]) -> 
     y = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
     if B * T == 0 or C == 0:
         return y
-    BLOCK_C = _block(C, 256)
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
     rescale_fwd_kernel[(B * T, triton.cdiv(C, BLOCK_C))](
         x, w, lengths if lengths is not None else x, y, T, C, x.stride(0), x.stride(1),
         HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_C=BLOCK_C)
@@ -162,7 +170,7 @@ def channel_rescale_backward(grad_y: Tensor, x: Tensor, w: Tensor, lengths: Opti
     grad_w = torch.empty((B, C), dtype=x.dtype, device=x.device)
     if B == 0 or C == 0:
         return grad_x, grad_w
-    BLOCK_C = _block(C, 256)
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
     rescale_bwd_kernel[(B, triton.cdiv(C, BLOCK_C))](
         grad_y.contiguous(), x, w, lengths if lengths is not None else x, grad_x, grad_w, T, C,
         x.stride(0), x.stride(1), HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype),
