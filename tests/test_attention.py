@@ -274,8 +274,9 @@ def test_channel_attention_backward_and_gradcheck(backend, mode):
     truth = torch.autograd.grad(truth_y, [x2] + params, grad)
     for g, t in zip(grads, truth):
         torch.testing.assert_close(g, t, **TOL[torch.float64])
-    xg = x_clean.clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: module(x, lengths), (xg,))
+    xg = torch.randn(3, 3, C, dtype=torch.float64, requires_grad=True)
+    small = torch.tensor([0, 1, 3])
+    assert torch.autograd.gradcheck(lambda x: module(x, small), (xg,))
 
 
 def test_eca_kernel_size_rule():
