@@ -199,7 +199,8 @@ class _NativeKernels(_OperatorKernels):
         self._build_reason = None
         if _ops.LOAD_ERROR is not None:
             self._build_reason = _ops.LOAD_ERROR
-        elif not _ops.has_kernel("masked_softmax_forward", self.dispatch_key):
+        elif not torch._C._dispatch_has_kernel_for_dispatch_key(
+                "lstm_fused::masked_softmax_forward", self.dispatch_key):
             self._build_reason = (f"lstm_fused._C was built without {self.dispatch_key} "
                                   f"attention kernels (see README: building with CUDA)")
 
