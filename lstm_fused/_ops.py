@@ -18,14 +18,16 @@ except ImportError as exc:  # the package still works through backend="reference
     LOAD_ERROR = f"the C++ extension lstm_fused._C could not be loaded ({exc})"
 
 
-# Which C++ kernels the library registered, read once at import: a plain dict lookup is what
-# torch.compile can trace through (the dispatcher query itself is not).
-_CPP_OPS = ("lstm_layer_forward", "lstm_layer_inference", "lstm_layer_backward")
-_KERNELS = {
-    (op, key): LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        f"lstm_fused::{op}", key)
-    for op in _CPP_OPS for key in ("CPU", "CUDA")
-}
+# Which C++ kernels the library registered, read once at import (every lstm_fused:: operator
+# of csrc/ is registered when _C loads): a plain dict lookup is what torch.compile can trace
+# through, the dispatcher query itself is not.
+_KERNELS = {}
+if LOAD_ERROR is None:
+    for _name in torch._C._dispatch_get_all_op_names():
+        if _name.startswith("lstm_fused::"):
+            for _key in ("CPU", "CUDA"):
+                _KERNELS[(_name[len("lstm_fused::"):], _key)] = (
+                    torch._C._dispatch_has_kernel_for_dispatch_key(_name, _key))
 
 
 def has_kernel(op_name: str, dispatch_key: str) -> bool:

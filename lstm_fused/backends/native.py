@@ -54,13 +54,32 @@ class CPULSTM(_NativeLSTM):
 
 
 class CUDALSTM(_NativeLSTM):
+    """The CUDA C++ kernels (csrc/cuda/): float32, float16, bfloat16 (fp32 accumulation), and
+    float64 on the gate-kernel path (slow; it exists so that gradcheck can run on the GPU).
+    Projection, peepholes, variable lengths and both directions are supported. Which loop runs
+    is decided in C++ per call (csrc/cuda/lstm_layer_cuda.cpp): per-step GEMM + fused gate
+    kernel by default; with LSTM_FUSED_CUDA_PATH=persistent, one cooperative launch for the
+    whole sequence when there is no projection and W_hh fits in the GPU's shared memory."""
+
     name = "cuda"
     device_type = "cuda"
     dispatch_key = "CUDA"
-    dtypes = (torch.float32, torch.float16, torch.bfloat16)
+    dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    # Features of a layer call (functional.lstm_layer) that the kernels implement.
+    features = frozenset({"proj", "peephole", "lengths"})
 
     def unavailable_reason(self):
         reason = super().unavailable_reason()
         if reason is None and not torch.cuda.is_available():
             reason = "no CUDA device is available to PyTorch"
         return reason
+
+    def unsupported_reason(self, device, dtype, **features):
+        reason = super().unsupported_reason(device, dtype, **features)
+        if reason is not None:
+            return reason
+        unknown = sorted(k for k, wanted in features.items() if wanted and k not in self.features)
+        if unknown:
+            return (f"the CUDA kernels do not implement {', '.join(unknown)} "
+                    f"(they implement: {', '.join(sorted(self.features))})")
+        return None

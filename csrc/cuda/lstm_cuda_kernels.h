@@ -1,0 +1,147 @@
+// Launchers of the CUDA LSTM kernels, called by the host code of lstm_layer_cuda.cpp.
+//
+// Plain C++ with raw pointers and a stream, so the .cu files need no ATen headers (they compile
+// fast and the host logic lives in one .cpp). Instantiated for float, c10::Half, c10::BFloat16;
+// the gate-kernel path also for double (float64 exists for torch.autograd.gradcheck).
+// Dimension letters: csrc/lstm_cell_math.h. Every pointer is to a contiguous tensor of the
+// documented shape; `lengths` (B,) int64 on the device or nullptr (all steps valid).
+//
+// Step `step` of the forward time loop runs time t = step in direction 0 and t = T - 1 - step in
+// direction 1 (csrc/lstm_layer_args.h); a row b is valid at time t when t < lengths[b].
+#pragma once
+
+#include "cuda/lstm_cuda_runtime.h"  // cudaStream_t
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lstm_fused {
+namespace cuda {
+
+// ---- Gate-kernel path (lstm_gate_kernels.cu): one fused elementwise launch per step. ----
+
+template <typename scalar_t>
+struct GateForwardArgs {
+  const scalar_t* z_rec;   // (D, B, G) r_{t-1} W_hh^T of this step (no bias)
+  const scalar_t* gx;      // (T, B, D, G) x W_ih^T + bias of every step
+  const scalar_t* peep;    // (D, 3, H) or nullptr
+  const int64_t* lengths;  // (B,) or nullptr
+  scalar_t* c_state;       // (D, B, H) in: c_{t-1}, out: c_t (kept at padded steps)
+  scalar_t* gates;         // (D, T, B, G) out: activated gates, zero at padded steps
+  scalar_t* cells;         // (D, T, B, H) out: c_t, carried through padded steps
+  scalar_t* h_out;         // (D, B, H) out at valid steps: h_state when P == 0, else h before
+                           // the projection; untouched at padded steps
+  scalar_t* y;             // (T, B, D*H) out, zero at padded steps; nullptr when P > 0
+  int64_t T, B, H, D, step;
+};
+
+template <typename scalar_t>
+struct GateBackwardArgs {
+  const scalar_t* gates;     // (D, T, B, G) saved by the forward
+  const scalar_t* cells;     // (D, T, B, H) saved by the forward
+  const scalar_t* c0;        // (D, B, H)
+  const scalar_t* peep;      // (D, 3, H) or nullptr
+  const int64_t* lengths;    // (B,) or nullptr
+  const scalar_t* dh;        // (D, B, H) gradient of h before the projection (P > 0), or
+                             // nullptr: then dh = grad_y[t] + dh_state (P == 0)
+  const scalar_t* grad_y;    // (T, B, D*H), read when dh == nullptr
+  const scalar_t* dh_state;  // (D, B, H), read when dh == nullptr
+  scalar_t* dc_state;        // (D, B, H) in: gradient of c_t, out: of c_{t-1} (kept if padded)
+  scalar_t* dz;              // (T, B, D, G) out: gradient of the pre-activations
+  scalar_t* dz_step;         // (D, B, G) out: the same rows of this step, packed for the GEMM
+  int64_t T, B, H, D, step;
+};
+
+template <typename scalar_t>
+void launch_gate_forward(const GateForwardArgs<scalar_t>& a, cudaStream_t stream);
+
+template <typename scalar_t>
+void launch_gate_backward(const GateBackwardArgs<scalar_t>& a, cudaStream_t stream);
+
+// With a projection: r (D, B, P) = h W_hr^T of this step. Valid rows: h_state = r, y = r;
+// padded rows: y = 0, h_state kept.   h_state (D, B, P), y (T, B, D*P).
+template <typename scalar_t>
+void launch_proj_store(const scalar_t* r, scalar_t* h_state, scalar_t* y, const int64_t* lengths,
+                       int64_t T, int64_t B, int64_t P, int64_t D, int64_t step,
+                       cudaStream_t stream);
+
+// With a projection, backward: dr = grad_y[t] + dh_state on valid rows, 0 on padded rows;
+// written to dr (D, B, P) and to dR[:, t] (D, T, B, P) for the W_hr gradient.
+template <typename scalar_t>
+void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state, const int64_t* lengths,
+                            scalar_t* dr, scalar_t* dR, int64_t T, int64_t B, int64_t P,
+                            int64_t D, int64_t step, cudaStream_t stream);
+
+// dst = src on the rows valid at this step, dst kept elsewhere.   src, dst (D, B, N).
+template <typename scalar_t>
+void launch_masked_copy(const scalar_t* src, scalar_t* dst, const int64_t* lengths, int64_t T,
+                        int64_t B, int64_t N, int64_t D, int64_t step, cudaStream_t stream);
+
+// ---- Persistent path (lstm_persistent_kernels.cu): whole time loop in one launch. ----
+// float, half and bfloat16 only (it exchanges state in float).
+// Only without a projection (R == H). Each block owns `units` hidden units of one direction
+// and keeps their W_hh slice in shared memory for the whole loop; blocks exchange h (forward)
+// or dz (backward) through global memory, one grid-wide barrier per step.
+
+struct PersistentPlan {
+  bool fits = false;
+  int units = 0;       // hidden units per block
+  int blocks = 0;      // D * ceil(H / units)
+  int threads = 0;
+  int batch_chunk = 0; // batch rows per shared-memory tile of the forward
+  size_t smem = 0;     // dynamic shared memory per block, bytes
+};
+
+// Smallest `units` whose blocks all fit on the device at once (occupancy checked with
+// cudaOccupancyMaxActiveBlocksPerMultiprocessor), or fits = false.
+template <typename scalar_t>
+PersistentPlan plan_persistent(int device, int64_t B, int64_t H, int64_t D, bool backward);
+
+template <typename scalar_t>
+struct PersistentForwardArgs {
+  const scalar_t* gx;      // (T, B, D, G) x W_ih^T + bias
+  const scalar_t* w_hh;    // (D, G, H)
+  const scalar_t* h0;      // (D, B, H)
+  const scalar_t* c0;      // (D, B, H)
+  const scalar_t* peep;    // (D, 3, H) or nullptr
+  const int64_t* lengths;  // (B,) or nullptr
+  scalar_t* y;             // (T, B, D*H)
+  scalar_t* h_n;           // (D, B, H)
+  scalar_t* c_n;           // (D, B, H)
+  scalar_t* gates;         // (D, T, B, G)
+  scalar_t* cells;         // (D, T, B, H)
+  float* h_exchange;       // (2, D, B, H) workspace: h of the previous / this step
+  float* c_state;          // (D, B, H) workspace
+  int64_t T, B, H, D;
+};
+
+template <typename scalar_t>
+struct PersistentBackwardArgs {
+  const scalar_t* gates;     // (D, T, B, G)
+  const scalar_t* cells;     // (D, T, B, H)
+  const scalar_t* c0;        // (D, B, H)
+  const scalar_t* w_hh;      // (D, G, H)
+  const scalar_t* peep;      // (D, 3, H) or nullptr
+  const int64_t* lengths;    // (B,) or nullptr
+  const scalar_t* grad_y;    // (T, B, D*H)
+  const scalar_t* grad_h_n;  // (D, B, H)
+  const scalar_t* grad_c_n;  // (D, B, H)
+  scalar_t* dz;              // (T, B, D, G) out
+  scalar_t* grad_h0;         // (D, B, H) out
+  scalar_t* grad_c0;         // (D, B, H) out
+  float* dz_exchange;        // (2, D, B, G) workspace
+  float* dh_state;           // (D, B, H) workspace
+  float* dc_state;           // (D, B, H) workspace
+  int64_t T, B, H, D;
+};
+
+template <typename scalar_t>
+void launch_persistent_forward(const PersistentForwardArgs<scalar_t>& a, const PersistentPlan& plan,
+                               cudaStream_t stream);
+
+template <typename scalar_t>
+void launch_persistent_backward(const PersistentBackwardArgs<scalar_t>& a,
+                                const PersistentPlan& plan, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace lstm_fused

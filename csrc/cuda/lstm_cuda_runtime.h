@@ -1,0 +1,19 @@
+// The CUDA runtime as the LSTM kernels see it: the real one, or (LSTM_FUSED_CUDA_EMULATION,
+// tests only) a sequential CPU emulation of kernel launches from tests/cuda_emu/, with which
+// tests/test_cuda_emulated.py runs the kernels and the host code of the gate-kernel path on
+// the CPU against the reference. Kernels launch through LSTM_FUSED_LAUNCH:
+//   LSTM_FUSED_LAUNCH(grid, block, shared_bytes, stream, kernel)(arguments...);
+// (the kernel comes last so that a template kernel's commas need no parentheses).
+#pragma once
+
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+#include "cuda_emulation.h"
+#else
+#include <c10/cuda/CUDAException.h>
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+// The dynamic shared memory of a kernel, as a byte array named `name`.
+#define LSTM_FUSED_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#define LSTM_FUSED_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
+#endif

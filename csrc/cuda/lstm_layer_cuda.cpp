@@ -1,0 +1,471 @@
+// CUDA kernels of lstm_fused::lstm_layer_forward / lstm_layer_backward (TORCH_LIBRARY_IMPL
+// CUDA). Same semantics and saved layout as the CPU kernels (csrc/cpu/lstm_layer_cpu.cpp);
+// shapes and checks: csrc/lstm_layer_args.h; letters: csrc/lstm_cell_math.h.
+//
+// Two paths run the time loop; both start with one GEMM for the input projections of every
+// step and direction, and the backward of both ends with one GEMM per weight over all steps.
+//
+//   gate-kernel path (default, every shape): per step one batched GEMM (at::bmm_out, both
+//     directions) for the recurrent product, then one fused gate kernel (lstm_gate_kernels.cu);
+//     with a projection, one more GEMM and a small copy kernel. The backward runs the reverse
+//     loop the same way.
+//   persistent path (opt-in: LSTM_FUSED_CUDA_PATH=persistent): the whole loop of both
+//     directions in one cooperative launch (lstm_persistent_kernels.cu). Taken only when
+//       - there is no projection (P = 0): the projected h needs all H units of a step before
+//         any block can go on, a second barrier per step that this kernel does not have;
+//       - the device supports cooperative launches, and
+//       - every block, holding the W_hh slice of its units in shared memory (units * 4H
+//         elements, at most the per-block opt-in limit), fits on the device at once
+//         (cudaOccupancyMaxActiveBlocksPerMultiprocessor * SM count >= D * ceil(H / units)).
+//     Roughly: W_hh of all directions (D * 4H * H elements) must fit in the shared memory of
+//     the whole GPU, e.g. H <= ~1600 in bf16 for D = 1 on an H100. Otherwise it falls back to
+//     the gate-kernel path (the choice is per call, forward and backward separately; both
+//     produce the same saved gates/cells layout).
+//   float64 always takes the gate-kernel path (it exists for gradcheck, not for speed).
+//
+// Built with -DLSTM_FUSED_CUDA_EMULATION (tests/test_cuda_emulated.py only), this file registers
+// the same code as CPU kernels of a test library, lstm_fused_emu, with the gate kernels run by
+// a CPU emulation of their launches (tests/cuda_emu/; the persistent kernels run with one OS
+// thread per CUDA thread).
+//   The gate-kernel path is the default because the persistent kernel has not yet been run on
+//   a GPU (it was written and compile-checked on a machine without one).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+#if !defined(LSTM_FUSED_CUDA_EMULATION)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "cuda/lstm_cuda_kernels.h"
+#include "lstm_layer_args.h"
+
+namespace lstm_fused {
+namespace cuda {
+namespace {
+
+using at::Tensor;
+using OptTensor = c10::optional<Tensor>;
+
+bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+void check_cuda_call(const Tensor& x) {
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  TORCH_CHECK(x.is_cpu(), "lstm_fused (emulated cuda kernels): x must be on the CPU");
+#else
+  TORCH_CHECK(x.is_cuda(), "lstm_fused (cuda backend): x is on ", x.device(),
+              ", expected a CUDA tensor");
+#endif
+  const auto dt = x.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
+                   "lstm_fused (cuda backend): dtype ", dt,
+                   " is not supported; use float32, float16, bfloat16 or float64 "
+                   "(or backend='reference')");
+}
+
+// Which loop runs: LSTM_FUSED_CUDA_PATH = "gates" (default) or "persistent" (when it fits).
+bool want_persistent() {
+  const char* v = std::getenv("LSTM_FUSED_CUDA_PATH");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "gates") == 0) return false;
+  TORCH_CHECK_VALUE(std::strcmp(v, "persistent") == 0,
+                    "lstm_fused: the environment variable LSTM_FUSED_CUDA_PATH must be 'gates' or "
+                    "'persistent', got '", v, "'");
+  return true;
+}
+
+// A tensor for an output of the operator: uninitialised, or NaN everywhere when the environment
+// variable LSTM_FUSED_POISON_OUTPUTS=1 (the tests set it, so that an element a kernel fails to
+// write shows up as NaN instead of whatever the caching allocator left there).
+Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  Tensor t = at::empty(sizes, opts);
+  const char* v = std::getenv("LSTM_FUSED_POISON_OUTPUTS");
+  if (v != nullptr && std::strcmp(v, "1") == 0) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
+}
+
+// lengths on the device of x, checked: 0 <= lengths[b] <= T (one device sync when present).
+Tensor device_lengths(const OptTensor& lengths, int64_t T, int64_t B, const at::Device& device) {
+  if (!present(lengths)) return Tensor();
+  Tensor l = lengths->to(device).contiguous();
+  if (B > 0 && !((l >= 0) & (l <= T)).all().item<bool>()) {
+    const Tensor lc = l.cpu();
+    const int64_t* p = lc.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b)
+      TORCH_CHECK_VALUE(p[b] >= 0 && p[b] <= T, "lstm_fused: lengths[", b, "] = ", p[b],
+                        " is out of range, expected 0 <= lengths[b] <= T = ", T);
+  }
+  return l;
+}
+
+template <typename T_>
+T_* ptr(const Tensor& t) {
+  return t.defined() ? reinterpret_cast<T_*>(t.data_ptr()) : nullptr;
+}
+
+template <typename scalar_t>
+void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& h0,
+                       const Tensor& c0, const Tensor& w_hh, const OptTensor& w_hr,
+                       const Tensor& peep, const Tensor& len, Tensor& y, Tensor& h_n, Tensor& c_n,
+                       Tensor& gates, Tensor& cells, cudaStream_t stream) {
+  const bool proj = s.P > 0;
+  Tensor h_state = h0.contiguous().clone();  // (D, B, R)
+  Tensor c_state = c0.contiguous().clone();  // (D, B, H)
+  Tensor z_rec = at::empty({s.D, s.B, s.G}, gx.options());
+  const Tensor whh_t = w_hh.transpose(1, 2);  // (D, R, G)
+  Tensor hpre = proj ? at::zeros({s.D, s.B, s.H}, gx.options()) : Tensor();
+  Tensor rbuf = proj ? at::empty({s.D, s.B, s.P}, gx.options()) : Tensor();
+  const Tensor whr_t = proj ? w_hr->transpose(1, 2) : Tensor();  // (D, H, P)
+
+  GateForwardArgs<scalar_t> a;
+  a.z_rec = ptr<scalar_t>(z_rec);
+  a.gx = ptr<scalar_t>(gx);
+  a.peep = ptr<scalar_t>(peep);
+  a.lengths = ptr<int64_t>(len);
+  a.c_state = ptr<scalar_t>(c_state);
+  a.gates = ptr<scalar_t>(gates);
+  a.cells = ptr<scalar_t>(cells);
+  a.h_out = proj ? ptr<scalar_t>(hpre) : ptr<scalar_t>(h_state);
+  a.y = proj ? nullptr : ptr<scalar_t>(y);
+  a.T = s.T;
+  a.B = s.B;
+  a.H = s.H;
+  a.D = s.D;
+  for (int64_t step = 0; step < s.T; ++step) {
+    at::bmm_out(z_rec, h_state, whh_t);  // (D, B, G): r_{t-1} W_hh^T of both directions
+    a.step = step;
+    launch_gate_forward<scalar_t>(a, stream);
+    if (proj) {
+      at::bmm_out(rbuf, hpre, whr_t);  // (D, B, P)
+      launch_proj_store<scalar_t>(ptr<scalar_t>(rbuf), ptr<scalar_t>(h_state), ptr<scalar_t>(y),
+                                  a.lengths, s.T, s.B, s.P, s.D, step, stream);
+    }
+  }
+  h_n.copy_(h_state);
+  c_n.copy_(c_state);
+}
+
+template <typename scalar_t>
+void forward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& plan, const Tensor& gx,
+                             const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                             const Tensor& peep, const Tensor& len, Tensor& y, Tensor& h_n,
+                             Tensor& c_n, Tensor& gates, Tensor& cells, cudaStream_t stream) {
+  const auto f32 = gx.options().dtype(at::kFloat);
+  Tensor h_exchange = at::empty({2, s.D, s.B, s.H}, f32);
+  Tensor c_state = at::empty({s.D, s.B, s.H}, f32);
+  const Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous(), c0_c = c0.contiguous();
+  PersistentForwardArgs<scalar_t> a;
+  a.gx = ptr<scalar_t>(gx);
+  a.w_hh = ptr<scalar_t>(w_hh_c);
+  a.h0 = ptr<scalar_t>(h0_c);
+  a.c0 = ptr<scalar_t>(c0_c);
+  a.peep = ptr<scalar_t>(peep);
+  a.lengths = ptr<int64_t>(len);
+  a.y = ptr<scalar_t>(y);
+  a.h_n = ptr<scalar_t>(h_n);
+  a.c_n = ptr<scalar_t>(c_n);
+  a.gates = ptr<scalar_t>(gates);
+  a.cells = ptr<scalar_t>(cells);
+  a.h_exchange = ptr<float>(h_exchange);
+  a.c_state = ptr<float>(c_state);
+  a.T = s.T;
+  a.B = s.B;
+  a.H = s.H;
+  a.D = s.D;
+  launch_persistent_forward<scalar_t>(a, plan, stream);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+    const OptTensor& lengths) {
+  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
+  check_cuda_call(x);
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  const cudaStream_t stream = nullptr;  // emulated launches run in order on the CPU
+#else
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+#endif
+  const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
+  const auto opts = x.options();
+  // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
+  const Tensor x2 = x.reshape({s.T * s.B, s.I});
+  const Tensor w2 = w_ih.reshape({s.D * s.G, s.I}).t();
+  Tensor gx = present(bias) ? at::addmm(bias->reshape({s.D * s.G}), x2, w2) : at::mm(x2, w2);
+  gx = gx.view({s.T, s.B, s.D, s.G}).contiguous();
+
+  Tensor y = new_output({s.T, s.B, s.D * s.R}, opts);
+  Tensor h_n = new_output({s.D, s.B, s.R}, opts);
+  Tensor c_n = new_output({s.D, s.B, s.H}, opts);
+  Tensor gates = new_output({s.D, s.T, s.B, s.G}, opts);
+  Tensor cells = new_output({s.D, s.T, s.B, s.H}, opts);
+  if (s.T == 0) {
+    h_n.copy_(h0);
+    c_n.copy_(c0);
+    return {y, h_n, c_n, gates, cells};
+  }
+  const Tensor peep = present(w_peep) ? w_peep->contiguous() : Tensor();
+  const bool persistent = want_persistent() && s.P == 0;
+
+  auto run = [&](auto zero) {
+    using scalar_t = decltype(zero);
+    if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
+      if (persistent) {
+        const PersistentPlan plan =
+            plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/false);
+        if (plan.fits) {
+          forward_persistent_path<scalar_t>(s, plan, gx, h0, c0, w_hh, peep, len, y, h_n, c_n,
+                                            gates, cells, stream);
+          return;
+        }
+      }
+    }
+    forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, y, h_n, c_n, gates, cells,
+                                stream);
+  };
+  switch (x.scalar_type()) {
+    case at::kFloat: run(float(0)); break;
+    case at::kDouble: run(double(0)); break;
+    case at::kHalf: run(c10::Half(0.0f)); break;
+    case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
+    default: TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
+  }
+  return {y, h_n, c_n, gates, cells};
+}
+
+template <typename scalar_t>
+void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor& grad_h_n,
+                        const Tensor& grad_c_n, const Tensor& c0, const Tensor& w_hh,
+                        const OptTensor& w_hr, const Tensor& peep, const Tensor& len,
+                        const Tensor& gates, const Tensor& cells, Tensor& dZ, Tensor& dR,
+                        Tensor& grad_h0, Tensor& grad_c0, cudaStream_t stream) {
+  const bool proj = s.P > 0;
+  const auto opts = gy.options();
+  Tensor dh_state = grad_h_n.contiguous().clone();  // (D, B, R)
+  Tensor dc_state = grad_c_n.contiguous().clone();  // (D, B, H)
+  Tensor dz_step = at::empty({s.D, s.B, s.G}, opts);
+  Tensor dhh = len.defined() ? at::empty({s.D, s.B, s.R}, opts) : dh_state;
+  Tensor dr = proj ? at::empty({s.D, s.B, s.P}, opts) : Tensor();
+  Tensor dhpre = proj ? at::empty({s.D, s.B, s.H}, opts) : Tensor();
+  const Tensor c0_c = c0.contiguous();
+
+  GateBackwardArgs<scalar_t> a;
+  a.gates = ptr<scalar_t>(gates);
+  a.cells = ptr<scalar_t>(cells);
+  a.c0 = ptr<scalar_t>(c0_c);
+  a.peep = ptr<scalar_t>(peep);
+  a.lengths = ptr<int64_t>(len);
+  a.dh = proj ? ptr<scalar_t>(dhpre) : nullptr;
+  a.grad_y = ptr<scalar_t>(gy);
+  a.dh_state = ptr<scalar_t>(dh_state);
+  a.dc_state = ptr<scalar_t>(dc_state);
+  a.dz = ptr<scalar_t>(dZ);
+  a.dz_step = ptr<scalar_t>(dz_step);
+  a.T = s.T;
+  a.B = s.B;
+  a.H = s.H;
+  a.D = s.D;
+  for (int64_t step = s.T - 1; step >= 0; --step) {
+    if (proj) {
+      launch_proj_grad_input<scalar_t>(ptr<scalar_t>(gy), ptr<scalar_t>(dh_state), a.lengths,
+                                       ptr<scalar_t>(dr), ptr<scalar_t>(dR), s.T, s.B, s.P, s.D,
+                                       step, stream);
+      at::bmm_out(dhpre, dr, *w_hr);  // (D, B, H) = (D, B, P) x (D, P, H)
+    }
+    a.step = step;
+    launch_gate_backward<scalar_t>(a, stream);
+    at::bmm_out(dhh, dz_step, w_hh);  // (D, B, R) = (D, B, G) x (D, G, R)
+    // Rows padded at this step passed no gradient: their dh_state is kept.
+    if (len.defined())
+      launch_masked_copy<scalar_t>(ptr<scalar_t>(dhh), ptr<scalar_t>(dh_state), a.lengths, s.T,
+                                   s.B, s.R, s.D, step, stream);
+  }
+  grad_h0.copy_(dh_state);
+  grad_c0.copy_(dc_state);
+}
+
+template <typename scalar_t>
+void backward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& plan,
+                              const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
+                              const Tensor& c0, const Tensor& w_hh, const Tensor& peep,
+                              const Tensor& len, const Tensor& gates, const Tensor& cells,
+                              Tensor& dZ, Tensor& grad_h0, Tensor& grad_c0, cudaStream_t stream) {
+  const auto f32 = gy.options().dtype(at::kFloat);
+  Tensor dz_exchange = at::empty({2, s.D, s.B, s.G}, f32);
+  Tensor dh_state = at::empty({s.D, s.B, s.H}, f32);
+  Tensor dc_state = at::empty({s.D, s.B, s.H}, f32);
+  const Tensor w_hh_c = w_hh.contiguous(), c0_c = c0.contiguous();
+  const Tensor ghn = grad_h_n.contiguous(), gcn = grad_c_n.contiguous();
+  PersistentBackwardArgs<scalar_t> a;
+  a.gates = ptr<scalar_t>(gates);
+  a.cells = ptr<scalar_t>(cells);
+  a.c0 = ptr<scalar_t>(c0_c);
+  a.w_hh = ptr<scalar_t>(w_hh_c);
+  a.peep = ptr<scalar_t>(peep);
+  a.lengths = ptr<int64_t>(len);
+  a.grad_y = ptr<scalar_t>(gy);
+  a.grad_h_n = ptr<scalar_t>(ghn);
+  a.grad_c_n = ptr<scalar_t>(gcn);
+  a.dz = ptr<scalar_t>(dZ);
+  a.grad_h0 = ptr<scalar_t>(grad_h0);
+  a.grad_c0 = ptr<scalar_t>(grad_c0);
+  a.dz_exchange = ptr<float>(dz_exchange);
+  a.dh_state = ptr<float>(dh_state);
+  a.dc_state = ptr<float>(dc_state);
+  a.T = s.T;
+  a.B = s.B;
+  a.H = s.H;
+  a.D = s.D;
+  launch_persistent_backward<scalar_t>(a, plan, stream);
+}
+
+// The recurrent input r_{t-1} seen by each step of direction d, (T, B, R): h0 before the
+// first step, else the previous step's output. A reverse sequence of length l starts at
+// t = l - 1 from h0, where y[t + 1] holds padding zeros instead.
+Tensor previous_outputs(const LSTMLayerSizes& s, int64_t d, const Tensor& y, const Tensor& h0,
+                        const Tensor& len) {
+  const Tensor y_d = y.narrow(2, d * s.R, s.R);
+  const Tensor first = h0.select(0, d).unsqueeze(0);
+  if (d == 0) return at::cat({first, y_d.narrow(0, 0, s.T - 1)}, 0);
+  Tensor prev = at::cat({y_d.narrow(0, 1, s.T - 1), first}, 0);
+  if (len.defined()) {
+    const Tensor next_t = at::arange(1, s.T + 1, len.options()).unsqueeze(1);  // (T, 1)
+    const Tensor starts = (next_t >= len.unsqueeze(0)).unsqueeze(2);            // (T, B, 1)
+    prev = at::where(starts, first.expand_as(prev), prev);
+  }
+  return prev;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cuda(
+    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
+    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
+    const Tensor& gates, const Tensor& cells) {
+  const LSTMLayerSizes s =
+      check_layer_args(x, h0, c0, w_ih, w_hh, c10::nullopt, w_hr, w_peep, lengths);
+  check_cuda_call(x);
+  check_same(grad_y, "grad_y", {s.T, s.B, s.D * s.R}, x);
+  check_same(grad_h_n, "grad_h_n", {s.D, s.B, s.R}, x);
+  check_same(grad_c_n, "grad_c_n", {s.D, s.B, s.H}, x);
+  check_same(y, "y", {s.T, s.B, s.D * s.R}, x);
+  check_same(gates, "gates", {s.D, s.T, s.B, s.G}, x);
+  check_same(cells, "cells", {s.D, s.T, s.B, s.H}, x);
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  const cudaStream_t stream = nullptr;  // emulated launches run in order on the CPU
+#else
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+#endif
+  const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
+  const auto opts = x.options();
+  const bool proj = s.P > 0;
+
+  const Tensor gy = grad_y.contiguous();
+  const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
+  const Tensor peep = present(w_peep) ? w_peep->contiguous() : Tensor();
+  Tensor dZ = new_output({s.T, s.B, s.D, s.G}, opts);  // gradient of the pre-activations
+  Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
+  Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
+  Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
+  if (s.T == 0) {
+    grad_h0.copy_(grad_h_n);
+    grad_c0.copy_(grad_c_n);
+  } else {
+    const bool persistent = want_persistent() && !proj;
+    auto run = [&](auto zero) {
+      using scalar_t = decltype(zero);
+      if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
+        if (persistent) {
+          const PersistentPlan plan =
+              plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/true);
+          if (plan.fits) {
+            backward_persistent_path<scalar_t>(s, plan, gy, grad_h_n, grad_c_n, c0, w_hh, peep,
+                                               len, gates_c, cells_c, dZ, grad_h0, grad_c0,
+                                               stream);
+            return;
+          }
+        }
+      }
+      backward_gate_path<scalar_t>(s, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, peep, len, gates_c,
+                                   cells_c, dZ, dR, grad_h0, grad_c0, stream);
+    };
+    switch (x.scalar_type()) {
+      case at::kFloat: run(float(0)); break;
+      case at::kDouble: run(double(0)); break;
+      case at::kHalf: run(c10::Half(0.0f)); break;
+      case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
+      default:
+        TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
+    }
+  }
+
+  // Everything that does not feed the recurrence: one GEMM per weight over all steps.
+  const Tensor dZ2 = dZ.view({s.T * s.B, s.D * s.G});
+  const Tensor x2 = x.reshape({s.T * s.B, s.I});
+  Tensor grad_x = at::mm(dZ2, w_ih.reshape({s.D * s.G, s.I})).view({s.T, s.B, s.I});
+  Tensor grad_w_ih = at::mm(dZ2.t(), x2).view({s.D, s.G, s.I});
+  Tensor grad_bias = dZ2.sum(0).view({s.D, s.G});  // CUDA sums half/bf16 in float
+  Tensor grad_w_hh = at::zeros({s.D, s.G, s.R}, opts);
+  Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
+  Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
+  if (s.T > 0) {
+    // Elementwise products summed over T * B: in float for the half types (double stays double).
+    const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    for (int64_t d = 0; d < s.D; ++d) {
+      const Tensor dZ_d = dZ.select(2, d).reshape({s.T * s.B, s.G});
+      const Tensor r_prev = previous_outputs(s, d, y, h0, len);
+      grad_w_hh.select(0, d).copy_(at::mm(dZ_d.t(), r_prev.reshape({s.T * s.B, s.R})));
+      const Tensor cells_d = cells_c.select(0, d).to(acc);  // (T, B, H)
+      const Tensor gates_d = gates_c.select(0, d);
+      if (proj) {
+        const Tensor h_pre =
+            (gates_d.narrow(2, 3 * s.H, s.H).to(acc) * at::tanh(cells_d)).to(x.scalar_type());
+        grad_w_hr.select(0, d).copy_(
+            at::mm(dR.select(0, d).reshape({s.T * s.B, s.R}).t(), h_pre.reshape({-1, s.H})));
+      }
+      if (present(w_peep)) {
+        const Tensor c0_d = c0.select(0, d).unsqueeze(0).to(acc);
+        const Tensor c_prev = d == 0 ? at::cat({c0_d, cells_d.narrow(0, 0, s.T - 1)}, 0)
+                                     : at::cat({cells_d.narrow(0, 1, s.T - 1), c0_d}, 0);
+        const Tensor dz_d = dZ.select(2, d).to(acc);
+        Tensor gp = grad_w_peep.select(0, d);
+        gp.select(0, 0).copy_((dz_d.narrow(2, 0, s.H) * c_prev).sum({0, 1}));
+        gp.select(0, 1).copy_((dz_d.narrow(2, s.H, s.H) * c_prev).sum({0, 1}));
+        gp.select(0, 2).copy_((dz_d.narrow(2, 3 * s.H, s.H) * cells_d).sum({0, 1}));
+      }
+    }
+  }
+  return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
+}
+
+}  // namespace
+
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+// The schemas of csrc/ops.cpp, in the namespace of the emulation test library.
+TORCH_LIBRARY(lstm_fused_emu, m) {
+  m.def(
+      "lstm_layer_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
+      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
+  m.def(
+      "lstm_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
+      "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, "
+      "Tensor? lengths, Tensor y, Tensor gates, Tensor cells) "
+      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)");
+}
+TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
+#else
+TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
+#endif
+  m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace lstm_fused

@@ -1,0 +1,201 @@
+"""The CUDA backend's kernels and host code run on the CPU, emulated.
+
+csrc/cuda/*.cu and csrc/cuda/lstm_layer_cuda.cpp are built as plain C++ with
+-DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h: an ordinary launch runs one call
+per (block, thread) in order; a cooperative launch of the persistent kernels runs every CUDA
+thread as an OS thread, with real barriers for __syncthreads, warp shuffles and the grid
+barrier) into a test library that registers the same operator schemas under
+torch.ops.lstm_fused_emu, with the same fake kernels and autograd as lstm_fused. So the exact
+indexing, masking, vector loads, GEMM sequence, the persistent kernels' work split and
+exchange, and the weight-gradient code of both paths are checked against the float64 reference
+without a GPU. What this cannot check: the device itself (the CUDA memory model's weak
+orderings, L1 staleness, occupancy, cuBLAS, streams, timings): that needs a GPU and
+compute-sanitizer.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm_fused import _ops, reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="no host C++ compiler to build the emulated CUDA library")
+
+# Tolerances against the float64 reference after T steps (inputs rounded to the dtype first).
+TOL = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (2e-5, 2e-5),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (6e-2, 6e-2),
+}
+
+CONFIGS = {
+    # name: (T, B, I, H, P, D, peephole, lengths)
+    "uni": (5, 3, 5, 8, 0, 1, False, None),
+    "bi": (5, 4, 5, 8, 0, 2, False, None),
+    "bi-lengths": (6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]),
+    "proj": (5, 3, 4, 16, 8, 2, False, [5, 2, 3]),
+    "peephole": (5, 3, 4, 8, 0, 2, True, [2, 5, 0]),
+    "odd-H": (4, 2, 3, 5, 0, 2, True, None),  # H not a multiple of the vector width
+    "all": (5, 5, 6, 16, 4, 2, True, [5, 3, 1, 0, 4]),
+}
+
+
+@pytest.fixture(scope="module")
+def emu_ops(tmp_path_factory):
+    from torch.utils.cpp_extension import load
+
+    build = tmp_path_factory.mktemp("cuda_emu_build")
+    sources = []
+    # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
+    for name in ("lstm_layer_cuda.cpp", "lstm_gate_kernels.cu", "lstm_persistent_kernels.cu"):
+        wrapper = build / (Path(name).stem + "_emu.cpp")
+        wrapper.write_text(f'#include "{ROOT / "csrc" / "cuda" / name}"\n')
+        sources.append(str(wrapper))
+    load(name="lstm_fused_cuda_emu", sources=sources,
+         extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
+         extra_cflags=["-O1", "-std=c++17", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
+         extra_ldflags=["-pthread"],
+         build_directory=str(build), is_python_module=False, verbose=False)
+    torch.library.register_fake("lstm_fused_emu::lstm_layer_forward")(_ops.fake_layer_forward)
+    torch.library.register_fake("lstm_fused_emu::lstm_layer_backward")(_ops.fake_layer_backward)
+    _ops.register_layer_autograd("lstm_fused_emu::lstm_layer_forward",
+                                 torch.ops.lstm_fused_emu.lstm_layer_backward.default)
+    return torch.ops.lstm_fused_emu
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    monkeypatch.setenv("LSTM_FUSED_POISON_OUTPUTS", "1")  # unwritten outputs come out NaN
+
+
+ARG_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
+
+
+def _make_args(cfg, dtype, seed=0, lengths_dtype=torch.int64):
+    T, B, I, H, P, D, peephole, lengths = cfg
+    R = P if P else H
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=0.5):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+    return dict(
+        x=rnd(T, B, I, scale=1.0), h0=rnd(D, B, R), c0=rnd(D, B, H), w_ih=rnd(D, 4 * H, I),
+        w_hh=rnd(D, 4 * H, R), bias=rnd(D, 4 * H), w_hr=rnd(D, P, H) if P else None,
+        w_peep=rnd(D, 3, H) if peephole else None,
+        lengths=None if lengths is None else torch.tensor(lengths, dtype=lengths_dtype))
+
+
+def _float64(args, requires_grad=False):
+    return {k: (v if v is None or k == "lengths"
+                else v.detach().double().requires_grad_(requires_grad)) for k, v in args.items()}
+
+
+def _check(actual, expected, dtype, what, factor=1.0):
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values (unwritten?) {actual}"
+    rtol, atol = TOL[dtype]
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    torch.testing.assert_close(actual.detach().double(), expected.detach(), rtol=factor * rtol,
+                               atol=factor * atol * scale, msg=lambda m: f"{what} ({dtype}): {m}")
+
+
+# (kernel path, dtype, config). The persistent kernels have no float64 version and no
+# projection (those calls take the gate path), so they are run on the other combinations.
+CASES = ([("gates", d, c) for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+          for c in CONFIGS]
+         # (emulated cooperative launches are slow: every config in float32, a few in half)
+         + [("persistent", torch.float32, c) for c in ("uni", "bi", "bi-lengths", "peephole",
+                                                       "odd-H")]
+         + [("persistent", torch.float16, "bi-lengths"), ("persistent", torch.float16, "odd-H"),
+            ("persistent", torch.bfloat16, "peephole")])
+
+
+@pytest.mark.parametrize("path,dtype,config", CASES,
+                         ids=[f"{p}-{str(d).replace('torch.', '')}-{c}" for p, d, c in CASES])
+def test_forward_backward_match_float64_reference(emu_ops, monkeypatch, path, dtype, config):
+    monkeypatch.setenv("LSTM_FUSED_CUDA_PATH", path)
+    args = _make_args(CONFIGS[config], dtype)
+    params = {k: v.requires_grad_(True) for k, v in args.items()
+              if v is not None and k != "lengths"}
+    y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+    ref_args = _float64(args, requires_grad=True)
+    ref_y, ref_h, ref_c = reference.lstm_layer(**ref_args)
+    for a, e, what in ((y, ref_y, "y"), (h_n, ref_h, "h_n"), (c_n, ref_c, "c_n")):
+        _check(a, e, dtype, what)
+    assert torch.isfinite(gates).all() and torch.isfinite(cells).all()
+
+    g = torch.Generator().manual_seed(7)
+    gy, gh, gc = (torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n))
+    torch.autograd.backward((y, h_n, c_n), (gy.to(dtype), gh.to(dtype), gc.to(dtype)))
+    torch.autograd.backward((ref_y, ref_h, ref_c), (gy, gh, gc))
+    factor = 2.0 if dtype in (torch.float16, torch.bfloat16) else 1.0
+    for name, p in params.items():
+        assert p.grad is not None, f"no gradient for {name}"
+        _check(p.grad, ref_args[name].grad, dtype, f"grad {name}", factor)
+
+
+@pytest.mark.parametrize("config", ["bi-lengths", "all", "odd-H"])
+def test_gradcheck_float64(emu_ops, config):
+    T, B, I, H, P, D, peephole, lengths = CONFIGS[config]
+    small = (3, min(B, 3), 2, 4 if H % 4 == 0 else 3, 2 if P else 0, D, peephole,
+             None if lengths is None else [3, 1, 0][:min(B, 3)])
+    args = _make_args(small, torch.float64)
+    names = [k for k in ARG_NAMES if args[k] is not None and k != "lengths"]
+
+    def fn(*tensors):
+        kw = dict(args)
+        kw.update(zip(names, tensors))
+        return emu_ops.lstm_layer_forward(*(kw[k] for k in ARG_NAMES))[:3]
+
+    inputs = tuple(args[k].clone().requires_grad_(True) for k in names)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_matches_the_cpu_kernels_bit_for_bit_layout(emu_ops):
+    """Same saved layout (gates, cells) as the CPU kernels, so one autograd serves both."""
+    args = _make_args(CONFIGS["all"], torch.float64)
+    ordered = [args[k] for k in ARG_NAMES]
+    emu = emu_ops.lstm_layer_forward(*ordered)
+    cpu = torch.ops.lstm_fused.lstm_layer_forward(*ordered)
+    for a, b, what in zip(emu, cpu, ("y", "h_n", "c_n", "gates", "cells")):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m, w=what: f"{w}: {m}")
+
+
+def test_empty_batch_and_zero_steps(emu_ops):
+    for T, B in ((4, 0), (0, 3)):
+        args = _make_args((T, B, 3, 8, 0, 2, True, None), torch.float32)
+        y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+        assert y.shape == (T, B, 16) and gates.shape == (2, T, B, 32)
+        torch.testing.assert_close(h_n, args["h0"])
+        torch.testing.assert_close(c_n, args["c0"])
+
+
+def test_noncontiguous_inputs(emu_ops):
+    args = _make_args(CONFIGS["bi"], torch.float32)
+    ref = [args[k] for k in ARG_NAMES]
+    x_t = args["x"].transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+    w_hh_t = args["w_hh"].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not x_t.is_contiguous() and not w_hh_t.is_contiguous()
+    other = [x_t if k == "x" else w_hh_t if k == "w_hh" else args[k] for k in ARG_NAMES]
+    for a, b in zip(emu_ops.lstm_layer_forward(*other), emu_ops.lstm_layer_forward(*ref)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_bad_lengths_and_dtype_errors(emu_ops):
+    args = _make_args(CONFIGS["bi-lengths"], torch.float32)
+    args["lengths"] = torch.tensor([6, 7, 0, 1])
+    with pytest.raises(ValueError, match=r"lengths\[1\] = 7 is out of range"):
+        emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+    args = _make_args(CONFIGS["uni"], torch.float32)
+    args = {k: (v.to(torch.int32) if v is not None and k != "lengths" else v)
+            for k, v in args.items()}
+    with pytest.raises(TypeError, match="dtype Int is not supported"):
+        emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
