@@ -7,11 +7,15 @@ The contract (math, names, errors) is SPEC.md; backends: available_backends().
 """
 from . import _ops  # noqa: F401  (registers operators, fake kernels and autograd)
 from . import functional, reference
+from .attention import AttentionPooling, AttentiveLSTM, ChannelAttention
 from .backends import available_backends
 from .lstm import LSTM, LSTMCell
+from .mhsa import MultiheadSelfAttention
 from .replace import replace_lstm
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "replace_lstm", "available_backends", "functional", "reference"]
-from .mhsa import MultiheadSelfAttention  # noqa: E402,F401  (issue 5, point 3)
+__all__ = [
+    "LSTM", "LSTMCell", "replace_lstm", "available_backends", "functional", "reference",
+    "AttentionPooling", "AttentiveLSTM", "ChannelAttention", "MultiheadSelfAttention",
+]

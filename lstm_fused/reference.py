@@ -64,3 +64,77 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths
         h_ns.append(h)
         c_ns.append(c)
     return torch.cat(ys, dim=2), torch.stack(h_ns), torch.stack(c_ns)
+
+
+# Attention (SPEC §2): masked softmax, additive attention pooling, channel attention.
+# Batch-major shapes: x (B, T, D); lengths (B,) int64, positions t >= lengths[b] are padding.
+# Padding is never read into a result: it is replaced by zeros before any arithmetic, so NaN or
+# inf stored there cannot leak (0 * nan would be nan).
+
+
+def valid_mask(lengths, batch: int, steps: int, device) -> torch.Tensor:
+    """(B, T) bool, True where t < lengths[b]; all True when lengths is None."""
+    if lengths is None:
+        return torch.ones((batch, steps), dtype=torch.bool, device=device)
+    return torch.arange(steps, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
+def masked_softmax(scores, keep=None, scale: float = 1.0):
+    """softmax(scale * scores) along the last axis over the positions where keep (bool,
+    broadcastable to scores) is True; excluded positions get exactly 0, a row with nothing
+    kept is all zeros."""
+    s = scores * scale
+    if keep is None:
+        return torch.softmax(s, dim=-1)
+    keep = keep.expand_as(s)
+    if s.shape[-1] == 0:
+        return s.clone()
+    s = torch.where(keep, s, torch.zeros_like(s))  # drop whatever padding holds (nan, inf)
+    s = torch.where(keep, s, torch.full_like(s, float("-inf")))
+    m = s.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # empty rows: no -inf - -inf
+    e = torch.where(keep, torch.exp(s - m), torch.zeros_like(s))
+    denom = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+def attention_pooling(x, proj, v, qproj=None, lengths=None):
+    """Additive (Bahdanau) pooling after the W_h product (SPEC §2, seed 000).
+
+    x (B, T, D); proj (B, T, A) = x W_h^T + b; v (A,); qproj (B, A) = q W_q^T or None.
+    e_t = v . tanh(proj_t + qproj); alpha = masked softmax of e over t < lengths[b];
+    c = sum_t alpha_t x_t. Returns (c (B, D), alpha (B, T), lse (B,)) where lse is the
+    log-sum-exp of the valid scores (-inf for an empty row).
+    """
+    B, T = x.shape[0], x.shape[1]
+    keep = valid_mask(lengths, B, T, x.device)
+    u = proj if qproj is None else proj + qproj.unsqueeze(1)
+    u = torch.where(keep.unsqueeze(2), u, torch.zeros_like(u))
+    e = torch.tanh(u) @ v  # (B, T)
+    alpha = masked_softmax(e, keep)
+    xs = torch.where(keep.unsqueeze(2), x, torch.zeros_like(x))
+    c = (alpha.unsqueeze(2) * xs).sum(dim=1)
+    # log-sum-exp of the valid scores; empty rows are -inf, computed so that no NaN gradient
+    # comes out of them (logsumexp of an all -inf row has a NaN gradient).
+    empty = ~keep.any(dim=1, keepdim=True)
+    e_valid = torch.where(keep | empty, torch.where(keep, e, torch.zeros_like(e)),
+                          torch.full_like(e, float("-inf")))
+    lse = torch.logsumexp(e_valid, dim=1) if T > 0 else e.new_zeros((B,))
+    lse = torch.where(empty.squeeze(1), torch.full_like(lse, float("-inf")), lse)
+    return c, alpha, lse
+
+
+def masked_mean(x, lengths=None):
+    """Mean of x (B, T, C) over t < lengths[b] -> (B, C); zero for an empty row."""
+    B, T = x.shape[0], x.shape[1]
+    keep = valid_mask(lengths, B, T, x.device).unsqueeze(2)
+    total = torch.where(keep, x, torch.zeros_like(x)).sum(dim=1)
+    count = keep.sum(dim=1).to(x.dtype)
+    return total / count.clamp(min=1)
+
+
+def channel_rescale(x, w, lengths=None):
+    """y[b, t, c] = x[b, t, c] * w[b, c] for t < lengths[b], 0 on padding. x (B, T, C), w (B, C)."""
+    B, T = x.shape[0], x.shape[1]
+    keep = valid_mask(lengths, B, T, x.device).unsqueeze(2)
+    return torch.where(keep, x, torch.zeros_like(x)) * w.unsqueeze(1)

@@ -1,0 +1,481 @@
+// C++ CPU kernels of the attention operators (schemas and layouts: csrc/attention_ops.cpp).
+//
+// Every kernel walks a row (a softmax row, or one batch element's T steps) once with an online
+// max / sum: the running maximum m and the running sum s = sum exp(e - m) are rescaled when m
+// grows, so scores are read once and the result is written in a second, write-only sweep.
+// Padding (t >= lengths[b], or mask false) is skipped, never read: NaN or inf stored there
+// cannot reach a result, and excluded positions get exactly 0. Rows are independent and run in
+// parallel (at::parallel_for). Arithmetic is in opmath (float for half / bfloat16).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace lstm_fused {
+namespace cpu {
+namespace {
+
+using at::Tensor;
+using OptTensor = c10::optional<Tensor>;
+
+bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+void check_cpu(const Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "lstm_fused::", op, " (cpu backend): ", name, " is on ",
+              t.device(), ", expected a CPU tensor");
+}
+
+void check_dim(const Tensor& t, int64_t dim, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(t.dim() == dim, "lstm_fused::", op, ": ", name, " must be ", dim,
+                    "-D, got shape ", t.sizes());
+}
+
+// Inner dimension with stride 1 (outer strides stay free, so a (T, B, D) view transposed to
+// (B, T, D) is read in place).
+Tensor inner_contiguous(const Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
+
+// lengths (n,) int64 in [0, limit] -> a vector (all `limit` when absent).
+std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t n, int64_t limit,
+                                  const char* op) {
+  std::vector<int64_t> out(n, limit);
+  if (!present(lengths)) return out;
+  TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, "lstm_fused::", op,
+                   ": lengths must be int64, got ", lengths->scalar_type());
+  TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == n, "lstm_fused::", op,
+                    ": lengths has shape ", lengths->sizes(), ", expected (", n, ",)");
+  const Tensor l = lengths->to(at::kCPU).contiguous();
+  const int64_t* p = l.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK_VALUE(p[i] >= 0 && p[i] <= limit, "lstm_fused::", op, ": lengths[", i, "] = ",
+                      p[i], " is out of range, expected 0 <= lengths <= ", limit);
+    out[i] = p[i];
+  }
+  return out;
+}
+
+#define ATTN_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+// ---------------------------------------------------------------------------- masked softmax
+
+Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
+                              const OptTensor& mask_in, double scale) {
+  const char* op = "masked_softmax_forward";
+  check_cpu(scores_in, op, "scores");
+  check_dim(scores_in, 2, op, "scores");
+  const Tensor scores = scores_in.contiguous();
+  const int64_t R = scores.size(0), N = scores.size(1);
+  const std::vector<int64_t> len = read_lengths(lengths, R, N, op);
+  Tensor mask;
+  if (present(mask_in)) {
+    TORCH_CHECK_TYPE(mask_in->scalar_type() == at::kBool, "lstm_fused::", op,
+                     ": mask must be bool, got ", mask_in->scalar_type());
+    TORCH_CHECK_VALUE(mask_in->sizes() == scores.sizes(), "lstm_fused::", op,
+                      ": mask has shape ", mask_in->sizes(), ", expected ", scores.sizes());
+    mask = mask_in->to(at::kCPU).contiguous();
+  }
+  Tensor probs = at::empty_like(scores);
+  ATTN_DISPATCH(scores.scalar_type(), "masked_softmax_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* in = scores.data_ptr<scalar_t>();
+    scalar_t* out = probs.data_ptr<scalar_t>();
+    const bool* keep = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+    const acc_t sc = static_cast<acc_t>(scale);
+    at::parallel_for(0, R, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)),
+                     [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* row = in + r * N;
+        const bool* krow = keep ? keep + r * N : nullptr;
+        scalar_t* orow = out + r * N;
+        const int64_t n = len[r];
+        acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
+        for (int64_t j = 0; j < n; ++j) {  // online max and sum, one read of the row
+          if (krow && !krow[j]) continue;
+          const acc_t e = sc * static_cast<acc_t>(row[j]);
+          if (e > m) {
+            s = s * std::exp(m - e) + acc_t(1);
+            m = e;
+          } else {
+            s += std::exp(e - m);
+          }
+        }
+        const acc_t inv = s > 0 ? acc_t(1) / s : acc_t(0);
+        for (int64_t j = 0; j < N; ++j) {
+          const bool take = j < n && (!krow || krow[j]);
+          orow[j] = take ? static_cast<scalar_t>(std::exp(sc * static_cast<acc_t>(row[j]) - m) * inv)
+                         : scalar_t(0);
+        }
+      }
+    });
+  });
+  return probs;
+}
+
+// grad_scores = scale * p * (g - sum_j p_j g_j); positions with p = 0 (padding) give 0 and
+// their incoming gradient is never read.
+Tensor masked_softmax_backward(const Tensor& grad_in, const Tensor& probs_in, double scale) {
+  const char* op = "masked_softmax_backward";
+  check_cpu(grad_in, op, "grad_probs");
+  check_dim(probs_in, 2, op, "probs");
+  TORCH_CHECK_VALUE(grad_in.sizes() == probs_in.sizes(), "lstm_fused::", op,
+                    ": grad_probs has shape ", grad_in.sizes(), ", expected ", probs_in.sizes());
+  const Tensor grad = grad_in.contiguous(), probs = probs_in.contiguous();
+  const int64_t R = probs.size(0), N = probs.size(1);
+  Tensor grad_scores = at::empty_like(probs);
+  ATTN_DISPATCH(probs.scalar_type(), "masked_softmax_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    const scalar_t* p = probs.data_ptr<scalar_t>();
+    scalar_t* out = grad_scores.data_ptr<scalar_t>();
+    const acc_t sc = static_cast<acc_t>(scale);
+    at::parallel_for(0, R, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)),
+                     [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* gr = g + r * N;
+        const scalar_t* pr = p + r * N;
+        acc_t dot = 0;
+        for (int64_t j = 0; j < N; ++j) {
+          const acc_t pj = static_cast<acc_t>(pr[j]);
+          if (pj != 0) dot += pj * static_cast<acc_t>(gr[j]);
+        }
+        for (int64_t j = 0; j < N; ++j) {
+          const acc_t pj = static_cast<acc_t>(pr[j]);
+          out[r * N + j] = pj != 0 ? static_cast<scalar_t>(sc * pj * (static_cast<acc_t>(gr[j]) - dot))
+                                   : scalar_t(0);
+        }
+      }
+    });
+  });
+  return grad_scores;
+}
+
+// ------------------------------------------------------------------------- attention pooling
+
+struct PoolingInputs {
+  Tensor x, proj, v, qproj;  // x (B, T, D), proj (B, T, A), v (A,), qproj (B, A) or undefined
+  std::vector<int64_t> len;
+  int64_t B, T, D, A;
+};
+
+PoolingInputs pooling_inputs(const Tensor& x, const Tensor& proj, const Tensor& v,
+                             const OptTensor& qproj, const OptTensor& lengths, const char* op) {
+  check_cpu(x, op, "x");
+  check_dim(x, 3, op, "x");
+  check_dim(proj, 3, op, "proj");
+  PoolingInputs in;
+  in.B = x.size(0), in.T = x.size(1), in.D = x.size(2), in.A = proj.size(2);
+  TORCH_CHECK_VALUE(proj.size(0) == in.B && proj.size(1) == in.T, "lstm_fused::", op,
+                    ": proj has shape ", proj.sizes(), ", expected (", in.B, ", ", in.T, ", A)");
+  TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == in.A, "lstm_fused::", op, ": v has shape ",
+                    v.sizes(), ", expected (", in.A, ",)");
+  for (const Tensor* t : {&proj, &v}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), "lstm_fused::", op,
+                     ": inputs must share x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
+  }
+  in.x = inner_contiguous(x);
+  in.proj = inner_contiguous(proj);
+  in.v = v.contiguous();
+  if (present(qproj)) {
+    TORCH_CHECK_VALUE(qproj->dim() == 2 && qproj->size(0) == in.B && qproj->size(1) == in.A,
+                      "lstm_fused::", op, ": qproj has shape ", qproj->sizes(), ", expected (",
+                      in.B, ", ", in.A, ")");
+    in.qproj = qproj->contiguous();
+  }
+  in.len = read_lengths(lengths, in.B, in.T, op);
+  return in;
+}
+
+std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
+    const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
+    const OptTensor& lengths) {
+  const PoolingInputs in = pooling_inputs(x_in, proj_in, v_in, qproj_in, lengths,
+                                          "attention_pooling_forward");
+  const int64_t B = in.B, T = in.T, D = in.D, A = in.A;
+  Tensor context = at::empty({B, D}, in.x.options());
+  Tensor alpha = at::empty({B, T}, in.x.options());
+  Tensor lse = at::empty({B}, in.x.options());
+  ATTN_DISPATCH(in.x.scalar_type(), "attention_pooling_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* x = in.x.data_ptr<scalar_t>();
+    const scalar_t* proj = in.proj.data_ptr<scalar_t>();
+    const scalar_t* v = in.v.data_ptr<scalar_t>();
+    const scalar_t* q = in.qproj.defined() ? in.qproj.data_ptr<scalar_t>() : nullptr;
+    const int64_t xb = in.x.stride(0), xt = in.x.stride(1);
+    const int64_t pb = in.proj.stride(0), pt = in.proj.stride(1);
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<acc_t> ctx(D), e(T), u(A);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t n = in.len[b];
+        std::fill(ctx.begin(), ctx.end(), acc_t(0));
+        for (int64_t a = 0; a < A; ++a) u[a] = q ? static_cast<acc_t>(q[b * A + a]) : acc_t(0);
+        acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
+        for (int64_t t = 0; t < n; ++t) {
+          const scalar_t* pr = proj + b * pb + t * pt;
+          const scalar_t* xr = x + b * xb + t * xt;
+          acc_t et = 0;  // e_t = v . tanh(proj_t + qproj)
+          for (int64_t a = 0; a < A; ++a) {
+            et += static_cast<acc_t>(v[a]) * std::tanh(static_cast<acc_t>(pr[a]) + u[a]);
+          }
+          e[t] = et;
+          acc_t w;  // weight of x_t relative to the running max
+          if (et > m) {
+            const acc_t rescale = std::exp(m - et);
+            s = s * rescale + acc_t(1);
+            for (int64_t d = 0; d < D; ++d) ctx[d] *= rescale;
+            m = et;
+            w = 1;
+          } else {
+            w = std::exp(et - m);
+            s += w;
+          }
+          for (int64_t d = 0; d < D; ++d) ctx[d] += w * static_cast<acc_t>(xr[d]);
+        }
+        const acc_t inv = s > 0 ? acc_t(1) / s : acc_t(0);
+        scalar_t* cr = context.data_ptr<scalar_t>() + b * D;
+        for (int64_t d = 0; d < D; ++d) cr[d] = static_cast<scalar_t>(ctx[d] * inv);
+        scalar_t* ar = alpha.data_ptr<scalar_t>() + b * T;
+        for (int64_t t = 0; t < T; ++t) {
+          ar[t] = t < n ? static_cast<scalar_t>(std::exp(e[t] - m) * inv) : scalar_t(0);
+        }
+        lse.data_ptr<scalar_t>()[b] = static_cast<scalar_t>(
+            s > 0 ? m + std::log(s) : -std::numeric_limits<acc_t>::infinity());
+      }
+    });
+  });
+  return {context, alpha, lse};
+}
+
+// de_t = alpha_t (g_alpha_t + g_c . x_t - dot) + g_lse alpha_t, dot = sum alpha g_alpha + g_c . c;
+// grad_x_t = alpha_t g_c; grad_proj_t = de_t v (1 - tanh^2); grad_v = sum de_t tanh(u_t);
+// grad_qproj = sum_t grad_proj_t. Padding rows of grad_x, grad_proj are 0.
+std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
+    const Tensor& grad_context_in, const Tensor& grad_alpha_in, const Tensor& grad_lse_in,
+    const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
+    const OptTensor& lengths, const Tensor& alpha_in, const Tensor& context_in) {
+  const PoolingInputs in = pooling_inputs(x_in, proj_in, v_in, qproj_in, lengths,
+                                          "attention_pooling_backward");
+  const int64_t B = in.B, T = in.T, D = in.D, A = in.A;
+  const Tensor gc = grad_context_in.contiguous(), ga = grad_alpha_in.contiguous();
+  const Tensor gl = grad_lse_in.contiguous(), alpha = alpha_in.contiguous();
+  const Tensor context = context_in.contiguous();
+  Tensor grad_x = at::empty({B, T, D}, in.x.options());
+  Tensor grad_proj = at::empty({B, T, A}, in.x.options());
+  const auto acc_opts = in.x.options().dtype(at::toOpMathType(in.x.scalar_type()));
+  Tensor gv_rows = at::empty({B, A}, acc_opts);  // per-b partial sums of grad_v
+  Tensor gq_rows = at::empty({B, A}, acc_opts);
+  ATTN_DISPATCH(in.x.scalar_type(), "attention_pooling_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* x = in.x.data_ptr<scalar_t>();
+    const scalar_t* proj = in.proj.data_ptr<scalar_t>();
+    const scalar_t* v = in.v.data_ptr<scalar_t>();
+    const scalar_t* q = in.qproj.defined() ? in.qproj.data_ptr<scalar_t>() : nullptr;
+    const int64_t xb = in.x.stride(0), xt = in.x.stride(1);
+    const int64_t pb = in.proj.stride(0), pt = in.proj.stride(1);
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<acc_t> u(A);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t n = in.len[b];
+        const scalar_t* gcr = gc.data_ptr<scalar_t>() + b * D;
+        const scalar_t* gar = ga.data_ptr<scalar_t>() + b * T;
+        const scalar_t* alr = alpha.data_ptr<scalar_t>() + b * T;
+        const scalar_t* cr = context.data_ptr<scalar_t>() + b * D;
+        const acc_t glse = n > 0 ? static_cast<acc_t>(gl.data_ptr<scalar_t>()[b]) : acc_t(0);
+        acc_t* gv = gv_rows.data_ptr<acc_t>() + b * A;
+        acc_t* gq = gq_rows.data_ptr<acc_t>() + b * A;
+        std::fill(gv, gv + A, acc_t(0));
+        std::fill(gq, gq + A, acc_t(0));
+        for (int64_t a = 0; a < A; ++a) u[a] = q ? static_cast<acc_t>(q[b * A + a]) : acc_t(0);
+        acc_t dot = 0;
+        if (n > 0) {
+          for (int64_t t = 0; t < n; ++t) dot += static_cast<acc_t>(alr[t]) * static_cast<acc_t>(gar[t]);
+          for (int64_t d = 0; d < D; ++d) dot += static_cast<acc_t>(gcr[d]) * static_cast<acc_t>(cr[d]);
+        }
+        scalar_t* gxb = grad_x.data_ptr<scalar_t>() + b * T * D;
+        scalar_t* gpb = grad_proj.data_ptr<scalar_t>() + b * T * A;
+        for (int64_t t = 0; t < n; ++t) {
+          const scalar_t* xr = x + b * xb + t * xt;
+          const scalar_t* pr = proj + b * pb + t * pt;
+          const acc_t al = static_cast<acc_t>(alr[t]);
+          acc_t gx_dot = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            const acc_t g = static_cast<acc_t>(gcr[d]);
+            gx_dot += g * static_cast<acc_t>(xr[d]);
+            gxb[t * D + d] = static_cast<scalar_t>(al * g);
+          }
+          const acc_t de = al * (static_cast<acc_t>(gar[t]) + gx_dot - dot + glse);
+          for (int64_t a = 0; a < A; ++a) {
+            const acc_t th = std::tanh(static_cast<acc_t>(pr[a]) + u[a]);
+            const acc_t gp = de * static_cast<acc_t>(v[a]) * (acc_t(1) - th * th);
+            gpb[t * A + a] = static_cast<scalar_t>(gp);
+            gv[a] += de * th;
+            gq[a] += gp;
+          }
+        }
+        std::fill(gxb + n * D, gxb + T * D, scalar_t(0));
+        std::fill(gpb + n * A, gpb + T * A, scalar_t(0));
+      }
+    });
+  });
+  Tensor grad_v = gv_rows.sum(0).to(in.x.scalar_type());
+  Tensor grad_q = in.qproj.defined() ? gq_rows.to(in.x.scalar_type()) : at::empty({0}, in.x.options());
+  return {grad_x, grad_proj, grad_v, grad_q};
+}
+
+// ------------------------------------------------------------------------- channel attention
+
+Tensor channel_masked_mean_forward(const Tensor& x_in, const OptTensor& lengths) {
+  const char* op = "channel_masked_mean_forward";
+  check_cpu(x_in, op, "x");
+  check_dim(x_in, 3, op, "x");
+  const Tensor x = inner_contiguous(x_in);
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  Tensor mean = at::empty({B, C}, x.options());
+  ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const int64_t xb = x.stride(0), xt = x.stride(1);
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<acc_t> acc(C);
+      for (int64_t b = b0; b < b1; ++b) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t t = 0; t < len[b]; ++t) {
+          const scalar_t* xr = xp + b * xb + t * xt;
+          for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<acc_t>(xr[c]);
+        }
+        const acc_t inv = len[b] > 0 ? acc_t(1) / static_cast<acc_t>(len[b]) : acc_t(0);
+        scalar_t* mr = mean.data_ptr<scalar_t>() + b * C;
+        for (int64_t c = 0; c < C; ++c) mr[c] = static_cast<scalar_t>(acc[c] * inv);
+      }
+    });
+  });
+  return mean;
+}
+
+Tensor channel_masked_mean_backward(const Tensor& grad_mean_in, const Tensor& x,
+                                    const OptTensor& lengths) {
+  const char* op = "channel_masked_mean_backward";
+  check_cpu(x, op, "x");
+  check_dim(x, 3, op, "x");
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  const Tensor gm = grad_mean_in.contiguous();
+  Tensor grad_x = at::empty({B, T, C}, x.options());
+  ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const acc_t inv = len[b] > 0 ? acc_t(1) / static_cast<acc_t>(len[b]) : acc_t(0);
+        const scalar_t* gr = gm.data_ptr<scalar_t>() + b * C;
+        scalar_t* out = grad_x.data_ptr<scalar_t>() + b * T * C;
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t c = 0; c < C; ++c) {
+            out[t * C + c] = t < len[b] ? static_cast<scalar_t>(static_cast<acc_t>(gr[c]) * inv)
+                                        : scalar_t(0);
+          }
+        }
+      }
+    });
+  });
+  return grad_x;
+}
+
+void check_rescale(const Tensor& x, const Tensor& w, const char* op) {
+  check_cpu(x, op, "x");
+  check_dim(x, 3, op, "x");
+  TORCH_CHECK_VALUE(w.dim() == 2 && w.size(0) == x.size(0) && w.size(1) == x.size(2),
+                    "lstm_fused::", op, ": w has shape ", w.sizes(), ", expected (", x.size(0),
+                    ", ", x.size(2), ")");
+  TORCH_CHECK_TYPE(w.scalar_type() == x.scalar_type(), "lstm_fused::", op, ": w has dtype ",
+                   w.scalar_type(), ", expected x's dtype ", x.scalar_type());
+}
+
+Tensor channel_rescale_forward(const Tensor& x_in, const Tensor& w_in, const OptTensor& lengths) {
+  const char* op = "channel_rescale_forward";
+  check_rescale(x_in, w_in, op);
+  const Tensor x = inner_contiguous(x_in), w = w_in.contiguous();
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  Tensor y = at::empty({B, T, C}, x.options());
+  ATTN_DISPATCH(x.scalar_type(), "channel_rescale_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const int64_t xb = x.stride(0), xt = x.stride(1);
+    at::parallel_for(0, B * T, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)),
+                     [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / T, t = r % T;
+        scalar_t* out = y.data_ptr<scalar_t>() + r * C;
+        if (t >= len[b]) {
+          std::fill(out, out + C, scalar_t(0));
+          continue;
+        }
+        const scalar_t* xr = xp + b * xb + t * xt;
+        const scalar_t* wr = w.data_ptr<scalar_t>() + b * C;
+        for (int64_t c = 0; c < C; ++c) {
+          out[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * static_cast<acc_t>(wr[c]));
+        }
+      }
+    });
+  });
+  return y;
+}
+
+std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y_in, const Tensor& x_in,
+                                                    const Tensor& w_in, const OptTensor& lengths) {
+  const char* op = "channel_rescale_backward";
+  check_rescale(x_in, w_in, op);
+  const Tensor x = inner_contiguous(x_in), w = w_in.contiguous();
+  const Tensor gy = grad_y_in.contiguous();
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  Tensor grad_x = at::empty({B, T, C}, x.options());
+  Tensor grad_w = at::empty({B, C}, x.options());
+  ATTN_DISPATCH(x.scalar_type(), "channel_rescale_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const int64_t xb = x.stride(0), xt = x.stride(1);
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<acc_t> gw(C);
+      for (int64_t b = b0; b < b1; ++b) {
+        std::fill(gw.begin(), gw.end(), acc_t(0));
+        const scalar_t* wr = w.data_ptr<scalar_t>() + b * C;
+        scalar_t* gxb = grad_x.data_ptr<scalar_t>() + b * T * C;
+        for (int64_t t = 0; t < len[b]; ++t) {
+          const scalar_t* xr = xp + b * xb + t * xt;
+          const scalar_t* gr = gy.data_ptr<scalar_t>() + (b * T + t) * C;
+          for (int64_t c = 0; c < C; ++c) {
+            const acc_t g = static_cast<acc_t>(gr[c]);
+            gxb[t * C + c] = static_cast<scalar_t>(g * static_cast<acc_t>(wr[c]));
+            gw[c] += g * static_cast<acc_t>(xr[c]);
+          }
+        }
+        std::fill(gxb + len[b] * C, gxb + T * C, scalar_t(0));
+        scalar_t* gwr = grad_w.data_ptr<scalar_t>() + b * C;
+        for (int64_t c = 0; c < C; ++c) gwr[c] = static_cast<scalar_t>(gw[c]);
+      }
+    });
+  });
+  return {grad_x, grad_w};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
+  m.impl("masked_softmax_forward", &masked_softmax_forward);
+  m.impl("masked_softmax_backward", &masked_softmax_backward);
+  m.impl("attention_pooling_forward", &attention_pooling_forward);
+  m.impl("attention_pooling_backward", &attention_pooling_backward);
+  m.impl("channel_masked_mean_forward", &channel_masked_mean_forward);
+  m.impl("channel_masked_mean_backward", &channel_masked_mean_backward);
+  m.impl("channel_rescale_forward", &channel_rescale_forward);
+  m.impl("channel_rescale_backward", &channel_rescale_backward);
+}
+
+}  // namespace cpu
+}  // namespace lstm_fused

@@ -1,0 +1,455 @@
+"""Attention ops (SPEC §2) on the C++ backends and the reference: masked softmax, additive
+attention pooling, channel attention. Each is checked against the float64 reference on random
+inputs with lengths 0, 1, T and random ones, with padding poisoned by NaN / inf and every
+fresh allocation NaN-filled; gradients by gradcheck in float64 and against the reference;
+the operators by torch.library.opcheck; bad input by the error it raises."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lstm_fused
+from lstm_fused import functional, reference
+from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, poison_padding
+
+NATIVE = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def _device(backend):
+    return "cuda" if backend == "cuda" else "cpu"
+
+
+# ------------------------------------------------------------------------------ masked softmax
+
+def _softmax_truth(scores, lengths, mask, scale, dim):
+    """float64 reference along `dim`, padding zeroed first."""
+    s = scores.double().movedim(dim, -1)
+    keep = torch.ones_like(s, dtype=torch.bool)
+    if lengths is not None:
+        keep = keep & (torch.arange(s.shape[-1]) < lengths.view(-1, *[1] * (s.dim() - 1)))
+    if mask is not None:
+        keep = keep & mask.expand(scores.shape).movedim(dim, -1)
+    return reference.masked_softmax(s, keep, scale).movedim(-1, dim)
+
+
+@pytest.mark.parametrize("backend", NATIVE + ["reference"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_softmax_lengths_match_reference(backend, dtype):
+    torch.manual_seed(0)
+    B, N, T = 6, 3, 37
+    lengths = lengths_with_edges(B, T)
+    scores = torch.randn(B, N, T, dtype=torch.float64) * 3
+    poisoned = poison_padding(scores.transpose(1, 2), lengths).transpose(1, 2)
+    poisoned = poisoned.to(dtype).to(_device(backend))
+    with nan_filled_empty():
+        out = functional.masked_softmax(poisoned, lengths.to(poisoned.device), scale=0.7,
+                                        backend=backend)
+    truth = _softmax_truth(poisoned.cpu().nan_to_num(0, 0, 0), lengths, None, 0.7, -1)
+    assert out.dtype == dtype and out.shape == scores.shape
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.cpu().double(), truth, **TOL[dtype])
+    assert (out.cpu()[0] == 0).all()  # length 0: a zero row
+    pad = torch.arange(T) >= lengths.view(B, 1, 1)
+    assert (out.cpu()[pad.expand(B, N, T)] == 0).all()  # padding: exactly 0
+
+
+@pytest.mark.parametrize("backend", NATIVE + ["reference"])
+def test_masked_softmax_mask_and_other_dim(backend):
+    torch.manual_seed(1)
+    B, T, C = 4, 9, 5
+    scores = torch.randn(B, T, C, device=_device(backend))
+    mask = torch.rand(B, T, 1, device=scores.device) > 0.4
+    mask[0] = False  # an empty row
+    lengths = torch.tensor([T, 3, 1, 0])
+    scores = scores.masked_fill(~mask.expand(B, T, C), float("nan"))
+    with nan_filled_empty():
+        out = functional.masked_softmax(scores, lengths, mask=mask, dim=1, backend=backend)
+    truth = _softmax_truth(scores.cpu().nan_to_num(0), lengths, mask.cpu(), 1.0, 1)
+    torch.testing.assert_close(out.cpu().double(), truth, **TOL[torch.float32])
+    assert not out.isnan().any()
+    assert (out[0] == 0).all()
+
+
+def test_masked_softmax_without_masking_is_softmax():
+    x = torch.randn(3, 4, 11, dtype=torch.float64)
+    torch.testing.assert_close(functional.masked_softmax(x, scale=2.0, backend="cpu"),
+                               torch.softmax(2.0 * x, -1))
+
+
+def test_masked_softmax_large_scores_stay_finite():
+    x = torch.tensor([[1e4, -1e4, 1e4 - 1.0, 0.0]])
+    out = functional.masked_softmax(x, torch.tensor([3]), backend="cpu")
+    torch.testing.assert_close(out, torch.tensor([[1 / (1 + math.exp(-1)), 0.0,
+                                                   math.exp(-1) / (1 + math.exp(-1)), 0.0]]))
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_masked_softmax_backward_matches_reference(backend):
+    torch.manual_seed(2)
+    B, T = 5, 13
+    lengths = lengths_with_edges(B, T)
+    scores = poison_padding(torch.randn(B, T, dtype=torch.float64), lengths)
+    grad = torch.randn(B, T, dtype=torch.float64)
+    grad_poisoned = poison_padding(grad, lengths)  # the backward must not read padding either
+    s1 = scores.clone().requires_grad_()
+    out = functional.masked_softmax(s1, lengths, scale=1.3, backend=backend)
+    with nan_filled_empty():
+        (g_kernel,) = torch.autograd.grad(out, s1, grad_poisoned)
+    s2 = scores.nan_to_num(0, 0, 0).requires_grad_()
+    truth = _softmax_truth(s2, lengths, None, 1.3, -1)
+    (g_truth,) = torch.autograd.grad(truth, s2, grad.nan_to_num(0, 0, 0))
+    torch.testing.assert_close(g_kernel, g_truth, **TOL[torch.float64])
+    assert (g_kernel[torch.arange(T) >= lengths.view(B, 1)] == 0).all()
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_masked_softmax_gradcheck(backend):
+    torch.manual_seed(3)
+    scores = torch.randn(4, 2, 6, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([0, 1, 6, 4])
+    mask = torch.rand(4, 2, 6) > 0.3
+    assert torch.autograd.gradcheck(
+        lambda s: functional.masked_softmax(s, lengths, mask=mask, scale=0.5, backend=backend),
+        (scores,))
+
+
+# --------------------------------------------------------------------------- attention pooling
+
+def _pooling_truth(x, module, lengths, query=None):
+    """float64 reference of AttentionPooling from its parameters; x (B, T, D)."""
+    xd = x.double().nan_to_num(0, 0, 0)
+    proj = xd @ module.proj.weight.double().t() + module.proj.bias.double()
+    qproj = None if query is None else query.double() @ module.query_proj.weight.double().t()
+    c, alpha, _ = reference.attention_pooling(xd, proj, module.score.weight.double().view(-1),
+                                              qproj, lengths)
+    return c, alpha
+
+
+@pytest.mark.parametrize("backend", NATIVE + ["reference"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_query", [False, True])
+def test_attention_pooling_matches_reference(backend, dtype, with_query):
+    torch.manual_seed(4)
+    B, T, D, A, Q = 6, 23, 10, 7, 5
+    device = _device(backend)
+    module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
+                                         backend=backend).to(device, dtype)
+    lengths = lengths_with_edges(B, T)
+    x = poison_padding(torch.randn(B, T, D), lengths).to(device, dtype)
+    query = torch.randn(B, Q, device=device, dtype=dtype) if with_query else None
+    with nan_filled_empty():
+        c, alpha = module(x, lengths.to(device), query)
+    c_ref, alpha_ref = _pooling_truth(x.cpu(), module.cpu(), lengths,
+                                      None if query is None else query.cpu())
+    assert c.dtype == dtype and c.shape == (B, D) and alpha.shape == (B, T)
+    assert not c.isnan().any() and not alpha.isnan().any()
+    tol = TOL[dtype] if dtype not in (torch.float32,) else dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(alpha.cpu().double(), alpha_ref, **tol)
+    torch.testing.assert_close(c.cpu().double(), c_ref, **tol)
+    assert (alpha.cpu()[0] == 0).all() and (c.cpu()[0] == 0).all()
+    assert (alpha.cpu()[torch.arange(T) >= lengths.view(B, 1)] == 0).all()
+
+
+@pytest.mark.parametrize("backend", NATIVE + ["reference"])
+def test_attention_pooling_time_major_view(backend):
+    """batch_first=False: the (T, B, D) input is read through a transposed view."""
+    torch.manual_seed(5)
+    T, B, D, A = 8, 4, 6, 3
+    module = lstm_fused.AttentionPooling(D, A, backend=backend).double()
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    lengths = torch.tensor([8, 0, 1, 5])
+    c, alpha = module(x, lengths)
+    c_ref, alpha_ref = _pooling_truth(x.transpose(0, 1), module, lengths)
+    torch.testing.assert_close(c, c_ref, **TOL[torch.float64])
+    torch.testing.assert_close(alpha, alpha_ref, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+@pytest.mark.parametrize("with_query", [False, True])
+def test_attention_pooling_backward_matches_reference(backend, with_query):
+    torch.manual_seed(6)
+    B, T, D, A, Q = 5, 11, 6, 4, 3
+    module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
+                                         backend=backend).double()
+    lengths = lengths_with_edges(B, T)
+    x_clean = torch.randn(B, T, D, dtype=torch.float64)
+    query = torch.randn(B, Q, dtype=torch.float64, requires_grad=True) if with_query else None
+    gc, ga = torch.randn(B, D, dtype=torch.float64), torch.randn(B, T, dtype=torch.float64)
+    params = list(module.parameters())
+
+    x = poison_padding(x_clean, lengths).requires_grad_()
+    c, alpha = module(x, lengths, query)
+    inputs = [x] + params + ([query] if with_query else [])
+    with nan_filled_empty():
+        grads = torch.autograd.grad((c, alpha), inputs, (gc, poison_padding(ga, lengths)))
+    x2 = x_clean.clone().requires_grad_()
+    c2, alpha2 = _pooling_truth(x2, module, lengths, query)
+    truth = torch.autograd.grad((c2, alpha2), [x2] + params + ([query] if with_query else []),
+                                (gc, ga))
+    for g, t in zip(grads, truth):
+        assert not g.isnan().any()
+        torch.testing.assert_close(g, t, **TOL[torch.float64])
+    assert (grads[0][torch.arange(T) >= lengths.view(B, 1)] == 0).all()
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_attention_pooling_gradcheck(backend):
+    torch.manual_seed(7)
+    B, T, D, A, Q = 4, 5, 3, 4, 2
+    lengths = torch.tensor([0, 1, 5, 3])
+    dd = dict(dtype=torch.float64)
+    x = torch.randn(B, T, D, **dd, requires_grad=True)
+    w = torch.randn(A, D, **dd, requires_grad=True)
+    b = torch.randn(A, **dd, requires_grad=True)
+    v = torch.randn(A, **dd, requires_grad=True)
+    q = torch.randn(B, Q, **dd, requires_grad=True)
+    wq = torch.randn(A, Q, **dd, requires_grad=True)
+
+    def fn(x, w, b, v, q, wq):
+        c, alpha, lse = functional.attention_pooling(
+            x, w, b, v, lengths, query=q, query_weight=wq, batch_first=True, backend=backend,
+            return_lse=True)
+        assert lse[0] == float("-inf")  # the empty row; finite differences cannot handle it
+        return c, alpha, lse[1:]
+
+    assert torch.autograd.gradcheck(fn, (x, w, b, v, q, wq))
+
+
+# --------------------------------------------------------------------------- channel attention
+
+def _channel_truth(x, module, lengths):
+    """float64 channel attention from the module's parameters; x (B, T, C)."""
+    xd = x.double()
+    B, T, C = xd.shape
+    keep = (torch.arange(T) < lengths.view(B, 1)).unsqueeze(2)
+    xd = torch.where(keep, xd, torch.zeros_like(xd))
+    mean = xd.sum(1) / keep.sum(1).clamp(min=1).double()
+    if module.mode == "eca":
+        w = torch.sigmoid(F.conv1d(mean.unsqueeze(1), module.conv.weight.double(),
+                                   padding=module.kernel_size // 2).squeeze(1))
+    else:
+        h = torch.relu(mean @ module.fc1.weight.double().t() + module.fc1.bias.double())
+        w = torch.sigmoid(h @ module.fc2.weight.double().t() + module.fc2.bias.double())
+    return xd * w.unsqueeze(1)
+
+
+@pytest.mark.parametrize("backend", NATIVE + ["reference"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["eca", "se"])
+def test_channel_attention_matches_reference(backend, dtype, mode):
+    torch.manual_seed(8)
+    B, T, C = 5, 17, 32
+    device = _device(backend)
+    module = lstm_fused.ChannelAttention(C, mode, reduction=4, batch_first=True,
+                                         backend=backend).to(device, dtype)
+    lengths = lengths_with_edges(B, T)
+    x = poison_padding(torch.randn(B, T, C), lengths).to(device, dtype)
+    with nan_filled_empty():
+        y = module(x, lengths.to(device))
+    truth = _channel_truth(x.cpu().nan_to_num(0, 0, 0), module.cpu(), lengths)
+    assert y.dtype == dtype and y.shape == x.shape and not y.isnan().any()
+    torch.testing.assert_close(y.cpu().double(), truth, **TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+@pytest.mark.parametrize("mode", ["eca", "se"])
+def test_channel_attention_backward_and_gradcheck(backend, mode):
+    torch.manual_seed(9)
+    T, B, C = 6, 4, 8
+    module = lstm_fused.ChannelAttention(C, mode, kernel_size=3, reduction=2,
+                                         backend=backend).double()
+    lengths = torch.tensor([0, 1, 6, 3])
+    x_clean = torch.randn(T, B, C, dtype=torch.float64)
+    grad = torch.randn(T, B, C, dtype=torch.float64)
+    x = poison_padding(x_clean.transpose(0, 1), lengths).transpose(0, 1).requires_grad_()
+    y = module(x, lengths)
+    params = list(module.parameters())
+    with nan_filled_empty():
+        grads = torch.autograd.grad(y, [x] + params,
+                                    poison_padding(grad.transpose(0, 1), lengths).transpose(0, 1))
+    x2 = x_clean.clone().requires_grad_()
+    truth_y = _channel_truth(x2.transpose(0, 1), module, lengths).transpose(0, 1)
+    truth = torch.autograd.grad(truth_y, [x2] + params, grad)
+    for g, t in zip(grads, truth):
+        torch.testing.assert_close(g, t, **TOL[torch.float64])
+    xg = torch.randn(3, 3, C, dtype=torch.float64, requires_grad=True)
+    small = torch.tensor([0, 1, 3])
+    assert torch.autograd.gradcheck(lambda x: module(x, small), (xg,))
+
+
+def test_eca_kernel_size_rule():
+    assert [lstm_fused.attention.eca_kernel_size(c) for c in (1, 16, 64, 256, 512)] == \
+        [1, 3, 3, 5, 5]
+    assert lstm_fused.ChannelAttention(256).conv.weight.shape == (1, 1, 5)
+
+
+# ------------------------------------------------------------------------------------ opcheck
+
+def _op_samples():
+    torch.manual_seed(10)
+    B, T, D, A = 3, 5, 4, 3
+    lengths = torch.tensor([0, 2, 5])
+    dd = dict(dtype=torch.float64)
+    x = torch.randn(B, T, D, **dd, requires_grad=True)
+    proj = torch.randn(B, T, A, **dd, requires_grad=True)
+    v = torch.randn(A, **dd, requires_grad=True)
+    q = torch.randn(B, A, **dd, requires_grad=True)
+    w = torch.rand(B, D, **dd, requires_grad=True)
+    scores = torch.randn(4, 6, **dd, requires_grad=True)
+    ops = torch.ops.lstm_fused
+    return [
+        (ops.masked_softmax_forward, (scores, torch.tensor([0, 1, 6, 3]), None, 0.5)),
+        (ops.masked_softmax_forward, (scores, None, torch.rand(4, 6) > 0.5, 1.0)),
+        (ops.masked_softmax_backward, (torch.randn(4, 6, **dd), torch.rand(4, 6, **dd), 2.0)),
+        (ops.attention_pooling_forward, (x, proj, v, q, lengths)),
+        (ops.attention_pooling_forward, (x, proj, v, None, None)),
+        (ops.attention_pooling_backward,
+         (torch.randn(B, D, **dd), torch.randn(B, T, **dd), torch.randn(B, **dd), x.detach(),
+          proj.detach(), v.detach(), q.detach(), lengths, torch.rand(B, T, **dd),
+          torch.randn(B, D, **dd))),
+        (ops.channel_masked_mean_forward, (x, lengths)),
+        (ops.channel_masked_mean_backward, (torch.randn(B, D, **dd), x.detach(), lengths)),
+        (ops.channel_rescale_forward, (x, w, lengths)),
+        (ops.channel_rescale_backward, (torch.randn(B, T, D, **dd), x.detach(), w.detach(),
+                                        lengths)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_opcheck(index):
+    op, args = _op_samples()[index]
+    torch.library.opcheck(op, args)
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+def test_masked_softmax_bad_input():
+    s = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="lengths"):
+        functional.masked_softmax(s, torch.tensor([0, 1, 5]))
+    with pytest.raises(ValueError, match="lengths"):
+        functional.masked_softmax(s, torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="lengths"):
+        functional.masked_softmax(s, torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(TypeError, match="mask"):
+        functional.masked_softmax(s, mask=torch.ones(3, 4))
+    with pytest.raises(ValueError, match="mask"):
+        functional.masked_softmax(s, mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="dim"):
+        functional.masked_softmax(s, torch.tensor([1, 2, 3]), dim=0)
+    with pytest.raises(ValueError, match="dim"):
+        functional.masked_softmax(s, dim=2)
+    with pytest.raises(TypeError, match="scores"):
+        functional.masked_softmax(torch.ones(3, 4, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="lengths"):
+        functional.masked_softmax(s, torch.tensor([1, 2, 3], device="meta"))
+    with pytest.raises(ValueError, match="backend"):
+        functional.masked_softmax(s, backend="fast")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_cuda_backend_unavailable_says_why():
+    with pytest.raises(RuntimeError, match="cuda"):
+        functional.masked_softmax(torch.randn(2, 3), backend="cuda")
+    with pytest.raises(RuntimeError, match="cuda"):
+        lstm_fused.ChannelAttention(4, backend="cuda")(torch.randn(3, 2, 4))
+
+
+def test_env_override_is_honoured(monkeypatch):
+    monkeypatch.setenv("LSTM_FUSED_BACKEND", "reference")
+    impl = lstm_fused.backends.resolve("auto", "attention_pooling", torch.device("cpu"),
+                                       torch.float32)
+    assert impl.name == "reference"
+    monkeypatch.setenv("LSTM_FUSED_BACKEND", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            functional.masked_softmax(torch.randn(2, 3))
+
+
+def test_attention_pooling_bad_input():
+    m = lstm_fused.AttentionPooling(4, 3)
+    x = torch.randn(5, 2, 4)
+    with pytest.raises(ValueError, match="x"):
+        m(torch.randn(5, 4))
+    with pytest.raises(ValueError, match="weight"):
+        m(torch.randn(5, 2, 6))
+    with pytest.raises(ValueError, match="lengths"):
+        m(x, torch.tensor([6, 1]))
+    with pytest.raises(TypeError, match="dtype"):
+        m(x.double())
+    with pytest.raises(ValueError, match="query"):
+        m(x, query=torch.randn(2, 3))
+    mq = lstm_fused.AttentionPooling(4, 3, query_size=2)
+    with pytest.raises(ValueError, match="query"):
+        mq(x)
+    with pytest.raises(ValueError, match="query"):
+        mq(x, query=torch.randn(3, 2))
+    with pytest.raises(ValueError, match="attention_size"):
+        lstm_fused.AttentionPooling(4, 0)
+
+
+def test_channel_attention_bad_input():
+    with pytest.raises(ValueError, match="mode"):
+        lstm_fused.ChannelAttention(8, mode="cbam")
+    with pytest.raises(ValueError, match="kernel_size"):
+        lstm_fused.ChannelAttention(8, kernel_size=4)
+    m = lstm_fused.ChannelAttention(8)
+    with pytest.raises(ValueError, match="channels"):
+        m(torch.randn(3, 2, 7))
+    with pytest.raises(ValueError, match="lengths"):
+        m(torch.randn(3, 2, 8), torch.tensor([-1, 2]))
+    with pytest.raises(ValueError, match="x"):
+        m(torch.randn(3, 8))
+
+
+def test_empty_batch_and_empty_time():
+    for backend in NATIVE + ["reference"]:
+        m = lstm_fused.AttentionPooling(4, 3, batch_first=True, backend=backend)
+        c, a = m(torch.randn(0, 5, 4), torch.zeros(0, dtype=torch.int64))
+        assert c.shape == (0, 4) and a.shape == (0, 5)
+        c, a = m(torch.randn(2, 0, 4))
+        assert (c == 0).all() and a.shape == (2, 0)
+        y = lstm_fused.ChannelAttention(4, backend=backend)(torch.randn(0, 3, 4))
+        assert y.shape == (0, 3, 4)
+        p = functional.masked_softmax(torch.randn(0, 3), torch.zeros(0, dtype=torch.int64),
+                                      backend=backend)
+        assert p.shape == (0, 3)
+
+
+def test_modules_compile_with_fake_kernels():
+    """torch.compile traces through the operators' fake kernels (aot_eager: no codegen)."""
+    torch.manual_seed(16)
+    pool = lstm_fused.AttentionPooling(4, 3, backend="cpu")
+    chan = lstm_fused.ChannelAttention(4, backend="cpu")
+    x = torch.randn(6, 2, 4, requires_grad=True)
+    lengths = torch.tensor([6, 3])
+
+    def run(x):
+        c, alpha = pool(chan(x, lengths), lengths)
+        return c, alpha, functional.masked_softmax(alpha, lengths, scale=2.0, backend="cpu")
+
+    compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(x), run(x)):
+        torch.testing.assert_close(got, want)
+    (g1,) = torch.autograd.grad(compiled(x)[0].sum(), x)
+    (g2,) = torch.autograd.grad(run(x)[0].sum(), x)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_operator_level_errors_name_the_argument():
+    ops = torch.ops.lstm_fused
+    x, proj, v = torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.randn(5)
+    with pytest.raises(ValueError, match="lengths"):
+        ops.attention_pooling_forward(x, proj, v, None, torch.tensor([4, 1]))
+    with pytest.raises(ValueError, match="v has shape"):
+        ops.attention_pooling_forward(x, proj, torch.randn(4), None, None)
+    with pytest.raises(ValueError, match="qproj"):
+        ops.attention_pooling_forward(x, proj, v, torch.randn(2, 4), None)
+    with pytest.raises(TypeError, match="mask"):
+        ops.masked_softmax_forward(torch.randn(2, 3), None, torch.ones(2, 3), 1.0)
+    with pytest.raises(ValueError, match="w has shape"):
+        ops.channel_rescale_forward(x, torch.randn(2, 5), None)
+    with pytest.raises(TypeError, match="lengths"):
+        ops.channel_masked_mean_forward(x, torch.tensor([1, 2], dtype=torch.int32))

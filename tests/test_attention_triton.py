@@ -1,0 +1,249 @@
+"""The attention ops on backend="triton" (lstm_fused/triton_kernels/attention_*.py): on a GPU,
+or on the CPU under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1 there), on
+tiny shapes. Same checks as tests/test_attention.py: float64 reference with lengths 0, 1, T,
+poisoned padding, NaN-filled fresh allocations, gradients, gradcheck in float64, opcheck."""
+import os
+
+import pytest
+import torch
+
+import lstm_fused
+from lstm_fused import functional
+from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, poison_padding
+from test_attention import _channel_truth, _pooling_truth, _softmax_truth
+
+triton = pytest.importorskip("triton", reason="Triton is not installed")
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no GPU and TRITON_INTERPRET is not 1", allow_module_level=True)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16]
+FP32_TOL = dict(atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_softmax(dtype):
+    torch.manual_seed(20)
+    B, N, T = 4, 2, 21  # T > the 16-wide tile: two tiles with an online rescale
+    lengths = lengths_with_edges(B, T)
+    scores = torch.randn(B, N, T, dtype=torch.float64) * 3
+    poisoned = poison_padding(scores.transpose(1, 2), lengths).transpose(1, 2).to(dtype)
+    mask = torch.rand(B, 1, T) > 0.2
+    with nan_filled_empty():
+        out = functional.masked_softmax(poisoned.to(DEVICE), lengths.to(DEVICE),
+                                        mask=mask.to(DEVICE), scale=0.8, backend="triton")
+    truth = _softmax_truth(poisoned.nan_to_num(0, 0, 0), lengths, mask, 0.8, -1)
+    assert out.dtype == dtype and not out.isnan().any()
+    torch.testing.assert_close(out.cpu().double(), truth, **(FP32_TOL if dtype == torch.float32
+                                                              else TOL[dtype]))
+    assert (out.cpu()[0] == 0).all()
+
+
+def test_masked_softmax_backward_and_gradcheck():
+    torch.manual_seed(21)
+    B, T = 4, 19
+    lengths = lengths_with_edges(B, T)
+    scores = poison_padding(torch.randn(B, T, dtype=torch.float64), lengths)
+    grad = torch.randn(B, T, dtype=torch.float64)
+    s1 = scores.clone().to(DEVICE).requires_grad_()
+    out = functional.masked_softmax(s1, lengths.to(DEVICE), scale=1.3, backend="triton")
+    with nan_filled_empty():
+        (g,) = torch.autograd.grad(out, s1, poison_padding(grad, lengths).to(DEVICE))
+    s2 = scores.nan_to_num(0, 0, 0).requires_grad_()
+    (g_truth,) = torch.autograd.grad(_softmax_truth(s2, lengths, None, 1.3, -1), s2, grad)
+    torch.testing.assert_close(g.cpu(), g_truth, **TOL[torch.float64])
+    x = torch.randn(3, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    small = torch.tensor([0, 1, 5], device=DEVICE)
+    assert torch.autograd.gradcheck(
+        lambda s: functional.masked_softmax(s, small, backend="triton"), (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_query", [False, True])
+def test_attention_pooling(dtype, with_query):
+    torch.manual_seed(22)
+    B, T, D, A, Q = 4, 19, 5, 3, 2
+    module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
+                                         backend="triton").to(DEVICE, dtype)
+    lengths = lengths_with_edges(B, T)
+    x = poison_padding(torch.randn(B, T, D), lengths).to(DEVICE, dtype)
+    query = torch.randn(B, Q, device=DEVICE, dtype=dtype) if with_query else None
+    with nan_filled_empty():
+        c, alpha = module(x, lengths.to(DEVICE), query)
+    c_ref, alpha_ref = _pooling_truth(x.cpu(), module.cpu(), lengths,
+                                      None if query is None else query.cpu())
+    tol = FP32_TOL if dtype == torch.float32 else TOL[dtype]
+    assert not c.isnan().any() and not alpha.isnan().any()
+    torch.testing.assert_close(alpha.cpu().double(), alpha_ref, **tol)
+    torch.testing.assert_close(c.cpu().double(), c_ref, **tol)
+    assert (alpha.cpu()[0] == 0).all() and (c.cpu()[0] == 0).all()
+
+
+def test_attention_pooling_backward_and_gradcheck():
+    torch.manual_seed(23)
+    B, T, D, A, Q = 4, 18, 3, 3, 2
+    module = lstm_fused.AttentionPooling(D, A, Q, batch_first=True,
+                                         backend="triton").double().to(DEVICE)
+    lengths = lengths_with_edges(B, T).to(DEVICE)
+    x_clean = torch.randn(B, T, D, dtype=torch.float64, device=DEVICE)
+    query = torch.randn(B, Q, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    gc = torch.randn(B, D, dtype=torch.float64, device=DEVICE)
+    ga = torch.randn(B, T, dtype=torch.float64, device=DEVICE)
+    params = list(module.parameters())
+    x = poison_padding(x_clean, lengths).requires_grad_()
+    c, alpha = module(x, lengths, query)
+    with nan_filled_empty():
+        grads = torch.autograd.grad((c, alpha), [x, query] + params,
+                                    (gc, poison_padding(ga, lengths)))
+    x2 = x_clean.clone().requires_grad_()
+    c2, a2 = _pooling_truth(x2, module, lengths, query)
+    truth = torch.autograd.grad((c2, a2), [x2, query] + params, (gc, ga))
+    for g, t in zip(grads, truth):
+        torch.testing.assert_close(g, t, **TOL[torch.float64])
+
+    xs = torch.randn(3, 4, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    w = torch.randn(2, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    v = torch.randn(2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    small = torch.tensor([0, 1, 4], device=DEVICE)
+    assert torch.autograd.gradcheck(
+        lambda xs, w, v: functional.attention_pooling(xs, w, None, v, small, batch_first=True,
+                                                      backend="triton"), (xs, w, v),
+        fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["eca", "se"])
+def test_channel_attention(dtype, mode):
+    torch.manual_seed(24)
+    B, T, C = 4, 18, 8
+    module = lstm_fused.ChannelAttention(C, mode, kernel_size=3, reduction=2, batch_first=True,
+                                         backend="triton").to(DEVICE, dtype)
+    lengths = lengths_with_edges(B, T)
+    x = poison_padding(torch.randn(B, T, C), lengths).to(DEVICE, dtype)
+    with nan_filled_empty():
+        y = module(x, lengths.to(DEVICE))
+    truth = _channel_truth(x.cpu().nan_to_num(0, 0, 0), module.cpu(), lengths)
+    assert not y.isnan().any()
+    torch.testing.assert_close(y.cpu().double(), truth,
+                               **(FP32_TOL if dtype == torch.float32 else TOL[dtype]))
+
+
+def test_channel_attention_backward_and_gradcheck():
+    torch.manual_seed(25)
+    T, B, C = 17, 4, 5
+    module = lstm_fused.ChannelAttention(C, "eca", kernel_size=3,
+                                         backend="triton").double().to(DEVICE)
+    lengths = lengths_with_edges(B, T).to(DEVICE)
+    x_clean = torch.randn(T, B, C, dtype=torch.float64, device=DEVICE)
+    grad = torch.randn(T, B, C, dtype=torch.float64, device=DEVICE)
+    x = poison_padding(x_clean.transpose(0, 1), lengths).transpose(0, 1).requires_grad_()
+    y = module(x, lengths)
+    params = list(module.parameters())
+    with nan_filled_empty():
+        grads = torch.autograd.grad(y, [x] + params,
+                                    poison_padding(grad.transpose(0, 1), lengths).transpose(0, 1))
+    x2 = x_clean.clone().requires_grad_()
+    truth_y = _channel_truth(x2.transpose(0, 1), module, lengths).transpose(0, 1)
+    truth = torch.autograd.grad(truth_y, [x2] + params, grad)
+    for g, t in zip(grads, truth):
+        torch.testing.assert_close(g, t, **TOL[torch.float64])
+    xs = torch.randn(3, 3, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    small = torch.tensor([0, 1, 3], device=DEVICE)
+    assert torch.autograd.gradcheck(
+        lambda xs: functional.channel_attention(xs, small, gate=torch.sigmoid,
+                                                backend="triton"), (xs,), fast_mode=True)
+
+
+def test_attentive_lstm_pooling_on_triton():
+    """The attentive LSTM's pooling (and merge) on backend="triton"; its LSTM layers run
+    on whatever "triton" offers for lstm_layer — skipped when that is not available."""
+    impls = lstm_fused.backends.implementations("lstm_layer")
+    triton_lstm = impls.get("triton")
+    why = None if triton_lstm is None else (
+        triton_lstm.unavailable_reason()
+        or triton_lstm.unsupported_reason(torch.device(DEVICE), torch.float32, lengths=True))
+    if triton_lstm is None or why:
+        pytest.skip(f"the Triton LSTM layer is not available here: {why}")
+    torch.manual_seed(26)
+    T, B, I, H, A = 7, 3, 2, 3, 2
+    model = lstm_fused.AttentiveLSTM(I, H, A, chunk_size=3, backend="triton").to(DEVICE)
+    ref = lstm_fused.AttentiveLSTM(I, H, A, chunk_size=3, backend="reference").to(DEVICE)
+    ref.load_state_dict(model.state_dict())
+    x = torch.randn(T, B, I, device=DEVICE)
+    lengths = torch.tensor([0, 1, 7], device=DEVICE)
+    for got, want in zip(model(x, lengths)[:2], ref(x, lengths)[:2]):
+        torch.testing.assert_close(got, want, **FP32_TOL)
+
+
+def _triton_op_samples():
+    torch.manual_seed(27)
+    B, T, D, A = 3, 5, 4, 3
+    dd = dict(dtype=torch.float64, device=DEVICE)
+    lengths = torch.tensor([0, 2, 5], device=DEVICE)
+    x = torch.randn(B, T, D, **dd, requires_grad=True)
+    proj = torch.randn(B, T, A, **dd, requires_grad=True)
+    v = torch.randn(A, **dd, requires_grad=True)
+    q = torch.randn(B, A, **dd, requires_grad=True)
+    w = torch.rand(B, D, **dd, requires_grad=True)
+    scores = torch.randn(4, 6, **dd, requires_grad=True)
+    ops = torch.ops.lstm_fused
+    return [
+        (lambda: ops.triton_masked_softmax_forward,
+         (scores, torch.tensor([0, 1, 6, 3], device=DEVICE), None, 0.5)),
+        (lambda: ops.triton_attention_pooling_forward, (x, proj, v, q, lengths)),
+        (lambda: ops.triton_channel_masked_mean_forward, (x, lengths)),
+        (lambda: ops.triton_channel_rescale_forward, (x, w, lengths)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_triton_opcheck(index):
+    functional.masked_softmax(torch.randn(1, 1), backend="triton")  # defines the operators
+    op, args = _triton_op_samples()[index]
+    torch.library.opcheck(op(), args)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """16-wide tiles everywhere, so tiny shapes cross tile boundaries."""
+    from lstm_fused.triton_kernels import attention_ops
+
+    for key in attention_ops.BLOCK_CAPS:
+        monkeypatch.setitem(attention_ops.BLOCK_CAPS, key, 16)
+
+
+def test_multi_tile_paths(small_tiles):
+    """Several N tiles (online rescale), several A tiles, several D slices (only the first
+    writes alpha), several C slices; forward and backward against the float64 reference."""
+    torch.manual_seed(28)
+    B, T, D, A, C = 3, 37, 35, 20, 33
+    lengths = torch.tensor([0, 1, T])
+    scores = poison_padding(torch.randn(B, T, dtype=torch.float64) * 4, lengths)
+    out = functional.masked_softmax(scores.to(DEVICE), lengths.to(DEVICE), backend="triton")
+    torch.testing.assert_close(out.cpu(), _softmax_truth(scores.nan_to_num(0, 0, 0), lengths,
+                                                         None, 1.0, -1), **TOL[torch.float64])
+
+    module = lstm_fused.AttentionPooling(D, A, batch_first=True,
+                                         backend="triton").double().to(DEVICE)
+    x_clean = torch.randn(B, T, D, dtype=torch.float64)
+    x = poison_padding(x_clean, lengths).to(DEVICE).requires_grad_()
+    with nan_filled_empty():
+        c, alpha = module(x, lengths.to(DEVICE))
+    gc, ga = torch.randn(B, D, dtype=torch.float64), torch.randn(B, T, dtype=torch.float64)
+    grads = torch.autograd.grad((c, alpha), [x] + list(module.parameters()),
+                                (gc.to(DEVICE), ga.to(DEVICE)))
+    x2 = x_clean.clone().requires_grad_()
+    c2, a2 = _pooling_truth(x2, module.cpu(), lengths)
+    truth = torch.autograd.grad((c2, a2), [x2] + list(module.parameters()), (gc, ga))
+    torch.testing.assert_close(c.cpu(), c2, **TOL[torch.float64])
+    torch.testing.assert_close(alpha.cpu(), a2, **TOL[torch.float64])
+    for g, t in zip(grads, truth):
+        torch.testing.assert_close(g.cpu(), t, **TOL[torch.float64])
+
+    chan = lstm_fused.ChannelAttention(C, "se", reduction=4, batch_first=True,
+                                       backend="triton").double().to(DEVICE)
+    xc = poison_padding(torch.randn(B, T, C, dtype=torch.float64), lengths)
+    with nan_filled_empty():
+        y = chan(xc.to(DEVICE), lengths.to(DEVICE))
+    torch.testing.assert_close(y.cpu(), _channel_truth(xc.nan_to_num(0, 0, 0), chan.cpu(),
+                                                       lengths), **TOL[torch.float64])

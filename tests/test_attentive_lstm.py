@@ -1,0 +1,161 @@
+"""lstm_fused.AttentiveLSTM (SPEC §2): an LSTM whose last layer is pooled by additive
+attention while it runs (chunks merged by an online softmax). Checked against the float64
+reference (reference.lstm_layer per layer, then reference.attention_pooling) with lengths 0,
+1, T and random ones, padded input poisoned with NaN / inf; gradcheck in float64."""
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import lstm_fused
+from lstm_fused import reference
+from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, poison_padding
+
+NATIVE = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _truth(model, x, lengths, query=None):
+    """float64 ground truth; x (T, B, I) time-major, padding already clean."""
+    lstm, pool = model.lstm, model.attention
+    D, L = lstm.num_directions, lstm.num_layers
+    B = x.shape[1]
+    R = lstm.proj_size or lstm.hidden_size
+    h0 = torch.zeros(D * L, B, R, dtype=torch.float64)
+    c0 = torch.zeros(D * L, B, lstm.hidden_size, dtype=torch.float64)
+    layer_input = x.double()
+    h_n, c_n = [], []
+    for layer in range(L):
+        ws = [None if w is None else w.double() for w in lstm._layer_weights(layer)]
+        layer_input, h, c = reference.lstm_layer(layer_input, h0[layer * D:(layer + 1) * D],
+                                                 c0[layer * D:(layer + 1) * D], *ws, lengths)
+        h_n.append(h)
+        c_n.append(c)
+    y = layer_input.transpose(0, 1)  # (B, T, D * R)
+    proj = y @ pool.proj.weight.double().t() + pool.proj.bias.double()
+    qproj = None if query is None else query.double() @ pool.query_proj.weight.double().t()
+    context, alpha, _ = reference.attention_pooling(y, proj, pool.score.weight.double().view(-1),
+                                                    qproj, lengths)
+    return context, alpha, torch.cat(h_n), torch.cat(c_n)
+
+
+CONFIGS = [
+    # (num_layers, bidirectional, proj_size, query_size, chunk_size)
+    (1, False, 0, 0, 4),     # chunked: T = 11 > chunk 4, uneven last chunk
+    (2, False, 3, 2, 5),     # two layers, projection, query, chunked
+    (2, True, 0, 0, 4),      # bidirectional: whole last layer, then pooled
+    (1, False, 0, 0, 64),    # one chunk
+]
+
+
+@pytest.mark.parametrize("backend", NATIVE + ["reference"])
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_attentive_lstm_matches_reference(backend, config, dtype):
+    L, bidirectional, P, Q, chunk = config
+    torch.manual_seed(11)
+    T, B, I, H, A = 11, 6, 5, 6, 4
+    device = "cuda" if backend == "cuda" else "cpu"
+    model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=L, bidirectional=bidirectional,
+                                     proj_size=P, query_size=Q, chunk_size=chunk,
+                                     backend=backend).to(device, dtype)
+    lengths = lengths_with_edges(B, T)
+    x_clean = torch.randn(T, B, I, dtype=dtype)
+    x = poison_padding(x_clean.transpose(0, 1), lengths).transpose(0, 1)
+    query = torch.randn(B, Q, dtype=dtype) if Q else None
+    with nan_filled_empty():
+        context, alpha, (h_n, c_n) = model(x.to(device), lengths.to(device),
+                                           query=None if query is None else query.to(device))
+    truth = _truth(model.cpu(), x_clean, lengths, query)
+    tol = TOL[dtype] if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-4)
+    for got, want in zip((context, alpha, h_n, c_n), truth):
+        assert got.dtype == dtype and not got.isnan().any()
+        torch.testing.assert_close(got.cpu().double(), want, **tol)
+    assert (alpha.cpu()[0] == 0).all() and (context.cpu()[0] == 0).all()
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_attentive_lstm_backward_matches_reference(backend, bidirectional):
+    torch.manual_seed(12)
+    T, B, I, H, A = 9, 5, 3, 4, 3
+    model = lstm_fused.AttentiveLSTM(I, H, A, bidirectional=bidirectional, chunk_size=4,
+                                     backend=backend).double()
+    lengths = lengths_with_edges(B, T)
+    x_clean = torch.randn(T, B, I, dtype=torch.float64)
+    # Finite garbage on the padding here, not NaN: the LSTM layer's own weight gradient
+    # (grad_w_ih = sum_t dz_t^T x_t, lstm_layer_backward) multiplies padded x by 0.
+    x = poison_padding(x_clean.transpose(0, 1), lengths, values=(1e6, -3e5))
+    x = x.transpose(0, 1).requires_grad_()
+    context, alpha, _ = model(x, lengths)
+    gc, ga = torch.randn_like(context), torch.randn_like(alpha)
+    params = list(model.parameters())
+    grads = torch.autograd.grad((context, alpha), [x] + params, (gc, ga))
+    x2 = x_clean.clone().requires_grad_()
+    c2, a2, _, _ = _truth(model, x2, lengths)
+    truth = torch.autograd.grad((c2, a2), [x2] + params, (gc, ga))
+    for g, t in zip(grads, truth):
+        assert not g.isnan().any()
+        torch.testing.assert_close(g, t, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+def test_attentive_lstm_gradcheck(backend):
+    torch.manual_seed(13)
+    T, B, I, H, A = 5, 3, 2, 3, 2
+    model = lstm_fused.AttentiveLSTM(I, H, A, query_size=2, chunk_size=2,
+                                     backend=backend).double()
+    lengths = torch.tensor([0, 1, 5])
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(B, 2, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, q):
+        context, alpha, (h_n, c_n) = model(x, lengths, query=q)
+        return context, alpha, h_n, c_n
+
+    assert torch.autograd.gradcheck(fn, (x, q))
+
+
+def test_attentive_lstm_packed_and_batch_first_agree():
+    torch.manual_seed(14)
+    T, B, I, H, A = 7, 4, 3, 5, 4
+    lengths = torch.tensor([7, 2, 5, 1])
+    x = torch.randn(B, T, I)
+    model = lstm_fused.AttentiveLSTM(I, H, A, batch_first=True, chunk_size=3)
+    c1, a1, (h1, _) = model(x, lengths)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    c2, a2, (h2, _) = model(packed)
+    torch.testing.assert_close(c1, c2)
+    torch.testing.assert_close(a1, a2)
+    torch.testing.assert_close(h1, h2)
+
+
+def test_attentive_lstm_loads_nn_lstm_weights():
+    torch.manual_seed(15)
+    ref = torch.nn.LSTM(3, 4, num_layers=2)
+    model = lstm_fused.AttentiveLSTM(3, 4, 2, num_layers=2)
+    model.lstm.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 2, 3)
+    _, _, (h_n, c_n) = model(x)
+    _, (h_ref, c_ref) = ref(x)
+    torch.testing.assert_close(h_n, h_ref)
+    torch.testing.assert_close(c_n, c_ref)
+
+
+def test_attentive_lstm_bad_input():
+    model = lstm_fused.AttentiveLSTM(3, 4, 2)
+    with pytest.raises(ValueError, match="input"):
+        model(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="input_size"):
+        model(torch.randn(5, 2, 4))
+    with pytest.raises(ValueError, match="lengths"):
+        model(torch.randn(5, 2, 3), torch.tensor([6, 1]))
+    with pytest.raises(TypeError, match="dtype"):
+        model(torch.randn(5, 2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="h_0"):
+        model(torch.randn(5, 2, 3), hx=(torch.zeros(1, 3, 4), torch.zeros(1, 2, 4)))
+    with pytest.raises(ValueError, match="query"):
+        model(torch.randn(5, 2, 3), query=torch.randn(2, 2))
+    with pytest.raises(ValueError, match="chunk_size"):
+        lstm_fused.AttentiveLSTM(3, 4, 2, chunk_size=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            lstm_fused.AttentiveLSTM(3, 4, 2, backend="cuda")(torch.randn(5, 2, 3))

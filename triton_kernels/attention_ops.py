@@ -1,0 +1,216 @@
+"""Launchers of the attention Triton kernels, and the operators lstm_fused::triton_* around
+them (same schemas as the C++ operators, csrc/attention_ops.cpp), defined once by
+`define_operators` (called from lstm_fused/backends/attention.py on first use).
+
+The checks of user input (lengths in range, shapes, devices) run before, in
+lstm_fused.functional; the launchers only bring inner dimensions to stride 1.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from . import interpreter_compat
+
+interpreter_compat.apply()  # before any kernel runs: runtime loop bounds under the interpreter
+
+from .attention_channel import (masked_mean_bwd_kernel, masked_mean_fwd_kernel,  # noqa: E402
+                                rescale_bwd_kernel, rescale_fwd_kernel)
+from .attention_pooling import (attention_pooling_bwd_kernel,  # noqa: E402
+                                attention_pooling_fwd_kernel)
+from .attention_softmax import masked_softmax_bwd_kernel, masked_softmax_fwd_kernel  # noqa: E402
+
+Tensor = torch.Tensor
+
+
+# Largest tile per dimension (powers of two). Tests lower them to run the multi-tile paths
+# (online rescale across tiles, several D slices) on tiny shapes.
+BLOCK_CAPS = {"softmax_n": 1024, "pool_a": 64, "pool_d": 128, "channel_c": 256}
+
+
+def _acc(dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _block(n, cap):
+    return max(16, min(triton.next_power_of_2(max(n, 1)), cap))
+
+
+def _inner(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def masked_softmax_forward(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor],
+                           scale: float) -> Tensor:
+    scores = scores.contiguous()
+    R, N = scores.shape
+    out = torch.empty_like(scores)
+    if R == 0 or N == 0:
+        return out
+    mask_u8 = None if mask is None else mask.contiguous().view(torch.uint8)
+    masked_softmax_fwd_kernel[(R,)](
+        scores, lengths if lengths is not None else scores,
+        mask_u8 if mask_u8 is not None else scores, out, N, float(scale),
+        HAS_LENGTHS=lengths is not None, HAS_MASK=mask is not None, ACC=_acc(scores.dtype),
+        BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"]))
+    return out
+
+
+def masked_softmax_backward(grad_probs: Tensor, probs: Tensor, scale: float) -> Tensor:
+    grad_probs, probs = grad_probs.contiguous(), probs.contiguous()
+    R, N = probs.shape
+    out = torch.empty_like(probs)
+    if R == 0 or N == 0:
+        return out
+    masked_softmax_bwd_kernel[(R,)](grad_probs, probs, out, N, float(scale),
+                                    ACC=_acc(probs.dtype),
+                                    BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"]))
+    return out
+
+
+def _pooling_blocks(T, D, A):
+    return dict(BLOCK_T=16, BLOCK_A=_block(A, BLOCK_CAPS["pool_a"]),
+                BLOCK_D=_block(D, BLOCK_CAPS["pool_d"]))
+
+
+def attention_pooling_forward(x: Tensor, proj: Tensor, v: Tensor, qproj: Optional[Tensor],
+                              lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    x, proj, v = _inner(x), _inner(proj), v.contiguous()
+    qproj = None if qproj is None else qproj.contiguous()
+    B, T, D = x.shape
+    A = proj.shape[2]
+    context = torch.empty((B, D), dtype=x.dtype, device=x.device)
+    alpha = torch.empty((B, T), dtype=x.dtype, device=x.device)
+    lse = torch.empty((B,), dtype=x.dtype, device=x.device)
+    if B == 0:
+        return context, alpha, lse
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    scratch = torch.empty((B, max(T, 1)), dtype=acc_dtype, device=x.device)  # e_t
+    blocks = _pooling_blocks(T, D, A)
+    grid = (B, max(1, triton.cdiv(D, blocks["BLOCK_D"])))
+    attention_pooling_fwd_kernel[grid](
+        x, proj, v, qproj if qproj is not None else v, lengths if lengths is not None else v,
+        context, alpha, lse, scratch, T, D, A, x.stride(0), x.stride(1), proj.stride(0),
+        proj.stride(1), HAS_Q=qproj is not None, HAS_LENGTHS=lengths is not None,
+        ACC=_acc(x.dtype), **blocks)
+    return context, alpha, lse
+
+
+def attention_pooling_backward(grad_context: Tensor, grad_alpha: Tensor, grad_lse: Tensor,
+                               x: Tensor, proj: Tensor, v: Tensor, qproj: Optional[Tensor],
+                               lengths: Optional[Tensor], alpha: Tensor, context: Tensor
+                               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, proj, v = _inner(x), _inner(proj), v.contiguous()
+    qproj = None if qproj is None else qproj.contiguous()
+    B, T, D = x.shape
+    A = proj.shape[2]
+    grad_x = torch.empty((B, T, D), dtype=x.dtype, device=x.device)
+    grad_proj = torch.empty((B, T, A), dtype=x.dtype, device=x.device)
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    gv_rows = torch.zeros((B, A), dtype=acc_dtype, device=x.device)
+    gq_rows = torch.zeros((B, A), dtype=acc_dtype, device=x.device)
+    if B > 0:
+        attention_pooling_bwd_kernel[(B,)](
+            grad_context.contiguous(), grad_alpha.contiguous(), grad_lse.contiguous(), x, proj,
+            v, qproj if qproj is not None else v, lengths if lengths is not None else v,
+            alpha.contiguous(), context.contiguous(), grad_x, grad_proj, gv_rows, gq_rows, T, D,
+            A, x.stride(0), x.stride(1), proj.stride(0), proj.stride(1),
+            HAS_Q=qproj is not None, HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype),
+            **_pooling_blocks(T, D, A))
+    grad_v = gv_rows.sum(0).to(x.dtype)
+    grad_q = gq_rows.to(x.dtype) if qproj is not None else x.new_empty((0,))
+    return grad_x, grad_proj, grad_v, grad_q
+
+
+def channel_masked_mean_forward(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    x = _inner(x)
+    B, T, C = x.shape
+    mean = torch.empty((B, C), dtype=x.dtype, device=x.device)
+    if B == 0 or C == 0:
+        return mean
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
+    masked_mean_fwd_kernel[(B, triton.cdiv(C, BLOCK_C))](
+        x, lengths if lengths is not None else x, mean, T, C, x.stride(0), x.stride(1),
+        HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_T=16, BLOCK_C=BLOCK_C)
+    return mean
+
+
+def channel_masked_mean_backward(grad_mean: Tensor, x: Tensor, lengths: Optional[Tensor]
+                                 ) -> Tensor:
+    B, T, C = x.shape
+    grad_x = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
+    if B * T == 0 or C == 0:
+        return grad_x
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
+    masked_mean_bwd_kernel[(B * T, triton.cdiv(C, BLOCK_C))](
+        grad_mean.contiguous(), lengths if lengths is not None else x, grad_x, T, C,
+        HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_C=BLOCK_C)
+    return grad_x
+
+
+def channel_rescale_forward(x: Tensor, w: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    x, w = _inner(x), w.contiguous()
+    B, T, C = x.shape
+    y = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
+    if B * T == 0 or C == 0:
+        return y
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
+    rescale_fwd_kernel[(B * T, triton.cdiv(C, BLOCK_C))](
+        x, w, lengths if lengths is not None else x, y, T, C, x.stride(0), x.stride(1),
+        HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_C=BLOCK_C)
+    return y
+
+
+def channel_rescale_backward(grad_y: Tensor, x: Tensor, w: Tensor, lengths: Optional[Tensor]
+                             ) -> Tuple[Tensor, Tensor]:
+    x, w = _inner(x), w.contiguous()
+    B, T, C = x.shape
+    grad_x = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
+    grad_w = torch.empty((B, C), dtype=x.dtype, device=x.device)
+    if B == 0 or C == 0:
+        return grad_x, grad_w
+    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
+    rescale_bwd_kernel[(B, triton.cdiv(C, BLOCK_C))](
+        grad_y.contiguous(), x, w, lengths if lengths is not None else x, grad_x, grad_w, T, C,
+        x.stride(0), x.stride(1), HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype),
+        BLOCK_T=16, BLOCK_C=BLOCK_C)
+    return grad_x, grad_w
+
+
+SCHEMAS = {
+    "masked_softmax_forward": "(Tensor scores, Tensor? lengths, Tensor? mask, float scale) "
+                              "-> Tensor",
+    "masked_softmax_backward": "(Tensor grad_probs, Tensor probs, float scale) -> Tensor",
+    "attention_pooling_forward": "(Tensor x, Tensor proj, Tensor v, Tensor? qproj, "
+                                 "Tensor? lengths) -> (Tensor, Tensor, Tensor)",
+    "attention_pooling_backward": "(Tensor grad_context, Tensor grad_alpha, Tensor grad_lse, "
+                                  "Tensor x, Tensor proj, Tensor v, Tensor? qproj, "
+                                  "Tensor? lengths, Tensor alpha, Tensor context) "
+                                  "-> (Tensor, Tensor, Tensor, Tensor)",
+    "channel_masked_mean_forward": "(Tensor x, Tensor? lengths) -> Tensor",
+    "channel_masked_mean_backward": "(Tensor grad_mean, Tensor x, Tensor? lengths) -> Tensor",
+    "channel_rescale_forward": "(Tensor x, Tensor w, Tensor? lengths) -> Tensor",
+    "channel_rescale_backward": "(Tensor grad_y, Tensor x, Tensor w, Tensor? lengths) "
+                                "-> (Tensor, Tensor)",
+}
+
+_defined = False
+
+
+def define_operators(fakes, register_autograd, names) -> None:
+    """Define lstm_fused::triton_<name> for every name (once), with fake kernels and autograd."""
+    global _defined
+    if _defined:
+        return
+    for name in names:
+        torch.library.custom_op(f"lstm_fused::triton_{name}", globals()[name], mutates_args=(),
+                                schema=SCHEMAS[name])
+        torch.library.register_fake(f"lstm_fused::triton_{name}")(fakes[name])
+
+    class _Ops:
+        def __getattr__(self, name):
+            return getattr(torch.ops.lstm_fused, "triton_" + name).default
+
+    register_autograd("triton_", _Ops())
+    _defined = True
