@@ -159,12 +159,18 @@ def test_opcheck(path):
 
 
 def test_rule_picks_the_path_by_shape():
-    assert choose_path(T=100, H=64, R=64, proj=False) == "sequence"
-    assert choose_path(T=100, H=64, R=32, proj=True) == "sequence"
-    assert choose_path(T=100, H=128, R=128, proj=False) == "step"  # W_hh too big for one SM
-    assert choose_path(T=1, H=32, R=32, proj=False) == "step"  # LSTMCell: one step
+    f16, f32, f64 = torch.float16, torch.float32, torch.float64
+    assert choose_path(T=100, H=128, R=128, proj=False, dtype=f16) == "sequence"
+    assert choose_path(T=100, H=64, R=64, proj=False, dtype=f32) == "sequence"
+    assert choose_path(T=100, H=64, R=32, proj=True, dtype=f32) == "sequence"
+    assert choose_path(T=100, H=32, R=32, proj=False, dtype=f64) == "sequence"
+    # W_hh too big for one SM's shared memory
+    assert choose_path(T=100, H=256, R=256, proj=False, dtype=f16) == "step"
+    assert choose_path(T=100, H=128, R=128, proj=False, dtype=f32) == "step"
+    assert choose_path(T=100, H=64, R=32, proj=True, dtype=f64) == "step"
+    assert choose_path(T=1, H=32, R=32, proj=False, dtype=f32) == "step"  # LSTMCell: one step
     with force_path("step"):
-        assert choose_path(T=100, H=16, R=16, proj=False) == "step"
+        assert choose_path(T=100, H=16, R=16, proj=False, dtype=f32) == "step"
     with pytest.raises(ValueError, match="path must be"):
         with force_path("fast"):
             pass

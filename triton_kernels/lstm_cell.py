@@ -5,7 +5,7 @@ The gate kernel takes the pre-activations z = x_t W_ih^T + b + r_{t-1} W_hh^T of
 pass; its backward turns the gradient of h and c into the gradient of z. The step path runs
 one direction of a layer as T GEMMs + T gate launches. It is the simple path: LSTMCell
 (T = 1) and every layer whose recurrent weights do not fit on one SM take it
-(lstm_layer.choose_path).
+(tuning.choose_path).
 
 Shapes (SPEC letters): B batch, H hidden, G = 4H, R = P or H, D directions, T steps.
 """

@@ -13,7 +13,7 @@ Backward: the reverse recurrence by the same path gives dZ (the gradient of the
 pre-activations) and dR (of the projected outputs); then weight_gradients does one GEMM per
 weight over all steps.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ from lstm_fused import _ops
 
 from .lstm_cell import step_backward, step_forward
 from .lstm_sequence import sequence_backward, sequence_forward
-from .tuning import choose_path, new_output
+from .tuning import choose_path
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -122,7 +122,7 @@ def triton_lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths
         return (x.new_zeros((T, B, D * R)), h0.clone(), c0.clone(), x.new_zeros((D, T, B, G)),
                 x.new_zeros((D, T, B, H)))
     gx = input_projection(x, w_ih, bias)
-    if choose_path(T, H, R, w_hr is not None) == "sequence":
+    if choose_path(T, H, R, w_hr is not None, x.dtype) == "sequence":
         return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths)
     return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths)
 
@@ -198,7 +198,7 @@ def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh
         dZ = x.new_zeros((T, B, D, G))
         dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
         grad_h0, grad_c0 = grad_h_n.clone(), grad_c_n.clone()
-    elif choose_path(T, H, R, w_hr is not None) == "sequence":
+    elif choose_path(T, H, R, w_hr is not None, x.dtype) == "sequence":
         dZ, dR, grad_h0, grad_c0 = sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
                                                      w_peep, lengths, gates, cells)
     else:

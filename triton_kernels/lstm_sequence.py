@@ -2,14 +2,15 @@
 
 Grid (D, cdiv(B, BLOCK_B)): one program per direction and block of batch rows, so both
 directions of a bidirectional layer run in the same launch. Each program loads its
-direction's W_hh (as 4 gate tiles) and W_hr once, keeps them in registers for all T steps,
-and carries h and c in registers too: per step it reads only the precomputed input
+direction's W_hh (as 4 gate tiles) and W_hr once and keeps them on chip for all T steps
+(the compiler stages them in shared memory), and carries h and c in registers: per step it reads only the precomputed input
 projection gx[t] and writes y[t], the gates and the cell (saved for the backward). The
 recurrent product r_{t-1} W_hh^T is a tl.dot per gate; the gate math is fused behind it.
 
-Which shapes (tuning.choose_path): the weights must fit one program's registers
-(tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS, about H, R <= 64). Larger layers would need W_hh split
-over several programs (SMs) with a grid-wide barrier every step; that kernel does not exist
+Which shapes (tuning.choose_path): T > 1 and the weights of one direction must fit one
+program's shared memory (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS: H, R <= 128 for float16 /
+bfloat16, 64 for float32, 32 for float64). Larger layers would need W_hh split over several
+programs (SMs) with a grid-wide barrier every step; that kernel does not exist
 yet, and they take the step path of lstm_cell.py. Peephole, proj_size and lengths are all
 handled here, no fallback for them.
 

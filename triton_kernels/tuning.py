@@ -21,12 +21,16 @@ _POISON = False
 _FORCED_PATH = None
 
 # The sequence kernel keeps W_hh (4 tiles of BLOCK_R x BLOCK_H) and W_hr (BLOCK_H x BLOCK_R)
-# of one direction in registers for the whole time loop, in one program per (direction,
-# batch block). That fits one SM's register file for H, R <= 64 (4*64*64 + 64*64 = 20480
-# 16-bit elements over 8 warps is 40 registers a thread for fp16, 80 for fp32) and nothing
-# larger; bigger layers take the step path (cuBLAS GEMM + gate kernel per step) until a
-# multi-program sequence kernel with a grid-wide barrier per step exists.
-SEQUENCE_MAX_WEIGHT_ELEMENTS = 4 * 64 * 64 + 64 * 64
+# of one direction on chip for the whole time loop, in one program per (direction, batch
+# block). The compiler stages the tiles in shared memory; compiled for sm_90 (triton 3.6,
+# BLOCK_B = 16, 8 warps) the backward kernel, the larger of the two, uses
+#   16-bit  H = R = 128 (65536 weight elements): 152 KiB      H = 128, P = 64: 102 KiB
+#   float32 H = R = 64  (16384):                 143 KiB      H = R = 128:     418 KiB
+#   float64 H = R = 32  (4096):                  110 KiB      H = 64, P = 32:  229 KiB
+# of the 227 KiB an H100 block may have (163 KiB on an A100). Hence these limits per element
+# size; larger layers take the step path (cuBLAS GEMM + gate kernel per step) until a
+# multi-program sequence kernel (W_hh split over SMs, a grid-wide barrier per step) exists.
+SEQUENCE_MAX_WEIGHT_ELEMENTS = {2: 128 * 128 * 4, 4: 64 * 64 * 4, 8: 32 * 32 * 4}
 # tl.dot needs every block dimension >= 16.
 MIN_DOT_BLOCK = 16
 
@@ -75,13 +79,14 @@ def dot_block(n: int) -> int:
     return max(MIN_DOT_BLOCK, triton.next_power_of_2(max(n, 1)))
 
 
-def sequence_fits(H: int, R: int, proj: bool) -> bool:
+def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype) -> bool:
     """Whether the recurrent weights of one direction fit on chip for the sequence kernel."""
     bh, br = dot_block(H), dot_block(R)
-    return 4 * br * bh + (bh * br if proj else 0) <= SEQUENCE_MAX_WEIGHT_ELEMENTS
+    size = torch.tensor([], dtype=dtype).element_size()
+    return 4 * br * bh + (bh * br if proj else 0) <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
 
 
-def choose_path(T: int, H: int, R: int, proj: bool) -> str:
+def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
     """"sequence" (one launch for the whole layer) or "step" (a gate launch per step).
 
     T == 1 (LSTMCell, or a one-step layer) takes the step path: there is no recurrence to keep
@@ -89,7 +94,7 @@ def choose_path(T: int, H: int, R: int, proj: bool) -> str:
     the step path too."""
     if _FORCED_PATH is not None:
         return _FORCED_PATH
-    if T > 1 and sequence_fits(H, R, proj):
+    if T > 1 and sequence_fits(H, R, proj, dtype):
         return "sequence"
     return "step"
 
@@ -106,11 +111,11 @@ def gate_config(B: int, H: int, dtype: torch.dtype):
 def sequence_config(B: int, H: int, R: int, dtype: torch.dtype):
     """(BLOCK_B, BLOCK_H, BLOCK_R, num_warps) of the sequence kernels.
 
-    BLOCK_B is the M of the per-step tl.dot: 16 (the smallest tl.dot tile) while B is small,
-    so that B/16 programs per direction spread over the SMs; 32 from B = 512 on (enough
-    programs anyway, and a fuller MMA). 8 warps hold the weights in registers (see
-    SEQUENCE_MAX_WEIGHT_ELEMENTS), 4 when they are small."""
-    block_b = 16 if B < 512 else 32
+    BLOCK_B is the M of the per-step tl.dot: 16, the smallest tl.dot tile, so that B/16
+    programs per direction spread over the SMs (a larger block would also raise the shared
+    memory measured in SEQUENCE_MAX_WEIGHT_ELEMENTS). 8 warps when the weight tiles are
+    large, 4 when they are small. Not tuned on a GPU yet: B only sets the grid here."""
+    block_b = 16
     bh, br = dot_block(H), dot_block(R)
     num_warps = 8 if 4 * bh * br * (2 if dtype in (torch.float32, torch.float64) else 1) > 8192 else 4
     return block_b, bh, br, num_warps
