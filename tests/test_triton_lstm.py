@@ -340,3 +340,43 @@ def test_import_without_triton():
     assert res.returncode == 0, res.stderr
     assert "triton is not installed" in res.stdout
     assert "'triton'" not in res.stdout.splitlines()[-1]
+
+
+# Compiles kernels for sm_90 (PTX and cubin through Triton's bundled ptxas) without running
+# them: the interpreter does not check what the compiler checks (layouts, loop-carried types,
+# shared memory). Run in a child process because kernels defined under TRITON_INTERPRET=1 are
+# interpreter objects.
+_COMPILE_FOR_SM90 = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from lstm_fused.triton_kernels import lstm_cell, lstm_sequence
+
+ints = {"T", "B", "H", "R", "t", "stride_h_out", "stride_dz"}
+for fn, dt, ce in [
+    (lstm_sequence.lstm_sequence_forward_kernel, "fp16", dict(PROJ=True, BLOCK_H=128, BLOCK_R=64)),
+    (lstm_sequence.lstm_sequence_backward_kernel, "fp16", dict(PROJ=True, BLOCK_H=128, BLOCK_R=64)),
+    (lstm_sequence.lstm_sequence_forward_kernel, "fp32", dict(PROJ=False, BLOCK_H=64, BLOCK_R=64)),
+    (lstm_sequence.lstm_sequence_backward_kernel, "fp32", dict(PROJ=False, BLOCK_H=64, BLOCK_R=64)),
+    (lstm_cell.lstm_gate_forward_kernel, "bf16", dict(WRITE_STATE=True, BLOCK_H=256)),
+    (lstm_cell.lstm_gate_backward_kernel, "bf16", dict(BLOCK_H=256)),
+]:
+    ce = dict(HAS_LEN=True, PEEP=True, BLOCK_B=16, **ce)
+    if "DOT_FP32" in fn.arg_names:
+        ce.update(DOT_FP32=False, DOT_PRECISION="ieee")
+    sig = {n: "constexpr" if n in ce else "i32" if n in ints else "*i64" if n == "len_ptr"
+           else "*fp32" if n in ("c_ptr", "dc_ptr") else "*" + dt for n in fn.arg_names}
+    k = triton.compile(ASTSource(fn, sig, ce), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 8})
+    assert k.metadata.shared <= 227 * 1024, (fn.__name__, k.metadata.shared)
+    print(fn.__name__, dt, "shared", k.metadata.shared)
+print("compiled all")
+"""
+
+
+def test_kernels_compile_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "compiled all" in res.stdout

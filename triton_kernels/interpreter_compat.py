@@ -28,9 +28,15 @@ def apply() -> None:
     if getattr(original, "_lstm_fused_fix", False):
         return
 
+    def index(self):
+        data = self.handle.data
+        if data.size != 1:
+            raise TypeError(f"only a scalar can be used as an index, got a block of {data.size}")
+        return int(data.reshape(-1)[0])
+
     def patch_lang_tensor(tensor, scope):
         original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+        scope.set_attr(tensor, "__index__", index)
 
     patch_lang_tensor._lstm_fused_fix = True
     interpreter._patch_lang_tensor = patch_lang_tensor

@@ -108,11 +108,12 @@ def lstm_gate_backward_kernel(
     tl.store(dc_ptr + hc, dc_prev, mask=v2)
 
 
-def _valid_rows(lengths, t, B, device):
-    """(B, 1) bool: which sequences are still running at step t (all when lengths is None)."""
+def _keep_valid(lengths, t, new, old):
+    """Rows of `new` where sequence b is still running at step t (t < lengths[b]), else of
+    `old`; all of `new` without lengths."""
     if lengths is None:
-        return torch.ones((B, 1), dtype=torch.bool, device=device)
-    return (lengths > t).unsqueeze(1)
+        return new
+    return torch.where((lengths > t).unsqueeze(1), new, old)
 
 
 def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths):
@@ -151,7 +152,7 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths):
             if proj:  # hpre is zero on padded rows, so r is too
                 r = hpre @ w_hr[d].t()
                 y[t, :, d * R:(d + 1) * R] = r
-                h = torch.where(_valid_rows(lengths, t, B, dev), r, h)
+                h = _keep_valid(lengths, t, r, h)
         h_n[d] = h
         c_n[d] = c
     return y, h_n, c_n, gates, cells
@@ -165,7 +166,7 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
     projection), grad_h0 (D, B, R), grad_c0 (D, B, H)."""
     D, T, B, G = gates.shape
     H, R = G // 4, grad_h_n.shape[2]
-    dtype, dev = gates.dtype, gates.device
+    dtype = gates.dtype
     proj = w_hr is not None
     dZ = new_output((T, B, D, G), gates)
     dR = new_output((D, T, B, R), gates) if proj else None
@@ -181,8 +182,7 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
         c0_d = c0[d].contiguous()
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if d == 1 else s
-            valid = _valid_rows(lengths, t, B, dev)
-            dr = torch.where(valid, grad_y[t, :, d * R:(d + 1) * R] + dh, 0.0)  # (B, R)
+            dr = _keep_valid(lengths, t, grad_y[t, :, d * R:(d + 1) * R] + dh, 0.0)  # (B, R)
             if proj:
                 dR[d, t] = dr
                 dhpre = (dr @ w_hr[d]).contiguous()  # (B, H)
@@ -194,7 +194,7 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
                 dhpre, dc, gates[d, t], cells[d, t], c_prev, peep, lens, dz, t, B, H,
                 dz.stride(0), HAS_LEN=lengths is not None, PEEP=w_peep is not None,
                 BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, num_warps=num_warps)
-            dh = torch.where(valid, dz @ w_hh[d], dh)
+            dh = _keep_valid(lengths, t, dz @ w_hh[d], dh)
         grad_h0[d] = dh
         grad_c0[d] = dc
     return dZ, dR, grad_h0, grad_c0
