@@ -21,7 +21,8 @@ from lstm_fused import reference  # noqa: E402
 from lstm_fused.backends import resolve  # noqa: E402
 from lstm_fused.backends.triton import TritonLSTM  # noqa: E402
 from lstm_fused.functional import lstm_layer  # noqa: E402
-from lstm_fused.triton_kernels import choose_path, force_path, poison_outputs  # noqa: E402
+from lstm_fused.triton_kernels import lstm_layer as _registers_ops  # noqa: E402,F401
+from lstm_fused.triton_kernels.tuning import choose_path, force_path, poison_outputs  # noqa: E402
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")

@@ -29,8 +29,12 @@ import torch
 import triton
 import triton.language as tl
 
+from . import interpreter_compat
 from .lstm_math import cell_backward, cell_forward, load_peephole
 from .tuning import interpreting, new_output, sequence_config
+
+# The time loops below have a runtime bound, which the interpreter mishandles under NumPy 2.4.
+interpreter_compat.apply()
 
 
 @triton.jit

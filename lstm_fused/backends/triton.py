@@ -48,7 +48,7 @@ class TritonLSTM(LSTMLayerBackend):
         return None
 
     def lstm_layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
-        from .. import triton_kernels  # noqa: F401  (registers the operators on first use)
+        from ..triton_kernels import lstm_layer  # noqa: F401  (registers the ops on first use)
 
         y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.triton_lstm_layer_forward(
             x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
