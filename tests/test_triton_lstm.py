@@ -95,7 +95,10 @@ def config_inputs(name, dtype=torch.float64, seed=0):
 ORDER = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
 
 
-@pytest.mark.parametrize("path", ["sequence", "step"])
+# "persistent": the experimental forward of lstm_persistent.py (one launch per step here, no
+# barrier: the interpreter runs programs one after another); with a projection it is the step
+# path.
+@pytest.mark.parametrize("path", ["sequence", "step", "persistent"])
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
                          ids=["float32", "float16", "bfloat16"])
@@ -127,6 +130,19 @@ def test_layer_forward_backward_match_float64_reference(dtype, config, path):
         steps = torch.arange(gates.shape[1], device=DEVICE).unsqueeze(1)
         padded = steps >= ins["lengths"].unsqueeze(0)  # (T, B)
         assert (gates[:, padded] == 0).all()
+
+
+def test_persistent_forward_several_programs_and_chunks():
+    """H = 72 in float32: 3 programs of 32 hidden units per batch block exchange h through
+    the ping-pong buffer, and r_{t-1} W_hh^T runs in 2 K-chunks of 64."""
+    T, B, H = (3, 2, 72) if not ON_GPU else (20, 19, 200)
+    ins = layer_inputs(T, B, 3, H, 0, 2, True, [T, 1] + [2] * (B - 2), torch.float64, seed=6)
+    ref = reference.lstm_layer(*(ins[k] for k in ORDER))
+    with force_path("persistent"):
+        out = FWD(*(v.float() if v is not None and v.is_floating_point() else v
+                    for v in (ins[k] for k in ORDER)))
+    for name, a, e in zip(("y", "h_n", "c_n"), out, ref):
+        assert_close(a, e, TOL[torch.float32], name)
 
 
 @pytest.mark.parametrize("path", ["sequence", "step"])
@@ -170,6 +186,8 @@ def test_rule_picks_the_path_by_shape():
     assert choose_path(T=100, H=128, R=128, proj=False, dtype=f32) == "step"
     assert choose_path(T=100, H=64, R=32, proj=True, dtype=f64) == "step"
     assert choose_path(T=1, H=32, R=32, proj=False, dtype=f32) == "step"  # LSTMCell: one step
+    for T, H in ((1000, 1024), (1000, 16), (1, 2048)):  # never picked until run on a GPU
+        assert choose_path(T=T, H=H, R=H, proj=False, dtype=f16) != "persistent"
     with force_path("step"):
         assert choose_path(T=100, H=16, R=16, proj=False, dtype=f32) == "step"
     with pytest.raises(ValueError, match="path must be"):
@@ -351,9 +369,9 @@ _COMPILE_FOR_SM90 = r"""
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from lstm_fused.triton_kernels import lstm_cell, lstm_sequence
+from lstm_fused.triton_kernels import lstm_cell, lstm_persistent, lstm_sequence
 
-ints = {"T", "B", "H", "R", "t", "stride_h_out", "stride_dz"}
+ints = {"T", "B", "H", "R", "t", "stride_h_out", "stride_dz", "s_begin", "s_end"}
 for fn, dt, ce in [
     (lstm_sequence.lstm_sequence_forward_kernel, "fp16", dict(PROJ=True, BLOCK_H=128, BLOCK_R=64)),
     (lstm_sequence.lstm_sequence_backward_kernel, "fp16", dict(PROJ=True, BLOCK_H=128, BLOCK_R=64)),
@@ -361,12 +379,15 @@ for fn, dt, ce in [
     (lstm_sequence.lstm_sequence_backward_kernel, "fp32", dict(PROJ=False, BLOCK_H=64, BLOCK_R=64)),
     (lstm_cell.lstm_gate_forward_kernel, "bf16", dict(WRITE_STATE=True, BLOCK_H=256)),
     (lstm_cell.lstm_gate_backward_kernel, "bf16", dict(BLOCK_H=256)),
+    (lstm_persistent.lstm_persistent_forward_kernel, "fp16",
+     dict(BARRIER=True, BLOCK_H=64, BLOCK_K=64)),
 ]:
     ce = dict(HAS_LEN=True, PEEP=True, BLOCK_B=16, **ce)
     if "DOT_FP32" in fn.arg_names:
         ce.update(DOT_FP32=False, DOT_PRECISION="ieee")
     sig = {n: "constexpr" if n in ce else "i32" if n in ints else "*i64" if n == "len_ptr"
-           else "*fp32" if n in ("c_ptr", "dc_ptr") else "*" + dt for n in fn.arg_names}
+           else "*i32" if n == "bar_ptr" else "*fp32" if n in ("c_ptr", "dc_ptr", "c_state_ptr")
+           else "*" + dt for n in fn.arg_names}
     k = triton.compile(ASTSource(fn, sig, ce), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 8})
     assert k.metadata.shared <= 227 * 1024, (fn.__name__, k.metadata.shared)

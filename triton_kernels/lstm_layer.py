@@ -8,7 +8,8 @@ lstm_fused/_ops.py serve these operators unchanged.
 One layer call:
   1. gx = x W_ih^T + bias for every step and direction: one GEMM (T*B, I) x (I, D*G).
   2. the recurrence: the fused-sequence kernel (lstm_sequence.py, one launch for the layer)
-     or the step path (lstm_cell.py), by tuning.choose_path.
+     or the step path (lstm_cell.py), by tuning.choose_path (or, forced, the experimental
+     persistent forward of lstm_persistent.py, whose backward is the step path's).
 Backward: the reverse recurrence by the same path gives dZ (the gradient of the
 pre-activations) and dR (of the projected outputs); then weight_gradients does one GEMM per
 weight over all steps.
@@ -21,6 +22,7 @@ from torch import Tensor
 from lstm_fused import _ops
 
 from .lstm_cell import step_backward, step_forward
+from .lstm_persistent import persistent_forward
 from .lstm_sequence import sequence_backward, sequence_forward
 from .tuning import choose_path
 
@@ -122,8 +124,11 @@ def triton_lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths
         return (x.new_zeros((T, B, D * R)), h0.clone(), c0.clone(), x.new_zeros((D, T, B, G)),
                 x.new_zeros((D, T, B, H)))
     gx = input_projection(x, w_ih, bias)
-    if choose_path(T, H, R, w_hr is not None, x.dtype) == "sequence":
+    path = choose_path(T, H, R, w_hr is not None, x.dtype)
+    if path == "sequence":
         return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths)
+    if path == "persistent" and w_hr is None:
+        return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths)
     return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths)
 
 
