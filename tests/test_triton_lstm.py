@@ -95,7 +95,7 @@ def config_inputs(name, dtype=torch.float64, seed=0):
 ORDER = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
 
 
-# "persistent": the experimental forward of lstm_persistent.py (one launch per step here, no
+# "persistent": the experimental kernels of lstm_persistent.py (one launch per step here, no
 # barrier: the interpreter runs programs one after another); with a projection it is the step
 # path.
 @pytest.mark.parametrize("path", ["sequence", "step", "persistent"])
@@ -132,20 +132,30 @@ def test_layer_forward_backward_match_float64_reference(dtype, config, path):
         assert (gates[:, padded] == 0).all()
 
 
-def test_persistent_forward_several_programs_and_chunks():
-    """H = 72 in float32: 3 programs of 32 hidden units per batch block exchange h through
-    the ping-pong buffer, and r_{t-1} W_hh^T runs in 2 K-chunks of 64."""
+def test_persistent_several_programs_and_chunks():
+    """H = 72 in float32: 3 programs of 32 hidden units per batch block exchange h (forward)
+    and dz (backward) through global memory; r_{t-1} W_hh^T runs in 2 K-chunks of 64 and
+    dz W_hh in 5 chunks of 64 over the 4H = 288 gate rows."""
     T, B, H = (3, 2, 72) if not ON_GPU else (20, 19, 200)
-    ins = layer_inputs(T, B, 3, H, 0, 2, True, [T, 1] + [2] * (B - 2), torch.float64, seed=6)
-    ref = reference.lstm_layer(*(ins[k] for k in ORDER))
+    ref_in = layer_inputs(T, B, 3, H, 0, 2, True, [T, 1] + [2] * (B - 2), seed=6)
+    ref_in = {k: (v.requires_grad_() if v is not None and v.is_floating_point() else v)
+              for k, v in ref_in.items()}
+    ref = reference.lstm_layer(*(ref_in[k] for k in ORDER))
+    grads = [torch.randn_like(r) for r in ref]
+    torch.autograd.backward(ref, grads)
+    ins = {k: (v.detach().float().requires_grad_()
+               if v is not None and v.is_floating_point() else v) for k, v in ref_in.items()}
     with force_path("persistent"):
-        out = FWD(*(v.float() if v is not None and v.is_floating_point() else v
-                    for v in (ins[k] for k in ORDER)))
+        out = FWD(*(ins[k] for k in ORDER))
+        torch.autograd.backward(out[:3], [g.float() for g in grads])
     for name, a, e in zip(("y", "h_n", "c_n"), out, ref):
         assert_close(a, e, TOL[torch.float32], name)
+    for k in ORDER[:-1]:
+        if ins[k] is not None:
+            assert_close(ins[k].grad, ref_in[k].grad, TOL[torch.float32], f"grad {k}")
 
 
-@pytest.mark.parametrize("path", ["sequence", "step"])
+@pytest.mark.parametrize("path", ["sequence", "step", "persistent"])
 def test_gradcheck_float64(path):
     T, B = (3, 3) if not ON_GPU else (6, 5)
     ins = layer_inputs(T, B, 2, 3, 2, 2, True, [T, 1, 0][:B] + [2] * (B - 3), seed=1)
@@ -381,12 +391,15 @@ for fn, dt, ce in [
     (lstm_cell.lstm_gate_backward_kernel, "bf16", dict(BLOCK_H=256)),
     (lstm_persistent.lstm_persistent_forward_kernel, "fp16",
      dict(BARRIER=True, BLOCK_H=64, BLOCK_K=64)),
+    (lstm_persistent.lstm_persistent_backward_kernel, "fp16",
+     dict(BARRIER=True, BLOCK_H=64, BLOCK_K=64)),
 ]:
     ce = dict(HAS_LEN=True, PEEP=True, BLOCK_B=16, **ce)
     if "DOT_FP32" in fn.arg_names:
         ce.update(DOT_FP32=False, DOT_PRECISION="ieee")
     sig = {n: "constexpr" if n in ce else "i32" if n in ints else "*i64" if n == "len_ptr"
-           else "*i32" if n == "bar_ptr" else "*fp32" if n in ("c_ptr", "dc_ptr", "c_state_ptr")
+           else "*i32" if n == "bar_ptr"
+           else "*fp32" if n in ("c_ptr", "dc_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr")
            else "*" + dt for n in fn.arg_names}
     k = triton.compile(ASTSource(fn, sig, ce), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 8})

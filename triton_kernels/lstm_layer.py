@@ -9,7 +9,7 @@ One layer call:
   1. gx = x W_ih^T + bias for every step and direction: one GEMM (T*B, I) x (I, D*G).
   2. the recurrence: the fused-sequence kernel (lstm_sequence.py, one launch for the layer)
      or the step path (lstm_cell.py), by tuning.choose_path (or, forced, the experimental
-     persistent forward of lstm_persistent.py, whose backward is the step path's).
+     persistent kernels of lstm_persistent.py).
 Backward: the reverse recurrence by the same path gives dZ (the gradient of the
 pre-activations) and dR (of the projected outputs); then weight_gradients does one GEMM per
 weight over all steps.
@@ -22,7 +22,7 @@ from torch import Tensor
 from lstm_fused import _ops
 
 from .lstm_cell import step_backward, step_forward
-from .lstm_persistent import persistent_forward
+from .lstm_persistent import persistent_backward, persistent_forward
 from .lstm_sequence import sequence_backward, sequence_forward
 from .tuning import choose_path
 
@@ -199,11 +199,15 @@ def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh
         t.contiguous() for t in (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates,
                                  cells))
     w_hr, w_peep, lengths = map(_contig, (w_hr, w_peep, lengths))
-    if T == 0 or B == 0:
+    path = choose_path(T, H, R, w_hr is not None, x.dtype) if T and B else "empty"
+    if path == "empty":
         dZ = x.new_zeros((T, B, D, G))
         dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
         grad_h0, grad_c0 = grad_h_n.clone(), grad_c_n.clone()
-    elif choose_path(T, H, R, w_hr is not None, x.dtype) == "sequence":
+    elif path == "persistent" and w_hr is None:
+        dZ, dR, grad_h0, grad_c0 = persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh,
+                                                       w_peep, lengths, gates, cells)
+    elif path == "sequence":
         dZ, dR, grad_h0, grad_c0 = sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
                                                      w_peep, lengths, gates, cells)
     else:

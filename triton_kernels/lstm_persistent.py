@@ -1,4 +1,4 @@
-"""EXPERIMENTAL, never run on a GPU: a persistent multi-program forward for large H.
+"""EXPERIMENTAL, never run on a GPU: persistent multi-program forward and backward for large H.
 
 The sequence kernel (lstm_sequence.py) keeps a whole direction's W_hh in one program, which
 caps H at 128 (16-bit). For larger layers this kernel splits the hidden units over programs:
@@ -15,15 +15,20 @@ the launcher starts one launch per step (BARRIER=False) and the kernel keeps c i
 buffer between launches. The step math, the indexing and the h exchange are the same code and
 are tested that way; the barrier itself (memory ordering, residency) has not run anywhere and
 is why tuning.choose_path never picks this path by itself: only force_path("persistent") does,
-for a GPU session to validate and time. No projection (proj_size) here; the backward of this
-path is the step path's (the saved tensors are the same).
+for a GPU session to validate and time. No projection (proj_size) here: with one, the forced
+path is the step path.
+
+The backward kernel has the same structure in reverse time: program (d, pb, ph) owns the
+gradients of hidden units [ph*BLOCK_H, ...); per step it reads the full dz of the step processed
+before (all 4H columns, written by every program of its group to dZ in global memory) and
+multiplies it by its slice of W_hh (4H x BLOCK_H, streamed from L2) to get dh for its units.
 """
 import torch
 import triton
 import triton.language as tl
 
 from . import interpreter_compat
-from .lstm_math import cell_forward, load_peephole
+from .lstm_math import cell_backward, cell_forward, load_peephole
 from .tuning import acc_dtype, dot_block, interpreting, new_output
 
 interpreter_compat.apply()
@@ -157,11 +162,136 @@ def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths):
             lstm_persistent_forward_kernel[grid](*args, s, s + 1, T, B, H, BARRIER=False,
                                                  **common)
     else:
-        programs = grid[0] * grid[1] * grid[2]
-        sms = torch.cuda.get_device_properties(gx.device).multi_processor_count
-        if programs > sms:
-            raise RuntimeError(f"lstm_fused (triton): the persistent kernel needs all {programs} "
-                               f"programs resident at once but the GPU has {sms} SMs")
+        _check_resident(grid, gx.device)
         lstm_persistent_forward_kernel[grid](*args, 0, T, T, B, H, BARRIER=True, **common)
     h_n = hbuf[T % 2].clone()
     return y, h_n, c_state.to(gx.dtype), gates, cells
+
+
+@triton.jit
+def lstm_persistent_backward_kernel(
+        gy_ptr, dh_state_ptr, dc_state_ptr, c0_ptr, w_hh_ptr, peep_ptr, len_ptr, bar_ptr,
+        gates_ptr, cells_ptr, dz_ptr,
+        s_begin, s_end, T, B, H,
+        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, BARRIER: tl.constexpr,
+        DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Backward of forward steps s_begin - 1 down to s_end (s_begin > s_end; R = H).
+    gy (T, B, D*H); dh_state, dc_state (D, B, H) accumulation dtype: gradients of r and c
+    after the steps already processed (grad_h_n, grad_c_n at first); c0 (D, B, H);
+    w_hh (D, G, H); gates (D, T, B, G), cells (D, T, B, H) saved by the forward.
+    Writes dZ (T, B, D, G) and updates dh_state, dc_state."""
+    STORE_DT = gates_ptr.dtype.element_ty
+    ACC = tl.float64 if STORE_DT == tl.float64 else tl.float32
+    DOT_DT = tl.float32 if DOT_FP32 else STORE_DT
+    d = tl.program_id(0)
+    pb = tl.program_id(1)
+    D = tl.num_programs(0)
+    NB = tl.num_programs(1)
+    NH = tl.num_programs(2)
+    G = 4 * H
+    rows = pb * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
+    kk = tl.arange(0, BLOCK_K)
+    rmask, cmask = rows < B, cols < H
+    m2 = rmask[:, None] & cmask[None, :]
+    w_ci, w_cf, w_co = load_peephole(peep_ptr + d * 3 * H, cols, cmask, H, ACC, PEEP)
+    state = (d * B + rows[:, None]) * H + cols[None, :]
+    dh = tl.load(dh_state_ptr + state, mask=m2, other=0.0)
+    dc = tl.load(dc_state_ptr + state, mask=m2, other=0.0)
+    c_first = tl.load(c0_ptr + state, mask=m2, other=0.0).to(ACC)
+    if HAS_LEN:
+        lens = tl.load(len_ptr + rows, mask=rmask, other=0)
+    else:
+        lens = tl.full([BLOCK_B], T, tl.int64)
+    w_base = w_hh_ptr + d * G * H
+
+    for sb in range(s_end, s_begin):
+        s = s_begin - 1 - (sb - s_end)  # forward step index, last to first
+        t = s + d * (T - 1 - 2 * s)
+        valid = (t < lens)[:, None]
+        t64 = t.to(tl.int64)
+        if s < T - 1:  # dh from the dz of forward step s + 1 (time t_next), all 4H columns
+            t_next = (t + 1 - 2 * d).to(tl.int64)
+            dh_new = tl.zeros([BLOCK_B, BLOCK_H], ACC)
+            dz_rows = dz_ptr + ((t_next * B + rows[:, None]) * D + d) * G
+            for k0 in range(0, G, BLOCK_K):
+                ks = k0 + kk
+                kmask = ks < G
+                dz_k = tl.load(dz_rows + ks[None, :], mask=rmask[:, None] & kmask[None, :],
+                               other=0.0, cache_modifier=".cg").to(DOT_DT)
+                w_k = tl.load(w_base + ks[:, None] * H + cols[None, :],
+                              mask=kmask[:, None] & cmask[None, :], other=0.0).to(DOT_DT)
+                dh_new += tl.dot(dz_k, w_k, input_precision=DOT_PRECISION, out_dtype=ACC)
+            dh = tl.where((t_next < lens)[:, None], dh_new, dh)
+        gy = tl.load(gy_ptr + (t64 * B + rows[:, None]) * D * H + d * H + cols[None, :],
+                     mask=m2, other=0.0).to(ACC)
+        dr = tl.where(valid, gy + dh, 0.0)
+        g_row = gates_ptr + ((d * T + t64) * B + rows[:, None]) * G + cols[None, :]
+        i = tl.load(g_row, mask=m2, other=0.0).to(ACC)
+        f = tl.load(g_row + H, mask=m2, other=0.0).to(ACC)
+        g = tl.load(g_row + 2 * H, mask=m2, other=0.0).to(ACC)
+        o = tl.load(g_row + 3 * H, mask=m2, other=0.0).to(ACC)
+        c = tl.load(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + cols[None, :],
+                    mask=m2, other=0.0).to(ACC)
+        t_prev = (t - 1 + 2 * d).to(tl.int64)
+        c_prev = tl.load(cells_ptr + ((d * T + t_prev) * B + rows[:, None]) * H + cols[None, :],
+                         mask=m2 & (s > 0), other=0.0).to(ACC)
+        c_prev = tl.where(s > 0, c_prev, c_first)
+        dz_i, dz_f, dz_g, dz_o, dc_prev = cell_backward(i, f, g, o, c, c_prev, dr, dc,
+                                                        w_ci, w_cf, w_co, PEEP)
+        dz_row = dz_ptr + ((t64 * B + rows[:, None]) * D + d) * G + cols[None, :]
+        tl.store(dz_row, tl.where(valid, dz_i, 0.0), mask=m2)
+        tl.store(dz_row + H, tl.where(valid, dz_f, 0.0), mask=m2)
+        tl.store(dz_row + 2 * H, tl.where(valid, dz_g, 0.0), mask=m2)
+        tl.store(dz_row + 3 * H, tl.where(valid, dz_o, 0.0), mask=m2)
+        dc = tl.where(valid, dc_prev, dc)
+        if BARRIER:
+            _group_barrier(bar_ptr + d * NB + pb, (sb - s_end + 1) * NH)
+
+    tl.store(dh_state_ptr + state, dh, mask=m2)
+    tl.store(dc_state_ptr + state, dc, mask=m2)
+
+
+def _check_resident(grid, device):
+    programs = grid[0] * grid[1] * grid[2]
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    if programs > sms:
+        raise RuntimeError(f"lstm_fused (triton): the persistent kernel needs all {programs} "
+                           f"programs resident at once but the GPU has {sms} SMs")
+
+
+def persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_peep, lengths, gates, cells):
+    """Backward of one layer without projection; arguments and results as
+    lstm_sequence.sequence_backward (w_hr None, so dR is None)."""
+    D, T, B, G = gates.shape
+    H = G // 4
+    dZ = new_output((T, B, D, G), gates)
+    BLOCK_B, BLOCK_H, BLOCK_K, num_warps = persistent_config(B, H, gates.dtype)
+    grid = (D, triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H))
+    acc = acc_dtype(gates.dtype)
+    dh_state = grad_h_n.to(acc).contiguous().clone()
+    dc_state = grad_c_n.to(acc).contiguous().clone()
+    bar = torch.zeros(D * grid[1], dtype=torch.int32, device=gates.device)
+    dummy = dc_state
+    common = dict(HAS_LEN=lengths is not None, PEEP=w_peep is not None,
+                  DOT_FP32=gates.dtype == torch.bfloat16 and interpreting(),
+                  DOT_PRECISION="ieee", BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_K=BLOCK_K,
+                  num_warps=num_warps)
+    args = (grad_y, dh_state, dc_state, c0, w_hh, w_peep if w_peep is not None else dummy,
+            lengths if lengths is not None else dummy, bar, gates, cells, dZ)
+    if interpreting():  # one launch per step, no barrier (see the module docstring)
+        for s in range(T - 1, -1, -1):
+            lstm_persistent_backward_kernel[grid](*args, s + 1, s, T, B, H, BARRIER=False,
+                                                  **common)
+    else:
+        _check_resident(grid, gates.device)
+        lstm_persistent_backward_kernel[grid](*args, T, 0, T, B, H, BARRIER=True, **common)
+    # The gradient of h0 is the last exchange: dz of forward step 0 times W_hh, where valid.
+    t0 = torch.tensor([0, T - 1][:D], device=gates.device)
+    dz0 = dZ[t0, :, torch.arange(D, device=gates.device)].to(acc)  # (D, B, G)
+    dh0 = torch.bmm(dz0, w_hh.to(acc))  # (D, B, H)
+    if lengths is not None:
+        started = (lengths.unsqueeze(0) > t0.unsqueeze(1)).unsqueeze(2)  # (D, B, 1)
+        dh0 = torch.where(started, dh0, dh_state)
+    return dZ, None, dh0.to(gates.dtype), dc_state.to(gates.dtype)

@@ -65,7 +65,7 @@ def poison_outputs(enabled: bool = True):
 @contextlib.contextmanager
 def force_path(path):
     """Within the block, every layer call takes `path` ("sequence", "step", or "persistent":
-    the experimental kernel of lstm_persistent.py, forward only, no projection; None = rule)."""
+    the experimental kernels of lstm_persistent.py, without projection; None = rule)."""
     global _FORCED_PATH
     if path not in (None, "sequence", "step", "persistent"):
         raise ValueError(f"force_path: path must be 'sequence', 'step', 'persistent' or None, "
@@ -93,8 +93,8 @@ def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
 
     T == 1 (LSTMCell, or a one-step layer) takes the step path: there is no recurrence to keep
     on chip and the one GEMM is cuBLAS's. Layers whose weights do not fit (sequence_fits) take
-    the step path too. The persistent kernel (lstm_persistent.py, large H) is never chosen
-    here until it has run on a GPU: only force_path("persistent") selects it."""
+    the step path too. The persistent kernels (lstm_persistent.py, large H) are never chosen
+    here until they have run on a GPU: only force_path("persistent") selects them."""
     if _FORCED_PATH is not None:
         return _FORCED_PATH
     if T > 1 and sequence_fits(H, R, proj, dtype):
