@@ -171,8 +171,10 @@ def test_gradcheck_float64(path):
         assert torch.autograd.gradcheck(fn, args, fast_mode=True, atol=1e-7, rtol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["sequence", "step"])
-def test_opcheck(path):
+def test_opcheck():
+    """Schema, fake kernels, autograd registration and AOT dispatch of both operators (the
+    path inside does not change any of them; the sequence path is the cheapest to trace)."""
+    path = "sequence"
     ins = config_inputs("bidirectional_proj_peephole_lengths", torch.float32, seed=2)
     args = [ins[k].requires_grad_() if ins[k] is not None and k != "lengths" else ins[k]
             for k in ORDER]
