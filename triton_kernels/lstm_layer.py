@@ -160,8 +160,8 @@ def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, c
     grad_bias = dZ2.sum(0, dtype=torch.float64 if dZ.dtype == torch.float64 else torch.float32)
     grad_bias = grad_bias.to(dZ.dtype).view(D, G)
     grad_w_hh = torch.stack([
-        dZ[:, :, d].reshape(T * B, G).t() @ previous_outputs(y, h0, lengths, d, R)[:T].reshape(T * B, R)
-        for d in range(D)])
+        dZ[:, :, d].reshape(T * B, G).t()
+        @ previous_outputs(y, h0, lengths, d, R)[:T].reshape(T * B, R) for d in range(D)])
     grad_w_hr = x.new_empty((0,))
     if w_hr is not None:
         h_pre = gates[:, :, :, 3 * H:] * torch.tanh(cells)  # (D, T, B, H), zero when padded

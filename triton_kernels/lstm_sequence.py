@@ -3,16 +3,17 @@
 Grid (D, cdiv(B, BLOCK_B)): one program per direction and block of batch rows, so both
 directions of a bidirectional layer run in the same launch. Each program loads its
 direction's W_hh (as 4 gate tiles) and W_hr once and keeps them on chip for all T steps
-(the compiler stages them in shared memory), and carries h and c in registers: per step it reads only the precomputed input
-projection gx[t] and writes y[t], the gates and the cell (saved for the backward). The
-recurrent product r_{t-1} W_hh^T is a tl.dot per gate; the gate math is fused behind it.
+(the compiler stages them in shared memory), and carries h and c in registers: per step it
+reads only the precomputed input projection gx[t] and writes y[t], the gates and the cell
+(saved for the backward). The recurrent product r_{t-1} W_hh^T is a tl.dot per gate; the
+gate math is fused behind it. Larger layers: see lstm_persistent.py (experimental).
 
 Which shapes (tuning.choose_path): T > 1 and the weights of one direction must fit one
 program's shared memory (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS: H, R <= 128 for float16 /
 bfloat16, 64 for float32, 32 for float64). Larger layers would need W_hh split over several
-programs (SMs) with a grid-wide barrier every step; that kernel does not exist
-yet, and they take the step path of lstm_cell.py. Peephole, proj_size and lengths are all
-handled here, no fallback for them.
+programs (SMs) with a barrier every step: lstm_persistent.py has such kernels, but they have
+not run on a GPU yet, so these layers take the step path of lstm_cell.py by default.
+Peephole, proj_size and lengths are all handled here, no fallback for them.
 
 The backward kernel runs the reverse time loop the same way (W_hh, W_hr on chip, dh and dc in
 registers) and writes dZ, the gradient of the pre-activations of every step, and dR, the

@@ -120,5 +120,6 @@ def sequence_config(B: int, H: int, R: int, dtype: torch.dtype):
     large, 4 when they are small. Not tuned on a GPU yet: B only sets the grid here."""
     block_b = 16
     bh, br = dot_block(H), dot_block(R)
-    num_warps = 8 if 4 * bh * br * (2 if dtype in (torch.float32, torch.float64) else 1) > 8192 else 4
+    weight_words = 4 * bh * br * (2 if dtype in (torch.float32, torch.float64) else 1)
+    num_warps = 8 if weight_words > 8192 else 4
     return block_b, bh, br, num_warps
