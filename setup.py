@@ -7,9 +7,10 @@ GPU. Environment switches:
 
     LSTM_FUSED_CUDA=0|1       force the CUDA part off / on (FORCE_CUDA=1 also forces it on)
     LSTM_FUSED_CUDA_ARCH      e.g. "80;90" (default "80;90"), compute capabilities to build
-    LSTM_FUSED_CPU_AVX2=0|1   vectorise the CPU cell math for AVX2+FMA (default: on when the
-                              build machine has AVX2 and FMA; the extension refuses to load on a
-                              CPU without them)
+    LSTM_FUSED_CPU_ISA=avx512|avx2|default
+                              vectorise the CPU cell math for that instruction set (default: the
+                              best the build machine has; the extension refuses to load on a CPU
+                              without it)
     LSTM_FUSED_DEBUG=1        -O0 -g
 """
 import glob
@@ -46,15 +47,31 @@ def _want_cuda():
     return has_toolkit and torch_has_cuda
 
 
-def _cpu_has_avx2():
+_ISA_FLAGS = {
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "default": [],
+}
+
+
+def _cpu_isa():
+    isa = os.environ.get("LSTM_FUSED_CPU_ISA")
+    if isa:
+        if isa not in _ISA_FLAGS:
+            raise ValueError(f"LSTM_FUSED_CPU_ISA must be one of {sorted(_ISA_FLAGS)}, got {isa!r}")
+        return isa
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
+        return "default"
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            flags = set(f.read().split())
     except OSError:
-        return False
-    return " avx2" in flags and " fma" in flags
+        return "default"
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"} <= flags:
+        return "avx512"
+    if {"avx2", "fma"} <= flags:
+        return "avx2"
+    return "default"
 
 
 def _cuda_arch_flags():
@@ -68,15 +85,15 @@ def _cuda_arch_flags():
 def _extension():
     debug = _flag("LSTM_FUSED_DEBUG", False)
     use_cuda = _want_cuda()
-    use_avx2 = _flag("LSTM_FUSED_CPU_AVX2", _cpu_has_avx2())
+    isa = _cpu_isa()
 
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
     cxx += ["-std=c++17", "-fopenmp"]
     define_macros = []
-    if use_avx2:
-        cxx += ["-mavx2", "-mfma", "-mf16c"]
-        define_macros.append(("LSTM_FUSED_AVX2", "1"))
+    cxx += _ISA_FLAGS[isa]
+    if isa != "default":
+        define_macros.append((f"LSTM_FUSED_{isa.upper()}", "1"))
     extra = {"cxx": cxx}
     if use_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
@@ -88,7 +105,7 @@ def _extension():
         ext_cls = CUDAExtension
     else:
         ext_cls = CppExtension
-    print(f"lstm_fused: building with CUDA={use_cuda} AVX2={use_avx2} debug={debug}")
+    print(f"lstm_fused: building with CUDA={use_cuda} CPU ISA={isa} debug={debug}")
     return ext_cls(
         name="lstm_fused._C",
         sources=sources,

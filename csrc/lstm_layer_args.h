@@ -25,7 +25,22 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
 namespace lstm_fused {
+
+// A tensor a kernel must overwrite completely. With LSTM_FUSED_POISON=1 in the environment
+// (the test suite sets it) it starts as NaN, so an element the kernel forgets fails the tests.
+inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  static const bool poison = [] {
+    const char* v = std::getenv("LSTM_FUSED_POISON");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  if (poison) return at::full(sizes, std::numeric_limits<double>::quiet_NaN(), options);
+  return at::empty(sizes, options);
+}
 
 struct LSTMLayerSizes {
   int64_t T, B, I, H, P, R, G, D;

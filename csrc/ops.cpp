@@ -7,12 +7,20 @@
 extern "C" {
 // `import lstm_fused._C` loads this library, which runs the static registrations below.
 PyObject* PyInit__C(void) {
-#if defined(LSTM_FUSED_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#if defined(__x86_64__) && (defined(LSTM_FUSED_AVX2) || defined(LSTM_FUSED_AVX512))
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-    PyErr_SetString(PyExc_ImportError,
-                    "lstm_fused._C was built with AVX2+FMA CPU kernels but this CPU lacks them; "
-                    "rebuild with LSTM_FUSED_CPU_AVX2=0");
+#if defined(LSTM_FUSED_AVX512)
+  const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const char* isa = "AVX-512";
+#else
+  const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* isa = "AVX2+FMA";
+#endif
+  if (!ok) {
+    PyErr_Format(PyExc_ImportError,
+                 "lstm_fused._C was built with %s CPU kernels but this CPU lacks them; rebuild "
+                 "with LSTM_FUSED_CPU_ISA=default (or avx2)", isa);
     return nullptr;
   }
 #endif
@@ -27,6 +35,11 @@ TORCH_LIBRARY(lstm_fused, m) {
       "lstm_layer_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
       "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
+  // The same forward without the tensors kept for the backward (no_grad / inference).
+  m.def(
+      "lstm_layer_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
+      "-> (Tensor y, Tensor h_n, Tensor c_n)");
   // Gradients of lstm_layer_forward. grad_bias is (D, G) (the same for b_ih and b_hh);
   // grad_w_hr and grad_w_peep are empty tensors when w_hr / w_peep are absent.
   m.def(

@@ -18,11 +18,19 @@ except ImportError as exc:  # the package still works through backend="reference
     LOAD_ERROR = f"the C++ extension lstm_fused._C could not be loaded ({exc})"
 
 
+# Which C++ kernels the library registered, read once at import: a plain dict lookup is what
+# torch.compile can trace through (the dispatcher query itself is not).
+_CPP_OPS = ("lstm_layer_forward", "lstm_layer_inference", "lstm_layer_backward")
+_KERNELS = {
+    (op, key): LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        f"lstm_fused::{op}", key)
+    for op in _CPP_OPS for key in ("CPU", "CUDA")
+}
+
+
 def has_kernel(op_name: str, dispatch_key: str) -> bool:
     """Whether the C++ library registered a kernel of `lstm_fused::op_name` for dispatch_key."""
-    if LOAD_ERROR is not None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"lstm_fused::{op_name}", dispatch_key)
+    return _KERNELS.get((op_name, dispatch_key), False)
 
 
 def layer_output_shapes(x, h0, c0, w_ih, w_hr):
@@ -36,21 +44,26 @@ def layer_output_shapes(x, h0, c0, w_ih, w_hr):
 
 def fake_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
     shapes = layer_output_shapes(x, h0, c0, w_ih, w_hr)
-    return tuple(x.new_empty(s) for s in shapes)
+    return tuple(torch.empty(s, dtype=x.dtype, device=x.device) for s in shapes)
+
+
+def fake_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    shapes = layer_output_shapes(x, h0, c0, w_ih, w_hr)[:3]
+    return tuple(torch.empty(s, dtype=x.dtype, device=x.device) for s in shapes)
 
 
 def fake_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep,
                         lengths, y, gates, cells):
+    """Every gradient is a new contiguous tensor, whatever the strides of its input."""
     D, G = w_ih.shape[0], w_ih.shape[1]
+
+    def new(shape):
+        return torch.empty(shape, dtype=x.dtype, device=x.device)
+
     return (
-        torch.empty_like(x),
-        torch.empty_like(h0),
-        torch.empty_like(c0),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        x.new_empty((D, G)),
-        torch.empty_like(w_hr) if w_hr is not None else x.new_empty((0,)),
-        torch.empty_like(w_peep) if w_peep is not None else x.new_empty((0,)),
+        new(x.shape), new(h0.shape), new(c0.shape), new(w_ih.shape), new(w_hh.shape), new((D, G)),
+        new(w_hr.shape) if w_hr is not None else new((0,)),
+        new(w_peep.shape) if w_peep is not None else new((0,)),
     )
 
 
@@ -84,6 +97,7 @@ def register_layer_autograd(forward_name: str, backward_op) -> None:
 
 if LOAD_ERROR is None:
     torch.library.register_fake("lstm_fused::lstm_layer_forward")(fake_layer_forward)
+    torch.library.register_fake("lstm_fused::lstm_layer_inference")(fake_layer_inference)
     torch.library.register_fake("lstm_fused::lstm_layer_backward")(fake_layer_backward)
     register_layer_autograd("lstm_fused::lstm_layer_forward",
                             torch.ops.lstm_fused.lstm_layer_backward.default)

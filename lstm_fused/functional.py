@@ -22,4 +22,8 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
     impl = backends.resolve(backend, "lstm_layer", x.device, x.dtype,
                             proj=w_hr is not None, peephole=w_peep is not None,
                             lengths=lengths is not None)
-    return impl.lstm_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+    # Contiguous time-major input and states: the kernels read them as such (a batch_first
+    # input is copied here once, as the input projection would copy it anyway), and compiled
+    # graphs then see the same strides as eager.
+    return impl.lstm_layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, bias,
+                           w_hr, w_peep, lengths)

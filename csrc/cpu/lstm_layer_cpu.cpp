@@ -1,9 +1,9 @@
 // C++ CPU kernels of lstm_fused::lstm_layer_forward / lstm_layer_backward.
 //
 // Per layer: one GEMM for the input projections of every step and direction; then, per
-// direction, the time loop in C++: one GEMM for the recurrent product of the step (MKL/oneDNN
-// through ATen, into a preallocated buffer) and the fused, vectorised gate math of
-// lstm_cell_vec.h, parallel over the batch rows. The backward runs the reverse time loop the
+// direction, the time loop in C++: one GEMM for the recurrent product of the step (on a weight
+// packed once, reused_weight_gemm.h) and the fused, vectorised gate math of lstm_cell_vec.h
+// (which also adds the input projection), parallel over the batch rows. The backward runs the reverse time loop the
 // same way and finishes with one GEMM per weight over all steps.
 #include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
 
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/reused_weight_gemm.h"
 #include "lstm_layer_args.h"
 
 namespace lstm_fused {
@@ -54,38 +55,41 @@ template <typename scalar_t>
 void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
                        const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                        const OptTensor& w_hr, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
-                       Tensor& c_n, Tensor& gates, Tensor& cells) {
+                       Tensor& c_n, Tensor& gates, Tensor& cells, bool save) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  // With save, gates and cells are (D, T, B, .) kept for the backward; without (inference),
+  // they are (B, .) scratch rows rewritten every step, which keeps them in cache.
+  const int64_t step_rows = save ? B : 0;
   const bool reverse = d == 1, proj = s.P > 0;
   Tensor h_state = h0.select(0, d).contiguous().clone();  // (B, R)
   Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
-  Tensor z = at::empty({B, G}, gx.options());
   Tensor hpre = proj ? at::empty({B, H}, gx.options()) : Tensor();
-  Tensor rbuf = proj ? at::empty({B, R}, gx.options()) : Tensor();
-  const Tensor whh_t = w_hh.select(0, d).t();                    // (R, G)
-  const Tensor whr_t = proj ? w_hr->select(0, d).t() : Tensor();  // (H, P)
+  const ReusedWeightGemm recurrent(w_hh.select(0, d), B);                        // (B, R) -> (B, G)
+  const ReusedWeightGemm projection(proj ? w_hr->select(0, d) : Tensor(), proj ? B : 0);
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
 
+  const scalar_t* gx_p = gx.data_ptr<scalar_t>();  // (T, B, D, G)
   scalar_t* y_p = y.data_ptr<scalar_t>();
-  scalar_t* gates_p = gates.data_ptr<scalar_t>() + d * T * B * G;
-  scalar_t* cells_p = cells.data_ptr<scalar_t>() + d * T * B * H;
+  scalar_t* gates_p = gates.data_ptr<scalar_t>() + (save ? d * T * B * G : 0);
+  scalar_t* cells_p = cells.data_ptr<scalar_t>() + (save ? d * T * B * H : 0);
   scalar_t* h_p = h_state.data_ptr<scalar_t>();
   scalar_t* c_p = c_state.data_ptr<scalar_t>();
-  const scalar_t* z_p = z.data_ptr<scalar_t>();
   scalar_t* hpre_p = proj ? hpre.data_ptr<scalar_t>() : nullptr;
 
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? T - 1 - step : step;
-    at::addmm_out(z, gx.select(0, t).select(1, d), h_state, whh_t);
+    const Tensor z = recurrent(h_state);  // (B, G)
+    const scalar_t* z_p = z.data_ptr<scalar_t>();
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        scalar_t* g_row = gates_p + (t * B + b) * G;
-        scalar_t* c_row = cells_p + (t * B + b) * H;
+        scalar_t* g_row = gates_p + (t * step_rows + b) * G;
+        scalar_t* c_row = cells_p + (t * step_rows + b) * H;
         scalar_t* y_row = y_p + (t * B + b) * D * R + d * R;
         if (t < len[b]) {
           scalar_t* h_out = proj ? hpre_p + b * H : h_p + b * R;
-          cell_forward_row<scalar_t>(z_p + b * G, c_p + b * H, peep, g_row, c_row, h_out, H);
+          cell_forward_row<scalar_t>(gx_p + ((t * B + b) * D + d) * G, z_p + b * G, c_p + b * H,
+                                     peep, g_row, c_row, h_out, H);
           std::memcpy(c_p + b * H, c_row, H * sizeof(scalar_t));
           if (!proj) std::memcpy(y_row, h_out, R * sizeof(scalar_t));
         } else {  // padding: state carried, gates zero, output zero
@@ -97,8 +101,8 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
       }
     });
     if (proj) {
-      at::mm_out(rbuf, hpre, whr_t);
-      const scalar_t* r_p = rbuf.data_ptr<scalar_t>();
+      const Tensor r = projection(hpre);  // (B, P)
+      const scalar_t* r_p = r.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b) {
         scalar_t* y_row = y_p + (t * B + b) * D * R + d * R;
         if (t < len[b]) {
@@ -114,32 +118,48 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
   c_n.select(0, d).copy_(c_state);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
+// The forward of one layer; with save, also the gates and cells kept for the backward.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths) {
+    const OptTensor& lengths, bool save) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
   check_cpu_call(x);
   const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
   const auto opts = x.options();
   // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
-  const Tensor x2 = x.reshape({s.T * s.B, s.I});
-  const Tensor w2 = w_ih.reshape({s.D * s.G, s.I}).t();
-  Tensor gx = present(bias) ? at::addmm(bias->reshape({s.D * s.G}), x2, w2) : at::mm(x2, w2);
-  gx = gx.view({s.T, s.B, s.D, s.G});
+  const c10::optional<Tensor> bias2 =
+      present(bias) ? c10::optional<Tensor>(bias->reshape({s.D * s.G}).contiguous()) : c10::nullopt;
+  const ReusedWeightGemm input_projection(w_ih.reshape({s.D * s.G, s.I}), s.T * s.B, bias2);
+  const Tensor gx =
+      input_projection(x.reshape({s.T * s.B, s.I}).contiguous()).view({s.T, s.B, s.D, s.G});
 
-  Tensor y = at::empty({s.T, s.B, s.D * s.R}, opts);
-  Tensor h_n = at::empty({s.D, s.B, s.R}, opts);
-  Tensor c_n = at::empty({s.D, s.B, s.H}, opts);
-  Tensor gates = at::empty({s.D, s.T, s.B, s.G}, opts);
-  Tensor cells = at::empty({s.D, s.T, s.B, s.H}, opts);
-  const Tensor w_hh_c = w_hh.contiguous();
+  Tensor y = new_output({s.T, s.B, s.D * s.R}, opts);
+  Tensor h_n = new_output({s.D, s.B, s.R}, opts);
+  Tensor c_n = new_output({s.D, s.B, s.H}, opts);
+  Tensor gates = save ? new_output({s.D, s.T, s.B, s.G}, opts) : at::empty({s.B, s.G}, opts);
+  Tensor cells = save ? new_output({s.D, s.T, s.B, s.H}, opts) : at::empty({s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward_cpu", [&] {
     for (int64_t d = 0; d < s.D; ++d)
-      forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh_c, w_hr, w_peep, y, h_n, c_n,
-                                  gates, cells);
+      forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n, c_n,
+                                  gates, cells, save);
   });
   return {y, h_n, c_n, gates, cells};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+    const OptTensor& lengths) {
+  return layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/true);
+}
+
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+    const OptTensor& lengths) {
+  auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/false);
+  return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
 // The recurrent input r_{t-1} seen by each step of direction d, (T, B, R): h0 before the
@@ -171,10 +191,10 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
   Tensor dh_state = grad_h_n.select(0, d).contiguous().clone();  // (B, R)
   Tensor dc_state = grad_c_n.select(0, d).contiguous().clone();  // (B, H)
   Tensor dr = at::empty({B, R}, gy.options());
-  Tensor dhpre = proj ? at::empty({B, H}, gy.options()) : dr;
-  Tensor dhh = at::empty({B, R}, gy.options());
-  const Tensor whh_d = w_hh.select(0, d);                           // (G, R)
-  const Tensor whr_d = proj ? w_hr->select(0, d) : Tensor();       // (P, H)
+  // dh_prev = dz W_hh and dh_pre = dr W_hr: products with the transposed weights.
+  const ReusedWeightGemm recurrent_t(w_hh.select(0, d).t().contiguous(), B);  // (B, G) -> (B, R)
+  const ReusedWeightGemm projection_t(proj ? w_hr->select(0, d).t().contiguous() : Tensor(),
+                                      proj ? B : 0);  // (B, P) -> (B, H)
   const Tensor c0_d = c0.select(0, d).contiguous();
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
@@ -183,13 +203,11 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
   const scalar_t* gates_p = gates.data_ptr<scalar_t>() + d * T * B * G;
   const scalar_t* cells_p = cells.data_ptr<scalar_t>() + d * T * B * H;
   const scalar_t* c0_p = c0_d.data_ptr<scalar_t>();
-  scalar_t* dZ_p = dZ.data_ptr<scalar_t>();
+  scalar_t* dZ_p = dZ.data_ptr<scalar_t>() + d * T * B * G;
   scalar_t* dR_p = proj ? dR.data_ptr<scalar_t>() + d * T * B * R : nullptr;
   scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
   scalar_t* dc_p = dc_state.data_ptr<scalar_t>();
   scalar_t* dr_p = dr.data_ptr<scalar_t>();
-  const scalar_t* dhpre_p = dhpre.data_ptr<scalar_t>();
-  const scalar_t* dhh_p = dhh.data_ptr<scalar_t>();
 
   for (int64_t step = T - 1; step >= 0; --step) {
     const int64_t t = reverse ? T - 1 - step : step;
@@ -204,13 +222,15 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
         std::memset(dr_row, 0, R * sizeof(scalar_t));
       }
     }
+    Tensor dhpre = dr;
     if (proj) {
       std::memcpy(dR_p + t * B * R, dr_p, B * R * sizeof(scalar_t));
-      at::mm_out(dhpre, dr, whr_d);
+      dhpre = projection_t(dr);
     }
+    const scalar_t* dhpre_p = dhpre.data_ptr<scalar_t>();
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        scalar_t* dz_row = dZ_p + ((t * B + b) * D + d) * G;
+        scalar_t* dz_row = dZ_p + (t * B + b) * G;
         if (t < len[b]) {
           const scalar_t* c_prev = first ? c0_p + b * H : cells_p + (t_prev * B + b) * H;
           cell_backward_row<scalar_t>(gates_p + (t * B + b) * G, cells_p + (t * B + b) * H,
@@ -220,7 +240,8 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
         }
       }
     });
-    at::mm_out(dhh, dZ.select(0, t).select(1, d), whh_d);
+    const Tensor dhh = recurrent_t(dZ.select(0, d).select(0, t));  // (B, R)
+    const scalar_t* dhh_p = dhh.data_ptr<scalar_t>();
     for (int64_t b = 0; b < B; ++b)
       if (t < len[b]) std::memcpy(dh_p + b * R, dhh_p + b * R, R * sizeof(scalar_t));
   }
@@ -248,10 +269,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
   const Tensor gy = grad_y.contiguous();
   const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
-  Tensor dZ = at::empty({s.T, s.B, s.D, s.G}, opts);  // gradient of the pre-activations
-  Tensor dR = proj ? at::empty({s.D, s.T, s.B, s.R}, opts) : Tensor();
-  Tensor grad_h0 = at::empty({s.D, s.B, s.R}, opts);
-  Tensor grad_c0 = at::empty({s.D, s.B, s.H}, opts);
+  Tensor dZ = new_output({s.D, s.T, s.B, s.G}, opts);  // gradient of the pre-activations
+  Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
+  Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
+  Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_backward_cpu", [&] {
     for (int64_t d = 0; d < s.D; ++d)
       backward_direction<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep,
@@ -259,17 +280,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   });
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
-  const Tensor dZ2 = dZ.view({s.T * s.B, s.D * s.G});
   const Tensor x2 = x.reshape({s.T * s.B, s.I});
-  Tensor grad_x = at::mm(dZ2, w_ih.reshape({s.D * s.G, s.I})).view({s.T, s.B, s.I});
-  Tensor grad_w_ih = at::mm(dZ2.t(), x2).view({s.D, s.G, s.I});
-  Tensor grad_bias = dZ2.sum(0).view({s.D, s.G});
+  Tensor grad_x = at::mm(dZ.select(0, 0).view({s.T * s.B, s.G}), w_ih.select(0, 0));
+  for (int64_t d = 1; d < s.D; ++d)
+    grad_x.addmm_(dZ.select(0, d).view({s.T * s.B, s.G}), w_ih.select(0, d));
+  grad_x = grad_x.view({s.T, s.B, s.I});
+  Tensor grad_w_ih = at::bmm(dZ.view({s.D, s.T * s.B, s.G}).transpose(1, 2),
+                             x2.unsqueeze(0).expand({s.D, s.T * s.B, s.I}));
+  Tensor grad_bias = dZ.sum({1, 2});
   Tensor grad_w_hh = at::zeros({s.D, s.G, s.R}, opts);
   Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
   Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0) {
     for (int64_t d = 0; d < s.D; ++d) {
-      const Tensor dZ_d = dZ.select(2, d).reshape({s.T * s.B, s.G});
+      const Tensor dZ_d = dZ.select(0, d).view({s.T * s.B, s.G});
       const Tensor r_prev = previous_outputs(s, d, y, h0, len, lengths);
       grad_w_hh.select(0, d).copy_(at::mm(dZ_d.t(), r_prev.reshape({s.T * s.B, s.R})));
       const Tensor cells_d = cells_c.select(0, d);
@@ -283,7 +307,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
         const Tensor c0_d = c0.select(0, d).unsqueeze(0);
         const Tensor c_prev = d == 0 ? at::cat({c0_d, cells_d.narrow(0, 0, s.T - 1)}, 0)
                                      : at::cat({cells_d.narrow(0, 1, s.T - 1), c0_d}, 0);
-        const Tensor dz_d = dZ.select(2, d);
+        const Tensor dz_d = dZ.select(0, d);
         Tensor gp = grad_w_peep.select(0, d);
         gp.select(0, 0).copy_((dz_d.narrow(2, 0, s.H) * c_prev).sum({0, 1}));
         gp.select(0, 1).copy_((dz_d.narrow(2, s.H, s.H) * c_prev).sum({0, 1}));
@@ -298,6 +322,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
 TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
   m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
+  m.impl("lstm_layer_inference", &lstm_layer_inference_cpu);
   m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
 }
 

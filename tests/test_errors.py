@@ -1,0 +1,94 @@
+"""SPEC §4: bad input gets a clear error that names the argument, what it got and expected."""
+import pytest
+import torch
+from torch import nn
+
+import lstm_fused
+from lstm_fused import functional
+
+
+def _lstm(**kw):
+    return lstm_fused.LSTM(4, 6, backend="cpu", **kw)
+
+
+@pytest.mark.parametrize("call, exc, words", [
+    (lambda: _lstm()(torch.randn(2, 3, 4, 5)), ValueError, ["input", "2-D", "3-D", "4-D"]),
+    (lambda: _lstm()(torch.randn(2, 3, 5)), ValueError, ["input_size=4", "5 features"]),
+    (lambda: _lstm()(torch.randn(2, 3, 4, dtype=torch.float64)), TypeError,
+     ["input", "torch.float64", "torch.float32"]),
+    (lambda: _lstm()(torch.randn(2, 3, 4), (torch.zeros(1, 2, 6), torch.zeros(1, 3, 6))),
+     ValueError, ["h_0", "(1, 2, 6)", "(1, 3, 6)"]),
+    (lambda: _lstm()(torch.randn(2, 3, 4), (torch.zeros(1, 3, 6), torch.zeros(2, 3, 6))),
+     ValueError, ["c_0", "(2, 3, 6)", "(1, 3, 6)"]),
+    (lambda: _lstm(proj_size=2)(torch.randn(2, 3, 4), (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6))),
+     ValueError, ["h_0", "(1, 3, 2)"]),
+    (lambda: _lstm()(torch.randn(2, 3, 4), (torch.zeros(1, 3, 6, dtype=torch.float64),
+                                            torch.zeros(1, 3, 6))), TypeError, ["h_0", "float64"]),
+    (lambda: _lstm()(torch.randn(2, 3, 4), torch.zeros(1, 3, 6)), TypeError, ["hx", "tuple"]),
+    (lambda: _lstm()(torch.randn(3, 4), (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6))),
+     ValueError, ["h_0", "(1, 6)"]),
+    (lambda: _lstm()("not a tensor"), TypeError, ["input", "str"]),
+    (lambda: _lstm().to(torch.float16)(torch.randn(2, 3, 4, dtype=torch.float16)),
+     RuntimeError, ["backend 'cpu'", "float16"]),
+    (lambda: lstm_fused.LSTM(4, 6, backend="cuda")(torch.randn(2, 3, 4)), RuntimeError,
+     ["backend 'cuda'"]),
+    (lambda: lstm_fused.LSTM(4, 6, backend="fast"), ValueError, ["backend", "'fast'", "auto"]),
+    (lambda: lstm_fused.LSTM(4, 0), ValueError, ["hidden_size", "0"]),
+    (lambda: lstm_fused.LSTM(4, 6, num_layers=0), ValueError, ["num_layers"]),
+    (lambda: lstm_fused.LSTM(4, 6, proj_size=6), ValueError, ["proj_size", "hidden_size"]),
+    (lambda: lstm_fused.LSTM(4, 6, dropout=1.5), ValueError, ["dropout", "1.5"]),
+    (lambda: lstm_fused.LSTM(4.0, 6), TypeError, ["input_size", "float"]),
+    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(3, 5)), ValueError, ["input_size=4"]),
+    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(3, 4), (torch.zeros(2, 6), torch.zeros(3, 6))),
+     ValueError, ["h", "(2, 6)", "(3, 6)"]),
+    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(1, 3, 4)), ValueError, ["input", "3-D"]),
+    (lambda: lstm_fused.replace_lstm("model"), TypeError, ["module", "str"]),
+])
+def test_module_errors(call, exc, words):
+    with pytest.raises(exc) as info:
+        call()
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def _layer_args(T=3, B=2, I=3, H=4, D=1):
+    return [torch.randn(T, B, I), torch.randn(D, B, H), torch.randn(D, B, H),
+            torch.randn(D, 4 * H, I), torch.randn(D, 4 * H, H)]
+
+
+@pytest.mark.parametrize("backend", ["cpu"])
+@pytest.mark.parametrize("mutate, exc, words", [
+    (lambda a: a.__setitem__(1, torch.randn(1, 3, 4)), ValueError, ["h0", "[1, 3, 4]", "[1, 2, 4]"]),
+    (lambda a: a.__setitem__(2, torch.randn(1, 2, 5)), ValueError, ["c0", "[1, 2, 5]"]),
+    (lambda a: a.__setitem__(4, torch.randn(1, 16, 3)), ValueError, ["w_hh", "[1, 16, 3]"]),
+    (lambda a: a.__setitem__(3, torch.randn(3, 16, 3)), ValueError, ["w_ih", "1 or 2 directions"]),
+    (lambda a: a.__setitem__(0, torch.randn(3, 2)), ValueError, ["x", "(T, B, I)"]),
+    (lambda a: a.__setitem__(1, torch.randn(1, 2, 4, dtype=torch.float64)), TypeError,
+     ["h0", "Double", "Float"]),
+])
+def test_layer_op_errors(backend, mutate, exc, words):
+    args = _layer_args()
+    mutate(args)
+    with pytest.raises(exc) as info:
+        functional.lstm_layer(*args, backend=backend)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+@pytest.mark.parametrize("lengths, exc, words", [
+    (torch.tensor([3, 4]), ValueError, ["lengths[1] = 4", "T = 3"]),
+    (torch.tensor([-1, 2]), ValueError, ["lengths[0] = -1"]),
+    (torch.tensor([3]), ValueError, ["lengths", "(B,) = (2,)"]),
+    (torch.tensor([3, 2], dtype=torch.int32), TypeError, ["lengths", "int64"]),
+])
+def test_layer_op_lengths_errors(lengths, exc, words):
+    with pytest.raises(exc) as info:
+        functional.lstm_layer(*_layer_args(), lengths=lengths, backend="cpu")
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_env_backend_override_is_checked(monkeypatch):
+    monkeypatch.setenv("LSTM_FUSED_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="LSTM_FUSED_BACKEND"):
+        lstm_fused.LSTM(4, 6)(torch.randn(2, 3, 4))

@@ -1,0 +1,209 @@
+"""lstm_fused.LSTM against nn.LSTM: outputs, states and every gradient, many configurations."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+import lstm_fused
+
+from helpers import assert_close, grads_of
+
+BACKENDS = ["cpu", "reference"]
+DTYPES = [torch.float32, torch.float64]
+
+# (input_size, hidden_size, num_layers, bidirectional, proj_size, bias, batch_first, T, B)
+CONFIGS = [
+    (13, 37, 1, False, 0, True, False, 5, 3),
+    (13, 37, 2, True, 0, True, False, 4, 2),
+    (13, 37, 1, True, 11, True, True, 3, 4),
+    (8, 16, 3, False, 5, False, False, 3, 2),
+    (1, 1, 1, False, 0, True, False, 1, 1),
+    (7, 9, 2, True, 3, False, True, 6, 1),
+    (5, 33, 1, False, 0, True, False, 1, 5),
+]
+
+
+def _pair(cfg, dtype, backend, seed=0):
+    I, H, L, bi, P, bias, bf, T, B = cfg
+    torch.manual_seed(seed)
+    ref = nn.LSTM(I, H, L, bias=bias, batch_first=bf, bidirectional=bi, proj_size=P, dtype=dtype)
+    ours = lstm_fused.LSTM(I, H, L, bias=bias, batch_first=bf, bidirectional=bi, proj_size=P,
+                           dtype=dtype, backend=backend)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "I{}H{}L{}bi{}P{}b{}bf{}T{}B{}".format(*c))
+@pytest.mark.parametrize("with_state", [False, True])
+def test_matches_nn_lstm(cfg, dtype, backend, with_state):
+    I, H, L, bi, P, bias, bf, T, B = cfg
+    ref, ours = _pair(cfg, dtype, backend)
+    D, R = (2 if bi else 1), (P or H)
+    x = torch.randn((B, T, I) if bf else (T, B, I), dtype=dtype, requires_grad=True)
+    inputs = {"x": x}
+    hx = None
+    if with_state:
+        h0 = torch.randn(L * D, B, R, dtype=dtype, requires_grad=True)
+        c0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True)
+        inputs.update(h0=h0, c0=c0)
+        hx = (h0, c0)
+
+    def run(m):
+        y, (h, c) = m(x, hx)
+        return y, h, c
+
+    out_ref, out_ours = run(ref), run(ours)
+    for name, a, e in zip(("output", "h_n", "c_n"), out_ours, out_ref):
+        assert a.shape == e.shape, name
+        assert_close(a, e, msg=name)
+    g_ref = grads_of(ref, inputs, lambda: run(ref))
+    g_ours = grads_of(ours, inputs, lambda: run(ours))
+    assert g_ref.keys() == g_ours.keys()
+    for name in g_ref:
+        assert_close(g_ours[name], g_ref[name], msg=f"grad of {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unbatched_input(backend):
+    ref, ours = _pair((6, 10, 2, True, 4, True, False, 0, 0), torch.float64, backend)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    h0 = torch.randn(4, 4, dtype=torch.float64)
+    c0 = torch.randn(4, 10, dtype=torch.float64)
+    for hx in (None, (h0, c0)):
+        y_r, (h_r, c_r) = ref(x, hx)
+        y_o, (h_o, c_o) = ours(x, hx)
+        assert y_o.shape == (5, 8) and h_o.shape == (4, 4) and c_o.shape == (4, 10)
+        for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r)):
+            assert_close(a, e)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_input_and_state(backend):
+    ref, ours = _pair((6, 10, 1, True, 0, True, False, 0, 0), torch.float64, backend)
+    x = torch.randn(3, 7, 6, dtype=torch.float64).transpose(0, 1)  # (7, 3, 6) non-contiguous
+    h0 = torch.randn(3, 2, 10, dtype=torch.float64).transpose(0, 1)
+    c0 = torch.randn(3, 2, 10, dtype=torch.float64).transpose(0, 1)
+    assert not x.is_contiguous() and not h0.is_contiguous()
+    for a, e in zip(ours(x, (h0, c0))[0:1] + ours(x, (h0, c0))[1],
+                    ref(x, (h0, c0))[0:1] + ref(x, (h0, c0))[1]):
+        assert_close(a, e)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(backend):
+    ref, ours = _pair((6, 10, 2, True, 0, True, False, 0, 0), torch.float32, backend)
+    x = torch.randn(4, 0, 6, requires_grad=True)
+    y, (h, c) = ours(x)
+    y_r, (h_r, c_r) = ref(x)
+    assert y.shape == y_r.shape == (4, 0, 20)
+    assert h.shape == h_r.shape == (4, 0, 10) and c.shape == (4, 0, 10)
+    (y.sum() + h.sum() + c.sum()).backward()
+    assert x.grad.shape == x.shape
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in ours.parameters())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_grad_forward_matches_grad_forward(backend):
+    """backend='cpu' takes a lighter kernel (lstm_layer_inference) under no_grad."""
+    _, ours = _pair((6, 10, 2, True, 3, True, False, 0, 0), torch.float32, backend)
+    x = torch.randn(5, 3, 6)
+    with torch.no_grad():
+        y0, (h0, c0) = ours(x)
+    y1, (h1, c1) = ours(x)
+    torch.testing.assert_close(y0, y1, rtol=0, atol=0)
+    torch.testing.assert_close(h0, h1, rtol=0, atol=0)
+    torch.testing.assert_close(c0, c1, rtol=0, atol=0)
+
+
+def test_same_init_as_nn_lstm_for_the_same_seed():
+    for kw in (dict(num_layers=2, bidirectional=True, proj_size=3), dict(bias=False)):
+        torch.manual_seed(3)
+        ref = nn.LSTM(5, 8, **kw)
+        torch.manual_seed(3)
+        ours = lstm_fused.LSTM(5, 8, **kw)
+        assert list(ref.state_dict()) == list(ours.state_dict())
+        for k, v in ref.state_dict().items():
+            assert torch.equal(v, ours.state_dict()[k]), k
+
+
+def test_state_dict_loads_both_ways():
+    ref = nn.LSTM(5, 8, 2, bidirectional=True, proj_size=3)
+    ours = lstm_fused.LSTM(5, 8, 2, bidirectional=True, proj_size=3)
+    ours.load_state_dict(ref.state_dict())
+    ref2 = nn.LSTM(5, 8, 2, bidirectional=True, proj_size=3)
+    ref2.load_state_dict(ours.state_dict())
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, ref2.state_dict()[k])
+
+
+def test_dropout_between_layers_only_in_training():
+    torch.manual_seed(0)
+    ours = lstm_fused.LSTM(4, 16, num_layers=2, dropout=0.5, backend="cpu")
+    ref = lstm_fused.LSTM(4, 16, num_layers=2, dropout=0.0, backend="cpu")
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 8, 4)
+    ours.eval()
+    torch.testing.assert_close(ours(x)[0], ref(x)[0])  # eval: dropout off
+    ours.train()
+    y_a, y_b = ours(x)[0], ours(x)[0]
+    assert not torch.allclose(y_a, y_b)  # training: a fresh mask each call
+    assert not torch.allclose(y_a, ref(x)[0])
+    # dropout after the last layer never happens: a one-layer LSTM ignores it like nn.LSTM
+    with pytest.warns(UserWarning):
+        nn.LSTM(4, 16, num_layers=1, dropout=0.5)
+    one = lstm_fused.LSTM(4, 16, num_layers=1, dropout=0.5).train()
+    torch.testing.assert_close(one(x)[0], one(x)[0])
+
+
+def test_peephole_parameters():
+    m = lstm_fused.LSTM(5, 8, 2, bidirectional=True, peephole=True)
+    names = [n for n, _ in m.named_parameters() if n.startswith("weight_c")]
+    expected = [f"weight_{g}_l{l}{s}" for l in range(2) for s in ("", "_reverse")
+                for g in ("ci", "cf", "co")]
+    assert sorted(names) == sorted(expected)
+    for n in names:
+        p = getattr(m, n)
+        assert p.shape == (8,) and torch.equal(p, torch.zeros(8))
+    # with zero peepholes it is exactly an LSTM
+    plain = lstm_fused.LSTM(5, 8, 2, bidirectional=True)
+    plain.load_state_dict(m.state_dict(), strict=False)
+    x = torch.randn(4, 3, 5)
+    torch.testing.assert_close(m(x)[0], plain(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("proj", [0, 3])
+def test_peephole_matches_reference(backend, proj):
+    torch.manual_seed(0)
+    m = lstm_fused.LSTM(5, 8, 2, bidirectional=True, peephole=True, proj_size=proj,
+                        dtype=torch.float64, backend=backend)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.startswith("weight_c"):
+                p.uniform_(-1, 1)
+    x = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    y, (h, c) = m(x)
+    # the float64 reference, layer by layer
+    inp = x
+    hs, cs = [], []
+    for layer in range(2):
+        w_ih, w_hh, bias, w_hr, w_peep = m._layer_weights(layer)
+        R = proj or 8
+        out = lstm_fused.reference.lstm_layer(
+            inp, torch.zeros(2, 3, R, dtype=torch.float64), torch.zeros(2, 3, 8, dtype=torch.float64),
+            w_ih, w_hh, bias, w_hr, w_peep)
+        inp = out[0]
+        hs.append(out[1])
+        cs.append(out[2])
+    assert_close(y, inp)
+    assert_close(h, torch.cat(hs))
+    assert_close(c, torch.cat(cs))
+    params = [x] + list(m.parameters())
+    g1 = torch.autograd.grad((y * y).sum() + h.sum() + (c * 2).sum(), params)
+    g2 = torch.autograd.grad((inp * inp).sum() + torch.cat(hs).sum() + (torch.cat(cs) * 2).sum(),
+                             params)
+    for a, e in zip(g1, g2):
+        assert_close(a, e)
