@@ -27,6 +27,7 @@ from lstm_fused.triton_kernels.tuning import choose_path, force_path, poison_out
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 FWD = torch.ops.lstm_fused.triton_lstm_layer_forward.default
+INFER = torch.ops.lstm_fused.triton_lstm_layer_inference.default
 BWD = torch.ops.lstm_fused.triton_lstm_layer_backward.default
 
 # (T, B, I, H, P): tiny under the interpreter; on a GPU, B not a multiple of the 16-row block
@@ -183,11 +184,32 @@ def test_opcheck():
             for k in ORDER]
     with force_path(path):
         torch.library.opcheck(FWD, tuple(args))
+        torch.library.opcheck(INFER, tuple(a.detach() if a is not None else a for a in args))
         out = FWD(*[a.detach() if a is not None else a for a in args])
         grads = [torch.randn_like(t) for t in out[:3]]
         bargs = (*grads, ins["x"], ins["h0"], ins["c0"], ins["w_ih"], ins["w_hh"], ins["w_hr"],
                  ins["w_peep"], ins["lengths"], out[0], out[3], out[4])
         torch.library.opcheck(BWD, tuple(t.detach() if t is not None else t for t in bargs))
+
+
+@pytest.mark.parametrize("path", ["sequence", "step", "persistent"])
+def test_inference_op_matches_forward(path):
+    """The no_grad operator (no gates, cells written) gives the forward's y, h_n, c_n exactly;
+    the module takes it under torch.no_grad()."""
+    ins = config_inputs("bidirectional_lengths", torch.float32, seed=7)
+    args = [ins[k] for k in ORDER]
+    with force_path(path):
+        full = FWD(*args)
+        light = INFER(*args)
+        for a, b in zip(light, full[:3]):
+            assert torch.equal(a, b)
+        s = SIZES
+        model = lstm_fused.LSTM(s["I"], s["H"], backend="triton", device=DEVICE)
+        x = torch.randn(s["T"], s["B"], s["I"], device=DEVICE)
+        with torch.no_grad():
+            y0, (h0, c0) = model(x)
+        y1, (h1, c1) = model(x)
+        assert torch.equal(y0, y1) and torch.equal(h0, h1) and torch.equal(c0, c1)
 
 
 def test_rule_picks_the_path_by_shape():
@@ -402,6 +424,8 @@ for fn, dt, ce in [
     ce = dict(HAS_LEN=True, PEEP=True, BLOCK_B=16, **ce)
     if "DOT_FP32" in fn.arg_names:
         ce.update(DOT_FP32=False, DOT_PRECISION="ieee")
+    if "SAVE" in fn.arg_names:
+        ce.update(SAVE=True)
     sig = {n: "constexpr" if n in ce else "i32" if n in ints else "*i64" if n == "len_ptr"
            else "*i32" if n == "bar_ptr"
            else "*fp32" if n in ("c_ptr", "dc_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr")

@@ -22,11 +22,12 @@ def lstm_gate_forward_kernel(
         z_ptr, c_ptr, peep_ptr, len_ptr, gates_ptr, cells_ptr, h_out_ptr, h_state_ptr,
         t, B, H, stride_h_out,
         HAS_LEN: tl.constexpr, PEEP: tl.constexpr, WRITE_STATE: tl.constexpr,
-        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+        SAVE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """One step. z (B, G) pre-activations; c (B, H) cell state in the accumulation dtype,
     updated in place; peep (3, H); gates (B, G) and cells (B, H): this step's slices of the
-    saved tensors; h_out (B, H) rows of stride stride_h_out: o tanh(c), zero where t >=
-    lengths[b]; h_state (B, H): updated in place on valid rows when WRITE_STATE (no projection).
+    saved tensors (written when SAVE); h_out (B, H) rows of stride stride_h_out: o tanh(c),
+    zero where t >= lengths[b]; h_state (B, H): updated in place on valid rows when
+    WRITE_STATE (no projection).
     Grid: (cdiv(B, BLOCK_B), cdiv(H, BLOCK_H))."""
     ACC = c_ptr.dtype.element_ty
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -51,13 +52,14 @@ def lstm_gate_forward_kernel(
     w_ci, w_cf, w_co = load_peephole(peep_ptr, cols, cmask, H, ACC, PEEP)
     i, f, g, o, c, h = cell_forward(z_i, z_f, z_g, z_o, c_prev, w_ci, w_cf, w_co, PEEP)
     # Padded steps: gates zero, cell carried, output zero, state unchanged.
-    g_row = gates_ptr + rows[:, None] * G + cols[None, :]
-    tl.store(g_row, tl.where(v2, i, 0.0), mask=m2)
-    tl.store(g_row + H, tl.where(v2, f, 0.0), mask=m2)
-    tl.store(g_row + 2 * H, tl.where(v2, g, 0.0), mask=m2)
-    tl.store(g_row + 3 * H, tl.where(v2, o, 0.0), mask=m2)
     c_keep = tl.where(v2, c, c_prev)
-    tl.store(cells_ptr + hc, c_keep, mask=m2)
+    if SAVE:
+        g_row = gates_ptr + rows[:, None] * G + cols[None, :]
+        tl.store(g_row, tl.where(v2, i, 0.0), mask=m2)
+        tl.store(g_row + H, tl.where(v2, f, 0.0), mask=m2)
+        tl.store(g_row + 2 * H, tl.where(v2, g, 0.0), mask=m2)
+        tl.store(g_row + 3 * H, tl.where(v2, o, 0.0), mask=m2)
+        tl.store(cells_ptr + hc, c_keep, mask=m2)
     tl.store(c_ptr + hc, c_keep, mask=m2)
     tl.store(h_out_ptr + rows[:, None] * stride_h_out + cols[None, :], tl.where(v2, h, 0.0),
              mask=m2)
@@ -116,12 +118,13 @@ def _keep_valid(lengths, t, new, old):
     return torch.where((lengths > t).unsqueeze(1), new, old)
 
 
-def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths):
+def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     """Forward of one layer, one gate launch per step and direction.
 
     gx (T, B, D, G): input projections plus bias; h0 (D, B, R); c0 (D, B, H); w_hh (D, G, R);
     w_hr (D, P, H) or None; w_peep (D, 3, H) or None; lengths (B,) int64 or None.
-    Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H).
+    Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H)
+    (gates and cells None when not `save`).
     """
     T, B, D, G = gx.shape
     H, R = G // 4, h0.shape[2]
@@ -130,8 +133,8 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths):
     y = new_output((T, B, D * R), gx)
     h_n = new_output((D, B, R), gx)
     c_n = new_output((D, B, H), gx)
-    gates = new_output((D, T, B, G), gx)
-    cells = new_output((D, T, B, H), gx)
+    gates = new_output((D, T, B, G), gx) if save else None
+    cells = new_output((D, T, B, H), gx) if save else None
     BLOCK_B, BLOCK_H, num_warps = gate_config(B, H, dtype)
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H))
     lens = lengths if lengths is not None else gx  # a dummy pointer when HAS_LEN is False
@@ -146,9 +149,10 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths):
             z = torch.addmm(gx[t, :, d], h, w_t)  # (B, G)
             h_out = hpre if proj else y[t, :, d * R:(d + 1) * R]
             lstm_gate_forward_kernel[grid](
-                z, c, peep, lens, gates[d, t], cells[d, t], h_out, h, t, B, H,
-                h_out.stride(0), HAS_LEN=lengths is not None, PEEP=w_peep is not None,
-                WRITE_STATE=not proj, BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, num_warps=num_warps)
+                z, c, peep, lens, gates[d, t] if save else z, cells[d, t] if save else z,
+                h_out, h, t, B, H, h_out.stride(0), HAS_LEN=lengths is not None,
+                PEEP=w_peep is not None, WRITE_STATE=not proj, SAVE=save, BLOCK_B=BLOCK_B,
+                BLOCK_H=BLOCK_H, num_warps=num_warps)
             if proj:  # hpre is zero on padded rows, so r is too
                 r = hpre @ w_hr[d].t()
                 y[t, :, d * R:(d + 1) * R] = r

@@ -1,4 +1,5 @@
-"""The Triton LSTM layer operators: lstm_fused::triton_lstm_layer_forward / _backward.
+"""The Triton LSTM layer operators: lstm_fused::triton_lstm_layer_forward / _inference /
+_backward.
 
 Same schemas and saved-tensor layout as the C++ operators (csrc/ops.cpp,
 csrc/lstm_layer_args.h): gates (D, T, B, G) activated, zero at padded steps; cells
@@ -32,6 +33,9 @@ FORWARD_SCHEMA = (
     "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
     "Tensor? w_peep, Tensor? lengths) "
     "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)")
+INFERENCE_SCHEMA = (
+    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
+    "Tensor? w_peep, Tensor? lengths) -> (Tensor y, Tensor h_n, Tensor c_n)")
 BACKWARD_SCHEMA = (
     "(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor h0, Tensor c0, "
     "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor y, "
@@ -113,23 +117,36 @@ def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
     return gx.view(T, B, D, G)
 
 
-@torch.library.custom_op("lstm_fused::triton_lstm_layer_forward", mutates_args=(),
-                         schema=FORWARD_SCHEMA)
-def triton_lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+def _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
+    """y, h_n, c_n, and gates, cells when `save` (else None)."""
     T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
                                               lengths)
     x, h0, c0, w_ih, w_hh = (t.contiguous() for t in (x, h0, c0, w_ih, w_hh))
     bias, w_hr, w_peep, lengths = map(_contig, (bias, w_hr, w_peep, lengths))
     if T == 0 or B == 0:  # nothing to run; y, gates and cells are empty
-        return (x.new_zeros((T, B, D * R)), h0.clone(), c0.clone(), x.new_zeros((D, T, B, G)),
-                x.new_zeros((D, T, B, H)))
+        return (x.new_zeros((T, B, D * R)), h0.clone(), c0.clone(),
+                x.new_zeros((D, T, B, G)) if save else None,
+                x.new_zeros((D, T, B, H)) if save else None)
     gx = input_projection(x, w_ih, bias)
     path = choose_path(T, H, R, w_hr is not None, x.dtype)
     if path == "sequence":
-        return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths)
+        return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save)
     if path == "persistent" and w_hr is None:
-        return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths)
-    return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths)
+        return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save)
+    return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save)
+
+
+@torch.library.custom_op("lstm_fused::triton_lstm_layer_forward", mutates_args=(),
+                         schema=FORWARD_SCHEMA)
+def triton_lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    return _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save=True)
+
+
+@torch.library.custom_op("lstm_fused::triton_lstm_layer_inference", mutates_args=(),
+                         schema=INFERENCE_SCHEMA)
+def triton_lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    """The forward without the gates and cells kept for the backward (no_grad / inference)."""
+    return _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save=False)[:3]
 
 
 def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R: int) -> Tensor:
@@ -219,6 +236,7 @@ def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh
 
 
 torch.library.register_fake("lstm_fused::triton_lstm_layer_forward")(_ops.fake_layer_forward)
+torch.library.register_fake("lstm_fused::triton_lstm_layer_inference")(_ops.fake_layer_inference)
 torch.library.register_fake("lstm_fused::triton_lstm_layer_backward")(_ops.fake_layer_backward)
 _ops.register_layer_autograd("lstm_fused::triton_lstm_layer_forward",
                              torch.ops.lstm_fused.triton_lstm_layer_backward.default)

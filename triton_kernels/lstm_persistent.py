@@ -52,13 +52,13 @@ def lstm_persistent_forward_kernel(
         gx_ptr, hbuf_ptr, c_state_ptr, w_hh_ptr, peep_ptr, len_ptr, bar_ptr,
         y_ptr, gates_ptr, cells_ptr,
         s_begin, s_end, T, B, H,
-        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, BARRIER: tl.constexpr,
+        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, BARRIER: tl.constexpr, SAVE: tl.constexpr,
         DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
     """Forward steps s_begin .. s_end-1 (R = H, no projection). gx (T, B, D, G);
     hbuf (2, D, B, H): r before step s in slot s % 2; c_state (D, B, H) accumulation dtype;
     w_hh (D, G, H); peep (D, 3, H); lengths (B,); bar (D * cdiv(B, BLOCK_B),) int32 zeros.
-    Writes y (T, B, D*H), gates (D, T, B, G), cells (D, T, B, H), hbuf, c_state."""
+    Writes y (T, B, D*H), hbuf, c_state, and when SAVE gates (D, T, B, G), cells (D, T, B, H)."""
     STORE_DT = gx_ptr.dtype.element_ty
     ACC = tl.float64 if STORE_DT == tl.float64 else tl.float32
     DOT_DT = tl.float32 if DOT_FP32 else STORE_DT
@@ -110,13 +110,15 @@ def lstm_persistent_forward_kernel(
             z_o += tl.dot(r_k, tl.load(w_ptrs + 3 * H * H, mask=wm, other=0.0).to(DOT_DT),
                           input_precision=DOT_PRECISION, out_dtype=ACC)
         i, f, g, o, c_new, h_new = cell_forward(z_i, z_f, z_g, z_o, c, w_ci, w_cf, w_co, PEEP)
-        g_row = gates_ptr + ((d * T + t64) * B + rows[:, None]) * G + cols[None, :]
-        tl.store(g_row, tl.where(valid, i, 0.0), mask=m2)
-        tl.store(g_row + H, tl.where(valid, f, 0.0), mask=m2)
-        tl.store(g_row + 2 * H, tl.where(valid, g, 0.0), mask=m2)
-        tl.store(g_row + 3 * H, tl.where(valid, o, 0.0), mask=m2)
         c = tl.where(valid, c_new, c)
-        tl.store(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + cols[None, :], c, mask=m2)
+        if SAVE:
+            g_row = gates_ptr + ((d * T + t64) * B + rows[:, None]) * G + cols[None, :]
+            tl.store(g_row, tl.where(valid, i, 0.0), mask=m2)
+            tl.store(g_row + H, tl.where(valid, f, 0.0), mask=m2)
+            tl.store(g_row + 2 * H, tl.where(valid, g, 0.0), mask=m2)
+            tl.store(g_row + 3 * H, tl.where(valid, o, 0.0), mask=m2)
+            tl.store(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + cols[None, :], c,
+                     mask=m2)
         tl.store(y_ptr + (t64 * B + rows[:, None]) * D * H + d * H + cols[None, :],
                  tl.where(valid, h_new, 0.0), mask=m2)
         h_old = tl.load(h_rows + cols[None, :], mask=m2, other=0.0, cache_modifier=".cg")
@@ -137,14 +139,14 @@ def persistent_config(B: int, H: int, dtype: torch.dtype):
     return 16, min(block_h, dot_block(H)), min(64, dot_block(H)), 4
 
 
-def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths):
+def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save=True):
     """Forward of one layer without projection; arguments and results as
     lstm_sequence.sequence_forward (w_hr must be None)."""
     T, B, D, G = gx.shape
     H = G // 4
     y = new_output((T, B, D * H), gx)
-    gates = new_output((D, T, B, G), gx)
-    cells = new_output((D, T, B, H), gx)
+    gates = new_output((D, T, B, G), gx) if save else None
+    cells = new_output((D, T, B, H), gx) if save else None
     BLOCK_B, BLOCK_H, BLOCK_K, num_warps = persistent_config(B, H, gx.dtype)
     grid = (D, triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H))
     hbuf = torch.empty((2, D, B, H), dtype=gx.dtype, device=gx.device)
@@ -152,11 +154,12 @@ def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths):
     c_state = c0.to(acc_dtype(gx.dtype)).contiguous().clone()
     bar = torch.zeros(D * grid[1], dtype=torch.int32, device=gx.device)
     dummy = c_state
-    common = dict(HAS_LEN=lengths is not None, PEEP=w_peep is not None,
+    common = dict(HAS_LEN=lengths is not None, PEEP=w_peep is not None, SAVE=save,
                   DOT_FP32=gx.dtype == torch.bfloat16 and interpreting(), DOT_PRECISION="ieee",
                   BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_K=BLOCK_K, num_warps=num_warps)
     args = (gx, hbuf, c_state, w_hh, w_peep if w_peep is not None else dummy,
-            lengths if lengths is not None else dummy, bar, y, gates, cells)
+            lengths if lengths is not None else dummy, bar, y, gates if save else y,
+            cells if save else y)
     if interpreting():  # programs run one after another: one launch per step, no barrier
         for s in range(T):
             lstm_persistent_forward_kernel[grid](*args, s, s + 1, T, B, H, BARRIER=False,

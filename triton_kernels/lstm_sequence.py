@@ -52,12 +52,13 @@ def lstm_sequence_forward_kernel(
         gx_ptr, h0_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr,
         y_ptr, h_n_ptr, c_n_ptr, gates_ptr, cells_ptr,
         T, B, H, R,
-        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, PROJ: tl.constexpr,
+        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, PROJ: tl.constexpr, SAVE: tl.constexpr,
         DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
     """gx (T, B, D, G) input projections plus bias; h0 (D, B, R); c0 (D, B, H);
     w_hh (D, G, R); w_hr (D, R, H) when PROJ (R = P); peep (D, 3, H); lengths (B,).
-    Writes y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H)."""
+    Writes y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), and when SAVE (for the backward)
+    gates (D, T, B, G) and cells (D, T, B, H)."""
     STORE_DT = gx_ptr.dtype.element_ty
     ACC = tl.float64 if STORE_DT == tl.float64 else tl.float32
     DOT_DT = tl.float32 if DOT_FP32 else STORE_DT
@@ -116,13 +117,15 @@ def lstm_sequence_forward_kernel(
         else:
             r_new = h_new  # BLOCK_R == BLOCK_H
         # Padded steps (t >= lengths[b]): gates zero, cell and state carried, output zero.
-        g_row = gates_ptr + ((d * T + t64) * B + rows[:, None]) * G + jh[None, :]
-        tl.store(g_row, tl.where(valid, i, 0.0), mask=m_bh)
-        tl.store(g_row + H, tl.where(valid, f, 0.0), mask=m_bh)
-        tl.store(g_row + 2 * H, tl.where(valid, g, 0.0), mask=m_bh)
-        tl.store(g_row + 3 * H, tl.where(valid, o, 0.0), mask=m_bh)
         c = tl.where(valid, c_new, c)
-        tl.store(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + jh[None, :], c, mask=m_bh)
+        if SAVE:
+            g_row = gates_ptr + ((d * T + t64) * B + rows[:, None]) * G + jh[None, :]
+            tl.store(g_row, tl.where(valid, i, 0.0), mask=m_bh)
+            tl.store(g_row + H, tl.where(valid, f, 0.0), mask=m_bh)
+            tl.store(g_row + 2 * H, tl.where(valid, g, 0.0), mask=m_bh)
+            tl.store(g_row + 3 * H, tl.where(valid, o, 0.0), mask=m_bh)
+            tl.store(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + jh[None, :], c,
+                     mask=m_bh)
         tl.store(y_ptr + (t64 * B + rows[:, None]) * D * R + d * R + kr[None, :],
                  tl.where(valid, r_new, 0.0), mask=m_br)
         h = tl.where(valid, r_new, h)
@@ -238,26 +241,27 @@ def _dot_args(dtype):
     return dot_fp32, "ieee"
 
 
-def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths):
+def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     """Forward of one layer in one launch. Arguments and results as lstm_cell.step_forward:
     gx (T, B, D, G), h0 (D, B, R), c0 (D, B, H), w_hh (D, G, R), w_hr (D, P, H) or None,
     w_peep (D, 3, H) or None, lengths (B,) or None ->
-    y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H)."""
+    y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H)
+    (gates and cells None when not `save`)."""
     T, B, D, G = gx.shape
     H, R = G // 4, h0.shape[2]
     y = new_output((T, B, D * R), gx)
     h_n = new_output((D, B, R), gx)
     c_n = new_output((D, B, H), gx)
-    gates = new_output((D, T, B, G), gx)
-    cells = new_output((D, T, B, H), gx)
+    gates = new_output((D, T, B, G), gx) if save else None
+    cells = new_output((D, T, B, H), gx) if save else None
     BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gx.dtype)
     dot_fp32, precision = _dot_args(gx.dtype)
     dummy = h0
     lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
         gx, h0, c0, w_hh, w_hr if w_hr is not None else dummy,
         w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
-        y, h_n, c_n, gates, cells, T, B, H, R,
-        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None,
+        y, h_n, c_n, gates if save else y, cells if save else y, T, B, H, R,
+        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None, SAVE=save,
         DOT_FP32=dot_fp32, DOT_PRECISION=precision,
         BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, num_warps=num_warps)
     return y, h_n, c_n, gates, cells

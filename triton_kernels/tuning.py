@@ -45,8 +45,10 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def new_output(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    """An uninitialised output, or NaN everywhere under poison_outputs() or
+    LSTM_FUSED_POISON=1 (the switch of the C++ kernels, set by tests/conftest.py)."""
     dtype = like.dtype if dtype is None else dtype
-    if _POISON:
+    if _POISON or os.environ.get("LSTM_FUSED_POISON") == "1":
         return torch.full(shape, float("nan"), dtype=dtype, device=like.device)
     return torch.empty(shape, dtype=dtype, device=like.device)
 

@@ -50,9 +50,17 @@ class TritonLSTM(LSTMLayerBackend):
     def lstm_layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
         from ..triton_kernels import lstm_layer  # noqa: F401  (registers the ops on first use)
 
-        y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.triton_lstm_layer_forward(
-            x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+        args = (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+        if not _needs_grad(args):  # nothing kept for a backward
+            return torch.ops.lstm_fused.triton_lstm_layer_inference(*args)
+        y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.triton_lstm_layer_forward(*args)
         return y, h_n, c_n
+
+
+def _needs_grad(tensors) -> bool:
+    """Whether autograd will record this call (then the forward keeps gates and cells)."""
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 register(TritonLSTM())
