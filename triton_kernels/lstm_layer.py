@@ -1,0 +1,242 @@
+"""The Triton LSTM layer operators: lstm_fused::triton_lstm_layer_forward / _inference /
+_backward.
+
+Same schemas and saved-tensor layout as the C++ operators (csrc/ops.cpp,
+csrc/lstm_layer_args.h): gates (D, T, B, G) activated, zero at padded steps; cells
+(D, T, B, H) carried through padded steps. So the fake kernels and the autograd formula of
+lstm_fused/_ops.py serve these operators unchanged.
+
+One layer call:
+  1. gx = x W_ih^T + bias for every step and direction: one GEMM (T*B, I) x (I, D*G).
+  2. the recurrence: the fused-sequence kernel (lstm_sequence.py, one launch for the layer)
+     or the step path (lstm_cell.py), by tuning.choose_path (or, forced, the experimental
+     persistent kernels of lstm_persistent.py).
+Backward: the reverse recurrence by the same path gives dZ (the gradient of the
+pre-activations) and dR (of the projected outputs); then weight_gradients does one GEMM per
+weight over all steps.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from lstm_fused import _ops
+
+from .lstm_cell import step_backward, step_forward
+from .lstm_persistent import persistent_backward, persistent_forward
+from .lstm_sequence import sequence_backward, sequence_forward
+from .tuning import choose_path
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+FORWARD_SCHEMA = (
+    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
+    "Tensor? w_peep, Tensor? lengths) "
+    "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)")
+INFERENCE_SCHEMA = (
+    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
+    "Tensor? w_peep, Tensor? lengths) -> (Tensor y, Tensor h_n, Tensor c_n)")
+BACKWARD_SCHEMA = (
+    "(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor h0, Tensor c0, "
+    "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor y, "
+    "Tensor gates, Tensor cells) "
+    "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
+    "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)")
+
+
+def _check(t: Optional[Tensor], name: str, expected: tuple, x: Tensor) -> None:
+    if t is None:
+        return
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"lstm_fused (triton): {name} has shape {tuple(t.shape)}, "
+                         f"expected {tuple(expected)}")
+    if t.dtype != x.dtype:
+        raise TypeError(f"lstm_fused (triton): {name} has dtype {t.dtype}, expected {x.dtype} "
+                        f"like the input")
+    if t.device != x.device:
+        raise RuntimeError(f"lstm_fused (triton): {name} is on {t.device} but the input is on "
+                           f"{x.device}")
+
+
+def check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    """The checks of csrc/lstm_layer_args.h; returns (T, B, I, H, P, R, G, D)."""
+    if x.dim() != 3:
+        raise ValueError(f"lstm_fused (triton): x must be (T, B, I), got shape {tuple(x.shape)}")
+    if w_ih.dim() != 3:
+        raise ValueError(f"lstm_fused (triton): w_ih must be (D, 4H, I), got shape "
+                         f"{tuple(w_ih.shape)}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"lstm_fused (triton): dtype {x.dtype} is not supported; use float32, "
+                        f"float16, bfloat16 or float64")
+    T, B, I = x.shape
+    D, G = w_ih.shape[0], w_ih.shape[1]
+    if D not in (1, 2):
+        raise ValueError(f"lstm_fused (triton): w_ih must hold 1 or 2 directions, got {D}")
+    if G <= 0 or G % 4:
+        raise ValueError(f"lstm_fused (triton): w_ih.size(1) must be 4H > 0, got {G}")
+    H = G // 4
+    P = w_hr.shape[1] if w_hr is not None and w_hr.dim() == 3 else 0
+    if w_hr is not None and not 0 < P < H:
+        raise ValueError(f"lstm_fused (triton): proj_size must be in (0, H={H}), got "
+                         f"w_hr of shape {tuple(w_hr.shape)}")
+    R = P if P else H
+    _check(w_ih, "w_ih", (D, G, I), x)
+    _check(w_hh, "w_hh", (D, G, R), x)
+    _check(h0, "h0", (D, B, R), x)
+    _check(c0, "c0", (D, B, H), x)
+    _check(bias, "bias", (D, G), x)
+    _check(w_hr, "w_hr", (D, P, H), x)
+    _check(w_peep, "w_peep", (D, 3, H), x)
+    if lengths is not None:
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"lstm_fused (triton): lengths must have shape (B,) = ({B},), got "
+                             f"{tuple(lengths.shape)}")
+        if lengths.dtype != torch.int64:
+            raise TypeError(f"lstm_fused (triton): lengths must be int64, got {lengths.dtype}")
+        if lengths.device != x.device:
+            raise RuntimeError(f"lstm_fused (triton): lengths is on {lengths.device} but the "
+                               f"input is on {x.device}")
+        if B > 0:
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 0 or hi > T:
+                raise ValueError(f"lstm_fused (triton): lengths must lie in [0, T={T}], got "
+                                 f"values from {lo} to {hi}")
+    return T, B, I, H, P, R, G, D
+
+
+def _contig(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """x (T, B, I) -> gx (T, B, D, G) = x W_ih^T + bias for every step and direction."""
+    T, B, I = x.shape
+    D, G = w_ih.shape[0], w_ih.shape[1]
+    x2, w2 = x.reshape(T * B, I), w_ih.reshape(D * G, I).t()
+    gx = torch.addmm(bias.reshape(D * G), x2, w2) if bias is not None else x2 @ w2
+    return gx.view(T, B, D, G)
+
+
+def _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
+    """y, h_n, c_n, and gates, cells when `save` (else None)."""
+    T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                              lengths)
+    x, h0, c0, w_ih, w_hh = (t.contiguous() for t in (x, h0, c0, w_ih, w_hh))
+    bias, w_hr, w_peep, lengths = map(_contig, (bias, w_hr, w_peep, lengths))
+    if T == 0 or B == 0:  # nothing to run; y, gates and cells are empty
+        return (x.new_zeros((T, B, D * R)), h0.clone(), c0.clone(),
+                x.new_zeros((D, T, B, G)) if save else None,
+                x.new_zeros((D, T, B, H)) if save else None)
+    gx = input_projection(x, w_ih, bias)
+    path = choose_path(T, H, R, w_hr is not None, x.dtype)
+    if path == "sequence":
+        return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save)
+    if path == "persistent" and w_hr is None:
+        return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save)
+    return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save)
+
+
+@torch.library.custom_op("lstm_fused::triton_lstm_layer_forward", mutates_args=(),
+                         schema=FORWARD_SCHEMA)
+def triton_lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    return _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save=True)
+
+
+@torch.library.custom_op("lstm_fused::triton_lstm_layer_inference", mutates_args=(),
+                         schema=INFERENCE_SCHEMA)
+def triton_lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    """The forward without the gates and cells kept for the backward (no_grad / inference)."""
+    return _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save=False)[:3]
+
+
+def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R: int) -> Tensor:
+    """r_{t-1} seen by each step of direction d, (T, B, R): h0 before the first step, else
+    the previous step's output. A reverse sequence of length l starts at t = l - 1 from h0."""
+    T = y.shape[0]
+    y_d = y[:, :, d * R:(d + 1) * R]
+    first = h0[d].unsqueeze(0)
+    if d == 0:
+        return torch.cat([first, y_d[:-1]], 0)
+    prev = torch.cat([y_d[1:], first], 0)
+    if lengths is not None:
+        next_t = torch.arange(1, T + 1, device=y.device).unsqueeze(1)  # (T, 1)
+        starts = (next_t >= lengths.unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
+        prev = torch.where(starts, first.expand_as(prev), prev)
+    return prev
+
+
+def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells):
+    """Everything outside the recurrence, one GEMM per weight over all T*B rows.
+    dZ (T, B, D, G); dR (D, T, B, R) or None. Returns grad_x, grad_w_ih, grad_w_hh,
+    grad_bias, grad_w_hr, grad_w_peep (the last two empty (0,) when absent)."""
+    T, B, D, G = dZ.shape
+    I, H, R = x.shape[2], G // 4, h0.shape[2]
+    dZ2 = dZ.reshape(T * B, D * G)
+    grad_x = (dZ2 @ w_ih.reshape(D * G, I)).view(T, B, I)
+    grad_w_ih = (dZ2.t() @ x.reshape(T * B, I)).view(D, G, I)
+    grad_bias = dZ2.sum(0, dtype=torch.float64 if dZ.dtype == torch.float64 else torch.float32)
+    grad_bias = grad_bias.to(dZ.dtype).view(D, G)
+    grad_w_hh = torch.stack([
+        dZ[:, :, d].reshape(T * B, G).t()
+        @ previous_outputs(y, h0, lengths, d, R)[:T].reshape(T * B, R) for d in range(D)])
+    grad_w_hr = x.new_empty((0,))
+    if w_hr is not None:
+        h_pre = gates[:, :, :, 3 * H:] * torch.tanh(cells)  # (D, T, B, H), zero when padded
+        grad_w_hr = torch.bmm(dR.reshape(D, T * B, R).transpose(1, 2), h_pre.reshape(D, T * B, H))
+    grad_w_peep = x.new_empty((0,))
+    if w_peep is not None:
+        acc = torch.float64 if dZ.dtype == torch.float64 else torch.float32
+        rows = []
+        for d in range(D):
+            cells_d = cells[d].to(acc)
+            first = c0[d].unsqueeze(0).to(acc)
+            c_prev = (torch.cat([first, cells_d[:-1]], 0) if d == 0
+                      else torch.cat([cells_d[1:], first], 0))[:T]
+            dz_d = dZ[:, :, d].to(acc)
+            rows.append(torch.stack([(dz_d[..., :H] * c_prev).sum((0, 1)),
+                                     (dz_d[..., H:2 * H] * c_prev).sum((0, 1)),
+                                     (dz_d[..., 3 * H:] * cells_d).sum((0, 1))]))
+        grad_w_peep = torch.stack(rows).to(dZ.dtype)
+    return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep
+
+
+@torch.library.custom_op("lstm_fused::triton_lstm_layer_backward", mutates_args=(),
+                         schema=BACKWARD_SCHEMA)
+def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep,
+                               lengths, y, gates, cells):
+    T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, None, w_hr, w_peep,
+                                              lengths)
+    _check(grad_y, "grad_y", (T, B, D * R), x)
+    _check(grad_h_n, "grad_h_n", (D, B, R), x)
+    _check(grad_c_n, "grad_c_n", (D, B, H), x)
+    _check(y, "y", (T, B, D * R), x)
+    _check(gates, "gates", (D, T, B, G), x)
+    _check(cells, "cells", (D, T, B, H), x)
+    (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates, cells) = (
+        t.contiguous() for t in (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates,
+                                 cells))
+    w_hr, w_peep, lengths = map(_contig, (w_hr, w_peep, lengths))
+    path = choose_path(T, H, R, w_hr is not None, x.dtype) if T and B else "empty"
+    if path == "empty":
+        dZ = x.new_zeros((T, B, D, G))
+        dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
+        grad_h0, grad_c0 = grad_h_n.clone(), grad_c_n.clone()
+    elif path == "persistent" and w_hr is None:
+        dZ, dR, grad_h0, grad_c0 = persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh,
+                                                       w_peep, lengths, gates, cells)
+    elif path == "sequence":
+        dZ, dR, grad_h0, grad_c0 = sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
+                                                     w_peep, lengths, gates, cells)
+    else:
+        dZ, dR, grad_h0, grad_c0 = step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
+                                                 w_peep, lengths, gates, cells)
+    grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep = weight_gradients(
+        dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells)
+    return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep
+
+
+torch.library.register_fake("lstm_fused::triton_lstm_layer_forward")(_ops.fake_layer_forward)
+torch.library.register_fake("lstm_fused::triton_lstm_layer_inference")(_ops.fake_layer_inference)
+torch.library.register_fake("lstm_fused::triton_lstm_layer_backward")(_ops.fake_layer_backward)
+_ops.register_layer_autograd("lstm_fused::triton_lstm_layer_forward",
+                             torch.ops.lstm_fused.triton_lstm_layer_backward.default)

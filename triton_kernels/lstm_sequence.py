@@ -1,0 +1,292 @@
+"""Fused-sequence LSTM kernels: one launch runs the whole time loop of a layer.
+
+Grid (D, cdiv(B, BLOCK_B)): one program per direction and block of batch rows, so both
+directions of a bidirectional layer run in the same launch. Each program loads its
+direction's W_hh (as 4 gate tiles) and W_hr once and keeps them on chip for all T steps
+(the compiler stages them in shared memory), and carries h and c in registers: per step it
+reads only the precomputed input projection gx[t] and writes y[t], the gates and the cell
+(saved for the backward). The recurrent product r_{t-1} W_hh^T is a tl.dot per gate; the
+gate math is fused behind it. Larger layers: see lstm_persistent.py (experimental).
+
+Which shapes (tuning.choose_path): T > 1 and the weights of one direction must fit one
+program's shared memory (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS: H, R <= 128 for float16 /
+bfloat16, 64 for float32, 32 for float64). Larger layers would need W_hh split over several
+programs (SMs) with a barrier every step: lstm_persistent.py has such kernels, but they have
+not run on a GPU yet, so these layers take the step path of lstm_cell.py by default.
+Peephole, proj_size and lengths are all handled here, no fallback for them.
+
+The backward kernel runs the reverse time loop the same way (W_hh, W_hr on chip, dh and dc in
+registers) and writes dZ, the gradient of the pre-activations of every step, and dR, the
+gradient of every projected output; the weight gradients are GEMMs over all steps afterwards
+(lstm_layer.weight_gradients).
+
+Numerics: tl.dot operands are in the input dtype (h rounded to it, as cuDNN does), products
+accumulate in float32 (float64 for float64 inputs); float32 dots use input_precision "ieee"
+(no TF32) so the results match the float64 reference as tightly as float32 allows. Under the
+interpreter, bfloat16 operands are rounded to bfloat16 and multiplied in float32 (the
+interpreter cannot multiply bfloat16), which is the same arithmetic.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from . import interpreter_compat
+from .lstm_math import cell_backward, cell_forward, load_peephole
+from .tuning import interpreting, new_output, sequence_config
+
+# The time loops below have a runtime bound, which the interpreter mishandles under NumPy 2.4.
+interpreter_compat.apply()
+
+
+@triton.jit
+def _dot_operand(x, STORE_DT: tl.constexpr, DOT_FP32: tl.constexpr):
+    """x rounded to the storage dtype, as the operand of a tl.dot."""
+    x = x.to(STORE_DT)
+    if DOT_FP32:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def lstm_sequence_forward_kernel(
+        gx_ptr, h0_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr,
+        y_ptr, h_n_ptr, c_n_ptr, gates_ptr, cells_ptr,
+        T, B, H, R,
+        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, PROJ: tl.constexpr, SAVE: tl.constexpr,
+        DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
+    """gx (T, B, D, G) input projections plus bias; h0 (D, B, R); c0 (D, B, H);
+    w_hh (D, G, R); w_hr (D, R, H) when PROJ (R = P); peep (D, 3, H); lengths (B,).
+    Writes y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), and when SAVE (for the backward)
+    gates (D, T, B, G) and cells (D, T, B, H)."""
+    STORE_DT = gx_ptr.dtype.element_ty
+    ACC = tl.float64 if STORE_DT == tl.float64 else tl.float32
+    DOT_DT = tl.float32 if DOT_FP32 else STORE_DT
+    d = tl.program_id(0)
+    D = tl.num_programs(0)
+    G = 4 * H
+    rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    jh = tl.arange(0, BLOCK_H)
+    kr = tl.arange(0, BLOCK_R)
+    rmask, hmask, kmask = rows < B, jh < H, kr < R
+    m_bh = rmask[:, None] & hmask[None, :]
+    m_br = rmask[:, None] & kmask[None, :]
+
+    # On chip for the whole loop: W_hh^T per gate (BLOCK_R, BLOCK_H), W_hr^T (BLOCK_H, BLOCK_R).
+    w_base = w_hh_ptr + d * G * R
+    w_i = tl.load(w_base + (0 * H + jh[None, :]) * R + kr[:, None],
+                  mask=kmask[:, None] & hmask[None, :], other=0.0).to(DOT_DT)
+    w_f = tl.load(w_base + (1 * H + jh[None, :]) * R + kr[:, None],
+                  mask=kmask[:, None] & hmask[None, :], other=0.0).to(DOT_DT)
+    w_g = tl.load(w_base + (2 * H + jh[None, :]) * R + kr[:, None],
+                  mask=kmask[:, None] & hmask[None, :], other=0.0).to(DOT_DT)
+    w_o = tl.load(w_base + (3 * H + jh[None, :]) * R + kr[:, None],
+                  mask=kmask[:, None] & hmask[None, :], other=0.0).to(DOT_DT)
+    if PROJ:
+        w_r = tl.load(w_hr_ptr + d * R * H + kr[None, :] * H + jh[:, None],
+                      mask=hmask[:, None] & kmask[None, :], other=0.0).to(DOT_DT)
+    w_ci, w_cf, w_co = load_peephole(peep_ptr + d * 3 * H, jh, hmask, H, ACC, PEEP)
+
+    h = tl.load(h0_ptr + (d * B + rows[:, None]) * R + kr[None, :], mask=m_br,
+                other=0.0).to(ACC)  # (BLOCK_B, BLOCK_R): r_{t-1}
+    c = tl.load(c0_ptr + (d * B + rows[:, None]) * H + jh[None, :], mask=m_bh,
+                other=0.0).to(ACC)  # (BLOCK_B, BLOCK_H)
+    if HAS_LEN:
+        lens = tl.load(len_ptr + rows, mask=rmask, other=0)
+    else:
+        lens = tl.full([BLOCK_B], T, tl.int64)
+
+    for s in range(0, T):
+        t = s + d * (T - 1 - 2 * s)  # direction 1 runs backwards in time
+        valid = (t < lens)[:, None]
+        t64 = t.to(tl.int64)
+        gx_row = gx_ptr + ((t64 * B + rows[:, None]) * D + d) * G + jh[None, :]
+        r_prev = _dot_operand(h, STORE_DT, DOT_FP32)
+        z_i = tl.load(gx_row, mask=m_bh, other=0.0).to(ACC) + tl.dot(
+            r_prev, w_i, input_precision=DOT_PRECISION, out_dtype=ACC)
+        z_f = tl.load(gx_row + H, mask=m_bh, other=0.0).to(ACC) + tl.dot(
+            r_prev, w_f, input_precision=DOT_PRECISION, out_dtype=ACC)
+        z_g = tl.load(gx_row + 2 * H, mask=m_bh, other=0.0).to(ACC) + tl.dot(
+            r_prev, w_g, input_precision=DOT_PRECISION, out_dtype=ACC)
+        z_o = tl.load(gx_row + 3 * H, mask=m_bh, other=0.0).to(ACC) + tl.dot(
+            r_prev, w_o, input_precision=DOT_PRECISION, out_dtype=ACC)
+        i, f, g, o, c_new, h_new = cell_forward(z_i, z_f, z_g, z_o, c, w_ci, w_cf, w_co, PEEP)
+        if PROJ:
+            r_new = tl.dot(_dot_operand(h_new, STORE_DT, DOT_FP32), w_r,
+                           input_precision=DOT_PRECISION, out_dtype=ACC)
+        else:
+            r_new = h_new  # BLOCK_R == BLOCK_H
+        # Padded steps (t >= lengths[b]): gates zero, cell and state carried, output zero.
+        c = tl.where(valid, c_new, c)
+        if SAVE:
+            g_row = gates_ptr + ((d * T + t64) * B + rows[:, None]) * G + jh[None, :]
+            tl.store(g_row, tl.where(valid, i, 0.0), mask=m_bh)
+            tl.store(g_row + H, tl.where(valid, f, 0.0), mask=m_bh)
+            tl.store(g_row + 2 * H, tl.where(valid, g, 0.0), mask=m_bh)
+            tl.store(g_row + 3 * H, tl.where(valid, o, 0.0), mask=m_bh)
+            tl.store(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + jh[None, :], c,
+                     mask=m_bh)
+        tl.store(y_ptr + (t64 * B + rows[:, None]) * D * R + d * R + kr[None, :],
+                 tl.where(valid, r_new, 0.0), mask=m_br)
+        h = tl.where(valid, r_new, h)
+
+    tl.store(h_n_ptr + (d * B + rows[:, None]) * R + kr[None, :], h, mask=m_br)
+    tl.store(c_n_ptr + (d * B + rows[:, None]) * H + jh[None, :], c, mask=m_bh)
+
+
+@triton.jit
+def lstm_sequence_backward_kernel(
+        gy_ptr, dh_n_ptr, dc_n_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr,
+        gates_ptr, cells_ptr, dz_ptr, dr_ptr, dh0_ptr, dc0_ptr,
+        T, B, H, R,
+        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, PROJ: tl.constexpr,
+        DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Reverse time loop. gy (T, B, D*R), dh_n (D, B, R), dc_n (D, B, H): incoming gradients;
+    c0 (D, B, H); w_hh (D, G, R); w_hr (D, R, H); peep (D, 3, H); gates (D, T, B, G) and
+    cells (D, T, B, H) saved by the forward. Writes dZ (T, B, D, G), dR (D, T, B, R) when
+    PROJ, grad_h0 (D, B, R), grad_c0 (D, B, H)."""
+    STORE_DT = gates_ptr.dtype.element_ty
+    ACC = tl.float64 if STORE_DT == tl.float64 else tl.float32
+    DOT_DT = tl.float32 if DOT_FP32 else STORE_DT
+    d = tl.program_id(0)
+    D = tl.num_programs(0)
+    G = 4 * H
+    rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    jh = tl.arange(0, BLOCK_H)
+    kr = tl.arange(0, BLOCK_R)
+    rmask, hmask, kmask = rows < B, jh < H, kr < R
+    m_bh = rmask[:, None] & hmask[None, :]
+    m_br = rmask[:, None] & kmask[None, :]
+    m_hr = hmask[:, None] & kmask[None, :]
+
+    # On chip: W_hh per gate (BLOCK_H, BLOCK_R) for dh = sum dz_gate W_gate; W_hr (BLOCK_R,
+    # BLOCK_H) for the gradient through the projection.
+    w_base = w_hh_ptr + d * G * R
+    w_i = tl.load(w_base + (0 * H + jh[:, None]) * R + kr[None, :], mask=m_hr, other=0.0).to(DOT_DT)
+    w_f = tl.load(w_base + (1 * H + jh[:, None]) * R + kr[None, :], mask=m_hr, other=0.0).to(DOT_DT)
+    w_g = tl.load(w_base + (2 * H + jh[:, None]) * R + kr[None, :], mask=m_hr, other=0.0).to(DOT_DT)
+    w_o = tl.load(w_base + (3 * H + jh[:, None]) * R + kr[None, :], mask=m_hr, other=0.0).to(DOT_DT)
+    if PROJ:
+        w_r = tl.load(w_hr_ptr + d * R * H + kr[:, None] * H + jh[None, :],
+                      mask=kmask[:, None] & hmask[None, :], other=0.0).to(DOT_DT)
+    w_ci, w_cf, w_co = load_peephole(peep_ptr + d * 3 * H, jh, hmask, H, ACC, PEEP)
+
+    dh = tl.load(dh_n_ptr + (d * B + rows[:, None]) * R + kr[None, :], mask=m_br,
+                 other=0.0).to(ACC)  # gradient of r at the current step from later steps
+    dc = tl.load(dc_n_ptr + (d * B + rows[:, None]) * H + jh[None, :], mask=m_bh,
+                 other=0.0).to(ACC)
+    c_first = tl.load(c0_ptr + (d * B + rows[:, None]) * H + jh[None, :], mask=m_bh,
+                      other=0.0).to(ACC)
+    if HAS_LEN:
+        lens = tl.load(len_ptr + rows, mask=rmask, other=0)
+    else:
+        lens = tl.full([BLOCK_B], T, tl.int64)
+
+    for sb in range(0, T):
+        s = T - 1 - sb  # forward step index, processed last to first
+        t = s + d * (T - 1 - 2 * s)
+        t_prev = t - 1 + 2 * d  # the time of the forward step before s
+        valid = (t < lens)[:, None]
+        t64 = t.to(tl.int64)
+        gy = tl.load(gy_ptr + (t64 * B + rows[:, None]) * D * R + d * R + kr[None, :],
+                     mask=m_br, other=0.0).to(ACC)
+        dr = tl.where(valid, gy + dh, 0.0)  # (BLOCK_B, BLOCK_R)
+        if PROJ:
+            tl.store(dr_ptr + ((d * T + t64) * B + rows[:, None]) * R + kr[None, :], dr,
+                     mask=m_br)
+            dhpre = tl.dot(_dot_operand(dr, STORE_DT, DOT_FP32), w_r,
+                           input_precision=DOT_PRECISION, out_dtype=ACC)
+        else:
+            dhpre = dr
+        g_row = gates_ptr + ((d * T + t64) * B + rows[:, None]) * G + jh[None, :]
+        i = tl.load(g_row, mask=m_bh, other=0.0).to(ACC)
+        f = tl.load(g_row + H, mask=m_bh, other=0.0).to(ACC)
+        g = tl.load(g_row + 2 * H, mask=m_bh, other=0.0).to(ACC)
+        o = tl.load(g_row + 3 * H, mask=m_bh, other=0.0).to(ACC)
+        c = tl.load(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + jh[None, :],
+                    mask=m_bh, other=0.0).to(ACC)
+        c_prev = tl.load(cells_ptr + ((d * T + t_prev.to(tl.int64)) * B + rows[:, None]) * H
+                         + jh[None, :], mask=m_bh & (s > 0), other=0.0).to(ACC)
+        c_prev = tl.where(s > 0, c_prev, c_first)
+        dz_i, dz_f, dz_g, dz_o, dc_prev = cell_backward(i, f, g, o, c, c_prev, dhpre, dc,
+                                                        w_ci, w_cf, w_co, PEEP)
+        dz_i = tl.where(valid, dz_i, 0.0)
+        dz_f = tl.where(valid, dz_f, 0.0)
+        dz_g = tl.where(valid, dz_g, 0.0)
+        dz_o = tl.where(valid, dz_o, 0.0)
+        dz_row = dz_ptr + ((t64 * B + rows[:, None]) * D + d) * G + jh[None, :]
+        tl.store(dz_row, dz_i, mask=m_bh)
+        tl.store(dz_row + H, dz_f, mask=m_bh)
+        tl.store(dz_row + 2 * H, dz_g, mask=m_bh)
+        tl.store(dz_row + 3 * H, dz_o, mask=m_bh)
+        dc = tl.where(valid, dc_prev, dc)
+        dh_new = tl.dot(_dot_operand(dz_i, STORE_DT, DOT_FP32), w_i,
+                        input_precision=DOT_PRECISION, out_dtype=ACC)
+        dh_new += tl.dot(_dot_operand(dz_f, STORE_DT, DOT_FP32), w_f,
+                         input_precision=DOT_PRECISION, out_dtype=ACC)
+        dh_new += tl.dot(_dot_operand(dz_g, STORE_DT, DOT_FP32), w_g,
+                         input_precision=DOT_PRECISION, out_dtype=ACC)
+        dh_new += tl.dot(_dot_operand(dz_o, STORE_DT, DOT_FP32), w_o,
+                         input_precision=DOT_PRECISION, out_dtype=ACC)
+        dh = tl.where(valid, dh_new, dh)
+
+    tl.store(dh0_ptr + (d * B + rows[:, None]) * R + kr[None, :], dh, mask=m_br)
+    tl.store(dc0_ptr + (d * B + rows[:, None]) * H + jh[None, :], dc, mask=m_bh)
+
+
+def _dot_args(dtype):
+    """(DOT_FP32, DOT_PRECISION) for inputs of `dtype`."""
+    dot_fp32 = dtype == torch.bfloat16 and interpreting()
+    return dot_fp32, "ieee"
+
+
+def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
+    """Forward of one layer in one launch. Arguments and results as lstm_cell.step_forward:
+    gx (T, B, D, G), h0 (D, B, R), c0 (D, B, H), w_hh (D, G, R), w_hr (D, P, H) or None,
+    w_peep (D, 3, H) or None, lengths (B,) or None ->
+    y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H)
+    (gates and cells None when not `save`)."""
+    T, B, D, G = gx.shape
+    H, R = G // 4, h0.shape[2]
+    y = new_output((T, B, D * R), gx)
+    h_n = new_output((D, B, R), gx)
+    c_n = new_output((D, B, H), gx)
+    gates = new_output((D, T, B, G), gx) if save else None
+    cells = new_output((D, T, B, H), gx) if save else None
+    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gx.dtype)
+    dot_fp32, precision = _dot_args(gx.dtype)
+    dummy = h0
+    lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
+        gx, h0, c0, w_hh, w_hr if w_hr is not None else dummy,
+        w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
+        y, h_n, c_n, gates if save else y, cells if save else y, T, B, H, R,
+        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None, SAVE=save,
+        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
+        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, num_warps=num_warps)
+    return y, h_n, c_n, gates, cells
+
+
+def sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates,
+                      cells):
+    """Reverse time loop of one layer in one launch. Returns dZ (T, B, D, G), dR (D, T, B, R)
+    or None without a projection, grad_h0 (D, B, R), grad_c0 (D, B, H)."""
+    D, T, B, G = gates.shape
+    H, R = G // 4, grad_h_n.shape[2]
+    proj = w_hr is not None
+    dZ = new_output((T, B, D, G), gates)
+    dR = new_output((D, T, B, R), gates) if proj else None
+    grad_h0 = new_output((D, B, R), gates)
+    grad_c0 = new_output((D, B, H), gates)
+    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gates.dtype)
+    dot_fp32, precision = _dot_args(gates.dtype)
+    dummy = c0
+    lstm_sequence_backward_kernel[(D, triton.cdiv(B, BLOCK_B))](
+        grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr if proj else dummy,
+        w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
+        gates, cells, dZ, dR if proj else dummy, grad_h0, grad_c0, T, B, H, R,
+        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=proj,
+        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
+        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, num_warps=num_warps)
+    return dZ, dR, grad_h0, grad_c0
+

@@ -1,0 +1,127 @@
+"""Block sizes, warps and the choice of path, by a fixed rule keyed on B, H (R) and dtype.
+
+A rule rather than triton.autotune: the sequence kernel runs a whole layer in one launch, so
+timing candidates would run the layer several times on the first call, and the state it
+writes (y, gates, cells) would need restoring between candidates. The rule is small enough to
+read in full below; its constants are NOT tuned on a GPU yet (no GPU in the session that
+wrote it) and are the first thing to measure.
+
+Also here: `new_output`, which allocates every kernel output, and `poison_outputs`, which
+makes it fill them with NaN first so that a test catches any element a kernel forgets.
+"""
+import contextlib
+import os
+
+import torch
+import triton
+
+# Set through poison_outputs() (tests); outputs are then NaN before the kernels run.
+_POISON = False
+# Set through force_path() (tests, benchmarks); None = the rule of choose_path.
+_FORCED_PATH = None
+
+# The sequence kernel keeps W_hh (4 tiles of BLOCK_R x BLOCK_H) and W_hr (BLOCK_H x BLOCK_R)
+# of one direction on chip for the whole time loop, in one program per (direction, batch
+# block). The compiler stages the tiles in shared memory; compiled for sm_90 (triton 3.6,
+# BLOCK_B = 16, 8 warps) the backward kernel, the larger of the two, uses
+#   16-bit  H = R = 128 (65536 weight elements): 152 KiB      H = 128, P = 64: 102 KiB
+#   float32 H = R = 64  (16384):                 143 KiB      H = R = 128:     418 KiB
+#   float64 H = R = 32  (4096):                  110 KiB      H = 64, P = 32:  229 KiB
+# of the 227 KiB an H100 block may have (163 KiB on an A100). Hence these limits per element
+# size; larger layers take the step path (cuBLAS GEMM + gate kernel per step) until a
+# multi-program sequence kernel (W_hh split over SMs, a grid-wide barrier per step) exists.
+SEQUENCE_MAX_WEIGHT_ELEMENTS = {2: 128 * 128 * 4, 4: 64 * 64 * 4, 8: 32 * 32 * 4}
+# tl.dot needs every block dimension >= 16.
+MIN_DOT_BLOCK = 16
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype of the kernels: float32, or float64 for float64 inputs."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def new_output(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    """An uninitialised output, or NaN everywhere under poison_outputs() or
+    LSTM_FUSED_POISON=1 (the switch of the C++ kernels, set by tests/conftest.py)."""
+    dtype = like.dtype if dtype is None else dtype
+    if _POISON or os.environ.get("LSTM_FUSED_POISON") == "1":
+        return torch.full(shape, float("nan"), dtype=dtype, device=like.device)
+    return torch.empty(shape, dtype=dtype, device=like.device)
+
+
+@contextlib.contextmanager
+def poison_outputs(enabled: bool = True):
+    """Within the block, kernel outputs are filled with NaN before the kernels run."""
+    global _POISON
+    old, _POISON = _POISON, enabled
+    try:
+        yield
+    finally:
+        _POISON = old
+
+
+@contextlib.contextmanager
+def force_path(path):
+    """Within the block, every layer call takes `path` ("sequence", "step", or "persistent":
+    the experimental kernels of lstm_persistent.py, without projection; None = rule)."""
+    global _FORCED_PATH
+    if path not in (None, "sequence", "step", "persistent"):
+        raise ValueError(f"force_path: path must be 'sequence', 'step', 'persistent' or None, "
+                         f"got {path!r}")
+    old, _FORCED_PATH = _FORCED_PATH, path
+    try:
+        yield
+    finally:
+        _FORCED_PATH = old
+
+
+def dot_block(n: int) -> int:
+    return max(MIN_DOT_BLOCK, triton.next_power_of_2(max(n, 1)))
+
+
+def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype) -> bool:
+    """Whether the recurrent weights of one direction fit on chip for the sequence kernel."""
+    bh, br = dot_block(H), dot_block(R)
+    size = torch.tensor([], dtype=dtype).element_size()
+    return 4 * br * bh + (bh * br if proj else 0) <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
+
+
+def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
+    """"sequence" (one launch for the whole layer) or "step" (a gate launch per step).
+
+    T == 1 (LSTMCell, or a one-step layer) takes the step path: there is no recurrence to keep
+    on chip and the one GEMM is cuBLAS's. Layers whose weights do not fit (sequence_fits) take
+    the step path too. The persistent kernels (lstm_persistent.py, large H) are never chosen
+    here until they have run on a GPU: only force_path("persistent") selects them."""
+    if _FORCED_PATH is not None:
+        return _FORCED_PATH
+    if T > 1 and sequence_fits(H, R, proj, dtype):
+        return "sequence"
+    return "step"
+
+
+def gate_config(B: int, H: int, dtype: torch.dtype):
+    """(BLOCK_B, BLOCK_H, num_warps) of the element-wise gate kernels: about 2048 elements of
+    each of the 4 gates per program, wider H blocks first (coalesced rows)."""
+    block_h = min(triton.next_power_of_2(max(H, 1)), 256 if dtype != torch.float64 else 128)
+    block_b = min(triton.next_power_of_2(max(B, 1)), max(1, 2048 // block_h))
+    num_warps = 4 if block_b * block_h >= 1024 else 2
+    return block_b, block_h, num_warps
+
+
+def sequence_config(B: int, H: int, R: int, dtype: torch.dtype):
+    """(BLOCK_B, BLOCK_H, BLOCK_R, num_warps) of the sequence kernels.
+
+    BLOCK_B is the M of the per-step tl.dot: 16, the smallest tl.dot tile, so that B/16
+    programs per direction spread over the SMs (a larger block would also raise the shared
+    memory measured in SEQUENCE_MAX_WEIGHT_ELEMENTS). 8 warps when the weight tiles are
+    large, 4 when they are small. Not tuned on a GPU yet: B only sets the grid here."""
+    block_b = 16
+    bh, br = dot_block(H), dot_block(R)
+    weight_words = 4 * bh * br * (2 if dtype in (torch.float32, torch.float64) else 1)
+    num_warps = 8 if weight_words > 8192 else 4
+    return block_b, bh, br, num_warps
