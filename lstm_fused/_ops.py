@@ -87,6 +87,12 @@ def register_layer_autograd(forward_name: str, backward_op) -> None:
         grad_y = torch.zeros_like(y) if grad_y is None else grad_y
         grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
         grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+        if lengths is not None:
+            # Padded steps have zero gate gradients, but 0 * NaN = NaN: padding that holds NaN
+            # or inf must not reach grad_w_ih through the GEMM over all steps.
+            steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
+            padded = steps >= lengths.to(x.device).unsqueeze(0)  # (T, B)
+            x = x.masked_fill(padded.unsqueeze(2), 0)
         gx, gh0, gc0, gw_ih, gw_hh, gbias, gw_hr, gw_peep = backward_op(
             grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y,
             gates, cells)

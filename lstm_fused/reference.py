@@ -43,6 +43,7 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths
     if lengths is not None:
         steps = torch.arange(T, device=x.device).unsqueeze(1)
         valid = (steps < lengths.to(x.device).unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
+        x = x.masked_fill(~valid, 0)  # padding is never read, even when it holds NaN
     for d in range(D):
         h, c = h0[d], c0[d]
         outs = [None] * T

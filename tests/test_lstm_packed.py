@@ -93,3 +93,26 @@ def test_packed_roundtrip_gives_padded_zeros(backend):
     padded, out_len = pad_packed_sequence(out)
     assert torch.equal(out_len, lengths)
     assert padded.shape == (6, 3, 20)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_padding_never_reaches_gradients(backend):
+    torch.manual_seed(0)
+    D, T, B, I, H = 2, 4, 3, 3, 5
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    lengths = torch.tensor([4, 2, 0])
+    for b, n in enumerate(lengths.tolist()):
+        x[n:, b] = float("nan")
+    x.requires_grad_(True)
+    ws = [torch.randn(D, 4 * H, I, dtype=torch.float64, requires_grad=True),
+          torch.randn(D, 4 * H, H, dtype=torch.float64, requires_grad=True),
+          torch.randn(D, 4 * H, dtype=torch.float64, requires_grad=True)]
+    h0 = torch.randn(D, B, H, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(D, B, H, dtype=torch.float64, requires_grad=True)
+    y, h_n, c_n = lstm_fused.functional.lstm_layer(x, h0, c0, *ws, lengths=lengths,
+                                                   backend=backend)
+    grads = torch.autograd.grad(y.sum() + h_n.sum() + c_n.sum(), [x, h0, c0, *ws])
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(grads[0][n:, b], torch.zeros_like(grads[0][n:, b]))
+    for g in grads:
+        assert torch.isfinite(g).all()

@@ -281,9 +281,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
   const Tensor x2 = x.reshape({s.T * s.B, s.I});
-  Tensor grad_x = at::mm(dZ.select(0, 0).view({s.T * s.B, s.G}), w_ih.select(0, 0));
-  for (int64_t d = 1; d < s.D; ++d)
-    grad_x.addmm_(dZ.select(0, d).view({s.T * s.B, s.G}), w_ih.select(0, d));
+  // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight, through oneDNN.
+  Tensor grad_x;
+  for (int64_t d = 0; d < s.D; ++d) {
+    const ReusedWeightGemm input_t(w_ih.select(0, d).t().contiguous(), s.T * s.B);
+    const Tensor part = input_t(dZ.select(0, d).view({s.T * s.B, s.G}));
+    grad_x = d == 0 ? part : grad_x.add_(part);
+  }
   grad_x = grad_x.view({s.T, s.B, s.I});
   Tensor grad_w_ih = at::bmm(dZ.view({s.D, s.T * s.B, s.G}).transpose(1, 2),
                              x2.unsqueeze(0).expand({s.D, s.T * s.B, s.I}));
