@@ -139,3 +139,8 @@ def channel_rescale(x, w, lengths=None):
     B, T = x.shape[0], x.shape[1]
     keep = valid_mask(lengths, B, T, x.device).unsqueeze(2)
     return torch.where(keep, x, torch.zeros_like(x)) * w.unsqueeze(1)
+
+
+# Multi-head self-attention (SPEC §2) lives in reference_mhsa.py; its entry points are part of
+# the reference too.
+from .reference_mhsa import attention_core, multihead_self_attention  # noqa: E402,F401
