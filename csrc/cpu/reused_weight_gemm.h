@@ -6,7 +6,7 @@
 // uses). Per step this avoids re-packing the whole weight, which is what a plain GEMM call does
 // and what dominates when M is small: on a 2-core AMD EPYC, B=32, H=512, about 660 us a step
 // instead of about 900 us (single thread). Other dtypes, or a PyTorch without those ops, or
-// LSTM_FUSED_CPU_GEMM=aten, use at::mm.
+// LSTM_FUSED_CPU_GEMM=aten, or a small product (see the constructor), use at::mm.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -25,6 +25,10 @@ class ReusedWeightGemm {
                    const c10::optional<at::Tensor>& bias = c10::nullopt)
       : weight_(weight), bias_(bias) {
     if (weight.scalar_type() != at::kFloat || rows <= 0 || weight.numel() == 0) return;
+    // Below about 4M multiply-adds a call, oneDNN's per-call cost (primitive lookup, boxed
+    // dispatch) outweighs what the packed weight saves (measured on the 2-core AMD EPYC: B=16,
+    // H=128 is faster through at::mm; B=16, H=256 and up through oneDNN).
+    if (rows * weight.numel() < (int64_t(1) << 22)) return;
     const char* env = std::getenv("LSTM_FUSED_CPU_GEMM");
     if (env != nullptr && std::strcmp(env, "aten") == 0) return;
     const auto& ops = onednn_ops();
