@@ -46,7 +46,7 @@ def versions() -> dict:
     try:
         import triton
         triton_version = triton.__version__
-    except Exception:  # triton is optional: absent on some platforms
+    except ImportError:  # triton is optional: absent on some platforms
         triton_version = ""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
