@@ -207,3 +207,34 @@ def test_peephole_matches_reference(backend, proj):
                              params)
     for a, e in zip(g1, g2):
         assert_close(a, e)
+
+
+@pytest.mark.parametrize("loop", ["rows", "units"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_both_cpu_time_loops_match_nn_lstm(monkeypatch, loop, dtype):
+    """The CPU forward has two time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
+    rows, or over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads)."""
+    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
+    torch.manual_seed(0)
+    ref = nn.LSTM(7, 130, 2, bidirectional=True, dtype=dtype)
+    ours = lstm_fused.LSTM(7, 130, 2, bidirectional=True, dtype=dtype, backend="cpu")
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3, 7, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+
+    def inputs(packed):
+        return nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+
+    for packed in (False, True):
+        (y_r, (h_r, c_r)), (y_o, (h_o, c_o)) = ref(inputs(packed)), ours(inputs(packed))
+        if packed:
+            y_r, y_o = y_r.data, y_o.data
+        for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r)):
+            assert_close(a, e)
+        g_r = torch.autograd.grad(y_r.sum() + c_r.sum(), [x, *ref.parameters()])
+        g_o = torch.autograd.grad(y_o.sum() + c_o.sum(), [x, *ours.parameters()])
+        for a, e in zip(g_o, g_r):
+            assert_close(a, e)
+        with torch.no_grad():
+            y_i = ours(inputs(packed))[0]
+        assert_close(y_i.data if packed else y_i, y_o.detach())

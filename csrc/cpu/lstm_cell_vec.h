@@ -44,37 +44,50 @@ inline Vectorized<T> vtanh(const Vectorized<T>& x) {
   return two * vsigmoid(two * x) - one;
 }
 
-// Forward of one row. The pre-activations are z_in + z_rec (4H each: the input projection with
-// bias, and the recurrent product), c_prev: (H), peep: (3H) or nullptr.
-// Writes gates (4H, activated), c (H) and h (H).
+// Forward of n hidden units of one row. The pre-activations are z_in + z_rec, each laid out as
+// four gate blocks (i, f, g, o) whose starts are in_stride / rec_stride elements apart; peep
+// (three blocks w_ci, w_cf, w_co, peep_stride apart) may be nullptr; gates are written as four
+// blocks gate_stride apart, or not at all when gates is nullptr (inference). c_prev, c, h: (n);
+// c may be c_prev (updated in place).
 template <typename T>
-inline void cell_forward_row(const T* z_in, const T* z_rec, const T* c_prev, const T* peep,
-                             T* gates, T* c, T* h, int64_t H) {
+inline void cell_forward_units(const T* z_in, int64_t in_stride, const T* z_rec,
+                               int64_t rec_stride, const T* c_prev, const T* peep,
+                               int64_t peep_stride, T* gates, int64_t gate_stride, T* c, T* h,
+                               int64_t n_units) {
   using V = Vectorized<T>;
   const int64_t n = V::size();
-  for (int64_t j = 0; j < H; j += n) {
-    const int64_t cnt = std::min<int64_t>(n, H - j);
+  for (int64_t j = 0; j < n_units; j += n) {
+    const int64_t cnt = std::min<int64_t>(n, n_units - j);
     V zi = V::loadu(z_in + j, cnt) + V::loadu(z_rec + j, cnt);
-    V zf = V::loadu(z_in + H + j, cnt) + V::loadu(z_rec + H + j, cnt);
-    V zg = V::loadu(z_in + 2 * H + j, cnt) + V::loadu(z_rec + 2 * H + j, cnt);
-    V zo = V::loadu(z_in + 3 * H + j, cnt) + V::loadu(z_rec + 3 * H + j, cnt);
+    V zf = V::loadu(z_in + in_stride + j, cnt) + V::loadu(z_rec + rec_stride + j, cnt);
+    V zg = V::loadu(z_in + 2 * in_stride + j, cnt) + V::loadu(z_rec + 2 * rec_stride + j, cnt);
+    V zo = V::loadu(z_in + 3 * in_stride + j, cnt) + V::loadu(z_rec + 3 * rec_stride + j, cnt);
     V cp = V::loadu(c_prev + j, cnt);
     if (peep != nullptr) {
       zi = at::vec::fmadd(V::loadu(peep + j, cnt), cp, zi);
-      zf = at::vec::fmadd(V::loadu(peep + H + j, cnt), cp, zf);
+      zf = at::vec::fmadd(V::loadu(peep + peep_stride + j, cnt), cp, zf);
     }
     V i = vsigmoid(zi), f = vsigmoid(zf), g = vtanh(zg);
     V cn = at::vec::fmadd(f, cp, i * g);
-    if (peep != nullptr) zo = at::vec::fmadd(V::loadu(peep + 2 * H + j, cnt), cn, zo);
+    if (peep != nullptr) zo = at::vec::fmadd(V::loadu(peep + 2 * peep_stride + j, cnt), cn, zo);
     V o = vsigmoid(zo);
     V hn = o * vtanh(cn);
-    i.store(gates + j, cnt);
-    f.store(gates + H + j, cnt);
-    g.store(gates + 2 * H + j, cnt);
-    o.store(gates + 3 * H + j, cnt);
+    if (gates != nullptr) {
+      i.store(gates + j, cnt);
+      f.store(gates + gate_stride + j, cnt);
+      g.store(gates + 2 * gate_stride + j, cnt);
+      o.store(gates + 3 * gate_stride + j, cnt);
+    }
     cn.store(c + j, cnt);
     hn.store(h + j, cnt);
   }
+}
+
+// A whole row: z_in, z_rec, gates (4H), c_prev, c, h (H), peep (3H) or nullptr.
+template <typename T>
+inline void cell_forward_row(const T* z_in, const T* z_rec, const T* c_prev, const T* peep,
+                             T* gates, T* c, T* h, int64_t H) {
+  cell_forward_units<T>(z_in, H, z_rec, H, c_prev, peep, H, gates, H, c, h, H);
 }
 
 // Backward of one row. gates (4H) activated, c (H) the cell after the step, c_prev (H),

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -118,6 +119,97 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
   c_n.select(0, d).copy_(c_state);
 }
 
+// Contiguous blocks of hidden units, one per thread, for forward_direction_units: at least 64
+// units a block, at most one block per thread.
+std::vector<int64_t> unit_blocks(int64_t H) {
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 64));
+  std::vector<int64_t> bounds(n + 1);
+  for (int64_t k = 0; k <= n; ++k) bounds[k] = k * H / n;
+  return bounds;
+}
+
+// The same time loop as forward_direction, parallel over blocks of hidden units instead of
+// rows: each thread multiplies h_{t-1} by the W_hh rows of its own units (all four gates of
+// them, packed once) and runs the gate math of those units, so a step is one fork/join and each
+// thread's GEMM runs single-threaded. Every thread reads all of h_{t-1} while the others write
+// h_t, so h is double-buffered; c is only touched by the thread that owns its units.
+// Without projection only (the projection needs every unit of the step first).
+template <typename scalar_t>
+void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
+                             const Tensor& gx, const Tensor& h0, const Tensor& c0,
+                             const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
+                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save) {
+  const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  const bool reverse = d == 1;
+  const std::vector<int64_t> blocks = unit_blocks(H);
+  const int64_t n_blocks = static_cast<int64_t>(blocks.size()) - 1;
+  const Tensor w_hh_d = w_hh.select(0, d);  // (G, R)
+  std::vector<ReusedWeightGemm> recurrent;  // block k: (B, R) -> (B, 4 n_k), gates i, f, g, o
+  recurrent.reserve(n_blocks);
+  for (int64_t k = 0; k < n_blocks; ++k) {
+    const int64_t u0 = blocks[k], nu = blocks[k + 1] - blocks[k];
+    std::vector<Tensor> rows;
+    for (int64_t g = 0; g < 4; ++g) rows.push_back(w_hh_d.narrow(0, g * H + u0, nu));
+    recurrent.emplace_back(at::cat(rows, 0), B);
+  }
+  const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
+  const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
+
+  Tensor h_cur = h0.select(0, d).contiguous().clone();  // (B, R): h_{t-1}
+  Tensor h_nxt = at::empty_like(h_cur);                 // (B, R): h_t being written
+  Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
+  const scalar_t* gx_p = gx.data_ptr<scalar_t>();  // (T, B, D, G)
+  scalar_t* y_p = y.data_ptr<scalar_t>();
+  scalar_t* gates_p = save ? gates.data_ptr<scalar_t>() + d * T * B * G : nullptr;
+  scalar_t* cells_p = save ? cells.data_ptr<scalar_t>() + d * T * B * H : nullptr;
+  scalar_t* c_p = c_state.data_ptr<scalar_t>();
+
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = reverse ? T - 1 - step : step;
+    const scalar_t* hc_p = h_cur.data_ptr<scalar_t>();
+    scalar_t* hn_p = h_nxt.data_ptr<scalar_t>();
+    at::parallel_for(0, n_blocks, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t u0 = blocks[k], nu = blocks[k + 1] - blocks[k];
+        const Tensor z = recurrent[k](h_cur);  // (B, 4 nu)
+        const scalar_t* z_p = z.data_ptr<scalar_t>();
+        for (int64_t b = 0; b < B; ++b) {
+          scalar_t* g_row = save ? gates_p + (t * B + b) * G + u0 : nullptr;
+          scalar_t* c_row = c_p + b * H + u0;
+          scalar_t* y_row = y_p + (t * B + b) * D * R + d * R + u0;
+          if (t < len[b]) {
+            cell_forward_units<scalar_t>(gx_p + ((t * B + b) * D + d) * G + u0, H,
+                                         z_p + b * 4 * nu, nu, c_row, peep ? peep + u0 : nullptr,
+                                         H, g_row, H, c_row, hn_p + b * R + u0, nu);
+            std::memcpy(y_row, hn_p + b * R + u0, nu * sizeof(scalar_t));
+          } else {  // padding: state carried, gates zero, output zero
+            if (save)
+              for (int64_t g = 0; g < 4; ++g) std::memset(g_row + g * H, 0, nu * sizeof(scalar_t));
+            std::memcpy(hn_p + b * R + u0, hc_p + b * R + u0, nu * sizeof(scalar_t));
+            std::memset(y_row, 0, nu * sizeof(scalar_t));
+          }
+          if (save) std::memcpy(cells_p + (t * B + b) * H + u0, c_row, nu * sizeof(scalar_t));
+        }
+      }
+    });
+    std::swap(h_cur, h_nxt);
+  }
+  h_n.select(0, d).copy_(h_cur);
+  c_n.select(0, d).copy_(c_state);
+}
+
+// Which forward loop runs. By default the unit-block loop whenever it has at least two blocks
+// to share out (H >= 128 and 2+ threads) and there is no projection: on the 2-core AMD EPYC,
+// LSTM(256, 512, 2), B=32, T=100, no_grad, it took 128.6 ms against 136.4 ms for the row loop
+// (median of 15, interleaved in one process). LSTM_FUSED_CPU_LOOP=rows|units forces one.
+bool use_unit_loop(const LSTMLayerSizes& s) {
+  if (s.P > 0) return false;
+  const char* v = std::getenv("LSTM_FUSED_CPU_LOOP");
+  if (v != nullptr && std::strcmp(v, "units") == 0) return true;
+  if (v != nullptr && std::strcmp(v, "rows") == 0) return false;
+  return unit_blocks(s.H).size() > 2;
+}
+
 // The forward of one layer; with save, also the gates and cells kept for the backward.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
@@ -140,9 +232,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gates = save ? new_output({s.D, s.T, s.B, s.G}, opts) : at::empty({s.B, s.G}, opts);
   Tensor cells = save ? new_output({s.D, s.T, s.B, s.H}, opts) : at::empty({s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward_cpu", [&] {
-    for (int64_t d = 0; d < s.D; ++d)
-      forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n, c_n,
-                                  gates, cells, save);
+    const bool units = use_unit_loop(s);
+    for (int64_t d = 0; d < s.D; ++d) {
+      if (units)
+        forward_direction_units<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
+                                          cells, save);
+      else
+        forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n, c_n,
+                                    gates, cells, save);
+    }
   });
   return {y, h_n, c_n, gates, cells};
 }
