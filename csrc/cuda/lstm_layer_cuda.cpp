@@ -44,6 +44,7 @@
 
 #include "cuda/lstm_cuda_kernels.h"
 #include "lstm_layer_args.h"
+#include "lstm_layer_grads.h"
 
 namespace lstm_fused {
 namespace cuda {
@@ -314,37 +315,14 @@ void backward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& pla
   launch_persistent_backward<scalar_t>(a, plan, stream);
 }
 
-// The recurrent input r_{t-1} seen by each step of direction d, (T, B, R): h0 before the
-// first step, else the previous step's output. A reverse sequence of length l starts at
-// t = l - 1 from h0, where y[t + 1] holds padding zeros instead.
-Tensor previous_outputs(const LSTMLayerSizes& s, int64_t d, const Tensor& y, const Tensor& h0,
-                        const Tensor& len) {
-  const Tensor y_d = y.narrow(2, d * s.R, s.R);
-  const Tensor first = h0.select(0, d).unsqueeze(0);
-  if (d == 0) return at::cat({first, y_d.narrow(0, 0, s.T - 1)}, 0);
-  Tensor prev = at::cat({y_d.narrow(0, 1, s.T - 1), first}, 0);
-  if (len.defined()) {
-    const Tensor next_t = at::arange(1, s.T + 1, len.options()).unsqueeze(1);  // (T, 1)
-    const Tensor starts = (next_t >= len.unsqueeze(0)).unsqueeze(2);            // (T, B, 1)
-    prev = at::where(starts, first.expand_as(prev), prev);
-  }
-  return prev;
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cuda(
     const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
     const Tensor& gates, const Tensor& cells) {
-  const LSTMLayerSizes s =
-      check_layer_args(x, h0, c0, w_ih, w_hh, c10::nullopt, w_hr, w_peep, lengths);
+  const LSTMLayerSizes s = check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
+                                               w_hr, w_peep, lengths, y, gates, cells);
   check_cuda_call(x);
-  check_same(grad_y, "grad_y", {s.T, s.B, s.D * s.R}, x);
-  check_same(grad_h_n, "grad_h_n", {s.D, s.B, s.R}, x);
-  check_same(grad_c_n, "grad_c_n", {s.D, s.B, s.H}, x);
-  check_same(y, "y", {s.T, s.B, s.D * s.R}, x);
-  check_same(gates, "gates", {s.D, s.T, s.B, s.G}, x);
-  check_same(cells, "cells", {s.D, s.T, s.B, s.H}, x);
 #if defined(LSTM_FUSED_CUDA_EMULATION)
   const cudaStream_t stream = nullptr;  // emulated launches run in order on the CPU
 #else
@@ -404,31 +382,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
   Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0) {
-    // Elementwise products summed over T * B: in float for the half types (double stays double).
-    const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    for (int64_t d = 0; d < s.D; ++d) {
-      const Tensor dZ_d = dZ.select(2, d).reshape({s.T * s.B, s.G});
-      const Tensor r_prev = previous_outputs(s, d, y, h0, len);
-      grad_w_hh.select(0, d).copy_(at::mm(dZ_d.t(), r_prev.reshape({s.T * s.B, s.R})));
-      const Tensor cells_d = cells_c.select(0, d).to(acc);  // (T, B, H)
-      const Tensor gates_d = gates_c.select(0, d);
-      if (proj) {
-        const Tensor h_pre =
-            (gates_d.narrow(2, 3 * s.H, s.H).to(acc) * at::tanh(cells_d)).to(x.scalar_type());
-        grad_w_hr.select(0, d).copy_(
-            at::mm(dR.select(0, d).reshape({s.T * s.B, s.R}).t(), h_pre.reshape({-1, s.H})));
-      }
-      if (present(w_peep)) {
-        const Tensor c0_d = c0.select(0, d).unsqueeze(0).to(acc);
-        const Tensor c_prev = d == 0 ? at::cat({c0_d, cells_d.narrow(0, 0, s.T - 1)}, 0)
-                                     : at::cat({cells_d.narrow(0, 1, s.T - 1), c0_d}, 0);
-        const Tensor dz_d = dZ.select(2, d).to(acc);
-        Tensor gp = grad_w_peep.select(0, d);
-        gp.select(0, 0).copy_((dz_d.narrow(2, 0, s.H) * c_prev).sum({0, 1}));
-        gp.select(0, 1).copy_((dz_d.narrow(2, s.H, s.H) * c_prev).sum({0, 1}));
-        gp.select(0, 2).copy_((dz_d.narrow(2, 3 * s.H, s.H) * cells_d).sum({0, 1}));
-      }
-    }
+    for (int64_t d = 0; d < s.D; ++d)
+      direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), y, h0, c0,
+                             len, gates_c.select(0, d), cells_c.select(0, d),
+                             grad_w_hh.select(0, d), proj ? grad_w_hr.select(0, d) : Tensor(),
+                             present(w_peep) ? grad_w_peep.select(0, d) : Tensor());
   }
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
