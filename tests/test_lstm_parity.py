@@ -209,18 +209,20 @@ def test_peephole_matches_reference(backend, proj):
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("loop", ["rows", "units"])
+@pytest.mark.parametrize("loop", ["rows", "units", "fused"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_both_cpu_time_loops_match_nn_lstm(monkeypatch, loop, dtype):
-    """The CPU forward has two time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
-    rows, or over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads)."""
+def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
+    """The CPU forward has three time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
+    rows, over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads), or
+    fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18 is four
+    tiles of 4 rows and one of 2; B * 4H * H > 2^20 takes its parallel path)."""
     monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     torch.manual_seed(0)
     ref = nn.LSTM(7, 130, 2, bidirectional=True, dtype=dtype)
     ours = lstm_fused.LSTM(7, 130, 2, bidirectional=True, dtype=dtype, backend="cpu")
     ours.load_state_dict(ref.state_dict())
-    x = torch.randn(5, 3, 7, dtype=dtype, requires_grad=True)
-    lengths = torch.tensor([5, 2, 4])
+    x = torch.randn(5, 18, 7, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4, 1, 5, 3] * 3)
 
     def inputs(packed):
         return nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
@@ -238,3 +240,9 @@ def test_both_cpu_time_loops_match_nn_lstm(monkeypatch, loop, dtype):
         with torch.no_grad():
             y_i = ours(inputs(packed))[0]
         assert_close(y_i.data if packed else y_i, y_o.detach())
+
+
+def test_unknown_cpu_time_loop_is_an_error(monkeypatch):
+    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", "diagonal")
+    with pytest.raises(ValueError, match="LSTM_FUSED_CPU_LOOP=diagonal"):
+        lstm_fused.LSTM(3, 4, backend="cpu")(torch.randn(2, 1, 3))

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/lstm_recurrent_tile.h"
 #include "cpu/reused_weight_gemm.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
@@ -199,16 +200,71 @@ void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vect
   c_n.select(0, d).copy_(c_state);
 }
 
-// Which forward loop runs. By default the unit-block loop whenever it has at least two blocks
-// to share out (H >= 128 and 2+ threads) and there is no projection: on the 2-core AMD EPYC,
-// LSTM(256, 512, 2), B=32, T=100, no_grad, it took 128.6 ms against 136.4 ms for the row loop
-// (median of 15, interleaved in one process). LSTM_FUSED_CPU_LOOP=rows|units forces one.
-bool use_unit_loop(const LSTMLayerSizes& s) {
-  if (s.P > 0) return false;
+// The time loop with the recurrent product fused into the gate math (lstm_recurrent_tile.h):
+// per step, one parallel pass over panels of hidden units, each thread multiplying h_{t-1} by
+// its own panels of the packed W_hh and finishing the gates of those units in registers. No
+// GEMM call inside the loop. h is double-buffered (every thread reads all of h_{t-1}).
+// Without projection only (the projection needs every unit of the step first).
+template <typename scalar_t>
+void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
+                             const Tensor& gx, const Tensor& h0, const Tensor& c0,
+                             const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
+                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save) {
+  const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  const bool reverse = d == 1;
+  const Tensor panels = pack_recurrent<scalar_t>(w_hh.select(0, d).contiguous(), H, R);
+  const int64_t n_panels = panels.size(0);
+  const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
+  Tensor h_cur = h0.select(0, d).contiguous().clone();    // (B, R): h_{t-1}
+  Tensor h_nxt = at::empty_like(h_cur);                   // (B, R): h_t being written
+  Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
+
+  RecurrentStep<scalar_t> st{};
+  st.panels = panels.data_ptr<scalar_t>();
+  st.in_stride = D * G;
+  st.peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
+  st.c = c_state.data_ptr<scalar_t>();
+  st.y_stride = D * R;
+  st.len = len.data();
+  st.H = H;
+  st.R = R;
+  // Below about a million multiply-adds a step, a fork/join costs more than it saves.
+  const bool parallel = B * G * R >= (int64_t(1) << 20) && n_panels > 1;
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = reverse ? T - 1 - step : step;
+    st.t = t;
+    st.h_prev = h_cur.data_ptr<scalar_t>();
+    st.h_next = h_nxt.data_ptr<scalar_t>();
+    st.z_in = gx.data_ptr<scalar_t>() + (t * B * D + d) * G;
+    st.y = y.data_ptr<scalar_t>() + t * B * D * R + d * R;
+    st.gates = save ? gates.data_ptr<scalar_t>() + (d * T + t) * B * G : nullptr;
+    st.cells = save ? cells.data_ptr<scalar_t>() + (d * T + t) * B * H : nullptr;
+    if (parallel)
+      at::parallel_for(0, n_panels, 1,
+                       [&](int64_t p0, int64_t p1) { step_panels<scalar_t>(st, B, p0, p1); });
+    else
+      step_panels<scalar_t>(st, B, 0, n_panels);
+    std::swap(h_cur, h_nxt);
+  }
+  h_n.select(0, d).copy_(h_cur);
+  c_n.select(0, d).copy_(c_state);
+}
+
+// Which forward loop runs. By default the fused loop (with a projection, the only loop that
+// has one: rows). LSTM_FUSED_CPU_LOOP=rows|units|fused forces one, for comparisons:
+// `python -m bench.cpu_loops` times the three against nn.LSTM, interleaved in one process. On
+// the 2-core AMD EPYC (no_grad, median of 15-60): LSTM(256, 512, 2), B=32, T=100: fused 130.3,
+// units 143.3, rows 146.3 ms; LSTM(128, 128), B=16, T=50: fused 2.74, units 3.56, rows 4.71 ms.
+enum class ForwardLoop { Rows, Units, Fused };
+
+ForwardLoop choose_loop(const LSTMLayerSizes& s) {
+  if (s.P > 0) return ForwardLoop::Rows;
   const char* v = std::getenv("LSTM_FUSED_CPU_LOOP");
-  if (v != nullptr && std::strcmp(v, "units") == 0) return true;
-  if (v != nullptr && std::strcmp(v, "rows") == 0) return false;
-  return unit_blocks(s.H).size() > 2;
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "fused") == 0) return ForwardLoop::Fused;
+  if (std::strcmp(v, "units") == 0) return ForwardLoop::Units;
+  if (std::strcmp(v, "rows") == 0) return ForwardLoop::Rows;
+  TORCH_CHECK_VALUE(false, "lstm_fused: LSTM_FUSED_CPU_LOOP=", v,
+                    " is not a CPU time loop; expected rows, units or fused");
 }
 
 // The forward of one layer; with save, also the gates and cells kept for the backward.
@@ -233,9 +289,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gates = save ? new_output({s.D, s.T, s.B, s.G}, opts) : at::empty({s.B, s.G}, opts);
   Tensor cells = save ? new_output({s.D, s.T, s.B, s.H}, opts) : at::empty({s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward_cpu", [&] {
-    const bool units = use_unit_loop(s);
+    const ForwardLoop loop = choose_loop(s);
     for (int64_t d = 0; d < s.D; ++d) {
-      if (units)
+      if (loop == ForwardLoop::Fused)
+        forward_direction_fused<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
+                                          cells, save);
+      else if (loop == ForwardLoop::Units)
         forward_direction_units<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
                                           cells, save);
       else

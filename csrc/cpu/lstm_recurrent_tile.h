@@ -1,0 +1,173 @@
+// The recurrent product of one LSTM step fused with its gate math, for the CPU (at::vec).
+//
+// z = h_{t-1} W_hh^T + gx_t is computed tile by tile, a tile being MR batch rows times U hidden
+// units (U = one vector) of all four gates, accumulated in 4 * MR vector registers; the gate
+// math then runs on those registers, so z never goes to memory, and there is no GEMM library
+// call (with its per-call setup) inside the time loop. Dimension letters as in
+// lstm_layer_args.h; U = Vectorized<T>::size() (16 floats / 8 doubles with AVX-512).
+//
+// W_hh (G, R) of one direction is packed once per call into panels of U units
+// (pack_recurrent): panel p holds, for each k in [0, R), the weights of units [pU, pU + U) of
+// gate i, then f, g, o: R * 4 * U contiguous values, read front to back by the tile loop (four
+// vector loads per k, each multiplied by MR broadcast values of h). Units past H are zero.
+#pragma once
+
+#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace lstm_fused {
+namespace cpu {
+
+// Batch rows of a tile: 4 rows x 4 gates = 16 accumulators, which leaves registers for the
+// four weight vectors and the broadcasts (AVX-512 and AVX2 both have 16+ vector registers).
+constexpr int64_t kTileRows = 4;
+
+template <typename T>
+inline int64_t panel_units() {
+  return at::vec::Vectorized<T>::size();
+}
+
+// w (G, R) contiguous -> (ceil(H / U), R, 4, U) panels, zero-padded past H.
+template <typename T>
+at::Tensor pack_recurrent(const at::Tensor& w, int64_t H, int64_t R) {
+  const int64_t U = panel_units<T>(), n_panels = (H + U - 1) / U;
+  // Zero-filled only when the last panel has lanes past H.
+  at::Tensor packed = H % U == 0 ? at::empty({n_panels, R, 4, U}, w.options())
+                                 : at::zeros({n_panels, R, 4, U}, w.options());
+  const T* src = w.data_ptr<T>();
+  T* dst = packed.data_ptr<T>();
+  // Per panel and gate, a transpose of the (nu, R) block of W into (R, U) with row stride 4 U,
+  // in 16 x 16 pieces (in registers for float with AVX-512).
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / (R * 4 * U));  // 512 KB float
+  at::parallel_for(0, n_panels, grain, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t u0 = p * U, nu = std::min(U, H - u0);
+      for (int64_t g = 0; g < 4; ++g)
+        for (int64_t k0 = 0; k0 < R; k0 += 16)
+          at::vec::transpose_mxn<T>(src + (g * H + u0) * R + k0, R,
+                                    dst + (p * R + k0) * 4 * U + g * U, 4 * U,
+                                    static_cast<int>(nu),
+                                    static_cast<int>(std::min<int64_t>(16, R - k0)));
+    }
+  });
+  return packed;
+}
+
+// Everything one step of one direction reads and writes. Row b of a (B, .) operand starts at
+// b * its stride; `units` pointers are offset to the direction already.
+template <typename T>
+struct RecurrentStep {
+  const T* panels;      // pack_recurrent of W_hh
+  const T* h_prev;      // (B, R), row stride R
+  const T* z_in;        // (B, G) input projection + bias of the step, row stride in_stride
+  int64_t in_stride;
+  const T* peep;        // (3, H) w_ci, w_cf, w_co, or nullptr
+  T* c;                 // (B, H): c_{t-1} in, c_t out
+  T* h_next;            // (B, R): h_t (h_{t-1} where a row is past its length)
+  T* y;                 // (B, .) row stride y_stride: h_t, zero past the length
+  int64_t y_stride;
+  T* gates;             // (B, G) activated gates, or nullptr (inference)
+  T* cells;             // (B, H) c_t, or nullptr (inference)
+  const int64_t* len;   // (B) valid steps per row
+  int64_t t, H, R;
+};
+
+// Rows [r0, r0 + MR) times panel p of one step.
+template <typename T, int MR>
+inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
+  using V = at::vec::Vectorized<T>;
+  const int64_t U = V::size(), R = s.R, H = s.H, G = 4 * H;
+  // Named accumulators, not an array: with an array indexed in the loop, GCC stores all of
+  // them to the stack on every k (measured: a third of the FMA rate).
+  const V zero(T(0));
+  V a0i = zero, a0f = zero, a0g = zero, a0o = zero, a1i = zero, a1f = zero, a1g = zero,
+    a1o = zero, a2i = zero, a2f = zero, a2g = zero, a2o = zero, a3i = zero, a3f = zero,
+    a3g = zero, a3o = zero;
+  const T* w = s.panels + p * R * 4 * U;
+  const T* h = s.h_prev + r0 * R;
+  for (int64_t k = 0; k < R; ++k, w += 4 * U) {
+    const V w_i = V::loadu(w), w_f = V::loadu(w + U), w_g = V::loadu(w + 2 * U),
+            w_o = V::loadu(w + 3 * U);
+#define LSTM_FUSED_TILE_ROW(r)                  \
+  {                                             \
+    const V hk(h[(r) * R + k]);                 \
+    a##r##i = at::vec::fmadd(hk, w_i, a##r##i); \
+    a##r##f = at::vec::fmadd(hk, w_f, a##r##f); \
+    a##r##g = at::vec::fmadd(hk, w_g, a##r##g); \
+    a##r##o = at::vec::fmadd(hk, w_o, a##r##o); \
+  }
+    LSTM_FUSED_TILE_ROW(0)
+    if constexpr (MR > 1) LSTM_FUSED_TILE_ROW(1)
+    if constexpr (MR > 2) LSTM_FUSED_TILE_ROW(2)
+    if constexpr (MR > 3) LSTM_FUSED_TILE_ROW(3)
+#undef LSTM_FUSED_TILE_ROW
+  }
+  static_assert(MR >= 1 && MR <= 4, "a tile has 1 to 4 rows");
+  const V acc[4][4] = {{a0i, a0f, a0g, a0o}, {a1i, a1f, a1g, a1o}, {a2i, a2f, a2g, a2o},
+                       {a3i, a3f, a3g, a3o}};
+
+  const int64_t u0 = p * U;
+  const int cnt = static_cast<int>(std::min(U, H - u0));
+  for (int r = 0; r < MR; ++r) {
+    const int64_t b = r0 + r;
+    T* c_row = s.c + b * H + u0;
+    T* h_out = s.h_next + b * R + u0;
+    T* y_row = s.y + b * s.y_stride + u0;
+    T* g_row = s.gates != nullptr ? s.gates + b * G + u0 : nullptr;
+    if (s.t >= s.len[b]) {  // past the length: state carried, output and gates zero
+      std::memcpy(h_out, s.h_prev + b * R + u0, cnt * sizeof(T));
+      std::memset(y_row, 0, cnt * sizeof(T));
+      if (g_row != nullptr)
+        for (int g = 0; g < 4; ++g) std::memset(g_row + g * H, 0, cnt * sizeof(T));
+      if (s.cells != nullptr) std::memcpy(s.cells + b * H + u0, c_row, cnt * sizeof(T));
+      continue;
+    }
+    const T* zin = s.z_in + b * s.in_stride + u0;
+    V zi = acc[r][0] + V::loadu(zin, cnt), zf = acc[r][1] + V::loadu(zin + H, cnt);
+    V zg = acc[r][2] + V::loadu(zin + 2 * H, cnt), zo = acc[r][3] + V::loadu(zin + 3 * H, cnt);
+    const V cp = V::loadu(c_row, cnt);
+    if (s.peep != nullptr) {
+      zi = at::vec::fmadd(V::loadu(s.peep + u0, cnt), cp, zi);
+      zf = at::vec::fmadd(V::loadu(s.peep + H + u0, cnt), cp, zf);
+    }
+    const V i = vsigmoid(zi), f = vsigmoid(zf), g = vtanh(zg);
+    const V cn = at::vec::fmadd(f, cp, i * g);
+    if (s.peep != nullptr) zo = at::vec::fmadd(V::loadu(s.peep + 2 * H + u0, cnt), cn, zo);
+    const V o = vsigmoid(zo);
+    const V hn = o * vtanh(cn);
+    cn.store(c_row, cnt);
+    hn.store(h_out, cnt);
+    hn.store(y_row, cnt);
+    if (g_row != nullptr) {
+      i.store(g_row, cnt);
+      f.store(g_row + H, cnt);
+      g.store(g_row + 2 * H, cnt);
+      o.store(g_row + 3 * H, cnt);
+    }
+    if (s.cells != nullptr) cn.store(s.cells + b * H + u0, cnt);
+  }
+}
+
+// Panels [p0, p1) of one step, for every batch row (B rows in tiles of kTileRows).
+template <typename T>
+void step_panels(const RecurrentStep<T>& s, int64_t B, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    int64_t r0 = 0;
+    for (; r0 + kTileRows <= B; r0 += kTileRows) step_tile<T, kTileRows>(s, p, r0);
+    switch (B - r0) {
+      case 3: step_tile<T, 3>(s, p, r0); break;
+      case 2: step_tile<T, 2>(s, p, r0); break;
+      case 1: step_tile<T, 1>(s, p, r0); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace lstm_fused
