@@ -1,10 +1,13 @@
 // C++ CPU kernels of lstm_fused::lstm_layer_forward / lstm_layer_backward.
 //
 // Per layer: one GEMM for the input projections of every step and direction; then, per
-// direction, the time loop in C++: one GEMM for the recurrent product of the step (on a weight
-// packed once, reused_weight_gemm.h) and the fused, vectorised gate math of lstm_cell_vec.h
-// (which also adds the input projection), parallel over the batch rows. The backward runs the reverse time loop the
-// same way and finishes with one GEMM per weight over all steps.
+// direction, the time loop in C++. The forward has three loops (choose_loop): fused (default
+// without projection: the recurrent product in register tiles with the gate math on the
+// accumulators, lstm_recurrent_tile.h), units (a GEMM per thread on its own W_hh rows, then the
+// gate math of its units) and rows (one GEMM a step on a weight packed once,
+// reused_weight_gemm.h, then the fused, vectorised gate math of lstm_cell_vec.h parallel over
+// the batch rows; the only loop with a projection). The backward runs the reverse time loop
+// the rows way and finishes with one GEMM per weight over all steps.
 #include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
 
 #include <ATen/ATen.h>
