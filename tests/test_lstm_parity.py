@@ -215,7 +215,9 @@ def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
     """The CPU forward has three time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
     rows, over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads), or
     fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18 is four
-    tiles of 4 rows and one of 2; B * 4H * H > 2^20 takes its parallel path)."""
+    tiles of 4 rows and one of 2; B * 4H * H > 2^20 takes its parallel path). The backward
+    follows: fused for "fused" (lstm_recurrent_tile_backward.h: H = 130 is column panels of
+    64, 64 and 2 float units), the per-step GEMM loop otherwise."""
     monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     torch.manual_seed(0)
     ref = nn.LSTM(7, 130, 2, bidirectional=True, dtype=dtype)
@@ -233,8 +235,13 @@ def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
             y_r, y_o = y_r.data, y_o.data
         for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r)):
             assert_close(a, e)
-        g_r = torch.autograd.grad(y_r.sum() + c_r.sum(), [x, *ref.parameters()])
-        g_o = torch.autograd.grad(y_o.sum() + c_o.sum(), [x, *ours.parameters()])
+        # Random output gradients for y, h_n and c_n: the backward's loops carry the gradient
+        # of h_n and c_n through the padded steps.
+        gy, gh, gc = torch.randn_like(y_r), torch.randn_like(h_r), torch.randn_like(c_r)
+        g_r = torch.autograd.grad((y_r * gy).sum() + (h_r * gh).sum() + (c_r * gc).sum(),
+                                  [x, *ref.parameters()])
+        g_o = torch.autograd.grad((y_o * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
+                                  [x, *ours.parameters()])
         for a, e in zip(g_o, g_r):
             assert_close(a, e)
         with torch.no_grad():

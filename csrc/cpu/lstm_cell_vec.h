@@ -90,40 +90,51 @@ inline void cell_forward_row(const T* z_in, const T* z_rec, const T* c_prev, con
   cell_forward_units<T>(z_in, H, z_rec, H, c_prev, peep, H, gates, H, c, h, H);
 }
 
-// Backward of one row. gates (4H) activated, c (H) the cell after the step, c_prev (H),
-// dh (H) gradient of h = o tanh(c) (before any projection), dc (H) gradient of c from the
-// future; on return dc holds the gradient of c_prev. Writes dz (4H), the gradient of the
-// pre-activations (the gradient of the peephole pre-activation terms is the same dz).
+// Backward of n units of one row. gates: four blocks (i, f, g, o; activated) gate_stride
+// apart; c the cell after the step, c_prev the one before (n each); dh (n) gradient of
+// h = o tanh(c) (before any projection); dc (n) gradient of c from the future, on return the
+// gradient of c_prev; peep (three blocks peep_stride apart) or nullptr. Writes dz, the gradient
+// of the pre-activations (the gradient of the peephole pre-activation terms is the same dz), as
+// four blocks dz_stride apart.
 template <typename T>
-inline void cell_backward_row(const T* gates, const T* c, const T* c_prev, const T* peep,
-                              const T* dh, T* dc, T* dz, int64_t H) {
+inline void cell_backward_units(const T* gates, int64_t gate_stride, const T* c, const T* c_prev,
+                                const T* peep, int64_t peep_stride, const T* dh, T* dc, T* dz,
+                                int64_t dz_stride, int64_t n_units) {
   using V = Vectorized<T>;
   const int64_t n = V::size();
   const V one(T(1));
-  for (int64_t j = 0; j < H; j += n) {
-    const int64_t cnt = std::min<int64_t>(n, H - j);
-    V i = V::loadu(gates + j, cnt), f = V::loadu(gates + H + j, cnt);
-    V g = V::loadu(gates + 2 * H + j, cnt), o = V::loadu(gates + 3 * H + j, cnt);
+  const int64_t gs = gate_stride, ps = peep_stride, zs = dz_stride;
+  for (int64_t j = 0; j < n_units; j += n) {
+    const int64_t cnt = std::min<int64_t>(n, n_units - j);
+    V i = V::loadu(gates + j, cnt), f = V::loadu(gates + gs + j, cnt);
+    V g = V::loadu(gates + 2 * gs + j, cnt), o = V::loadu(gates + 3 * gs + j, cnt);
     V ct = V::loadu(c + j, cnt), cp = V::loadu(c_prev + j, cnt);
     V dhv = V::loadu(dh + j, cnt), dcv = V::loadu(dc + j, cnt);
     V tc = vtanh(ct);
     V dzo = dhv * tc * o * (one - o);
     V dct = at::vec::fmadd(dhv * o, one - tc * tc, dcv);
-    if (peep != nullptr) dct = at::vec::fmadd(dzo, V::loadu(peep + 2 * H + j, cnt), dct);
+    if (peep != nullptr) dct = at::vec::fmadd(dzo, V::loadu(peep + 2 * ps + j, cnt), dct);
     V dzi = dct * g * i * (one - i);
     V dzf = dct * cp * f * (one - f);
     V dzg = dct * i * (one - g * g);
     V dcp = dct * f;
     if (peep != nullptr) {
       dcp = at::vec::fmadd(dzi, V::loadu(peep + j, cnt), dcp);
-      dcp = at::vec::fmadd(dzf, V::loadu(peep + H + j, cnt), dcp);
+      dcp = at::vec::fmadd(dzf, V::loadu(peep + ps + j, cnt), dcp);
     }
     dzi.store(dz + j, cnt);
-    dzf.store(dz + H + j, cnt);
-    dzg.store(dz + 2 * H + j, cnt);
-    dzo.store(dz + 3 * H + j, cnt);
+    dzf.store(dz + zs + j, cnt);
+    dzg.store(dz + 2 * zs + j, cnt);
+    dzo.store(dz + 3 * zs + j, cnt);
     dcp.store(dc + j, cnt);
   }
+}
+
+// A whole row: gates, dz (4H); c, c_prev, dh, dc (H); peep (3H) or nullptr.
+template <typename T>
+inline void cell_backward_row(const T* gates, const T* c, const T* c_prev, const T* peep,
+                              const T* dh, T* dc, T* dz, int64_t H) {
+  cell_backward_units<T>(gates, H, c, c_prev, peep, H, dh, dc, dz, H, H);
 }
 
 }  // namespace cpu

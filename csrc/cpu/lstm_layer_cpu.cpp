@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu/lstm_recurrent_tile.h"
+#include "cpu/lstm_recurrent_tile_backward.h"
 #include "cpu/reused_weight_gemm.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
@@ -392,6 +393,68 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
   grad_c0.select(0, d).copy_(dc_state);
 }
 
+// The reverse time loop with the recurrent product fused into the cell backward
+// (lstm_recurrent_tile_backward.h): per step, one parallel pass over column panels of hidden
+// units. Without projection only. Writes dZ (this direction's slice), grad_h0 and grad_c0.
+template <typename scalar_t>
+void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
+                              const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
+                              const Tensor& c0, const Tensor& w_hh, const OptTensor& w_peep,
+                              const Tensor& gates, const Tensor& cells, Tensor& dZ,
+                              Tensor& grad_h0, Tensor& grad_c0) {
+  const int64_t T = s.T, B = s.B, H = s.H, G = s.G, D = s.D;
+  const bool reverse = d == 1;
+  const Tensor w_hh_d = w_hh.select(0, d).contiguous();  // (G, H)
+  const Tensor panels = pack_recurrent_t<scalar_t>(w_hh_d, G, H);
+  const int64_t n_panels = panels.size(0);
+  Tensor dh_carry = grad_h_n.select(0, d).contiguous().clone();  // (B, H)
+  Tensor dc = grad_c_n.select(0, d).contiguous().clone();        // (B, H)
+  const Tensor c0_d = c0.select(0, d).contiguous();
+  const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
+  const scalar_t* gates_p = gates.data_ptr<scalar_t>() + d * T * B * G;
+  const scalar_t* cells_p = cells.data_ptr<scalar_t>() + d * T * B * H;
+  scalar_t* dZ_p = dZ.data_ptr<scalar_t>() + d * T * B * G;
+
+  RecurrentBackStep<scalar_t> st{};
+  st.panels = panels.data_ptr<scalar_t>();
+  st.gy_stride = D * H;
+  st.peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
+  st.dh_carry = dh_carry.data_ptr<scalar_t>();
+  st.dc = dc.data_ptr<scalar_t>();
+  st.len = len.data();
+  st.H = H;
+  const bool parallel = B * G * H >= (int64_t(1) << 20) && n_panels > 1;
+  int64_t t_next = -1;
+  for (int64_t step = T - 1; step >= 0; --step) {
+    const int64_t t = reverse ? T - 1 - step : step;
+    const int64_t t_prev = reverse ? t + 1 : t - 1;
+    st.t = t;
+    st.t_next = t_next;
+    st.dz_next = t_next < 0 ? nullptr : dZ_p + t_next * B * G;
+    st.gy = gy.data_ptr<scalar_t>() + t * B * D * H + d * H;
+    st.gates = gates_p + t * B * G;
+    st.c = cells_p + t * B * H;
+    st.c_prev = step == 0 ? c0_d.data_ptr<scalar_t>() : cells_p + t_prev * B * H;
+    st.dz = dZ_p + t * B * G;
+    if (parallel)
+      at::parallel_for(0, n_panels, 1,
+                       [&](int64_t q0, int64_t q1) { back_step_panels<scalar_t>(st, B, q0, q1); });
+    else
+      back_step_panels<scalar_t>(st, B, 0, n_panels);
+    t_next = t;
+  }
+  // The gradient of h0: through W_hh for rows whose last processed step was valid, else what
+  // the padded steps carried (grad_h_n when T = 0).
+  Tensor dh0 = dh_carry;
+  if (t_next >= 0) {
+    const Tensor through = at::mm(dZ.select(0, d).select(0, t_next), w_hh_d);  // (B, H)
+    for (int64_t b = 0; b < B; ++b)
+      if (t_next < len[b]) dh0[b].copy_(through[b]);
+  }
+  grad_h0.select(0, d).copy_(dh0);
+  grad_c0.select(0, d).copy_(dc);
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cpu(
     const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
@@ -411,8 +474,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_backward_cpu", [&] {
+    const bool fused = choose_loop(s) == ForwardLoop::Fused;
     for (int64_t d = 0; d < s.D; ++d)
-      backward_direction<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep,
+      if (fused)
+        backward_direction_fused<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_peep,
+                                           gates_c, cells_c, dZ, grad_h0, grad_c0);
+      else
+        backward_direction<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep,
                                    gates_c, cells_c, dZ, dR, grad_h0, grad_c0);
   });
 

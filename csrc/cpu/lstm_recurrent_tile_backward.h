@@ -1,0 +1,147 @@
+// The backward counterpart of lstm_recurrent_tile.h: one step of the reverse time loop with
+// the recurrent product dh = dz_{t+1} W_hh fused with the cell backward of step t.
+//
+// A tile is MR batch rows times 4 vectors of hidden units (64 float units with AVX-512): its
+// 4 * MR accumulators sum dz_next[r, k] W_hh[k, units] over k in [0, G), the gradient that
+// reaches h_t through the recurrence; the cell backward of those units then runs at once and
+// writes dz_t (all four gates of those units) and the new dc. No GEMM call in the loop.
+// Without projection only (R = H). Dimension letters as in lstm_layer_args.h.
+//
+// W_hh (G, H) is packed per call into column panels of 4U units (pack_recurrent_t): panel q
+// holds, for each k in [0, G), W_hh[k, 4Uq : 4U(q + 1)], zero past H.
+#pragma once
+
+#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace lstm_fused {
+namespace cpu {
+
+constexpr int64_t kBackTileRows = 4;
+
+template <typename T>
+inline int64_t back_panel_units() {
+  return 4 * at::vec::Vectorized<T>::size();
+}
+
+// w (G, H) contiguous -> (ceil(H / 4U), G, 4U) column panels, zero-padded past H.
+template <typename T>
+at::Tensor pack_recurrent_t(const at::Tensor& w, int64_t G, int64_t H) {
+  const int64_t W = back_panel_units<T>(), n_panels = (H + W - 1) / W;
+  at::Tensor packed = H % W == 0 ? at::empty({n_panels, G, W}, w.options())
+                                 : at::zeros({n_panels, G, W}, w.options());
+  const T* src = w.data_ptr<T>();
+  T* dst = packed.data_ptr<T>();
+  for (int64_t q = 0; q < n_panels; ++q) {
+    const int64_t u0 = q * W, nu = std::min(W, H - u0);
+    for (int64_t k = 0; k < G; ++k)
+      std::memcpy(dst + (q * G + k) * W, src + k * H + u0, nu * sizeof(T));
+  }
+  return packed;
+}
+
+// Everything one reverse step of one direction reads and writes (row b of a (B, .) operand at
+// b * its row stride; pointers offset to the direction already).
+template <typename T>
+struct RecurrentBackStep {
+  const T* panels;     // pack_recurrent_t of W_hh
+  const T* dz_next;    // (B, G) dz of the step processed before (t + 1 in the forward's
+                       // order), or nullptr at the first processed step
+  int64_t t_next;      // its time index (to tell valid rows), unused without dz_next
+  const T* gy;         // (B, .) gradient of y_t, row stride gy_stride
+  int64_t gy_stride;
+  const T* gates;      // (B, G) activated gates of step t
+  const T* c;          // (B, H) c_t
+  const T* c_prev;     // (B, H) c_{t-1} (c0 at the first step)
+  const T* peep;       // (3, H) or nullptr
+  T* dh_carry;         // (B, H): gradient reaching h through padded steps (grad_h_n at first)
+  T* dc;               // (B, H): gradient of c_t in, of c_{t-1} out
+  T* dz;               // (B, G): dz_t out (zero at padded rows)
+  const int64_t* len;  // (B)
+  int64_t t, H;
+};
+
+template <typename T, int MR>
+inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
+  using V = at::vec::Vectorized<T>;
+  const int64_t U = V::size(), W = 4 * U, H = s.H, G = 4 * H;
+  const V zero(T(0));
+  // Named accumulators (rows 0..3, vectors 0..3): an array indexed in the loop would be kept
+  // in memory by GCC (see lstm_recurrent_tile.h).
+  V a00 = zero, a01 = zero, a02 = zero, a03 = zero, a10 = zero, a11 = zero, a12 = zero,
+    a13 = zero, a20 = zero, a21 = zero, a22 = zero, a23 = zero, a30 = zero, a31 = zero,
+    a32 = zero, a33 = zero;
+  if (s.dz_next != nullptr) {
+    const T* w = s.panels + q * G * W;
+    const T* dz = s.dz_next + r0 * G;
+    for (int64_t k = 0; k < G; ++k, w += W) {
+      const V w0 = V::loadu(w), w1 = V::loadu(w + U), w2 = V::loadu(w + 2 * U),
+              w3 = V::loadu(w + 3 * U);
+#define LSTM_FUSED_BACK_ROW(r)                 \
+  {                                            \
+    const V zk(dz[(r) * G + k]);               \
+    a##r##0 = at::vec::fmadd(zk, w0, a##r##0); \
+    a##r##1 = at::vec::fmadd(zk, w1, a##r##1); \
+    a##r##2 = at::vec::fmadd(zk, w2, a##r##2); \
+    a##r##3 = at::vec::fmadd(zk, w3, a##r##3); \
+  }
+      LSTM_FUSED_BACK_ROW(0)
+      if constexpr (MR > 1) LSTM_FUSED_BACK_ROW(1)
+      if constexpr (MR > 2) LSTM_FUSED_BACK_ROW(2)
+      if constexpr (MR > 3) LSTM_FUSED_BACK_ROW(3)
+#undef LSTM_FUSED_BACK_ROW
+    }
+  }
+  static_assert(MR >= 1 && MR <= 4, "a tile has 1 to 4 rows");
+  const V acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23},
+                       {a30, a31, a32, a33}};
+
+  const int64_t u_end = std::min(H, q * W + W);
+  for (int r = 0; r < MR; ++r) {
+    const int64_t b = r0 + r;
+    const bool from_next = s.dz_next != nullptr && s.t_next < s.len[b];
+    const bool valid = s.t < s.len[b];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t u = q * W + v * U;
+      if (u >= u_end) break;
+      const int cnt = static_cast<int>(std::min(U, u_end - u));
+      T* carry = s.dh_carry + b * H + u;
+      const V dh_in = from_next ? acc[r][v] : V::loadu(carry, cnt);
+      T* dz_row = s.dz + b * G + u;
+      if (!valid) {  // padding: the gradient passes through, no gate gradient
+        dh_in.store(carry, cnt);
+        for (int g = 0; g < 4; ++g) std::memset(dz_row + g * H, 0, cnt * sizeof(T));
+        continue;
+      }
+      alignas(64) T dh[V::size()];
+      (dh_in + V::loadu(s.gy + b * s.gy_stride + u, cnt)).store(dh, cnt);
+      cell_backward_units<T>(s.gates + b * G + u, H, s.c + b * H + u, s.c_prev + b * H + u,
+                             s.peep != nullptr ? s.peep + u : nullptr, H, dh, s.dc + b * H + u,
+                             dz_row, H, cnt);
+    }
+  }
+}
+
+// Column panels [q0, q1) of one reverse step, for every batch row.
+template <typename T>
+void back_step_panels(const RecurrentBackStep<T>& s, int64_t B, int64_t q0, int64_t q1) {
+  for (int64_t q = q0; q < q1; ++q) {
+    int64_t r0 = 0;
+    for (; r0 + kBackTileRows <= B; r0 += kBackTileRows) back_tile<T, kBackTileRows>(s, q, r0);
+    switch (B - r0) {
+      case 3: back_tile<T, 3>(s, q, r0); break;
+      case 2: back_tile<T, 2>(s, q, r0); break;
+      case 1: back_tile<T, 1>(s, q, r0); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace lstm_fused
