@@ -8,7 +8,10 @@ import torch
 import lstm_fused
 from lstm_fused import functional
 
-BACKENDS = ["cpu", "reference"]
+# The CPU backend twice: its row loops and its fused loops (LSTM_FUSED_CPU_LOOP; by default
+# these tiny calls would take the row loops, csrc/cpu/lstm_layer_cpu.cpp choose_loop). With a
+# projection both run the row loops.
+BACKENDS = ["cpu:rows", "cpu:fused", "reference"]
 T, B, I, H, P = 3, 2, 3, 4, 2
 
 
@@ -36,8 +39,11 @@ def _id(c):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("combo", COMBOS, ids=_id)
-def test_gradcheck_layer(backend, combo):
+def test_gradcheck_layer(monkeypatch, backend, combo):
     D, proj, peephole, bias, lengths = combo
+    backend, _, loop = backend.partition(":")
+    if loop:
+        monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     args = _layer_args(D, proj, peephole, bias, lengths)
     names = [k for k, v in args.items() if isinstance(v, torch.Tensor) and v.requires_grad]
 

@@ -253,3 +253,30 @@ def test_unknown_cpu_time_loop_is_an_error(monkeypatch):
     monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", "diagonal")
     with pytest.raises(ValueError, match="LSTM_FUSED_CPU_LOOP=diagonal"):
         lstm_fused.LSTM(3, 4, backend="cpu")(torch.randn(2, 1, 3))
+
+
+@pytest.mark.parametrize("loop", ["rows", "fused"])
+def test_cpu_time_loops_with_peephole_match_reference(monkeypatch, loop):
+    """Peephole weights (which nn.LSTM lacks) in both CPU loops, against the float64 reference:
+    bidirectional, two layers, lengths, random output gradients."""
+    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
+    torch.manual_seed(1)
+    ours = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="cpu")
+    ref = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="reference",
+                          dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    x = torch.randn(7, 9, 6)
+    lengths = torch.tensor([7, 3, 5, 1, 7, 6, 2, 4, 7])
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    y_o, (h_o, c_o) = ours(packed)
+    y_r, (h_r, c_r) = ref(nn.utils.rnn.pack_padded_sequence(x.double(), lengths,
+                                                            enforce_sorted=False))
+    for a, e in ((y_o.data, y_r.data), (h_o, h_r), (c_o, c_r)):
+        assert_close(a, e.float())
+    gy, gh, gc = torch.randn_like(y_o.data), torch.randn_like(h_o), torch.randn_like(c_o)
+    g_o = torch.autograd.grad((y_o.data * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
+                              list(ours.parameters()))
+    g_r = torch.autograd.grad((y_r.data * gy.double()).sum() + (h_r * gh.double()).sum()
+                              + (c_r * gc.double()).sum(), list(ref.parameters()))
+    for a, e in zip(g_o, g_r):
+        assert_close(a, e.float())

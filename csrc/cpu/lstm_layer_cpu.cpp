@@ -71,8 +71,8 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
   Tensor h_state = h0.select(0, d).contiguous().clone();  // (B, R)
   Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
   Tensor hpre = proj ? at::empty({B, H}, gx.options()) : Tensor();
-  const ReusedWeightGemm recurrent(w_hh.select(0, d), B);                        // (B, R) -> (B, G)
-  const ReusedWeightGemm projection(proj ? w_hr->select(0, d) : Tensor(), proj ? B : 0);
+  const ReusedWeightGemm recurrent(w_hh.select(0, d), B, T);                        // (B, R) -> (B, G)
+  const ReusedWeightGemm projection(proj ? w_hr->select(0, d) : Tensor(), proj ? B : 0, T);
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
 
@@ -156,7 +156,7 @@ void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vect
     const int64_t u0 = blocks[k], nu = blocks[k + 1] - blocks[k];
     std::vector<Tensor> rows;
     for (int64_t g = 0; g < 4; ++g) rows.push_back(w_hh_d.narrow(0, g * H + u0, nu));
-    recurrent.emplace_back(at::cat(rows, 0), B);
+    recurrent.emplace_back(at::cat(rows, 0), B, T);
   }
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
@@ -254,19 +254,24 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   c_n.select(0, d).copy_(c_state);
 }
 
-// Which forward loop runs. By default the fused loop (with a projection, the only loop that
-// has one: rows). LSTM_FUSED_CPU_LOOP=rows|units|fused forces one, for comparisons:
-// `python -m bench.cpu_loops` times the three against nn.LSTM, interleaved in one process. On
-// the 2-core AMD EPYC (no_grad, median of 15-60): LSTM(256, 512, 2), B=32, T=100: fused 130.3,
-// units 143.3, rows 146.3 ms; LSTM(128, 128), B=16, T=50: fused 2.74, units 3.56, rows 4.71 ms.
-enum class ForwardLoop { Rows, Units, Fused };
+// Which time loops run. By default the fused loops, forward and backward, when there is no
+// projection and the call has at least 256 rows in all (T * B): their packing of W_hh is one
+// pass over the weight, which a single step (an LSTMCell call) would not pay back; otherwise
+// the row loop. LSTM_FUSED_CPU_LOOP=rows|units|fused forces one (units: forward only; its
+// backward is the row loop), for comparisons: `python -m bench.cpu_loops` times the three
+// against nn.LSTM, interleaved in one process. On the 2-core AMD EPYC (no_grad, median of
+// 15-60): LSTM(256, 512, 2), B=32, T=100: fused 123.8, units 132.3, rows 144.1 ms;
+// LSTM(128, 128), B=16, T=50: fused 2.36, units 3.07, rows 4.07 ms.
+enum class TimeLoop { Rows, Units, Fused };
 
-ForwardLoop choose_loop(const LSTMLayerSizes& s) {
-  if (s.P > 0) return ForwardLoop::Rows;
+TimeLoop choose_loop(const LSTMLayerSizes& s) {
+  if (s.P > 0) return TimeLoop::Rows;
   const char* v = std::getenv("LSTM_FUSED_CPU_LOOP");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "fused") == 0) return ForwardLoop::Fused;
-  if (std::strcmp(v, "units") == 0) return ForwardLoop::Units;
-  if (std::strcmp(v, "rows") == 0) return ForwardLoop::Rows;
+  if (v == nullptr || *v == '\0')
+    return s.T * s.B >= 256 ? TimeLoop::Fused : TimeLoop::Rows;
+  if (std::strcmp(v, "fused") == 0) return TimeLoop::Fused;
+  if (std::strcmp(v, "units") == 0) return TimeLoop::Units;
+  if (std::strcmp(v, "rows") == 0) return TimeLoop::Rows;
   TORCH_CHECK_VALUE(false, "lstm_fused: LSTM_FUSED_CPU_LOOP=", v,
                     " is not a CPU time loop; expected rows, units or fused");
 }
@@ -283,7 +288,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
   const c10::optional<Tensor> bias2 =
       present(bias) ? c10::optional<Tensor>(bias->reshape({s.D * s.G}).contiguous()) : c10::nullopt;
-  const ReusedWeightGemm input_projection(w_ih.reshape({s.D * s.G, s.I}), s.T * s.B, bias2);
+  const ReusedWeightGemm input_projection(w_ih.reshape({s.D * s.G, s.I}), s.T * s.B, 1, bias2);
   const Tensor gx =
       input_projection(x.reshape({s.T * s.B, s.I}).contiguous()).view({s.T, s.B, s.D, s.G});
 
@@ -293,12 +298,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gates = save ? new_output({s.D, s.T, s.B, s.G}, opts) : at::empty({s.B, s.G}, opts);
   Tensor cells = save ? new_output({s.D, s.T, s.B, s.H}, opts) : at::empty({s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward_cpu", [&] {
-    const ForwardLoop loop = choose_loop(s);
+    const TimeLoop loop = choose_loop(s);
     for (int64_t d = 0; d < s.D; ++d) {
-      if (loop == ForwardLoop::Fused)
+      if (loop == TimeLoop::Fused)
         forward_direction_fused<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
                                           cells, save);
-      else if (loop == ForwardLoop::Units)
+      else if (loop == TimeLoop::Units)
         forward_direction_units<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
                                           cells, save);
       else
@@ -336,9 +341,9 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
   Tensor dc_state = grad_c_n.select(0, d).contiguous().clone();  // (B, H)
   Tensor dr = at::empty({B, R}, gy.options());
   // dh_prev = dz W_hh and dh_pre = dr W_hr: products with the transposed weights.
-  const ReusedWeightGemm recurrent_t(w_hh.select(0, d).t().contiguous(), B);  // (B, G) -> (B, R)
+  const ReusedWeightGemm recurrent_t(w_hh.select(0, d).t().contiguous(), B, T);  // (B, G) -> (B, R)
   const ReusedWeightGemm projection_t(proj ? w_hr->select(0, d).t().contiguous() : Tensor(),
-                                      proj ? B : 0);  // (B, P) -> (B, H)
+                                      proj ? B : 0, T);  // (B, P) -> (B, H)
   const Tensor c0_d = c0.select(0, d).contiguous();
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
@@ -474,7 +479,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_backward_cpu", [&] {
-    const bool fused = choose_loop(s) == ForwardLoop::Fused;
+    const bool fused = choose_loop(s) == TimeLoop::Fused;
     for (int64_t d = 0; d < s.D; ++d)
       if (fused)
         backward_direction_fused<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_peep,
@@ -489,7 +494,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight, through oneDNN.
   Tensor grad_x;
   for (int64_t d = 0; d < s.D; ++d) {
-    const ReusedWeightGemm input_t(w_ih.select(0, d).t().contiguous(), s.T * s.B);
+    const ReusedWeightGemm input_t(w_ih.select(0, d).t().contiguous(), s.T * s.B, 1);
     const Tensor part = input_t(dZ.select(0, d).view({s.T * s.B, s.G}));
     grad_x = d == 0 ? part : grad_x.add_(part);
   }

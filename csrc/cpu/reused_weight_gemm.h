@@ -21,10 +21,14 @@ namespace cpu {
 
 class ReusedWeightGemm {
  public:
-  ReusedWeightGemm(const at::Tensor& weight, int64_t rows,
+  // rows: M of each call; calls: how many calls will use the weight (the time loop's T).
+  ReusedWeightGemm(const at::Tensor& weight, int64_t rows, int64_t calls,
                    const c10::optional<at::Tensor>& bias = c10::nullopt)
       : weight_(weight), bias_(bias) {
     if (weight.scalar_type() != at::kFloat || rows <= 0 || weight.numel() == 0) return;
+    // The reorder is one pass over the weight: not worth it for fewer than a few hundred rows
+    // in all (an LSTMCell step, a layer call with T = 1).
+    if (rows * calls < 256) return;
     // Below about 4M multiply-adds a call, oneDNN's per-call cost (primitive lookup, boxed
     // dispatch) outweighs what the packed weight saves (measured on the 2-core AMD EPYC: B=16,
     // H=128 is faster through at::mm; B=16, H=256 and up through oneDNN).
