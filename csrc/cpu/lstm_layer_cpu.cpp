@@ -71,7 +71,7 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
   Tensor h_state = h0.select(0, d).contiguous().clone();  // (B, R)
   Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
   Tensor hpre = proj ? at::empty({B, H}, gx.options()) : Tensor();
-  const ReusedWeightGemm recurrent(w_hh.select(0, d), B, T);                        // (B, R) -> (B, G)
+  const ReusedWeightGemm recurrent(w_hh.select(0, d), B, T);  // (B, R) -> (B, G)
   const ReusedWeightGemm projection(proj ? w_hr->select(0, d) : Tensor(), proj ? B : 0, T);
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;

@@ -89,6 +89,12 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
   V a0i = zero, a0f = zero, a0g = zero, a0o = zero, a1i = zero, a1f = zero, a1g = zero,
     a1o = zero, a2i = zero, a2f = zero, a2g = zero, a2o = zero, a3i = zero, a3f = zero,
     a3g = zero, a3o = zero;
+  // The epilogue reads the input projection of these rows and units, which the step has not
+  // touched yet (it comes from the whole layer's GEMM, most likely from DRAM): start those
+  // loads now so that they have arrived when the product is done.
+  for (int r = 0; r < MR; ++r)
+    for (int g = 0; g < 4; ++g)
+      __builtin_prefetch(s.z_in + (r0 + r) * s.in_stride + g * H + p * U);
   const T* w = s.panels + p * R * 4 * U;
   const T* h = s.h_prev + r0 * R;
   for (int64_t k = 0; k < R; ++k, w += 4 * U) {
