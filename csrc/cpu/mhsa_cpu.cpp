@@ -30,12 +30,16 @@
 #include <type_traits>
 #include <vector>
 
+#include "acc_rows.h"
 #include "mhsa_args.h"
 
 namespace lstm_fused {
 namespace {
 
 using at::vec::Vectorized;
+using cpu::out_rows;
+using cpu::rows_as_acc;
+using cpu::store_rows;
 
 // Query rows per block: the score buffer is kRowBlock x len per thread.
 constexpr int64_t kRowBlock = 256;
@@ -140,42 +144,6 @@ Heads<scalar_t> heads_of(const at::Tensor& t) {
   return {t.data_ptr<scalar_t>(), t.stride(0), t.stride(1), std::max<int64_t>(st, 1)};
 }
 
-// One head's rows [0, rows) as acc_t rows of ld elements: the tensor itself when scalar_t is
-// acc_t, else a float copy in `buf`.
-template <typename scalar_t, typename acc_t>
-const acc_t* rows_as_acc(const scalar_t* src, int64_t ld, int64_t rows, int64_t Dh,
-                         std::vector<acc_t>& buf, int64_t* ld_out) {
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    *ld_out = ld;
-    return src;
-  } else {
-    buf.resize(rows * Dh);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t d = 0; d < Dh; ++d) buf[r * Dh + d] = static_cast<acc_t>(src[r * ld + d]);
-    *ld_out = Dh;
-    return buf.data();
-  }
-}
-
-// Where a kernel writes rows of an output head (contiguous, Dh per row): the output itself
-// when scalar_t is acc_t, else `buf`, rounded into the output by store_rows.
-template <typename scalar_t, typename acc_t>
-acc_t* out_rows(scalar_t* dst, int64_t rows, int64_t Dh, std::vector<acc_t>& buf) {
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    return dst;
-  } else {
-    buf.resize(rows * Dh);
-    return buf.data();
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-void store_rows(scalar_t* dst, const acc_t* src, int64_t rows, int64_t Dh) {
-  if constexpr (!std::is_same_v<scalar_t, acc_t>) {
-    for (int64_t i = 0; i < rows * Dh; ++i) dst[i] = static_cast<scalar_t>(src[i]);
-  }
-}
-
 // Per-thread buffers, reused across the heads a thread runs.
 template <typename acc_t>
 struct Workspace {
@@ -198,7 +166,7 @@ void forward_head(const scalar_t* q, int64_t ldq_in, const scalar_t* k, int64_t 
   const acc_t* Q = rows_as_acc(q, ldq_in, T, Dh, ws.q, &ldq);
   const acc_t* K = rows_as_acc(k, ldk_in, len, Dh, ws.k, &ldk);
   const acc_t* V = rows_as_acc(v, ldv_in, len, Dh, ws.v, &ldv);
-  acc_t* O = out_rows(out, T, Dh, ws.o_acc);
+  acc_t* O = out_rows(out, T * Dh, ws.o_acc);
   ws.s.resize(std::min(T, kRowBlock) * len);
   acc_t* S = ws.s.data();
   for (int64_t i0 = 0; i0 < T; i0 += kRowBlock) {
@@ -207,7 +175,7 @@ void forward_head(const scalar_t* q, int64_t ldq_in, const scalar_t* k, int64_t 
     for (int64_t r = 0; r < rows; ++r) lse[i0 + r] = softmax_row(S + r * len, len);
     gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, 1, S, len, V, ldv, 0, O + i0 * Dh, Dh);
   }
-  store_rows(out, O, T, Dh);
+  store_rows(out, O, T * Dh);
 }
 
 // One head: inputs as rows (ld apart); dq, dk, dv (T, Dh) contiguous.
@@ -231,9 +199,9 @@ void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int
   const acc_t* K = rows_as_acc(k, ldk_in, len, Dh, ws.k, &ldk);
   const acc_t* V = rows_as_acc(v, ldv_in, len, Dh, ws.v, &ldv);
   const acc_t* O = rows_as_acc(out, ldo_in, T, Dh, ws.out, &ldo);
-  acc_t* dQ = out_rows(dq, T, Dh, ws.dq_acc);
-  acc_t* dK = out_rows(dk, len, Dh, ws.dk_acc);
-  acc_t* dV = out_rows(dv, len, Dh, ws.dv_acc);
+  acc_t* dQ = out_rows(dq, T * Dh, ws.dq_acc);
+  acc_t* dK = out_rows(dk, len * Dh, ws.dk_acc);
+  acc_t* dV = out_rows(dv, len * Dh, ws.dv_acc);
   const int64_t block = std::min(T, kRowBlock);
   ws.s.resize(block * len);
   ws.dp.resize(block * len);
@@ -259,9 +227,9 @@ void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int
     gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, scale, dS, len, K, ldk, 0, dQ + i0 * Dh, Dh);
     gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, scale, dS, len, Qb, ldq, beta, dK, Dh);
   }
-  store_rows(dq, dQ, T, Dh);
-  store_rows(dk, dK, len, Dh);
-  store_rows(dv, dV, len, Dh);
+  store_rows(dq, dQ, T * Dh);
+  store_rows(dk, dK, len * Dh);
+  store_rows(dv, dV, len * Dh);
 }
 
 at::Tensor lengths_cpu(const c10::optional<at::Tensor>& lengths) {
