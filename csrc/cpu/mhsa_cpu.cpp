@@ -1,9 +1,9 @@
 // CPU kernels of the multi-head self-attention core (schemas: csrc/mhsa_ops.cpp).
 //
 // One (batch row b, head n) pair at a time, parallel over the B * N pairs. With len = lengths[b]
-// valid keys, a block of query rows (all T rows when T <= kRowBlock) goes through BLAS GEMMs
-// (at::native::cpublas) and a per-thread score buffer of rows x len, so at most one block of
-// one head's score matrix exists at a time:
+// valid keys, a block of query rows (all T rows when T <= kRowBlock) goes through GEMMs (the
+// sgemm_ / dgemm_ of the BLAS PyTorch links, else at::addmm_) and a per-thread score buffer of
+// rows x len, so at most one block of one head's score matrix exists at a time:
 //   S = scale Q K[:len]^T,  P = row softmax of S,  lse_i = log sum_j exp(S_ij),  O = P V[:len]
 // Only the rows t < len of K and V are read (the GEMMs stop at len), so whatever the padding
 // holds (NaN, inf) cannot reach the result; len = 0 gives O = 0 and lse = -inf.
@@ -49,9 +49,10 @@ int64_t length_of(const int64_t* lengths, int64_t b, int64_t T) {
 }
 
 // The Fortran BLAS of the BLAS PyTorch is linked with (MKL's on x86 wheels, which export
-// these names from libtorch_cpu). Weak: where the library does not export them the symbols are
-// null and gemm_rm takes at::addmm_ instead. at::native::cpublas::gemm would be the portable
-// name but is not exported from libtorch_cpu.
+// these names from libtorch_cpu; at::native::cpublas::gemm is not exported). Weak symbols:
+// where the library lacks them they are null and gemm_rm takes at::addmm_ instead.
+#if defined(__GNUC__)
+#define LSTM_FUSED_HAVE_WEAK_BLAS 1
 extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
@@ -59,6 +60,16 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b,
             const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+}
+#endif
+
+template <typename T>
+bool have_blas() {
+#ifdef LSTM_FUSED_HAVE_WEAK_BLAS
+  return std::is_same_v<T, float> ? sgemm_ != nullptr : dgemm_ != nullptr;
+#else
+  return false;
+#endif
 }
 
 // LSTM_FUSED_CPU_GEMM=aten takes the at::addmm_ path even where BLAS is there (tests).
@@ -87,7 +98,9 @@ void gemm_rm(bool use_blas, bool a_t, bool b_t, int64_t M, int64_t N, int64_t K,
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
     return;
   }
-  if (use_blas) {
+#ifdef LSTM_FUSED_HAVE_WEAK_BLAS
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();  // LP64 BLAS: int sizes
+  if (use_blas && std::max({M, N, K, lda, ldb, ldc}) <= kIntMax) {
     const char ta = b_t ? 'T' : 'N', tb = a_t ? 'T' : 'N';
     const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
     const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
@@ -98,6 +111,7 @@ void gemm_rm(bool use_blas, bool a_t, bool b_t, int64_t M, int64_t N, int64_t K,
     }
     return;
   }
+#endif
   at::Tensor c = matrix_view(C, M, N, ldc, false);
   c.addmm_(matrix_view(A, M, K, lda, a_t), matrix_view(B, K, N, ldb, b_t), beta, alpha);
 }
@@ -148,8 +162,7 @@ Heads<scalar_t> heads_of(const at::Tensor& t) {
 template <typename acc_t>
 struct Workspace {
   std::vector<acc_t> q, k, v, dout, out, s, dp, o_acc, dq_acc, dk_acc, dv_acc;
-  const bool blas = blas_wanted() && (std::is_same_v<acc_t, float> ? sgemm_ != nullptr
-                                                                   : dgemm_ != nullptr);
+  const bool blas = blas_wanted() && have_blas<acc_t>();
 };
 
 // One head: q, k, v rows (ld apart); out (T, Dh) contiguous; lse (T,).
