@@ -217,6 +217,31 @@ def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, mo
 
 
 @needs_cpp
+@pytest.mark.parametrize("layout", ["head_dim_strided", "time_expanded", "heads_expanded"])
+def test_cpu_core_reads_any_strides(poison_new_tensors, layout):
+    """The kernel reads q, k, v through their strides where it can (unit last stride, rows not
+    overlapping) and copies them otherwise: both roads against the float64 reference."""
+    gen = torch.Generator().manual_seed(12)
+    B, N, T, Dh = 2, 3, 6, 4
+    if layout == "head_dim_strided":      # last stride T, not 1: copied
+        make = lambda: torch.randn(B, N, Dh, T, generator=gen, dtype=torch.float64).transpose(2, 3)
+    elif layout == "time_expanded":       # T stride 0: rows overlap, copied
+        make = lambda: torch.randn(B, N, 1, Dh, generator=gen, dtype=torch.float64).expand(B, N, T, Dh)
+    else:                                 # N stride 0: read in place
+        make = lambda: torch.randn(B, 1, T, Dh, generator=gen, dtype=torch.float64).expand(B, N, T, Dh)
+    q, k, v = make(), make(), make()
+    lengths = torch.tensor([T, 2])
+    qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+    out, lse = torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, 0.6)
+    ref = reference_mhsa.attention_core(qq, kk, vv, lengths, 0.6)[0]
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(B, N, T, Dh, generator=gen, dtype=torch.float64)
+    got = torch.ops.lstm_fused.mhsa_backward(grad, q, k, v, lengths, 0.6, out, lse)
+    for g, w in zip(got, torch.autograd.grad(ref, (qq, kk, vv), grad)):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@needs_cpp
 def test_cpu_core_without_lengths_and_non_contiguous(poison_new_tensors):
     gen = torch.Generator().manual_seed(3)
     packed = torch.randn(9, 2, 3, 2, 4, generator=gen, dtype=torch.float64)  # (T, B, 3, N, Dh)
