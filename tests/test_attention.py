@@ -130,9 +130,10 @@ def _pooling_truth(x, module, lengths, query=None):
 @pytest.mark.parametrize("backend", NATIVE + ["reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_query", [False, True])
-def test_attention_pooling_matches_reference(backend, dtype, with_query):
+@pytest.mark.parametrize("D, A", [(10, 7), (75, 37)])   # 75, 37: whole vector blocks and tails
+def test_attention_pooling_matches_reference(backend, dtype, with_query, D, A):
     torch.manual_seed(4)
-    B, T, D, A, Q = 6, 23, 10, 7, 5
+    B, T, Q = 6, 23, 5
     device = _device(backend)
     module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
                                          backend=backend).to(device, dtype)
@@ -168,9 +169,10 @@ def test_attention_pooling_time_major_view(backend):
 
 @pytest.mark.parametrize("backend", NATIVE)
 @pytest.mark.parametrize("with_query", [False, True])
-def test_attention_pooling_backward_matches_reference(backend, with_query):
+@pytest.mark.parametrize("D, A", [(6, 4), (75, 37)])    # 75, 37: whole vector blocks and tails
+def test_attention_pooling_backward_matches_reference(backend, with_query, D, A):
     torch.manual_seed(6)
-    B, T, D, A, Q = 5, 11, 6, 4, 3
+    B, T, Q = 5, 11, 3
     module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
                                          backend=backend).double()
     lengths = lengths_with_edges(B, T)

@@ -184,6 +184,64 @@ def test_cpu_core_vs_reference(poison_new_tensors, dtype, T):
 
 
 @needs_cpp
+@pytest.mark.parametrize("gemm", ["blas", "aten"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, monkeypatch,
+                                                          gemm, dtype):
+    """T = 300 > 256 query rows per block (csrc/cpu/mhsa_cpu.cpp kRowBlock), so dK and dV sum
+    over two blocks; both GEMM paths (BLAS, and at::addmm_ with LSTM_FUSED_CPU_GEMM=aten); keys
+    and values of padding hold NaN / inf, which must not reach any result."""
+    if gemm == "aten":
+        monkeypatch.setenv("LSTM_FUSED_CPU_GEMM", "aten")
+    B, N, T, Dh = 3, 2, 300, 5
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = qkv(B, N, T, Dh, dtype, gen)
+    lengths = torch.tensor([0, 257, 123])
+    pad = padding_of(lengths, T)[:, None, :, None]
+    k_bad = k.masked_fill(pad, float("nan")).requires_grad_()
+    v_bad = v.masked_fill(pad, float("inf")).requires_grad_()
+    q_in = q.clone().requires_grad_()
+    scale = Dh ** -0.5
+    out, _ = torch.ops.lstm_fused.mhsa_forward(q_in, k_bad, v_bad, lengths, scale)
+    grad = torch.randn(out.shape, generator=gen, dtype=dtype)
+    got = torch.autograd.grad(out, (q_in, k_bad, v_bad), grad)
+
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    ref = reference_mhsa.attention_core(q64, k64, v64, lengths, scale)[0]
+    want = torch.autograd.grad(ref, (q64, k64, v64), grad.double())
+    tol = TOLERANCES[dtype]
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+    for name, g, w in zip("qkv", got, want):
+        torch.testing.assert_close(g.double(), w, rtol=tol, atol=tol, msg=f"d{name}")
+    assert (got[1].masked_select(pad.expand_as(k)) == 0).all()
+
+
+@needs_cpp
+@pytest.mark.parametrize("layout", ["head_dim_strided", "time_expanded", "heads_expanded"])
+def test_cpu_core_reads_any_strides(poison_new_tensors, layout):
+    """The kernel reads q, k, v through their strides where it can (unit last stride, rows not
+    overlapping) and copies them otherwise: both roads against the float64 reference."""
+    gen = torch.Generator().manual_seed(12)
+    B, N, T, Dh = 2, 3, 6, 4
+    if layout == "head_dim_strided":      # last stride T, not 1: copied
+        make = lambda: torch.randn(B, N, Dh, T, generator=gen, dtype=torch.float64).transpose(2, 3)
+    elif layout == "time_expanded":       # T stride 0: rows overlap, copied
+        make = lambda: torch.randn(B, N, 1, Dh, generator=gen, dtype=torch.float64).expand(B, N, T, Dh)
+    else:                                 # N stride 0: read in place
+        make = lambda: torch.randn(B, 1, T, Dh, generator=gen, dtype=torch.float64).expand(B, N, T, Dh)
+    q, k, v = make(), make(), make()
+    lengths = torch.tensor([T, 2])
+    qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+    out, lse = torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, 0.6)
+    ref = reference_mhsa.attention_core(qq, kk, vv, lengths, 0.6)[0]
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(B, N, T, Dh, generator=gen, dtype=torch.float64)
+    got = torch.ops.lstm_fused.mhsa_backward(grad, q, k, v, lengths, 0.6, out, lse)
+    for g, w in zip(got, torch.autograd.grad(ref, (qq, kk, vv), grad)):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@needs_cpp
 def test_cpu_core_without_lengths_and_non_contiguous(poison_new_tensors):
     gen = torch.Generator().manual_seed(3)
     packed = torch.randn(9, 2, 3, 2, 4, generator=gen, dtype=torch.float64)  # (T, B, 3, N, Dh)

@@ -1,26 +1,34 @@
 // C++ CPU kernels of the attention operators (schemas and layouts: csrc/attention_ops.cpp).
 //
-// Every kernel walks a row (a softmax row, or one batch element's T steps) once with an online
-// max / sum: the running maximum m and the running sum s = sum exp(e - m) are rescaled when m
-// grows, so scores are read once and the result is written in a second, write-only sweep.
+// The masked softmax walks a row once with an online max / sum: the running maximum m and the
+// running sum s = sum exp(e - m) are rescaled when m grows, so scores are read once and the
+// result is written in a second, write-only sweep. Attention pooling computes one batch
+// element's scores first (T values), then its weighted sum, with at::vec loops over A and D.
 // Padding (t >= lengths[b], or mask false) is skipped, never read: NaN or inf stored there
 // cannot reach a result, and excluded positions get exactly 0. Rows are independent and run in
 // parallel (at::parallel_for). Arithmetic is in opmath (float for half / bfloat16).
+#include "lstm_cell_vec.h"  // first: it sets the at::vec instruction set (AVX2 / AVX-512)
+
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#include "acc_rows.h"
 
 namespace lstm_fused {
 namespace cpu {
 namespace {
 
 using at::Tensor;
+using at::vec::Vectorized;
 using OptTensor = c10::optional<Tensor>;
 
 bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
@@ -190,6 +198,53 @@ PoolingInputs pooling_inputs(const Tensor& x, const Tensor& proj, const Tensor& 
   return in;
 }
 
+// Vector helpers on acc_t rows (at::vec).
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  using V = Vectorized<T>;
+  return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; },
+                                     [](V x, V y) { return x + y; }, a, b, n);
+}
+
+// out (D) = sum_t w[t] X[t] over n rows of D elements, ld apart: register blocks of 4 vectors
+// of D, each summed over all rows before it is stored.
+template <typename T>
+void weighted_row_sum(const T* w, const T* X, int64_t ld, int64_t n, int64_t D, T* out) {
+  using V = Vectorized<T>;
+  constexpr int64_t kV = V::size();
+  int64_t d = 0;
+  for (; d + 4 * kV <= D; d += 4 * kV) {
+    V a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
+    for (int64_t t = 0; t < n; ++t) {
+      const V wt(w[t]);
+      const T* r = X + t * ld + d;
+      a0 = at::vec::fmadd(wt, V::loadu(r), a0);
+      a1 = at::vec::fmadd(wt, V::loadu(r + kV), a1);
+      a2 = at::vec::fmadd(wt, V::loadu(r + 2 * kV), a2);
+      a3 = at::vec::fmadd(wt, V::loadu(r + 3 * kV), a3);
+    }
+    a0.store(out + d);
+    a1.store(out + d + kV);
+    a2.store(out + d + 2 * kV);
+    a3.store(out + d + 3 * kV);
+  }
+  for (; d < D; d += kV) {
+    const int64_t cnt = std::min<int64_t>(kV, D - d);
+    V a(T(0));
+    for (int64_t t = 0; t < n; ++t) a = at::vec::fmadd(V(w[t]), V::loadu(X + t * ld + d, cnt), a);
+    a.store(out + d, cnt);
+  }
+}
+
+// Per-thread buffers of the pooling kernels (acc_t rows; most stay empty for float / double).
+template <typename acc_t>
+struct PoolingWork {
+  std::vector<acc_t> x, proj, v, u, e, ctx, c, gc, ga, alpha, gx, gp, th;
+};
+
+// Two passes over one batch element's valid steps t < n: the scores e_t = v . tanh(proj_t + u)
+// (vectorised tanh and dot over A), then, after the max, the weighted sum of the rows x_t
+// over D (weighted_row_sum). Padding is never read.
 std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
     const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
     const OptTensor& lengths) {
@@ -201,47 +256,44 @@ std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
   Tensor lse = at::empty({B}, in.x.options());
   ATTN_DISPATCH(in.x.scalar_type(), "attention_pooling_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    using V = Vectorized<acc_t>;
     const scalar_t* x = in.x.data_ptr<scalar_t>();
     const scalar_t* proj = in.proj.data_ptr<scalar_t>();
-    const scalar_t* v = in.v.data_ptr<scalar_t>();
     const scalar_t* q = in.qproj.defined() ? in.qproj.data_ptr<scalar_t>() : nullptr;
     const int64_t xb = in.x.stride(0), xt = in.x.stride(1);
     const int64_t pb = in.proj.stride(0), pt = in.proj.stride(1);
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<acc_t> ctx(D), e(T), u(A);
+      PoolingWork<acc_t> w;
+      int64_t ld_unused, ldx, ldp;
+      const acc_t* v = rows_as_acc(in.v.data_ptr<scalar_t>(), A, 1, A, w.v, &ld_unused);
+      w.e.resize(T);
+      w.u.assign(A, acc_t(0));
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t n = in.len[b];
-        std::fill(ctx.begin(), ctx.end(), acc_t(0));
-        for (int64_t a = 0; a < A; ++a) u[a] = q ? static_cast<acc_t>(q[b * A + a]) : acc_t(0);
-        acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
+        if (q != nullptr) {
+          for (int64_t a = 0; a < A; ++a) w.u[a] = static_cast<acc_t>(q[b * A + a]);
+        }
+        const acc_t* X = rows_as_acc(x + b * xb, xt, n, D, w.x, &ldx);
+        const acc_t* P = rows_as_acc(proj + b * pb, pt, n, A, w.proj, &ldp);
+        acc_t* e = w.e.data();
         for (int64_t t = 0; t < n; ++t) {
-          const scalar_t* pr = proj + b * pb + t * pt;
-          const scalar_t* xr = x + b * xb + t * xt;
-          acc_t et = 0;  // e_t = v . tanh(proj_t + qproj)
-          for (int64_t a = 0; a < A; ++a) {
-            et += static_cast<acc_t>(v[a]) * std::tanh(static_cast<acc_t>(pr[a]) + u[a]);
-          }
-          e[t] = et;
-          acc_t w;  // weight of x_t relative to the running max
-          if (et > m) {
-            const acc_t rescale = std::exp(m - et);
-            s = s * rescale + acc_t(1);
-            for (int64_t d = 0; d < D; ++d) ctx[d] *= rescale;
-            m = et;
-            w = 1;
-          } else {
-            w = std::exp(et - m);
-            s += w;
-          }
-          for (int64_t d = 0; d < D; ++d) ctx[d] += w * static_cast<acc_t>(xr[d]);
+          e[t] = at::vec::map3_reduce_all<acc_t>(
+              [](V p, V u, V vv) { return vv * (p + u).tanh(); },
+              [](V s, V y) { return s + y; }, P + t * ldp, w.u.data(), v, A);
+        }
+        acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
+        if (n > 0) {
+          m = at::vec::reduce_all<acc_t>([](V a, V c) { return at::vec::maximum(a, c); }, e, n);
+          at::vec::map([m](V y) { return (y - V(m)).exp(); }, e, e, n);
+          s = at::vec::reduce_all<acc_t>([](V a, V c) { return a + c; }, e, n);
         }
         const acc_t inv = s > 0 ? acc_t(1) / s : acc_t(0);
-        scalar_t* cr = context.data_ptr<scalar_t>() + b * D;
-        for (int64_t d = 0; d < D; ++d) cr[d] = static_cast<scalar_t>(ctx[d] * inv);
+        acc_t* ctx = out_rows(context.data_ptr<scalar_t>() + b * D, D, w.ctx);
+        weighted_row_sum(e, X, ldx, n, D, ctx);
+        at::vec::map([inv](V y) { return y * V(inv); }, ctx, ctx, D);
+        store_rows(context.data_ptr<scalar_t>() + b * D, ctx, D);
         scalar_t* ar = alpha.data_ptr<scalar_t>() + b * T;
-        for (int64_t t = 0; t < T; ++t) {
-          ar[t] = t < n ? static_cast<scalar_t>(std::exp(e[t] - m) * inv) : scalar_t(0);
-        }
+        for (int64_t t = 0; t < T; ++t) ar[t] = t < n ? static_cast<scalar_t>(e[t] * inv) : scalar_t(0);
         lse.data_ptr<scalar_t>()[b] = static_cast<scalar_t>(
             s > 0 ? m + std::log(s) : -std::numeric_limits<acc_t>::infinity());
       }
@@ -252,7 +304,8 @@ std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
 
 // de_t = alpha_t (g_alpha_t + g_c . x_t - dot) + g_lse alpha_t, dot = sum alpha g_alpha + g_c . c;
 // grad_x_t = alpha_t g_c; grad_proj_t = de_t v (1 - tanh^2); grad_v = sum de_t tanh(u_t);
-// grad_qproj = sum_t grad_proj_t. Padding rows of grad_x, grad_proj are 0.
+// grad_qproj = sum_t grad_proj_t. Padding rows of grad_x, grad_proj are 0. Each step's loops
+// over D and A are vectorised.
 std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
     const Tensor& grad_context_in, const Tensor& grad_alpha_in, const Tensor& grad_lse_in,
     const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
@@ -270,51 +323,61 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
   Tensor gq_rows = at::empty({B, A}, acc_opts);
   ATTN_DISPATCH(in.x.scalar_type(), "attention_pooling_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    using V = Vectorized<acc_t>;
+    constexpr int64_t kV = V::size();
     const scalar_t* x = in.x.data_ptr<scalar_t>();
     const scalar_t* proj = in.proj.data_ptr<scalar_t>();
-    const scalar_t* v = in.v.data_ptr<scalar_t>();
     const scalar_t* q = in.qproj.defined() ? in.qproj.data_ptr<scalar_t>() : nullptr;
     const int64_t xb = in.x.stride(0), xt = in.x.stride(1);
     const int64_t pb = in.proj.stride(0), pt = in.proj.stride(1);
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<acc_t> u(A);
+      PoolingWork<acc_t> w;
+      int64_t ld1, ldx, ldp;
+      const acc_t* v = rows_as_acc(in.v.data_ptr<scalar_t>(), A, 1, A, w.v, &ld1);
+      w.u.assign(A, acc_t(0));
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t n = in.len[b];
-        const scalar_t* gcr = gc.data_ptr<scalar_t>() + b * D;
+        const acc_t* gcr = rows_as_acc(gc.data_ptr<scalar_t>() + b * D, D, 1, D, w.gc, &ld1);
+        const acc_t* cr = rows_as_acc(context.data_ptr<scalar_t>() + b * D, D, 1, D, w.c, &ld1);
         const scalar_t* gar = ga.data_ptr<scalar_t>() + b * T;
         const scalar_t* alr = alpha.data_ptr<scalar_t>() + b * T;
-        const scalar_t* cr = context.data_ptr<scalar_t>() + b * D;
         const acc_t glse = n > 0 ? static_cast<acc_t>(gl.data_ptr<scalar_t>()[b]) : acc_t(0);
         acc_t* gv = gv_rows.data_ptr<acc_t>() + b * A;
         acc_t* gq = gq_rows.data_ptr<acc_t>() + b * A;
         std::fill(gv, gv + A, acc_t(0));
         std::fill(gq, gq + A, acc_t(0));
-        for (int64_t a = 0; a < A; ++a) u[a] = q ? static_cast<acc_t>(q[b * A + a]) : acc_t(0);
-        acc_t dot = 0;
-        if (n > 0) {
-          for (int64_t t = 0; t < n; ++t) dot += static_cast<acc_t>(alr[t]) * static_cast<acc_t>(gar[t]);
-          for (int64_t d = 0; d < D; ++d) dot += static_cast<acc_t>(gcr[d]) * static_cast<acc_t>(cr[d]);
+        if (q != nullptr) {
+          for (int64_t a = 0; a < A; ++a) w.u[a] = static_cast<acc_t>(q[b * A + a]);
         }
+        acc_t dot_all = 0;
+        if (n > 0) {
+          for (int64_t t = 0; t < n; ++t) {
+            dot_all += static_cast<acc_t>(alr[t]) * static_cast<acc_t>(gar[t]);
+          }
+          dot_all += dot(gcr, cr, D);
+        }
+        const acc_t* X = rows_as_acc(x + b * xb, xt, n, D, w.x, &ldx);
+        const acc_t* P = rows_as_acc(proj + b * pb, pt, n, A, w.proj, &ldp);
         scalar_t* gxb = grad_x.data_ptr<scalar_t>() + b * T * D;
         scalar_t* gpb = grad_proj.data_ptr<scalar_t>() + b * T * A;
         for (int64_t t = 0; t < n; ++t) {
-          const scalar_t* xr = x + b * xb + t * xt;
-          const scalar_t* pr = proj + b * pb + t * pt;
           const acc_t al = static_cast<acc_t>(alr[t]);
-          acc_t gx_dot = 0;
-          for (int64_t d = 0; d < D; ++d) {
-            const acc_t g = static_cast<acc_t>(gcr[d]);
-            gx_dot += g * static_cast<acc_t>(xr[d]);
-            gxb[t * D + d] = static_cast<scalar_t>(al * g);
+          acc_t* gx = out_rows(gxb + t * D, D, w.gx);
+          at::vec::map([al](V g) { return g * V(al); }, gx, gcr, D);
+          store_rows(gxb + t * D, gx, D);
+          const acc_t de = al * (static_cast<acc_t>(gar[t]) + dot(gcr, X + t * ldx, D) -
+                                 dot_all + glse);
+          acc_t* gp = out_rows(gpb + t * A, A, w.gp);
+          const acc_t* pr = P + t * ldp;
+          for (int64_t a = 0; a < A; a += kV) {
+            const int64_t cnt = std::min<int64_t>(kV, A - a);
+            const V th = (V::loadu(pr + a, cnt) + V::loadu(w.u.data() + a, cnt)).tanh();
+            const V g = V(de) * V::loadu(v + a, cnt) * (V(acc_t(1)) - th * th);
+            g.store(gp + a, cnt);
+            at::vec::fmadd(V(de), th, V::loadu(gv + a, cnt)).store(gv + a, cnt);
+            (V::loadu(gq + a, cnt) + g).store(gq + a, cnt);
           }
-          const acc_t de = al * (static_cast<acc_t>(gar[t]) + gx_dot - dot + glse);
-          for (int64_t a = 0; a < A; ++a) {
-            const acc_t th = std::tanh(static_cast<acc_t>(pr[a]) + u[a]);
-            const acc_t gp = de * static_cast<acc_t>(v[a]) * (acc_t(1) - th * th);
-            gpb[t * A + a] = static_cast<scalar_t>(gp);
-            gv[a] += de * th;
-            gq[a] += gp;
-          }
+          store_rows(gpb + t * A, gp, A);
         }
         std::fill(gxb + n * D, gxb + T * D, scalar_t(0));
         std::fill(gpb + n * A, gpb + T * A, scalar_t(0));

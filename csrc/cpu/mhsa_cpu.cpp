@@ -1,123 +1,248 @@
 // CPU kernels of the multi-head self-attention core (schemas: csrc/mhsa_ops.cpp).
 //
-// Flash-style: a tile of query rows meets one tile of keys at a time; a running max m and a
-// running sum l per query row (online softmax) rescale the accumulated context, so the T x T
-// score matrix is never stored. Keys t >= lengths[b] are never read (the key loop stops at the
-// length), so whatever the padding holds (NaN, inf) cannot reach the result.
-// Backward recomputes the probabilities from the saved log-sum-exp (lse):
-//   p_ij = exp(scale q_i.k_j - lse_i),  D_i = dO_i . O_i,  ds_ij = p_ij (dO_i . v_j - D_i)
-//   dQ_i = scale sum_j ds_ij k_j,  dK_j = scale sum_i ds_ij q_i,  dV_j = sum_i p_ij dO_i
-// Parallel over the B * N (batch row, head) pairs, which are independent.
+// One (batch row b, head n) pair at a time, parallel over the B * N pairs. With len = lengths[b]
+// valid keys, a block of query rows (all T rows when T <= kRowBlock) goes through GEMMs (the
+// sgemm_ / dgemm_ of the BLAS PyTorch links, else at::addmm_) and a per-thread score buffer of
+// rows x len, so at most one block of one head's score matrix exists at a time:
+//   S = scale Q K[:len]^T,  P = row softmax of S,  lse_i = log sum_j exp(S_ij),  O = P V[:len]
+// Only the rows t < len of K and V are read (the GEMMs stop at len), so whatever the padding
+// holds (NaN, inf) cannot reach the result; len = 0 gives O = 0 and lse = -inf.
+// Backward recomputes P from the saved lse, block by block of query rows:
+//   P = exp(S - lse),  D_i = dO_i . O_i,  dV += P^T dO,  dP = dO V^T,  dS = P * (dP - D),
+//   dQ = scale dS K,  dK += scale dS^T Q;  rows t >= len of dK and dV are 0.
+// The inputs are read in place through their strides (only the last one must be 1), so the
+// head split of the (T, B, 3E) projection, a permuted view, costs no copy. float and double
+// run on the tensors themselves; half and bfloat16 are converted to float one head at a time
+// and the results rounded back.
+#include "lstm_cell_vec.h"  // first: it sets the at::vec instruction set (AVX2 / AVX-512)
+
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "acc_rows.h"
 #include "mhsa_args.h"
 
 namespace lstm_fused {
 namespace {
 
-constexpr int64_t kQueryTile = 32;
-constexpr int64_t kKeyTile = 64;
+using at::vec::Vectorized;
+using cpu::out_rows;
+using cpu::rows_as_acc;
+using cpu::store_rows;
+
+// Query rows per block: the score buffer is kRowBlock x len per thread.
+constexpr int64_t kRowBlock = 256;
 
 int64_t length_of(const int64_t* lengths, int64_t b, int64_t T) {
   return lengths == nullptr ? T : std::min<int64_t>(std::max<int64_t>(lengths[b], 0), T);
 }
 
-template <typename scalar_t, typename acc_t>
-acc_t dot(const scalar_t* a, const scalar_t* b, int64_t n) {
-  acc_t s = 0;
-  for (int64_t d = 0; d < n; ++d) s += static_cast<acc_t>(a[d]) * static_cast<acc_t>(b[d]);
-  return s;
+// The Fortran BLAS of the BLAS PyTorch is linked with (MKL's on x86 wheels, which export
+// these names from libtorch_cpu; at::native::cpublas::gemm is not exported). Weak symbols:
+// where the library lacks them they are null and gemm_rm takes at::addmm_ instead.
+#if defined(__GNUC__)
+#define LSTM_FUSED_HAVE_WEAK_BLAS 1
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b,
+            const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+}
+#endif
+
+template <typename T>
+bool have_blas() {
+#ifdef LSTM_FUSED_HAVE_WEAK_BLAS
+  return std::is_same_v<T, float> ? sgemm_ != nullptr : dgemm_ != nullptr;
+#else
+  return false;
+#endif
 }
 
-// One (batch row, head): q, k, v, out (T, Dh) contiguous; lse (T,).
-template <typename scalar_t, typename acc_t>
-void forward_head(const scalar_t* q, const scalar_t* k, const scalar_t* v, scalar_t* out,
-                  acc_t* lse, int64_t T, int64_t Dh, int64_t len, acc_t scale) {
-  const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
-  std::vector<acc_t> m(kQueryTile), l(kQueryTile), acc(kQueryTile * Dh), s(kKeyTile);
-  for (int64_t i0 = 0; i0 < T; i0 += kQueryTile) {
-    const int64_t rows = std::min(kQueryTile, T - i0);
-    std::fill(m.begin(), m.end(), neg_inf);
-    std::fill(l.begin(), l.end(), acc_t(0));
-    std::fill(acc.begin(), acc.end(), acc_t(0));
-    for (int64_t j0 = 0; j0 < len; j0 += kKeyTile) {
-      const int64_t cols = std::min(kKeyTile, len - j0);
-      for (int64_t r = 0; r < rows; ++r) {
-        const scalar_t* qi = q + (i0 + r) * Dh;
-        acc_t tile_max = neg_inf;
-        for (int64_t c = 0; c < cols; ++c) {
-          s[c] = scale * dot<scalar_t, acc_t>(qi, k + (j0 + c) * Dh, Dh);
-          tile_max = std::max(tile_max, s[c]);
-        }
-        const acc_t m_new = std::max(m[r], tile_max);
-        const acc_t rescale = std::exp(m[r] - m_new);  // 0 on the first tile (m = -inf)
-        acc_t* a = acc.data() + r * Dh;
-        acc_t row_sum = 0;
-        for (int64_t d = 0; d < Dh; ++d) a[d] *= rescale;
-        for (int64_t c = 0; c < cols; ++c) {
-          const acc_t p = std::exp(s[c] - m_new);
-          row_sum += p;
-          const scalar_t* vj = v + (j0 + c) * Dh;
-          for (int64_t d = 0; d < Dh; ++d) a[d] += p * static_cast<acc_t>(vj[d]);
-        }
-        l[r] = l[r] * rescale + row_sum;
-        m[r] = m_new;
-      }
+// LSTM_FUSED_CPU_GEMM=aten takes the at::addmm_ path even where BLAS is there (tests).
+bool blas_wanted() {
+  const char* v = std::getenv("LSTM_FUSED_CPU_GEMM");
+  return v == nullptr || std::strcmp(v, "aten") != 0;
+}
+
+template <typename T>
+at::Tensor matrix_view(const T* p, int64_t rows, int64_t cols, int64_t ld, bool transposed) {
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  if (transposed) return at::from_blob(const_cast<T*>(p), {cols, rows}, {ld, 1}, opts).t();
+  return at::from_blob(const_cast<T*>(p), {rows, cols}, {ld, 1}, opts);
+}
+
+// Row-major C (M x N, ldc) = alpha op(A) op(B) + beta C with op(A) M x K and op(B) K x N;
+// a_t / b_t: A is stored K x M / B is stored N x K (rows ld apart). beta = 0 never reads C.
+// BLAS is column-major, where a row-major matrix reads as its transpose, so BLAS is asked for
+// C^T = op(B)^T op(A)^T.
+template <typename T>
+void gemm_rm(bool use_blas, bool a_t, bool b_t, int64_t M, int64_t N, int64_t K, T alpha,
+             const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // empty sum (head size 0): C = beta C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+#ifdef LSTM_FUSED_HAVE_WEAK_BLAS
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();  // LP64 BLAS: int sizes
+  if (use_blas && std::max({M, N, K, lda, ldb, ldc}) <= kIntMax) {
+    const char ta = b_t ? 'T' : 'N', tb = a_t ? 'T' : 'N';
+    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+    const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    if constexpr (std::is_same_v<T, float>) {
+      sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+    } else {
+      dgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
     }
+    return;
+  }
+#endif
+  at::Tensor c = matrix_view(C, M, N, ldc, false);
+  c.addmm_(matrix_view(A, M, K, lda, a_t), matrix_view(B, K, N, ldb, b_t), beta, alpha);
+}
+
+// s = softmax(s) in place over n > 0 entries; returns log sum exp(s).
+template <typename T>
+T softmax_row(T* s, int64_t n) {
+  using V = Vectorized<T>;
+  const T m = at::vec::reduce_all<T>([](V a, V b) { return at::vec::maximum(a, b); }, s, n);
+  at::vec::map([m](V x) { return (x - V(m)).exp(); }, s, s, n);
+  const T sum = at::vec::reduce_all<T>([](V a, V b) { return a + b; }, s, n);
+  const T inv = T(1) / sum;
+  at::vec::map([inv](V x) { return x * V(inv); }, s, s, n);
+  return m + std::log(sum);
+}
+
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  using V = Vectorized<T>;
+  return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; },
+                                     [](V x, V y) { return x + y; }, a, b, n);
+}
+
+// A (B, N, T, Dh) tensor read through its strides: head (b, n) row t starts at
+// data + b * sb + n * sn + t * st and its Dh elements are adjacent.
+template <typename scalar_t>
+struct Heads {
+  const scalar_t* data;
+  int64_t sb, sn, st;
+  const scalar_t* head(int64_t b, int64_t n) const { return data + b * sb + n * sn; }
+};
+
+// Row-strided access needs a unit last stride and rows that do not overlap; anything else
+// (an expanded tensor, a transposed head) is copied once.
+at::Tensor rows_readable(const at::Tensor& t) {
+  const int64_t T = t.size(2), Dh = t.size(3);
+  const bool ok = (Dh <= 1 || t.stride(3) == 1) && (T <= 1 || t.stride(2) >= Dh);
+  return ok ? t : t.contiguous();
+}
+
+template <typename scalar_t>
+Heads<scalar_t> heads_of(const at::Tensor& t) {
+  const int64_t st = t.size(2) > 1 ? t.stride(2) : t.size(3);  // any stride is legal for T = 1
+  return {t.data_ptr<scalar_t>(), t.stride(0), t.stride(1), std::max<int64_t>(st, 1)};
+}
+
+// Per-thread buffers, reused across the heads a thread runs.
+template <typename acc_t>
+struct Workspace {
+  std::vector<acc_t> q, k, v, dout, out, s, dp, o_acc, dq_acc, dk_acc, dv_acc;
+  const bool blas = blas_wanted() && have_blas<acc_t>();
+};
+
+// One head: q, k, v rows (ld apart); out (T, Dh) contiguous; lse (T,).
+template <typename scalar_t, typename acc_t>
+void forward_head(const scalar_t* q, int64_t ldq_in, const scalar_t* k, int64_t ldk_in,
+                  const scalar_t* v, int64_t ldv_in, scalar_t* out, acc_t* lse, int64_t T,
+                  int64_t Dh, int64_t len, acc_t scale, Workspace<acc_t>& ws) {
+  if (len == 0) {  // no valid key: zero context, lse = log(0)
+    std::fill(out, out + T * Dh, scalar_t(0));
+    std::fill(lse, lse + T, -std::numeric_limits<acc_t>::infinity());
+    return;
+  }
+  int64_t ldq, ldk, ldv;
+  const acc_t* Q = rows_as_acc(q, ldq_in, T, Dh, ws.q, &ldq);
+  const acc_t* K = rows_as_acc(k, ldk_in, len, Dh, ws.k, &ldk);
+  const acc_t* V = rows_as_acc(v, ldv_in, len, Dh, ws.v, &ldv);
+  acc_t* O = out_rows(out, T * Dh, ws.o_acc);
+  ws.s.resize(std::min(T, kRowBlock) * len);
+  acc_t* S = ws.s.data();
+  for (int64_t i0 = 0; i0 < T; i0 += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, T - i0);
+    gemm_rm<acc_t>(ws.blas, false, true, rows, len, Dh, scale, Q + i0 * ldq, ldq, K, ldk, 0, S, len);
+    for (int64_t r = 0; r < rows; ++r) lse[i0 + r] = softmax_row(S + r * len, len);
+    gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, 1, S, len, V, ldv, 0, O + i0 * Dh, Dh);
+  }
+  store_rows(out, O, T * Dh);
+}
+
+// One head: inputs as rows (ld apart); dq, dk, dv (T, Dh) contiguous.
+template <typename scalar_t, typename acc_t>
+void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int64_t ldq_in,
+                   const scalar_t* k, int64_t ldk_in, const scalar_t* v, int64_t ldv_in,
+                   const scalar_t* out, int64_t ldo_in, const acc_t* lse, scalar_t* dq,
+                   scalar_t* dk, scalar_t* dv, int64_t T, int64_t Dh, int64_t len, acc_t scale,
+                   Workspace<acc_t>& ws) {
+  using Vec = Vectorized<acc_t>;
+  // Padded keys (t >= len) get zero gradient; with len = 0 nothing depends on q either.
+  std::fill(dk + len * Dh, dk + T * Dh, scalar_t(0));
+  std::fill(dv + len * Dh, dv + T * Dh, scalar_t(0));
+  if (len == 0) {
+    std::fill(dq, dq + T * Dh, scalar_t(0));
+    return;
+  }
+  int64_t lddo, ldq, ldk, ldv, ldo;
+  const acc_t* dO = rows_as_acc(dout, lddo_in, T, Dh, ws.dout, &lddo);
+  const acc_t* Q = rows_as_acc(q, ldq_in, T, Dh, ws.q, &ldq);
+  const acc_t* K = rows_as_acc(k, ldk_in, len, Dh, ws.k, &ldk);
+  const acc_t* V = rows_as_acc(v, ldv_in, len, Dh, ws.v, &ldv);
+  const acc_t* O = rows_as_acc(out, ldo_in, T, Dh, ws.out, &ldo);
+  acc_t* dQ = out_rows(dq, T * Dh, ws.dq_acc);
+  acc_t* dK = out_rows(dk, len * Dh, ws.dk_acc);
+  acc_t* dV = out_rows(dv, len * Dh, ws.dv_acc);
+  const int64_t block = std::min(T, kRowBlock);
+  ws.s.resize(block * len);
+  ws.dp.resize(block * len);
+  acc_t* P = ws.s.data();
+  acc_t* dS = ws.dp.data();
+  for (int64_t i0 = 0; i0 < T; i0 += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, T - i0);
+    const acc_t* Qb = Q + i0 * ldq;
+    const acc_t* dOb = dO + i0 * lddo;
+    const acc_t beta = i0 == 0 ? acc_t(0) : acc_t(1);  // dK, dV: first block writes, rest add
+    gemm_rm<acc_t>(ws.blas, false, true, rows, len, Dh, scale, Qb, ldq, K, ldk, 0, P, len);
     for (int64_t r = 0; r < rows; ++r) {
-      scalar_t* o = out + (i0 + r) * Dh;
-      if (len == 0) {  // no valid key: zero context, lse = log(0)
-        for (int64_t d = 0; d < Dh; ++d) o[d] = scalar_t(0);
-        lse[i0 + r] = neg_inf;
-        continue;
-      }
-      const acc_t inv = acc_t(1) / l[r];
-      for (int64_t d = 0; d < Dh; ++d) o[d] = static_cast<scalar_t>(acc[r * Dh + d] * inv);
-      lse[i0 + r] = m[r] + std::log(l[r]);
+      const acc_t l = lse[i0 + r];
+      at::vec::map([l](Vec x) { return (x - Vec(l)).exp(); }, P + r * len, P + r * len, len);
     }
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-void backward_head(const scalar_t* dout, const scalar_t* q, const scalar_t* k,
-                   const scalar_t* v, const scalar_t* out, const acc_t* lse, scalar_t* dq,
-                   scalar_t* dk, scalar_t* dv, int64_t T, int64_t Dh, int64_t len,
-                   acc_t scale) {
-  std::vector<acc_t> dk_acc(len * Dh, acc_t(0)), dv_acc(len * Dh, acc_t(0)), dq_acc(Dh);
-  for (int64_t i = 0; i < T; ++i) {
-    const scalar_t* qi = q + i * Dh;
-    const scalar_t* doi = dout + i * Dh;
-    const acc_t delta = dot<scalar_t, acc_t>(doi, out + i * Dh, Dh);
-    std::fill(dq_acc.begin(), dq_acc.end(), acc_t(0));
-    for (int64_t j = 0; j < len; ++j) {
-      const scalar_t* kj = k + j * Dh;
-      const acc_t p = std::exp(scale * dot<scalar_t, acc_t>(qi, kj, Dh) - lse[i]);
-      const acc_t ds = p * (dot<scalar_t, acc_t>(doi, v + j * Dh, Dh) - delta);
-      acc_t* dkj = dk_acc.data() + j * Dh;
-      acc_t* dvj = dv_acc.data() + j * Dh;
-      for (int64_t d = 0; d < Dh; ++d) {
-        dvj[d] += p * static_cast<acc_t>(doi[d]);
-        dq_acc[d] += ds * static_cast<acc_t>(kj[d]);
-        dkj[d] += ds * static_cast<acc_t>(qi[d]);
-      }
+    gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, 1, P, len, dOb, lddo, beta, dV, Dh);
+    gemm_rm<acc_t>(ws.blas, false, true, rows, len, Dh, 1, dOb, lddo, V, ldv, 0, dS, len);
+    for (int64_t r = 0; r < rows; ++r) {
+      const acc_t delta = dot(dOb + r * lddo, O + (i0 + r) * ldo, Dh);
+      at::vec::map2([delta](Vec p, Vec dp) { return p * (dp - Vec(delta)); }, dS + r * len,
+                    P + r * len, dS + r * len, len);
     }
-    for (int64_t d = 0; d < Dh; ++d) dq[i * Dh + d] = static_cast<scalar_t>(scale * dq_acc[d]);
+    gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, scale, dS, len, K, ldk, 0, dQ + i0 * Dh, Dh);
+    gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, scale, dS, len, Qb, ldq, beta, dK, Dh);
   }
-  for (int64_t j = 0; j < T; ++j) {  // padded keys (j >= len) get zero gradient
-    for (int64_t d = 0; d < Dh; ++d) {
-      const bool valid = j < len;
-      dk[j * Dh + d] = static_cast<scalar_t>(valid ? scale * dk_acc[j * Dh + d] : acc_t(0));
-      dv[j * Dh + d] = static_cast<scalar_t>(valid ? dv_acc[j * Dh + d] : acc_t(0));
-    }
-  }
+  store_rows(dq, dQ, T * Dh);
+  store_rows(dk, dK, len * Dh);
+  store_rows(dv, dV, len * Dh);
 }
 
 at::Tensor lengths_cpu(const c10::optional<at::Tensor>& lengths) {
@@ -130,26 +255,27 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, cons
                                                     const c10::optional<at::Tensor>& lengths,
                                                     double scale) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
   const at::Tensor len_t = lengths_cpu(lengths);
-  at::Tensor out = at::empty_like(q);
+  at::Tensor out = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
   at::Tensor lse = at::empty({s.B, s.N, s.T}, q.options().dtype(mhsa_acc_type(q.scalar_type())));
+  if (lse.numel() == 0) return {out, lse};  // B, N or T is 0 (Dh = 0 runs: lse = log len)
   const int64_t* len_ptr = len_t.defined() ? len_t.data_ptr<int64_t>() : nullptr;
   const int64_t head = s.T * s.Dh;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    const scalar_t* kp = k.data_ptr<scalar_t>();
-    const scalar_t* vp = v.data_ptr<scalar_t>();
+    const Heads<scalar_t> qh = heads_of<scalar_t>(q), kh = heads_of<scalar_t>(k),
+                          vh = heads_of<scalar_t>(v);
     scalar_t* op = out.data_ptr<scalar_t>();
     acc_t* lp = lse.data_ptr<acc_t>();
     at::parallel_for(0, s.B * s.N, 1, [&](int64_t h0, int64_t h1) {
+      Workspace<acc_t> ws;
       for (int64_t h = h0; h < h1; ++h) {
-        const int64_t len = length_of(len_ptr, h / s.N, s.T);
-        forward_head<scalar_t, acc_t>(qp + h * head, kp + h * head, vp + h * head,
-                                      op + h * head, lp + h * s.T, s.T, s.Dh, len,
-                                      static_cast<acc_t>(scale));
+        const int64_t b = h / s.N, n = h % s.N;
+        forward_head<scalar_t, acc_t>(qh.head(b, n), qh.st, kh.head(b, n), kh.st, vh.head(b, n),
+                                      vh.st, op + h * head, lp + h * s.T, s.T, s.Dh,
+                                      length_of(len_ptr, b, s.T), static_cast<acc_t>(scale), ws);
       }
     });
   });
@@ -162,32 +288,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
     const at::Tensor& out_in, const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
   check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const at::Tensor dout = grad_out_in.contiguous().to(q.scalar_type());
-  const at::Tensor out = out_in.contiguous(), lse = lse_in.contiguous();
+  const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
+  const at::Tensor dout = rows_readable(grad_out_in.to(q.scalar_type()));
+  const at::Tensor out = rows_readable(out_in), lse = lse_in.contiguous();
   const at::Tensor len_t = lengths_cpu(lengths);
-  at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+  at::Tensor dq = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
+  at::Tensor dk = at::empty_like(dq), dv = at::empty_like(dq);
+  if (s.B * s.N * s.T == 0) return {dq, dk, dv};
   const int64_t* len_ptr = len_t.defined() ? len_t.data_ptr<int64_t>() : nullptr;
   const int64_t head = s.T * s.Dh;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* dop = dout.data_ptr<scalar_t>();
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    const scalar_t* kp = k.data_ptr<scalar_t>();
-    const scalar_t* vp = v.data_ptr<scalar_t>();
-    const scalar_t* op = out.data_ptr<scalar_t>();
+    const Heads<scalar_t> doh = heads_of<scalar_t>(dout), qh = heads_of<scalar_t>(q),
+                          kh = heads_of<scalar_t>(k), vh = heads_of<scalar_t>(v),
+                          oh = heads_of<scalar_t>(out);
     const acc_t* lp = lse.data_ptr<acc_t>();
     scalar_t* dqp = dq.data_ptr<scalar_t>();
     scalar_t* dkp = dk.data_ptr<scalar_t>();
     scalar_t* dvp = dv.data_ptr<scalar_t>();
     at::parallel_for(0, s.B * s.N, 1, [&](int64_t h0, int64_t h1) {
+      Workspace<acc_t> ws;
       for (int64_t h = h0; h < h1; ++h) {
-        const int64_t len = length_of(len_ptr, h / s.N, s.T);
-        const int64_t o = h * head;
-        backward_head<scalar_t, acc_t>(dop + o, qp + o, kp + o, vp + o, op + o, lp + h * s.T,
-                                       dqp + o, dkp + o, dvp + o, s.T, s.Dh, len,
-                                       static_cast<acc_t>(scale));
+        const int64_t b = h / s.N, n = h % s.N, o = h * head;
+        backward_head<scalar_t, acc_t>(doh.head(b, n), doh.st, qh.head(b, n), qh.st,
+                                       kh.head(b, n), kh.st, vh.head(b, n), vh.st,
+                                       oh.head(b, n), oh.st, lp + h * s.T, dqp + o, dkp + o,
+                                       dvp + o, s.T, s.Dh, length_of(len_ptr, b, s.T),
+                                       static_cast<acc_t>(scale), ws);
       }
     });
   });
