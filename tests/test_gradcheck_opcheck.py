@@ -9,7 +9,7 @@ import lstm_fused
 from lstm_fused import functional
 
 # The CPU backend twice: its row loops and its fused loops (LSTM_FUSED_CPU_LOOP; by default
-# these tiny calls would take the row loops, csrc/cpu/lstm_layer_cpu.cpp choose_loop). With a
+# these calls (T = 3) would take the row loops, csrc/cpu/lstm_layer_cpu.cpp choose_loop). With a
 # projection both run the row loops.
 BACKENDS = ["cpu:rows", "cpu:fused", "reference"]
 T, B, I, H, P = 3, 2, 3, 4, 2

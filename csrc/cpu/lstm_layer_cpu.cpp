@@ -255,9 +255,8 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
 }
 
 // Which time loops run. By default the fused loops, forward and backward, when there is no
-// projection and the call has at least 256 rows in all (T * B): their packing of W_hh is one
-// pass over the weight, which a single step (an LSTMCell call) would not pay back; otherwise
-// the row loop. LSTM_FUSED_CPU_LOOP=rows|units|fused forces one (units: forward only; its
+// projection and T >= 4: their packing of W_hh is one pass over the weight, which one step (an
+// LSTMCell call) or two would not pay back; otherwise the row loop. LSTM_FUSED_CPU_LOOP=rows|units|fused forces one (units: forward only; its
 // backward is the row loop), for comparisons: `python -m bench.cpu_loops` times the three
 // against nn.LSTM, interleaved in one process. On the 2-core AMD EPYC (no_grad, median of
 // 15-60): LSTM(256, 512, 2), B=32, T=100: fused 123.8, units 132.3, rows 144.1 ms;
@@ -268,7 +267,7 @@ TimeLoop choose_loop(const LSTMLayerSizes& s) {
   if (s.P > 0) return TimeLoop::Rows;
   const char* v = std::getenv("LSTM_FUSED_CPU_LOOP");
   if (v == nullptr || *v == '\0')
-    return s.T * s.B >= 256 ? TimeLoop::Fused : TimeLoop::Rows;
+    return s.T >= 4 ? TimeLoop::Fused : TimeLoop::Rows;
   if (std::strcmp(v, "fused") == 0) return TimeLoop::Fused;
   if (std::strcmp(v, "units") == 0) return TimeLoop::Units;
   if (std::strcmp(v, "rows") == 0) return TimeLoop::Rows;
