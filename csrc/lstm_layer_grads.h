@@ -60,11 +60,11 @@ inline void direction_weight_grads(const LSTMLayerSizes& s, int64_t d, const at:
   const auto dtype = dz.scalar_type();
   const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor r_prev = previous_outputs(s, d, y, h0, len);
-  grad_w_hh.copy_(at::mm(dz.reshape({TB, s.G}).t(), r_prev.reshape({TB, s.R})));
+  at::mm_out(grad_w_hh, dz.reshape({TB, s.G}).t(), r_prev.reshape({TB, s.R}));
   const at::Tensor cells_acc = cells.to(acc);
   if (grad_w_hr.defined()) {
     const at::Tensor h_pre = (gates.narrow(2, 3 * H, H).to(acc) * at::tanh(cells_acc)).to(dtype);
-    grad_w_hr.copy_(at::mm(dr.reshape({TB, s.R}).t(), h_pre.reshape({TB, H})));
+    at::mm_out(grad_w_hr, dr.reshape({TB, s.R}).t(), h_pre.reshape({TB, H}));
   }
   if (grad_w_peep.defined()) {
     const at::Tensor c0_d = c0.select(0, d).unsqueeze(0).to(acc);

@@ -340,9 +340,9 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
   Tensor dc_state = grad_c_n.select(0, d).contiguous().clone();  // (B, H)
   Tensor dr = at::empty({B, R}, gy.options());
   // dh_prev = dz W_hh and dh_pre = dr W_hr: products with the transposed weights.
-  const ReusedWeightGemm recurrent_t(w_hh.select(0, d).t().contiguous(), B, T);  // (B, G) -> (B, R)
-  const ReusedWeightGemm projection_t(proj ? w_hr->select(0, d).t().contiguous() : Tensor(),
-                                      proj ? B : 0, T);  // (B, P) -> (B, H)
+  const ReusedWeightGemm recurrent_t(w_hh.select(0, d), B, T, c10::nullopt, true);  // (B, G) -> (B, R)
+  const ReusedWeightGemm projection_t(proj ? w_hr->select(0, d) : Tensor(), proj ? B : 0, T,
+                                      c10::nullopt, true);  // (B, P) -> (B, H)
   const Tensor c0_d = c0.select(0, d).contiguous();
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
@@ -493,7 +493,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight, through oneDNN.
   Tensor grad_x;
   for (int64_t d = 0; d < s.D; ++d) {
-    const ReusedWeightGemm input_t(w_ih.select(0, d).t().contiguous(), s.T * s.B, 1);
+    const ReusedWeightGemm input_t(w_ih.select(0, d), s.T * s.B, 1, c10::nullopt, true);
     const Tensor part = input_t(dZ.select(0, d).view({s.T * s.B, s.G}));
     grad_x = d == 0 ? part : grad_x.add_(part);
   }
@@ -501,8 +501,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_w_ih = at::bmm(dZ.view({s.D, s.T * s.B, s.G}).transpose(1, 2),
                              x2.unsqueeze(0).expand({s.D, s.T * s.B, s.I}));
   Tensor grad_bias = dZ.sum({1, 2});
-  Tensor grad_w_hh = at::zeros({s.D, s.G, s.R}, opts);
-  Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
+  // Written whole by direction_weight_grads when T > 0.
+  const auto new_grad = [&](at::IntArrayRef sizes) {
+    return s.T > 0 ? new_output(sizes, opts) : at::zeros(sizes, opts);
+  };
+  Tensor grad_w_hh = new_grad({s.D, s.G, s.R});
+  Tensor grad_w_hr = proj ? new_grad({s.D, s.P, s.H}) : at::empty({0}, opts);
   Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0) {
     const Tensor len_t = present(lengths) ? at::tensor(len, at::kLong) : Tensor();

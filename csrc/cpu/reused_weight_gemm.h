@@ -22,9 +22,11 @@ namespace cpu {
 class ReusedWeightGemm {
  public:
   // rows: M of each call; calls: how many calls will use the weight (the time loop's T).
+  // transposed: `weight` is given as W^T (K, N) (a backward's product with a forward weight);
+  // it is copied to (N, K) only if it gets packed.
   ReusedWeightGemm(const at::Tensor& weight, int64_t rows, int64_t calls,
-                   const c10::optional<at::Tensor>& bias = c10::nullopt)
-      : weight_(weight), bias_(bias) {
+                   const c10::optional<at::Tensor>& bias = c10::nullopt, bool transposed = false)
+      : weight_(weight), bias_(bias), transposed_(transposed) {
     if (weight.scalar_type() != at::kFloat || rows <= 0 || weight.numel() == 0) return;
     // The reorder is one pass over the weight: not worth it for fewer than a few hundred rows
     // in all (an LSTMCell step, a layer call with T = 1).
@@ -37,15 +39,18 @@ class ReusedWeightGemm {
     if (env != nullptr && std::strcmp(env, "aten") == 0) return;
     const auto& ops = onednn_ops();
     if (!ops.available) return;
-    torch::jit::Stack stack{at::IValue(weight.contiguous()), at::IValue(rows)};
+    torch::jit::Stack stack{at::IValue((transposed ? weight.t() : weight).contiguous()),
+                            at::IValue(rows)};
     ops.reorder->callBoxed(&stack);
     packed_ = stack.at(0).toTensor();
   }
 
   // in (M, K) -> (M, N)
   at::Tensor operator()(const at::Tensor& in) const {
-    if (!packed_.defined())
-      return bias_.has_value() ? at::addmm(*bias_, in, weight_.t()) : at::mm(in, weight_.t());
+    if (!packed_.defined()) {
+      const at::Tensor w_t = transposed_ ? weight_ : weight_.t();  // (K, N)
+      return bias_.has_value() ? at::addmm(*bias_, in, w_t) : at::mm(in, w_t);
+    }
     torch::jit::Stack stack{at::IValue(in),
                             at::IValue(packed_),
                             bias_.has_value() ? at::IValue(*bias_) : at::IValue(),
@@ -77,9 +82,10 @@ class ReusedWeightGemm {
     return ops;
   }
 
-  at::Tensor weight_;  // (N, K)
+  at::Tensor weight_;  // (N, K), or (K, N) when transposed_
+  bool transposed_;
   c10::optional<at::Tensor> bias_;  // (N)
-  at::Tensor packed_;  // oneDNN's blocked copy, or undefined
+  at::Tensor packed_;  // oneDNN's blocked copy of W (N, K), or undefined
 };
 
 }  // namespace cpu
