@@ -4,6 +4,8 @@
 // bfloat16 rows are widened into a caller's buffer, and results rounded back with store_rows.
 #pragma once
 
+#include <ATen/cpu/vec/functional.h>  // after lstm_cell_vec.h, which sets the instruction set
+
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -44,6 +46,14 @@ void store_rows(scalar_t* dst, const acc_t* src, int64_t n) {
   if constexpr (!std::is_same_v<scalar_t, acc_t>) {
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
   }
+}
+
+// sum_i a[i] b[i] over n acc_t elements (at::vec).
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  using V = at::vec::Vectorized<T>;
+  return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; },
+                                     [](V x, V y) { return x + y; }, a, b, n);
 }
 
 }  // namespace cpu

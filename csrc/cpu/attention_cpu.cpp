@@ -198,14 +198,7 @@ PoolingInputs pooling_inputs(const Tensor& x, const Tensor& proj, const Tensor& 
   return in;
 }
 
-// Vector helpers on acc_t rows (at::vec).
-template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
-  using V = Vectorized<T>;
-  return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; },
-                                     [](V x, V y) { return x + y; }, a, b, n);
-}
-
+// Vector helpers on acc_t rows (at::vec; dot is in acc_rows.h).
 // out (D) = sum_t w[t] X[t] over n rows of D elements, ld apart: register blocks of 4 vectors
 // of D, each summed over all rows before it is stored.
 template <typename T>

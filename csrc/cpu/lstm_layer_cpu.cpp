@@ -256,10 +256,11 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
 
 // Which time loops run. By default the fused loops, forward and backward, when there is no
 // projection and T >= 4: their packing of W_hh is one pass over the weight, which one step (an
-// LSTMCell call) or two would not pay back; otherwise the row loop. LSTM_FUSED_CPU_LOOP=rows|units|fused forces one (units: forward only; its
-// backward is the row loop), for comparisons: `python -m bench.cpu_loops` times the three
-// against nn.LSTM, interleaved in one process. On the 2-core AMD EPYC (no_grad, median of
-// 15-60): LSTM(256, 512, 2), B=32, T=100: fused 123.8, units 132.3, rows 144.1 ms;
+// LSTMCell call) or two would not pay back; otherwise the row loop.
+// LSTM_FUSED_CPU_LOOP=rows|units|fused forces one (units: forward only; its backward is the
+// row loop), for comparisons: `python -m bench.cpu_loops` times the three against nn.LSTM,
+// interleaved in one process. On the 2-core AMD EPYC (no_grad, median of 15-60):
+// LSTM(256, 512, 2), B=32, T=100: fused 123.8, units 132.3, rows 144.1 ms;
 // LSTM(128, 128), B=16, T=50: fused 2.36, units 3.07, rows 4.07 ms.
 enum class TimeLoop { Rows, Units, Fused };
 
@@ -340,7 +341,8 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
   Tensor dc_state = grad_c_n.select(0, d).contiguous().clone();  // (B, H)
   Tensor dr = at::empty({B, R}, gy.options());
   // dh_prev = dz W_hh and dh_pre = dr W_hr: products with the transposed weights.
-  const ReusedWeightGemm recurrent_t(w_hh.select(0, d), B, T, c10::nullopt, true);  // (B, G) -> (B, R)
+  // (B, G) -> (B, R)
+  const ReusedWeightGemm recurrent_t(w_hh.select(0, d), B, T, c10::nullopt, true);
   const ReusedWeightGemm projection_t(proj ? w_hr->select(0, d) : Tensor(), proj ? B : 0, T,
                                       c10::nullopt, true);  // (B, P) -> (B, H)
   const Tensor c0_d = c0.select(0, d).contiguous();
@@ -449,13 +451,14 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   }
   // The gradient of h0: through W_hh for rows whose last processed step was valid, else what
   // the padded steps carried (grad_h_n when T = 0).
-  Tensor dh0 = dh_carry;
   if (t_next >= 0) {
     const Tensor through = at::mm(dZ.select(0, d).select(0, t_next), w_hh_d);  // (B, H)
+    const scalar_t* through_p = through.data_ptr<scalar_t>();
     for (int64_t b = 0; b < B; ++b)
-      if (t_next < len[b]) dh0[b].copy_(through[b]);
+      if (t_next < len[b])
+        std::memcpy(st.dh_carry + b * H, through_p + b * H, H * sizeof(scalar_t));
   }
-  grad_h0.select(0, d).copy_(dh0);
+  grad_h0.select(0, d).copy_(dh_carry);
   grad_c0.select(0, d).copy_(dc);
 }
 

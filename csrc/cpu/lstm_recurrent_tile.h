@@ -20,13 +20,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace lstm_fused {
 namespace cpu {
 
 // Batch rows of a tile: 4 rows x 4 gates = 16 accumulators, which leaves registers for the
 // four weight vectors and the broadcasts (AVX-512 and AVX2 both have 16+ vector registers).
-constexpr int64_t kTileRows = 4;
+constexpr int kTileRows = 4;
 
 template <typename T>
 inline int64_t panel_units() {
@@ -160,19 +161,25 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
   }
 }
 
-// Panels [p0, p1) of one step, for every batch row (B rows in tiles of kTileRows).
+// Calls tile(std::integral_constant<int, MR>{}, r0) for B batch rows in tiles of kTileRows
+// rows, the last tile taking the 1 to 3 rows left. Used by the forward and backward tiles.
+template <typename Tile>
+inline void for_each_row_tile(int64_t B, Tile&& tile) {
+  int64_t r0 = 0;
+  for (; r0 + kTileRows <= B; r0 += kTileRows) tile(std::integral_constant<int, kTileRows>{}, r0);
+  switch (B - r0) {
+    case 3: tile(std::integral_constant<int, 3>{}, r0); break;
+    case 2: tile(std::integral_constant<int, 2>{}, r0); break;
+    case 1: tile(std::integral_constant<int, 1>{}, r0); break;
+    default: break;
+  }
+}
+
+// Panels [p0, p1) of one step, for every batch row.
 template <typename T>
 void step_panels(const RecurrentStep<T>& s, int64_t B, int64_t p0, int64_t p1) {
-  for (int64_t p = p0; p < p1; ++p) {
-    int64_t r0 = 0;
-    for (; r0 + kTileRows <= B; r0 += kTileRows) step_tile<T, kTileRows>(s, p, r0);
-    switch (B - r0) {
-      case 3: step_tile<T, 3>(s, p, r0); break;
-      case 2: step_tile<T, 2>(s, p, r0); break;
-      case 1: step_tile<T, 1>(s, p, r0); break;
-      default: break;
-    }
-  }
+  for (int64_t p = p0; p < p1; ++p)
+    for_each_row_tile(B, [&](auto mr, int64_t r0) { step_tile<T, decltype(mr)::value>(s, p, r0); });
 }
 
 }  // namespace cpu

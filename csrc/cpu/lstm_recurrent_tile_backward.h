@@ -12,6 +12,7 @@
 #pragma once
 
 #include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+#include "cpu/lstm_recurrent_tile.h"  // for_each_row_tile
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -22,8 +23,6 @@
 
 namespace lstm_fused {
 namespace cpu {
-
-constexpr int64_t kBackTileRows = 4;
 
 template <typename T>
 inline int64_t back_panel_units() {
@@ -131,16 +130,8 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
 // Column panels [q0, q1) of one reverse step, for every batch row.
 template <typename T>
 void back_step_panels(const RecurrentBackStep<T>& s, int64_t B, int64_t q0, int64_t q1) {
-  for (int64_t q = q0; q < q1; ++q) {
-    int64_t r0 = 0;
-    for (; r0 + kBackTileRows <= B; r0 += kBackTileRows) back_tile<T, kBackTileRows>(s, q, r0);
-    switch (B - r0) {
-      case 3: back_tile<T, 3>(s, q, r0); break;
-      case 2: back_tile<T, 2>(s, q, r0); break;
-      case 1: back_tile<T, 1>(s, q, r0); break;
-      default: break;
-    }
-  }
+  for (int64_t q = q0; q < q1; ++q)
+    for_each_row_tile(B, [&](auto mr, int64_t r0) { back_tile<T, decltype(mr)::value>(s, q, r0); });
 }
 
 }  // namespace cpu

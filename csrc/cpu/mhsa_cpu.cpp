@@ -37,6 +37,7 @@ namespace lstm_fused {
 namespace {
 
 using at::vec::Vectorized;
+using cpu::dot;
 using cpu::out_rows;
 using cpu::rows_as_acc;
 using cpu::store_rows;
@@ -126,13 +127,6 @@ T softmax_row(T* s, int64_t n) {
   const T inv = T(1) / sum;
   at::vec::map([inv](V x) { return x * V(inv); }, s, s, n);
   return m + std::log(sum);
-}
-
-template <typename T>
-T dot(const T* a, const T* b, int64_t n) {
-  using V = Vectorized<T>;
-  return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; },
-                                     [](V x, V y) { return x + y; }, a, b, n);
 }
 
 // A (B, N, T, Dh) tensor read through its strides: head (b, n) row t starts at
