@@ -48,22 +48,26 @@ def run_shape(shape, reps: int, fwd_bwd: bool) -> dict:
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(T, B, I, requires_grad=fwd_bwd)
     want = _call(ref, x, False)[0]
-    calls = {"nn.LSTM": lambda: _call(ref, x, fwd_bwd)}
+
+    def run(name: str):
+        """One call of nn.LSTM or of lstm_fused with the CPU loop `name` (read per call)."""
+        if name == "nn.LSTM":
+            return _call(ref, x, fwd_bwd)
+        os.environ["LSTM_FUSED_CPU_LOOP"] = name
+        return _call(ours, x, fwd_bwd)
+
+    names = ("nn.LSTM",) + LOOPS
     for loop in LOOPS:
         os.environ["LSTM_FUSED_CPU_LOOP"] = loop
-        got = _call(ours, x, False)[0]
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-        calls[loop] = lambda loop=loop: _call(ours, x, fwd_bwd)
-    samples = {name: [] for name in calls}
+        torch.testing.assert_close(_call(ours, x, False)[0], want, rtol=1e-4, atol=1e-5)
+    samples = {name: [] for name in names}
     for _ in range(3):  # warm-up
-        for name, fn in calls.items():
-            os.environ["LSTM_FUSED_CPU_LOOP"] = name if name in LOOPS else "fused"
-            fn()
+        for name in names:
+            run(name)
     for _ in range(reps):
-        for name, fn in calls.items():
-            os.environ["LSTM_FUSED_CPU_LOOP"] = name if name in LOOPS else "fused"
+        for name in names:
             start = time.perf_counter()
-            fn()
+            run(name)
             samples[name].append((time.perf_counter() - start) * 1e3)
     os.environ.pop("LSTM_FUSED_CPU_LOOP")
     return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}

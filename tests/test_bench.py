@@ -193,3 +193,17 @@ def test_pytest_benchmark_set_runs_on_the_cpu():
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_cpu_loops_checks_and_times_every_loop(monkeypatch, capsys):
+    """`python -m bench.cpu_loops` on tiny shapes: each loop's output is checked against
+    nn.LSTM before timing, and one line per shape names nn.LSTM and the three loops."""
+    from bench import cpu_loops
+
+    monkeypatch.setattr(cpu_loops, "SHAPES", [(3, 5, 7, 20, 2, True)])
+    cpu_loops.main(["--reps", "2", "--fwd-bwd"])
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("B=3,T=5,I=7,H=20,L=2,D=2:")
+    for name in ("nn.LSTM", "rows", "units", "fused"):
+        assert f" {name} " in line
+    assert "LSTM_FUSED_CPU_LOOP" not in os.environ
