@@ -29,6 +29,8 @@
 #include <cstring>
 #include <limits>
 
+#include "optional_tensor.h"
+
 namespace lstm_fused {
 
 // A tensor a kernel must overwrite completely. With LSTM_FUSED_POISON=1 in the environment
@@ -84,7 +86,7 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
   TORCH_CHECK_VALUE(s.G % 4 == 0 && s.G > 0, "lstm_fused: w_ih.size(1) must be 4H > 0, got ",
                     s.G);
   s.H = s.G / 4;
-  const bool has_proj = w_hr.has_value() && w_hr->defined();
+  const bool has_proj = present(w_hr);
   s.P = has_proj ? w_hr->size(1) : 0;
   s.R = has_proj ? s.P : s.H;
   TORCH_CHECK_TYPE(x.scalar_type() == w_ih.scalar_type(), "lstm_fused: x has dtype ",
@@ -100,7 +102,7 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
     check_optional(w_hr, "w_hr", {s.D, s.P, s.H}, x);
   }
   check_optional(w_peep, "w_peep", {s.D, 3, s.H}, x);
-  if (lengths.has_value() && lengths->defined()) {
+  if (present(lengths)) {
     TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == s.B,
                       "lstm_fused: lengths must have shape (B,) = (", s.B, ",), got ",
                       lengths->sizes());

@@ -10,6 +10,8 @@
 
 #include <ATen/ATen.h>
 
+#include "optional_tensor.h"
+
 namespace lstm_fused {
 
 struct MhsaSizes {
@@ -27,7 +29,7 @@ inline MhsaSizes check_mhsa_args(const at::Tensor& q, const at::Tensor& k, const
   TORCH_CHECK(k.device() == q.device() && v.device() == q.device(),
               "mhsa: q, k, v must be on one device");
   MhsaSizes s{q.size(0), q.size(1), q.size(2), q.size(3)};
-  if (lengths.has_value() && lengths->defined()) {
+  if (present(lengths)) {
     TORCH_CHECK(lengths->dim() == 1 && lengths->size(0) == s.B,
                 "mhsa: lengths must be (B,) = (", s.B, ",), got ", lengths->sizes());
     TORCH_CHECK(lengths->scalar_type() == at::kLong, "mhsa: lengths must be int64");

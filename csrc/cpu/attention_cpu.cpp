@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "acc_rows.h"
+#include "optional_tensor.h"
 
 namespace lstm_fused {
 namespace cpu {
@@ -30,8 +31,6 @@ namespace {
 using at::Tensor;
 using at::vec::Vectorized;
 using OptTensor = c10::optional<Tensor>;
-
-bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 void check_cpu(const Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "lstm_fused::", op, " (cpu backend): ", name, " is on ",

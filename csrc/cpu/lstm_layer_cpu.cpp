@@ -23,6 +23,7 @@
 #include "cpu/reused_weight_gemm.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
+#include "optional_tensor.h"
 
 namespace lstm_fused {
 namespace cpu {
@@ -30,8 +31,6 @@ namespace {
 
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
-
-bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 void check_cpu_call(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "lstm_fused (cpu backend): x is on ", x.device(),

@@ -23,6 +23,8 @@
 
 #include <limits>
 
+#include "optional_tensor.h"
+
 namespace lstm_fused {
 namespace cuda {
 namespace {
@@ -377,8 +379,6 @@ rescale_bwd_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__
 
 #define ATTN_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
-
-bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 void check_cuda(const Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.is_cuda(), "lstm_fused::", op, " (cuda backend): ", name, " is on ", t.device(),

@@ -45,6 +45,7 @@
 #include "cuda/lstm_cuda_kernels.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
+#include "optional_tensor.h"
 
 namespace lstm_fused {
 namespace cuda {
@@ -52,8 +53,6 @@ namespace {
 
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
-
-bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 void check_cuda_call(const Tensor& x) {
 #if defined(LSTM_FUSED_CUDA_EMULATION)

@@ -283,7 +283,7 @@ const int64_t* lengths_ptr(const at::Tensor& lengths) {
 }
 
 at::Tensor contiguous_lengths(const c10::optional<at::Tensor>& lengths) {
-  return (lengths.has_value() && lengths->defined()) ? lengths->contiguous() : at::Tensor();
+  return present(lengths) ? lengths->contiguous() : at::Tensor();
 }
 
 std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
