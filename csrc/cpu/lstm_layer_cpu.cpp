@@ -20,6 +20,7 @@
 
 #include "cpu/lstm_recurrent_tile.h"
 #include "cpu/lstm_recurrent_tile_backward.h"
+#include "cpu/parallel_time_loop.h"
 #include "cpu/reused_weight_gemm.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
@@ -218,38 +219,36 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   const Tensor panels = pack_recurrent<scalar_t>(w_hh.select(0, d).contiguous(), H, R);
   const int64_t n_panels = panels.size(0);
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
-  Tensor h_cur = h0.select(0, d).contiguous().clone();    // (B, R): h_{t-1}
-  Tensor h_nxt = at::empty_like(h_cur);                   // (B, R): h_t being written
+  // h double-buffered: step s reads h_bufs[s % 2] (h_{t-1}) and writes the other.
+  Tensor h_bufs = at::empty({2, B, R}, h0.options());
+  h_bufs.select(0, 0).copy_(h0.select(0, d));
   Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
 
-  RecurrentStep<scalar_t> st{};
-  st.panels = panels.data_ptr<scalar_t>();
-  st.in_stride = D * G;
-  st.peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
-  st.c = c_state.data_ptr<scalar_t>();
-  st.y_stride = D * R;
-  st.len = len.data();
-  st.H = H;
-  st.R = R;
-  // Below about a million multiply-adds a step, a fork/join costs more than it saves.
+  RecurrentStep<scalar_t> base{};
+  base.panels = panels.data_ptr<scalar_t>();
+  base.in_stride = D * G;
+  base.peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
+  base.c = c_state.data_ptr<scalar_t>();
+  base.y_stride = D * R;
+  base.len = len.data();
+  base.H = H;
+  base.R = R;
+  scalar_t* const h_p = h_bufs.data_ptr<scalar_t>();
+  // Below about a million multiply-adds a step, sharing a step out costs more than it saves.
   const bool parallel = B * G * R >= (int64_t(1) << 20) && n_panels > 1;
-  for (int64_t step = 0; step < T; ++step) {
+  parallel_time_loop(T, n_panels, parallel, [&](int64_t step, int64_t p0, int64_t p1) {
     const int64_t t = reverse ? T - 1 - step : step;
+    RecurrentStep<scalar_t> st = base;
     st.t = t;
-    st.h_prev = h_cur.data_ptr<scalar_t>();
-    st.h_next = h_nxt.data_ptr<scalar_t>();
+    st.h_prev = h_p + (step % 2) * B * R;
+    st.h_next = h_p + ((step + 1) % 2) * B * R;
     st.z_in = gx.data_ptr<scalar_t>() + (t * B * D + d) * G;
     st.y = y.data_ptr<scalar_t>() + t * B * D * R + d * R;
     st.gates = save ? gates.data_ptr<scalar_t>() + (d * T + t) * B * G : nullptr;
     st.cells = save ? cells.data_ptr<scalar_t>() + (d * T + t) * B * H : nullptr;
-    if (parallel)
-      at::parallel_for(0, n_panels, 1,
-                       [&](int64_t p0, int64_t p1) { step_panels<scalar_t>(st, B, p0, p1); });
-    else
-      step_panels<scalar_t>(st, B, 0, n_panels);
-    std::swap(h_cur, h_nxt);
-  }
-  h_n.select(0, d).copy_(h_cur);
+    step_panels<scalar_t>(st, B, p0, p1);
+  });
+  h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
   c_n.select(0, d).copy_(c_state);
 }
 
@@ -420,34 +419,33 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   const scalar_t* cells_p = cells.data_ptr<scalar_t>() + d * T * B * H;
   scalar_t* dZ_p = dZ.data_ptr<scalar_t>() + d * T * B * G;
 
-  RecurrentBackStep<scalar_t> st{};
-  st.panels = panels.data_ptr<scalar_t>();
-  st.gy_stride = D * H;
-  st.peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
-  st.dh_carry = dh_carry.data_ptr<scalar_t>();
-  st.dc = dc.data_ptr<scalar_t>();
-  st.len = len.data();
-  st.H = H;
+  RecurrentBackStep<scalar_t> base{};
+  base.panels = panels.data_ptr<scalar_t>();
+  base.gy_stride = D * H;
+  base.peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
+  base.dh_carry = dh_carry.data_ptr<scalar_t>();
+  base.dc = dc.data_ptr<scalar_t>();
+  base.len = len.data();
+  base.H = H;
   const bool parallel = B * G * H >= (int64_t(1) << 20) && n_panels > 1;
-  int64_t t_next = -1;
-  for (int64_t step = T - 1; step >= 0; --step) {
-    const int64_t t = reverse ? T - 1 - step : step;
+  // Step s of the loop is time step t(s), from the last to the first.
+  const auto time_of = [&](int64_t s_) { return reverse ? s_ : T - 1 - s_; };
+  parallel_time_loop(T, n_panels, parallel, [&](int64_t step, int64_t q0, int64_t q1) {
+    const int64_t t = time_of(step);
+    const int64_t t_next = step == 0 ? -1 : time_of(step - 1);
     const int64_t t_prev = reverse ? t + 1 : t - 1;
+    RecurrentBackStep<scalar_t> st = base;
     st.t = t;
     st.t_next = t_next;
     st.dz_next = t_next < 0 ? nullptr : dZ_p + t_next * B * G;
     st.gy = gy.data_ptr<scalar_t>() + t * B * D * H + d * H;
     st.gates = gates_p + t * B * G;
     st.c = cells_p + t * B * H;
-    st.c_prev = step == 0 ? c0_d.data_ptr<scalar_t>() : cells_p + t_prev * B * H;
+    st.c_prev = step == T - 1 ? c0_d.data_ptr<scalar_t>() : cells_p + t_prev * B * H;
     st.dz = dZ_p + t * B * G;
-    if (parallel)
-      at::parallel_for(0, n_panels, 1,
-                       [&](int64_t q0, int64_t q1) { back_step_panels<scalar_t>(st, B, q0, q1); });
-    else
-      back_step_panels<scalar_t>(st, B, 0, n_panels);
-    t_next = t;
-  }
+    back_step_panels<scalar_t>(st, B, q0, q1);
+  });
+  const int64_t t_next = T > 0 ? time_of(T - 1) : -1;  // the last step done: t = 0 forward
   // The gradient of h0: through W_hh for rows whose last processed step was valid, else what
   // the padded steps carried (grad_h_n when T = 0).
   if (t_next >= 0) {
@@ -455,7 +453,7 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
     const scalar_t* through_p = through.data_ptr<scalar_t>();
     for (int64_t b = 0; b < B; ++b)
       if (t_next < len[b])
-        std::memcpy(st.dh_carry + b * H, through_p + b * H, H * sizeof(scalar_t));
+        std::memcpy(base.dh_carry + b * H, through_p + b * H, H * sizeof(scalar_t));
   }
   grad_h0.select(0, d).copy_(dh_carry);
   grad_c0.select(0, d).copy_(dc);
