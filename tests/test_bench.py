@@ -197,13 +197,13 @@ def test_pytest_benchmark_set_runs_on_the_cpu():
 
 def test_cpu_loops_checks_and_times_every_loop(monkeypatch, capsys):
     """`python -m bench.cpu_loops` on tiny shapes: each loop's output is checked against
-    nn.LSTM before timing, and one line per shape names nn.LSTM and the three loops."""
+    nn.LSTM before timing, and one line per shape names nn.LSTM and every loop."""
     from bench import cpu_loops
 
     monkeypatch.setattr(cpu_loops, "SHAPES", [(3, 5, 7, 20, 2, True)])
     cpu_loops.main(["--reps", "2", "--fwd-bwd"])
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("B=3,T=5,I=7,H=20,L=2,D=2:")
-    for name in ("nn.LSTM", "rows", "units", "fused"):
+    for name in ("nn.LSTM", *cpu_loops.LOOPS):
         assert f" {name} " in line
     assert "LSTM_FUSED_CPU_LOOP" not in os.environ

@@ -8,10 +8,10 @@ import torch
 import lstm_fused
 from lstm_fused import functional
 
-# The CPU backend twice: its row loops and its fused loops (LSTM_FUSED_CPU_LOOP; by default
-# these calls (T = 3) would take the row loops, csrc/cpu/lstm_layer_cpu.cpp choose_loop). With a
-# projection both run the row loops.
-BACKENDS = ["cpu:rows", "cpu:fused", "reference"]
+# The CPU backend three times: its row loops and its fused loops, with the input projection by
+# a GEMM or in the tiles (LSTM_FUSED_CPU_LOOP; by default these calls (T = 3) would take the row
+# loops, csrc/cpu/lstm_layer_cpu.cpp choose_loop). With a projection all run the row loops.
+BACKENDS = ["cpu:rows", "cpu:fused_gemm", "cpu:fused_input", "reference"]
 T, B, I, H, P = 3, 2, 3, 4, 2
 
 

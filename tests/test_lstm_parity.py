@@ -209,13 +209,14 @@ def test_peephole_matches_reference(backend, proj):
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("loop", ["rows", "units", "fused"])
+@pytest.mark.parametrize("loop", ["rows", "units", "fused_gemm", "fused_input"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
     """The CPU forward has three time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
     rows, over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads), or
     fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18 is four
-    tiles of 4 rows and one of 2; B * 4H * H > 2^20 takes its parallel path). The backward
+    tiles of 4 rows and one of 2; B * 4H * H > 2^20 takes its parallel path), with the input
+    projection by one GEMM before the loop or in the tiles (x_t, I = 7, then h_{t-1}). The backward
     follows: fused for "fused" (lstm_recurrent_tile_backward.h: H = 130 is column panels of
     64, 64 and 2 float units), the per-step GEMM loop otherwise."""
     monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
@@ -255,7 +256,7 @@ def test_unknown_cpu_time_loop_is_an_error(monkeypatch):
         lstm_fused.LSTM(3, 4, backend="cpu")(torch.randn(2, 1, 3))
 
 
-@pytest.mark.parametrize("loop", ["rows", "fused"])
+@pytest.mark.parametrize("loop", ["rows", "fused_gemm", "fused_input"])
 def test_cpu_time_loops_with_peephole_match_reference(monkeypatch, loop):
     """Peephole weights (which nn.LSTM lacks) in both CPU loops, against the float64 reference:
     bidirectional, two layers, lengths, random output gradients."""

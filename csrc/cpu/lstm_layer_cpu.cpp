@@ -1,9 +1,10 @@
 // C++ CPU kernels of lstm_fused::lstm_layer_forward / lstm_layer_backward.
 //
-// Per layer: one GEMM for the input projections of every step and direction; then, per
-// direction, the time loop in C++. The forward has three loops (choose_loop): fused (default
-// without projection: the recurrent product in register tiles with the gate math on the
-// accumulators, lstm_recurrent_tile.h), units (a GEMM per thread on its own W_hh rows, then the
+// Per layer: one GEMM for the input projections of every step and direction (unless the fused
+// loop does them in its tiles); then, per direction, the time loop in C++. The forward has
+// three loops (choose_loop): fused (default without projection: the recurrent product, and
+// for small enough weights the input projection too, in register tiles with the gate math on
+// the accumulators, lstm_recurrent_tile.h), units (a GEMM per thread on its own W_hh rows, then the
 // gate math of its units) and rows (one GEMM a step on a weight packed once,
 // reused_weight_gemm.h, then the fused, vectorised gate math of lstm_cell_vec.h parallel over
 // the batch rows; the only loop with a projection). The backward runs the reverse time loop
@@ -209,15 +210,27 @@ void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vect
 // its own panels of the packed W_hh and finishing the gates of those units in registers. No
 // GEMM call inside the loop. h is double-buffered (every thread reads all of h_{t-1}).
 // Without projection only (the projection needs every unit of the step first).
+// The input term: gx (T, B, D, G), the layer's input projection with bias; or, when gx is
+// undefined, x_t W_ih^T + bias computed in the same tiles from x (T, B, I) contiguous, w_ih
+// and bias2 (D * G, or undefined without bias).
 template <typename scalar_t>
 void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                             const Tensor& gx, const Tensor& h0, const Tensor& c0,
+                             const Tensor& gx, const Tensor& x, const Tensor& w_ih,
+                             const Tensor& bias2, const Tensor& h0, const Tensor& c0,
                              const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
                              Tensor& c_n, Tensor& gates, Tensor& cells, bool save) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
   const bool reverse = d == 1;
-  const Tensor panels = pack_recurrent<scalar_t>(w_hh.select(0, d).contiguous(), H, R);
+  const bool fuse_input = !gx.defined();
+  const Tensor w_hh_d = w_hh.select(0, d).contiguous();
+  const Tensor panels = fuse_input
+                            ? pack_recurrent<scalar_t>({w_ih.select(0, d).contiguous(), w_hh_d}, H)
+                            : pack_recurrent<scalar_t>({w_hh_d}, H);
   const int64_t n_panels = panels.size(0);
+  // With the input fused, the epilogue adds the bias (the same for every row: stride 0).
+  const Tensor bias_d = !fuse_input            ? Tensor()
+                        : bias2.defined() ? bias2.narrow(0, d * G, G).contiguous()
+                                          : at::zeros({G}, x.options());
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
   // h double-buffered: step s reads h_bufs[s % 2] (h_{t-1}) and writes the other.
   Tensor h_bufs = at::empty({2, B, R}, h0.options());
@@ -226,7 +239,8 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
 
   RecurrentStep<scalar_t> base{};
   base.panels = panels.data_ptr<scalar_t>();
-  base.in_stride = D * G;
+  base.I = fuse_input ? s.I : 0;
+  base.in_stride = fuse_input ? 0 : D * G;
   base.peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
   base.c = c_state.data_ptr<scalar_t>();
   base.y_stride = D * R;
@@ -234,15 +248,21 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   base.H = H;
   base.R = R;
   scalar_t* const h_p = h_bufs.data_ptr<scalar_t>();
-  // Below about a million multiply-adds a step, sharing a step out costs more than it saves.
-  const bool parallel = B * G * R >= (int64_t(1) << 20) && n_panels > 1;
+  // Below about a quarter million multiply-adds a step, a barrier a step costs more than
+  // sharing the step out saves.
+  const bool parallel = B * G * (base.I + R) >= (int64_t(1) << 18) && n_panels > 1;
   parallel_time_loop(T, n_panels, parallel, [&](int64_t step, int64_t p0, int64_t p1) {
     const int64_t t = reverse ? T - 1 - step : step;
     RecurrentStep<scalar_t> st = base;
     st.t = t;
     st.h_prev = h_p + (step % 2) * B * R;
     st.h_next = h_p + ((step + 1) % 2) * B * R;
-    st.z_in = gx.data_ptr<scalar_t>() + (t * B * D + d) * G;
+    if (fuse_input) {
+      st.x = x.data_ptr<scalar_t>() + t * B * s.I;
+      st.z_in = bias_d.data_ptr<scalar_t>();
+    } else {
+      st.z_in = gx.data_ptr<scalar_t>() + (t * B * D + d) * G;
+    }
     st.y = y.data_ptr<scalar_t>() + t * B * D * R + d * R;
     st.gates = save ? gates.data_ptr<scalar_t>() + (d * T + t) * B * G : nullptr;
     st.cells = save ? cells.data_ptr<scalar_t>() + (d * T + t) * B * H : nullptr;
@@ -255,23 +275,39 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
 // Which time loops run. By default the fused loops, forward and backward, when there is no
 // projection and T >= 4: their packing of W_hh is one pass over the weight, which one step (an
 // LSTMCell call) or two would not pay back; otherwise the row loop.
-// LSTM_FUSED_CPU_LOOP=rows|units|fused forces one (units: forward only; its backward is the
-// row loop), for comparisons: `python -m bench.cpu_loops` times the three against nn.LSTM,
-// interleaved in one process. On the 2-core AMD EPYC (no_grad, median of 15-60):
-// LSTM(256, 512, 2), B=32, T=100: fused 123.8, units 132.3, rows 144.1 ms;
-// LSTM(128, 128), B=16, T=50: fused 2.36, units 3.07, rows 4.07 ms.
+// The fused forward also does the input projection in its tiles (fuse_input) when the packed
+// [W_ih, W_hh] of a direction is at most 8 MiB and B >= 2. Each step streams those weights
+// through the cores' caches: for larger weights the tiles wait on memory, and one GEMM for the
+// whole layer before the loop is faster; with one row, so is that GEMM (M = T rows instead of
+// 1 per step). Measured on the 2-core AMD EPYC (32 MiB L3, 2 MiB L2 a core), no_grad,
+// interleaved medians, tiles vs GEMM: B=32 I=256 H=512 (6 MiB) 53.8 vs 63.5 ms a layer;
+// B=8 I=H=1024 (32 MiB) 56.4 vs 40.8 ms; B=32 I=H=768 (18 MiB) 91.6 vs 80.5 ms; B=1 I=H=256
+// 3.6 vs 2.8 ms.
+// LSTM_FUSED_CPU_LOOP=rows|units|fused|fused_gemm|fused_input forces one (fused: the fused
+// loops with fuse_input chosen as above; units: forward only, its backward is the row loop),
+// for comparisons: `python -m bench.cpu_loops` times them against nn.LSTM, interleaved in one
+// process.
 enum class TimeLoop { Rows, Units, Fused };
 
-TimeLoop choose_loop(const LSTMLayerSizes& s) {
-  if (s.P > 0) return TimeLoop::Rows;
+struct LoopChoice {
+  TimeLoop loop;
+  bool fuse_input;  // Fused only: the input projection in the forward's tiles
+};
+
+LoopChoice choose_loop(const LSTMLayerSizes& s, int64_t elem_size) {
+  const bool small_weights = (s.I + s.R) * s.G * elem_size <= (int64_t(8) << 20);
+  const LoopChoice fused{TimeLoop::Fused, s.B >= 2 && small_weights};
+  if (s.P > 0) return {TimeLoop::Rows, false};
   const char* v = std::getenv("LSTM_FUSED_CPU_LOOP");
-  if (v == nullptr || *v == '\0')
-    return s.T >= 4 ? TimeLoop::Fused : TimeLoop::Rows;
-  if (std::strcmp(v, "fused") == 0) return TimeLoop::Fused;
-  if (std::strcmp(v, "units") == 0) return TimeLoop::Units;
-  if (std::strcmp(v, "rows") == 0) return TimeLoop::Rows;
+  if (v == nullptr || *v == '\0') return s.T >= 4 ? fused : LoopChoice{TimeLoop::Rows, false};
+  if (std::strcmp(v, "fused") == 0) return fused;
+  if (std::strcmp(v, "fused_gemm") == 0) return {TimeLoop::Fused, false};
+  if (std::strcmp(v, "fused_input") == 0) return {TimeLoop::Fused, true};
+  if (std::strcmp(v, "units") == 0) return {TimeLoop::Units, false};
+  if (std::strcmp(v, "rows") == 0) return {TimeLoop::Rows, false};
   TORCH_CHECK_VALUE(false, "lstm_fused: LSTM_FUSED_CPU_LOOP=", v,
-                    " is not a CPU time loop; expected rows, units or fused");
+                    " is not a CPU time loop; expected rows, units, fused, fused_gemm or "
+                    "fused_input");
 }
 
 // The forward of one layer; with save, also the gates and cells kept for the backward.
@@ -283,12 +319,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   check_cpu_call(x);
   const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
   const auto opts = x.options();
-  // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
-  const c10::optional<Tensor> bias2 =
-      present(bias) ? c10::optional<Tensor>(bias->reshape({s.D * s.G}).contiguous()) : c10::nullopt;
-  const ReusedWeightGemm input_projection(w_ih.reshape({s.D * s.G, s.I}), s.T * s.B, 1, bias2);
-  const Tensor gx =
-      input_projection(x.reshape({s.T * s.B, s.I}).contiguous()).view({s.T, s.B, s.D, s.G});
+  const LoopChoice choice = choose_loop(s, x.element_size());
+  const TimeLoop loop = choice.loop;
+  const bool fuse_input = choice.fuse_input;
+  const Tensor x_c = x.contiguous();
+  const Tensor bias2 = present(bias) ? bias->reshape({s.D * s.G}).contiguous() : Tensor();
+  // Otherwise the input projections of every step and both directions in one GEMM:
+  // (T*B, I) x (I, D*G).
+  Tensor gx;
+  if (!fuse_input) {
+    const ReusedWeightGemm input_projection(
+        w_ih.reshape({s.D * s.G, s.I}), s.T * s.B, 1,
+        bias2.defined() ? c10::optional<Tensor>(bias2) : c10::nullopt);
+    gx = input_projection(x_c.view({s.T * s.B, s.I})).view({s.T, s.B, s.D, s.G});
+  }
 
   Tensor y = new_output({s.T, s.B, s.D * s.R}, opts);
   Tensor h_n = new_output({s.D, s.B, s.R}, opts);
@@ -296,11 +340,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gates = save ? new_output({s.D, s.T, s.B, s.G}, opts) : at::empty({s.B, s.G}, opts);
   Tensor cells = save ? new_output({s.D, s.T, s.B, s.H}, opts) : at::empty({s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward_cpu", [&] {
-    const TimeLoop loop = choose_loop(s);
     for (int64_t d = 0; d < s.D; ++d) {
       if (loop == TimeLoop::Fused)
-        forward_direction_fused<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
-                                          cells, save);
+        forward_direction_fused<scalar_t>(s, d, len, gx, x_c, w_ih, bias2, h0, c0, w_hh, w_peep,
+                                          y, h_n, c_n, gates, cells, save);
       else if (loop == TimeLoop::Units)
         forward_direction_units<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
                                           cells, save);
@@ -478,7 +521,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_backward_cpu", [&] {
-    const bool fused = choose_loop(s) == TimeLoop::Fused;
+    const bool fused = choose_loop(s, x.element_size()).loop == TimeLoop::Fused;
     for (int64_t d = 0; d < s.D; ++d)
       if (fused)
         backward_direction_fused<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_peep,

@@ -6,10 +6,16 @@
 // call (with its per-call setup) inside the time loop. Dimension letters as in
 // lstm_layer_args.h; U = Vectorized<T>::size() (16 floats / 8 doubles with AVX-512).
 //
-// W_hh (G, R) of one direction is packed once per call into panels of U units
-// (pack_recurrent): panel p holds, for each k in [0, R), the weights of units [pU, pU + U) of
-// gate i, then f, g, o: R * 4 * U contiguous values, read front to back by the tile loop (four
-// vector loads per k, each multiplied by MR broadcast values of h). Units past H are zero.
+// The input projection can be fused in too: z = [x_t, h_{t-1}] [W_ih, W_hh]^T + b, one
+// product with K = I + R. Then the layer never writes the (T, B, G) input projection to memory
+// and reads it back a step at a time, which costs more than the GEMM library saves over these
+// tiles once there are enough batch rows to reuse each panel (see lstm_layer_cpu.cpp).
+//
+// The weights of one direction are packed once per call into panels of U units
+// (pack_recurrent): panel p holds, for each k in [0, K), the weights of units [pU, pU + U) of
+// gate i, then f, g, o: K * 4 * U contiguous values, read front to back by the tile loop (four
+// vector loads per k, each multiplied by MR broadcast values of x or h). Units past H are
+// zero. K = R, or I + R with the input fused (rows k < I from W_ih).
 #pragma once
 
 #include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
@@ -20,6 +26,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
 
 namespace lstm_fused {
@@ -34,27 +41,35 @@ inline int64_t panel_units() {
   return at::vec::Vectorized<T>::size();
 }
 
-// w (G, R) contiguous -> (ceil(H / U), R, 4, U) panels, zero-padded past H.
+// Weights (G, K_j) contiguous, j = 0, 1, ... -> (ceil(H / U), K, 4, U) panels, K = sum K_j,
+// rows k of the panels taken from the weights in order; zero-padded past H.
 template <typename T>
-at::Tensor pack_recurrent(const at::Tensor& w, int64_t H, int64_t R) {
+at::Tensor pack_recurrent(std::initializer_list<at::Tensor> weights, int64_t H) {
   const int64_t U = panel_units<T>(), n_panels = (H + U - 1) / U;
+  int64_t K = 0;
+  for (const at::Tensor& w : weights) K += w.size(1);
   // Zero-filled only when the last panel has lanes past H.
-  at::Tensor packed = H % U == 0 ? at::empty({n_panels, R, 4, U}, w.options())
-                                 : at::zeros({n_panels, R, 4, U}, w.options());
-  const T* src = w.data_ptr<T>();
+  at::Tensor packed = H % U == 0 ? at::empty({n_panels, K, 4, U}, weights.begin()->options())
+                                 : at::zeros({n_panels, K, 4, U}, weights.begin()->options());
   T* dst = packed.data_ptr<T>();
-  // Per panel and gate, a transpose of the (nu, R) block of W into (R, U) with row stride 4 U,
-  // in 16 x 16 pieces (in registers for float with AVX-512).
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / (R * 4 * U));  // 512 KB float
+  // Per panel and gate, a transpose of the (nu, K_j) block of W into (K_j, U) with row stride
+  // 4 U, in 16 x 16 pieces (in registers for float with AVX-512).
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / (K * 4 * U));  // 512 KB float
   at::parallel_for(0, n_panels, grain, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t u0 = p * U, nu = std::min(U, H - u0);
-      for (int64_t g = 0; g < 4; ++g)
-        for (int64_t k0 = 0; k0 < R; k0 += 16)
-          at::vec::transpose_mxn<T>(src + (g * H + u0) * R + k0, R,
-                                    dst + (p * R + k0) * 4 * U + g * U, 4 * U,
-                                    static_cast<int>(nu),
-                                    static_cast<int>(std::min<int64_t>(16, R - k0)));
+      int64_t k_at = 0;  // first panel row of this weight
+      for (const at::Tensor& w : weights) {
+        const T* src = w.data_ptr<T>();
+        const int64_t Kj = w.size(1);
+        for (int64_t g = 0; g < 4; ++g)
+          for (int64_t k0 = 0; k0 < Kj; k0 += 16)
+            at::vec::transpose_mxn<T>(src + (g * H + u0) * Kj + k0, Kj,
+                                      dst + (p * K + k_at + k0) * 4 * U + g * U, 4 * U,
+                                      static_cast<int>(nu),
+                                      static_cast<int>(std::min<int64_t>(16, Kj - k0)));
+        k_at += Kj;
+      }
     }
   });
   return packed;
@@ -64,10 +79,12 @@ at::Tensor pack_recurrent(const at::Tensor& w, int64_t H, int64_t R) {
 // b * its stride; `units` pointers are offset to the direction already.
 template <typename T>
 struct RecurrentStep {
-  const T* panels;      // pack_recurrent of W_hh
+  const T* panels;      // pack_recurrent of W_hh, or of W_ih and W_hh when x is given
+  const T* x;           // (B, I) x_t, row stride I, when the input projection is fused; or nullptr
+  int64_t I;            // 0 when x is nullptr
   const T* h_prev;      // (B, R), row stride R
-  const T* z_in;        // (B, G) input projection + bias of the step, row stride in_stride
-  int64_t in_stride;
+  const T* z_in;        // (B, G) input projection + bias of the step, row stride in_stride;
+  int64_t in_stride;    // with x: the bias (G), in_stride 0
   const T* peep;        // (3, H) w_ci, w_cf, w_co, or nullptr
   T* c;                 // (B, H): c_{t-1} in, c_t out
   T* h_next;            // (B, R): h_t (h_{t-1} where a row is past its length)
@@ -96,25 +113,34 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
   for (int r = 0; r < MR; ++r)
     for (int g = 0; g < 4; ++g)
       __builtin_prefetch(s.z_in + (r0 + r) * s.in_stride + g * H + p * U);
-  const T* w = s.panels + p * R * 4 * U;
-  const T* h = s.h_prev + r0 * R;
-  for (int64_t k = 0; k < R; ++k, w += 4 * U) {
-    const V w_i = V::loadu(w), w_f = V::loadu(w + U), w_g = V::loadu(w + 2 * U),
-            w_o = V::loadu(w + 3 * U);
+  const int64_t K = s.I + R;
+  const T* w = s.panels + p * K * 4 * U;
+  // Adds the products of rows src[r * stride + k], k in [0, n), with the next n panel rows.
 #define LSTM_FUSED_TILE_ROW(r)                  \
   {                                             \
-    const V hk(h[(r) * R + k]);                 \
+    const V hk(src[(r) * stride + k]);          \
     a##r##i = at::vec::fmadd(hk, w_i, a##r##i); \
     a##r##f = at::vec::fmadd(hk, w_f, a##r##f); \
     a##r##g = at::vec::fmadd(hk, w_g, a##r##g); \
     a##r##o = at::vec::fmadd(hk, w_o, a##r##o); \
   }
-    LSTM_FUSED_TILE_ROW(0)
-    if constexpr (MR > 1) LSTM_FUSED_TILE_ROW(1)
-    if constexpr (MR > 2) LSTM_FUSED_TILE_ROW(2)
-    if constexpr (MR > 3) LSTM_FUSED_TILE_ROW(3)
-#undef LSTM_FUSED_TILE_ROW
+#define LSTM_FUSED_TILE_SEGMENT(src_rows, row_stride, n)                                      \
+  {                                                                                           \
+    const T* src = (src_rows);                                                                \
+    const int64_t stride = (row_stride);                                                      \
+    for (int64_t k = 0; k < (n); ++k, w += 4 * U) {                                           \
+      const V w_i = V::loadu(w), w_f = V::loadu(w + U), w_g = V::loadu(w + 2 * U),           \
+              w_o = V::loadu(w + 3 * U);                                                      \
+      LSTM_FUSED_TILE_ROW(0)                                                                  \
+      if constexpr (MR > 1) LSTM_FUSED_TILE_ROW(1)                                            \
+      if constexpr (MR > 2) LSTM_FUSED_TILE_ROW(2)                                            \
+      if constexpr (MR > 3) LSTM_FUSED_TILE_ROW(3)                                            \
+    }                                                                                         \
   }
+  if (s.x != nullptr) LSTM_FUSED_TILE_SEGMENT(s.x + r0 * s.I, s.I, s.I)
+  LSTM_FUSED_TILE_SEGMENT(s.h_prev + r0 * R, R, R)
+#undef LSTM_FUSED_TILE_SEGMENT
+#undef LSTM_FUSED_TILE_ROW
   static_assert(MR >= 1 && MR <= 4, "a tile has 1 to 4 rows");
   const V acc[4][4] = {{a0i, a0f, a0g, a0o}, {a1i, a1f, a1g, a1o}, {a2i, a2f, a2g, a2o},
                        {a3i, a3f, a3g, a3o}};
