@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -248,6 +249,9 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   base.H = H;
   base.R = R;
   scalar_t* const h_p = h_bufs.data_ptr<scalar_t>();
+  // Without h0 the module passes zeros: the first step then needs no recurrent product (1/T of
+  // the loop's multiply-adds).
+  const bool h0_zero = std::all_of(h_p, h_p + B * R, [](scalar_t v) { return v == scalar_t(0); });
   // Below about a quarter million multiply-adds a step, a barrier a step costs more than
   // sharing the step out saves.
   const bool parallel = B * G * (base.I + R) >= (int64_t(1) << 18) && n_panels > 1;
@@ -256,6 +260,7 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
     RecurrentStep<scalar_t> st = base;
     st.t = t;
     st.h_prev = h_p + (step % 2) * B * R;
+    st.h_prev_zero = step == 0 && h0_zero;
     st.h_next = h_p + ((step + 1) % 2) * B * R;
     if (fuse_input) {
       st.x = x.data_ptr<scalar_t>() + t * B * s.I;

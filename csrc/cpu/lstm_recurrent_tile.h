@@ -83,6 +83,7 @@ struct RecurrentStep {
   const T* x;           // (B, I) x_t, row stride I, when the input projection is fused; or nullptr
   int64_t I;            // 0 when x is nullptr
   const T* h_prev;      // (B, R), row stride R
+  bool h_prev_zero;     // h_prev is all zeros (h0 not given): its product is skipped
   const T* z_in;        // (B, G) input projection + bias of the step, row stride in_stride;
   int64_t in_stride;    // with x: the bias (G), in_stride 0
   const T* peep;        // (3, H) w_ci, w_cf, w_co, or nullptr
@@ -138,7 +139,7 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
     }                                                                                         \
   }
   if (s.x != nullptr) LSTM_FUSED_TILE_SEGMENT(s.x + r0 * s.I, s.I, s.I)
-  LSTM_FUSED_TILE_SEGMENT(s.h_prev + r0 * R, R, R)
+  if (!s.h_prev_zero) LSTM_FUSED_TILE_SEGMENT(s.h_prev + r0 * R, R, R)
 #undef LSTM_FUSED_TILE_SEGMENT
 #undef LSTM_FUSED_TILE_ROW
   static_assert(MR >= 1 && MR <= 4, "a tile has 1 to 4 rows");
