@@ -46,7 +46,8 @@ inline at::Tensor previous_outputs(const LSTMLayerSizes& s, int64_t d, const at:
 }
 
 // Gradients of W_hh, W_hr and the peepholes of direction d, written into grad_w_hh (G, R),
-// grad_w_hr (P, H) and grad_w_peep (3, H) (undefined when absent). dz: (T, B, G) gradient of
+// grad_w_hr (P, H) and grad_w_peep (3, H) (each undefined when absent, or, for grad_w_hh, when
+// the caller computes it: dz^T previous_outputs). dz: (T, B, G) gradient of
 // the pre-activations; dr: (T, B, R) gradient of the projected outputs (with proj only);
 // gates, cells: (T, B, G) and (T, B, H) of this direction. Element-wise products are summed in
 // float for half types (double stays double).
@@ -59,8 +60,10 @@ inline void direction_weight_grads(const LSTMLayerSizes& s, int64_t d, const at:
   const int64_t TB = s.T * s.B, H = s.H;
   const auto dtype = dz.scalar_type();
   const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor r_prev = previous_outputs(s, d, y, h0, len);
-  at::mm_out(grad_w_hh, dz.reshape({TB, s.G}).t(), r_prev.reshape({TB, s.R}));
+  if (grad_w_hh.defined()) {
+    const at::Tensor r_prev = previous_outputs(s, d, y, h0, len);
+    at::mm_out(grad_w_hh, dz.reshape({TB, s.G}).t(), r_prev.reshape({TB, s.R}));
+  }
   const at::Tensor cells_acc = cells.to(acc);
   if (grad_w_hr.defined()) {
     const at::Tensor h_pre = (gates.narrow(2, 3 * H, H).to(acc) * at::tanh(cells_acc)).to(dtype);

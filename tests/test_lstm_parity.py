@@ -281,3 +281,24 @@ def test_cpu_time_loops_with_peephole_match_reference(monkeypatch, loop):
                               + (c_r * gc.double()).sum(), list(ref.parameters()))
     for a, e in zip(g_o, g_r):
         assert_close(a, e.float())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_gradients_over_many_rows_match_nn_lstm(dtype):
+    """The CPU backward's weight gradients (csrc/cpu/weight_grad_gemm.h) sum dZ^T x and
+    dZ^T h_{t-1} over T*B = 629 rows: blocks of 512 rows and a partial one, I = 70 (a full tile
+    of 64 columns and a partial one), H = 20 (a partial tile only); bidirectional, with lengths."""
+    torch.manual_seed(2)
+    ref = nn.LSTM(70, 20, bidirectional=True, dtype=dtype)
+    ours = lstm_fused.LSTM(70, 20, bidirectional=True, dtype=dtype, backend="cpu")
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(37, 17, 70, dtype=dtype)
+    lengths = torch.randint(1, 38, (17,))
+    lengths[0] = 37
+    outs = [m(nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False))
+            for m in (ref, ours)]
+    gy = torch.randn_like(outs[0][0].data)
+    grads = [torch.autograd.grad((y.data * gy).sum() + c.sum(), list(m.parameters()))
+             for m, (y, (h, c)) in zip((ref, ours), outs)]
+    for a, e in zip(grads[1], grads[0]):
+        assert_close(a, e)

@@ -24,6 +24,7 @@
 #include "cpu/lstm_recurrent_tile_backward.h"
 #include "cpu/parallel_time_loop.h"
 #include "cpu/reused_weight_gemm.h"
+#include "cpu/weight_grad_gemm.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
 #include "optional_tensor.h"
@@ -537,7 +538,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   });
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
-  const Tensor x2 = x.reshape({s.T * s.B, s.I});
+  const Tensor x2 = x.reshape({s.T * s.B, s.I}).contiguous();
+  const Tensor len_t = present(lengths) ? at::tensor(len, at::kLong) : Tensor();
   // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight, through oneDNN.
   Tensor grad_x;
   for (int64_t d = 0; d < s.D; ++d) {
@@ -546,24 +548,32 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     grad_x = d == 0 ? part : grad_x.add_(part);
   }
   grad_x = grad_x.view({s.T, s.B, s.I});
-  Tensor grad_w_ih = at::bmm(dZ.view({s.D, s.T * s.B, s.G}).transpose(1, 2),
-                             x2.unsqueeze(0).expand({s.D, s.T * s.B, s.I}));
   Tensor grad_bias = dZ.sum({1, 2});
+  // grad_W_ih = dZ^T x and grad_W_hh = dZ^T r_prev per direction, in register tiles
+  // (weight_grad_gemm.h): both operands read as they lie, no transposed copies.
+  Tensor grad_w_ih = new_output({s.D, s.G, s.I}, opts);
+  Tensor grad_w_hh = new_output({s.D, s.G, s.R}, opts);
+  for (int64_t d = 0; d < s.D; ++d) {
+    Tensor grad_w_ih_d = grad_w_ih.select(0, d), grad_w_hh_d = grad_w_hh.select(0, d);
+    const Tensor dz_d = dZ.select(0, d).view({s.T * s.B, s.G});
+    weight_grad(grad_w_ih_d, dz_d, x2);
+    if (s.T > 0)
+      weight_grad(grad_w_hh_d, dz_d, previous_outputs(s, d, y, h0, len_t).reshape({s.T * s.B, s.R}));
+    else
+      grad_w_hh_d.zero_();
+  }
   // Written whole by direction_weight_grads when T > 0.
   const auto new_grad = [&](at::IntArrayRef sizes) {
     return s.T > 0 ? new_output(sizes, opts) : at::zeros(sizes, opts);
   };
-  Tensor grad_w_hh = new_grad({s.D, s.G, s.R});
   Tensor grad_w_hr = proj ? new_grad({s.D, s.P, s.H}) : at::empty({0}, opts);
   Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
-  if (s.T > 0) {
-    const Tensor len_t = present(lengths) ? at::tensor(len, at::kLong) : Tensor();
+  if (s.T > 0)
     for (int64_t d = 0; d < s.D; ++d)
       direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), y, h0, c0,
-                             len_t, gates_c.select(0, d), cells_c.select(0, d),
-                             grad_w_hh.select(0, d), proj ? grad_w_hr.select(0, d) : Tensor(),
+                             len_t, gates_c.select(0, d), cells_c.select(0, d), Tensor(),
+                             proj ? grad_w_hr.select(0, d) : Tensor(),
                              present(w_peep) ? grad_w_peep.select(0, d) : Tensor());
-  }
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
 
