@@ -284,11 +284,11 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
 // The fused forward also does the input projection in its tiles (fuse_input) when the packed
 // [W_ih, W_hh] of a direction is at most 8 MiB and B >= 2. Each step streams those weights
 // through the cores' caches: for larger weights the tiles wait on memory, and one GEMM for the
-// whole layer before the loop is faster; with one row, so is that GEMM (M = T rows instead of
-// 1 per step). Measured on the 2-core AMD EPYC (32 MiB L3, 2 MiB L2 a core), no_grad,
-// interleaved medians, tiles vs GEMM: B=32 I=256 H=512 (6 MiB) 53.8 vs 63.5 ms a layer;
-// B=8 I=H=1024 (32 MiB) 56.4 vs 40.8 ms; B=32 I=H=768 (18 MiB) 91.6 vs 80.5 ms; B=1 I=H=256
-// 3.6 vs 2.8 ms.
+// whole layer before the loop is faster; with one row, that GEMM (M = T rows instead of 1 per
+// step) gains back what the tiles save. Measured on the 2-core AMD EPYC (32 MiB L3, 2 MiB L2 a
+// core), no_grad, interleaved medians, tiles vs GEMM: B=32 H=512 T=100, I=256 (6 MiB) 50.1 vs
+// 53.0 ms, I=512 (8 MiB) 66.9 vs 70.3 ms; B=8 I=H=1024 T=50 (32 MiB) 56.4 vs 40.8 ms; B=32
+// I=H=768 T=50 (18 MiB) 91.6 vs 80.5 ms; B=1 I=H=256 T=100 2.2 vs 2.2 ms.
 // LSTM_FUSED_CPU_LOOP=rows|units|fused|fused_gemm|fused_input forces one (fused: the fused
 // loops with fuse_input chosen as above; units: forward only, its backward is the row loop),
 // for comparisons: `python -m bench.cpu_loops` times them against nn.LSTM, interleaved in one
@@ -476,7 +476,8 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   base.dc = dc.data_ptr<scalar_t>();
   base.len = len.data();
   base.H = H;
-  const bool parallel = B * G * H >= (int64_t(1) << 20) && n_panels > 1;
+  // As in the forward: a barrier a step pays off from about a quarter million multiply-adds.
+  const bool parallel = B * G * H >= (int64_t(1) << 18) && n_panels > 1;
   // Step s of the loop is time step t(s), from the last to the first.
   const auto time_of = [&](int64_t s_) { return reverse ? s_ : T - 1 - s_; };
   parallel_time_loop(T, n_panels, parallel, [&](int64_t step, int64_t q0, int64_t q1) {
