@@ -4,11 +4,13 @@
 // loop does them in its tiles); then, per direction, the time loop in C++. The forward has
 // three loops (choose_loop): fused (default without projection: the recurrent product, and
 // for small enough weights the input projection too, in register tiles with the gate math on
-// the accumulators, lstm_recurrent_tile.h), units (a GEMM per thread on its own W_hh rows, then the
-// gate math of its units) and rows (one GEMM a step on a weight packed once,
+// the accumulators, lstm_recurrent_tile.h), units (a GEMM per thread on its own W_hh rows,
+// then the gate math of its units) and rows (one GEMM a step on a weight packed once,
 // reused_weight_gemm.h, then the fused, vectorised gate math of lstm_cell_vec.h parallel over
-// the batch rows; the only loop with a projection). The backward runs the reverse time loop
-// the rows way and finishes with one GEMM per weight over all steps.
+// the batch rows; the only loop with a projection). The backward runs the reverse time loop,
+// fused (lstm_recurrent_tile_backward.h) or the rows way as the forward did, then the products
+// over all steps: grad_x by one GEMM, the weight gradients in register tiles
+// (weight_grad_gemm.h).
 #include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
 
 #include <ATen/ATen.h>
