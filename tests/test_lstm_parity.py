@@ -302,3 +302,28 @@ def test_weight_gradients_over_many_rows_match_nn_lstm(dtype):
              for m, (y, (h, c)) in zip((ref, ours), outs)]
     for a, e in zip(grads[1], grads[0]):
         assert_close(a, e)
+
+
+@pytest.mark.parametrize("loop", ["fused_gemm", "fused_input"])
+def test_onednn_products_match_nn_lstm(monkeypatch, loop):
+    """Products big enough for oneDNN's packed-weight path (csrc/cpu/reused_weight_gemm.h: a
+    single product from 2^27 multiply-adds): T*B = 1024 rows times W_ih (512, 256) is the
+    forward's input projection with fused_gemm, and the backward's grad_x with either loop."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN: the path does not exist")
+    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
+    torch.manual_seed(3)
+    ref = nn.LSTM(256, 128)
+    ours = lstm_fused.LSTM(256, 128, backend="cpu")
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(32, 32, 256, requires_grad=True)
+    with torch.profiler.profile() as prof:
+        y_o, (h_o, c_o) = ours(x)
+        gy = torch.randn_like(y_o)
+        g_o = torch.autograd.grad((y_o * gy).sum() + c_o.sum(), [x, *ours.parameters()])
+    calls = [e.key for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise"]
+    assert calls, "oneDNN's packed-weight product did not run"
+    y_r, (h_r, c_r) = ref(x)
+    g_r = torch.autograd.grad((y_r * gy).sum() + c_r.sum(), [x, *ref.parameters()])
+    for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r), *zip(g_o, g_r)):
+        assert_close(a, e)
