@@ -1,8 +1,8 @@
 """The CPU forward's time loops side by side: `python -m bench.cpu_loops [--fwd-bwd] [--reps N]`.
 
-csrc/cpu/lstm_layer_cpu.cpp has three loops (rows, units, fused; the fused one with the input
-projection by one GEMM before the loop, fused_gemm, or in its register tiles, fused_input;
-LSTM_FUSED_CPU_LOOP picks one, read on every call). This times each, and nn.LSTM, on the same module weights and input,
+csrc/cpu/lstm_layer_cpu.cpp has three loops: rows, units and fused. The fused one does the
+input projection by one GEMM before the loop (fused_gemm) or in its register tiles
+(fused_input). LSTM_FUSED_CPU_LOOP picks one, read on every call. This times each, and nn.LSTM, on the same module weights and input,
 interleaved call by call in one process so that a slow spell of the machine hits all of them
 alike; it prints the median of each and its ratio to nn.LSTM. Forward in no_grad by default,
 forward+backward with --fwd-bwd. Outputs are checked against nn.LSTM before timing.

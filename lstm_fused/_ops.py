@@ -81,7 +81,7 @@ def register_layer_autograd(forward_name: str, backward_op) -> None:
         y, _h_n, _c_n, gates, cells = output
         ctx.has_bias = bias is not None
         # gates and cells are never differentiated: without this, autograd would fill a zero
-        # gradient the size of each (D*T*B*4H values) on every backward.
+        # gradient the size of each (D*T*B*4H and D*T*B*H values) on every backward.
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y, gates, cells)
 

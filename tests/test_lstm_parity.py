@@ -215,10 +215,11 @@ def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
     """The CPU forward has three time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
     rows, over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads), or
     fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18 is four
-    tiles of 4 rows and one of 2; B * 4H * H > 2^20 takes its parallel path), with the input
-    projection by one GEMM before the loop or in the tiles (x_t, I = 7, then h_{t-1}). The backward
-    follows: fused for "fused" (lstm_recurrent_tile_backward.h: H = 130 is column panels of
-    64, 64 and 2 float units), the per-step GEMM loop otherwise."""
+    tiles of 4 rows and one of 2; more than 2^18 multiply-adds a step takes its parallel path),
+    with the input projection by one GEMM before the loop or in the tiles (x_t, I = 7, then
+    h_{t-1}). The backward follows: fused after either fused forward
+    (lstm_recurrent_tile_backward.h: H = 130 is column panels of 64, 64 and 2 float units),
+    the per-step GEMM loop otherwise."""
     monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     torch.manual_seed(0)
     ref = nn.LSTM(7, 130, 2, bidirectional=True, dtype=dtype)
@@ -307,7 +308,7 @@ def test_weight_gradients_over_many_rows_match_nn_lstm(dtype):
 @pytest.mark.parametrize("loop", ["fused_gemm", "fused_input"])
 def test_onednn_products_match_nn_lstm(monkeypatch, loop):
     """Products big enough for oneDNN's packed-weight path (csrc/cpu/reused_weight_gemm.h: a
-    single product from 2^27 multiply-adds): T*B = 1024 rows times W_ih (512, 256) is the
+    single product from 2^27 multiply-adds): T*B = 1280 rows times W_ih (512, 256) is the
     forward's input projection with fused_gemm, and the backward's grad_x with either loop."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN: the path does not exist")
@@ -316,7 +317,7 @@ def test_onednn_products_match_nn_lstm(monkeypatch, loop):
     ref = nn.LSTM(256, 128)
     ours = lstm_fused.LSTM(256, 128, backend="cpu")
     ours.load_state_dict(ref.state_dict())
-    x = torch.randn(32, 32, 256, requires_grad=True)
+    x = torch.randn(40, 32, 256, requires_grad=True)
     with torch.profiler.profile() as prof:
         y_o, (h_o, c_o) = ours(x)
         gy = torch.randn_like(y_o)
@@ -326,4 +327,22 @@ def test_onednn_products_match_nn_lstm(monkeypatch, loop):
     y_r, (h_r, c_r) = ref(x)
     g_r = torch.autograd.grad((y_r * gy).sum() + c_r.sum(), [x, *ref.parameters()])
     for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r), *zip(g_o, g_r)):
+        assert_close(a, e)
+
+
+def test_input_size_one_with_any_column_stride():
+    """I = 1: a (T, B, 1) input counts as contiguous whatever its last stride, and the CPU
+    backward's weight gradients (weight_grad_gemm.h) must read it by rows alone."""
+    torch.manual_seed(4)
+    ref = nn.LSTM(1, 4)
+    ours = lstm_fused.LSTM(1, 4, backend="cpu")
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 6).t().reshape(3, 2, 1).requires_grad_(True)
+    assert x.is_contiguous() and x.stride(2) != 1
+    outs = [m(x)[0] for m in (ref, ours)]
+    gy = torch.randn_like(outs[0])
+    grads = [torch.autograd.grad((y * gy).sum(), [x, *m.parameters()])
+             for m, y in zip((ref, ours), outs)]
+    assert_close(outs[1], outs[0])
+    for a, e in zip(grads[1], grads[0]):
         assert_close(a, e)

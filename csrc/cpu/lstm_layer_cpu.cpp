@@ -8,8 +8,8 @@
 // then the gate math of its units) and rows (one GEMM a step on a weight packed once,
 // reused_weight_gemm.h, then the fused, vectorised gate math of lstm_cell_vec.h parallel over
 // the batch rows; the only loop with a projection). The backward runs the reverse time loop,
-// fused (lstm_recurrent_tile_backward.h) or the rows way as the forward did, then the products
-// over all steps: grad_x by one GEMM, the weight gradients in register tiles
+// fused (lstm_recurrent_tile_backward.h) after the fused forward, the rows way otherwise, then
+// the products over all steps: grad_x by one GEMM, the weight gradients in register tiles
 // (weight_grad_gemm.h).
 #include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
 
@@ -252,8 +252,17 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   base.H = H;
   base.R = R;
   scalar_t* const h_p = h_bufs.data_ptr<scalar_t>();
+  // Raw pointers taken here: the step body runs inside an OpenMP region, where nothing may
+  // throw (parallel_time_loop.h).
+  const scalar_t* const x_p = fuse_input ? x.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* const bias_p = fuse_input ? bias_d.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* const gx_p = fuse_input ? nullptr : gx.data_ptr<scalar_t>();
+  scalar_t* const y_p = y.data_ptr<scalar_t>();
+  scalar_t* const gates_p = save ? gates.data_ptr<scalar_t>() : nullptr;
+  scalar_t* const cells_p = save ? cells.data_ptr<scalar_t>() : nullptr;
   // Without h0 the module passes zeros: the first step then needs no recurrent product (1/T of
-  // the loop's multiply-adds).
+  // the loop's multiply-adds). (With inf or NaN in W_hh, nn.LSTM's first step gives NaN from
+  // 0 * inf where this gives a number; every later step is NaN in both.)
   const bool h0_zero = std::all_of(h_p, h_p + B * R, [](scalar_t v) { return v == scalar_t(0); });
   // Below about a quarter million multiply-adds a step, a barrier a step costs more than
   // sharing the step out saves.
@@ -266,14 +275,14 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
     st.h_prev_zero = step == 0 && h0_zero;
     st.h_next = h_p + ((step + 1) % 2) * B * R;
     if (fuse_input) {
-      st.x = x.data_ptr<scalar_t>() + t * B * s.I;
-      st.z_in = bias_d.data_ptr<scalar_t>();
+      st.x = x_p + t * B * s.I;
+      st.z_in = bias_p;
     } else {
-      st.z_in = gx.data_ptr<scalar_t>() + (t * B * D + d) * G;
+      st.z_in = gx_p + (t * B * D + d) * G;
     }
-    st.y = y.data_ptr<scalar_t>() + t * B * D * R + d * R;
-    st.gates = save ? gates.data_ptr<scalar_t>() + (d * T + t) * B * G : nullptr;
-    st.cells = save ? cells.data_ptr<scalar_t>() + (d * T + t) * B * H : nullptr;
+    st.y = y_p + t * B * D * R + d * R;
+    st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
+    st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
     step_panels<scalar_t>(st, B, p0, p1);
   });
   h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
@@ -480,6 +489,9 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   base.H = H;
   // As in the forward: a barrier a step pays off from about a quarter million multiply-adds.
   const bool parallel = B * G * H >= (int64_t(1) << 18) && n_panels > 1;
+  // Raw pointers for the step body (no ATen call inside the OpenMP region).
+  const scalar_t* const gy_p = gy.data_ptr<scalar_t>();
+  const scalar_t* const c0_p = c0_d.data_ptr<scalar_t>();
   // Step s of the loop is time step t(s), from the last to the first.
   const auto time_of = [&](int64_t s_) { return reverse ? s_ : T - 1 - s_; };
   parallel_time_loop(T, n_panels, parallel, [&](int64_t step, int64_t q0, int64_t q1) {
@@ -490,10 +502,10 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
     st.t = t;
     st.t_next = t_next;
     st.dz_next = t_next < 0 ? nullptr : dZ_p + t_next * B * G;
-    st.gy = gy.data_ptr<scalar_t>() + t * B * D * H + d * H;
+    st.gy = gy_p + t * B * D * H + d * H;
     st.gates = gates_p + t * B * G;
     st.c = cells_p + t * B * H;
-    st.c_prev = step == T - 1 ? c0_d.data_ptr<scalar_t>() : cells_p + t_prev * B * H;
+    st.c_prev = step == T - 1 ? c0_p : cells_p + t_prev * B * H;
     st.dz = dZ_p + t * B * G;
     back_step_panels<scalar_t>(st, B, q0, q1);
   });
@@ -543,7 +555,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
   const Tensor x2 = x.reshape({s.T * s.B, s.I}).contiguous();
   const Tensor len_t = present(lengths) ? at::tensor(len, at::kLong) : Tensor();
-  // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight, through oneDNN.
+  // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight (reused_weight_gemm.h:
+  // oneDNN for large products, at::mm below).
   Tensor grad_x;
   for (int64_t d = 0; d < s.D; ++d) {
     const ReusedWeightGemm input_t(w_ih.select(0, d), s.T * s.B, 1, c10::nullopt, true);
@@ -565,13 +578,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     else
       grad_w_hh_d.zero_();
   }
-  // Written whole by direction_weight_grads when T > 0.
+  // The projection's and peepholes' gradients (grad_w_hr written whole when T > 0).
   const auto new_grad = [&](at::IntArrayRef sizes) {
     return s.T > 0 ? new_output(sizes, opts) : at::zeros(sizes, opts);
   };
   Tensor grad_w_hr = proj ? new_grad({s.D, s.P, s.H}) : at::empty({0}, opts);
   Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
-  if (s.T > 0)
+  if (s.T > 0 && (proj || present(w_peep)))
     for (int64_t d = 0; d < s.D; ++d)
       direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), y, h0, c0,
                              len_t, gates_c.select(0, d), cells_c.select(0, d), Tensor(),

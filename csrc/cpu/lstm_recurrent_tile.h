@@ -110,7 +110,8 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
     a3g = zero, a3o = zero;
   // The epilogue reads the input projection of these rows and units, which the step has not
   // touched yet (it comes from the whole layer's GEMM, most likely from DRAM): start those
-  // loads now so that they have arrived when the product is done.
+  // loads now so that they have arrived when the product is done. (With the input fused, z_in
+  // is the bias, in_stride 0: the same few lines, already in cache.)
   for (int r = 0; r < MR; ++r)
     for (int g = 0; g < 4; ++g)
       __builtin_prefetch(s.z_in + (r0 + r) * s.in_stride + g * H + p * U);

@@ -36,9 +36,11 @@ class ReusedWeightGemm {
     // H=128 is faster through at::mm; B=16, H=256 and up through oneDNN).
     if (rows * weight.numel() < (int64_t(1) << 22)) return;
     // A single product (a layer's input projection, the backward's grad_x) pays the reorder
-    // once: below about 128M multiply-adds at::mm is faster. Measured there, interleaved:
+    // once; small ones are faster through at::mm. The 2^27 (about 134M multiply-adds) line is
+    // set between two measurements, not at a measured crossover. On the 2-core AMD EPYC:
     // LSTM(128, 64), B=16, T=50 forward+backward 2.85 ms with at::mm for grad_x vs 3.38 through
-    // the reorder; (3200 x 256) (256 x 2048): 16.6 ms through the reorder vs 23.9 with at::mm.
+    // the reorder (interleaved); (3200 x 256) (256 x 2048): 16.6 ms through the reorder vs 23.9
+    // with at::mm (one after the other).
     if (calls == 1 && rows * weight.numel() < (int64_t(1) << 27)) return;
     const char* env = std::getenv("LSTM_FUSED_CPU_GEMM");
     if (env != nullptr && std::strcmp(env, "aten") == 0) return;

@@ -24,7 +24,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 namespace lstm_fused {
 namespace cpu {
@@ -91,14 +91,17 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
     // sets. Each thread packs the whole block of A for itself: a few per cent of the block's
     // multiply-adds in copies, and no synchronisation.
     constexpr int64_t kGroupTiles = 4;
-    std::vector<T> a_pack(n_col_tiles * kKBlock * W), strip(kKBlock * 4 * kGroupTiles);
+    // Left uninitialised: every value read is packed first (tails zero-filled explicitly).
+    const int64_t k_block = std::min(K, kKBlock);
+    std::unique_ptr<T[]> a_pack(new T[n_col_tiles * k_block * W]),
+        strip(new T[k_block * 4 * kGroupTiles]);
     const int64_t ls = 4 * kGroupTiles;  // row stride of the strip
     for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
       const int64_t kc = std::min(kKBlock, K - k0);
       const bool accumulate = k0 > 0;
       for (int64_t j = 0; j < n_col_tiles; ++j) {
         const int64_t n0 = j * W, nc = std::min(W, N - n0);
-        T* dst = a_pack.data() + j * kc * W;
+        T* dst = a_pack.get() + j * kc * W;
         for (int64_t k = 0; k < kc; ++k, dst += W) {
           const T* src = a + (k0 + k) * lda + n0;
           std::copy(src, src + nc, dst);
@@ -109,13 +112,13 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
         const int64_t m_g = 4 * g0, cols = 4 * std::min(kGroupTiles, i1 - g0);
         for (int64_t k = 0; k < kc; ++k)
           std::copy(dz + (k0 + k) * ldz + m_g, dz + (k0 + k) * ldz + m_g + cols,
-                    strip.data() + k * ls);
+                    strip.get() + k * ls);
         for (int64_t i = g0; i < std::min(i1, g0 + kGroupTiles); ++i) {
           const int64_t m0 = 4 * i;
-          const T* dz_k = strip.data() + (m0 - m_g);
+          const T* dz_k = strip.get() + (m0 - m_g);
           T* c_m = c + m0 * ldc;
           for (int64_t j = 0; j < n_col_tiles; ++j) {
-            const T* a_j = a_pack.data() + j * kc * W;
+            const T* a_j = a_pack.get() + j * kc * W;
             const int64_t n0 = j * W, nc = std::min(W, N - n0);
             atb_tile<T>(dz_k, ls, a_j, c_m + n0, ldc, kc, nc, accumulate);
           }
@@ -129,7 +132,10 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
 // row stride); out contiguous. Float and double.
 inline void weight_grad(at::Tensor& out, const at::Tensor& dz, const at::Tensor& a) {
   TORCH_INTERNAL_ASSERT(dz.dim() == 2 && a.dim() == 2 && dz.size(0) == a.size(0));
-  TORCH_INTERNAL_ASSERT(dz.stride(1) == 1 && a.stride(1) == 1 && out.is_contiguous());
+  // Only row strides are used: a column stride matters only when there is more than one
+  // column (a (K, 1) tensor counts as contiguous whatever its stride(1)).
+  TORCH_INTERNAL_ASSERT((dz.size(1) <= 1 || dz.stride(1) == 1) &&
+                        (a.size(1) <= 1 || a.stride(1) == 1) && out.is_contiguous());
   TORCH_INTERNAL_ASSERT(dz.size(1) % 4 == 0);
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "lstm_fused_weight_grad", [&] {
     gemm_at_b<scalar_t>(dz.data_ptr<scalar_t>(), dz.stride(0), a.data_ptr<scalar_t>(),
