@@ -455,3 +455,24 @@ def test_operator_level_errors_name_the_argument():
         ops.channel_rescale_forward(x, torch.randn(2, 5), None)
     with pytest.raises(TypeError, match="lengths"):
         ops.channel_masked_mean_forward(x, torch.tensor([1, 2], dtype=torch.int32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masked_softmax_cpu_vector_lanes(dtype):
+    """The CPU kernel's vector path (attention_cpu.cpp masked_softmax_row_vec): rows of 70 (four
+    full vectors of float, eight of double, and a tail), a random mask with NaN where it is
+    False, lengths that end inside a vector, a row whose first vector is all masked."""
+    torch.manual_seed(5)
+    R, T = 5, 70
+    scores = torch.randn(R, T, dtype=dtype) * 4
+    mask = torch.rand(R, T) > 0.3
+    mask[1, :20] = False
+    lengths = torch.tensor([70, 45, 17, 0, 1])
+    scores = scores.masked_fill(~mask, float("nan"))
+    pad = torch.arange(T) >= lengths.view(R, 1)
+    scores = scores.masked_fill(pad, float("inf"))
+    out = functional.masked_softmax(scores, lengths, mask=mask, backend="cpu")
+    truth = _softmax_truth(scores.nan_to_num(0, 0, 0), lengths, mask, 1.0, -1)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.double(), truth, **TOL[dtype])
+    assert (out[~mask | pad] == 0).all()

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "acc_rows.h"
@@ -70,6 +71,57 @@ std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t n, int64_t l
 
 // ---------------------------------------------------------------------------- masked softmax
 
+// One row of the masked softmax forward with at::vec, for float and double: a per-lane online
+// max and sum over the kept positions (one read of the row), the lanes merged at the end, then
+// the output. Excluded positions (j >= n, or mask false) are blended to -inf before use, so
+// whatever they hold (NaN, inf) never reaches the result. Positions past n are never loaded.
+template <typename T>
+void masked_softmax_row_vec(const T* row, const bool* krow, T* orow, int64_t n, int64_t N,
+                            T sc) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t U = V::size();
+  const V ninf(-std::numeric_limits<T>::infinity()), zero(T(0)), vsc(sc);
+  const V lane = V::arange(T(0), T(1));
+  alignas(64) T kept[U];
+  // Lanes [j, j + U) that take part: inside the length and, with a mask, marked True.
+  const auto keep_mask = [&](int64_t j) {
+    const int64_t cnt = std::min(U, n - j);
+    if (krow == nullptr) return V(lane < V(T(cnt)));
+    for (int64_t l = 0; l < U; ++l) kept[l] = l < cnt && krow[j + l] ? T(1) : T(0);
+    return V(V::loadu(kept) != zero);
+  };
+  V m = ninf, s = zero;
+  for (int64_t j = 0; j < n; j += U) {
+    const V keep = keep_mask(j);
+    const V e = V::blendv(ninf, V::loadu(row + j, std::min(U, n - j)) * vsc, keep);
+    const V m_new = at::vec::maximum(m, e);
+    // Where a lane has seen nothing yet (m_new = -inf), measure from 0: both terms are 0.
+    const V ref = V::blendv(m_new, zero, m_new == ninf);
+    s = s * (m - ref).exp() + (e - ref).exp();
+    m = m_new;
+  }
+  alignas(64) T m_l[U], s_l[U];
+  m.store(m_l);
+  s.store(s_l);
+  T M = -std::numeric_limits<T>::infinity(), S = 0;
+  for (int64_t l = 0; l < U; ++l) M = std::max(M, m_l[l]);
+  if (M != -std::numeric_limits<T>::infinity())
+    for (int64_t l = 0; l < U; ++l)
+      if (s_l[l] != T(0)) S += s_l[l] * std::exp(m_l[l] - M);
+  if (!(S > T(0))) {  // nothing kept (or NaN data: keep the NaN, as the scalar path does)
+    std::fill(orow, orow + N, S != S ? S : T(0));
+    return;
+  }
+  const V vM(M), inv(T(1) / S);
+  int64_t j = 0;
+  for (; j < n; j += U) {
+    const int64_t cnt = std::min(U, n - j);
+    const V p = (V::loadu(row + j, cnt) * vsc - vM).exp() * inv;
+    V::blendv(zero, p, keep_mask(j)).store(orow + j, cnt);
+  }
+  std::fill(orow + n, orow + N, T(0));
+}
+
 Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
                               const OptTensor& mask_in, double scale) {
   const char* op = "masked_softmax_forward";
@@ -100,6 +152,10 @@ Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
         const bool* krow = keep ? keep + r * N : nullptr;
         scalar_t* orow = out + r * N;
         const int64_t n = len[r];
+        if constexpr (std::is_same_v<scalar_t, acc_t>) {  // float, double
+          masked_softmax_row_vec<scalar_t>(row, krow, orow, n, N, sc);
+          continue;
+        }
         acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
         for (int64_t j = 0; j < n; ++j) {  // online max and sum, one read of the row
           if (krow && !krow[j]) continue;
