@@ -283,7 +283,9 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
     st.y = y_p + t * B * D * R + d * R;
     st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
     st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
-    step_panels<scalar_t>(st, B, p0, p1);
+    for_each_tile(p0, p1, B, [&](auto mr, int64_t p, int64_t r0) {
+      step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
+    });
   });
   h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
   c_n.select(0, d).copy_(c_state);
@@ -507,7 +509,9 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
     st.c = cells_p + t * B * H;
     st.c_prev = step == T - 1 ? c0_p : cells_p + t_prev * B * H;
     st.dz = dZ_p + t * B * G;
-    back_step_panels<scalar_t>(st, B, q0, q1);
+    for_each_tile(q0, q1, B, [&](auto mr, int64_t q, int64_t r0) {
+      back_tile<scalar_t, decltype(mr)::value>(st, q, r0);
+    });
   });
   const int64_t t_next = T > 0 ? time_of(T - 1) : -1;  // the last step done: t = 0 forward
   // The gradient of h0: through W_hh for rows whose last processed step was valid, else what

@@ -189,25 +189,22 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
   }
 }
 
-// Calls tile(std::integral_constant<int, MR>{}, r0) for B batch rows in tiles of kTileRows
-// rows, the last tile taking the 1 to 3 rows left. Used by the forward and backward tiles.
+// Calls tile(std::integral_constant<int, MR>{}, p, r0) for panels p in [p0, p1) and B batch
+// rows in tiles of kTileRows rows, the last tile taking the 1 to 3 rows left. The panel loop of
+// the forward tiles (step_tile) and of the backward tiles (back_tile).
 template <typename Tile>
-inline void for_each_row_tile(int64_t B, Tile&& tile) {
-  int64_t r0 = 0;
-  for (; r0 + kTileRows <= B; r0 += kTileRows) tile(std::integral_constant<int, kTileRows>{}, r0);
-  switch (B - r0) {
-    case 3: tile(std::integral_constant<int, 3>{}, r0); break;
-    case 2: tile(std::integral_constant<int, 2>{}, r0); break;
-    case 1: tile(std::integral_constant<int, 1>{}, r0); break;
-    default: break;
+inline void for_each_tile(int64_t p0, int64_t p1, int64_t B, Tile&& tile) {
+  for (int64_t p = p0; p < p1; ++p) {
+    int64_t r0 = 0;
+    for (; r0 + kTileRows <= B; r0 += kTileRows)
+      tile(std::integral_constant<int, kTileRows>{}, p, r0);
+    switch (B - r0) {
+      case 3: tile(std::integral_constant<int, 3>{}, p, r0); break;
+      case 2: tile(std::integral_constant<int, 2>{}, p, r0); break;
+      case 1: tile(std::integral_constant<int, 1>{}, p, r0); break;
+      default: break;
+    }
   }
-}
-
-// Panels [p0, p1) of one step, for every batch row.
-template <typename T>
-void step_panels(const RecurrentStep<T>& s, int64_t B, int64_t p0, int64_t p1) {
-  for (int64_t p = p0; p < p1; ++p)
-    for_each_row_tile(B, [&](auto mr, int64_t r0) { step_tile<T, decltype(mr)::value>(s, p, r0); });
 }
 
 }  // namespace cpu

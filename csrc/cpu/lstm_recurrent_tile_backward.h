@@ -12,7 +12,7 @@
 #pragma once
 
 #include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
-#include "cpu/lstm_recurrent_tile.h"  // for_each_row_tile
+#include "cpu/lstm_recurrent_tile.h"  // kTileRows
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -125,13 +125,6 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
                              dz_row, H, cnt);
     }
   }
-}
-
-// Column panels [q0, q1) of one reverse step, for every batch row.
-template <typename T>
-void back_step_panels(const RecurrentBackStep<T>& s, int64_t B, int64_t q0, int64_t q1) {
-  for (int64_t q = q0; q < q1; ++q)
-    for_each_row_tile(B, [&](auto mr, int64_t r0) { back_tile<T, decltype(mr)::value>(s, q, r0); });
 }
 
 }  // namespace cpu
