@@ -48,4 +48,13 @@ TORCH_LIBRARY(lstm_fused, m) {
       "Tensor? lengths, Tensor y, Tensor gates, Tensor cells) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)");
+  // The last layer of an attentive LSTM (SPEC §2) in inference: one direction, its outputs
+  // pooled by additive attention as the loop runs (never written whole). proj_weight (A, R),
+  // proj_bias (A,), v (A,), qproj (B, A) the projected query; chunk_size: steps between
+  // pooling updates where the kernel keeps a ring of outputs (the CPU's).
+  m.def(
+      "attentive_lstm_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor proj_weight, "
+      "Tensor? proj_bias, Tensor v, Tensor? qproj, int chunk_size) "
+      "-> (Tensor context, Tensor alpha, Tensor lse, Tensor h_n, Tensor c_n)");
 }

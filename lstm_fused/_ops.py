@@ -69,6 +69,16 @@ def fake_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
     )
 
 
+def fake_attentive_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight,
+                             proj_bias, v, qproj, chunk_size):
+    """Shapes of attentive_lstm_inference: context (B, R), alpha (B, T), lse (B,), h_n, c_n."""
+    T, B = x.shape[0], x.shape[1]
+    _, h_n, c_n, _, _ = layer_output_shapes(x, h0, c0, w_ih, w_hr)
+    R = h0.shape[2]
+    return tuple(torch.empty(s, dtype=x.dtype, device=x.device)
+                 for s in ((B, R), (B, T), (B,), h_n, c_n))
+
+
 def register_layer_autograd(forward_name: str, backward_op) -> None:
     """Autograd of a layer-forward operator whose gradients come from `backward_op`.
 
@@ -110,5 +120,6 @@ if LOAD_ERROR is None:
     torch.library.register_fake("lstm_fused::lstm_layer_forward")(fake_layer_forward)
     torch.library.register_fake("lstm_fused::lstm_layer_inference")(fake_layer_inference)
     torch.library.register_fake("lstm_fused::lstm_layer_backward")(fake_layer_backward)
+    torch.library.register_fake("lstm_fused::attentive_lstm_inference")(fake_attentive_inference)
     register_layer_autograd("lstm_fused::lstm_layer_forward",
                             torch.ops.lstm_fused.lstm_layer_backward.default)

@@ -18,6 +18,12 @@ from ._checks import check_lengths, check_tensor
 from .lstm import LSTM
 
 
+def _needs_grad(*tensors) -> bool:
+    """Whether autograd would record a call on these tensors (None entries are skipped)."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
 def _check_positive_int(where, name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__}")
@@ -152,25 +158,6 @@ class ChannelAttention(nn.Module):
                                             batch_first=self.batch_first, backend=self.backend)
 
 
-def _merge_chunks(contexts, alphas, lses):
-    """Combine per-chunk pooled results into the pooling of the whole sequence.
-
-    Chunk k has context c_k (B, D), weights alpha_k (B, T_k) normalised within the chunk and
-    lse_k (B,) = log sum exp of its scores (-inf when it has no valid step). With
-    lse = log sum_k exp(lse_k), the chunk's share is exp(lse_k - lse): c = sum_k share_k c_k,
-    alpha = cat_k share_k alpha_k. Written so that empty rows give zeros and no NaN gradient.
-    """
-    lse_k = torch.stack(lses, dim=1)  # (B, K)
-    top = lse_k.amax(dim=1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    total = torch.exp(lse_k - top).sum(dim=1, keepdim=True)
-    lse = top + torch.log(torch.where(total > 0, total, torch.ones_like(total)))  # finite
-    share = torch.exp(lse_k - lse)  # (B, K); 0 for empty chunks and rows
-    context = sum(share[:, k:k + 1] * c for k, c in enumerate(contexts))
-    alpha = torch.cat([share[:, k:k + 1] * a for k, a in enumerate(alphas)], dim=1)
-    return context, alpha
-
-
 class AttentiveLSTM(nn.Module):
     """An LSTM whose last layer is pooled by additive attention as it runs (SPEC §2).
 
@@ -180,19 +167,23 @@ class AttentiveLSTM(nn.Module):
     PackedSequence; lengths (B,) = None; hx = None; query (B, Q) = None)
     -> (context (B, D * R), alpha (B, T), (h_n, c_n)).
 
-    Unidirectional: the last layer runs chunk_size steps at a time, carrying (h, c); each
-    chunk's outputs are pooled at once by the fused kernel, and the chunks are merged with an
-    online softmax (running log-sum-exp), so the (T, B, H) output of the last layer is never
-    held whole (only (chunk_size, B, H) at a time in inference). Bidirectional: the backward
-    direction needs the whole sequence first, so the last layer's output is written, then
-    pooled by the same fused kernel.
+    Inference (no gradient wanted), one direction: the last layer and the pooling run as one
+    kernel (the backend's attentive_lstm_inference): each step's output is scored and folded
+    into a running max, sum and context (online softmax) as soon as it is computed, so the
+    (T, B, H) output of the last layer is never written. The CPU kernel keeps a ring of
+    chunk_size steps of output and pools them with one GEMM per chunk; the Triton kernel pools
+    every step on chip (layers small enough for its sequence kernel; larger ones, and the CUDA
+    backend, run the layer, then the pooling). Training, or bidirectional (the backward
+    direction needs the whole sequence first): the last layer's output is written, as the
+    backward needs it anyway, then pooled by the fused pooling kernel; the backward is the
+    pooling kernel's, then the layer's.
     """
 
     def __init__(self, input_size: int, hidden_size: int, attention_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  query_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
-                 chunk_size: int = 64, backend: str = "auto"):
+                 chunk_size: int = 16, backend: str = "auto"):
         super().__init__()
         _check_positive_int("AttentiveLSTM", "chunk_size", chunk_size)
         self.lstm = LSTM(input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -265,29 +256,25 @@ class AttentiveLSTM(nn.Module):
         weights = lstm._layer_weights(L - 1)
         h_last, c_last = h0[(L - 1) * D:], c0[(L - 1) * D:]
         pool = self.attention
-        pool_args = dict(query=query, query_weight=query_weight, batch_first=False,
-                         backend=name, return_lse=True)
-        if D == 2 or T <= self.chunk_size:
+        qproj = None if query is None else query @ query_weight.t()  # (B, A)
+        fused = None
+        if D == 1 and not _needs_grad(layer_input, h_last, c_last, qproj, *weights,
+                                      *pool.parameters()):
+            layer_impl = backends.resolve(name, "lstm_layer", x.device, x.dtype,
+                                          proj=lstm.proj_size > 0, peephole=lstm.peephole,
+                                          lengths=lengths is not None)
+            fused = layer_impl.attentive_inference(
+                layer_input.contiguous(), h_last.contiguous(), c_last.contiguous(), *weights,
+                lengths, pool.proj.weight, pool.proj.bias, pool.score.weight.reshape(-1), qproj,
+                self.chunk_size)
+        if fused is not None:
+            context, alpha, _lse, h, c = fused
+        else:
             y, h, c = functional.lstm_layer(layer_input, h_last, c_last, *weights, lengths,
                                             backend=name)
-            context, alpha, _lse = functional.attention_pooling(
-                y, pool.proj.weight, pool.proj.bias, pool.score.weight, lengths, **pool_args)
-        else:
-            h, c = h_last, c_last
-            contexts, alphas, lses = [], [], []
-            for start in range(0, T, self.chunk_size):
-                xs = layer_input[start:start + self.chunk_size]
-                steps = xs.shape[0]
-                chunk_lengths = None if lengths is None else (lengths - start).clamp(0, steps)
-                y, h, c = functional.lstm_layer(xs, h, c, *weights, chunk_lengths,
-                                                backend=name)
-                ck, ak, lk = functional.attention_pooling(
-                    y, pool.proj.weight, pool.proj.bias, pool.score.weight, chunk_lengths,
-                    **pool_args)
-                contexts.append(ck)
-                alphas.append(ak)
-                lses.append(lk)
-            context, alpha = _merge_chunks(contexts, alphas, lses)
+            context, alpha = functional.attention_pooling(
+                y, pool.proj.weight, pool.proj.bias, pool.score.weight, lengths, query=query,
+                query_weight=query_weight, batch_first=False, backend=name)
         h_n.append(h)
         c_n.append(c)
         return context, alpha, (torch.cat(h_n, 0), torch.cat(c_n, 0))

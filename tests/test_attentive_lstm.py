@@ -1,7 +1,10 @@
 """lstm_fused.AttentiveLSTM (SPEC §2): an LSTM whose last layer is pooled by additive
-attention while it runs (chunks merged by an online softmax). Checked against the float64
-reference (reference.lstm_layer per layer, then reference.attention_pooling) with lengths 0,
-1, T and random ones, padded input poisoned with NaN / inf; gradcheck in float64."""
+attention while it runs (in inference one fused operator with an online softmax,
+tests/test_attentive_lstm_op.py; in training the layer, then the pooling). Checked against the
+float64 reference (reference.lstm_layer per layer, then reference.attention_pooling) with
+lengths 0, 1, T and random ones, padded input poisoned with NaN / inf; gradcheck in float64."""
+import contextlib
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -39,17 +42,18 @@ def _truth(model, x, lengths, query=None):
 
 CONFIGS = [
     # (num_layers, bidirectional, proj_size, query_size, chunk_size)
-    (1, False, 0, 0, 4),     # chunked: T = 11 > chunk 4, uneven last chunk
-    (2, False, 3, 2, 5),     # two layers, projection, query, chunked
+    (1, False, 0, 0, 4),     # inference: T = 11 > chunk 4, uneven last chunk
+    (2, False, 3, 2, 5),     # two layers, projection, query
     (2, True, 0, 0, 4),      # bidirectional: whole last layer, then pooled
-    (1, False, 0, 0, 64),    # one chunk
+    (1, False, 0, 0, 64),    # inference: one chunk
 ]
 
 
 @pytest.mark.parametrize("backend", NATIVE + ["reference"])
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_attentive_lstm_matches_reference(backend, config, dtype):
+@pytest.mark.parametrize("inference", [False, True], ids=["grad", "no_grad"])
+def test_attentive_lstm_matches_reference(backend, config, dtype, inference):
     L, bidirectional, P, Q, chunk = config
     torch.manual_seed(11)
     T, B, I, H, A = 11, 6, 5, 6, 4
@@ -61,7 +65,7 @@ def test_attentive_lstm_matches_reference(backend, config, dtype):
     x_clean = torch.randn(T, B, I, dtype=dtype)
     x = poison_padding(x_clean.transpose(0, 1), lengths).transpose(0, 1)
     query = torch.randn(B, Q, dtype=dtype) if Q else None
-    with nan_filled_empty():
+    with nan_filled_empty(), (torch.no_grad() if inference else contextlib.nullcontext()):
         context, alpha, (h_n, c_n) = model(x.to(device), lengths.to(device),
                                            query=None if query is None else query.to(device))
     truth = _truth(model.cpu(), x_clean, lengths, query)

@@ -24,8 +24,8 @@ from lstm_fused import _ops
 
 from .lstm_cell import step_backward, step_forward
 from .lstm_persistent import persistent_backward, persistent_forward
-from .lstm_sequence import sequence_backward, sequence_forward
-from .tuning import choose_path
+from .lstm_sequence import sequence_attentive_forward, sequence_backward, sequence_forward
+from .tuning import attentive_fits, choose_path
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -149,6 +149,49 @@ def triton_lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengt
     return _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save=False)[:3]
 
 
+ATTENTIVE_SCHEMA = (
+    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
+    "Tensor? w_peep, Tensor? lengths, Tensor proj_weight, Tensor? proj_bias, Tensor v, "
+    "Tensor? qproj, int chunk_size) "
+    "-> (Tensor context, Tensor alpha, Tensor lse, Tensor h_n, Tensor c_n)")
+
+
+def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype) -> bool:
+    """Whether triton_attentive_lstm_inference runs these sizes in one launch (else the caller
+    runs the layer, then the pooling)."""
+    return choose_path(2, H, R, proj, dtype) == "sequence" and attentive_fits(H, R, A, proj,
+                                                                              dtype)
+
+
+@torch.library.custom_op("lstm_fused::triton_attentive_lstm_inference", mutates_args=(),
+                         schema=ATTENTIVE_SCHEMA)
+def triton_attentive_lstm_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                                    proj_weight, proj_bias, v, qproj, chunk_size):
+    """The attentive LSTM's last layer in inference (csrc/ops.cpp, attentive_lstm_inference):
+    one direction; the input projection GEMM, then one launch of the sequence kernel that pools
+    every step's output as it is computed (online softmax), so y is never written. chunk_size
+    is unused: the kernel pools every step. Sizes must pass attentive_supported."""
+    T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                              lengths)
+    if D != 1:
+        raise ValueError(f"triton_attentive_lstm_inference: one direction only (w_ih of shape "
+                         f"(1, 4H, I)), got D = {D}")
+    A = proj_weight.shape[0]
+    if not attentive_supported(H, R, A, w_hr is not None, x.dtype):
+        raise ValueError(f"triton_attentive_lstm_inference: H={H}, R={R}, A={A} do not fit the "
+                         f"sequence kernel on chip (tuning.attentive_fits)")
+    if T == 0 or B == 0:
+        return (x.new_zeros((B, R)), x.new_zeros((B, T)), x.new_full((B,), float("-inf")),
+                h0.clone(), c0.clone())
+    x, h0, c0, w_ih, w_hh, proj_weight, v = (t.contiguous() for t in
+                                            (x, h0, c0, w_ih, w_hh, proj_weight, v))
+    bias, w_hr, w_peep, lengths, proj_bias, qproj = map(
+        _contig, (bias, w_hr, w_peep, lengths, proj_bias, qproj))
+    gx = input_projection(x, w_ih, bias)
+    return sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_weight,
+                                      proj_bias, v, qproj)
+
+
 def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R: int) -> Tensor:
     """r_{t-1} seen by each step of direction d, (T, B, R): h0 before the first step, else
     the previous step's output. A reverse sequence of length l starts at t = l - 1 from h0."""
@@ -238,5 +281,7 @@ def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh
 torch.library.register_fake("lstm_fused::triton_lstm_layer_forward")(_ops.fake_layer_forward)
 torch.library.register_fake("lstm_fused::triton_lstm_layer_inference")(_ops.fake_layer_inference)
 torch.library.register_fake("lstm_fused::triton_lstm_layer_backward")(_ops.fake_layer_backward)
+torch.library.register_fake("lstm_fused::triton_attentive_lstm_inference")(
+    _ops.fake_attentive_inference)
 _ops.register_layer_autograd("lstm_fused::triton_lstm_layer_forward",
                              torch.ops.lstm_fused.triton_lstm_layer_backward.default)

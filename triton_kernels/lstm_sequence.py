@@ -31,8 +31,8 @@ import triton
 import triton.language as tl
 
 from . import interpreter_compat
-from .lstm_math import cell_backward, cell_forward, load_peephole
-from .tuning import interpreting, new_output, sequence_config
+from .lstm_math import cell_backward, cell_forward, load_peephole, tanh
+from .tuning import acc_dtype, dot_block, interpreting, new_output, sequence_config
 
 # The time loops below have a runtime bound, which the interpreter mishandles under NumPy 2.4.
 interpreter_compat.apply()
@@ -51,14 +51,23 @@ def _dot_operand(x, STORE_DT: tl.constexpr, DOT_FP32: tl.constexpr):
 def lstm_sequence_forward_kernel(
         gx_ptr, h0_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr,
         y_ptr, h_n_ptr, c_n_ptr, gates_ptr, cells_ptr,
-        T, B, H, R,
+        pw_ptr, pb_ptr, v_ptr, q_ptr, scores_ptr, ctx_ptr, lse_ptr,
+        T, B, H, R, A,
         HAS_LEN: tl.constexpr, PEEP: tl.constexpr, PROJ: tl.constexpr, SAVE: tl.constexpr,
+        WRITE_Y: tl.constexpr, POOL: tl.constexpr, HAS_PB: tl.constexpr, HAS_Q: tl.constexpr,
         DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
-        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
+        BLOCK_A: tl.constexpr):
     """gx (T, B, D, G) input projections plus bias; h0 (D, B, R); c0 (D, B, H);
     w_hh (D, G, R); w_hr (D, R, H) when PROJ (R = P); peep (D, 3, H); lengths (B,).
-    Writes y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), and when SAVE (for the backward)
-    gates (D, T, B, G) and cells (D, T, B, H)."""
+    Writes y (T, B, D*R) when WRITE_Y, h_n (D, B, R), c_n (D, B, H), and when SAVE (for the
+    backward) gates (D, T, B, G) and cells (D, T, B, H).
+    POOL (D = 1; the attentive LSTM's last layer): additive attention pooling of the outputs
+    in the same loop, with an online softmax: pw (A, R) = W_h, pb (A,) = b (HAS_PB),
+    v (A,), q (B, A) the projected query (HAS_Q). Per step e_t = v . tanh(W_h r_t + b + q)
+    (r_t rounded to the storage dtype, as y holds it), the running max m, sum l and
+    unnormalised context; writes the raw scores (B, T) at valid steps only, the context
+    (B, R) and lse (B,) = m + log l (-inf for a row without a valid step)."""
     STORE_DT = gx_ptr.dtype.element_ty
     ACC = tl.float64 if STORE_DT == tl.float64 else tl.float32
     DOT_DT = tl.float32 if DOT_FP32 else STORE_DT
@@ -96,6 +105,22 @@ def lstm_sequence_forward_kernel(
     else:
         lens = tl.full([BLOCK_B], T, tl.int64)
 
+    if POOL:  # W_h^T (BLOCK_R, BLOCK_A) on chip too, b + q and v in registers
+        ka = tl.arange(0, BLOCK_A)
+        amask = ka < A
+        w_a = tl.load(pw_ptr + ka[None, :] * R + kr[:, None],
+                      mask=kmask[:, None] & amask[None, :], other=0.0).to(DOT_DT)
+        u = tl.zeros([BLOCK_B, BLOCK_A], ACC)
+        if HAS_PB:
+            u += tl.load(pb_ptr + ka, mask=amask, other=0.0).to(ACC)[None, :]
+        if HAS_Q:
+            u += tl.load(q_ptr + rows[:, None] * A + ka[None, :],
+                         mask=rmask[:, None] & amask[None, :], other=0.0).to(ACC)
+        v_a = tl.load(v_ptr + ka, mask=amask, other=0.0).to(ACC)
+        run_max = tl.full([BLOCK_B], float("-inf"), ACC)
+        run_sum = tl.zeros([BLOCK_B], ACC)
+        context = tl.zeros([BLOCK_B, BLOCK_R], ACC)
+
     for s in range(0, T):
         t = s + d * (T - 1 - 2 * s)  # direction 1 runs backwards in time
         valid = (t < lens)[:, None]
@@ -126,12 +151,37 @@ def lstm_sequence_forward_kernel(
             tl.store(g_row + 3 * H, tl.where(valid, o, 0.0), mask=m_bh)
             tl.store(cells_ptr + ((d * T + t64) * B + rows[:, None]) * H + jh[None, :], c,
                      mask=m_bh)
-        tl.store(y_ptr + (t64 * B + rows[:, None]) * D * R + d * R + kr[None, :],
-                 tl.where(valid, r_new, 0.0), mask=m_br)
+        if WRITE_Y:
+            tl.store(y_ptr + (t64 * B + rows[:, None]) * D * R + d * R + kr[None, :],
+                     tl.where(valid, r_new, 0.0), mask=m_br)
+        if POOL:
+            r_out = _dot_operand(r_new, STORE_DT, DOT_FP32)
+            e = tl.sum(tanh(tl.dot(r_out, w_a, input_precision=DOT_PRECISION, out_dtype=ACC) + u)
+                       * v_a[None, :], axis=1)  # (BLOCK_B,)
+            step_ok = t < lens
+            tl.store(scores_ptr + rows * T + t64, e, mask=rmask & step_ok)
+            new_max = tl.where(step_ok, tl.maximum(run_max, e), run_max)
+            # exp(-inf - finite) = 0 on a row's first valid step; rows without one stay -inf
+            # and must not compute exp(-inf + inf).
+            no_step = new_max == float("-inf")
+            rescale = tl.where(no_step, 1.0, tl.exp(run_max - tl.where(no_step, 0.0, new_max)))
+            weight = tl.where(step_ok, tl.exp(e - new_max), 0.0)
+            # (where, not weight * r: a padded step's r may be NaN, from NaN padding in x)
+            context = context * rescale[:, None] + tl.where(step_ok[:, None],
+                                                            weight[:, None] * r_out.to(ACC), 0.0)
+            run_sum = run_sum * rescale + weight
+            run_max = new_max
         h = tl.where(valid, r_new, h)
 
     tl.store(h_n_ptr + (d * B + rows[:, None]) * R + kr[None, :], h, mask=m_br)
     tl.store(c_n_ptr + (d * B + rows[:, None]) * H + jh[None, :], c, mask=m_bh)
+    if POOL:
+        has_step = run_sum > 0
+        inv = tl.where(has_step, 1.0 / tl.where(has_step, run_sum, 1.0), 0.0)
+        tl.store(ctx_ptr + rows[:, None] * R + kr[None, :], context * inv[:, None], mask=m_br)
+        tl.store(lse_ptr + rows, tl.where(has_step, run_max + tl.log(tl.where(has_step, run_sum,
+                                                                              1.0)),
+                                          float("-inf")), mask=rmask)
 
 
 @triton.jit
@@ -260,11 +310,47 @@ def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
         gx, h0, c0, w_hh, w_hr if w_hr is not None else dummy,
         w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
-        y, h_n, c_n, gates if save else y, cells if save else y, T, B, H, R,
+        y, h_n, c_n, gates if save else y, cells if save else y,
+        dummy, dummy, dummy, dummy, dummy, dummy, dummy, T, B, H, R, 0,
         HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None, SAVE=save,
+        WRITE_Y=True, POOL=False, HAS_PB=False, HAS_Q=False,
         DOT_FP32=dot_fp32, DOT_PRECISION=precision,
-        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, num_warps=num_warps)
+        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, BLOCK_A=16, num_warps=num_warps)
     return y, h_n, c_n, gates, cells
+
+
+def sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_weight, proj_bias,
+                               v, qproj):
+    """One direction's forward with its outputs pooled in the same launch (POOL), y not
+    written. gx (T, B, 1, G) and the layer arguments as sequence_forward; proj_weight (A, R),
+    proj_bias (A,) or None, v (A,), qproj (B, A) or None ->
+    context (B, R), alpha (B, T), lse (B,), h_n (1, B, R), c_n (1, B, H)."""
+    T, B, D, G = gx.shape
+    H, R, A = G // 4, h0.shape[2], proj_weight.shape[0]
+    h_n = new_output((D, B, R), gx)
+    c_n = new_output((D, B, H), gx)
+    scores = new_output((B, T), gx, dtype=acc_dtype(gx.dtype))
+    context = new_output((B, R), gx)
+    lse = new_output((B,), gx, dtype=acc_dtype(gx.dtype))
+    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gx.dtype)
+    dot_fp32, precision = _dot_args(gx.dtype)
+    dummy = h0
+    lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
+        gx, h0, c0, w_hh, w_hr if w_hr is not None else dummy,
+        w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
+        dummy, h_n, c_n, dummy, dummy,
+        proj_weight, proj_bias if proj_bias is not None else dummy, v,
+        qproj if qproj is not None else dummy, scores, context, lse, T, B, H, R, A,
+        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None, SAVE=False,
+        WRITE_Y=False, POOL=True, HAS_PB=proj_bias is not None, HAS_Q=qproj is not None,
+        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
+        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, BLOCK_A=dot_block(A),
+        num_warps=num_warps)
+    # alpha from the raw scores: positions never written (padding) are masked out here.
+    steps = torch.arange(T, device=gx.device)
+    valid = steps[None, :] < (lengths[:, None] if lengths is not None else T)
+    alpha = torch.where(valid, torch.exp(scores - lse[:, None]), 0.0).to(gx.dtype)
+    return context, alpha, lse.to(gx.dtype), h_n, c_n
 
 
 def sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates,

@@ -90,6 +90,15 @@ def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype) -> bool:
     return 4 * br * bh + (bh * br if proj else 0) <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
 
 
+def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype) -> bool:
+    """Whether the sequence kernel can also keep the pooling weight W_h (A, R) on chip, for
+    the attentive LSTM's pooled last layer (lstm_sequence.sequence_attentive_forward)."""
+    bh, br, ba = dot_block(H), dot_block(R), dot_block(A)
+    size = torch.tensor([], dtype=dtype).element_size()
+    words = 4 * br * bh + (bh * br if proj else 0) + ba * br
+    return words <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
+
+
 def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
     """"sequence" (one launch for the whole layer) or "step" (a gate launch per step).
 

@@ -6,6 +6,7 @@
 
 #include <ATen/cpu/vec/functional.h>  // after lstm_cell_vec.h, which sets the instruction set
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -54,6 +55,36 @@ T dot(const T* a, const T* b, int64_t n) {
   using V = at::vec::Vectorized<T>;
   return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; },
                                      [](V x, V y) { return x + y; }, a, b, n);
+}
+
+// out (D) = sum_t w[t] X[t] over n rows of D elements, ld apart: register blocks of 4 vectors
+// of D, each summed over all rows before it is stored.
+template <typename T>
+void weighted_row_sum(const T* w, const T* X, int64_t ld, int64_t n, int64_t D, T* out) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t kV = V::size();
+  int64_t d = 0;
+  for (; d + 4 * kV <= D; d += 4 * kV) {
+    V a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
+    for (int64_t t = 0; t < n; ++t) {
+      const V wt(w[t]);
+      const T* r = X + t * ld + d;
+      a0 = at::vec::fmadd(wt, V::loadu(r), a0);
+      a1 = at::vec::fmadd(wt, V::loadu(r + kV), a1);
+      a2 = at::vec::fmadd(wt, V::loadu(r + 2 * kV), a2);
+      a3 = at::vec::fmadd(wt, V::loadu(r + 3 * kV), a3);
+    }
+    a0.store(out + d);
+    a1.store(out + d + kV);
+    a2.store(out + d + 2 * kV);
+    a3.store(out + d + 3 * kV);
+  }
+  for (; d < D; d += kV) {
+    const int64_t cnt = std::min<int64_t>(kV, D - d);
+    V a(T(0));
+    for (int64_t t = 0; t < n; ++t) a = at::vec::fmadd(V(w[t]), V::loadu(X + t * ld + d, cnt), a);
+    a.store(out + d, cnt);
+  }
 }
 
 }  // namespace cpu

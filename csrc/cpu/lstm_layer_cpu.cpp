@@ -20,10 +20,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "cpu/lstm_recurrent_tile.h"
 #include "cpu/lstm_recurrent_tile_backward.h"
+#include "cpu/online_pooling.h"
 #include "cpu/parallel_time_loop.h"
 #include "cpu/reused_weight_gemm.h"
 #include "cpu/weight_grad_gemm.h"
@@ -60,6 +62,23 @@ std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t T, int64_t B
   return out;
 }
 
+// Where a direction's time loop writes y. By default the whole (T, B, D*R) output (slots = T).
+// For the attentive inference (attentive_lstm_inference_cpu, one direction) a ring of `slots`
+// steps (slots, B, R): step s goes to slot s % slots, and after every `slots` steps (and after
+// the last) flush(first_step, n) is called, outside any parallel region, to consume them
+// before they are overwritten. Then the layer's output is never held whole.
+struct OutputRing {
+  int64_t slots;
+  std::function<void(int64_t, int64_t)> flush;
+};
+
+// After step `step` of T: flush the ring when its slots are full or the sequence ends.
+inline void after_step(const OutputRing* ring, int64_t step, int64_t T) {
+  if (ring == nullptr) return;
+  const int64_t n = step % ring->slots + 1;
+  if (n == ring->slots || step + 1 == T) ring->flush(step + 1 - n, n);
+}
+
 // Rows per parallel chunk: enough elements that a chunk outweighs the threading overhead.
 int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1)); }
 
@@ -67,8 +86,10 @@ template <typename scalar_t>
 void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
                        const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                        const OptTensor& w_hr, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
-                       Tensor& c_n, Tensor& gates, Tensor& cells, bool save) {
+                       Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
+                       const OutputRing* ring) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  const int64_t slots = ring != nullptr ? ring->slots : T;
   // With save, gates and cells are (D, T, B, .) kept for the backward; without (inference),
   // they are (B, .) scratch rows rewritten every step, which keeps them in cache.
   const int64_t step_rows = save ? B : 0;
@@ -97,7 +118,7 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
       for (int64_t b = b0; b < b1; ++b) {
         scalar_t* g_row = gates_p + (t * step_rows + b) * G;
         scalar_t* c_row = cells_p + (t * step_rows + b) * H;
-        scalar_t* y_row = y_p + (t * B + b) * D * R + d * R;
+        scalar_t* y_row = y_p + ((t % slots) * B + b) * D * R + d * R;
         if (t < len[b]) {
           scalar_t* h_out = proj ? hpre_p + b * H : h_p + b * R;
           cell_forward_row<scalar_t>(gx_p + ((t * B + b) * D + d) * G, z_p + b * G, c_p + b * H,
@@ -116,7 +137,7 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
       const Tensor r = projection(hpre);  // (B, P)
       const scalar_t* r_p = r.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b) {
-        scalar_t* y_row = y_p + (t * B + b) * D * R + d * R;
+        scalar_t* y_row = y_p + ((t % slots) * B + b) * D * R + d * R;
         if (t < len[b]) {
           std::memcpy(h_p + b * R, r_p + b * R, R * sizeof(scalar_t));
           std::memcpy(y_row, r_p + b * R, R * sizeof(scalar_t));
@@ -125,6 +146,7 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
         }
       }
     }
+    after_step(ring, step, T);
   }
   h_n.select(0, d).copy_(h_state);
   c_n.select(0, d).copy_(c_state);
@@ -149,8 +171,10 @@ template <typename scalar_t>
 void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
                              const Tensor& gx, const Tensor& h0, const Tensor& c0,
                              const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
-                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save) {
+                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
+                             const OutputRing* ring) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  const int64_t slots = ring != nullptr ? ring->slots : T;
   const bool reverse = d == 1;
   const std::vector<int64_t> blocks = unit_blocks(H);
   const int64_t n_blocks = static_cast<int64_t>(blocks.size()) - 1;
@@ -187,7 +211,7 @@ void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vect
         for (int64_t b = 0; b < B; ++b) {
           scalar_t* g_row = save ? gates_p + (t * B + b) * G + u0 : nullptr;
           scalar_t* c_row = c_p + b * H + u0;
-          scalar_t* y_row = y_p + (t * B + b) * D * R + d * R + u0;
+          scalar_t* y_row = y_p + ((t % slots) * B + b) * D * R + d * R + u0;
           if (t < len[b]) {
             cell_forward_units<scalar_t>(gx_p + ((t * B + b) * D + d) * G + u0, H,
                                          z_p + b * 4 * nu, nu, c_row, peep ? peep + u0 : nullptr,
@@ -204,6 +228,7 @@ void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vect
       }
     });
     std::swap(h_cur, h_nxt);
+    after_step(ring, step, T);
   }
   h_n.select(0, d).copy_(h_cur);
   c_n.select(0, d).copy_(c_state);
@@ -222,8 +247,10 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
                              const Tensor& gx, const Tensor& x, const Tensor& w_ih,
                              const Tensor& bias2, const Tensor& h0, const Tensor& c0,
                              const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
-                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save) {
+                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
+                             const OutputRing* ring) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
+  const int64_t slots = ring != nullptr ? ring->slots : T;
   const bool reverse = d == 1;
   const bool fuse_input = !gx.defined();
   const Tensor w_hh_d = w_hh.select(0, d).contiguous();
@@ -267,26 +294,33 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   // Below about a quarter million multiply-adds a step, a barrier a step costs more than
   // sharing the step out saves.
   const bool parallel = B * G * (base.I + R) >= (int64_t(1) << 18) && n_panels > 1;
-  parallel_time_loop(T, n_panels, parallel, [&](int64_t step, int64_t p0, int64_t p1) {
-    const int64_t t = reverse ? T - 1 - step : step;
-    RecurrentStep<scalar_t> st = base;
-    st.t = t;
-    st.h_prev = h_p + (step % 2) * B * R;
-    st.h_prev_zero = step == 0 && h0_zero;
-    st.h_next = h_p + ((step + 1) % 2) * B * R;
-    if (fuse_input) {
-      st.x = x_p + t * B * s.I;
-      st.z_in = bias_p;
-    } else {
-      st.z_in = gx_p + (t * B * D + d) * G;
-    }
-    st.y = y_p + t * B * D * R + d * R;
-    st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
-    st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
-    for_each_tile(p0, p1, B, [&](auto mr, int64_t p, int64_t r0) {
-      step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
+  // One parallel loop over all T steps, or with a ring one per `slots` steps, each followed by
+  // the ring's flush (which runs ATen ops, so outside the loop's OpenMP region).
+  for (int64_t first = 0; first < T; first += slots) {
+    const int64_t n_steps = std::min(slots, T - first);
+    parallel_time_loop(n_steps, n_panels, parallel, [&](int64_t i, int64_t p0, int64_t p1) {
+      const int64_t step = first + i;
+      const int64_t t = reverse ? T - 1 - step : step;
+      RecurrentStep<scalar_t> st = base;
+      st.t = t;
+      st.h_prev = h_p + (step % 2) * B * R;
+      st.h_prev_zero = step == 0 && h0_zero;
+      st.h_next = h_p + ((step + 1) % 2) * B * R;
+      if (fuse_input) {
+        st.x = x_p + t * B * s.I;
+        st.z_in = bias_p;
+      } else {
+        st.z_in = gx_p + (t * B * D + d) * G;
+      }
+      st.y = y_p + (t % slots) * B * D * R + d * R;
+      st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
+      st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
+      for_each_tile(p0, p1, B, [&](auto mr, int64_t p, int64_t r0) {
+        step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
+      });
     });
-  });
+    if (ring != nullptr) ring->flush(first, n_steps);
+  }
   h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
   c_n.select(0, d).copy_(c_state);
 }
@@ -333,7 +367,8 @@ LoopChoice choose_loop(const LSTMLayerSizes& s, int64_t elem_size) {
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, bool save) {
+    const OptTensor& lengths, bool save, const OutputRing* ring = nullptr,
+    const Tensor& ring_buffer = Tensor()) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
   check_cpu_call(x);
   const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
@@ -353,7 +388,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     gx = input_projection(x_c.view({s.T * s.B, s.I})).view({s.T, s.B, s.D, s.G});
   }
 
-  Tensor y = new_output({s.T, s.B, s.D * s.R}, opts);
+  Tensor y = ring != nullptr ? ring_buffer : new_output({s.T, s.B, s.D * s.R}, opts);
   Tensor h_n = new_output({s.D, s.B, s.R}, opts);
   Tensor c_n = new_output({s.D, s.B, s.H}, opts);
   Tensor gates = save ? new_output({s.D, s.T, s.B, s.G}, opts) : at::empty({s.B, s.G}, opts);
@@ -362,13 +397,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     for (int64_t d = 0; d < s.D; ++d) {
       if (loop == TimeLoop::Fused)
         forward_direction_fused<scalar_t>(s, d, len, gx, x_c, w_ih, bias2, h0, c0, w_hh, w_peep,
-                                          y, h_n, c_n, gates, cells, save);
+                                          y, h_n, c_n, gates, cells, save, ring);
       else if (loop == TimeLoop::Units)
         forward_direction_units<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
-                                          cells, save);
+                                          cells, save, ring);
       else
         forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n, c_n,
-                                    gates, cells, save);
+                                    gates, cells, save, ring);
     }
   });
   return {y, h_n, c_n, gates, cells};
@@ -387,6 +422,53 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
     const OptTensor& lengths) {
   auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/false);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
+}
+
+// The last layer of an attentive LSTM in inference (SPEC §2): one direction, its outputs
+// pooled by additive attention while the loop runs (online_pooling.h), through a ring of
+// chunk_size steps, so the (T, B, R) output is never written. Layer arguments as
+// lstm_layer_forward; proj_weight (A, R), proj_bias (A,) or None, v (A,), qproj (B, A) or None
+// (the projected query). Returns context (B, R), alpha (B, T), lse (B,), h_n (1, B, R),
+// c_n (1, B, H), the values of lstm_layer_forward followed by attention_pooling_forward.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> attentive_lstm_inference_cpu(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+    const OptTensor& lengths, const Tensor& proj_weight, const OptTensor& proj_bias,
+    const Tensor& v, const OptTensor& qproj, int64_t chunk_size) {
+  const char* op = "lstm_fused::attentive_lstm_inference";
+  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
+  check_cpu_call(x);
+  TORCH_CHECK_VALUE(s.D == 1, op, ": one direction only (w_ih of shape (1, 4H, I)), got D = ",
+                    s.D);
+  TORCH_CHECK_VALUE(chunk_size >= 1, op, ": chunk_size must be >= 1, got ", chunk_size);
+  TORCH_CHECK_VALUE(proj_weight.dim() == 2 && proj_weight.size(1) == s.R, op,
+                    ": proj_weight has shape ", proj_weight.sizes(), ", expected (A, ", s.R, ")");
+  const int64_t A = proj_weight.size(0);
+  TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == A, op, ": v has shape ", v.sizes(),
+                    ", expected (", A, ",)");
+  TORCH_CHECK_VALUE(!present(proj_bias) || (proj_bias->dim() == 1 && proj_bias->size(0) == A),
+                    op, ": proj_bias has shape ", present(proj_bias) ? proj_bias->sizes() :
+                    at::IntArrayRef{}, ", expected (", A, ",)");
+  TORCH_CHECK_VALUE(!present(qproj) || (qproj->dim() == 2 && qproj->size(0) == s.B &&
+                                        qproj->size(1) == A),
+                    op, ": qproj has shape ", present(qproj) ? qproj->sizes() : at::IntArrayRef{},
+                    ", expected (", s.B, ", ", A, ")");
+  for (const Tensor* t : {&proj_weight, &v, present(proj_bias) ? &*proj_bias : &v,
+                          present(qproj) ? &*qproj : &v}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), op, ": the attention tensors must "
+                     "share x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), op, ": the attention tensors must be on ",
+                x.device(), ", got ", t->device());
+  }
+  const int64_t slots = std::max<int64_t>(1, std::min(chunk_size, s.T));
+  const Tensor ring_buffer = at::empty({slots, s.B, s.R}, x.options());
+  OnlinePooling pool(ring_buffer, proj_weight, present(proj_bias) ? *proj_bias : Tensor(), v,
+                     present(qproj) ? *qproj : Tensor(), read_lengths(lengths, s.T, s.B), s.T);
+  const OutputRing ring{slots, [&pool](int64_t first, int64_t n) { pool.add(first, n); }};
+  auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/false,
+                           &ring, ring_buffer);
+  auto [context, alpha, lse] = pool.finish();
+  return {context, alpha, lse, std::get<1>(out), std::get<2>(out)};
 }
 
 template <typename scalar_t>
@@ -603,6 +685,7 @@ TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
   m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
   m.impl("lstm_layer_inference", &lstm_layer_inference_cpu);
   m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
+  m.impl("attentive_lstm_inference", &attentive_lstm_inference_cpu);
 }
 
 }  // namespace cpu

@@ -38,3 +38,11 @@ class LSTMLayerBackend(Backend):
         """One layer, every direction, differentiable. Shapes: csrc/lstm_layer_args.h.
         Returns (y (T, B, D*R), h_n (D, B, R), c_n (D, B, H))."""
         raise NotImplementedError
+
+    def attentive_inference(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                            proj_weight, proj_bias, v, qproj, chunk_size):
+        """The attentive LSTM's last layer without autograd (one direction), pooled in the
+        same pass (csrc/ops.cpp: attentive_lstm_inference): (context (B, R), alpha (B, T),
+        lse (B,), h_n (1, B, R), c_n (1, B, H)); or None where this backend has no such kernel
+        for these sizes, and the caller runs the layer, then the pooling."""
+        return None

@@ -39,6 +39,11 @@ class _NativeLSTM(LSTMLayerBackend):
         y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.lstm_layer_forward(*args)
         return y, h_n, c_n
 
+    def attentive_inference(self, *args):
+        if not _ops.has_kernel("attentive_lstm_inference", self.dispatch_key):
+            return None
+        return torch.ops.lstm_fused.attentive_lstm_inference(*args)
+
 
 def _needs_grad(tensors) -> bool:
     """Whether autograd will record this call (then the forward keeps gates and cells)."""

@@ -56,6 +56,17 @@ class TritonLSTM(LSTMLayerBackend):
         y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.triton_lstm_layer_forward(*args)
         return y, h_n, c_n
 
+    def attentive_inference(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                            proj_weight, proj_bias, v, qproj, chunk_size):
+        from ..triton_kernels import lstm_layer
+
+        H, R, A = w_hh.shape[1] // 4, w_hh.shape[2], proj_weight.shape[0]
+        if not lstm_layer.attentive_supported(H, R, A, w_hr is not None, x.dtype):
+            return None
+        return torch.ops.lstm_fused.triton_attentive_lstm_inference(
+            x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj,
+            chunk_size)
+
 
 def _needs_grad(tensors) -> bool:
     """Whether autograd will record this call (then the forward keeps gates and cells)."""
