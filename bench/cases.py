@@ -1,8 +1,8 @@
 """The benchmark cases: which op, which mode, which shape, which dtype, and the grids.
 
 A case is (family, mode, shape, dtype). Families: lstm, lstm_cell, masked_softmax,
-attention_pooling, self_attention, model_step. Modes: "fwd" (forward under no_grad),
-"fwd+bwd" (forward and backward), "train" (forward, loss, backward, optimizer step).
+attention_pooling, self_attention, attentive_lstm, model_step. Modes: "fwd" (forward under
+no_grad), "fwd+bwd" (forward and backward), "train" (forward, loss, backward, optimizer step).
 Shape keys use the letters of SPEC.md: B batch, T time steps, I input size, H hidden size,
 L layers, D directions (1 or 2), E embed dim, N heads, A attention size, V vocabulary,
 C classes. Grids: a --quick default (a few minutes on a 2-core CPU) and --full, per device type.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 FAMILIES = ("lstm", "lstm_cell", "masked_softmax", "attention_pooling", "self_attention",
-            "model_step")
+            "attentive_lstm", "model_step")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,8 @@ def quick_cases(device_type: str) -> List[Case]:
                 + grid("masked_softmax", FB, lowp, {"B": 32, "T": 512})
                 + grid("attention_pooling", FB, lowp, {"B": 64, "T": 512, "D": 512, "A": 256})
                 + grid("self_attention", FB, lowp, {"B": 32, "T": 512, "E": 512, "N": 8})
+                + grid("attentive_lstm", FB, ("float32",) + lowp,
+                       {"B": 64, "T": 256, "I": 128, "H": 128, "L": 1, "A": 64})
                 + grid("model_step", ("train",), ("float32",) + lowp,
                        {"B": 32, "T": 256, "V": 10000, "E": 256, "H": 256, "N": 8, "A": 128,
                         "C": 10}))
@@ -98,6 +100,9 @@ def quick_cases(device_type: str) -> List[Case]:
             + grid("masked_softmax", FB, f32, {"B": 32, "T": 100})
             + grid("attention_pooling", FB, f32, {"B": 32, "T": 100, "D": 256, "A": 128})
             + grid("self_attention", FB, f32, {"B": 32, "T": 100, "E": 256, "N": 4})
+            + grid("attentive_lstm", FB, f32,
+                   {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "A": 128},
+                   {"B": [8], "H": [128]})
             + grid("model_step", ("train",), f32,
                    {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5}))
 
@@ -118,6 +123,9 @@ def full_cases(device_type: str) -> List[Case]:
                        {"B": [8, 256], "T": [128, 2048]})
                 + grid("self_attention", FB, dts, {"B": 32, "T": 512, "E": 512, "N": 8},
                        {"B": [8, 128], "T": [128, 2048]})
+                + grid("attentive_lstm", FB, dts,
+                       {"B": 64, "T": 256, "I": 128, "H": 128, "L": 1, "A": 64},
+                       {"B": [8, 256], "T": [1024], "H": [64, 512], "L": [2]})
                 + grid("model_step", ("train",), dts,
                        {"B": 32, "T": 256, "V": 10000, "E": 256, "H": 256, "N": 8, "A": 128,
                         "C": 10}, {"B": [8, 128], "H": [128, 512]}))
@@ -132,6 +140,9 @@ def full_cases(device_type: str) -> List[Case]:
                    {"B": [8, 128], "T": [50, 400]})
             + grid("self_attention", FB, f32, {"B": 32, "T": 100, "E": 256, "N": 4},
                    {"B": [8, 128], "T": [50, 400]})
+            + grid("attentive_lstm", FB, f32,
+                   {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "A": 128},
+                   {"B": [8, 64], "H": [128, 256], "T": [400]})
             + grid("model_step", ("train",), f32,
                    {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5},
                    {"B": [4, 64], "H": [64, 256]}))
@@ -147,6 +158,7 @@ def smoke_cases(device_type: str) -> List[Case]:
             + grid("masked_softmax", FB, f32, {"B": 3, "T": 6})
             + grid("attention_pooling", FB, f32, {"B": 3, "T": 6, "D": 8, "A": 4})
             + grid("self_attention", FB, f32, {"B": 3, "T": 6, "E": 8, "N": 2})
+            + grid("attentive_lstm", FB, f32, {"B": 3, "T": 6, "I": 5, "H": 8, "L": 2, "A": 4})
             + grid("model_step", ("train",), f32,
                    {"B": 3, "T": 6, "V": 20, "E": 8, "H": 8, "N": 2, "A": 4, "C": 3}))
 

@@ -2,6 +2,7 @@
 //
 //   q, k, v   (B, N, T, Dh)   same dtype and device; any strides (kernels take contiguous copies)
 //   lengths   (B,) int64 or undefined; key t of batch row b is valid iff t < lengths[b]
+//   dropout_p, seed  attention dropout (attention_dropout.h); dropout_p = 0: none
 //   grad_out, out (B, N, T, Dh); lse (B, N, T) in the accumulation type (float / double)
 //
 // The Python entry points check user input with clear messages first (lstm_fused/mhsa.py);
@@ -10,6 +11,7 @@
 
 #include <ATen/ATen.h>
 
+#include "attention_dropout.h"
 #include "optional_tensor.h"
 
 namespace lstm_fused {
@@ -36,6 +38,13 @@ inline MhsaSizes check_mhsa_args(const at::Tensor& q, const at::Tensor& k, const
     TORCH_CHECK(lengths->device() == q.device(), "mhsa: lengths must be on the device of q");
   }
   return s;
+}
+
+// The dropout of a call: dropout_p in [0, 1] (0: none), seed any int64.
+inline AttentionDropout mhsa_dropout(double dropout_p, int64_t seed) {
+  TORCH_CHECK_VALUE(dropout_p >= 0.0 && dropout_p <= 1.0,
+                    "mhsa: dropout_p must be in [0, 1], got ", dropout_p);
+  return dropout_p > 0.0 ? AttentionDropout(dropout_p, seed) : AttentionDropout();
 }
 
 inline at::ScalarType mhsa_acc_type(at::ScalarType t) {

@@ -10,7 +10,9 @@ Differences from nn, by design: a batch row with length 0 (no valid key) gives a
 attention weights and a zero attention context, so its output is out_proj.bias at every step
 (zero without bias) where nn gives NaN. need_weights=True returns the head-averaged weights
 (B, T, T) like nn (after dropout in training, like nn); they are computed apart from the fused
-kernel, in plain PyTorch, since the weights are T x T by definition.
+kernel, in plain PyTorch, since the weights are T x T by definition. Attention dropout runs
+inside the fused kernels (CPU, Triton) with a counter-based mask drawn from torch's default
+generator: the same weights as nn's dropout in distribution, not the same random draws.
 Dimension letters: B batch, T time steps, E embed dim, N heads, Dh = E // N.
 """
 from __future__ import annotations
@@ -46,16 +48,26 @@ def _check_x(x, embed_dim: int, weight: torch.Tensor, where: str) -> None:
 def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         lengths: Optional[torch.Tensor], scale: float, *,
                         dropout_p: float = 0.0, training: bool = False,
-                        backend: str = "auto") -> torch.Tensor:
+                        seed: Optional[int] = None, backend: str = "auto") -> torch.Tensor:
     """The fused attention core through the chosen backend; differentiable.
 
-    q, k, v (B, N, T, Dh); lengths (B,) int64 on q's device or None. Returns (B, N, T, Dh)."""
+    q, k, v (B, N, T, Dh); lengths (B,) int64 on q's device or None. Returns (B, N, T, Dh).
+    In training with dropout_p > 0 the attention weights are dropped out inside the kernel,
+    with a mask drawn from `seed` (default: a fresh one from torch's default generator, so
+    torch.manual_seed makes it reproducible); every backend drops the same weights for the
+    same seed (reference_mhsa.dropout_keep_mask)."""
     dropout = training and dropout_p > 0.0
     impl = backends.resolve(backend, OP, q.device, q.dtype, dropout=dropout,
                             lengths=lengths is not None, head_dim=q.shape[-1])
-    if impl.name == "reference":
-        return impl.attention(q, k, v, lengths, scale, dropout_p, training)
-    return impl.attention(q, k, v, lengths, scale)
+    if not dropout:
+        return impl.attention(q, k, v, lengths, scale)
+    return impl.attention(q, k, v, lengths, scale, float(dropout_p),
+                          draw_seed() if seed is None else seed)
+
+
+def draw_seed() -> int:
+    """A 64-bit dropout seed from torch's default CPU generator."""
+    return int(torch.randint(-2**63, 2**63 - 1, (), dtype=torch.int64))
 
 
 def multihead_self_attention(x: torch.Tensor, lengths: Optional[torch.Tensor],
@@ -91,18 +103,14 @@ def multihead_self_attention(x: torch.Tensor, lengths: Optional[torch.Tensor],
     q, k, v = (reference_mhsa.split_heads(p, num_heads) for p in qkv.chunk(3, dim=-1))
     scale = (E // num_heads) ** -0.5
     dropout = training and dropout_p > 0.0
+    seed = draw_seed() if dropout else None
+    ctx = self_attention_core(q, k, v, lengths, scale, dropout_p=dropout_p, training=training,
+                              seed=seed, backend=backend)
     weights = None
-    if dropout and need_weights:
-        # The returned weights must be the dropped-out ones that multiplied v: one pass in
-        # plain PyTorch (the kernels do not run attention dropout).
-        if backends.requested(backends.check_name(backend)) not in ("auto", "reference"):
-            backends.resolve(backend, OP, x.device, x.dtype, dropout=True)  # raises, says why
-        ctx, weights = reference_mhsa.attention_core(q, k, v, lengths, scale, dropout_p, True)
-    else:
-        ctx = self_attention_core(q, k, v, lengths, scale, dropout_p=dropout_p,
-                                  training=training, backend=backend)
-        if need_weights:
-            weights = reference_mhsa.attention_weights(q, k, lengths, scale)
+    if need_weights:  # after dropout in training, like nn: the weights that multiplied v
+        weights = reference_mhsa.attention_weights(q, k, lengths, scale)
+        if dropout:
+            weights = reference_mhsa.drop_weights(weights, seed, dropout_p)
     out = F.linear(reference_mhsa.merge_heads(ctx), out_proj_weight, out_proj_bias)
     if weights is not None:
         weights = weights.mean(dim=1)

@@ -11,6 +11,7 @@ zero, so its output is out_proj.bias (zero without bias), never NaN.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -44,16 +45,60 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, lengths: Optional[torch.
     return torch.where(pad, torch.zeros((), dtype=weights.dtype, device=weights.device), weights)
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's finaliser on uint32 values held in int64 (csrc/attention_dropout.h)."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _M32  # the int64 product wraps; its low 32 bits are exact
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
+
+
+def dropout_keep_mask(seed: int, B: int, N: int, T: int, dropout_p: float,
+                      device=None) -> torch.Tensor:
+    """Boolean (B, N, T, T): which attention weights the fused kernels keep for `seed`.
+
+    The counter-based mask of csrc/attention_dropout.h (the CPU and Triton kernels compute
+    the same function): weight (b, n, i, j) is kept iff
+    mix32(mix32(mix32(row ^ seed_lo) ^ seed_hi) ^ (j * 0x9E3779B9)) >> 8 >= round(p * 2^24),
+    row = (b * N + n) * T + i modulo 2^32."""
+    threshold = math.floor(dropout_p * 16777216.0 + 0.5)
+    seed_lo, seed_hi = seed & _M32, (seed >> 32) & _M32
+    rows = torch.arange(B * N * T, dtype=torch.int64, device=device) & _M32
+    row_key = _mix32(_mix32(rows ^ seed_lo) ^ seed_hi)
+    cols = (torch.arange(T, dtype=torch.int64, device=device) * 0x9E3779B9) & _M32
+    u = _mix32(row_key[:, None] ^ cols[None, :]) >> 8
+    return (u >= threshold).reshape(B, N, T, T)
+
+
+def drop_weights(weights: torch.Tensor, seed: int, dropout_p: float) -> torch.Tensor:
+    """Attention weights (B, N, T, T) after the kernels' dropout for `seed`: kept ones scaled
+    by 1 / (1 - p), the others 0."""
+    B, N, T, _ = weights.shape
+    keep = dropout_keep_mask(seed, B, N, T, dropout_p, weights.device)
+    kept = 1.0 / (1.0 - dropout_p) if dropout_p < 1.0 else 0.0
+    return torch.where(keep, weights * kept,
+                       torch.zeros((), dtype=weights.dtype, device=weights.device))
+
+
 def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    lengths: Optional[torch.Tensor], scale: float, dropout_p: float = 0.0,
-                   training: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+                   training: bool = False, seed: Optional[int] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The fused kernels' function: (softmax(scale q k^T) masked) v.
 
     q, k, v (B, N, T, Dh); lengths (B,) int or None. Returns (out (B, N, T, Dh), weights
-    (B, N, T, T) after dropout). Dropout (training only) drops attention weights like nn."""
+    (B, N, T, T) after dropout). Dropout (training only) drops attention weights: with a seed,
+    exactly the ones the fused kernels drop (dropout_keep_mask), without one by F.dropout."""
     weights = attention_weights(q, k, lengths, scale)
     if training and dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p, training=True)
+        if seed is None:
+            weights = F.dropout(weights, p=dropout_p, training=True)
+        else:
+            weights = drop_weights(weights, seed, dropout_p)
     pad = key_padding(lengths, q.shape[0], q.shape[2], q.device)
     if pad is not None:  # 0 * NaN is NaN: padded values must not enter the product at all
         v = v.masked_fill(pad[:, None, :, None], 0)

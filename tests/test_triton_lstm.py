@@ -408,9 +408,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from lstm_fused.triton_kernels import lstm_cell, lstm_persistent, lstm_sequence
 
-ints = {"T", "B", "H", "R", "t", "stride_h_out", "stride_dz", "s_begin", "s_end"}
+ints = {"T", "B", "H", "R", "A", "t", "stride_h_out", "stride_dz", "s_begin", "s_end"}
 for fn, dt, ce in [
     (lstm_sequence.lstm_sequence_forward_kernel, "fp16", dict(PROJ=True, BLOCK_H=128, BLOCK_R=64)),
+    # the attentive LSTM's pooled last layer (POOL), y not written
+    (lstm_sequence.lstm_sequence_forward_kernel, "fp16",
+     dict(PROJ=False, BLOCK_H=64, BLOCK_R=64, POOL=True, WRITE_Y=False, BLOCK_A=64)),
     (lstm_sequence.lstm_sequence_backward_kernel, "fp16", dict(PROJ=True, BLOCK_H=128, BLOCK_R=64)),
     (lstm_sequence.lstm_sequence_forward_kernel, "fp32", dict(PROJ=False, BLOCK_H=64, BLOCK_R=64)),
     (lstm_sequence.lstm_sequence_backward_kernel, "fp32", dict(PROJ=False, BLOCK_H=64, BLOCK_R=64)),
@@ -425,10 +428,15 @@ for fn, dt, ce in [
     if "DOT_FP32" in fn.arg_names:
         ce.update(DOT_FP32=False, DOT_PRECISION="ieee")
     if "SAVE" in fn.arg_names:
-        ce.update(SAVE=True)
+        ce.setdefault("SAVE", not ce.get("POOL", False))
+    if "POOL" in fn.arg_names:
+        for name, value in (("POOL", False), ("WRITE_Y", True), ("HAS_PB", True),
+                            ("HAS_Q", True), ("BLOCK_A", 16)):
+            ce.setdefault(name, value)
     sig = {n: "constexpr" if n in ce else "i32" if n in ints else "*i64" if n == "len_ptr"
            else "*i32" if n == "bar_ptr"
-           else "*fp32" if n in ("c_ptr", "dc_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr")
+           else "*fp32" if n in ("c_ptr", "dc_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr",
+                                 "scores_ptr", "lse_ptr")
            else "*" + dt for n in fn.arg_names}
     k = triton.compile(ASTSource(fn, sig, ce), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 8})

@@ -14,13 +14,21 @@ Backward recomputes p_ij = exp(scale q_i.k_j - lse_i) tile by tile:
     dQ_i = scale sum_j ds_ij k_j                           (one program per query tile)
 Two kernels instead of atomics, so the result is deterministic.
 
+Attention dropout (DROP, training): the weights that multiply v are p_ij z_ij with
+z = keep / (1 - p) from the counter-based mask of csrc/attention_dropout.h (the same function
+as the CPU kernel and the reference, so the same seed drops the same weights everywhere; the
+backward regenerates it). The normalisation l and lse are those before dropout. Backward:
+dV_j = sum_i p_ij z_ij dO_i, ds_ij = p_ij (z_ij dO_i . v_j - delta_i), delta_i = dO_i . O_i.
+
 Everything is computed in float32 (inputs converted right after loading); float32 inputs use
 IEEE products ("ieee"), float16 / bfloat16 inputs are exact in tf32.
-Entry points: flash_attention_forward(q, k, v, lengths, scale) -> (out, lse) and
-flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse) -> (dq, dk, dv).
+Entry points: flash_attention_forward(q, k, v, lengths, scale, dropout_p, seed) -> (out, lse)
+and flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
+-> (dq, dk, dv).
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -43,11 +51,33 @@ def _load_tile(base, rows, cols, stride_t, stride_d, n_rows, n_cols):
 
 
 @triton.jit
+def _mix32(h):
+    """MurmurHash3's finaliser on uint32 lanes (csrc/attention_dropout.h: mix32)."""
+    h ^= h >> 16
+    h *= tl.full([], 0x85EBCA6B, tl.uint32)
+    h ^= h >> 13
+    h *= tl.full([], 0xC2B2AE35, tl.uint32)
+    h ^= h >> 16
+    return h
+
+
+@triton.jit
+def _dropout_scale(bh, T, rows, keys, seed_lo, seed_hi, threshold, keep_scale):
+    """z (len(rows), len(keys)) float32: keep_scale where weight (row, key) of head bh is kept,
+    else 0 (csrc/attention_dropout.h, row number bh * T + row modulo 2^32)."""
+    r = (bh * T + rows).to(tl.uint32)
+    row_key = _mix32(_mix32(r ^ seed_lo.to(tl.uint32)) ^ seed_hi.to(tl.uint32))
+    col = keys.to(tl.uint32) * tl.full([], 0x9E3779B9, tl.uint32)
+    u = _mix32(row_key[:, None] ^ col[None, :]) >> 8
+    return tl.where(u >= threshold.to(tl.uint32), keep_scale, 0.0)
+
+
+@triton.jit
 def _forward_kernel(Q, K, V, O, LSE, LEN,
                     s_b, s_n, s_t, s_d,          # strides of q, k, v (shared)
                     o_b, o_n, o_t, o_d,          # strides of out
-                    N, T, Dh, scale,
-                    HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
+                    N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
+                    HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(1)
     bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
@@ -75,6 +105,8 @@ def _forward_kernel(Q, K, V, O, LSE, LEN,
         alpha = tl.exp(m_i - m_new)              # 0 on the first tile (m_i = -inf)
         p = tl.exp(s - m_new[:, None])           # padded keys: exp(-inf) = 0
         l_i = l_i * alpha + tl.sum(p, axis=1)
+        if DROP:
+            p = p * _dropout_scale(bh, T, rows, keys, seed_lo, seed_hi, threshold, keep_scale)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
         m_i = m_new
         start += BLOCK_N
@@ -104,8 +136,8 @@ def _delta_kernel(DO, O, DELTA, T, Dh,
 
 @triton.jit
 def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
-                 s_b, s_n, s_t, s_d, N, T, Dh, scale,
-                 HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
+                 s_b, s_n, s_t, s_d, N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
+                 HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dK, dV of one key tile; dO, DK, DV contiguous (B, N, T, Dh); lse, delta (B*N, T)."""
     pid_n = tl.program_id(1)
@@ -136,8 +168,13 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         ok = row_ok[:, None] & key_ok[None, :]
         p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
-        dv += tl.dot(tl.trans(p), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if DROP:
+            z = _dropout_scale(bh, T, rows, keys, seed_lo, seed_hi, threshold, keep_scale)
+            dv += tl.dot(tl.trans(p * z), do, input_precision=PRECISION)
+            dp = dp * z
+        else:
+            dv += tl.dot(tl.trans(p), do, input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
         start += BLOCK_M
@@ -150,8 +187,8 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
 
 @triton.jit
 def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LEN,
-               s_b, s_n, s_t, s_d, N, T, Dh, scale,
-               HAS_LEN: tl.constexpr, PRECISION: tl.constexpr,
+               s_b, s_n, s_t, s_d, N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
+               HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """dQ of one query tile; dO, DQ contiguous (B, N, T, Dh)."""
     pid_m = tl.program_id(1)
@@ -179,6 +216,8 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LEN,
         ok = row_ok[:, None] & (keys[None, :] < length)
         p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if DROP:
+            dp = dp * _dropout_scale(bh, T, rows, keys, seed_lo, seed_hi, threshold, keep_scale)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds, k, input_precision=PRECISION)
         start += BLOCK_N
@@ -195,33 +234,45 @@ def _same_strides(q, k, v):
     return q.contiguous(), k.contiguous(), v.contiguous()
 
 
-def _meta(q, lengths):
+def _dropout_args(dropout_p: float, seed: int):
+    """(seed_lo, seed_hi, threshold, keep_scale) of csrc/attention_dropout.h."""
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"flash_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    threshold = math.floor(dropout_p * 16777216.0 + 0.5)  # llround for p >= 0
+    keep_scale = 1.0 / (1.0 - dropout_p) if dropout_p < 1.0 else 0.0
+    return seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, threshold, keep_scale
+
+
+def _meta(q, lengths, dropout_p):
     B, N, T, Dh = q.shape
     return dict(
-        HAS_LEN=lengths is not None,
+        HAS_LEN=lengths is not None, DROP=dropout_p > 0.0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         BLOCK_M=_BLOCK, BLOCK_N=_BLOCK, BLOCK_D=max(16, triton.next_power_of_2(Dh)),
     )
 
 
 def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            lengths: Optional[torch.Tensor], scale: float):
-    """q, k, v (B, N, T, Dh) float32/float16/bfloat16 on one device; lengths (B,) int64 or None.
-    Returns out (B, N, T, Dh) contiguous in q's dtype and lse (B, N, T) float32."""
+                            lengths: Optional[torch.Tensor], scale: float,
+                            dropout_p: float = 0.0, seed: int = 0):
+    """q, k, v (B, N, T, Dh) float32/float16/bfloat16 on one device; lengths (B,) int64 or None;
+    dropout_p in [0, 1] with its seed (module docstring). Returns out (B, N, T, Dh) contiguous
+    in q's dtype and lse (B, N, T) float32."""
     q, k, v = _same_strides(q, k, v)
     B, N, T, Dh = q.shape
     out = torch.empty((B, N, T, Dh), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    meta = _meta(q, lengths)
+    meta = _meta(q, lengths, dropout_p)
     grid = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
     _forward_kernel[grid](q, k, v, out, lse, lengths if lengths is not None else q,
-                          *q.stride(), *out.stride(), N, T, Dh, float(scale), **meta)
+                          *q.stride(), *out.stride(), N, T, Dh, float(scale),
+                          *_dropout_args(dropout_p, seed), **meta)
     return out, lse
 
 
-def flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse):
+def flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
     """Gradients (dq, dk, dv), each (B, N, T, Dh) contiguous in q's dtype."""
     q, k, v = _same_strides(q, k, v)
     B, N, T, Dh = q.shape
@@ -233,13 +284,13 @@ def flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse):
     dv = torch.empty_like(dq)
     if dq.numel() == 0:
         return dq, dk, dv
-    meta = _meta(q, lengths)
+    meta = _meta(q, lengths, dropout_p)
     len_arg = lengths if lengths is not None else q
     delta = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
     rows = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
     _delta_kernel[rows](grad_out, out, delta, T, Dh,
                         BLOCK_M=meta["BLOCK_M"], BLOCK_D=meta["BLOCK_D"])
-    common = (*q.stride(), N, T, Dh, float(scale))
+    common = (*q.stride(), N, T, Dh, float(scale), *_dropout_args(dropout_p, seed))
     _dkdv_kernel[(B * N, triton.cdiv(T, meta["BLOCK_N"]))](
         q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common, **meta)
     _dq_kernel[rows](q, k, v, grad_out, lse, delta, dq, len_arg, *common, **meta)

@@ -1,9 +1,10 @@
 """Workloads by family: lstm, lstm_cell, masked_softmax, attention_pooling, self_attention,
-model_step."""
+attentive_lstm, model_step."""
 from .attention import AttentionPoolingWorkload, MaskedSoftmaxWorkload, SelfAttentionWorkload
+from .attentive import AttentiveLSTMWorkload
 from .lstm import LSTMCellWorkload, LSTMWorkload
 from .model import ModelStepWorkload
 
 WORKLOADS = {w.family: w for w in (LSTMWorkload(), LSTMCellWorkload(), MaskedSoftmaxWorkload(),
                                    AttentionPoolingWorkload(), SelfAttentionWorkload(),
-                                   ModelStepWorkload())}
+                                   AttentiveLSTMWorkload(), ModelStepWorkload())}

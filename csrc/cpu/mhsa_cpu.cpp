@@ -10,6 +10,9 @@
 // Backward recomputes P from the saved lse, block by block of query rows:
 //   P = exp(S - lse),  D_i = dO_i . O_i,  dV += P^T dO,  dP = dO V^T,  dS = P * (dP - D),
 //   dQ = scale dS K,  dK += scale dS^T Q;  rows t >= len of dK and dV are 0.
+// Attention dropout (training): O = (P * Z) V with Z = keep / (1 - p) from the counter-based
+// mask of attention_dropout.h; the backward regenerates Z and uses dV += (P * Z)^T dO and
+// dS = P * (dP * Z - D) (D = dO . O still holds, O being the dropped-out output).
 // The inputs are read in place through their strides (only the last one must be 1), so the
 // head split of the (T, B, 3E) projection, a permuted view, costs no copy. float and double
 // run on the tensors themselves; half and bfloat16 are converted to float one head at a time
@@ -31,6 +34,7 @@
 #include <vector>
 
 #include "acc_rows.h"
+#include "attention_dropout.h"
 #include "mhsa_args.h"
 
 namespace lstm_fused {
@@ -159,11 +163,26 @@ struct Workspace {
   const bool blas = blas_wanted() && have_blas<acc_t>();
 };
 
-// One head: q, k, v rows (ld apart); out (T, Dh) contiguous; lse (T,).
+// Dropout of n attention weights p of one query row (row key of attention_dropout.h):
+// p_j *= Z_j; with dp, first dp_j = p_j (dp_j Z_j - delta) (the backward's dS).
+template <typename acc_t>
+void drop_row(const AttentionDropout& drop, uint32_t key, acc_t* p, int64_t n,
+              acc_t* dp = nullptr, acc_t delta = 0) {
+  const acc_t kept = static_cast<acc_t>(drop.keep_scale);
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t z = drop.keep(key, j) ? kept : acc_t(0);
+    if (dp != nullptr) dp[j] = p[j] * (dp[j] * z - delta);
+    p[j] *= z;
+  }
+}
+
+// One head: q, k, v rows (ld apart); out (T, Dh) contiguous; lse (T,). row0: the dropout row
+// number of query row 0, (b * N + n) * T.
 template <typename scalar_t, typename acc_t>
 void forward_head(const scalar_t* q, int64_t ldq_in, const scalar_t* k, int64_t ldk_in,
                   const scalar_t* v, int64_t ldv_in, scalar_t* out, acc_t* lse, int64_t T,
-                  int64_t Dh, int64_t len, acc_t scale, Workspace<acc_t>& ws) {
+                  int64_t Dh, int64_t len, acc_t scale, const AttentionDropout& drop,
+                  int64_t row0, Workspace<acc_t>& ws) {
   if (len == 0) {  // no valid key: zero context, lse = log(0)
     std::fill(out, out + T * Dh, scalar_t(0));
     std::fill(lse, lse + T, -std::numeric_limits<acc_t>::infinity());
@@ -179,7 +198,10 @@ void forward_head(const scalar_t* q, int64_t ldq_in, const scalar_t* k, int64_t 
   for (int64_t i0 = 0; i0 < T; i0 += kRowBlock) {
     const int64_t rows = std::min(kRowBlock, T - i0);
     gemm_rm<acc_t>(ws.blas, false, true, rows, len, Dh, scale, Q + i0 * ldq, ldq, K, ldk, 0, S, len);
-    for (int64_t r = 0; r < rows; ++r) lse[i0 + r] = softmax_row(S + r * len, len);
+    for (int64_t r = 0; r < rows; ++r) {
+      lse[i0 + r] = softmax_row(S + r * len, len);
+      if (drop.active()) drop_row(drop, drop.row_key(row0 + i0 + r), S + r * len, len);
+    }
     gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, 1, S, len, V, ldv, 0, O + i0 * Dh, Dh);
   }
   store_rows(out, O, T * Dh);
@@ -191,7 +213,7 @@ void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int
                    const scalar_t* k, int64_t ldk_in, const scalar_t* v, int64_t ldv_in,
                    const scalar_t* out, int64_t ldo_in, const acc_t* lse, scalar_t* dq,
                    scalar_t* dk, scalar_t* dv, int64_t T, int64_t Dh, int64_t len, acc_t scale,
-                   Workspace<acc_t>& ws) {
+                   const AttentionDropout& drop, int64_t row0, Workspace<acc_t>& ws) {
   using Vec = Vectorized<acc_t>;
   // Padded keys (t >= len) get zero gradient; with len = 0 nothing depends on q either.
   std::fill(dk + len * Dh, dk + T * Dh, scalar_t(0));
@@ -224,13 +246,17 @@ void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int
       const acc_t l = lse[i0 + r];
       at::vec::map([l](Vec x) { return (x - Vec(l)).exp(); }, P + r * len, P + r * len, len);
     }
-    gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, 1, P, len, dOb, lddo, beta, dV, Dh);
     gemm_rm<acc_t>(ws.blas, false, true, rows, len, Dh, 1, dOb, lddo, V, ldv, 0, dS, len);
     for (int64_t r = 0; r < rows; ++r) {
       const acc_t delta = dot(dOb + r * lddo, O + (i0 + r) * ldo, Dh);
-      at::vec::map2([delta](Vec p, Vec dp) { return p * (dp - Vec(delta)); }, dS + r * len,
-                    P + r * len, dS + r * len, len);
+      if (drop.active()) {  // dS = P (dP Z - D), then P becomes P Z for dV
+        drop_row(drop, drop.row_key(row0 + i0 + r), P + r * len, len, dS + r * len, delta);
+      } else {
+        at::vec::map2([delta](Vec p, Vec dp) { return p * (dp - Vec(delta)); }, dS + r * len,
+                      P + r * len, dS + r * len, len);
+      }
     }
+    gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, 1, P, len, dOb, lddo, beta, dV, Dh);
     gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, scale, dS, len, K, ldk, 0, dQ + i0 * Dh, Dh);
     gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, scale, dS, len, Qb, ldq, beta, dK, Dh);
   }
@@ -247,8 +273,10 @@ at::Tensor lengths_cpu(const c10::optional<at::Tensor>& lengths) {
 std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
                                                     const at::Tensor& v_in,
                                                     const c10::optional<at::Tensor>& lengths,
-                                                    double scale) {
+                                                    double scale, double dropout_p,
+                                                    int64_t seed) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
+  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
   const at::Tensor len_t = lengths_cpu(lengths);
   at::Tensor out = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
@@ -269,7 +297,8 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, cons
         const int64_t b = h / s.N, n = h % s.N;
         forward_head<scalar_t, acc_t>(qh.head(b, n), qh.st, kh.head(b, n), kh.st, vh.head(b, n),
                                       vh.st, op + h * head, lp + h * s.T, s.T, s.Dh,
-                                      length_of(len_ptr, b, s.T), static_cast<acc_t>(scale), ws);
+                                      length_of(len_ptr, b, s.T), static_cast<acc_t>(scale), drop,
+                                      h * s.T, ws);
       }
     });
   });
@@ -279,8 +308,9 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, cons
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
     const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
     const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
-    const at::Tensor& out_in, const at::Tensor& lse_in) {
+    double dropout_p, int64_t seed, const at::Tensor& out_in, const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
+  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
   const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
   const at::Tensor dout = rows_readable(grad_out_in.to(q.scalar_type()));
@@ -309,7 +339,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
                                        kh.head(b, n), kh.st, vh.head(b, n), vh.st,
                                        oh.head(b, n), oh.st, lp + h * s.T, dqp + o, dkp + o,
                                        dvp + o, s.T, s.Dh, length_of(len_ptr, b, s.T),
-                                       static_cast<acc_t>(scale), ws);
+                                       static_cast<acc_t>(scale), drop, h * s.T, ws);
       }
     });
   });

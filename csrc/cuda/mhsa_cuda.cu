@@ -278,6 +278,13 @@ void allow_shared_memory(Kernel kernel, size_t bytes) {
   }
 }
 
+// Attention dropout is not in these kernels (the CPU and Triton kernels have it): the Python
+// backend reports it as unsupported before a call gets here.
+void refuse_dropout(double dropout_p, int64_t /*seed*/) {
+  TORCH_CHECK_VALUE(dropout_p == 0.0, "mhsa (cuda): attention dropout is not implemented in the "
+                    "CUDA kernels (dropout_p = ", dropout_p, "); use backend='triton' or 'cpu'");
+}
+
 const int64_t* lengths_ptr(const at::Tensor& lengths) {
   return lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
 }
@@ -290,8 +297,10 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
                                                      const at::Tensor& k_in,
                                                      const at::Tensor& v_in,
                                                      const c10::optional<at::Tensor>& lengths,
-                                                     double scale) {
+                                                     double scale, double dropout_p,
+                                                     int64_t seed) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
+  refuse_dropout(dropout_p, seed);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor len_t = contiguous_lengths(lengths);
@@ -321,8 +330,9 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
     const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
     const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
-    const at::Tensor& out_in, const at::Tensor& lse_in) {
+    double dropout_p, int64_t seed, const at::Tensor& out_in, const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
+  refuse_dropout(dropout_p, seed);
   check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();

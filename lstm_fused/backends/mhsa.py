@@ -1,15 +1,18 @@
 """The attention core of MultiheadSelfAttention (op family "self_attention") on every backend.
 
-    attention(q, k, v, lengths, scale) -> out          q, k, v, out (B, N, T, Dh)
+    attention(q, k, v, lengths, scale, dropout_p, seed) -> out    q, k, v, out (B, N, T, Dh)
     out = softmax(scale * q k^T over the keys t < lengths[b]) v; zeros for a row of length 0.
+    dropout_p > 0 (training): the weights that multiply v are dropped out with the
+    counter-based mask of csrc/attention_dropout.h drawn from `seed` (reference_mhsa.
+    dropout_keep_mask), the same on every backend that runs it.
 
 Operators (registered once each; the dispatcher picks the device):
   lstm_fused::mhsa_forward / mhsa_backward              C++ (csrc/mhsa_ops.cpp), CPU and CUDA
   lstm_fused::mhsa_forward_triton / mhsa_backward_triton  Triton (triton_kernels/flash_attention.py)
 Both forward operators return (out, lse) and get a fake kernel (torch.compile) and an autograd
-formula here. Attention dropout in training runs only on backend="reference" (plain PyTorch):
-the fused kernels report it as unsupported, so "auto" picks the reference for that call and a
-fused backend asked for by name raises.
+formula here. Attention dropout runs in the CPU and Triton kernels and the reference; the CUDA
+kernels report it as unsupported, so "auto" passes over them for that call and backend="cuda"
+asked for by name raises.
 """
 from __future__ import annotations
 
@@ -30,22 +33,22 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def fake_forward(q, k, v, lengths, scale):
+def fake_forward(q, k, v, lengths, scale, dropout_p=0.0, seed=0):
     return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=_acc_dtype(q.dtype))
 
 
-def fake_backward(grad_out, q, k, v, lengths, scale, out, lse):
+def fake_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
 def register_core_autograd(forward_name: str, backward_op) -> None:
-    """Autograd of an (out, lse) = forward(q, k, v, lengths, scale) operator; lse is an
-    auxiliary output (not differentiable)."""
+    """Autograd of an (out, lse) = forward(q, k, v, lengths, scale, dropout_p, seed) operator;
+    lse is an auxiliary output (not differentiable)."""
 
     def setup_context(ctx, inputs, output):
-        q, k, v, lengths, scale = inputs
+        q, k, v, lengths, scale, dropout_p, seed = inputs
         out, lse = output
-        ctx.scale = scale
+        ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
         ctx.mark_non_differentiable(lse)
         ctx.save_for_backward(q, k, v, lengths, out, lse)
 
@@ -53,8 +56,9 @@ def register_core_autograd(forward_name: str, backward_op) -> None:
         q, k, v, lengths, out, lse = ctx.saved_tensors
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        dq, dk, dv = backward_op(grad_out, q, k, v, lengths, ctx.scale, out, lse)
-        return dq, dk, dv, None, None
+        dq, dk, dv = backward_op(grad_out, q, k, v, lengths, ctx.scale, ctx.dropout_p, ctx.seed,
+                                 out, lse)
+        return dq, dk, dv, None, None, None, None
 
     torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
 
@@ -69,19 +73,20 @@ if _ops.LOAD_ERROR is None:
 # when a Triton operator first runs.
 @torch.library.custom_op("lstm_fused::mhsa_forward_triton", mutates_args=())
 def mhsa_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        lengths: Optional[torch.Tensor], scale: float
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        lengths: Optional[torch.Tensor], scale: float, dropout_p: float = 0.0,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     from ..triton_kernels import flash_attention
-    return flash_attention.flash_attention_forward(q, k, v, lengths, scale)
+    return flash_attention.flash_attention_forward(q, k, v, lengths, scale, dropout_p, seed)
 
 
 @torch.library.custom_op("lstm_fused::mhsa_backward_triton", mutates_args=())
 def mhsa_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                          v: torch.Tensor, lengths: Optional[torch.Tensor], scale: float,
-                         out: torch.Tensor, lse: torch.Tensor
+                         dropout_p: float, seed: int, out: torch.Tensor, lse: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from ..triton_kernels import flash_attention
-    return flash_attention.flash_attention_backward(grad_out, q, k, v, lengths, scale, out, lse)
+    return flash_attention.flash_attention_backward(grad_out, q, k, v, lengths, scale,
+                                                    dropout_p, seed, out, lse)
 
 
 mhsa_forward_triton.register_fake(fake_forward)
@@ -95,9 +100,9 @@ def _dtype_names(dtypes) -> str:
 
 
 class SelfAttentionBackend(Backend):
-    """attention(q, k, v, lengths, scale) -> out (B, N, T, Dh), differentiable.
-    features of a call: dropout=True when attention dropout is active (training, p > 0);
-    head_dim = Dh."""
+    """attention(q, k, v, lengths, scale, dropout_p, seed) -> out (B, N, T, Dh),
+    differentiable. features of a call: dropout=True when attention dropout is active
+    (training, p > 0); head_dim = Dh."""
 
     op = OP
     dtypes: tuple = ()
@@ -108,14 +113,7 @@ class SelfAttentionBackend(Backend):
                     f"(supported: {_dtype_names(self.dtypes)})")
         return None
 
-    @staticmethod
-    def _dropout_reason(features):
-        if features.get("dropout"):
-            return ("attention dropout in training is not implemented in the fused kernels "
-                    "(use eval mode, dropout=0.0, or backend='reference')")
-        return None
-
-    def attention(self, q, k, v, lengths, scale):
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
         raise NotImplementedError
 
 
@@ -126,8 +124,9 @@ class ReferenceSelfAttention(SelfAttentionBackend):
     def unsupported_reason(self, device, dtype, **features):
         return self._dtype_reason(dtype)
 
-    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, training=False):
-        return reference_mhsa.attention_core(q, k, v, lengths, scale, dropout_p, training)[0]
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+        return reference_mhsa.attention_core(q, k, v, lengths, scale, dropout_p,
+                                             dropout_p > 0.0, seed=seed)[0]
 
 
 class _NativeSelfAttention(SelfAttentionBackend):
@@ -144,10 +143,10 @@ class _NativeSelfAttention(SelfAttentionBackend):
     def unsupported_reason(self, device, dtype, **features):
         if device.type != self.device_type:
             return f"it runs on {self.device_type} tensors, got a tensor on {device}"
-        return self._dtype_reason(dtype) or self._dropout_reason(features)
+        return self._dtype_reason(dtype)
 
-    def attention(self, q, k, v, lengths, scale):
-        return torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, scale)[0]
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+        return torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, scale, dropout_p, seed)[0]
 
 
 class CPUSelfAttention(_NativeSelfAttention):
@@ -175,6 +174,9 @@ class CUDASelfAttention(_NativeSelfAttention):
         head_dim = features.get("head_dim", 0)
         if head_dim > self.max_head_dim:
             return f"head size embed_dim // num_heads = {head_dim} exceeds {self.max_head_dim}"
+        if features.get("dropout"):
+            return ("attention dropout in training is not implemented in the CUDA kernels "
+                    "(use backend='triton', eval mode or dropout=0.0)")
         return super().unsupported_reason(device, dtype, **features)
 
 
@@ -192,10 +194,11 @@ class TritonSelfAttention(SelfAttentionBackend):
         if device.type != "cuda" and not (device.type == "cpu" and interpret):
             return (f"it runs on cuda tensors (cpu tensors only under TRITON_INTERPRET=1), "
                     f"got a tensor on {device}")
-        return self._dtype_reason(dtype) or self._dropout_reason(features)
+        return self._dtype_reason(dtype)
 
-    def attention(self, q, k, v, lengths, scale):
-        return torch.ops.lstm_fused.mhsa_forward_triton(q, k, v, lengths, scale)[0]
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+        return torch.ops.lstm_fused.mhsa_forward_triton(q, k, v, lengths, scale, dropout_p,
+                                                        seed)[0]
 
 
 for _impl in (ReferenceSelfAttention(), CPUSelfAttention(), CUDASelfAttention(),

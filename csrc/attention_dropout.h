@@ -1,0 +1,51 @@
+// Attention dropout of the fused self-attention kernels: which attention weights are kept.
+//
+// Counter-based, so the backward regenerates the forward's mask instead of storing (B, N, T, T)
+// bits: weight (row, col) of a call with seed s is kept iff
+//   u = mix32(mix32(mix32(row ^ s_lo) ^ s_hi) ^ (col * 0x9E3779B9)) >> 8   (24 random bits)
+//   u >= threshold,  threshold = round(p * 2^24),
+// with row = (b * N + n) * T + i (query row i of head n of batch row b, modulo 2^32), col = j
+// (the key), s_lo / s_hi the low / high 32 bits of the 64-bit seed, mix32 the MurmurHash3
+// finaliser, all arithmetic modulo 2^32. A kept weight is scaled by 1 / (1 - p), as
+// F.dropout does. The Triton kernels (triton_kernels/flash_attention.py) and the reference
+// (lstm_fused/reference_mhsa.py, dropout_keep_mask) compute the same function, so every
+// backend drops the same weights for the same seed.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace lstm_fused {
+
+inline uint32_t mix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
+}
+
+struct AttentionDropout {
+  uint32_t threshold = 0;  // 0: no dropout (every weight kept)
+  double keep_scale = 1.0;  // 1 / (1 - p); 0 when p = 1 (nothing is kept)
+  uint32_t seed_lo = 0, seed_hi = 0;
+
+  AttentionDropout() = default;
+  AttentionDropout(double p, int64_t seed)
+      : threshold(static_cast<uint32_t>(std::llround(p * 16777216.0))),
+        keep_scale(p < 1.0 ? 1.0 / (1.0 - p) : 0.0),
+        seed_lo(static_cast<uint32_t>(static_cast<uint64_t>(seed))),
+        seed_hi(static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)) {}
+
+  bool active() const { return threshold > 0; }
+  // The per-row part of the hash, computed once per query row.
+  uint32_t row_key(uint64_t row) const {
+    return mix32(mix32(static_cast<uint32_t>(row) ^ seed_lo) ^ seed_hi);
+  }
+  bool keep(uint32_t row_key, int64_t col) const {
+    return (mix32(row_key ^ (static_cast<uint32_t>(col) * 0x9E3779B9u)) >> 8) >= threshold;
+  }
+};
+
+}  // namespace lstm_fused
