@@ -79,11 +79,14 @@ def fake_attentive_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
                  for s in ((B, R), (B, T), (B,), h_n, c_n))
 
 
-def register_layer_autograd(forward_name: str, backward_op) -> None:
+def register_layer_autograd(forward_name: str, backward_op,
+                            reads_only_valid_x_on: tuple = ()) -> None:
     """Autograd of a layer-forward operator whose gradients come from `backward_op`.
 
     Both follow the schemas of lstm_layer_forward / lstm_layer_backward (csrc/ops.cpp).
     Gradients of y, h_n, c_n that autograd leaves undefined become zeros.
+    reads_only_valid_x_on: device types on which backward_op never reads x at padded steps
+    (the C++ CPU kernel); elsewhere x's padding is zeroed first.
     """
 
     def setup_context(ctx, inputs, output):
@@ -100,7 +103,7 @@ def register_layer_autograd(forward_name: str, backward_op) -> None:
         grad_y = torch.zeros_like(y) if grad_y is None else grad_y
         grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
         grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
-        if lengths is not None:
+        if lengths is not None and x.device.type not in reads_only_valid_x_on:
             # Padded steps have zero gate gradients, but 0 * NaN = NaN: padding that holds NaN
             # or inf must not reach grad_w_ih through the GEMM over all steps.
             steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
@@ -122,4 +125,5 @@ if LOAD_ERROR is None:
     torch.library.register_fake("lstm_fused::lstm_layer_backward")(fake_layer_backward)
     torch.library.register_fake("lstm_fused::attentive_lstm_inference")(fake_attentive_inference)
     register_layer_autograd("lstm_fused::lstm_layer_forward",
-                            torch.ops.lstm_fused.lstm_layer_backward.default)
+                            torch.ops.lstm_fused.lstm_layer_backward.default,
+                            reads_only_valid_x_on=("cpu",))

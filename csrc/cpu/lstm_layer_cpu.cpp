@@ -653,12 +653,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_bias = dZ.sum({1, 2});
   // grad_W_ih = dZ^T x and grad_W_hh = dZ^T r_prev per direction, in register tiles
   // (weight_grad_gemm.h): both operands read as they lie, no transposed copies.
+  // With lengths, the rows of x at padded steps are never read (they may hold NaN: the
+  // autograd of lstm_fused/_ops.py leaves x unmasked for this kernel).
+  std::vector<uint8_t> x_row_valid;
+  if (present(lengths)) {
+    x_row_valid.resize(s.T * s.B);
+    for (int64_t t = 0; t < s.T; ++t)
+      for (int64_t b = 0; b < s.B; ++b) x_row_valid[t * s.B + b] = t < len[b];
+  }
   Tensor grad_w_ih = new_output({s.D, s.G, s.I}, opts);
   Tensor grad_w_hh = new_output({s.D, s.G, s.R}, opts);
   for (int64_t d = 0; d < s.D; ++d) {
     Tensor grad_w_ih_d = grad_w_ih.select(0, d), grad_w_hh_d = grad_w_hh.select(0, d);
     const Tensor dz_d = dZ.select(0, d).view({s.T * s.B, s.G});
-    weight_grad(grad_w_ih_d, dz_d, x2);
+    weight_grad(grad_w_ih_d, dz_d, x2, x_row_valid.empty() ? nullptr : x_row_valid.data());
     if (s.T > 0)
       weight_grad(grad_w_hh_d, dz_d, previous_outputs(s, d, y, h0, len_t).reshape({s.T * s.B, s.R}));
     else

@@ -73,10 +73,12 @@ inline void atb_tile(const T* dz, int64_t ldz, const T* a, T* c, int64_t ldc, in
 }
 
 // c (M, N), row stride ldc, = dz^T a, for dz (K, M) and a (K, N) with row strides ldz and lda.
-// M is a multiple of 4 (M = G = 4H). K = 0 gives zeros.
+// M is a multiple of 4 (M = G = 4H). K = 0 gives zeros. row_valid (K,) or null: rows k with
+// row_valid[k] == 0 are packed as zeros, never read from a (padded steps, whose dz rows are
+// zero anyway: 0 * NaN would be NaN).
 template <typename T>
 void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t ldc, int64_t M,
-               int64_t N, int64_t K) {
+               int64_t N, int64_t K, const uint8_t* row_valid = nullptr) {
   const int64_t W = 4 * at::vec::Vectorized<T>::size();  // columns of a tile
   if (K == 0) {
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc, c + m * ldc + N, T(0));
@@ -104,8 +106,12 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
         T* dst = a_pack.get() + j * kc * W;
         for (int64_t k = 0; k < kc; ++k, dst += W) {
           const T* src = a + (k0 + k) * lda + n0;
-          std::copy(src, src + nc, dst);
-          std::fill(dst + nc, dst + W, T(0));
+          if (row_valid == nullptr || row_valid[k0 + k]) {
+            std::copy(src, src + nc, dst);
+            std::fill(dst + nc, dst + W, T(0));
+          } else {
+            std::fill(dst, dst + W, T(0));
+          }
         }
       }
       for (int64_t g0 = i0; g0 < i1; g0 += kGroupTiles) {
@@ -129,8 +135,9 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
 }
 
 // out (M, N) = dz^T a for CPU tensors dz (K, M) and a (K, N) whose rows are contiguous (any
-// row stride); out contiguous. Float and double.
-inline void weight_grad(at::Tensor& out, const at::Tensor& dz, const at::Tensor& a) {
+// row stride); out contiguous. Float and double. row_valid: as gemm_at_b.
+inline void weight_grad(at::Tensor& out, const at::Tensor& dz, const at::Tensor& a,
+                        const uint8_t* row_valid = nullptr) {
   TORCH_INTERNAL_ASSERT(dz.dim() == 2 && a.dim() == 2 && dz.size(0) == a.size(0));
   // Only row strides are used: a column stride matters only when there is more than one
   // column (a (K, 1) tensor counts as contiguous whatever its stride(1)).
@@ -140,7 +147,7 @@ inline void weight_grad(at::Tensor& out, const at::Tensor& dz, const at::Tensor&
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "lstm_fused_weight_grad", [&] {
     gemm_at_b<scalar_t>(dz.data_ptr<scalar_t>(), dz.stride(0), a.data_ptr<scalar_t>(),
                         a.stride(0), out.data_ptr<scalar_t>(), out.size(1), dz.size(1),
-                        a.size(1), dz.size(0));
+                        a.size(1), dz.size(0), row_valid);
   });
 }
 
