@@ -4,8 +4,10 @@ csrc/cuda/*.cu and csrc/cuda/lstm_layer_cuda.cpp are built as plain C++ with
 -DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h: an ordinary launch runs one call
 per (block, thread) in order; a cooperative launch of the persistent kernels runs every CUDA
 thread as an OS thread, with real barriers for __syncthreads, warp shuffles and the grid
-barrier) into a test library that registers the same operator schemas under
-torch.ops.lstm_fused_emu, with the same fake kernels and autograd as lstm_fused. So the exact
+barrier; a block launch, the self-attention kernels of mhsa_cuda.cu, runs the blocks in turn
+and the threads of each block at once, with their shared memory) into a test library that
+registers the same operator schemas under torch.ops.lstm_fused_emu, with the same fake kernels
+and autograd as lstm_fused. So the exact
 indexing, masking, vector loads, GEMM sequence, the persistent kernels' work split and
 exchange, and the weight-gradient code of both paths are checked against the float64 reference
 without a GPU. What this cannot check: the device itself (the CUDA memory model's weak
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_fused import _ops, reference
+from lstm_fused import _ops, reference, reference_mhsa
+from lstm_fused.backends import mhsa as mhsa_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +58,8 @@ def emu_ops(tmp_path_factory):
     build = tmp_path_factory.mktemp("cuda_emu_build")
     sources = []
     # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
-    for name in ("lstm_layer_cuda.cpp", "lstm_gate_kernels.cu", "lstm_persistent_kernels.cu"):
+    for name in ("lstm_layer_cuda.cpp", "lstm_gate_kernels.cu", "lstm_persistent_kernels.cu",
+                 "mhsa_cuda.cu"):
         wrapper = build / (Path(name).stem + "_emu.cpp")
         wrapper.write_text(f'#include "{ROOT / "csrc" / "cuda" / name}"\n')
         sources.append(str(wrapper))
@@ -68,6 +72,10 @@ def emu_ops(tmp_path_factory):
     torch.library.register_fake("lstm_fused_emu::lstm_layer_backward")(_ops.fake_layer_backward)
     _ops.register_layer_autograd("lstm_fused_emu::lstm_layer_forward",
                                  torch.ops.lstm_fused_emu.lstm_layer_backward.default)
+    torch.library.register_fake("lstm_fused_emu::mhsa_forward")(mhsa_backends.fake_forward)
+    torch.library.register_fake("lstm_fused_emu::mhsa_backward")(mhsa_backends.fake_backward)
+    mhsa_backends.register_core_autograd("lstm_fused_emu::mhsa_forward",
+                                         torch.ops.lstm_fused_emu.mhsa_backward.default)
     return torch.ops.lstm_fused_emu
 
 
@@ -199,3 +207,52 @@ def test_bad_lengths_and_dtype_errors(emu_ops):
             for k, v in args.items()}
     with pytest.raises(TypeError, match="dtype Int is not supported"):
         emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+
+
+# ---------------------------------------------------------------- self-attention (mhsa_cuda.cu)
+
+MHSA_CASES = [
+    # (B, N, T, Dh, dtype): T = 70 spans two 64-row blocks and three 32-key tiles
+    (3, 2, 70, 5, torch.float64),
+    (3, 2, 70, 5, torch.float32),
+    (2, 2, 19, 40, torch.float32),   # the MAX_D = 64 instantiation
+    (3, 1, 33, 8, torch.float16),
+]
+
+
+@pytest.mark.parametrize("B,N,T,Dh,dtype", MHSA_CASES)
+def test_mhsa_matches_float64_reference(emu_ops, B, N, T, Dh, dtype):
+    g = torch.Generator().manual_seed(T + Dh)
+    lengths = torch.tensor([0, 1, T, 17, 5][:B])
+    q, k, v = (torch.randn(B, N, T, Dh, generator=g, dtype=torch.float64) for _ in range(3))
+    for t in (k, v):  # padded keys and values hold NaN: never read
+        for b, n in enumerate(lengths.tolist()):
+            t[b, :, n:] = float("nan")
+    scale = Dh ** -0.5
+    inputs = [t.to(dtype).requires_grad_(True) for t in (q, k, v)]
+    out, lse = emu_ops.mhsa_forward(*inputs, lengths, scale)
+    ref_in = [t.detach().double().nan_to_num(0.0).requires_grad_(True) for t in inputs]
+    ref_out = reference_mhsa.attention_core(*ref_in, lengths, scale)[0]
+    _check(out, ref_out, dtype, "out")
+    assert torch.isinf(lse[0]).all() and torch.isfinite(lse[1:]).all()
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(out, inputs, grad.to(dtype))
+    want = torch.autograd.grad(ref_out, ref_in, grad)
+    factor = 2.0 if dtype == torch.float16 else 1.0
+    for name, a, e in zip("qkv", got, want):
+        _check(a, e, dtype, f"grad {name}", factor)
+
+
+def test_mhsa_gradcheck_float64(emu_ops):
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    lengths = torch.tensor([5, 2])
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: emu_ops.mhsa_forward(q, k, v, lengths, 0.6)[0], (q, k, v))
+
+
+def test_mhsa_refuses_dropout(emu_ops):
+    q = torch.randn(1, 1, 4, 3)
+    with pytest.raises(ValueError, match="dropout"):
+        emu_ops.mhsa_forward(q, q, q, None, 0.5, 0.1, 0)

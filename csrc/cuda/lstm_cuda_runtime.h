@@ -3,7 +3,8 @@
 // tests/test_cuda_emulated.py runs the kernels and the host code of the gate-kernel path on
 // the CPU against the reference. Kernels launch through LSTM_FUSED_LAUNCH:
 //   LSTM_FUSED_LAUNCH(grid, block, shared_bytes, stream, kernel)(arguments...);
-// (the kernel comes last so that a template kernel's commas need no parentheses).
+// (the kernel comes last so that a template kernel's commas need no parentheses), or
+// LSTM_FUSED_LAUNCH_BLOCKS the same way for kernels that use __syncthreads / shared memory.
 #pragma once
 
 #if defined(LSTM_FUSED_CUDA_EMULATION)
@@ -15,5 +16,9 @@
 // The dynamic shared memory of a kernel, as a byte array named `name`.
 #define LSTM_FUSED_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #define LSTM_FUSED_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
+// The same for kernels whose threads share memory and meet at __syncthreads (emulated with
+// the threads of a block running at once).
+#define LSTM_FUSED_LAUNCH_BLOCKS(grid, block, shared_bytes, stream, ...) \
   __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
 #endif

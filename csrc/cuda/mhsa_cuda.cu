@@ -9,16 +9,20 @@
 // Backward: delta_i = dO_i . O_i (kernel 1); dK, dV with one thread per key row looping over
 // query tiles staged in shared memory (kernel 2); dQ with one thread per query row looping over
 // key tiles (kernel 3). No atomics: deterministic.
-// Compile-checked for sm_80 / sm_90 only: this code has never run on a GPU.
+// Compile-checked for sm_80 / sm_90 and run on the CPU under the launch emulation of
+// tests/cuda_emu/ (-DLSTM_FUSED_CUDA_EMULATION: registered as CPU kernels of the test library
+// lstm_fused_emu; tests/test_cuda_emulated.py); it has never run on a GPU.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+#if !defined(LSTM_FUSED_CUDA_EMULATION)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <cmath>
 
+#include "cuda/lstm_cuda_runtime.h"
 #include "mhsa_args.h"
 
 namespace lstm_fused {
@@ -56,7 +60,7 @@ mhsa_forward_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__
                     const scalar_t* __restrict__ v, const int64_t* __restrict__ lengths,
                     scalar_t* __restrict__ out, acc_t* __restrict__ lse, int64_t N, int64_t T,
                     int Dh, acc_t scale) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* v_tile = k_tile + kKeys * Dh;
   const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
@@ -137,7 +141,7 @@ mhsa_dkdv_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                  const acc_t* __restrict__ lse, const acc_t* __restrict__ delta,
                  const int64_t* __restrict__ lengths, scalar_t* __restrict__ dk,
                  scalar_t* __restrict__ dv, int64_t N, int64_t T, int Dh, acc_t scale) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   acc_t* q_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* do_tile = q_tile + kKeys * Dh;
   acc_t* lse_tile = do_tile + kKeys * Dh;
@@ -207,7 +211,7 @@ mhsa_dq_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                const acc_t* __restrict__ lse, const acc_t* __restrict__ delta,
                const int64_t* __restrict__ lengths, scalar_t* __restrict__ dq, int64_t N,
                int64_t T, int Dh, acc_t scale) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* v_tile = k_tile + kKeys * Dh;
   const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
@@ -272,11 +276,26 @@ void dispatch_head_dim(int64_t Dh, F&& f) {
 // Dynamic shared memory beyond 48 KiB (double tiles with Dh = 128) needs an opt-in per kernel.
 template <typename Kernel>
 void allow_shared_memory(Kernel kernel, size_t bytes) {
+#if !defined(LSTM_FUSED_CUDA_EMULATION)
   if (bytes > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(bytes)));
   }
+#endif
 }
+
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+struct DeviceScope {  // emulation: CPU tensors, launches run in order
+  explicit DeviceScope(const at::Tensor&) {}
+  cudaStream_t stream() const { return nullptr; }
+};
+#else
+struct DeviceScope {  // the tensor's device current, and its current stream
+  explicit DeviceScope(const at::Tensor& t) : guard(t.device()) {}
+  cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(); }
+  c10::cuda::CUDAGuard guard;
+};
+#endif
 
 // Attention dropout is not in these kernels (the CPU and Triton kernels have it): the Python
 // backend reports it as unsupported before a call gets here.
@@ -301,7 +320,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
                                                      int64_t seed) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
   refuse_dropout(dropout_p, seed);
-  const c10::cuda::CUDAGuard guard(q_in.device());
+  const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor len_t = contiguous_lengths(lengths);
   at::Tensor out = at::empty_like(q);
@@ -309,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
   if (out.numel() == 0) return {out, lse};
   const dim3 grid(static_cast<unsigned>(s.B * s.N),
                   static_cast<unsigned>((s.T + kRows - 1) / kRows));
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = scope.stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -317,7 +336,8 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
     dispatch_head_dim(s.Dh, [&](auto max_d) {
       constexpr int MAX_D = decltype(max_d)::value;
       allow_shared_memory(mhsa_forward_kernel<scalar_t, acc_t, MAX_D>, smem);
-      mhsa_forward_kernel<scalar_t, acc_t, MAX_D><<<grid, kRows, smem, stream>>>(
+      LSTM_FUSED_LAUNCH_BLOCKS(grid, kRows, smem, stream,
+                               mhsa_forward_kernel<scalar_t, acc_t, MAX_D>)(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           lengths_ptr(len_t), out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), s.N, s.T,
           static_cast<int>(s.Dh), static_cast<acc_t>(scale));
@@ -334,7 +354,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
   refuse_dropout(dropout_p, seed);
   check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
-  const c10::cuda::CUDAGuard guard(q_in.device());
+  const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor dout = grad_out_in.to(q.scalar_type()).contiguous();
   const at::Tensor out = out_in.contiguous(), lse = lse_in.contiguous();
@@ -344,13 +364,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
   at::Tensor delta = at::empty({s.B, s.N, s.T}, lse.options());
   const dim3 grid(static_cast<unsigned>(s.B * s.N),
                   static_cast<unsigned>((s.T + kRows - 1) / kRows));
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = scope.stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t rows = s.B * s.N * s.T;
     const unsigned delta_blocks = static_cast<unsigned>((rows + 255) / 256);
-    mhsa_delta_kernel<scalar_t, acc_t><<<delta_blocks, 256, 0, stream>>>(
+    LSTM_FUSED_LAUNCH(delta_blocks, 256, 0, stream, mhsa_delta_kernel<scalar_t, acc_t>)(
         dout.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), delta.data_ptr<acc_t>(), rows,
         static_cast<int>(s.Dh));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -358,7 +378,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
       constexpr int MAX_D = decltype(max_d)::value;
       const size_t smem_dkdv = (2 * kKeys * s.Dh + 2 * kKeys) * sizeof(acc_t);
       allow_shared_memory(mhsa_dkdv_kernel<scalar_t, acc_t, MAX_D>, smem_dkdv);
-      mhsa_dkdv_kernel<scalar_t, acc_t, MAX_D><<<grid, kRows, smem_dkdv, stream>>>(
+      LSTM_FUSED_LAUNCH_BLOCKS(grid, kRows, smem_dkdv, stream,
+                               mhsa_dkdv_kernel<scalar_t, acc_t, MAX_D>)(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           dout.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(),
           lengths_ptr(len_t), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(), s.N, s.T,
@@ -366,7 +387,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       const size_t smem_dq = 2 * kKeys * s.Dh * sizeof(acc_t);
       allow_shared_memory(mhsa_dq_kernel<scalar_t, acc_t, MAX_D>, smem_dq);
-      mhsa_dq_kernel<scalar_t, acc_t, MAX_D><<<grid, kRows, smem_dq, stream>>>(
+      LSTM_FUSED_LAUNCH_BLOCKS(grid, kRows, smem_dq, stream,
+                               mhsa_dq_kernel<scalar_t, acc_t, MAX_D>)(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           dout.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(),
           lengths_ptr(len_t), dq.data_ptr<scalar_t>(), s.N, s.T, static_cast<int>(s.Dh),
@@ -379,7 +401,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
 
 }  // namespace
 
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+// The schemas of csrc/mhsa_ops.cpp, in the namespace of the emulation test library.
+TORCH_LIBRARY_FRAGMENT(lstm_fused_emu, m) {
+  m.def(
+      "mhsa_forward(Tensor q, Tensor k, Tensor v, Tensor? lengths, float scale, "
+      "float dropout_p=0.0, int seed=0) -> (Tensor out, Tensor lse)");
+  m.def(
+      "mhsa_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? lengths, "
+      "float scale, float dropout_p, int seed, Tensor out, Tensor lse) "
+      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+}
+TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
+#else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
+#endif
   m.impl("mhsa_forward", &mhsa_forward_cuda);
   m.impl("mhsa_backward", &mhsa_backward_cuda);
 }

@@ -7,8 +7,11 @@
 // communicate nor synchronise (each writes only its own elements), which is the case of every
 // kernel of lstm_gate_kernels.cu. Cooperative launches (the persistent kernels, which use
 // __syncthreads, warp shuffles and a grid barrier) run every CUDA thread as an OS thread at the
-// bottom of this file. Neither models the CUDA memory model's weaker orderings (L1 staleness,
-// missing fences): races of that kind are for compute-sanitizer on a GPU.
+// bottom of this file. Block launches (LSTM_FUSED_LAUNCH_BLOCKS: kernels whose threads share
+// memory and meet at __syncthreads, e.g. the attention kernels) run the blocks one after
+// another, the threads of each block as OS threads at once. None models the CUDA memory
+// model's weaker orderings (L1 staleness, missing fences): races of that kind are for
+// compute-sanitizer on a GPU.
 #pragma once
 
 #include <cstdint>
@@ -112,7 +115,7 @@ struct Warp {
 
 struct Block {
   Block(int threads, size_t smem_bytes) : barrier(threads), smem(smem_bytes + 16) {
-    for (int w = 0; w < threads / 32; ++w) warps.emplace_back(new Warp());
+    for (int w = 0; w < (threads + 31) / 32; ++w) warps.emplace_back(new Warp());
   }
   Barrier barrier;
   std::vector<unsigned char> smem;
@@ -174,3 +177,44 @@ struct grid_group {
 };
 inline grid_group this_grid() { return grid_group{}; }
 }  // namespace cooperative_groups
+
+// ---- Block launches: blocks in turn, the threads of a block at once (real __syncthreads). ----
+namespace lstm_fused_emulation {
+
+template <typename... Params>
+struct BlockLaunch {
+  dim3 grid, block;
+  size_t smem_bytes;
+  void (*kernel)(Params...);
+  template <typename... Args>
+  void operator()(const Args&... args) const {
+    const int threads = static_cast<int>(block.x * block.y * block.z);
+    for (unsigned int bz = 0; bz < grid.z; ++bz)
+      for (unsigned int by = 0; by < grid.y; ++by)
+        for (unsigned int bx = 0; bx < grid.x; ++bx) {
+          Block state(threads, smem_bytes);
+          std::vector<std::thread> workers;
+          for (int t = 0; t < threads; ++t)
+            workers.emplace_back([&, t] {
+              gridDim = grid;
+              blockDim = block;
+              blockIdx = dim3(bx, by, bz);
+              threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+              ctx = ThreadContext{&state, state.warps[t / 32].get(), nullptr, t % 32};
+              kernel(args...);
+            });
+          for (auto& w : workers) w.join();
+        }
+  }
+};
+
+template <typename... Params>
+BlockLaunch<Params...> block_launch(dim3 grid, dim3 block, size_t smem_bytes,
+                                    void (*kernel)(Params...)) {
+  return BlockLaunch<Params...>{grid, block, smem_bytes, kernel};
+}
+
+}  // namespace lstm_fused_emulation
+
+#define LSTM_FUSED_LAUNCH_BLOCKS(grid, block, shared_bytes, stream, ...) \
+  ::lstm_fused_emulation::block_launch(dim3(grid), dim3(block), (shared_bytes), &__VA_ARGS__)
