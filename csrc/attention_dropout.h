@@ -7,17 +7,24 @@
 // with row = (b * N + n) * T + i (query row i of head n of batch row b, modulo 2^32), col = j
 // (the key), s_lo / s_hi the low / high 32 bits of the 64-bit seed, mix32 the MurmurHash3
 // finaliser, all arithmetic modulo 2^32. A kept weight is scaled by 1 / (1 - p), as
-// F.dropout does. The Triton kernels (triton_kernels/flash_attention.py) and the reference
-// (lstm_fused/reference_mhsa.py, dropout_keep_mask) compute the same function, so every
-// backend drops the same weights for the same seed.
+// F.dropout does. The CPU and CUDA kernels (csrc/cpu/mhsa_cpu.cpp, csrc/cuda/mhsa_cuda.cu), the
+// Triton kernels (triton_kernels/flash_attention.py) and the reference (lstm_fused/
+// reference_mhsa.py, dropout_keep_mask) compute the same function, so every backend drops the
+// same weights for the same seed.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+#if defined(__CUDACC__)
+#define LSTM_FUSED_DROPOUT_HD __host__ __device__ __forceinline__
+#else
+#define LSTM_FUSED_DROPOUT_HD inline
+#endif
+
 namespace lstm_fused {
 
-inline uint32_t mix32(uint32_t h) {
+LSTM_FUSED_DROPOUT_HD uint32_t mix32(uint32_t h) {
   h ^= h >> 16;
   h *= 0x85EBCA6Bu;
   h ^= h >> 13;
@@ -38,12 +45,12 @@ struct AttentionDropout {
         seed_lo(static_cast<uint32_t>(static_cast<uint64_t>(seed))),
         seed_hi(static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)) {}
 
-  bool active() const { return threshold > 0; }
+  LSTM_FUSED_DROPOUT_HD bool active() const { return threshold > 0; }
   // The per-row part of the hash, computed once per query row.
-  uint32_t row_key(uint64_t row) const {
+  LSTM_FUSED_DROPOUT_HD uint32_t row_key(uint64_t row) const {
     return mix32(mix32(static_cast<uint32_t>(row) ^ seed_lo) ^ seed_hi);
   }
-  bool keep(uint32_t row_key, int64_t col) const {
+  LSTM_FUSED_DROPOUT_HD bool keep(uint32_t row_key, int64_t col) const {
     return (mix32(row_key ^ (static_cast<uint32_t>(col) * 0x9E3779B9u)) >> 8) >= threshold;
   }
 };

@@ -9,8 +9,8 @@ TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   // Returns out (B, N, T, Dh) (zeros for a batch row of length 0) and lse (B, N, T), the
   // log-sum-exp of the scaled scores of each query row (-inf for length 0), in float32
   // (float64 for float64 inputs). dropout_p > 0: attention dropout (training) with the
-  // counter-based mask of csrc/attention_dropout.h drawn from seed (the CPU kernel; the CUDA
-  // kernel refuses it); lse stays that of the weights before dropout.
+  // counter-based mask of csrc/attention_dropout.h drawn from seed; lse stays that of the
+  // weights before dropout.
   m.def(
       "mhsa_forward(Tensor q, Tensor k, Tensor v, Tensor? lengths, float scale, "
       "float dropout_p=0.0, int seed=0) -> (Tensor out, Tensor lse)");

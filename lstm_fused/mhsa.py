@@ -11,8 +11,9 @@ attention weights and a zero attention context, so its output is out_proj.bias a
 (zero without bias) where nn gives NaN. need_weights=True returns the head-averaged weights
 (B, T, T) like nn (after dropout in training, like nn); they are computed apart from the fused
 kernel, in plain PyTorch, since the weights are T x T by definition. Attention dropout runs
-inside the fused kernels (CPU, Triton) with a counter-based mask drawn from torch's default
-generator: the same weights as nn's dropout in distribution, not the same random draws.
+inside the fused kernels (CPU, CUDA, Triton) with a counter-based mask drawn from torch's
+default generator: the same weights as nn's dropout in distribution, not the same random
+draws.
 Dimension letters: B batch, T time steps, E embed dim, N heads, Dh = E // N.
 """
 from __future__ import annotations

@@ -252,7 +252,21 @@ def test_mhsa_gradcheck_float64(emu_ops):
         lambda q, k, v: emu_ops.mhsa_forward(q, k, v, lengths, 0.6)[0], (q, k, v))
 
 
-def test_mhsa_refuses_dropout(emu_ops):
-    q = torch.randn(1, 1, 4, 3)
-    with pytest.raises(ValueError, match="dropout"):
-        emu_ops.mhsa_forward(q, q, q, None, 0.5, 0.1, 0)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_mhsa_dropout_matches_reference_mask(emu_ops, dtype):
+    """Attention dropout in the CUDA kernels: the mask of csrc/attention_dropout.h, the one the
+    reference applies for the same seed (two query blocks, so rows past the first block)."""
+    B, N, T, Dh, p, seed = 3, 2, 70, 5, 0.3, -0x1234_5678_9ABC_DEF1
+    g = torch.Generator().manual_seed(11)
+    lengths = torch.tensor([0, 1, T])
+    inputs = [torch.randn(B, N, T, Dh, generator=g, dtype=torch.float64).to(dtype)
+              .requires_grad_(True) for _ in range(3)]
+    out, _ = emu_ops.mhsa_forward(*inputs, lengths, 0.4, p, seed)
+    ref_in = [t.detach().double().requires_grad_(True) for t in inputs]
+    ref_out = reference_mhsa.attention_core(*ref_in, lengths, 0.4, p, True, seed=seed)[0]
+    _check(out, ref_out, dtype, "out")
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(out, inputs, grad.to(dtype))
+    want = torch.autograd.grad(ref_out, ref_in, grad)
+    for name, a, e in zip("qkv", got, want):
+        _check(a, e, dtype, f"grad {name}")

@@ -9,6 +9,10 @@
 // Backward: delta_i = dO_i . O_i (kernel 1); dK, dV with one thread per key row looping over
 // query tiles staged in shared memory (kernel 2); dQ with one thread per query row looping over
 // key tiles (kernel 3). No atomics: deterministic.
+// Attention dropout (training): the weight p_ij that multiplies v_j is p_ij z_ij, z from the
+// counter-based mask of csrc/attention_dropout.h (row bh * T + i, key j; the same function as
+// the CPU and Triton kernels); l and lse stay those before dropout; the backward regenerates
+// z: dV_j = sum_i p_ij z_ij dO_i, ds_ij = p_ij (z_ij dO_i . v_j - delta_i).
 // Compile-checked for sm_80 / sm_90 and run on the CPU under the launch emulation of
 // tests/cuda_emu/ (-DLSTM_FUSED_CUDA_EMULATION: registered as CPU kernels of the test library
 // lstm_fused_emu; tests/test_cuda_emulated.py); it has never run on a GPU.
@@ -59,7 +63,7 @@ __global__ void __launch_bounds__(kRows)
 mhsa_forward_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                     const scalar_t* __restrict__ v, const int64_t* __restrict__ lengths,
                     scalar_t* __restrict__ out, acc_t* __restrict__ lse, int64_t N, int64_t T,
-                    int Dh, acc_t scale) {
+                    int Dh, acc_t scale, AttentionDropout drop) {
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* v_tile = k_tile + kKeys * Dh;
@@ -76,6 +80,8 @@ mhsa_forward_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__
     acc[d] = 0;
   }
   acc_t m = neg_infinity<acc_t>(), l = 0;
+  const uint32_t row_key = drop.row_key(static_cast<uint64_t>(bh * T + i));
+  const acc_t kept = static_cast<acc_t>(drop.keep_scale);
   for (int64_t j0 = 0; j0 < len; j0 += kKeys) {
     __syncthreads();  // the previous tile is no longer read
     stage_tile(k_tile, k + head, j0, len, Dh);
@@ -103,9 +109,10 @@ mhsa_forward_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__
     for (int c = 0; c < kKeys; ++c) {
       const acc_t p = c < cols ? exp(s[c] - m_new) : acc_t(0);
       row_sum += p;
+      const acc_t pz = drop.active() ? (drop.keep(row_key, j0 + c) ? p * kept : acc_t(0)) : p;
 #pragma unroll
       for (int d = 0; d < MAX_D; ++d) {
-        if (d < Dh) acc[d] += p * v_tile[c * Dh + d];
+        if (d < Dh) acc[d] += pz * v_tile[c * Dh + d];
       }
     }
     l = l * rescale + row_sum;
@@ -140,7 +147,8 @@ mhsa_dkdv_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                  const scalar_t* __restrict__ v, const scalar_t* __restrict__ dout,
                  const acc_t* __restrict__ lse, const acc_t* __restrict__ delta,
                  const int64_t* __restrict__ lengths, scalar_t* __restrict__ dk,
-                 scalar_t* __restrict__ dv, int64_t N, int64_t T, int Dh, acc_t scale) {
+                 scalar_t* __restrict__ dv, int64_t N, int64_t T, int Dh, acc_t scale,
+                 AttentionDropout drop) {
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   acc_t* q_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* do_tile = q_tile + kKeys * Dh;
@@ -183,11 +191,17 @@ mhsa_dkdv_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
         }
       }
       const acc_t p = exp(qk * scale - lse_tile[r]);
-      const acc_t ds = p * (dp - delta_tile[r]);
+      acc_t z = 1;
+      if (drop.active()) {
+        const uint32_t row_key = drop.row_key(static_cast<uint64_t>(bh * T + i0 + r));
+        z = drop.keep(row_key, j) ? static_cast<acc_t>(drop.keep_scale) : acc_t(0);
+      }
+      const acc_t ds = p * (dp * z - delta_tile[r]);
+      const acc_t pz = p * z;
 #pragma unroll
       for (int d = 0; d < MAX_D; ++d) {
         if (d < Dh) {
-          dvj[d] += p * do_tile[r * Dh + d];
+          dvj[d] += pz * do_tile[r * Dh + d];
           dkj[d] += ds * q_tile[r * Dh + d];
         }
       }
@@ -210,7 +224,7 @@ mhsa_dq_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                const scalar_t* __restrict__ v, const scalar_t* __restrict__ dout,
                const acc_t* __restrict__ lse, const acc_t* __restrict__ delta,
                const int64_t* __restrict__ lengths, scalar_t* __restrict__ dq, int64_t N,
-               int64_t T, int Dh, acc_t scale) {
+               int64_t T, int Dh, acc_t scale, AttentionDropout drop) {
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* v_tile = k_tile + kKeys * Dh;
@@ -229,6 +243,8 @@ mhsa_dq_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
   }
   const acc_t lse_i = active ? lse[bh * T + i] : acc_t(0);
   const acc_t delta_i = active ? delta[bh * T + i] : acc_t(0);
+  const uint32_t row_key = drop.row_key(static_cast<uint64_t>(bh * T + i));
+  const acc_t kept = static_cast<acc_t>(drop.keep_scale);
   for (int64_t j0 = 0; j0 < len; j0 += kKeys) {
     __syncthreads();
     stage_tile(k_tile, k + head, j0, len, Dh);
@@ -244,7 +260,9 @@ mhsa_dq_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
           dp += doi[d] * v_tile[c * Dh + d];
         }
       }
-      const acc_t ds = exp(qk * scale - lse_i) * (dp - delta_i);
+      const acc_t z =
+          drop.active() ? (drop.keep(row_key, j0 + c) ? kept : acc_t(0)) : acc_t(1);
+      const acc_t ds = exp(qk * scale - lse_i) * (dp * z - delta_i);
 #pragma unroll
       for (int d = 0; d < MAX_D; ++d) {
         if (d < Dh) dqi[d] += ds * k_tile[c * Dh + d];
@@ -297,13 +315,6 @@ struct DeviceScope {  // the tensor's device current, and its current stream
 };
 #endif
 
-// Attention dropout is not in these kernels (the CPU and Triton kernels have it): the Python
-// backend reports it as unsupported before a call gets here.
-void refuse_dropout(double dropout_p, int64_t /*seed*/) {
-  TORCH_CHECK_VALUE(dropout_p == 0.0, "mhsa (cuda): attention dropout is not implemented in the "
-                    "CUDA kernels (dropout_p = ", dropout_p, "); use backend='triton' or 'cpu'");
-}
-
 const int64_t* lengths_ptr(const at::Tensor& lengths) {
   return lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
 }
@@ -319,7 +330,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
                                                      double scale, double dropout_p,
                                                      int64_t seed) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  refuse_dropout(dropout_p, seed);
+  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor len_t = contiguous_lengths(lengths);
@@ -340,7 +351,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
                                mhsa_forward_kernel<scalar_t, acc_t, MAX_D>)(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           lengths_ptr(len_t), out.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), s.N, s.T,
-          static_cast<int>(s.Dh), static_cast<acc_t>(scale));
+          static_cast<int>(s.Dh), static_cast<acc_t>(scale), drop);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -352,7 +363,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
     const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
     double dropout_p, int64_t seed, const at::Tensor& out_in, const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  refuse_dropout(dropout_p, seed);
+  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
@@ -383,7 +394,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           dout.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(),
           lengths_ptr(len_t), dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(), s.N, s.T,
-          static_cast<int>(s.Dh), static_cast<acc_t>(scale));
+          static_cast<int>(s.Dh), static_cast<acc_t>(scale), drop);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       const size_t smem_dq = 2 * kKeys * s.Dh * sizeof(acc_t);
       allow_shared_memory(mhsa_dq_kernel<scalar_t, acc_t, MAX_D>, smem_dq);
@@ -392,7 +403,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           dout.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(), delta.data_ptr<acc_t>(),
           lengths_ptr(len_t), dq.data_ptr<scalar_t>(), s.N, s.T, static_cast<int>(s.Dh),
-          static_cast<acc_t>(scale));
+          static_cast<acc_t>(scale), drop);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

@@ -10,9 +10,8 @@ Operators (registered once each; the dispatcher picks the device):
   lstm_fused::mhsa_forward / mhsa_backward              C++ (csrc/mhsa_ops.cpp), CPU and CUDA
   lstm_fused::mhsa_forward_triton / mhsa_backward_triton  Triton (triton_kernels/flash_attention.py)
 Both forward operators return (out, lse) and get a fake kernel (torch.compile) and an autograd
-formula here. Attention dropout runs in the CPU and Triton kernels and the reference; the CUDA
-kernels report it as unsupported, so "auto" passes over them for that call and backend="cuda"
-asked for by name raises.
+formula here. Attention dropout runs inside every kernel (CPU, CUDA, Triton) and the
+reference, with the same mask for the same seed.
 """
 from __future__ import annotations
 
@@ -174,9 +173,6 @@ class CUDASelfAttention(_NativeSelfAttention):
         head_dim = features.get("head_dim", 0)
         if head_dim > self.max_head_dim:
             return f"head size embed_dim // num_heads = {head_dim} exceeds {self.max_head_dim}"
-        if features.get("dropout"):
-            return ("attention dropout in training is not implemented in the CUDA kernels "
-                    "(use backend='triton', eval mode or dropout=0.0)")
         return super().unsupported_reason(device, dtype, **features)
 
 
