@@ -6,8 +6,9 @@
 //   u >= threshold,  threshold = round(p * 2^24),
 // with row = (b * N + n) * T + i (query row i of head n of batch row b, modulo 2^32), col = j
 // (the key), s_lo / s_hi the low / high 32 bits of the 64-bit seed, mix32 the MurmurHash3
-// finaliser, all arithmetic modulo 2^32. A kept weight is scaled by 1 / (1 - p), as
-// F.dropout does. The CPU and CUDA kernels (csrc/cpu/mhsa_cpu.cpp, csrc/cuda/mhsa_cuda.cu), the
+// finaliser, all arithmetic modulo 2^32. A kept weight is scaled by 2^24 / (2^24 - threshold),
+// one over the exact keep rate (1 / (1 - p) up to p's rounding to 2^-24, as F.dropout
+// scales), so the dropout is unbiased; p = 1 keeps nothing. The CPU and CUDA kernels (csrc/cpu/mhsa_cpu.cpp, csrc/cuda/mhsa_cuda.cu), the
 // Triton kernels (triton_kernels/flash_attention.py) and the reference (lstm_fused/
 // reference_mhsa.py, dropout_keep_mask) compute the same function, so every backend drops the
 // same weights for the same seed.
@@ -35,13 +36,13 @@ LSTM_FUSED_DROPOUT_HD uint32_t mix32(uint32_t h) {
 
 struct AttentionDropout {
   uint32_t threshold = 0;  // 0: no dropout (every weight kept)
-  double keep_scale = 1.0;  // 1 / (1 - p); 0 when p = 1 (nothing is kept)
+  double keep_scale = 1.0;  // 1 / the keep rate; 0 when p = 1 (nothing is kept)
   uint32_t seed_lo = 0, seed_hi = 0;
 
   AttentionDropout() = default;
   AttentionDropout(double p, int64_t seed)
       : threshold(static_cast<uint32_t>(std::llround(p * 16777216.0))),
-        keep_scale(p < 1.0 ? 1.0 / (1.0 - p) : 0.0),
+        keep_scale(threshold < (1u << 24) ? 16777216.0 / (16777216.0 - threshold) : 0.0),
         seed_lo(static_cast<uint32_t>(static_cast<uint64_t>(seed))),
         seed_hi(static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)) {}
 

@@ -2,7 +2,8 @@
 //
 //   q, k, v   (B, N, T, Dh)   same dtype and device; any strides (kernels take contiguous copies)
 //   lengths   (B,) int64 or undefined; key t of batch row b is valid iff t < lengths[b]
-//   dropout_p, seed  attention dropout (attention_dropout.h); dropout_p = 0: none
+//   dropout_p, seed  attention dropout (attention_dropout.h; seed a one-element int64 tensor);
+//                    dropout_p = 0: none
 //   grad_out, out (B, N, T, Dh); lse (B, N, T) in the accumulation type (float / double)
 //
 // The Python entry points check user input with clear messages first (lstm_fused/mhsa.py);
@@ -40,11 +41,15 @@ inline MhsaSizes check_mhsa_args(const at::Tensor& q, const at::Tensor& k, const
   return s;
 }
 
-// The dropout of a call: dropout_p in [0, 1] (0: none), seed any int64.
-inline AttentionDropout mhsa_dropout(double dropout_p, int64_t seed) {
+// The dropout of a call: dropout_p in [0, 1] (0: none); seed a one-element int64 tensor (read
+// on the host), required when dropout_p > 0.
+inline AttentionDropout mhsa_dropout(double dropout_p, const c10::optional<at::Tensor>& seed) {
   TORCH_CHECK_VALUE(dropout_p >= 0.0 && dropout_p <= 1.0,
                     "mhsa: dropout_p must be in [0, 1], got ", dropout_p);
-  return dropout_p > 0.0 ? AttentionDropout(dropout_p, seed) : AttentionDropout();
+  if (dropout_p == 0.0) return AttentionDropout();
+  TORCH_CHECK_VALUE(present(seed) && seed->numel() == 1 && seed->scalar_type() == at::kLong,
+                    "mhsa: dropout_p > 0 needs seed, a one-element int64 tensor");
+  return AttentionDropout(dropout_p, seed->item<int64_t>());
 }
 
 inline at::ScalarType mhsa_acc_type(at::ScalarType t) {

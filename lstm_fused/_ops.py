@@ -79,6 +79,20 @@ def fake_attentive_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
                  for s in ((B, R), (B, T), (B,), h_n, c_n))
 
 
+def refuse_autograd(op_name: str) -> None:
+    """An inference-only operator: differentiating through it raises a clear error (instead of
+    outputs that silently carry no gradient)."""
+
+    def setup_context(ctx, inputs, output):
+        pass
+
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{op_name} is inference only (no backward): call it under "
+                           f"torch.no_grad(), or run the layer, then the pooling, to train")
+
+    torch.library.register_autograd(op_name, backward, setup_context=setup_context)
+
+
 def register_layer_autograd(forward_name: str, backward_op,
                             reads_only_valid_x_on: tuple = ()) -> None:
     """Autograd of a layer-forward operator whose gradients come from `backward_op`.
@@ -124,6 +138,7 @@ if LOAD_ERROR is None:
     torch.library.register_fake("lstm_fused::lstm_layer_inference")(fake_layer_inference)
     torch.library.register_fake("lstm_fused::lstm_layer_backward")(fake_layer_backward)
     torch.library.register_fake("lstm_fused::attentive_lstm_inference")(fake_attentive_inference)
+    refuse_autograd("lstm_fused::attentive_lstm_inference")
     register_layer_autograd("lstm_fused::lstm_layer_forward",
                             torch.ops.lstm_fused.lstm_layer_backward.default,
                             reads_only_valid_x_on=("cpu",))

@@ -256,10 +256,10 @@ class AttentiveLSTM(nn.Module):
         weights = lstm._layer_weights(L - 1)
         h_last, c_last = h0[(L - 1) * D:], c0[(L - 1) * D:]
         pool = self.attention
-        qproj = None if query is None else query @ query_weight.t()  # (B, A)
         fused = None
-        if D == 1 and not _needs_grad(layer_input, h_last, c_last, qproj, *weights,
+        if D == 1 and not _needs_grad(layer_input, h_last, c_last, query, *weights,
                                       *pool.parameters()):
+            qproj = None if query is None else query @ query_weight.t()  # (B, A)
             layer_impl = backends.resolve(name, "lstm_layer", x.device, x.dtype,
                                           proj=lstm.proj_size > 0, peephole=lstm.peephole,
                                           lengths=lengths is not None)

@@ -49,14 +49,15 @@ def _check_x(x, embed_dim: int, weight: torch.Tensor, where: str) -> None:
 def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         lengths: Optional[torch.Tensor], scale: float, *,
                         dropout_p: float = 0.0, training: bool = False,
-                        seed: Optional[int] = None, backend: str = "auto") -> torch.Tensor:
+                        seed: Optional[torch.Tensor] = None,
+                        backend: str = "auto") -> torch.Tensor:
     """The fused attention core through the chosen backend; differentiable.
 
     q, k, v (B, N, T, Dh); lengths (B,) int64 on q's device or None. Returns (B, N, T, Dh).
     In training with dropout_p > 0 the attention weights are dropped out inside the kernel,
-    with a mask drawn from `seed` (default: a fresh one from torch's default generator, so
-    torch.manual_seed makes it reproducible); every backend drops the same weights for the
-    same seed (reference_mhsa.dropout_keep_mask)."""
+    with a mask drawn from `seed`, a one-element int64 tensor (default: a fresh one from
+    torch's default generator, so torch.manual_seed makes it reproducible); every backend
+    drops the same weights for the same seed (reference_mhsa.dropout_keep_mask)."""
     dropout = training and dropout_p > 0.0
     impl = backends.resolve(backend, OP, q.device, q.dtype, dropout=dropout,
                             lengths=lengths is not None, head_dim=q.shape[-1])
@@ -66,9 +67,10 @@ def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           draw_seed() if seed is None else seed)
 
 
-def draw_seed() -> int:
-    """A 64-bit dropout seed from torch's default CPU generator."""
-    return int(torch.randint(-2**63, 2**63 - 1, (), dtype=torch.int64))
+def draw_seed() -> torch.Tensor:
+    """A 64-bit dropout seed from torch's default CPU generator, as a 0-dim int64 CPU tensor
+    (not a Python int: torch.compile traces the draw instead of baking one value in)."""
+    return torch.randint(-2**63, 2**63 - 1, (), dtype=torch.int64)
 
 
 def multihead_self_attention(x: torch.Tensor, lengths: Optional[torch.Tensor],

@@ -57,15 +57,24 @@ def _mix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
-def dropout_keep_mask(seed: int, B: int, N: int, T: int, dropout_p: float,
-                      device=None) -> torch.Tensor:
-    """Boolean (B, N, T, T): which attention weights the fused kernels keep for `seed`.
+def keep_scale(dropout_p: float) -> float:
+    """The factor of a kept weight: one over the exact keep rate (csrc/attention_dropout.h)."""
+    threshold = math.floor(dropout_p * 16777216.0 + 0.5)
+    return 16777216.0 / (16777216.0 - threshold) if threshold < (1 << 24) else 0.0
 
-    The counter-based mask of csrc/attention_dropout.h (the CPU and Triton kernels compute
-    the same function): weight (b, n, i, j) is kept iff
+
+def dropout_keep_mask(seed, B: int, N: int, T: int, dropout_p: float,
+                      device=None) -> torch.Tensor:
+    """Boolean (B, N, T, T): which attention weights the fused kernels keep for `seed` (an int
+    or a one-element int64 tensor).
+
+    The counter-based mask of csrc/attention_dropout.h (the CPU, CUDA and Triton kernels
+    compute the same function): weight (b, n, i, j) is kept iff
     mix32(mix32(mix32(row ^ seed_lo) ^ seed_hi) ^ (j * 0x9E3779B9)) >> 8 >= round(p * 2^24),
     row = (b * N + n) * T + i modulo 2^32."""
     threshold = math.floor(dropout_p * 16777216.0 + 0.5)
+    if isinstance(seed, torch.Tensor):  # tensor ops only: traceable by torch.compile
+        seed = seed.reshape(()).to(device=device, dtype=torch.int64)
     seed_lo, seed_hi = seed & _M32, (seed >> 32) & _M32
     rows = torch.arange(B * N * T, dtype=torch.int64, device=device) & _M32
     row_key = _mix32(_mix32(rows ^ seed_lo) ^ seed_hi)
@@ -74,19 +83,18 @@ def dropout_keep_mask(seed: int, B: int, N: int, T: int, dropout_p: float,
     return (u >= threshold).reshape(B, N, T, T)
 
 
-def drop_weights(weights: torch.Tensor, seed: int, dropout_p: float) -> torch.Tensor:
+def drop_weights(weights: torch.Tensor, seed, dropout_p: float) -> torch.Tensor:
     """Attention weights (B, N, T, T) after the kernels' dropout for `seed`: kept ones scaled
-    by 1 / (1 - p), the others 0."""
+    by keep_scale(p) (1 / (1 - p) up to p's rounding to 2^-24), the others 0."""
     B, N, T, _ = weights.shape
     keep = dropout_keep_mask(seed, B, N, T, dropout_p, weights.device)
-    kept = 1.0 / (1.0 - dropout_p) if dropout_p < 1.0 else 0.0
-    return torch.where(keep, weights * kept,
+    return torch.where(keep, weights * keep_scale(dropout_p),
                        torch.zeros((), dtype=weights.dtype, device=weights.device))
 
 
 def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    lengths: Optional[torch.Tensor], scale: float, dropout_p: float = 0.0,
-                   training: bool = False, seed: Optional[int] = None
+                   training: bool = False, seed=None
                    ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The fused kernels' function: (softmax(scale q k^T) masked) v.
 

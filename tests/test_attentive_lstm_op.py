@@ -44,7 +44,9 @@ def _truth(args, x_clean):
     y, h_n, c_n = reference.lstm_layer(x_clean.double(), a["h0"], a["c0"], a["w_ih"], a["w_hh"],
                                        a["bias"], a["w_hr"], a["w_peep"], a["lengths"])
     yb = y.transpose(0, 1)
-    proj = yb @ a["proj_weight"].t() + a["proj_bias"]
+    proj = yb @ a["proj_weight"].t()
+    if a["proj_bias"] is not None:
+        proj = proj + a["proj_bias"]
     context, alpha, lse = reference.attention_pooling(yb, proj, a["v"], a["qproj"], a["lengths"])
     return context, alpha, lse, h_n, c_n
 
@@ -83,6 +85,24 @@ def test_cpu_op_matches_reference(monkeypatch, loop, case, dtype):
         out = torch.ops.lstm_fused.attentive_lstm_inference(*args.values(), chunk)
     _check(out, _truth(args, x_clean), dtype)
     assert (out[1][0] == 0).all() and (out[0][0] == 0).all()  # lengths[0] = 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_op_without_bias_or_lengths(dtype):
+    """proj_bias None (the product without bias) and lengths None (every step valid)."""
+    args, x_clean = _op_args(11, 6, 5, 6, 0, 4, False, True, dtype, seed=9)
+    args.update(proj_bias=None, lengths=None, x=x_clean)
+    with nan_filled_empty():
+        out = torch.ops.lstm_fused.attentive_lstm_inference(*args.values(), 4)
+    _check(out, _truth(args, x_clean), dtype)
+
+
+def test_cpu_op_refuses_autograd():
+    args, _ = _op_args(5, 3, 2, 4, 0, 2, False, True, torch.float64, seed=10)
+    args["proj_weight"].requires_grad_()
+    context = torch.ops.lstm_fused.attentive_lstm_inference(*args.values(), 4)[0]
+    with pytest.raises(RuntimeError, match="inference only"):
+        context.sum().backward()
 
 
 @pytest.mark.parametrize("T,B", [(0, 3), (5, 0)])
@@ -182,6 +202,27 @@ def test_triton_op_matches_reference(case, dtype):
     with tuning.poison_outputs():
         out = torch.ops.lstm_fused.triton_attentive_lstm_inference(*on_device.values(), 4)
     _check(out, _truth(args, x_clean), dtype)
+
+
+def test_triton_op_without_bias_or_lengths_and_empty():
+    device = _triton_device()
+    from lstm_fused.triton_kernels import lstm_layer  # noqa: F401  (defines the op)
+
+    op = torch.ops.lstm_fused.triton_attentive_lstm_inference
+    args, x_clean = _op_args(7, 5, 3, 6, 0, 4, False, True, torch.float32, seed=12)
+    args.update(proj_bias=None, lengths=None, x=x_clean)
+    out = op(*(v.to(device) if isinstance(v, torch.Tensor) else v for v in args.values()), 4)
+    _check(out, _truth(args, x_clean), torch.float32)
+    for T, B in ((0, 3), (5, 0)):
+        args, _ = _op_args(T, B, 3, 4, 0, 2, False, True, torch.float32, seed=13)
+        args["lengths"] = torch.zeros(B, dtype=torch.int64)
+        context, alpha, lse, h_n, c_n = op(
+            *(v.to(device) if isinstance(v, torch.Tensor) else v for v in args.values()), 4)
+        assert context.shape == (B, 4) and (context == 0).all() and alpha.shape == (B, T)
+        assert (lse == float("-inf")).all()
+        torch.testing.assert_close(h_n.cpu(), args["h0"])
+    with pytest.raises(ValueError, match="qproj"):
+        op(*({**args, "qproj": torch.randn(B + 1, 2)}.values()), 4)
 
 
 def test_triton_module_inference_matches_training_path(monkeypatch):

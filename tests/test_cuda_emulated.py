@@ -256,7 +256,7 @@ def test_mhsa_gradcheck_float64(emu_ops):
 def test_mhsa_dropout_matches_reference_mask(emu_ops, dtype):
     """Attention dropout in the CUDA kernels: the mask of csrc/attention_dropout.h, the one the
     reference applies for the same seed (two query blocks, so rows past the first block)."""
-    B, N, T, Dh, p, seed = 3, 2, 70, 5, 0.3, -0x1234_5678_9ABC_DEF1
+    B, N, T, Dh, p, seed = 3, 2, 70, 5, 0.3, torch.tensor(-0x1234_5678_9ABC_DEF1)
     g = torch.Generator().manual_seed(11)
     lengths = torch.tensor([0, 1, T])
     inputs = [torch.randn(B, N, T, Dh, generator=g, dtype=torch.float64).to(dtype)

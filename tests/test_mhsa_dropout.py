@@ -14,7 +14,8 @@ from lstm_fused.mhsa import MultiheadSelfAttention
 from attention_helpers import TOL, lengths_with_edges, nan_filled_empty
 
 FP32_TOL = dict(atol=1e-5, rtol=1e-4)
-SEED = -0x1234_5678_9ABC_DEF1  # both halves of the 64-bit seed matter
+# The operators take the seed as a one-element int64 tensor; both halves of it matter.
+SEED = torch.tensor(-0x1234_5678_9ABC_DEF1)
 
 
 def _qkv(B, N, T, Dh, dtype, seed, lengths):
@@ -44,21 +45,21 @@ def test_keep_mask_rate_and_edges():
     assert other.ne(reference_mhsa.dropout_keep_mask(SEED, 4, 3, 64, 0.5)).any()
 
 
-def _check_op(forward, backward, dtype, device, T=19, tol=None):
+def _check_op(forward, backward, dtype, device, T=19, tol=None, seed=SEED):
     B, N, Dh, p, scale = 4, 2, 5, 0.3, 0.45
     lengths = lengths_with_edges(B, T)
     q, k, v = (t.to(device).requires_grad_() for t in _qkv(B, N, T, Dh, dtype, T, lengths))
     with nan_filled_empty():
-        out, lse = forward(q, k, v, lengths.to(device), scale, p, SEED)
+        out, lse = forward(q, k, v, lengths.to(device), scale, p, seed)
     truth_q, truth_k, truth_v = (t.detach().cpu().double().requires_grad_() for t in (q, k, v))
-    truth = _truth(truth_q, truth_k, truth_v, lengths, scale, p, SEED)
+    truth = _truth(truth_q, truth_k, truth_v, lengths, scale, p, seed)
     if tol is None:
         tol = TOL[torch.float64] if dtype == torch.float64 else FP32_TOL
     torch.testing.assert_close(out.detach().cpu().double(), truth, **tol)
     grad = torch.randn(out.shape, dtype=torch.float64)
     with nan_filled_empty():
         got = backward(grad.to(device, dtype), q.detach(), k.detach(), v.detach(),
-                       lengths.to(device), scale, p, SEED, out.detach(), lse)
+                       lengths.to(device), scale, p, seed, out.detach(), lse)
     want = torch.autograd.grad(truth, (truth_q, truth_k, truth_v), grad)
     for name, g, w in zip("qkv", got, want):
         w = w.nan_to_num(0.0)
@@ -101,7 +102,8 @@ def test_cpu_dropout_is_unbiased():
     g = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 1, 8, 4, generator=g, dtype=torch.float64) for _ in range(3))
     plain = torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.5)[0]
-    runs = torch.stack([torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.5, 0.3, s)[0]
+    runs = torch.stack([torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.5, 0.3,
+                                                          torch.tensor(s))[0]
                         for s in range(2000)])
     stderr = runs.std(dim=0) / 2000 ** 0.5
     assert ((runs.mean(dim=0) - plain).abs() <= 5 * stderr + 1e-12).all()
@@ -158,11 +160,13 @@ def _triton_device():
     return "cpu"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_triton_kernel_matches_reference(dtype):
+@pytest.mark.parametrize("dtype,seed", [(torch.float32, SEED), (torch.float16, SEED),
+                                        (torch.float32, torch.tensor(1)),
+                                        (torch.float32, torch.tensor(1 << 32))])
+def test_triton_kernel_matches_reference(dtype, seed):
     device = _triton_device()
     import lstm_fused.backends.mhsa  # noqa: F401  (defines the Triton operators)
 
     _check_op(torch.ops.lstm_fused.mhsa_forward_triton,
               torch.ops.lstm_fused.mhsa_backward_triton, dtype, device,
-              tol=FP32_TOL if dtype == torch.float32 else TOL[dtype])
+              tol=FP32_TOL if dtype == torch.float32 else TOL[dtype], seed=seed)

@@ -15,9 +15,10 @@ Backward recomputes p_ij = exp(scale q_i.k_j - lse_i) tile by tile:
 Two kernels instead of atomics, so the result is deterministic.
 
 Attention dropout (DROP, training): the weights that multiply v are p_ij z_ij with
-z = keep / (1 - p) from the counter-based mask of csrc/attention_dropout.h (the same function
-as the CPU kernel and the reference, so the same seed drops the same weights everywhere; the
-backward regenerates it). The normalisation l and lse are those before dropout. Backward:
+z = keep * keep_scale (keep_scale = 1 / the keep rate, about 1 / (1 - p)) from the
+counter-based mask of csrc/attention_dropout.h (the same function as the CPU and CUDA kernels
+and the reference, so the same seed drops the same weights everywhere; the backward
+regenerates it). The normalisation l and lse are those before dropout. Backward:
 dV_j = sum_i p_ij z_ij dO_i, ds_ij = p_ij (z_ij dO_i . v_j - delta_i), delta_i = dO_i . O_i.
 
 Everything is computed in float32 (inputs converted right after loading); float32 inputs use
@@ -66,13 +67,20 @@ def _dropout_scale(bh, T, rows, keys, seed_lo, seed_hi, threshold, keep_scale):
     """z (len(rows), len(keys)) float32: keep_scale where weight (row, key) of head bh is kept,
     else 0 (csrc/attention_dropout.h, row number bh * T + row modulo 2^32)."""
     r = (bh * T + rows).to(tl.uint32)
-    row_key = _mix32(_mix32(r ^ seed_lo.to(tl.uint32)) ^ seed_hi.to(tl.uint32))
+    row_key = _mix32(_mix32(r ^ seed_lo.to(tl.uint32, bitcast=True))
+                     ^ seed_hi.to(tl.uint32, bitcast=True))
     col = keys.to(tl.uint32) * tl.full([], 0x9E3779B9, tl.uint32)
     u = _mix32(row_key[:, None] ^ col[None, :]) >> 8
-    return tl.where(u >= threshold.to(tl.uint32), keep_scale, 0.0)
+    return tl.where(u >= threshold.to(tl.uint32, bitcast=True), keep_scale, 0.0)
 
 
-@triton.jit
+# The seed words and the threshold are never specialised: Triton turns an integer argument
+# equal to 1 into a compile-time constant (which has no .to()), and each value would otherwise
+# be its own compiled variant.
+_NO_SPECIALIZE = ("seed_lo", "seed_hi", "threshold")
+
+
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _forward_kernel(Q, K, V, O, LSE, LEN,
                     s_b, s_n, s_t, s_d,          # strides of q, k, v (shared)
                     o_b, o_n, o_t, o_d,          # strides of out
@@ -134,7 +142,7 @@ def _delta_kernel(DO, O, DELTA, T, Dh,
     tl.store(DELTA + bh * T + rows, tl.sum(do * o, axis=1), mask=rows < T)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
                  s_b, s_n, s_t, s_d, N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
                  HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
@@ -185,7 +193,7 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
     tl.store(DV + offs, dv.to(DV.dtype.element_ty), mask=out_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LEN,
                s_b, s_n, s_t, s_d, N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
                HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
@@ -234,19 +242,30 @@ def _same_strides(q, k, v):
     return q.contiguous(), k.contiguous(), v.contiguous()
 
 
-def _dropout_args(dropout_p: float, seed: int):
-    """(seed_lo, seed_hi, threshold, keep_scale) of csrc/attention_dropout.h."""
+def _int32(word: int) -> int:
+    """A 32-bit word as a signed int32 value (one kernel signature for every seed)."""
+    return word - (1 << 32) if word >= (1 << 31) else word
+
+
+def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
+    """(seed_lo, seed_hi, threshold, keep_scale) of csrc/attention_dropout.h; seed a
+    one-element int64 tensor (read on the host), needed when dropout_p > 0."""
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"flash_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    if dropout_p == 0.0:
+        return 0, 0, 0, 1.0
+    if seed is None or seed.numel() != 1 or seed.dtype != torch.int64:
+        raise ValueError("flash_attention: dropout_p > 0 needs seed, a one-element int64 tensor")
+    s = int(seed.item())
     threshold = math.floor(dropout_p * 16777216.0 + 0.5)  # llround for p >= 0
-    keep_scale = 1.0 / (1.0 - dropout_p) if dropout_p < 1.0 else 0.0
-    return seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, threshold, keep_scale
+    keep_scale = 16777216.0 / (16777216.0 - threshold) if threshold < (1 << 24) else 0.0
+    return _int32(s & 0xFFFFFFFF), _int32((s >> 32) & 0xFFFFFFFF), threshold, keep_scale
 
 
-def _meta(q, lengths, dropout_p):
+def _meta(q, lengths, threshold):
     B, N, T, Dh = q.shape
     return dict(
-        HAS_LEN=lengths is not None, DROP=dropout_p > 0.0,
+        HAS_LEN=lengths is not None, DROP=threshold > 0,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         BLOCK_M=_BLOCK, BLOCK_N=_BLOCK, BLOCK_D=max(16, triton.next_power_of_2(Dh)),
     )
@@ -254,21 +273,22 @@ def _meta(q, lengths, dropout_p):
 
 def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             lengths: Optional[torch.Tensor], scale: float,
-                            dropout_p: float = 0.0, seed: int = 0):
+                            dropout_p: float = 0.0, seed: Optional[torch.Tensor] = None):
     """q, k, v (B, N, T, Dh) float32/float16/bfloat16 on one device; lengths (B,) int64 or None;
-    dropout_p in [0, 1] with its seed (module docstring). Returns out (B, N, T, Dh) contiguous
-    in q's dtype and lse (B, N, T) float32."""
+    dropout_p in [0, 1] with its seed, a one-element int64 tensor (module docstring). Returns
+    out (B, N, T, Dh) contiguous in q's dtype and lse (B, N, T) float32."""
     q, k, v = _same_strides(q, k, v)
     B, N, T, Dh = q.shape
     out = torch.empty((B, N, T, Dh), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    meta = _meta(q, lengths, dropout_p)
+    drop_args = _dropout_args(dropout_p, seed)
+    meta = _meta(q, lengths, drop_args[2])
     grid = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
     _forward_kernel[grid](q, k, v, out, lse, lengths if lengths is not None else q,
                           *q.stride(), *out.stride(), N, T, Dh, float(scale),
-                          *_dropout_args(dropout_p, seed), **meta)
+                          *drop_args, **meta)
     return out, lse
 
 
@@ -284,13 +304,14 @@ def flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed,
     dv = torch.empty_like(dq)
     if dq.numel() == 0:
         return dq, dk, dv
-    meta = _meta(q, lengths, dropout_p)
+    drop_args = _dropout_args(dropout_p, seed)
+    meta = _meta(q, lengths, drop_args[2])
     len_arg = lengths if lengths is not None else q
     delta = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
     rows = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
     _delta_kernel[rows](grad_out, out, delta, T, Dh,
                         BLOCK_M=meta["BLOCK_M"], BLOCK_D=meta["BLOCK_D"])
-    common = (*q.stride(), N, T, Dh, float(scale), *_dropout_args(dropout_p, seed))
+    common = (*q.stride(), N, T, Dh, float(scale), *drop_args)
     _dkdv_kernel[(B * N, triton.cdiv(T, meta["BLOCK_N"]))](
         q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common, **meta)
     _dq_kernel[rows](q, k, v, grad_out, lse, delta, dq, len_arg, *common, **meta)

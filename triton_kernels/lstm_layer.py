@@ -163,6 +163,26 @@ def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype) 
                                                                               dtype)
 
 
+def _check_pooling_args(proj_weight, proj_bias, v, qproj, B, R, x):
+    """The checks of the C++ operator (csrc/cpu/lstm_layer_cpu.cpp) on the pooling tensors."""
+    where = "triton_attentive_lstm_inference"
+    if proj_weight.dim() != 2 or proj_weight.shape[1] != R:
+        raise ValueError(f"{where}: proj_weight has shape {tuple(proj_weight.shape)}, "
+                         f"expected (A, {R})")
+    A = proj_weight.shape[0]
+    for name, t, shape in (("v", v, (A,)), ("proj_bias", proj_bias, (A,)),
+                           ("qproj", qproj, (B, A))):
+        if t is None:
+            continue
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}, expected {shape}")
+    for name, t in (("proj_weight", proj_weight), ("v", v), ("proj_bias", proj_bias),
+                    ("qproj", qproj)):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            raise TypeError(f"{where}: {name} is {t.dtype} on {t.device}, expected x's "
+                            f"{x.dtype} on {x.device}")
+
+
 @torch.library.custom_op("lstm_fused::triton_attentive_lstm_inference", mutates_args=(),
                          schema=ATTENTIVE_SCHEMA)
 def triton_attentive_lstm_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
@@ -176,6 +196,7 @@ def triton_attentive_lstm_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, l
     if D != 1:
         raise ValueError(f"triton_attentive_lstm_inference: one direction only (w_ih of shape "
                          f"(1, 4H, I)), got D = {D}")
+    _check_pooling_args(proj_weight, proj_bias, v, qproj, B, R, x)
     A = proj_weight.shape[0]
     if not attentive_supported(H, R, A, w_hr is not None, x.dtype):
         raise ValueError(f"triton_attentive_lstm_inference: H={H}, R={R}, A={A} do not fit the "
@@ -283,5 +304,6 @@ torch.library.register_fake("lstm_fused::triton_lstm_layer_inference")(_ops.fake
 torch.library.register_fake("lstm_fused::triton_lstm_layer_backward")(_ops.fake_layer_backward)
 torch.library.register_fake("lstm_fused::triton_attentive_lstm_inference")(
     _ops.fake_attentive_inference)
+_ops.refuse_autograd("lstm_fused::triton_attentive_lstm_inference")
 _ops.register_layer_autograd("lstm_fused::triton_lstm_layer_forward",
                              torch.ops.lstm_fused.triton_lstm_layer_backward.default)

@@ -10,7 +10,7 @@
 // Backward recomputes P from the saved lse, block by block of query rows:
 //   P = exp(S - lse),  D_i = dO_i . O_i,  dV += P^T dO,  dP = dO V^T,  dS = P * (dP - D),
 //   dQ = scale dS K,  dK += scale dS^T Q;  rows t >= len of dK and dV are 0.
-// Attention dropout (training): O = (P * Z) V with Z = keep / (1 - p) from the counter-based
+// Attention dropout (training): O = (P * Z) V with Z = keep * keep_scale from the counter-based
 // mask of attention_dropout.h; the backward regenerates Z and uses dV += (P * Z)^T dO and
 // dS = P * (dP * Z - D) (D = dO . O still holds, O being the dropped-out output).
 // The inputs are read in place through their strides (only the last one must be 1), so the
@@ -274,7 +274,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, cons
                                                     const at::Tensor& v_in,
                                                     const c10::optional<at::Tensor>& lengths,
                                                     double scale, double dropout_p,
-                                                    int64_t seed) {
+                                                    const c10::optional<at::Tensor>& seed) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
   const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
@@ -308,7 +308,8 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, cons
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
     const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
     const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
-    double dropout_p, int64_t seed, const at::Tensor& out_in, const at::Tensor& lse_in) {
+    double dropout_p, const c10::optional<at::Tensor>& seed, const at::Tensor& out_in,
+    const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
   const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);

@@ -328,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
                                                      const at::Tensor& v_in,
                                                      const c10::optional<at::Tensor>& lengths,
                                                      double scale, double dropout_p,
-                                                     int64_t seed) {
+                                                     const c10::optional<at::Tensor>& seed) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
   const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   const DeviceScope scope(q_in);
@@ -361,7 +361,8 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
     const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
     const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
-    double dropout_p, int64_t seed, const at::Tensor& out_in, const at::Tensor& lse_in) {
+    double dropout_p, const c10::optional<at::Tensor>& seed, const at::Tensor& out_in,
+    const at::Tensor& lse_in) {
   const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
   const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
   check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
@@ -417,10 +418,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
 TORCH_LIBRARY_FRAGMENT(lstm_fused_emu, m) {
   m.def(
       "mhsa_forward(Tensor q, Tensor k, Tensor v, Tensor? lengths, float scale, "
-      "float dropout_p=0.0, int seed=0) -> (Tensor out, Tensor lse)");
+      "float dropout_p=0.0, Tensor? seed=None) -> (Tensor out, Tensor lse)");
   m.def(
       "mhsa_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? lengths, "
-      "float scale, float dropout_p, int seed, Tensor out, Tensor lse) "
+      "float scale, float dropout_p, Tensor? seed, Tensor out, Tensor lse) "
       "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
 }
 TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {

@@ -3,8 +3,8 @@
     attention(q, k, v, lengths, scale, dropout_p, seed) -> out    q, k, v, out (B, N, T, Dh)
     out = softmax(scale * q k^T over the keys t < lengths[b]) v; zeros for a row of length 0.
     dropout_p > 0 (training): the weights that multiply v are dropped out with the
-    counter-based mask of csrc/attention_dropout.h drawn from `seed` (reference_mhsa.
-    dropout_keep_mask), the same on every backend that runs it.
+    counter-based mask of csrc/attention_dropout.h drawn from `seed`, a one-element int64 tensor
+    (reference_mhsa.dropout_keep_mask), the same on every backend.
 
 Operators (registered once each; the dispatcher picks the device):
   lstm_fused::mhsa_forward / mhsa_backward              C++ (csrc/mhsa_ops.cpp), CPU and CUDA
@@ -32,7 +32,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def fake_forward(q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+def fake_forward(q, k, v, lengths, scale, dropout_p=0.0, seed=None):
     return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=_acc_dtype(q.dtype))
 
 
@@ -47,15 +47,15 @@ def register_core_autograd(forward_name: str, backward_op) -> None:
     def setup_context(ctx, inputs, output):
         q, k, v, lengths, scale, dropout_p, seed = inputs
         out, lse = output
-        ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
+        ctx.scale, ctx.dropout_p = scale, dropout_p
         ctx.mark_non_differentiable(lse)
-        ctx.save_for_backward(q, k, v, lengths, out, lse)
+        ctx.save_for_backward(q, k, v, lengths, seed, out, lse)
 
     def backward(ctx, grad_out, _grad_lse):
-        q, k, v, lengths, out, lse = ctx.saved_tensors
+        q, k, v, lengths, seed, out, lse = ctx.saved_tensors
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        dq, dk, dv = backward_op(grad_out, q, k, v, lengths, ctx.scale, ctx.dropout_p, ctx.seed,
+        dq, dk, dv = backward_op(grad_out, q, k, v, lengths, ctx.scale, ctx.dropout_p, seed,
                                  out, lse)
         return dq, dk, dv, None, None, None, None
 
@@ -73,7 +73,7 @@ if _ops.LOAD_ERROR is None:
 @torch.library.custom_op("lstm_fused::mhsa_forward_triton", mutates_args=())
 def mhsa_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         lengths: Optional[torch.Tensor], scale: float, dropout_p: float = 0.0,
-                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                        seed: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     from ..triton_kernels import flash_attention
     return flash_attention.flash_attention_forward(q, k, v, lengths, scale, dropout_p, seed)
 
@@ -81,7 +81,8 @@ def mhsa_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 @torch.library.custom_op("lstm_fused::mhsa_backward_triton", mutates_args=())
 def mhsa_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                          v: torch.Tensor, lengths: Optional[torch.Tensor], scale: float,
-                         dropout_p: float, seed: int, out: torch.Tensor, lse: torch.Tensor
+                         dropout_p: float, seed: Optional[torch.Tensor], out: torch.Tensor,
+                         lse: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from ..triton_kernels import flash_attention
     return flash_attention.flash_attention_backward(grad_out, q, k, v, lengths, scale,
@@ -112,7 +113,7 @@ class SelfAttentionBackend(Backend):
                     f"(supported: {_dtype_names(self.dtypes)})")
         return None
 
-    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=None):
         raise NotImplementedError
 
 
@@ -123,7 +124,7 @@ class ReferenceSelfAttention(SelfAttentionBackend):
     def unsupported_reason(self, device, dtype, **features):
         return self._dtype_reason(dtype)
 
-    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=None):
         return reference_mhsa.attention_core(q, k, v, lengths, scale, dropout_p,
                                              dropout_p > 0.0, seed=seed)[0]
 
@@ -144,7 +145,7 @@ class _NativeSelfAttention(SelfAttentionBackend):
             return f"it runs on {self.device_type} tensors, got a tensor on {device}"
         return self._dtype_reason(dtype)
 
-    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=None):
         return torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, scale, dropout_p, seed)[0]
 
 
@@ -192,7 +193,7 @@ class TritonSelfAttention(SelfAttentionBackend):
                     f"got a tensor on {device}")
         return self._dtype_reason(dtype)
 
-    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=0):
+    def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=None):
         return torch.ops.lstm_fused.mhsa_forward_triton(q, k, v, lengths, scale, dropout_p,
                                                         seed)[0]
 
