@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from lstm_fused import _ops, reference, reference_mhsa
+from lstm_fused.backends import attention as attention_backends
 from lstm_fused.backends import mhsa as mhsa_backends
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def emu_ops(tmp_path_factory):
     sources = []
     # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
     for name in ("lstm_layer_cuda.cpp", "lstm_gate_kernels.cu", "lstm_persistent_kernels.cu",
-                 "mhsa_cuda.cu"):
+                 "mhsa_cuda.cu", "attention_kernels.cu"):
         wrapper = build / (Path(name).stem + "_emu.cpp")
         wrapper.write_text(f'#include "{ROOT / "csrc" / "cuda" / name}"\n')
         sources.append(str(wrapper))
@@ -76,6 +77,10 @@ def emu_ops(tmp_path_factory):
     torch.library.register_fake("lstm_fused_emu::mhsa_backward")(mhsa_backends.fake_backward)
     mhsa_backends.register_core_autograd("lstm_fused_emu::mhsa_forward",
                                          torch.ops.lstm_fused_emu.mhsa_backward.default)
+    for name in attention_backends.OPS:
+        torch.library.register_fake(f"lstm_fused_emu::{name}")(attention_backends.FAKES[name])
+    attention_backends.register_autograd(
+        "", attention_backends._OpsNamespace("", "lstm_fused_emu"), namespace="lstm_fused_emu")
     return torch.ops.lstm_fused_emu
 
 
@@ -270,3 +275,88 @@ def test_mhsa_dropout_matches_reference_mask(emu_ops, dtype):
     want = torch.autograd.grad(ref_out, ref_in, grad)
     for name, a, e in zip("qkv", got, want):
         _check(a, e, dtype, f"grad {name}")
+
+
+# --------------------------------------- masked softmax, pooling, channel (attention_kernels.cu)
+
+def _lengths(B, T):
+    return torch.tensor([0, 1, T, 3, T - 2][:B])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_masked_softmax_matches_reference(emu_ops, dtype):
+    """N = 300 > 256 threads: a thread takes several columns; lengths and a mask together."""
+    g = torch.Generator().manual_seed(21)
+    R, N = 4, 300
+    lengths = torch.tensor([0, 1, N, 123])
+    mask = torch.rand(R, N, generator=g) > 0.3
+    scores = torch.randn(R, N, generator=g, dtype=torch.float64) * 3
+    for r, n in enumerate(lengths.tolist()):
+        scores[r, n:] = float("nan")  # never read
+    x = scores.to(dtype).requires_grad_(True)
+    probs = emu_ops.masked_softmax_forward(x, lengths, mask, 0.7)
+    keep = mask & (torch.arange(N)[None, :] < lengths[:, None])
+    ref_x = scores.nan_to_num(0.0).requires_grad_(True)
+    want = reference.masked_softmax(ref_x, keep, 0.7)
+    _check(probs, want, dtype, "probs")
+    grad = torch.randn(R, N, generator=g, dtype=torch.float64)
+    (got,) = torch.autograd.grad(probs, x, grad.to(dtype))
+    (exp,) = torch.autograd.grad(want, ref_x, grad)
+    _check(got, exp, dtype, "grad scores")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("query", [False, True])
+def test_attention_pooling_matches_reference(emu_ops, dtype, query):
+    """T = 21 steps over tiles of 8 (one per warp), D = 300 > 256 threads: two feature blocks."""
+    g = torch.Generator().manual_seed(22)
+    B, T, D, A = 5, 21, 300, 7
+    lengths = _lengths(B, T)
+    x = torch.randn(B, T, D, generator=g, dtype=torch.float64)
+    proj = torch.randn(B, T, A, generator=g, dtype=torch.float64)
+    for b, n in enumerate(lengths.tolist()):
+        x[b, n:] = float("nan")
+        proj[b, n:] = float("nan")
+    v = torch.randn(A, generator=g, dtype=torch.float64)
+    q = torch.randn(B, A, generator=g, dtype=torch.float64) if query else None
+    inputs = [t.to(dtype).requires_grad_(True) for t in (x, proj, v)]
+    q_in = q.to(dtype).requires_grad_(True) if query else None
+    context, alpha, lse = emu_ops.attention_pooling_forward(*inputs, q_in, lengths)
+    ref = [t.nan_to_num(0.0).requires_grad_(True) for t in (x, proj, v)]
+    q_ref = q.clone().requires_grad_(True) if query else None
+    want = reference.attention_pooling(*ref, q_ref, lengths)
+    for a, e, what in zip((context, alpha), want[:2], ("context", "alpha")):
+        _check(a, e, dtype, what)
+    assert torch.isinf(lse[0]) and torch.allclose(lse[1:].double(), want[2][1:], rtol=1e-4)
+    gc = torch.randn(B, D, generator=g, dtype=torch.float64)
+    ga = torch.randn(B, T, generator=g, dtype=torch.float64)
+    diff = inputs + ([q_in] if query else [])
+    got = torch.autograd.grad((context, alpha), diff, (gc.to(dtype), ga.to(dtype)))
+    exp = torch.autograd.grad(want[:2], ref + ([q_ref] if query else []), (gc, ga))
+    for a, e, what in zip(got, exp, ("x", "proj", "v", "qproj")):
+        _check(a, e, dtype, f"grad {what}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_channel_mean_and_rescale_match_reference(emu_ops, dtype):
+    g = torch.Generator().manual_seed(23)
+    B, T, C = 4, 9, 300
+    lengths = _lengths(B, T)
+    x = torch.randn(B, T, C, generator=g, dtype=torch.float64)
+    for b, n in enumerate(lengths.tolist()):
+        x[b, n:] = float("nan")
+    w = torch.rand(B, C, generator=g, dtype=torch.float64)
+    xd, wd = x.to(dtype).requires_grad_(True), w.to(dtype).requires_grad_(True)
+    mean = emu_ops.channel_masked_mean_forward(xd, lengths)
+    y = emu_ops.channel_rescale_forward(xd, wd, lengths)
+    xr, wr = x.nan_to_num(0.0).requires_grad_(True), w.clone().requires_grad_(True)
+    mean_ref = reference.masked_mean(xr, lengths)
+    y_ref = reference.channel_rescale(xr, wr, lengths)
+    _check(mean, mean_ref, dtype, "mean")
+    _check(y, y_ref, dtype, "rescaled")
+    gm = torch.randn(B, C, generator=g, dtype=torch.float64)
+    gy = torch.randn(B, T, C, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((mean, y), (xd, wd), (gm.to(dtype), gy.to(dtype)))
+    exp = torch.autograd.grad((mean_ref, y_ref), (xr, wr), (gm, gy))
+    for a, e, what in zip(got, exp, ("x", "w")):
+        _check(a, e, dtype, f"grad {what}")

@@ -13,16 +13,17 @@
 //                       then threads over A (grad_proj, per-b partial grad_v and grad_qproj).
 //   channel attention   threads over channels, loops over valid steps.
 // lengths are clamped to [0, T] on the device (the Python entry points check them beforehand).
+// Compile-checked for sm_80 / sm_90 and run on the CPU under the launch emulation of
+// tests/cuda_emu/ (tests/test_cuda_emulated.py); it has never run on a GPU.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <limits>
 
+#include "attention_schemas.h"
+#include "cuda/lstm_cuda_runtime.h"
 #include "optional_tensor.h"
 
 namespace lstm_fused {
@@ -381,8 +382,12 @@ rescale_bwd_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 void check_cuda(const Tensor& t, const char* op, const char* name) {
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  TORCH_CHECK(t.is_cpu(), "lstm_fused_emu::", op, ": ", name, " must be on the CPU");
+#else
   TORCH_CHECK(t.is_cuda(), "lstm_fused::", op, " (cuda backend): ", name, " is on ", t.device(),
               ", expected a CUDA tensor");
+#endif
 }
 
 void check_dim(const Tensor& t, int64_t dim, const char* op, const char* name) {
@@ -411,7 +416,7 @@ Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
   const char* op = "masked_softmax_forward";
   check_cuda(scores_in, op, "scores");
   check_dim(scores_in, 2, op, "scores");
-  const c10::cuda::CUDAGuard guard(scores_in.device());
+  const DeviceScope scope(scores_in);
   const Tensor scores = scores_in.contiguous();
   const int64_t R = scores.size(0), N = scores.size(1);
   Tensor len_holder, mask;
@@ -425,9 +430,10 @@ Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
   }
   Tensor probs = at::empty_like(scores);
   if (R == 0 || N == 0) return probs;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = scope.stream();
   ATTN_DISPATCH(scores.scalar_type(), "masked_softmax_forward_cuda", [&] {
-    masked_softmax_fwd_kernel<scalar_t><<<static_cast<unsigned int>(R), kThreads, 0, stream>>>(
+    LSTM_FUSED_LAUNCH_BLOCKS(static_cast<unsigned int>(R), kThreads, 0, stream,
+                             masked_softmax_fwd_kernel<scalar_t>)(
         scores.data_ptr<scalar_t>(), len, mask.defined() ? mask.data_ptr<bool>() : nullptr,
         probs.data_ptr<scalar_t>(), N, scale);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -441,14 +447,15 @@ Tensor masked_softmax_backward(const Tensor& grad_in, const Tensor& probs_in, do
   check_dim(probs_in, 2, op, "probs");
   TORCH_CHECK_VALUE(grad_in.sizes() == probs_in.sizes(), "lstm_fused::", op,
                     ": grad_probs has shape ", grad_in.sizes(), ", expected ", probs_in.sizes());
-  const c10::cuda::CUDAGuard guard(probs_in.device());
+  const DeviceScope scope(probs_in);
   const Tensor grad = grad_in.contiguous(), probs = probs_in.contiguous();
   const int64_t R = probs.size(0), N = probs.size(1);
   Tensor out = at::empty_like(probs);
   if (R == 0 || N == 0) return out;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = scope.stream();
   ATTN_DISPATCH(probs.scalar_type(), "masked_softmax_backward_cuda", [&] {
-    masked_softmax_bwd_kernel<scalar_t><<<static_cast<unsigned int>(R), kThreads, 0, stream>>>(
+    LSTM_FUSED_LAUNCH_BLOCKS(static_cast<unsigned int>(R), kThreads, 0, stream,
+                             masked_softmax_bwd_kernel<scalar_t>)(
         grad.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N,
         scale);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -504,7 +511,7 @@ PoolingArgs<scalar_t> pooling_args(const PoolingTensors& p) {
 std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
     const Tensor& x, const Tensor& proj, const Tensor& v, const OptTensor& qproj,
     const OptTensor& lengths) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceScope scope(x);
   const PoolingTensors p = pooling_tensors(x, proj, v, qproj, lengths, "attention_pooling_forward");
   Tensor context = at::empty({p.B, p.D}, p.x.options());
   Tensor alpha = at::empty({p.B, p.T}, p.x.options());
@@ -512,11 +519,12 @@ std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
   if (p.B == 0) return {context, alpha, lse};
   Tensor e_rows = at::empty({p.B, std::max<int64_t>(p.T, 1)},
                             p.x.options().dtype(at::toOpMathType(p.x.scalar_type())));
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = scope.stream();
   const dim3 grid(static_cast<unsigned int>(p.B), std::max(1u, blocks_for(p.D)));
   ATTN_DISPATCH(p.x.scalar_type(), "attention_pooling_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    attention_pooling_fwd_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+    LSTM_FUSED_LAUNCH_BLOCKS(grid, kThreads, 0, stream,
+                             attention_pooling_fwd_kernel<scalar_t>)(
         pooling_args<scalar_t>(p), context.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(),
         lse.data_ptr<scalar_t>(), e_rows.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -528,7 +536,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
     const Tensor& grad_context, const Tensor& grad_alpha, const Tensor& grad_lse, const Tensor& x,
     const Tensor& proj, const Tensor& v, const OptTensor& qproj, const OptTensor& lengths,
     const Tensor& alpha, const Tensor& context) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceScope scope(x);
   const PoolingTensors p =
       pooling_tensors(x, proj, v, qproj, lengths, "attention_pooling_backward");
   const Tensor gc = grad_context.contiguous(), ga = grad_alpha.contiguous();
@@ -540,7 +548,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
   Tensor gv_rows = at::empty({p.B, p.A}, acc_opts);
   Tensor gq_rows = at::empty({p.B, p.A}, acc_opts);
   if (p.B > 0) {
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    auto stream = scope.stream();
     ATTN_DISPATCH(p.x.scalar_type(), "attention_pooling_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       PoolingGrads<scalar_t> g;
@@ -554,8 +562,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
       g.de_rows = de_rows.data_ptr<acc_t>();
       g.gv_rows = gv_rows.data_ptr<acc_t>();
       g.gq_rows = gq_rows.data_ptr<acc_t>();
-      attention_pooling_bwd_kernel<scalar_t>
-          <<<static_cast<unsigned int>(p.B), kThreads, 0, stream>>>(pooling_args<scalar_t>(p), g);
+      LSTM_FUSED_LAUNCH_BLOCKS(static_cast<unsigned int>(p.B), kThreads, 0, stream,
+                               attention_pooling_bwd_kernel<scalar_t>)(pooling_args<scalar_t>(p), g);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
@@ -568,17 +576,18 @@ Tensor channel_masked_mean_forward(const Tensor& x_in, const OptTensor& lengths)
   const char* op = "channel_masked_mean_forward";
   check_cuda(x_in, op, "x");
   check_dim(x_in, 3, op, "x");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceScope scope(x_in);
   const Tensor x = inner_contiguous(x_in);
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   Tensor holder;
   const int64_t* len = lengths_ptr(lengths, x, B, op, holder);
   Tensor mean = at::empty({B, C}, x.options());
   if (B == 0 || C == 0) return mean;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = scope.stream();
   const dim3 grid(static_cast<unsigned int>(B), blocks_for(C));
   ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_forward_cuda", [&] {
-    masked_mean_fwd_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+    LSTM_FUSED_LAUNCH_BLOCKS(grid, kThreads, 0, stream,
+                             masked_mean_fwd_kernel<scalar_t>)(
         x.data_ptr<scalar_t>(), len, mean.data_ptr<scalar_t>(), T, C, x.stride(0), x.stride(1));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -590,16 +599,17 @@ Tensor channel_masked_mean_backward(const Tensor& grad_mean, const Tensor& x,
   const char* op = "channel_masked_mean_backward";
   check_cuda(x, op, "x");
   check_dim(x, 3, op, "x");
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceScope scope(x);
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   Tensor holder;
   const int64_t* len = lengths_ptr(lengths, x, B, op, holder);
   const Tensor gm = grad_mean.contiguous();
   Tensor grad_x = at::empty({B, T, C}, x.options());
   if (grad_x.numel() == 0) return grad_x;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = scope.stream();
   ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_backward_cuda", [&] {
-    masked_mean_bwd_kernel<scalar_t><<<blocks_for(B * T * C), kThreads, 0, stream>>>(
+    LSTM_FUSED_LAUNCH_BLOCKS(blocks_for(B * T * C), kThreads, 0, stream,
+                             masked_mean_bwd_kernel<scalar_t>)(
         gm.data_ptr<scalar_t>(), len, grad_x.data_ptr<scalar_t>(), B, T, C);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -619,16 +629,17 @@ void check_rescale(const Tensor& x, const Tensor& w, const char* op) {
 Tensor channel_rescale_forward(const Tensor& x_in, const Tensor& w_in, const OptTensor& lengths) {
   const char* op = "channel_rescale_forward";
   check_rescale(x_in, w_in, op);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceScope scope(x_in);
   const Tensor x = inner_contiguous(x_in), w = w_in.contiguous();
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   Tensor holder;
   const int64_t* len = lengths_ptr(lengths, x, B, op, holder);
   Tensor y = at::empty({B, T, C}, x.options());
   if (y.numel() == 0) return y;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = scope.stream();
   ATTN_DISPATCH(x.scalar_type(), "channel_rescale_forward_cuda", [&] {
-    rescale_fwd_kernel<scalar_t><<<blocks_for(B * T * C), kThreads, 0, stream>>>(
+    LSTM_FUSED_LAUNCH_BLOCKS(blocks_for(B * T * C), kThreads, 0, stream,
+                             rescale_fwd_kernel<scalar_t>)(
         x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), len, y.data_ptr<scalar_t>(), B, T, C,
         x.stride(0), x.stride(1));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -640,7 +651,7 @@ std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y, const 
                                                     const Tensor& w_in, const OptTensor& lengths) {
   const char* op = "channel_rescale_backward";
   check_rescale(x_in, w_in, op);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceScope scope(x_in);
   const Tensor x = inner_contiguous(x_in), w = w_in.contiguous(), gy = grad_y.contiguous();
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   Tensor holder;
@@ -648,10 +659,11 @@ std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y, const 
   Tensor grad_x = at::empty({B, T, C}, x.options());
   Tensor grad_w = at::empty({B, C}, x.options());
   if (B == 0 || C == 0) return {grad_x, grad_w};
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = scope.stream();
   const dim3 grid(static_cast<unsigned int>(B), blocks_for(C));
   ATTN_DISPATCH(x.scalar_type(), "channel_rescale_backward_cuda", [&] {
-    rescale_bwd_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+    LSTM_FUSED_LAUNCH_BLOCKS(grid, kThreads, 0, stream,
+                             rescale_bwd_kernel<scalar_t>)(
         gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), len,
         grad_x.data_ptr<scalar_t>(), grad_w.data_ptr<scalar_t>(), T, C, x.stride(0),
         x.stride(1));
@@ -662,7 +674,13 @@ std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y, const 
 
 }  // namespace
 
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+// The same schemas, in the namespace of the emulation test library.
+TORCH_LIBRARY_FRAGMENT(lstm_fused_emu, m) { define_attention_ops(m); }
+TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
+#else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
+#endif
   m.impl("masked_softmax_forward", &masked_softmax_forward);
   m.impl("masked_softmax_backward", &masked_softmax_backward);
   m.impl("attention_pooling_forward", &attention_pooling_forward);

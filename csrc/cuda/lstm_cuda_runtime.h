@@ -9,7 +9,17 @@
 
 #if defined(LSTM_FUSED_CUDA_EMULATION)
 #include "cuda_emulation.h"
+namespace lstm_fused {
+struct DeviceScope {  // emulation: CPU tensors, launches run in order
+  template <typename Tensor>
+  explicit DeviceScope(const Tensor&) {}
+  cudaStream_t stream() const { return nullptr; }
+};
+}  // namespace lstm_fused
 #else
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -21,4 +31,12 @@
 // the threads of a block running at once).
 #define LSTM_FUSED_LAUNCH_BLOCKS(grid, block, shared_bytes, stream, ...) \
   __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
+namespace lstm_fused {
+// The device of a tensor made current for the scope, and its current stream.
+struct DeviceScope {
+  explicit DeviceScope(const at::Tensor& t) : guard(t.device()) {}
+  cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(); }
+  c10::cuda::CUDAGuard guard;
+};
+}  // namespace lstm_fused
 #endif

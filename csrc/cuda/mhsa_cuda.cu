@@ -19,13 +19,10 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
-#if !defined(LSTM_FUSED_CUDA_EMULATION)
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 #include <cmath>
 
+#include "attention_schemas.h"
 #include "cuda/lstm_cuda_runtime.h"
 #include "mhsa_args.h"
 
@@ -302,18 +299,7 @@ void allow_shared_memory(Kernel kernel, size_t bytes) {
 #endif
 }
 
-#if defined(LSTM_FUSED_CUDA_EMULATION)
-struct DeviceScope {  // emulation: CPU tensors, launches run in order
-  explicit DeviceScope(const at::Tensor&) {}
-  cudaStream_t stream() const { return nullptr; }
-};
-#else
-struct DeviceScope {  // the tensor's device current, and its current stream
-  explicit DeviceScope(const at::Tensor& t) : guard(t.device()) {}
-  cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(); }
-  c10::cuda::CUDAGuard guard;
-};
-#endif
+
 
 const int64_t* lengths_ptr(const at::Tensor& lengths) {
   return lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
@@ -414,16 +400,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
 }  // namespace
 
 #if defined(LSTM_FUSED_CUDA_EMULATION)
-// The schemas of csrc/mhsa_ops.cpp, in the namespace of the emulation test library.
-TORCH_LIBRARY_FRAGMENT(lstm_fused_emu, m) {
-  m.def(
-      "mhsa_forward(Tensor q, Tensor k, Tensor v, Tensor? lengths, float scale, "
-      "float dropout_p=0.0, Tensor? seed=None) -> (Tensor out, Tensor lse)");
-  m.def(
-      "mhsa_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? lengths, "
-      "float scale, float dropout_p, Tensor? seed, Tensor out, Tensor lse) "
-      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
-}
+// The same schemas, in the namespace of the emulation test library.
+TORCH_LIBRARY_FRAGMENT(lstm_fused_emu, m) { define_mhsa_ops(m); }
 TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
 #else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {

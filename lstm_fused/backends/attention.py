@@ -66,8 +66,8 @@ def _fake_channel_rescale_backward(grad_y, x, w, lengths):
 FAKES = {name: globals()[f"_fake_{name}"] for name in OPS}
 
 
-def register_autograd(prefix: str, ops) -> None:
-    """Autograd of the forward operators `lstm_fused::{prefix}{name}_forward`, whose gradients
+def register_autograd(prefix: str, ops, namespace: str = "lstm_fused") -> None:
+    """Autograd of the forward operators `{namespace}::{prefix}{name}_forward`, whose gradients
     come from the matching backward operators in `ops` (an object with one attribute per name
     of OPS). Gradients autograd leaves undefined become zeros."""
 
@@ -116,18 +116,19 @@ def register_autograd(prefix: str, ops) -> None:
                                   ("attention_pooling", pooling_backward, pooling_setup),
                                   ("channel_masked_mean", mean_backward, mean_setup),
                                   ("channel_rescale", rescale_backward, rescale_setup)):
-        torch.library.register_autograd(f"lstm_fused::{prefix}{name}_forward", backward,
+        torch.library.register_autograd(f"{namespace}::{prefix}{name}_forward", backward,
                                         setup_context=setup)
 
 
 class _OpsNamespace:
-    """The operators lstm_fused::{prefix}{name} as attributes named by OPS."""
+    """The operators {namespace}::{prefix}{name} as attributes named by OPS."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, namespace: str = "lstm_fused"):
         self.prefix = prefix
+        self.namespace = namespace
 
     def __getattr__(self, name):
-        return getattr(torch.ops.lstm_fused, self.prefix + name).default
+        return getattr(getattr(torch.ops, self.namespace), self.prefix + name).default
 
 
 if _ops.LOAD_ERROR is None:

@@ -21,6 +21,9 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+// A kernel's static shared arrays: one per kernel (function-local statics), which is one per
+// block because block launches run the blocks one after another.
+#define __shared__ static
 
 typedef struct CUstream_st* cudaStream_t;
 
@@ -110,7 +113,7 @@ class Barrier {
 
 struct Warp {
   Barrier barrier{32};
-  float values[32];
+  double values[32];
 };
 
 struct Block {
@@ -157,11 +160,12 @@ void launch_cooperative(void (*kernel)(Params...), dim3 grid, dim3 block, size_t
 
 inline void __syncthreads() { lstm_fused_emulation::ctx.block->barrier.wait(); }
 
-inline float __shfl_xor_sync(unsigned int /*mask: all lanes*/, float v, int lane_mask) {
+template <typename T>  // float or double (held as double: exact for both)
+inline T __shfl_xor_sync(unsigned int /*mask: all lanes*/, T v, int lane_mask) {
   auto& c = lstm_fused_emulation::ctx;
   c.warp->values[c.lane] = v;
   c.warp->barrier.wait();
-  const float r = c.warp->values[c.lane ^ lane_mask];
+  const T r = static_cast<T>(c.warp->values[c.lane ^ lane_mask]);
   c.warp->barrier.wait();  // nobody overwrites values before every lane has read
   return r;
 }
