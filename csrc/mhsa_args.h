@@ -41,14 +41,15 @@ inline MhsaSizes check_mhsa_args(const at::Tensor& q, const at::Tensor& k, const
   return s;
 }
 
-// The dropout of a call: dropout_p in [0, 1] (0: none); seed a one-element int64 tensor (read
-// on the host), required when dropout_p > 0.
+// The dropout of a call: dropout_p in [0, 1] (0: none); seed a one-element int64 CPU tensor
+// (read on the host, no device sync), required when dropout_p > 0.
 inline AttentionDropout mhsa_dropout(double dropout_p, const c10::optional<at::Tensor>& seed) {
   TORCH_CHECK_VALUE(dropout_p >= 0.0 && dropout_p <= 1.0,
                     "mhsa: dropout_p must be in [0, 1], got ", dropout_p);
   if (dropout_p == 0.0) return AttentionDropout();
-  TORCH_CHECK_VALUE(present(seed) && seed->numel() == 1 && seed->scalar_type() == at::kLong,
-                    "mhsa: dropout_p > 0 needs seed, a one-element int64 tensor");
+  TORCH_CHECK_VALUE(present(seed) && seed->numel() == 1 && seed->scalar_type() == at::kLong &&
+                        seed->device().is_cpu(),
+                    "mhsa: dropout_p > 0 needs seed, a one-element int64 CPU tensor");
   return AttentionDropout(dropout_p, seed->item<int64_t>());
 }
 

@@ -63,13 +63,17 @@ def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             lengths=lengths is not None, head_dim=q.shape[-1])
     if not dropout:
         return impl.attention(q, k, v, lengths, scale)
-    return impl.attention(q, k, v, lengths, scale, float(dropout_p),
-                          draw_seed() if seed is None else seed)
+    # An int or a tensor of any device: the kernels read a one-element int64 CPU tensor.
+    seed = draw_seed() if seed is None else torch.as_tensor(seed, dtype=torch.int64,
+                                                              device="cpu").reshape(())
+    return impl.attention(q, k, v, lengths, scale, float(dropout_p), seed)
 
 
 def draw_seed() -> torch.Tensor:
     """A 64-bit dropout seed from torch's default CPU generator, as a 0-dim int64 CPU tensor
-    (not a Python int: torch.compile traces the draw instead of baking one value in)."""
+    (not a Python int: torch.compile traces the draw instead of baking one value in). The
+    kernels read it on the host when they launch, so a CUDA graph captured by hand replays the
+    captured mask (torch.compile's cudagraphs leave graphs with CPU tensors alone)."""
     return torch.randint(-2**63, 2**63 - 1, (), dtype=torch.int64)
 
 

@@ -4,8 +4,9 @@ csrc/cuda/*.cu and csrc/cuda/lstm_layer_cuda.cpp are built as plain C++ with
 -DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h: an ordinary launch runs one call
 per (block, thread) in order; a cooperative launch of the persistent kernels runs every CUDA
 thread as an OS thread, with real barriers for __syncthreads, warp shuffles and the grid
-barrier; a block launch, the self-attention kernels of mhsa_cuda.cu, runs the blocks in turn
-and the threads of each block at once, with their shared memory) into a test library that
+barrier; a block launch, the attention kernels of mhsa_cuda.cu and attention_kernels.cu, runs
+the blocks in turn and the threads of each block at once, with their shared memory, the
+dynamic part poisoned with NaN) into a test library that
 registers the same operator schemas under torch.ops.lstm_fused_emu, with the same fake kernels
 and autograd as lstm_fused. So the exact
 indexing, masking, vector loads, GEMM sequence, the persistent kernels' work split and

@@ -170,3 +170,27 @@ def test_triton_kernel_matches_reference(dtype, seed):
     _check_op(torch.ops.lstm_fused.mhsa_forward_triton,
               torch.ops.lstm_fused.mhsa_backward_triton, dtype, device,
               tol=FP32_TOL if dtype == torch.float32 else TOL[dtype], seed=seed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA kernels need a GPU")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_kernel_matches_reference(dtype):
+    _check_op(torch.ops.lstm_fused.mhsa_forward, torch.ops.lstm_fused.mhsa_backward, dtype,
+              "cuda", T=70)
+
+
+def test_seed_of_any_form_gives_the_same_mask():
+    """self_attention_core takes the seed as an int or a tensor; the kernels get a CPU tensor;
+    a CUDA or float seed given to the operator itself is refused with a clear message."""
+    from lstm_fused.mhsa import self_attention_core
+
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(2, 2, 6, 3, generator=g) for _ in range(3))
+    outs = [self_attention_core(q, k, v, None, 0.5, dropout_p=0.4, training=True, seed=s,
+                                backend="cpu") for s in (123, torch.tensor(123), torch.tensor([123]))]
+    ref = self_attention_core(q, k, v, None, 0.5, dropout_p=0.4, training=True, seed=123,
+                              backend="reference")
+    for out in outs:
+        torch.testing.assert_close(out, ref)
+    with pytest.raises(ValueError, match="int64 CPU tensor"):
+        torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.5, 0.4, torch.tensor(1.0))

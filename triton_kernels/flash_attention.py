@@ -254,8 +254,9 @@ def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
         raise ValueError(f"flash_attention: dropout_p must be in [0, 1], got {dropout_p}")
     if dropout_p == 0.0:
         return 0, 0, 0, 1.0
-    if seed is None or seed.numel() != 1 or seed.dtype != torch.int64:
-        raise ValueError("flash_attention: dropout_p > 0 needs seed, a one-element int64 tensor")
+    if seed is None or seed.numel() != 1 or seed.dtype != torch.int64 or seed.device.type != "cpu":
+        raise ValueError("flash_attention: dropout_p > 0 needs seed, a one-element int64 CPU "
+                         "tensor")
     s = int(seed.item())
     threshold = math.floor(dropout_p * 16777216.0 + 0.5)  # llround for p >= 0
     keep_scale = 16777216.0 / (16777216.0 - threshold) if threshold < (1 << 24) else 0.0

@@ -22,7 +22,10 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 // A kernel's static shared arrays: one per kernel (function-local statics), which is one per
-// block because block launches run the blocks one after another.
+// block because block launches run the blocks one after another. Unlike the dynamic shared
+// memory below (poisoned for every block), they start at zero and keep the previous block's
+// values, so a kernel that reads one before writing it is not caught here. Not for
+// cooperative launches, whose blocks run at once (no persistent kernel declares one).
 #define __shared__ static
 
 typedef struct CUstream_st* cudaStream_t;
@@ -73,8 +76,11 @@ Launch<Kernel> launch(dim3 grid, dim3 block, Kernel* kernel) {
 // ---- Cooperative launches (the persistent kernels): one OS thread per CUDA thread. ----
 // Every thread of every block runs at once, so __syncthreads, warp shuffles and the grid barrier
 // are real barriers (mutex + condition variable, which also order the memory accesses).
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -99,8 +105,13 @@ class Barrier {
       count_ = 0;
       ++generation_;
       cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation; });
+    } else if (!cv_.wait_for(lock, std::chrono::seconds(120),
+                             [&] { return generation_ != generation; })) {
+      // On a GPU this is a hang or undefined behaviour: a thread that left before a
+      // __syncthreads, a barrier in divergent code, a shuffle in a partial warp.
+      std::fprintf(stderr, "cuda emulation: %d of %d threads waited 120 s at a barrier\n",
+                   count_, n_);
+      std::abort();
     }
   }
 
@@ -117,7 +128,9 @@ struct Warp {
 };
 
 struct Block {
-  Block(int threads, size_t smem_bytes) : barrier(threads), smem(smem_bytes + 16) {
+  // Dynamic shared memory starts as 0xFF bytes (NaN in float and double), like the garbage a
+  // GPU leaves there, so a kernel that reads what it did not write fails the comparisons.
+  Block(int threads, size_t smem_bytes) : barrier(threads), smem(smem_bytes + 16, 0xFF) {
     for (int w = 0; w < (threads + 31) / 32; ++w) warps.emplace_back(new Warp());
   }
   Barrier barrier;
