@@ -74,7 +74,8 @@ __device__ __forceinline__ void merge_ms(T& m, T& s, T m2, T s2) {
 // Block-wide merge of (m, s); every thread gets the result.
 template <typename T>
 __device__ void block_merge_ms(T& m, T& s) {
-  __shared__ T sm[kWarps], ss[kWarps];
+  LSTM_FUSED_STATIC_SHARED(T, sm, kWarps);
+  LSTM_FUSED_STATIC_SHARED(T, ss, kWarps);
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
     const T m2 = __shfl_xor_sync(0xffffffffu, m, off);
@@ -95,7 +96,7 @@ __device__ void block_merge_ms(T& m, T& s) {
 
 template <typename T>
 __device__ T block_sum(T v) {
-  __shared__ T part[kWarps];
+  LSTM_FUSED_STATIC_SHARED(T, part, kWarps);
   v = warp_sum(v);
   if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
   __syncthreads();
@@ -190,7 +191,7 @@ attention_pooling_fwd_kernel(PoolingArgs<scalar_t> a, scalar_t* __restrict__ con
                              scalar_t* __restrict__ alpha, scalar_t* __restrict__ lse,
                              at::opmath_type<scalar_t>* __restrict__ e_rows) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t tile_e[kWarps];
+  LSTM_FUSED_STATIC_SHARED(acc_t, tile_e, kWarps);
   const int64_t b = blockIdx.x;
   const int64_t d = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
   const bool writer = blockIdx.y == 0;  // the first D slice also writes alpha and lse

@@ -25,6 +25,8 @@ struct DeviceScope {  // emulation: CPU tensors, launches run in order
 #include <cuda_runtime.h>
 // The dynamic shared memory of a kernel, as a byte array named `name`.
 #define LSTM_FUSED_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+// A static shared array `type name[count]` of a block.
+#define LSTM_FUSED_STATIC_SHARED(type, name, count) __shared__ type name[count]
 #define LSTM_FUSED_LAUNCH(grid, block, shared_bytes, stream, ...) \
   __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
 // The same for kernels whose threads share memory and meet at __syncthreads (emulated with

@@ -21,12 +21,6 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// A kernel's static shared arrays: one per kernel (function-local statics), which is one per
-// block because block launches run the blocks one after another. Unlike the dynamic shared
-// memory below (poisoned for every block), they start at zero and keep the previous block's
-// values, so a kernel that reads one before writing it is not caught here. Not for
-// cooperative launches, whose blocks run at once (no persistent kernel declares one).
-#define __shared__ static
 
 typedef struct CUstream_st* cudaStream_t;
 
@@ -81,6 +75,7 @@ Launch<Kernel> launch(dim3 grid, dim3 block, Kernel* kernel) {
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -89,6 +84,12 @@ Launch<Kernel> launch(dim3 grid, dim3 block, Kernel* kernel) {
 #define __align__(n) alignas(n)
 #define LSTM_FUSED_DYNAMIC_SHARED(name) \
   unsigned char* name = ::lstm_fused_emulation::ctx.block->smem.data()
+// A static shared array: allocated per block at its first use (keyed by the declaration),
+// 0xFF-poisoned like the dynamic part, the same pointer for every thread of the block.
+#define LSTM_FUSED_STATIC_SHARED(type, name, count)                                   \
+  static const char name##_site = 0;                                                  \
+  type* name = static_cast<type*>(                                                    \
+      ::lstm_fused_emulation::ctx.block->static_shared(&name##_site, sizeof(type) * (count)))
 
 using std::max;
 using std::min;
@@ -133,9 +134,18 @@ struct Block {
   Block(int threads, size_t smem_bytes) : barrier(threads), smem(smem_bytes + 16, 0xFF) {
     for (int w = 0; w < (threads + 31) / 32; ++w) warps.emplace_back(new Warp());
   }
+  // The static shared array declared at `site`, allocated and poisoned at its first use.
+  void* static_shared(const void* site, size_t bytes) {
+    std::lock_guard<std::mutex> lock(static_mutex);
+    auto& buf = static_arrays[site];
+    if (buf.empty()) buf.assign(bytes + 16, 0xFF);
+    return buf.data();
+  }
   Barrier barrier;
   std::vector<unsigned char> smem;
   std::vector<std::unique_ptr<Warp>> warps;
+  std::mutex static_mutex;
+  std::map<const void*, std::vector<unsigned char>> static_arrays;
 };
 
 struct ThreadContext {
