@@ -15,13 +15,8 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import backends, functional
 from ._checks import check_lengths, check_tensor
+from .backends.base import needs_grad
 from .lstm import LSTM
-
-
-def _needs_grad(*tensors) -> bool:
-    """Whether autograd would record a call on these tensors (None entries are skipped)."""
-    return torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in tensors)
 
 
 def _check_positive_int(where, name, value, minimum=1):
@@ -257,8 +252,8 @@ class AttentiveLSTM(nn.Module):
         h_last, c_last = h0[(L - 1) * D:], c0[(L - 1) * D:]
         pool = self.attention
         fused = None
-        if D == 1 and not _needs_grad(layer_input, h_last, c_last, query, *weights,
-                                      *pool.parameters()):
+        if D == 1 and not needs_grad((layer_input, h_last, c_last, query, *weights,
+                                      *pool.parameters())):
             qproj = None if query is None else query @ query_weight.t()  # (B, A)
             layer_impl = backends.resolve(name, "lstm_layer", x.device, x.dtype,
                                           proj=lstm.proj_size > 0, peephole=lstm.peephole,

@@ -13,6 +13,14 @@ from typing import Optional
 import torch
 
 
+def needs_grad(tensors) -> bool:
+    """Whether autograd will record a call on `tensors` (entries that are not tensors, None
+    included, are skipped); a forward that will be differentiated keeps what its backward
+    needs, one that will not can run an inference kernel."""
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
 class Backend:
     """Base of every implementation. Subclasses set `name` (a backend name of SPEC §3) and
     `op` (the op family, e.g. "lstm_layer"), and define the op's entry points."""

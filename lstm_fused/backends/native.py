@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import _ops
-from .base import LSTMLayerBackend
+from .base import LSTMLayerBackend, needs_grad
 
 
 class _NativeLSTM(LSTMLayerBackend):
@@ -34,7 +34,7 @@ class _NativeLSTM(LSTMLayerBackend):
 
     def lstm_layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
         args = (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
-        if not _needs_grad(args) and _ops.has_kernel("lstm_layer_inference", self.dispatch_key):
+        if not needs_grad(args) and _ops.has_kernel("lstm_layer_inference", self.dispatch_key):
             return torch.ops.lstm_fused.lstm_layer_inference(*args)
         y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.lstm_layer_forward(*args)
         return y, h_n, c_n
@@ -43,12 +43,6 @@ class _NativeLSTM(LSTMLayerBackend):
         if not _ops.has_kernel("attentive_lstm_inference", self.dispatch_key):
             return None
         return torch.ops.lstm_fused.attentive_lstm_inference(*args)
-
-
-def _needs_grad(tensors) -> bool:
-    """Whether autograd will record this call (then the forward keeps gates and cells)."""
-    return torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 class CPULSTM(_NativeLSTM):

@@ -13,7 +13,7 @@ import os
 import torch
 
 from . import register
-from .base import LSTMLayerBackend
+from .base import LSTMLayerBackend, needs_grad
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -51,7 +51,7 @@ class TritonLSTM(LSTMLayerBackend):
         from ..triton_kernels import lstm_layer  # noqa: F401  (registers the ops on first use)
 
         args = (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
-        if not _needs_grad(args):  # nothing kept for a backward
+        if not needs_grad(args):  # nothing kept for a backward
             return torch.ops.lstm_fused.triton_lstm_layer_inference(*args)
         y, h_n, c_n, _gates, _cells = torch.ops.lstm_fused.triton_lstm_layer_forward(*args)
         return y, h_n, c_n
@@ -66,12 +66,6 @@ class TritonLSTM(LSTMLayerBackend):
         return torch.ops.lstm_fused.triton_attentive_lstm_inference(
             x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj,
             chunk_size)
-
-
-def _needs_grad(tensors) -> bool:
-    """Whether autograd will record this call (then the forward keeps gates and cells)."""
-    return torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 register(TritonLSTM())
