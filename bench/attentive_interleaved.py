@@ -11,12 +11,12 @@ and every parameter. Prints medians and the ratio; checks outputs and gradients 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import lstm_fused
 
+from .timing import interleaved_medians
 from .workloads.attentive import UnfusedAttentiveLSTM
 
 # (B, T, I, H, L, A): the attentive_lstm shapes of `python -m bench` on the CPU.
@@ -46,20 +46,10 @@ def run_shape(shape, reps: int) -> dict:
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     for a, b in zip(fwd_bwd(base), fwd_bwd(ours)):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
-    result = {}
-    for mode, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-        samples = {"torch.unfused": [], "lstm_fused": []}
-        models = (("torch.unfused", base), ("lstm_fused", ours))
-        for _ in range(2):  # warm-up
-            for _, model in models:
-                fn(model)
-        for _ in range(reps):
-            for name, model in models:
-                start = time.perf_counter()
-                fn(model)
-                samples[name].append((time.perf_counter() - start) * 1e3)
-        result[mode] = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
-    return result
+    models = {"torch.unfused": base, "lstm_fused": ours}
+    return {mode: interleaved_medians({name: (lambda m=m: fn(m)) for name, m in models.items()},
+                                      reps, warmup=2)
+            for mode, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd))}
 
 
 def main(argv=None) -> None:

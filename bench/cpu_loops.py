@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 from torch import nn
 
 import lstm_fused
+
+from .timing import interleaved_medians
 
 # (B, T, I, H, num_layers, bidirectional): the target shape first, then the small
 # shapes of `python -m bench`.
@@ -61,17 +62,10 @@ def run_shape(shape, reps: int, fwd_bwd: bool) -> dict:
     for loop in LOOPS:
         os.environ["LSTM_FUSED_CPU_LOOP"] = loop
         torch.testing.assert_close(_call(ours, x, False)[0], want, rtol=1e-4, atol=1e-5)
-    samples = {name: [] for name in names}
-    for _ in range(3):  # warm-up
-        for name in names:
-            run(name)
-    for _ in range(reps):
-        for name in names:
-            start = time.perf_counter()
-            run(name)
-            samples[name].append((time.perf_counter() - start) * 1e3)
+    medians = interleaved_medians({name: (lambda name=name: run(name)) for name in names},
+                                  reps, warmup=3)
     os.environ.pop("LSTM_FUSED_CPU_LOOP")
-    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
+    return medians
 
 
 def main(argv=None) -> None:

@@ -14,12 +14,13 @@ tests/test_mhsa_dropout.py, and without dropout against nn in tests/test_mhsa.py
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch import nn
 
 import lstm_fused
+
+from .timing import interleaved_medians
 
 # (B, T, E, N): the self_attention shape of `python -m bench` (CPU) and a longer sequence.
 SHAPES = [(32, 100, 256, 4), (8, 400, 256, 4)]
@@ -48,16 +49,8 @@ def run_shape(shape, p: float, reps: int) -> dict:
         return torch.autograd.grad(out, [x] + params, grad)
 
     names = ("nn.MultiheadAttention", "lstm_fused:cpu", "lstm_fused:reference")
-    samples = {name: [] for name in names}
-    for _ in range(3):  # warm-up
-        for name in names:
-            run(name)
-    for _ in range(reps):
-        for name in names:
-            start = time.perf_counter()
-            run(name)
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
+    return interleaved_medians({name: (lambda name=name: run(name)) for name in names}, reps,
+                               warmup=3)
 
 
 def main(argv=None) -> None:

@@ -13,7 +13,7 @@ import gc
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -34,6 +34,24 @@ def percentiles(samples_ms: List[float]) -> Tuple[float, float, float]:
         return samples_ms[0], samples_ms[0], samples_ms[0]
     q = statistics.quantiles(samples_ms, n=10, method="inclusive")  # deciles
     return q[1], statistics.median(samples_ms), q[7]
+
+
+def interleaved_medians(calls: Dict[str, Callable[[], object]], reps: int,
+                        warmup: int) -> Dict[str, float]:
+    """Median wall time in ms of each callable (the upper median for an even count), timed
+    call by call in turn so that a slow spell of a shared CPU hits them all alike: `warmup`
+    untimed rounds, then `reps` timed ones. For the side-by-side scripts (bench.cpu_loops,
+    bench.mhsa_dropout, bench.attentive_interleaved)."""
+    samples: Dict[str, List[float]] = {name: [] for name in calls}
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    for _ in range(reps):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
 
 
 def _sync(device: torch.device) -> None:
