@@ -291,6 +291,35 @@ def _dot_args(dtype):
     return dot_fp32, "ieee"
 
 
+def _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y=None, gates=None,
+                    cells=None, pool=None):
+    """One launch of lstm_sequence_forward_kernel. y None: not written; gates / cells None:
+    nothing saved; pool None, or (proj_weight, proj_bias or None, v, qproj or None, scores,
+    context, lse) for the pooled last layer (POOL)."""
+    T, B, D, G = gx.shape
+    H, R = G // 4, h0.shape[2]
+    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gx.dtype)
+    dot_fp32, precision = _dot_args(gx.dtype)
+    dummy = h0  # for the pointers a call does not use
+
+    def ptr(t):
+        return dummy if t is None else t
+
+    proj_weight, proj_bias, v, qproj, scores, context, lse = pool or (None,) * 7
+    A = proj_weight.shape[0] if pool else 0
+    lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
+        gx, h0, c0, w_hh, ptr(w_hr), ptr(w_peep), ptr(lengths),
+        ptr(y), h_n, c_n, ptr(gates), ptr(cells),
+        ptr(proj_weight), ptr(proj_bias), ptr(v), ptr(qproj), ptr(scores), ptr(context),
+        ptr(lse), T, B, H, R, A,
+        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None,
+        SAVE=gates is not None, WRITE_Y=y is not None, POOL=pool is not None,
+        HAS_PB=proj_bias is not None, HAS_Q=qproj is not None,
+        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
+        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, BLOCK_A=dot_block(A),
+        num_warps=num_warps)
+
+
 def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     """Forward of one layer in one launch. Arguments and results as lstm_cell.step_forward:
     gx (T, B, D, G), h0 (D, B, R), c0 (D, B, H), w_hh (D, G, R), w_hr (D, P, H) or None,
@@ -304,18 +333,7 @@ def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     c_n = new_output((D, B, H), gx)
     gates = new_output((D, T, B, G), gx) if save else None
     cells = new_output((D, T, B, H), gx) if save else None
-    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gx.dtype)
-    dot_fp32, precision = _dot_args(gx.dtype)
-    dummy = h0
-    lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
-        gx, h0, c0, w_hh, w_hr if w_hr is not None else dummy,
-        w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
-        y, h_n, c_n, gates if save else y, cells if save else y,
-        dummy, dummy, dummy, dummy, dummy, dummy, dummy, T, B, H, R, 0,
-        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None, SAVE=save,
-        WRITE_Y=True, POOL=False, HAS_PB=False, HAS_Q=False,
-        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
-        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, BLOCK_A=16, num_warps=num_warps)
+    _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y, gates, cells)
     return y, h_n, c_n, gates, cells
 
 
@@ -326,26 +344,14 @@ def sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_wei
     proj_bias (A,) or None, v (A,), qproj (B, A) or None ->
     context (B, R), alpha (B, T), lse (B,), h_n (1, B, R), c_n (1, B, H)."""
     T, B, D, G = gx.shape
-    H, R, A = G // 4, h0.shape[2], proj_weight.shape[0]
+    H, R = G // 4, h0.shape[2]
     h_n = new_output((D, B, R), gx)
     c_n = new_output((D, B, H), gx)
     scores = new_output((B, T), gx, dtype=acc_dtype(gx.dtype))
     context = new_output((B, R), gx)
     lse = new_output((B,), gx, dtype=acc_dtype(gx.dtype))
-    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gx.dtype)
-    dot_fp32, precision = _dot_args(gx.dtype)
-    dummy = h0
-    lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
-        gx, h0, c0, w_hh, w_hr if w_hr is not None else dummy,
-        w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
-        dummy, h_n, c_n, dummy, dummy,
-        proj_weight, proj_bias if proj_bias is not None else dummy, v,
-        qproj if qproj is not None else dummy, scores, context, lse, T, B, H, R, A,
-        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None, SAVE=False,
-        WRITE_Y=False, POOL=True, HAS_PB=proj_bias is not None, HAS_Q=qproj is not None,
-        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
-        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, BLOCK_A=dot_block(A),
-        num_warps=num_warps)
+    _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n,
+                    pool=(proj_weight, proj_bias, v, qproj, scores, context, lse))
     # alpha from the raw scores: positions never written (padding) are masked out here.
     steps = torch.arange(T, device=gx.device)
     valid = steps[None, :] < (lengths[:, None] if lengths is not None else T)
