@@ -2,7 +2,9 @@
 and a switch that makes every uninitialised allocation NaN (so an output element a kernel
 forgets to write fails the comparison)."""
 import contextlib
+import os
 
+import pytest
 import torch
 from torch.utils import deterministic
 
@@ -36,6 +38,32 @@ def nan_filled_empty():
     finally:
         torch.use_deterministic_algorithms(old_det)
         deterministic.fill_uninitialized_memory = old_fill
+
+
+def triton_device():
+    """Where the Triton kernels run: "cuda", or "cpu" under Triton's interpreter; skips the
+    test when Triton is missing, or when there is neither a GPU nor the interpreter."""
+    pytest.importorskip("triton", reason="Triton is not installed")
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no GPU and TRITON_INTERPRET is not 1")
+    return "cpu"
+
+
+def spy_calls(monkeypatch, cls, method):
+    """Wraps cls.method; returns the list that records, per call, whether it returned a value
+    (not None)."""
+    calls = []
+    original = getattr(cls, method)
+
+    def spy(self, *args):
+        out = original(self, *args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(cls, method, spy)
+    return calls
 
 
 TOL = {

@@ -4,15 +4,14 @@ the float64 reference (reference.lstm_layer, then reference.attention_pooling). 
 and random ones, padded input poisoned with NaN / inf, every fresh allocation NaN-filled, chunk
 sizes that split T unevenly, each CPU time loop; opcheck; the module takes this path in
 inference and gives the numbers of its training path."""
-import os
-
 import pytest
 import torch
 
 import lstm_fused
 from lstm_fused import reference
 from lstm_fused.backends import native
-from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, poison_padding
+from attention_helpers import (TOL, lengths_with_edges, nan_filled_empty, poison_padding,
+                               spy_calls, triton_device)
 
 FP32_TOL = dict(atol=1e-5, rtol=1e-4)
 
@@ -145,15 +144,7 @@ def test_cpu_opcheck():
 def test_module_inference_takes_the_fused_op(monkeypatch, query):
     """In no_grad the module calls the CPU backend's fused op (and never writes the last
     layer's output); its results equal the training path's (layer, then pooling)."""
-    calls = []
-    original = native.CPULSTM.attentive_inference
-
-    def spy(self, *args):
-        out = original(self, *args)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(native.CPULSTM, "attentive_inference", spy)
+    calls = spy_calls(monkeypatch, native.CPULSTM, "attentive_inference")
     torch.manual_seed(4)
     T, B, I, H, A, Q = 13, 5, 4, 8, 6, 3
     model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=2, query_size=Q if query else 0,
@@ -173,15 +164,6 @@ def test_module_inference_takes_the_fused_op(monkeypatch, query):
 
 # ------------------------------------------------------------------------------------ Triton
 
-def _triton_device():
-    pytest.importorskip("triton", reason="Triton is not installed")
-    if torch.cuda.is_available():
-        return "cuda"
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no GPU and TRITON_INTERPRET is not 1")
-    return "cpu"
-
-
 TRITON_CASES = [
     # (T, B, I, H, P, A, peephole, query)
     (7, 5, 3, 6, 0, 4, False, True),
@@ -192,7 +174,7 @@ TRITON_CASES = [
 @pytest.mark.parametrize("case", TRITON_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_triton_op_matches_reference(case, dtype):
-    device = _triton_device()
+    device = triton_device()
     from lstm_fused.triton_kernels import lstm_layer, tuning  # noqa: F401  (defines the op)
 
     T, B, I, H, P, A, peephole, query = case
@@ -205,7 +187,7 @@ def test_triton_op_matches_reference(case, dtype):
 
 
 def test_triton_op_without_bias_or_lengths_and_empty():
-    device = _triton_device()
+    device = triton_device()
     from lstm_fused.triton_kernels import lstm_layer  # noqa: F401  (defines the op)
 
     op = torch.ops.lstm_fused.triton_attentive_lstm_inference
@@ -226,18 +208,10 @@ def test_triton_op_without_bias_or_lengths_and_empty():
 
 
 def test_triton_module_inference_matches_training_path(monkeypatch):
-    device = _triton_device()
+    device = triton_device()
     from lstm_fused.backends import triton as triton_backend
 
-    calls = []
-    original = triton_backend.TritonLSTM.attentive_inference
-
-    def spy(self, *args):
-        out = original(self, *args)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(triton_backend.TritonLSTM, "attentive_inference", spy)
+    calls = spy_calls(monkeypatch, triton_backend.TritonLSTM, "attentive_inference")
     torch.manual_seed(6)
     T, B, I, H, A = 6, 4, 3, 5, 4
     model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=2, backend="triton").to(device)

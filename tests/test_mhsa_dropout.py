@@ -4,14 +4,12 @@ interpreter without a GPU) and the reference (reference_mhsa.dropout_keep_mask).
 checked against the float64 reference that applies that mask, forward and backward, with
 lengths 0, 1, T and NaN padding; gradcheck; the mask's rate and the output's mean over seeds;
 the module in training against backend="reference" with the same torch seed."""
-import os
-
 import pytest
 import torch
 
 from lstm_fused import backends, reference_mhsa
 from lstm_fused.mhsa import MultiheadSelfAttention
-from attention_helpers import TOL, lengths_with_edges, nan_filled_empty
+from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, triton_device
 
 FP32_TOL = dict(atol=1e-5, rtol=1e-4)
 # The operators take the seed as a one-element int64 tensor; both halves of it matter.
@@ -151,20 +149,11 @@ def test_module_training_matches_reference_backend(need_weights):
 
 # ------------------------------------------------------------------------------------ Triton
 
-def _triton_device():
-    pytest.importorskip("triton", reason="Triton is not installed")
-    if torch.cuda.is_available():
-        return "cuda"
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no GPU and TRITON_INTERPRET is not 1")
-    return "cpu"
-
-
 @pytest.mark.parametrize("dtype,seed", [(torch.float32, SEED), (torch.float16, SEED),
                                         (torch.float32, torch.tensor(1)),
                                         (torch.float32, torch.tensor(1 << 32))])
 def test_triton_kernel_matches_reference(dtype, seed):
-    device = _triton_device()
+    device = triton_device()
     import lstm_fused.backends.mhsa  # noqa: F401  (defines the Triton operators)
 
     _check_op(torch.ops.lstm_fused.mhsa_forward_triton,
