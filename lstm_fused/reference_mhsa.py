@@ -57,9 +57,15 @@ def _mix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
+def dropout_threshold(dropout_p: float) -> int:
+    """round(p * 2^24) as C++'s llround does for p >= 0: a weight is dropped when its 24 random
+    bits fall below it (csrc/attention_dropout.h)."""
+    return math.floor(dropout_p * 16777216.0 + 0.5)
+
+
 def keep_scale(dropout_p: float) -> float:
     """The factor of a kept weight: one over the exact keep rate (csrc/attention_dropout.h)."""
-    threshold = math.floor(dropout_p * 16777216.0 + 0.5)
+    threshold = dropout_threshold(dropout_p)
     return 16777216.0 / (16777216.0 - threshold) if threshold < (1 << 24) else 0.0
 
 
@@ -72,7 +78,7 @@ def dropout_keep_mask(seed, B: int, N: int, T: int, dropout_p: float,
     compute the same function): weight (b, n, i, j) is kept iff
     mix32(mix32(mix32(row ^ seed_lo) ^ seed_hi) ^ (j * 0x9E3779B9)) >> 8 >= round(p * 2^24),
     row = (b * N + n) * T + i modulo 2^32."""
-    threshold = math.floor(dropout_p * 16777216.0 + 0.5)
+    threshold = dropout_threshold(dropout_p)
     if isinstance(seed, torch.Tensor):  # tensor ops only: traceable by torch.compile
         seed = seed.reshape(()).to(device=device, dtype=torch.int64)
     seed_lo, seed_hi = seed & _M32, (seed >> 32) & _M32

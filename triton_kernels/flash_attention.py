@@ -29,13 +29,15 @@ and flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed,
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+
+from lstm_fused.reference_mhsa import dropout_threshold
+from lstm_fused.reference_mhsa import keep_scale as dropout_keep_scale
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -258,8 +260,7 @@ def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
         raise ValueError("flash_attention: dropout_p > 0 needs seed, a one-element int64 CPU "
                          "tensor")
     s = int(seed.item())
-    threshold = math.floor(dropout_p * 16777216.0 + 0.5)  # llround for p >= 0
-    keep_scale = 16777216.0 / (16777216.0 - threshold) if threshold < (1 << 24) else 0.0
+    threshold, keep_scale = dropout_threshold(dropout_p), dropout_keep_scale(dropout_p)
     return _int32(s & 0xFFFFFFFF), _int32((s >> 32) & 0xFFFFFFFF), threshold, keep_scale
 
 
