@@ -31,10 +31,6 @@
 //   a GPU (it was written and compile-checked on a machine without one).
 #include <ATen/ATen.h>
 #include <torch/library.h>
-#if !defined(LSTM_FUSED_CUDA_EMULATION)
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 #include <cstdlib>
 #include <cstring>
@@ -175,12 +171,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
     const OptTensor& lengths) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
   check_cuda_call(x);
-#if defined(LSTM_FUSED_CUDA_EMULATION)
-  const cudaStream_t stream = nullptr;  // emulated launches run in order on the CPU
-#else
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-#endif
+  const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
+  const cudaStream_t stream = scope.stream();
   const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
   const auto opts = x.options();
   // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
@@ -322,12 +314,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const LSTMLayerSizes s = check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
                                                w_hr, w_peep, lengths, y, gates, cells);
   check_cuda_call(x);
-#if defined(LSTM_FUSED_CUDA_EMULATION)
-  const cudaStream_t stream = nullptr;  // emulated launches run in order on the CPU
-#else
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
-#endif
+  const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
+  const cudaStream_t stream = scope.stream();
   const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
   const auto opts = x.options();
   const bool proj = s.P > 0;
