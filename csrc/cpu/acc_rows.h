@@ -57,6 +57,15 @@ T dot(const T* a, const T* b, int64_t n) {
                                      [](V x, V y) { return x + y; }, a, b, n);
 }
 
+// The additive-attention score of one step: v . tanh(p + u) over A elements (p the step's
+// W_h h_t + b, u the projected query or zeros).
+template <typename T>
+T additive_score(const T* p, const T* u, const T* v, int64_t A) {
+  using V = at::vec::Vectorized<T>;
+  return at::vec::map3_reduce_all<T>([](V pp, V uu, V vv) { return vv * (pp + uu).tanh(); },
+                                     [](V x, V y) { return x + y; }, p, u, v, A);
+}
+
 // out (D) = sum_t w[t] X[t] over n rows of D elements, ld apart: register blocks of 4 vectors
 // of D, each summed over all rows before it is stored.
 template <typename T>

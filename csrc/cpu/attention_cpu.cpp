@@ -294,9 +294,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
         const acc_t* P = rows_as_acc(proj + b * pb, pt, n, A, w.proj, &ldp);
         acc_t* e = w.e.data();
         for (int64_t t = 0; t < n; ++t) {
-          e[t] = at::vec::map3_reduce_all<acc_t>(
-              [](V p, V u, V vv) { return vv * (p + u).tanh(); },
-              [](V s, V y) { return s + y; }, P + t * ldp, w.u.data(), v, A);
+          e[t] = additive_score(P + t * ldp, w.u.data(), v, A);
         }
         acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
         if (n > 0) {

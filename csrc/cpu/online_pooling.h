@@ -116,9 +116,7 @@ class OnlinePooling {
         scalar_t* e = scores + b * T + t0;
         scalar_t top = m[b];
         for (int64_t i = 0; i < valid; ++i) {
-          e[i] = at::vec::map3_reduce_all<scalar_t>(
-              [](V p, V uu, V vv) { return vv * (p + uu).tanh(); },
-              [](V x, V y) { return x + y; }, proj + (i * B + b) * A, u + b * A, v, A);
+          e[i] = additive_score(proj + (i * B + b) * A, u + b * A, v, A);
           top = std::max(top, e[i]);
         }
         // exp(-inf - finite) = 0: the first block rescales nothing.
