@@ -89,7 +89,9 @@ def _extension():
 
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
-    cxx += ["-std=c++17", "-fopenmp"]
+    # No -std here: torch.utils.cpp_extension adds the standard the installed torch's headers
+    # need (C++20 for torch 2.11 to 2.14), to the g++ and the nvcc flags alike.
+    cxx += ["-fopenmp"]
     define_macros = []
     cxx += _ISA_FLAGS[isa]
     if isa != "default":
@@ -99,7 +101,7 @@ def _extension():
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         define_macros.append(("LSTM_FUSED_WITH_CUDA", "1"))
         extra["nvcc"] = (["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]) + [
-            "-std=c++17", "--expt-relaxed-constexpr", "-U__CUDA_NO_HALF_OPERATORS__",
+            "--expt-relaxed-constexpr", "-U__CUDA_NO_HALF_OPERATORS__",
             "-U__CUDA_NO_HALF_CONVERSIONS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
         ] + _cuda_arch_flags()
         ext_cls = CUDAExtension
