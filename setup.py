@@ -134,5 +134,7 @@ setup(
         "triton": ["triton"],
         "test": ["pytest", "hypothesis", "numpy", "expecttest"],
         "bench": ["matplotlib", "tqdm"],
+        "onnx": ["onnx", "onnxscript", "onnxruntime"],
+        "examples": ["statsmodels", "scikit-learn", "matplotlib", "tqdm"],
     },
 )
