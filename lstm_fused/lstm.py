@@ -193,7 +193,7 @@ class LSTM(nn.Module):
                                  c0[layer * D:(layer + 1) * D], w_ih, w_hh, bias, w_hr, w_peep,
                                  lengths, backend=self.backend)
             if self.dropout > 0 and self.training and layer < L - 1:
-                y = F.dropout(y, p=self.dropout, training=True)
+                y = _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
             h_n.append(h)
             c_n.append(c)
             layer_input = y
@@ -224,6 +224,27 @@ class LSTM(nn.Module):
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         return h0, c0
+
+
+def _dropout_like_nn_lstm(y: torch.Tensor, p: float, packed: Optional[PackedSequence]):
+    """Dropout between layers with the random numbers nn.LSTM draws on the CPU for the same seed.
+
+    ATen's LSTM (native and oneDNN paths alike) calls at::dropout(layer_output, p, train=True)
+    on the layer output as it holds it: (T, B, D*R) contiguous for a padded input (batch_first is
+    transposed away before the layers), or the packed data (N, D*R) of a PackedSequence. The mask
+    is a function of that layout, so for a packed input it is drawn on the packed layout (one
+    F.dropout of ones: exactly at::dropout's noise, bernoulli(1-p) / (1-p)) and laid back onto
+    y's padded (T, B, D*R) layout; y * noise is then what at::dropout computes, bit for bit,
+    forward and backward. On CUDA nn.LSTM runs cuDNN, whose dropout has its own generator state,
+    so no library outside cuDNN reproduces its masks; there the same at::dropout call is made.
+    """
+    if packed is None:
+        return F.dropout(y, p=p, training=True)
+    noise = F.dropout(y.new_ones((packed.data.shape[0], y.shape[-1])), p=p, training=True)
+    noise, _ = pad_packed_sequence(PackedSequence(noise, packed.batch_sizes, packed.sorted_indices,
+                                                  packed.unsorted_indices),
+                                   total_length=y.shape[0])
+    return y * noise
 
 
 def _repack(y: torch.Tensor, lengths: torch.Tensor, like: PackedSequence) -> PackedSequence:
