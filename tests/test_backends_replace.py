@@ -222,3 +222,26 @@ def test_replace_lstm_takes_subclasses_that_keep_nn_lstms_forward():
     assert isinstance(model[0], lstm_fused.LSTM)
     with pytest.raises(RuntimeError, match="allow_subclasses"):
         lstm_fused.replace_lstm(_OwnForward(3, 4))
+
+
+def test_replace_lstm_cell_keeps_hooks_parametrizations_and_sharing():
+    from torch.nn.utils import parametrize
+    torch.manual_seed(0)
+    cell = nn.LSTMCell(3, 4, dtype=torch.float64)
+    parametrize.register_parametrization(cell, "weight_hh", _Scale())
+    calls = []
+    cell.register_forward_hook(lambda m, args, out: calls.append(m))
+    ref = copy.deepcopy(cell)
+    model = nn.ModuleList([cell, nn.Sequential(cell)])
+    lstm_fused.replace_lstm(model)
+    fused = model[0]
+    assert isinstance(fused, lstm_fused.LSTMCell) and model[1][0] is fused
+    x = torch.randn(2, 3, dtype=torch.float64)
+    h, c = fused(x)
+    h_r, c_r = ref(x)
+    torch.testing.assert_close(h, h_r, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(c, c_r, rtol=1e-10, atol=1e-12)
+    assert calls[0] is fused  # ref's deepcopied hook appends ref, after
+    g = torch.autograd.grad(h.sum(), [fused.parametrizations.weight_hh.original])[0]
+    g_r = torch.autograd.grad(h_r.sum(), [ref.parametrizations.weight_hh.original])[0]
+    torch.testing.assert_close(g, g_r, rtol=1e-9, atol=1e-11)
