@@ -7,6 +7,12 @@ from __future__ import annotations
 import torch
 
 
+class ShapeError(ValueError, AssertionError):
+    """A shape that does not fit, where the torch.nn module replaced checks it with `assert`
+    (nn.MultiheadAttention): `except ValueError` and nn's `except AssertionError` both catch it
+    (as numpy's AxisError is both a ValueError and an IndexError)."""
+
+
 def _shape(t) -> str:
     return "(" + ", ".join(str(s) for s in t.shape) + ")"
 
