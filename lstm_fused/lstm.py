@@ -182,7 +182,7 @@ class LSTM(nn.Module):
         """input (T, B, I) or (B, T, I), or the (N, I) data of a PackedSequence when batch_sizes
         is given. A dtype other than the weights' raises ValueError (not under autocast), a
         wrong number of dimensions or features RuntimeError, as in nn.LSTM."""
-        weight = self._flat_weights[0]
+        weight = getattr(self, self._flat_weights_names[0])  # nn.LSTM's _flat_weights[0]
         if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
             raise ValueError(f"LSTM: input has dtype {input.dtype}, expected {weight.dtype} (the "
                              f"dtype of the module's parameters): convert the input with "

@@ -1,6 +1,7 @@
 """replace_lstm: swap every nn.LSTM / nn.LSTMCell inside a model for the fused module."""
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Tuple
 
 from torch import nn
@@ -66,9 +67,11 @@ def _fused_twin(old: nn.Module, backend: str) -> nn.Module:
     submodules and hooks; built on the meta device so no memory is allocated for weights that
     are replaced at once."""
     if isinstance(old, nn.LSTM):
-        new = LSTM(old.input_size, old.hidden_size, old.num_layers, old.bias, old.batch_first,
-                   old.dropout, old.bidirectional, old.proj_size, device="meta",
-                   backend=backend)
+        with warnings.catch_warnings():  # nn.LSTM warned already of dropout with one layer
+            warnings.simplefilter("ignore", UserWarning)
+            new = LSTM(old.input_size, old.hidden_size, old.num_layers, old.bias,
+                       old.batch_first, old.dropout, old.bidirectional, old.proj_size,
+                       device="meta", backend=backend)
     else:
         new = LSTMCell(old.input_size, old.hidden_size, old.bias, device="meta", backend=backend)
     parametrized = list(old.parametrizations) if parametrize.is_parametrized(old) else []

@@ -245,3 +245,13 @@ def test_replace_lstm_cell_keeps_hooks_parametrizations_and_sharing():
     g = torch.autograd.grad(h.sum(), [fused.parametrizations.weight_hh.original])[0]
     g_r = torch.autograd.grad(h_r.sum(), [ref.parametrizations.weight_hh.original])[0]
     torch.testing.assert_close(g, g_r, rtol=1e-9, atol=1e-11)
+
+
+def test_replace_lstm_does_not_repeat_nn_lstms_warning():
+    with pytest.warns(UserWarning):
+        lstm = nn.LSTM(3, 4, dropout=0.5)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused = lstm_fused.replace_lstm(lstm)
+    assert fused.dropout == 0.5
