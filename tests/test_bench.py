@@ -94,6 +94,7 @@ def test_smoke_run_times_lstm_fused_cpu_against_nn_lstm(smoke_run):
 
 
 def test_plot_command_draws_pngs_from_written_results(smoke_run, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (for bench.plot) is not installed")
     rc = bench_plot.main([str(smoke_run), "--out", str(tmp_path)])
     assert rc == 0
     pngs = sorted(tmp_path.glob("*.png"))
@@ -104,6 +105,7 @@ def test_plot_command_draws_pngs_from_written_results(smoke_run, tmp_path):
 
 
 def test_plot_reports_when_nothing_to_plot(tmp_path, smoke_run):
+    pytest.importorskip("matplotlib", reason="matplotlib (for bench.plot) is not installed")
     rows = json.loads(_files(smoke_run)[1].read_text())
     rows["rows"] = [r for r in rows["rows"] if r["case"] == "masked_softmax"]
     one = tmp_path / "one.json"
@@ -224,6 +226,7 @@ def test_percentiles_and_normalised_error():
 
 
 def test_pytest_benchmark_set_runs_on_the_cpu():
+    pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "pytest", "bench/test_pytest_benchmark.py",
                            "-q", "--benchmark-disable", "-p", "no:cacheprovider", "-x",

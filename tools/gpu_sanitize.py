@@ -270,8 +270,10 @@ def main(argv=None) -> int:
           f"{lstm_fused.available_backends()}", flush=True)
     counts = {b: {"ok": 0, "refused": 0, "FAIL": 0} for b in backends}
     start = time.perf_counter()
-    for backend in backends:           # each backend's calls on their own graphs
-        for dtype_name in dtypes:
+    # dtype by dtype, so that a run stopped by its timeout has checked every backend in the
+    # first dtype; each call of each backend on its own graph
+    for dtype_name in dtypes:
+        for backend in backends:
             for k, (name, builder, differentiate, only, env) in enumerate(CALLS):
                 if only is not None and backend not in only:
                     continue

@@ -229,7 +229,8 @@ export -f stage_build
 
 stage_tests() {  # $1: "collect" for the dry run
   local extra=()
-  "$PY" -c "import xdist" 2>/dev/null && extra+=(-n 4)
+  # 8 workers: the Triton kernels compile on the CPU, in parallel across workers
+  "$PY" -c "import xdist" 2>/dev/null && extra+=(-n 8)
   "$PY" -c "import pytest_timeout" 2>/dev/null && extra+=(--timeout=120)
   [ "${1:-}" = "collect" ] && extra=(--collect-only)
   set -x
