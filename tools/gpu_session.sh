@@ -7,6 +7,9 @@
 #   second call, the benchmark only (the build is skipped when the carried one loads):
 #     run(command="bash tools/gpu_session.sh bench", carry=[".whl", "lstm_fused/<_C .so>"],
 #         timeout_s=600)
+#   where <_C .so> is the _C.cpython-312-x86_64-linux-gnu.so the first call returned (gunzip
+#   it first if it came back as .so.gz), copied into lstm_fused/ of the checkout that is sent.
+#   Prefix LSTM_FUSED_GIT_COMMIT=<commit> to the command: the tree travels without .git.
 #
 # Stages, in this order (arguments: the stages to run; default all; "bench" alone also runs
 # info and, when no carried build loads, build):
@@ -104,7 +107,8 @@ CUDA_HOME_FOUND=$(find_cuda_home || true)
 # ---------------------------------------------------------------------------- stage runner
 # run_step NAME LOG CMD...: CMD under `timeout` (the smaller of its limit and what is left of
 # the budget), all its output appended to LOG ("-": this script's output, session.log);
-# records ok / failed (rc N) / timed out.
+# records ok / failed (rc N) / timed out. At the limit the step gets $STOP_SIGNAL (default
+# TERM; INT for pytest, which then still prints the failures seen so far), KILL 10 s later.
 run_step() {
   local name=$1 log=$2; shift 2
   [ "$log" = "-" ] && log=/dev/stdout
@@ -119,7 +123,7 @@ run_step() {
   local t0=$SECONDS
   echo "== $name: started $(date -u +%H:%M:%S), timeout ${limit} s"
   [ "$log" = /dev/stdout ] || echo "== $name: started $(date -u +%FT%TZ), timeout ${limit} s: $*" >> "$log"
-  timeout --kill-after=10 "$limit" "$@" >> "$log" 2>&1
+  timeout -s "${STOP_SIGNAL:-TERM}" --kill-after=10 "$limit" "$@" >> "$log" 2>&1
   local rc=$?
   case $rc in
     0) STATUS[$name]="ok" ;;
@@ -370,7 +374,7 @@ if wants tests; then
     ( stage_tests collect ) >> "$OUT/tests.log" 2>&1 ||
       STATUS[tests]="FAILED: the GPU test selection does not collect (tests.log)"
   else
-    run_step tests "$OUT/tests.log" bash -c stage_tests
+    STOP_SIGNAL=INT run_step tests "$OUT/tests.log" bash -c stage_tests
   fi
 fi
 
