@@ -374,10 +374,12 @@ needs_build() {  # reason to skip a stage that needs the CUDA build, or nothing
 
 if wants tests; then
   reason=$(needs_build)
-  if [ -n "$reason" ]; then
+  if [ -n "$DRY_REASON" ]; then
     skip tests "$OUT/tests.log" "$reason; collecting the GPU selection instead"
     ( stage_tests collect ) >> "$OUT/tests.log" 2>&1 ||
       STATUS[tests]="FAILED: the GPU test selection does not collect (tests.log)"
+  elif [ -n "$reason" ]; then
+    skip tests "$OUT/tests.log" "$reason"
   else
     STOP_SIGNAL=INT run_step tests "$OUT/tests.log" bash -c stage_tests
   fi
@@ -388,11 +390,14 @@ if wants sanitize; then
   export SANITIZER
   reason=$(needs_build)
   [ -z "$reason" ] && [ -z "$SANITIZER" ] && reason="compute-sanitizer not found"
-  if [ -n "$reason" ]; then
+  if [ -n "$DRY_REASON" ]; then
     skip memcheck "$OUT/sanitize.log" "$reason; the sanitizer script's dry run on the CPU instead"
     skip racecheck "$OUT/sanitize.log" "$reason"
     timeout 120 "$PY" tools/gpu_sanitize.py --dry >> "$OUT/sanitize.log" 2>&1 ||
       { STATUS[memcheck]="FAILED: tools/gpu_sanitize.py --dry failed (sanitize.log)"; }
+  elif [ -n "$reason" ]; then
+    skip memcheck "$OUT/sanitize.log" "$reason"
+    skip racecheck "$OUT/sanitize.log" "$reason"
   else
     run_step memcheck "$OUT/sanitize.log" bash -c stage_memcheck
     run_step racecheck "$OUT/sanitize.log" bash -c stage_racecheck
