@@ -2,16 +2,19 @@
 
     python -m bench                      # --quick: a few minutes on a 2-core CPU
     python -m bench --full               # the whole grid
+    python -m bench --headline           # the headline LSTM shape alone (B=16, T=1024, I=H=768)
     python -m bench --filter 'lstm/'     # cases whose family/mode/shape/dtype match a regex
     python -m bench --providers 'cpu|nn' # providers whose name matches (the baseline is kept)
     python -m bench --list               # print the cases and exit
 
-Results: bench/results/<device>/<UTC time>_<preset>.{csv,json} (or --out DIR); plots from them
-with `python -m bench.plot`. bench/README.md says how to read them.
+Results: bench/results/<device>/<UTC time>_<preset>.{csv,json} (or --out DIR, --name STEM),
+written row by row as they are measured; plots from them with `python -m bench.plot`.
+bench/README.md says how to read them.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import time
@@ -21,7 +24,7 @@ import torch
 
 from . import env
 from .cases import PRESETS, select
-from .report import add_speedups, table, write
+from .report import ResultWriter, add_speedups, table
 from .timing import TimingBudget
 from .workloads.base import Options
 
@@ -32,6 +35,8 @@ BUDGETS = {
                           max_time_s=2.0),
     "smoke": TimingBudget(warmup_s=0.0, warmup_calls=1, min_reps=3, min_time_s=0.0,
                           max_time_s=0.05),
+    "headline": TimingBudget(warmup_s=0.2, warmup_calls=2, min_reps=10, min_time_s=1.0,
+                             max_time_s=3.0),
     "full": TimingBudget(warmup_s=0.5, warmup_calls=3, min_reps=25, min_time_s=2.0,
                          max_time_s=10.0),
 }
@@ -47,14 +52,18 @@ def parse_args(argv=None):
                         help="every case of the grid (sweeps over B, T, H, L, D and dtypes)")
     preset.add_argument("--smoke", dest="preset", action="store_const", const="smoke",
                         help="tiny shapes of every case, minimal timing: checks the suite works")
+    preset.add_argument("--headline", dest="preset", action="store_const", const="headline",
+                        help="the headline LSTM (B=16, T=1024, I=H=768; bf16 and fp16 on CUDA)")
     p.set_defaults(preset="quick")
     p.add_argument("--filter", default=None, help="regex on family/mode/shape/dtype")
     p.add_argument("--providers", default=None, help="regex on provider names")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default=None, help="results folder (default bench/results/<device>)")
+    p.add_argument("--name", default=None,
+                   help="file stem of the results (default <UTC time>_<preset>)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="time torch.compile of the reference (default: on with --full, and "
-                        "with --quick on CUDA; compiling takes minutes on a small CPU)")
+                   help="time torch.compile of the reference (default: on with --full only; "
+                        "its compiles take minutes)")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--timer", choices=("events", "do_bench"), default="events",
                    help="on CUDA: CUDA events per call (default) or triton.testing.do_bench")
@@ -64,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads on the CPU (default: torch's choice); on a "
                         "machine shared with other work, 1 thread gives steadier timings")
+    p.add_argument("--provider-timeout", type=float, default=None, metavar="S",
+                   help="stop a provider whose build, check and timing of one case take over "
+                        "S seconds (reported as an error, not run in later cases)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="print the selected cases and exit")
@@ -84,15 +96,16 @@ def main(argv=None) -> int:
     if not cases:
         print(f"no case matches --filter {args.filter!r}", file=sys.stderr)
         return 2
-    budget = BUDGETS[args.preset]
+    budget = dataclasses.replace(BUDGETS[args.preset])  # a copy: the switches below change it
     if args.reps is not None:
         budget.min_reps = args.reps
     if args.min_time is not None:
         budget.min_time_s = args.min_time
     if args.max_time is not None:
         budget.max_time_s = args.max_time
-    compile_ref = args.compile if args.compile is not None else (
-        args.preset == "full" or device.type == "cuda")
+    # torch.compile of the reference only when asked for or with --full: its compiles take
+    # minutes, which a --quick run (or a lent GPU's few minutes) cannot spend.
+    compile_ref = args.compile if args.compile is not None else args.preset == "full"
     options = Options(compile=compile_ref, providers=args.providers)
 
     import lstm_fused
@@ -105,6 +118,7 @@ def main(argv=None) -> int:
     meta = dict(device=common["device"], device_slug=env.device_slug(device), preset=args.preset,
                 argv=sys.argv[1:] if argv is None else list(argv), started=stamp,
                 filter=args.filter, providers=args.providers, compile=compile_ref,
+                provider_timeout_s=args.provider_timeout,
                 timer=args.timer if device.type == "cuda" else "perf_counter",
                 budget=vars(budget), seed=args.seed, python=platform.python_version(),
                 platform=platform.platform(), lstm_fused_backends=lstm_fused.available_backends(),
@@ -118,21 +132,32 @@ def main(argv=None) -> int:
                    dynamic_ncols=True)
     except ImportError:  # tqdm is in tools/setup.sh; the suite still runs without it
         bar = None
+    writer = ResultWriter(out_dir, args.name or f"{stamp}_{args.preset}", meta)
+
+    def on_row(row):
+        writer.add(row)
+        print(_row_line(row), flush=True)
+
     runner = CaseRunner(device, options, budget, seed=args.seed, timer=args.timer, common=common,
-                        on_provider=(lambda name: bar.set_postfix_str(name)) if bar else None)
-    rows = []
+                        on_provider=(lambda name: bar.set_postfix_str(name)) if bar else None,
+                        on_row=on_row, provider_timeout_s=args.provider_timeout)
     t0 = time.perf_counter()
+    # Providers that compile at first use (Provider.late) run after all the others.
     for case in cases:
         if bar:
             bar.set_description(f"{case.family} {case.mode} {case.dtype}")
-        rows.extend(runner.run(case))
+        runner.run(case, late=False)
         if bar:
             bar.update(1)
+    for case in cases:
+        if runner.has_late(case):
+            runner.run(case, late=True)
     if bar:
         bar.close()
+    rows = writer.rows
     add_speedups(rows)
     meta.update(seconds=round(time.perf_counter() - t0, 1), load_average_end=env.load_average())
-    paths = write(rows, meta, out_dir, f"{stamp}_{args.preset}")
+    paths = writer.close()
     print(f"lstm_fused benchmark on {meta['device']} | torch {common['torch_version']} | "
           f"commit {common['git_commit']} | {args.preset} | {meta['seconds']} s | "
           f"load {meta['load_average_start']} -> {meta['load_average_end']}")
@@ -143,6 +168,16 @@ def main(argv=None) -> int:
         print(f"{len(bad)} provider/case pairs were wrong or raised: see the status column",
               file=sys.stderr)
     return 0
+
+
+def _row_line(r: dict) -> str:
+    """One line per measured row, printed as it comes (the log of a run that is stopped)."""
+    p50 = "" if r["p50_ms"] is None else f" p50 {r['p50_ms']:.3f} ms"
+    speed = "" if r["speedup"] is None else f" {r['speedup']:.2f}x"
+    err = "" if r["max_err"] is None else f" err {r['max_err']:.2g}"
+    note = f" ({r['note'][:200]})" if r["note"] and r["status"] != "ok" else ""
+    return (f"row: {r['case']} {r['mode']} [{r['shape']}] {r['dtype']} {r['provider']}: "
+            f"{r['status']}{p50}{speed}{err}{note}")
 
 
 if __name__ == "__main__":

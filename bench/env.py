@@ -58,18 +58,20 @@ def versions() -> dict:
 
 
 def git_commit() -> str:
-    """HEAD of the repository the suite runs from, '+dirty' when tracked files changed."""
+    """HEAD of the repository the suite runs from, '+dirty' when tracked files changed; where
+    the tree has no git history (a copy sent to a GPU machine), $LSTM_FUSED_GIT_COMMIT."""
+    fallback = os.environ.get("LSTM_FUSED_GIT_COMMIT", "")
     try:
         head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
                               capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
-            return ""
+            return fallback
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
                                 "--untracked-files=no"], capture_output=True, text=True,
                                timeout=10)
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return ""
+        return fallback
 
 
 def load_average() -> str:

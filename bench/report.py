@@ -45,8 +45,46 @@ def add_speedups(rows: List[dict]) -> None:
             r["speedup"] = b / r["p50_ms"]
 
 
+class ResultWriter:
+    """Rows to out_dir/stem.csv and out_dir/stem.json as they are measured.
+
+    The CSV gets each row appended and flushed at once; the JSON ({"meta", "columns", "rows"})
+    is rewritten whole (through a temporary file, so it is never half written) after each row.
+    A run stopped midway (a timeout on a lent GPU) leaves every row measured before the stop.
+    """
+
+    def __init__(self, out_dir: Path, stem: str, meta: dict):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.paths = {"csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json"}
+        self.meta, self.rows = meta, []
+        self._csv = open(self.paths["csv"], "w", newline="")
+        self._writer = csv.DictWriter(self._csv, fieldnames=COLUMNS)
+        self._writer.writeheader()
+        self._csv.flush()
+        self._write_json()
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self._writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        self._csv.flush()
+        self._write_json()
+
+    def close(self, **meta_updates) -> Dict[str, Path]:
+        self.meta.update(meta_updates)
+        self._write_json()
+        self._csv.close()
+        return self.paths
+
+    def _write_json(self) -> None:
+        tmp = self.paths["json"].with_suffix(".json.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"meta": self.meta, "columns": COLUMNS, "rows": self.rows}, f, indent=1)
+        tmp.replace(self.paths["json"])
+
+
 def write(rows: List[dict], meta: dict, out_dir: Path, stem: str) -> Dict[str, Path]:
-    """rows -> out_dir/stem.csv and out_dir/stem.json ({"meta": ..., "columns": ..., "rows": ...})."""
+    """rows -> out_dir/stem.csv and out_dir/stem.json at once (ResultWriter writes them as the
+    rows come)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
     with open(csv_path, "w", newline="") as f:

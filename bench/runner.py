@@ -5,11 +5,17 @@ between calls so caches do not flatter); the reference runs once in float64 on s
 provider is built from the same state in the case's dtype, checked on set 0 (outputs and, for
 fwd+bwd / train, the gradients of every input and parameter for one fixed random output
 gradient), and only when the check passes is its peak memory measured and its time taken.
+
+Each row goes to the `on_row` callback as soon as it is made (the results files are written
+row by row). The baseline provider of a case runs first, so every later row of the case gets
+its speedup at once. With a provider timeout, one provider (its build, check and timing) that
+runs longer is stopped and reported as an error, and not run again in later cases.
 """
 from __future__ import annotations
 
 import math
 import re
+import signal
 import time
 import zlib
 from typing import Callable, Dict, List, Optional, Tuple
@@ -20,7 +26,7 @@ from .cases import Case
 from .report import make_row
 from .timing import TimingBudget, measure, peak_memory_mb
 from .workloads import WORKLOADS
-from .workloads.base import DTYPES, Absent, Impl, Options, Unsupported, Workload
+from .workloads.base import DTYPES, Absent, Impl, Options, Provider, Unsupported, Workload
 
 # Normalised tolerance of the check: max |got - want| / max |want| over every compared tensor.
 # float32 on CUDA allows TF32 (cuDNN uses it by default). A wrong answer is O(0.1) or more.
@@ -37,9 +43,17 @@ def tolerance(dtype: str, device: torch.device) -> float:
     return TOLERANCE[dtype]
 
 
+class ProviderTimeout(BaseException):
+    """A provider ran past the runner's provider_timeout_s. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way (the suite's own, torch's)
+    swallows it."""
+
+
 def classify(exc: BaseException) -> Tuple[str, str]:
     """(status, note) of an exception raised while building or running a provider."""
     msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    if isinstance(exc, ProviderTimeout):
+        return "error", str(exc)
     if isinstance(exc, Absent):
         return "absent", str(exc)
     if isinstance(exc, Unsupported):
@@ -146,20 +160,68 @@ def compare(got, want, masks) -> Tuple[float, str]:
     return worst, where
 
 
+class _Deadline:
+    """SIGALRM-based time limit of a block (main thread, POSIX); None or 0: no limit.
+
+    The exception is raised in Python code, so a long call into C++ or CUDA ends first; a
+    compile run as a subprocess (torch.utils.cpp_extension, Triton) is interrupted."""
+
+    def __init__(self, seconds: Optional[float], what: str):
+        self.seconds, self.what = seconds, what
+        self.armed = bool(seconds) and hasattr(signal, "setitimer")
+
+    def _fire(self, signum, frame):
+        raise ProviderTimeout(f"{self.what} ran past {self.seconds:g} s (the provider "
+                              f"timeout): stopped, and not run again in later cases")
+
+    def __enter__(self):
+        if self.armed:
+            self._old = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc):
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old)
+        return False
+
+
 class CaseRunner:
     def __init__(self, device: torch.device, options: Options, budget: TimingBudget,
                  seed: int = 0, timer: str = "events", common: Optional[dict] = None,
-                 on_provider: Optional[Callable[[str], None]] = None):
+                 on_provider: Optional[Callable[[str], None]] = None,
+                 on_row: Optional[Callable[[dict], None]] = None,
+                 provider_timeout_s: Optional[float] = None):
         self.device, self.options, self.budget = device, options, budget
         self.seed, self.timer, self.common = seed, timer, common or {}
         self.on_provider = on_provider or (lambda name: None)
+        self.on_row = on_row or (lambda row: None)
+        self.provider_timeout_s = provider_timeout_s
+        self.baseline_ms: Dict[str, float] = {}   # case key -> the baseline's p50
+        self.timed_out: set = set()               # providers stopped by the timeout
 
-    def run(self, case: Case) -> List[dict]:
+    def providers(self, case: Case) -> Tuple[Workload, List[Provider]]:
+        """The case's workload and its providers after --providers, the baseline first."""
         wl: Workload = WORKLOADS[case.family]
         providers = wl.providers(case, self.device, self.options)
         if self.options.providers:
             rx = re.compile(self.options.providers)
             providers = [p for p in providers if rx.search(p.name) or p.name == wl.baseline]
+        return wl, sorted(providers, key=lambda p: p.name != wl.baseline)
+
+    def has_late(self, case: Case) -> bool:
+        return any(p.late for p in self.providers(case)[1])
+
+    def run(self, case: Case, late: Optional[bool] = None) -> List[dict]:
+        """Rows of the case's providers: all of them (late=None), only the early ones
+        (late=False: the baseline always among them) or only the late ones (late=True)."""
+        wl, providers = self.providers(case)
+        if late is not None:
+            providers = [p for p in providers
+                         if p.late == late and not (late and p.name == wl.baseline)]
+        if not providers:
+            return []
         gen = torch.Generator().manual_seed(self.seed * 1000003 + zlib.crc32(case.key.encode()))
         state = wl.make_state(case, gen)
         first = wl.make_inputs(case, gen)
@@ -188,15 +250,39 @@ class CaseRunner:
         rows = []
         for provider in providers:
             self.on_provider(provider.name)
-            rows.append(self._provider_row(case, wl, provider, state, sets, gys, want, masks))
+            row = self._guarded_row(case, wl, provider, state, sets, gys, want, masks)
+            if row["provider"] == wl.baseline and row["status"] == "ok":
+                self.baseline_ms[case.key] = row["p50_ms"]
+            base = self.baseline_ms.get(case.key)
+            if row["status"] == "ok" and base and row["p50_ms"]:
+                row["speedup"] = base / row["p50_ms"]
+            rows.append(row)
+            self.on_row(row)
         return rows
+
+    def _guarded_row(self, case, wl, provider, state, sets, gys, want, masks) -> dict:
+        """_provider_row under the provider timeout; a provider stopped once is not rerun."""
+        if provider.name in self.timed_out:
+            return make_row(status="error", note="not run: it ran past the provider timeout "
+                            "in an earlier case", **self._base_row(case, wl, provider))
+        try:
+            with _Deadline(self.provider_timeout_s, provider.name):
+                return self._provider_row(case, wl, provider, state, sets, gys, want, masks)
+        except ProviderTimeout as exc:
+            self.timed_out.add(provider.name)
+            status, note = classify(exc)
+            return make_row(status=status, note=note, **self._base_row(case, wl, provider))
+
+    def _base_row(self, case, wl, provider) -> dict:
+        return dict(provider=provider.name, case=case.family, mode=case.mode,
+                    shape=case.shape_str, dtype=case.dtype, baseline=wl.baseline,
+                    tol=tolerance(case.dtype, self.device),
+                    timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.common)
 
     def _provider_row(self, case, wl, provider, state, sets, gys, want, masks) -> dict:
         dtype, device = DTYPES[case.dtype], self.device
         tol = tolerance(case.dtype, device)
-        row = dict(provider=provider.name, case=case.family, mode=case.mode,
-                   shape=case.shape_str, dtype=case.dtype, baseline=wl.baseline, tol=tol,
-                   timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.common)
+        row = self._base_row(case, wl, provider)
         try:
             impl = provider.build(case, state, dtype, device)
         except Exception as exc:  # reported in the row: one provider never stops the suite

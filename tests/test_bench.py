@@ -16,8 +16,9 @@ import torch
 
 from bench import __main__ as bench_main
 from bench import plot as bench_plot
-from bench.cases import MAIN_LSTM, PRESETS, quick_cases, select, smoke_cases
-from bench.report import COLUMNS, read
+from bench.cases import (GRIDS, HEADLINE_LSTM, MAIN_LSTM, PRESETS, headline_cases, quick_cases,
+                         select, smoke_cases)
+from bench.report import COLUMNS, ResultWriter, read
 from bench.runner import CaseRunner, normalised_error
 from bench.timing import TimingBudget, percentiles
 from bench.workloads import WORKLOADS
@@ -93,6 +94,7 @@ def test_smoke_run_times_lstm_fused_cpu_against_nn_lstm(smoke_run):
 
 
 def test_plot_command_draws_pngs_from_written_results(smoke_run, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (for bench.plot) is not installed")
     rc = bench_plot.main([str(smoke_run), "--out", str(tmp_path)])
     assert rc == 0
     pngs = sorted(tmp_path.glob("*.png"))
@@ -103,6 +105,7 @@ def test_plot_command_draws_pngs_from_written_results(smoke_run, tmp_path):
 
 
 def test_plot_reports_when_nothing_to_plot(tmp_path, smoke_run):
+    pytest.importorskip("matplotlib", reason="matplotlib (for bench.plot) is not installed")
     rows = json.loads(_files(smoke_run)[1].read_text())
     rows["rows"] = [r for r in rows["rows"] if r["case"] == "masked_softmax"]
     one = tmp_path / "one.json"
@@ -161,9 +164,46 @@ def test_quick_preset_has_the_issue_2_case_with_cpu_and_nn_lstm():
     case = select(quick_cases("cpu"), r"^lstm/fwd/B=32,T=100,I=256,H=512,L=2")[0]
     names = [p.name for p in WORKLOADS["lstm"].providers(case, CPU, Options())]
     assert "nn.LSTM" in names and "lstm_fused:cpu" in names and "lstm_fused:triton" not in names
-    for preset in PRESETS.values():  # every family on every preset
-        assert {c.family for c in preset("cpu")} == set(WORKLOADS)
-        assert {c.family for c in preset("cuda")} == set(WORKLOADS)
+    for grid in GRIDS.values():  # every family on every grid
+        assert {c.family for c in grid("cpu")} == set(WORKLOADS)
+        assert {c.family for c in grid("cuda")} == set(WORKLOADS)
+    assert set(PRESETS) == set(GRIDS) | {"headline"}
+
+
+def test_headline_preset_is_the_lstm_at_b16_t1024_768_in_bf16_and_fp16():
+    assert HEADLINE_LSTM == {"B": 16, "T": 1024, "I": 768, "H": 768, "L": 1, "D": 1}
+    keys = {c.key for c in headline_cases("cuda")}
+    assert keys == {f"lstm/{m}/B=16,T=1024,I=768,H=768,L=1,D=1/{dt}"
+                    for m in ("fwd", "fwd+bwd") for dt in ("bfloat16", "float16")}
+    assert keys <= {c.key for c in quick_cases("cuda")}  # --quick on CUDA has it too
+    case = headline_cases("cuda")[0]
+    names = [p.name for p in WORKLOADS["lstm"].providers(case, torch.device("cuda"), Options())]
+    assert names[0] == "nn.LSTM" and "flashrnn" in names
+    late = {p.name for p in WORKLOADS["lstm"].providers(case, CPU, Options(compile=True))
+            if p.late}
+    assert late == {"flashrnn", "torch.compile(reference)"}
+
+
+def test_quick_does_not_turn_torch_compile_on(monkeypatch, tmp_path):
+    """--quick (the default) never times torch.compile unless asked, on CUDA too; --full does."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_runner(device, options, *a, **k):
+        seen["compile"] = options.compile
+        raise Stop
+
+    monkeypatch.setattr("bench.runner.CaseRunner", fake_runner)
+    for argv, want in ((["--quick"], False), (["--full"], True), (["--quick", "--compile"], True),
+                       (["--full", "--no-compile"], False)):
+        for device in ("cpu", "cuda"):
+            # the grid is chosen by --device; no GPU is touched before the runner is built
+            monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU", raising=False)
+            with pytest.raises(Stop):
+                bench_main.main(argv + ["--device", device, "--no-progress", "--out", str(tmp_path)])
+            assert seen.pop("compile") is want, (argv, device)
 
 
 def test_filter_and_list(capsys):
@@ -186,6 +226,7 @@ def test_percentiles_and_normalised_error():
 
 
 def test_pytest_benchmark_set_runs_on_the_cpu():
+    pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "pytest", "bench/test_pytest_benchmark.py",
                            "-q", "--benchmark-disable", "-p", "no:cacheprovider", "-x",
@@ -207,3 +248,108 @@ def test_cpu_loops_checks_and_times_every_loop(monkeypatch, capsys):
     for name in ("nn.LSTM", *cpu_loops.LOOPS):
         assert f" {name} " in line
     assert "LSTM_FUSED_CPU_LOOP" not in os.environ
+
+
+def test_rows_are_in_the_files_as_soon_as_measured(tmp_path):
+    """ResultWriter: a row added is in the CSV and the JSON at once (a run stopped by a
+    timeout keeps it); close() adds the final meta."""
+    row = dict.fromkeys(COLUMNS)
+    row.update(provider="p", case="lstm", mode="fwd", shape="B=1", dtype="float32", status="ok",
+               p20_ms=1.0, p50_ms=2.0, p80_ms=3.0, reps=5)
+    writer = ResultWriter(tmp_path, "run", {"preset": "x"})
+    assert read(tmp_path / "run.csv") == [] and read(tmp_path / "run.json") == []
+    writer.add(row)
+    assert read(tmp_path / "run.csv")[0]["p50_ms"] == 2.0
+    assert read(tmp_path / "run.json")[0]["p50_ms"] == 2.0
+    writer.add(dict(row, provider="q"))
+    assert [r["provider"] for r in read(tmp_path / "run.csv")] == ["p", "q"]
+    writer.close(seconds=1.5)
+    assert json.loads((tmp_path / "run.json").read_text())["meta"] == {"preset": "x",
+                                                                       "seconds": 1.5}
+
+
+def _add_lstm_cell_providers(monkeypatch, *extra: Provider):
+    wl = WORKLOADS["lstm_cell"]
+    original = wl.providers
+    monkeypatch.setattr(wl, "providers", lambda case, device, options:
+                        original(case, device, options) + list(extra))
+
+
+def test_a_stopped_run_keeps_the_rows_before_the_stop(monkeypatch, tmp_path):
+    """A run killed in its second (last) case, by an interrupt raised by its last provider,
+    leaves every row measured before, with the speedups, in both files."""
+    calls = {"n": 0}
+
+    def stop_in_second_case(*a):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("stopped")
+        raise Absent("not here")
+
+    _add_lstm_cell_providers(monkeypatch, Provider("stopper", stop_in_second_case))
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench_main.main(["--smoke", "--filter", "^lstm_cell/", "--device", "cpu",
+                             "--threads", "1", "--no-progress", "--out", str(tmp_path),
+                             "--name", "stopped", "--reps", "3", "--max-time", "0.05"])
+    finally:
+        torch.set_num_threads(threads)
+    for path in (tmp_path / "stopped.csv", tmp_path / "stopped.json"):
+        rows = read(path)
+        assert [(r["mode"], r["provider"]) for r in rows if r["provider"] == "nn.LSTMCell"] == \
+            [("fwd", "nn.LSTMCell"), ("fwd+bwd", "nn.LSTMCell")]
+        assert [(r["mode"], r["status"]) for r in rows if r["provider"] == "stopper"] == \
+            [("fwd", "absent")]
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert ok and all(r["speedup"] > 0 for r in ok)
+
+
+def test_provider_timeout_stops_one_provider_and_skips_it_later(monkeypatch):
+    import time as _time
+
+    def slow(*a):
+        _time.sleep(3)
+        raise AssertionError("the timeout did not stop this provider")
+
+    _add_lstm_cell_providers(monkeypatch, Provider("slow", slow))
+    budget = TimingBudget(warmup_s=0, warmup_calls=1, min_reps=3, min_time_s=0, max_time_s=0.05)
+    runner = CaseRunner(CPU, Options(), budget, provider_timeout_s=0.5)
+    first, second = (next(r for r in runner.run(c) if r["provider"] == "slow")
+                     for c in select(smoke_cases("cpu"), "^lstm_cell/"))
+    assert first["status"] == "error" and "provider timeout" in first["note"]
+    assert second["status"] == "error" and second["note"].startswith("not run")
+
+
+def test_late_providers_run_after_every_other_provider(monkeypatch, tmp_path):
+    wl = WORKLOADS["lstm_cell"]
+    nn_cell = next(p for p in wl.providers(CELL_CASE, CPU, Options()) if p.name == "nn.LSTMCell")
+    _add_lstm_cell_providers(monkeypatch, Provider("compiles_late", nn_cell.build, late=True))
+    threads = torch.get_num_threads()
+    try:
+        assert bench_main.main(["--smoke", "--filter", "^lstm_cell/", "--device", "cpu",
+                                "--threads", "1", "--no-progress", "--out", str(tmp_path),
+                                "--name", "late", "--reps", "3", "--max-time", "0.05"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    order = [(r["mode"], r["provider"]) for r in read(tmp_path / "late.csv")]
+    n = len(order)
+    assert [p for _, p in order[n - 2:]] == ["compiles_late"] * 2
+    assert all(p != "compiles_late" for _, p in order[:n - 2])
+    late = [r for r in read(tmp_path / "late.csv") if r["provider"] == "compiles_late"]
+    assert all(r["status"] == "ok" and r["speedup"] > 0 for r in late)  # against the baseline
+
+
+def test_flashrnn_layouts_match_nn_lstm():
+    """The FlashRNN provider's weight and state layouts, through FlashRNN's plain-PyTorch
+    backend ("vanilla") on the CPU in float64: nn.LSTM's outputs to rounding."""
+    pytest.importorskip("flashrnn", reason="flashrnn is not installed")
+    from bench.workloads.lstm import _flashrnn_forward
+
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(5, 8, num_layers=2, dtype=torch.float64)
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    want = module(x)
+    got = _flashrnn_forward(module, x, backend="vanilla")
+    for g, w in zip(got, (want[0], *want[1])):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)

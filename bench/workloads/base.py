@@ -42,6 +42,10 @@ class Impl:
 class Provider:
     name: str
     build: Callable[[Case, Dict[str, torch.Tensor], torch.dtype, torch.device], Impl]
+    # Compiles at its first use (minutes: FlashRNN's JIT-built CUDA module, torch.compile):
+    # the suite runs such providers after every other provider of every case, so a slow or
+    # stuck compile cannot cost the other rows.
+    late: bool = False
 
 
 @dataclass
