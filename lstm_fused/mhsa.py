@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backends, reference_mhsa
-from ._checks import check_device, check_dtype, check_lengths, check_tensor
+from ._checks import ShapeError, check_device, check_dtype, check_lengths, check_tensor
 from .backends import mhsa as _mhsa_backends  # noqa: F401  (registers "self_attention")
 
 OP = _mhsa_backends.OP
@@ -33,16 +33,18 @@ _WHERE = "MultiheadSelfAttention"
 
 
 def _check_x(x, embed_dim: int, weight: torch.Tensor, where: str) -> None:
+    """nn.MultiheadAttention's exception types: its shape asserts (AssertionError; here a
+    ShapeError, also a ValueError) and the RuntimeError of its projection for a dtype."""
     check_tensor(x, "x", where=where)
     if x.dim() not in (2, 3):
-        raise ValueError(f"{where}: x must be 3-D (T, B, E) or (B, T, E) (or 2-D (T, E) "
+        raise ShapeError(f"{where}: x must be 3-D (T, B, E) or (B, T, E) (or 2-D (T, E) "
                          f"unbatched), got {x.dim()}-D with shape {tuple(x.shape)}")
     if x.shape[-1] != embed_dim:
-        raise ValueError(f"{where}: x has feature size {x.shape[-1]} (shape {tuple(x.shape)}), "
+        raise ShapeError(f"{where}: x has feature size {x.shape[-1]} (shape {tuple(x.shape)}), "
                          f"expected embed_dim = {embed_dim}")
     if not x.dtype.is_floating_point:
-        raise TypeError(f"{where}: x must be a floating point tensor, got dtype {x.dtype}")
-    check_dtype(x, "x", weight.dtype, where=where)
+        raise RuntimeError(f"{where}: x must be a floating point tensor, got dtype {x.dtype}")
+    check_dtype(x, "x", weight.dtype, where=where, exc=RuntimeError)
     check_device(x, "x", weight.device, where=where)
 
 
@@ -145,8 +147,8 @@ class MultiheadSelfAttention(nn.Module):
                 raise TypeError(f"{_WHERE}: {name} must be an int, got {type(value).__name__}")
             if value <= 0:
                 raise ValueError(f"{_WHERE}: {name} must be greater than zero, got {value}")
-        if embed_dim % num_heads != 0:
-            raise ValueError(f"{_WHERE}: embed_dim ({embed_dim}) must be divisible by "
+        if embed_dim % num_heads != 0:  # nn.MultiheadAttention asserts it
+            raise ShapeError(f"{_WHERE}: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads, got num_heads = {num_heads}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
                 or not 0 <= dropout <= 1:

@@ -438,8 +438,8 @@ def test_backends_say_what_they_cannot_run():
 @pytest.mark.parametrize("make_call, error, words", [
     (lambda m: m(torch.randn(3, 2)), ValueError, "x has feature size 2"),
     (lambda m: m(torch.randn(3)), ValueError, "x must be 3-D"),
-    (lambda m: m(torch.randn(3, 2, 4, dtype=torch.float64)), TypeError, "x has dtype"),
-    (lambda m: m(torch.randn(3, 2, 4).long()), TypeError, "x must be a floating"),
+    (lambda m: m(torch.randn(3, 2, 4, dtype=torch.float64)), RuntimeError, "x has dtype"),
+    (lambda m: m(torch.randn(3, 2, 4).long()), RuntimeError, "x must be a floating"),
     (lambda m: m([[1.0]]), TypeError, "x must be a torch.Tensor"),
     (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 4])), ValueError,
      r"lengths must lie in \[0, 3\]"),
@@ -449,6 +449,8 @@ def test_backends_say_what_they_cannot_run():
     (lambda m: m(torch.randn(3, 2, 4), need_weights=1), TypeError, "need_weights"),
 ])
 def test_bad_input_names_the_argument(make_call, error, words):
+    """The exception types are nn.MultiheadAttention's where it raises for the same input
+    (RuntimeError for a dtype; a shape error is also an AssertionError, what nn's asserts raise)."""
     with pytest.raises(error, match=words):
         make_call(MultiheadSelfAttention(4, 2))
 
@@ -463,6 +465,24 @@ def test_bad_input_names_the_argument(make_call, error, words):
 def test_bad_constructor_arguments(args, kwargs, error, words):
     with pytest.raises(error, match=words):
         MultiheadSelfAttention(*args, **kwargs)
+
+
+@pytest.mark.parametrize("make_call", [
+    lambda M, x: M(6, 4),
+    lambda M, x: x(M(4, 2), torch.randn(3)),
+    lambda M, x: x(M(4, 2), torch.randn(3, 2, 4, 4)),
+    lambda M, x: x(M(4, 2), torch.randn(3, 2, 5)),
+    lambda M, x: x(M(4, 2), torch.randn(3, 2, 4, dtype=torch.float64)),
+    lambda M, x: x(M(4, 2), torch.randn(3, 2, 4).long()),
+], ids=["not-divisible", "1-D", "4-D", "embed-dim", "float64", "int64"])
+def test_bad_input_raises_the_exception_type_of_nn_multihead_attention(make_call):
+    def nn_call(m, x):
+        return m(x, x, x)
+
+    with pytest.raises(Exception) as expected:
+        make_call(nn.MultiheadAttention, nn_call)
+    with pytest.raises(type(expected.value)):
+        make_call(MultiheadSelfAttention, lambda m, x: m(x))
 
 
 def test_functional_entry_point_checks_num_heads():
