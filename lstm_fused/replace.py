@@ -125,7 +125,7 @@ def replace_lstm(module: nn.Module, backend: str = "auto", *,
         found = [("", module)]
     else:
         found = []
-        for parent_name, parent in module.named_modules(remove_duplicate=False):
+        for parent_name, parent in module.named_modules():  # each parent once
             for name, child in parent.named_children():
                 if isinstance(child, (nn.LSTM, nn.LSTMCell)):
                     targets.append((parent, name, child))
