@@ -12,10 +12,12 @@ from .backends import available_backends
 from .lstm import LSTM, LSTMCell
 from .mhsa import MultiheadSelfAttention
 from .replace import replace_lstm
+from .serialization import safe_globals
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LSTM", "LSTMCell", "replace_lstm", "available_backends", "functional", "reference",
     "AttentionPooling", "AttentiveLSTM", "ChannelAttention", "MultiheadSelfAttention",
+    "safe_globals",
 ]

@@ -263,7 +263,13 @@ class LSTM(nn.Module):
 
         bias = None
         if self.bias:
-            bias = stacked("bias_ih") + stacked("bias_hh")
+            # Sum per direction, then stack: autograd then gives bias_ih and bias_hh gradients
+            # of their own. Summing the stacked tensors made their .grad two views of one
+            # buffer, so an in-place op on one (clip_grad_norm_, a second backward adding into
+            # .grad) changed the other too.
+            sums = [getattr(self, f"bias_ih_l{layer}{s}") + getattr(self, f"bias_hh_l{layer}{s}")
+                    for s in sfx]
+            bias = sums[0].unsqueeze(0) if len(sums) == 1 else torch.stack(sums)
         w_hr = stacked("weight_hr") if self.proj_size > 0 else None
         w_peep = None
         if self.peephole:
