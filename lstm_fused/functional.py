@@ -6,7 +6,8 @@ from typing import Optional
 
 import torch
 
-from . import backends
+from . import backends, reference
+from .backends.base import transform_active
 
 
 def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
@@ -19,7 +20,16 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
     bias (D, 4H) = b_ih + b_hh; w_hr (D, P, H); w_peep (D, 3, H) = (w_ci, w_cf, w_co);
     lengths (B,) int64 (steps t >= lengths[b] keep the state and output zeros).
     Direction 1 runs backwards in time. Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H).
+
+    Forward-mode AD (dual tensors, gradcheck's check_forward_ad) and torch.func transforms
+    (grad, vmap, jacrev, jvp) run the reference math (lstm_fused/reference.py) whatever the
+    backend: the fused kernels have neither tangent nor batching rules, and plain PyTorch has
+    both, to any order. (Double backward is handled in the operator's autograd, _ops.py.)
     """
+    if transform_active((x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)):
+        backends.resolve(backend, "lstm_layer", x.device, x.dtype, proj=w_hr is not None,
+                         peephole=w_peep is not None, lengths=lengths is not None)  # its errors
+        return reference.lstm_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
     impl = backends.resolve(backend, "lstm_layer", x.device, x.dtype,
                             proj=w_hr is not None, peephole=w_peep is not None,
                             lengths=lengths is not None)
@@ -36,6 +46,15 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
 
 from . import _checks  # noqa: E402
 from .backends import attention as _attention_backends  # noqa: E402,F401  (registers them)
+
+
+def _resolve_attention(backend, op, tensors, device, dtype, **features):
+    """The backend of an attention op call; under forward-mode AD or a torch.func transform
+    the reference kernels (plain PyTorch), after the chosen backend's own checks passed."""
+    impl = backends.resolve(backend, op, device, dtype, **features)
+    if transform_active(tensors):
+        return backends.implementations(op)["reference"]
+    return impl
 
 
 def _check_float(t, name, where):
@@ -89,8 +108,8 @@ def masked_softmax(scores: torch.Tensor, lengths: Optional[torch.Tensor] = None,
         except RuntimeError:
             raise ValueError(f"{where}: mask has shape {tuple(mask.shape)}, expected a shape "
                              f"broadcastable to scores {tuple(scores.shape)}") from None
-    impl = backends.resolve(backend, "masked_softmax", scores.device, scores.dtype,
-                            lengths=lengths is not None, mask=mask is not None)
+    impl = _resolve_attention(backend, "masked_softmax", (scores,), scores.device, scores.dtype,
+                              lengths=lengths is not None, mask=mask is not None)
     moved = scores.movedim(dim, -1)
     shape = moved.shape
     N = shape[-1]
@@ -188,14 +207,18 @@ def attention_pooling(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     if lengths is not None:
         _check_same_device(where, "x", x, lengths=lengths)
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
-    impl = backends.resolve(backend, "attention_pooling", x.device, x.dtype,
-                            lengths=lengths is not None, query=query is not None)
-    if lengths is not None and torch.is_grad_enabled() and weight.requires_grad:
+    differentiated = (x, weight, bias, v, query, query_weight)
+    transformed = transform_active(differentiated)
+    impl = _resolve_attention(backend, "attention_pooling", differentiated, x.device, x.dtype,
+                              lengths=lengths is not None, query=query is not None)
+    if lengths is not None and (transformed or torch.is_grad_enabled() and weight.requires_grad):
         # The weight gradient of the GEMM, grad_proj^T x, would read x on padded steps
         # (0 * nan = nan); zero them. Inference skips this pass: the kernel never reads them.
         keep = torch.arange(T, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
-        keep = keep if batch_first else keep.t()
-        x = _ZeroPadding.apply(x, keep.unsqueeze(2))
+        keep = (keep if batch_first else keep.t()).unsqueeze(2)
+        # (_ZeroPadding has no forward-AD or batching rule; torch.where has both)
+        x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)) \
+            if transformed else _ZeroPadding.apply(x, keep)
         xb = _batch_major(x, batch_first)
     # The one GEMM, in x's own layout; the kernels read the (B, T, A) view through its strides.
     proj = _batch_major(torch.nn.functional.linear(x, weight, bias), batch_first)
@@ -222,9 +245,11 @@ def channel_attention(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, *
     if lengths is not None:
         _check_same_device(where, "x", x, lengths=lengths)
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
-    impl = backends.resolve(backend, "channel_attention", x.device, x.dtype,
-                            lengths=lengths is not None)
+    impl = _resolve_attention(backend, "channel_attention", (x,), x.device, x.dtype,
+                              lengths=lengths is not None)
     mean = impl.kernels.masked_mean(xb, lengths)  # (B, C)
     w = gate(mean)
+    if impl.name != "reference" and transform_active((w,)):  # the gate's parameters carry it
+        impl = backends.implementations("channel_attention")["reference"]
     y = impl.kernels.rescale(xb, w, lengths)  # (B, T, C)
     return _batch_major(y, batch_first)

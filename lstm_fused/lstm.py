@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import backends
@@ -231,7 +232,15 @@ def _repack(y: torch.Tensor, lengths: torch.Tensor, like: PackedSequence) -> Pac
     if like.sorted_indices is not None:
         y = y.index_select(1, like.sorted_indices)
         lengths = lengths.index_select(0, like.sorted_indices.to(lengths.device))
-    data = pack_padded_sequence(y, lengths.cpu(), enforce_sorted=True).data
+    if forward_ad._current_level >= 0:
+        # pack_padded_sequence has no forward-mode AD formula: gather the packed rows (time
+        # step t, then the first batch_sizes[t] sequences) by index instead.
+        sizes = like.batch_sizes
+        steps = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+        rows = torch.arange(steps.numel()) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+        data = y[steps.to(y.device), rows.to(y.device)]
+    else:
+        data = pack_padded_sequence(y, lengths.cpu(), enforce_sorted=True).data
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
