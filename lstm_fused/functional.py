@@ -10,6 +10,38 @@ from . import backends, reference
 from .backends.base import transform_active
 
 
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The lower-precision dtype of torch.autocast when it is on for device_type, else None."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _autocast_cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """What autocast does to an argument of an op on its lower-precision list: floating-point
+    tensors other than float64 are cast to dtype (differentiably), the rest is left alone."""
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def _autocast_layer(dtype, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, backend):
+    """lstm_layer under autocast with lower-precision dtype `dtype` (see lstm_layer)."""
+    args = [_autocast_cast(t, dtype) for t in (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)]
+    features = dict(proj=w_hr is not None, peephole=w_peep is not None,
+                    lengths=lengths is not None)
+    impl = backends.resolve(backend, "lstm_layer", x.device, torch.float32, **features)
+    compute = dtype if impl.unsupported_reason(x.device, dtype, **features) is None \
+        else torch.float32
+    args = [t.to(compute) if t is not None and t.dtype == dtype else t for t in args]
+    with torch.autocast(x.device.type, enabled=False):
+        y, h_n, c_n = lstm_layer(*args, lengths, backend=backend)
+    c_dtype = dtype
+    if x.device.type == "cpu" and w_hr is not None:
+        c_dtype = torch.promote_types(dtype, c0.dtype)
+    return y.to(dtype), h_n.to(dtype), c_n.to(c_dtype)
+
+
 def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
                w_hh: torch.Tensor, bias: Optional[torch.Tensor] = None,
                w_hr: Optional[torch.Tensor] = None, w_peep: Optional[torch.Tensor] = None,
@@ -25,7 +57,19 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
     (grad, vmap, jacrev, jvp) run the reference math (lstm_fused/reference.py) whatever the
     backend: the fused kernels have neither tangent nor batching rules, and plain PyTorch has
     both, to any order. (Double backward is handled in the operator's autograd, _ops.py.)
+
+    Under torch.autocast for x's device (lower-precision dtype A: float16 or bfloat16) the layer
+    runs as nn.LSTM's does: every float32 argument is rounded to A (float64 stays as it is) and
+    y, h_n, c_n come out in A. A backend with kernels for A runs them (cuda, triton; reference);
+    one without (the C++ CPU kernels: float32, float64) computes in float32 on the A-rounded
+    values and rounds its outputs to A, as oneDNN's bfloat16 LSTM behind nn.LSTM on the CPU
+    accumulates in float32. One exception, nn.LSTM's too: on the CPU with a projection its LSTM
+    is composed of autocast matmuls and float32 cell math, so c_n has c0's dtype promoted with A.
     """
+    autocast_dtype = _autocast_dtype(x.device.type)
+    if autocast_dtype is not None and x.dtype != torch.float64:
+        return _autocast_layer(autocast_dtype, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                               lengths, backend)
     if transform_active((x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)):
         backends.resolve(backend, "lstm_layer", x.device, x.dtype, proj=w_hr is not None,
                          peephole=w_peep is not None, lengths=lengths is not None)  # its errors

@@ -179,7 +179,8 @@ class LSTM(nn.Module):
             raise ValueError(f"{where}: input has {x.shape[-1]} features in its last dimension, "
                              f"expected input_size={self.input_size}")
         check_device(x, "input", weight.device, where=where)
-        check_dtype(x, "input", weight.dtype, where=where)
+        if not torch._C._is_any_autocast_enabled():  # autocast casts (as nn.LSTM allows)
+            check_dtype(x, "input", weight.dtype, where=where)
 
         T, B = x.shape[0], x.shape[1]
         D, L, H = self.num_directions, self.num_layers, self.hidden_size
@@ -221,7 +222,8 @@ class LSTM(nn.Module):
             expected = (LD, B, size) if batched else (LD, size)
             check_shape(t, name, expected, where=where)
             check_device(t, name, x.device, where=where)
-            check_dtype(t, name, x.dtype, where=where)
+            if not torch._C._is_any_autocast_enabled():
+                check_dtype(t, name, x.dtype, where=where)
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         return h0, c0
@@ -303,7 +305,8 @@ class LSTMCell(nn.Module):
             raise ValueError(f"{where}: input has {input.shape[-1]} features in its last "
                              f"dimension, expected input_size={self.input_size}")
         check_device(input, "input", self.weight_ih.device, where=where)
-        check_dtype(input, "input", self.weight_ih.dtype, where=where)
+        if not torch._C._is_any_autocast_enabled():  # autocast casts (as nn.LSTMCell allows)
+            check_dtype(input, "input", self.weight_ih.dtype, where=where)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         B, H = x.shape[0], self.hidden_size
@@ -317,7 +320,8 @@ class LSTMCell(nn.Module):
                 check_tensor(t, name, where=where)
                 check_shape(t, name, (B, H) if batched else (H,), where=where)
                 check_device(t, name, x.device, where=where)
-                check_dtype(t, name, x.dtype, where=where)
+                if not torch._C._is_any_autocast_enabled():
+                    check_dtype(t, name, x.dtype, where=where)
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None
@@ -329,6 +333,11 @@ class LSTMCell(nn.Module):
                                   self.weight_ih.unsqueeze(0), self.weight_hh.unsqueeze(0), bias,
                                   None, w_peep, None, backend=self.backend)
         h_n, c_n = h_n[0], c_n[0]
+        if h_n.dtype != c.dtype and torch.is_autocast_enabled(x.device.type):
+            # nn.LSTMCell under autocast: the gate matmuls in the autocast dtype, the cell
+            # update promoted with c's dtype (float32 for a float32 state)
+            out = torch.promote_types(h_n.dtype, c.dtype)
+            h_n, c_n = h_n.to(out), c_n.to(out)
         if not batched:
             h_n, c_n = h_n[0], c_n[0]
         return h_n, c_n
