@@ -6,8 +6,24 @@ from typing import Optional
 
 import torch
 
-from . import backends, reference
+from . import _ops, backends, onnx_export, reference
 from .backends.base import transform_active
+
+
+def _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    """The layer inside torch.onnx.export, as ONNX's LSTM operator (lstm_fused/onnx_export.py),
+    whatever the backend."""
+    if w_hr is not None:
+        raise RuntimeError(onnx_export.PROJECTION_ERROR)
+    x, h0, c0 = x.contiguous(), h0.contiguous(), c0.contiguous()
+    if not torch.jit.is_tracing():  # torch.onnx.export(dynamo=True): torch.export captures
+        return onnx_export.dynamo_layer(x, h0, c0, w_ih, w_hh, bias, w_peep, lengths)
+    if _ops.LOAD_ERROR is not None:
+        raise RuntimeError(f"lstm_fused: ONNX export with dynamo=False traces the C++ layer "
+                           f"operator: {_ops.LOAD_ERROR}; export with dynamo=True instead")
+    onnx_export.register()
+    return torch.ops.lstm_fused.lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                                     lengths)
 
 
 def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
@@ -62,10 +78,16 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
     runs as nn.LSTM's does: every float32 argument is rounded to A (float64 stays as it is) and
     y, h_n, c_n come out in A. A backend with kernels for A runs them (cuda, triton; reference);
     one without (the C++ CPU kernels: float32, float64) computes in float32 on the A-rounded
-    values and rounds its outputs to A, as oneDNN's bfloat16 LSTM behind nn.LSTM on the CPU
-    accumulates in float32. One exception, nn.LSTM's too: on the CPU with a projection its LSTM
-    is composed of autocast matmuls and float32 cell math, so c_n has c0's dtype promoted with A.
+    values and rounds its outputs to A (its gradients are then as close to float32's as those
+    of nn.LSTM's oneDNN kernels, tests/test_autocast.py). One exception, nn.LSTM's too: on the
+    CPU with a projection its LSTM is composed of autocast matmuls and float32 cell math, so
+    c_n has c0's dtype promoted with A.
+
+    Inside torch.onnx.export (either exporter) the layer becomes ONNX's LSTM operator
+    (lstm_fused/onnx_export.py), whatever the backend.
     """
+    if onnx_export.exporting_onnx():
+        return _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
     autocast_dtype = _autocast_dtype(x.device.type)
     if autocast_dtype is not None and x.dtype != torch.float64:
         return _autocast_layer(autocast_dtype, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,

@@ -34,7 +34,11 @@ def needs_grad(tensors) -> bool:
     """Whether a call on `tensors` will be differentiated: recorded by autograd, or under
     forward-mode AD or a torch.func transform (entries that are not tensors, None included, are
     skipped). A forward that will be differentiated keeps what its derivatives need, one that
-    will not can run an inference kernel."""
+    will not can run an inference kernel. Under torch.jit.trace: always, so that the traced
+    graph is one and the same (the differentiable operator) whatever the grad mode of the
+    call that traced it, of the trace's own check, and of the later replays."""
+    if torch.jit.is_tracing():
+        return True
     return (torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
     ) or transform_active(tensors)
