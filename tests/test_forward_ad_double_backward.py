@@ -171,15 +171,14 @@ def test_torch_func_grad_vmap_jacrev_match_nn(cell):
     shape = (B, I) if cell else (T, B, I)
     x = torch.randn(*shape, dtype=torch.float64)
 
-    def out(module):
-        def f(x):
-            o = module(x)
-            return o[0] if cell else o[0]
-        return f
+    def out(module):  # LSTM: the output sequence; LSTMCell: h'
+        return lambda x: module(x)[0]
 
     tol = dict(atol=1e-12, rtol=1e-10)
     # grad of a scalar, with respect to the input and to the parameters
-    loss = (lambda module: lambda x: out(module)(x).pow(2).sum())
+    def loss(module):
+        return lambda x: out(module)(x).pow(2).sum()
+
     torch.testing.assert_close(torch.func.grad(loss(m))(x), torch.func.grad(loss(ref))(x), **tol)
     params = {n: p.detach() for n, p in m.named_parameters()}
 
@@ -190,9 +189,8 @@ def test_torch_func_grad_vmap_jacrev_match_nn(cell):
     want = torch.func.grad(loss_params(ref))(params)
     for n in params:
         torch.testing.assert_close(got[n], want[n], **tol, msg=n)
-    # vmap over unbatched inputs, jacrev and jvp
-    xs = torch.randn(4, *shape[1:] if cell else (T, I), dtype=torch.float64) if not cell \
-        else torch.randn(4, I, dtype=torch.float64)
+    # vmap over a batch of unbatched inputs ((I,) for the cell, (T, I) for the LSTM), jacrev, jvp
+    xs = torch.randn(4, *((I,) if cell else (T, I)), dtype=torch.float64)
     # (nn.LSTM has no batching rule, aten::lstm: a loop over the samples is its vmap)
     torch.testing.assert_close(torch.func.vmap(out(m))(xs),
                                torch.stack([out(ref)(xi) for xi in xs]), **tol)

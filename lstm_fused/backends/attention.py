@@ -117,8 +117,9 @@ def register_autograd(prefix: str, ops, namespace: str = "lstm_fused") -> None:
     def mean_backward(ctx, grad):
         x, lengths = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return (*_ops.differentiable_vjp(lambda x, lengths: (reference.masked_mean(x, lengths),),
-                                             (x, lengths), (grad,), ctx.needs_input_grad),)
+            return (*_ops.differentiable_vjp(
+                lambda x, lengths: (reference.masked_mean(x, lengths),),
+                (x, lengths), (grad,), ctx.needs_input_grad),)
         return ops.channel_masked_mean_backward(grad, x, lengths), None
 
     def rescale_setup(ctx, inputs, output):
