@@ -147,7 +147,13 @@ class LSTM(nn.Module):
 
         bias = None
         if self.bias:
-            bias = stacked("bias_ih") + stacked("bias_hh")
+            # Summed per direction, then stacked: the sum of the stacked biases gave
+            # bias_ih.grad and bias_hh.grad as two views of one buffer (autograd keeps each
+            # view it is handed), so gradients accumulated over two backward calls were
+            # counted twice and clip_grad_norm_ scaled them twice.
+            ws = [getattr(self, f"bias_ih_l{layer}{s}") + getattr(self, f"bias_hh_l{layer}{s}")
+                  for s in sfx]
+            bias = ws[0].unsqueeze(0) if len(ws) == 1 else torch.stack(ws)
         w_hr = stacked("weight_hr") if self.proj_size > 0 else None
         w_peep = None
         if self.peephole:
