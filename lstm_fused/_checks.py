@@ -1,5 +1,7 @@
-"""Checks of user input (SPEC §4): every message names the argument, what it got and what
-it expected. Shapes raise ValueError, dtypes TypeError, devices RuntimeError."""
+"""Checks of user input: every message names the argument, what it got and what it expected.
+By default shapes raise ValueError, dtypes TypeError, devices RuntimeError; `exc` gives another
+type where the torch.nn module a caller replaces raises another one for the same input (nn.LSTM
+raises RuntimeError for a hidden state of the wrong shape, for example)."""
 from __future__ import annotations
 
 import torch
@@ -14,9 +16,10 @@ def check_tensor(t, name: str, *, where: str) -> None:
         raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
-def check_dtype(t: torch.Tensor, name: str, expected: torch.dtype, *, where: str) -> None:
+def check_dtype(t: torch.Tensor, name: str, expected: torch.dtype, *, where: str,
+                exc: type = TypeError) -> None:
     if t.dtype != expected:
-        raise TypeError(f"{where}: {name} has dtype {t.dtype}, expected {expected} "
+        raise exc(f"{where}: {name} has dtype {t.dtype}, expected {expected} "
                         f"(the dtype of the module's parameters)")
 
 
@@ -26,10 +29,11 @@ def check_device(t: torch.Tensor, name: str, expected: torch.device, *, where: s
                            f"(the device of the input and the module's parameters)")
 
 
-def check_shape(t: torch.Tensor, name: str, expected: tuple, *, where: str) -> None:
+def check_shape(t: torch.Tensor, name: str, expected: tuple, *, where: str,
+                exc: type = ValueError) -> None:
     if tuple(t.shape) != tuple(expected):
         exp = "(" + ", ".join(str(s) for s in expected) + ")"
-        raise ValueError(f"{where}: {name} has shape {_shape(t)}, expected {exp}")
+        raise exc(f"{where}: {name} has shape {_shape(t)}, expected {exp}")
 
 
 def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None) -> torch.Tensor:

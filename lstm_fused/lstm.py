@@ -8,6 +8,8 @@ weights weight_c{i,f,o}_l{k}[_reverse], initialised to zero) and backend (SPEC Â
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -20,24 +22,52 @@ from ._checks import check_device, check_dtype, check_shape, check_tensor
 from .functional import lstm_layer
 
 
-def _check_sizes(where, input_size, hidden_size, proj_size=0, num_layers=1, dropout=0.0):
+def _check_int(where, name, value):
+    # bool is an int to Python, never a size to a user
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__}")
+
+
+def _check_lstm_args(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                     proj_size):
+    """nn.LSTM's (nn.RNNBase's) constructor checks, in its order and with its exception types
+    and warning; the messages also say what was given."""
+    where = "LSTM"
+    if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Number)
+            or not 0 <= dropout <= 1):
+        raise ValueError(f"{where}: dropout must be a number in [0, 1] (the probability of an "
+                         f"element being zeroed), got {dropout!r}")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(f"{where}: dropout is applied after every layer but the last, so a "
+                      f"non-zero dropout expects num_layers greater than 1, but got "
+                      f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
+    for name, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{where}: {name} must be a bool, got {type(value).__name__} "
+                            f"({value!r})")
     for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                        ("proj_size", proj_size), ("num_layers", num_layers)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__}")
+                        ("num_layers", num_layers), ("proj_size", proj_size)):
+        _check_int(where, name, value)
+        if name != "proj_size" and value <= 0:
+            raise ValueError(f"{where}: {name} must be greater than zero, got {value}")
+    if proj_size < 0:
+        raise ValueError(f"{where}: proj_size must be a positive integer, or zero to disable "
+                         f"projections, got {proj_size}")
+    if proj_size >= hidden_size:
+        raise ValueError(f"{where}: proj_size has to be smaller than hidden_size "
+                         f"({hidden_size}), got {proj_size}")
+
+
+def _check_cell_args(input_size, hidden_size):
+    """nn.LSTMCell checks nothing; sizes that are not ints, and hidden_size=0 (which no kernel
+    here computes), are refused. input_size=0 works, as in nn.LSTMCell."""
+    where = "LSTMCell"
+    _check_int(where, "input_size", input_size)
+    _check_int(where, "hidden_size", hidden_size)
     if hidden_size <= 0:
         raise ValueError(f"{where}: hidden_size must be greater than zero, got {hidden_size}")
     if input_size < 0:
         raise ValueError(f"{where}: input_size must be non-negative, got {input_size}")
-    if num_layers <= 0:
-        raise ValueError(f"{where}: num_layers must be greater than zero, got {num_layers}")
-    if proj_size < 0:
-        raise ValueError(f"{where}: proj_size must be non-negative, got {proj_size}")
-    if proj_size >= hidden_size:
-        raise ValueError(f"{where}: proj_size must be smaller than hidden_size "
-                         f"({hidden_size}), got {proj_size}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-        raise ValueError(f"{where}: dropout must be a number in [0, 1], got {dropout!r}")
 
 
 class LSTM(nn.Module):
@@ -46,6 +76,21 @@ class LSTM(nn.Module):
     Input (T, B, I) (or (B, T, I) with batch_first, or (T, I) unbatched, or a PackedSequence);
     hx = (h_0 (L*D, B, R), c_0 (L*D, B, H)) with R = proj_size or hidden_size.
     Returns output (T, B, D*R) and (h_n, c_n) of the shapes of hx.
+
+    Bad input raises the exception type nn.LSTM raises for it (ValueError for an input dtype
+    other than the weights', RuntimeError for a wrong number of features or a hidden state that
+    does not fit, TypeError for a non-bool bias / batch_first, ...), with a message that names
+    the argument. nn.LSTM's attributes and methods are here with its semantics: _flat_weights
+    (always in sync: read from the module at each access), _flat_weights_names, _all_weights,
+    all_weights, flatten_parameters (a no-op), check_input, check_forward_args,
+    check_hidden_size, get_expected_hidden_size, get_expected_cell_size, permute_hidden, mode.
+
+    Not a subclass of nn.LSTM, so isinstance(m, nn.LSTM) is False, by choice: torch.compile's
+    dynamo (torch 2.13, torch._dynamo.config.allow_rnn=False by default) refuses to trace any
+    nn.RNN / nn.GRU / nn.LSTM instance, subclasses included: it graph-breaks around the module
+    and torch.compile(fullgraph=True) raises "Attempted to wrap RNN, GRU, or LSTM", while this
+    module compiles into one graph (tests/test_nn_lstm_api.py checks both). Code that asks
+    isinstance(m, nn.LSTM) can ask isinstance(m, (nn.LSTM, lstm_fused.LSTM)).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -53,7 +98,8 @@ class LSTM(nn.Module):
                  proj_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
                  backend: str = "auto"):
         super().__init__()
-        _check_sizes("LSTM", input_size, hidden_size, proj_size, num_layers, dropout)
+        _check_lstm_args(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         proj_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -70,9 +116,17 @@ class LSTM(nn.Module):
         R = proj_size if proj_size > 0 else hidden_size
         D = 2 if bidirectional else 1
         # Registered in nn.LSTM's order, so the same seed gives the same initial values.
+        # _flat_weights_names / _all_weights: nn.LSTM's lists of those names (peepholes not in).
+        self._flat_weights_names: List[str] = []
+        self._all_weights: List[List[str]] = []
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else R * D
             for suffix in ("", "_reverse")[:D]:
+                names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if bias else [])
+                names = [f"{n}_l{layer}{suffix}"
+                         for n in names + (["weight_hr"] if proj_size > 0 else [])]
+                self._flat_weights_names.extend(names)
+                self._all_weights.append(names)
                 self.register_parameter(f"weight_ih_l{layer}{suffix}",
                                         nn.Parameter(torch.empty((G, layer_input), **factory)))
                 self.register_parameter(f"weight_hh_l{layer}{suffix}",
@@ -103,6 +157,20 @@ class LSTM(nn.Module):
                 else:
                     weight.uniform_(-stdv, stdv)
 
+    # nn.LSTM's (nn.RNNBase's) attributes and methods, with their semantics, for code and
+    # libraries that reach for them.
+
+    @property
+    def _flat_weights(self) -> List[Optional[torch.Tensor]]:
+        """The weights named by _flat_weights_names, read at each access, so they never go stale
+        (replaced Parameters, load_state_dict, .to(), parametrizations, functional_call);
+        None for a name the module no longer has, as nn.LSTM does."""
+        return [getattr(self, n) if hasattr(self, n) else None for n in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> List[List[nn.Parameter]]:
+        return [[getattr(self, n) for n in names] for names in self._all_weights]
+
     def flatten_parameters(self) -> None:
         """Kept for nn.LSTM compatibility; the fused kernels need no flat weight buffer."""
 
@@ -110,27 +178,75 @@ class LSTM(nn.Module):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    @property
-    def all_weights(self) -> List[List[nn.Parameter]]:
-        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
-        names += ["weight_hr"] if self.proj_size > 0 else []
-        return [[getattr(self, f"{n}_l{layer}{sfx}") for n in names]
-                for layer in range(self.num_layers) for sfx in ("", "_reverse")[:self.num_directions]]
+    def check_input(self, input: torch.Tensor, batch_sizes: Optional[torch.Tensor]) -> None:
+        """input (T, B, I) or (B, T, I), or the (N, I) data of a PackedSequence when batch_sizes
+        is given. A dtype other than the weights' raises ValueError (not under autocast), a
+        wrong number of dimensions or features RuntimeError, as in nn.LSTM."""
+        weight = self._flat_weights[0]
+        if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
+            raise ValueError(f"LSTM: input has dtype {input.dtype}, expected {weight.dtype} (the "
+                             f"dtype of the module's parameters): convert the input with "
+                             f"input.to({weight.dtype}), or the model with model.to({input.dtype})")
+        expected_dim = 2 if batch_sizes is not None else 3
+        if input.dim() != expected_dim:
+            raise RuntimeError(f"LSTM: input must have {expected_dim} dimensions, got "
+                               f"{input.dim()}")
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"LSTM: input has {input.size(-1)} features in its last "
+                               f"dimension, expected input_size={self.input_size}")
+
+    def _mini_batch(self, input, batch_sizes) -> int:
+        if batch_sizes is not None:
+            return int(batch_sizes[0])
+        return input.size(0) if self.batch_first else input.size(1)
+
+    def get_expected_hidden_size(self, input: torch.Tensor,
+                                 batch_sizes: Optional[torch.Tensor]) -> Tuple[int, int, int]:
+        """(L*D, B, R) with R = proj_size or hidden_size."""
+        R = self.proj_size if self.proj_size > 0 else self.hidden_size
+        return (self.num_layers * self.num_directions, self._mini_batch(input, batch_sizes), R)
+
+    def get_expected_cell_size(self, input: torch.Tensor,
+                               batch_sizes: Optional[torch.Tensor]) -> Tuple[int, int, int]:
+        """(L*D, B, H)."""
+        return (self.num_layers * self.num_directions, self._mini_batch(input, batch_sizes),
+                self.hidden_size)
+
+    def check_hidden_size(self, hx: torch.Tensor, expected_hidden_size: Tuple[int, int, int],
+                          msg: str = "Expected hidden size {}, got {}") -> None:
+        if hx.size() != expected_hidden_size:
+            raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
+
+    def check_forward_args(self, input: torch.Tensor, hidden: Tuple[torch.Tensor, torch.Tensor],
+                           batch_sizes: Optional[torch.Tensor]) -> None:
+        self.check_input(input, batch_sizes)
+        self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
+                               "Expected hidden[0] size {}, got {}")
+        self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
+                               "Expected hidden[1] size {}, got {}")
+
+    def permute_hidden(self, hx: Tuple[torch.Tensor, torch.Tensor],
+                       permutation: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """hx with its batch dimension (1) reordered by permutation (None: hx itself)."""
+        if permutation is None:
+            return hx
+        return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
 
     def extra_repr(self) -> str:
+        """nn.LSTM's, then peephole and backend where not their defaults."""
         s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
         if self.proj_size != 0:
             s += f", proj_size={self.proj_size}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
             s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
         if self.peephole:
             s += ", peephole=True"
         if self.backend != "auto":
@@ -180,16 +296,16 @@ class LSTM(nn.Module):
             x = input if batched else input.unsqueeze(1)
             if batched and self.batch_first:
                 x = x.transpose(0, 1)
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"{where}: input has {x.shape[-1]} features in its last dimension, "
-                             f"expected input_size={self.input_size}")
+        # nn.LSTM's exception types: a dtype other than the weights' ValueError, the wrong
+        # number of features RuntimeError
+        self.check_input(input.data if packed else x, input.batch_sizes if packed else None)
         check_device(x, "input", weight.device, where=where)
         check_dtype(x, "input", weight.dtype, where=where)
 
         T, B = x.shape[0], x.shape[1]
         D, L, H = self.num_directions, self.num_layers, self.hidden_size
         R = self.proj_size if self.proj_size > 0 else H
-        h0, c0 = self._initial_state(hx, batched, B, D * L, R, H, x)
+        h0, c0 = self._initial_state(hx, batched, B, D * L, R, H, x, nn_errors=True)
 
         h_n, c_n = [], []
         layer_input = x
@@ -199,7 +315,7 @@ class LSTM(nn.Module):
                                  c0[layer * D:(layer + 1) * D], w_ih, w_hh, bias, w_hr, w_peep,
                                  lengths, backend=self.backend)
             if self.dropout > 0 and self.training and layer < L - 1:
-                y = F.dropout(y, p=self.dropout, training=True)
+                y = _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
             h_n.append(h)
             c_n.append(c)
             layer_input = y
@@ -214,22 +330,53 @@ class LSTM(nn.Module):
             out = layer_input.transpose(0, 1) if self.batch_first else layer_input
         return out, (h_n, c_n)
 
-    def _initial_state(self, hx, batched, B, LD, R, H, x):
+    def _initial_state(self, hx, batched, B, LD, R, H, x, nn_errors: bool = False):
+        """(h_0, c_0) checked against the input, or zeros. nn_errors: the exception types
+        nn.LSTM raises (RuntimeError for a state that does not fit); else ValueError for a
+        shape, TypeError for a dtype (AttentiveLSTM's)."""
         where = "LSTM"
+        shape_exc, dtype_exc = (RuntimeError, RuntimeError) if nn_errors else (ValueError, TypeError)
         if hx is None:
             return x.new_zeros((LD, B, R)), x.new_zeros((LD, B, H))
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"{where}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
         h0, c0 = hx
+        check_tensor(h0, "h_0", where=where)
+        check_tensor(c0, "c_0", where=where)
+        dims = 3 if batched else 2
+        if nn_errors and (h0.dim() != dims or c0.dim() != dims):
+            raise RuntimeError(f"{where}: for {'batched 3-D' if batched else 'unbatched 2-D'} "
+                               f"input, h_0 and c_0 must be {dims}-D too, got ({h0.dim()}-D, "
+                               f"{c0.dim()}-D)")
         for name, t, size in (("h_0", h0, R), ("c_0", c0, H)):
-            check_tensor(t, name, where=where)
             expected = (LD, B, size) if batched else (LD, size)
-            check_shape(t, name, expected, where=where)
+            check_shape(t, name, expected, where=where, exc=shape_exc)
             check_device(t, name, x.device, where=where)
-            check_dtype(t, name, x.dtype, where=where)
+            check_dtype(t, name, x.dtype, where=where, exc=dtype_exc)
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         return h0, c0
+
+
+def _dropout_like_nn_lstm(y: torch.Tensor, p: float, packed: Optional[PackedSequence]):
+    """Dropout between layers with the random numbers nn.LSTM draws on the CPU for the same seed.
+
+    ATen's LSTM (native and oneDNN paths alike) calls at::dropout(layer_output, p, train=True)
+    on the layer output as it holds it: (T, B, D*R) contiguous for a padded input (batch_first is
+    transposed away before the layers), or the packed data (N, D*R) of a PackedSequence. The mask
+    is a function of that layout, so for a packed input it is drawn on the packed layout (one
+    F.dropout of ones: exactly at::dropout's noise, bernoulli(1-p) / (1-p)) and laid back onto
+    y's padded (T, B, D*R) layout; y * noise is then what at::dropout computes, bit for bit,
+    forward and backward. On CUDA nn.LSTM runs cuDNN, whose dropout has its own generator state,
+    so no library outside cuDNN reproduces its masks; there the same at::dropout call is made.
+    """
+    if packed is None:
+        return F.dropout(y, p=p, training=True)
+    noise = F.dropout(y.new_ones((packed.data.shape[0], y.shape[-1])), p=p, training=True)
+    noise, _ = pad_packed_sequence(PackedSequence(noise, packed.batch_sizes, packed.sorted_indices,
+                                                  packed.unsorted_indices),
+                                   total_length=y.shape[0])
+    return y * noise
 
 
 def _repack(y: torch.Tensor, lengths: torch.Tensor, like: PackedSequence) -> PackedSequence:
@@ -248,7 +395,7 @@ class LSTMCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None, *, peephole: bool = False, backend: str = "auto"):
         super().__init__()
-        _check_sizes("LSTMCell", input_size, hidden_size)
+        _check_cell_args(input_size, hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -282,8 +429,8 @@ class LSTMCell(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
-        if not self.bias:
-            s += ", bias=False"
+        if self.bias is not True:  # nn.LSTMCell's test: bias=0 prints as given
+            s += f", bias={self.bias}"
         if self.peephole:
             s += ", peephole=True"
         if self.backend != "auto":
@@ -296,25 +443,31 @@ class LSTMCell(nn.Module):
         if input.dim() not in (1, 2):
             raise ValueError(f"{where}: input must be 1-D (I,) or 2-D (B, I), got "
                              f"{input.dim()}-D with shape {tuple(input.shape)}")
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{where}: hx must be a tuple (h, c), got {type(hx).__name__}")
+            for name, t in zip(("h", "c"), hx):
+                check_tensor(t, name, where=where)
+                if t.dim() not in (1, 2):
+                    raise ValueError(f"{where}: {name} must be 1-D (H,) or 2-D (B, H), got "
+                                     f"{t.dim()}-D with shape {tuple(t.shape)}")
+        # Past the numbers of dimensions nn.LSTMCell raises RuntimeError for what does not fit.
         if input.shape[-1] != self.input_size:
-            raise ValueError(f"{where}: input has {input.shape[-1]} features in its last "
-                             f"dimension, expected input_size={self.input_size}")
+            raise RuntimeError(f"{where}: input has {input.shape[-1]} features in its last "
+                               f"dimension, expected input_size={self.input_size}")
         check_device(input, "input", self.weight_ih.device, where=where)
-        check_dtype(input, "input", self.weight_ih.dtype, where=where)
+        check_dtype(input, "input", self.weight_ih.dtype, where=where, exc=RuntimeError)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         B, H = x.shape[0], self.hidden_size
         if hx is None:
             h, c = x.new_zeros((B, H)), x.new_zeros((B, H))
         else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"{where}: hx must be a tuple (h, c), got {type(hx).__name__}")
             h, c = hx
             for name, t in (("h", h), ("c", c)):
-                check_tensor(t, name, where=where)
-                check_shape(t, name, (B, H) if batched else (H,), where=where)
+                check_shape(t, name, (B, H) if batched else (H,), where=where, exc=RuntimeError)
                 check_device(t, name, x.device, where=where)
-                check_dtype(t, name, x.dtype, where=where)
+                check_dtype(t, name, x.dtype, where=where, exc=RuntimeError)
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None

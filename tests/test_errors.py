@@ -2,6 +2,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_sequence
 
 import lstm_fused
 from lstm_fused import functional
@@ -13,20 +14,28 @@ def _lstm(**kw):
 
 @pytest.mark.parametrize("call, exc, words", [
     (lambda: _lstm()(torch.randn(2, 3, 4, 5)), ValueError, ["input", "2-D", "3-D", "4-D"]),
-    (lambda: _lstm()(torch.randn(2, 3, 5)), ValueError, ["input_size=4", "5 features"]),
-    (lambda: _lstm()(torch.randn(2, 3, 4, dtype=torch.float64)), TypeError,
-     ["input", "torch.float64", "torch.float32"]),
+    # the exception types are nn.LSTM's for the same input (tests/test_module_db.py runs
+    # PyTorch's own error inputs); the messages are lstm_fused's
+    (lambda: _lstm()(torch.randn(2, 3, 5)), RuntimeError, ["input_size=4", "5 features"]),
+    (lambda: _lstm()(torch.randn(2, 3, 4, dtype=torch.float64)), ValueError,
+     ["input", "torch.float64", "torch.float32", "input.to(torch.float32)"]),
     (lambda: _lstm()(torch.randn(2, 3, 4), (torch.zeros(1, 2, 6), torch.zeros(1, 3, 6))),
-     ValueError, ["h_0", "(1, 2, 6)", "(1, 3, 6)"]),
+     RuntimeError, ["h_0", "(1, 2, 6)", "(1, 3, 6)"]),
     (lambda: _lstm()(torch.randn(2, 3, 4), (torch.zeros(1, 3, 6), torch.zeros(2, 3, 6))),
-     ValueError, ["c_0", "(2, 3, 6)", "(1, 3, 6)"]),
+     RuntimeError, ["c_0", "(2, 3, 6)", "(1, 3, 6)"]),
     (lambda: _lstm(proj_size=2)(torch.randn(2, 3, 4), (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6))),
-     ValueError, ["h_0", "(1, 3, 2)"]),
+     RuntimeError, ["h_0", "(1, 3, 2)"]),
     (lambda: _lstm()(torch.randn(2, 3, 4), (torch.zeros(1, 3, 6, dtype=torch.float64),
-                                            torch.zeros(1, 3, 6))), TypeError, ["h_0", "float64"]),
+                                            torch.zeros(1, 3, 6))), RuntimeError, ["h_0", "float64"]),
     (lambda: _lstm()(torch.randn(2, 3, 4), torch.zeros(1, 3, 6)), TypeError, ["hx", "tuple"]),
     (lambda: _lstm()(torch.randn(3, 4), (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6))),
-     ValueError, ["h_0", "(1, 6)"]),
+     RuntimeError, ["unbatched 2-D", "h_0 and c_0", "3-D"]),
+    (lambda: _lstm()(torch.randn(3, 4), (torch.zeros(1, 5), torch.zeros(1, 6))),
+     RuntimeError, ["h_0", "(1, 5)", "(1, 6)"]),
+    (lambda: _lstm()(torch.randn(2, 3, 4), (torch.zeros(3, 6), torch.zeros(3, 6))),
+     RuntimeError, ["batched 3-D", "2-D"]),
+    (lambda: _lstm()(pack_sequence([torch.randn(3, 5), torch.randn(2, 5)])), RuntimeError,
+     ["input_size=4", "5 features"]),
     (lambda: _lstm()("not a tensor"), TypeError, ["input", "str"]),
     (lambda: _lstm().to(torch.float16)(torch.randn(2, 3, 4, dtype=torch.float16)),
      RuntimeError, ["backend 'cpu'", "float16"]),
@@ -37,10 +46,23 @@ def _lstm(**kw):
     (lambda: lstm_fused.LSTM(4, 6, num_layers=0), ValueError, ["num_layers"]),
     (lambda: lstm_fused.LSTM(4, 6, proj_size=6), ValueError, ["proj_size", "hidden_size"]),
     (lambda: lstm_fused.LSTM(4, 6, dropout=1.5), ValueError, ["dropout", "1.5"]),
+    (lambda: lstm_fused.LSTM(4, 6, 2, dropout="0.1"), ValueError, ["dropout", "'0.1'"]),
     (lambda: lstm_fused.LSTM(4.0, 6), TypeError, ["input_size", "float"]),
-    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(3, 5)), ValueError, ["input_size=4"]),
+    (lambda: lstm_fused.LSTM(0, 6), ValueError, ["input_size", "greater than zero", "0"]),
+    (lambda: lstm_fused.LSTM(4, 6, bias=0), TypeError, ["bias", "bool", "int"]),
+    (lambda: lstm_fused.LSTM(4, 6, bias="True"), TypeError, ["bias", "bool", "str"]),
+    (lambda: lstm_fused.LSTM(4, 6, batch_first=1), TypeError, ["batch_first", "bool", "int"]),
+    (lambda: lstm_fused.LSTM(4, 6, proj_size=-1), ValueError, ["proj_size", "-1"]),
+    (lambda: lstm_fused.LSTM(4, 6, num_layers=2.0), TypeError, ["num_layers", "float"]),
+    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(3, 5)), RuntimeError, ["input_size=4"]),
     (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(3, 4), (torch.zeros(2, 6), torch.zeros(3, 6))),
-     ValueError, ["h", "(2, 6)", "(3, 6)"]),
+     RuntimeError, ["h", "(2, 6)", "(3, 6)"]),
+    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(4), (torch.zeros(3, 6), torch.zeros(3, 6))),
+     RuntimeError, ["h", "(3, 6)", "(6)"]),
+    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(3, 4), (torch.zeros(3, 1, 6), torch.zeros(3, 6))),
+     ValueError, ["h", "1-D", "2-D", "3-D"]),
+    (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(3, 4, dtype=torch.float64)), RuntimeError,
+     ["input", "torch.float64", "torch.float32"]),
     (lambda: lstm_fused.LSTMCell(4, 6)(torch.randn(1, 3, 4)), ValueError, ["input", "3-D"]),
     (lambda: lstm_fused.replace_lstm("model"), TypeError, ["module", "str"]),
 ])
