@@ -68,10 +68,11 @@ def main(argv=None) -> common.Summary:
         .parse_args(argv)
     device = common.setup(args)
     series = load_series()
+    first_year = 1958 + 2 / 12          # March 1958
     n_test = len(series) // 5
     split = len(series) - n_test
     if args.smoke:  # from 1970 on (training 1970-1992, test 1993-1996); a smaller model
-        series = series[12 * 12:split + 4 * 12]
+        series, first_year = series[12 * 12:split + 4 * 12], first_year + 12
         split = len(series) - 4 * 12
     train_part = series[:split]
     mean, std = train_part.mean().item(), train_part.std().item()
@@ -115,17 +116,19 @@ def main(argv=None) -> common.Summary:
                                log_every=max(1, len(sides[common.NN].losses) // 15))
     if args.plot:
         def forecast_panel(ax):
-            months = torch.arange(len(series))
-            ax.plot(months, series, color="0.6", label="CO2 (monthly)")
+            years = first_year + torch.arange(len(series)) / SEASON
+            ax.plot(years, series, color="0.4", lw=1, label="CO2 (monthly mean)")
             for j in range(0, len(test_starts), K):
                 t = test_starts[j]
-                span = months[t:t + K]
+                span = years[t:t + K]
                 ax.plot(span, forecasts[common.NN][j], color="C0", lw=2.5, alpha=0.6,
                         label=common.NN if j == 0 else None)
                 ax.plot(span, forecasts[common.FUSED][j], color="C1", ls="--", lw=1,
                         label="lstm_fused" if j == 0 else None)
-            ax.set(xlabel="month since March 1958", ylabel="ppm", xlim=(split - 3 * SEASON,
-                   len(series)), title="12-month forecasts on the test years")
+            shown = series[split - 3 * SEASON:]
+            ax.set(xlabel="year", ylabel="CO2 (ppm)", xlim=(years[split - 3 * SEASON], years[-1]),
+                   ylim=(shown.min() - 1, shown.max() + 1),
+                   title="12-month forecasts over the test years")
             ax.legend()
         common.plot(args.plot, summary, "CO2 forecast: training loss (MSE)", forecast_panel)
     return summary
