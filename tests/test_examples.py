@@ -69,3 +69,37 @@ def test_example_smoke_run_matches_nn_and_beats_baseline(name, threads_restored,
         summary.metrics["baseline"])
     assert all(v > 0 for v in summary.step_ms.values()) and summary.infer_ms
     assert png.stat().st_size > 10_000
+
+
+def test_model_trained_with_lstm_fused_exports_to_onnx_and_matches_eager(tmp_path):
+    """The character model trained with lstm_fused (packed batches, dropout between layers),
+    exported by torch.onnx.export and run by onnxruntime, gives eager's logits and states on
+    text it was not exported with."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip("onnx", reason="onnx is not installed")
+    from examples import charlm
+
+    docs = charlm.load_documents()
+    itos = sorted(set("".join(docs)))
+    stoi = {c: i for i, c in enumerate(itos)}
+    torch.manual_seed(0)
+    model = lstm_fused.replace_lstm(charlm.CharLM(len(itos), 16, 32, layers=2, dropout=0.1),
+                                    backend="cpu")
+    pieces = charlm.chunks(docs[1:4], stoi, 61)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for batch in charlm.batches(pieces, torch.randperm(len(pieces))[:160], 16, "cpu"):
+        optimizer.zero_grad()
+        charlm.loss_of(model, batch).backward()
+        optimizer.step()
+    model.eval()
+    test = charlm.chunks([docs[0]], stoi, 61)
+    export_tokens, tokens = torch.stack(test[:4])[:, :60], torch.stack(test[4:8])[:, :60]
+    path = str(tmp_path / "charlm.onnx")
+    torch.onnx.export(model, (export_tokens,), path, dynamo=False, input_names=["tokens"],
+                      output_names=["logits", "h_n", "c_n"])
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"tokens": tokens.numpy()})
+    with torch.no_grad():
+        logits, (h_n, c_n) = model(tokens)
+    for name, g, want in zip(("logits", "h_n", "c_n"), got, (logits, h_n, c_n)):
+        torch.testing.assert_close(torch.from_numpy(g), want, rtol=1e-4, atol=1e-5, msg=name)
