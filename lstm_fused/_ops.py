@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from . import reference
+
 try:
     from . import _C  # noqa: F401  (loading it runs the TORCH_LIBRARY registrations)
 
@@ -93,6 +95,29 @@ def refuse_autograd(op_name: str) -> None:
     torch.library.register_autograd(op_name, backward, setup_context=setup_context)
 
 
+def differentiable_vjp(reference_fn, inputs, grads, needs_input_grad):
+    """The vector-Jacobian product of `reference_fn` (plain PyTorch) at `inputs`, itself
+    differentiable: what a backward returns when autograd records it (create_graph=True, e.g.
+    double backward or a gradient penalty). The fused backward kernels are opaque to autograd,
+    so the gradient is recomputed through the reference math, which autograd differentiates to
+    any order. Returns one gradient (or None) per input."""
+    wanted = [i for i, t in enumerate(inputs)
+              if needs_input_grad[i] and isinstance(t, torch.Tensor)]
+    result = [None] * len(inputs)
+    if not wanted:
+        return result
+    with torch.enable_grad():
+        outputs = reference_fn(*inputs)
+        pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
+        if not pairs:
+            return result
+        got = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted],
+                                  [g for _, g in pairs], create_graph=True, allow_unused=True)
+    for i, g in zip(wanted, got):
+        result[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return result
+
+
 def register_layer_autograd(forward_name: str, backward_op,
                             reads_only_valid_x_on: tuple = ()) -> None:
     """Autograd of a layer-forward operator whose gradients come from `backward_op`.
@@ -101,6 +126,10 @@ def register_layer_autograd(forward_name: str, backward_op,
     Gradients of y, h_n, c_n that autograd leaves undefined become zeros.
     reads_only_valid_x_on: device types on which backward_op never reads x at padded steps
     (the C++ CPU kernel); elsewhere x's padding is zeroed first.
+    When autograd records the backward itself (create_graph=True), the gradients come from the
+    reference math instead (differentiable_vjp), so that second-order terms are exact on every
+    backend of the op; forward-mode AD and torch.func transforms never reach the operator
+    (functional.lstm_layer routes them to the reference).
     """
 
     def setup_context(ctx, inputs, output):
@@ -110,10 +139,15 @@ def register_layer_autograd(forward_name: str, backward_op,
         # gates and cells are never differentiated: without this, autograd would fill a zero
         # gradient the size of each (D*T*B*4H and D*T*B*H values) on every backward.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y, gates, cells)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, y, gates,
+                              cells)
 
     def backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
-        x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y, gates, cells = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, y, gates, cells = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+            return tuple(differentiable_vjp(
+                reference.lstm_layer, (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths),
+                (grad_y, grad_h_n, grad_c_n), ctx.needs_input_grad))
         grad_y = torch.zeros_like(y) if grad_y is None else grad_y
         grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
         grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n

@@ -6,7 +6,56 @@ from typing import Optional
 
 import torch
 
-from . import backends
+from . import _ops, backends, onnx_export, reference
+from .backends.base import transform_active
+
+
+def _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    """The layer inside torch.onnx.export, as ONNX's LSTM operator (lstm_fused/onnx_export.py),
+    whatever the backend."""
+    if w_hr is not None:
+        raise RuntimeError(onnx_export.PROJECTION_ERROR)
+    x, h0, c0 = x.contiguous(), h0.contiguous(), c0.contiguous()
+    if not torch.jit.is_tracing():  # torch.onnx.export(dynamo=True): torch.export captures
+        return onnx_export.dynamo_layer(x, h0, c0, w_ih, w_hh, bias, w_peep, lengths)
+    if _ops.LOAD_ERROR is not None:
+        raise RuntimeError(f"lstm_fused: ONNX export with dynamo=False traces the C++ layer "
+                           f"operator: {_ops.LOAD_ERROR}; export with dynamo=True instead")
+    onnx_export.register()
+    return torch.ops.lstm_fused.lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                                     lengths)
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The lower-precision dtype of torch.autocast when it is on for device_type, else None."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _autocast_cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """What autocast does to an argument of an op on its lower-precision list: floating-point
+    tensors other than float64 are cast to dtype (differentiably), the rest is left alone."""
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def _autocast_layer(dtype, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, backend):
+    """lstm_layer under autocast with lower-precision dtype `dtype` (see lstm_layer)."""
+    args = [_autocast_cast(t, dtype) for t in (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)]
+    features = dict(proj=w_hr is not None, peephole=w_peep is not None,
+                    lengths=lengths is not None)
+    impl = backends.resolve(backend, "lstm_layer", x.device, torch.float32, **features)
+    compute = dtype if impl.unsupported_reason(x.device, dtype, **features) is None \
+        else torch.float32
+    args = [t.to(compute) if t is not None and t.dtype == dtype else t for t in args]
+    with torch.autocast(x.device.type, enabled=False):
+        y, h_n, c_n = lstm_layer(*args, lengths, backend=backend)
+    c_dtype = dtype
+    if x.device.type == "cpu" and w_hr is not None:
+        c_dtype = torch.promote_types(dtype, c0.dtype)
+    return y.to(dtype), h_n.to(dtype), c_n.to(c_dtype)
 
 
 def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
@@ -19,7 +68,34 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
     bias (D, 4H) = b_ih + b_hh; w_hr (D, P, H); w_peep (D, 3, H) = (w_ci, w_cf, w_co);
     lengths (B,) int64 (steps t >= lengths[b] keep the state and output zeros).
     Direction 1 runs backwards in time. Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H).
+
+    Forward-mode AD (dual tensors, gradcheck's check_forward_ad) and torch.func transforms
+    (grad, vmap, jacrev, jvp) run the reference math (lstm_fused/reference.py) whatever the
+    backend: the fused kernels have neither tangent nor batching rules, and plain PyTorch has
+    both, to any order. (Double backward is handled in the operator's autograd, _ops.py.)
+
+    Under torch.autocast for x's device (lower-precision dtype A: float16 or bfloat16) the layer
+    runs as nn.LSTM's does: every float32 argument is rounded to A (float64 stays as it is) and
+    y, h_n, c_n come out in A. A backend with kernels for A runs them (cuda, triton; reference);
+    one without (the C++ CPU kernels: float32, float64) computes in float32 on the A-rounded
+    values and rounds its outputs to A (its gradients are then as close to float32's as those
+    of nn.LSTM's oneDNN kernels, tests/test_autocast.py). One exception, nn.LSTM's too: on the
+    CPU with a projection its LSTM is composed of autocast matmuls and float32 cell math, so
+    c_n has c0's dtype promoted with A.
+
+    Inside torch.onnx.export (either exporter) the layer becomes ONNX's LSTM operator
+    (lstm_fused/onnx_export.py), whatever the backend.
     """
+    if onnx_export.exporting_onnx():
+        return _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+    autocast_dtype = _autocast_dtype(x.device.type)
+    if autocast_dtype is not None and x.dtype != torch.float64:
+        return _autocast_layer(autocast_dtype, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                               lengths, backend)
+    if transform_active((x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)):
+        backends.resolve(backend, "lstm_layer", x.device, x.dtype, proj=w_hr is not None,
+                         peephole=w_peep is not None, lengths=lengths is not None)  # its errors
+        return reference.lstm_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
     impl = backends.resolve(backend, "lstm_layer", x.device, x.dtype,
                             proj=w_hr is not None, peephole=w_peep is not None,
                             lengths=lengths is not None)
@@ -36,6 +112,15 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
 
 from . import _checks  # noqa: E402
 from .backends import attention as _attention_backends  # noqa: E402,F401  (registers them)
+
+
+def _resolve_attention(backend, op, tensors, device, dtype, **features):
+    """The backend of an attention op call; under forward-mode AD or a torch.func transform
+    the reference kernels (plain PyTorch), after the chosen backend's own checks passed."""
+    impl = backends.resolve(backend, op, device, dtype, **features)
+    if transform_active(tensors):
+        return backends.implementations(op)["reference"]
+    return impl
 
 
 def _check_float(t, name, where):
@@ -89,8 +174,8 @@ def masked_softmax(scores: torch.Tensor, lengths: Optional[torch.Tensor] = None,
         except RuntimeError:
             raise ValueError(f"{where}: mask has shape {tuple(mask.shape)}, expected a shape "
                              f"broadcastable to scores {tuple(scores.shape)}") from None
-    impl = backends.resolve(backend, "masked_softmax", scores.device, scores.dtype,
-                            lengths=lengths is not None, mask=mask is not None)
+    impl = _resolve_attention(backend, "masked_softmax", (scores,), scores.device, scores.dtype,
+                              lengths=lengths is not None, mask=mask is not None)
     moved = scores.movedim(dim, -1)
     shape = moved.shape
     N = shape[-1]
@@ -188,14 +273,18 @@ def attention_pooling(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     if lengths is not None:
         _check_same_device(where, "x", x, lengths=lengths)
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
-    impl = backends.resolve(backend, "attention_pooling", x.device, x.dtype,
-                            lengths=lengths is not None, query=query is not None)
-    if lengths is not None and torch.is_grad_enabled() and weight.requires_grad:
+    differentiated = (x, weight, bias, v, query, query_weight)
+    transformed = transform_active(differentiated)
+    impl = _resolve_attention(backend, "attention_pooling", differentiated, x.device, x.dtype,
+                              lengths=lengths is not None, query=query is not None)
+    if lengths is not None and (transformed or torch.is_grad_enabled() and weight.requires_grad):
         # The weight gradient of the GEMM, grad_proj^T x, would read x on padded steps
         # (0 * nan = nan); zero them. Inference skips this pass: the kernel never reads them.
         keep = torch.arange(T, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
-        keep = keep if batch_first else keep.t()
-        x = _ZeroPadding.apply(x, keep.unsqueeze(2))
+        keep = (keep if batch_first else keep.t()).unsqueeze(2)
+        # (_ZeroPadding has no forward-AD or batching rule; torch.where has both)
+        x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)) \
+            if transformed else _ZeroPadding.apply(x, keep)
         xb = _batch_major(x, batch_first)
     # The one GEMM, in x's own layout; the kernels read the (B, T, A) view through its strides.
     proj = _batch_major(torch.nn.functional.linear(x, weight, bias), batch_first)
@@ -222,9 +311,11 @@ def channel_attention(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, *
     if lengths is not None:
         _check_same_device(where, "x", x, lengths=lengths)
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
-    impl = backends.resolve(backend, "channel_attention", x.device, x.dtype,
-                            lengths=lengths is not None)
+    impl = _resolve_attention(backend, "channel_attention", (x,), x.device, x.dtype,
+                              lengths=lengths is not None)
     mean = impl.kernels.masked_mean(xb, lengths)  # (B, C)
     w = gate(mean)
+    if impl.name != "reference" and transform_active((w,)):  # the gate's parameters carry it
+        impl = backends.implementations("channel_attention")["reference"]
     y = impl.kernels.rescale(xb, w, lengths)  # (B, T, C)
     return _batch_major(y, batch_first)

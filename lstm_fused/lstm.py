@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import backends
@@ -300,7 +301,8 @@ class LSTM(nn.Module):
         # number of features RuntimeError
         self.check_input(input.data if packed else x, input.batch_sizes if packed else None)
         check_device(x, "input", weight.device, where=where)
-        check_dtype(x, "input", weight.dtype, where=where)
+        if not torch._C._is_any_autocast_enabled():  # autocast casts (as nn.LSTM allows)
+            check_dtype(x, "input", weight.dtype, where=where)
 
         T, B = x.shape[0], x.shape[1]
         D, L, H = self.num_directions, self.num_layers, self.hidden_size
@@ -352,7 +354,8 @@ class LSTM(nn.Module):
             expected = (LD, B, size) if batched else (LD, size)
             check_shape(t, name, expected, where=where, exc=shape_exc)
             check_device(t, name, x.device, where=where)
-            check_dtype(t, name, x.dtype, where=where, exc=dtype_exc)
+            if not torch._C._is_any_autocast_enabled():
+                check_dtype(t, name, x.dtype, where=where, exc=dtype_exc)
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         return h0, c0
@@ -384,7 +387,15 @@ def _repack(y: torch.Tensor, lengths: torch.Tensor, like: PackedSequence) -> Pac
     if like.sorted_indices is not None:
         y = y.index_select(1, like.sorted_indices)
         lengths = lengths.index_select(0, like.sorted_indices.to(lengths.device))
-    data = pack_padded_sequence(y, lengths.cpu(), enforce_sorted=True).data
+    if forward_ad._current_level >= 0:
+        # pack_padded_sequence has no forward-mode AD formula: gather the packed rows (time
+        # step t, then the first batch_sizes[t] sequences) by index instead.
+        sizes = like.batch_sizes
+        steps = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+        rows = torch.arange(steps.numel()) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+        data = y[steps.to(y.device), rows.to(y.device)]
+    else:
+        data = pack_padded_sequence(y, lengths.cpu(), enforce_sorted=True).data
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
@@ -456,7 +467,8 @@ class LSTMCell(nn.Module):
             raise RuntimeError(f"{where}: input has {input.shape[-1]} features in its last "
                                f"dimension, expected input_size={self.input_size}")
         check_device(input, "input", self.weight_ih.device, where=where)
-        check_dtype(input, "input", self.weight_ih.dtype, where=where, exc=RuntimeError)
+        if not torch._C._is_any_autocast_enabled():  # autocast casts (as nn.LSTMCell allows)
+            check_dtype(input, "input", self.weight_ih.dtype, where=where, exc=RuntimeError)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         B, H = x.shape[0], self.hidden_size
@@ -467,7 +479,8 @@ class LSTMCell(nn.Module):
             for name, t in (("h", h), ("c", c)):
                 check_shape(t, name, (B, H) if batched else (H,), where=where, exc=RuntimeError)
                 check_device(t, name, x.device, where=where)
-                check_dtype(t, name, x.dtype, where=where, exc=RuntimeError)
+                if not torch._C._is_any_autocast_enabled():
+                    check_dtype(t, name, x.dtype, where=where, exc=RuntimeError)
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None
@@ -479,6 +492,11 @@ class LSTMCell(nn.Module):
                                   self.weight_ih.unsqueeze(0), self.weight_hh.unsqueeze(0), bias,
                                   None, w_peep, None, backend=self.backend)
         h_n, c_n = h_n[0], c_n[0]
+        if h_n.dtype != c.dtype and torch.is_autocast_enabled(x.device.type):
+            # nn.LSTMCell under autocast: the gate matmuls in the autocast dtype, the cell
+            # update promoted with c's dtype (float32 for a float32 state)
+            out = torch.promote_types(h_n.dtype, c.dtype)
+            h_n, c_n = h_n.to(out), c_n.to(out)
         if not batched:
             h_n, c_n = h_n[0], c_n[0]
         return h_n, c_n

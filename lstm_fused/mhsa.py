@@ -27,6 +27,7 @@ from torch import nn
 from . import backends, reference_mhsa
 from ._checks import check_device, check_dtype, check_lengths, check_tensor
 from .backends import mhsa as _mhsa_backends  # noqa: F401  (registers "self_attention")
+from .backends.base import transform_active
 
 OP = _mhsa_backends.OP
 _WHERE = "MultiheadSelfAttention"
@@ -61,6 +62,8 @@ def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     dropout = training and dropout_p > 0.0
     impl = backends.resolve(backend, OP, q.device, q.dtype, dropout=dropout,
                             lengths=lengths is not None, head_dim=q.shape[-1])
+    if transform_active((q, k, v)):  # forward-mode AD, torch.func: plain PyTorch (base.py)
+        impl = backends.implementations(OP)["reference"]
     if not dropout:
         return impl.attention(q, k, v, lengths, scale)
     # An int or a tensor of any device: the kernels read a one-element int64 CPU tensor.

@@ -69,7 +69,10 @@ FAKES = {name: globals()[f"_fake_{name}"] for name in OPS}
 def register_autograd(prefix: str, ops, namespace: str = "lstm_fused") -> None:
     """Autograd of the forward operators `{namespace}::{prefix}{name}_forward`, whose gradients
     come from the matching backward operators in `ops` (an object with one attribute per name
-    of OPS). Gradients autograd leaves undefined become zeros."""
+    of OPS). Gradients autograd leaves undefined become zeros. A backward that autograd records
+    (create_graph=True, double backward) is computed by the reference math instead, which is
+    differentiable (_ops.differentiable_vjp); forward-mode AD and torch.func transforms never
+    reach these operators (lstm_fused.functional routes them to the reference kernels)."""
 
     def softmax_setup(ctx, inputs, output):
         ctx.scale = inputs[3]
@@ -77,6 +80,12 @@ def register_autograd(prefix: str, ops, namespace: str = "lstm_fused") -> None:
 
     def softmax_backward(ctx, grad):
         (probs,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: the same formula in plain PyTorch, differentiable (probs is
+            # the operator's output, so its own derivative chains through this backward).
+            # Excluded positions have probs = 0 and so a zero gradient.
+            dot = (grad * probs).sum(dim=-1, keepdim=True)
+            return probs * (grad - dot) * ctx.scale, None, None, None
         return ops.masked_softmax_backward(grad, probs, ctx.scale), None, None, None
 
     def pooling_setup(ctx, inputs, output):
@@ -87,6 +96,11 @@ def register_autograd(prefix: str, ops, namespace: str = "lstm_fused") -> None:
 
     def pooling_backward(ctx, grad_context, grad_alpha, grad_lse):
         x, proj, v, qproj, lengths, alpha, context = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, by the reference math
+            return (*_ops.differentiable_vjp(reference.attention_pooling,
+                                             (x, proj, v, qproj, lengths),
+                                             (grad_context, grad_alpha, grad_lse),
+                                             ctx.needs_input_grad),)
         if grad_context is None:
             grad_context = torch.zeros_like(context)
         if grad_alpha is None:
@@ -102,6 +116,9 @@ def register_autograd(prefix: str, ops, namespace: str = "lstm_fused") -> None:
 
     def mean_backward(ctx, grad):
         x, lengths = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return (*_ops.differentiable_vjp(lambda x, lengths: (reference.masked_mean(x, lengths),),
+                                             (x, lengths), (grad,), ctx.needs_input_grad),)
         return ops.channel_masked_mean_backward(grad, x, lengths), None
 
     def rescale_setup(ctx, inputs, output):
@@ -109,6 +126,10 @@ def register_autograd(prefix: str, ops, namespace: str = "lstm_fused") -> None:
 
     def rescale_backward(ctx, grad):
         x, w, lengths = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return (*_ops.differentiable_vjp(
+                lambda x, w, lengths: (reference.channel_rescale(x, w, lengths),),
+                (x, w, lengths), (grad,), ctx.needs_input_grad),)
         gx, gw = ops.channel_rescale_backward(grad, x, w, lengths)
         return gx, gw, None
 

@@ -11,14 +11,37 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.autograd import forward_ad
+
+
+def transform_active(tensors) -> bool:
+    """Whether a call on `tensors` runs under a torch.func transform (grad, vmap, jvp, jacrev,
+    ...) or carries forward-mode AD tangents (dual tensors, gradcheck's check_forward_ad).
+    The registered operators have neither tangent nor batching rules (a custom operator drops
+    tangents silently), so such calls run the reference math (plain PyTorch) instead.
+    Entries that are not tensors, None included, are skipped."""
+    if torch.compiler.is_compiling():
+        return False  # torch.compile traces the registered operators as they are
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    if forward_ad._current_level < 0:  # no dual level entered: no tangent anywhere
+        return False
+    return any(isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None
+               for t in tensors)
 
 
 def needs_grad(tensors) -> bool:
-    """Whether autograd will record a call on `tensors` (entries that are not tensors, None
-    included, are skipped); a forward that will be differentiated keeps what its backward
-    needs, one that will not can run an inference kernel."""
-    return torch.is_grad_enabled() and any(
+    """Whether a call on `tensors` will be differentiated: recorded by autograd, or under
+    forward-mode AD or a torch.func transform (entries that are not tensors, None included, are
+    skipped). A forward that will be differentiated keeps what its derivatives need, one that
+    will not can run an inference kernel. Under torch.jit.trace: always, so that the traced
+    graph is one and the same (the differentiable operator) whatever the grad mode of the
+    call that traced it, of the trace's own check, and of the later replays."""
+    if torch.jit.is_tracing():
+        return True
+    return (torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+    ) or transform_active(tensors)
 
 
 class Backend:

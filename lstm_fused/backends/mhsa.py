@@ -53,6 +53,14 @@ def register_core_autograd(forward_name: str, backward_op) -> None:
 
     def backward(ctx, grad_out, _grad_lse):
         q, k, v, lengths, seed, out, lse = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, by the reference math
+            def core(q, k, v):
+                return reference_mhsa.attention_core(q, k, v, lengths, ctx.scale, ctx.dropout_p,
+                                                     ctx.dropout_p > 0.0, seed=seed)[:1]
+
+            return (*_ops.differentiable_vjp(core, (q, k, v), (grad_out,),
+                                             ctx.needs_input_grad[:3]),
+                    None, None, None, None)
         if grad_out is None:
             grad_out = torch.zeros_like(out)
         dq, dk, dv = backward_op(grad_out, q, k, v, lengths, ctx.scale, ctx.dropout_p, seed,
