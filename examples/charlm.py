@@ -112,7 +112,7 @@ def main(argv=None) -> common.Summary:
     stoi = {c: i for i, c in enumerate(itos)}
     train_docs = [d for k, d in enumerate(docs) if k % 8]
     test_docs = [d for k, d in enumerate(docs) if k % 8 == 0]
-    T, B, embed, hidden = (100, 16, 32, 64) if args.smoke else (256, 32, 48, 256)
+    T, B, embed, hidden = (100, 16, 32, 64) if args.smoke else (256, 32, 32, 128)
     if args.smoke:  # the first 80 000 characters of the training text, 20 000 of the test's
         train_docs, test_docs = _prefix(train_docs, 80_000), _prefix(test_docs, 20_000)
     train_pieces, test_pieces = chunks(train_docs, stoi, T + 1), chunks(test_docs, stoi, T + 1)
