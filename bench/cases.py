@@ -171,7 +171,8 @@ def smoke_cases(device_type: str) -> List[Case]:
             + grid("attentive_lstm", FB, f32, {"B": 3, "T": 6, "I": 5, "H": 8, "L": 2, "A": 4})
             + grid("model_step", ("train",), f32,
                    {"B": 3, "T": 6, "V": 20, "E": 8, "H": 8, "N": 2, "A": 4, "C": 3})
-            + grid("inference_onnx", ("fwd",), f32, {"B": 2, "T": 5, "I": 6, "H": 8, "L": 2, "D": 1}))
+            + grid("inference_onnx", ("fwd",), f32,
+                   {"B": 2, "T": 5, "I": 6, "H": 8, "L": 2, "D": 1}))
 
 
 PRESETS = {"quick": quick_cases, "full": full_cases, "smoke": smoke_cases}

@@ -64,7 +64,7 @@ def cut(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def main(argv=None) -> common.Summary:
-    args = common.parser("digits, nn.LSTM vs lstm_fused side by side", epochs=15) \
+    args = common.parser("digits, nn.LSTM vs lstm_fused side by side", epochs=10) \
         .parse_args(argv)
     device = common.setup(args)
     x_tr, y_tr, x_te, y_te = load(args.smoke)
@@ -72,7 +72,7 @@ def main(argv=None) -> common.Summary:
           f"{MIN_ROWS} to {ROWS} rows")
     gen = torch.Generator().manual_seed(args.seed)
     len_te = cut(len(x_te), gen)
-    batch = 16
+    batch = 16 if args.smoke else 32
 
     torch.manual_seed(args.seed)
     model = DigitReader(hidden=32 if args.smoke else 64, heads=4, dropout=args.dropout).to(device)
