@@ -263,10 +263,6 @@ class Summary:
             worst = max(worst, d / max(running, 4 * torch.finfo(torch.float32).eps * abs(loss)))
         return worst
 
-    def within_envelope(self, factor: float = 4.0) -> bool:
-        """Step by step, |lstm_fused - nn.LSTM| <= factor x the envelope so far."""
-        return self.worst_ratio <= factor
-
     def beats_baseline(self, side: str = FUSED) -> bool:
         m, base = self.metrics[side], self.metrics["baseline"]
         return m > base if self.higher_is_better else m < base
@@ -300,9 +296,10 @@ def summarise(sides: Dict[str, Side], metric_name: str, baseline_name: str, base
           f"{infer[NN] / infer[FUSED]:.2f}x")
     summary = Summary(losses, d_fused, d_env, metric_name, metrics, higher_is_better, step,
                       infer)
-    print(f"loss difference over the envelope, worst step: {summary.worst_ratio:.2f} "
-          f"(within 4x: {'yes' if summary.within_envelope() else 'NO'}); {metric_name} beats "
-          f"{baseline_name}: {'yes' if summary.beats_baseline() else 'NO'}")
+    print(f"largest loss difference over the envelope's largest: "
+          f"{summary.fused_diff / max(summary.envelope, 1e-30):.2f}; step by step, over the "
+          f"envelope so far, at worst: {summary.worst_ratio:.2f}; lstm_fused's {metric_name} "
+          f"beats {baseline_name}: {'yes' if summary.beats_baseline() else 'NO'}")
     return summary
 
 
