@@ -1,8 +1,9 @@
 """The benchmark cases: which op, which mode, which shape, which dtype, and the grids.
 
 A case is (family, mode, shape, dtype). Families: lstm, lstm_cell, masked_softmax,
-attention_pooling, self_attention, attentive_lstm, model_step. Modes: "fwd" (forward under
-no_grad), "fwd+bwd" (forward and backward), "train" (forward, loss, backward, optimizer step).
+attention_pooling, self_attention, attentive_lstm, model_step, inference_onnx. Modes: "fwd"
+(forward under no_grad), "fwd+bwd" (forward and backward), "train" (forward, loss, backward,
+optimizer step).
 Shape keys use the letters of SPEC.md: B batch, T time steps, I input size, H hidden size,
 L layers, D directions (1 or 2), E embed dim, N heads, A attention size, V vocabulary,
 C classes. Grids: a --quick default (a few minutes on a 2-core CPU) and --full, per device type;
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 FAMILIES = ("lstm", "lstm_cell", "masked_softmax", "attention_pooling", "self_attention",
-            "attentive_lstm", "model_step")
+            "attentive_lstm", "model_step", "inference_onnx")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ FB = ("fwd", "fwd+bwd")
 
 # The case of issue 2: LSTM(256, 512, num_layers=2), B=32, T=100, float32, on every grid.
 MAIN_LSTM = {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "D": 1}
+# Inference against onnxruntime (bench/workloads/inference_onnx.py): batch 32 and batch 1.
+INFERENCE = grid("inference_onnx", ("fwd",), ("float32",),
+                 {"B": 32, "T": 100, "I": 256, "H": 256, "L": 2, "D": 1}, {"B": [1]})
 
 # The headline GPU shape: one LSTM layer, B=16, T=1024, I=H=768 (the shape of FlashRNN's
 # published comparison with cuDNN), in bfloat16 and float16.
@@ -97,7 +101,8 @@ def quick_cases(device_type: str) -> List[Case]:
                        {"B": 64, "T": 256, "I": 128, "H": 128, "L": 1, "A": 64}, {"H": [64]})
                 + grid("model_step", ("train",), ("float32",) + lowp,
                        {"B": 32, "T": 256, "V": 10000, "E": 256, "H": 256, "N": 8, "A": 128,
-                        "C": 10}))
+                        "C": 10})
+                + INFERENCE)
     f32 = ("float32",)
     return (grid("lstm", FB, f32, MAIN_LSTM)
             + grid("lstm", FB, f32, {"B": 16, "T": 50, "I": 128, "H": 128, "L": 1, "D": 1},
@@ -111,7 +116,8 @@ def quick_cases(device_type: str) -> List[Case]:
                    {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "A": 128},
                    {"B": [8], "H": [128]})
             + grid("model_step", ("train",), f32,
-                   {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5}))
+                   {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5})
+            + INFERENCE)
 
 
 def full_cases(device_type: str) -> List[Case]:
@@ -134,7 +140,8 @@ def full_cases(device_type: str) -> List[Case]:
                        {"B": [8, 256], "T": [1024], "H": [64, 512], "L": [2]})
                 + grid("model_step", ("train",), dts,
                        {"B": 32, "T": 256, "V": 10000, "E": 256, "H": 256, "N": 8, "A": 128,
-                        "C": 10}, {"B": [8, 128], "H": [128, 512]}))
+                        "C": 10}, {"B": [8, 128], "H": [128, 512]})
+                + INFERENCE)
     f32 = ("float32",)
     return (grid("lstm", FB, f32, MAIN_LSTM)
             + grid("lstm", FB, f32, {"B": 32, "T": 100, "I": 256, "H": 256, "L": 1, "D": 1},
@@ -151,7 +158,8 @@ def full_cases(device_type: str) -> List[Case]:
                    {"B": [8, 64], "H": [128, 256], "T": [400]})
             + grid("model_step", ("train",), f32,
                    {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5},
-                   {"B": [4, 64], "H": [64, 256]}))
+                   {"B": [4, 64], "H": [64, 256]})
+            + INFERENCE)
 
 
 def smoke_cases(device_type: str) -> List[Case]:
@@ -166,7 +174,9 @@ def smoke_cases(device_type: str) -> List[Case]:
             + grid("self_attention", FB, f32, {"B": 3, "T": 6, "E": 8, "N": 2})
             + grid("attentive_lstm", FB, f32, {"B": 3, "T": 6, "I": 5, "H": 8, "L": 2, "A": 4})
             + grid("model_step", ("train",), f32,
-                   {"B": 3, "T": 6, "V": 20, "E": 8, "H": 8, "N": 2, "A": 4, "C": 3}))
+                   {"B": 3, "T": 6, "V": 20, "E": 8, "H": 8, "N": 2, "A": 4, "C": 3})
+            + grid("inference_onnx", ("fwd",), f32,
+                   {"B": 2, "T": 5, "I": 6, "H": 8, "L": 2, "D": 1}))
 
 
 def headline_cases(device_type: str) -> List[Case]:
