@@ -18,6 +18,7 @@ GPU. Environment switches:
 import glob
 import os
 import platform
+import shutil
 
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -144,6 +145,20 @@ def _extension():
     )
 
 
+class _BuildExt(BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension (ninja); afterwards ninja's log (per-file compile times) is copied
+    to build/ninja_log, since `pip install -e` builds in a temporary folder that it deletes."""
+
+    def build_extensions(self):
+        try:
+            super().build_extensions()
+        finally:
+            log = os.path.join(self.build_temp, ".ninja_log")
+            if os.path.exists(log):
+                os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+                shutil.copyfile(log, os.path.join(ROOT, "build", "ninja_log"))
+
+
 setup(
     name="lstm_fused",
     version="0.1.0",
@@ -153,7 +168,7 @@ setup(
     # the top-level name triton_kernels belongs to other packages.
     package_dir={"lstm_fused.triton_kernels": "triton_kernels"},
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExt},
     python_requires=">=3.9",
     install_requires=[],
     extras_require={

@@ -67,7 +67,8 @@ def emu_ops(tmp_path_factory):
         sources.append(str(wrapper))
     load(name="lstm_fused_cuda_emu", sources=sources,
          extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
-         extra_cflags=["-O1", "-std=c++17", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
+         # no -std: load() adds the standard the installed torch's headers need
+         extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
          extra_ldflags=["-pthread"],
          build_directory=str(build), is_python_module=False, verbose=False)
     torch.library.register_fake("lstm_fused_emu::lstm_layer_forward")(_ops.fake_layer_forward)

@@ -15,7 +15,7 @@
 #   makes torch guess a CUDA_HOME without cuda_runtime.h; override with $CUDA_HOME),
 #   FORCE_CUDA=1, LSTM_FUSED_CUDA_ARCH=90 (or --arch), MAX_JOBS=$(nproc),
 #   pip install -e . --no-build-isolation --no-deps. Per-file compile times: ninja's log,
-#   $WORK/src/build/temp.*/.ninja_log (printed sorted at the end).
+#   which setup.py copies to $WORK/src/build/ninja_log (printed sorted at the end).
 # - Check: `import lstm_fused`, then tests/test_cuda_registration.py in that environment (every
 #   op with a CUDA kernel registered for CUDA, through torch._C._dispatch_has_kernel_for_dispatch_key).
 # Logs: $WORK/logs/{venv,build,check}.log. Exit status: 0 only when all of it passed.
@@ -87,7 +87,7 @@ cat "$LOGS/check.log"
 took "import and registration check" "$t"
 
 echo "per-file compile times (ninja log, seconds):"
-for log in "$WORK"/src/build/temp.*/.ninja_log; do
+for log in "$WORK"/src/build/ninja_log; do
   [ -f "$log" ] && awk -F'\t' 'NR > 1 { n = split($4, p, "/"); printf "%8.1f  %s\n", ($2 - $1) / 1000, p[n] }' "$log" | sort -rn
 done
 took "check_cuda_build (all)" "$START"

@@ -45,6 +45,7 @@ struct MhsaTile {
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
                 "a row's lanes are a power-of-two group inside one warp");
 };
+static_assert(kMhsaKeys <= 32, "mhsa_dkdv_kernel keeps a tile's dropout bits in one uint32_t");
 
 __device__ __forceinline__ int64_t mhsa_row_length(const int64_t* lengths, int64_t b, int64_t T) {
   if (lengths == nullptr) return T;
@@ -242,12 +243,16 @@ mhsa_dkdv_kernel(MhsaBackwardParams<scalar_t> a) {
     }
     __syncthreads();
     const int rows = static_cast<int>(T - i0 < kMhsaKeys ? T - i0 : kMhsaKeys);
+    // Bit r: the dropout keeps weight (i0 + r, j). Without dropout (threshold 0) every bit is
+    // set. Hashed before the row loop: inside it the hash made ptxas spill.
+    uint32_t keep_bits = 0;
+    for (int r = 0; r < rows; ++r)
+      keep_bits |= static_cast<uint32_t>(a.drop.keep(row_key_tile[r], j)) << r;
     for (int r = 0; r < rows; ++r) {
       const acc_t qk = row_sum<Tile::kLanes>(dot_part<MAX_D>(kj, q_tile, r, lane, Dh));
       const acc_t dp = row_sum<Tile::kLanes>(dot_part<MAX_D>(vj, do_tile, r, lane, Dh));
       const acc_t p = valid ? exp(qk * a.scale - lse_tile[r]) : acc_t(0);  // padded key: 0
-      // Without dropout every weight is kept (threshold 0) and kept = 1: z = 1, no branch.
-      const acc_t z = a.drop.keep(row_key_tile[r], j) ? a.keep_scale : acc_t(0);
+      const acc_t z = (keep_bits >> r) & 1u ? a.keep_scale : acc_t(0);  // 1 without dropout
       const acc_t ds = p * (dp * z - delta_tile[r]);
       axpy_part<MAX_D>(dvj, p * z, do_tile, r, lane, Dh);
       axpy_part<MAX_D>(dkj, ds, q_tile, r, lane, Dh);
