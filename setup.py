@@ -62,8 +62,8 @@ def _want_cuda():
         reasons = []
         if toolkit_problem:
             reasons.append(
-                f"{toolkit_problem}; set CUDA_HOME to the toolkit's own folder, the one with bin/nvcc and "
-                "include/cuda_runtime.h, e.g. CUDA_HOME=/usr/local/cuda-13.0")
+                f"{toolkit_problem}; set CUDA_HOME to the toolkit's own folder, the one with "
+                "bin/nvcc and include/cuda_runtime.h, e.g. CUDA_HOME=/usr/local/cuda-13.0")
         if not torch_has_cuda:
             reasons.append(f"torch {torch.__version__} is a CPU-only build; install a CUDA build "
                            "of torch")

@@ -1,8 +1,8 @@
 // Host side of a CUDA op (the .cpp files of csrc/cuda/ only, never nvcc): the device of a
 // tensor made current for the scope, the stream the launchers get, and the device's per-block
-// opt-in shared memory limit, against which the host checks a launch plan before launching. Under the CPU launch
-// emulation (LSTM_FUSED_CUDA_EMULATION, tests/cuda_emu/) the tensors are on the CPU and the
-// launches run in order, so the scope does nothing and the stream is null.
+// opt-in shared memory limit, against which the host checks a launch plan before launching.
+// Under the CPU launch emulation (LSTM_FUSED_CUDA_EMULATION, tests/cuda_emu/) the tensors are on
+// the CPU and the launches run in order, so the scope does nothing and the stream is null.
 #pragma once
 
 #include <cstddef>

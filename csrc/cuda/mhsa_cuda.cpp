@@ -1,10 +1,10 @@
 // Host code of the CUDA self-attention core (schemas: csrc/mhsa_ops.cpp; shapes and checks:
 // csrc/mhsa_args.h): argument checks, the launch plan (csrc/cuda/mhsa_plan.h) checked against
 // the device, the dtype dispatch and the TORCH_LIBRARY_IMPL registration, compiled by the host
-// compiler. Kernels and launchers: csrc/cuda/mhsa_kernels.cuh (one mhsa_kernels_<dtype>_d<MAX_D>.cu
-// per dtype and head-size bound). Under -DLSTM_FUSED_CUDA_EMULATION (tests/test_cuda_emulated.py) the same code
-// registers CPU kernels of the test library lstm_fused_emu, run by the launch emulation of
-// tests/cuda_emu/.
+// compiler. Kernels and launchers: csrc/cuda/mhsa_kernels.cuh (one
+// mhsa_kernels_<dtype>_d<MAX_D>.cu per dtype and head-size bound). Under
+// -DLSTM_FUSED_CUDA_EMULATION (tests/test_cuda_emulated.py) the same code registers CPU kernels
+// of the test library lstm_fused_emu, run by the launch emulation of tests/cuda_emu/.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>

@@ -210,8 +210,7 @@ mhsa_dkdv_kernel(MhsaBackwardParams<scalar_t> a) {
   acc_t* do_tile = q_tile + kMhsaKeys * Dh;
   acc_t* lse_tile = do_tile + kMhsaKeys * Dh;
   acc_t* delta_tile = lse_tile + kMhsaKeys;
-  // The dropout hash of each staged query row, computed once per tile (computed inside the key
-  // loop it made ptxas spill).
+  // The dropout hash of each staged query row, once per tile for all the block's key rows.
   uint32_t* row_key_tile = reinterpret_cast<uint32_t*>(delta_tile + kMhsaKeys);
   const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
   const int64_t len = mhsa_row_length(a.lengths, bh / a.N, T);
