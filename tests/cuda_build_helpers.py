@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sysconfig
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,9 +153,11 @@ def compile_cached(src: Path, cmd):
     if entry.exists():
         data = json.loads(entry.read_text())
         return data["rc"], data["output"], True
+    start = time.monotonic()
     rc, output = run(cmd)
+    seconds = round(time.monotonic() - start, 1)  # wall time of the compile, for the record
     tmp = entry.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rc": rc, "output": output, "cmd": cmd}))
+    tmp.write_text(json.dumps({"rc": rc, "output": output, "cmd": cmd, "seconds": seconds}))
     tmp.replace(entry)
     return rc, output, False
 

@@ -45,9 +45,12 @@ def kernels(tmp_path_factory):
             rows.append(dict(k, file=src.name))
     assert rows, "ptxas reported no kernel: is --resource-usage in the flags?"
     for row, name in zip(rows, cb.demangle([r["kernel"] for r in rows])):
-        # "lstm_fused::cuda::(anonymous namespace)::gate_forward_kernel<float, 4>(...)" -> short
-        short = re.sub(r"\(.*\)$", "", name).replace("(anonymous namespace)::", "")
-        row["name"] = short.replace("lstm_fused::cuda::", "").replace("c10::", "")
+        # "void lstm_fused::cuda::(anonymous namespace)::gate_forward_kernel<float, 4>(...)"
+        # -> "gate_forward_kernel<float, 4>"
+        short = name.replace("(anonymous namespace)::", "").replace("lstm_fused::cuda::", "")
+        short = re.sub(r"^void ", "", short)
+        short = re.sub(r"\(.*\)$", "", short) if "(" in short else short
+        row["name"] = short.replace("c10::", "")
     return rows
 
 

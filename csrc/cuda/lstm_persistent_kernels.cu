@@ -38,8 +38,7 @@ constexpr int kThreads = 64;       // every emulated CUDA thread is an OS thread
 constexpr int kMaxBatchChunk = 2;  // several batch chunks even on the tiny test batches
 constexpr int kEmulatedUnits = 3;  // blocks of 3 units: the last block of H = 8 owns 2
 #else
-constexpr int kThreads = kPersistentThreads;
-constexpr int kMaxBatchChunk = kPersistentMaxBatchChunk;
+constexpr int kThreads = kPersistentThreads;  // batch chunks: lstm_persistent_plan.h
 #endif
 constexpr int kWarps = kThreads / 32;
 
@@ -60,8 +59,10 @@ __device__ __forceinline__ bool row_valid(const int64_t* lengths, int64_t b, int
 
 // Dynamic shared memory: w_s (units * G scalar_t) then, forward only, z_s (batch_chunk * 4 *
 // units floats). Both kernels take the plan's `units` and `batch_chunk` as arguments.
+// Launch bounds (kThreads, 1): without the "one block per SM is enough" hint, ptxas for sm_80
+// capped the registers for a higher occupancy and spilled (12 bytes; tests/test_cuda_resources.py).
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     persistent_forward_kernel(PersistentForwardArgs<scalar_t> a, int units, int batch_chunk) {
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   const int64_t H = a.H, G = 4 * H, B = a.B, T = a.T, D = a.D;
@@ -159,7 +160,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Dynamic shared memory: w_s (U, G) scalar_t: w_s[uu * G + r] = W_hh[d][r][u0 + uu].
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     persistent_backward_kernel(PersistentBackwardArgs<scalar_t> a, int units) {
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   const int64_t H = a.H, G = 4 * H, B = a.B, T = a.T, D = a.D;
