@@ -8,6 +8,14 @@ in csrc/, fails the test. Results are cached by a hash of the sources, flags and
 ($LSTM_FUSED_COMPILE_CACHE, default .cicache/compile/): a second run with nothing changed takes
 seconds; a cold run compiles every file (minutes on 2 cores). Marked slow_compile (deselect
 with -m "not slow_compile"); skipped only when nvcc or a host compiler is absent.
+
+Compile times measured here (nvcc 13.0, torch 2.14.1+cu130 headers, sm_90 only, `nvcc --time`):
+before the kernels were split from the host code, at a load average of 2-4, mhsa_cuda.cu took
+80 s (cicc 38, cudafe++ 16, host g++ 12, ptxas 9), attention_kernels.cu 55 s (host g++ 20,
+cudafe++ 16, cicc 14), lstm_gate_kernels.cu 39 s and lstm_persistent_kernels.cu 37 s (of which
+cudafe++ and host g++ ~21 s: the torch headers). After it, with only c10 headers in the .cu
+files, the dK/dV + dQ launcher of one (float32, Dh <= 32) took 22 s at a load average of ~10
+(cudafe++ 8.4, cicc 5.6, host g++ 4.9, ptxas 0.4).
 """
 from __future__ import annotations
 

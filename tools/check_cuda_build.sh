@@ -23,8 +23,8 @@
 # Time: each stage prints "took N s". Not yet measured end to end here: the one run so far
 # (--venv with an existing torch 2.14.1+cu130, on the 2 CPU cores under a load average of ~20
 # from other builds) was stopped after 21 minutes at compile step 3 of 27 (the CPU sources
-# took ~7 minutes each under that load). Unloaded, one core compiled each csrc/cuda .cu for
-# sm_90 in 20-40 s before the split (tests/cuda_build_helpers.py records each compile's time).
+# took ~7 minutes each under that load). Single-file nvcc times for sm_90 are in the header of
+# tests/test_cuda_compile.py; tests/cuda_build_helpers.py records each compile's time.
 # Too heavy for CI (a CUDA torch is a few GB); CI keeps tests/test_cuda_compile.py.
 set -euo pipefail
 
