@@ -6,6 +6,8 @@ toolkit, never from torch.cuda.is_available(), so a wheel can be built on a mach
 GPU. Environment switches:
 
     LSTM_FUSED_CUDA=0|1       force the CUDA part off / on (FORCE_CUDA=1 also forces it on)
+    CUDA_HOME                 the CUDA toolkit (bin/nvcc, include/cuda_runtime.h); torch guesses it
+                              from nvcc on PATH when unset
     LSTM_FUSED_CUDA_ARCH      e.g. "80;90" (default "80;90"), compute capabilities to build
     LSTM_FUSED_CPU_ISA=avx512|avx2|default
                               vectorise the CPU cell math for that instruction set (default: the
@@ -16,6 +18,7 @@ GPU. Environment switches:
 import glob
 import os
 import platform
+import shutil
 
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -31,20 +34,42 @@ def _flag(name, default=None):
     return value not in ("0", "false", "False", "no", "off")
 
 
+def _cuda_toolkit_problem():
+    """Why CUDA_HOME (as torch.utils.cpp_extension found it) is not a usable toolkit, or None.
+
+    torch takes $CUDA_HOME, else $CUDA_PATH, else the folder above the nvcc on PATH, else
+    /usr/local/cuda; a wrapper script on PATH makes it guess a folder without the headers."""
+    if CUDA_HOME is None:
+        return ("torch.utils.cpp_extension found no CUDA toolkit (it tries $CUDA_HOME, "
+                "$CUDA_PATH, the folder above the nvcc on PATH, /usr/local/cuda)")
+    missing = [p for p in (os.path.join("bin", "nvcc"), os.path.join("include", "cuda_runtime.h"))
+               if not os.path.exists(os.path.join(CUDA_HOME, p))]
+    if missing:
+        source = "$CUDA_HOME" if os.environ.get("CUDA_HOME") else "torch's guess"
+        return f"CUDA_HOME={CUDA_HOME} ({source}) has no {' or '.join(missing)}"
+    return None
+
+
 def _want_cuda():
     forced = _flag("LSTM_FUSED_CUDA")
     if forced is None and _flag("FORCE_CUDA"):
         forced = True
     if forced is False:
         return False
-    has_toolkit = CUDA_HOME is not None and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    toolkit_problem = _cuda_toolkit_problem()
     torch_has_cuda = torch.version.cuda is not None
-    if forced and not (has_toolkit and torch_has_cuda):
-        raise RuntimeError(
-            "LSTM_FUSED_CUDA=1/FORCE_CUDA=1 but the CUDA part cannot be built: "
-            f"CUDA toolkit found: {has_toolkit} (CUDA_HOME={CUDA_HOME}), "
-            f"torch built with CUDA: {torch_has_cuda} (torch {torch.__version__})")
-    return has_toolkit and torch_has_cuda
+    if forced and (toolkit_problem or not torch_has_cuda):
+        reasons = []
+        if toolkit_problem:
+            reasons.append(
+                f"{toolkit_problem}; set CUDA_HOME to the toolkit's own folder, the one with "
+                "bin/nvcc and include/cuda_runtime.h, e.g. CUDA_HOME=/usr/local/cuda-13.0")
+        if not torch_has_cuda:
+            reasons.append(f"torch {torch.__version__} is a CPU-only build; install a CUDA build "
+                           "of torch")
+        raise RuntimeError("LSTM_FUSED_CUDA=1/FORCE_CUDA=1 but the CUDA part cannot be built: "
+                           + "; ".join(reasons))
+    return toolkit_problem is None and torch_has_cuda
 
 
 _ISA_FLAGS = {
@@ -98,6 +123,8 @@ def _extension():
         define_macros.append((f"LSTM_FUSED_{isa.upper()}", "1"))
     extra = {"cxx": cxx}
     if use_cuda:
+        # Kernels and launchers (.cu, no torch headers: one file per dtype / head size so that
+        # ninja compiles them in parallel) and their host code (.cpp, compiled by g++).
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         define_macros.append(("LSTM_FUSED_WITH_CUDA", "1"))
         extra["nvcc"] = (["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]) + [
@@ -118,6 +145,20 @@ def _extension():
     )
 
 
+class _BuildExt(BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension (ninja); afterwards ninja's log (per-file compile times) is copied
+    to build/ninja_log, since `pip install -e` builds in a temporary folder that it deletes."""
+
+    def build_extensions(self):
+        try:
+            super().build_extensions()
+        finally:
+            log = os.path.join(self.build_temp, ".ninja_log")
+            if os.path.exists(log):
+                os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+                shutil.copyfile(log, os.path.join(ROOT, "build", "ninja_log"))
+
+
 setup(
     name="lstm_fused",
     version="0.1.0",
@@ -127,7 +168,7 @@ setup(
     # the top-level name triton_kernels belongs to other packages.
     package_dir={"lstm_fused.triton_kernels": "triton_kernels"},
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExt},
     python_requires=">=3.9",
     install_requires=[],
     extras_require={

@@ -1,6 +1,7 @@
 // Operator schemas of the attention family (SPEC §2): csrc/attention_schemas.h, which also
-// gives the layouts. Kernels: csrc/cpu/attention_cpu.cpp and csrc/cuda/attention_kernels.cu;
-// fake kernels and autograd: lstm_fused/backends/attention.py.
+// gives the layouts. Kernels: csrc/cpu/attention_cpu.cpp and csrc/cuda/attention_cuda.cpp
+// (with csrc/cuda/attention_kernels.cuh); fake kernels and autograd:
+// lstm_fused/backends/attention.py.
 #include <torch/library.h>
 
 #include "attention_schemas.h"

@@ -1,6 +1,7 @@
 // Operator schemas of the multi-head self-attention core (op family "self_attention"):
 // csrc/attention_schemas.h (define_mhsa_ops). Kernels: csrc/cpu/mhsa_cpu.cpp (CPU),
-// csrc/cuda/mhsa_cuda.cu (CUDA); fake kernels and autograd: lstm_fused/backends/mhsa.py.
+// csrc/cuda/mhsa_cuda.cpp with csrc/cuda/mhsa_kernels.cuh (CUDA); fake kernels and autograd:
+// lstm_fused/backends/mhsa.py.
 // Shapes and checks: csrc/mhsa_args.h.
 #include <torch/library.h>
 

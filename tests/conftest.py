@@ -13,3 +13,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("LSTM_FUSED_POISON", "1")
+
+
+def pytest_configure(config):
+    # Tests that run real compilers (nvcc for csrc/cuda, Triton's compiler) and take minutes on
+    # a cold cache: deselect with -m "not slow_compile".
+    config.addinivalue_line(
+        "markers", "slow_compile: runs a real compiler (nvcc / Triton) ahead of time; minutes "
+        "on a cold compile cache")

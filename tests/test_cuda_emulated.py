@@ -1,10 +1,10 @@
 """The CUDA backend's kernels and host code run on the CPU, emulated.
 
-csrc/cuda/*.cu and csrc/cuda/lstm_layer_cuda.cpp are built as plain C++ with
--DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h: an ordinary launch runs one call
-per (block, thread) in order; a cooperative launch of the persistent kernels runs every CUDA
-thread as an OS thread, with real barriers for __syncthreads, warp shuffles and the grid
-barrier; a block launch, the attention kernels of mhsa_cuda.cu and attention_kernels.cu, runs
+Every csrc/cuda/*.cu (kernels and launchers) and csrc/cuda/*.cpp (host code) is built as plain
+C++ with -DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h: an ordinary launch runs
+one call per (block, thread) in order; a cooperative launch of the persistent kernels runs every
+CUDA thread as an OS thread, with real barriers for __syncthreads, warp shuffles and the grid
+barrier; a block launch, the attention kernels (mhsa_kernels.cuh, attention_kernels.cuh), runs
 the blocks in turn and the threads of each block at once, with their shared memory, the
 dynamic part poisoned with NaN) into a test library that
 registers the same operator schemas under torch.ops.lstm_fused_emu, with the same fake kernels
@@ -60,14 +60,15 @@ def emu_ops(tmp_path_factory):
     build = tmp_path_factory.mktemp("cuda_emu_build")
     sources = []
     # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
-    for name in ("lstm_layer_cuda.cpp", "lstm_gate_kernels.cu", "lstm_persistent_kernels.cu",
-                 "mhsa_cuda.cu", "attention_kernels.cu"):
-        wrapper = build / (Path(name).stem + "_emu.cpp")
-        wrapper.write_text(f'#include "{ROOT / "csrc" / "cuda" / name}"\n')
+    cuda_dir = ROOT / "csrc" / "cuda"
+    for src in sorted(cuda_dir.glob("*.cu")) + sorted(cuda_dir.glob("*.cpp")):
+        wrapper = build / (src.stem + "_emu.cpp")
+        wrapper.write_text(f'#include "{src}"\n')
         sources.append(str(wrapper))
     load(name="lstm_fused_cuda_emu", sources=sources,
          extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
-         extra_cflags=["-O1", "-std=c++17", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
+         # no -std: load() adds the standard the installed torch's headers need
+         extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
          extra_ldflags=["-pthread"],
          build_directory=str(build), is_python_module=False, verbose=False)
     torch.library.register_fake("lstm_fused_emu::lstm_layer_forward")(_ops.fake_layer_forward)
@@ -215,13 +216,15 @@ def test_bad_lengths_and_dtype_errors(emu_ops):
         emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
 
 
-# ---------------------------------------------------------------- self-attention (mhsa_cuda.cu)
+# ------------------------------------------------- self-attention (mhsa_cuda.cpp, mhsa_kernels.cuh)
 
 MHSA_CASES = [
-    # (B, N, T, Dh, dtype): T = 70 spans two 64-row blocks and three 32-key tiles
+    # (B, N, T, Dh, dtype): T = 70 spans two 64-row blocks (MAX_D = 32: 2 threads a row) and
+    # three 32-key tiles
     (3, 2, 70, 5, torch.float64),
     (3, 2, 70, 5, torch.float32),
-    (2, 2, 19, 40, torch.float32),   # the MAX_D = 64 instantiation
+    (2, 2, 19, 40, torch.float32),   # the MAX_D = 64 instantiation (4 threads a row)
+    (2, 1, 40, 100, torch.float64),  # MAX_D = 128 (8 threads a row, 16-row blocks)
     (3, 1, 33, 8, torch.float16),
 ]
 
@@ -249,11 +252,19 @@ def test_mhsa_matches_float64_reference(emu_ops, B, N, T, Dh, dtype):
         _check(a, e, dtype, f"grad {name}", factor)
 
 
+def test_mhsa_refuses_a_head_size_without_kernel(emu_ops):
+    q = torch.randn(1, 1, 3, 129)
+    with pytest.raises(ValueError, match=r"head size Dh = 129 is outside"):
+        emu_ops.mhsa_forward(q, q, q, None, 1.0)
+
+
 def test_mhsa_gradcheck_float64(emu_ops):
+    # Small: every emulated block runs 128 OS threads, and gradcheck calls the forward twice
+    # per input element.
     g = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    q, k, v = (torch.randn(2, 1, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
                for _ in range(3))
-    lengths = torch.tensor([5, 2])
+    lengths = torch.tensor([4, 2])
     assert torch.autograd.gradcheck(
         lambda q, k, v: emu_ops.mhsa_forward(q, k, v, lengths, 0.6)[0], (q, k, v))
 
@@ -278,7 +289,7 @@ def test_mhsa_dropout_matches_reference_mask(emu_ops, dtype):
         _check(a, e, dtype, f"grad {name}")
 
 
-# --------------------------------------- masked softmax, pooling, channel (attention_kernels.cu)
+# ---------------------------- masked softmax, pooling, channel (attention_cuda.cpp, *.cuh)
 
 def _lengths(B, T):
     return torch.tensor([0, 1, T, 3, T - 2][:B])

@@ -1,7 +1,10 @@
-// The CUDA runtime as the LSTM kernels see it: the real one, or (LSTM_FUSED_CUDA_EMULATION,
-// tests only) a sequential CPU emulation of kernel launches from tests/cuda_emu/, with which
-// tests/test_cuda_emulated.py runs the kernels and the host code of the gate-kernel path on
-// the CPU against the reference. Kernels launch through LSTM_FUSED_LAUNCH:
+// The CUDA runtime as the kernels and their launchers (csrc/cuda/*.cu, *.cuh) see it: the real
+// one, or (LSTM_FUSED_CUDA_EMULATION, tests only) a sequential CPU emulation of kernel launches
+// from tests/cuda_emu/, with which tests/test_cuda_emulated.py runs the kernels and the host
+// code on the CPU against the reference. No ATen header here: nvcc compiles the .cu files
+// without them (the torch headers' host code cost more compile time than the kernels), and the
+// host side (tensors, devices, streams) is csrc/cuda/cuda_device_scope.h, used by the .cpp
+// files only. Kernels launch through LSTM_FUSED_LAUNCH:
 //   LSTM_FUSED_LAUNCH(grid, block, shared_bytes, stream, kernel)(arguments...);
 // (the kernel comes last so that a template kernel's commas need no parentheses), or
 // LSTM_FUSED_LAUNCH_BLOCKS the same way for kernels that use __syncthreads / shared memory.
@@ -9,17 +12,7 @@
 
 #if defined(LSTM_FUSED_CUDA_EMULATION)
 #include "cuda_emulation.h"
-namespace lstm_fused {
-struct DeviceScope {  // emulation: CPU tensors, launches run in order
-  template <typename Tensor>
-  explicit DeviceScope(const Tensor&) {}
-  cudaStream_t stream() const { return nullptr; }
-};
-}  // namespace lstm_fused
 #else
-#include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -33,12 +26,4 @@ struct DeviceScope {  // emulation: CPU tensors, launches run in order
 // the threads of a block running at once).
 #define LSTM_FUSED_LAUNCH_BLOCKS(grid, block, shared_bytes, stream, ...) \
   __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
-namespace lstm_fused {
-// The device of a tensor made current for the scope, and its current stream.
-struct DeviceScope {
-  explicit DeviceScope(const at::Tensor& t) : guard(t.device()) {}
-  cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(); }
-  c10::cuda::CUDAGuard guard;
-};
-}  // namespace lstm_fused
 #endif

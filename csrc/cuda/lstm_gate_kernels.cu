@@ -123,9 +123,11 @@ __global__ void __launch_bounds__(kThreads) gate_forward_kernel(GateForwardArgs<
   if (y != nullptr) store_pack<VEC>(y, out_h);
 }
 
-// grid: D * B * H / VEC threads.
+// grid: D * B * H / VEC threads. Launch bounds (kThreads, 1): without it ptxas for sm_80 capped
+// the half-precision vector instantiation at 64 registers and spilled (2 bytes); with it, it
+// takes ~110 registers (2 blocks per SM instead of 4: to be weighed on a GPU).
 template <typename scalar_t, int VEC>
-__global__ void __launch_bounds__(kThreads) gate_backward_kernel(GateBackwardArgs<scalar_t> a) {
+__global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackwardArgs<scalar_t> a) {
   using P = Pack<scalar_t, VEC>;
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t HV = a.H / VEC;

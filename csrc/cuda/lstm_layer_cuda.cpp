@@ -38,6 +38,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/cuda_device_scope.h"
 #include "cuda/lstm_cuda_kernels.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"

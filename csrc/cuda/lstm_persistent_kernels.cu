@@ -24,6 +24,7 @@
 
 #include "cuda/lstm_cuda_kernels.h"
 #include "cuda/lstm_cuda_runtime.h"
+#include "cuda/lstm_persistent_plan.h"
 #include "lstm_cell_math.h"
 
 namespace lstm_fused {
@@ -37,8 +38,7 @@ constexpr int kThreads = 64;       // every emulated CUDA thread is an OS thread
 constexpr int kMaxBatchChunk = 2;  // several batch chunks even on the tiny test batches
 constexpr int kEmulatedUnits = 3;  // blocks of 3 units: the last block of H = 8 owns 2
 #else
-constexpr int kThreads = 256;
-constexpr int kMaxBatchChunk = 32;
+constexpr int kThreads = kPersistentThreads;  // batch chunks: lstm_persistent_plan.h
 #endif
 constexpr int kWarps = kThreads / 32;
 
@@ -59,8 +59,10 @@ __device__ __forceinline__ bool row_valid(const int64_t* lengths, int64_t b, int
 
 // Dynamic shared memory: w_s (units * G scalar_t) then, forward only, z_s (batch_chunk * 4 *
 // units floats). Both kernels take the plan's `units` and `batch_chunk` as arguments.
+// Launch bounds (kThreads, 1): without the "one block per SM is enough" hint, ptxas for sm_80
+// capped the registers for a higher occupancy and spilled (12 bytes; tests/test_cuda_resources.py).
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     persistent_forward_kernel(PersistentForwardArgs<scalar_t> a, int units, int batch_chunk) {
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   const int64_t H = a.H, G = 4 * H, B = a.B, T = a.T, D = a.D;
@@ -158,7 +160,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Dynamic shared memory: w_s (U, G) scalar_t: w_s[uu * G + r] = W_hh[d][r][u0 + uu].
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     persistent_backward_kernel(PersistentBackwardArgs<scalar_t> a, int units) {
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   const int64_t H = a.H, G = 4 * H, B = a.B, T = a.T, D = a.D;
@@ -253,8 +255,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-size_t align16(size_t n) { return (n + 15) / 16 * 16; }
-
 }  // namespace
 
 template <typename scalar_t>
@@ -268,8 +268,7 @@ PersistentPlan plan_persistent(int device, int64_t B, int64_t H, int64_t D, bool
   plan.blocks = static_cast<int>(D * ((H + kEmulatedUnits - 1) / kEmulatedUnits));
   plan.threads = kThreads;
   plan.batch_chunk = static_cast<int>(std::min<int64_t>(B, kMaxBatchChunk));
-  plan.smem = align16(static_cast<size_t>(plan.units) * 4 * H * sizeof(scalar_t)) +
-              (backward ? 0 : static_cast<size_t>(plan.batch_chunk) * 4 * plan.units * sizeof(float));
+  plan.smem = persistent_smem_bytes(plan.units, plan.batch_chunk, H, sizeof(scalar_t), backward);
   return plan;
 #else
   int cooperative = 0, sms = 0, smem_optin = 0;
@@ -277,29 +276,23 @@ PersistentPlan plan_persistent(int device, int64_t B, int64_t H, int64_t D, bool
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (!cooperative || B <= 0 || H <= 0) return plan;
-  const int batch_chunk = static_cast<int>(std::min<int64_t>(B, kMaxBatchChunk));
-  for (int units = 1; units <= 64; units *= 2) {
-    if (units > 1 && units / 2 >= H) break;  // larger slices change nothing
-    const size_t w_bytes = align16(static_cast<size_t>(units) * 4 * H * sizeof(scalar_t));
-    const size_t smem =
-        backward ? w_bytes : w_bytes + static_cast<size_t>(batch_chunk) * 4 * units * sizeof(float);
-    if (smem > static_cast<size_t>(smem_optin)) continue;
+  if (!cooperative) return plan;
+  for (const PersistentCandidate& c :
+       persistent_candidates(B, H, D, sizeof(scalar_t), backward, static_cast<size_t>(smem_optin))) {
     const void* kernel = backward
                              ? reinterpret_cast<const void*>(&persistent_backward_kernel<scalar_t>)
                              : reinterpret_cast<const void*>(&persistent_forward_kernel<scalar_t>);
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem)));
+                                        static_cast<int>(c.smem)));
     int per_sm = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-    const int64_t blocks = D * ((H + units - 1) / units);
-    if (per_sm > 0 && blocks <= static_cast<int64_t>(per_sm) * sms) {
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, c.smem));
+    if (per_sm > 0 && c.blocks <= static_cast<int64_t>(per_sm) * sms) {
       plan.fits = true;
-      plan.units = units;
-      plan.blocks = static_cast<int>(blocks);
+      plan.units = c.units;
+      plan.blocks = static_cast<int>(c.blocks);
       plan.threads = kThreads;
-      plan.batch_chunk = batch_chunk;
-      plan.smem = smem;
+      plan.batch_chunk = c.batch_chunk;
+      plan.smem = c.smem;
       return plan;
     }
   }

@@ -170,7 +170,7 @@ class CUDASelfAttention(_NativeSelfAttention):
     dispatch_key = "CUDA"
     dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
-    max_head_dim = 128   # csrc/cuda/mhsa_cuda.cu keeps a head row in registers
+    max_head_dim = 128   # csrc/cuda/mhsa_plan.h: the CUDA kernels are built for Dh <= 128
 
     def unavailable_reason(self):
         reason = super().unavailable_reason()
