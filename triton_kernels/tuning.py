@@ -12,8 +12,12 @@ makes it fill them with NaN first so that a test catches any element a kernel fo
 import contextlib
 import os
 
+from typing import Optional
+
 import torch
 import triton
+
+from .launch_config import interpreting, shared_memory_limit
 
 # Set through poison_outputs() (tests); outputs are then NaN before the kernels run.
 _POISON = False
@@ -22,21 +26,19 @@ _FORCED_PATH = None
 
 # The sequence kernel keeps W_hh (4 tiles of BLOCK_R x BLOCK_H) and W_hr (BLOCK_H x BLOCK_R)
 # of one direction on chip for the whole time loop, in one program per (direction, batch
-# block). The compiler stages the tiles in shared memory; compiled for sm_90 (triton 3.6,
-# BLOCK_B = 16, 8 warps) the backward kernel, the larger of the two, uses
-#   16-bit  H = R = 128 (65536 weight elements): 152 KiB      H = 128, P = 64: 102 KiB
-#   float32 H = R = 64  (16384):                 143 KiB      H = R = 128:     418 KiB
-#   float64 H = R = 32  (4096):                  110 KiB      H = 64, P = 32:  229 KiB
-# of the 227 KiB an H100 block may have (163 KiB on an A100). Hence these limits per element
-# size; larger layers take the step path (cuBLAS GEMM + gate kernel per step) until a
-# multi-program sequence kernel (W_hh split over SMs, a grid-wide barrier per step) exists.
-SEQUENCE_MAX_WEIGHT_ELEMENTS = {2: 128 * 128 * 4, 4: 64 * 64 * 4, 8: 32 * 32 * 4}
+# block); the compiler stages the tiles in shared memory, so what fits depends on the GPU
+# (launch_config.SHARED_MEMORY_LIMIT). The largest weight (elements: 4 BLOCK_R BLOCK_H, plus
+# BLOCK_H BLOCK_R with a projection, plus BLOCK_A BLOCK_R when pooling), per element size, whose
+# kernels compile within the target's shared memory and without register spills, as measured
+# by tests/test_triton_aot.py (which compiles these boundary sizes and fails if one stops
+# fitting). Targets are keyed by the smallest limit they stand for: a GPU gets the row of the
+# largest limit its own covers; a GPU below sm_80's 163 KiB takes the step path throughout.
+SEQUENCE_MAX_WEIGHT_ELEMENTS = {
+    90: {2: 128 * 128 * 4, 4: 64 * 64 * 4, 8: 32 * 32 * 4},
+    80: {2: 128 * 128 * 4, 4: 64 * 64 * 4, 8: 32 * 32 * 4},
+}
 # tl.dot needs every block dimension >= 16.
 MIN_DOT_BLOCK = 16
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -83,23 +85,42 @@ def dot_block(n: int) -> int:
     return max(MIN_DOT_BLOCK, triton.next_power_of_2(max(n, 1)))
 
 
-def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype) -> bool:
-    """Whether the recurrent weights of one direction fit on chip for the sequence kernel."""
-    bh, br = dot_block(H), dot_block(R)
+def sequence_weight_cap(dtype: torch.dtype, target: Optional[int]) -> int:
+    """The most weight elements the sequence kernel keeps on chip on `target` (None: the
+    interpreter, which has no shared memory; it gets sm_90's rule so tests see its paths);
+    0 where no row of SEQUENCE_MAX_WEIGHT_ELEMENTS covers the GPU."""
     size = torch.tensor([], dtype=dtype).element_size()
-    return 4 * br * bh + (bh * br if proj else 0) <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
+    if target is None:
+        return SEQUENCE_MAX_WEIGHT_ELEMENTS[90][size]
+    limit = shared_memory_limit(target)
+    rows = [t for t in SEQUENCE_MAX_WEIGHT_ELEMENTS if shared_memory_limit(t) <= limit]
+    if not rows:
+        return 0
+    return SEQUENCE_MAX_WEIGHT_ELEMENTS[max(rows, key=shared_memory_limit)][size]
 
 
-def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype) -> bool:
+def sequence_weight_elements(H: int, R: int, proj: bool, A: int = 0) -> int:
+    """Elements of the weight tiles the sequence kernel keeps on chip (A > 0: pooling too)."""
+    bh, br = dot_block(H), dot_block(R)
+    return 4 * br * bh + (bh * br if proj else 0) + (dot_block(A) * br if A else 0)
+
+
+def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype,
+                  target: Optional[int] = None) -> bool:
+    """Whether the recurrent weights of one direction fit on chip for the sequence kernel
+    on `target` (launch_config.py)."""
+    return sequence_weight_elements(H, R, proj) <= sequence_weight_cap(dtype, target)
+
+
+def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
+                   target: Optional[int] = None) -> bool:
     """Whether the sequence kernel can also keep the pooling weight W_h (A, R) on chip, for
     the attentive LSTM's pooled last layer (lstm_sequence.sequence_attentive_forward)."""
-    bh, br, ba = dot_block(H), dot_block(R), dot_block(A)
-    size = torch.tensor([], dtype=dtype).element_size()
-    words = 4 * br * bh + (bh * br if proj else 0) + ba * br
-    return words <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
+    return sequence_weight_elements(H, R, proj, A) <= sequence_weight_cap(dtype, target)
 
 
-def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
+def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype,
+                target: Optional[int] = None) -> str:
     """"sequence" (one launch for the whole layer) or "step" (a gate launch per step).
 
     T == 1 (LSTMCell, or a one-step layer) takes the step path: there is no recurrence to keep
@@ -108,7 +129,7 @@ def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
     here until they have run on a GPU: only force_path("persistent") selects them."""
     if _FORCED_PATH is not None:
         return _FORCED_PATH
-    if T > 1 and sequence_fits(H, R, proj, dtype):
+    if T > 1 and sequence_fits(H, R, proj, dtype, target):
         return "sequence"
     return "step"
 
@@ -122,8 +143,8 @@ def gate_config(B: int, H: int, dtype: torch.dtype):
     return block_b, block_h, num_warps
 
 
-def sequence_config(B: int, H: int, R: int, dtype: torch.dtype):
-    """(BLOCK_B, BLOCK_H, BLOCK_R, num_warps) of the sequence kernels.
+def sequence_config(B: int, H: int, R: int, dtype: torch.dtype, target: Optional[int] = None):
+    """(BLOCK_B, BLOCK_H, BLOCK_R, num_warps, num_stages) of the sequence kernels on `target`.
 
     BLOCK_B is the M of the per-step tl.dot: 16, the smallest tl.dot tile, so that B/16
     programs per direction spread over the SMs (a larger block would also raise the shared
@@ -133,4 +154,4 @@ def sequence_config(B: int, H: int, R: int, dtype: torch.dtype):
     bh, br = dot_block(H), dot_block(R)
     weight_words = 4 * bh * br * (2 if dtype in (torch.float32, torch.float64) else 1)
     num_warps = 8 if weight_words > 8192 else 4
-    return block_b, bh, br, num_warps
+    return block_b, bh, br, num_warps, 3
