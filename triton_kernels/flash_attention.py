@@ -29,7 +29,6 @@ and flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed,
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -39,10 +38,9 @@ import triton.language as tl
 from lstm_fused.reference_mhsa import dropout_threshold
 from lstm_fused.reference_mhsa import keep_scale as dropout_keep_scale
 
+from .launch_config import constexpr_params, device_target, kernel_config
+
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Tiles: 64 x 64 on a GPU; under the interpreter (tests, tiny T) 16 keeps the work small.
-_BLOCK = 16 if _INTERPRET else 64
 
 
 @triton.jit
@@ -264,13 +262,84 @@ def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
     return _int32(s & 0xFFFFFFFF), _int32((s >> 32) & 0xFFFFFFFF), threshold, keep_scale
 
 
-def _meta(q, lengths, threshold):
-    B, N, T, Dh = q.shape
-    return dict(
-        HAS_LEN=lengths is not None, DROP=threshold > 0,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        BLOCK_M=_BLOCK, BLOCK_N=_BLOCK, BLOCK_D=max(16, triton.next_power_of_2(Dh)),
-    )
+# Tiles per kernel on a GPU, by input dtype and head block BLOCK_D (the next power of two >= Dh,
+# at least 16): (BLOCK_M, BLOCK_N, num_warps, input_precision), chosen so that every kernel
+# compiles for sm_80 and sm_90 without register spills (tests/test_triton_aot.py measures it).
+# The forward and dQ keep a query tile (BLOCK_M rows) and loop over small key tiles; dK/dV keep
+# a key tile (BLOCK_N) and loop over small query tiles. A (dtype, BLOCK_D) without an entry is
+# refused (unsupported_reason): its tiles spill at every size tried.
+# float32 uses "tf32x3" (three TF32 tensor-core products, about float32's accuracy), 16-bit
+# inputs "tf32" (exact for their values; the probabilities are rounded to TF32).
+_TILES = {
+    ("16bit", 16): {"fwd": (64, 16, 4, "tf32"), "dkdv": (16, 64, 4, "tf32"),
+                    "dq": (64, 16, 4, "tf32")},
+    ("16bit", 32): {"fwd": (64, 16, 4, "tf32"), "dkdv": (16, 64, 4, "tf32"),
+                    "dq": (64, 16, 4, "tf32")},
+    ("16bit", 64): {"fwd": (64, 16, 4, "tf32"), "dkdv": (16, 64, 4, "tf32"),
+                    "dq": (64, 16, 4, "tf32")},
+    ("float32", 16): {"fwd": (64, 16, 4, "tf32x3"), "dkdv": (16, 64, 4, "tf32x3"),
+                      "dq": (64, 16, 4, "tf32x3")},
+    ("float32", 32): {"fwd": (64, 16, 4, "tf32x3"), "dkdv": (16, 64, 4, "tf32x3"),
+                      "dq": (64, 16, 4, "tf32x3")},
+    ("float32", 64): {"fwd": (64, 16, 4, "tf32x3"), "dkdv": (16, 64, 4, "tf32x3"),
+                      "dq": (64, 16, 4, "tf32x3")},
+}
+# The pointer parameters of the kernels (the others are strides, sizes and scalars).
+_POINTERS = ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ", "LSE", "DELTA", "LEN")
+# Under the interpreter (tests, tiny T): 16 x 16 tiles keep the work small and run the
+# multi-tile paths; float32 products in IEEE arithmetic.
+_INTERPRETER_TILE = 16
+
+
+def head_block(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(max(head_dim, 1)))
+
+
+def _dtype_class(dtype) -> str:
+    return "float32" if dtype == torch.float32 else "16bit"
+
+
+def unsupported_reason(dtype, head_dim: int, target) -> Optional[str]:
+    """Why these kernels refuse (dtype, head size) on `target`, or None (module _TILES)."""
+    if dtype not in SUPPORTED_DTYPES:
+        return f"dtype {dtype} is not supported (float32, float16, bfloat16)"
+    if target is not None and (_dtype_class(dtype), head_block(head_dim)) not in _TILES:
+        sizes = sorted(d for c, d in _TILES if c == _dtype_class(dtype))
+        return (f"the Triton attention kernels in {str(dtype).replace('torch.', '')} support "
+                f"head sizes up to {sizes[-1]} (embed_dim // num_heads = {head_dim}: their "
+                f"tiles would spill registers on the GPU)")
+    return None
+
+
+def flash_configs(head_dim: int, dtype, has_len: bool, drop: bool, target):
+    """The KernelConfigs (launch_config.py) of one attention call of head size head_dim on
+    `target`, by role: "fwd", "delta", "dkdv", "dq". Raises ValueError where
+    unsupported_reason refuses."""
+    reason = unsupported_reason(dtype, head_dim, target)
+    if reason:
+        raise ValueError(f"flash_attention: {reason}")
+    block_d = head_block(head_dim)
+    if target is None:
+        prec = "ieee" if dtype == torch.float32 else "tf32"
+        tiles = {k: (_INTERPRETER_TILE, _INTERPRETER_TILE, 4, prec) for k in ("fwd", "dkdv", "dq")}
+    else:
+        tiles = _TILES[(_dtype_class(dtype), block_d)]
+    ptrs = dict(LSE=torch.float32, DELTA=torch.float32, LEN=torch.int64)
+    floats = ("scale", "keep_scale")
+    kernels = {"fwd": _forward_kernel, "dkdv": _dkdv_kernel, "dq": _dq_kernel}
+    out = {}
+    for role, kernel in kernels.items():
+        block_m, block_n, warps, prec = tiles[role]
+        params = constexpr_params(kernel)
+        pointers = {n: ptrs.get(n, dtype) for n in params if n in _POINTERS}
+        out[role] = kernel_config(
+            kernel, dict(HAS_LEN=has_len, DROP=drop, PRECISION=prec, BLOCK_M=block_m,
+                         BLOCK_N=block_n, BLOCK_D=block_d), warps, 1, dtype,
+            pointers=pointers, floats=floats)
+    block_m = tiles["dq"][0]
+    out["delta"] = kernel_config(_delta_kernel, dict(BLOCK_M=block_m, BLOCK_D=block_d), 4, 1,
+                                 dtype, pointers=dict(DO=dtype, O=dtype, DELTA=torch.float32))
+    return out
 
 
 def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -286,11 +355,11 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if out.numel() == 0:
         return out, lse
     drop_args = _dropout_args(dropout_p, seed)
-    meta = _meta(q, lengths, drop_args[2])
-    grid = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
-    _forward_kernel[grid](q, k, v, out, lse, lengths if lengths is not None else q,
-                          *q.stride(), *out.stride(), N, T, Dh, float(scale),
-                          *drop_args, **meta)
+    cfg = flash_configs(Dh, q.dtype, lengths is not None, drop_args[2] > 0,
+                        device_target(q.device))["fwd"]
+    grid = (B * N, triton.cdiv(T, cfg.meta()["BLOCK_M"]))
+    cfg.launch(grid, q, k, v, out, lse, lengths if lengths is not None else q,
+               *q.stride(), *out.stride(), N, T, Dh, float(scale), *drop_args)
     return out, lse
 
 
@@ -307,14 +376,15 @@ def flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed,
     if dq.numel() == 0:
         return dq, dk, dv
     drop_args = _dropout_args(dropout_p, seed)
-    meta = _meta(q, lengths, drop_args[2])
+    cfgs = flash_configs(Dh, q.dtype, lengths is not None, drop_args[2] > 0,
+                         device_target(q.device))
     len_arg = lengths if lengths is not None else q
     delta = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
-    rows = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
-    _delta_kernel[rows](grad_out, out, delta, T, Dh,
-                        BLOCK_M=meta["BLOCK_M"], BLOCK_D=meta["BLOCK_D"])
+    rows = (B * N, triton.cdiv(T, cfgs["delta"].meta()["BLOCK_M"]))
+    cfgs["delta"].launch(rows, grad_out, out, delta, T, Dh)
     common = (*q.stride(), N, T, Dh, float(scale), *drop_args)
-    _dkdv_kernel[(B * N, triton.cdiv(T, meta["BLOCK_N"]))](
-        q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common, **meta)
-    _dq_kernel[rows](q, k, v, grad_out, lse, delta, dq, len_arg, *common, **meta)
+    cfgs["dkdv"].launch((B * N, triton.cdiv(T, cfgs["dkdv"].meta()["BLOCK_N"])),
+                        q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common)
+    cfgs["dq"].launch((B * N, triton.cdiv(T, cfgs["dq"].meta()["BLOCK_M"])),
+                      q, k, v, grad_out, lse, delta, dq, len_arg, *common)
     return dq, dk, dv
