@@ -210,14 +210,32 @@ def compile_one(job):
         row.update(error=f"{type(exc).__name__}: {str(exc)[-2000:]}",
                    seconds=time.perf_counter() - t0)
         return row
+    report = log.getvalue()
+    if not _PTXAS.search(report):  # from Triton's cache: ptxas did not run, run it on the PTX
+        report = _ptxas_report(compiled.asm["ptx"], target)
     row["seconds"] = time.perf_counter() - t0
-    match = _PTXAS.search(log.getvalue())
+    match = _PTXAS.search(report)
     if match is None:
-        row["error"] = "no ptxas report in the compiler's output: " + log.getvalue()[-500:]
+        row["error"] = "no ptxas report: " + report[-500:]
         return row
     row.update(spill_stores=int(match.group(1)), spill_loads=int(match.group(2)),
                registers=int(match.group(3)), shared=int(compiled.metadata.shared))
     return row
+
+
+def _ptxas_report(ptx, target):
+    """ptxas -v's report on `ptx` (what Triton's compile prints when it runs ptxas itself)."""
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx)
+        proc = subprocess.run([get_ptxas(target).path, "-v",
+                               f"--gpu-name={sm_arch_from_capability(target)}", str(src), "-o",
+                               str(Path(tmp) / "kernel.o")], capture_output=True, text=True)
+    return proc.stdout + proc.stderr
 
 
 def _main_dtype(signature):
@@ -241,7 +259,7 @@ def _constexpr_value(v):
     if isinstance(v, str) and v.startswith("dtype:"):
         import triton.language as tl
 
-        return getattr(tl, v[len("dtype:"):])
+        return tl.dtype(v[len("dtype:"):])
     return v
 
 
@@ -290,17 +308,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", help="write the result rows here")
+    parser.add_argument("--only", help="compile only the kernels whose name matches this "
+                                       "regular expression")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("run without TRITON_INTERPRET=1: the interpreter compiles nothing")
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from lstm_fused.triton_kernels.launch_config import SHARED_MEMORY_LIMIT
 
     t0 = time.perf_counter()
-    jobs = _jobs(all_configs())
+    jobs = [j for j in _jobs(all_configs()) if re.search(args.only or "", j[2])]
+    rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(compile_one, jobs))
+        for future in as_completed([pool.submit(compile_one, job) for job in jobs]):
+            rows.append(future.result())
+            print(table(rows[-1:]).splitlines()[1], file=sys.stderr, flush=True)  # progress
     wall = time.perf_counter() - t0
     print(table(rows))
     bad = [(r, failures(r, SHARED_MEMORY_LIMIT)) for r in rows]

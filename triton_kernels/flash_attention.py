@@ -277,12 +277,14 @@ _TILES = {
                     "dq": (64, 16, 4, "tf32")},
     ("16bit", 64): {"fwd": (64, 16, 4, "tf32"), "dkdv": (16, 64, 4, "tf32"),
                     "dq": (64, 16, 4, "tf32")},
-    ("float32", 16): {"fwd": (64, 16, 4, "tf32x3"), "dkdv": (16, 64, 4, "tf32x3"),
-                      "dq": (64, 16, 4, "tf32x3")},
-    ("float32", 32): {"fwd": (64, 16, 4, "tf32x3"), "dkdv": (16, 64, 4, "tf32x3"),
-                      "dq": (64, 16, 4, "tf32x3")},
-    ("float32", 64): {"fwd": (64, 16, 4, "tf32x3"), "dkdv": (16, 64, 4, "tf32x3"),
-                      "dq": (64, 16, 4, "tf32x3")},
+    ("16bit", 128): {"fwd": (16, 32, 4, "tf32"), "dkdv": (16, 32, 4, "tf32"),
+                     "dq": (16, 16, 4, "tf32")},
+    ("float32", 16): {"fwd": (32, 16, 4, "tf32x3"), "dkdv": (16, 32, 4, "tf32x3"),
+                      "dq": (16, 16, 8, "tf32x3")},
+    ("float32", 32): {"fwd": (32, 16, 4, "tf32x3"), "dkdv": (16, 32, 4, "tf32x3"),
+                      "dq": (16, 16, 8, "tf32x3")},
+    ("float32", 64): {"fwd": (32, 16, 4, "tf32x3"), "dkdv": (16, 32, 4, "tf32x3"),
+                      "dq": (16, 16, 8, "tf32x3")},
 }
 # The pointer parameters of the kernels (the others are strides, sizes and scalars).
 _POINTERS = ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ", "LSE", "DELTA", "LEN")

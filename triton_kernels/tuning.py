@@ -135,12 +135,15 @@ def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype,
 
 
 def gate_config(B: int, H: int, dtype: torch.dtype):
-    """(BLOCK_B, BLOCK_H, num_warps) of the element-wise gate kernels: about 2048 elements of
-    each of the 4 gates per program, wider H blocks first (coalesced rows)."""
+    """(BLOCK_B, BLOCK_H, num_warps) of the element-wise gate kernels: 2048 elements of each of
+    the 4 gates per program (1024 in float64, whose values take two registers each: 2048
+    spilled), wider H blocks first (coalesced rows). B does not enter: the kernels are
+    memory-bound and a narrow batch only masks rows, while every distinct tile would be a
+    kernel compiled of its own."""
+    elements = 1024 if dtype == torch.float64 else 2048
     block_h = min(triton.next_power_of_2(max(H, 1)), 256 if dtype != torch.float64 else 128)
-    block_b = min(triton.next_power_of_2(max(B, 1)), max(1, 2048 // block_h))
-    num_warps = 4 if block_b * block_h >= 1024 else 2
-    return block_b, block_h, num_warps
+    block_b = max(1, elements // block_h)
+    return block_b, block_h, 4
 
 
 def sequence_config(B: int, H: int, R: int, dtype: torch.dtype, target: Optional[int] = None):
