@@ -153,6 +153,15 @@ def boundary_configs(dtype, target):
     return out
 
 
+def table_configs(target):
+    """Every entry of flash_attention's tile table for `target` (head sizes beyond the grid's
+    too), dropout and lengths on."""
+    from lstm_fused.triton_kernels import flash_attention as fa
+
+    table = fa._TILES[fa._tile_target(target)]
+    return [cfg for dt, d in table for cfg in fa.flash_configs(d, dt, True, True, target).values()]
+
+
 def all_configs():
     """{key: (target, KernelConfig)}, deduplicated, in a stable order."""
     from lstm_fused.triton_kernels.launch_config import AOT_TARGETS
@@ -165,6 +174,8 @@ def all_configs():
             found += boundary_configs(dtype, target)
             for cfg in found:
                 configs.setdefault(config_key(target, cfg), (target, cfg))
+        for cfg in table_configs(target):
+            configs.setdefault(config_key(target, cfg), (target, cfg))
     return configs
 
 

@@ -38,7 +38,8 @@ import triton.language as tl
 from lstm_fused.reference_mhsa import dropout_threshold
 from lstm_fused.reference_mhsa import keep_scale as dropout_keep_scale
 
-from .launch_config import constexpr_params, device_target, kernel_config
+from .launch_config import (SHARED_MEMORY_LIMIT, constexpr_params, device_target,
+                            kernel_config, shared_memory_limit)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -262,30 +263,48 @@ def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
     return _int32(s & 0xFFFFFFFF), _int32((s >> 32) & 0xFFFFFFFF), threshold, keep_scale
 
 
-# Tiles per kernel on a GPU, by input dtype and head block BLOCK_D (the next power of two >= Dh,
-# at least 16): (BLOCK_M, BLOCK_N, num_warps, input_precision), chosen so that every kernel
-# compiles for sm_80 and sm_90 without register spills (tests/test_triton_aot.py measures it).
-# The forward and dQ keep a query tile (BLOCK_M rows) and loop over small key tiles; dK/dV keep
-# a key tile (BLOCK_N) and loop over small query tiles. A (dtype, BLOCK_D) without an entry is
-# refused (unsupported_reason): its tiles spill at every size tried.
-# float32 uses "tf32x3" (three TF32 tensor-core products, about float32's accuracy), 16-bit
-# inputs "tf32" (exact for their values; the probabilities are rounded to TF32).
+# Tiles per kernel on a GPU: (BLOCK_M, BLOCK_N, num_warps) by target (80: sm_80 and every GPU
+# below sm_90's shared memory; 90: sm_90 and up), input dtype and head block BLOCK_D (the next
+# power of two >= Dh, at least 16), chosen so that every kernel compiles without register
+# spills, dropout and lengths on (tests/test_triton_aot.py compiles them). The forward and dQ
+# keep a query tile (BLOCK_M rows) and loop over key tiles; dK/dV keep a key tile (BLOCK_N) and
+# loop over query tiles. A (dtype, BLOCK_D) without an entry is refused (unsupported_reason):
+# its kernels spill at every tile tried (16 to 64 rows, 2 to 8 warps).
+# Products: float32 inputs use "tf32x3" (three TF32 tensor-core products: about float32's
+# accuracy; a CPU emulation of it gives a largest error / (|a| |b|) of 2.4e-7 against 2.5e-7
+# for float32 FMAs at K <= 128), 16-bit inputs "tf32" (exact for their values; the
+# probabilities are rounded to TF32).
+_Q64, _Q16 = (64, 16, 4), (16, 16, 4)
 _TILES = {
-    ("16bit", 16): {"fwd": (64, 16, 4, "tf32"), "dkdv": (16, 64, 4, "tf32"),
-                    "dq": (64, 16, 4, "tf32")},
-    ("16bit", 32): {"fwd": (64, 16, 4, "tf32"), "dkdv": (16, 64, 4, "tf32"),
-                    "dq": (64, 16, 4, "tf32")},
-    ("16bit", 64): {"fwd": (64, 16, 4, "tf32"), "dkdv": (16, 64, 4, "tf32"),
-                    "dq": (64, 16, 4, "tf32")},
-    ("16bit", 128): {"fwd": (16, 32, 4, "tf32"), "dkdv": (16, 32, 4, "tf32"),
-                     "dq": (16, 16, 4, "tf32")},
-    ("float32", 16): {"fwd": (32, 16, 4, "tf32x3"), "dkdv": (16, 32, 4, "tf32x3"),
-                      "dq": (16, 16, 8, "tf32x3")},
-    ("float32", 32): {"fwd": (32, 16, 4, "tf32x3"), "dkdv": (16, 32, 4, "tf32x3"),
-                      "dq": (16, 16, 8, "tf32x3")},
-    ("float32", 64): {"fwd": (32, 16, 4, "tf32x3"), "dkdv": (16, 32, 4, "tf32x3"),
-                      "dq": (16, 16, 8, "tf32x3")},
+    80: {
+        (torch.float16, 16): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 32): dict(fwd=_Q64, dkdv=(16, 32, 4), dq=_Q64),
+        (torch.float16, 64): dict(fwd=_Q64, dkdv=(16, 32, 4), dq=_Q64),
+        (torch.float16, 128): dict(fwd=_Q16, dkdv=(16, 32, 4), dq=_Q16),
+        (torch.float32, 16): dict(fwd=_Q64, dkdv=(16, 16, 4), dq=_Q64),
+        (torch.float32, 32): dict(fwd=_Q64, dkdv=(16, 16, 4), dq=_Q64),
+        (torch.float32, 64): dict(fwd=_Q64, dkdv=(16, 32, 4), dq=_Q16),
+    },
+    90: {
+        (torch.float16, 16): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 32): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 64): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 128): dict(fwd=(16, 32, 4), dkdv=(16, 32, 4), dq=_Q16),
+        (torch.float32, 16): dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(16, 16, 8)),
+        (torch.float32, 32): dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(16, 16, 8)),
+        (torch.float32, 64): dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(16, 16, 8)),
+    },
 }
+for _table in _TILES.values():  # bfloat16 as float16 unless measured otherwise
+    for (_dt, _d), _tiles in list(_table.items()):
+        if _dt == torch.float16:
+            _table.setdefault((torch.bfloat16, _d), _tiles)
+
+
+def _tile_target(target) -> int:
+    return 90 if shared_memory_limit(target) >= SHARED_MEMORY_LIMIT[90] else 80
+
+
 # The pointer parameters of the kernels (the others are strides, sizes and scalars).
 _POINTERS = ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ", "LSE", "DELTA", "LEN")
 # Under the interpreter (tests, tiny T): 16 x 16 tiles keep the work small and run the
@@ -297,19 +316,18 @@ def head_block(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(max(head_dim, 1)))
 
 
-def _dtype_class(dtype) -> str:
-    return "float32" if dtype == torch.float32 else "16bit"
-
-
 def unsupported_reason(dtype, head_dim: int, target) -> Optional[str]:
     """Why these kernels refuse (dtype, head size) on `target`, or None (module _TILES)."""
     if dtype not in SUPPORTED_DTYPES:
         return f"dtype {dtype} is not supported (float32, float16, bfloat16)"
-    if target is not None and (_dtype_class(dtype), head_block(head_dim)) not in _TILES:
-        sizes = sorted(d for c, d in _TILES if c == _dtype_class(dtype))
-        return (f"the Triton attention kernels in {str(dtype).replace('torch.', '')} support "
-                f"head sizes up to {sizes[-1]} (embed_dim // num_heads = {head_dim}: their "
-                f"tiles would spill registers on the GPU)")
+    if target is None:  # the interpreter: no registers to spill
+        return None
+    table = _TILES[_tile_target(target)]
+    if (dtype, head_block(head_dim)) not in table:
+        largest = max(d for dt, d in table if dt == dtype)
+        return (f"its attention kernels in {str(dtype).replace('torch.', '')} take head sizes "
+                f"up to {largest} on this GPU (embed_dim // num_heads = {head_dim}: their tiles "
+                f"would spill registers)")
     return None
 
 
@@ -325,7 +343,9 @@ def flash_configs(head_dim: int, dtype, has_len: bool, drop: bool, target):
         prec = "ieee" if dtype == torch.float32 else "tf32"
         tiles = {k: (_INTERPRETER_TILE, _INTERPRETER_TILE, 4, prec) for k in ("fwd", "dkdv", "dq")}
     else:
-        tiles = _TILES[(_dtype_class(dtype), block_d)]
+        prec = "tf32x3" if dtype == torch.float32 else "tf32"
+        tiles = {role: (*t, prec) for role, t in
+                 _TILES[_tile_target(target)][(dtype, block_d)].items()}
     ptrs = dict(LSE=torch.float32, DELTA=torch.float32, LEN=torch.int64)
     floats = ("scale", "keep_scale")
     kernels = {"fwd": _forward_kernel, "dkdv": _dkdv_kernel, "dq": _dq_kernel}

@@ -133,34 +133,42 @@ def lstm_persistent_forward_kernel(
 
 
 def persistent_config(B: int, H: int, dtype: torch.dtype):
-    """(BLOCK_B, BLOCK_H, BLOCK_K, num_warps): 16 batch rows (the smallest tl.dot tile), 64
-    hidden units a program (32 for float32 / float64: their W chunks are twice the bytes),
-    K chunks of 64. Not tuned on a GPU."""
+    """(BLOCK_B, BLOCK_H, BLOCK_K, num_warps, num_stages): 16 batch rows (the smallest tl.dot
+    tile), 64 hidden units a program (32 for float32 / float64: their W chunks are twice the
+    bytes), K chunks of 64; 8 warps and no software pipelining of the K loop, which with 4
+    warps or 3 stages spills registers (tests/test_triton_aot.py). Not tuned on a GPU."""
     block_h = 64 if dtype in (torch.float16, torch.bfloat16) else 32
-    return 16, min(block_h, dot_block(H)), min(64, dot_block(H)), 4
+    return 16, min(block_h, dot_block(H)), min(64, dot_block(H)), 8, 1
+
+
+def _dot_precision(dtype, target):
+    """float32 on a GPU: "tf32x3" (as lstm_sequence._dot_args); "ieee" otherwise."""
+    return "tf32x3" if dtype == torch.float32 and target is not None else "ieee"
 
 
 def persistent_forward_config(B, H, dtype, has_len, peep, save, target):
     """The KernelConfig of lstm_persistent_forward_kernel on `target` (launch_config.py):
     with the grid-wide barrier on a GPU, without it under the interpreter (target None)."""
-    block_b, block_h, block_k, num_warps = persistent_config(B, H, dtype)
+    block_b, block_h, block_k, num_warps, num_stages = persistent_config(B, H, dtype)
     return kernel_config(
         lstm_persistent_forward_kernel,
         dict(HAS_LEN=has_len, PEEP=peep, BARRIER=target is not None, SAVE=save,
-             DOT_FP32=dtype == torch.bfloat16 and target is None, DOT_PRECISION="ieee",
-             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, 3, dtype,
+             DOT_FP32=dtype == torch.bfloat16 and target is None,
+             DOT_PRECISION=_dot_precision(dtype, target),
+             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, num_stages, dtype,
         pointers=dict(c_state_ptr=acc_dtype(dtype), len_ptr=torch.int64, bar_ptr=torch.int32))
 
 
 def persistent_backward_config(B, H, dtype, has_len, peep, target):
     """The KernelConfig of lstm_persistent_backward_kernel (see persistent_forward_config)."""
-    block_b, block_h, block_k, num_warps = persistent_config(B, H, dtype)
+    block_b, block_h, block_k, num_warps, num_stages = persistent_config(B, H, dtype)
     acc = acc_dtype(dtype)
     return kernel_config(
         lstm_persistent_backward_kernel,
         dict(HAS_LEN=has_len, PEEP=peep, BARRIER=target is not None,
-             DOT_FP32=dtype == torch.bfloat16 and target is None, DOT_PRECISION="ieee",
-             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, 3, dtype,
+             DOT_FP32=dtype == torch.bfloat16 and target is None,
+             DOT_PRECISION=_dot_precision(dtype, target),
+             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, num_stages, dtype,
         pointers=dict(dh_state_ptr=acc, dc_state_ptr=acc, len_ptr=torch.int64,
                       bar_ptr=torch.int32))
 

@@ -21,8 +21,9 @@ gradient of every projected output; the weight gradients are GEMMs over all step
 (lstm_layer.weight_gradients).
 
 Numerics: tl.dot operands are in the input dtype (h rounded to it, as cuDNN does), products
-accumulate in float32 (float64 for float64 inputs); float32 dots use input_precision "ieee"
-(no TF32) so the results match the float64 reference as tightly as float32 allows. Under the
+accumulate in float32 (float64 for float64 inputs); float32 dots on a GPU use input_precision
+"tf32x3" (three TF32 products: about float32's accuracy, never plain TF32) so the results match
+the float64 reference as tightly as float32 allows. Under the
 interpreter, bfloat16 operands are rounded to bfloat16 and multiplied in float32 (the
 interpreter cannot multiply bfloat16), which is the same arithmetic.
 """
@@ -33,7 +34,7 @@ import triton.language as tl
 from . import interpreter_compat
 from .launch_config import kernel_config
 from .lstm_math import cell_backward, cell_forward, load_peephole, tanh
-from .tuning import acc_dtype, dot_block, interpreting, new_output, sequence_config
+from .tuning import acc_dtype, dot_block, new_output, sequence_config
 
 # The time loops below have a runtime bound, which the interpreter mishandles under NumPy 2.4.
 interpreter_compat.apply()
@@ -286,10 +287,14 @@ def lstm_sequence_backward_kernel(
     tl.store(dc0_ptr + (d * B + rows[:, None]) * H + jh[None, :], dc, mask=m_bh)
 
 
-def _dot_args(dtype):
-    """(DOT_FP32, DOT_PRECISION) for inputs of `dtype`."""
-    dot_fp32 = dtype == torch.bfloat16 and interpreting()
-    return dot_fp32, "ieee"
+def _dot_args(dtype, target=None):
+    """(DOT_FP32, DOT_PRECISION) for inputs of `dtype` on `target` (None: the interpreter).
+    float32 on a GPU: "tf32x3", three TF32 tensor-core products per product, about as
+    accurate as float32 FMAs (its "ieee" FMA path spills registers, tests/test_triton_aot.py);
+    "ieee" otherwise (the interpreter computes in float32 or float64 whatever is asked)."""
+    dot_fp32 = dtype == torch.bfloat16 and target is None
+    precision = "tf32x3" if dtype == torch.float32 and target is not None else "ieee"
+    return dot_fp32, precision
 
 
 def sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save, write_y, pool,
@@ -298,7 +303,7 @@ def sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save, write_
     (launch_config.py); A = 0 without pooling. Which sizes may take this kernel at all:
     tuning.sequence_fits."""
     block_b, block_h, block_r, num_warps, num_stages = sequence_config(B, H, R, dtype, target)
-    dot_fp32, precision = _dot_args(dtype)
+    dot_fp32, precision = _dot_args(dtype, target)
     acc = acc_dtype(dtype)
     return kernel_config(
         lstm_sequence_forward_kernel,
@@ -312,7 +317,7 @@ def sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save, write_
 def sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target):
     """The KernelConfig of lstm_sequence_backward_kernel (see sequence_forward_config)."""
     block_b, block_h, block_r, num_warps, num_stages = sequence_config(B, H, R, dtype, target)
-    dot_fp32, precision = _dot_args(dtype)
+    dot_fp32, precision = _dot_args(dtype, target)
     return kernel_config(
         lstm_sequence_backward_kernel,
         dict(HAS_LEN=has_len, PEEP=peep, PROJ=proj, DOT_FP32=dot_fp32,
