@@ -125,7 +125,8 @@ def case_configs(case, dtype, target):
 
 def boundary_configs(dtype, target):
     """The largest sequence-kernel sizes tuning.sequence_fits / attentive_fits admit on
-    `target` (powers of two; R < H with a projection), every switch on, forward and backward."""
+    `target` (powers of two, R < H with a projection; a size is largest when doubling any of
+    H, R, A leaves the rule), every switch on, forward and backward."""
     import torch
 
     from lstm_fused.triton_kernels import lstm_layer as ll
@@ -133,23 +134,30 @@ def boundary_configs(dtype, target):
 
     dt = getattr(torch, dtype)
     sizes = [16 * 2 ** k for k in range(6)]  # 16 .. 512
+
+    def fits(h, r, a):
+        if r > h:
+            return False
+        if a == 0:
+            return tuning.sequence_fits(h, r, r < h, dt, target)
+        return tuning.attentive_fits(h, r, a, r < h, dt, target)
+
     out = []
-    for h in sizes:
-        for r in [s for s in sizes if s <= h]:
-            proj = r < h
-            if not tuning.sequence_fits(h, r, proj, dt, target):
-                continue
-            bigger = [(2 * h, r, True), (h, 2 * r, 2 * r < h)] if r < h else [(2 * h, 2 * r,
-                                                                                False)]
-            if any(tuning.sequence_fits(a, b, p, dt, target) for a, b, p in bigger if b <= a):
-                continue
-            out += ll.layer_configs(2, 16, h, r, dt, proj=proj, peep=True, has_len=True,
-                                    train=True, target=target, path="sequence")
-            a = max((s for s in sizes if tuning.attentive_fits(h, r, s, proj, dt, target)),
-                    default=None)
-            if a is not None:
-                out += ll.attentive_configs(16, h, r, a, dt, proj=proj, peep=True, has_len=True,
-                                            has_pb=True, has_q=True, target=target)
+    for a_sizes in ([0], sizes):
+        for h in sizes:
+            for r in sizes:
+                for a in a_sizes:
+                    grown = [(2 * h, r, a), (h, 2 * r, a)] + ([(h, r, 2 * a)] if a else [])
+                    if not fits(h, r, a) or any(fits(*g) for g in grown):
+                        continue
+                    if a == 0:
+                        out += ll.layer_configs(2, 16, h, r, dt, proj=r < h, peep=True,
+                                                has_len=True, train=True, target=target,
+                                                path="sequence")
+                    else:
+                        out += ll.attentive_configs(16, h, r, a, dt, proj=r < h, peep=True,
+                                                    has_len=True, has_pb=True, has_q=True,
+                                                    target=target)
     return out
 
 

@@ -289,9 +289,9 @@ _TILES = {
         (torch.float16, 16): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
         (torch.float16, 32): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
         (torch.float16, 64): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
-        (torch.float16, 128): dict(fwd=(16, 32, 4), dkdv=(16, 32, 4), dq=_Q16),
-        (torch.float32, 16): dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(16, 16, 8)),
-        (torch.float32, 32): dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(16, 16, 8)),
+        (torch.float16, 128): dict(fwd=_Q16, dkdv=(16, 32, 4), dq=_Q16),
+        (torch.float32, 16): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float32, 32): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
         (torch.float32, 64): dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(16, 16, 8)),
     },
 }

@@ -39,6 +39,12 @@ SEQUENCE_MAX_WEIGHT_ELEMENTS = {
     # projection to P = 32 fits.
     80: {2: 128 * 128 * 4, 4: 64 * 32 * 4 + 64 * 32, 8: 32 * 32 * 4},
 }
+# Largest BLOCK_H per element size, on every target: wider gate tiles (BLOCK_B x BLOCK_H per
+# gate, in registers) spill, e.g. float32 at BLOCK_H = 128 with a projection to R = 16 (7 KB
+# of spill stores on sm_80) although its weights are few. And the largest pooling tile BLOCK_A
+# of the attentive LSTM's fused layer.
+SEQUENCE_MAX_BLOCK_H = {2: 128, 4: 64, 8: 32}
+SEQUENCE_MAX_BLOCK_A = 128
 # tl.dot needs every block dimension >= 16.
 MIN_DOT_BLOCK = 16
 
@@ -111,14 +117,17 @@ def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype,
                   target: Optional[int] = None) -> bool:
     """Whether the recurrent weights of one direction fit on chip for the sequence kernel
     on `target` (launch_config.py)."""
-    return sequence_weight_elements(H, R, proj) <= sequence_weight_cap(dtype, target)
+    size = torch.tensor([], dtype=dtype).element_size()
+    return (dot_block(H) <= SEQUENCE_MAX_BLOCK_H[size]
+            and sequence_weight_elements(H, R, proj) <= sequence_weight_cap(dtype, target))
 
 
 def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
                    target: Optional[int] = None) -> bool:
     """Whether the sequence kernel can also keep the pooling weight W_h (A, R) on chip, for
     the attentive LSTM's pooled last layer (lstm_sequence.sequence_attentive_forward)."""
-    return sequence_weight_elements(H, R, proj, A) <= sequence_weight_cap(dtype, target)
+    return (sequence_fits(H, R, proj, dtype, target) and dot_block(A) <= SEQUENCE_MAX_BLOCK_A
+            and sequence_weight_elements(H, R, proj, A) <= sequence_weight_cap(dtype, target))
 
 
 def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype,
