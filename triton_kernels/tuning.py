@@ -44,7 +44,7 @@ SEQUENCE_MAX_WEIGHT_ELEMENTS = {
 # of spill stores on sm_80) although its weights are few. And the largest pooling tile BLOCK_A
 # of the attentive LSTM's fused layer.
 SEQUENCE_MAX_BLOCK_H = {2: 128, 4: 64, 8: 32}
-SEQUENCE_MAX_BLOCK_A = 128
+SEQUENCE_MAX_BLOCK_A = {2: 128, 4: 128, 8: 64}  # float64 A = 128 spills (sm_80)
 # tl.dot needs every block dimension >= 16.
 MIN_DOT_BLOCK = 16
 
@@ -126,7 +126,9 @@ def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
                    target: Optional[int] = None) -> bool:
     """Whether the sequence kernel can also keep the pooling weight W_h (A, R) on chip, for
     the attentive LSTM's pooled last layer (lstm_sequence.sequence_attentive_forward)."""
-    return (sequence_fits(H, R, proj, dtype, target) and dot_block(A) <= SEQUENCE_MAX_BLOCK_A
+    size = torch.tensor([], dtype=dtype).element_size()
+    return (sequence_fits(H, R, proj, dtype, target)
+            and dot_block(A) <= SEQUENCE_MAX_BLOCK_A[size]
             and sequence_weight_elements(H, R, proj, A) <= sequence_weight_cap(dtype, target))
 
 
