@@ -188,8 +188,8 @@ def all_configs():
 
 
 def config_key(target, cfg):
-    return (target, cfg.name, tuple((k, str(v)) for k, v in cfg.constexprs), cfg.num_warps,
-            cfg.num_stages, tuple(sorted(cfg.types)))
+    return (target, cfg.name, tuple((k, str(v)) for k, v in cfg.constexprs),
+            tuple(sorted(cfg.options().items())), tuple(sorted(cfg.types)))
 
 
 # ------------------------------------------------------------------ compiling
@@ -201,7 +201,7 @@ _PTXAS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads.*?Used (
 def compile_one(job):
     """Compile one (target, kernel module, kernel name, constexprs, warps, stages, signature)
     in this (interpreter-free) process. Returns a result row."""
-    target, module, name, constexprs, warps, stages, signature = job
+    target, module, name, constexprs, options, signature = job
     import importlib
 
     import triton
@@ -218,13 +218,14 @@ def compile_one(job):
     log = io.StringIO()
     t0 = time.perf_counter()
     row = dict(target=target, kernel=name, constexprs=constexprs_text(constexprs),
-               warps=warps, stages=stages, dtype=_main_dtype(signature))
+               warps=options["num_warps"], stages=options["num_stages"],
+               maxnreg=options.get("maxnreg"), dtype=_main_dtype(signature))
     try:
         with contextlib.redirect_stdout(log):
             compiled = triton.compile(ASTSource(fn=kernel, signature=signature,
                                                 constexprs=constexprs, attrs=attrs),
                                       target=GPUTarget("cuda", target, 32),
-                                      options=dict(num_warps=warps, num_stages=stages))
+                                      options=options)
     except Exception as exc:  # reported as a failed row, with the compiler's message
         row.update(error=f"{type(exc).__name__}: {str(exc)[-2000:]}",
                    seconds=time.perf_counter() - t0)
@@ -292,8 +293,8 @@ def _jobs(configs):
     jobs = []
     for target, cfg in configs.values():
         jobs.append((target, cfg.kernel.__module__, cfg.name,
-                     {k: _portable(v) for k, v in cfg.constexprs}, cfg.num_warps,
-                     cfg.num_stages, cfg.signature()))
+                     {k: _portable(v) for k, v in cfg.constexprs}, cfg.options(),
+                     cfg.signature()))
     return jobs
 
 

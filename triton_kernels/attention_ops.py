@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from . import interpreter_compat
-from .launch_config import device_target, kernel_config
+from .launch_config import device_target, full_register_budget, kernel_config
 
 interpreter_compat.apply()  # before any kernel runs: runtime loop bounds under the interpreter
 
@@ -71,7 +71,8 @@ def attention_pooling_forward_config(T, D, A, dtype, has_q, has_lengths, target)
     return kernel_config(
         attention_pooling_fwd_kernel,
         dict(HAS_Q=has_q, HAS_LENGTHS=has_lengths, ACC=_acc(dtype), **_pooling_blocks(T, D, A)),
-        _WARPS, _STAGES, dtype, pointers=dict(lengths_ptr=torch.int64, e_ptr=_acc_torch(dtype)))
+        _WARPS, _STAGES, dtype, pointers=dict(lengths_ptr=torch.int64, e_ptr=_acc_torch(dtype)),
+        maxnreg=full_register_budget(_WARPS))
 
 
 def attention_pooling_backward_config(T, D, A, dtype, has_q, has_lengths, target):
@@ -80,7 +81,8 @@ def attention_pooling_backward_config(T, D, A, dtype, has_q, has_lengths, target
         attention_pooling_bwd_kernel,
         dict(HAS_Q=has_q, HAS_LENGTHS=has_lengths, ACC=_acc(dtype), **_pooling_blocks(T, D, A)),
         _WARPS, _STAGES, dtype,
-        pointers=dict(lengths_ptr=torch.int64, gv_ptr=acc, gq_ptr=acc))
+        pointers=dict(lengths_ptr=torch.int64, gv_ptr=acc, gq_ptr=acc),
+        maxnreg=full_register_budget(_WARPS))
 
 
 def channel_configs(C, dtype, has_lengths, target):

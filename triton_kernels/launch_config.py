@@ -65,6 +65,9 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     types: Tuple[Tuple[str, str], ...]
+    # ptxas's register budget per thread (None: its own choice). Without it, ptxas on some
+    # small kernels stops short of the 255 it may use (e.g. 168 or 80) and spills.
+    maxnreg: Optional[int] = None
 
     @property
     def name(self) -> str:
@@ -73,10 +76,16 @@ class KernelConfig:
     def meta(self) -> Dict[str, object]:
         return dict(self.constexprs)
 
+    def options(self) -> Dict[str, object]:
+        """The compile options of this config (what triton.compile and a launch take)."""
+        out = dict(num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.maxnreg is not None and not interpreting():
+            out["maxnreg"] = self.maxnreg
+        return out
+
     def launch(self, grid, *args):
         """Run the kernel on `grid` with the runtime arguments `args` (in signature order)."""
-        return self.kernel[grid](*args, **self.meta(), num_warps=self.num_warps,
-                                 num_stages=self.num_stages)
+        return self.kernel[grid](*args, **self.meta(), **self.options())
 
     def signature(self) -> Dict[str, str]:
         """Every parameter's type for triton.compile: its runtime type, or "constexpr"."""
@@ -94,9 +103,15 @@ def constexpr_params(kernel) -> Dict[str, bool]:
     return {name: "constexpr" in str(p.annotation) for name, p in sig.parameters.items()}
 
 
+def full_register_budget(num_warps: int) -> int:
+    """The most registers a thread of a program of num_warps may use with the program alone
+    on an SM (65,536 registers; at most 255 a thread)."""
+    return min(255, 65536 // (32 * num_warps))
+
+
 def kernel_config(kernel, constexprs: Dict[str, object], num_warps: int, num_stages: int,
                   dtype: torch.dtype, pointers: Dict[str, torch.dtype] = None,
-                  floats: Sequence[str] = ()) -> KernelConfig:
+                  floats: Sequence[str] = (), maxnreg: Optional[int] = None) -> KernelConfig:
     """A KernelConfig whose pointer arguments (names ending in _ptr, plus the keys of
     `pointers`) hold `dtype` unless `pointers` says otherwise; the scalars named in `floats`
     are fp32, every other scalar i32. Every constexpr parameter must be given."""
@@ -116,4 +131,4 @@ def kernel_config(kernel, constexprs: Dict[str, object], num_warps: int, num_sta
         else:
             types.append((n, "fp32" if n in floats else "i32"))
     return KernelConfig(kernel, tuple(sorted(constexprs.items())), num_warps, num_stages,
-                        tuple(types))
+                        tuple(types), maxnreg)

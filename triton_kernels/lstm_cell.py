@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch_config import kernel_config
+from .launch_config import full_register_budget, kernel_config
 from .lstm_math import cell_backward, cell_forward, load_peephole
 from .tuning import acc_dtype, gate_config, new_output
 
@@ -122,7 +122,7 @@ def gate_forward_config(B, H, dtype, has_len, peep, write_state, save, target):
         lstm_gate_forward_kernel,
         dict(HAS_LEN=has_len, PEEP=peep, WRITE_STATE=write_state, SAVE=save, BLOCK_B=block_b,
              BLOCK_H=block_h), num_warps, 1, dtype,
-        pointers=dict(c_ptr=acc, len_ptr=torch.int64))
+        pointers=dict(c_ptr=acc, len_ptr=torch.int64), maxnreg=full_register_budget(num_warps))
 
 
 def gate_backward_config(B, H, dtype, has_len, peep, target):
@@ -131,7 +131,8 @@ def gate_backward_config(B, H, dtype, has_len, peep, target):
     return kernel_config(
         lstm_gate_backward_kernel,
         dict(HAS_LEN=has_len, PEEP=peep, BLOCK_B=block_b, BLOCK_H=block_h), num_warps, 1,
-        dtype, pointers=dict(dc_ptr=acc_dtype(dtype), len_ptr=torch.int64))
+        dtype, pointers=dict(dc_ptr=acc_dtype(dtype), len_ptr=torch.int64),
+        maxnreg=full_register_budget(num_warps))
 
 
 def _keep_valid(lengths, t, new, old):

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from . import interpreter_compat
-from .launch_config import kernel_config
+from .launch_config import full_register_budget, kernel_config
 from .lstm_math import cell_backward, cell_forward, load_peephole
 from .tuning import acc_dtype, dot_block, new_output
 
@@ -135,10 +135,11 @@ def lstm_persistent_forward_kernel(
 def persistent_config(B: int, H: int, dtype: torch.dtype):
     """(BLOCK_B, BLOCK_H, BLOCK_K, num_warps, num_stages): 16 batch rows (the smallest tl.dot
     tile), 64 hidden units a program (32 for float32 / float64: their W chunks are twice the
-    bytes), K chunks of 64 (32 in float64); 8 warps and no software pipelining of the K loop, which with 4
-    warps or 3 stages spills registers (tests/test_triton_aot.py). Not tuned on a GPU."""
+    bytes), K chunks of 64 (32 for float32 / float64); 8 warps and no software pipelining of
+    the K loop: with 4 warps, 3 stages or 32-bit chunks of 64 ptxas spills registers
+    (tests/test_triton_aot.py). Not tuned on a GPU."""
     block_h = 64 if dtype in (torch.float16, torch.bfloat16) else 32
-    block_k = 32 if dtype == torch.float64 else 64  # float64 K chunks of 64 spill (sm_80)
+    block_k = 64 if dtype in (torch.float16, torch.bfloat16) else 32  # 64: spills (32-bit +)
     return 16, min(block_h, dot_block(H)), min(block_k, dot_block(H)), 8, 1
 
 
@@ -157,7 +158,8 @@ def persistent_forward_config(B, H, dtype, has_len, peep, save, target):
              DOT_FP32=dtype == torch.bfloat16 and target is None,
              DOT_PRECISION=_dot_precision(dtype, target),
              BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, num_stages, dtype,
-        pointers=dict(c_state_ptr=acc_dtype(dtype), len_ptr=torch.int64, bar_ptr=torch.int32))
+        pointers=dict(c_state_ptr=acc_dtype(dtype), len_ptr=torch.int64, bar_ptr=torch.int32),
+        maxnreg=full_register_budget(num_warps))
 
 
 def persistent_backward_config(B, H, dtype, has_len, peep, target):
@@ -171,7 +173,7 @@ def persistent_backward_config(B, H, dtype, has_len, peep, target):
              DOT_PRECISION=_dot_precision(dtype, target),
              BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, num_stages, dtype,
         pointers=dict(dh_state_ptr=acc, dc_state_ptr=acc, len_ptr=torch.int64,
-                      bar_ptr=torch.int32))
+                      bar_ptr=torch.int32), maxnreg=full_register_budget(num_warps))
 
 
 def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save=True, target=None):
