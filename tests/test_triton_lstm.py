@@ -462,6 +462,9 @@ def test_rule_depends_on_the_gpu():
     assert choose_path(T=100, H=64, R=64, proj=False, dtype=f32, target=80) == "step"
     assert choose_path(T=100, H=64, R=32, proj=True, dtype=f32, target=80) == "sequence"
     assert choose_path(T=100, H=128, R=128, proj=False, dtype=f16, target=80) == "sequence"
+    # 16-bit H = R = 128 spills on sm_90 (not on sm_80); with a projection to 64 it does not
+    assert choose_path(T=100, H=128, R=128, proj=False, dtype=f16, target=90) == "step"
+    assert choose_path(T=100, H=128, R=64, proj=True, dtype=f16, target=90) == "sequence"
     # a GPU with less shared memory than sm_80 (sm_86: 99 KiB): nothing measured, step path
     assert choose_path(T=100, H=32, R=32, proj=False, dtype=f16, target=86) == "step"
     # sm_100 has sm_90's shared memory: sm_90's rule

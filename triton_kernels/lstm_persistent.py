@@ -135,12 +135,11 @@ def lstm_persistent_forward_kernel(
 def persistent_config(B: int, H: int, dtype: torch.dtype):
     """(BLOCK_B, BLOCK_H, BLOCK_K, num_warps, num_stages): 16 batch rows (the smallest tl.dot
     tile), 64 hidden units a program (32 for float32 / float64: their W chunks are twice the
-    bytes), K chunks of 64 (32 for float32 / float64); 8 warps and no software pipelining of
-    the K loop: with 4 warps, 3 stages or 32-bit chunks of 64 ptxas spills registers
-    (tests/test_triton_aot.py). Not tuned on a GPU."""
+    bytes), K chunks of 32; 8 warps and no software pipelining of the K loop: with 4 warps,
+    3 stages or K chunks of 64 ptxas spills registers (tests/test_triton_aot.py). Not tuned on
+    a GPU."""
     block_h = 64 if dtype in (torch.float16, torch.bfloat16) else 32
-    block_k = 64 if dtype in (torch.float16, torch.bfloat16) else 32  # 64: spills (32-bit +)
-    return 16, min(block_h, dot_block(H)), min(block_k, dot_block(H)), 8, 1
+    return 16, min(block_h, dot_block(H)), min(32, dot_block(H)), 8, 1
 
 
 def _dot_precision(dtype, target):

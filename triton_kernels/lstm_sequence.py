@@ -9,8 +9,9 @@ reads only the precomputed input projection gx[t] and writes y[t], the gates and
 gate math is fused behind it. Larger layers: see lstm_persistent.py (experimental).
 
 Which shapes (tuning.choose_path): T > 1 and the weights of one direction must fit one
-program's shared memory (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS: H, R <= 128 for float16 /
-bfloat16, 64 for float32, 32 for float64). Larger layers would need W_hh split over several
+program's shared memory and registers on the GPU at hand (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS,
+per target, as tests/test_triton_aot.py measures: at most H, R = 128 for float16 / bfloat16,
+64 for float32, 32 for float64, less on some GPUs). Larger layers would need W_hh split over several
 programs (SMs) with a barrier every step: lstm_persistent.py has such kernels, but they have
 not run on a GPU yet, so these layers take the step path of lstm_cell.py by default.
 Peephole, proj_size and lengths are all handled here, no fallback for them.
