@@ -247,3 +247,37 @@ def test_multi_tile_paths(small_tiles):
         y = chan(xc.to(DEVICE), lengths.to(DEVICE))
     torch.testing.assert_close(y.cpu(), _channel_truth(xc.nan_to_num(0, 0, 0), chan.cpu(),
                                                        lengths), **TOL[torch.float64])
+
+
+# ------------------------------------------------- what the GPU compiler accepts (no GPU run)
+
+def test_flash_tiles_refuse_head_sizes_that_spill(monkeypatch):
+    """Tiles come from a table measured by tests/test_triton_aot.py per target; a head size
+    without spill-free tiles is refused with a reason, which backend='triton' raises and
+    'auto' passes over."""
+    from lstm_fused import backends
+    from lstm_fused.triton_kernels import flash_attention as fa
+    from lstm_fused.triton_kernels import launch_config
+
+    assert fa.unsupported_reason(torch.float16, 128, 90) is None
+    assert fa.unsupported_reason(torch.float32, 64, 80) is None
+    reason = fa.unsupported_reason(torch.float32, 128, 90)
+    assert "head sizes up to 64" in reason and "128" in reason
+    assert fa.unsupported_reason(torch.float32, 128, None) is None  # interpreter: no limit
+    with pytest.raises(ValueError, match="head sizes up to 64"):
+        fa.flash_configs(128, torch.float32, True, False, 80)
+    cfgs = fa.flash_configs(40, torch.float16, True, True, 90)  # head block 64
+    assert {c.meta()["BLOCK_D"] for c in cfgs.values()} == {64}
+    assert cfgs["fwd"].meta()["PRECISION"] == "tf32"
+    assert fa.flash_configs(64, torch.float32, False, False, 90)["dq"].meta()["PRECISION"] == \
+        "tf32x3"
+
+    # The backend asks the device's target: pretend a CUDA device of capability 9.0.
+    monkeypatch.setattr(launch_config, "device_target", lambda device: 90)
+    cuda = torch.device("cuda")
+    with pytest.raises(RuntimeError, match="head sizes up to 64"):
+        backends.resolve("triton", "self_attention", cuda, torch.float32, dropout=False,
+                         lengths=True, head_dim=128)
+    impl = backends.resolve("triton", "self_attention", cuda, torch.float32, dropout=False,
+                            lengths=True, head_dim=64)
+    assert impl.name == "triton"

@@ -452,3 +452,35 @@ def test_kernels_compile_for_sm90():
                          text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "compiled all" in res.stdout
+
+
+def test_rule_depends_on_the_gpu():
+    """What fits on chip is what tests/test_triton_aot.py measured per target: the float32
+    backward at H = R = 64 needs more shared memory than an A100 (sm_80) has."""
+    f16, f32 = torch.float16, torch.float32
+    assert choose_path(T=100, H=64, R=64, proj=False, dtype=f32, target=90) == "sequence"
+    assert choose_path(T=100, H=64, R=64, proj=False, dtype=f32, target=80) == "step"
+    assert choose_path(T=100, H=64, R=32, proj=True, dtype=f32, target=80) == "sequence"
+    assert choose_path(T=100, H=128, R=128, proj=False, dtype=f16, target=80) == "sequence"
+    # 16-bit H = R = 128 spills on sm_90 (not on sm_80); with a projection to 64 it does not
+    assert choose_path(T=100, H=128, R=128, proj=False, dtype=f16, target=90) == "step"
+    assert choose_path(T=100, H=128, R=64, proj=True, dtype=f16, target=90) == "sequence"
+    # a GPU with less shared memory than sm_80 (sm_86: 99 KiB): nothing measured, step path
+    assert choose_path(T=100, H=32, R=32, proj=False, dtype=f16, target=86) == "step"
+    # sm_100 has sm_90's shared memory: sm_90's rule
+    assert choose_path(T=100, H=64, R=64, proj=False, dtype=f32, target=100) == "sequence"
+
+
+def test_launchers_and_aot_share_the_choice():
+    """layer_configs lists what the launchers launch: the gate kernels' step index t is not a
+    compile-time value, and each config names every constexpr of its kernel."""
+    from lstm_fused.triton_kernels import lstm_layer
+
+    step = lstm_layer.layer_configs(1, 8, 512, 512, torch.float16, proj=False, peep=True,
+                                    has_len=True, train=True, target=90)
+    assert [c.name for c in step] == ["lstm_gate_forward_kernel", "lstm_gate_backward_kernel"]
+    assert "t" not in step[0].meta() and dict(step[0].types)["t"] == "i32"
+    seq = lstm_layer.layer_configs(50, 8, 64, 64, torch.float32, proj=False, peep=False,
+                                   has_len=False, train=False, target=90)
+    assert [c.name for c in seq] == ["lstm_sequence_forward_kernel"]
+    assert seq[0].meta()["SAVE"] is False and seq[0].meta()["DOT_PRECISION"] == "tf32x3"

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from . import interpreter_compat
+from .launch_config import device_target, full_register_budget, kernel_config
 
 interpreter_compat.apply()  # before any kernel runs: runtime loop bounds under the interpreter
 
@@ -41,6 +42,66 @@ def _inner(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _acc_torch(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# Triton's defaults, written out: every kernel here is a loop over tiles of one row.
+_WARPS, _STAGES = 4, 3
+
+
+def masked_softmax_forward_config(N, dtype, has_lengths, has_mask, target):
+    """KernelConfig of masked_softmax_fwd_kernel for rows of N scores (launch_config.py)."""
+    return kernel_config(
+        masked_softmax_fwd_kernel,
+        dict(HAS_LENGTHS=has_lengths, HAS_MASK=has_mask, ACC=_acc(dtype),
+             BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"])), _WARPS, _STAGES, dtype,
+        pointers=dict(lengths_ptr=torch.int64, mask_ptr=torch.uint8), floats=("scale",))
+
+
+def masked_softmax_backward_config(N, dtype, target):
+    return kernel_config(
+        masked_softmax_bwd_kernel,
+        dict(ACC=_acc(dtype), BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"])), _WARPS, _STAGES,
+        dtype, floats=("scale",))
+
+
+def attention_pooling_forward_config(T, D, A, dtype, has_q, has_lengths, target):
+    """KernelConfig of attention_pooling_fwd_kernel for x (B, T, D), proj (B, T, A)."""
+    return kernel_config(
+        attention_pooling_fwd_kernel,
+        dict(HAS_Q=has_q, HAS_LENGTHS=has_lengths, ACC=_acc(dtype), **_pooling_blocks(T, D, A)),
+        _WARPS, _STAGES, dtype, pointers=dict(lengths_ptr=torch.int64, e_ptr=_acc_torch(dtype)),
+        maxnreg=full_register_budget(_WARPS))
+
+
+def attention_pooling_backward_config(T, D, A, dtype, has_q, has_lengths, target):
+    acc = _acc_torch(dtype)
+    return kernel_config(
+        attention_pooling_bwd_kernel,
+        dict(HAS_Q=has_q, HAS_LENGTHS=has_lengths, ACC=_acc(dtype), **_pooling_blocks(T, D, A)),
+        _WARPS, _STAGES, dtype,
+        pointers=dict(lengths_ptr=torch.int64, gv_ptr=acc, gq_ptr=acc),
+        maxnreg=full_register_budget(_WARPS))
+
+
+def channel_configs(C, dtype, has_lengths, target):
+    """KernelConfigs of the four channel-attention kernels for C channels, by name."""
+    common = dict(HAS_LENGTHS=has_lengths, ACC=_acc(dtype),
+                  BLOCK_C=_block(C, BLOCK_CAPS["channel_c"]))
+    lens = dict(lengths_ptr=torch.int64)
+    return {
+        "mean_fwd": kernel_config(masked_mean_fwd_kernel, dict(common, BLOCK_T=16), _WARPS,
+                                  _STAGES, dtype, pointers=lens),
+        "mean_bwd": kernel_config(masked_mean_bwd_kernel, common, _WARPS, _STAGES, dtype,
+                                  pointers=lens),
+        "rescale_fwd": kernel_config(rescale_fwd_kernel, common, _WARPS, _STAGES, dtype,
+                                     pointers=lens),
+        "rescale_bwd": kernel_config(rescale_bwd_kernel, dict(common, BLOCK_T=16), _WARPS,
+                                     _STAGES, dtype, pointers=lens),
+    }
+
+
 def masked_softmax_forward(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor],
                            scale: float) -> Tensor:
     scores = scores.contiguous()
@@ -49,11 +110,10 @@ def masked_softmax_forward(scores: Tensor, lengths: Optional[Tensor], mask: Opti
     if R == 0 or N == 0:
         return out
     mask_u8 = None if mask is None else mask.contiguous().view(torch.uint8)
-    masked_softmax_fwd_kernel[(R,)](
-        scores, lengths if lengths is not None else scores,
-        mask_u8 if mask_u8 is not None else scores, out, N, float(scale),
-        HAS_LENGTHS=lengths is not None, HAS_MASK=mask is not None, ACC=_acc(scores.dtype),
-        BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"]))
+    cfg = masked_softmax_forward_config(N, scores.dtype, lengths is not None, mask is not None,
+                                        device_target(scores.device))
+    cfg.launch((R,), scores, lengths if lengths is not None else scores,
+               mask_u8 if mask_u8 is not None else scores, out, N, float(scale))
     return out
 
 
@@ -63,9 +123,8 @@ def masked_softmax_backward(grad_probs: Tensor, probs: Tensor, scale: float) -> 
     out = torch.empty_like(probs)
     if R == 0 or N == 0:
         return out
-    masked_softmax_bwd_kernel[(R,)](grad_probs, probs, out, N, float(scale),
-                                    ACC=_acc(probs.dtype),
-                                    BLOCK_N=_block(N, BLOCK_CAPS["softmax_n"]))
+    cfg = masked_softmax_backward_config(N, probs.dtype, device_target(probs.device))
+    cfg.launch((R,), grad_probs, probs, out, N, float(scale))
     return out
 
 
@@ -85,15 +144,13 @@ def attention_pooling_forward(x: Tensor, proj: Tensor, v: Tensor, qproj: Optiona
     lse = torch.empty((B,), dtype=x.dtype, device=x.device)
     if B == 0:
         return context, alpha, lse
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    scratch = torch.empty((B, max(T, 1)), dtype=acc_dtype, device=x.device)  # e_t
-    blocks = _pooling_blocks(T, D, A)
-    grid = (B, max(1, triton.cdiv(D, blocks["BLOCK_D"])))
-    attention_pooling_fwd_kernel[grid](
-        x, proj, v, qproj if qproj is not None else v, lengths if lengths is not None else v,
-        context, alpha, lse, scratch, T, D, A, x.stride(0), x.stride(1), proj.stride(0),
-        proj.stride(1), HAS_Q=qproj is not None, HAS_LENGTHS=lengths is not None,
-        ACC=_acc(x.dtype), **blocks)
+    scratch = torch.empty((B, max(T, 1)), dtype=_acc_torch(x.dtype), device=x.device)  # e_t
+    cfg = attention_pooling_forward_config(T, D, A, x.dtype, qproj is not None,
+                                           lengths is not None, device_target(x.device))
+    grid = (B, max(1, triton.cdiv(D, cfg.meta()["BLOCK_D"])))
+    cfg.launch(grid, x, proj, v, qproj if qproj is not None else v,
+               lengths if lengths is not None else v, context, alpha, lse, scratch, T, D, A,
+               x.stride(0), x.stride(1), proj.stride(0), proj.stride(1))
     return context, alpha, lse
 
 
@@ -107,20 +164,24 @@ def attention_pooling_backward(grad_context: Tensor, grad_alpha: Tensor, grad_ls
     A = proj.shape[2]
     grad_x = torch.empty((B, T, D), dtype=x.dtype, device=x.device)
     grad_proj = torch.empty((B, T, A), dtype=x.dtype, device=x.device)
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc_dtype = _acc_torch(x.dtype)
     gv_rows = torch.zeros((B, A), dtype=acc_dtype, device=x.device)
     gq_rows = torch.zeros((B, A), dtype=acc_dtype, device=x.device)
     if B > 0:
-        attention_pooling_bwd_kernel[(B,)](
-            grad_context.contiguous(), grad_alpha.contiguous(), grad_lse.contiguous(), x, proj,
-            v, qproj if qproj is not None else v, lengths if lengths is not None else v,
+        cfg = attention_pooling_backward_config(T, D, A, x.dtype, qproj is not None,
+                                                lengths is not None, device_target(x.device))
+        cfg.launch(
+            (B,), grad_context.contiguous(), grad_alpha.contiguous(), grad_lse.contiguous(), x,
+            proj, v, qproj if qproj is not None else v, lengths if lengths is not None else v,
             alpha.contiguous(), context.contiguous(), grad_x, grad_proj, gv_rows, gq_rows, T, D,
-            A, x.stride(0), x.stride(1), proj.stride(0), proj.stride(1),
-            HAS_Q=qproj is not None, HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype),
-            **_pooling_blocks(T, D, A))
+            A, x.stride(0), x.stride(1), proj.stride(0), proj.stride(1))
     grad_v = gv_rows.sum(0).to(x.dtype)
     grad_q = gq_rows.to(x.dtype) if qproj is not None else x.new_empty((0,))
     return grad_x, grad_proj, grad_v, grad_q
+
+
+def _channel(name, x, C, lengths):
+    return channel_configs(C, x.dtype, lengths is not None, device_target(x.device))[name]
 
 
 def channel_masked_mean_forward(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -129,10 +190,9 @@ def channel_masked_mean_forward(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     mean = torch.empty((B, C), dtype=x.dtype, device=x.device)
     if B == 0 or C == 0:
         return mean
-    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
-    masked_mean_fwd_kernel[(B, triton.cdiv(C, BLOCK_C))](
-        x, lengths if lengths is not None else x, mean, T, C, x.stride(0), x.stride(1),
-        HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_T=16, BLOCK_C=BLOCK_C)
+    cfg = _channel("mean_fwd", x, C, lengths)
+    cfg.launch((B, triton.cdiv(C, cfg.meta()["BLOCK_C"])),
+               x, lengths if lengths is not None else x, mean, T, C, x.stride(0), x.stride(1))
     return mean
 
 
@@ -142,10 +202,9 @@ def channel_masked_mean_backward(grad_mean: Tensor, x: Tensor, lengths: Optional
     grad_x = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
     if B * T == 0 or C == 0:
         return grad_x
-    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
-    masked_mean_bwd_kernel[(B * T, triton.cdiv(C, BLOCK_C))](
-        grad_mean.contiguous(), lengths if lengths is not None else x, grad_x, T, C,
-        HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_C=BLOCK_C)
+    cfg = _channel("mean_bwd", x, C, lengths)
+    cfg.launch((B * T, triton.cdiv(C, cfg.meta()["BLOCK_C"])),
+               grad_mean.contiguous(), lengths if lengths is not None else x, grad_x, T, C)
     return grad_x
 
 
@@ -155,10 +214,9 @@ def channel_rescale_forward(x: Tensor, w: Tensor, lengths: Optional[Tensor]) -> 
     y = torch.empty((B, T, C), dtype=x.dtype, device=x.device)
     if B * T == 0 or C == 0:
         return y
-    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
-    rescale_fwd_kernel[(B * T, triton.cdiv(C, BLOCK_C))](
-        x, w, lengths if lengths is not None else x, y, T, C, x.stride(0), x.stride(1),
-        HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype), BLOCK_C=BLOCK_C)
+    cfg = _channel("rescale_fwd", x, C, lengths)
+    cfg.launch((B * T, triton.cdiv(C, cfg.meta()["BLOCK_C"])),
+               x, w, lengths if lengths is not None else x, y, T, C, x.stride(0), x.stride(1))
     return y
 
 
@@ -170,11 +228,10 @@ def channel_rescale_backward(grad_y: Tensor, x: Tensor, w: Tensor, lengths: Opti
     grad_w = torch.empty((B, C), dtype=x.dtype, device=x.device)
     if B == 0 or C == 0:
         return grad_x, grad_w
-    BLOCK_C = _block(C, BLOCK_CAPS["channel_c"])
-    rescale_bwd_kernel[(B, triton.cdiv(C, BLOCK_C))](
-        grad_y.contiguous(), x, w, lengths if lengths is not None else x, grad_x, grad_w, T, C,
-        x.stride(0), x.stride(1), HAS_LENGTHS=lengths is not None, ACC=_acc(x.dtype),
-        BLOCK_T=16, BLOCK_C=BLOCK_C)
+    cfg = _channel("rescale_bwd", x, C, lengths)
+    cfg.launch((B, triton.cdiv(C, cfg.meta()["BLOCK_C"])),
+               grad_y.contiguous(), x, w, lengths if lengths is not None else x, grad_x, grad_w,
+               T, C, x.stride(0), x.stride(1))
     return grad_x, grad_w
 
 

@@ -29,7 +29,6 @@ and flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed,
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -39,10 +38,10 @@ import triton.language as tl
 from lstm_fused.reference_mhsa import dropout_threshold
 from lstm_fused.reference_mhsa import keep_scale as dropout_keep_scale
 
+from .launch_config import (SHARED_MEMORY_LIMIT, constexpr_params, device_target,
+                            kernel_config, shared_memory_limit)
+
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Tiles: 64 x 64 on a GPU; under the interpreter (tests, tiny T) 16 keeps the work small.
-_BLOCK = 16 if _INTERPRET else 64
 
 
 @triton.jit
@@ -264,13 +263,105 @@ def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
     return _int32(s & 0xFFFFFFFF), _int32((s >> 32) & 0xFFFFFFFF), threshold, keep_scale
 
 
-def _meta(q, lengths, threshold):
-    B, N, T, Dh = q.shape
-    return dict(
-        HAS_LEN=lengths is not None, DROP=threshold > 0,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        BLOCK_M=_BLOCK, BLOCK_N=_BLOCK, BLOCK_D=max(16, triton.next_power_of_2(Dh)),
-    )
+# Tiles per kernel on a GPU: (BLOCK_M, BLOCK_N, num_warps) by target (80: sm_80 and every GPU
+# below sm_90's shared memory; 90: sm_90 and up), input dtype and head block BLOCK_D (the next
+# power of two >= Dh, at least 16), chosen so that every kernel compiles without register
+# spills, dropout and lengths on (tests/test_triton_aot.py compiles them). The forward and dQ
+# keep a query tile (BLOCK_M rows) and loop over key tiles; dK/dV keep a key tile (BLOCK_N) and
+# loop over query tiles. A (dtype, BLOCK_D) without an entry is refused (unsupported_reason):
+# its kernels spill at every tile tried (16 to 64 rows, 2 to 8 warps).
+# Products: float32 inputs use "tf32x3" (three TF32 tensor-core products: about float32's
+# accuracy; a CPU emulation of it gives a largest error / (|a| |b|) of 2.4e-7 against 2.5e-7
+# for float32 FMAs at K <= 128), 16-bit inputs "tf32" (exact for their values; the
+# probabilities are rounded to TF32).
+_Q64, _Q16 = (64, 16, 4), (16, 16, 4)
+_TILES = {
+    80: {
+        (torch.float16, 16): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 32): dict(fwd=_Q64, dkdv=(16, 32, 4), dq=_Q64),
+        (torch.float16, 64): dict(fwd=_Q64, dkdv=(16, 32, 4), dq=_Q64),
+        (torch.float16, 128): dict(fwd=_Q16, dkdv=(16, 32, 4), dq=_Q16),
+        (torch.float32, 16): dict(fwd=_Q64, dkdv=(16, 16, 4), dq=_Q64),
+        (torch.float32, 32): dict(fwd=_Q64, dkdv=(16, 16, 4), dq=_Q64),
+        (torch.float32, 64): dict(fwd=_Q64, dkdv=(16, 32, 4), dq=_Q16),
+    },
+    90: {
+        (torch.float16, 16): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 32): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 64): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float16, 128): dict(fwd=_Q16, dkdv=(16, 32, 4), dq=_Q16),
+        (torch.float32, 16): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float32, 32): dict(fwd=_Q64, dkdv=(16, 64, 4), dq=_Q64),
+        (torch.float32, 64): dict(fwd=(32, 16, 4), dkdv=(16, 32, 4), dq=(16, 16, 8)),
+    },
+}
+for _table in _TILES.values():  # bfloat16 as float16 unless measured otherwise
+    for (_dt, _d), _tiles in list(_table.items()):
+        if _dt == torch.float16:
+            _table.setdefault((torch.bfloat16, _d), _tiles)
+
+
+def _tile_target(target) -> int:
+    return 90 if shared_memory_limit(target) >= SHARED_MEMORY_LIMIT[90] else 80
+
+
+# The pointer parameters of the kernels (the others are strides, sizes and scalars).
+_POINTERS = ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ", "LSE", "DELTA", "LEN")
+# Under the interpreter (tests, tiny T): 16 x 16 tiles keep the work small and run the
+# multi-tile paths; float32 products in IEEE arithmetic.
+_INTERPRETER_TILE = 16
+
+
+def head_block(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(max(head_dim, 1)))
+
+
+def unsupported_reason(dtype, head_dim: int, target) -> Optional[str]:
+    """Why these kernels refuse (dtype, head size) on `target`, or None (module _TILES)."""
+    if dtype not in SUPPORTED_DTYPES:
+        return f"dtype {dtype} is not supported (float32, float16, bfloat16)"
+    if target is None:  # the interpreter: no registers to spill
+        return None
+    table = _TILES[_tile_target(target)]
+    if (dtype, head_block(head_dim)) not in table:
+        largest = max(d for dt, d in table if dt == dtype)
+        return (f"its attention kernels in {str(dtype).replace('torch.', '')} take head sizes "
+                f"up to {largest} on this GPU (embed_dim // num_heads = {head_dim}: their tiles "
+                f"would spill registers)")
+    return None
+
+
+def flash_configs(head_dim: int, dtype, has_len: bool, drop: bool, target):
+    """The KernelConfigs (launch_config.py) of one attention call of head size head_dim on
+    `target`, by role: "fwd", "delta", "dkdv", "dq". Raises ValueError where
+    unsupported_reason refuses."""
+    reason = unsupported_reason(dtype, head_dim, target)
+    if reason:
+        raise ValueError(f"flash_attention: {reason}")
+    block_d = head_block(head_dim)
+    if target is None:
+        prec = "ieee" if dtype == torch.float32 else "tf32"
+        tiles = {k: (_INTERPRETER_TILE, _INTERPRETER_TILE, 4, prec) for k in ("fwd", "dkdv", "dq")}
+    else:
+        prec = "tf32x3" if dtype == torch.float32 else "tf32"
+        tiles = {role: (*t, prec) for role, t in
+                 _TILES[_tile_target(target)][(dtype, block_d)].items()}
+    ptrs = dict(LSE=torch.float32, DELTA=torch.float32, LEN=torch.int64)
+    floats = ("scale", "keep_scale")
+    kernels = {"fwd": _forward_kernel, "dkdv": _dkdv_kernel, "dq": _dq_kernel}
+    out = {}
+    for role, kernel in kernels.items():
+        block_m, block_n, warps, prec = tiles[role]
+        params = constexpr_params(kernel)
+        pointers = {n: ptrs.get(n, dtype) for n in params if n in _POINTERS}
+        out[role] = kernel_config(
+            kernel, dict(HAS_LEN=has_len, DROP=drop, PRECISION=prec, BLOCK_M=block_m,
+                         BLOCK_N=block_n, BLOCK_D=block_d), warps, 1, dtype,
+            pointers=pointers, floats=floats)
+    block_m = tiles["dq"][0]
+    out["delta"] = kernel_config(_delta_kernel, dict(BLOCK_M=block_m, BLOCK_D=block_d), 4, 1,
+                                 dtype, pointers=dict(DO=dtype, O=dtype, DELTA=torch.float32))
+    return out
 
 
 def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -286,11 +377,11 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if out.numel() == 0:
         return out, lse
     drop_args = _dropout_args(dropout_p, seed)
-    meta = _meta(q, lengths, drop_args[2])
-    grid = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
-    _forward_kernel[grid](q, k, v, out, lse, lengths if lengths is not None else q,
-                          *q.stride(), *out.stride(), N, T, Dh, float(scale),
-                          *drop_args, **meta)
+    cfg = flash_configs(Dh, q.dtype, lengths is not None, drop_args[2] > 0,
+                        device_target(q.device))["fwd"]
+    grid = (B * N, triton.cdiv(T, cfg.meta()["BLOCK_M"]))
+    cfg.launch(grid, q, k, v, out, lse, lengths if lengths is not None else q,
+               *q.stride(), *out.stride(), N, T, Dh, float(scale), *drop_args)
     return out, lse
 
 
@@ -307,14 +398,15 @@ def flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed,
     if dq.numel() == 0:
         return dq, dk, dv
     drop_args = _dropout_args(dropout_p, seed)
-    meta = _meta(q, lengths, drop_args[2])
+    cfgs = flash_configs(Dh, q.dtype, lengths is not None, drop_args[2] > 0,
+                         device_target(q.device))
     len_arg = lengths if lengths is not None else q
     delta = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
-    rows = (B * N, triton.cdiv(T, meta["BLOCK_M"]))
-    _delta_kernel[rows](grad_out, out, delta, T, Dh,
-                        BLOCK_M=meta["BLOCK_M"], BLOCK_D=meta["BLOCK_D"])
+    rows = (B * N, triton.cdiv(T, cfgs["delta"].meta()["BLOCK_M"]))
+    cfgs["delta"].launch(rows, grad_out, out, delta, T, Dh)
     common = (*q.stride(), N, T, Dh, float(scale), *drop_args)
-    _dkdv_kernel[(B * N, triton.cdiv(T, meta["BLOCK_N"]))](
-        q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common, **meta)
-    _dq_kernel[rows](q, k, v, grad_out, lse, delta, dq, len_arg, *common, **meta)
+    cfgs["dkdv"].launch((B * N, triton.cdiv(T, cfgs["dkdv"].meta()["BLOCK_N"])),
+                        q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common)
+    cfgs["dq"].launch((B * N, triton.cdiv(T, cfgs["dq"].meta()["BLOCK_M"])),
+                      q, k, v, grad_out, lse, delta, dq, len_arg, *common)
     return dq, dk, dv

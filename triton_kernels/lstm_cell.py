@@ -13,11 +13,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch_config import full_register_budget, kernel_config
 from .lstm_math import cell_backward, cell_forward, load_peephole
 from .tuning import acc_dtype, gate_config, new_output
 
 
-@triton.jit
+# The step index t is a runtime argument, never specialised: Triton would otherwise compile
+# t = 1 (and t divisible by 16) as variants of their own.
+@triton.jit(do_not_specialize=("t",))
 def lstm_gate_forward_kernel(
         z_ptr, c_ptr, peep_ptr, len_ptr, gates_ptr, cells_ptr, h_out_ptr, h_state_ptr,
         t, B, H, stride_h_out,
@@ -67,7 +70,7 @@ def lstm_gate_forward_kernel(
         tl.store(h_state_ptr + hc, h, mask=v2)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("t",))
 def lstm_gate_backward_kernel(
         dh_ptr, dc_ptr, gates_ptr, cells_ptr, c_prev_ptr, peep_ptr, len_ptr, dz_ptr,
         t, B, H, stride_dz,
@@ -110,6 +113,28 @@ def lstm_gate_backward_kernel(
     tl.store(dc_ptr + hc, dc_prev, mask=v2)
 
 
+def gate_forward_config(B, H, dtype, has_len, peep, write_state, save, target):
+    """The KernelConfig of lstm_gate_forward_kernel for a (B, H) step of `dtype` on `target`
+    (launch_config.py): element-wise, so the same on every target."""
+    block_b, block_h, num_warps = gate_config(B, H, dtype)
+    acc = acc_dtype(dtype)
+    return kernel_config(
+        lstm_gate_forward_kernel,
+        dict(HAS_LEN=has_len, PEEP=peep, WRITE_STATE=write_state, SAVE=save, BLOCK_B=block_b,
+             BLOCK_H=block_h), num_warps, 1, dtype,
+        pointers=dict(c_ptr=acc, len_ptr=torch.int64), maxnreg=full_register_budget(num_warps))
+
+
+def gate_backward_config(B, H, dtype, has_len, peep, target):
+    """The KernelConfig of lstm_gate_backward_kernel (see gate_forward_config)."""
+    block_b, block_h, num_warps = gate_config(B, H, dtype)
+    return kernel_config(
+        lstm_gate_backward_kernel,
+        dict(HAS_LEN=has_len, PEEP=peep, BLOCK_B=block_b, BLOCK_H=block_h), num_warps, 1,
+        dtype, pointers=dict(dc_ptr=acc_dtype(dtype), len_ptr=torch.int64),
+        maxnreg=full_register_budget(num_warps))
+
+
 def _keep_valid(lengths, t, new, old):
     """Rows of `new` where sequence b is still running at step t (t < lengths[b]), else of
     `old`; all of `new` without lengths."""
@@ -118,7 +143,7 @@ def _keep_valid(lengths, t, new, old):
     return torch.where((lengths > t).unsqueeze(1), new, old)
 
 
-def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
+def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None):
     """Forward of one layer, one gate launch per step and direction.
 
     gx (T, B, D, G): input projections plus bias; h0 (D, B, R); c0 (D, B, H); w_hh (D, G, R);
@@ -135,8 +160,10 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     c_n = new_output((D, B, H), gx)
     gates = new_output((D, T, B, G), gx) if save else None
     cells = new_output((D, T, B, H), gx) if save else None
-    BLOCK_B, BLOCK_H, num_warps = gate_config(B, H, dtype)
-    grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H))
+    cfg = gate_forward_config(B, H, dtype, lengths is not None, w_peep is not None, not proj,
+                              save, target)
+    meta = cfg.meta()
+    grid = (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(H, meta["BLOCK_H"]))
     lens = lengths if lengths is not None else gx  # a dummy pointer when HAS_LEN is False
     for d in range(D):
         h = h0[d].contiguous().clone()  # (B, R)
@@ -148,11 +175,8 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
             t = T - 1 - s if d == 1 else s
             z = torch.addmm(gx[t, :, d], h, w_t)  # (B, G)
             h_out = hpre if proj else y[t, :, d * R:(d + 1) * R]
-            lstm_gate_forward_kernel[grid](
-                z, c, peep, lens, gates[d, t] if save else z, cells[d, t] if save else z,
-                h_out, h, t, B, H, h_out.stride(0), HAS_LEN=lengths is not None,
-                PEEP=w_peep is not None, WRITE_STATE=not proj, SAVE=save, BLOCK_B=BLOCK_B,
-                BLOCK_H=BLOCK_H, num_warps=num_warps)
+            cfg.launch(grid, z, c, peep, lens, gates[d, t] if save else z,
+                       cells[d, t] if save else z, h_out, h, t, B, H, h_out.stride(0))
             if proj:  # hpre is zero on padded rows, so r is too
                 r = hpre @ w_hr[d].t()
                 y[t, :, d * R:(d + 1) * R] = r
@@ -162,7 +186,8 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     return y, h_n, c_n, gates, cells
 
 
-def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates, cells):
+def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates, cells,
+                  target=None):
     """Reverse time loop of one layer, one gate launch per step and direction.
 
     Returns dZ (T, B, D, G) (gradient of the pre-activations, zero at padded steps),
@@ -176,8 +201,9 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
     dR = new_output((D, T, B, R), gates) if proj else None
     grad_h0 = new_output((D, B, R), gates)
     grad_c0 = new_output((D, B, H), gates)
-    BLOCK_B, BLOCK_H, num_warps = gate_config(B, H, dtype)
-    grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H))
+    cfg = gate_backward_config(B, H, dtype, lengths is not None, w_peep is not None, target)
+    meta = cfg.meta()
+    grid = (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(H, meta["BLOCK_H"]))
     lens = lengths if lengths is not None else gates
     for d in range(D):
         dh = grad_h_n[d].contiguous().clone()  # (B, R)
@@ -194,10 +220,8 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
                 dhpre = dr.contiguous()
             c_prev = c0_d if s == 0 else cells[d, t + 1 if d == 1 else t - 1]
             dz = dZ[t, :, d]  # (B, G), rows of stride D*G
-            lstm_gate_backward_kernel[grid](
-                dhpre, dc, gates[d, t], cells[d, t], c_prev, peep, lens, dz, t, B, H,
-                dz.stride(0), HAS_LEN=lengths is not None, PEEP=w_peep is not None,
-                BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, num_warps=num_warps)
+            cfg.launch(grid, dhpre, dc, gates[d, t], cells[d, t], c_prev, peep, lens, dz, t, B,
+                       H, dz.stride(0))
             dh = _keep_valid(lengths, t, dz @ w_hh[d], dh)
         grad_h0[d] = dh
         grad_c0[d] = dc

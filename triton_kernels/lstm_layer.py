@@ -22,9 +22,12 @@ from torch import Tensor
 
 from lstm_fused import _ops
 
-from .lstm_cell import step_backward, step_forward
-from .lstm_persistent import persistent_backward, persistent_forward
-from .lstm_sequence import sequence_attentive_forward, sequence_backward, sequence_forward
+from .launch_config import device_target
+from .lstm_cell import gate_backward_config, gate_forward_config, step_backward, step_forward
+from .lstm_persistent import (persistent_backward, persistent_backward_config,
+                              persistent_forward, persistent_forward_config)
+from .lstm_sequence import (sequence_attentive_forward, sequence_backward,
+                            sequence_backward_config, sequence_forward, sequence_forward_config)
 from .tuning import attentive_fits, choose_path
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -117,6 +120,36 @@ def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
     return gx.view(T, B, D, G)
 
 
+def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path=None):
+    """The KernelConfigs (launch_config.py) that one layer call of these sizes launches on
+    `target`: the forward (saving gates and cells when `train`), and with `train` the
+    backward. path: as tuning.choose_path decides, unless given ("persistent", which only
+    tuning.force_path selects, or the others). The launchers below launch exactly these."""
+    path = path or choose_path(T, H, R, proj, dtype, target)
+    if path == "sequence":
+        out = [sequence_forward_config(B, H, R, 0, dtype, has_len, peep, proj, save=train,
+                                       write_y=True, pool=False, has_pb=False, has_q=False,
+                                       target=target)]
+        if train:
+            out.append(sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target))
+    elif path == "persistent" and not proj:
+        out = [persistent_forward_config(B, H, dtype, has_len, peep, train, target)]
+        if train:
+            out.append(persistent_backward_config(B, H, dtype, has_len, peep, target))
+    else:
+        out = [gate_forward_config(B, H, dtype, has_len, peep, not proj, train, target)]
+        if train:
+            out.append(gate_backward_config(B, H, dtype, has_len, peep, target))
+    return out
+
+
+def attentive_configs(B, H, R, A, dtype, *, proj, peep, has_len, has_pb, has_q, target):
+    """The KernelConfig of triton_attentive_lstm_inference's one launch (pooled last layer)."""
+    return [sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save=False,
+                                    write_y=False, pool=True, has_pb=has_pb, has_q=has_q,
+                                    target=target)]
+
+
 def _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
     """y, h_n, c_n, and gates, cells when `save` (else None)."""
     T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
@@ -128,12 +161,13 @@ def _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
                 x.new_zeros((D, T, B, G)) if save else None,
                 x.new_zeros((D, T, B, H)) if save else None)
     gx = input_projection(x, w_ih, bias)
-    path = choose_path(T, H, R, w_hr is not None, x.dtype)
+    target = device_target(x.device)
+    path = choose_path(T, H, R, w_hr is not None, x.dtype, target)
     if path == "sequence":
-        return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save)
+        return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target)
     if path == "persistent" and w_hr is None:
-        return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save)
-    return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save)
+        return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save, target)
+    return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target)
 
 
 @torch.library.custom_op("lstm_fused::triton_lstm_layer_forward", mutates_args=(),
@@ -156,11 +190,12 @@ ATTENTIVE_SCHEMA = (
     "-> (Tensor context, Tensor alpha, Tensor lse, Tensor h_n, Tensor c_n)")
 
 
-def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype) -> bool:
-    """Whether triton_attentive_lstm_inference runs these sizes in one launch (else the caller
-    runs the layer, then the pooling)."""
-    return choose_path(2, H, R, proj, dtype) == "sequence" and attentive_fits(H, R, A, proj,
-                                                                              dtype)
+def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
+                        target=None) -> bool:
+    """Whether triton_attentive_lstm_inference runs these sizes in one launch on `target`
+    (else the caller runs the layer, then the pooling)."""
+    return (choose_path(2, H, R, proj, dtype, target) == "sequence"
+            and attentive_fits(H, R, A, proj, dtype, target))
 
 
 def _check_pooling_args(proj_weight, proj_bias, v, qproj, B, R, x):
@@ -198,7 +233,8 @@ def triton_attentive_lstm_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, l
                          f"(1, 4H, I)), got D = {D}")
     _check_pooling_args(proj_weight, proj_bias, v, qproj, B, R, x)
     A = proj_weight.shape[0]
-    if not attentive_supported(H, R, A, w_hr is not None, x.dtype):
+    target = device_target(x.device)
+    if not attentive_supported(H, R, A, w_hr is not None, x.dtype, target):
         raise ValueError(f"triton_attentive_lstm_inference: H={H}, R={R}, A={A} do not fit the "
                          f"sequence kernel on chip (tuning.attentive_fits)")
     if T == 0 or B == 0:
@@ -210,7 +246,7 @@ def triton_attentive_lstm_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, l
         _contig, (bias, w_hr, w_peep, lengths, proj_bias, qproj))
     gx = input_projection(x, w_ih, bias)
     return sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_weight,
-                                      proj_bias, v, qproj)
+                                      proj_bias, v, qproj, target)
 
 
 def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R: int) -> Tensor:
@@ -280,20 +316,21 @@ def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh
         t.contiguous() for t in (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates,
                                  cells))
     w_hr, w_peep, lengths = map(_contig, (w_hr, w_peep, lengths))
-    path = choose_path(T, H, R, w_hr is not None, x.dtype) if T and B else "empty"
+    target = device_target(x.device)
+    path = choose_path(T, H, R, w_hr is not None, x.dtype, target) if T and B else "empty"
     if path == "empty":
         dZ = x.new_zeros((T, B, D, G))
         dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
         grad_h0, grad_c0 = grad_h_n.clone(), grad_c_n.clone()
     elif path == "persistent" and w_hr is None:
         dZ, dR, grad_h0, grad_c0 = persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh,
-                                                       w_peep, lengths, gates, cells)
+                                                       w_peep, lengths, gates, cells, target)
     elif path == "sequence":
         dZ, dR, grad_h0, grad_c0 = sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
-                                                     w_peep, lengths, gates, cells)
+                                                     w_peep, lengths, gates, cells, target)
     else:
         dZ, dR, grad_h0, grad_c0 = step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
-                                                 w_peep, lengths, gates, cells)
+                                                 w_peep, lengths, gates, cells, target)
     grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep = weight_gradients(
         dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells)
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep

@@ -28,8 +28,9 @@ import triton
 import triton.language as tl
 
 from . import interpreter_compat
+from .launch_config import full_register_budget, kernel_config
 from .lstm_math import cell_backward, cell_forward, load_peephole
-from .tuning import acc_dtype, dot_block, interpreting, new_output
+from .tuning import acc_dtype, dot_block, new_output
 
 interpreter_compat.apply()
 
@@ -132,14 +133,49 @@ def lstm_persistent_forward_kernel(
 
 
 def persistent_config(B: int, H: int, dtype: torch.dtype):
-    """(BLOCK_B, BLOCK_H, BLOCK_K, num_warps): 16 batch rows (the smallest tl.dot tile), 64
-    hidden units a program (32 for float32 / float64: their W chunks are twice the bytes),
-    K chunks of 64. Not tuned on a GPU."""
+    """(BLOCK_B, BLOCK_H, BLOCK_K, num_warps, num_stages): 16 batch rows (the smallest tl.dot
+    tile), 64 hidden units a program (32 for float32 / float64: their W chunks are twice the
+    bytes), K chunks of 32; 8 warps and no software pipelining of the K loop: with 4 warps,
+    3 stages or K chunks of 64 ptxas spills registers (tests/test_triton_aot.py). Not tuned on
+    a GPU."""
     block_h = 64 if dtype in (torch.float16, torch.bfloat16) else 32
-    return 16, min(block_h, dot_block(H)), min(64, dot_block(H)), 4
+    return 16, min(block_h, dot_block(H)), min(32, dot_block(H)), 8, 1
 
 
-def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save=True):
+def _dot_precision(dtype, target):
+    """float32 on a GPU: "tf32x3" (as lstm_sequence._dot_args); "ieee" otherwise."""
+    return "tf32x3" if dtype == torch.float32 and target is not None else "ieee"
+
+
+def persistent_forward_config(B, H, dtype, has_len, peep, save, target):
+    """The KernelConfig of lstm_persistent_forward_kernel on `target` (launch_config.py):
+    with the grid-wide barrier on a GPU, without it under the interpreter (target None)."""
+    block_b, block_h, block_k, num_warps, num_stages = persistent_config(B, H, dtype)
+    return kernel_config(
+        lstm_persistent_forward_kernel,
+        dict(HAS_LEN=has_len, PEEP=peep, BARRIER=target is not None, SAVE=save,
+             DOT_FP32=dtype == torch.bfloat16 and target is None,
+             DOT_PRECISION=_dot_precision(dtype, target),
+             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, num_stages, dtype,
+        pointers=dict(c_state_ptr=acc_dtype(dtype), len_ptr=torch.int64, bar_ptr=torch.int32),
+        maxnreg=full_register_budget(num_warps))
+
+
+def persistent_backward_config(B, H, dtype, has_len, peep, target):
+    """The KernelConfig of lstm_persistent_backward_kernel (see persistent_forward_config)."""
+    block_b, block_h, block_k, num_warps, num_stages = persistent_config(B, H, dtype)
+    acc = acc_dtype(dtype)
+    return kernel_config(
+        lstm_persistent_backward_kernel,
+        dict(HAS_LEN=has_len, PEEP=peep, BARRIER=target is not None,
+             DOT_FP32=dtype == torch.bfloat16 and target is None,
+             DOT_PRECISION=_dot_precision(dtype, target),
+             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k), num_warps, num_stages, dtype,
+        pointers=dict(dh_state_ptr=acc, dc_state_ptr=acc, len_ptr=torch.int64,
+                      bar_ptr=torch.int32), maxnreg=full_register_budget(num_warps))
+
+
+def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save=True, target=None):
     """Forward of one layer without projection; arguments and results as
     lstm_sequence.sequence_forward (w_hr must be None)."""
     T, B, D, G = gx.shape
@@ -147,26 +183,24 @@ def persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save=True):
     y = new_output((T, B, D * H), gx)
     gates = new_output((D, T, B, G), gx) if save else None
     cells = new_output((D, T, B, H), gx) if save else None
-    BLOCK_B, BLOCK_H, BLOCK_K, num_warps = persistent_config(B, H, gx.dtype)
-    grid = (D, triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H))
+    cfg = persistent_forward_config(B, H, gx.dtype, lengths is not None, w_peep is not None,
+                                    save, target)
+    meta = cfg.meta()
+    grid = (D, triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(H, meta["BLOCK_H"]))
     hbuf = torch.empty((2, D, B, H), dtype=gx.dtype, device=gx.device)
     hbuf[0] = h0
     c_state = c0.to(acc_dtype(gx.dtype)).contiguous().clone()
     bar = torch.zeros(D * grid[1], dtype=torch.int32, device=gx.device)
     dummy = c_state
-    common = dict(HAS_LEN=lengths is not None, PEEP=w_peep is not None, SAVE=save,
-                  DOT_FP32=gx.dtype == torch.bfloat16 and interpreting(), DOT_PRECISION="ieee",
-                  BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_K=BLOCK_K, num_warps=num_warps)
     args = (gx, hbuf, c_state, w_hh, w_peep if w_peep is not None else dummy,
             lengths if lengths is not None else dummy, bar, y, gates if save else y,
             cells if save else y)
-    if interpreting():  # programs run one after another: one launch per step, no barrier
+    if not meta["BARRIER"]:  # interpreter: programs run one after another, a launch per step
         for s in range(T):
-            lstm_persistent_forward_kernel[grid](*args, s, s + 1, T, B, H, BARRIER=False,
-                                                 **common)
+            cfg.launch(grid, *args, s, s + 1, T, B, H)
     else:
         _check_resident(grid, gx.device)
-        lstm_persistent_forward_kernel[grid](*args, 0, T, T, B, H, BARRIER=True, **common)
+        cfg.launch(grid, *args, 0, T, T, B, H)
     h_n = hbuf[T % 2].clone()
     return y, h_n, c_state.to(gx.dtype), gates, cells
 
@@ -264,32 +298,30 @@ def _check_resident(grid, device):
                            f"programs resident at once but the GPU has {sms} SMs")
 
 
-def persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_peep, lengths, gates, cells):
+def persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_peep, lengths, gates, cells,
+                        target=None):
     """Backward of one layer without projection; arguments and results as
     lstm_sequence.sequence_backward (w_hr None, so dR is None)."""
     D, T, B, G = gates.shape
     H = G // 4
     dZ = new_output((T, B, D, G), gates)
-    BLOCK_B, BLOCK_H, BLOCK_K, num_warps = persistent_config(B, H, gates.dtype)
-    grid = (D, triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H))
+    cfg = persistent_backward_config(B, H, gates.dtype, lengths is not None,
+                                     w_peep is not None, target)
+    meta = cfg.meta()
+    grid = (D, triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(H, meta["BLOCK_H"]))
     acc = acc_dtype(gates.dtype)
     dh_state = grad_h_n.to(acc).contiguous().clone()
     dc_state = grad_c_n.to(acc).contiguous().clone()
     bar = torch.zeros(D * grid[1], dtype=torch.int32, device=gates.device)
     dummy = dc_state
-    common = dict(HAS_LEN=lengths is not None, PEEP=w_peep is not None,
-                  DOT_FP32=gates.dtype == torch.bfloat16 and interpreting(),
-                  DOT_PRECISION="ieee", BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_K=BLOCK_K,
-                  num_warps=num_warps)
     args = (grad_y, dh_state, dc_state, c0, w_hh, w_peep if w_peep is not None else dummy,
             lengths if lengths is not None else dummy, bar, gates, cells, dZ)
-    if interpreting():  # one launch per step, no barrier (see the module docstring)
+    if not meta["BARRIER"]:  # interpreter: one launch per step (see the module docstring)
         for s in range(T - 1, -1, -1):
-            lstm_persistent_backward_kernel[grid](*args, s + 1, s, T, B, H, BARRIER=False,
-                                                  **common)
+            cfg.launch(grid, *args, s + 1, s, T, B, H)
     else:
         _check_resident(grid, gates.device)
-        lstm_persistent_backward_kernel[grid](*args, T, 0, T, B, H, BARRIER=True, **common)
+        cfg.launch(grid, *args, T, 0, T, B, H)
     # The gradient of h0 is the last exchange: dz of forward step 0 times W_hh, where valid.
     t0 = torch.tensor([0, T - 1][:D], device=gates.device)
     dz0 = dZ[t0, :, torch.arange(D, device=gates.device)].to(acc)  # (D, B, G)

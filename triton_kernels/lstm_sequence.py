@@ -9,8 +9,9 @@ reads only the precomputed input projection gx[t] and writes y[t], the gates and
 gate math is fused behind it. Larger layers: see lstm_persistent.py (experimental).
 
 Which shapes (tuning.choose_path): T > 1 and the weights of one direction must fit one
-program's shared memory (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS: H, R <= 128 for float16 /
-bfloat16, 64 for float32, 32 for float64). Larger layers would need W_hh split over several
+program's shared memory and registers on the GPU at hand (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS,
+per target, as tests/test_triton_aot.py measures: at most H, R = 128 for float16 / bfloat16,
+64 for float32, 32 for float64, less on some GPUs). Larger layers would need W_hh split over several
 programs (SMs) with a barrier every step: lstm_persistent.py has such kernels, but they have
 not run on a GPU yet, so these layers take the step path of lstm_cell.py by default.
 Peephole, proj_size and lengths are all handled here, no fallback for them.
@@ -21,8 +22,9 @@ gradient of every projected output; the weight gradients are GEMMs over all step
 (lstm_layer.weight_gradients).
 
 Numerics: tl.dot operands are in the input dtype (h rounded to it, as cuDNN does), products
-accumulate in float32 (float64 for float64 inputs); float32 dots use input_precision "ieee"
-(no TF32) so the results match the float64 reference as tightly as float32 allows. Under the
+accumulate in float32 (float64 for float64 inputs); float32 dots on a GPU use input_precision
+"tf32x3" (three TF32 products: about float32's accuracy, never plain TF32) so the results match
+the float64 reference as tightly as float32 allows. Under the
 interpreter, bfloat16 operands are rounded to bfloat16 and multiplied in float32 (the
 interpreter cannot multiply bfloat16), which is the same arithmetic.
 """
@@ -31,8 +33,9 @@ import triton
 import triton.language as tl
 
 from . import interpreter_compat
+from .launch_config import kernel_config
 from .lstm_math import cell_backward, cell_forward, load_peephole, tanh
-from .tuning import acc_dtype, dot_block, interpreting, new_output, sequence_config
+from .tuning import acc_dtype, dot_block, new_output, sequence_config
 
 # The time loops below have a runtime bound, which the interpreter mishandles under NumPy 2.4.
 interpreter_compat.apply()
@@ -285,21 +288,51 @@ def lstm_sequence_backward_kernel(
     tl.store(dc0_ptr + (d * B + rows[:, None]) * H + jh[None, :], dc, mask=m_bh)
 
 
-def _dot_args(dtype):
-    """(DOT_FP32, DOT_PRECISION) for inputs of `dtype`."""
-    dot_fp32 = dtype == torch.bfloat16 and interpreting()
-    return dot_fp32, "ieee"
+def _dot_args(dtype, target=None):
+    """(DOT_FP32, DOT_PRECISION) for inputs of `dtype` on `target` (None: the interpreter).
+    float32 on a GPU: "tf32x3", three TF32 tensor-core products per product, about as
+    accurate as float32 FMAs (its "ieee" FMA path spills registers, tests/test_triton_aot.py);
+    "ieee" otherwise (the interpreter computes in float32 or float64 whatever is asked)."""
+    dot_fp32 = dtype == torch.bfloat16 and target is None
+    precision = "tf32x3" if dtype == torch.float32 and target is not None else "ieee"
+    return dot_fp32, precision
+
+
+def sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save, write_y, pool,
+                            has_pb, has_q, target):
+    """The KernelConfig of lstm_sequence_forward_kernel for one layer call on `target`
+    (launch_config.py); A = 0 without pooling. Which sizes may take this kernel at all:
+    tuning.sequence_fits."""
+    block_b, block_h, block_r, num_warps, num_stages = sequence_config(B, H, R, dtype, target)
+    dot_fp32, precision = _dot_args(dtype, target)
+    acc = acc_dtype(dtype)
+    return kernel_config(
+        lstm_sequence_forward_kernel,
+        dict(HAS_LEN=has_len, PEEP=peep, PROJ=proj, SAVE=save, WRITE_Y=write_y, POOL=pool,
+             HAS_PB=has_pb, HAS_Q=has_q, DOT_FP32=dot_fp32, DOT_PRECISION=precision,
+             BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_R=block_r, BLOCK_A=dot_block(A)),
+        num_warps, num_stages, dtype,
+        pointers=dict(len_ptr=torch.int64, scores_ptr=acc, lse_ptr=acc))
+
+
+def sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target):
+    """The KernelConfig of lstm_sequence_backward_kernel (see sequence_forward_config)."""
+    block_b, block_h, block_r, num_warps, num_stages = sequence_config(B, H, R, dtype, target)
+    dot_fp32, precision = _dot_args(dtype, target)
+    return kernel_config(
+        lstm_sequence_backward_kernel,
+        dict(HAS_LEN=has_len, PEEP=peep, PROJ=proj, DOT_FP32=dot_fp32,
+             DOT_PRECISION=precision, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_R=block_r),
+        num_warps, num_stages, dtype, pointers=dict(len_ptr=torch.int64))
 
 
 def _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y=None, gates=None,
-                    cells=None, pool=None):
+                    cells=None, pool=None, target=None):
     """One launch of lstm_sequence_forward_kernel. y None: not written; gates / cells None:
     nothing saved; pool None, or (proj_weight, proj_bias or None, v, qproj or None, scores,
     context, lse) for the pooled last layer (POOL)."""
     T, B, D, G = gx.shape
     H, R = G // 4, h0.shape[2]
-    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gx.dtype)
-    dot_fp32, precision = _dot_args(gx.dtype)
     dummy = h0  # for the pointers a call does not use
 
     def ptr(t):
@@ -307,20 +340,20 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y=None, g
 
     proj_weight, proj_bias, v, qproj, scores, context, lse = pool or (None,) * 7
     A = proj_weight.shape[0] if pool else 0
-    lstm_sequence_forward_kernel[(D, triton.cdiv(B, BLOCK_B))](
+    cfg = sequence_forward_config(
+        B, H, R, A, gx.dtype, has_len=lengths is not None, peep=w_peep is not None,
+        proj=w_hr is not None, save=gates is not None, write_y=y is not None,
+        pool=pool is not None, has_pb=proj_bias is not None, has_q=qproj is not None,
+        target=target)
+    cfg.launch(
+        (D, triton.cdiv(B, cfg.meta()["BLOCK_B"])),
         gx, h0, c0, w_hh, ptr(w_hr), ptr(w_peep), ptr(lengths),
         ptr(y), h_n, c_n, ptr(gates), ptr(cells),
         ptr(proj_weight), ptr(proj_bias), ptr(v), ptr(qproj), ptr(scores), ptr(context),
-        ptr(lse), T, B, H, R, A,
-        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=w_hr is not None,
-        SAVE=gates is not None, WRITE_Y=y is not None, POOL=pool is not None,
-        HAS_PB=proj_bias is not None, HAS_Q=qproj is not None,
-        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
-        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, BLOCK_A=dot_block(A),
-        num_warps=num_warps)
+        ptr(lse), T, B, H, R, A)
 
 
-def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
+def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None):
     """Forward of one layer in one launch. Arguments and results as lstm_cell.step_forward:
     gx (T, B, D, G), h0 (D, B, R), c0 (D, B, H), w_hh (D, G, R), w_hr (D, P, H) or None,
     w_peep (D, 3, H) or None, lengths (B,) or None ->
@@ -333,12 +366,13 @@ def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True):
     c_n = new_output((D, B, H), gx)
     gates = new_output((D, T, B, G), gx) if save else None
     cells = new_output((D, T, B, H), gx) if save else None
-    _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y, gates, cells)
+    _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y, gates, cells,
+                    target=target)
     return y, h_n, c_n, gates, cells
 
 
 def sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_weight, proj_bias,
-                               v, qproj):
+                               v, qproj, target=None):
     """One direction's forward with its outputs pooled in the same launch (POOL), y not
     written. gx (T, B, 1, G) and the layer arguments as sequence_forward; proj_weight (A, R),
     proj_bias (A,) or None, v (A,), qproj (B, A) or None ->
@@ -351,7 +385,7 @@ def sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_wei
     context = new_output((B, R), gx)
     lse = new_output((B,), gx, dtype=acc_dtype(gx.dtype))
     _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n,
-                    pool=(proj_weight, proj_bias, v, qproj, scores, context, lse))
+                    pool=(proj_weight, proj_bias, v, qproj, scores, context, lse), target=target)
     # alpha from the raw scores: positions never written (padding) are masked out here.
     steps = torch.arange(T, device=gx.device)
     valid = steps[None, :] < (lengths[:, None] if lengths is not None else T)
@@ -360,7 +394,7 @@ def sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_wei
 
 
 def sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates,
-                      cells):
+                      cells, target=None):
     """Reverse time loop of one layer in one launch. Returns dZ (T, B, D, G), dR (D, T, B, R)
     or None without a projection, grad_h0 (D, B, R), grad_c0 (D, B, H)."""
     D, T, B, G = gates.shape
@@ -370,15 +404,13 @@ def sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, length
     dR = new_output((D, T, B, R), gates) if proj else None
     grad_h0 = new_output((D, B, R), gates)
     grad_c0 = new_output((D, B, H), gates)
-    BLOCK_B, BLOCK_H, BLOCK_R, num_warps = sequence_config(B, H, R, gates.dtype)
-    dot_fp32, precision = _dot_args(gates.dtype)
+    cfg = sequence_backward_config(B, H, R, gates.dtype, lengths is not None,
+                                   w_peep is not None, proj, target)
     dummy = c0
-    lstm_sequence_backward_kernel[(D, triton.cdiv(B, BLOCK_B))](
+    cfg.launch(
+        (D, triton.cdiv(B, cfg.meta()["BLOCK_B"])),
         grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr if proj else dummy,
         w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
-        gates, cells, dZ, dR if proj else dummy, grad_h0, grad_c0, T, B, H, R,
-        HAS_LEN=lengths is not None, PEEP=w_peep is not None, PROJ=proj,
-        DOT_FP32=dot_fp32, DOT_PRECISION=precision,
-        BLOCK_B=BLOCK_B, BLOCK_H=BLOCK_H, BLOCK_R=BLOCK_R, num_warps=num_warps)
+        gates, cells, dZ, dR if proj else dummy, grad_h0, grad_c0, T, B, H, R)
     return dZ, dR, grad_h0, grad_c0
 

@@ -12,8 +12,12 @@ makes it fill them with NaN first so that a test catches any element a kernel fo
 import contextlib
 import os
 
+from typing import Optional
+
 import torch
 import triton
+
+from .launch_config import interpreting, shared_memory_limit
 
 # Set through poison_outputs() (tests); outputs are then NaN before the kernels run.
 _POISON = False
@@ -22,21 +26,29 @@ _FORCED_PATH = None
 
 # The sequence kernel keeps W_hh (4 tiles of BLOCK_R x BLOCK_H) and W_hr (BLOCK_H x BLOCK_R)
 # of one direction on chip for the whole time loop, in one program per (direction, batch
-# block). The compiler stages the tiles in shared memory; compiled for sm_90 (triton 3.6,
-# BLOCK_B = 16, 8 warps) the backward kernel, the larger of the two, uses
-#   16-bit  H = R = 128 (65536 weight elements): 152 KiB      H = 128, P = 64: 102 KiB
-#   float32 H = R = 64  (16384):                 143 KiB      H = R = 128:     418 KiB
-#   float64 H = R = 32  (4096):                  110 KiB      H = 64, P = 32:  229 KiB
-# of the 227 KiB an H100 block may have (163 KiB on an A100). Hence these limits per element
-# size; larger layers take the step path (cuBLAS GEMM + gate kernel per step) until a
-# multi-program sequence kernel (W_hh split over SMs, a grid-wide barrier per step) exists.
-SEQUENCE_MAX_WEIGHT_ELEMENTS = {2: 128 * 128 * 4, 4: 64 * 64 * 4, 8: 32 * 32 * 4}
+# block); the compiler stages the tiles in shared memory, so what fits depends on the GPU
+# (launch_config.SHARED_MEMORY_LIMIT). The largest weight (elements: 4 BLOCK_R BLOCK_H, plus
+# BLOCK_H BLOCK_R with a projection, plus BLOCK_A BLOCK_R when pooling), per element size, whose
+# kernels compile within the target's shared memory and without register spills, as measured
+# by tests/test_triton_aot.py (which compiles these boundary sizes and fails if one stops
+# fitting). Targets are keyed by the smallest limit they stand for: a GPU gets the row of the
+# largest limit its own covers; a GPU below sm_80's 163 KiB takes the step path throughout.
+SEQUENCE_MAX_WEIGHT_ELEMENTS = {
+    # 16-bit H = R = 128: the forward spills on sm_90 (4 to 32 bytes, 8 or 16 warps) though not
+    # on sm_80; H = 128 with a projection to P <= 64 is admitted.
+    90: {2: 128 * 64 * 4 + 128 * 64, 4: 64 * 64 * 4, 8: 32 * 32 * 4},
+    # float32 H = R = 64: the backward needs 196,608 bytes (sm_80 has 166,912); H = 64 with a
+    # projection to P = 32 fits.
+    80: {2: 128 * 128 * 4, 4: 64 * 32 * 4 + 64 * 32, 8: 32 * 32 * 4},
+}
+# Largest BLOCK_H per element size, on every target: wider gate tiles (BLOCK_B x BLOCK_H per
+# gate, in registers) spill, e.g. float32 at BLOCK_H = 128 with a projection to R = 16 (7 KB
+# of spill stores on sm_80) although its weights are few. And the largest pooling tile BLOCK_A
+# of the attentive LSTM's fused layer.
+SEQUENCE_MAX_BLOCK_H = {2: 128, 4: 64, 8: 32}
+SEQUENCE_MAX_BLOCK_A = {2: 128, 4: 128, 8: 64}  # float64 A = 128 spills (sm_80)
 # tl.dot needs every block dimension >= 16.
 MIN_DOT_BLOCK = 16
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -83,23 +95,48 @@ def dot_block(n: int) -> int:
     return max(MIN_DOT_BLOCK, triton.next_power_of_2(max(n, 1)))
 
 
-def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype) -> bool:
-    """Whether the recurrent weights of one direction fit on chip for the sequence kernel."""
-    bh, br = dot_block(H), dot_block(R)
+def sequence_weight_cap(dtype: torch.dtype, target: Optional[int]) -> int:
+    """The most weight elements the sequence kernel keeps on chip on `target` (None: the
+    interpreter, which has no shared memory; it gets the largest of the rows, so that tests
+    see every size some GPU runs); 0 where no row of SEQUENCE_MAX_WEIGHT_ELEMENTS covers the
+    GPU."""
     size = torch.tensor([], dtype=dtype).element_size()
-    return 4 * br * bh + (bh * br if proj else 0) <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
+    if target is None:
+        return max(row[size] for row in SEQUENCE_MAX_WEIGHT_ELEMENTS.values())
+    limit = shared_memory_limit(target)
+    rows = [t for t in SEQUENCE_MAX_WEIGHT_ELEMENTS if shared_memory_limit(t) <= limit]
+    if not rows:
+        return 0
+    return SEQUENCE_MAX_WEIGHT_ELEMENTS[max(rows, key=shared_memory_limit)][size]
 
 
-def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype) -> bool:
+def sequence_weight_elements(H: int, R: int, proj: bool, A: int = 0) -> int:
+    """Elements of the weight tiles the sequence kernel keeps on chip (A > 0: pooling too)."""
+    bh, br = dot_block(H), dot_block(R)
+    return 4 * br * bh + (bh * br if proj else 0) + (dot_block(A) * br if A else 0)
+
+
+def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype,
+                  target: Optional[int] = None) -> bool:
+    """Whether the recurrent weights of one direction fit on chip for the sequence kernel
+    on `target` (launch_config.py)."""
+    size = torch.tensor([], dtype=dtype).element_size()
+    return (dot_block(H) <= SEQUENCE_MAX_BLOCK_H[size]
+            and sequence_weight_elements(H, R, proj) <= sequence_weight_cap(dtype, target))
+
+
+def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
+                   target: Optional[int] = None) -> bool:
     """Whether the sequence kernel can also keep the pooling weight W_h (A, R) on chip, for
     the attentive LSTM's pooled last layer (lstm_sequence.sequence_attentive_forward)."""
-    bh, br, ba = dot_block(H), dot_block(R), dot_block(A)
     size = torch.tensor([], dtype=dtype).element_size()
-    words = 4 * br * bh + (bh * br if proj else 0) + ba * br
-    return words <= SEQUENCE_MAX_WEIGHT_ELEMENTS[size]
+    return (sequence_fits(H, R, proj, dtype, target)
+            and dot_block(A) <= SEQUENCE_MAX_BLOCK_A[size]
+            and sequence_weight_elements(H, R, proj, A) <= sequence_weight_cap(dtype, target))
 
 
-def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
+def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype,
+                target: Optional[int] = None) -> str:
     """"sequence" (one launch for the whole layer) or "step" (a gate launch per step).
 
     T == 1 (LSTMCell, or a one-step layer) takes the step path: there is no recurrence to keep
@@ -108,22 +145,25 @@ def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype) -> str:
     here until they have run on a GPU: only force_path("persistent") selects them."""
     if _FORCED_PATH is not None:
         return _FORCED_PATH
-    if T > 1 and sequence_fits(H, R, proj, dtype):
+    if T > 1 and sequence_fits(H, R, proj, dtype, target):
         return "sequence"
     return "step"
 
 
 def gate_config(B: int, H: int, dtype: torch.dtype):
-    """(BLOCK_B, BLOCK_H, num_warps) of the element-wise gate kernels: about 2048 elements of
-    each of the 4 gates per program, wider H blocks first (coalesced rows)."""
+    """(BLOCK_B, BLOCK_H, num_warps) of the element-wise gate kernels: 2048 elements of each of
+    the 4 gates per program (1024 in float64, whose values take two registers each: 2048
+    spilled), wider H blocks first (coalesced rows). B does not enter: the kernels are
+    memory-bound and a narrow batch only masks rows, while every distinct tile would be a
+    kernel compiled of its own."""
+    elements = 1024 if dtype == torch.float64 else 2048
     block_h = min(triton.next_power_of_2(max(H, 1)), 256 if dtype != torch.float64 else 128)
-    block_b = min(triton.next_power_of_2(max(B, 1)), max(1, 2048 // block_h))
-    num_warps = 4 if block_b * block_h >= 1024 else 2
-    return block_b, block_h, num_warps
+    block_b = max(1, elements // block_h)
+    return block_b, block_h, 4
 
 
-def sequence_config(B: int, H: int, R: int, dtype: torch.dtype):
-    """(BLOCK_B, BLOCK_H, BLOCK_R, num_warps) of the sequence kernels.
+def sequence_config(B: int, H: int, R: int, dtype: torch.dtype, target: Optional[int] = None):
+    """(BLOCK_B, BLOCK_H, BLOCK_R, num_warps, num_stages) of the sequence kernels on `target`.
 
     BLOCK_B is the M of the per-step tl.dot: 16, the smallest tl.dot tile, so that B/16
     programs per direction spread over the SMs (a larger block would also raise the shared
@@ -131,6 +171,7 @@ def sequence_config(B: int, H: int, R: int, dtype: torch.dtype):
     large, 4 when they are small. Not tuned on a GPU yet: B only sets the grid here."""
     block_b = 16
     bh, br = dot_block(H), dot_block(R)
-    weight_words = 4 * bh * br * (2 if dtype in (torch.float32, torch.float64) else 1)
-    num_warps = 8 if weight_words > 8192 else 4
-    return block_b, bh, br, num_warps
+    # 16-bit H = R = 64 with 8 warps: ptxas keeps 128 registers and spills (sm_80); 4 do not.
+    wide = 4 * bh * br > (16384 if dtype in (torch.float16, torch.bfloat16) else 4096)
+    num_warps = 8 if wide else 4
+    return block_b, bh, br, num_warps, 3

@@ -199,7 +199,15 @@ class TritonSelfAttention(SelfAttentionBackend):
         if device.type != "cuda" and not (device.type == "cpu" and interpret):
             return (f"it runs on cuda tensors (cpu tensors only under TRITON_INTERPRET=1), "
                     f"got a tensor on {device}")
-        return self._dtype_reason(dtype)
+        reason = self._dtype_reason(dtype)
+        if reason is None and device.type == "cuda":
+            # Tiles that fit this GPU without register spills (flash_attention._TILES).
+            from ..triton_kernels import flash_attention
+            from ..triton_kernels.launch_config import device_target
+
+            reason = flash_attention.unsupported_reason(dtype, features.get("head_dim", 0),
+                                                        device_target(device))
+        return reason
 
     def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=None):
         return torch.ops.lstm_fused.mhsa_forward_triton(q, k, v, lengths, scale, dropout_p,

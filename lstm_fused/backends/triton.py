@@ -59,9 +59,11 @@ class TritonLSTM(LSTMLayerBackend):
     def attentive_inference(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
                             proj_weight, proj_bias, v, qproj, chunk_size):
         from ..triton_kernels import lstm_layer
+        from ..triton_kernels.launch_config import device_target
 
         H, R, A = w_hh.shape[1] // 4, w_hh.shape[2], proj_weight.shape[0]
-        if not lstm_layer.attentive_supported(H, R, A, w_hr is not None, x.dtype):
+        if not lstm_layer.attentive_supported(H, R, A, w_hr is not None, x.dtype,
+                                              device_target(x.device)):
             return None
         return torch.ops.lstm_fused.triton_attentive_lstm_inference(
             x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj,
