@@ -11,11 +11,11 @@
 // fused (lstm_recurrent_tile_backward.h) after the fused forward, the rows way otherwise, then
 // the products over all steps: grad_x by one GEMM, the weight gradients in register tiles
 // (weight_grad_gemm.h).
-#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/lstm_cell_vec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -28,6 +28,7 @@
 #include "cpu/online_pooling.h"
 #include "cpu/parallel_time_loop.h"
 #include "cpu/reused_weight_gemm.h"
+#include "cpu/kernels.h"
 #include "cpu/weight_grad_gemm.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
@@ -35,6 +36,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 namespace {
 
 using at::Tensor;
@@ -689,12 +691,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
-  m.impl("lstm_layer_inference", &lstm_layer_inference_cpu);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
-  m.impl("attentive_lstm_inference", &attentive_lstm_inference_cpu);
-}
+// This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
+extern const LstmLayerKernels lstm_layer_kernels{
+    &lstm_layer_forward_cpu, &lstm_layer_inference_cpu, &lstm_layer_backward_cpu,
+    &attentive_lstm_inference_cpu};
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused
