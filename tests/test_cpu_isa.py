@@ -226,47 +226,76 @@ def test_mhsa_matches_reference(variant, dtype):
 
 # ------------------------------------------------------------------ what the library's code uses
 
-VARIANT_NS = re.compile(r"::(AVX2|AVX512)::")
+# A variant's code: lstm_fused::cpu::AVX2 / AVX512 (and at::vec's), demangled, or mangled where
+# objdump cannot demangle a name (OpenMP's outlined ._omp_fn parts).
+VARIANT_NS = re.compile(r"::(AVX2|AVX512)::|\dAVX2|\dAVX512")
+AVX512_NS = re.compile(r"::AVX512::|\dAVX512")
+FUNCTION = re.compile(r"^([0-9a-f]+) <(.+)>:$")
+TARGET = re.compile(r"\s([0-9a-f]+) <(.+)>$")
 
 
-def _functions_with_vector_code(path):
-    """{demangled function name: set of 'vex' / 'ymm' / 'zmm'} of the functions in path whose
-    code uses VEX / EVEX-encoded instructions (AVX and later)."""
+def _disassembly(path):
+    """{address: (demangled name, {'vex', 'ymm', 'zmm'} it uses, addresses it calls / jumps to)}"""
     listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", path],
                              capture_output=True, text=True, check=True).stdout
-    found, function = {}, None
+    functions, current = {}, None
     for line in listing.splitlines():
-        if line.endswith(">:"):
-            function = line[line.index("<") + 1:-2]
+        m = FUNCTION.match(line)
+        if m:
+            current = functions.setdefault(int(m.group(1), 16), (m.group(2), set(), set()))
             continue
         parts = line.split("\t")
-        if function is None or len(parts) < 2 or not parts[1]:
+        if current is None or len(parts) < 2 or not parts[1]:
             continue
         insn = parts[1]
-        kinds = set()
         if insn.startswith("v"):
-            kinds.add("vex")
+            current[1].add("vex")
         if "%ymm" in insn:
-            kinds.add("ymm")
+            current[1].add("ymm")
         if "%zmm" in insn or re.search(r"%k[0-7]", insn):
-            kinds.add("zmm")
-        if kinds:
-            found.setdefault(function, set()).update(kinds)
-    return found
+            current[1].add("zmm")
+        t = TARGET.search(insn)
+        if t and insn.split()[0].startswith(("call", "jmp", "j")):
+            current[2].add(int(t.group(1), 16))
+    return functions
+
+
+def _only_reached_from(functions, namespace):
+    """Addresses of the functions that only code of the variants namespace matches can reach:
+    in such a namespace, or called / jumped to only from such functions (the compiler's local clones,
+    .constprop / .isra / .cold, of inline functions a variant's translation unit uses)."""
+    callers = {}
+    for addr, (_, _, targets) in functions.items():
+        for t in targets:
+            if t != addr:
+                callers.setdefault(t, set()).add(addr)
+    ok = {a for a, (name, _, _) in functions.items() if namespace.search(name)}
+    changed = True
+    while changed:
+        changed = False
+        for addr in functions:
+            if addr not in ok and callers.get(addr) and callers[addr] <= ok:
+                ok.add(addr)
+                changed = True
+    return ok
 
 
 @pytest.mark.skipif(not X86, reason="AVX is an x86-64 instruction set")
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) is not installed")
 def test_vector_code_only_in_its_variant():
-    """Every function that uses AVX instructions is in a variant's namespace (demangled names
-    of lstm_fused::cpu::AVX2 / AVX512 code and the at::vec they use, and of instantiations for
-    their types), and AVX2 code uses no AVX-512. Static initialisers (run at load, on any CPU)
-    are in no namespace: they are checked to use none."""
-    found = _functions_with_vector_code(_C().__file__)
-    outside = {f: k for f, k in found.items() if not VARIANT_NS.search(f)}
-    assert not outside, f"AVX code outside the AVX2 / AVX512 variants: {sorted(outside)[:20]}"
-    avx2_with_512 = [f for f, k in found.items()
-                     if "zmm" in k and "::AVX512::" not in f]
-    assert not avx2_with_512, f"AVX-512 code in the AVX2 variant: {avx2_with_512[:20]}"
-    if "avx512" in _C().cpu_capabilities_built():  # the check can see the variants at all
-        assert any("::AVX512::" in f for f in found) and any("::AVX2::" in f for f in found)
+    """Every function of the library that uses AVX instructions is reached only from a
+    variant's code (so it runs only after the dispatch checked the CPU), and no AVX2 code uses
+    AVX-512. Static initialisers, run at load on any CPU, are reached from no code: they must
+    use none."""
+    functions = _disassembly(_C().__file__)
+    vector = {a: f for a, f in functions.items() if f[1]}
+    reached = _only_reached_from(functions, VARIANT_NS)
+    outside = sorted(name for a, (name, _, _) in vector.items() if a not in reached)
+    assert not outside, f"AVX code reachable outside the AVX2 / AVX512 variants: {outside[:20]}"
+    reached = _only_reached_from(functions, AVX512_NS)
+    outside = sorted(name for a, (name, kinds, _) in vector.items()
+                     if "zmm" in kinds and a not in reached)
+    assert not outside, f"AVX-512 code reachable outside the AVX512 variant: {outside[:20]}"
+    if "avx512" in _C().cpu_capabilities_built():  # the check sees the variants at all
+        names = [name for name, _, _ in vector.values()]
+        assert any("::AVX512::" in n for n in names) and any("::AVX2::" in n for n in names)

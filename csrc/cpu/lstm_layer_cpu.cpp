@@ -652,7 +652,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     grad_x = d == 0 ? part : grad_x.add_(part);
   }
   grad_x = grad_x.view({s.T, s.B, s.I});
-  Tensor grad_bias = dZ.sum({1, 2});
+  Tensor grad_bias = dZ.sum(at::IntArrayRef{1, 2});  // not {1, 2}: ambiguous in torch 2.11
   // grad_W_ih = dZ^T x and grad_W_hh = dZ^T r_prev per direction, in register tiles
   // (weight_grad_gemm.h): both operands read as they lie, no transposed copies.
   // With lengths, the rows of x at padded steps are never read (they may hold NaN: the
