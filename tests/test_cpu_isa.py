@@ -257,6 +257,13 @@ def _disassembly(path):
         t = TARGET.search(insn)
         if t and insn.split()[0].startswith(("call", "jmp", "j")):
             current[2].add(int(t.group(1), 16))
+    # A call through the PLT (an exported inline function) reaches the function of that name.
+    by_name = {}
+    for addr, (name, _, _) in functions.items():
+        by_name.setdefault(name, []).append(addr)
+    for name, _, targets in list(functions.values()):
+        if name.endswith("@plt"):
+            targets.update(by_name.get(name[:-len("@plt")], ()))
     return functions
 
 
