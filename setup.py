@@ -10,15 +10,17 @@ GPU. Environment switches:
                               from nvcc on PATH when unset
     LSTM_FUSED_CUDA_ARCH      e.g. "80;90" (default "80;90"), compute capabilities to build
     LSTM_FUSED_CPU_ISA=avx512|avx2|default
-                              vectorise the CPU cell math for that instruction set (default: the
-                              best the build machine has; the extension refuses to load on a CPU
-                              without it)
+                              the best CPU kernel variant to build (default avx512 on x86-64;
+                              other architectures build only the portable one). The variants are
+                              picked at run time from what the CPU has (csrc/cpu/dispatch.h), so
+                              a build runs on every CPU of its architecture
     LSTM_FUSED_DEBUG=1        -O0 -g
 """
 import glob
 import os
 import platform
 import shutil
+import subprocess
 
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -72,31 +74,94 @@ def _want_cuda():
     return toolkit_problem is None and torch_has_cuda
 
 
-_ISA_FLAGS = {
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
-    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+# The CPU kernel variants (csrc/cpu/capability.h), ascending, with the g++ flags of each: the
+# kernel sources below are compiled once per variant, the rest of the sources once with no ISA
+# flag. csrc/cpu/dispatch.cpp checks the CPU for exactly these extensions before it runs one.
+_CPU_VARIANTS = {
     "default": [],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
 }
+_CPU_KERNEL_SOURCES = ["csrc/cpu/attention_cpu.cpp", "csrc/cpu/lstm_layer_cpu.cpp",
+                       "csrc/cpu/mhsa_cpu.cpp"]
 
 
-def _cpu_isa():
-    isa = os.environ.get("LSTM_FUSED_CPU_ISA")
-    if isa:
-        if isa not in _ISA_FLAGS:
-            raise ValueError(f"LSTM_FUSED_CPU_ISA must be one of {sorted(_ISA_FLAGS)}, got {isa!r}")
-        return isa
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return "default"
+def _cpu_variants():
+    """The CPU kernel variants to build: up to LSTM_FUSED_CPU_ISA (every one on x86-64)."""
+    names = list(_CPU_VARIANTS)
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    best = os.environ.get("LSTM_FUSED_CPU_ISA") or (names[-1] if x86 else "default")
+    if best not in _CPU_VARIANTS:
+        raise ValueError(f"LSTM_FUSED_CPU_ISA must be one of {names}, got {best!r}")
+    if best != "default" and not x86:
+        raise ValueError(f"LSTM_FUSED_CPU_ISA={best} is an x86-64 instruction set; this machine "
+                         f"is {platform.machine()}: use LSTM_FUSED_CPU_ISA=default")
+    return names[:names.index(best) + 1]
+
+
+def _vector_instructions_at_load(obj):
+    """Names of the functions of the object file obj that run when the library loads (static
+    initialisers, at-exit destructors) and use VEX / EVEX (AVX) instructions; [] when clean.
+    None when objdump is missing."""
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return "default"
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"} <= flags:
-        return "avx512"
-    if {"avx2", "fma"} <= flags:
-        return "avx2"
-    return "default"
+        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj], check=True,
+                                 capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    bad, function, section = [], None, ""
+    for line in listing.splitlines():
+        if line.startswith("Disassembly of section "):
+            section = line.split()[-1].rstrip(":")
+        elif line.endswith(">:"):
+            function = line[line.index("<") + 1:-2]
+        elif function and "\t" in line:
+            at_load = section == ".text.startup" or function.startswith(
+                ("_GLOBAL__sub_I", "__static_initialization", "__tcf_"))
+            mnemonic = line.split("\t")[1].split()[0] if len(line.split("\t")) > 1 else ""
+            if at_load and (mnemonic.startswith("v") or "%ymm" in line or "%zmm" in line):
+                bad.append(function)
+    return sorted(set(bad))
+
+
+class _BuildExt(BuildExtension.with_options(use_ninja=True)):
+    """BuildExtension, plus the ISA variants of the CPU kernel sources (setuptools has no
+    per-file flags): each variant is compiled with its own -m flags into its own folder and
+    linked after every other object, lowest ISA first. The linker keeps the first copy of an
+    inline function that several objects define, so the code outside the variants' own
+    namespaces that the library runs is always a copy compiled for a lower (or no) ISA.
+    Afterwards ninja's log (per-file compile times) is copied to build/ninja_log, since
+    `pip install -e` builds in a temporary folder that it deletes."""
+
+    def build_extensions(self):
+        try:
+            super().build_extensions()
+        finally:
+            log = os.path.join(self.build_temp, ".ninja_log")
+            if os.path.exists(log):
+                os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+                shutil.copyfile(log, os.path.join(ROOT, "build", "ninja_log"))
+
+    def build_extension(self, ext):
+        objects = []
+        for name in getattr(ext, "cpu_isa_variants", []):
+            macros = [("CPU_CAPABILITY", name.upper()), (f"CPU_CAPABILITY_{name.upper()}", None)]
+            variant_objects = self.compiler.compile(
+                _CPU_KERNEL_SOURCES, output_dir=os.path.join(self.build_temp, f"cpu_{name}"),
+                macros=list(ext.define_macros) + macros, include_dirs=ext.include_dirs,
+                debug=self.debug, extra_postargs={"cxx": ext.extra_compile_args["cxx"] +
+                                                  _CPU_VARIANTS[name]}, depends=ext.depends)
+            for obj in variant_objects:
+                bad = _vector_instructions_at_load(obj)
+                if bad is None:
+                    print(f"lstm_fused: objdump not found, {obj} not checked for load-time code")
+                elif bad:
+                    raise RuntimeError(
+                        f"{obj} ({name} CPU kernels) runs {name} instructions when the library "
+                        f"loads, on any CPU: {bad}. Kernel sources must define no object with "
+                        "dynamic initialisation (csrc/cpu/capability.h).")
+            objects += variant_objects
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extension(ext)
 
 
 def _cuda_arch_flags():
@@ -110,17 +175,20 @@ def _cuda_arch_flags():
 def _extension():
     debug = _flag("LSTM_FUSED_DEBUG", False)
     use_cuda = _want_cuda()
-    isa = _cpu_isa()
+    cpu_variants = _cpu_variants()
 
+    # The default variant of the CPU kernels is built with the other sources (no ISA flag);
+    # _BuildExt adds the others.
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    # -g0: Python's CFLAGS carry -g, and the debug information more than doubles the compile
+    # time of these template-heavy sources (attention_cpu.cpp: 54 -> 23 CPU seconds), each of
+    # which the CPU variants build up to three times. LSTM_FUSED_DEBUG=1 for a debug build.
+    cxx = ["-O0", "-g"] if debug else ["-O3", "-g0"]
     # No -std here: torch.utils.cpp_extension adds the standard the installed torch's headers
     # need (C++20 for torch 2.11 to 2.14), to the g++ and the nvcc flags alike.
     cxx += ["-fopenmp"]
-    define_macros = []
-    cxx += _ISA_FLAGS[isa]
-    if isa != "default":
-        define_macros.append((f"LSTM_FUSED_{isa.upper()}", "1"))
+    # Which variants csrc/cpu/dispatch.cpp may pick.
+    define_macros = [(f"LSTM_FUSED_CPU_VARIANT_{name.upper()}", "1") for name in cpu_variants[1:]]
     extra = {"cxx": cxx}
     if use_cuda:
         # Kernels and launchers (.cu, no torch headers: one file per dtype / head size so that
@@ -134,8 +202,9 @@ def _extension():
         ext_cls = CUDAExtension
     else:
         ext_cls = CppExtension
-    print(f"lstm_fused: building with CUDA={use_cuda} CPU ISA={isa} debug={debug}")
-    return ext_cls(
+    print(f"lstm_fused: building with CUDA={use_cuda} CPU kernels={'+'.join(cpu_variants)} "
+          f"debug={debug}")
+    ext = ext_cls(
         name="lstm_fused._C",
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
@@ -143,20 +212,8 @@ def _extension():
         extra_compile_args=extra,
         extra_link_args=["-fopenmp"],
     )
-
-
-class _BuildExt(BuildExtension.with_options(use_ninja=True)):
-    """torch's BuildExtension (ninja); afterwards ninja's log (per-file compile times) is copied
-    to build/ninja_log, since `pip install -e` builds in a temporary folder that it deletes."""
-
-    def build_extensions(self):
-        try:
-            super().build_extensions()
-        finally:
-            log = os.path.join(self.build_temp, ".ninja_log")
-            if os.path.exists(log):
-                os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
-                shutil.copyfile(log, os.path.join(ROOT, "build", "ninja_log"))
+    ext.cpu_isa_variants = cpu_variants[1:]  # compiled by _BuildExt
+    return ext
 
 
 setup(

@@ -74,9 +74,10 @@ inline void direction_weight_grads(const LSTMLayerSizes& s, int64_t d, const at:
     const at::Tensor c_prev = d == 0 ? at::cat({c0_d, cells_acc.narrow(0, 0, s.T - 1)}, 0)
                                      : at::cat({cells_acc.narrow(0, 1, s.T - 1), c0_d}, 0);
     const at::Tensor dz_acc = dz.to(acc);
-    grad_w_peep.select(0, 0).copy_((dz_acc.narrow(2, 0, H) * c_prev).sum({0, 1}));
-    grad_w_peep.select(0, 1).copy_((dz_acc.narrow(2, H, H) * c_prev).sum({0, 1}));
-    grad_w_peep.select(0, 2).copy_((dz_acc.narrow(2, 3 * H, H) * cells_acc).sum({0, 1}));
+    const int64_t steps_rows[] = {0, 1};  // not .sum({0, 1}): ambiguous with torch 2.11
+    grad_w_peep.select(0, 0).copy_((dz_acc.narrow(2, 0, H) * c_prev).sum(steps_rows));
+    grad_w_peep.select(0, 1).copy_((dz_acc.narrow(2, H, H) * c_prev).sum(steps_rows));
+    grad_w_peep.select(0, 2).copy_((dz_acc.narrow(2, 3 * H, H) * cells_acc).sum(steps_rows));
   }
 }
 

@@ -4,7 +4,8 @@
 // bfloat16 rows are widened into a caller's buffer, and results rounded back with store_rows.
 #pragma once
 
-#include <ATen/cpu/vec/functional.h>  // after lstm_cell_vec.h, which sets the instruction set
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include <ATen/cpu/vec/functional.h>  // after capability.h
 
 #include <algorithm>
 #include <cstdint>
@@ -13,6 +14,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 // rows x cols elements whose rows start ld apart, as acc_t rows *ld_out apart.
 template <typename scalar_t, typename acc_t>
@@ -96,5 +98,6 @@ void weighted_row_sum(const T* w, const T* X, int64_t ld, int64_t n, int64_t D, 
   }
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

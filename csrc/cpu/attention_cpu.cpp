@@ -7,14 +7,14 @@
 // Padding (t >= lengths[b], or mask false) is skipped, never read: NaN or inf stored there
 // cannot reach a result, and excluded positions get exactly 0. Rows are independent and run in
 // parallel (at::parallel_for). Arithmetic is in opmath (float for half / bfloat16).
-#include "lstm_cell_vec.h"  // first: it sets the at::vec instruction set (AVX2 / AVX-512)
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/lstm_cell_vec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,11 +22,13 @@
 #include <type_traits>
 #include <vector>
 
-#include "acc_rows.h"
+#include "cpu/acc_rows.h"
+#include "cpu/kernels.h"
 #include "optional_tensor.h"
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 namespace {
 
 using at::Tensor;
@@ -544,16 +546,13 @@ std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y_in, con
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
-  m.impl("masked_softmax_forward", &masked_softmax_forward);
-  m.impl("masked_softmax_backward", &masked_softmax_backward);
-  m.impl("attention_pooling_forward", &attention_pooling_forward);
-  m.impl("attention_pooling_backward", &attention_pooling_backward);
-  m.impl("channel_masked_mean_forward", &channel_masked_mean_forward);
-  m.impl("channel_masked_mean_backward", &channel_masked_mean_backward);
-  m.impl("channel_rescale_forward", &channel_rescale_forward);
-  m.impl("channel_rescale_backward", &channel_rescale_backward);
-}
+// This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
+extern const AttentionKernels attention_kernels{
+    &masked_softmax_forward,      &masked_softmax_backward,
+    &attention_pooling_forward,   &attention_pooling_backward,
+    &channel_masked_mean_forward, &channel_masked_mean_backward,
+    &channel_rescale_forward,     &channel_rescale_backward};
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

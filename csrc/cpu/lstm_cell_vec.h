@@ -1,22 +1,14 @@
 // Vectorised LSTM cell math for the CPU (at::vec), forward and backward of one batch row.
 //
-// Built for AVX-512 or AVX2+FMA when setup.py passes LSTM_FUSED_AVX512 / LSTM_FUSED_AVX2 (the
-// extension then refuses to load on a CPU without them), otherwise with ATen's portable
-// Vectorized. Include this header before
-// any other ATen header in a translation unit so the capability macros below take effect.
+// Compiled once per CPU capability (capability.h): ATen's AVX-512, AVX2 or portable Vectorized,
+// in the namespace lstm_fused::cpu::CPU_CAPABILITY.
 //
 // Gate order i, f, g, o (PyTorch). Per element, with peephole weights w_ci, w_cf, w_co:
 //   i = sigmoid(z_i + w_ci c_prev)   f = sigmoid(z_f + w_cf c_prev)   g = tanh(z_g)
 //   c = f c_prev + i g               o = sigmoid(z_o + w_co c)         h = o tanh(c)
 #pragma once
 
-#if defined(LSTM_FUSED_AVX512) && defined(__AVX512F__)
-#define CPU_CAPABILITY_AVX512
-#define CPU_CAPABILITY AVX512
-#elif defined(LSTM_FUSED_AVX2) && defined(__AVX2__) && defined(__FMA__)
-#define CPU_CAPABILITY_AVX2
-#define CPU_CAPABILITY AVX2
-#endif
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
 
 #include <ATen/cpu/vec/vec.h>
 
@@ -24,6 +16,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 using at::vec::Vectorized;
 
@@ -137,5 +130,6 @@ inline void cell_backward_row(const T* gates, const T* c, const T* c_prev, const
   cell_backward_units<T>(gates, H, c, c_prev, peep, H, dh, dc, dz, H, H);
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

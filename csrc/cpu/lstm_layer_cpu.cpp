@@ -11,11 +11,11 @@
 // fused (lstm_recurrent_tile_backward.h) after the fused forward, the rows way otherwise, then
 // the products over all steps: grad_x by one GEMM, the weight gradients in register tiles
 // (weight_grad_gemm.h).
-#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/lstm_cell_vec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -28,6 +28,7 @@
 #include "cpu/online_pooling.h"
 #include "cpu/parallel_time_loop.h"
 #include "cpu/reused_weight_gemm.h"
+#include "cpu/kernels.h"
 #include "cpu/weight_grad_gemm.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
@@ -35,6 +36,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 namespace {
 
 using at::Tensor;
@@ -650,7 +652,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     grad_x = d == 0 ? part : grad_x.add_(part);
   }
   grad_x = grad_x.view({s.T, s.B, s.I});
-  Tensor grad_bias = dZ.sum({1, 2});
+  Tensor grad_bias = dZ.sum(at::IntArrayRef{1, 2});  // not {1, 2}: ambiguous in torch 2.11
   // grad_W_ih = dZ^T x and grad_W_hh = dZ^T r_prev per direction, in register tiles
   // (weight_grad_gemm.h): both operands read as they lie, no transposed copies.
   // With lengths, the rows of x at padded steps are never read (they may hold NaN: the
@@ -689,12 +691,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
-  m.impl("lstm_layer_inference", &lstm_layer_inference_cpu);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
-  m.impl("attentive_lstm_inference", &attentive_lstm_inference_cpu);
-}
+// This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
+extern const LstmLayerKernels lstm_layer_kernels{
+    &lstm_layer_forward_cpu, &lstm_layer_inference_cpu, &lstm_layer_backward_cpu,
+    &attentive_lstm_inference_cpu};
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

@@ -18,7 +18,8 @@
 // zero. K = R, or I + R with the input fused (rows k < I from W_ih).
 #pragma once
 
-#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/lstm_cell_vec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -31,6 +32,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 // Batch rows of a tile: 4 rows x 4 gates = 16 accumulators, which leaves registers for the
 // four weight vectors and the broadcasts (AVX-512 and AVX2 both have 16+ vector registers).
@@ -207,5 +209,6 @@ inline void for_each_tile(int64_t p0, int64_t p1, int64_t B, Tile&& tile) {
   }
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

@@ -11,7 +11,8 @@
 // holds, for each k in [0, G), W_hh[k, 4Uq : 4U(q + 1)], zero past H.
 #pragma once
 
-#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/lstm_cell_vec.h"
 #include "cpu/lstm_recurrent_tile.h"  // kTileRows
 
 #include <ATen/ATen.h>
@@ -23,6 +24,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 template <typename T>
 inline int64_t back_panel_units() {
@@ -127,5 +129,6 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
   }
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

@@ -17,13 +17,13 @@
 // head split of the (T, B, 3E) projection, a permuted view, costs no copy. float and double
 // run on the tensors themselves; half and bfloat16 are converted to float one head at a time
 // and the results rounded back.
-#include "lstm_cell_vec.h"  // first: it sets the at::vec instruction set (AVX2 / AVX-512)
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/lstm_cell_vec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -33,18 +33,17 @@
 #include <type_traits>
 #include <vector>
 
-#include "acc_rows.h"
+#include "cpu/acc_rows.h"
+#include "cpu/kernels.h"
 #include "attention_dropout.h"
 #include "mhsa_args.h"
 
 namespace lstm_fused {
+namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 namespace {
 
 using at::vec::Vectorized;
-using cpu::dot;
-using cpu::out_rows;
-using cpu::rows_as_acc;
-using cpu::store_rows;
 
 // Query rows per block: the score buffer is kRowBlock x len per thread.
 constexpr int64_t kRowBlock = 256;
@@ -349,9 +348,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
-  m.impl("mhsa_forward", &mhsa_forward_cpu);
-  m.impl("mhsa_backward", &mhsa_backward_cpu);
-}
+// This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
+extern const MhsaKernels mhsa_kernels{&mhsa_forward_cpu, &mhsa_backward_cpu};
 
+}  // namespace CPU_CAPABILITY
+}  // namespace cpu
 }  // namespace lstm_fused

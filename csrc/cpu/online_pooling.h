@@ -17,10 +17,11 @@
 // Runs outside any parallel region (between the loop's segments). float and double.
 #pragma once
 
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>  // after lstm_cell_vec.h, which sets the instruction set
+#include <ATen/cpu/vec/functional.h>  // after capability.h
 
 #include <algorithm>
 #include <cmath>
@@ -34,6 +35,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 class OnlinePooling {
  public:
@@ -138,5 +140,6 @@ class OnlinePooling {
   int64_t T_;
 };
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

@@ -11,6 +11,7 @@
 // own cache.
 #pragma once
 
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 template <typename Body>
 void parallel_time_loop(int64_t n_steps, int64_t n_items, bool parallel, const Body& body) {
@@ -47,5 +49,6 @@ void parallel_time_loop(int64_t n_steps, int64_t n_items, bool parallel, const B
   for (int64_t step = 0; step < n_steps; ++step) body(step, int64_t(0), n_items);
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

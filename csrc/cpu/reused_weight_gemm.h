@@ -9,6 +9,7 @@
 // LSTM_FUSED_CPU_GEMM=aten, or a small product (see the constructor), use at::mm.
 #pragma once
 
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -18,6 +19,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 class ReusedWeightGemm {
  public:
@@ -95,5 +97,6 @@ class ReusedWeightGemm {
   at::Tensor packed_;  // oneDNN's blocked copy of W (N, K), or undefined
 };
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

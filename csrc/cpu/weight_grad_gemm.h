@@ -17,7 +17,8 @@
 // backward of LSTM(256, 512, 2), B=32, T=100: 399 instead of 416 ms.
 #pragma once
 
-#include "cpu/lstm_cell_vec.h"  // first: it sets the vector capability macros
+#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/lstm_cell_vec.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -28,6 +29,7 @@
 
 namespace lstm_fused {
 namespace cpu {
+namespace CPU_CAPABILITY {  // capability.h
 
 constexpr int64_t kKBlock = 512;  // rows of dZ and A per block: 1 MB of A at N = 512 floats
 
@@ -151,5 +153,6 @@ inline void weight_grad(at::Tensor& out, const at::Tensor& dz, const at::Tensor&
   });
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace lstm_fused

@@ -1,0 +1,86 @@
+// The entry points of the CPU kernels, one table per op family, defined once per CPU capability
+// (csrc/cpu/capability.h) by the kernel sources and read by the dispatch (csrc/cpu/dispatch.cpp).
+// Shapes and semantics: the schemas (csrc/ops.cpp, csrc/attention_schemas.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+#include <tuple>
+
+namespace lstm_fused {
+namespace cpu {
+
+using Tensor = at::Tensor;
+using OptTensor = c10::optional<at::Tensor>;
+
+// Written by csrc/cpu/lstm_layer_cpu.cpp.
+struct LstmLayerKernels {
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> (*lstm_layer_forward)(
+      const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+      const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+      const OptTensor& lengths);
+  std::tuple<Tensor, Tensor, Tensor> (*lstm_layer_inference)(
+      const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+      const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+      const OptTensor& lengths);
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> (*lstm_layer_backward)(
+      const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
+      const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+      const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
+      const Tensor& gates, const Tensor& cells);
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> (*attentive_lstm_inference)(
+      const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+      const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+      const OptTensor& lengths, const Tensor& proj_weight, const OptTensor& proj_bias,
+      const Tensor& v, const OptTensor& qproj, int64_t chunk_size);
+};
+
+// Written by csrc/cpu/attention_cpu.cpp.
+struct AttentionKernels {
+  Tensor (*masked_softmax_forward)(const Tensor& scores, const OptTensor& lengths,
+                                   const OptTensor& mask, double scale);
+  Tensor (*masked_softmax_backward)(const Tensor& grad, const Tensor& probs, double scale);
+  std::tuple<Tensor, Tensor, Tensor> (*attention_pooling_forward)(
+      const Tensor& x, const Tensor& proj, const Tensor& v, const OptTensor& qproj,
+      const OptTensor& lengths);
+  std::tuple<Tensor, Tensor, Tensor, Tensor> (*attention_pooling_backward)(
+      const Tensor& grad_context, const Tensor& grad_alpha, const Tensor& grad_lse,
+      const Tensor& x, const Tensor& proj, const Tensor& v, const OptTensor& qproj,
+      const OptTensor& lengths, const Tensor& alpha, const Tensor& context);
+  Tensor (*channel_masked_mean_forward)(const Tensor& x, const OptTensor& lengths);
+  Tensor (*channel_masked_mean_backward)(const Tensor& grad_mean, const Tensor& x,
+                                         const OptTensor& lengths);
+  Tensor (*channel_rescale_forward)(const Tensor& x, const Tensor& w, const OptTensor& lengths);
+  std::tuple<Tensor, Tensor> (*channel_rescale_backward)(const Tensor& grad_y, const Tensor& x,
+                                                         const Tensor& w,
+                                                         const OptTensor& lengths);
+};
+
+// Written by csrc/cpu/mhsa_cpu.cpp.
+struct MhsaKernels {
+  std::tuple<Tensor, Tensor> (*mhsa_forward)(const Tensor& q, const Tensor& k, const Tensor& v,
+                                             const OptTensor& lengths, double scale,
+                                             double dropout_p, const OptTensor& seed);
+  std::tuple<Tensor, Tensor, Tensor> (*mhsa_backward)(
+      const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+      const OptTensor& lengths, double scale, double dropout_p, const OptTensor& seed,
+      const Tensor& out, const Tensor& lse);
+};
+
+// One set of tables per capability. Each is a constant (function addresses only), so it is
+// initialised statically: no code of a variant runs before the dispatch picks it.
+#define LSTM_FUSED_DECLARE_CPU_KERNELS(capability)   \
+  namespace capability {                             \
+  extern const LstmLayerKernels lstm_layer_kernels;  \
+  extern const AttentionKernels attention_kernels;   \
+  extern const MhsaKernels mhsa_kernels;             \
+  }
+LSTM_FUSED_DECLARE_CPU_KERNELS(DEFAULT)
+LSTM_FUSED_DECLARE_CPU_KERNELS(AVX2)
+LSTM_FUSED_DECLARE_CPU_KERNELS(AVX512)
+#undef LSTM_FUSED_DECLARE_CPU_KERNELS
+
+}  // namespace cpu
+}  // namespace lstm_fused
