@@ -37,9 +37,10 @@ def interpreting() -> bool:
 
 def device_target(device) -> Optional[int]:
     """The target of a call on `device`: its compute capability, or None under the
-    interpreter (CPU tensors)."""
+    interpreter (CPU tensors) and where torch has no CUDA (no launch can happen there; the
+    backend's other reasons still apply)."""
     device = torch.device(device)
-    if device.type != "cuda":
+    if device.type != "cuda" or not torch.cuda.is_available():
         return None
     major, minor = torch.cuda.get_device_capability(device)
     return major * 10 + minor
