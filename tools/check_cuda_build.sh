@@ -65,7 +65,9 @@ if [ -z "$VENV" ]; then
   VENV="$WORK/venv"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "torch==2.14.1" numpy ninja pytest setuptools wheel \
+  # The venv's own setuptools and pip, as tools/setup.sh uses them: a newer setuptools (80+)
+  # turns the legacy editable install of this pip into an isolated build without torch.
+  "$VENV/bin/pip" install -q "torch==2.14.1" numpy ninja pytest \
     > "$LOGS/venv.log" 2>&1 || { tail -n 50 "$LOGS/venv.log"; exit 1; }
   took "fresh venv with torch 2.14.1" "$t"
 fi
