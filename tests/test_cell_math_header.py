@@ -120,7 +120,7 @@ def ops(tmp_path_factory):
     src = build / "cell_math_ops.cpp"
     src.write_text(WRAPPER)
     load(name="lstm_cell_math_test", sources=[str(src)],
-         extra_include_paths=[str(ROOT / "csrc")], extra_cflags=["-O1", "-std=c++17"],
+         extra_include_paths=[str(ROOT / "csrc")], extra_cflags=["-O1"],
          build_directory=str(build), is_python_module=False, verbose=False)
     return torch.ops.lstm_cell_math_test
 
