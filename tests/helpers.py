@@ -36,3 +36,16 @@ def grads_of(module, inputs, outputs_fn):
     grads = {n: p.grad.clone() for n, p in module.named_parameters()}
     grads.update({n: t.grad.clone() for n, t in inputs.items()})
     return grads
+
+
+def nn_lstm_twins(input_size, hidden_size, dtype, backend, **kw):
+    """(nn.LSTM, lstm_fused.LSTM) with the same arguments and weights, seeded."""
+    from torch import nn
+
+    import lstm_fused
+
+    torch.manual_seed(0)
+    ref = nn.LSTM(input_size, hidden_size, dtype=dtype, **kw)
+    ours = lstm_fused.LSTM(input_size, hidden_size, dtype=dtype, backend=backend, **kw)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours

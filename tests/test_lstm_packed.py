@@ -6,17 +6,13 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm_fused
 
-from helpers import assert_close
+from helpers import assert_close, nn_lstm_twins
 
 BACKENDS = ["cpu", "reference"]
 
 
 def _pair(dtype, backend, **kw):
-    torch.manual_seed(0)
-    ref = nn.LSTM(6, 10, dtype=dtype, **kw)
-    ours = lstm_fused.LSTM(6, 10, dtype=dtype, backend=backend, **kw)
-    ours.load_state_dict(ref.state_dict())
-    return ref, ours
+    return nn_lstm_twins(6, 10, dtype, backend, **kw)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -9,15 +9,11 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import lstm_fused
 
-from helpers import assert_close
+from helpers import assert_close, nn_lstm_twins
 
 
 def _twins(dtype, backend, **kw):
-    torch.manual_seed(0)
-    ref = nn.LSTM(3, 5, dtype=dtype, **kw)
-    ours = lstm_fused.LSTM(3, 5, dtype=dtype, backend=backend, **kw)
-    ours.load_state_dict(ref.state_dict())
-    return ref, ours
+    return nn_lstm_twins(3, 5, dtype, backend, **kw)
 
 
 # ---------------------------------------------------------------- dropout between layers
