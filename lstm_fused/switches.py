@@ -1,0 +1,113 @@
+"""Every switch of lstm_fused: read from the environment once, at import, and nowhere else.
+
+| switch | environment variable | values | what it does |
+| --- | --- | --- | --- |
+| backend | LSTM_FUSED_BACKEND | "" or a backend name | replaces backend="auto" everywhere |
+| poison | LSTM_FUSED_POISON | "1" | kernel outputs start as NaN (tests: an unwritten element fails) |
+| cpu_loop | LSTM_FUSED_CPU_LOOP | "", rows, fused, fused_gemm, fused_input | forces one CPU time loop (comparisons, tests) |
+| cpu_gemm | LSTM_FUSED_CPU_GEMM | "", aten | CPU kernels multiply with ATen's matmul instead of oneDNN-packed weights / BLAS |
+| cuda_path | LSTM_FUSED_CUDA_PATH | "", persistent | the CUDA LSTM's persistent (one launch) loop where it fits |
+| triton_path | LSTM_FUSED_TRITON_PATH | "", sequence, step, persistent | forces one Triton LSTM path |
+| triton_interpret | TRITON_INTERPRET | "1" | Triton's interpreter: the Triton backend runs on CPU tensors (tests) |
+
+"" means the automatic choice. The kernels themselves read no environment: the C++ switches
+are handed to the library (lstm_fused._C.set_switch), the Triton ones to the kernel library
+(triton_kernels/tuning.py) when it is loaded. Tests and benchmarks change a switch for a block
+with `override(name=value)`. TRITON_INTERPRET is Triton's own variable: it must be set before
+the first Triton kernel is defined, so it cannot be changed once lstm_fused is imported.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Dict, List
+
+# name -> (environment variable, allowed values ("" = automatic), what the value means)
+SWITCHES: Dict[str, tuple] = {
+    "backend": ("LSTM_FUSED_BACKEND", ("", "auto", "cuda", "triton", "cpu", "reference")),
+    "poison": ("LSTM_FUSED_POISON", ("", "0", "1")),
+    "cpu_loop": ("LSTM_FUSED_CPU_LOOP", ("", "rows", "fused", "fused_gemm", "fused_input")),
+    "cpu_gemm": ("LSTM_FUSED_CPU_GEMM", ("", "aten")),
+    "cuda_path": ("LSTM_FUSED_CUDA_PATH", ("", "persistent")),
+    "triton_path": ("LSTM_FUSED_TRITON_PATH", ("", "sequence", "step", "persistent")),
+    "triton_interpret": ("TRITON_INTERPRET", ("", "0", "1")),
+}
+# Switches the C++ library reads (csrc/switches.h) and the Triton kernel library reads.
+CPP_SWITCHES = ("poison", "cpu_loop", "cpu_gemm", "cuda_path")
+TRITON_SWITCHES = ("poison", "triton_path")
+
+_values: Dict[str, str] = {}
+# Called with (name, value) whenever a switch is set: the C++ library and the Triton kernel
+# library subscribe when they load (lstm_fused/ops/library.py, lstm_fused/ops/triton_loader.py).
+_listeners: List[Callable[[str, str], None]] = []
+
+
+def _checked(name: str, value: str, source: str) -> str:
+    if name not in SWITCHES:
+        raise ValueError(f"lstm_fused: no switch named {name!r}; the switches are "
+                         f"{', '.join(SWITCHES)}")
+    env, allowed = SWITCHES[name]
+    value = "" if value is None else str(value)
+    if value not in allowed:
+        shown = ", ".join(repr(v) for v in allowed if v)
+        raise ValueError(f"lstm_fused: {source}{env}={value} is not a valid {name} switch; "
+                         f"expected one of {shown} (or unset)")
+    return value
+
+
+def _read_environment() -> None:
+    for name, (env, _allowed) in SWITCHES.items():
+        _values[name] = _checked(name, os.environ.get(env, ""), "the environment variable ")
+
+
+def get(name: str) -> str:
+    """The value of switch `name` ("" = the automatic choice)."""
+    if name not in _values:
+        _checked(name, "", "")
+    return _values[name]
+
+
+def enabled(name: str) -> bool:
+    """Whether an on/off switch (poison, triton_interpret) is on."""
+    return get(name) == "1"
+
+
+def subscribe(listener: Callable[[str, str], None], names) -> None:
+    """Call listener(name, value) now for each of `names`, and again whenever one is set."""
+    names = tuple(names)
+
+    def filtered(name, value):
+        if name in names:
+            listener(name, value)
+
+    _listeners.append(filtered)
+    for name in names:
+        listener(name, _values[name])
+
+
+def _set(name: str, value: str) -> None:
+    _values[name] = value
+    for listener in _listeners:
+        listener(name, value)
+
+
+@contextlib.contextmanager
+def override(**values):
+    """Within the block, switch name=value (e.g. override(cpu_loop="rows", poison="1")).
+
+    triton_interpret cannot be overridden: Triton reads it when its kernels are defined."""
+    if "triton_interpret" in values:
+        raise ValueError("lstm_fused: triton_interpret cannot be overridden; set "
+                         "TRITON_INTERPRET=1 before lstm_fused is imported")
+    checked = {n: _checked(n, v, "") for n, v in values.items()}
+    old = {n: _values[n] for n in checked}
+    try:
+        for n, v in checked.items():
+            _set(n, v)
+        yield
+    finally:
+        for n, v in old.items():
+            _set(n, v)
+
+
+_read_environment()
