@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "op_schema.h"
 
 namespace {
 
@@ -88,18 +89,21 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(lstm_fused, m) {
   // One layer, every direction, whole sequence. Shapes: csrc/lstm_layer_args.h.
-  m.def(
+  lstm_fused::def_with_triton(
+      m,
       "lstm_layer_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
       "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
   // The same forward without the tensors kept for the backward (no_grad / inference).
-  m.def(
+  lstm_fused::def_with_triton(
+      m,
       "lstm_layer_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
       "-> (Tensor y, Tensor h_n, Tensor c_n)");
   // Gradients of lstm_layer_forward. grad_bias is (D, G) (the same for b_ih and b_hh);
   // grad_w_hr and grad_w_peep are empty tensors when w_hr / w_peep are absent.
-  m.def(
+  lstm_fused::def_with_triton(
+      m,
       "lstm_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
       "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, "
       "Tensor? lengths, Tensor y, Tensor gates, Tensor cells) "
@@ -109,7 +113,8 @@ TORCH_LIBRARY(lstm_fused, m) {
   // pooled by additive attention as the loop runs (never written whole). proj_weight (A, R),
   // proj_bias (A,), v (A,), qproj (B, A) the projected query; chunk_size: steps between
   // pooling updates where the kernel keeps a ring of outputs (the CPU's).
-  m.def(
+  lstm_fused::def_with_triton(
+      m,
       "attentive_lstm_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor proj_weight, "
       "Tensor? proj_bias, Tensor v, Tensor? qproj, int chunk_size) "

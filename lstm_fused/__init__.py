@@ -3,14 +3,15 @@
     import lstm_fused
     model = lstm_fused.replace_lstm(model)       # or nn.LSTM -> lstm_fused.LSTM
 
-The contract (math, names, errors) is SPEC.md; backends: available_backends().
+The contract (math, names, backends, errors) is docs/contract.md; how a call reaches a kernel
+is docs/architecture.md; backends on this machine: available_backends().
 """
-from . import _ops  # noqa: F401  (registers operators, fake kernels and autograd)
+from . import ops  # noqa: F401  (registers every op family once)
 from . import functional, reference
 from .attention import AttentionPooling, AttentiveLSTM, ChannelAttention
-from .backends import available_backends
 from .lstm import LSTM, LSTMCell
 from .mhsa import MultiheadSelfAttention
+from .ops.registry import available_backends
 from .replace import replace_lstm
 from .serialization import safe_globals
 

@@ -42,17 +42,24 @@ def check_shape(t: torch.Tensor, name: str, expected: tuple, *, where: str,
         raise exc(f"{where}: {name} has shape {_shape(t)}, expected {exp}")
 
 
-def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None) -> torch.Tensor:
-    """lengths (B,) of integers in [0, T]; returns it as int64 on `device`."""
+def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None,
+                  values: bool = True) -> torch.Tensor:
+    """lengths (B,) of integers in [0, T]; returns it as int64 on `device`. values=False leaves
+    the range to the function called next (lstm_fused.functional.lstm checks it once)."""
     check_tensor(lengths, "lengths", where=where)
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"{where}: lengths must hold integers, got dtype {lengths.dtype}")
     if lengths.dim() != 1 or lengths.shape[0] != batch:
         raise ValueError(f"{where}: lengths has shape {_shape(lengths)}, expected ({batch},) "
                          f"(one length per batch element)")
-    if not torch.compiler.is_compiling() and lengths.numel() > 0:
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 0 or hi > steps:
-            raise ValueError(f"{where}: lengths must lie in [0, {steps}] (the sequence length), "
-                             f"got values from {lo} to {hi}")
+    if values and not torch.compiler.is_compiling() and lengths.numel() > 0:
+        check_lengths_range(lengths, steps, where=where)  # before the copy: free on the host
     return lengths.to(device=device, dtype=torch.int64)
+
+
+def check_lengths_range(lengths: torch.Tensor, steps: int, *, where: str) -> None:
+    """Every length in [0, T]: one read of (min, max), so one device synchronisation at most."""
+    lo, hi = torch.stack(torch.aminmax(lengths)).tolist()
+    if lo < 0 or hi > steps:
+        raise ValueError(f"{where}: lengths must lie in [0, {steps}] (the sequence length), "
+                         f"got values from {lo} to {hi}")

@@ -1,5 +1,5 @@
-"""Attention modules over LSTM outputs (SPEC §2, §3): AttentionPooling, ChannelAttention and
-AttentiveLSTM (an LSTM whose last layer is pooled by additive attention as it is computed).
+"""Attention modules over LSTM outputs (docs/contract.md, section 2): AttentionPooling,
+ChannelAttention and AttentiveLSTM (an LSTM whose last layer is pooled by additive attention as it is computed).
 
 Padded batches: `lengths` (B,) marks steps t >= lengths[b] as padding; padding gets exactly
 zero weight and is never read, a length-0 row gives zero weights and a zero context.
@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import backends, functional
+from . import functional
 from ._checks import check_lengths, check_tensor
-from .backends.base import needs_grad
 from .lstm import LSTM
+from .ops.registry import check_name
 
 
 def _check_positive_int(where, name, value, minimum=1):
@@ -27,7 +27,7 @@ def _check_positive_int(where, name, value, minimum=1):
 
 
 class AttentionPooling(nn.Module):
-    """Additive (Bahdanau) attention pooling, seed 000 (SPEC §2).
+    """Additive (Bahdanau) attention pooling.
 
     e_t = v . tanh(W_h h_t + W_q q + b); alpha = masked softmax of e over time;
     c = sum_t alpha_t h_t. Parameters: proj = Linear(D, A) (W_h, b), query_proj =
@@ -48,7 +48,7 @@ class AttentionPooling(nn.Module):
         self.attention_size = attention_size
         self.query_size = query_size
         self.batch_first = batch_first
-        self.backend = backends.check_name(backend)
+        self.backend = check_name(backend)
         self.proj = nn.Linear(input_size, attention_size, **factory)
         self.query_proj = (nn.Linear(query_size, attention_size, bias=False, **factory)
                            if query_size > 0 else None)
@@ -62,7 +62,8 @@ class AttentionPooling(nn.Module):
             s += ", batch_first=True"
         return s
 
-    def _query_args(self, query):
+    def check_query(self, query):
+        """(query (B, Q), W_q (A, Q)) checked against the module, or (None, None)."""
         where = "AttentionPooling"
         if self.query_size > 0 and query is None:
             raise ValueError(f"{where}: query is required (query_size={self.query_size}), "
@@ -81,7 +82,7 @@ class AttentionPooling(nn.Module):
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 query: Optional[torch.Tensor] = None, *, backend: Optional[str] = None,
                 return_lse: bool = False):
-        query, query_weight = self._query_args(query)
+        query, query_weight = self.check_query(query)
         return functional.attention_pooling(
             x, self.proj.weight, self.proj.bias, self.score.weight, lengths, query=query,
             query_weight=query_weight, batch_first=self.batch_first,
@@ -95,7 +96,7 @@ def eca_kernel_size(channels: int) -> int:
 
 
 class ChannelAttention(nn.Module):
-    """Channel attention over a padded sequence, seed 004 (SPEC §2).
+    """Channel attention over a padded sequence (ECA or squeeze-and-excitation gates).
 
     y = masked mean over t of x (B, C); ECA: w = sigmoid(conv1d_k(y)) across channels
     (conv.weight (1, 1, k), no bias, padding k // 2); SE: w = sigmoid(fc2(relu(fc1(y))));
@@ -114,7 +115,7 @@ class ChannelAttention(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.channels, self.mode = channels, mode
         self.batch_first = batch_first
-        self.backend = backends.check_name(backend)
+        self.backend = check_name(backend)
         if mode == "eca":
             if kernel_size is None:
                 kernel_size = eca_kernel_size(channels)
@@ -154,7 +155,7 @@ class ChannelAttention(nn.Module):
 
 
 class AttentiveLSTM(nn.Module):
-    """An LSTM whose last layer is pooled by additive attention as it runs (SPEC §2).
+    """An LSTM whose last layer is pooled by additive attention as it runs.
 
     Submodules: `lstm` (lstm_fused.LSTM; nn.LSTM's parameter names, so `lstm` loads an
     nn.LSTM state_dict) and `attention` (AttentionPooling over the last layer's outputs,
@@ -191,7 +192,7 @@ class AttentiveLSTM(nn.Module):
                                           dtype=dtype)
         self.batch_first = batch_first
         self.chunk_size = chunk_size
-        self.backend = backends.check_name(backend)
+        self.backend = check_name(backend)
 
     def extra_repr(self) -> str:
         return f"chunk_size={self.chunk_size}"
@@ -224,52 +225,18 @@ class AttentiveLSTM(nn.Module):
             raise TypeError(f"{where}: input has dtype {x.dtype}, expected {weight.dtype} "
                             f"(the dtype of the module's parameters)")
         T, B = x.shape[0], x.shape[1]
-        if lengths is not None:
-            lengths = check_lengths(lengths, B, T, where=where, device=x.device)
-        query, query_weight = self.attention._query_args(query)
-        D, L, H = lstm.num_directions, lstm.num_layers, lstm.hidden_size
-        R = lstm.proj_size if lstm.proj_size > 0 else H
-        h0, c0 = lstm._initial_state(hx, True, B, D * L, R, H, x)
-        impl = backends.resolve(self.backend, "attentive_lstm", x.device, x.dtype,
-                                proj=lstm.proj_size > 0, peephole=lstm.peephole,
-                                lengths=lengths is not None)
-        name = impl.name
-
-        h_n, c_n = [], []
-        layer_input = x
-        for layer in range(L - 1):
-            w_ih, w_hh, bias, w_hr, w_peep = lstm._layer_weights(layer)
-            y, h, c = functional.lstm_layer(layer_input, h0[layer * D:(layer + 1) * D],
-                                            c0[layer * D:(layer + 1) * D], w_ih, w_hh, bias,
-                                            w_hr, w_peep, lengths, backend=name)
-            if lstm.dropout > 0 and self.training:
-                y = torch.nn.functional.dropout(y, p=lstm.dropout, training=True)
-            h_n.append(h)
-            c_n.append(c)
-            layer_input = y
-
-        weights = lstm._layer_weights(L - 1)
-        h_last, c_last = h0[(L - 1) * D:], c0[(L - 1) * D:]
+        if lengths is not None:  # its range: once, in functional.attentive_lstm
+            lengths = check_lengths(lengths, B, T, where=where, device=x.device, values=False)
+        query, query_weight = self.attention.check_query(query)
+        h0, c0 = lstm.initial_state(hx, x)
+        between_layers = None
+        if lstm.dropout > 0 and self.training:
+            def between_layers(y):
+                return torch.nn.functional.dropout(y, p=lstm.dropout, training=True)
         pool = self.attention
-        fused = None
-        if D == 1 and not needs_grad((layer_input, h_last, c_last, query, *weights,
-                                      *pool.parameters())):
-            qproj = None if query is None else query @ query_weight.t()  # (B, A)
-            layer_impl = backends.resolve(name, "lstm_layer", x.device, x.dtype,
-                                          proj=lstm.proj_size > 0, peephole=lstm.peephole,
-                                          lengths=lengths is not None)
-            fused = layer_impl.attentive_inference(
-                layer_input.contiguous(), h_last.contiguous(), c_last.contiguous(), *weights,
-                lengths, pool.proj.weight, pool.proj.bias, pool.score.weight.reshape(-1), qproj,
-                self.chunk_size)
-        if fused is not None:
-            context, alpha, _lse, h, c = fused
-        else:
-            y, h, c = functional.lstm_layer(layer_input, h_last, c_last, *weights, lengths,
-                                            backend=name)
-            context, alpha = functional.attention_pooling(
-                y, pool.proj.weight, pool.proj.bias, pool.score.weight, lengths, query=query,
-                query_weight=query_weight, batch_first=False, backend=name)
-        h_n.append(h)
-        c_n.append(c)
-        return context, alpha, (torch.cat(h_n, 0), torch.cat(c_n, 0))
+        context, alpha, h_n, c_n = functional.attentive_lstm(
+            x, h0, c0, [lstm.layer_weights(k) for k in range(lstm.num_layers)], lengths,
+            pool.proj.weight, pool.proj.bias, pool.score.weight, query=query,
+            query_weight=query_weight, between_layers=between_layers, chunk_size=self.chunk_size,
+            backend=self.backend)
+        return context, alpha, (h_n, c_n)

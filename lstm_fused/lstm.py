@@ -2,8 +2,9 @@
 
 Same constructor arguments, parameter names, shapes, initialisation and state_dict as
 torch.nn; forward takes and returns exactly what nn.LSTM / nn.LSTMCell do (PackedSequence,
-unbatched input and batch_first included). Extra keyword-only arguments: peephole (SPEC §1;
-weights weight_c{i,f,o}_l{k}[_reverse], initialised to zero) and backend (SPEC §3).
+unbatched input and batch_first included). Extra keyword-only arguments: peephole
+(docs/contract.md, section 1; weights weight_c{i,f,o}_l{k}[_reverse], initialised to zero) and
+backend (section 4).
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import backends
+from . import functional
 from ._checks import check_device, check_dtype, check_shape, check_tensor
-from .functional import lstm_layer
+from .ops.registry import check_name
 
 
 def _check_int(where, name, value):
@@ -110,7 +111,7 @@ class LSTM(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.peephole = peephole
-        self.backend = backends.check_name(backend)
+        self.backend = check_name(backend)
         self.mode = "LSTM"
         factory = {"device": device, "dtype": dtype}
         H, G = hidden_size, 4 * hidden_size
@@ -254,8 +255,10 @@ class LSTM(nn.Module):
             s += f", backend={self.backend!r}"
         return s
 
-    def _layer_weights(self, layer: int):
-        """Weights of one layer, directions stacked on a leading axis D (csrc/lstm_layer_args.h)."""
+    def layer_weights(self, layer: int):
+        """(w_ih (D, 4H, I), w_hh (D, 4H, R), bias (D, 4H) or None, w_hr (D, P, H) or None,
+        w_peep (D, 3, H) or None) of layer `layer`: its weights with the directions stacked on a
+        leading axis D, as lstm_fused.functional.lstm takes them."""
         sfx = ("", "_reverse")[:self.num_directions]
 
         def stacked(name):
@@ -302,25 +305,14 @@ class LSTM(nn.Module):
         self.check_input(input.data if packed else x, input.batch_sizes if packed else None)
         check_device(x, "input", weight.device, where=where)
 
-        T, B = x.shape[0], x.shape[1]
-        D, L, H = self.num_directions, self.num_layers, self.hidden_size
-        R = self.proj_size if self.proj_size > 0 else H
-        h0, c0 = self._initial_state(hx, batched, B, D * L, R, H, x, nn_errors=True)
-
-        h_n, c_n = [], []
-        layer_input = x
-        for layer in range(L):
-            w_ih, w_hh, bias, w_hr, w_peep = self._layer_weights(layer)
-            y, h, c = lstm_layer(layer_input, h0[layer * D:(layer + 1) * D],
-                                 c0[layer * D:(layer + 1) * D], w_ih, w_hh, bias, w_hr, w_peep,
-                                 lengths, backend=self.backend)
-            if self.dropout > 0 and self.training and layer < L - 1:
-                y = _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
-            h_n.append(h)
-            c_n.append(c)
-            layer_input = y
-        h_n = torch.cat(h_n, 0) if L > 1 else h_n[0]
-        c_n = torch.cat(c_n, 0) if L > 1 else c_n[0]
+        h0, c0 = self.initial_state(hx, x, batched, nn_errors=True)
+        between_layers = None
+        if self.dropout > 0 and self.training:
+            def between_layers(y):
+                return _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
+        layer_input, h_n, c_n = functional.lstm(
+            x, h0, c0, [self.layer_weights(k) for k in range(self.num_layers)], lengths,
+            between_layers=between_layers, backend=self.backend)
 
         if packed:
             out = _repack(layer_input, lengths, input)
@@ -330,11 +322,14 @@ class LSTM(nn.Module):
             out = layer_input.transpose(0, 1) if self.batch_first else layer_input
         return out, (h_n, c_n)
 
-    def _initial_state(self, hx, batched, B, LD, R, H, x, nn_errors: bool = False):
-        """(h_0, c_0) checked against the input, or zeros. nn_errors: the exception types
-        nn.LSTM raises (RuntimeError for a state that does not fit); else ValueError for a
-        shape, TypeError for a dtype (AttentiveLSTM's)."""
+    def initial_state(self, hx, x: torch.Tensor, batched: bool = True, nn_errors: bool = False):
+        """(h_0 (L*D, B, R), c_0 (L*D, B, H)) for the time-major input x (T, B, I): hx checked
+        against x (unbatched hx (L*D, R) / (L*D, H) when not batched), or zeros. nn_errors: the
+        exception types nn.LSTM raises (RuntimeError for a state that does not fit); else
+        ValueError for a shape, TypeError for a dtype."""
         where = "LSTM"
+        B, LD, H = x.shape[1], self.num_layers * self.num_directions, self.hidden_size
+        R = self.proj_size if self.proj_size > 0 else H
         shape_exc, dtype_exc = (RuntimeError, RuntimeError) if nn_errors else (ValueError, TypeError)
         if hx is None:
             return x.new_zeros((LD, B, R)), x.new_zeros((LD, B, H))
@@ -409,7 +404,7 @@ class LSTMCell(nn.Module):
         self.hidden_size = hidden_size
         self.bias = bias
         self.peephole = peephole
-        self.backend = backends.check_name(backend)
+        self.backend = check_name(backend)
         factory = {"device": device, "dtype": dtype}
         G = 4 * hidden_size
         self.weight_ih = nn.Parameter(torch.empty((G, input_size), **factory))
@@ -486,7 +481,7 @@ class LSTMCell(nn.Module):
         if self.peephole:
             w_peep = torch.stack([self.weight_ci, self.weight_cf, self.weight_co]).unsqueeze(0)
         # One step of a one-direction layer: x (1, B, I), states (1, B, H).
-        _y, h_n, c_n = lstm_layer(x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0),
+        _y, h_n, c_n = functional.lstm_layer(x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0),
                                   self.weight_ih.unsqueeze(0), self.weight_hh.unsqueeze(0), bias,
                                   None, w_peep, None, backend=self.backend)
         h_n, c_n = h_n[0], c_n[0]

@@ -12,7 +12,7 @@ try:  # torch's wrapper of hooks registered "with module" (a private class of to
 except ImportError:  # a torch without it keeps no weak reference to rewire
     _WrappedHook = None
 
-from . import backends
+from .ops.registry import check_name
 from .lstm import LSTM, LSTMCell
 
 # The per-module hook dicts of torch.nn.Module. The twin gets the very same dict objects, so the
@@ -116,7 +116,7 @@ def replace_lstm(module: nn.Module, backend: str = "auto", *,
     the fused module would not run its code; allow_subclasses=True replaces those too, and
     their overrides are then not used. Nothing is replaced when one is refused.
     """
-    backends.check_name(backend)
+    check_name(backend)
     if not isinstance(module, nn.Module):
         raise TypeError(f"replace_lstm: module must be a torch.nn.Module, got "
                         f"{type(module).__name__}")

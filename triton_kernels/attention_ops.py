@@ -1,6 +1,6 @@
-"""Launchers of the attention Triton kernels, and the operators lstm_fused::triton_* around
-them (same schemas as the C++ operators, csrc/attention_ops.cpp), defined once by
-`define_operators` (called from lstm_fused/backends/attention.py on first use).
+"""Launchers of the attention Triton kernels: one function per operator of the attention
+family (schemas: csrc/attention_schemas.h), which lstm_fused/ops/attention.py registers as the
+operators lstm_fused::<name>_triton.
 
 The checks of user input (lengths in range, shapes, devices) run before, in
 lstm_fused.functional; the launchers only bring inner dimensions to stride 1.
@@ -233,41 +233,3 @@ def channel_rescale_backward(grad_y: Tensor, x: Tensor, w: Tensor, lengths: Opti
                grad_y.contiguous(), x, w, lengths if lengths is not None else x, grad_x, grad_w,
                T, C, x.stride(0), x.stride(1))
     return grad_x, grad_w
-
-
-SCHEMAS = {
-    "masked_softmax_forward": "(Tensor scores, Tensor? lengths, Tensor? mask, float scale) "
-                              "-> Tensor",
-    "masked_softmax_backward": "(Tensor grad_probs, Tensor probs, float scale) -> Tensor",
-    "attention_pooling_forward": "(Tensor x, Tensor proj, Tensor v, Tensor? qproj, "
-                                 "Tensor? lengths) -> (Tensor, Tensor, Tensor)",
-    "attention_pooling_backward": "(Tensor grad_context, Tensor grad_alpha, Tensor grad_lse, "
-                                  "Tensor x, Tensor proj, Tensor v, Tensor? qproj, "
-                                  "Tensor? lengths, Tensor alpha, Tensor context) "
-                                  "-> (Tensor, Tensor, Tensor, Tensor)",
-    "channel_masked_mean_forward": "(Tensor x, Tensor? lengths) -> Tensor",
-    "channel_masked_mean_backward": "(Tensor grad_mean, Tensor x, Tensor? lengths) -> Tensor",
-    "channel_rescale_forward": "(Tensor x, Tensor w, Tensor? lengths) -> Tensor",
-    "channel_rescale_backward": "(Tensor grad_y, Tensor x, Tensor w, Tensor? lengths) "
-                                "-> (Tensor, Tensor)",
-}
-
-_defined = False
-
-
-def define_operators(fakes, register_autograd, names) -> None:
-    """Define lstm_fused::triton_<name> for every name (once), with fake kernels and autograd."""
-    global _defined
-    if _defined:
-        return
-    for name in names:
-        torch.library.custom_op(f"lstm_fused::triton_{name}", globals()[name], mutates_args=(),
-                                schema=SCHEMAS[name])
-        torch.library.register_fake(f"lstm_fused::triton_{name}")(fakes[name])
-
-    class _Ops:
-        def __getattr__(self, name):
-            return getattr(torch.ops.lstm_fused, "triton_" + name).default
-
-    register_autograd("triton_", _Ops())
-    _defined = True

@@ -29,14 +29,12 @@ and flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed,
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
-
-from lstm_fused.reference_mhsa import dropout_threshold
-from lstm_fused.reference_mhsa import keep_scale as dropout_keep_scale
 
 from .launch_config import (SHARED_MEMORY_LIMIT, constexpr_params, device_target,
                             kernel_config, shared_memory_limit)
@@ -246,6 +244,18 @@ def _same_strides(q, k, v):
 def _int32(word: int) -> int:
     """A 32-bit word as a signed int32 value (one kernel signature for every seed)."""
     return word - (1 << 32) if word >= (1 << 31) else word
+
+
+def dropout_threshold(dropout_p: float) -> int:
+    """round(p * 2^24) as C++'s llround does for p >= 0: a weight is dropped when its 24 random
+    bits fall below it (the rule of csrc/attention_dropout.h, which every backend follows)."""
+    return math.floor(dropout_p * 16777216.0 + 0.5)
+
+
+def dropout_keep_scale(dropout_p: float) -> float:
+    """The factor of a kept weight: one over the exact keep rate."""
+    threshold = dropout_threshold(dropout_p)
+    return 16777216.0 / (16777216.0 - threshold) if threshold < (1 << 24) else 0.0
 
 
 def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):

@@ -4,10 +4,9 @@ The interpreter holds scalars as one-element 1-D arrays and converts them with i
 which NumPy 2.4 refuses ("only 0-dimensional arrays can be converted to Python scalars"), so
 any `for s in range(0, T)` with a runtime bound fails. When (and only when) this NumPy
 refuses, the interpreter's tensor.__index__ is replaced by one that takes the single element.
-Nothing changes for compiled kernels. Pinning numpy<2.4 is the alternative.
+Only the interpreter's own code is patched: nothing changes for compiled kernels, so the fix is
+applied whether or not the interpreter runs. Pinning numpy<2.4 is the alternative.
 """
-import os
-
 import numpy as np
 
 
@@ -20,7 +19,7 @@ def _numpy_refuses_one_element_int() -> bool:
 
 
 def apply() -> None:
-    if os.environ.get("TRITON_INTERPRET") != "1" or not _numpy_refuses_one_element_int():
+    if not _numpy_refuses_one_element_int():
         return
     from triton.runtime import interpreter
 

@@ -12,7 +12,6 @@ None for Triton's interpreter (TRITON_INTERPRET=1, CPU tensors: no GPU limit app
 from __future__ import annotations
 
 import inspect
-import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -29,10 +28,6 @@ AOT_TARGETS = (80, 90)
 ELEMENT_TYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
                 torch.float64: "fp64", torch.int64: "i64", torch.int32: "i32",
                 torch.uint8: "u8"}
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def device_target(device) -> Optional[int]:
@@ -80,7 +75,8 @@ class KernelConfig:
     def options(self) -> Dict[str, object]:
         """The compile options of this config (what triton.compile and a launch take)."""
         out = dict(num_warps=self.num_warps, num_stages=self.num_stages)
-        if self.maxnreg is not None and not interpreting():
+        # Triton's interpreter (an InterpretedFunction, without .params) takes no maxnreg.
+        if self.maxnreg is not None and hasattr(self.kernel, "params"):
             out["maxnreg"] = self.maxnreg
         return out
 

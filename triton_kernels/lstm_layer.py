@@ -1,10 +1,11 @@
-"""The Triton LSTM layer operators: lstm_fused::triton_lstm_layer_forward / _inference /
-_backward.
+"""The Triton LSTM layer: launchers of one layer call, forward, backward and the attentive
+LSTM's pooled last layer. Plain functions of tensors; lstm_fused/ops/lstm_layer.py registers
+them as the operators lstm_fused::lstm_layer_forward_triton / _inference_triton /
+_backward_triton / attentive_lstm_inference_triton, after the C++ argument checks.
 
-Same schemas and saved-tensor layout as the C++ operators (csrc/ops.cpp,
-csrc/lstm_layer_args.h): gates (D, T, B, G) activated, zero at padded steps; cells
-(D, T, B, H) carried through padded steps. So the fake kernels and the autograd formula of
-lstm_fused/_ops.py serve these operators unchanged.
+Same saved-tensor layout as the C++ kernels (csrc/lstm_layer_args.h): gates (D, T, B, G)
+activated, zero at padded steps; cells (D, T, B, H) carried through padded steps, so one
+autograd formula serves every backend.
 
 One layer call:
   1. gx = x W_ih^T + bias for every step and direction: one GEMM (T*B, I) x (I, D*G).
@@ -20,8 +21,6 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from lstm_fused import _ops
-
 from .launch_config import device_target
 from .lstm_cell import gate_backward_config, gate_forward_config, step_backward, step_forward
 from .lstm_persistent import (persistent_backward, persistent_backward_config,
@@ -32,78 +31,14 @@ from .tuning import attentive_fits, choose_path
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
-FORWARD_SCHEMA = (
-    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
-    "Tensor? w_peep, Tensor? lengths) "
-    "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)")
-INFERENCE_SCHEMA = (
-    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
-    "Tensor? w_peep, Tensor? lengths) -> (Tensor y, Tensor h_n, Tensor c_n)")
-BACKWARD_SCHEMA = (
-    "(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor h0, Tensor c0, "
-    "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor y, "
-    "Tensor gates, Tensor cells) "
-    "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
-    "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)")
-
-
-def _check(t: Optional[Tensor], name: str, expected: tuple, x: Tensor) -> None:
-    if t is None:
-        return
-    if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"lstm_fused (triton): {name} has shape {tuple(t.shape)}, "
-                         f"expected {tuple(expected)}")
-    if t.dtype != x.dtype:
-        raise TypeError(f"lstm_fused (triton): {name} has dtype {t.dtype}, expected {x.dtype} "
-                        f"like the input")
-    if t.device != x.device:
-        raise RuntimeError(f"lstm_fused (triton): {name} is on {t.device} but the input is on "
-                           f"{x.device}")
-
-
-def check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
-    """The checks of csrc/lstm_layer_args.h; returns (T, B, I, H, P, R, G, D)."""
-    if x.dim() != 3:
-        raise ValueError(f"lstm_fused (triton): x must be (T, B, I), got shape {tuple(x.shape)}")
-    if w_ih.dim() != 3:
-        raise ValueError(f"lstm_fused (triton): w_ih must be (D, 4H, I), got shape "
-                         f"{tuple(w_ih.shape)}")
-    if x.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"lstm_fused (triton): dtype {x.dtype} is not supported; use float32, "
-                        f"float16, bfloat16 or float64")
+def layer_sizes(x: Tensor, h0: Tensor, w_ih: Tensor, w_hr: Optional[Tensor]):
+    """(T, B, I, H, P, R, G, D) of a layer call whose arguments the caller has checked
+    (lstm_fused/ops/lstm_layer.py runs the C++ checks, csrc/lstm_layer_args.h, first)."""
     T, B, I = x.shape
     D, G = w_ih.shape[0], w_ih.shape[1]
-    if D not in (1, 2):
-        raise ValueError(f"lstm_fused (triton): w_ih must hold 1 or 2 directions, got {D}")
-    if G <= 0 or G % 4:
-        raise ValueError(f"lstm_fused (triton): w_ih.size(1) must be 4H > 0, got {G}")
     H = G // 4
-    P = w_hr.shape[1] if w_hr is not None and w_hr.dim() == 3 else 0
-    if w_hr is not None and not 0 < P < H:
-        raise ValueError(f"lstm_fused (triton): proj_size must be in (0, H={H}), got "
-                         f"w_hr of shape {tuple(w_hr.shape)}")
-    R = P if P else H
-    _check(w_ih, "w_ih", (D, G, I), x)
-    _check(w_hh, "w_hh", (D, G, R), x)
-    _check(h0, "h0", (D, B, R), x)
-    _check(c0, "c0", (D, B, H), x)
-    _check(bias, "bias", (D, G), x)
-    _check(w_hr, "w_hr", (D, P, H), x)
-    _check(w_peep, "w_peep", (D, 3, H), x)
-    if lengths is not None:
-        if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise ValueError(f"lstm_fused (triton): lengths must have shape (B,) = ({B},), got "
-                             f"{tuple(lengths.shape)}")
-        if lengths.dtype != torch.int64:
-            raise TypeError(f"lstm_fused (triton): lengths must be int64, got {lengths.dtype}")
-        if lengths.device != x.device:
-            raise RuntimeError(f"lstm_fused (triton): lengths is on {lengths.device} but the "
-                               f"input is on {x.device}")
-        if B > 0:
-            lo, hi = int(lengths.min()), int(lengths.max())
-            if lo < 0 or hi > T:
-                raise ValueError(f"lstm_fused (triton): lengths must lie in [0, T={T}], got "
-                                 f"values from {lo} to {hi}")
+    P = w_hr.shape[1] if w_hr is not None else 0
+    R = h0.shape[2]
     return T, B, I, H, P, R, G, D
 
 
@@ -150,10 +85,10 @@ def attentive_configs(B, H, R, A, dtype, *, proj, peep, has_len, has_pb, has_q, 
                                     target=target)]
 
 
-def _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
-    """y, h_n, c_n, and gates, cells when `save` (else None)."""
-    T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
-                                              lengths)
+def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
+    """One layer, every direction: y, h_n, c_n, and gates, cells when `save` (else None).
+    Shapes: csrc/lstm_layer_args.h."""
+    T, B, I, H, P, R, G, D = layer_sizes(x, h0, w_ih, w_hr)
     x, h0, c0, w_ih, w_hh = (t.contiguous() for t in (x, h0, c0, w_ih, w_hh))
     bias, w_hr, w_peep, lengths = map(_contig, (bias, w_hr, w_peep, lengths))
     if T == 0 or B == 0:  # nothing to run; y, gates and cells are empty
@@ -170,26 +105,6 @@ def _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
     return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target)
 
 
-@torch.library.custom_op("lstm_fused::triton_lstm_layer_forward", mutates_args=(),
-                         schema=FORWARD_SCHEMA)
-def triton_lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
-    return _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save=True)
-
-
-@torch.library.custom_op("lstm_fused::triton_lstm_layer_inference", mutates_args=(),
-                         schema=INFERENCE_SCHEMA)
-def triton_lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
-    """The forward without the gates and cells kept for the backward (no_grad / inference)."""
-    return _layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save=False)[:3]
-
-
-ATTENTIVE_SCHEMA = (
-    "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor? w_hr, "
-    "Tensor? w_peep, Tensor? lengths, Tensor proj_weight, Tensor? proj_bias, Tensor v, "
-    "Tensor? qproj, int chunk_size) "
-    "-> (Tensor context, Tensor alpha, Tensor lse, Tensor h_n, Tensor c_n)")
-
-
 def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
                         target=None) -> bool:
     """Whether triton_attentive_lstm_inference runs these sizes in one launch on `target`
@@ -198,44 +113,18 @@ def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
             and attentive_fits(H, R, A, proj, dtype, target))
 
 
-def _check_pooling_args(proj_weight, proj_bias, v, qproj, B, R, x):
-    """The checks of the C++ operator (csrc/cpu/lstm_layer_cpu.cpp) on the pooling tensors."""
-    where = "triton_attentive_lstm_inference"
-    if proj_weight.dim() != 2 or proj_weight.shape[1] != R:
-        raise ValueError(f"{where}: proj_weight has shape {tuple(proj_weight.shape)}, "
-                         f"expected (A, {R})")
-    A = proj_weight.shape[0]
-    for name, t, shape in (("v", v, (A,)), ("proj_bias", proj_bias, (A,)),
-                           ("qproj", qproj, (B, A))):
-        if t is None:
-            continue
-        if tuple(t.shape) != shape:
-            raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}, expected {shape}")
-    for name, t in (("proj_weight", proj_weight), ("v", v), ("proj_bias", proj_bias),
-                    ("qproj", qproj)):
-        if t is not None and (t.dtype != x.dtype or t.device != x.device):
-            raise TypeError(f"{where}: {name} is {t.dtype} on {t.device}, expected x's "
-                            f"{x.dtype} on {x.device}")
-
-
-@torch.library.custom_op("lstm_fused::triton_attentive_lstm_inference", mutates_args=(),
-                         schema=ATTENTIVE_SCHEMA)
-def triton_attentive_lstm_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                    proj_weight, proj_bias, v, qproj, chunk_size):
-    """The attentive LSTM's last layer in inference (csrc/ops.cpp, attentive_lstm_inference):
-    one direction; the input projection GEMM, then one launch of the sequence kernel that pools
-    every step's output as it is computed (online softmax), so y is never written. chunk_size
-    is unused: the kernel pools every step. Sizes must pass attentive_supported."""
-    T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
-                                              lengths)
-    if D != 1:
-        raise ValueError(f"triton_attentive_lstm_inference: one direction only (w_ih of shape "
-                         f"(1, 4H, I)), got D = {D}")
-    _check_pooling_args(proj_weight, proj_bias, v, qproj, B, R, x)
+def attentive_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight,
+                      proj_bias, v, qproj):
+    """The attentive LSTM's last layer in inference (csrc/ops.cpp, attentive_lstm_inference),
+    on checked arguments (csrc/attentive_args.h): one direction; the input projection GEMM, then
+    one launch of the sequence kernel that pools every step's output as it is computed (online
+    softmax), so y is never written. The kernel pools every step (no chunks). Sizes must pass
+    attentive_supported."""
+    T, B, I, H, P, R, G, D = layer_sizes(x, h0, w_ih, w_hr)
     A = proj_weight.shape[0]
     target = device_target(x.device)
     if not attentive_supported(H, R, A, w_hr is not None, x.dtype, target):
-        raise ValueError(f"triton_attentive_lstm_inference: H={H}, R={R}, A={A} do not fit the "
+        raise ValueError(f"attentive_lstm_inference_triton: H={H}, R={R}, A={A} do not fit the "
                          f"sequence kernel on chip (tuning.attentive_fits)")
     if T == 0 or B == 0:
         return (x.new_zeros((B, R)), x.new_zeros((B, T)), x.new_full((B,), float("-inf")),
@@ -300,18 +189,12 @@ def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, c
     return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep
 
 
-@torch.library.custom_op("lstm_fused::triton_lstm_layer_backward", mutates_args=(),
-                         schema=BACKWARD_SCHEMA)
-def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep,
-                               lengths, y, gates, cells):
-    T, B, I, H, P, R, G, D = check_layer_args(x, h0, c0, w_ih, w_hh, None, w_hr, w_peep,
-                                              lengths)
-    _check(grad_y, "grad_y", (T, B, D * R), x)
-    _check(grad_h_n, "grad_h_n", (D, B, R), x)
-    _check(grad_c_n, "grad_c_n", (D, B, H), x)
-    _check(y, "y", (T, B, D * R), x)
-    _check(gates, "gates", (D, T, B, G), x)
-    _check(cells, "cells", (D, T, B, H), x)
+def layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths,
+                   y, gates, cells):
+    """The gradients of one layer call (csrc/ops.cpp, lstm_layer_backward) on checked
+    arguments: grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr,
+    grad_w_peep (the last two empty (0,) when absent)."""
+    T, B, I, H, P, R, G, D = layer_sizes(x, h0, w_ih, w_hr)
     (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates, cells) = (
         t.contiguous() for t in (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates,
                                  cells))
@@ -334,13 +217,3 @@ def triton_lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh
     grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep = weight_gradients(
         dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells)
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep
-
-
-torch.library.register_fake("lstm_fused::triton_lstm_layer_forward")(_ops.fake_layer_forward)
-torch.library.register_fake("lstm_fused::triton_lstm_layer_inference")(_ops.fake_layer_inference)
-torch.library.register_fake("lstm_fused::triton_lstm_layer_backward")(_ops.fake_layer_backward)
-torch.library.register_fake("lstm_fused::triton_attentive_lstm_inference")(
-    _ops.fake_attentive_inference)
-_ops.refuse_autograd("lstm_fused::triton_attentive_lstm_inference")
-_ops.register_layer_autograd("lstm_fused::triton_lstm_layer_forward",
-                             torch.ops.lstm_fused.triton_lstm_layer_backward.default)

@@ -6,23 +6,37 @@ writes (y, gates, cells) would need restoring between candidates. The rule is sm
 read in full below; its constants are NOT tuned on a GPU yet (no GPU in the session that
 wrote it) and are the first thing to measure.
 
-Also here: `new_output`, which allocates every kernel output, and `poison_outputs`, which
-makes it fill them with NaN first so that a test catches any element a kernel forgets.
+Also here: `new_output`, which allocates every kernel output, and the library's two settings,
+which it reads from nowhere else (lstm_fused hands it its switches through `configure`):
+poisoning (outputs filled with NaN first, so that a test catches any element a kernel forgets)
+and a forced path.
 """
 import contextlib
-import os
-
 from typing import Optional
 
 import torch
 import triton
 
-from .launch_config import interpreting, shared_memory_limit
+from .launch_config import shared_memory_limit
 
-# Set through poison_outputs() (tests); outputs are then NaN before the kernels run.
+# Set through configure(), poison_outputs() or force_path(): outputs are NaN before the
+# kernels run; the path every layer call takes (None = the rule of choose_path).
 _POISON = False
-# Set through force_path() (tests, benchmarks); None = the rule of choose_path.
 _FORCED_PATH = None
+PATHS = ("sequence", "step", "persistent")
+
+
+def configure(poison: Optional[bool] = None, path: Optional[str] = "keep") -> None:
+    """Set the library's settings: poison (bool), path (one of PATHS, or None for the rule);
+    an argument left out keeps its setting."""
+    global _POISON, _FORCED_PATH
+    if poison is not None:
+        _POISON = bool(poison)
+    if path != "keep":
+        if path not in (None,) + PATHS:
+            raise ValueError(f"path must be one of {', '.join(PATHS)} or None, got {path!r}")
+        _FORCED_PATH = path
+
 
 # The sequence kernel keeps W_hh (4 tiles of BLOCK_R x BLOCK_H) and W_hr (BLOCK_H x BLOCK_R)
 # of one direction on chip for the whole time loop, in one program per (direction, batch
@@ -57,10 +71,9 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def new_output(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
-    """An uninitialised output, or NaN everywhere under poison_outputs() or
-    LSTM_FUSED_POISON=1 (the switch of the C++ kernels, set by tests/conftest.py)."""
+    """An uninitialised output, or NaN everywhere when poisoning is on."""
     dtype = like.dtype if dtype is None else dtype
-    if _POISON or os.environ.get("LSTM_FUSED_POISON") == "1":
+    if _POISON:
         return torch.full(shape, float("nan"), dtype=dtype, device=like.device)
     return torch.empty(shape, dtype=dtype, device=like.device)
 

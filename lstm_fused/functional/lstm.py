@@ -1,0 +1,216 @@
+"""The LSTM through the chosen backend: one layer (lstm_layer), a stack of layers (lstm) and
+the attentive LSTM (attentive_lstm). Each picks its implementation once per call
+(lstm_fused/ops/registry.py) and runs every layer with it.
+
+Letters and shapes: docs/contract.md. x (T, B, I) time-major; h0 (L*D, B, R); c0 (L*D, B, H);
+one layer's weights (w_ih (D, 4H, I), w_hh (D, 4H, R), bias (D, 4H) = b_ih + b_hh or None,
+w_hr (D, P, H) or None, w_peep (D, 3, H) = (w_ci, w_cf, w_co) or None); lengths (B,) int64:
+steps t >= lengths[b] keep the state and output zeros. Direction 1 runs backwards in time.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+
+from .. import _checks, onnx_export, reference
+from ..ops import library, registry
+from ..ops.autograd import needs_grad, transform_active
+from .attention import check_pooling_params, run_pooling
+
+LayerWeights = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
+                     Optional[torch.Tensor]]
+
+
+def _features(w_hr, w_peep, lengths) -> dict:
+    return dict(proj=w_hr is not None, peephole=w_peep is not None, lengths=lengths is not None)
+
+
+def _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    """The layer inside torch.onnx.export, as ONNX's LSTM operator (lstm_fused/onnx_export.py),
+    whatever the backend."""
+    if w_hr is not None:
+        raise RuntimeError(onnx_export.PROJECTION_ERROR)
+    x, h0, c0 = x.contiguous(), h0.contiguous(), c0.contiguous()
+    if not torch.jit.is_tracing():  # torch.onnx.export(dynamo=True): torch.export captures
+        return onnx_export.dynamo_layer(x, h0, c0, w_ih, w_hh, bias, w_peep, lengths)
+    if library.LOAD_ERROR is not None:
+        raise RuntimeError(f"lstm_fused: ONNX export with dynamo=False traces the C++ layer "
+                           f"operator: {library.LOAD_ERROR}; export with dynamo=True instead")
+    onnx_export.register()
+    return torch.ops.lstm_fused.lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                                     lengths)
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The lower-precision dtype of torch.autocast when it is on for device_type, else None."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _autocast_cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """What autocast does to an argument of an op on its lower-precision list: floating-point
+    tensors other than float64 are cast to dtype (differentiably), the rest is left alone."""
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def _layer_runner(impl: registry.Implementation, x, lengths, features: dict) -> Callable:
+    """run(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep) -> (y, h_n, c_n) for each layer of one
+    call on `impl`: inside torch.onnx.export ONNX's LSTM operator; under torch.autocast the
+    layer as nn.LSTM runs it (below); under forward-mode AD or a torch.func transform the
+    reference math (the fused kernels have neither tangent nor batching rules; plain PyTorch
+    has both, to any order); else impl's kernels."""
+    if onnx_export.exporting_onnx():
+        return lambda *args: _export_layer(*args, lengths)
+
+    def fused(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep):
+        args = (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)
+        if transform_active(args):
+            return reference.lstm_layer(*args, lengths)
+        # Contiguous time-major input and states: the kernels read them as such (a batch_first
+        # input is copied here once, as the input projection would copy it anyway), and
+        # compiled graphs then see the same strides as eager.
+        return impl.kernels.layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh,
+                                  bias, w_hr, w_peep, lengths)
+
+    low = _autocast_dtype(x.device.type)
+    if low is None or x.dtype == torch.float64:
+        return fused
+    # Under torch.autocast (lower-precision dtype A): every float32 argument is rounded to A
+    # (float64 stays as it is) and y, h_n, c_n come out in A. A backend with kernels for A runs
+    # them; one without (the C++ CPU kernels) computes in float32 on the A-rounded values.
+    # nn.LSTM's exception: on the CPU with a projection, c_n has c0's dtype promoted with A.
+    compute = low if impl.unsupported_reason(x.device, low, **features) is None \
+        else torch.float32
+
+    def autocast(x, h0, c0, *weights):
+        w_hr = weights[3]
+        c_dtype = torch.promote_types(low, c0.dtype) if (
+            x.device.type == "cpu" and w_hr is not None) else low
+        args = [_autocast_cast(t, low) for t in (x, h0, c0, *weights)]
+        args = [t.to(compute) if t is not None and t.dtype == low else t for t in args]
+        with torch.autocast(x.device.type, enabled=False):
+            y, h_n, c_n = fused(*args)
+        return y.to(low), h_n.to(low), c_n.to(c_dtype)
+
+    return autocast
+
+
+def _resolve_layer(backend, op, x, features: dict):
+    """The implementation of this call (under autocast: the one that runs float32)."""
+    dtype = torch.float32 if (_autocast_dtype(x.device.type) is not None
+                              and x.dtype != torch.float64) else x.dtype
+    return registry.resolve(backend, op, x.device, dtype, **features)
+
+
+def _check_lengths(lengths, x):
+    """The values of lengths, once per call (one device synchronisation where lengths lives on
+    a GPU; none on the CPU): the kernels take the range [0, T] as given. Its shape and dtype
+    are the operators' checks."""
+    if (lengths is not None and lengths.dim() == 1 and lengths.dtype == torch.int64
+            and lengths.numel() > 0 and not torch.compiler.is_compiling()
+            and not onnx_export.exporting_onnx() and not torch.jit.is_tracing()):
+        _checks.check_lengths_range(lengths, x.shape[0], where="lstm_fused")
+
+
+def _run_layers(run, x, h0, c0, weights: Sequence[LayerWeights], between_layers):
+    D = weights[0][0].shape[0]
+    h_n, c_n = [], []
+    y = x
+    for k, w in enumerate(weights):
+        if k > 0 and between_layers is not None:
+            y = between_layers(y)
+        y, h, c = run(y, h0[k * D:(k + 1) * D], c0[k * D:(k + 1) * D], *w)
+        h_n.append(h)
+        c_n.append(c)
+    if len(weights) == 1:
+        return y, h_n[0], c_n[0]
+    return y, torch.cat(h_n, 0), torch.cat(c_n, 0)
+
+
+def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
+         weights: Sequence[LayerWeights], lengths: Optional[torch.Tensor] = None, *,
+         between_layers: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+         backend: str = "auto"):
+    """A stack of L LSTM layers through one backend, differentiable.
+
+    weights: L tuples (w_ih, w_hh, bias, w_hr, w_peep), one per layer (lstm_fused.LSTM's
+    `layer_weights(k)`); between_layers: applied to each layer's output before the next layer
+    (dropout in training). Returns y (T, B, D*R) of the last layer, h_n (L*D, B, R),
+    c_n (L*D, B, H)."""
+    features = _features(weights[0][3], weights[0][4], lengths)
+    impl = _resolve_layer(backend, "lstm_layer", x, features)
+    _check_lengths(lengths, x)
+    return _run_layers(_layer_runner(impl, x, lengths, features), x, h0, c0, weights,
+                       between_layers)
+
+
+def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
+               w_hh: torch.Tensor, bias: Optional[torch.Tensor] = None,
+               w_hr: Optional[torch.Tensor] = None, w_peep: Optional[torch.Tensor] = None,
+               lengths: Optional[torch.Tensor] = None, *, backend: str = "auto"):
+    """One LSTM layer, every direction, through the chosen backend; differentiable.
+    h0 (D, B, R), c0 (D, B, H). Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H).
+
+    Forward-mode AD and torch.func transforms run the reference math whatever the backend;
+    double backward is handled in the operators' autograd (lstm_fused/ops/lstm_layer.py).
+    Under torch.autocast the layer runs as nn.LSTM's does (lower-precision inputs and outputs;
+    the C++ CPU kernels compute in float32 on the rounded values). Inside torch.onnx.export
+    the layer becomes ONNX's LSTM operator (lstm_fused/onnx_export.py)."""
+    return lstm(x, h0, c0, [(w_ih, w_hh, bias, w_hr, w_peep)], lengths, backend=backend)
+
+
+def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
+                   weights: Sequence[LayerWeights], lengths: Optional[torch.Tensor],
+                   proj_weight: torch.Tensor, proj_bias: Optional[torch.Tensor],
+                   score_weight: torch.Tensor, *, query: Optional[torch.Tensor] = None,
+                   query_weight: Optional[torch.Tensor] = None,
+                   between_layers: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                   chunk_size: int = 16, backend: str = "auto"):
+    """An LSTM stack whose last layer is pooled by additive attention (attention_pooling's
+    parameters: proj_weight (A, D*R), proj_bias (A,), score_weight (A,) or (1, A), query (B, Q)
+    with query_weight (A, Q)). Returns context (B, D*R), alpha (B, T), h_n, c_n.
+
+    Inference, one direction: where the backend has the kernel, the last layer and the pooling
+    run as one (attentive_lstm_inference: each step's output is folded into a running max, sum
+    and context as soon as it is computed, so the last layer's (T, B, R) output is never
+    written). Otherwise (training, two directions, or no such kernel) the last layer's output
+    is written and pooled by the fused pooling kernel."""
+    features = _features(weights[0][3], weights[0][4], lengths)
+    impl = _resolve_layer(backend, "attentive_lstm", x, features)
+    _check_lengths(lengths, x)
+    layer_impl = registry.implementations("lstm_layer")[impl.backend]
+    pool_impl = registry.implementations("attention_pooling")[impl.backend]
+    run = _layer_runner(layer_impl, x, lengths, features)
+    D = weights[-1][0].shape[0]
+    split = (len(weights) - 1) * D
+    if len(weights) > 1:
+        y, h_first, c_first = _run_layers(run, x, h0[:split], c0[:split], weights[:-1],
+                                          between_layers)
+        if between_layers is not None:
+            y = between_layers(y)
+    else:
+        y = x
+    h_last, c_last = h0[split:], c0[split:]
+    w_last = weights[-1]
+    v, qproj = check_pooling_params(x.shape[1], D * h_last.shape[2], x, proj_weight, proj_bias,
+                                    score_weight, query, query_weight)
+    fused = None
+    if D == 1 and not needs_grad((y, h_last, c_last, *w_last, proj_weight, proj_bias,
+                                  score_weight, query, query_weight)):
+        fused = impl.kernels.layer.attentive_inference(
+            y.contiguous(), h_last.contiguous(), c_last.contiguous(), *w_last, lengths,
+            proj_weight, proj_bias, v, qproj, chunk_size)
+    if fused is not None:
+        context, alpha, _lse, h, c = fused
+    else:
+        y, h, c = run(y, h_last, c_last, *w_last)
+        context, alpha, _lse = run_pooling(pool_impl, y, proj_weight, proj_bias, v, qproj,
+                                           lengths, query=query, query_weight=query_weight,
+                                           batch_first=False)
+    if len(weights) > 1:
+        h, c = torch.cat([h_first, h], 0), torch.cat([c_first, c], 0)
+    return context, alpha, h, c

@@ -1,0 +1,59 @@
+"""The C++ library lstm_fused._C: loading it, which kernels it registered, and its switches.
+
+Loading _C runs its TORCH_LIBRARY registrations: every operator schema (csrc/ops.cpp,
+csrc/attention_schemas.h, csrc/check_ops.cpp) and the CPU / CUDA kernels built. Without it the
+package still works through backend="reference".
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import switches
+
+try:
+    from .. import _C
+
+    LOAD_ERROR: Optional[str] = None
+except ImportError as exc:
+    _C = None
+    LOAD_ERROR = f"the C++ extension lstm_fused._C could not be loaded ({exc})"
+
+# Which C++ kernels the library registered, read once at import: a dict lookup is what
+# torch.compile can trace through, the dispatcher query itself is not.
+_KERNELS = {}
+if LOAD_ERROR is None:
+    for _name in torch._C._dispatch_get_all_op_names():
+        if _name.startswith("lstm_fused::"):
+            for _key in ("CPU", "CUDA"):
+                _KERNELS[(_name[len("lstm_fused::"):], _key)] = (
+                    torch._C._dispatch_has_kernel_for_dispatch_key(_name, _key))
+    # The C++ kernels read their switches (lstm_fused/switches.py) from the library.
+    if hasattr(_C, "set_switch"):
+        switches.subscribe(_C.set_switch, switches.CPP_SWITCHES)
+    else:  # TRANSITIONAL until csrc/switches.h lands: the kernels still read the environment
+        import os
+
+        def _to_environment(name, value):
+            os.environ[switches.SWITCHES[name][0]] = value
+
+        switches.subscribe(_to_environment, switches.CPP_SWITCHES)
+
+
+def has_kernel(op_name: str, dispatch_key: str) -> bool:
+    """Whether the C++ library registered a kernel of `lstm_fused::op_name` for dispatch_key."""
+    return _KERNELS.get((op_name, dispatch_key), False)
+
+
+def native_reason(op_name: str, dispatch_key: str) -> Optional[str]:
+    """Why the C++ kernels of op_name for dispatch_key ("CPU", "CUDA") cannot run on this
+    machine, or None."""
+    if LOAD_ERROR is not None:
+        return LOAD_ERROR
+    if not has_kernel(op_name, dispatch_key):
+        return (f"lstm_fused._C was built without {dispatch_key} kernels of {op_name} "
+                f"(see README: building with CUDA)")
+    if dispatch_key == "CUDA" and not torch.cuda.is_available():
+        return "no CUDA device is available to PyTorch"
+    return None

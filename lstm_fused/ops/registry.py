@@ -1,0 +1,195 @@
+"""The one record kind of every implementation, and the choice of the one that runs a call.
+
+Every op family (lstm_fused/ops/lstm_layer.py, attention.py, self_attention.py) registers one
+`Implementation` per backend. `resolve` picks the implementation of a call: the one named, or
+for "auto" the available one of lowest rank that can run it; a backend asked for by name that
+cannot run the call raises a RuntimeError that says why (nothing falls back silently).
+Backend names and rules: docs/contract.md, section 4.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+
+import torch
+
+from .. import switches
+
+BACKEND_NAMES = ("auto", "cuda", "triton", "cpu", "reference")
+
+
+def dtype_names(dtypes) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def _always_available() -> Optional[str]:
+    return None
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One op family on one backend.
+
+    op: the family ("lstm_layer", "attentive_lstm", "masked_softmax", "attention_pooling",
+        "channel_attention", "self_attention"); backend: a name of BACKEND_NAMES.
+    rank: "auto" tries the available implementations of lowest rank first.
+    devices: device types it runs on (None: any); auto_devices: those on which "auto" may pick
+        it (None: devices); dtypes: the dtypes it computes.
+    features: the features of a call it implements (None: all); a call passes the ones it
+        needs as keywords (proj=True, lengths=True, ...).
+    available(): why it cannot run on this machine at all (None: it can).
+    call_reason(device, dtype, features): why it cannot run this call beyond device, dtype and
+        features (a size that does not fit on chip, ...), or None.
+    kernels: the family's entry points (the object each family module defines).
+    """
+
+    op: str
+    backend: str
+    rank: int
+    devices: Optional[Tuple[str, ...]]
+    dtypes: Tuple[torch.dtype, ...]
+    kernels: Any
+    features: Optional[FrozenSet[str]] = None
+    available: Callable[[], Optional[str]] = _always_available
+    call_reason: Optional[Callable[..., Optional[str]]] = None
+    auto_devices: Optional[Tuple[str, ...]] = None
+    _cache: Dict[str, Optional[str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def unavailable_reason(self) -> Optional[str]:
+        """available(), asked once (what a machine has does not change while it runs)."""
+        if "available" not in self._cache:
+            self._cache["available"] = self.available()
+        return self._cache["available"]
+
+    def unsupported_reason(self, device: torch.device, dtype: torch.dtype,
+                           **features) -> Optional[str]:
+        """Why this call cannot run here, or None."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            return reason
+        if self.devices is not None and device.type not in self.devices:
+            return (f"it runs on {' or '.join(self.devices)} tensors, got a tensor on {device}")
+        if dtype not in self.dtypes:
+            return (f"dtype {str(dtype).replace('torch.', '')} is not supported (supported: "
+                    f"{dtype_names(self.dtypes)})")
+        if self.features is not None:
+            missing = sorted(k for k, wanted in features.items()
+                             if wanted and k not in self.features)
+            if missing:
+                return (f"the {self.backend} kernels do not implement {', '.join(missing)} "
+                        f"(they implement: {', '.join(sorted(self.features))})")
+        if self.call_reason is not None:
+            return self.call_reason(device, dtype, features)
+        return None
+
+    def picked_by_auto_on(self, device_type: str) -> bool:
+        allowed = self.auto_devices if self.auto_devices is not None else self.devices
+        return allowed is None or device_type in allowed
+
+
+# op family -> backend name -> implementation
+_REGISTRY: Dict[str, Dict[str, Implementation]] = {}
+
+
+def register(impl: Implementation) -> None:
+    """Make `impl` the implementation of impl.op on backend impl.backend (once)."""
+    check_name(impl.backend)
+    family = _REGISTRY.setdefault(impl.op, {})
+    if impl.backend in family:
+        raise RuntimeError(f"lstm_fused: {impl.op} already has a {impl.backend} implementation")
+    family[impl.backend] = impl
+
+
+def check_name(name, arg: str = "backend") -> str:
+    if not isinstance(name, str) or name not in BACKEND_NAMES:
+        raise ValueError(f"lstm_fused: {arg} must be one of {', '.join(BACKEND_NAMES)}; "
+                         f"got {name!r}")
+    return name
+
+
+def implementations(op: str) -> Dict[str, Implementation]:
+    """backend name -> Implementation of op family `op`."""
+    return dict(_REGISTRY.get(op, {}))
+
+
+def available_backends(op: str = "lstm_layer") -> List[str]:
+    """Names of the backends that are installed and usable on this machine (for `op`)."""
+    impls = _REGISTRY.get(op, {})
+    return [n for n in BACKEND_NAMES[1:]
+            if n in impls and impls[n].unavailable_reason() is None]
+
+
+def requested(backend: str) -> str:
+    """The backend name in force: `backend`, or the backend switch when it is "auto"."""
+    if backend == "auto":
+        forced = switches.get("backend")
+        if forced:
+            return forced
+    return backend
+
+
+def resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
+            **features) -> Implementation:
+    """The implementation that runs this call of `op`, or a RuntimeError that says why none can.
+
+    features: what the call needs beyond device and dtype (e.g. proj=True, lengths=True)."""
+    name = requested(check_name(backend))
+    impls = _REGISTRY.get(op, {})
+    if name != "auto":
+        impl = impls.get(name)
+        reason = (f"it has no implementation of {op}" if impl is None
+                  else impl.unsupported_reason(device, dtype, **features))
+        if reason:
+            raise RuntimeError(f"lstm_fused: backend {name!r} cannot run this {op} call: {reason}")
+        return impl
+    reasons = []
+    for impl in sorted(impls.values(), key=lambda i: i.rank):
+        if not impl.picked_by_auto_on(device.type):
+            continue
+        reason = impl.unsupported_reason(device, dtype, **features)
+        if reason is None:
+            return impl
+        reasons.append(f"{impl.backend}: {reason}")
+    raise RuntimeError(f"lstm_fused: no backend can run this {op} call ({'; '.join(reasons)})")
+
+
+# Where each backend runs and how "auto" ranks it: the same for every op family.
+_BACKEND_PLACES = {
+    # backend: (rank, devices, auto_devices)
+    "cuda": (0, ("cuda",), None),
+    "triton": (1, ("cuda", "cpu"), ("cuda",)),  # the CPU only under Triton's interpreter
+    "cpu": (2, ("cpu",), None),
+    "reference": (3, None, None),
+}
+
+
+def backend_implementation(op: str, backend: str, kernels, dtypes, *, native_op: str = "",
+                           features: Optional[FrozenSet[str]] = None,
+                           call_reason: Optional[Callable[..., Optional[str]]] = None
+                           ) -> Implementation:
+    """The Implementation of family `op` on `backend`, with that backend's rank, devices and
+    availability: "cuda" / "cpu" need the C++ kernels of `native_op` for their dispatch key,
+    "triton" needs Triton (and CUDA tensors, or CPU tensors under its interpreter).
+    call_reason: the family's own per-call reason, asked after those."""
+    from . import library
+    from . import triton as triton_library
+
+    rank, devices, auto_devices = _BACKEND_PLACES[backend]
+    available = _always_available
+    reason = call_reason
+    if backend in ("cuda", "cpu"):
+        key = backend.upper()
+
+        def available():
+            return library.native_reason(native_op, key)
+    elif backend == "triton":
+        available = triton_library.unavailable_reason
+
+        def reason(device, dtype, call_features):
+            why = triton_library.device_reason(device)
+            if why is None and call_reason is not None:
+                why = call_reason(device, dtype, call_features)
+            return why
+    return Implementation(op=op, backend=backend, rank=rank, devices=devices,
+                          auto_devices=auto_devices, dtypes=tuple(dtypes), kernels=kernels,
+                          features=features, available=available, call_reason=reason)
