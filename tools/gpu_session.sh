@@ -200,9 +200,9 @@ stage_plan() {
 carried_build_loads() {  # the extension in the tree imports and has CUDA kernels
   "$PY" - <<'PY'
 import sys, torch
-from lstm_fused import _ops
-if _ops.LOAD_ERROR is not None:
-    sys.exit(f"lstm_fused._C does not load: {_ops.LOAD_ERROR}")
+from lstm_fused.ops import library
+if library.LOAD_ERROR is not None:
+    sys.exit(f"lstm_fused._C does not load: {library.LOAD_ERROR}")
 ops = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("lstm_fused::")]
 cuda = [n for n in ops if torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
 print(f"lstm_fused ops: {len(ops)}, with a CUDA kernel: {len(cuda)}")
