@@ -1,7 +1,7 @@
 """Plain PyTorch versions of every op: the ground truth of the tests and backend="reference".
 
 Written for clarity, one time step at a time; float64-capable, differentiable by autograd.
-Shapes use the letters of SPEC.md (T, B, I, H, P, R = P or H, G = 4H, D directions).
+Shapes use the letters of docs/contract.md (T, B, I, H, P, R = P or H, G = 4H, D directions).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 
 def lstm_cell(x, h, c, w_ih, w_hh, bias=None, w_hr=None, w_peep=None):
-    """One LSTM step (SPEC §1). x (B, I), h (B, R), c (B, H), w_ih (G, I), w_hh (G, R),
+    """One LSTM step (docs/contract.md, section 1). x (B, I), h (B, R), c (B, H), w_ih (G, I), w_hh (G, R),
     bias (G,), w_hr (P, H), w_peep (3, H) rows w_ci, w_cf, w_co. Returns (h', c')."""
     z = x @ w_ih.t() + h @ w_hh.t()
     if bias is not None:
@@ -67,7 +67,7 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths
     return torch.cat(ys, dim=2), torch.stack(h_ns), torch.stack(c_ns)
 
 
-# Attention (SPEC §2): masked softmax, additive attention pooling, channel attention.
+# Attention (docs/contract.md, section 2): masked softmax, additive attention pooling, channel attention.
 # Batch-major shapes: x (B, T, D); lengths (B,) int64, positions t >= lengths[b] are padding.
 # Padding is never read into a result: it is replaced by zeros before any arithmetic, so NaN or
 # inf stored there cannot leak (0 * nan would be nan).
@@ -100,7 +100,7 @@ def masked_softmax(scores, keep=None, scale: float = 1.0):
 
 
 def attention_pooling(x, proj, v, qproj=None, lengths=None):
-    """Additive (Bahdanau) pooling after the W_h product (SPEC §2, seed 000).
+    """Additive (Bahdanau) pooling after the W_h product (docs/contract.md, section 2).
 
     x (B, T, D); proj (B, T, A) = x W_h^T + b; v (A,); qproj (B, A) = q W_q^T or None.
     e_t = v . tanh(proj_t + qproj); alpha = masked softmax of e over t < lengths[b];
@@ -141,6 +141,6 @@ def channel_rescale(x, w, lengths=None):
     return torch.where(keep, x, torch.zeros_like(x)) * w.unsqueeze(1)
 
 
-# Multi-head self-attention (SPEC §2) lives in reference_mhsa.py; its entry points are part of
+# Multi-head self-attention (docs/contract.md, section 2) lives in reference_mhsa.py; its entry points are part of
 # the reference too.
 from .reference_mhsa import attention_core, multihead_self_attention  # noqa: E402,F401

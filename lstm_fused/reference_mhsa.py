@@ -1,4 +1,5 @@
-"""Plain PyTorch ground truth of multi-head self-attention with key padding (SPEC §2).
+"""Plain PyTorch ground truth of multi-head self-attention with key padding (docs/contract.md,
+section 2).
 
 Works in any dtype (float64 included) on any device; every fused kernel is checked against it.
 Dimension letters: B batch, T time steps, E embed dim, N heads, Dh = E // N head size.

@@ -7,7 +7,7 @@ one direction of a layer as T GEMMs + T gate launches. It is the simple path: LS
 (T = 1) and every layer whose recurrent weights do not fit on one SM take it
 (tuning.choose_path).
 
-Shapes (SPEC letters): B batch, H hidden, G = 4H, R = P or H, D directions, T steps.
+Shapes (the letters of docs/contract.md): B batch, H hidden, G = 4H, R = P or H, D directions, T steps.
 """
 import torch
 import triton

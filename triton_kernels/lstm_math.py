@@ -1,7 +1,7 @@
 """Element-wise LSTM cell math shared by the Triton kernels (gate order i, f, g, o).
 
 All arguments are blocks in the accumulation dtype (float32, or float64 for float64 inputs).
-Per element, with peephole weights w_ci, w_cf, w_co (SPEC §1):
+Per element, with peephole weights w_ci, w_cf, w_co (docs/contract.md, section 1):
 
     i = sigmoid(z_i + w_ci c_prev)   f = sigmoid(z_f + w_cf c_prev)   g = tanh(z_g)
     c = f c_prev + i g               o = sigmoid(z_o + w_co c)         h = o tanh(c)

@@ -15,7 +15,7 @@ the launcher starts one launch per step (BARRIER=False) and the kernel keeps c i
 buffer between launches. The step math, the indexing and the h exchange are the same code and
 are tested that way; the barrier itself (memory ordering, residency) has not run anywhere and
 is why tuning.choose_path never picks this path by itself: only force_path("persistent") does,
-for a GPU session to validate and time. No projection (proj_size) here: with one, the forced
+for a run on a GPU to validate and time. No projection (proj_size) here: with one, the forced
 path is the step path.
 
 The backward kernel has the same structure in reverse time: program (d, pb, ph) owns the

@@ -3,8 +3,8 @@
 A rule rather than triton.autotune: the sequence kernel runs a whole layer in one launch, so
 timing candidates would run the layer several times on the first call, and the state it
 writes (y, gates, cells) would need restoring between candidates. The rule is small enough to
-read in full below; its constants are NOT tuned on a GPU yet (no GPU in the session that
-wrote it) and are the first thing to measure.
+read in full below; its constants are NOT tuned on a GPU yet (no GPU was available when it
+was written) and are the first thing to measure.
 
 Also here: `new_output`, which allocates every kernel output, and the library's two settings,
 which it reads from nowhere else (lstm_fused hands it its switches through `configure`):
