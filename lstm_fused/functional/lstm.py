@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from .. import _checks, onnx_export, reference
+from .. import onnx_export, reference
 from ..ops import library, registry
 from ..ops.autograd import needs_grad, transform_active
 from .attention import check_pooling_params, run_pooling
@@ -113,7 +113,12 @@ def _check_lengths(lengths, x):
     if (lengths is not None and lengths.dim() == 1 and lengths.dtype == torch.int64
             and lengths.numel() > 0 and not torch.compiler.is_compiling()
             and not onnx_export.exporting_onnx() and not torch.jit.is_tracing()):
-        _checks.check_lengths_range(lengths, x.shape[0], where="lstm_fused")
+        T = x.shape[0]
+        bad = (lengths < 0) | (lengths > T)
+        if bool(bad.any()):  # the one synchronisation; the rest only on the way to an error
+            b = int(bad.nonzero()[0, 0])
+            raise ValueError(f"lstm_fused: lengths[{b}] = {int(lengths[b])} is out of range, "
+                             f"expected 0 <= lengths[b] <= T = {T}")
 
 
 def _run_layers(run, x, h0, c0, weights: Sequence[LayerWeights], between_layers):
