@@ -13,8 +13,9 @@
 "" means the automatic choice. The kernels themselves read no environment: the C++ switches
 are handed to the library (lstm_fused._C.set_switch), the Triton ones to the kernel library
 (triton_kernels/tuning.py) when it is loaded. Tests and benchmarks change a switch for a block
-with `override(name=value)`. TRITON_INTERPRET is Triton's own variable: it must be set before
-the first Triton kernel is defined, so it cannot be changed once lstm_fused is imported.
+with `override(name=value)`. TRITON_INTERPRET is Triton's own variable: Triton reads it when a
+kernel is defined, so overriding triton_interpret changes only which tensors lstm_fused hands
+to the Triton backend (tests of its reasons), not Triton.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ TRITON_SWITCHES = ("poison", "triton_path")
 
 _values: Dict[str, str] = {}
 # Called with (name, value) whenever a switch is set: the C++ library and the Triton kernel
-# library subscribe when they load (lstm_fused/ops/library.py, lstm_fused/ops/triton_loader.py).
+# library subscribe when they load (lstm_fused/ops/library.py, lstm_fused/ops/triton_library.py).
 _listeners: List[Callable[[str, str], None]] = []
 
 
@@ -93,12 +94,7 @@ def _set(name: str, value: str) -> None:
 
 @contextlib.contextmanager
 def override(**values):
-    """Within the block, switch name=value (e.g. override(cpu_loop="rows", poison="1")).
-
-    triton_interpret cannot be overridden: Triton reads it when its kernels are defined."""
-    if "triton_interpret" in values:
-        raise ValueError("lstm_fused: triton_interpret cannot be overridden; set "
-                         "TRITON_INTERPRET=1 before lstm_fused is imported")
+    """Within the block, switch name=value (e.g. override(cpu_loop="rows", poison="1"))."""
     checked = {n: _checked(n, v, "") for n, v in values.items()}
     old = {n: _values[n] for n in checked}
     try:

@@ -21,7 +21,7 @@ import torch
 
 from .. import reference
 from . import library, registry
-from . import triton as triton_library
+from . import triton_library
 from .autograd import differentiable_vjp, zeros_if_none
 
 NAMESPACE = torch.ops.lstm_fused

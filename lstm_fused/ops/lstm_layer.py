@@ -20,7 +20,7 @@ import torch
 
 from .. import reference
 from . import library, registry
-from . import triton as triton_library
+from . import triton_library
 from .autograd import differentiable_vjp, needs_grad, refuse_autograd, zeros_if_none
 
 NAMESPACE = torch.ops.lstm_fused

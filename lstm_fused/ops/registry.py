@@ -172,7 +172,7 @@ def backend_implementation(op: str, backend: str, kernels, dtypes, *, native_op:
     "triton" needs Triton (and CUDA tensors, or CPU tensors under its interpreter).
     call_reason: the family's own per-call reason, asked after those."""
     from . import library
-    from . import triton as triton_library
+    from . import triton_library
 
     rank, devices, auto_devices = _BACKEND_PLACES[backend]
     available = _always_available
