@@ -73,14 +73,14 @@ FAKES = {name: globals()[f"fake_{name}"] for name in OPS}
 
 # ----------------------------------------------------------------------- autograd
 
-def register_autograd(suffix: str) -> None:
-    """Autograd of the forward operators lstm_fused::<name>_forward<suffix>, whose gradients
+def register_autograd(suffix: str, namespace: str = "lstm_fused") -> None:
+    """Autograd of the forward operators <namespace>::<name>_forward<suffix>, whose gradients
     come from the matching backward operators. Gradients autograd leaves undefined become
     zeros. A backward that autograd records (create_graph=True, double backward) is computed by
     the reference math instead, which is differentiable (differentiable_vjp)."""
 
     def op(name):
-        return getattr(NAMESPACE, name + suffix)
+        return getattr(getattr(torch.ops, namespace), name + suffix)
 
     def softmax_setup(ctx, inputs, output):
         ctx.scale = inputs[3]
@@ -144,7 +144,7 @@ def register_autograd(suffix: str) -> None:
                                   ("attention_pooling", pooling_backward, pooling_setup),
                                   ("channel_masked_mean", mean_backward, mean_setup),
                                   ("channel_rescale", rescale_backward, rescale_setup)):
-        torch.library.register_autograd(f"lstm_fused::{name}_forward{suffix}", backward,
+        torch.library.register_autograd(f"{namespace}::{name}_forward{suffix}", backward,
                                         setup_context=setup)
 
 
