@@ -1,9 +1,9 @@
-"""The attentive LSTM's fused inference operator (attentive_lstm_inference: the last layer with
-its outputs pooled in the same pass, SPEC §2) on the CPU kernel and the Triton kernel, against
-the float64 reference (reference.lstm_layer, then reference.attention_pooling). Lengths 0, 1, T
-and random ones, padded input poisoned with NaN / inf, every fresh allocation NaN-filled, chunk
-sizes that split T unevenly, each CPU time loop; opcheck; the module takes this path in
-inference and gives the numbers of its training path."""
+"""The attentive LSTM's fused inference operator (attentive_lstm_inference: the last layer with its
+outputs pooled in the same pass, docs/contract.md section 2) on the CPU kernel and the Triton
+kernel, against the float64 reference (reference.lstm_layer, then reference.attention_pooling).
+Lengths 0, 1, T and random ones, padded input poisoned with NaN / inf, every fresh allocation
+NaN-filled, chunk sizes that split T unevenly, each CPU time loop; opcheck; the module takes
+this path in inference and gives the numbers of its training path."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Backend choice (SPEC §3) and replace_lstm."""
+"""Backend choice (docs/contract.md, section 4) and replace_lstm."""
 import copy
 
 import pytest

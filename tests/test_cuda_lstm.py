@@ -3,7 +3,7 @@
 Every numeric test runs once per kernel path (LSTM_FUSED_CUDA_PATH = gates / persistent) on a
 CUDA device, and is skipped (with a reason) without one. The same harness also runs with
 backend="cpu" on the CPU, so that the comparison code itself is exercised on machines without a
-GPU. Shapes (letters of SPEC.md): x (T, B, I), h0 (D, B, R), c0 (D, B, H), R = P or H.
+GPU. Shapes (the letters of docs/contract.md): x (T, B, I), h0 (D, B, R), c0 (D, B, H), R = P or H.
 """
 from __future__ import annotations
 

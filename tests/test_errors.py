@@ -1,4 +1,5 @@
-"""SPEC §4: bad input gets a clear error that names the argument, what it got and expected."""
+"""Bad input (docs/contract.md, section 5) gets a clear error that names the argument, what it
+got and expected."""
 import pytest
 import torch
 from torch import nn
