@@ -139,11 +139,21 @@ def cases(op: str, backends: Sequence[str] = BACKENDS, dtypes: Sequence[torch.dt
     return params
 
 
+def call_reason(op: str, backend: str, device, dtype: torch.dtype, **features) -> Optional[str]:
+    """Why `backend` cannot run this call of `op` (device, dtype, features such as head_dim),
+    whatever this machine has, or None."""
+    return implementation(op, backend).unsupported_reason(torch.device(device), dtype, **features)
+
+
 def triton_op(name: str):
-    """The Triton custom operator of C++ operator `name` (e.g. "attentive_lstm_inference"),
-    defined first if it is not yet."""
+    """The Triton custom operator of C++ operator `name` (e.g. "attentive_lstm_inference",
+    "mhsa_forward"), defined first if it is not yet."""
     _define_triton_ops()
-    return getattr(torch.ops.lstm_fused, f"triton_{name}")
+    # lstm_fused::<name>_triton; some are still named triton_<name>.
+    for candidate in (f"{name}_triton", f"triton_{name}"):
+        if hasattr(torch.ops.lstm_fused, candidate):
+            return getattr(torch.ops.lstm_fused, candidate)
+    raise LookupError(f"no Triton operator for lstm_fused::{name}")
 
 
 def _define_triton_ops() -> None:
