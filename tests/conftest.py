@@ -11,9 +11,20 @@
 """
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("LSTM_FUSED_POISON", "1")
 
+
+
+@pytest.fixture
+def cpu_loop(request):
+    """Parametrised indirectly with a CPU time loop ("" = the automatic choice): the test runs
+    with lstm_fused.switches' cpu_loop set to it (csrc/cpu/lstm_layer_cpu.cpp)."""
+    from lstm_fused import switches
+
+    with switches.override(cpu_loop=request.param):
+        yield request.param
