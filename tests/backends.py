@@ -119,24 +119,26 @@ def dtype_id(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def case(op: str, backend: str, *values, id: str = None, cpu_tensors: bool = False):
+    """pytest.param(backend, *values) with `id` (default: backend), marked skip with the reason
+    where `backend` cannot run `op` on this machine (see skip_reason). cpu_tensors=True: the
+    test runs on CPU tensors, so a backend that runs on the GPU here (triton with a GPU, cuda)
+    is skipped too."""
+    reason = skip_reason(op, backend)
+    if reason is None and cpu_tensors and device_of(backend) != "cpu":
+        reason = f"the test runs on CPU tensors; {backend} runs on the GPU here"
+    marks = [pytest.mark.skip(reason=reason)] if reason else []
+    return pytest.param(backend, *values, id=id or backend, marks=marks)
+
+
 def cases(op: str, backends: Sequence[str] = BACKENDS, dtypes: Sequence[torch.dtype] = None,
           cpu_tensors: bool = False):
-    """pytest.param per backend, or per (backend, dtype) when dtypes are given, with ids like
-    "cpu" / "cpu-float32", each marked skip with the reason where the backend cannot run `op`
-    on this machine (see skip_reason). cpu_tensors=True: the test runs on CPU tensors, so a
-    backend that runs on the GPU here (triton with a GPU) is skipped too."""
-    params = []
-    for backend in backends:
-        reason = skip_reason(op, backend)
-        if reason is None and cpu_tensors and device_of(backend) != "cpu":
-            reason = f"the test runs on CPU tensors; {backend} runs on the GPU here"
-        marks = [pytest.mark.skip(reason=reason)] if reason else []
-        if dtypes is None:
-            params.append(pytest.param(backend, id=backend, marks=marks))
-        else:
-            params += [pytest.param(backend, dtype, id=f"{backend}-{dtype_id(dtype)}", marks=marks)
-                       for dtype in dtypes]
-    return params
+    """case() per backend, or per (backend, dtype) when dtypes are given, with ids like "cpu" /
+    "cpu-float32"."""
+    if dtypes is None:
+        return [case(op, b, cpu_tensors=cpu_tensors) for b in backends]
+    return [case(op, b, dt, id=f"{b}-{dtype_id(dt)}", cpu_tensors=cpu_tensors)
+            for b in backends for dt in dtypes]
 
 
 def call_reason(op: str, backend: str, device, dtype: torch.dtype, **features) -> Optional[str]:

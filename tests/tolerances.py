@@ -19,6 +19,8 @@ tol(kind, dtype) returns it. Kinds (where the math differs, so does the table):
 - "attention_online": the same ops where float32 is summed in another order (blocked or
   online softmax: the Triton kernels, the attentive LSTM's fused layer + pooling).
 - "self_attention": the scaled-dot-product core operators (mhsa_forward), rtol = atol.
+- "float64_same_math": two float64 computations of the same math in nearly the same order
+  (the reference math against nn.LSTM or autograd through torch.func, double backward).
 - "autocast": under torch.autocast against nn.LSTM under the same autocast: two ulps at 1
   (2 * eps of the dtype). Measured on the CPU (bfloat16, T = 12): outputs differ from
   nn.LSTM's by at most 0.005 (eps = 0.0078), each computing with its own rounding order; the
@@ -58,6 +60,7 @@ TOL = {
     "attention": _ATTENTION,
     "attention_online": {**_ATTENTION, f32: dict(atol=1e-5, rtol=1e-4)},
     "self_attention": _same(float64=1e-12, float32=2e-6, float16=2e-3, bfloat16=2e-2),
+    "float64_same_math": {f64: dict(atol=1e-12, rtol=1e-10)},
     "autocast": {dt: dict(atol=2 * torch.finfo(dt).eps, rtol=2 * torch.finfo(dt).eps)
                  for dt in (bf16, f16)},
 }
