@@ -28,7 +28,16 @@ from lstm_fused import switches
 
 BACKENDS = ("cuda", "triton", "cpu", "reference")
 GPU = torch.cuda.is_available()
-HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _has_triton() -> bool:
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except ValueError:  # sys.modules["triton"] = None: a process that hides Triton
+        return False
+
+
+HAS_TRITON = _has_triton()
 
 # Why lstm_fused._C could not be loaded, or None.
 LOAD_ERROR: Optional[str] = _library.LOAD_ERROR
