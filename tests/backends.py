@@ -173,3 +173,22 @@ def _define_triton_ops() -> None:
     from lstm_fused.triton_kernels import lstm_layer  # noqa: F401
 
     implementation("masked_softmax", "triton").unavailable_reason()
+
+
+def register_like_lstm_fused(namespace: str) -> None:
+    """Give the operators of another build of the kernels, registered with lstm_fused's schemas
+    under torch.ops.<namespace> (tests/test_cuda_emulated.py builds csrc/cuda that way), the
+    fake kernels and autograd of lstm_fused's own."""
+    from lstm_fused.backends import attention, mhsa
+
+    ops = getattr(torch.ops, namespace)
+    torch.library.register_fake(f"{namespace}::lstm_layer_forward")(_library.fake_layer_forward)
+    torch.library.register_fake(f"{namespace}::lstm_layer_backward")(_library.fake_layer_backward)
+    _library.register_layer_autograd(f"{namespace}::lstm_layer_forward",
+                                     ops.lstm_layer_backward.default)
+    torch.library.register_fake(f"{namespace}::mhsa_forward")(mhsa.fake_forward)
+    torch.library.register_fake(f"{namespace}::mhsa_backward")(mhsa.fake_backward)
+    mhsa.register_core_autograd(f"{namespace}::mhsa_forward", ops.mhsa_backward.default)
+    for name in attention.OPS:
+        torch.library.register_fake(f"{namespace}::{name}")(attention.FAKES[name])
+    attention.register_autograd("", attention._OpsNamespace("", namespace), namespace=namespace)

@@ -16,7 +16,7 @@ def assert_close(actual, expected, dtype=None, msg="", kind="lstm"):
     torch.testing.assert_close(actual, expected, **tol(kind, dtype), msg=lambda m: f"{msg}: {m}")
 
 
-def assert_close_scaled(actual, expected, dtype, what, factor=1.0, kind="lstm_kernel"):
+def assert_close_scaled(actual, expected, dtype, what, factor=1.0, kind="cuda_kernel"):
     """actual (any device, dtype) against the float64 `expected`: finite, within tol(kind,
     dtype) with atol times max(1, max |expected|), both times `factor`."""
     assert torch.isfinite(actual).all(), f"{what}: non-finite values (unwritten?) {actual}"

@@ -121,13 +121,12 @@ def test_layer_forward_backward_match_float64_reference(dtype, path, config):
     with switches.override(triton_path=path):
         out = FWD(*(ins[k] for k in ORDER))
         torch.autograd.backward(out[:3], [g.to(dtype) for g in grads])
-    tol = TOL[dtype]
     for name, a, e in zip(("y", "h_n", "c_n"), out, ref):
         assert a.dtype == dtype
-        assert_close(a, e, tol, name)
+        assert_close(a, e, TOL[dtype], name)
     for k in ORDER[:-1]:
         if ins[k] is not None:
-            assert_close(ins[k].grad, ref_in[k].grad, tol, f"grad {k}")
+            assert_close(ins[k].grad, ref_in[k].grad, TOL[dtype], f"grad {k}")
     # The saved tensors keep the layout of the C++ operators: gates zero at padded steps.
     gates, cells = out[3], out[4]
     assert gates.shape[:3] == (ins["w_ih"].shape[0], ins["x"].shape[0], ins["x"].shape[1])
