@@ -27,6 +27,28 @@ def assert_close_scaled(actual, expected, dtype, what, factor=1.0, kind="cuda_ke
                                msg=lambda m: f"{what} ({dtype}): {m}")
 
 
+# The layer configurations of the CUDA kernel tests, name: (T, B, I, H, P, D, peephole,
+# lengths), on a GPU (tests/test_cuda_lstm.py) and emulated on the CPU, smaller where the
+# emulated cooperative launches are slow (tests/test_cuda_emulated.py).
+_LAYER_CONFIGS = {
+    "uni": ((7, 3, 5, 16, 0, 1, False, None), (5, 3, 5, 8, 0, 1, False, None)),
+    "bi": ((6, 4, 5, 16, 0, 2, False, None), (5, 4, 5, 8, 0, 2, False, None)),
+    "bi-lengths": ((6, 4, 5, 16, 0, 2, False, [6, 1, 0, 4]), (6, 4, 5, 8, 0, 2, False,
+                                                              [6, 1, 0, 4])),
+    "proj": ((5, 3, 4, 16, 8, 2, False, [5, 2, 3]),) * 2,
+    "peephole": ((5, 3, 4, 16, 0, 2, True, [2, 5, 0]), (5, 3, 4, 8, 0, 2, True, [2, 5, 0])),
+    "odd-H": ((4, 2, 3, 5, 0, 2, True, None),) * 2,  # H not a multiple of the vector width
+    "all": ((6, 5, 6, 24, 12, 2, True, [6, 3, 1, 0, 5]), (5, 5, 6, 16, 4, 2, True,
+                                                          [5, 3, 1, 0, 4])),
+}
+
+
+def layer_configs(where):
+    """{name: layer configuration} for where = "gpu" or "emulated"."""
+    index = {"gpu": 0, "emulated": 1}[where]
+    return {name: pair[index] for name, pair in _LAYER_CONFIGS.items()}
+
+
 def layer_args(cfg, dtype, device="cpu", seed=0, lengths_dtype=torch.int64):
     """Random arguments of one layer call (csrc/lstm_layer_args.h) as a dict, drawn in float64
     and rounded to dtype: cfg = (T, B, I, H, P, D, peephole, lengths list or None);

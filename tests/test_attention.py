@@ -131,13 +131,18 @@ def _pooling_truth(x, module, lengths, query=None):
 @pytest.mark.parametrize("D, A", [(10, 7), (75, 37)])   # 75, 37: whole vector blocks and tails
 def test_attention_pooling_matches_reference(backend, dtype, with_query, D, A):
     torch.manual_seed(4)
-    B, T, Q = 6, 23, 5
+    check_pooling(backend, dtype, B=6, T=23, D=D, A=A, Q=5 if with_query else 0)
+
+
+def check_pooling(backend, dtype, B, T, D, A, Q):
+    """AttentionPooling(D, A, Q) on `backend` against the float64 reference, lengths 0, 1, T
+    and random, padding poisoned, fresh allocations NaN-filled: a zero row for length 0."""
     device = device_of(backend)
-    module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
+    module = lstm_fused.AttentionPooling(D, A, Q, batch_first=True,
                                          backend=backend).to(device, dtype)
     lengths = lengths_with_edges(B, T)
     x = poison_padding(torch.randn(B, T, D), lengths).to(device, dtype)
-    query = torch.randn(B, Q, device=device, dtype=dtype) if with_query else None
+    query = torch.randn(B, Q, device=device, dtype=dtype) if Q else None
     with nan_filled_empty():
         c, alpha = module(x, lengths.to(device), query)
     c_ref, alpha_ref = _pooling_truth(x.cpu(), module.cpu(), lengths,
@@ -293,17 +298,23 @@ def test_eca_kernel_size_rule():
 
 # ------------------------------------------------------------------------------------ opcheck
 
-def _op_samples():
-    torch.manual_seed(10)
+def op_inputs(seed, device="cpu"):
+    """Float64 leaves (x, proj, v, q, w, scores) and lengths for the operators' opchecks:
+    B, T, D, A = 3, 5, 4, 3; scores (4, 6)."""
+    torch.manual_seed(seed)
     B, T, D, A = 3, 5, 4, 3
-    lengths = torch.tensor([0, 2, 5])
+    dd = dict(dtype=torch.float64, device=device, requires_grad=True)
+    leaves = dict(x=torch.randn(B, T, D, **dd), proj=torch.randn(B, T, A, **dd),
+                  v=torch.randn(A, **dd), q=torch.randn(B, A, **dd), w=torch.rand(B, D, **dd),
+                  scores=torch.randn(4, 6, **dd))
+    return leaves, torch.tensor([0, 2, 5], device=device)
+
+
+def _op_samples():
+    B, T, D = 3, 5, 4
     dd = dict(dtype=torch.float64)
-    x = torch.randn(B, T, D, **dd, requires_grad=True)
-    proj = torch.randn(B, T, A, **dd, requires_grad=True)
-    v = torch.randn(A, **dd, requires_grad=True)
-    q = torch.randn(B, A, **dd, requires_grad=True)
-    w = torch.rand(B, D, **dd, requires_grad=True)
-    scores = torch.randn(4, 6, **dd, requires_grad=True)
+    leaves, lengths = op_inputs(10)
+    x, proj, v, q, w, scores = leaves.values()
     ops = torch.ops.lstm_fused
     return [
         (ops.masked_softmax_forward, (scores, torch.tensor([0, 1, 6, 3]), None, 0.5)),

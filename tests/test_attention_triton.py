@@ -10,7 +10,7 @@ from lstm_fused import functional
 from backends import device_of, needs, require, resolve, triton_op
 from helpers import lengths_with_edges, nan_filled_empty, poison_padding
 from test_attention import (_channel_truth, _pooling_truth, _softmax_truth,
-                            check_channel_backward)
+                            check_channel_backward, check_pooling, op_inputs)
 from tolerances import tol
 
 pytestmark = needs("masked_softmax", "triton")
@@ -60,21 +60,7 @@ def test_masked_softmax_backward_and_gradcheck():
 @pytest.mark.parametrize("with_query", [False, True])
 def test_attention_pooling(dtype, with_query):
     torch.manual_seed(22)
-    B, T, D, A, Q = 4, 19, 5, 3, 2
-    module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
-                                         backend="triton").to(DEVICE, dtype)
-    lengths = lengths_with_edges(B, T)
-    x = poison_padding(torch.randn(B, T, D), lengths).to(DEVICE, dtype)
-    query = torch.randn(B, Q, device=DEVICE, dtype=dtype) if with_query else None
-    with nan_filled_empty():
-        c, alpha = module(x, lengths.to(DEVICE), query)
-    c_ref, alpha_ref = _pooling_truth(x.cpu(), module.cpu(), lengths,
-                                      None if query is None else query.cpu())
-    t = tol("attention_online", dtype)
-    assert not c.isnan().any() and not alpha.isnan().any()
-    torch.testing.assert_close(alpha.cpu().double(), alpha_ref, **t)
-    torch.testing.assert_close(c.cpu().double(), c_ref, **t)
-    assert (alpha.cpu()[0] == 0).all() and (c.cpu()[0] == 0).all()
+    check_pooling("triton", dtype, B=4, T=19, D=5, A=3, Q=2 if with_query else 0)
 
 
 def test_attention_pooling_backward_and_gradcheck():
@@ -157,16 +143,8 @@ def test_attentive_lstm_pooling_on_triton():
 
 
 def _triton_op_samples():
-    torch.manual_seed(27)
-    B, T, D, A = 3, 5, 4, 3
-    dd = dict(dtype=torch.float64, device=DEVICE)
-    lengths = torch.tensor([0, 2, 5], device=DEVICE)
-    x = torch.randn(B, T, D, **dd, requires_grad=True)
-    proj = torch.randn(B, T, A, **dd, requires_grad=True)
-    v = torch.randn(A, **dd, requires_grad=True)
-    q = torch.randn(B, A, **dd, requires_grad=True)
-    w = torch.rand(B, D, **dd, requires_grad=True)
-    scores = torch.randn(4, 6, **dd, requires_grad=True)
+    leaves, lengths = op_inputs(27, DEVICE)
+    x, proj, v, q, w, scores = leaves.values()
     return [
         ("masked_softmax_forward", (scores, torch.tensor([0, 1, 6, 3], device=DEVICE), None,
                                     0.5)),

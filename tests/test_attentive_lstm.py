@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_fused
 from lstm_fused import reference
-from backends import cases, device_of
+from backends import GPU, cases, device_of
 from helpers import lengths_with_edges, nan_filled_empty, poison_padding
 from tolerances import tol
 
@@ -149,22 +149,23 @@ def test_attentive_lstm_loads_nn_lstm_weights():
     torch.testing.assert_close(c_n, c_ref)
 
 
-def test_attentive_lstm_bad_input():
-    model = lstm_fused.AttentiveLSTM(3, 4, 2)
-    with pytest.raises(ValueError, match="input"):
-        model(torch.randn(5, 3))
-    with pytest.raises(ValueError, match="input_size"):
-        model(torch.randn(5, 2, 4))
-    with pytest.raises(ValueError, match="lengths"):
-        model(torch.randn(5, 2, 3), torch.tensor([6, 1]))
-    with pytest.raises(TypeError, match="dtype"):
-        model(torch.randn(5, 2, 3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="h_0"):
-        model(torch.randn(5, 2, 3), hx=(torch.zeros(1, 3, 4), torch.zeros(1, 2, 4)))
-    with pytest.raises(ValueError, match="query"):
-        model(torch.randn(5, 2, 3), query=torch.randn(2, 2))
-    with pytest.raises(ValueError, match="chunk_size"):
-        lstm_fused.AttentiveLSTM(3, 4, 2, chunk_size=0)
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="cuda"):
-            lstm_fused.AttentiveLSTM(3, 4, 2, backend="cuda")(torch.randn(5, 2, 3))
+def _model(**kw):
+    return lstm_fused.AttentiveLSTM(3, 4, 2, **kw)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: _model()(torch.randn(5, 3)), ValueError, "input"),
+    (lambda: _model()(torch.randn(5, 2, 4)), ValueError, "input_size"),
+    (lambda: _model()(torch.randn(5, 2, 3), torch.tensor([6, 1])), ValueError, "lengths"),
+    (lambda: _model()(torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "dtype"),
+    (lambda: _model()(torch.randn(5, 2, 3), hx=(torch.zeros(1, 3, 4), torch.zeros(1, 2, 4))),
+     ValueError, "h_0"),
+    (lambda: _model()(torch.randn(5, 2, 3), query=torch.randn(2, 2)), ValueError, "query"),
+    (lambda: _model(chunk_size=0), ValueError, "chunk_size"),
+    pytest.param(lambda: _model(backend="cuda")(torch.randn(5, 2, 3)), RuntimeError, "cuda",
+                 marks=pytest.mark.skipif(GPU, reason="checks the error without a GPU"),
+                 id="cuda-without-gpu"),
+])
+def test_attentive_lstm_bad_input(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

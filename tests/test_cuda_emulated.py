@@ -25,7 +25,7 @@ import torch
 
 from lstm_fused import reference, reference_mhsa
 from backends import register_like_lstm_fused
-from helpers import assert_close_scaled, float64_cpu, layer_args
+from helpers import assert_close_scaled, float64_cpu, layer_args, layer_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,16 +33,7 @@ pytestmark = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
     reason="no host C++ compiler to build the emulated CUDA library")
 
-CONFIGS = {
-    # name: (T, B, I, H, P, D, peephole, lengths)
-    "uni": (5, 3, 5, 8, 0, 1, False, None),
-    "bi": (5, 4, 5, 8, 0, 2, False, None),
-    "bi-lengths": (6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]),
-    "proj": (5, 3, 4, 16, 8, 2, False, [5, 2, 3]),
-    "peephole": (5, 3, 4, 8, 0, 2, True, [2, 5, 0]),
-    "odd-H": (4, 2, 3, 5, 0, 2, True, None),  # H not a multiple of the vector width
-    "all": (5, 5, 6, 16, 4, 2, True, [5, 3, 1, 0, 4]),
-}
+CONFIGS = layer_configs("emulated")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import lstm_fused
 from lstm_fused import reference, switches
 from lstm_fused.functional import lstm_layer
 from backends import available_backends, call_reason, device_of, needs, skip_reason
-from helpers import assert_close_scaled, float64_cpu, layer_args
+from helpers import assert_close_scaled, float64_cpu, layer_args, layer_configs
 
 HAS_CUDA_KERNELS = skip_reason("lstm_layer", "cuda") is None
 NEEDS_CUDA = needs("lstm_layer", "cuda")
@@ -32,16 +32,7 @@ TARGET_DTYPES = [pytest.param(t.values[0], dt, marks=t.marks, id=f"{t.id}-{dt}")
                  for t in TARGETS for dt in DTYPES
                  if t.values[0][0] == "cuda" or dt == torch.float32]
 
-CONFIGS = {
-    # name: (T, B, I, H, P, D, peephole, lengths)
-    "uni": (7, 3, 5, 16, 0, 1, False, None),
-    "bi": (6, 4, 5, 16, 0, 2, False, None),
-    "bi-lengths": (6, 4, 5, 16, 0, 2, False, [6, 1, 0, 4]),
-    "proj": (5, 3, 4, 16, 8, 2, False, [5, 2, 3]),
-    "peephole": (5, 3, 4, 16, 0, 2, True, [2, 5, 0]),
-    "odd-H": (4, 2, 3, 5, 0, 2, True, None),  # H not a multiple of the vector width
-    "all": (6, 5, 6, 24, 12, 2, True, [6, 3, 1, 0, 5]),
-}
+CONFIGS = layer_configs("gpu")
 
 
 @pytest.fixture
