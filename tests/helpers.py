@@ -1,22 +1,82 @@
-"""Test helpers: tolerances per dtype, comparisons of outputs and gradients."""
+"""Test helpers: comparisons of outputs and gradients, random inputs with edge-case lengths,
+poisoned padding and NaN-filled allocations (so an element a kernel forgets to write, or
+padding it reads, fails the comparison). Tolerances: tests/tolerances.py."""
 from __future__ import annotations
 
-import torch
+import contextlib
 
-# Absolute/relative tolerances per dtype for LSTM outputs and gradients of moderate size
-# (T <= ~20, values O(1)): float64 compares two exact-to-rounding computations; float32 carries
-# about 1e-7 relative rounding per operation through the recurrence.
-TOL = {
-    torch.float64: dict(atol=1e-10, rtol=1e-9),
-    torch.float32: dict(atol=2e-5, rtol=2e-5),
-    torch.float16: dict(atol=2e-3, rtol=2e-3),
-    torch.bfloat16: dict(atol=2e-2, rtol=2e-2),
+import torch
+from torch.utils import deterministic
+
+from tolerances import tol
+
+
+def assert_close(actual, expected, dtype=None, msg="", kind="lstm"):
+    dtype = dtype or expected.dtype
+    torch.testing.assert_close(actual, expected, **tol(kind, dtype), msg=lambda m: f"{msg}: {m}")
+
+
+def assert_close_scaled(actual, expected, dtype, what, factor=1.0, kind="cuda_kernel"):
+    """actual (any device, dtype) against the float64 `expected`: finite, within tol(kind,
+    dtype) with atol times max(1, max |expected|), both times `factor`."""
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values (unwritten?) {actual}"
+    t = tol(kind, dtype)
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    torch.testing.assert_close(actual.detach().cpu().double(), expected.detach(),
+                               rtol=factor * t["rtol"], atol=factor * t["atol"] * scale,
+                               msg=lambda m: f"{what} ({dtype}): {m}")
+
+
+# The layer configurations of the CUDA kernel tests, name: (T, B, I, H, P, D, peephole,
+# lengths), on a GPU (tests/test_cuda_lstm.py) and emulated on the CPU, smaller where the
+# emulated cooperative launches are slow (tests/test_cuda_emulated.py).
+_LAYER_CONFIGS = {
+    "uni": ((7, 3, 5, 16, 0, 1, False, None), (5, 3, 5, 8, 0, 1, False, None)),
+    "bi": ((6, 4, 5, 16, 0, 2, False, None), (5, 4, 5, 8, 0, 2, False, None)),
+    "bi-lengths": ((6, 4, 5, 16, 0, 2, False, [6, 1, 0, 4]), (6, 4, 5, 8, 0, 2, False,
+                                                              [6, 1, 0, 4])),
+    "proj": ((5, 3, 4, 16, 8, 2, False, [5, 2, 3]),) * 2,
+    "peephole": ((5, 3, 4, 16, 0, 2, True, [2, 5, 0]), (5, 3, 4, 8, 0, 2, True, [2, 5, 0])),
+    "odd-H": ((4, 2, 3, 5, 0, 2, True, None),) * 2,  # H not a multiple of the vector width
+    "all": ((6, 5, 6, 24, 12, 2, True, [6, 3, 1, 0, 5]), (5, 5, 6, 16, 4, 2, True,
+                                                          [5, 3, 1, 0, 4])),
 }
 
 
-def assert_close(actual, expected, dtype=None, msg=""):
-    dtype = dtype or expected.dtype
-    torch.testing.assert_close(actual, expected, **TOL[dtype], msg=lambda m: f"{msg}: {m}")
+def layer_configs(where):
+    """{name: layer configuration} for where = "gpu" or "emulated"."""
+    index = {"gpu": 0, "emulated": 1}[where]
+    return {name: pair[index] for name, pair in _LAYER_CONFIGS.items()}
+
+
+def layer_args(cfg, dtype, device="cpu", seed=0, lengths_dtype=torch.int64):
+    """Random arguments of one layer call (csrc/lstm_layer_args.h) as a dict, drawn in float64
+    and rounded to dtype: cfg = (T, B, I, H, P, D, peephole, lengths list or None);
+    x (T, B, I), h0 (D, B, R), c0 (D, B, H), R = P or H."""
+    T, B, I, H, P, D, peephole, lengths = cfg
+    R = P if P else H
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=0.5):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
+
+    return dict(
+        x=rnd(T, B, I, scale=1.0), h0=rnd(D, B, R), c0=rnd(D, B, H), w_ih=rnd(D, 4 * H, I),
+        w_hh=rnd(D, 4 * H, R), bias=rnd(D, 4 * H), w_hr=rnd(D, P, H) if P else None,
+        w_peep=rnd(D, 3, H) if peephole else None,
+        lengths=None if lengths is None else torch.tensor(lengths, dtype=lengths_dtype,
+                                                          device=device))
+
+
+def float64_cpu(args, requires_grad=False):
+    """The layer arguments as float64 CPU leaves (lengths as they are, on the CPU)."""
+    out = {}
+    for k, v in args.items():
+        if v is None or k == "lengths":
+            out[k] = None if v is None else v.cpu()
+        else:
+            out[k] = v.detach().cpu().double().requires_grad_(requires_grad)
+    return out
 
 
 def grads_of(module, inputs, outputs_fn):
@@ -49,3 +109,50 @@ def nn_lstm_twins(input_size, hidden_size, dtype, backend, **kw):
     ours = lstm_fused.LSTM(input_size, hidden_size, dtype=dtype, backend=backend, **kw)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
+
+
+def lengths_with_edges(B, T, generator=None):
+    """(B,) int64 lengths: 0, 1 and T first, random in [0, T] after."""
+    edges = torch.tensor([0, 1, T][:B], dtype=torch.int64)
+    rest = torch.randint(0, T + 1, (max(0, B - 3),), generator=generator)
+    return torch.cat([edges, rest])
+
+
+def poison_padding(x, lengths, values=(float("nan"), float("inf"), float("-inf"))):
+    """x (B, T, ...) with every padded step t >= lengths[b] overwritten by nan / inf / -inf."""
+    x = x.clone()
+    T = x.shape[1]
+    for b, n in enumerate(lengths.tolist()):
+        if n < T:
+            x[b, n:] = values[b % len(values)]
+    return x
+
+
+@contextlib.contextmanager
+def nan_filled_empty():
+    """Every torch.empty / at::empty returns NaN-filled memory while active."""
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_fill = deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        deterministic.fill_uninitialized_memory = old_fill
+
+
+def spy_calls(monkeypatch, obj, method):
+    """Wraps obj.method (obj a class, or an instance's class); returns the list that records,
+    per call, whether it returned a value (not None)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    calls = []
+    original = getattr(cls, method)
+
+    def spy(self, *args):
+        out = original(self, *args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(cls, method, spy)
+    return calls

@@ -2,23 +2,22 @@
 or on the CPU under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1 there), on
 tiny shapes. Same checks as tests/test_attention.py: float64 reference with lengths 0, 1, T,
 poisoned padding, NaN-filled fresh allocations, gradients, gradcheck in float64, opcheck."""
-import os
-
 import pytest
 import torch
 
 import lstm_fused
 from lstm_fused import functional
-from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, poison_padding
-from test_attention import _channel_truth, _pooling_truth, _softmax_truth
+from backends import device_of, needs, require, resolve, triton_op
+from helpers import lengths_with_edges, nan_filled_empty, poison_padding
+from test_attention import (_channel_truth, _pooling_truth, _softmax_truth,
+                            check_channel_backward, check_pooling, op_inputs)
+from tolerances import tol
 
-triton = pytest.importorskip("triton", reason="Triton is not installed")
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("no GPU and TRITON_INTERPRET is not 1", allow_module_level=True)
+pytestmark = needs("masked_softmax", "triton")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = device_of("triton")
 DTYPES = [torch.float32, torch.float16]
-FP32_TOL = dict(atol=1e-5, rtol=1e-4)
+F64 = tol("attention", torch.float64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -34,8 +33,7 @@ def test_masked_softmax(dtype):
                                         mask=mask.to(DEVICE), scale=0.8, backend="triton")
     truth = _softmax_truth(poisoned.nan_to_num(0, 0, 0), lengths, mask, 0.8, -1)
     assert out.dtype == dtype and not out.isnan().any()
-    torch.testing.assert_close(out.cpu().double(), truth, **(FP32_TOL if dtype == torch.float32
-                                                              else TOL[dtype]))
+    torch.testing.assert_close(out.cpu().double(), truth, **tol("attention_online", dtype))
     assert (out.cpu()[0] == 0).all()
 
 
@@ -51,7 +49,7 @@ def test_masked_softmax_backward_and_gradcheck():
         (g,) = torch.autograd.grad(out, s1, poison_padding(grad, lengths).to(DEVICE))
     s2 = scores.nan_to_num(0, 0, 0).requires_grad_()
     (g_truth,) = torch.autograd.grad(_softmax_truth(s2, lengths, None, 1.3, -1), s2, grad)
-    torch.testing.assert_close(g.cpu(), g_truth, **TOL[torch.float64])
+    torch.testing.assert_close(g.cpu(), g_truth, **F64)
     x = torch.randn(3, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
     small = torch.tensor([0, 1, 5], device=DEVICE)
     assert torch.autograd.gradcheck(
@@ -62,21 +60,7 @@ def test_masked_softmax_backward_and_gradcheck():
 @pytest.mark.parametrize("with_query", [False, True])
 def test_attention_pooling(dtype, with_query):
     torch.manual_seed(22)
-    B, T, D, A, Q = 4, 19, 5, 3, 2
-    module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
-                                         backend="triton").to(DEVICE, dtype)
-    lengths = lengths_with_edges(B, T)
-    x = poison_padding(torch.randn(B, T, D), lengths).to(DEVICE, dtype)
-    query = torch.randn(B, Q, device=DEVICE, dtype=dtype) if with_query else None
-    with nan_filled_empty():
-        c, alpha = module(x, lengths.to(DEVICE), query)
-    c_ref, alpha_ref = _pooling_truth(x.cpu(), module.cpu(), lengths,
-                                      None if query is None else query.cpu())
-    tol = FP32_TOL if dtype == torch.float32 else TOL[dtype]
-    assert not c.isnan().any() and not alpha.isnan().any()
-    torch.testing.assert_close(alpha.cpu().double(), alpha_ref, **tol)
-    torch.testing.assert_close(c.cpu().double(), c_ref, **tol)
-    assert (alpha.cpu()[0] == 0).all() and (c.cpu()[0] == 0).all()
+    check_pooling("triton", dtype, B=4, T=19, D=5, A=3, Q=2 if with_query else 0)
 
 
 def test_attention_pooling_backward_and_gradcheck():
@@ -99,7 +83,7 @@ def test_attention_pooling_backward_and_gradcheck():
     c2, a2 = _pooling_truth(x2, module, lengths, query)
     truth = torch.autograd.grad((c2, a2), [x2, query] + params, (gc, ga))
     for g, t in zip(grads, truth):
-        torch.testing.assert_close(g, t, **TOL[torch.float64])
+        torch.testing.assert_close(g, t, **F64)
 
     xs = torch.randn(3, 4, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
     w = torch.randn(2, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
@@ -125,7 +109,7 @@ def test_channel_attention(dtype, mode):
     truth = _channel_truth(x.cpu().nan_to_num(0, 0, 0), module.cpu(), lengths)
     assert not y.isnan().any()
     torch.testing.assert_close(y.cpu().double(), truth,
-                               **(FP32_TOL if dtype == torch.float32 else TOL[dtype]))
+                               **tol("attention_online", dtype))
 
 
 def test_channel_attention_backward_and_gradcheck():
@@ -134,19 +118,8 @@ def test_channel_attention_backward_and_gradcheck():
     module = lstm_fused.ChannelAttention(C, "eca", kernel_size=3,
                                          backend="triton").double().to(DEVICE)
     lengths = lengths_with_edges(B, T).to(DEVICE)
-    x_clean = torch.randn(T, B, C, dtype=torch.float64, device=DEVICE)
-    grad = torch.randn(T, B, C, dtype=torch.float64, device=DEVICE)
-    x = poison_padding(x_clean.transpose(0, 1), lengths).transpose(0, 1).requires_grad_()
-    y = module(x, lengths)
-    params = list(module.parameters())
-    with nan_filled_empty():
-        grads = torch.autograd.grad(y, [x] + params,
-                                    poison_padding(grad.transpose(0, 1), lengths).transpose(0, 1))
-    x2 = x_clean.clone().requires_grad_()
-    truth_y = _channel_truth(x2.transpose(0, 1), module, lengths).transpose(0, 1)
-    truth = torch.autograd.grad(truth_y, [x2] + params, grad)
-    for g, t in zip(grads, truth):
-        torch.testing.assert_close(g, t, **TOL[torch.float64])
+    check_channel_backward(module, torch.randn(T, B, C, dtype=torch.float64, device=DEVICE),
+                           torch.randn(T, B, C, dtype=torch.float64, device=DEVICE), lengths)
     xs = torch.randn(3, 3, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
     small = torch.tensor([0, 1, 3], device=DEVICE)
     assert torch.autograd.gradcheck(
@@ -157,13 +130,7 @@ def test_channel_attention_backward_and_gradcheck():
 def test_attentive_lstm_pooling_on_triton():
     """The attentive LSTM's pooling (and merge) on backend="triton"; its LSTM layers run
     on whatever "triton" offers for lstm_layer — skipped when that is not available."""
-    impls = lstm_fused.backends.implementations("lstm_layer")
-    triton_lstm = impls.get("triton")
-    why = None if triton_lstm is None else (
-        triton_lstm.unavailable_reason()
-        or triton_lstm.unsupported_reason(torch.device(DEVICE), torch.float32, lengths=True))
-    if triton_lstm is None or why:
-        pytest.skip(f"the Triton LSTM layer is not available here: {why}")
+    require("lstm_layer", "triton")
     torch.manual_seed(26)
     T, B, I, H, A = 7, 3, 2, 3, 2
     model = lstm_fused.AttentiveLSTM(I, H, A, chunk_size=3, backend="triton").to(DEVICE)
@@ -172,35 +139,25 @@ def test_attentive_lstm_pooling_on_triton():
     x = torch.randn(T, B, I, device=DEVICE)
     lengths = torch.tensor([0, 1, 7], device=DEVICE)
     for got, want in zip(model(x, lengths)[:2], ref(x, lengths)[:2]):
-        torch.testing.assert_close(got, want, **FP32_TOL)
+        torch.testing.assert_close(got, want, **tol("attention_online", torch.float32))
 
 
 def _triton_op_samples():
-    torch.manual_seed(27)
-    B, T, D, A = 3, 5, 4, 3
-    dd = dict(dtype=torch.float64, device=DEVICE)
-    lengths = torch.tensor([0, 2, 5], device=DEVICE)
-    x = torch.randn(B, T, D, **dd, requires_grad=True)
-    proj = torch.randn(B, T, A, **dd, requires_grad=True)
-    v = torch.randn(A, **dd, requires_grad=True)
-    q = torch.randn(B, A, **dd, requires_grad=True)
-    w = torch.rand(B, D, **dd, requires_grad=True)
-    scores = torch.randn(4, 6, **dd, requires_grad=True)
-    ops = torch.ops.lstm_fused
+    leaves, lengths = op_inputs(27, DEVICE)
+    x, proj, v, q, w, scores = leaves.values()
     return [
-        (lambda: ops.triton_masked_softmax_forward,
-         (scores, torch.tensor([0, 1, 6, 3], device=DEVICE), None, 0.5)),
-        (lambda: ops.triton_attention_pooling_forward, (x, proj, v, q, lengths)),
-        (lambda: ops.triton_channel_masked_mean_forward, (x, lengths)),
-        (lambda: ops.triton_channel_rescale_forward, (x, w, lengths)),
+        ("masked_softmax_forward", (scores, torch.tensor([0, 1, 6, 3], device=DEVICE), None,
+                                    0.5)),
+        ("attention_pooling_forward", (x, proj, v, q, lengths)),
+        ("channel_masked_mean_forward", (x, lengths)),
+        ("channel_rescale_forward", (x, w, lengths)),
     ]
 
 
 @pytest.mark.parametrize("index", range(4))
 def test_triton_opcheck(index):
-    functional.masked_softmax(torch.randn(1, 1), backend="triton")  # defines the operators
-    op, args = _triton_op_samples()[index]
-    torch.library.opcheck(op(), args)
+    name, args = _triton_op_samples()[index]
+    torch.library.opcheck(triton_op(name), args)
 
 
 @pytest.fixture
@@ -221,7 +178,7 @@ def test_multi_tile_paths(small_tiles):
     scores = poison_padding(torch.randn(B, T, dtype=torch.float64) * 4, lengths)
     out = functional.masked_softmax(scores.to(DEVICE), lengths.to(DEVICE), backend="triton")
     torch.testing.assert_close(out.cpu(), _softmax_truth(scores.nan_to_num(0, 0, 0), lengths,
-                                                         None, 1.0, -1), **TOL[torch.float64])
+                                                         None, 1.0, -1), **F64)
 
     module = lstm_fused.AttentionPooling(D, A, batch_first=True,
                                          backend="triton").double().to(DEVICE)
@@ -235,10 +192,10 @@ def test_multi_tile_paths(small_tiles):
     x2 = x_clean.clone().requires_grad_()
     c2, a2 = _pooling_truth(x2, module.cpu(), lengths)
     truth = torch.autograd.grad((c2, a2), [x2] + list(module.parameters()), (gc, ga))
-    torch.testing.assert_close(c.cpu(), c2, **TOL[torch.float64])
-    torch.testing.assert_close(alpha.cpu(), a2, **TOL[torch.float64])
+    torch.testing.assert_close(c.cpu(), c2, **F64)
+    torch.testing.assert_close(alpha.cpu(), a2, **F64)
     for g, t in zip(grads, truth):
-        torch.testing.assert_close(g.cpu(), t, **TOL[torch.float64])
+        torch.testing.assert_close(g.cpu(), t, **F64)
 
     chan = lstm_fused.ChannelAttention(C, "se", reduction=4, batch_first=True,
                                        backend="triton").double().to(DEVICE)
@@ -246,7 +203,7 @@ def test_multi_tile_paths(small_tiles):
     with nan_filled_empty():
         y = chan(xc.to(DEVICE), lengths.to(DEVICE))
     torch.testing.assert_close(y.cpu(), _channel_truth(xc.nan_to_num(0, 0, 0), chan.cpu(),
-                                                       lengths), **TOL[torch.float64])
+                                                       lengths), **F64)
 
 
 # ------------------------------------------------- what the GPU compiler accepts (no GPU run)
@@ -255,7 +212,6 @@ def test_flash_tiles_refuse_head_sizes_that_spill(monkeypatch):
     """Tiles come from a table measured by tests/test_triton_aot.py per target; a head size
     without spill-free tiles is refused with a reason, which backend='triton' raises and
     'auto' passes over."""
-    from lstm_fused import backends
     from lstm_fused.triton_kernels import flash_attention as fa
     from lstm_fused.triton_kernels import launch_config
 
@@ -276,8 +232,8 @@ def test_flash_tiles_refuse_head_sizes_that_spill(monkeypatch):
     monkeypatch.setattr(launch_config, "device_target", lambda device: 90)
     cuda = torch.device("cuda")
     with pytest.raises(RuntimeError, match="head sizes up to 64"):
-        backends.resolve("triton", "self_attention", cuda, torch.float32, dropout=False,
+        resolve("triton", "self_attention", cuda, torch.float32, dropout=False,
                          lengths=True, head_dim=128)
-    impl = backends.resolve("triton", "self_attention", cuda, torch.float32, dropout=False,
-                            lengths=True, head_dim=64)
+    impl = resolve("triton", "self_attention", cuda, torch.float32, dropout=False, lengths=True,
+                   head_dim=64)
     assert impl.name == "triton"

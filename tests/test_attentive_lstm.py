@@ -1,11 +1,9 @@
-"""lstm_fused.AttentiveLSTM (SPEC §2): an LSTM whose last layer is pooled by additive
-attention while it runs (in inference one fused operator with an online softmax,
+"""lstm_fused.AttentiveLSTM (docs/contract.md, section 2): an LSTM whose last layer is pooled by
+additive attention while it runs (in inference one fused operator with an online softmax,
 tests/test_attentive_lstm_op.py; in training the layer, then the pooling). Checked against the
 float64 reference (reference.lstm_layer per layer, then reference.attention_pooling) with
 lengths 0, 1, T and random ones, padded input poisoned with NaN / inf; gradcheck in float64."""
 import contextlib
-import importlib.util
-import os
 
 import pytest
 import torch
@@ -13,12 +11,13 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_fused
 from lstm_fused import reference
-from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, poison_padding
+from backends import GPU, cases, device_of
+from helpers import lengths_with_edges, nan_filled_empty, poison_padding
+from tolerances import tol
 
-NATIVE = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-# Triton on CPU tensors, under its interpreter (tests/conftest.py sets it without a GPU).
-TRITON = ["triton"] if importlib.util.find_spec("triton") is not None and \
-    os.environ.get("TRITON_INTERPRET") == "1" else []
+NATIVE = ["cpu", "cuda"]
+# The tests of the backward run on CPU tensors: Triton there under its interpreter.
+ON_CPU = cases("attentive_lstm", NATIVE + ["triton"], cpu_tensors=True)
 
 
 def _truth(model, x, lengths, query=None):
@@ -54,7 +53,7 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("backend", NATIVE + ["reference"])
+@pytest.mark.parametrize("backend", cases("attentive_lstm", NATIVE + ["reference"]))
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("inference", [False, True], ids=["grad", "no_grad"])
@@ -62,7 +61,7 @@ def test_attentive_lstm_matches_reference(backend, config, dtype, inference):
     L, bidirectional, P, Q, chunk = config
     torch.manual_seed(11)
     T, B, I, H, A = 11, 6, 5, 6, 4
-    device = "cuda" if backend == "cuda" else "cpu"
+    device = device_of(backend)
     model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=L, bidirectional=bidirectional,
                                      proj_size=P, query_size=Q, chunk_size=chunk,
                                      backend=backend).to(device, dtype)
@@ -74,14 +73,14 @@ def test_attentive_lstm_matches_reference(backend, config, dtype, inference):
         context, alpha, (h_n, c_n) = model(x.to(device), lengths.to(device),
                                            query=None if query is None else query.to(device))
     truth = _truth(model.cpu(), x_clean, lengths, query)
-    tol = TOL[dtype] if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-4)
+    t = tol("attention_online", dtype)
     for got, want in zip((context, alpha, h_n, c_n), truth):
         assert got.dtype == dtype and not got.isnan().any()
-        torch.testing.assert_close(got.cpu().double(), want, **tol)
+        torch.testing.assert_close(got.cpu().double(), want, **t)
     assert (alpha.cpu()[0] == 0).all() and (context.cpu()[0] == 0).all()
 
 
-@pytest.mark.parametrize("backend", NATIVE + TRITON)
+@pytest.mark.parametrize("backend", ON_CPU)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_attentive_lstm_backward_matches_reference(backend, bidirectional):
     torch.manual_seed(12)
@@ -103,10 +102,10 @@ def test_attentive_lstm_backward_matches_reference(backend, bidirectional):
     truth = torch.autograd.grad((c2, a2), [x2] + params, (gc, ga))
     for g, t in zip(grads, truth):
         assert not g.isnan().any()
-        torch.testing.assert_close(g, t, **TOL[torch.float64])
+        torch.testing.assert_close(g, t, **tol("attention", torch.float64))
 
 
-@pytest.mark.parametrize("backend", NATIVE + TRITON)
+@pytest.mark.parametrize("backend", ON_CPU)
 def test_attentive_lstm_gradcheck(backend):
     torch.manual_seed(13)
     T, B, I, H, A = 5, 3, 2, 3, 2
@@ -150,22 +149,23 @@ def test_attentive_lstm_loads_nn_lstm_weights():
     torch.testing.assert_close(c_n, c_ref)
 
 
-def test_attentive_lstm_bad_input():
-    model = lstm_fused.AttentiveLSTM(3, 4, 2)
-    with pytest.raises(ValueError, match="input"):
-        model(torch.randn(5, 3))
-    with pytest.raises(ValueError, match="input_size"):
-        model(torch.randn(5, 2, 4))
-    with pytest.raises(ValueError, match="lengths"):
-        model(torch.randn(5, 2, 3), torch.tensor([6, 1]))
-    with pytest.raises(TypeError, match="dtype"):
-        model(torch.randn(5, 2, 3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="h_0"):
-        model(torch.randn(5, 2, 3), hx=(torch.zeros(1, 3, 4), torch.zeros(1, 2, 4)))
-    with pytest.raises(ValueError, match="query"):
-        model(torch.randn(5, 2, 3), query=torch.randn(2, 2))
-    with pytest.raises(ValueError, match="chunk_size"):
-        lstm_fused.AttentiveLSTM(3, 4, 2, chunk_size=0)
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="cuda"):
-            lstm_fused.AttentiveLSTM(3, 4, 2, backend="cuda")(torch.randn(5, 2, 3))
+def _model(**kw):
+    return lstm_fused.AttentiveLSTM(3, 4, 2, **kw)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: _model()(torch.randn(5, 3)), ValueError, "input"),
+    (lambda: _model()(torch.randn(5, 2, 4)), ValueError, "input_size"),
+    (lambda: _model()(torch.randn(5, 2, 3), torch.tensor([6, 1])), ValueError, "lengths"),
+    (lambda: _model()(torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "dtype"),
+    (lambda: _model()(torch.randn(5, 2, 3), hx=(torch.zeros(1, 3, 4), torch.zeros(1, 2, 4))),
+     ValueError, "h_0"),
+    (lambda: _model()(torch.randn(5, 2, 3), query=torch.randn(2, 2)), ValueError, "query"),
+    (lambda: _model(chunk_size=0), ValueError, "chunk_size"),
+    pytest.param(lambda: _model(backend="cuda")(torch.randn(5, 2, 3)), RuntimeError, "cuda",
+                 marks=pytest.mark.skipif(GPU, reason="checks the error without a GPU"),
+                 id="cuda-without-gpu"),
+])
+def test_attentive_lstm_bad_input(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

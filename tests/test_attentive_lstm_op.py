@@ -1,19 +1,17 @@
-"""The attentive LSTM's fused inference operator (attentive_lstm_inference: the last layer with
-its outputs pooled in the same pass, SPEC §2) on the CPU kernel and the Triton kernel, against
-the float64 reference (reference.lstm_layer, then reference.attention_pooling). Lengths 0, 1, T
-and random ones, padded input poisoned with NaN / inf, every fresh allocation NaN-filled, chunk
-sizes that split T unevenly, each CPU time loop; opcheck; the module takes this path in
-inference and gives the numbers of its training path."""
+"""The attentive LSTM's fused inference operator (attentive_lstm_inference: the last layer with its
+outputs pooled in the same pass, docs/contract.md section 2) on the CPU kernel and the Triton
+kernel, against the float64 reference (reference.lstm_layer, then reference.attention_pooling).
+Lengths 0, 1, T and random ones, padded input poisoned with NaN / inf, every fresh allocation
+NaN-filled, chunk sizes that split T unevenly, each CPU time loop; opcheck; the module takes
+this path in inference and gives the numbers of its training path."""
 import pytest
 import torch
 
 import lstm_fused
-from lstm_fused import reference
-from lstm_fused.backends import native
-from attention_helpers import (TOL, lengths_with_edges, nan_filled_empty, poison_padding,
-                               spy_calls, triton_device)
-
-FP32_TOL = dict(atol=1e-5, rtol=1e-4)
+from lstm_fused import reference, switches
+from backends import implementation, triton_device, triton_op
+from helpers import lengths_with_edges, nan_filled_empty, poison_padding, spy_calls
+from tolerances import tol
 
 
 def _op_args(T, B, I, H, P, A, peephole, query, dtype, seed):
@@ -51,14 +49,14 @@ def _truth(args, x_clean):
 
 
 def _check(out, truth, dtype):
-    tol = {torch.float64: TOL[torch.float64], torch.float32: FP32_TOL}.get(dtype, TOL[dtype])
+    t = tol("attention_online", dtype)
     for name, got, want in zip(("context", "alpha", "lse", "h_n", "c_n"), out, truth):
         assert got.dtype == dtype, name
         assert got.shape == want.shape, name
         finite = torch.isfinite(want)
         # lse is -inf exactly on the rows without a valid step; nothing else is not finite.
         assert torch.equal(torch.isfinite(got.cpu()), finite), name
-        torch.testing.assert_close(got.cpu().double()[finite], want[finite], **tol, msg=name)
+        torch.testing.assert_close(got.cpu().double()[finite], want[finite], **t, msg=name)
 
 
 CASES = [
@@ -69,18 +67,16 @@ CASES = [
     (9, 5, 3, 6, 3, 4, 2, False, True),     # projection (the row loop)
     (7, 40, 24, 48, 0, 8, 3, False, True),  # enough work for the threads' shared time loop
 ]
-LOOPS = ["", "rows", "units", "fused_gemm", "fused_input"]
+LOOPS = ["", "rows", "fused_gemm", "fused_input"]  # "": the automatic choice
 
 
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_op_matches_reference(monkeypatch, loop, case, dtype):
+def test_cpu_op_matches_reference(loop, case, dtype):
     T, B, I, H, P, A, chunk, peephole, query = case
-    if loop:
-        monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     args, x_clean = _op_args(T, B, I, H, P, A, peephole, query, dtype, seed=T * B + chunk)
-    with nan_filled_empty():
+    with switches.override(cpu_loop=loop), nan_filled_empty():
         out = torch.ops.lstm_fused.attentive_lstm_inference(*args.values(), chunk)
     _check(out, _truth(args, x_clean), dtype)
     assert (out[1][0] == 0).all() and (out[0][0] == 0).all()  # lengths[0] = 0
@@ -144,7 +140,7 @@ def test_cpu_opcheck():
 def test_module_inference_takes_the_fused_op(monkeypatch, query):
     """In no_grad the module calls the CPU backend's fused op (and never writes the last
     layer's output); its results equal the training path's (layer, then pooling)."""
-    calls = spy_calls(monkeypatch, native.CPULSTM, "attentive_inference")
+    calls = spy_calls(monkeypatch, implementation("lstm_layer", "cpu"), "attentive_inference")
     torch.manual_seed(4)
     T, B, I, H, A, Q = 13, 5, 4, 8, 6, 3
     model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=2, query_size=Q if query else 0,
@@ -159,7 +155,7 @@ def test_module_inference_takes_the_fused_op(monkeypatch, query):
     assert calls == [True]
     for got, want in zip((inferred[0], inferred[1], *inferred[2]),
                          (trained[0], trained[1], *trained[2])):
-        torch.testing.assert_close(got, want.detach(), **TOL[torch.float64])
+        torch.testing.assert_close(got, want.detach(), **tol("attention", torch.float64))
 
 
 # ------------------------------------------------------------------------------------ Triton
@@ -174,23 +170,19 @@ TRITON_CASES = [
 @pytest.mark.parametrize("case", TRITON_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_triton_op_matches_reference(case, dtype):
-    device = triton_device()
-    from lstm_fused.triton_kernels import lstm_layer, tuning  # noqa: F401  (defines the op)
-
+    device = triton_device("lstm_layer")
     T, B, I, H, P, A, peephole, query = case
     args, x_clean = _op_args(T, B, I, H, P, A, peephole, query, dtype, seed=T + B)
     on_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
                  for k, v in args.items()}
-    with tuning.poison_outputs():
-        out = torch.ops.lstm_fused.triton_attentive_lstm_inference(*on_device.values(), 4)
+    with switches.override(poison="1"):
+        out = triton_op("attentive_lstm_inference")(*on_device.values(), 4)
     _check(out, _truth(args, x_clean), dtype)
 
 
 def test_triton_op_without_bias_or_lengths_and_empty():
-    device = triton_device()
-    from lstm_fused.triton_kernels import lstm_layer  # noqa: F401  (defines the op)
-
-    op = torch.ops.lstm_fused.triton_attentive_lstm_inference
+    device = triton_device("lstm_layer")
+    op = triton_op("attentive_lstm_inference")
     args, x_clean = _op_args(7, 5, 3, 6, 0, 4, False, True, torch.float32, seed=12)
     args.update(proj_bias=None, lengths=None, x=x_clean)
     out = op(*(v.to(device) if isinstance(v, torch.Tensor) else v for v in args.values()), 4)
@@ -208,10 +200,8 @@ def test_triton_op_without_bias_or_lengths_and_empty():
 
 
 def test_triton_module_inference_matches_training_path(monkeypatch):
-    device = triton_device()
-    from lstm_fused.backends import triton as triton_backend
-
-    calls = spy_calls(monkeypatch, triton_backend.TritonLSTM, "attentive_inference")
+    device = triton_device("lstm_layer")
+    calls = spy_calls(monkeypatch, implementation("lstm_layer", "triton"), "attentive_inference")
     torch.manual_seed(6)
     T, B, I, H, A = 6, 4, 3, 5, 4
     model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=2, backend="triton").to(device)
@@ -223,4 +213,4 @@ def test_triton_module_inference_matches_training_path(monkeypatch):
     assert calls == [True]
     for got, want in zip((inferred[0], inferred[1], *inferred[2]),
                          (trained[0], trained[1], *trained[2])):
-        torch.testing.assert_close(got, want.detach(), **FP32_TOL)
+        torch.testing.assert_close(got, want.detach(), **tol("attention_online", torch.float32))

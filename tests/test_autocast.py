@@ -9,14 +9,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_fused
+from backends import cases
+from tolerances import tol
 
 I, H, T, B = 8, 16, 12, 4
-# Two ulps at 1 (2 * eps of the dtype). Measured on the CPU (bfloat16, T = 12): outputs differ
-# from nn.LSTM's by at most 0.005 (eps = 0.0078), each computing with its own rounding order.
-# The CUDA float16 cases have not been measured here (no GPU in the session that wrote them).
-TOL = {dt: dict(atol=2 * torch.finfo(dt).eps, rtol=2 * torch.finfo(dt).eps)
-       for dt in (torch.bfloat16, torch.float16)}
-
 LSTM_CONFIGS = [
     ("plain", dict()),
     ("layers2-bidir", dict(num_layers=2, bidirectional=True)),
@@ -24,12 +20,9 @@ LSTM_CONFIGS = [
     ("nobias-batch_first", dict(bias=False, batch_first=True)),
 ]
 
-DEVICES = [("cpu", torch.bfloat16)]
-if torch.cuda.is_available():
-    DEVICES += [("cuda", torch.float16), ("cuda", torch.bfloat16)]
-else:  # the CUDA cases are listed, and skip with the reason
-    DEVICES += [pytest.param("cuda", dt, marks=pytest.mark.skip(reason="no CUDA device"))
-                for dt in (torch.float16, torch.bfloat16)]
+# (device, autocast dtype): the device's backend ("auto") runs the layers.
+DEVICES = (cases("lstm_layer", ["cpu"], [torch.bfloat16])
+           + cases("lstm_layer", ["cuda"], [torch.float16, torch.bfloat16]))
 
 
 def _pair(kwargs, device, cell=False, seed=0):
@@ -66,17 +59,13 @@ def _compare(m, ref, inputs, device, dtype, lowered=True):
     assert [o.dtype for o in got] == [o.dtype for o in want]
     assert any(o.dtype == dtype for o in want) == lowered
     for a, b in zip(got, want):
-        torch.testing.assert_close(a.float(), b.float(), **TOL[dtype])
+        torch.testing.assert_close(a.float(), b.float(), **tol("autocast", dtype))
     for n, g in want_grads.items():
         assert got_grads[n].dtype == g.dtype, n
         scale = max(1.0, float(g.abs().max()))  # gradients sum T * B terms of rounded values
-        torch.testing.assert_close(got_grads[n], g, atol=TOL[dtype]["atol"] * scale,
-                                   rtol=TOL[dtype]["rtol"], msg=n)
-
-
-def _skip_without(device):
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+        t = tol("autocast", dtype)
+        torch.testing.assert_close(got_grads[n], g, atol=t["atol"] * scale, rtol=t["rtol"],
+                                   msg=n)
 
 
 @pytest.mark.parametrize("device,dtype", DEVICES)
@@ -118,7 +107,7 @@ def test_lstm_cell_autocast_matches_nn(device, dtype):
     _compare(m, ref, (x[0],), device, dtype, lowered=False)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", cases("lstm_layer", ["cpu", "reference"]))
 def test_cpu_backends_by_name(backend):
     """The C++ CPU kernels (float32, float64) compute on the bfloat16-rounded values in float32;
     the reference computes in bfloat16: both give nn.LSTM's dtypes and values."""
@@ -145,4 +134,4 @@ def test_float64_is_left_alone():
         y, (h, c) = m(x)
     assert y.dtype == h.dtype == c.dtype == torch.float64
     y_ref, _ = ref.double()(x)
-    torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=1e-9)
+    torch.testing.assert_close(y, y_ref, **tol("lstm", torch.float64))

@@ -1,4 +1,4 @@
-"""Backend choice (SPEC §3) and replace_lstm."""
+"""Backend choice (docs/contract.md, section 4) and replace_lstm."""
 import copy
 
 import pytest
@@ -6,35 +6,36 @@ import torch
 from torch import nn
 
 import lstm_fused
-from lstm_fused import backends
+from lstm_fused import switches
+from backends import resolve, skip_reason
+from tolerances import tol
+
+F64 = tol("float64_same_math", torch.float64)  # two float64 runs of the same math
+F64_GRAD = tol("lstm", torch.float64)
 
 
 def test_available_backends_on_this_machine():
     names = lstm_fused.available_backends()
     assert "cpu" in names and "reference" in names
     assert all(n in ("cuda", "triton", "cpu", "reference") for n in names)
-    assert ("cuda" in names) == (torch.cuda.is_available()
-                                 and backends.implementations("lstm_layer")["cuda"]
-                                 .unavailable_reason() is None)
+    assert ("cuda" in names) == (skip_reason("lstm_layer", "cuda") is None)
 
 
 def test_auto_picks_cpu_for_cpu_float32_and_reference_for_half():
-    dev = torch.device("cpu")
-    assert backends.resolve("auto", "lstm_layer", dev, torch.float32).name == "cpu"
-    assert backends.resolve("auto", "lstm_layer", dev, torch.float64).name == "cpu"
-    assert backends.resolve("auto", "lstm_layer", dev, torch.bfloat16).name == "reference"
+    assert resolve("auto", "lstm_layer", "cpu", torch.float32).name == "cpu"
+    assert resolve("auto", "lstm_layer", "cpu", torch.float64).name == "cpu"
+    assert resolve("auto", "lstm_layer", "cpu", torch.bfloat16).name == "reference"
 
 
-def test_env_variable_overrides_auto_only(monkeypatch):
-    dev = torch.device("cpu")
-    monkeypatch.setenv("LSTM_FUSED_BACKEND", "reference")
-    assert backends.resolve("auto", "lstm_layer", dev, torch.float32).name == "reference"
-    assert backends.resolve("cpu", "lstm_layer", dev, torch.float32).name == "cpu"
+def test_backend_switch_overrides_auto_only():
+    with switches.override(backend="reference"):
+        assert resolve("auto", "lstm_layer", "cpu", torch.float32).name == "reference"
+        assert resolve("cpu", "lstm_layer", "cpu", torch.float32).name == "cpu"
 
 
 def test_named_backend_never_falls_back():
     with pytest.raises(RuntimeError, match="backend 'cpu' cannot run .* bfloat16"):
-        backends.resolve("cpu", "lstm_layer", torch.device("cpu"), torch.bfloat16)
+        resolve("cpu", "lstm_layer", "cpu", torch.bfloat16)
 
 
 def test_reference_backend_runs_bfloat16_on_cpu():
@@ -73,11 +74,11 @@ def test_replace_lstm_keeps_outputs_gradients_and_parameters():
     # the very same Parameter objects: an optimizer built before the swap still trains them
     for n, p in model.named_parameters():
         assert p is params_before[n], n
-    torch.testing.assert_close(model(x), ref(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(model(x), ref(x), **F64)
     g = torch.autograd.grad(model(x).sum(), list(model.parameters()))
     g_ref = torch.autograd.grad(ref(x).sum(), list(ref.parameters()))
     for a, e in zip(g, g_ref):
-        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(a, e, **F64_GRAD)
 
 
 def test_replace_lstm_on_a_bare_lstm_and_training_mode():
@@ -175,11 +176,11 @@ def test_replace_lstm_keeps_parametrizations():
     for step in range(2):  # the parametrization is evaluated at each forward
         y, (h, c) = fused(x)
         y_r, (h_r, c_r) = ref(x)
-        torch.testing.assert_close(y, y_r, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(y, y_r, **F64)
         g = torch.autograd.grad((y * y).sum() + h.sum(), [original])[0]
         g_r = torch.autograd.grad((y_r * y_r).sum() + h_r.sum(),
                                   [ref.parametrizations.weight_hh_l0.original])[0]
-        torch.testing.assert_close(g, g_r, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(g, g_r, **F64)
         for m in (fused, ref):
             m.parametrizations.weight_hh_l0[0].scale.fill_(0.5)
     assert sorted(n for n, _ in fused.named_parameters()) == \
@@ -239,12 +240,12 @@ def test_replace_lstm_cell_keeps_hooks_parametrizations_and_sharing():
     x = torch.randn(2, 3, dtype=torch.float64)
     h, c = fused(x)
     h_r, c_r = ref(x)
-    torch.testing.assert_close(h, h_r, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(c, c_r, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h, h_r, **F64)
+    torch.testing.assert_close(c, c_r, **F64)
     assert calls[0] is fused  # ref's deepcopied hook appends ref, after
     g = torch.autograd.grad(h.sum(), [fused.parametrizations.weight_hh.original])[0]
     g_r = torch.autograd.grad(h_r.sum(), [ref.parametrizations.weight_hh.original])[0]
-    torch.testing.assert_close(g, g_r, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(g, g_r, **F64)
 
 
 def test_replace_lstm_does_not_repeat_nn_lstms_warning():

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lstm_fused import reference
+from tolerances import TOL as TOLERANCES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,14 +126,7 @@ def ops(tmp_path_factory):
     return torch.ops.lstm_cell_math_test
 
 
-# Unit roundoff allowance per storage type: the header rounds each output once (plus the
-# rounding of its inputs, which the reference sees too).
-TOL = {
-    torch.float64: dict(rtol=1e-12, atol=1e-12),
-    torch.float32: dict(rtol=2e-6, atol=2e-6),
-    torch.float16: dict(rtol=2 ** -10, atol=2 ** -10),
-    torch.bfloat16: dict(rtol=2 ** -7, atol=2 ** -7),
-}
+TOL = TOLERANCES["cell_math"]  # unit roundoff per storage type (tests/tolerances.py)
 DTYPES = list(TOL)
 
 

@@ -23,9 +23,10 @@ import torch
 import lstm_fused
 from lstm_fused import reference, reference_mhsa
 
-from helpers import TOL
+from backends import LOAD_ERROR
+from tolerances import tol
 
-pytestmark = pytest.mark.skipif(lstm_fused._ops.LOAD_ERROR is not None,
+pytestmark = pytest.mark.skipif(LOAD_ERROR is not None,
                                 reason="the C++ extension is not built")
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -118,7 +119,7 @@ def variant(request):
 
 
 def _close(got, expected, dtype, what):
-    torch.testing.assert_close(got, expected.to(got.dtype), **TOL[dtype],
+    torch.testing.assert_close(got, expected.to(got.dtype), **tol("lstm", dtype),
                                msg=lambda m: f"{what}: {m}")
 
 

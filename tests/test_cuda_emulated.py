@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_fused import _ops, reference, reference_mhsa
-from lstm_fused.backends import attention as attention_backends
-from lstm_fused.backends import mhsa as mhsa_backends
+from lstm_fused import reference, reference_mhsa
+from backends import register_like_lstm_fused
+from helpers import assert_close_scaled, float64_cpu, layer_args, layer_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,24 +33,7 @@ pytestmark = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
     reason="no host C++ compiler to build the emulated CUDA library")
 
-# Tolerances against the float64 reference after T steps (inputs rounded to the dtype first).
-TOL = {
-    torch.float64: (1e-10, 1e-10),
-    torch.float32: (2e-5, 2e-5),
-    torch.float16: (1e-2, 1e-2),
-    torch.bfloat16: (6e-2, 6e-2),
-}
-
-CONFIGS = {
-    # name: (T, B, I, H, P, D, peephole, lengths)
-    "uni": (5, 3, 5, 8, 0, 1, False, None),
-    "bi": (5, 4, 5, 8, 0, 2, False, None),
-    "bi-lengths": (6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]),
-    "proj": (5, 3, 4, 16, 8, 2, False, [5, 2, 3]),
-    "peephole": (5, 3, 4, 8, 0, 2, True, [2, 5, 0]),
-    "odd-H": (4, 2, 3, 5, 0, 2, True, None),  # H not a multiple of the vector width
-    "all": (5, 5, 6, 16, 4, 2, True, [5, 3, 1, 0, 4]),
-}
+CONFIGS = layer_configs("emulated")
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +54,7 @@ def emu_ops(tmp_path_factory):
          extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
          extra_ldflags=["-pthread"],
          build_directory=str(build), is_python_module=False, verbose=False)
-    torch.library.register_fake("lstm_fused_emu::lstm_layer_forward")(_ops.fake_layer_forward)
-    torch.library.register_fake("lstm_fused_emu::lstm_layer_backward")(_ops.fake_layer_backward)
-    _ops.register_layer_autograd("lstm_fused_emu::lstm_layer_forward",
-                                 torch.ops.lstm_fused_emu.lstm_layer_backward.default)
-    torch.library.register_fake("lstm_fused_emu::mhsa_forward")(mhsa_backends.fake_forward)
-    torch.library.register_fake("lstm_fused_emu::mhsa_backward")(mhsa_backends.fake_backward)
-    mhsa_backends.register_core_autograd("lstm_fused_emu::mhsa_forward",
-                                         torch.ops.lstm_fused_emu.mhsa_backward.default)
-    for name in attention_backends.OPS:
-        torch.library.register_fake(f"lstm_fused_emu::{name}")(attention_backends.FAKES[name])
-    attention_backends.register_autograd(
-        "", attention_backends._OpsNamespace("", "lstm_fused_emu"), namespace="lstm_fused_emu")
+    register_like_lstm_fused("lstm_fused_emu")
     return torch.ops.lstm_fused_emu
 
 
@@ -95,31 +67,11 @@ ARG_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths
 
 
 def _make_args(cfg, dtype, seed=0, lengths_dtype=torch.int64):
-    T, B, I, H, P, D, peephole, lengths = cfg
-    R = P if P else H
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=0.5):
-        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-
-    return dict(
-        x=rnd(T, B, I, scale=1.0), h0=rnd(D, B, R), c0=rnd(D, B, H), w_ih=rnd(D, 4 * H, I),
-        w_hh=rnd(D, 4 * H, R), bias=rnd(D, 4 * H), w_hr=rnd(D, P, H) if P else None,
-        w_peep=rnd(D, 3, H) if peephole else None,
-        lengths=None if lengths is None else torch.tensor(lengths, dtype=lengths_dtype))
+    return layer_args(cfg, dtype, seed=seed, lengths_dtype=lengths_dtype)
 
 
-def _float64(args, requires_grad=False):
-    return {k: (v if v is None or k == "lengths"
-                else v.detach().double().requires_grad_(requires_grad)) for k, v in args.items()}
-
-
-def _check(actual, expected, dtype, what, factor=1.0):
-    assert torch.isfinite(actual).all(), f"{what}: non-finite values (unwritten?) {actual}"
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.detach().double(), expected.detach(), rtol=factor * rtol,
-                               atol=factor * atol * scale, msg=lambda m: f"{what} ({dtype}): {m}")
+_float64 = float64_cpu
+_check = assert_close_scaled  # (actual, expected, dtype, what, factor=1.0), tolerances.py
 
 
 # (kernel path, dtype, config). The persistent kernels have no float64 version and no

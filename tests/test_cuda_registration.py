@@ -38,10 +38,10 @@ def _lstm_fused_build():
     """(lstm_fused._C loaded, linked against torch's CUDA libraries), or the skip reason."""
     if torch.version.cuda is None:
         return None, f"torch {torch.__version__} is a CPU build (torch.version.cuda is None)"
-    from lstm_fused import _ops
+    from backends import LOAD_ERROR
 
-    if _ops.LOAD_ERROR is not None:
-        pytest.fail(_ops.LOAD_ERROR)  # a CUDA torch that cannot load lstm_fused is a failure
+    if LOAD_ERROR is not None:
+        pytest.fail(LOAD_ERROR)  # a CUDA torch that cannot load lstm_fused is a failure
     from lstm_fused import _C
 
     # A CUDA build links libc10_cuda (CUDAExtension); its name sits in the .so's dynamic table.

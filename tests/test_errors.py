@@ -1,11 +1,17 @@
-"""SPEC §4: bad input gets a clear error that names the argument, what it got and expected."""
+"""Bad input (docs/contract.md, section 5) gets a clear error that names the argument, what it
+got and expected."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_sequence
 
 import lstm_fused
-from lstm_fused import functional
+from lstm_fused import functional, switches
+from backends import cases
 
 
 def _lstm(**kw):
@@ -78,7 +84,7 @@ def _layer_args(T=3, B=2, I=3, H=4, D=1):
             torch.randn(D, 4 * H, I), torch.randn(D, 4 * H, H)]
 
 
-@pytest.mark.parametrize("backend", ["cpu"])
+@pytest.mark.parametrize("backend", cases("lstm_layer", ["cpu"]))
 @pytest.mark.parametrize("mutate, exc, words", [
     (lambda a: a.__setitem__(1, torch.randn(1, 3, 4)), ValueError, ["h0", "[1, 3, 4]", "[1, 2, 4]"]),
     (lambda a: a.__setitem__(2, torch.randn(1, 2, 5)), ValueError, ["c0", "[1, 2, 5]"]),
@@ -110,7 +116,14 @@ def test_layer_op_lengths_errors(lengths, exc, words):
         assert w in str(info.value), (w, str(info.value))
 
 
-def test_env_backend_override_is_checked(monkeypatch):
-    monkeypatch.setenv("LSTM_FUSED_BACKEND", "nonsense")
+def test_env_backend_override_is_checked():
+    """A bad LSTM_FUSED_BACKEND is refused where the environment is read (once, by
+    lstm_fused.switches), naming the variable; so is a bad override."""
+    proc = subprocess.run([sys.executable, "-c", "import lstm_fused, lstm_fused.switches"],
+                          env={**os.environ, "LSTM_FUSED_BACKEND": "nonsense"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ValueError" in proc.stderr and "LSTM_FUSED_BACKEND=nonsense" in proc.stderr
     with pytest.raises(ValueError, match="LSTM_FUSED_BACKEND"):
-        lstm_fused.LSTM(4, 6)(torch.randn(2, 3, 4))
+        with switches.override(backend="nonsense"):
+            lstm_fused.LSTM(4, 6)(torch.randn(2, 3, 4))

@@ -12,8 +12,11 @@ from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import lstm_fused
+from backends import case, cases
+from tolerances import tol
 
 T, B, I, H = 3, 2, 2, 3
+F64 = tol("float64_same_math", torch.float64)
 
 # (name, LSTM keyword arguments, packed): every option of the module at least once.
 LSTM_CONFIGS = [
@@ -27,14 +30,9 @@ LSTM_CONFIGS = [
 ]
 BACKENDS = ["cpu", "reference", "triton"]
 # Triton runs interpreted on the CPU here (slow): one module configuration, in fast mode.
-LSTM_CASES = [(backend, *config) for backend in BACKENDS for config in LSTM_CONFIGS
+LSTM_CASES = [case("lstm_layer", backend, *config, id=f"{config[0]}-{backend}",
+                   cpu_tensors=True) for backend in BACKENDS for config in LSTM_CONFIGS
               if backend != "triton" or config[0] == "plain"]
-LSTM_IDS = [f"{case[1]}-{case[0]}" for case in LSTM_CASES]
-
-
-def _skip_unavailable(backend):
-    if backend not in lstm_fused.available_backends():
-        pytest.skip(f"backend {backend!r} is not available here")
 
 
 def _randomize(m, seed=0):
@@ -103,9 +101,8 @@ def _fast(backend):
     return backend == "triton"
 
 
-@pytest.mark.parametrize("backend,name,kwargs,packed", LSTM_CASES, ids=LSTM_IDS)
+@pytest.mark.parametrize("backend,name,kwargs,packed", LSTM_CASES)
 def test_lstm_forward_ad_gradcheck(backend, name, kwargs, packed):
-    _skip_unavailable(backend)
     fn, inputs = _lstm_case(kwargs, packed, backend)
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True,
                                     check_backward_ad=False, check_undefined_grad=False,
@@ -113,9 +110,8 @@ def test_lstm_forward_ad_gradcheck(backend, name, kwargs, packed):
                                     fast_mode=_fast(backend) or name == "packed-all")
 
 
-@pytest.mark.parametrize("backend,name,kwargs,packed", LSTM_CASES, ids=LSTM_IDS)
+@pytest.mark.parametrize("backend,name,kwargs,packed", LSTM_CASES)
 def test_lstm_gradgradcheck(backend, name, kwargs, packed):
-    _skip_unavailable(backend)
     fn, inputs = _lstm_case(kwargs, packed, backend)
     # Full second-order Jacobians once (bidir-proj on cpu); elsewhere fast mode, which still
     # compares with finite differences along a random direction (it caught the zero terms).
@@ -123,10 +119,9 @@ def test_lstm_gradgradcheck(backend, name, kwargs, packed):
     assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-6, fast_mode=not full)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", cases("lstm_layer", BACKENDS, cpu_tensors=True))
 @pytest.mark.parametrize("peephole,bias", [(False, True), (True, False)])
 def test_cell_forward_ad_and_gradgradcheck(backend, peephole, bias):
-    _skip_unavailable(backend)
     fn, inputs = _cell_case(backend, peephole, bias)
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True,
                                     fast_mode=_fast(backend))
@@ -149,7 +144,7 @@ def test_forward_ad_dual_tangent_matches_nn_lstm():
             tangents.append([forward_ad.unpack_dual(o).tangent for o in (y, h, c)])
     for got, want in zip(*tangents):
         assert got is not None and want.abs().max() > 1e-3
-        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(got, want, **F64)
 
 
 def _pair(cell=False, seed=0):
@@ -174,12 +169,11 @@ def test_torch_func_grad_vmap_jacrev_match_nn(cell):
     def out(module):  # LSTM: the output sequence; LSTMCell: h'
         return lambda x: module(x)[0]
 
-    tol = dict(atol=1e-12, rtol=1e-10)
     # grad of a scalar, with respect to the input and to the parameters
     def loss(module):
         return lambda x: out(module)(x).pow(2).sum()
 
-    torch.testing.assert_close(torch.func.grad(loss(m))(x), torch.func.grad(loss(ref))(x), **tol)
+    torch.testing.assert_close(torch.func.grad(loss(m))(x), torch.func.grad(loss(ref))(x), **F64)
     params = {n: p.detach() for n, p in m.named_parameters()}
 
     def loss_params(module):
@@ -188,16 +182,16 @@ def test_torch_func_grad_vmap_jacrev_match_nn(cell):
     got = torch.func.grad(loss_params(m))(params)
     want = torch.func.grad(loss_params(ref))(params)
     for n in params:
-        torch.testing.assert_close(got[n], want[n], **tol, msg=n)
+        torch.testing.assert_close(got[n], want[n], **F64, msg=n)
     # vmap over a batch of unbatched inputs ((I,) for the cell, (T, I) for the LSTM), jacrev, jvp
     xs = torch.randn(4, *((I,) if cell else (T, I)), dtype=torch.float64)
     # (nn.LSTM has no batching rule, aten::lstm: a loop over the samples is its vmap)
     torch.testing.assert_close(torch.func.vmap(out(m))(xs),
-                               torch.stack([out(ref)(xi) for xi in xs]), **tol)
-    torch.testing.assert_close(torch.func.jacrev(out(m))(x), torch.func.jacrev(out(ref))(x), **tol)
+                               torch.stack([out(ref)(xi) for xi in xs]), **F64)
+    torch.testing.assert_close(torch.func.jacrev(out(m))(x), torch.func.jacrev(out(ref))(x), **F64)
     t = torch.randn_like(x)
     torch.testing.assert_close(torch.func.jvp(out(m), (x,), (t,))[1],
-                               torch.func.jvp(out(ref), (x,), (t,))[1], **tol)
+                               torch.func.jvp(out(ref), (x,), (t,))[1], **F64)
 
 
 # ------------------------------------------------------------------------------ attention ops
@@ -253,12 +247,12 @@ ATT_OPS = ["masked_softmax", "attention_pooling", "channel_attention", "self_att
 # triton (interpreted here, slow): the masked softmax, whose operators are registered by
 # triton_kernels/attention_ops.py through the same register_autograd (its self-attention has
 # no float64 kernel)
-ATT_CASES = [(op, b) for op in ATT_OPS for b in ATT_BACKENDS] + [("masked_softmax", "triton")]
+ATT_PAIRS = [(op, b) for op in ATT_OPS for b in ATT_BACKENDS] + [("masked_softmax", "triton")]
+ATT_CASES = [case(op, b, op, id=f"{op}-{b}", cpu_tensors=True) for op, b in ATT_PAIRS]
 
 
-@pytest.mark.parametrize("op,backend", ATT_CASES, ids=[f"{o}-{b}" for o, b in ATT_CASES])
+@pytest.mark.parametrize("backend,op", ATT_CASES)
 def test_attention_forward_ad_and_gradgradcheck(op, backend):
-    _skip_unavailable(backend)
     fn, inputs = _attention_case(op, backend)
     full = op == "masked_softmax"  # full Jacobians for one op, fast mode for the others
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True,
@@ -286,4 +280,4 @@ def test_attention_torch_func_grad_matches_reference(op):
     want = torch.func.grad(loss(fn_ref), argnums=argnums)(*detached)
     for a, b in zip(got, want):
         assert b.abs().max() > 0
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(a, b, **F64)

@@ -5,9 +5,10 @@ from torch import nn
 
 import lstm_fused
 
+from backends import cases
 from helpers import assert_close
 
-BACKENDS = ["cpu", "reference"]
+BACKENDS = cases("lstm_layer", ["cpu", "reference"])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -6,9 +6,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm_fused
 
+from backends import cases
 from helpers import assert_close, nn_lstm_twins
 
-BACKENDS = ["cpu", "reference"]
+BACKENDS = cases("lstm_layer", ["cpu", "reference"])
 
 
 def _pair(dtype, backend, **kw):

@@ -6,10 +6,12 @@ import torch
 from torch import nn
 
 import lstm_fused
+from lstm_fused import switches
 
+from backends import cases
 from helpers import assert_close, grads_of
 
-BACKENDS = ["cpu", "reference"]
+BACKENDS = cases("lstm_layer", ["cpu", "reference"])
 DTYPES = [torch.float32, torch.float64]
 
 # (input_size, hidden_size, num_layers, bidirectional, proj_size, bias, batch_first, T, B)
@@ -209,18 +211,16 @@ def test_peephole_matches_reference(backend, proj):
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("loop", ["rows", "units", "fused_gemm", "fused_input"])
+@pytest.mark.parametrize("cpu_loop", ["rows", "fused_gemm", "fused_input"], indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
-    """The CPU forward has three time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
-    rows, over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads), or
-    fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18 is four
-    tiles of 4 rows and one of 2; more than 2^18 multiply-adds a step takes its parallel path),
-    with the input projection by one GEMM before the loop or in the tiles (x_t, I = 7, then
-    h_{t-1}). The backward follows: fused after either fused forward
+def test_every_cpu_time_loop_matches_nn_lstm(cpu_loop, dtype):
+    """The CPU forward has two time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
+    rows, or fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18
+    is four tiles of 4 rows and one of 2; more than 2^18 multiply-adds a step takes its
+    parallel path), with the input projection by one GEMM before the loop or in the tiles
+    (x_t, I = 7, then h_{t-1}). The backward follows: fused after either fused forward
     (lstm_recurrent_tile_backward.h: H = 130 is column panels of 64, 64 and 2 float units),
     the per-step GEMM loop otherwise."""
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     torch.manual_seed(0)
     ref = nn.LSTM(7, 130, 2, bidirectional=True, dtype=dtype)
     ours = lstm_fused.LSTM(7, 130, 2, bidirectional=True, dtype=dtype, backend="cpu")
@@ -251,17 +251,16 @@ def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
         assert_close(y_i.data if packed else y_i, y_o.detach())
 
 
-def test_unknown_cpu_time_loop_is_an_error(monkeypatch):
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", "diagonal")
+def test_unknown_cpu_time_loop_is_an_error():
     with pytest.raises(ValueError, match="LSTM_FUSED_CPU_LOOP=diagonal"):
-        lstm_fused.LSTM(3, 4, backend="cpu")(torch.randn(2, 1, 3))
+        with switches.override(cpu_loop="diagonal"):
+            lstm_fused.LSTM(3, 4, backend="cpu")(torch.randn(2, 1, 3))
 
 
-@pytest.mark.parametrize("loop", ["rows", "fused_gemm", "fused_input"])
-def test_cpu_time_loops_with_peephole_match_reference(monkeypatch, loop):
+@pytest.mark.parametrize("cpu_loop", ["rows", "fused_gemm", "fused_input"], indirect=True)
+def test_cpu_time_loops_with_peephole_match_reference(cpu_loop):
     """Peephole weights (which nn.LSTM lacks) in both CPU loops, against the float64 reference:
     bidirectional, two layers, lengths, random output gradients."""
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     torch.manual_seed(1)
     ours = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="cpu")
     ref = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="reference",
@@ -305,14 +304,13 @@ def test_weight_gradients_over_many_rows_match_nn_lstm(dtype):
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("loop", ["fused_gemm", "fused_input"])
-def test_onednn_products_match_nn_lstm(monkeypatch, loop):
+@pytest.mark.parametrize("cpu_loop", ["fused_gemm", "fused_input"], indirect=True)
+def test_onednn_products_match_nn_lstm(cpu_loop):
     """Products big enough for oneDNN's packed-weight path (csrc/cpu/reused_weight_gemm.h: a
     single product from 2^27 multiply-adds): T*B = 1280 rows times W_ih (512, 256) is the
     forward's input projection with fused_gemm, and the backward's grad_x with either loop."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN: the path does not exist")
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
     torch.manual_seed(3)
     ref = nn.LSTM(256, 128)
     ours = lstm_fused.LSTM(256, 128, backend="cpu")

@@ -1,4 +1,4 @@
-"""lstm_fused.MultiheadSelfAttention and its fused attention core (issue 5, point 3).
+"""lstm_fused.MultiheadSelfAttention and its fused attention core.
 
 Checked against nn.MultiheadAttention with key_padding_mask (weights loaded both ways), the
 float64 reference (lstm_fused/reference_mhsa.py), gradcheck, opcheck, the Triton kernels under
@@ -6,7 +6,6 @@ TRITON_INTERPRET=1 (tests/conftest.py), padding poisoned with NaN / huge values,
 Fresh kernel outputs are poisoned with NaN: torch's deterministic mode fills every new tensor
 (also the at::empty of the C++ kernels) with NaN, so an element a kernel forgets to write fails.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,14 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-import lstm_fused
-from lstm_fused import backends, reference_mhsa
+from lstm_fused import reference_mhsa, switches
 from lstm_fused.mhsa import MultiheadSelfAttention, multihead_self_attention
+from backends import call_reason, cases, implementations, needs, resolve, triton_op
+from tolerances import tol
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
-needs_cpp = pytest.mark.skipif(lstm_fused._ops.LOAD_ERROR is not None,
-                               reason="the C++ extension is not built")
+needs_triton = needs("self_attention", "triton")
+needs_cpp = needs("self_attention", "cpu")
+F64 = tol("self_attention", torch.float64)
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ def nn_pair(E, N, bias=True, batch_first=False, dtype=torch.float64, seed=0):
 # ---------------------------------------------------------------- against nn.MultiheadAttention
 
 @needs_cpp
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", cases("self_attention", ["cpu", "reference"]))
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_matches_nn_multihead_attention(backend, batch_first):
     gen = torch.Generator().manual_seed(1)
@@ -83,8 +82,8 @@ def test_matches_nn_multihead_attention(backend, batch_first):
     bdim = 0 if batch_first else 1
     torch.testing.assert_close(out.index_select(bdim, keep.nonzero()[:, 0]),
                                ref_out.index_select(bdim, keep.nonzero()[:, 0]),
-                               rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(weights[keep], ref_weights[keep], rtol=1e-12, atol=1e-12)
+                               **F64)
+    torch.testing.assert_close(weights[keep], ref_weights[keep], **F64)
     # Length 0: zero weights, zero context, so the output is out_proj.bias; never NaN.
     assert torch.isfinite(out).all() and torch.isfinite(weights).all()
     empty = out.select(bdim, int((~keep).nonzero()[0, 0]))
@@ -143,10 +142,6 @@ def test_unbatched_and_empty_batch_and_non_contiguous():
 
 # ---------------------------------------------------------------- the core operators
 
-TOLERANCES = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3,
-              torch.bfloat16: 2e-2}
-
-
 def check_core(forward, dtype, B, N, T, Dh, seed, lengths=None):
     """forward(q, k, v, lengths, scale) -> (out, lse) against the float64 reference, forward
     and backward (through autograd of the operator)."""
@@ -162,14 +157,14 @@ def check_core(forward, dtype, B, N, T, Dh, seed, lengths=None):
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     ref, weights = reference_mhsa.attention_core(q64, k64, v64, lengths, scale)
     ref_grads = torch.autograd.grad(ref, (q64, k64, v64), grad.double())
-    tol = TOLERANCES[dtype]
-    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+    t = tol("self_attention", dtype)
+    torch.testing.assert_close(out.double(), ref, **t)
     for name, got, want in zip("qkv", (dq, dk, dv), ref_grads):
-        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=f"d{name}")
+        torch.testing.assert_close(got.double(), want, **t, msg=f"d{name}")
     # lse: log-sum-exp of the valid scaled scores, -inf for length 0.
     scores = torch.matmul(q64, k64.transpose(-1, -2)).detach() * scale
     scores = scores.masked_fill(padding_of(lengths, T)[:, None, None, :], float("-inf"))
-    torch.testing.assert_close(lse.double(), torch.logsumexp(scores, -1), rtol=tol, atol=tol)
+    torch.testing.assert_close(lse.double(), torch.logsumexp(scores, -1), **t)
     assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in (dq, dk, dv))
     # Rows of length 0: zero context, zero gradients for the keys and values of padding.
     pad = padding_of(lengths, T)[:, None, :, None].expand_as(dk)
@@ -184,15 +179,12 @@ def test_cpu_core_vs_reference(poison_new_tensors, dtype, T):
 
 
 @needs_cpp
-@pytest.mark.parametrize("gemm", ["blas", "aten"])
+@pytest.mark.parametrize("gemm", ["", "aten"], ids=["blas", "aten"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, monkeypatch,
-                                                          gemm, dtype):
+def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, gemm, dtype):
     """T = 300 > 256 query rows per block (csrc/cpu/mhsa_cpu.cpp kRowBlock), so dK and dV sum
     over two blocks; both GEMM paths (BLAS, and at::addmm_ with LSTM_FUSED_CPU_GEMM=aten); keys
     and values of padding hold NaN / inf, which must not reach any result."""
-    if gemm == "aten":
-        monkeypatch.setenv("LSTM_FUSED_CPU_GEMM", "aten")
     B, N, T, Dh = 3, 2, 300, 5
     gen = torch.Generator().manual_seed(11)
     q, k, v = qkv(B, N, T, Dh, dtype, gen)
@@ -202,17 +194,18 @@ def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, mo
     v_bad = v.masked_fill(pad, float("inf")).requires_grad_()
     q_in = q.clone().requires_grad_()
     scale = Dh ** -0.5
-    out, _ = torch.ops.lstm_fused.mhsa_forward(q_in, k_bad, v_bad, lengths, scale)
+    with switches.override(cpu_gemm=gemm):
+        out, _ = torch.ops.lstm_fused.mhsa_forward(q_in, k_bad, v_bad, lengths, scale)
     grad = torch.randn(out.shape, generator=gen, dtype=dtype)
     got = torch.autograd.grad(out, (q_in, k_bad, v_bad), grad)
 
     q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
     ref = reference_mhsa.attention_core(q64, k64, v64, lengths, scale)[0]
     want = torch.autograd.grad(ref, (q64, k64, v64), grad.double())
-    tol = TOLERANCES[dtype]
-    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+    t = tol("self_attention", dtype)
+    torch.testing.assert_close(out.double(), ref, **t)
     for name, g, w in zip("qkv", got, want):
-        torch.testing.assert_close(g.double(), w, rtol=tol, atol=tol, msg=f"d{name}")
+        torch.testing.assert_close(g.double(), w, **t, msg=f"d{name}")
     assert (got[1].masked_select(pad.expand_as(k)) == 0).all()
 
 
@@ -234,11 +227,11 @@ def test_cpu_core_reads_any_strides(poison_new_tensors, layout):
     qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
     out, lse = torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, 0.6)
     ref = reference_mhsa.attention_core(qq, kk, vv, lengths, 0.6)[0]
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, ref, **F64)
     grad = torch.randn(B, N, T, Dh, generator=gen, dtype=torch.float64)
     got = torch.ops.lstm_fused.mhsa_backward(grad, q, k, v, lengths, 0.6, 0.0, None, out, lse)
     for g, w in zip(got, torch.autograd.grad(ref, (qq, kk, vv), grad)):
-        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g, w, **F64)
 
 
 @needs_cpp
@@ -249,7 +242,7 @@ def test_cpu_core_without_lengths_and_non_contiguous(poison_new_tensors):
     assert not q.is_contiguous()
     out, _ = torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.7)
     torch.testing.assert_close(out, reference_mhsa.attention_core(q, k, v, None, 0.7)[0],
-                               rtol=1e-12, atol=1e-12)
+                               **F64)
 
 
 @needs_cpp
@@ -288,14 +281,14 @@ def test_opcheck_cpu_ops():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_triton_core_vs_reference(poison_new_tensors, dtype):
     # T = 19 spans two 16-wide tiles; Dh = 5 is padded to a 16-wide tile.
-    check_core(torch.ops.lstm_fused.mhsa_forward_triton, dtype, B=3, N=2, T=19, Dh=5, seed=6)
+    check_core(triton_op("mhsa_forward"), dtype, B=3, N=2, T=19, Dh=5, seed=6)
 
 
 @needs_triton
 def test_triton_opcheck_and_module():
     gen = torch.Generator().manual_seed(7)
     q, k, v = qkv(2, 1, 4, 2, torch.float32, gen, requires_grad=True)
-    torch.library.opcheck(torch.ops.lstm_fused.mhsa_forward_triton.default,
+    torch.library.opcheck(triton_op("mhsa_forward").default,
                           (q, k, v, torch.tensor([4, 0]), 0.5),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
@@ -344,6 +337,7 @@ for drop in (False, True):  # with and without attention dropout
 """
 
 
+@pytest.mark.slow_compile
 @needs_triton
 def test_triton_kernels_compile_for_sm80():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -355,8 +349,8 @@ def test_triton_kernels_compile_for_sm80():
 
 # ---------------------------------------------------------------- padding is never read
 
-@pytest.mark.parametrize("backend", [
-    pytest.param("cpu", marks=needs_cpp), "reference", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", cases("self_attention", ["cpu", "reference", "triton"],
+                                           cpu_tensors=True))
 def test_padding_poison_gets_no_weight(backend):
     gen = torch.Generator().manual_seed(8)
     dtype = torch.float32 if backend == "triton" else torch.float64
@@ -410,29 +404,27 @@ def test_dropout_eval_matches_and_training_drops_weights():
 
 # ---------------------------------------------------------------- backends and bad input
 
-def test_backend_choice(monkeypatch):
+def test_backend_choice():
     with pytest.raises(RuntimeError, match="cuda"):
         MultiheadSelfAttention(4, 2, backend="cuda")(torch.randn(3, 2, 4))
     with pytest.raises(ValueError, match="backend"):
         MultiheadSelfAttention(4, 2, backend="fast")
-    monkeypatch.setenv("LSTM_FUSED_BACKEND", "reference")
-    assert backends.resolve("auto", "self_attention", torch.device("cpu"),
-                            torch.float32).name == "reference"
-    monkeypatch.setenv("LSTM_FUSED_BACKEND", "cuda")      # asked for, cannot run: no fallback
-    with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
-        MultiheadSelfAttention(4, 2)(torch.randn(3, 2, 4))
+    with switches.override(backend="reference"):
+        assert resolve("auto", "self_attention", "cpu", torch.float32).name == "reference"
+    with switches.override(backend="cuda"):               # asked for, cannot run: no fallback
+        with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
+            MultiheadSelfAttention(4, 2)(torch.randn(3, 2, 4))
 
 
 def test_backends_say_what_they_cannot_run():
-    impls = backends.implementations("self_attention")
-    assert set(impls) == {"reference", "cpu", "cuda", "triton"}
-    cuda = torch.device("cuda")
-    assert "exceeds 128" in impls["cuda"].unsupported_reason(cuda, torch.float32, head_dim=256)
-    assert impls["cuda"].unsupported_reason(cuda, torch.float32, head_dim=128) is None
-    assert "float64" in impls["triton"].unsupported_reason(cuda, torch.float64)
-    assert impls["triton"].unsupported_reason(cuda, torch.float16, dropout=True) is None
-    assert impls["cuda"].unsupported_reason(cuda, torch.float16, dropout=True) is None
-    assert "runs on cpu" in impls["cpu"].unsupported_reason(cuda, torch.float32)
+    assert set(implementations("self_attention")) == {"reference", "cpu", "cuda", "triton"}
+    op = "self_attention"
+    assert "exceeds 128" in call_reason(op, "cuda", "cuda", torch.float32, head_dim=256)
+    assert call_reason(op, "cuda", "cuda", torch.float32, head_dim=128) is None
+    assert "float64" in call_reason(op, "triton", "cuda", torch.float64)
+    assert call_reason(op, "triton", "cuda", torch.float16, dropout=True) is None
+    assert call_reason(op, "cuda", "cuda", torch.float16, dropout=True) is None
+    assert "runs on cpu" in call_reason(op, "cpu", "cuda", torch.float32)
 
 
 @pytest.mark.parametrize("make_call, error, words", [

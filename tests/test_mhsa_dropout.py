@@ -7,11 +7,11 @@ the module in training against backend="reference" with the same torch seed."""
 import pytest
 import torch
 
-from lstm_fused import backends, reference_mhsa
+from lstm_fused import reference_mhsa
 from lstm_fused.mhsa import MultiheadSelfAttention
-from attention_helpers import TOL, lengths_with_edges, nan_filled_empty, triton_device
-
-FP32_TOL = dict(atol=1e-5, rtol=1e-4)
+from backends import needs, resolve, triton_device, triton_op
+from helpers import lengths_with_edges, nan_filled_empty
+from tolerances import tol
 # The operators take the seed as a one-element int64 tensor; both halves of it matter.
 SEED = torch.tensor(-0x1234_5678_9ABC_DEF1)
 
@@ -43,7 +43,7 @@ def test_keep_mask_rate_and_edges():
     assert other.ne(reference_mhsa.dropout_keep_mask(SEED, 4, 3, 64, 0.5)).any()
 
 
-def _check_op(forward, backward, dtype, device, T=19, tol=None, seed=SEED):
+def _check_op(forward, backward, dtype, device, T=19, seed=SEED):
     B, N, Dh, p, scale = 4, 2, 5, 0.3, 0.45
     lengths = lengths_with_edges(B, T)
     q, k, v = (t.to(device).requires_grad_() for t in _qkv(B, N, T, Dh, dtype, T, lengths))
@@ -51,9 +51,8 @@ def _check_op(forward, backward, dtype, device, T=19, tol=None, seed=SEED):
         out, lse = forward(q, k, v, lengths.to(device), scale, p, seed)
     truth_q, truth_k, truth_v = (t.detach().cpu().double().requires_grad_() for t in (q, k, v))
     truth = _truth(truth_q, truth_k, truth_v, lengths, scale, p, seed)
-    if tol is None:
-        tol = TOL[torch.float64] if dtype == torch.float64 else FP32_TOL
-    torch.testing.assert_close(out.detach().cpu().double(), truth, **tol)
+    t = tol("attention_online", dtype)
+    torch.testing.assert_close(out.detach().cpu().double(), truth, **t)
     grad = torch.randn(out.shape, dtype=torch.float64)
     with nan_filled_empty():
         got = backward(grad.to(device, dtype), q.detach(), k.detach(), v.detach(),
@@ -62,7 +61,7 @@ def _check_op(forward, backward, dtype, device, T=19, tol=None, seed=SEED):
     for name, g, w in zip("qkv", got, want):
         w = w.nan_to_num(0.0)
         # atol relative to the gradient's largest entry (float16 rounds each product to it)
-        scaled = dict(rtol=tol["rtol"], atol=tol["atol"] * max(1.0, w.abs().max().item()))
+        scaled = dict(rtol=t["rtol"], atol=t["atol"] * max(1.0, w.abs().max().item()))
         torch.testing.assert_close(g.cpu().double(), w, **scaled, msg=lambda m: f"{name}: {m}")
 
 
@@ -133,18 +132,17 @@ def test_module_training_matches_reference_backend(need_weights):
         grads = torch.autograd.grad(out.sum(), [x] + list(module.parameters()))
         results[backend] = (out, weights, grads)
     (o1, w1, g1), (o2, w2, g2) = results["cpu"], results["reference"]
-    torch.testing.assert_close(o1, o2, **TOL[torch.float64])
+    torch.testing.assert_close(o1, o2, **tol("attention", torch.float64))
     if need_weights:
-        torch.testing.assert_close(w1, w2, **TOL[torch.float64])
+        torch.testing.assert_close(w1, w2, **tol("attention", torch.float64))
     for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, **TOL[torch.float64])
+        torch.testing.assert_close(a, b, **tol("attention", torch.float64))
     module.backend = "cpu"
     torch.manual_seed(8)
     dropped = module(x, lengths)[0]
     module.eval()
     assert not torch.allclose(dropped, module(x, lengths)[0])
-    assert backends.resolve("auto", "self_attention", torch.device("cpu"), torch.float32,
-                            dropout=True).name == "cpu"
+    assert resolve("auto", "self_attention", "cpu", torch.float32, dropout=True).name == "cpu"
 
 
 # ------------------------------------------------------------------------------------ Triton
@@ -153,15 +151,11 @@ def test_module_training_matches_reference_backend(need_weights):
                                         (torch.float32, torch.tensor(1)),
                                         (torch.float32, torch.tensor(1 << 32))])
 def test_triton_kernel_matches_reference(dtype, seed):
-    device = triton_device()
-    import lstm_fused.backends.mhsa  # noqa: F401  (defines the Triton operators)
-
-    _check_op(torch.ops.lstm_fused.mhsa_forward_triton,
-              torch.ops.lstm_fused.mhsa_backward_triton, dtype, device,
-              tol=FP32_TOL if dtype == torch.float32 else TOL[dtype], seed=seed)
+    device = triton_device("self_attention")
+    _check_op(triton_op("mhsa_forward"), triton_op("mhsa_backward"), dtype, device, seed=seed)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA kernels need a GPU")
+@needs("self_attention", "cuda")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cuda_kernel_matches_reference(dtype):
     _check_op(torch.ops.lstm_fused.mhsa_forward, torch.ops.lstm_fused.mhsa_backward, dtype,

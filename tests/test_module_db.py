@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 import lstm_fused
 
-from helpers import TOL
+from tolerances import tol
 
 OURS = {nn.LSTM: lstm_fused.LSTM, nn.LSTMCell: lstm_fused.LSTMCell}
 
@@ -94,7 +94,8 @@ def test_module_db_samples_match_torch_nn(cls, dtype, training):
         assert len(outs_o) == len(outs_r) and len(grads_o) == len(grads_r), what
         for k, (a, e) in enumerate(zip(outs_o + list(grads_o), outs_r + list(grads_r))):
             assert a.shape == e.shape and a.dtype == e.dtype, (what, k, a.shape, e.shape)
-            torch.testing.assert_close(a, e, **TOL[dtype], msg=lambda m: f"{what}, tensor {k}: {m}")
+            torch.testing.assert_close(a, e, **tol("lstm", dtype),
+                                       msg=lambda m: f"{what}, tensor {k}: {m}")
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.LSTMCell], ids=["LSTM", "LSTMCell"])

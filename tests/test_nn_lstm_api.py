@@ -9,6 +9,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import lstm_fused
 
+from backends import cases
 from helpers import assert_close, nn_lstm_twins
 
 
@@ -18,7 +19,7 @@ def _twins(dtype, backend, **kw):
 
 # ---------------------------------------------------------------- dropout between layers
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", cases("lstm_layer", ["cpu", "reference"]))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("kw", [dict(num_layers=3),

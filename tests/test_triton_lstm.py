@@ -2,7 +2,7 @@
 
 Without a GPU they run under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1),
 which is slow: the shapes are tiny (T <= 5, B <= 3, H <= 6). On a GPU the same tests run at
-real sizes. Every kernel output is NaN before the kernel runs (poison_outputs), so an element a
+real sizes. Every kernel output is NaN before the kernel runs (switch poison), so an element a
 kernel forgets fails the comparison.
 """
 import os
@@ -14,21 +14,23 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-pytest.importorskip("triton", reason="triton is not installed")
+import lstm_fused
+from lstm_fused import reference, switches
+from lstm_fused.functional import lstm_layer
+from backends import GPU as ON_GPU
+from backends import call_reason, device_of, skip_reason, triton_op
+from tolerances import tol
 
-import lstm_fused  # noqa: E402
-from lstm_fused import reference  # noqa: E402
-from lstm_fused.backends import resolve  # noqa: E402
-from lstm_fused.backends.triton import TritonLSTM  # noqa: E402
-from lstm_fused.functional import lstm_layer  # noqa: E402
-from lstm_fused.triton_kernels import lstm_layer as _registers_ops  # noqa: E402,F401
-from lstm_fused.triton_kernels.tuning import choose_path, force_path, poison_outputs  # noqa: E402
+if skip_reason("lstm_layer", "triton"):
+    pytest.skip(skip_reason("lstm_layer", "triton"), allow_module_level=True)
 
-ON_GPU = torch.cuda.is_available()
-DEVICE = torch.device("cuda" if ON_GPU else "cpu")
-FWD = torch.ops.lstm_fused.triton_lstm_layer_forward.default
-INFER = torch.ops.lstm_fused.triton_lstm_layer_inference.default
-BWD = torch.ops.lstm_fused.triton_lstm_layer_backward.default
+# The path rule and its override of the kernel library itself (no lstm_fused operator).
+from lstm_fused.triton_kernels.tuning import choose_path, force_path  # noqa: E402
+
+DEVICE = torch.device(device_of("triton"))
+FWD = triton_op("lstm_layer_forward").default
+INFER = triton_op("lstm_layer_inference").default
+BWD = triton_op("lstm_layer_backward").default
 
 # (T, B, I, H, P): tiny under the interpreter; on a GPU, B not a multiple of the 16-row block
 # and H, P not powers of two, so every mask is exercised.
@@ -37,15 +39,15 @@ if ON_GPU:
 else:
     SIZES = dict(T=4, B=3, I=3, H=6, P=3)
 
-# Max abs error allowed, relative to max(1, max |reference|): float32 as tight as float32
-# allows over a few steps; float16 / bfloat16 a few units of their rounding (2^-11, 2^-8).
-TOL = {torch.float32: 2e-5 if ON_GPU else 1e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2,
-       torch.float64: 1e-12}
+# Max abs error allowed, relative to max(1, max |reference|) (tests/tolerances.py).
+KIND = "triton_lstm_gpu" if ON_GPU else "triton_lstm"
+TOL = {dt: tol(KIND, dt)["atol"] for dt in (torch.float32, torch.float16, torch.bfloat16,
+                                             torch.float64)}
 
 
 @pytest.fixture(autouse=True)
 def _poisoned_outputs():
-    with poison_outputs():
+    with switches.override(poison="1"):
         yield
 
 
@@ -116,16 +118,15 @@ def test_layer_forward_backward_match_float64_reference(dtype, path, config):
 
     ins = {k: (v.detach().to(dtype).requires_grad_()
                if v is not None and v.is_floating_point() else v) for k, v in ref_in.items()}
-    with force_path(path):
+    with switches.override(triton_path=path):
         out = FWD(*(ins[k] for k in ORDER))
         torch.autograd.backward(out[:3], [g.to(dtype) for g in grads])
-    tol = TOL[dtype]
     for name, a, e in zip(("y", "h_n", "c_n"), out, ref):
         assert a.dtype == dtype
-        assert_close(a, e, tol, name)
+        assert_close(a, e, TOL[dtype], name)
     for k in ORDER[:-1]:
         if ins[k] is not None:
-            assert_close(ins[k].grad, ref_in[k].grad, tol, f"grad {k}")
+            assert_close(ins[k].grad, ref_in[k].grad, TOL[dtype], f"grad {k}")
     # The saved tensors keep the layout of the C++ operators: gates zero at padded steps.
     gates, cells = out[3], out[4]
     assert gates.shape[:3] == (ins["w_ih"].shape[0], ins["x"].shape[0], ins["x"].shape[1])
@@ -149,7 +150,7 @@ def test_persistent_several_programs_and_chunks():
     torch.autograd.backward(ref, grads)
     ins = {k: (v.detach().float().requires_grad_()
                if v is not None and v.is_floating_point() else v) for k, v in ref_in.items()}
-    with force_path("persistent"):
+    with switches.override(triton_path="persistent"):
         out = FWD(*(ins[k] for k in ORDER))
         torch.autograd.backward(out[:3], [g.float() for g in grads])
     for name, a, e in zip(("y", "h_n", "c_n"), out, ref):
@@ -171,7 +172,7 @@ def test_gradcheck_float64(path):
         kw["lengths"] = ins["lengths"]
         return FWD(*(kw.get(k) for k in ORDER))[:3]
 
-    with force_path(path):
+    with switches.override(triton_path=path):
         assert torch.autograd.gradcheck(fn, args, fast_mode=True, atol=1e-7, rtol=1e-6)
 
 
@@ -182,7 +183,7 @@ def test_opcheck():
     ins = config_inputs("bidirectional_proj_peephole_lengths", torch.float32, seed=2)
     args = [ins[k].requires_grad_() if ins[k] is not None and k != "lengths" else ins[k]
             for k in ORDER]
-    with force_path(path):
+    with switches.override(triton_path=path):
         torch.library.opcheck(FWD, tuple(args))
         torch.library.opcheck(INFER, tuple(a.detach() if a is not None else a for a in args))
         out = FWD(*[a.detach() if a is not None else a for a in args])
@@ -198,7 +199,7 @@ def test_inference_op_matches_forward(path):
     the module takes it under torch.no_grad()."""
     ins = config_inputs("bidirectional_lengths", torch.float32, seed=7)
     args = [ins[k] for k in ORDER]
-    with force_path(path):
+    with switches.override(triton_path=path):
         full = FWD(*args)
         light = INFER(*args)
         for a, b in zip(light, full[:3]):
@@ -367,32 +368,51 @@ def test_bad_input_raises_clear_errors():
         FWD(*args(x=ins["x"].int(), w_ih=ins["w_ih"].int()))
 
 
-def test_backend_availability_and_reasons(monkeypatch):
-    impl = TritonLSTM()
-    assert impl.unavailable_reason() is None
+# Without the interpreter (a child process with TRITON_INTERPRET=0), CPU tensors are refused.
+_WITHOUT_INTERPRETER = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from backends import call_reason, resolve
+from lstm_fused.functional import lstm_layer
+print("reason:", call_reason("lstm_layer", "triton", "cpu", torch.float32))
+x = torch.zeros(2, 1, 3)
+for call in (lambda: resolve("triton", "lstm_layer", x.device, x.dtype),
+             lambda: lstm_layer(x, torch.zeros(1, 1, 2), torch.zeros(1, 1, 2),
+                                torch.zeros(1, 8, 3), torch.zeros(1, 8, 2), backend="triton")):
+    try:
+        call()
+        print("ran")
+    except RuntimeError as exc:
+        print("RuntimeError:", exc)
+"""
+
+
+def test_backend_availability_and_reasons():
+    assert skip_reason("lstm_layer", "triton") is None
     assert "triton" in lstm_fused.available_backends()
-    assert impl.unsupported_reason(DEVICE, torch.float16) is None
-    assert "int64 is not supported" in impl.unsupported_reason(DEVICE, torch.int64)
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    reason = impl.unsupported_reason(torch.device("cpu"), torch.float32)
+    assert call_reason("lstm_layer", "triton", DEVICE, torch.float16) is None
+    assert "int64 is not supported" in call_reason("lstm_layer", "triton", DEVICE, torch.int64)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", _WITHOUT_INTERPRETER, tests],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TRITON_INTERPRET="0"))
+    assert res.returncode == 0, res.stderr
+    reason, resolved, called = res.stdout.splitlines()[-3:]
     assert "only under Triton's interpreter" in reason
-    x = torch.zeros(2, 1, 3)
-    with pytest.raises(RuntimeError, match="backend 'triton' cannot run"):
-        resolve("triton", "lstm_layer", x.device, x.dtype)
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        lstm_layer(x, torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(1, 8, 3),
-                   torch.zeros(1, 8, 2), backend="triton")
+    assert "backend 'triton' cannot run" in resolved
+    assert called.startswith("RuntimeError:") and "TRITON_INTERPRET=1" in called
 
 
 def test_import_without_triton():
-    code = ("import sys; sys.modules['triton'] = None\n"
+    code = ("import sys; sys.modules['triton'] = None; sys.path.insert(0, sys.argv[1])\n"
             "import lstm_fused\n"
-            "from lstm_fused.backends.triton import TritonLSTM\n"
-            "print(TritonLSTM().unavailable_reason())\n"
+            "from backends import implementation\n"
+            "print(implementation('lstm_layer', 'triton').unavailable_reason())\n"
             "print(lstm_fused.available_backends())")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", code, tests], capture_output=True, text=True,
+                         env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "triton is not installed" in res.stdout
     assert "'triton'" not in res.stdout.splitlines()[-1]
@@ -446,6 +466,7 @@ print("compiled all")
 """
 
 
+@pytest.mark.slow_compile
 def test_kernels_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     res = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], capture_output=True,
