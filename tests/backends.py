@@ -22,8 +22,8 @@ import pytest
 import torch
 
 import lstm_fused
-from lstm_fused import _ops as _library        # loads lstm_fused._C
-from lstm_fused import backends as _registry   # op family -> backend -> implementation
+from lstm_fused.ops import library as _library     # loads lstm_fused._C
+from lstm_fused.ops import registry as _registry   # op family -> backend -> implementation
 from lstm_fused import switches
 
 BACKENDS = ("cuda", "triton", "cpu", "reference")
@@ -157,38 +157,26 @@ def call_reason(op: str, backend: str, device, dtype: torch.dtype, **features) -
 
 
 def triton_op(name: str):
-    """The Triton custom operator of C++ operator `name` (e.g. "attentive_lstm_inference",
-    "mhsa_forward"), defined first if it is not yet."""
-    _define_triton_ops()
-    # lstm_fused::<name>_triton; some are still named triton_<name>.
-    for candidate in (f"{name}_triton", f"triton_{name}"):
-        if hasattr(torch.ops.lstm_fused, candidate):
-            return getattr(torch.ops.lstm_fused, candidate)
-    raise LookupError(f"no Triton operator for lstm_fused::{name}")
-
-
-def _define_triton_ops() -> None:
-    # Today the Triton operators are defined on first use by three different modules.
-    from lstm_fused.backends import mhsa  # noqa: F401
-    from lstm_fused.triton_kernels import lstm_layer  # noqa: F401
-
-    implementation("masked_softmax", "triton").unavailable_reason()
+    """The Triton twin lstm_fused::<name>_triton of C++ operator `name` (e.g.
+    "attentive_lstm_inference", "mhsa_forward")."""
+    return getattr(torch.ops.lstm_fused, f"{name}_triton")
 
 
 def register_like_lstm_fused(namespace: str) -> None:
     """Give the operators of another build of the kernels, registered with lstm_fused's schemas
     under torch.ops.<namespace> (tests/test_cuda_emulated.py builds csrc/cuda that way), the
     fake kernels and autograd of lstm_fused's own."""
-    from lstm_fused.backends import attention, mhsa
+    from lstm_fused.ops import attention, lstm_layer, self_attention
 
     ops = getattr(torch.ops, namespace)
-    torch.library.register_fake(f"{namespace}::lstm_layer_forward")(_library.fake_layer_forward)
-    torch.library.register_fake(f"{namespace}::lstm_layer_backward")(_library.fake_layer_backward)
-    _library.register_layer_autograd(f"{namespace}::lstm_layer_forward",
-                                     ops.lstm_layer_backward.default)
-    torch.library.register_fake(f"{namespace}::mhsa_forward")(mhsa.fake_forward)
-    torch.library.register_fake(f"{namespace}::mhsa_backward")(mhsa.fake_backward)
-    mhsa.register_core_autograd(f"{namespace}::mhsa_forward", ops.mhsa_backward.default)
+    torch.library.register_fake(f"{namespace}::lstm_layer_forward")(lstm_layer.fake_forward)
+    torch.library.register_fake(f"{namespace}::lstm_layer_backward")(lstm_layer.fake_backward)
+    lstm_layer.register_layer_autograd(f"{namespace}::lstm_layer_forward",
+                                       ops.lstm_layer_backward.default)
+    torch.library.register_fake(f"{namespace}::mhsa_forward")(self_attention.fake_forward)
+    torch.library.register_fake(f"{namespace}::mhsa_backward")(self_attention.fake_backward)
+    self_attention.register_core_autograd(f"{namespace}::mhsa_forward",
+                                          ops.mhsa_backward.default)
     for name in attention.OPS:
         torch.library.register_fake(f"{namespace}::{name}")(attention.FAKES[name])
-    attention.register_autograd("", attention._OpsNamespace("", namespace), namespace=namespace)
+    attention.register_autograd("", namespace=namespace)

@@ -27,8 +27,8 @@ def unavailable_reason() -> Optional[str]:
     if library.LOAD_ERROR is not None:  # the operators' schemas are defined by the C++ library
         return library.LOAD_ERROR
     if not torch.cuda.is_available() and not switches.enabled("triton_interpret"):
-        return ("no CUDA device is available to PyTorch (Triton's interpreter, "
-                "TRITON_INTERPRET=1, runs the kernels on the CPU for tests)")
+        return ("no CUDA device is available to PyTorch, and Triton runs on CPU tensors only "
+                "under Triton's interpreter (TRITON_INTERPRET=1, for tests)")
     return None
 
 
