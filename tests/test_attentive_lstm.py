@@ -31,7 +31,7 @@ def _truth(model, x, lengths, query=None):
     layer_input = x.double()
     h_n, c_n = [], []
     for layer in range(L):
-        ws = [None if w is None else w.double() for w in lstm._layer_weights(layer)]
+        ws = [None if w is None else w.double() for w in lstm.layer_weights(layer)]
         layer_input, h, c = reference.lstm_layer(layer_input, h0[layer * D:(layer + 1) * D],
                                                  c0[layer * D:(layer + 1) * D], *ws, lengths)
         h_n.append(h)

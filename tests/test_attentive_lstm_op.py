@@ -140,7 +140,7 @@ def test_cpu_opcheck():
 def test_module_inference_takes_the_fused_op(monkeypatch, query):
     """In no_grad the module calls the CPU backend's fused op (and never writes the last
     layer's output); its results equal the training path's (layer, then pooling)."""
-    calls = spy_calls(monkeypatch, implementation("lstm_layer", "cpu"), "attentive_inference")
+    calls = spy_calls(monkeypatch, implementation("lstm_layer", "cpu").kernels, "attentive_inference")
     torch.manual_seed(4)
     T, B, I, H, A, Q = 13, 5, 4, 8, 6, 3
     model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=2, query_size=Q if query else 0,
@@ -201,7 +201,8 @@ def test_triton_op_without_bias_or_lengths_and_empty():
 
 def test_triton_module_inference_matches_training_path(monkeypatch):
     device = triton_device("lstm_layer")
-    calls = spy_calls(monkeypatch, implementation("lstm_layer", "triton"), "attentive_inference")
+    calls = spy_calls(monkeypatch, implementation("lstm_layer", "triton").kernels,
+                      "attentive_inference")
     torch.manual_seed(6)
     T, B, I, H, A = 6, 4, 3, 5, 4
     model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=2, backend="triton").to(device)

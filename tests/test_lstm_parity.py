@@ -192,7 +192,7 @@ def test_peephole_matches_reference(backend, proj):
     inp = x
     hs, cs = [], []
     for layer in range(2):
-        w_ih, w_hh, bias, w_hr, w_peep = m._layer_weights(layer)
+        w_ih, w_hh, bias, w_hr, w_peep = m.layer_weights(layer)
         R = proj or 8
         out = lstm_fused.reference.lstm_layer(
             inp, torch.zeros(2, 3, R, dtype=torch.float64), torch.zeros(2, 3, 8, dtype=torch.float64),

@@ -252,7 +252,7 @@ def _attentive_reason(backend):
                                                                       "lengths")}
         reasons = []
         for op, feats in (("lstm_layer", layer_features), ("attention_pooling", {})):
-            why = registry.implementations(op)[backend].unsupported_reason(device, dtype, **feats)
+            why = registry.implementations(op)[backend].reason(device, dtype, **feats)
             if why is not None:
                 reasons.append(f"its {op}: {why}")
         return "; ".join(reasons) or None

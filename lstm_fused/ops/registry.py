@@ -55,18 +55,26 @@ class Implementation:
     auto_devices: Optional[Tuple[str, ...]] = None
     _cache: Dict[str, Optional[str]] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def name(self) -> str:
+        """The backend's name (what backend= takes)."""
+        return self.backend
+
     def unavailable_reason(self) -> Optional[str]:
         """available(), asked once (what a machine has does not change while it runs)."""
         if "available" not in self._cache:
             self._cache["available"] = self.available()
         return self._cache["available"]
 
+    def reason(self, device: torch.device, dtype: torch.dtype, **features) -> Optional[str]:
+        """Why this call cannot run on this machine, or None: unavailable_reason(), then
+        unsupported_reason()."""
+        return self.unavailable_reason() or self.unsupported_reason(device, dtype, **features)
+
     def unsupported_reason(self, device: torch.device, dtype: torch.dtype,
                            **features) -> Optional[str]:
-        """Why this call cannot run here, or None."""
-        reason = self.unavailable_reason()
-        if reason is not None:
-            return reason
+        """Why this call cannot run on this implementation, whatever the machine has (its
+        device, dtype, features, sizes), or None."""
         if self.devices is not None and device.type not in self.devices:
             return (f"it runs on {' or '.join(self.devices)} tensors, got a tensor on {device}")
         if dtype not in self.dtypes:
@@ -138,7 +146,7 @@ def resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
     if name != "auto":
         impl = impls.get(name)
         reason = (f"it has no implementation of {op}" if impl is None
-                  else impl.unsupported_reason(device, dtype, **features))
+                  else impl.reason(device, dtype, **features))
         if reason:
             raise RuntimeError(f"lstm_fused: backend {name!r} cannot run this {op} call: {reason}")
         return impl
@@ -146,7 +154,7 @@ def resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
     for impl in sorted(impls.values(), key=lambda i: i.rank):
         if not impl.picked_by_auto_on(device.type):
             continue
-        reason = impl.unsupported_reason(device, dtype, **features)
+        reason = impl.reason(device, dtype, **features)
         if reason is None:
             return impl
         reasons.append(f"{impl.backend}: {reason}")
