@@ -1,4 +1,4 @@
-"""The attentive LSTM (SPEC §2): an LSTM whose last layer's outputs are pooled by additive
+"""The attentive LSTM (docs/contract.md, section 2): an LSTM whose last layer's outputs are pooled by additive
 attention. x (T, B, I) time-major, lengths (B,) -> (context (B, H), alpha (B, T)).
 
 Providers: "torch.unfused" (nn.LSTM on the padded batch, then the plain-PyTorch pooling; what
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from .attention import UnfusedAttentionPooling
-from .base import Impl, Provider, Workload, load_module, lstm_fused_attr, lstm_fused_backends
-from .base import random_lengths
+from .base import (Impl, Provider, Workload, load_module, lstm_fused_attr, lstm_fused_backends,
+                   module_state, padded_batch)
 
 
 class UnfusedAttentiveLSTM(nn.Module):
@@ -35,13 +35,11 @@ class AttentiveLSTMWorkload(Workload):
 
     def make_state(self, case, gen):
         d = case.dims
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        return UnfusedAttentiveLSTM(d["I"], d["H"], d["A"], d["L"]).double().state_dict()
+        return module_state(gen, lambda: UnfusedAttentiveLSTM(d["I"], d["H"], d["A"],
+                                                              d["L"]).double())
 
     def make_inputs(self, case, gen):
-        d = case.dims
-        return {"x": torch.randn(d["T"], d["B"], d["I"], generator=gen, dtype=torch.float64),
-                "lengths": random_lengths(d["B"], d["T"], gen)}
+        return padded_batch(case, "I", gen)
 
     @staticmethod
     def _wrap(module):

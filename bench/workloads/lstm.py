@@ -12,12 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cases import Case
-from .base import (Absent, Impl, Options, Provider, Unsupported, Workload, load_module,
-                   lstm_fused_backends)
-
-
-def _itemsize(dtype: str) -> int:
-    return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+from .base import (Absent, Impl, Options, Provider, Unsupported, Workload, itemsize, load_module,
+                   lstm_fused_backends, module_state)
 
 
 def _torch_rnn_note(device: torch.device, dtype: torch.dtype) -> str:
@@ -40,8 +36,8 @@ class LSTMWorkload(Workload):
 
     def make_state(self, case, gen):
         I, H, L, bidir = self._sizes(case)
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        return nn.LSTM(I, H, L, bidirectional=bidir, dtype=torch.float64).state_dict()
+        return module_state(gen, lambda: nn.LSTM(I, H, L, bidirectional=bidir,
+                                                 dtype=torch.float64))
 
     def make_inputs(self, case, gen):
         d = case.dims
@@ -132,12 +128,12 @@ class LSTMWorkload(Workload):
         for layer in range(L):
             layer_in = I if layer == 0 else D * H
             n += D * (G * layer_in + G * H + 2 * G) + T * B * D * H + 2 * D * B * H
-        return n * _itemsize(case.dtype)
+        return n * itemsize(case.dtype)
 
     def saved_bytes(self, case):
         """Gate activations a fused forward saves for backward: (L, D, T, B, 4H)."""
         d = case.dims
-        return d["L"] * d["D"] * d["T"] * d["B"] * 4 * d["H"] * _itemsize(case.dtype)
+        return d["L"] * d["D"] * d["T"] * d["B"] * 4 * d["H"] * itemsize(case.dtype)
 
 
 def _stepwise_lstm(module: nn.LSTM, x: torch.Tensor, cell):
@@ -210,8 +206,7 @@ class LSTMCellWorkload(Workload):
 
     def make_state(self, case, gen):
         d = case.dims
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        return nn.LSTMCell(d["I"], d["H"], dtype=torch.float64).state_dict()
+        return module_state(gen, lambda: nn.LSTMCell(d["I"], d["H"], dtype=torch.float64))
 
     def make_inputs(self, case, gen):
         d = case.dims
@@ -254,4 +249,4 @@ class LSTMCellWorkload(Workload):
         d = case.dims
         B, I, H = d["B"], d["I"], d["H"]
         n = B * I + 2 * B * H + 4 * H * (I + H) + 8 * H + 2 * B * H
-        return n * _itemsize(case.dtype)
+        return n * itemsize(case.dtype)

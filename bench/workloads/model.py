@@ -16,7 +16,7 @@ from torch import nn
 from ..cases import Case
 from .attention import TorchMHA, UnfusedAttentionPooling
 from .base import (Absent, Impl, Provider, Workload, load_module, lstm_fused_attr,
-                   lstm_fused_backends, random_lengths)
+                   lstm_fused_backends, module_state, random_lengths)
 from .lstm import LSTMWorkload
 
 
@@ -82,9 +82,7 @@ class ModelStepWorkload(Workload):
     baseline = "torch.nn"
 
     def make_state(self, case, gen):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        model, _ = _build(case)
-        state = model.double().state_dict()
+        state = module_state(gen, lambda: _build(case)[0].double())
         with torch.no_grad():
             for key in ("attn.in_proj_bias", "attn.out_proj.bias"):
                 state[key].normal_(0, 0.1, generator=gen)
