@@ -28,8 +28,8 @@ import torch
 from .cases import Case, grid, quick_cases, smoke_cases
 from .workloads import WORKLOADS
 from .workloads.attention import SelfAttentionWorkload, TorchMHA
-from .workloads.base import (Impl, Options, Provider, Workload, attention_backends, load_module,
-                             lstm_fused_attr, lstm_fused_backends)
+from .workloads.base import (Impl, Options, Provider, Workload, attention_backends,
+                             backend_providers, load_module, lstm_fused_attr, lstm_fused_backends)
 
 # The CPU time loops a cpu_loops run forces, each a value of the switch cpu_loop.
 CPU_LOOPS = ("rows", "fused_gemm", "fused_input")
@@ -97,9 +97,8 @@ class SelfAttentionDropoutWorkload(SelfAttentionWorkload):
                                  dtype, device)
             return self._dropout_impl(self._wrap(module, returns_tuple=True), module)
 
-        return [Provider("nn.MultiheadAttention", torch_mha)] + [
-            Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b))
-            for b in attention_backends(device)]
+        return [Provider("nn.MultiheadAttention", torch_mha)] + backend_providers(
+            attention_backends(device), fused)
 
 
 def _dropout_cases(device_type: str) -> List[Case]:

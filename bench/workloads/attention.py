@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (Absent, Impl, Provider, Workload, accepts, attention_backends, itemsize,
-                   lengths_mask, load_module, lstm_fused_attr, module_state, padded_batch,
-                   random_lengths)
+from .base import (Absent, Impl, Provider, UnfusedWorkload, Workload, accepts,
+                   attention_backends, backend_providers, itemsize, lengths_mask, load_module,
+                   lstm_fused_attr, module_state, padded_batch, random_lengths)
 
 SOFTMAX_SCALE = 0.125
 
@@ -33,10 +33,9 @@ def unfused_masked_softmax(scores, lengths, scale):
 
 # ---- masked softmax ----------------------------------------------------------------------
 
-class MaskedSoftmaxWorkload(Workload):
+class MaskedSoftmaxWorkload(UnfusedWorkload):
     """scores (B, T, T) (self-attention scores of a padded batch), lengths (B,)."""
     family = "masked_softmax"
-    baseline = "torch.unfused"
     diff_inputs = ("scores",)
 
     def make_inputs(self, case, gen):
@@ -45,16 +44,12 @@ class MaskedSoftmaxWorkload(Workload):
         return {"scores": torch.randn(B, T, T, generator=gen, dtype=torch.float64) * 4,
                 "lengths": random_lengths(B, T, gen)}
 
-    @staticmethod
-    def _unfused(case, state, dtype, device):
+    def unfused(self, case, state, dtype, device):
         return Impl(lambda inp: (unfused_masked_softmax(inp["scores"], inp["lengths"],
                                                         SOFTMAX_SCALE),))
 
-    def reference(self, case, state, device):
-        return self._unfused(case, state, torch.float64, device)
-
     def providers(self, case, device, options) -> List[Provider]:
-        out = [Provider("torch.unfused", self._unfused)]
+        out = [Provider("torch.unfused", self.unfused)]
 
         def fused(case, state, dtype, device, backend=None):
             fn = lstm_fused_attr("functional.masked_softmax")
@@ -66,9 +61,7 @@ class MaskedSoftmaxWorkload(Workload):
         except Absent:  # not in this build: the provider below reports it as absent
             per_backend = False
         if per_backend:
-            for b in attention_backends(device):
-                out.append(Provider(f"lstm_fused:{b}",
-                                    lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
+            out += backend_providers(attention_backends(device), fused)
         else:  # no backend= argument (or absent): one provider, "auto"
             out.append(Provider("lstm_fused:auto", fused))
         return out
@@ -100,9 +93,8 @@ class UnfusedAttentionPooling(nn.Module):
         return torch.bmm(alpha.unsqueeze(1), xb).squeeze(1), alpha
 
 
-class AttentionPoolingWorkload(Workload):
+class AttentionPoolingWorkload(UnfusedWorkload):
     family = "attention_pooling"
-    baseline = "torch.unfused"
     diff_inputs = ("x",)
 
     def make_state(self, case, gen):
@@ -116,12 +108,9 @@ class AttentionPoolingWorkload(Workload):
     def _wrap(module):
         return Impl(lambda inp: tuple(module(inp["x"], inp["lengths"])), module)
 
-    def _unfused(self, case, state, dtype, device):
+    def unfused(self, case, state, dtype, device):
         d = case.dims
         return self._wrap(load_module(UnfusedAttentionPooling(d["D"], d["A"]), state, dtype, device))
-
-    def reference(self, case, state, device):
-        return self._unfused(case, state, torch.float64, device)
 
     def providers(self, case, device, options):
         d = case.dims
@@ -130,10 +119,8 @@ class AttentionPoolingWorkload(Workload):
             cls = lstm_fused_attr("AttentionPooling")
             return self._wrap(load_module(cls(d["D"], d["A"], backend=backend), state, dtype, device))
 
-        out = [Provider("torch.unfused", self._unfused)]
-        for b in attention_backends(device):
-            out.append(Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
-        return out
+        return [Provider("torch.unfused", self.unfused)] + backend_providers(
+            attention_backends(device), fused)
 
     def flops(self, case):
         d = case.dims
@@ -234,9 +221,7 @@ class SelfAttentionWorkload(Workload):
         out = [Provider("nn.MultiheadAttention", torch_mha),
                Provider("torch.unfused", lambda c, s, dt, dev: self._parts(c, s, dt, dev, False)),
                Provider("torch.sdpa", lambda c, s, dt, dev: self._parts(c, s, dt, dev, True))]
-        for b in attention_backends(device):
-            out.append(Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
-        return out
+        return out + backend_providers(attention_backends(device), fused)
 
     def flops(self, case):
         d = case.dims

@@ -103,6 +103,25 @@ class Workload:
         return None
 
 
+class UnfusedWorkload(Workload):
+    """A workload whose baseline, "torch.unfused", is plain PyTorch written from the
+    contract's formulas: run in float64, it is the reference too."""
+    baseline = "torch.unfused"
+
+    def unfused(self, case: Case, state, dtype, device) -> Impl:
+        raise NotImplementedError
+
+    def reference(self, case, state, device):
+        return self.unfused(case, state, torch.float64, device)
+
+
+def backend_providers(backends: List[str], build) -> List[Provider]:
+    """One provider "lstm_fused:<b>" per backend b, built by build(case, state, dtype,
+    device, b)."""
+    return [Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: build(c, s, dt, dev, b))
+            for b in backends]
+
+
 def module_state(gen: torch.Generator, build: Callable[[], nn.Module]) -> Dict[str, torch.Tensor]:
     """The state_dict of the float64 module build() makes, initialised by nn's own
     initialisers from a seed drawn from `gen` (they draw from torch's global generator)."""

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cases import Case
-from .base import (Absent, Impl, Options, Provider, Unsupported, Workload, itemsize, load_module,
-                   lstm_fused_backends, module_state)
+from .base import (Absent, Impl, Options, Provider, Unsupported, Workload, backend_providers,
+                   itemsize, load_module, lstm_fused_backends, module_state)
 
 
 def _torch_rnn_note(device: torch.device, dtype: torch.dtype) -> str:
@@ -68,10 +68,8 @@ class LSTMWorkload(Workload):
             impl.note = _torch_rnn_note(device, dtype)
             return impl
 
-        out = [Provider("nn.LSTM", nn_lstm)]
-        for backend in lstm_fused_backends(device):
-            out.append(Provider(f"lstm_fused:{backend}",
-                                lambda c, s, dt, dev, b=backend: self._fused(c, s, dt, dev, b)))
+        out = [Provider("nn.LSTM", nn_lstm)] + backend_providers(lstm_fused_backends(device),
+                                                                 self._fused)
         if options.compile:
             out.append(Provider("torch.compile(reference)", self._compiled_reference, late=True))
         out.append(Provider("flashrnn", self._flashrnn, late=True))
@@ -235,11 +233,8 @@ class LSTMCellWorkload(Workload):
         def nn_cell(case, state, dtype, device):
             return self._wrap(load_module(nn.LSTMCell(d["I"], d["H"]), state, dtype, device))
 
-        out = [Provider("nn.LSTMCell", nn_cell)]
-        for backend in lstm_fused_backends(device):
-            out.append(Provider(f"lstm_fused:{backend}",
-                                lambda c, s, dt, dev, b=backend: self._fused(c, s, dt, dev, b)))
-        return out
+        return [Provider("nn.LSTMCell", nn_cell)] + backend_providers(
+            lstm_fused_backends(device), self._fused)
 
     def flops(self, case):
         d = case.dims

@@ -15,8 +15,8 @@ from torch import nn
 
 from ..cases import Case
 from .attention import TorchMHA, UnfusedAttentionPooling
-from .base import (Absent, Impl, Provider, Workload, load_module, lstm_fused_attr,
-                   lstm_fused_backends, module_state, random_lengths)
+from .base import (Absent, Impl, Provider, Workload, backend_providers, load_module,
+                   lstm_fused_attr, lstm_fused_backends, module_state, random_lengths)
 from .lstm import LSTMWorkload
 
 
@@ -107,10 +107,8 @@ class ModelStepWorkload(Workload):
             model, note = _build(case, lstm_backend=backend, fused_attention=True)
             return _impl(load_module(model, state, dtype, device), note)
 
-        out = [Provider("torch.nn", torch_model)]
-        for b in lstm_fused_backends(device):
-            out.append(Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
-        return out
+        return [Provider("torch.nn", torch_model)] + backend_providers(
+            lstm_fused_backends(device), fused)
 
     def _lstm_case(self, case):
         d = case.dims
