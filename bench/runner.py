@@ -261,7 +261,8 @@ class CaseRunner:
         """Rows of `providers` (after --providers) on `case` of workload `wl`: each is built
         and checked as in run(), then all that passed are timed together, call by call in turn
         (bench.timing.time_interleaved), so that a slow spell of a shared machine hits them
-        all alike. The rows come when the case is done."""
+        all alike. The rows come when the case is done. The provider timeout bounds each
+        provider's build and check; the timing together is bounded by the budget."""
         providers = self.select(wl, providers)
         if not providers:
             return []
