@@ -6,8 +6,10 @@
     python -m bench --filter 'lstm/'     # cases whose family/mode/shape/dtype match a regex
     python -m bench --providers 'cpu|nn' # providers whose name matches (the baseline is kept)
     python -m bench --list               # print the cases and exit
+    python -m bench --interleaved cpu_loops   # a few cases, providers timed call by call in turn
 
-Results: bench/results/<device>/<UTC time>_<preset>.{csv,json} (or --out DIR, --name STEM),
+Results: bench/results/<device>/<UTC time>_<preset>.{csv,json} (<UTC time>_<mode> for
+--interleaved; or --out DIR, --name STEM),
 written row by row as they are measured; plots from them with `python -m bench.plot`.
 bench/README.md says how to read them.
 """
@@ -24,6 +26,7 @@ import torch
 
 from . import env
 from .cases import PRESETS, select
+from .interleaved import MODES
 from .report import ResultWriter, add_speedups, table
 from .timing import TimingBudget
 from .workloads.base import Options
@@ -39,6 +42,10 @@ BUDGETS = {
                              max_time_s=3.0),
     "full": TimingBudget(warmup_s=0.5, warmup_calls=3, min_reps=25, min_time_s=2.0,
                          max_time_s=10.0),
+    # --interleaved: counted in rounds (one call of each provider), so a round of the
+    # LSTM(256, 512, num_layers=2) case's fwd+bwd takes about 1.6 s on a 2-core CPU.
+    "interleaved": TimingBudget(warmup_s=0.5, warmup_calls=3, min_reps=15, min_time_s=2.0,
+                                max_time_s=60.0),
 }
 
 
@@ -79,15 +86,42 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="print the selected cases and exit")
-    return p.parse_args(argv)
+    p.add_argument("--interleaved", choices=sorted(MODES), default=None, metavar="MODE",
+                   help="time the providers of a few cases call by call in turn, one call of "
+                        f"each at a time: {', '.join(MODES)} (bench/interleaved.py says what "
+                        "each compares); with --smoke, tiny shapes")
+    args = p.parse_args(argv)
+    if args.interleaved and args.preset not in ("quick", "smoke"):
+        p.error(f"--interleaved takes --smoke or no preset, not --{args.preset}")
+    return args
+
+
+def _device(args) -> torch.device:
+    """--device, else cuda when available (and the interleaved mode runs there), else cpu."""
+    if args.device:
+        return torch.device(args.device)
+    mode = MODES.get(args.interleaved)
+    if torch.cuda.is_available() and (mode is None or "cuda" in mode.devices):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(args)
+    mode = MODES.get(args.interleaved)
+    if mode is not None and device.type not in mode.devices:
+        print(f"--interleaved {mode.name} runs on {' or '.join(mode.devices)}, not "
+              f"{device.type}", file=sys.stderr)
+        return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    cases = PRESETS[args.preset](device.type)
+    if mode is None:
+        cases = PRESETS[args.preset](device.type)
+    elif args.preset == "smoke":
+        cases = mode.smoke_cases(device.type)
+    else:
+        cases = mode.cases(device.type)
     cases = select(cases, args.filter)
     if args.list:
         for c in cases:
@@ -96,7 +130,8 @@ def main(argv=None) -> int:
     if not cases:
         print(f"no case matches --filter {args.filter!r}", file=sys.stderr)
         return 2
-    budget = dataclasses.replace(BUDGETS[args.preset])  # a copy: the switches below change it
+    budget_name = "interleaved" if mode is not None and args.preset != "smoke" else args.preset
+    budget = dataclasses.replace(BUDGETS[budget_name])  # a copy: the switches below change it
     if args.reps is not None:
         budget.min_reps = args.reps
     if args.min_time is not None:
@@ -115,11 +150,14 @@ def main(argv=None) -> int:
     common = dict(device=env.device_name(device), git_commit=env.git_commit(),
                   threads=torch.get_num_threads() if device.type == "cpu" else None,
                   **env.versions())
+    timer = args.timer if device.type == "cuda" and mode is None else (
+        "events" if device.type == "cuda" else "perf_counter")
     meta = dict(device=common["device"], device_slug=env.device_slug(device), preset=args.preset,
+                interleaved=args.interleaved,
                 argv=sys.argv[1:] if argv is None else list(argv), started=stamp,
                 filter=args.filter, providers=args.providers, compile=compile_ref,
                 provider_timeout_s=args.provider_timeout,
-                timer=args.timer if device.type == "cuda" else "perf_counter",
+                timer=timer + (", interleaved call by call" if mode is not None else ""),
                 budget=vars(budget), seed=args.seed, python=platform.python_version(),
                 platform=platform.platform(), lstm_fused_backends=lstm_fused.available_backends(),
                 load_average_start=env.load_average(), **{k: v for k, v in common.items()
@@ -132,7 +170,11 @@ def main(argv=None) -> int:
                    dynamic_ncols=True)
     except ImportError:  # tqdm is in tools/setup.sh; the suite still runs without it
         bar = None
-    writer = ResultWriter(out_dir, args.name or f"{stamp}_{args.preset}", meta)
+    if mode is None:
+        stem = f"{stamp}_{args.preset}"
+    else:
+        stem = f"{stamp}_{mode.name}" + ("_smoke" if args.preset == "smoke" else "")
+    writer = ResultWriter(out_dir, args.name or stem, meta)
 
     def on_row(row):
         writer.add(row)
@@ -142,15 +184,19 @@ def main(argv=None) -> int:
                         on_provider=(lambda name: bar.set_postfix_str(name)) if bar else None,
                         on_row=on_row, provider_timeout_s=args.provider_timeout)
     t0 = time.perf_counter()
-    # Providers that compile at first use (Provider.late) run after all the others.
     for case in cases:
         if bar:
             bar.set_description(f"{case.family} {case.mode} {case.dtype}")
-        runner.run(case, late=False)
+        if mode is None:
+            runner.run(case, late=False)
+        else:
+            runner.run_interleaved(case, mode.workload,
+                                   mode.providers(mode.workload, case, device, options))
         if bar:
             bar.update(1)
+    # Providers that compile at first use (Provider.late) run after all the others.
     for case in cases:
-        if runner.has_late(case):
+        if mode is None and runner.has_late(case):
             runner.run(case, late=True)
     if bar:
         bar.close()
@@ -159,7 +205,8 @@ def main(argv=None) -> int:
     meta.update(seconds=round(time.perf_counter() - t0, 1), load_average_end=env.load_average())
     paths = writer.close()
     print(f"lstm_fused benchmark on {meta['device']} | torch {common['torch_version']} | "
-          f"commit {common['git_commit']} | {args.preset} | {meta['seconds']} s | "
+          f"commit {common['git_commit']} | {args.interleaved or args.preset}"
+          f"{' ' + args.preset if mode is not None else ''} | {meta['seconds']} s | "
           f"load {meta['load_average_start']} -> {meta['load_average_end']}")
     print(table(rows))
     print(f"\nwrote {paths['csv']} and {paths['json']}")

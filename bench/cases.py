@@ -4,11 +4,12 @@ A case is (family, mode, shape, dtype). Families: lstm, lstm_cell, masked_softma
 attention_pooling, self_attention, attentive_lstm, model_step, inference_onnx. Modes: "fwd"
 (forward under no_grad), "fwd+bwd" (forward and backward), "train" (forward, loss, backward,
 optimizer step).
-Shape keys use the letters of SPEC.md: B batch, T time steps, I input size, H hidden size,
-L layers, D directions (1 or 2), E embed dim, N heads, A attention size, V vocabulary,
-C classes. Grids: a --quick default (a few minutes on a 2-core CPU) and --full, per device type;
---headline, the LSTM at the shape of FlashRNN's published cuDNN comparison alone (the GPU
-session's timings); --smoke, tiny shapes of every family for the suite's own tests.
+Shape keys use the dimension letters of docs/contract.md: B batch, T time steps, I input size,
+H hidden size, L layers, D directions (1 or 2) or the attended feature size, E embed dim,
+N heads, A attention size; model_step adds V vocabulary and C classes. Grids: a --quick default (a few minutes on a 2-core CPU) and --full,
+per device type; --headline, the LSTM at the shape of FlashRNN's published cuDNN comparison
+alone (what tools/gpu_session.sh times); --smoke, tiny shapes of every family for the suite's
+own tests. bench/interleaved.py draws its cases from these grids.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def grid(family: str, modes: Sequence[str], dtypes: Sequence[str], base: Dict[st
 
 FB = ("fwd", "fwd+bwd")
 
-# The case of issue 2: LSTM(256, 512, num_layers=2), B=32, T=100, float32, on every grid.
+# LSTM(256, 512, num_layers=2), B=32, T=100, float32: the LSTM case of every grid.
 MAIN_LSTM = {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "D": 1}
 # Inference against onnxruntime (bench/workloads/inference_onnx.py): batch 32 and batch 1.
 INFERENCE = grid("inference_onnx", ("fwd",), ("float32",),

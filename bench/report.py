@@ -131,7 +131,7 @@ def _fmt(v: Optional[float], spec: str) -> str:
 def table(rows: List[dict]) -> str:
     """The terminal table: one block per case, one line per provider."""
     lines = []
-    head = f"{'provider':<26} {'p50 ms':>10} {'p20-p80 ms':>19} {'speedup':>8} " \
+    head = f"{'provider':<28} {'p50 ms':>10} {'p20-p80 ms':>19} {'speedup':>8} " \
            f"{'TFLOP/s':>8} {'GB/s':>8} {'peak MB':>8}  status"
     groups: Dict[tuple, List[dict]] = {}
     for r in rows:
@@ -147,7 +147,7 @@ def table(rows: List[dict]) -> str:
                 status = "ok" + (f" ({r['note']})" if r["note"] else "")
             elif r["note"]:
                 status = f"{status}: {r['note']}"
-            lines.append(f"{r['provider']:<26} {_fmt(r['p50_ms'], '10.3f'):>10} {spread:>19} "
+            lines.append(f"{r['provider']:<28} {_fmt(r['p50_ms'], '10.3f'):>10} {spread:>19} "
                          f"{_fmt(r['speedup'], '7.2f') + ('x' if r['speedup'] else ''):>8} "
                          f"{_fmt(r['tflops'], '8.3f'):>8} {_fmt(r['gbps'], '8.2f'):>8} "
                          f"{_fmt(r['peak_mb'], '8.1f'):>8}  {status[:110]}")

@@ -10,6 +10,9 @@ Each row goes to the `on_row` callback as soon as it is made (the results files 
 row by row). The baseline provider of a case runs first, so every later row of the case gets
 its speedup at once. With a provider timeout, one provider (its build, check and timing) that
 runs longer is stopped and reported as an error, and not run again in later cases.
+
+run_interleaved (`python -m bench --interleaved MODE`) builds and checks a case's providers
+the same way, then times those that passed together, call by call in turn.
 """
 from __future__ import annotations
 
@@ -18,13 +21,14 @@ import re
 import signal
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from .cases import Case
 from .report import make_row
-from .timing import TimingBudget, measure, peak_memory_mb
+from .timing import TimingBudget, measure, peak_memory_mb, percentiles, time_interleaved
 from .workloads import WORKLOADS
 from .workloads.base import DTYPES, Absent, Impl, Options, Provider, Unsupported, Workload
 
@@ -187,6 +191,25 @@ class _Deadline:
         return False
 
 
+@dataclass
+class Prepared:
+    """What every provider of one case is built from and checked against."""
+    wl: Workload
+    state: Dict[str, torch.Tensor]          # canonical float64 parameters
+    sets: List[Dict[str, torch.Tensor]]     # input sets (float64 / int64, CPU), rotated
+    gys: List[torch.Tensor]                 # one fixed random gradient per output
+    want: tuple                             # the reference's (outputs, {target: gradient})
+    masks: List[Optional[torch.Tensor]]     # per output, the elements compared
+
+
+@dataclass
+class Checked:
+    """A provider that passed the check: its row so far and its timed callable."""
+    row: dict
+    impl: Impl
+    fn: Callable[[int], object]
+
+
 class CaseRunner:
     def __init__(self, device: torch.device, options: Options, budget: TimingBudget,
                  seed: int = 0, timer: str = "events", common: Optional[dict] = None,
@@ -201,27 +224,88 @@ class CaseRunner:
         self.baseline_ms: Dict[str, float] = {}   # case key -> the baseline's p50
         self.timed_out: set = set()               # providers stopped by the timeout
 
-    def providers(self, case: Case) -> Tuple[Workload, List[Provider]]:
-        """The case's workload and its providers after --providers, the baseline first."""
-        wl: Workload = WORKLOADS[case.family]
-        providers = wl.providers(case, self.device, self.options)
+    def select(self, wl: Workload, providers: List[Provider]) -> List[Provider]:
+        """`providers` after --providers (the baseline kept), the baseline first."""
         if self.options.providers:
             rx = re.compile(self.options.providers)
             providers = [p for p in providers if rx.search(p.name) or p.name == wl.baseline]
-        return wl, sorted(providers, key=lambda p: p.name != wl.baseline)
+        return sorted(providers, key=lambda p: p.name != wl.baseline)
+
+    def providers(self, case: Case) -> Tuple[Workload, List[Provider]]:
+        """The case's workload and its providers after --providers, the baseline first."""
+        wl: Workload = WORKLOADS[case.family]
+        return wl, self.select(wl, wl.providers(case, self.device, self.options))
 
     def has_late(self, case: Case) -> bool:
         return any(p.late for p in self.providers(case)[1])
 
     def run(self, case: Case, late: Optional[bool] = None) -> List[dict]:
-        """Rows of the case's providers: all of them (late=None), only the early ones
-        (late=False: the baseline always among them) or only the late ones (late=True)."""
+        """Rows of the case's providers, each timed on its own: all of them (late=None), only
+        the early ones (late=False: the baseline always among them) or only the late ones
+        (late=True)."""
         wl, providers = self.providers(case)
         if late is not None:
             providers = [p for p in providers
                          if p.late == late and not (late and p.name == wl.baseline)]
         if not providers:
             return []
+        prep = self.prepare(case, wl)
+        rows = []
+        for provider in providers:
+            self.on_provider(provider.name)
+            row = self._guarded(provider, case, wl, lambda: self._timed_row(case, prep, provider))
+            rows.append(self._finish(case, wl, row))
+        return rows
+
+    def run_interleaved(self, case: Case, wl: Workload, providers: List[Provider]) -> List[dict]:
+        """Rows of `providers` (after --providers) on `case` of workload `wl`: each is built
+        and checked as in run(), then all that passed are timed together, call by call in turn
+        (bench.timing.time_interleaved), so that a slow spell of a shared machine hits them
+        all alike. The rows come when the case is done. The provider timeout bounds each
+        provider's build and check; the timing together is bounded by the budget."""
+        providers = self.select(wl, providers)
+        if not providers:
+            return []
+        prep = self.prepare(case, wl)
+        done: Dict[str, dict] = {}
+        checked: Dict[str, Checked] = {}
+        for provider in providers:
+            self.on_provider(provider.name)
+            got = self._guarded(provider, case, wl, lambda: self._check(case, prep, provider))
+            if isinstance(got, Checked):
+                checked[provider.name] = got
+            else:
+                done[provider.name] = got
+        if checked:
+            names = ", ".join(checked)
+            try:
+                samples = time_interleaved({n: c.fn for n, c in checked.items()}, self.budget,
+                                           self.device)
+            except Exception as exc:  # one call raised: no provider of the case is timed
+                status, note = classify(exc)
+                samples = None
+                for n, c in checked.items():
+                    done[n] = make_row(status=status, note=f"{note} (timed interleaved with "
+                                       f"{names})", **c.row)
+            if samples is not None:
+                for n, c in checked.items():
+                    others = ", ".join(o for o in checked if o != n) or "nothing else"
+                    done[n] = self._ok_row(case, wl, c, *percentiles(samples[n]),
+                                           len(samples[n]), interleaved_with=others)
+        return [self._finish(case, wl, done[p.name]) for p in providers]
+
+    def _finish(self, case: Case, wl: Workload, row: dict) -> dict:
+        """The row with its speedup over the case's baseline, handed to on_row."""
+        if row["provider"] == wl.baseline and row["status"] == "ok":
+            self.baseline_ms[case.key] = row["p50_ms"]
+        base = self.baseline_ms.get(case.key)
+        if row["status"] == "ok" and base and row["p50_ms"]:
+            row["speedup"] = base / row["p50_ms"]
+        self.on_row(row)
+        return row
+
+    def prepare(self, case: Case, wl: Workload) -> Prepared:
+        """The case's state, input sets, output gradients and the float64 reference's answer."""
         gen = torch.Generator().manual_seed(self.seed * 1000003 + zlib.crc32(case.key.encode()))
         state = wl.make_state(case, gen)
         first = wl.make_inputs(case, gen)
@@ -246,28 +330,16 @@ class CaseRunner:
             gys.append(g)
         want = evaluate(ref, ref_inputs, case.mode, wl.diff_inputs,
                         [g.to(self.device) for g in gys])
+        return Prepared(wl, state, sets, gys, want, masks)
 
-        rows = []
-        for provider in providers:
-            self.on_provider(provider.name)
-            row = self._guarded_row(case, wl, provider, state, sets, gys, want, masks)
-            if row["provider"] == wl.baseline and row["status"] == "ok":
-                self.baseline_ms[case.key] = row["p50_ms"]
-            base = self.baseline_ms.get(case.key)
-            if row["status"] == "ok" and base and row["p50_ms"]:
-                row["speedup"] = base / row["p50_ms"]
-            rows.append(row)
-            self.on_row(row)
-        return rows
-
-    def _guarded_row(self, case, wl, provider, state, sets, gys, want, masks) -> dict:
-        """_provider_row under the provider timeout; a provider stopped once is not rerun."""
+    def _guarded(self, provider: Provider, case: Case, wl: Workload, work):
+        """work() under the provider timeout; a provider stopped once is not rerun."""
         if provider.name in self.timed_out:
             return make_row(status="error", note="not run: it ran past the provider timeout "
                             "in an earlier case", **self._base_row(case, wl, provider))
         try:
             with _Deadline(self.provider_timeout_s, provider.name):
-                return self._provider_row(case, wl, provider, state, sets, gys, want, masks)
+                return work()
         except ProviderTimeout as exc:
             self.timed_out.add(provider.name)
             status, note = classify(exc)
@@ -279,22 +351,25 @@ class CaseRunner:
                     tol=tolerance(case.dtype, self.device),
                     timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.common)
 
-    def _provider_row(self, case, wl, provider, state, sets, gys, want, masks) -> dict:
-        dtype, device = DTYPES[case.dtype], self.device
+    def _check(self, case: Case, prep: Prepared, provider: Provider):
+        """Build the provider, check it against the reference, measure its peak memory:
+        a Checked to time, or the finished row (wrong, absent, unsupported, error)."""
+        wl, dtype, device = prep.wl, DTYPES[case.dtype], self.device
         tol = tolerance(case.dtype, device)
         row = self._base_row(case, wl, provider)
         try:
-            impl = provider.build(case, state, dtype, device)
+            impl = provider.build(case, prep.state, dtype, device)
         except Exception as exc:  # reported in the row: one provider never stops the suite
             status, note = classify(exc)
             return make_row(status=status, note=note, **row)
         grads_needed = case.mode != "fwd"
-        dev_sets = [to_device(s, dtype, device, wl.diff_inputs, grads_needed) for s in sets]
-        dev_gys = [g.to(device=device, dtype=dtype) for g in gys]
+        dev_sets = [to_device(s, dtype, device, wl.diff_inputs, grads_needed) for s in prep.sets]
+        dev_gys = [g.to(device=device, dtype=dtype) for g in prep.gys]
         check_mode = "fwd" if case.mode == "fwd" else "fwd+bwd"
         try:
-            got = evaluate(impl, dev_sets[0], check_mode, wl.diff_inputs, dev_gys)
-            err, where = compare(got, want, masks)
+            with impl.context():
+                got = evaluate(impl, dev_sets[0], check_mode, wl.diff_inputs, dev_gys)
+            err, where = compare(got, prep.want, prep.masks)
         except Exception as exc:
             status, note = classify(exc)
             return make_row(status=status, note=note, **row)
@@ -302,38 +377,63 @@ class CaseRunner:
         if not err <= tol:
             return make_row(status="wrong", note=f"max normalised error {err:.3g} in {where} "
                             f"(tolerance {tol:g}): not timed", **row)
-
         fn = self._timed_fn(impl, case.mode, wl.diff_inputs, dev_sets, dev_gys)
         try:
-            peak, method = peak_memory_mb(lambda: fn(0), device)
-            p20, p50, p80, reps = measure(fn, device, self.budget, self.timer)
+            if impl.before_timing is not None:
+                impl.before_timing()
+            row["peak_mb"], row["peak_mem_method"] = peak_memory_mb(lambda: fn(0), device)
         except Exception as exc:
             status, note = classify(exc)
             return make_row(status=status, note=note, **row)
+        return Checked(row, impl, fn)
+
+    def _timed_row(self, case: Case, prep: Prepared, provider: Provider) -> dict:
+        """The provider's row, checked and timed on its own."""
+        got = self._check(case, prep, provider)
+        if not isinstance(got, Checked):
+            return got
+        try:
+            p20, p50, p80, reps = measure(got.fn, self.device, self.budget, self.timer)
+        except Exception as exc:
+            status, note = classify(exc)
+            return make_row(status=status, note=note, **got.row)
+        return self._ok_row(case, prep.wl, got, p20, p50, p80, reps)
+
+    @staticmethod
+    def _ok_row(case: Case, wl: Workload, checked: Checked, p20, p50, p80, reps,
+                interleaved_with: str = "") -> dict:
         flops, nbytes = wl.flops(case), wl.bytes_moved(case)
         if case.mode != "fwd":
             flops = None if flops is None else 3 * flops
             saved = getattr(wl, "saved_bytes", lambda c: 0)(case)
             nbytes = None if nbytes is None else 2 * nbytes + 2 * saved
         seconds = p50 / 1e3
-        return make_row(status="ok", p20_ms=p20, p50_ms=p50, p80_ms=p80, reps=reps,
-                        peak_mb=peak, peak_mem_method=method,
+        note = checked.impl.note
+        if interleaved_with:
+            note = "; ".join(filter(None, [note, f"interleaved call by call with "
+                                                 f"{interleaved_with}"]))
+        return make_row(**{**checked.row, "note": note}, status="ok", p20_ms=p20, p50_ms=p50,
+                        p80_ms=p80, reps=reps,
                         tflops=None if flops is None else flops / seconds / 1e12,
-                        gbps=None if nbytes is None else nbytes / seconds / 1e9,
-                        note=impl.note, **row)
+                        gbps=None if nbytes is None else nbytes / seconds / 1e9)
 
     @staticmethod
     def _timed_fn(impl: Impl, mode: str, diff, sets, gys) -> Callable[[int], object]:
+        """fn(i): one call on input set i (mod the number of sets), inside impl.context()."""
         n = len(sets)
         if mode == "fwd":
             def fwd(i):
-                with torch.no_grad():
+                with impl.context(), torch.no_grad():
                     return impl.call(sets[i % n])
             return fwd
         if mode == "train":
-            return lambda i: impl.train_step(sets[i % n])
+            def train(i):
+                with impl.context():
+                    return impl.train_step(sets[i % n])
+            return train
         targets = [grad_targets(impl, s, diff)[1] for s in sets]
 
         def fwd_bwd(i):
-            return forward_backward(impl, sets[i % n], gys, targets[i % n])
+            with impl.context():
+                return forward_backward(impl, sets[i % n], gys, targets[i % n])
         return fwd_bwd

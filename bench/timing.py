@@ -1,9 +1,11 @@
-"""Timing and peak memory of one callable.
+"""Timing and peak memory of one callable, or of several interleaved call by call.
 
 CPU: time.perf_counter around each call after a warm-up, repeated until both a minimum count
 and a minimum time are reached (or a time cap), then the 20th, 50th and 80th percentiles.
 CUDA: one pair of CUDA events around each call, the L2 cache flushed between calls (outside the
 timed region), or triton.testing.do_bench with timer="do_bench".
+time_interleaved times several callables in turns of one call each, under the same budget
+(counted in turns), for `python -m bench --interleaved`.
 The callable takes the call index so it can rotate its inputs (caches do not flatter).
 """
 from __future__ import annotations
@@ -36,82 +38,94 @@ def percentiles(samples_ms: List[float]) -> Tuple[float, float, float]:
     return q[1], statistics.median(samples_ms), q[7]
 
 
-def interleaved_medians(calls: Dict[str, Callable[[], object]], reps: int,
-                        warmup: int) -> Dict[str, float]:
-    """Median wall time in ms of each callable (the upper median for an even count), timed
-    call by call in turn so that a slow spell of a shared CPU hits them all alike: `warmup`
-    untimed rounds, then `reps` timed ones. For the side-by-side scripts (bench.cpu_loops,
-    bench.mhsa_dropout, bench.attentive_interleaved)."""
-    samples: Dict[str, List[float]] = {name: [] for name in calls}
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    for _ in range(reps):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_cpu(fn: Callable[[int], object], budget: TimingBudget) -> Tuple[List[float], int]:
-    """Per-call wall times in ms of fn(i), i = 0, 1, ... (the warm-up calls included in i)."""
+def _warm_up(call: Callable[[int], object], budget: TimingBudget) -> int:
+    """Untimed call(i), i = 0, 1, ..., until both the warm-up count and time are reached;
+    returns the next i."""
     i = 0
     start = time.perf_counter()
     while i < budget.warmup_calls or time.perf_counter() - start < budget.warmup_s:
-        fn(i)
+        call(i)
         i += 1
-    samples: List[float] = []
+    return i
+
+
+def _timed_until_done(timed: Callable[[int], None], first: int, budget: TimingBudget) -> int:
+    """timed(i), i = first, first + 1, ..., until the budget says stop: at least min_reps
+    calls and min_time_s, or max_time_s once 3 calls are in, or max_reps. Returns the count."""
+    n = 0
     begin = time.perf_counter()
     while True:
-        t0 = time.perf_counter()
-        fn(i)
-        samples.append((time.perf_counter() - t0) * 1e3)
-        i += 1
+        timed(first + n)
+        n += 1
         elapsed = time.perf_counter() - begin
-        if len(samples) >= budget.max_reps:
-            break
-        if len(samples) >= budget.min_reps and elapsed >= budget.min_time_s:
-            break
-        if len(samples) >= 3 and elapsed >= budget.max_time_s:
-            break
-    return samples, len(samples)
+        if n >= budget.max_reps:
+            return n
+        if n >= budget.min_reps and elapsed >= budget.min_time_s:
+            return n
+        if n >= 3 and elapsed >= budget.max_time_s:
+            return n
 
 
-def time_cuda_events(fn: Callable[[int], object], budget: TimingBudget,
-                     device: torch.device) -> Tuple[List[float], int]:
-    """Per-call GPU times in ms from CUDA events; L2 flushed before every timed call."""
+def call_timer(device: torch.device) -> Callable[[Callable[[int], object], int], float]:
+    """timer(fn, i): the time in ms of the one call fn(i). CPU: time.perf_counter around it.
+    CUDA: a pair of CUDA events around it, the L2 cache flushed (a 256 MB write) before it,
+    outside the timed region."""
+    if device.type != "cuda":
+        def wall_ms(fn, i):
+            t0 = time.perf_counter()
+            fn(i)
+            return (time.perf_counter() - t0) * 1e3
+        return wall_ms
     flush = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device=device)
-    i = 0
-    start = time.perf_counter()
-    while i < budget.warmup_calls or time.perf_counter() - start < budget.warmup_s:
-        fn(i)
-        i += 1
-    _sync(device)
-    samples: List[float] = []
-    begin = time.perf_counter()
-    while True:
+
+    def event_ms(fn, i):
         flush.zero_()
         ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         ev0.record()
         fn(i)
         ev1.record()
         ev1.synchronize()
-        samples.append(ev0.elapsed_time(ev1))
-        i += 1
-        elapsed = time.perf_counter() - begin
-        if len(samples) >= budget.max_reps:
-            break
-        if len(samples) >= budget.min_reps and elapsed >= budget.min_time_s:
-            break
-        if len(samples) >= 3 and elapsed >= budget.max_time_s:
-            break
-    return samples, len(samples)
+        return ev0.elapsed_time(ev1)
+    return event_ms
+
+
+def time_calls(fn: Callable[[int], object], budget: TimingBudget,
+               device: torch.device) -> List[float]:
+    """Per-call times in ms of fn(i), i = 0, 1, ... (the warm-up calls included in i)."""
+    timer = call_timer(device)
+    first = _warm_up(fn, budget)
+    _sync(device)
+    samples: List[float] = []
+    _timed_until_done(lambda i: samples.append(timer(fn, i)), first, budget)
+    return samples
+
+
+def time_interleaved(fns: Dict[str, Callable[[int], object]], budget: TimingBudget,
+                     device: torch.device) -> Dict[str, List[float]]:
+    """Per-call times in ms of each fn, timed call by call in turn (one round: one call of
+    each, in order), so that a slow spell of a shared machine hits them all alike. The
+    budget counts rounds: warm-up rounds, then timed rounds until the budget says stop."""
+    timer = call_timer(device)
+
+    def warm_round(i):
+        for fn in fns.values():
+            fn(i)
+
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+
+    def timed_round(i):
+        for name, fn in fns.items():
+            samples[name].append(timer(fn, i))
+
+    first = _warm_up(warm_round, budget)
+    _sync(device)
+    _timed_until_done(timed_round, first, budget)
+    return samples
 
 
 def time_do_bench(fn: Callable[[int], object], budget: TimingBudget) -> Tuple[Tuple[float, float, float], Optional[int]]:
@@ -132,15 +146,12 @@ def time_do_bench(fn: Callable[[int], object], budget: TimingBudget) -> Tuple[Tu
 def measure(fn: Callable[[int], object], device: torch.device, budget: TimingBudget,
             timer: str = "events") -> Tuple[float, float, float, Optional[int]]:
     """(p20, p50, p80 in ms, number of timed calls) of fn on `device`."""
-    if device.type == "cuda":
-        if timer == "do_bench":
-            (p20, p50, p80), reps = time_do_bench(fn, budget)
-            return p20, p50, p80, reps
-        samples, reps = time_cuda_events(fn, budget, device)
-    else:
-        samples, reps = time_cpu(fn, budget)
+    if device.type == "cuda" and timer == "do_bench":
+        (p20, p50, p80), reps = time_do_bench(fn, budget)
+        return p20, p50, p80, reps
+    samples = time_calls(fn, budget, device)
     p20, p50, p80 = percentiles(samples)
-    return p20, p50, p80, reps
+    return p20, p50, p80, len(samples)
 
 
 # ---- peak memory -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The benchmark suite (bench/): its reduced mode runs on the CPU and writes well-formed files,
 plots are drawn from them, a wrong provider is reported and not timed, a missing or failing one
-is reported without stopping the suite, and the pytest-benchmark set runs."""
+is reported without stopping the suite, the interleaved modes check and time their providers
+call by call, and the pytest-benchmark set runs."""
 from __future__ import annotations
 
 import csv
@@ -155,7 +156,7 @@ def test_absent_and_failing_providers_are_reported_not_raised(monkeypatch):
     assert rows["broken"]["status"] == "error" and "boom" in rows["broken"]["note"]
 
 
-def test_quick_preset_has_the_issue_2_case_with_cpu_and_nn_lstm():
+def test_quick_preset_has_the_two_layer_lstm_case_with_cpu_and_nn_lstm():
     main_shape = ",".join(f"{k}={v}" for k, v in MAIN_LSTM.items())
     assert main_shape == "B=32,T=100,I=256,H=512,L=2,D=1"
     modes = {c.mode for c in quick_cases("cpu")
@@ -236,18 +237,142 @@ def test_pytest_benchmark_set_runs_on_the_cpu():
     assert " passed" in proc.stdout
 
 
-def test_cpu_loops_checks_and_times_every_loop(monkeypatch, capsys):
-    """`python -m bench.cpu_loops` on tiny shapes: each loop's output is checked against
-    nn.LSTM before timing, and one line per shape names nn.LSTM and every loop."""
-    from bench import cpu_loops
+def _interleaved_smoke(mode: str, out: Path, *extra: str) -> list:
+    """Rows of `python -m bench --interleaved MODE --smoke` on the CPU (threads restored)."""
+    threads = torch.get_num_threads()
+    try:
+        assert bench_main.main(["--interleaved", mode, "--smoke", "--device", "cpu",
+                                "--threads", "1", "--no-progress", "--out", str(out),
+                                "--name", mode, *extra]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = read(out / f"{mode}.csv")
+    data = json.loads((out / f"{mode}.json").read_text())
+    assert data["columns"] == COLUMNS and len(data["rows"]) == len(rows)
+    assert data["meta"]["interleaved"] == mode and data["meta"]["preset"] == "smoke"
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert 0 < r["p20_ms"] <= r["p50_ms"] <= r["p80_ms"] and r["max_err"] <= r["tol"], r
+        assert "interleaved call by call with" in r["note"], r
+    return rows
 
-    monkeypatch.setattr(cpu_loops, "SHAPES", [(3, 5, 7, 20, 2, True)])
-    cpu_loops.main(["--reps", "2", "--fwd-bwd"])
-    line = capsys.readouterr().out.splitlines()[-1]
-    assert line.startswith("B=3,T=5,I=7,H=20,L=2,D=2:")
-    for name in ("nn.LSTM", *cpu_loops.LOOPS):
-        assert f" {name} " in line
-    assert "LSTM_FUSED_CPU_LOOP" not in os.environ
+
+def _by_case(rows):
+    out = {}
+    for r in rows:
+        out.setdefault((r["case"], r["mode"], r["shape"]), []).append(r)
+    return out
+
+
+def test_interleaved_cpu_loops_checks_and_times_every_loop_with_nn_lstm(tmp_path):
+    """--interleaved cpu_loops: every LSTM smoke case, nn.LSTM and the CPU backend with each
+    time loop forced, each checked against the reference, timed in the same number of rounds."""
+    from bench.interleaved import CPU_LOOPS
+
+    rows = _interleaved_smoke("cpu_loops", tmp_path, "--filter", "B=2,T=5,I=6,H=8|D=2")
+    cases = _by_case(rows)
+    assert {(c, m) for c, m, _ in cases} == {("lstm", "fwd"), ("lstm", "fwd+bwd")}
+    assert {s for _, _, s in cases} == {"B=2,T=5,I=6,H=8,L=2,D=1", "B=3,T=4,I=5,H=6,L=1,D=2"}
+    for case_rows in cases.values():
+        assert [r["provider"] for r in case_rows] == \
+            ["nn.LSTM"] + [f"lstm_fused:cpu[{loop}]" for loop in CPU_LOOPS]
+        assert len({r["reps"] for r in case_rows}) == 1  # one sample each per round
+        assert math.isclose(case_rows[0]["speedup"], 1.0)
+        for r, loop in zip(case_rows[1:], CPU_LOOPS):
+            assert f"cpu_loop={loop!r}" in r["note"] and r["speedup"] > 0
+
+
+def test_cpu_loop_providers_run_every_call_under_the_switch():
+    """The forced loop holds for the forward and for the backward autograd runs after it."""
+    from bench.interleaved import MODES
+    from bench.runner import to_device
+    from lstm_fused import switches
+
+    mode = MODES["cpu_loops"]
+    case = select(mode.smoke_cases("cpu"), r"^lstm/fwd\+bwd/")[0]
+    prep = CaseRunner(CPU, Options(), TimingBudget()).prepare(case, mode.workload)
+    rows_loop = mode.providers(mode.workload, case, CPU, Options())[1]
+    assert rows_loop.name == "lstm_fused:cpu[rows]"
+    impl = rows_loop.build(case, prep.state, torch.float32, CPU)
+    seen, real_call = [], impl.call
+
+    def spy(inputs):
+        out = real_call(inputs)
+        seen.append(("fwd", switches.get("cpu_loop")))
+        out[0].register_hook(lambda g: seen.append(("bwd", switches.get("cpu_loop"))))
+        return out
+
+    impl.call = spy
+    before = switches.get("cpu_loop")
+    sets = [to_device(prep.sets[0], torch.float32, CPU, ("x",), True)]
+    CaseRunner._timed_fn(impl, case.mode, ("x",), sets, [g.float() for g in prep.gys])(0)
+    assert seen == [("fwd", "rows"), ("bwd", "rows")]
+    assert switches.get("cpu_loop") == before  # restored after the call
+
+
+def test_interleaved_mhsa_dropout_checks_in_eval_and_times_in_training(tmp_path):
+    rows = _interleaved_smoke("mhsa_dropout", tmp_path)
+    assert {(r["case"], r["mode"]) for r in rows} == {("self_attention_dropout", "fwd+bwd")}
+    assert [r["provider"] for r in rows] == ["nn.MultiheadAttention", "lstm_fused:cpu",
+                                             "lstm_fused:reference"]
+    assert all("dropout p=0.1" in r["note"] for r in rows)
+    # Checked with dropout off (eval mode: the check passed at float32's tolerance), timed in
+    # training mode, where dropout draws.
+    from bench.interleaved import MODES
+
+    mode = MODES["mhsa_dropout"]
+    case = mode.smoke_cases("cpu")[0]
+    state = mode.workload.make_state(case, torch.Generator().manual_seed(0))
+    for provider in mode.providers(mode.workload, case, CPU, Options()):
+        impl = provider.build(case, state, torch.float32, CPU)
+        assert not impl.module.training, provider.name
+        impl.before_timing()
+        assert impl.module.training, provider.name
+
+
+def test_interleaved_wrong_provider_is_reported_and_the_others_timed():
+    wl = WORKLOADS["lstm_cell"]
+    providers = wl.providers(CELL_CASE, CPU, Options())
+    nn_cell = next(p for p in providers if p.name == "nn.LSTMCell")
+    wrong = Provider("off_by_one_percent", lambda *a: _scaled(nn_cell.build(*a), 1.01))
+    budget = TimingBudget(warmup_s=0, warmup_calls=1, min_reps=3, min_time_s=0, max_time_s=0.05)
+    rows = {r["provider"]: r for r in
+            CaseRunner(CPU, Options(), budget).run_interleaved(CELL_CASE, wl, providers + [wrong])}
+    assert rows["off_by_one_percent"]["status"] == "wrong"
+    assert rows["off_by_one_percent"]["p50_ms"] is None
+    ok = [r for name, r in rows.items() if name != "off_by_one_percent"]
+    assert ok and all(r["status"] == "ok" and r["speedup"] > 0 for r in ok)
+    assert "off_by_one_percent" not in ok[0]["note"] and "lstm_fused:cpu" in ok[0]["note"]
+
+
+def test_interleaved_attentive_times_the_fused_model_against_the_unfused_one(tmp_path):
+    rows = _interleaved_smoke("attentive", tmp_path)
+    cases = _by_case(rows)
+    assert {m for _, m, _ in cases} == {"fwd", "fwd+bwd"}
+    for case_rows in cases.values():
+        assert [r["provider"] for r in case_rows] == ["torch.unfused", "lstm_fused:cpu"]
+
+
+def test_interleaved_mode_refuses_other_presets_and_devices(capsys):
+    with pytest.raises(SystemExit):
+        bench_main.main(["--interleaved", "cpu_loops", "--full"])
+    assert bench_main.main(["--interleaved", "cpu_loops", "--device", "cuda", "--list"]) == 2
+    assert "runs on cpu" in capsys.readouterr().err
+    assert bench_main.main(["--interleaved", "attentive", "--list", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.split() == [c.key for c in quick_cases("cpu")
+                                               if c.family == "attentive_lstm"]
+
+
+def test_time_interleaved_times_every_callable_once_a_round():
+    from bench.timing import time_interleaved
+
+    calls = []
+    budget = TimingBudget(warmup_s=0, warmup_calls=2, min_reps=4, min_time_s=0, max_time_s=10)
+    samples = time_interleaved({"a": lambda i: calls.append(("a", i)),
+                                "b": lambda i: calls.append(("b", i))}, budget, CPU)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4}
+    assert calls == [(name, i) for i in range(6) for name in ("a", "b")]
+    assert all(t >= 0 for v in samples.values() for t in v)
 
 
 def test_rows_are_in_the_files_as_soon_as_measured(tmp_path):

@@ -1,8 +1,8 @@
-"""Attention workloads over padded LSTM outputs (SPEC §2): masked softmax, additive attention
-pooling, multi-head self-attention.
+"""Attention workloads over padded LSTM outputs (docs/contract.md, section 2): masked softmax,
+additive attention pooling, multi-head self-attention.
 
-Each has an unfused plain-PyTorch provider written from SPEC's math (run in float64 it is the
-reference), the lstm_fused op on every backend (found at run time: absent ops are reported),
+Each has an unfused plain-PyTorch provider written from the contract's math (run in float64 it
+is the reference), the lstm_fused op on every backend (found at run time: absent ops are reported),
 and for self-attention nn.MultiheadAttention and F.scaled_dot_product_attention.
 Lengths are in [1, T] with one full row; inputs are time-major (T, B, D) like nn's default.
 """
@@ -15,14 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (Absent, Impl, Provider, Workload, accepts, attention_backends, lengths_mask,
-                   load_module, lstm_fused_attr, random_lengths)
+from .base import (Absent, Impl, Provider, UnfusedWorkload, Workload, accepts,
+                   attention_backends, backend_providers, itemsize, lengths_mask, load_module,
+                   lstm_fused_attr, module_state, padded_batch, random_lengths)
 
 SOFTMAX_SCALE = 0.125
-
-
-def _itemsize(dtype: str) -> int:
-    return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[dtype]
 
 
 def unfused_masked_softmax(scores, lengths, scale):
@@ -36,10 +33,9 @@ def unfused_masked_softmax(scores, lengths, scale):
 
 # ---- masked softmax ----------------------------------------------------------------------
 
-class MaskedSoftmaxWorkload(Workload):
+class MaskedSoftmaxWorkload(UnfusedWorkload):
     """scores (B, T, T) (self-attention scores of a padded batch), lengths (B,)."""
     family = "masked_softmax"
-    baseline = "torch.unfused"
     diff_inputs = ("scores",)
 
     def make_inputs(self, case, gen):
@@ -48,16 +44,12 @@ class MaskedSoftmaxWorkload(Workload):
         return {"scores": torch.randn(B, T, T, generator=gen, dtype=torch.float64) * 4,
                 "lengths": random_lengths(B, T, gen)}
 
-    @staticmethod
-    def _unfused(case, state, dtype, device):
+    def unfused(self, case, state, dtype, device):
         return Impl(lambda inp: (unfused_masked_softmax(inp["scores"], inp["lengths"],
                                                         SOFTMAX_SCALE),))
 
-    def reference(self, case, state, device):
-        return self._unfused(case, state, torch.float64, device)
-
     def providers(self, case, device, options) -> List[Provider]:
-        out = [Provider("torch.unfused", self._unfused)]
+        out = [Provider("torch.unfused", self.unfused)]
 
         def fused(case, state, dtype, device, backend=None):
             fn = lstm_fused_attr("functional.masked_softmax")
@@ -69,22 +61,20 @@ class MaskedSoftmaxWorkload(Workload):
         except Absent:  # not in this build: the provider below reports it as absent
             per_backend = False
         if per_backend:
-            for b in attention_backends(device):
-                out.append(Provider(f"lstm_fused:{b}",
-                                    lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
+            out += backend_providers(attention_backends(device), fused)
         else:  # no backend= argument (or absent): one provider, "auto"
             out.append(Provider("lstm_fused:auto", fused))
         return out
 
     def bytes_moved(self, case):
         d = case.dims
-        return 2 * d["B"] * d["T"] * d["T"] * _itemsize(case.dtype)
+        return 2 * d["B"] * d["T"] * d["T"] * itemsize(case.dtype)
 
 
 # ---- additive attention pooling -----------------------------------------------------------
 
 class UnfusedAttentionPooling(nn.Module):
-    """SPEC §2 additive pooling in plain PyTorch, AttentionPooling's parameter names.
+    """The contract's additive pooling (docs/contract.md, section 2) in plain PyTorch, AttentionPooling's parameter names.
     x (T, B, D) -> (c (B, D), alpha (B, T))."""
 
     def __init__(self, input_size, attention_size, batch_first=False):
@@ -103,31 +93,24 @@ class UnfusedAttentionPooling(nn.Module):
         return torch.bmm(alpha.unsqueeze(1), xb).squeeze(1), alpha
 
 
-class AttentionPoolingWorkload(Workload):
+class AttentionPoolingWorkload(UnfusedWorkload):
     family = "attention_pooling"
-    baseline = "torch.unfused"
     diff_inputs = ("x",)
 
     def make_state(self, case, gen):
         d = case.dims
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        return UnfusedAttentionPooling(d["D"], d["A"]).double().state_dict()
+        return module_state(gen, lambda: UnfusedAttentionPooling(d["D"], d["A"]).double())
 
     def make_inputs(self, case, gen):
-        d = case.dims
-        return {"x": torch.randn(d["T"], d["B"], d["D"], generator=gen, dtype=torch.float64),
-                "lengths": random_lengths(d["B"], d["T"], gen)}
+        return padded_batch(case, "D", gen)
 
     @staticmethod
     def _wrap(module):
         return Impl(lambda inp: tuple(module(inp["x"], inp["lengths"])), module)
 
-    def _unfused(self, case, state, dtype, device):
+    def unfused(self, case, state, dtype, device):
         d = case.dims
         return self._wrap(load_module(UnfusedAttentionPooling(d["D"], d["A"]), state, dtype, device))
-
-    def reference(self, case, state, device):
-        return self._unfused(case, state, torch.float64, device)
 
     def providers(self, case, device, options):
         d = case.dims
@@ -136,10 +119,8 @@ class AttentionPoolingWorkload(Workload):
             cls = lstm_fused_attr("AttentionPooling")
             return self._wrap(load_module(cls(d["D"], d["A"], backend=backend), state, dtype, device))
 
-        out = [Provider("torch.unfused", self._unfused)]
-        for b in attention_backends(device):
-            out.append(Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
-        return out
+        return [Provider("torch.unfused", self.unfused)] + backend_providers(
+            attention_backends(device), fused)
 
     def flops(self, case):
         d = case.dims
@@ -149,7 +130,7 @@ class AttentionPoolingWorkload(Workload):
     def bytes_moved(self, case):
         d = case.dims
         B, T, D, A = d["B"], d["T"], d["D"], d["A"]
-        return (B * T * D + D * A + 2 * A + B * D + B * T) * _itemsize(case.dtype)
+        return (B * T * D + D * A + 2 * A + B * D + B * T) * itemsize(case.dtype)
 
 
 # ---- multi-head self-attention ------------------------------------------------------------
@@ -198,17 +179,15 @@ class SelfAttentionWorkload(Workload):
 
     def make_state(self, case, gen):
         d = case.dims
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        state = nn.MultiheadAttention(d["E"], d["N"], dtype=torch.float64).state_dict()
+        state = module_state(gen, lambda: nn.MultiheadAttention(d["E"], d["N"],
+                                                                dtype=torch.float64))
         with torch.no_grad():  # nn initialises biases to zero: make them count
             state["in_proj_bias"].normal_(0, 0.1, generator=gen)
             state["out_proj.bias"].normal_(0, 0.1, generator=gen)
         return state
 
     def make_inputs(self, case, gen):
-        d = case.dims
-        return {"x": torch.randn(d["T"], d["B"], d["E"], generator=gen, dtype=torch.float64),
-                "lengths": random_lengths(d["B"], d["T"], gen)}
+        return padded_batch(case, "E", gen)
 
     def output_masks(self, case, inputs) -> List[Optional[torch.Tensor]]:
         # Compare valid query positions only: what a padded position holds is not the contract.
@@ -242,9 +221,7 @@ class SelfAttentionWorkload(Workload):
         out = [Provider("nn.MultiheadAttention", torch_mha),
                Provider("torch.unfused", lambda c, s, dt, dev: self._parts(c, s, dt, dev, False)),
                Provider("torch.sdpa", lambda c, s, dt, dev: self._parts(c, s, dt, dev, True))]
-        for b in attention_backends(device):
-            out.append(Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
-        return out
+        return out + backend_providers(attention_backends(device), fused)
 
     def flops(self, case):
         d = case.dims
@@ -254,4 +231,4 @@ class SelfAttentionWorkload(Workload):
     def bytes_moved(self, case):
         d = case.dims
         B, T, E = d["B"], d["T"], d["E"]
-        return (2 * B * T * E + 4 * E * E + 4 * E) * _itemsize(case.dtype)
+        return (2 * B * T * E + 4 * E * E + 4 * E) * itemsize(case.dtype)

@@ -1,4 +1,4 @@
-"""The attentive LSTM (SPEC §2): an LSTM whose last layer's outputs are pooled by additive
+"""The attentive LSTM (docs/contract.md, section 2): an LSTM whose last layer's outputs are pooled by additive
 attention. x (T, B, I) time-major, lengths (B,) -> (context (B, H), alpha (B, T)).
 
 Providers: "torch.unfused" (nn.LSTM on the padded batch, then the plain-PyTorch pooling; what
@@ -9,12 +9,11 @@ attention.proj.*, attention.score.weight.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .attention import UnfusedAttentionPooling
-from .base import Impl, Provider, Workload, load_module, lstm_fused_attr, lstm_fused_backends
-from .base import random_lengths
+from .base import (Impl, Provider, UnfusedWorkload, backend_providers, load_module,
+                   lstm_fused_attr, lstm_fused_backends, module_state, padded_batch)
 
 
 class UnfusedAttentiveLSTM(nn.Module):
@@ -28,32 +27,26 @@ class UnfusedAttentiveLSTM(nn.Module):
         return self.attention(y, lengths)
 
 
-class AttentiveLSTMWorkload(Workload):
+class AttentiveLSTMWorkload(UnfusedWorkload):
     family = "attentive_lstm"
-    baseline = "torch.unfused"
     diff_inputs = ("x",)
 
     def make_state(self, case, gen):
         d = case.dims
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        return UnfusedAttentiveLSTM(d["I"], d["H"], d["A"], d["L"]).double().state_dict()
+        return module_state(gen, lambda: UnfusedAttentiveLSTM(d["I"], d["H"], d["A"],
+                                                              d["L"]).double())
 
     def make_inputs(self, case, gen):
-        d = case.dims
-        return {"x": torch.randn(d["T"], d["B"], d["I"], generator=gen, dtype=torch.float64),
-                "lengths": random_lengths(d["B"], d["T"], gen)}
+        return padded_batch(case, "I", gen)
 
     @staticmethod
     def _wrap(module):
         return Impl(lambda inp: tuple(module(inp["x"], inp["lengths"])[:2]), module)
 
-    def _unfused(self, case, state, dtype, device):
+    def unfused(self, case, state, dtype, device):
         d = case.dims
         module = UnfusedAttentiveLSTM(d["I"], d["H"], d["A"], d["L"])
         return self._wrap(load_module(module, state, dtype, device))
-
-    def reference(self, case, state, device):
-        return self._unfused(case, state, torch.float64, device)
 
     def providers(self, case, device, options):
         d = case.dims
@@ -63,11 +56,8 @@ class AttentiveLSTMWorkload(Workload):
             module = cls(d["I"], d["H"], d["A"], num_layers=d["L"], backend=backend)
             return self._wrap(load_module(module, state, dtype, device))
 
-        out = [Provider("torch.unfused", self._unfused)]
-        for b in lstm_fused_backends(device):
-            out.append(Provider(f"lstm_fused:{b}",
-                                lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
-        return out
+        return [Provider("torch.unfused", self.unfused)] + backend_providers(
+            lstm_fused_backends(device), fused)
 
     def flops(self, case):
         d = case.dims

@@ -2,16 +2,18 @@
 its providers (the implementations timed side by side).
 
 A provider builds an Impl for (case, parameters, dtype, device): `call(inputs) -> tuple of
-tensors`, `module` (its parameters by name, so gradients are compared by name), and for the
-"train" mode `train_step(inputs)`. A provider that cannot be built raises Absent (not
+tensors`, `module` (its parameters by name, so gradients are compared by name), for the
+"train" mode `train_step(inputs)`, and two optional hooks: `context` (a kernel-path switch
+every call runs under) and `before_timing` (e.g. dropout turned on after the check). A provider that cannot be built raises Absent (not
 installed / not in this build) or Unsupported (cannot run this case); anything else it raises
 is reported as an error of that provider, never a crash of the suite.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -20,6 +22,11 @@ from ..cases import Case
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes of one element of the case dtype `dtype` ("float32", ...)."""
+    return torch.empty((), dtype=DTYPES[dtype]).element_size()
 
 
 class Absent(Exception):
@@ -36,6 +43,13 @@ class Impl:
     module: Optional[nn.Module] = None
     train_step: Optional[Callable[[Dict[str, torch.Tensor]], object]] = None
     note: str = ""
+    # Every call of the provider, checked or timed, forward and backward, runs inside
+    # context() (e.g. lstm_fused.switches.override(cpu_loop=...): the backward picks its
+    # loop by the switch too, so it must still be set when autograd runs it).
+    context: Callable[[], ContextManager] = contextlib.nullcontext
+    # Called once after the check, before the timing: e.g. module.train(), so that the timed
+    # calls draw the dropout that the check (in eval mode, against the reference) left off.
+    before_timing: Optional[Callable[[], None]] = None
 
 
 @dataclass
@@ -87,6 +101,39 @@ class Workload:
     def bytes_moved(self, case: Case) -> Optional[float]:
         """Lower bound of bytes one forward moves (inputs, weights, outputs once each)."""
         return None
+
+
+class UnfusedWorkload(Workload):
+    """A workload whose baseline, "torch.unfused", is plain PyTorch written from the
+    contract's formulas: run in float64, it is the reference too."""
+    baseline = "torch.unfused"
+
+    def unfused(self, case: Case, state, dtype, device) -> Impl:
+        raise NotImplementedError
+
+    def reference(self, case, state, device):
+        return self.unfused(case, state, torch.float64, device)
+
+
+def backend_providers(backends: List[str], build) -> List[Provider]:
+    """One provider "lstm_fused:<b>" per backend b, built by build(case, state, dtype,
+    device, b)."""
+    return [Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: build(c, s, dt, dev, b))
+            for b in backends]
+
+
+def module_state(gen: torch.Generator, build: Callable[[], nn.Module]) -> Dict[str, torch.Tensor]:
+    """The state_dict of the float64 module build() makes, initialised by nn's own
+    initialisers from a seed drawn from `gen` (they draw from torch's global generator)."""
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    return build().state_dict()
+
+
+def padded_batch(case: Case, feature: str, gen: torch.Generator) -> Dict[str, torch.Tensor]:
+    """x (T, B, <feature>) float64 and lengths (B,) in [1, T] with one full row."""
+    d = case.dims
+    return {"x": torch.randn(d["T"], d["B"], d[feature], generator=gen, dtype=torch.float64),
+            "lengths": random_lengths(d["B"], d["T"], gen)}
 
 
 def load_module(module: nn.Module, state, dtype, device) -> nn.Module:

@@ -12,12 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cases import Case
-from .base import (Absent, Impl, Options, Provider, Unsupported, Workload, load_module,
-                   lstm_fused_backends)
-
-
-def _itemsize(dtype: str) -> int:
-    return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+from .base import (Absent, Impl, Options, Provider, Unsupported, Workload, backend_providers,
+                   itemsize, load_module, lstm_fused_backends, module_state)
 
 
 def _torch_rnn_note(device: torch.device, dtype: torch.dtype) -> str:
@@ -40,8 +36,8 @@ class LSTMWorkload(Workload):
 
     def make_state(self, case, gen):
         I, H, L, bidir = self._sizes(case)
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        return nn.LSTM(I, H, L, bidirectional=bidir, dtype=torch.float64).state_dict()
+        return module_state(gen, lambda: nn.LSTM(I, H, L, bidirectional=bidir,
+                                                 dtype=torch.float64))
 
     def make_inputs(self, case, gen):
         d = case.dims
@@ -72,10 +68,8 @@ class LSTMWorkload(Workload):
             impl.note = _torch_rnn_note(device, dtype)
             return impl
 
-        out = [Provider("nn.LSTM", nn_lstm)]
-        for backend in lstm_fused_backends(device):
-            out.append(Provider(f"lstm_fused:{backend}",
-                                lambda c, s, dt, dev, b=backend: self._fused(c, s, dt, dev, b)))
+        out = [Provider("nn.LSTM", nn_lstm)] + backend_providers(lstm_fused_backends(device),
+                                                                 self._fused)
         if options.compile:
             out.append(Provider("torch.compile(reference)", self._compiled_reference, late=True))
         out.append(Provider("flashrnn", self._flashrnn, late=True))
@@ -132,12 +126,12 @@ class LSTMWorkload(Workload):
         for layer in range(L):
             layer_in = I if layer == 0 else D * H
             n += D * (G * layer_in + G * H + 2 * G) + T * B * D * H + 2 * D * B * H
-        return n * _itemsize(case.dtype)
+        return n * itemsize(case.dtype)
 
     def saved_bytes(self, case):
         """Gate activations a fused forward saves for backward: (L, D, T, B, 4H)."""
         d = case.dims
-        return d["L"] * d["D"] * d["T"] * d["B"] * 4 * d["H"] * _itemsize(case.dtype)
+        return d["L"] * d["D"] * d["T"] * d["B"] * 4 * d["H"] * itemsize(case.dtype)
 
 
 def _stepwise_lstm(module: nn.LSTM, x: torch.Tensor, cell):
@@ -210,8 +204,7 @@ class LSTMCellWorkload(Workload):
 
     def make_state(self, case, gen):
         d = case.dims
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        return nn.LSTMCell(d["I"], d["H"], dtype=torch.float64).state_dict()
+        return module_state(gen, lambda: nn.LSTMCell(d["I"], d["H"], dtype=torch.float64))
 
     def make_inputs(self, case, gen):
         d = case.dims
@@ -240,11 +233,8 @@ class LSTMCellWorkload(Workload):
         def nn_cell(case, state, dtype, device):
             return self._wrap(load_module(nn.LSTMCell(d["I"], d["H"]), state, dtype, device))
 
-        out = [Provider("nn.LSTMCell", nn_cell)]
-        for backend in lstm_fused_backends(device):
-            out.append(Provider(f"lstm_fused:{backend}",
-                                lambda c, s, dt, dev, b=backend: self._fused(c, s, dt, dev, b)))
-        return out
+        return [Provider("nn.LSTMCell", nn_cell)] + backend_providers(
+            lstm_fused_backends(device), self._fused)
 
     def flops(self, case):
         d = case.dims
@@ -254,4 +244,4 @@ class LSTMCellWorkload(Workload):
         d = case.dims
         B, I, H = d["B"], d["I"], d["H"]
         n = B * I + 2 * B * H + 4 * H * (I + H) + 8 * H + 2 * B * H
-        return n * _itemsize(case.dtype)
+        return n * itemsize(case.dtype)

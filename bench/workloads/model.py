@@ -15,8 +15,8 @@ from torch import nn
 
 from ..cases import Case
 from .attention import TorchMHA, UnfusedAttentionPooling
-from .base import (Absent, Impl, Provider, Workload, load_module, lstm_fused_attr,
-                   lstm_fused_backends, random_lengths)
+from .base import (Absent, Impl, Provider, Workload, backend_providers, load_module,
+                   lstm_fused_attr, lstm_fused_backends, module_state, random_lengths)
 from .lstm import LSTMWorkload
 
 
@@ -82,9 +82,7 @@ class ModelStepWorkload(Workload):
     baseline = "torch.nn"
 
     def make_state(self, case, gen):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        model, _ = _build(case)
-        state = model.double().state_dict()
+        state = module_state(gen, lambda: _build(case)[0].double())
         with torch.no_grad():
             for key in ("attn.in_proj_bias", "attn.out_proj.bias"):
                 state[key].normal_(0, 0.1, generator=gen)
@@ -109,10 +107,8 @@ class ModelStepWorkload(Workload):
             model, note = _build(case, lstm_backend=backend, fused_attention=True)
             return _impl(load_module(model, state, dtype, device), note)
 
-        out = [Provider("torch.nn", torch_model)]
-        for b in lstm_fused_backends(device):
-            out.append(Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: fused(c, s, dt, dev, b)))
-        return out
+        return [Provider("torch.nn", torch_model)] + backend_providers(
+            lstm_fused_backends(device), fused)
 
     def _lstm_case(self, case):
         d = case.dims

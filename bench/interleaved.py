@@ -1,0 +1,136 @@
+"""The interleaved modes of the runner: `python -m bench --interleaved MODE [--smoke]`.
+
+A mode is a few cases and the providers to compare on them. The runner builds and checks each
+provider against the float64 reference as in every other run, then times those that passed
+together, one call of each in turn (bench.timing.time_interleaved), so that a slow spell of a
+shared machine (this suite's CPU numbers come from a 2-core VM) hits them all alike; one
+provider after the other, as `python -m bench` times them, a disturbance lands on one row.
+Rows go to the same files, in the same format, as `python -m bench`'s.
+
+| mode | what is compared | cases |
+| --- | --- | --- |
+| cpu_loops | nn.LSTM and the CPU backend with each of its time loops forced (rows, fused_gemm: the input projection by one GEMM before the loop, fused_input: in the loop's register tiles), `lstm_fused.switches.override(cpu_loop=...)` | the LSTM cases of --quick on the CPU, fwd and fwd+bwd |
+| mhsa_dropout | self-attention in training with attention dropout p=0.1: nn.MultiheadAttention(dropout=0.1) and lstm_fused.MultiheadSelfAttention(dropout=0.1) on each attention backend | B=32,T=100,E=256,N=4 and B=8,T=400; fwd+bwd |
+| attentive | the attentive LSTM (lstm_fused.AttentiveLSTM) and nn.LSTM + the unfused pooling | the attentive_lstm cases of --quick, fwd and fwd+bwd |
+
+With --smoke, tiny shapes of the same families (the suite's own tests). The dropout check runs
+in eval mode (dropout off) against the reference; the timed calls run in training mode, where
+each provider draws its own mask (the kernel's dropout is checked against the reference with
+the same mask in tests/test_mhsa_dropout.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List
+
+import torch
+
+from .cases import Case, grid, quick_cases, smoke_cases
+from .workloads import WORKLOADS
+from .workloads.attention import SelfAttentionWorkload, TorchMHA
+from .workloads.base import (Impl, Options, Provider, Workload, attention_backends,
+                             backend_providers, load_module, lstm_fused_attr, lstm_fused_backends)
+
+# The CPU time loops a cpu_loops run forces, each a value of the switch cpu_loop.
+CPU_LOOPS = ("rows", "fused_gemm", "fused_input")
+DROPOUT = 0.1
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    workload: Workload
+    cases: Callable[[str], List[Case]]          # device type -> cases
+    smoke_cases: Callable[[str], List[Case]]    # device type -> tiny cases
+    providers: Callable[[Workload, Case, torch.device, Options], List[Provider]]
+    devices: tuple = ("cpu", "cuda")            # device types it runs on
+
+
+def _family(cases: Callable[[str], List[Case]], family: str) -> Callable[[str], List[Case]]:
+    return lambda device_type: [c for c in cases(device_type) if c.family == family]
+
+
+# ---- cpu_loops ----------------------------------------------------------------------------
+
+def _with_cpu_loop(provider: Provider, loop: str) -> Provider:
+    """lstm_fused:cpu with the time loop `loop` forced for its every call (and backward)."""
+    from lstm_fused import switches
+
+    def build(case, state, dtype, device):
+        impl = provider.build(case, state, dtype, device)
+        impl.context = lambda: switches.override(cpu_loop=loop)
+        impl.note = f"switches.override(cpu_loop={loop!r})"
+        return impl
+    return Provider(f"{provider.name}[{loop}]", build)
+
+
+def _cpu_loop_providers(wl, case, device, options) -> List[Provider]:
+    by_name = {p.name: p for p in wl.providers(case, device, options)}
+    return [by_name[wl.baseline]] + [_with_cpu_loop(by_name["lstm_fused:cpu"], loop)
+                                     for loop in CPU_LOOPS]
+
+
+# ---- mhsa_dropout -------------------------------------------------------------------------
+
+class SelfAttentionDropoutWorkload(SelfAttentionWorkload):
+    """Self-attention in training with attention dropout DROPOUT: the self_attention
+    workload's state, inputs and reference; providers checked in eval mode, timed in train."""
+    family = "self_attention_dropout"
+
+    @staticmethod
+    def _dropout_impl(impl: Impl, module) -> Impl:
+        module.eval()  # the check: dropout off, against the reference
+        impl.before_timing = module.train
+        impl.note = f"training mode, attention dropout p={DROPOUT} (checked in eval mode)"
+        return impl
+
+    def providers(self, case, device, options) -> List[Provider]:
+        d = case.dims
+
+        def torch_mha(case, state, dtype, device):
+            module = load_module(TorchMHA(d["E"], d["N"], dropout=DROPOUT), state, dtype, device)
+            return self._dropout_impl(self._wrap(module), module)
+
+        def fused(case, state, dtype, device, backend):
+            cls = lstm_fused_attr("MultiheadSelfAttention")
+            module = load_module(cls(d["E"], d["N"], dropout=DROPOUT, backend=backend), state,
+                                 dtype, device)
+            return self._dropout_impl(self._wrap(module, returns_tuple=True), module)
+
+        return [Provider("nn.MultiheadAttention", torch_mha)] + backend_providers(
+            attention_backends(device), fused)
+
+
+def _dropout_cases(device_type: str) -> List[Case]:
+    base = {"B": 32, "T": 100, "E": 256, "N": 4}
+    return (grid("self_attention_dropout", ("fwd+bwd",), ("float32",), base)
+            + grid("self_attention_dropout", ("fwd+bwd",), ("float32",),
+                   {**base, "B": 8, "T": 400}))
+
+
+def _dropout_smoke_cases(device_type: str) -> List[Case]:
+    return grid("self_attention_dropout", ("fwd+bwd",), ("float32",),
+                {"B": 3, "T": 6, "E": 8, "N": 2})
+
+
+def _all_providers(wl, case, device, options) -> List[Provider]:
+    return wl.providers(case, device, options)
+
+
+# ---- attentive ----------------------------------------------------------------------------
+
+def _attentive_providers(wl, case, device, options) -> List[Provider]:
+    """The unfused model and lstm_fused on each backend but the (slow) reference."""
+    fast = {f"lstm_fused:{b}" for b in lstm_fused_backends(device) if b != "reference"}
+    return [p for p in wl.providers(case, device, options)
+            if p.name == wl.baseline or p.name in fast]
+
+
+MODES = {m.name: m for m in (
+    Mode("cpu_loops", WORKLOADS["lstm"], _family(quick_cases, "lstm"),
+         _family(smoke_cases, "lstm"), _cpu_loop_providers, devices=("cpu",)),
+    Mode("mhsa_dropout", SelfAttentionDropoutWorkload(), _dropout_cases, _dropout_smoke_cases,
+         _all_providers),
+    Mode("attentive", WORKLOADS["attentive_lstm"], _family(quick_cases, "attentive_lstm"),
+         _family(smoke_cases, "attentive_lstm"), _attentive_providers),
+)}
