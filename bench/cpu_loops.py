@@ -1,8 +1,8 @@
 """The CPU forward's time loops side by side: `python -m bench.cpu_loops [--fwd-bwd] [--reps N]`.
 
-csrc/cpu/lstm_layer_cpu.cpp has three loops: rows, units and fused. The fused one does the
+csrc/cpu/lstm_layer_cpu.cpp has two loops: rows and fused. The fused one does the
 input projection by one GEMM before the loop (fused_gemm) or in its register tiles
-(fused_input). LSTM_FUSED_CPU_LOOP picks one, read on every call. This times each, and nn.LSTM, on the same module weights and input,
+(fused_input). The switch cpu_loop (lstm_fused.switches) picks one. This times each, and nn.LSTM, on the same module weights and input,
 interleaved call by call in one process so that a slow spell of the machine hits all of them
 alike; it prints the median of each and its ratio to nn.LSTM. Forward in no_grad by default,
 forward+backward with --fwd-bwd. Outputs are checked against nn.LSTM before timing.
@@ -10,12 +10,12 @@ forward+backward with --fwd-bwd. Outputs are checked against nn.LSTM before timi
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 from torch import nn
 
 import lstm_fused
+from lstm_fused import switches
 
 from .timing import interleaved_medians
 
@@ -30,7 +30,7 @@ SHAPES = [
     (16, 50, 128, 256, 1, False),
     (16, 50, 128, 128, 1, True),
 ]
-LOOPS = ("rows", "units", "fused_gemm", "fused_input")
+LOOPS = ("rows", "fused_gemm", "fused_input")
 
 
 def _call(module, x, fwd_bwd: bool):
@@ -52,20 +52,18 @@ def run_shape(shape, reps: int, fwd_bwd: bool) -> dict:
     want = _call(ref, x, False)[0]
 
     def run(name: str):
-        """One call of nn.LSTM or of lstm_fused with the CPU loop `name` (read per call)."""
+        """One call of nn.LSTM or of lstm_fused with the CPU loop `name`."""
         if name == "nn.LSTM":
             return _call(ref, x, fwd_bwd)
-        os.environ["LSTM_FUSED_CPU_LOOP"] = name
-        return _call(ours, x, fwd_bwd)
+        with switches.override(cpu_loop=name):
+            return _call(ours, x, fwd_bwd)
 
     names = ("nn.LSTM",) + LOOPS
     for loop in LOOPS:
-        os.environ["LSTM_FUSED_CPU_LOOP"] = loop
-        torch.testing.assert_close(_call(ours, x, False)[0], want, rtol=1e-4, atol=1e-5)
-    medians = interleaved_medians({name: (lambda name=name: run(name)) for name in names},
-                                  reps, warmup=3)
-    os.environ.pop("LSTM_FUSED_CPU_LOOP")
-    return medians
+        with switches.override(cpu_loop=loop):
+            torch.testing.assert_close(_call(ours, x, False)[0], want, rtol=1e-4, atol=1e-5)
+    return interleaved_medians({name: (lambda name=name: run(name)) for name in names},
+                               reps, warmup=3)
 
 
 def main(argv=None) -> None:

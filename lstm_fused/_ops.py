@@ -19,6 +19,11 @@ try:
 except ImportError as exc:  # the package still works through backend="reference"
     LOAD_ERROR = f"the C++ extension lstm_fused._C could not be loaded ({exc})"
 
+if LOAD_ERROR is None:  # the C++ library reads no environment: it gets its switches from here
+    from . import switches as _switches
+
+    _switches.subscribe(_C.set_switch, _switches.CPP_SWITCHES)
+
 
 # Which C++ kernels the library registered, read once at import (every lstm_fused:: operator
 # of csrc/ is registered when _C loads): a plain dict lookup is what torch.compile can trace

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lstm_fused
-from lstm_fused import reference
+from lstm_fused import reference, switches
 from lstm_fused.backends import native
 from attention_helpers import (TOL, lengths_with_edges, nan_filled_empty, poison_padding,
                                spy_calls, triton_device)
@@ -69,21 +69,20 @@ CASES = [
     (9, 5, 3, 6, 3, 4, 2, False, True),     # projection (the row loop)
     (7, 40, 24, 48, 0, 8, 3, False, True),  # enough work for the threads' shared time loop
 ]
-LOOPS = ["", "rows", "units", "fused_gemm", "fused_input"]
+LOOPS = ["", "rows", "fused_gemm", "fused_input"]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_op_matches_reference(monkeypatch, loop, case, dtype):
+def test_cpu_op_matches_reference(loop, case, dtype):
     T, B, I, H, P, A, chunk, peephole, query = case
-    if loop:
-        monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
-    args, x_clean = _op_args(T, B, I, H, P, A, peephole, query, dtype, seed=T * B + chunk)
-    with nan_filled_empty():
-        out = torch.ops.lstm_fused.attentive_lstm_inference(*args.values(), chunk)
-    _check(out, _truth(args, x_clean), dtype)
-    assert (out[1][0] == 0).all() and (out[0][0] == 0).all()  # lengths[0] = 0
+    with switches.override(cpu_loop=loop):
+        args, x_clean = _op_args(T, B, I, H, P, A, peephole, query, dtype, seed=T * B + chunk)
+        with nan_filled_empty():
+            out = torch.ops.lstm_fused.attentive_lstm_inference(*args.values(), chunk)
+        _check(out, _truth(args, x_clean), dtype)
+        assert (out[1][0] == 0).all() and (out[0][0] == 0).all()  # lengths[0] = 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -1,6 +1,6 @@
 """backend="cuda": the CUDA C++ LSTM kernels (csrc/cuda/) against the float64 reference.
 
-Every numeric test runs once per kernel path (LSTM_FUSED_CUDA_PATH = gates / persistent) on a
+Every numeric test runs once per kernel path (the switch cuda_path: gates / persistent) on a
 CUDA device, and is skipped (with a reason) without one. The same harness also runs with
 backend="cpu" on the CPU, so that the comparison code itself is exercised on machines without a
 GPU. Shapes (letters of SPEC.md): x (T, B, I), h0 (D, B, R), c0 (D, B, H), R = P or H.
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lstm_fused
-from lstm_fused import _ops, backends, reference
+from lstm_fused import _ops, backends, reference, switches
 from lstm_fused.backends.native import CUDALSTM
 from lstm_fused.functional import lstm_layer
 
@@ -49,12 +49,11 @@ CONFIGS = {
 
 
 @pytest.fixture
-def target(request, monkeypatch):
+def target(request):
     backend, device, path = request.param
-    if path is not None:
-        monkeypatch.setenv("LSTM_FUSED_CUDA_PATH", path)
-    monkeypatch.setenv("LSTM_FUSED_POISON", "1")  # unwritten outputs come out NaN
-    return backend, torch.device(device)
+    # poison: unwritten outputs come out NaN; cuda_path "" is the gate-kernel path
+    with switches.override(cuda_path="persistent" if path == "persistent" else "", poison="1"):
+        yield backend, torch.device(device)
 
 
 def _make_args(cfg, dtype, device, seed=0):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import lstm_fused
-from lstm_fused import functional
+from lstm_fused import functional, switches
 
 # The CPU backend three times: its row loops and its fused loops, with the input projection by
-# a GEMM or in the tiles (LSTM_FUSED_CPU_LOOP; by default these calls (T = 3) would take the row
+# a GEMM or in the tiles (the switch cpu_loop; by default these calls (T = 3) would take the row
 # loops, csrc/cpu/lstm_layer_cpu.cpp choose_loop). With a projection all run the row loops.
 BACKENDS = ["cpu:rows", "cpu:fused_gemm", "cpu:fused_input", "reference"]
 T, B, I, H, P = 3, 2, 3, 4, 2
@@ -39,20 +39,19 @@ def _id(c):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("combo", COMBOS, ids=_id)
-def test_gradcheck_layer(monkeypatch, backend, combo):
+def test_gradcheck_layer(backend, combo):
     D, proj, peephole, bias, lengths = combo
     backend, _, loop = backend.partition(":")
-    if loop:
-        monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
-    args = _layer_args(D, proj, peephole, bias, lengths)
-    names = [k for k, v in args.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+    with switches.override(cpu_loop=loop):
+        args = _layer_args(D, proj, peephole, bias, lengths)
+        names = [k for k, v in args.items() if isinstance(v, torch.Tensor) and v.requires_grad]
 
-    def fn(*tensors):
-        kw = dict(args)
-        kw.update(zip(names, tensors))
-        return functional.lstm_layer(**kw, backend=backend)
+        def fn(*tensors):
+            kw = dict(args)
+            kw.update(zip(names, tensors))
+            return functional.lstm_layer(**kw, backend=backend)
 
-    assert torch.autograd.gradcheck(fn, [args[n] for n in names], eps=1e-6, atol=1e-7)
+        assert torch.autograd.gradcheck(fn, [args[n] for n in names], eps=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("combo", COMBOS[::3] + [COMBOS[-1]], ids=_id)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import lstm_fused
+from lstm_fused import _C, switches
 
 from helpers import assert_close, grads_of
 
@@ -209,79 +210,85 @@ def test_peephole_matches_reference(backend, proj):
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("loop", ["rows", "units", "fused_gemm", "fused_input"])
+@pytest.mark.parametrize("loop", ["rows", "fused_gemm", "fused_input"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_cpu_time_loop_matches_nn_lstm(monkeypatch, loop, dtype):
-    """The CPU forward has three time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
-    rows, over blocks of >= 64 hidden units (H = 130 splits into 65 + 65 on 2 threads), or
-    fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18 is four
+def test_every_cpu_time_loop_matches_nn_lstm(loop, dtype):
+    """The CPU forward has two time loops (csrc/cpu/lstm_layer_cpu.cpp): parallel over batch
+    rows, or fused (lstm_recurrent_tile.h: H = 130 is 8 full panels and one of 2 units; B = 18 is four
     tiles of 4 rows and one of 2; more than 2^18 multiply-adds a step takes its parallel path),
     with the input projection by one GEMM before the loop or in the tiles (x_t, I = 7, then
     h_{t-1}). The backward follows: fused after either fused forward
     (lstm_recurrent_tile_backward.h: H = 130 is column panels of 64, 64 and 2 float units),
     the per-step GEMM loop otherwise."""
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
-    torch.manual_seed(0)
-    ref = nn.LSTM(7, 130, 2, bidirectional=True, dtype=dtype)
-    ours = lstm_fused.LSTM(7, 130, 2, bidirectional=True, dtype=dtype, backend="cpu")
-    ours.load_state_dict(ref.state_dict())
-    x = torch.randn(5, 18, 7, dtype=dtype, requires_grad=True)
-    lengths = torch.tensor([5, 2, 4, 1, 5, 3] * 3)
+    with switches.override(cpu_loop=loop):
+        torch.manual_seed(0)
+        ref = nn.LSTM(7, 130, 2, bidirectional=True, dtype=dtype)
+        ours = lstm_fused.LSTM(7, 130, 2, bidirectional=True, dtype=dtype, backend="cpu")
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(5, 18, 7, dtype=dtype, requires_grad=True)
+        lengths = torch.tensor([5, 2, 4, 1, 5, 3] * 3)
 
-    def inputs(packed):
-        return nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        def inputs(packed):
+            return nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
 
-    for packed in (False, True):
-        (y_r, (h_r, c_r)), (y_o, (h_o, c_o)) = ref(inputs(packed)), ours(inputs(packed))
-        if packed:
-            y_r, y_o = y_r.data, y_o.data
-        for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r)):
-            assert_close(a, e)
-        # Random output gradients for y, h_n and c_n: the backward's loops carry the gradient
-        # of h_n and c_n through the padded steps.
-        gy, gh, gc = torch.randn_like(y_r), torch.randn_like(h_r), torch.randn_like(c_r)
-        g_r = torch.autograd.grad((y_r * gy).sum() + (h_r * gh).sum() + (c_r * gc).sum(),
-                                  [x, *ref.parameters()])
-        g_o = torch.autograd.grad((y_o * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
-                                  [x, *ours.parameters()])
-        for a, e in zip(g_o, g_r):
-            assert_close(a, e)
-        with torch.no_grad():
-            y_i = ours(inputs(packed))[0]
-        assert_close(y_i.data if packed else y_i, y_o.detach())
+        for packed in (False, True):
+            (y_r, (h_r, c_r)), (y_o, (h_o, c_o)) = ref(inputs(packed)), ours(inputs(packed))
+            if packed:
+                y_r, y_o = y_r.data, y_o.data
+            for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r)):
+                assert_close(a, e)
+            # Random output gradients for y, h_n and c_n: the backward's loops carry the gradient
+            # of h_n and c_n through the padded steps.
+            gy, gh, gc = torch.randn_like(y_r), torch.randn_like(h_r), torch.randn_like(c_r)
+            g_r = torch.autograd.grad((y_r * gy).sum() + (h_r * gh).sum() + (c_r * gc).sum(),
+                                      [x, *ref.parameters()])
+            g_o = torch.autograd.grad((y_o * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
+                                      [x, *ours.parameters()])
+            for a, e in zip(g_o, g_r):
+                assert_close(a, e)
+            with torch.no_grad():
+                y_i = ours(inputs(packed))[0]
+            assert_close(y_i.data if packed else y_i, y_o.detach())
 
 
-def test_unknown_cpu_time_loop_is_an_error(monkeypatch):
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", "diagonal")
+def test_unknown_cpu_time_loop_is_an_error():
     with pytest.raises(ValueError, match="LSTM_FUSED_CPU_LOOP=diagonal"):
-        lstm_fused.LSTM(3, 4, backend="cpu")(torch.randn(2, 1, 3))
+        with switches.override(cpu_loop="diagonal"):
+            pass
+    # The C++ library refuses it too (units: a loop that no longer exists).
+    for value in ("diagonal", "units"):
+        with pytest.raises(ValueError, match=f"'{value}' is not a value of the switch cpu_loop"):
+            _C.set_switch("cpu_loop", value)
+    with pytest.raises(ValueError, match="no C\\+\\+ switch named 'cpu_loops'"):
+        _C.set_switch("cpu_loops", "rows")
+    assert _C.get_switch("cpu_loop") == switches.get("cpu_loop")
 
 
 @pytest.mark.parametrize("loop", ["rows", "fused_gemm", "fused_input"])
-def test_cpu_time_loops_with_peephole_match_reference(monkeypatch, loop):
+def test_cpu_time_loops_with_peephole_match_reference(loop):
     """Peephole weights (which nn.LSTM lacks) in both CPU loops, against the float64 reference:
     bidirectional, two layers, lengths, random output gradients."""
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
-    torch.manual_seed(1)
-    ours = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="cpu")
-    ref = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="reference",
-                          dtype=torch.float64)
-    ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
-    x = torch.randn(7, 9, 6)
-    lengths = torch.tensor([7, 3, 5, 1, 7, 6, 2, 4, 7])
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
-    y_o, (h_o, c_o) = ours(packed)
-    y_r, (h_r, c_r) = ref(nn.utils.rnn.pack_padded_sequence(x.double(), lengths,
-                                                            enforce_sorted=False))
-    for a, e in ((y_o.data, y_r.data), (h_o, h_r), (c_o, c_r)):
-        assert_close(a, e.float())
-    gy, gh, gc = torch.randn_like(y_o.data), torch.randn_like(h_o), torch.randn_like(c_o)
-    g_o = torch.autograd.grad((y_o.data * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
-                              list(ours.parameters()))
-    g_r = torch.autograd.grad((y_r.data * gy.double()).sum() + (h_r * gh.double()).sum()
-                              + (c_r * gc.double()).sum(), list(ref.parameters()))
-    for a, e in zip(g_o, g_r):
-        assert_close(a, e.float())
+    with switches.override(cpu_loop=loop):
+        torch.manual_seed(1)
+        ours = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="cpu")
+        ref = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="reference",
+                              dtype=torch.float64)
+        ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+        x = torch.randn(7, 9, 6)
+        lengths = torch.tensor([7, 3, 5, 1, 7, 6, 2, 4, 7])
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        y_o, (h_o, c_o) = ours(packed)
+        y_r, (h_r, c_r) = ref(nn.utils.rnn.pack_padded_sequence(x.double(), lengths,
+                                                                enforce_sorted=False))
+        for a, e in ((y_o.data, y_r.data), (h_o, h_r), (c_o, c_r)):
+            assert_close(a, e.float())
+        gy, gh, gc = torch.randn_like(y_o.data), torch.randn_like(h_o), torch.randn_like(c_o)
+        g_o = torch.autograd.grad((y_o.data * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
+                                  list(ours.parameters()))
+        g_r = torch.autograd.grad((y_r.data * gy.double()).sum() + (h_r * gh.double()).sum()
+                                  + (c_r * gc.double()).sum(), list(ref.parameters()))
+        for a, e in zip(g_o, g_r):
+            assert_close(a, e.float())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -306,28 +313,28 @@ def test_weight_gradients_over_many_rows_match_nn_lstm(dtype):
 
 
 @pytest.mark.parametrize("loop", ["fused_gemm", "fused_input"])
-def test_onednn_products_match_nn_lstm(monkeypatch, loop):
+def test_onednn_products_match_nn_lstm(loop):
     """Products big enough for oneDNN's packed-weight path (csrc/cpu/reused_weight_gemm.h: a
     single product from 2^27 multiply-adds): T*B = 1280 rows times W_ih (512, 256) is the
     forward's input projection with fused_gemm, and the backward's grad_x with either loop."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN: the path does not exist")
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
-    torch.manual_seed(3)
-    ref = nn.LSTM(256, 128)
-    ours = lstm_fused.LSTM(256, 128, backend="cpu")
-    ours.load_state_dict(ref.state_dict())
-    x = torch.randn(40, 32, 256, requires_grad=True)
-    with torch.profiler.profile() as prof:
-        y_o, (h_o, c_o) = ours(x)
-        gy = torch.randn_like(y_o)
-        g_o = torch.autograd.grad((y_o * gy).sum() + c_o.sum(), [x, *ours.parameters()])
-    calls = [e.key for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise"]
-    assert calls, "oneDNN's packed-weight product did not run"
-    y_r, (h_r, c_r) = ref(x)
-    g_r = torch.autograd.grad((y_r * gy).sum() + c_r.sum(), [x, *ref.parameters()])
-    for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r), *zip(g_o, g_r)):
-        assert_close(a, e)
+    with switches.override(cpu_loop=loop):
+        torch.manual_seed(3)
+        ref = nn.LSTM(256, 128)
+        ours = lstm_fused.LSTM(256, 128, backend="cpu")
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(40, 32, 256, requires_grad=True)
+        with torch.profiler.profile() as prof:
+            y_o, (h_o, c_o) = ours(x)
+            gy = torch.randn_like(y_o)
+            g_o = torch.autograd.grad((y_o * gy).sum() + c_o.sum(), [x, *ours.parameters()])
+        calls = [e.key for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise"]
+        assert calls, "oneDNN's packed-weight product did not run"
+        y_r, (h_r, c_r) = ref(x)
+        g_r = torch.autograd.grad((y_r * gy).sum() + c_r.sum(), [x, *ref.parameters()])
+        for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r), *zip(g_o, g_r)):
+            assert_close(a, e)
 
 
 def test_input_size_one_with_any_column_stride():

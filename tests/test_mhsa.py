@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import lstm_fused
-from lstm_fused import backends, reference_mhsa
+from lstm_fused import backends, reference_mhsa, switches
 from lstm_fused.mhsa import MultiheadSelfAttention, multihead_self_attention
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -186,34 +186,32 @@ def test_cpu_core_vs_reference(poison_new_tensors, dtype, T):
 @needs_cpp
 @pytest.mark.parametrize("gemm", ["blas", "aten"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, monkeypatch,
-                                                          gemm, dtype):
+def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, gemm, dtype):
     """T = 300 > 256 query rows per block (csrc/cpu/mhsa_cpu.cpp kRowBlock), so dK and dV sum
-    over two blocks; both GEMM paths (BLAS, and at::addmm_ with LSTM_FUSED_CPU_GEMM=aten); keys
+    over two blocks; both GEMM paths (BLAS, and at::addmm_ with the switch cpu_gemm="aten"); keys
     and values of padding hold NaN / inf, which must not reach any result."""
-    if gemm == "aten":
-        monkeypatch.setenv("LSTM_FUSED_CPU_GEMM", "aten")
-    B, N, T, Dh = 3, 2, 300, 5
-    gen = torch.Generator().manual_seed(11)
-    q, k, v = qkv(B, N, T, Dh, dtype, gen)
-    lengths = torch.tensor([0, 257, 123])
-    pad = padding_of(lengths, T)[:, None, :, None]
-    k_bad = k.masked_fill(pad, float("nan")).requires_grad_()
-    v_bad = v.masked_fill(pad, float("inf")).requires_grad_()
-    q_in = q.clone().requires_grad_()
-    scale = Dh ** -0.5
-    out, _ = torch.ops.lstm_fused.mhsa_forward(q_in, k_bad, v_bad, lengths, scale)
-    grad = torch.randn(out.shape, generator=gen, dtype=dtype)
-    got = torch.autograd.grad(out, (q_in, k_bad, v_bad), grad)
+    with switches.override(cpu_gemm="aten" if gemm == "aten" else ""):
+        B, N, T, Dh = 3, 2, 300, 5
+        gen = torch.Generator().manual_seed(11)
+        q, k, v = qkv(B, N, T, Dh, dtype, gen)
+        lengths = torch.tensor([0, 257, 123])
+        pad = padding_of(lengths, T)[:, None, :, None]
+        k_bad = k.masked_fill(pad, float("nan")).requires_grad_()
+        v_bad = v.masked_fill(pad, float("inf")).requires_grad_()
+        q_in = q.clone().requires_grad_()
+        scale = Dh ** -0.5
+        out, _ = torch.ops.lstm_fused.mhsa_forward(q_in, k_bad, v_bad, lengths, scale)
+        grad = torch.randn(out.shape, generator=gen, dtype=dtype)
+        got = torch.autograd.grad(out, (q_in, k_bad, v_bad), grad)
 
-    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
-    ref = reference_mhsa.attention_core(q64, k64, v64, lengths, scale)[0]
-    want = torch.autograd.grad(ref, (q64, k64, v64), grad.double())
-    tol = TOLERANCES[dtype]
-    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
-    for name, g, w in zip("qkv", got, want):
-        torch.testing.assert_close(g.double(), w, rtol=tol, atol=tol, msg=f"d{name}")
-    assert (got[1].masked_select(pad.expand_as(k)) == 0).all()
+        q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+        ref = reference_mhsa.attention_core(q64, k64, v64, lengths, scale)[0]
+        want = torch.autograd.grad(ref, (q64, k64, v64), grad.double())
+        tol = TOLERANCES[dtype]
+        torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+        for name, g, w in zip("qkv", got, want):
+            torch.testing.assert_close(g.double(), w, rtol=tol, atol=tol, msg=f"d{name}")
+        assert (got[1].masked_select(pad.expand_as(k)) == 0).all()
 
 
 @needs_cpp

@@ -22,20 +22,19 @@ script, not the GPU kernels.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # lstm_fused from this checkout
 
 import torch  # noqa: E402
 
 import lstm_fused  # noqa: E402
-from lstm_fused import functional  # noqa: E402
+from lstm_fused import functional, switches  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # max |got - want| / max |want| per tensor: float32 allows TF32 matrix products on the GPU.
@@ -134,11 +133,11 @@ def attentive_lstm(inference: bool):
     return build
 
 
-# (name, builder, differentiate, backends it applies to (None: all), environment for the call)
+# (name, builder, differentiate, backends it applies to (None: all), switches for the call)
 CALLS = [
     ("lstm_layer[bidir,proj,lengths]", lstm_layer(False), True, None, {}),
     ("lstm_layer[persistent,bidir,lengths]", lstm_layer(True), True, ("cuda",),
-     {"LSTM_FUSED_CUDA_PATH": "persistent"}),
+     {"cuda_path": "persistent"}),
     ("lstm_cell", lstm_cell, True, None, {}),
     ("masked_softmax", masked_softmax, True, None, {}),
     ("attention_pooling[query,lengths]", attention_pooling, True, None, {}),
@@ -151,20 +150,6 @@ CALLS = [
 
 
 # --------------------------------------------------------------------------- running one
-
-@contextlib.contextmanager
-def _environ(values: Dict[str, str]):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
 
 def evaluate(builder, backend, dtype, device, seed, differentiate):
     """(names, tensors): the outputs and, when differentiated, the gradients of every input and
@@ -217,7 +202,7 @@ def run_call(name, builder, differentiate, env, backend, dtype, device, seed) ->
     reason = _refusal(builder, backend, dtype, device)
     if reason:
         return "refused", reason
-    with _environ(env):
+    with switches.override(**env):
         try:
             names, got = evaluate(builder, backend, dtype, device, seed, differentiate)
         except RuntimeError as exc:

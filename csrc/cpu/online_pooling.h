@@ -1,5 +1,5 @@
 // Additive attention pooling of an LSTM layer's outputs while the layer runs (the attentive
-// LSTM of SPEC §2, CPU inference): the time loop writes its outputs h_t into a ring of
+// LSTM of docs/contract.md section 2, CPU inference): the time loop writes its outputs h_t into a ring of
 // `slots` steps (slots, B, R) instead of the whole (T, B, R) output, and after every `slots`
 // steps hands the ring to add(); the ring is then overwritten by the next steps.
 //

@@ -41,14 +41,13 @@ MhsaPlan checked_plan(const at::Tensor& q, int64_t Dh, const char* op) {
   return plan;
 }
 
-std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
-                                                     const at::Tensor& k_in,
-                                                     const at::Tensor& v_in,
-                                                     const c10::optional<at::Tensor>& lengths,
-                                                     double scale, double dropout_p,
-                                                     const c10::optional<at::Tensor>& seed) {
-  const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
+// The kernels of MhsaOps (mhsa_args.h), which checks the arguments first.
+std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const MhsaSizes& s,
+                                                    const AttentionDropout& drop,
+                                                    const at::Tensor& q_in, const at::Tensor& k_in,
+                                                    const at::Tensor& v_in,
+                                                    const c10::optional<at::Tensor>& lengths,
+                                                    double scale) {
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor len_t = contiguous_lengths(lengths);
@@ -79,13 +78,10 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
-    const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
-    const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
-    double dropout_p, const c10::optional<at::Tensor>& seed, const at::Tensor& out_in,
+    const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& grad_out_in,
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    const c10::optional<at::Tensor>& lengths, double scale, const at::Tensor& out_in,
     const at::Tensor& lse_in) {
-  const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
-  check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor dout = grad_out_in.to(q.scalar_type()).contiguous();
@@ -132,8 +128,8 @@ TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
 #else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
 #endif
-  m.impl("mhsa_forward", &mhsa_forward_cuda);
-  m.impl("mhsa_backward", &mhsa_backward_cuda);
+  m.impl("mhsa_forward", &MhsaOps<&mhsa_forward_cuda, &mhsa_backward_cuda>::forward);
+  m.impl("mhsa_backward", &MhsaOps<&mhsa_forward_cuda, &mhsa_backward_cuda>::backward);
 }
 
 }  // namespace cuda

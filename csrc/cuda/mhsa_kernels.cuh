@@ -47,6 +47,9 @@ struct MhsaTile {
 };
 static_assert(kMhsaKeys <= 32, "mhsa_dkdv_kernel keeps a tile's dropout bits in one uint32_t");
 
+// The valid keys of batch row b, clamped into [0, T]: the range is the caller's contract
+// (checked on the host by lstm_fused.functional, not here: no device synchronisation), the
+// clamp keeps every value memory-safe.
 __device__ __forceinline__ int64_t mhsa_row_length(const int64_t* lengths, int64_t b, int64_t T) {
   if (lengths == nullptr) return T;
   const int64_t len = lengths[b];
