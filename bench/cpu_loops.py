@@ -2,7 +2,8 @@
 
 csrc/cpu/lstm_layer_cpu.cpp has two loops: rows and fused. The fused one does the
 input projection by one GEMM before the loop (fused_gemm) or in its register tiles
-(fused_input). The switch cpu_loop (lstm_fused.switches) picks one. This times each, and nn.LSTM, on the same module weights and input,
+(fused_input). The switch cpu_loop (lstm_fused.switches) picks one. This times each, and
+nn.LSTM, on the same module weights and input,
 interleaved call by call in one process so that a slow spell of the machine hits all of them
 alike; it prints the median of each and its ratio to nn.LSTM. Forward in no_grad by default,
 forward+backward with --fwd-bwd. Outputs are checked against nn.LSTM before timing.

@@ -1,5 +1,5 @@
-// The parts of lstm_layer_backward that are the same on every device: the checks of the saved
-// tensors, and the weight gradients that do not feed the recurrence (one GEMM or one reduction
+// The parts of lstm_layer_backward that are the same on every device: the operator's entry with
+// the checks of its arguments (lstm_layer_backward_op), and the weight gradients that do not feed the recurrence (one GEMM or one reduction
 // over all steps, after the reverse time loop). Shapes: lstm_layer_args.h.
 #pragma once
 
@@ -33,10 +33,17 @@ inline LSTMLayerSizes check_backward_args(
 using LayerGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                               at::Tensor, at::Tensor, at::Tensor>;
 
+// The arguments of lstm_layer_backward (csrc/lstm_layer_schemas.h), checked.
+struct LayerBackwardInputs {
+  const at::Tensor &grad_y, &grad_h_n, &grad_c_n, &x, &h0, &c0, &w_ih, &w_hh;
+  const c10::optional<at::Tensor> &w_hr, &w_peep, &lengths;
+  const at::Tensor &y, &gates, &cells;
+};
+
 // The lstm_layer_backward operator of one backend from its kernel
-// Backward(s, <the operator's arguments>) -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh,
-// grad_bias, grad_w_hr, grad_w_peep): the C++ signature of the schema
-// (csrc/lstm_layer_schemas.h), written once, with every argument checked before the kernel runs.
+// Backward(s, inputs) -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr,
+// grad_w_peep): the C++ signature of the schema, written once, with every argument checked
+// before the kernel runs.
 template <auto Backward, const LayerBackend& backend>
 LayerGrads lstm_layer_backward_op(
     const at::Tensor& grad_y, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
@@ -46,8 +53,8 @@ LayerGrads lstm_layer_backward_op(
     const at::Tensor& y, const at::Tensor& gates, const at::Tensor& cells) {
   const LSTMLayerSizes s = check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
                                                w_hr, w_peep, lengths, y, gates, cells, backend);
-  return Backward(s, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y,
-                  gates, cells);
+  return Backward(s, LayerBackwardInputs{grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
+                                         w_peep, lengths, y, gates, cells});
 }
 
 // The recurrent input r_{t-1} seen by each step of direction d, (T, B, R): h0 before the

@@ -6,8 +6,11 @@
 //                    dropout_p = 0: none
 //   grad_out, out (B, N, T, Dh); lse (B, N, T) in the accumulation type (float / double)
 //
-// The Python entry points check user input with clear messages first (lstm_fused/mhsa.py);
-// these checks guard direct calls of the operators.
+// The Python entry points check user input with clear messages first (lstm_fused.functional);
+// these checks (shapes, dtypes, devices: no device synchronisation) guard direct calls of the
+// operators. The values of lengths are the caller's contract: the CPU kernels clamp them, the
+// CUDA kernels too (mhsa_row_length in csrc/cuda/mhsa_kernels.cuh). MhsaOps (below) runs the
+// checks before either backend's kernels.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -97,9 +100,17 @@ inline MhsaCall check_mhsa_backward_call(const at::Tensor& grad_out, const at::T
   return call;
 }
 
+// The arguments of mhsa_backward but dropout_p and seed, checked.
+struct MhsaBackwardInputs {
+  const at::Tensor &grad_out, &q, &k, &v;
+  const c10::optional<at::Tensor>& lengths;
+  double scale;
+  const at::Tensor &out, &lse;
+};
+
 // The two operators of one backend from its kernels
 //   Forward(s, drop, q, k, v, lengths, scale) -> (out, lse) and
-//   Backward(s, drop, grad_out, q, k, v, lengths, scale, out, lse) -> (grad_q, grad_k, grad_v):
+//   Backward(s, drop, MhsaBackwardInputs) -> (grad_q, grad_k, grad_v):
 // the C++ signatures of the schemas (csrc/attention_schemas.h), written once, with every
 // argument checked before a kernel runs.
 template <auto Forward, auto Backward>
@@ -119,7 +130,7 @@ struct MhsaOps {
       const c10::optional<at::Tensor>& seed, const at::Tensor& out, const at::Tensor& lse) {
     const MhsaCall c =
         check_mhsa_backward_call(grad_out, q, k, v, lengths, dropout_p, seed, out, lse);
-    return Backward(c.s, c.drop, grad_out, q, k, v, lengths, scale, out, lse);
+    return Backward(c.s, c.drop, MhsaBackwardInputs{grad_out, q, k, v, lengths, scale, out, lse});
   }
 };
 

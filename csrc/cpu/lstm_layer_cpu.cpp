@@ -329,9 +329,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
-// The last layer of an attentive LSTM in inference (docs/contract.md, section 2): one direction, its outputs
-// pooled by additive attention while the loop runs (online_pooling.h), through a ring of
-// chunk_size steps, so the (T, B, R) output is never written. Layer arguments as
+// The last layer of an attentive LSTM in inference (docs/contract.md, section 2): one
+// direction, its outputs pooled by additive attention while the loop runs (online_pooling.h),
+// through a ring of chunk_size steps, so the (T, B, R) output is never written. Layer arguments as
 // lstm_layer_forward; proj_weight (A, R), proj_bias (A,) or None, v (A,), qproj (B, A) or None
 // (the projected query). Returns context (B, R), alpha (B, T), lse (B,), h_n (1, B, R),
 // c_n (1, B, H), the values of lstm_layer_forward followed by attention_pooling_forward.
@@ -515,41 +515,38 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
 }
 
 // The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
-LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const Tensor& grad_y,
-                                    const Tensor& grad_h_n, const Tensor& grad_c_n,
-                                    const Tensor& x, const Tensor& h0, const Tensor& c0,
-                                    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
-                                    const OptTensor& w_peep, const OptTensor& lengths,
-                                    const Tensor& y, const Tensor& gates, const Tensor& cells) {
-  const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
-  const auto opts = x.options();
+LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardInputs& in) {
+  const std::vector<int64_t> len = read_lengths(in.lengths, s.T, s.B);
+  const auto opts = in.x.options();
   const bool proj = s.P > 0;
 
-  const Tensor gy = grad_y.contiguous();
-  const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
+  const Tensor gy = in.grad_y.contiguous();
+  const Tensor gates_c = in.gates.contiguous(), cells_c = in.cells.contiguous();
   Tensor dZ = new_output({s.D, s.T, s.B, s.G}, opts);  // gradient of the pre-activations
   Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_backward_cpu", [&] {
-    const bool fused = choose_loop(s, x.element_size()).loop == TimeLoop::Fused;
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "lstm_layer_backward_cpu", [&] {
+    const bool fused = choose_loop(s, in.x.element_size()).loop == TimeLoop::Fused;
     for (int64_t d = 0; d < s.D; ++d)
       if (fused)
-        backward_direction_fused<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_peep,
-                                           gates_c, cells_c, dZ, grad_h0, grad_c0);
+        backward_direction_fused<scalar_t>(s, d, len, gy, in.grad_h_n, in.grad_c_n, in.c0,
+                                           in.w_hh, in.w_peep, gates_c, cells_c, dZ, grad_h0,
+                                           grad_c0);
       else
-        backward_direction<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep,
-                                   gates_c, cells_c, dZ, dR, grad_h0, grad_c0);
+        backward_direction<scalar_t>(s, d, len, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh,
+                                     in.w_hr, in.w_peep, gates_c, cells_c, dZ, dR, grad_h0,
+                                     grad_c0);
   });
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
-  const Tensor x2 = x.reshape({s.T * s.B, s.I}).contiguous();
-  const Tensor len_t = present(lengths) ? at::tensor(len, at::kLong) : Tensor();
+  const Tensor x2 = in.x.reshape({s.T * s.B, s.I}).contiguous();
+  const Tensor len_t = present(in.lengths) ? at::tensor(len, at::kLong) : Tensor();
   // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight (reused_weight_gemm.h:
   // oneDNN for large products, at::mm below).
   Tensor grad_x;
   for (int64_t d = 0; d < s.D; ++d) {
-    const ReusedWeightGemm input_t(w_ih.select(0, d), s.T * s.B, 1, c10::nullopt, true);
+    const ReusedWeightGemm input_t(in.w_ih.select(0, d), s.T * s.B, 1, c10::nullopt, true);
     const Tensor part = input_t(dZ.select(0, d).view({s.T * s.B, s.G}));
     grad_x = d == 0 ? part : grad_x.add_(part);
   }
@@ -560,7 +557,7 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const Tensor& grad_y
   // With lengths, the rows of x at padded steps are never read (they may hold NaN: the
   // autograd of the lstm_layer op leaves x unmasked for this kernel).
   std::vector<uint8_t> x_row_valid;
-  if (present(lengths)) {
+  if (present(in.lengths)) {
     x_row_valid.resize(s.T * s.B);
     for (int64_t t = 0; t < s.T; ++t)
       for (int64_t b = 0; b < s.B; ++b) x_row_valid[t * s.B + b] = t < len[b];
@@ -572,7 +569,8 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const Tensor& grad_y
     const Tensor dz_d = dZ.select(0, d).view({s.T * s.B, s.G});
     weight_grad(grad_w_ih_d, dz_d, x2, x_row_valid.empty() ? nullptr : x_row_valid.data());
     if (s.T > 0)
-      weight_grad(grad_w_hh_d, dz_d, previous_outputs(s, d, y, h0, len_t).reshape({s.T * s.B, s.R}));
+      weight_grad(grad_w_hh_d, dz_d,
+                  previous_outputs(s, d, in.y, in.h0, len_t).reshape({s.T * s.B, s.R}));
     else
       grad_w_hh_d.zero_();
   }
@@ -581,13 +579,13 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const Tensor& grad_y
     return s.T > 0 ? new_output(sizes, opts) : at::zeros(sizes, opts);
   };
   Tensor grad_w_hr = proj ? new_grad({s.D, s.P, s.H}) : at::empty({0}, opts);
-  Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
-  if (s.T > 0 && (proj || present(w_peep)))
+  Tensor grad_w_peep = present(in.w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
+  if (s.T > 0 && (proj || present(in.w_peep)))
     for (int64_t d = 0; d < s.D; ++d)
-      direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), y, h0, c0,
-                             len_t, gates_c.select(0, d), cells_c.select(0, d), Tensor(),
-                             proj ? grad_w_hr.select(0, d) : Tensor(),
-                             present(w_peep) ? grad_w_peep.select(0, d) : Tensor());
+      direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), in.y,
+                             in.h0, in.c0, len_t, gates_c.select(0, d), cells_c.select(0, d),
+                             Tensor(), proj ? grad_w_hr.select(0, d) : Tensor(),
+                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor());
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
 

@@ -1,9 +1,10 @@
 // Host code of the CUDA attention operators (schemas and layouts: csrc/attention_schemas.h;
 // argument checks: csrc/attention_args.h): the dtype dispatch and the TORCH_LIBRARY_IMPL
-// registration, compiled by the host compiler. The kernels and their launchers are csrc/cuda/attention_kernels.cuh (one
-// attention_kernels_<dtype>.cu per dtype). Under -DLSTM_FUSED_CUDA_EMULATION (tests only:
-// tests/test_cuda_emulated.py) the same code registers CPU kernels of the test library
-// lstm_fused_emu, whose launches run under the CPU emulation of tests/cuda_emu/.
+// registration, compiled by the host compiler. The kernels and their launchers are
+// csrc/cuda/attention_kernels.cuh (one attention_kernels_<dtype>.cu per dtype). Under
+// -DLSTM_FUSED_CUDA_EMULATION (tests only: tests/test_cuda_emulated.py) the same code registers
+// CPU kernels of the test library lstm_fused_emu, whose launches run under the CPU emulation of
+// tests/cuda_emu/.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

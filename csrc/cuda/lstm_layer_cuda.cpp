@@ -288,28 +288,23 @@ void backward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& pla
 }
 
 // The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
-LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const Tensor& grad_y,
-                                    const Tensor& grad_h_n, const Tensor& grad_c_n,
-                                    const Tensor& x, const Tensor& h0, const Tensor& c0,
-                                    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
-                                    const OptTensor& w_peep, const OptTensor& lengths,
-                                    const Tensor& y, const Tensor& gates, const Tensor& cells) {
-  const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
+LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackwardInputs& in) {
+  const DeviceScope scope(in.x);  // x's device current; emulated: nothing, launches in order
   const cudaStream_t stream = scope.stream();
-  const Tensor len = device_lengths(lengths, x.device());
-  const auto opts = x.options();
+  const Tensor len = device_lengths(in.lengths, in.x.device());
+  const auto opts = in.x.options();
   const bool proj = s.P > 0;
 
-  const Tensor gy = grad_y.contiguous();
-  const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
-  const Tensor peep = present(w_peep) ? w_peep->contiguous() : Tensor();
+  const Tensor gy = in.grad_y.contiguous();
+  const Tensor gates_c = in.gates.contiguous(), cells_c = in.cells.contiguous();
+  const Tensor peep = present(in.w_peep) ? in.w_peep->contiguous() : Tensor();
   Tensor dZ = new_output({s.T, s.B, s.D, s.G}, opts);  // gradient of the pre-activations
   Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   if (s.T == 0) {
-    grad_h0.copy_(grad_h_n);
-    grad_c0.copy_(grad_c_n);
+    grad_h0.copy_(in.grad_h_n);
+    grad_c0.copy_(in.grad_c_n);
   } else {
     const bool persistent = want_persistent() && !proj;
     auto run = [&](auto zero) {
@@ -317,43 +312,44 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const Tensor& grad_
       if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
         if (persistent) {
           const PersistentPlan plan =
-              plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/true);
+              plan_persistent<scalar_t>(in.x.device().index(), s.B, s.H, s.D, /*backward=*/true);
           if (plan.fits) {
-            backward_persistent_path<scalar_t>(s, plan, gy, grad_h_n, grad_c_n, c0, w_hh, peep,
-                                               len, gates_c, cells_c, dZ, grad_h0, grad_c0,
-                                               stream);
+            backward_persistent_path<scalar_t>(s, plan, gy, in.grad_h_n, in.grad_c_n, in.c0,
+                                               in.w_hh, peep, len, gates_c, cells_c, dZ, grad_h0,
+                                               grad_c0, stream);
             return;
           }
         }
       }
-      backward_gate_path<scalar_t>(s, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, peep, len, gates_c,
-                                   cells_c, dZ, dR, grad_h0, grad_c0, stream);
+      backward_gate_path<scalar_t>(s, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, in.w_hr, peep,
+                                   len, gates_c, cells_c, dZ, dR, grad_h0, grad_c0, stream);
     };
-    switch (x.scalar_type()) {
+    switch (in.x.scalar_type()) {
       case at::kFloat: run(float(0)); break;
       case at::kDouble: run(double(0)); break;
       case at::kHalf: run(c10::Half(0.0f)); break;
       case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
       default:
-        TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
+        TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ",
+                         in.x.scalar_type());
     }
   }
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
   const Tensor dZ2 = dZ.view({s.T * s.B, s.D * s.G});
-  const Tensor x2 = x.reshape({s.T * s.B, s.I});
-  Tensor grad_x = at::mm(dZ2, w_ih.reshape({s.D * s.G, s.I})).view({s.T, s.B, s.I});
+  const Tensor x2 = in.x.reshape({s.T * s.B, s.I});
+  Tensor grad_x = at::mm(dZ2, in.w_ih.reshape({s.D * s.G, s.I})).view({s.T, s.B, s.I});
   Tensor grad_w_ih = at::mm(dZ2.t(), x2).view({s.D, s.G, s.I});
   Tensor grad_bias = dZ2.sum(0).view({s.D, s.G});  // CUDA sums half/bf16 in float
   Tensor grad_w_hh = at::zeros({s.D, s.G, s.R}, opts);
   Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
-  Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
+  Tensor grad_w_peep = present(in.w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0) {
     for (int64_t d = 0; d < s.D; ++d)
-      direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), y, h0, c0,
-                             len, gates_c.select(0, d), cells_c.select(0, d),
+      direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), in.y,
+                             in.h0, in.c0, len, gates_c.select(0, d), cells_c.select(0, d),
                              grad_w_hh.select(0, d), proj ? grad_w_hr.select(0, d) : Tensor(),
-                             present(w_peep) ? grad_w_peep.select(0, d) : Tensor());
+                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor());
   }
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }

@@ -42,12 +42,10 @@ MhsaPlan checked_plan(const at::Tensor& q, int64_t Dh, const char* op) {
 }
 
 // The kernels of MhsaOps (mhsa_args.h), which checks the arguments first.
-std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const MhsaSizes& s,
-                                                    const AttentionDropout& drop,
-                                                    const at::Tensor& q_in, const at::Tensor& k_in,
-                                                    const at::Tensor& v_in,
-                                                    const c10::optional<at::Tensor>& lengths,
-                                                    double scale) {
+std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(
+    const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths,
+    double scale) {
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor len_t = contiguous_lengths(lengths);
@@ -78,15 +76,12 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const MhsaSizes& s,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
-    const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& grad_out_in,
-    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-    const c10::optional<at::Tensor>& lengths, double scale, const at::Tensor& out_in,
-    const at::Tensor& lse_in) {
-  const DeviceScope scope(q_in);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const at::Tensor dout = grad_out_in.to(q.scalar_type()).contiguous();
-  const at::Tensor out = out_in.contiguous(), lse = lse_in.contiguous();
-  const at::Tensor len_t = contiguous_lengths(lengths);
+    const MhsaSizes& s, const AttentionDropout& drop, const MhsaBackwardInputs& in) {
+  const DeviceScope scope(in.q);
+  const at::Tensor q = in.q.contiguous(), k = in.k.contiguous(), v = in.v.contiguous();
+  const at::Tensor dout = in.grad_out.to(q.scalar_type()).contiguous();
+  const at::Tensor out = in.out.contiguous(), lse = in.lse.contiguous();
+  const at::Tensor len_t = contiguous_lengths(in.lengths);
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   if (dq.numel() == 0) return {dq, dk, dv};
   const MhsaPlan plan = checked_plan(q, s.Dh, "mhsa_backward");
@@ -109,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
     a.dv = dv.data_ptr<scalar_t>();
     a.B = s.B, a.N = s.N, a.T = s.T;
     a.Dh = static_cast<int>(s.Dh);
-    a.scale = static_cast<acc_t>(scale);
+    a.scale = static_cast<acc_t>(in.scale);
     a.drop = drop;
     a.keep_scale = static_cast<acc_t>(drop.keep_scale);
     dispatch_max_d(plan.max_d, [&](auto max_d) {
