@@ -54,18 +54,29 @@ PyObject* cpu_capabilities_built(PyObject*, PyObject*) {
   return names_tuple(lstm_fused::cpu::built_capabilities());
 }
 
+// f()'s result, or nullptr with Python's ValueError set when f throws one of the library's
+// value errors (std::invalid_argument, c10::ValueError).
+template <typename F>
+PyObject* raising_value_errors(F&& f) {
+  try {
+    return f();
+  } catch (const std::invalid_argument& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+  } catch (const c10::ValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+  }
+  return nullptr;
+}
+
 // lstm_fused._C.set_cpu_capability(name): run the variant called name from the next call on
 // ("auto": the automatic choice again). ValueError for a name not built or not runnable here.
 PyObject* set_cpu_capability(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (name == nullptr) return nullptr;  // not a str: TypeError set
-  try {
+  return raising_value_errors([&] {
     lstm_fused::cpu::set_capability(name);
-  } catch (const std::invalid_argument& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
+    Py_RETURN_NONE;
+  });
 }
 
 // lstm_fused._C.set_switch(name: str, value: str): set a switch of csrc/switches.h (the values
@@ -74,25 +85,18 @@ PyObject* set_switch(PyObject*, PyObject* args) {
   const char* name = nullptr;
   const char* value = nullptr;
   if (!PyArg_ParseTuple(args, "ss:set_switch", &name, &value)) return nullptr;
-  try {
+  return raising_value_errors([&] {
     lstm_fused::set_switch(name, value);
-  } catch (const c10::ValueError& e) {
-    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
+    Py_RETURN_NONE;
+  });
 }
 
 // lstm_fused._C.get_switch(name: str) -> str: the value last set ("" = automatic).
 PyObject* get_switch(PyObject*, PyObject* args) {
   const char* name = nullptr;
   if (!PyArg_ParseTuple(args, "s:get_switch", &name)) return nullptr;
-  try {
-    return PyUnicode_FromString(lstm_fused::get_switch(name).c_str());
-  } catch (const c10::ValueError& e) {
-    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
-    return nullptr;
-  }
+  return raising_value_errors(
+      [&] { return PyUnicode_FromString(lstm_fused::get_switch(name).c_str()); });
 }
 
 PyMethodDef methods[] = {
