@@ -1,9 +1,10 @@
-// Operator schemas of the attention families (SPEC §2), defined by one function each so that
-// the library (csrc/attention_ops.cpp, csrc/mhsa_ops.cpp) and the CUDA emulation test library
-// (csrc/cuda/*.cu built with -DLSTM_FUSED_CUDA_EMULATION, namespace lstm_fused_emu) declare
-// the very same operators.
+// Operator schemas of the attention families (docs/contract.md, section 2), defined by one
+// function each so that the library (csrc/attention_ops.cpp, csrc/mhsa_ops.cpp) and the CUDA
+// emulation test library (csrc/cuda/*.cpp built with -DLSTM_FUSED_CUDA_EMULATION, namespace
+// lstm_fused_emu) declare the very same operators. Argument checks: csrc/attention_args.h
+// (attention), csrc/mhsa_args.h (self-attention).
 //
-// Layouts (letters of SPEC.md; R rows, N columns of a flattened softmax):
+// Layouts (letters of docs/contract.md; R rows, N columns of a flattened softmax):
 //   masked_softmax: scores (R, N); lengths (R,) int64 per-row valid prefix; mask (R, N) bool,
 //                   True = take part. Positions excluded get probability exactly 0.
 //   attention_pooling: x (B, T, D), proj (B, T, A) = x W_h^T + b, v (A,), qproj (B, A) =

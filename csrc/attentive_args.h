@@ -22,9 +22,10 @@ inline AttentiveSizes check_attentive_args(
     const c10::optional<at::Tensor>& w_hr, const c10::optional<at::Tensor>& w_peep,
     const c10::optional<at::Tensor>& lengths, const at::Tensor& proj_weight,
     const c10::optional<at::Tensor>& proj_bias, const at::Tensor& v,
-    const c10::optional<at::Tensor>& qproj, int64_t chunk_size) {
+    const c10::optional<at::Tensor>& qproj, int64_t chunk_size, const LayerBackend& backend) {
   const char* op = "lstm_fused::attentive_lstm_inference";
-  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
+  const LSTMLayerSizes s =
+      check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, backend);
   TORCH_CHECK_VALUE(s.D == 1, op, ": one direction only (w_ih of shape (1, 4H, I)), got D = ",
                     s.D);
   TORCH_CHECK_VALUE(chunk_size >= 1, op, ": chunk_size must be >= 1, got ", chunk_size);

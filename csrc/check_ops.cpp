@@ -1,5 +1,6 @@
 // The argument checks of the LSTM operators as operators of their own, so that the Triton
-// implementations (lstm_fused/ops/lstm_layer.py) run exactly the checks the C++ kernels run,
+// implementations (lstm_fused/ops/lstm_layer.py) run exactly the checks the C++ kernels run
+// (the Triton backend: any floating dtype, on x's device),
 // written once (lstm_layer_args.h, lstm_layer_grads.h, attentive_args.h). Each returns the
 // sizes it checked: [T, B, I, H, P, R, G, D] (attentive_lstm_check: then A).
 #include <torch/library.h>
@@ -20,12 +21,18 @@ std::vector<int64_t> sizes_of(const LSTMLayerSizes& s) {
   return {s.T, s.B, s.I, s.H, s.P, s.R, s.G, s.D};
 }
 
+// The Triton kernels run on x's device (CUDA, or the CPU under Triton's interpreter) in every
+// floating dtype.
+lstm_fused::LayerBackend triton_backend(const Tensor& x) {
+  return {x.device().type(), "triton", /*half_types=*/true};
+}
+
 std::vector<int64_t> lstm_layer_check(const Tensor& x, const Tensor& h0, const Tensor& c0,
                                       const Tensor& w_ih, const Tensor& w_hh,
                                       const OptTensor& bias, const OptTensor& w_hr,
                                       const OptTensor& w_peep, const OptTensor& lengths) {
   return sizes_of(lstm_fused::check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
-                                               lengths));
+                                               lengths, triton_backend(x)));
 }
 
 std::vector<int64_t> lstm_layer_backward_check(
@@ -34,8 +41,8 @@ std::vector<int64_t> lstm_layer_backward_check(
     const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
     const Tensor& gates, const Tensor& cells) {
   return sizes_of(lstm_fused::check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-                                                  w_hh, w_hr, w_peep, lengths, y, gates,
-                                                  cells));
+                                                  w_hh, w_hr, w_peep, lengths, y, gates, cells,
+                                                  triton_backend(x)));
 }
 
 std::vector<int64_t> attentive_lstm_check(
@@ -45,7 +52,7 @@ std::vector<int64_t> attentive_lstm_check(
     const Tensor& v, const OptTensor& qproj, int64_t chunk_size) {
   const auto s = lstm_fused::check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
                                                   lengths, proj_weight, proj_bias, v, qproj,
-                                                  chunk_size);
+                                                  chunk_size, triton_backend(x));
   std::vector<int64_t> out = sizes_of(s.layer);
   out.push_back(s.A);
   return out;

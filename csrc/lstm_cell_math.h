@@ -3,7 +3,7 @@
 // so does a CPU test build (tests/test_cell_math_header.py), so the exact math of the GPU path
 // is checked against lstm_fused.reference on the CPU.
 //
-// Dimension letters (SPEC.md), used in every comment of the CUDA code:
+// Dimension letters (docs/contract.md), used in every comment of the CUDA code:
 //   T time steps, B batch, I input size, H hidden size, P projection size (0 = none),
 //   R = P if P > 0 else H (size of the recurrent state), G = 4H gate rows in PyTorch's order
 //   i, f, g, o, D directions (1 or 2).

@@ -1,6 +1,6 @@
 // Shapes and checks of one LSTM layer call, shared by the CPU and CUDA implementations.
 //
-// Dimension letters (SPEC.md): T time steps, B batch, I input size, H hidden size,
+// Dimension letters (docs/contract.md): T time steps, B batch, I input size, H hidden size,
 // P projection size (0 = none), R = P if P > 0 else H (size of the recurrent state h),
 // G = 4H gate rows in PyTorch's order i, f, g, o, D directions (1 or 2).
 //
@@ -25,20 +25,18 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 
 #include "optional_tensor.h"
+#include "switches.h"
 
 namespace lstm_fused {
 
-// A tensor a kernel must overwrite completely. With LSTM_FUSED_POISON=1 in the environment
-// (the test suite sets it) it starts as NaN, so an element the kernel forgets fails the tests
-// instead of passing on whatever the allocator left there.
+// A tensor a kernel must overwrite completely. With the switch poison on (csrc/switches.h; the
+// test suite sets LSTM_FUSED_POISON=1) it starts as NaN, so an element the kernel forgets fails
+// the tests instead of passing on whatever the allocator left there.
 inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  const char* v = std::getenv("LSTM_FUSED_POISON");
-  if (v != nullptr && std::strcmp(v, "1") == 0)
+  if (switches().poison)
     return at::full(sizes, std::numeric_limits<double>::quiet_NaN(), options);
   return at::empty(sizes, options);
 }
@@ -46,6 +44,28 @@ inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opt
 struct LSTMLayerSizes {
   int64_t T, B, I, H, P, R, G, D;
 };
+
+// The device and dtypes of one backend's LSTM kernels.
+struct LayerBackend {
+  at::DeviceType device;
+  const char* name;  // in messages: "cpu", "cuda", "emulated cuda"
+  bool half_types;   // float16 and bfloat16 besides float32 and float64
+};
+
+// x on the backend's device, in a dtype it has kernels for.
+inline void check_layer_backend(const at::Tensor& x, const LayerBackend& backend) {
+  TORCH_CHECK(x.device().type() == backend.device, "lstm_fused (", backend.name,
+              " backend): x is on ", x.device(), ", expected a ",
+              at::DeviceTypeName(backend.device), " tensor");
+  const auto dt = x.scalar_type();
+  const bool half = dt == at::kHalf || dt == at::kBFloat16;
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || (backend.half_types && half),
+                   "lstm_fused (", backend.name, " backend): dtype ", dt,
+                   " is not supported; use ",
+                   backend.half_types ? "float32, float16, bfloat16 or float64"
+                                      : "float32 or float64",
+                   " (or backend='reference')");
+}
 
 inline void check_optional(const c10::optional<at::Tensor>& t, const char* name,
                            at::IntArrayRef expected, const at::Tensor& like) {
@@ -63,15 +83,18 @@ inline void check_same(const at::Tensor& t, const char* name, at::IntArrayRef ex
   check_optional(c10::optional<at::Tensor>(t), name, expected, like);
 }
 
-// Checks every argument of a layer call and returns its sizes. Value checks of `lengths`
-// (0 <= lengths[b] <= T) are done where the lengths are read (they may live on the GPU).
+// Checks every argument of a layer call (shapes, dtypes, devices: no device synchronisation)
+// and returns its sizes. The values of `lengths` (0 <= lengths[b] <= T) are the caller's
+// contract, checked on the host by lstm_fused.functional; the CPU kernels check them again
+// where they read them on the host, the CUDA kernels are memory-safe for any value.
 inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0,
                                        const at::Tensor& c0, const at::Tensor& w_ih,
                                        const at::Tensor& w_hh,
                                        const c10::optional<at::Tensor>& bias,
                                        const c10::optional<at::Tensor>& w_hr,
                                        const c10::optional<at::Tensor>& w_peep,
-                                       const c10::optional<at::Tensor>& lengths) {
+                                       const c10::optional<at::Tensor>& lengths,
+                                       const LayerBackend& backend) {
   TORCH_CHECK_VALUE(x.dim() == 3, "lstm_fused: x must be (T, B, I), got shape ", x.sizes());
   TORCH_CHECK_VALUE(w_ih.dim() == 3, "lstm_fused: w_ih must be (D, 4H, I), got shape ",
                     w_ih.sizes());
@@ -109,6 +132,7 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
     TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, "lstm_fused: lengths must be int64, got ",
                      lengths->scalar_type());
   }
+  check_layer_backend(x, backend);
   return s;
 }
 

@@ -1,9 +1,11 @@
-// The parts of lstm_layer_backward that are the same on every device: the checks of the saved
-// tensors, and the weight gradients that do not feed the recurrence (one GEMM or one reduction
+// The parts of lstm_layer_backward that are the same on every device: the operator's entry with
+// the checks of its arguments (lstm_layer_backward_op), and the weight gradients that do not feed the recurrence (one GEMM or one reduction
 // over all steps, after the reverse time loop). Shapes: lstm_layer_args.h.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <tuple>
 
 #include "lstm_layer_args.h"
 
@@ -15,9 +17,10 @@ inline LSTMLayerSizes check_backward_args(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
     const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
     const c10::optional<at::Tensor>& w_peep, const c10::optional<at::Tensor>& lengths,
-    const at::Tensor& y, const at::Tensor& gates, const at::Tensor& cells) {
+    const at::Tensor& y, const at::Tensor& gates, const at::Tensor& cells,
+    const LayerBackend& backend) {
   const LSTMLayerSizes s =
-      check_layer_args(x, h0, c0, w_ih, w_hh, c10::nullopt, w_hr, w_peep, lengths);
+      check_layer_args(x, h0, c0, w_ih, w_hh, c10::nullopt, w_hr, w_peep, lengths, backend);
   check_same(grad_y, "grad_y", {s.T, s.B, s.D * s.R}, x);
   check_same(grad_h_n, "grad_h_n", {s.D, s.B, s.R}, x);
   check_same(grad_c_n, "grad_c_n", {s.D, s.B, s.H}, x);
@@ -25,6 +28,33 @@ inline LSTMLayerSizes check_backward_args(
   check_same(gates, "gates", {s.D, s.T, s.B, s.G}, x);
   check_same(cells, "cells", {s.D, s.T, s.B, s.H}, x);
   return s;
+}
+
+using LayerGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                              at::Tensor, at::Tensor, at::Tensor>;
+
+// The arguments of lstm_layer_backward (csrc/lstm_layer_schemas.h), checked.
+struct LayerBackwardInputs {
+  const at::Tensor &grad_y, &grad_h_n, &grad_c_n, &x, &h0, &c0, &w_ih, &w_hh;
+  const c10::optional<at::Tensor> &w_hr, &w_peep, &lengths;
+  const at::Tensor &y, &gates, &cells;
+};
+
+// The lstm_layer_backward operator of one backend from its kernel
+// Backward(s, inputs) -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr,
+// grad_w_peep): the C++ signature of the schema, written once, with every argument checked
+// before the kernel runs.
+template <auto Backward, const LayerBackend& backend>
+LayerGrads lstm_layer_backward_op(
+    const at::Tensor& grad_y, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& w_peep, const c10::optional<at::Tensor>& lengths,
+    const at::Tensor& y, const at::Tensor& gates, const at::Tensor& cells) {
+  const LSTMLayerSizes s = check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
+                                               w_hr, w_peep, lengths, y, gates, cells, backend);
+  return Backward(s, LayerBackwardInputs{grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
+                                         w_peep, lengths, y, gates, cells});
 }
 
 // The recurrent input r_{t-1} seen by each step of direction d, (T, B, R): h0 before the

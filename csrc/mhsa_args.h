@@ -6,11 +6,16 @@
 //                    dropout_p = 0: none
 //   grad_out, out (B, N, T, Dh); lse (B, N, T) in the accumulation type (float / double)
 //
-// The Python entry points check user input with clear messages first (lstm_fused/mhsa.py);
-// these checks guard direct calls of the operators.
+// The Python entry points check user input with clear messages first (lstm_fused.functional);
+// these checks (shapes, dtypes, devices: no device synchronisation) guard direct calls of the
+// operators. The values of lengths are the caller's contract: the CPU kernels clamp them, the
+// CUDA kernels too (mhsa_row_length in csrc/cuda/mhsa_kernels.cuh). MhsaOps (below) runs the
+// checks before either backend's kernels.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <tuple>
 
 #include "attention_dropout.h"
 #include "optional_tensor.h"
@@ -57,6 +62,19 @@ inline at::ScalarType mhsa_acc_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// The checked arguments of a call: its sizes and its dropout.
+struct MhsaCall {
+  MhsaSizes s;
+  AttentionDropout drop;
+};
+
+inline MhsaCall check_mhsa_forward_call(const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v,
+                                        const c10::optional<at::Tensor>& lengths,
+                                        double dropout_p, const c10::optional<at::Tensor>& seed) {
+  return {check_mhsa_args(q, k, v, lengths), mhsa_dropout(dropout_p, seed)};
+}
+
 inline void check_mhsa_backward_args(const MhsaSizes& s, const at::Tensor& grad_out,
                                      const at::Tensor& q, const at::Tensor& out,
                                      const at::Tensor& lse) {
@@ -69,5 +87,51 @@ inline void check_mhsa_backward_args(const MhsaSizes& s, const at::Tensor& grad_
               "mhsa_backward: lse must be ", mhsa_acc_type(q.scalar_type()), ", got ",
               lse.scalar_type());
 }
+
+// Every argument of the backward: the forward's, then grad_out, out and lse.
+inline MhsaCall check_mhsa_backward_call(const at::Tensor& grad_out, const at::Tensor& q,
+                                         const at::Tensor& k, const at::Tensor& v,
+                                         const c10::optional<at::Tensor>& lengths,
+                                         double dropout_p,
+                                         const c10::optional<at::Tensor>& seed,
+                                         const at::Tensor& out, const at::Tensor& lse) {
+  const MhsaCall call = check_mhsa_forward_call(q, k, v, lengths, dropout_p, seed);
+  check_mhsa_backward_args(call.s, grad_out, q, out, lse);
+  return call;
+}
+
+// The arguments of mhsa_backward but dropout_p and seed, checked.
+struct MhsaBackwardInputs {
+  const at::Tensor &grad_out, &q, &k, &v;
+  const c10::optional<at::Tensor>& lengths;
+  double scale;
+  const at::Tensor &out, &lse;
+};
+
+// The two operators of one backend from its kernels
+//   Forward(s, drop, q, k, v, lengths, scale) -> (out, lse) and
+//   Backward(s, drop, MhsaBackwardInputs) -> (grad_q, grad_k, grad_v):
+// the C++ signatures of the schemas (csrc/attention_schemas.h), written once, with every
+// argument checked before a kernel runs.
+template <auto Forward, auto Backward>
+struct MhsaOps {
+  static std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v,
+                                                    const c10::optional<at::Tensor>& lengths,
+                                                    double scale, double dropout_p,
+                                                    const c10::optional<at::Tensor>& seed) {
+    const MhsaCall c = check_mhsa_forward_call(q, k, v, lengths, dropout_p, seed);
+    return Forward(c.s, c.drop, q, k, v, lengths, scale);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+      const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+      const c10::optional<at::Tensor>& lengths, double scale, double dropout_p,
+      const c10::optional<at::Tensor>& seed, const at::Tensor& out, const at::Tensor& lse) {
+    const MhsaCall c =
+        check_mhsa_backward_call(grad_out, q, k, v, lengths, dropout_p, seed, out, lse);
+    return Backward(c.s, c.drop, MhsaBackwardInputs{grad_out, q, k, v, lengths, scale, out, lse});
+  }
+};
 
 }  // namespace lstm_fused

@@ -1,7 +1,7 @@
 // Operator schemas of the multi-head self-attention core (op family "self_attention"):
 // csrc/attention_schemas.h (define_mhsa_ops). Kernels: csrc/cpu/mhsa_cpu.cpp (CPU),
 // csrc/cuda/mhsa_cuda.cpp with csrc/cuda/mhsa_kernels.cuh (CUDA); fake kernels and autograd:
-// lstm_fused/backends/mhsa.py.
+// the op family's Python module (lstm_fused/ops/self_attention.py).
 // Shapes and checks: csrc/mhsa_args.h.
 #include <torch/library.h>
 

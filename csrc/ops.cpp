@@ -1,8 +1,10 @@
-// The operator schemas of lstm_fused, defined once, and the Python module lstm_fused._C with
-// the functions that say and set which variant of the CPU kernels runs. Kernels register per
-// device in csrc/cpu/dispatch.cpp (CPU: one variant per instruction set, picked at run time)
-// and csrc/cuda/*.cu (TORCH_LIBRARY_IMPL); the fake (meta) kernels and the autograd formulas
-// are registered from Python (lstm_fused/_ops.py).
+// The operator library lstm_fused (its TORCH_LIBRARY: the LSTM layer's schemas, from
+// csrc/lstm_layer_schemas.h; the attention families add theirs in csrc/attention_ops.cpp and
+// csrc/mhsa_ops.cpp) and the Python module lstm_fused._C with the functions that say and set
+// which variant of the CPU kernels runs and that set the switches of csrc/switches.h. Kernels
+// register per device in csrc/cpu/dispatch.cpp (CPU: one variant per instruction set, picked
+// at run time) and csrc/cuda/*.cpp (TORCH_LIBRARY_IMPL); the fake (meta) kernels and the
+// autograd formulas are registered from Python.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -11,7 +13,8 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
-#include "op_schema.h"
+#include "lstm_layer_schemas.h"
+#include "switches.h"
 
 namespace {
 
@@ -51,18 +54,49 @@ PyObject* cpu_capabilities_built(PyObject*, PyObject*) {
   return names_tuple(lstm_fused::cpu::built_capabilities());
 }
 
+// f()'s result, or nullptr with Python's ValueError set when f throws one of the library's
+// value errors (std::invalid_argument, c10::ValueError).
+template <typename F>
+PyObject* raising_value_errors(F&& f) {
+  try {
+    return f();
+  } catch (const std::invalid_argument& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+  } catch (const c10::ValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+  }
+  return nullptr;
+}
+
 // lstm_fused._C.set_cpu_capability(name): run the variant called name from the next call on
 // ("auto": the automatic choice again). ValueError for a name not built or not runnable here.
 PyObject* set_cpu_capability(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (name == nullptr) return nullptr;  // not a str: TypeError set
-  try {
+  return raising_value_errors([&] {
     lstm_fused::cpu::set_capability(name);
-  } catch (const std::invalid_argument& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
+    Py_RETURN_NONE;
+  });
+}
+
+// lstm_fused._C.set_switch(name: str, value: str): set a switch of csrc/switches.h (the values
+// of lstm_fused/switches.py, "" = automatic). ValueError naming an unknown name or value.
+PyObject* set_switch(PyObject*, PyObject* args) {
+  const char* name = nullptr;
+  const char* value = nullptr;
+  if (!PyArg_ParseTuple(args, "ss:set_switch", &name, &value)) return nullptr;
+  return raising_value_errors([&] {
+    lstm_fused::set_switch(name, value);
+    Py_RETURN_NONE;
+  });
+}
+
+// lstm_fused._C.get_switch(name: str) -> str: the value last set ("" = automatic).
+PyObject* get_switch(PyObject*, PyObject* args) {
+  const char* name = nullptr;
+  if (!PyArg_ParseTuple(args, "s:get_switch", &name)) return nullptr;
+  return raising_value_errors(
+      [&] { return PyUnicode_FromString(lstm_fused::get_switch(name).c_str()); });
 }
 
 PyMethodDef methods[] = {
@@ -75,6 +109,11 @@ PyMethodDef methods[] = {
     {"set_cpu_capability", set_cpu_capability, METH_O,
      "set_cpu_capability(name): run the CPU kernels' variant name ('auto' for the automatic "
      "choice)"},
+    {"set_switch", set_switch, METH_VARARGS,
+     "set_switch(name, value): set a C++ switch (poison, cpu_loop, cpu_gemm, cuda_path; values "
+     "as in lstm_fused/switches.py, '' = automatic)"},
+    {"get_switch", get_switch, METH_VARARGS,
+     "get_switch(name) -> str: the value of a C++ switch ('' = automatic)"},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace
@@ -87,36 +126,4 @@ PyObject* PyInit__C(void) {
 }
 }
 
-TORCH_LIBRARY(lstm_fused, m) {
-  // One layer, every direction, whole sequence. Shapes: csrc/lstm_layer_args.h.
-  lstm_fused::def_with_triton(
-      m,
-      "lstm_layer_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
-      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
-  // The same forward without the tensors kept for the backward (no_grad / inference).
-  lstm_fused::def_with_triton(
-      m,
-      "lstm_layer_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
-      "-> (Tensor y, Tensor h_n, Tensor c_n)");
-  // Gradients of lstm_layer_forward. grad_bias is (D, G) (the same for b_ih and b_hh);
-  // grad_w_hr and grad_w_peep are empty tensors when w_hr / w_peep are absent.
-  lstm_fused::def_with_triton(
-      m,
-      "lstm_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
-      "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, "
-      "Tensor? lengths, Tensor y, Tensor gates, Tensor cells) "
-      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
-      "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)");
-  // The last layer of an attentive LSTM (SPEC §2) in inference: one direction, its outputs
-  // pooled by additive attention as the loop runs (never written whole). proj_weight (A, R),
-  // proj_bias (A,), v (A,), qproj (B, A) the projected query; chunk_size: steps between
-  // pooling updates where the kernel keeps a ring of outputs (the CPU's).
-  lstm_fused::def_with_triton(
-      m,
-      "attentive_lstm_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor proj_weight, "
-      "Tensor? proj_bias, Tensor v, Tensor? qproj, int chunk_size) "
-      "-> (Tensor context, Tensor alpha, Tensor lse, Tensor h_n, Tensor c_n)");
-}
+TORCH_LIBRARY(lstm_fused, m) { lstm_fused::define_lstm_layer_ops(m); }

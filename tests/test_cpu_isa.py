@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import lstm_fused
-from lstm_fused import reference, reference_mhsa
+from lstm_fused import reference, reference_mhsa, switches
 
 from backends import LOAD_ERROR
 from tolerances import tol
@@ -144,40 +144,40 @@ def _check_grads(leaves, ref_leaves, dtype, what):
         _close(a.grad, r.grad, dtype, f"{what}: grad of input {i}")
 
 
-# (time loop forced by LSTM_FUSED_CPU_LOOP, projection size P, peephole, lengths)
-LSTM_CASES = [("fused", 0, True, True), ("units", 0, False, False), ("rows", 0, True, True),
+# (time loop forced by the switch cpu_loop, projection size P, peephole, lengths)
+LSTM_CASES = [("fused", 0, True, True), ("fused_gemm", 0, False, False), ("rows", 0, True, True),
               ("rows", 5, False, True)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("loop,P,peep,with_lengths", LSTM_CASES)
-def test_lstm_layer_matches_reference(variant, monkeypatch, dtype, loop, P, peep, with_lengths):
-    monkeypatch.setenv("LSTM_FUSED_CPU_LOOP", loop)
-    # H = 21: whole vectors and a remainder for every vector width (8 / 16 floats, 4 / 8 doubles)
-    T, B, I, H, D = 7, 3, 6, 21, 2
-    R = P or H
-    gen = torch.Generator().manual_seed(7)
-    shapes = [(T, B, I), (D, B, R), (D, B, H), (D, 4 * H, I), (D, 4 * H, R), (D, 4 * H)]
-    shapes += [(D, P, H)] if P else []
-    shapes += [(D, 3, H)] if peep else []
-    leaves = _leaves(gen, dtype, *shapes)
-    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
-    lengths = torch.tensor([T, 1, 4]) if with_lengths else None
+def test_lstm_layer_matches_reference(variant, dtype, loop, P, peep, with_lengths):
+    with switches.override(cpu_loop=loop):
+        # H = 21: whole vectors and a remainder for every vector width (8 / 16 floats, 4 / 8 doubles)
+        T, B, I, H, D = 7, 3, 6, 21, 2
+        R = P or H
+        gen = torch.Generator().manual_seed(7)
+        shapes = [(T, B, I), (D, B, R), (D, B, H), (D, 4 * H, I), (D, 4 * H, R), (D, 4 * H)]
+        shapes += [(D, P, H)] if P else []
+        shapes += [(D, 3, H)] if peep else []
+        leaves = _leaves(gen, dtype, *shapes)
+        ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+        lengths = torch.tensor([T, 1, 4]) if with_lengths else None
 
-    def args(ts):
-        x, h0, c0, w_ih, w_hh, bias = ts[:6]
-        rest = ts[6:]
-        w_hr = rest.pop(0) if P else None
-        w_peep = rest.pop(0) if peep else None
-        return x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths
+        def args(ts):
+            x, h0, c0, w_ih, w_hh, bias = ts[:6]
+            rest = ts[6:]
+            w_hr = rest.pop(0) if P else None
+            w_peep = rest.pop(0) if peep else None
+            return x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths
 
-    y, h_n, c_n = torch.ops.lstm_fused.lstm_layer_forward(*args(leaves))[:3]
-    ref = reference.lstm_layer(*args(ref_leaves))
-    what = f"{variant} lstm_layer ({loop} loop, P={P}, peephole={peep})"
-    for got, exp, name in zip((y, h_n, c_n), ref, ("y", "h_n", "c_n")):
-        _close(got, exp, dtype, f"{what}: {name}")
-    _backward_both((y, h_n, c_n), ref, gen)
-    _check_grads(leaves, ref_leaves, dtype, what)
+        y, h_n, c_n = torch.ops.lstm_fused.lstm_layer_forward(*args(leaves))[:3]
+        ref = reference.lstm_layer(*args(ref_leaves))
+        what = f"{variant} lstm_layer ({loop} loop, P={P}, peephole={peep})"
+        for got, exp, name in zip((y, h_n, c_n), ref, ("y", "h_n", "c_n")):
+            _close(got, exp, dtype, f"{what}: {name}")
+        _backward_both((y, h_n, c_n), ref, gen)
+        _check_grads(leaves, ref_leaves, dtype, what)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -17,6 +17,7 @@ compute-sanitizer.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def emu_ops(tmp_path_factory):
     sources = []
     # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
     cuda_dir = ROOT / "csrc" / "cuda"
-    for src in sorted(cuda_dir.glob("*.cu")) + sorted(cuda_dir.glob("*.cpp")):
+    # csrc/switches.cpp (the switches the host code reads) and the operator that sets them in
+    # this library (it has no Python module for lstm_fused._C.set_switch).
+    extra = [ROOT / "csrc" / "switches.cpp", ROOT / "tests" / "cuda_emu" / "emu_switches.cpp"]
+    for src in sorted(cuda_dir.glob("*.cu")) + sorted(cuda_dir.glob("*.cpp")) + extra:
         wrapper = build / (src.stem + "_emu.cpp")
         wrapper.write_text(f'#include "{src}"\n')
         sources.append(str(wrapper))
@@ -55,12 +59,19 @@ def emu_ops(tmp_path_factory):
          extra_ldflags=["-pthread"],
          build_directory=str(build), is_python_module=False, verbose=False)
     register_like_lstm_fused("lstm_fused_emu")
-    return torch.ops.lstm_fused_emu
+    ops = torch.ops.lstm_fused_emu
+    ops.set_switch("poison", "1")  # unwritten outputs come out NaN
+    return ops
 
 
-@pytest.fixture(autouse=True)
-def poison_outputs(monkeypatch):
-    monkeypatch.setenv("LSTM_FUSED_POISON", "1")  # unwritten outputs come out NaN
+@contextlib.contextmanager
+def cuda_path(emu_ops, path):
+    """The emulated library's switch cuda_path for a block: "gates" (automatic) or "persistent"."""
+    emu_ops.set_switch("cuda_path", "persistent" if path == "persistent" else "")
+    try:
+        yield
+    finally:
+        emu_ops.set_switch("cuda_path", "")
 
 
 ARG_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
@@ -87,8 +98,19 @@ CASES = ([("gates", d, c) for d in (torch.float64, torch.float32, torch.float16,
 
 @pytest.mark.parametrize("path,dtype,config", CASES,
                          ids=[f"{p}-{str(d).replace('torch.', '')}-{c}" for p, d, c in CASES])
-def test_forward_backward_match_float64_reference(emu_ops, monkeypatch, path, dtype, config):
-    monkeypatch.setenv("LSTM_FUSED_CUDA_PATH", path)
+def test_forward_backward_match_float64_reference(emu_ops, path, dtype, config):
+    with cuda_path(emu_ops, path):
+        _forward_backward_match_float64_reference(emu_ops, dtype, config)
+
+
+def test_switches_refuse_unknown_names_and_values(emu_ops):
+    with pytest.raises(ValueError, match="cuda_path"):
+        emu_ops.set_switch("cuda_path", "gates")
+    with pytest.raises(ValueError, match="no C\\+\\+ switch named 'cuda_paths'"):
+        emu_ops.set_switch("cuda_paths", "")
+
+
+def _forward_backward_match_float64_reference(emu_ops, dtype, config):
     args = _make_args(CONFIGS[config], dtype)
     params = {k: v.requires_grad_(True) for k, v in args.items()
               if v is not None and k != "lengths"}
@@ -156,11 +178,29 @@ def test_noncontiguous_inputs(emu_ops):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_bad_lengths_and_dtype_errors(emu_ops):
+@pytest.mark.parametrize("path", ["gates", "persistent"])
+def test_out_of_range_lengths_act_as_clamped(emu_ops, path):
+    """The CUDA host code does not check the values of lengths (a device synchronisation; that
+    is lstm_fused.functional's job, on the host): a length past T acts as T and one below 0 as
+    0, forward and backward, and nothing is read or written out of bounds."""
     args = _make_args(CONFIGS["bi-lengths"], torch.float32)
-    args["lengths"] = torch.tensor([6, 7, 0, 1])
-    with pytest.raises(ValueError, match=r"lengths\[1\] = 7 is out of range"):
-        emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+    bad = dict(args, lengths=torch.tensor([7, -2, 0, 1]))
+    clamped = dict(args, lengths=torch.tensor([6, 0, 0, 1]))
+    with cuda_path(emu_ops, path):
+        got = emu_ops.lstm_layer_forward(*(bad[k] for k in ARG_NAMES))
+        want = emu_ops.lstm_layer_forward(*(clamped[k] for k in ARG_NAMES))
+        for a, e, what in zip(got, want, ("y", "h_n", "c_n", "gates", "cells")):
+            torch.testing.assert_close(a, e, rtol=0, atol=0, msg=lambda m, w=what: f"{w}: {m}")
+        g = torch.Generator().manual_seed(5)
+        grads = [torch.randn(t.shape, generator=g) for t in got[:3]]
+        saved = [got[0], got[3], got[4]]
+        back = [emu_ops.lstm_layer_backward(*grads, *(kw[k] for k in ARG_NAMES if k != "bias"),
+                                            *saved) for kw in (bad, clamped)]
+        for a, e in zip(*back):
+            torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def test_dtype_errors(emu_ops):
     args = _make_args(CONFIGS["uni"], torch.float32)
     args = {k: (v.to(torch.int32) if v is not None and k != "lengths" else v)
             for k, v in args.items()}

@@ -183,7 +183,7 @@ def test_cpu_core_vs_reference(poison_new_tensors, dtype, T):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, gemm, dtype):
     """T = 300 > 256 query rows per block (csrc/cpu/mhsa_cpu.cpp kRowBlock), so dK and dV sum
-    over two blocks; both GEMM paths (BLAS, and at::addmm_ with LSTM_FUSED_CPU_GEMM=aten); keys
+    over two blocks; both GEMM paths (BLAS, and at::addmm_ with the switch cpu_gemm="aten"); keys
     and values of padding hold NaN / inf, which must not reach any result."""
     B, N, T, Dh = 3, 2, 300, 5
     gen = torch.Generator().manual_seed(11)

@@ -1,4 +1,5 @@
-// C++ CPU kernels of the attention operators (schemas and layouts: csrc/attention_ops.cpp).
+// C++ CPU kernels of the attention operators (schemas and layouts: csrc/attention_schemas.h;
+// argument checks: csrc/attention_args.h).
 //
 // The masked softmax walks a row once with an online max / sum: the running maximum m and the
 // running sum s = sum exp(e - m) are rescaled when m grows, so scores are read once and the
@@ -22,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attention_args.h"
 #include "cpu/acc_rows.h"
 #include "cpu/kernels.h"
 #include "optional_tensor.h"
@@ -35,29 +37,14 @@ using at::Tensor;
 using at::vec::Vectorized;
 using OptTensor = c10::optional<Tensor>;
 
-void check_cpu(const Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "lstm_fused::", op, " (cpu backend): ", name, " is on ",
-              t.device(), ", expected a CPU tensor");
-}
+constexpr KernelDevice kCpu{at::kCPU, "cpu"};
 
-void check_dim(const Tensor& t, int64_t dim, const char* op, const char* name) {
-  TORCH_CHECK_VALUE(t.dim() == dim, "lstm_fused::", op, ": ", name, " must be ", dim,
-                    "-D, got shape ", t.sizes());
-}
-
-// Inner dimension with stride 1 (outer strides stay free, so a (T, B, D) view transposed to
-// (B, T, D) is read in place).
-Tensor inner_contiguous(const Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
-
-// lengths (n,) int64 in [0, limit] -> a vector (all `limit` when absent).
+// lengths (n,) (shape and dtype checked by attention_args.h) -> a vector, its values checked:
+// 0 <= lengths[i] <= limit (all `limit` when absent).
 std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t n, int64_t limit,
                                   const char* op) {
   std::vector<int64_t> out(n, limit);
   if (!present(lengths)) return out;
-  TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, "lstm_fused::", op,
-                   ": lengths must be int64, got ", lengths->scalar_type());
-  TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == n, "lstm_fused::", op,
-                    ": lengths has shape ", lengths->sizes(), ", expected (", n, ",)");
   const Tensor l = lengths->to(at::kCPU).contiguous();
   const int64_t* p = l.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
@@ -126,20 +113,11 @@ void masked_softmax_row_vec(const T* row, const bool* krow, T* orow, int64_t n, 
 
 Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
                               const OptTensor& mask_in, double scale) {
-  const char* op = "masked_softmax_forward";
-  check_cpu(scores_in, op, "scores");
-  check_dim(scores_in, 2, op, "scores");
+  const SoftmaxSizes sz = check_masked_softmax_args(scores_in, lengths, mask_in, kCpu);
+  const int64_t R = sz.R, N = sz.N;
   const Tensor scores = scores_in.contiguous();
-  const int64_t R = scores.size(0), N = scores.size(1);
-  const std::vector<int64_t> len = read_lengths(lengths, R, N, op);
-  Tensor mask;
-  if (present(mask_in)) {
-    TORCH_CHECK_TYPE(mask_in->scalar_type() == at::kBool, "lstm_fused::", op,
-                     ": mask must be bool, got ", mask_in->scalar_type());
-    TORCH_CHECK_VALUE(mask_in->sizes() == scores.sizes(), "lstm_fused::", op,
-                      ": mask has shape ", mask_in->sizes(), ", expected ", scores.sizes());
-    mask = mask_in->to(at::kCPU).contiguous();
-  }
+  const std::vector<int64_t> len = read_lengths(lengths, R, N, "masked_softmax_forward");
+  const Tensor mask = present(mask_in) ? mask_in->to(at::kCPU).contiguous() : Tensor();
   Tensor probs = at::empty_like(scores);
   ATTN_DISPATCH(scores.scalar_type(), "masked_softmax_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -184,13 +162,9 @@ Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
 // grad_scores = scale * p * (g - sum_j p_j g_j); positions with p = 0 (padding) give 0 and
 // their incoming gradient is never read.
 Tensor masked_softmax_backward(const Tensor& grad_in, const Tensor& probs_in, double scale) {
-  const char* op = "masked_softmax_backward";
-  check_cpu(grad_in, op, "grad_probs");
-  check_dim(probs_in, 2, op, "probs");
-  TORCH_CHECK_VALUE(grad_in.sizes() == probs_in.sizes(), "lstm_fused::", op,
-                    ": grad_probs has shape ", grad_in.sizes(), ", expected ", probs_in.sizes());
+  const SoftmaxSizes sz = check_masked_softmax_backward_args(grad_in, probs_in, kCpu);
+  const int64_t R = sz.R, N = sz.N;
   const Tensor grad = grad_in.contiguous(), probs = probs_in.contiguous();
-  const int64_t R = probs.size(0), N = probs.size(1);
   Tensor grad_scores = at::empty_like(probs);
   ATTN_DISPATCH(probs.scalar_type(), "masked_softmax_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -221,37 +195,16 @@ Tensor masked_softmax_backward(const Tensor& grad_in, const Tensor& probs_in, do
 
 // ------------------------------------------------------------------------- attention pooling
 
-struct PoolingInputs {
-  Tensor x, proj, v, qproj;  // x (B, T, D), proj (B, T, A), v (A,), qproj (B, A) or undefined
+// The checked inputs of a pooling call (attention_args.h) and its lengths read on the host.
+struct PoolingCall : PoolingInputs {
   std::vector<int64_t> len;
-  int64_t B, T, D, A;
 };
 
-PoolingInputs pooling_inputs(const Tensor& x, const Tensor& proj, const Tensor& v,
-                             const OptTensor& qproj, const OptTensor& lengths, const char* op) {
-  check_cpu(x, op, "x");
-  check_dim(x, 3, op, "x");
-  check_dim(proj, 3, op, "proj");
-  PoolingInputs in;
-  in.B = x.size(0), in.T = x.size(1), in.D = x.size(2), in.A = proj.size(2);
-  TORCH_CHECK_VALUE(proj.size(0) == in.B && proj.size(1) == in.T, "lstm_fused::", op,
-                    ": proj has shape ", proj.sizes(), ", expected (", in.B, ", ", in.T, ", A)");
-  TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == in.A, "lstm_fused::", op, ": v has shape ",
-                    v.sizes(), ", expected (", in.A, ",)");
-  for (const Tensor* t : {&proj, &v}) {
-    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), "lstm_fused::", op,
-                     ": inputs must share x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
-  }
-  in.x = inner_contiguous(x);
-  in.proj = inner_contiguous(proj);
-  in.v = v.contiguous();
-  if (present(qproj)) {
-    TORCH_CHECK_VALUE(qproj->dim() == 2 && qproj->size(0) == in.B && qproj->size(1) == in.A,
-                      "lstm_fused::", op, ": qproj has shape ", qproj->sizes(), ", expected (",
-                      in.B, ", ", in.A, ")");
-    in.qproj = qproj->contiguous();
-  }
-  in.len = read_lengths(lengths, in.B, in.T, op);
+PoolingCall pooling_call(const Tensor& x, const Tensor& proj, const Tensor& v,
+                         const OptTensor& qproj, const OptTensor& lengths, const char* op) {
+  PoolingCall in;
+  static_cast<PoolingInputs&>(in) = pooling_inputs(x, proj, v, qproj, lengths, kCpu, op);
+  in.len = read_lengths(lengths, in.s.B, in.s.T, op);
   return in;
 }
 
@@ -267,9 +220,9 @@ struct PoolingWork {
 std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
     const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
     const OptTensor& lengths) {
-  const PoolingInputs in = pooling_inputs(x_in, proj_in, v_in, qproj_in, lengths,
-                                          "attention_pooling_forward");
-  const int64_t B = in.B, T = in.T, D = in.D, A = in.A;
+  const PoolingCall in = pooling_call(x_in, proj_in, v_in, qproj_in, lengths,
+                                      "attention_pooling_forward");
+  const int64_t B = in.s.B, T = in.s.T, D = in.s.D, A = in.s.A;
   Tensor context = at::empty({B, D}, in.x.options());
   Tensor alpha = at::empty({B, T}, in.x.options());
   Tensor lse = at::empty({B}, in.x.options());
@@ -327,9 +280,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
     const Tensor& grad_context_in, const Tensor& grad_alpha_in, const Tensor& grad_lse_in,
     const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
     const OptTensor& lengths, const Tensor& alpha_in, const Tensor& context_in) {
-  const PoolingInputs in = pooling_inputs(x_in, proj_in, v_in, qproj_in, lengths,
-                                          "attention_pooling_backward");
-  const int64_t B = in.B, T = in.T, D = in.D, A = in.A;
+  const PoolingCall in = pooling_call(x_in, proj_in, v_in, qproj_in, lengths,
+                                      "attention_pooling_backward");
+  const int64_t B = in.s.B, T = in.s.T, D = in.s.D, A = in.s.A;
   const Tensor gc = grad_context_in.contiguous(), ga = grad_alpha_in.contiguous();
   const Tensor gl = grad_lse_in.contiguous(), alpha = alpha_in.contiguous();
   const Tensor context = context_in.contiguous();
@@ -410,10 +363,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
 
 Tensor channel_masked_mean_forward(const Tensor& x_in, const OptTensor& lengths) {
   const char* op = "channel_masked_mean_forward";
-  check_cpu(x_in, op, "x");
-  check_dim(x_in, 3, op, "x");
+  const ChannelSizes sz = check_channel_args(x_in, Tensor(), lengths, kCpu, op);
+  const int64_t B = sz.B, T = sz.T, C = sz.C;
   const Tensor x = inner_contiguous(x_in);
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
   Tensor mean = at::empty({B, C}, x.options());
   ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_forward_cpu", [&] {
@@ -440,9 +392,8 @@ Tensor channel_masked_mean_forward(const Tensor& x_in, const OptTensor& lengths)
 Tensor channel_masked_mean_backward(const Tensor& grad_mean_in, const Tensor& x,
                                     const OptTensor& lengths) {
   const char* op = "channel_masked_mean_backward";
-  check_cpu(x, op, "x");
-  check_dim(x, 3, op, "x");
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const ChannelSizes sz = check_channel_args(x, Tensor(), lengths, kCpu, op);
+  const int64_t B = sz.B, T = sz.T, C = sz.C;
   const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
   const Tensor gm = grad_mean_in.contiguous();
   Tensor grad_x = at::empty({B, T, C}, x.options());
@@ -465,21 +416,11 @@ Tensor channel_masked_mean_backward(const Tensor& grad_mean_in, const Tensor& x,
   return grad_x;
 }
 
-void check_rescale(const Tensor& x, const Tensor& w, const char* op) {
-  check_cpu(x, op, "x");
-  check_dim(x, 3, op, "x");
-  TORCH_CHECK_VALUE(w.dim() == 2 && w.size(0) == x.size(0) && w.size(1) == x.size(2),
-                    "lstm_fused::", op, ": w has shape ", w.sizes(), ", expected (", x.size(0),
-                    ", ", x.size(2), ")");
-  TORCH_CHECK_TYPE(w.scalar_type() == x.scalar_type(), "lstm_fused::", op, ": w has dtype ",
-                   w.scalar_type(), ", expected x's dtype ", x.scalar_type());
-}
-
 Tensor channel_rescale_forward(const Tensor& x_in, const Tensor& w_in, const OptTensor& lengths) {
   const char* op = "channel_rescale_forward";
-  check_rescale(x_in, w_in, op);
+  const ChannelSizes sz = check_channel_args(x_in, w_in, lengths, kCpu, op);
+  const int64_t B = sz.B, T = sz.T, C = sz.C;
   const Tensor x = inner_contiguous(x_in), w = w_in.contiguous();
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
   Tensor y = at::empty({B, T, C}, x.options());
   ATTN_DISPATCH(x.scalar_type(), "channel_rescale_forward_cpu", [&] {
@@ -509,10 +450,10 @@ Tensor channel_rescale_forward(const Tensor& x_in, const Tensor& w_in, const Opt
 std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y_in, const Tensor& x_in,
                                                     const Tensor& w_in, const OptTensor& lengths) {
   const char* op = "channel_rescale_backward";
-  check_rescale(x_in, w_in, op);
+  const ChannelSizes sz = check_channel_args(x_in, w_in, lengths, kCpu, op);
+  const int64_t B = sz.B, T = sz.T, C = sz.C;
   const Tensor x = inner_contiguous(x_in), w = w_in.contiguous();
   const Tensor gy = grad_y_in.contiguous();
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
   Tensor grad_x = at::empty({B, T, C}, x.options());
   Tensor grad_w = at::empty({B, C}, x.options());

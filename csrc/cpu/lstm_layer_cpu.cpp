@@ -2,10 +2,9 @@
 //
 // Per layer: one GEMM for the input projections of every step and direction (unless the fused
 // loop does them in its tiles); then, per direction, the time loop in C++. The forward has
-// three loops (choose_loop): fused (default without projection: the recurrent product, and
+// two loops (choose_loop): fused (default without projection: the recurrent product, and
 // for small enough weights the input projection too, in register tiles with the gate math on
-// the accumulators, lstm_recurrent_tile.h), units (a GEMM per thread on its own W_hh rows,
-// then the gate math of its units) and rows (one GEMM a step on a weight packed once,
+// the accumulators, lstm_recurrent_tile.h) and rows (one GEMM a step on a weight packed once,
 // reused_weight_gemm.h, then the fused, vectorised gate math of lstm_cell_vec.h parallel over
 // the batch rows; the only loop with a projection). The backward runs the reverse time loop,
 // fused (lstm_recurrent_tile_backward.h) after the fused forward, the rows way otherwise, then
@@ -18,7 +17,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -30,9 +28,11 @@
 #include "cpu/reused_weight_gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/weight_grad_gemm.h"
+#include "attentive_args.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
 #include "optional_tensor.h"
+#include "switches.h"
 
 namespace lstm_fused {
 namespace cpu {
@@ -42,13 +42,7 @@ namespace {
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
 
-void check_cpu_call(const Tensor& x) {
-  TORCH_CHECK(x.device().is_cpu(), "lstm_fused (cpu backend): x is on ", x.device(),
-              ", expected a CPU tensor");
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-                   "lstm_fused (cpu backend): dtype ", x.scalar_type(),
-                   " is not supported; use float32 or float64 (or backend='reference')");
-}
+constexpr LayerBackend kCpu{at::kCPU, "cpu", /*half_types=*/false};
 
 // Valid steps of each sequence, checked against T (all T when lengths are absent).
 std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t T, int64_t B) {
@@ -154,88 +148,6 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
   c_n.select(0, d).copy_(c_state);
 }
 
-// Contiguous blocks of hidden units, one per thread, for forward_direction_units: at least 64
-// units a block, at most one block per thread.
-std::vector<int64_t> unit_blocks(int64_t H) {
-  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 64));
-  std::vector<int64_t> bounds(n + 1);
-  for (int64_t k = 0; k <= n; ++k) bounds[k] = k * H / n;
-  return bounds;
-}
-
-// The same time loop as forward_direction, parallel over blocks of hidden units instead of
-// rows: each thread multiplies h_{t-1} by the W_hh rows of its own units (all four gates of
-// them, packed once) and runs the gate math of those units, so a step is one fork/join and each
-// thread's GEMM runs single-threaded. Every thread reads all of h_{t-1} while the others write
-// h_t, so h is double-buffered; c is only touched by the thread that owns its units.
-// Without projection only (the projection needs every unit of the step first).
-template <typename scalar_t>
-void forward_direction_units(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                             const Tensor& gx, const Tensor& h0, const Tensor& c0,
-                             const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
-                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
-                             const OutputRing* ring) {
-  const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
-  const int64_t slots = ring != nullptr ? ring->slots : T;
-  const bool reverse = d == 1;
-  const std::vector<int64_t> blocks = unit_blocks(H);
-  const int64_t n_blocks = static_cast<int64_t>(blocks.size()) - 1;
-  const Tensor w_hh_d = w_hh.select(0, d);  // (G, R)
-  std::vector<ReusedWeightGemm> recurrent;  // block k: (B, R) -> (B, 4 n_k), gates i, f, g, o
-  recurrent.reserve(n_blocks);
-  for (int64_t k = 0; k < n_blocks; ++k) {
-    const int64_t u0 = blocks[k], nu = blocks[k + 1] - blocks[k];
-    std::vector<Tensor> rows;
-    for (int64_t g = 0; g < 4; ++g) rows.push_back(w_hh_d.narrow(0, g * H + u0, nu));
-    recurrent.emplace_back(at::cat(rows, 0), B, T);
-  }
-  const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
-  const scalar_t* peep = present(w_peep) ? peep_c.data_ptr<scalar_t>() : nullptr;
-
-  Tensor h_cur = h0.select(0, d).contiguous().clone();  // (B, R): h_{t-1}
-  Tensor h_nxt = at::empty_like(h_cur);                 // (B, R): h_t being written
-  Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
-  const scalar_t* gx_p = gx.data_ptr<scalar_t>();  // (T, B, D, G)
-  scalar_t* y_p = y.data_ptr<scalar_t>();
-  scalar_t* gates_p = save ? gates.data_ptr<scalar_t>() + d * T * B * G : nullptr;
-  scalar_t* cells_p = save ? cells.data_ptr<scalar_t>() + d * T * B * H : nullptr;
-  scalar_t* c_p = c_state.data_ptr<scalar_t>();
-
-  for (int64_t step = 0; step < T; ++step) {
-    const int64_t t = reverse ? T - 1 - step : step;
-    const scalar_t* hc_p = h_cur.data_ptr<scalar_t>();
-    scalar_t* hn_p = h_nxt.data_ptr<scalar_t>();
-    at::parallel_for(0, n_blocks, 1, [&](int64_t k0, int64_t k1) {
-      for (int64_t k = k0; k < k1; ++k) {
-        const int64_t u0 = blocks[k], nu = blocks[k + 1] - blocks[k];
-        const Tensor z = recurrent[k](h_cur);  // (B, 4 nu)
-        const scalar_t* z_p = z.data_ptr<scalar_t>();
-        for (int64_t b = 0; b < B; ++b) {
-          scalar_t* g_row = save ? gates_p + (t * B + b) * G + u0 : nullptr;
-          scalar_t* c_row = c_p + b * H + u0;
-          scalar_t* y_row = y_p + ((t % slots) * B + b) * D * R + d * R + u0;
-          if (t < len[b]) {
-            cell_forward_units<scalar_t>(gx_p + ((t * B + b) * D + d) * G + u0, H,
-                                         z_p + b * 4 * nu, nu, c_row, peep ? peep + u0 : nullptr,
-                                         H, g_row, H, c_row, hn_p + b * R + u0, nu);
-            std::memcpy(y_row, hn_p + b * R + u0, nu * sizeof(scalar_t));
-          } else {  // padding: state carried, gates zero, output zero
-            if (save)
-              for (int64_t g = 0; g < 4; ++g) std::memset(g_row + g * H, 0, nu * sizeof(scalar_t));
-            std::memcpy(hn_p + b * R + u0, hc_p + b * R + u0, nu * sizeof(scalar_t));
-            std::memset(y_row, 0, nu * sizeof(scalar_t));
-          }
-          if (save) std::memcpy(cells_p + (t * B + b) * H + u0, c_row, nu * sizeof(scalar_t));
-        }
-      }
-    });
-    std::swap(h_cur, h_nxt);
-    after_step(ring, step, T);
-  }
-  h_n.select(0, d).copy_(h_cur);
-  c_n.select(0, d).copy_(c_state);
-}
-
 // The time loop with the recurrent product fused into the gate math (lstm_recurrent_tile.h):
 // per step, one parallel pass over panels of hidden units, each thread multiplying h_{t-1} by
 // its own panels of the packed W_hh and finishing the gates of those units in registers. No
@@ -334,15 +246,11 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
 // [W_ih, W_hh] of a direction is at most 8 MiB and B >= 2. Each step streams those weights
 // through the cores' caches: for larger weights the tiles wait on memory, and one GEMM for the
 // whole layer before the loop is faster; with one row, that GEMM (M = T rows instead of 1 per
-// step) gains back what the tiles save. Measured on the 2-core AMD EPYC (32 MiB L3, 2 MiB L2 a
-// core), no_grad, interleaved medians, tiles vs GEMM: B=32 H=512 T=100, I=256 (6 MiB) 50.1 vs
-// 53.0 ms, I=512 (8 MiB) 66.9 vs 70.3 ms; B=8 I=H=1024 T=50 (32 MiB) 56.4 vs 40.8 ms; B=32
-// I=H=768 T=50 (18 MiB) 91.6 vs 80.5 ms; B=1 I=H=256 T=100 2.2 vs 2.2 ms.
-// LSTM_FUSED_CPU_LOOP=rows|units|fused|fused_gemm|fused_input forces one (fused: the fused
-// loops with fuse_input chosen as above; units: forward only, its backward is the row loop),
-// for comparisons: `python -m bench.cpu_loops` times them against nn.LSTM, interleaved in one
-// process.
-enum class TimeLoop { Rows, Units, Fused };
+// step) gains back what the tiles save.
+// 2-core AMD EPYC, no_grad, B=32, tiles vs GEMM: 66.9 vs 70.3 ms at 8 MiB, 91.6 vs 80.5 at 18.
+// The switch cpu_loop (csrc/switches.h) forces one: rows, fused (fuse_input chosen as above),
+// fused_gemm (fused, input projection by one GEMM) or fused_input (fused, in the tiles).
+enum class TimeLoop { Rows, Fused };
 
 struct LoopChoice {
   TimeLoop loop;
@@ -352,17 +260,16 @@ struct LoopChoice {
 LoopChoice choose_loop(const LSTMLayerSizes& s, int64_t elem_size) {
   const bool small_weights = (s.I + s.R) * s.G * elem_size <= (int64_t(8) << 20);
   const LoopChoice fused{TimeLoop::Fused, s.B >= 2 && small_weights};
-  if (s.P > 0) return {TimeLoop::Rows, false};
-  const char* v = std::getenv("LSTM_FUSED_CPU_LOOP");
-  if (v == nullptr || *v == '\0') return s.T >= 4 ? fused : LoopChoice{TimeLoop::Rows, false};
-  if (std::strcmp(v, "fused") == 0) return fused;
-  if (std::strcmp(v, "fused_gemm") == 0) return {TimeLoop::Fused, false};
-  if (std::strcmp(v, "fused_input") == 0) return {TimeLoop::Fused, true};
-  if (std::strcmp(v, "units") == 0) return {TimeLoop::Units, false};
-  if (std::strcmp(v, "rows") == 0) return {TimeLoop::Rows, false};
-  TORCH_CHECK_VALUE(false, "lstm_fused: LSTM_FUSED_CPU_LOOP=", v,
-                    " is not a CPU time loop; expected rows, units, fused, fused_gemm or "
-                    "fused_input");
+  const LoopChoice rows{TimeLoop::Rows, false};
+  if (s.P > 0) return rows;
+  switch (switches().cpu_loop) {
+    case CpuLoop::Auto: return s.T >= 4 ? fused : rows;
+    case CpuLoop::Rows: return rows;
+    case CpuLoop::Fused: return fused;
+    case CpuLoop::FusedGemm: return {TimeLoop::Fused, false};
+    case CpuLoop::FusedInput: return {TimeLoop::Fused, true};
+  }
+  return fused;
 }
 
 // The forward of one layer; with save, also the gates and cells kept for the backward.
@@ -371,8 +278,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
     const OptTensor& lengths, bool save, const OutputRing* ring = nullptr,
     const Tensor& ring_buffer = Tensor()) {
-  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
-  check_cpu_call(x);
+  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                                             kCpu);
   const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
   const auto opts = x.options();
   const LoopChoice choice = choose_loop(s, x.element_size());
@@ -400,9 +307,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
       if (loop == TimeLoop::Fused)
         forward_direction_fused<scalar_t>(s, d, len, gx, x_c, w_ih, bias2, h0, c0, w_hh, w_peep,
                                           y, h_n, c_n, gates, cells, save, ring);
-      else if (loop == TimeLoop::Units)
-        forward_direction_units<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_peep, y, h_n, c_n, gates,
-                                          cells, save, ring);
       else
         forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n, c_n,
                                     gates, cells, save, ring);
@@ -426,9 +330,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
-// The last layer of an attentive LSTM in inference (SPEC §2): one direction, its outputs
-// pooled by additive attention while the loop runs (online_pooling.h), through a ring of
-// chunk_size steps, so the (T, B, R) output is never written. Layer arguments as
+// The last layer of an attentive LSTM in inference (docs/contract.md, section 2): one
+// direction, its outputs pooled by additive attention while the loop runs (online_pooling.h),
+// through a ring of chunk_size steps, so the (T, B, R) output is never written. Layer arguments as
 // lstm_layer_forward; proj_weight (A, R), proj_bias (A,) or None, v (A,), qproj (B, A) or None
 // (the projected query). Returns context (B, R), alpha (B, T), lse (B,), h_n (1, B, R),
 // c_n (1, B, H), the values of lstm_layer_forward followed by attention_pooling_forward.
@@ -437,31 +341,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> attentive_lstm_inference_cpu(
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
     const OptTensor& lengths, const Tensor& proj_weight, const OptTensor& proj_bias,
     const Tensor& v, const OptTensor& qproj, int64_t chunk_size) {
-  const char* op = "lstm_fused::attentive_lstm_inference";
-  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
-  check_cpu_call(x);
-  TORCH_CHECK_VALUE(s.D == 1, op, ": one direction only (w_ih of shape (1, 4H, I)), got D = ",
-                    s.D);
-  TORCH_CHECK_VALUE(chunk_size >= 1, op, ": chunk_size must be >= 1, got ", chunk_size);
-  TORCH_CHECK_VALUE(proj_weight.dim() == 2 && proj_weight.size(1) == s.R, op,
-                    ": proj_weight has shape ", proj_weight.sizes(), ", expected (A, ", s.R, ")");
-  const int64_t A = proj_weight.size(0);
-  TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == A, op, ": v has shape ", v.sizes(),
-                    ", expected (", A, ",)");
-  TORCH_CHECK_VALUE(!present(proj_bias) || (proj_bias->dim() == 1 && proj_bias->size(0) == A),
-                    op, ": proj_bias has shape ", present(proj_bias) ? proj_bias->sizes() :
-                    at::IntArrayRef{}, ", expected (", A, ",)");
-  TORCH_CHECK_VALUE(!present(qproj) || (qproj->dim() == 2 && qproj->size(0) == s.B &&
-                                        qproj->size(1) == A),
-                    op, ": qproj has shape ", present(qproj) ? qproj->sizes() : at::IntArrayRef{},
-                    ", expected (", s.B, ", ", A, ")");
-  for (const Tensor* t : {&proj_weight, &v, present(proj_bias) ? &*proj_bias : &v,
-                          present(qproj) ? &*qproj : &v}) {
-    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), op, ": the attention tensors must "
-                     "share x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
-    TORCH_CHECK(t->device() == x.device(), op, ": the attention tensors must be on ",
-                x.device(), ", got ", t->device());
-  }
+  const LSTMLayerSizes s = check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                                 lengths, proj_weight, proj_bias, v, qproj,
+                                                 chunk_size, kCpu).layer;
   const int64_t slots = std::max<int64_t>(1, std::min(chunk_size, s.T));
   const Tensor ring_buffer = at::empty({slots, s.B, s.R}, x.options());
   OnlinePooling pool(ring_buffer, proj_weight, present(proj_bias) ? *proj_bias : Tensor(), v,
@@ -611,43 +493,39 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   grad_c0.select(0, d).copy_(dc);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cpu(
-    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
-    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
-    const Tensor& gates, const Tensor& cells) {
-  const LSTMLayerSizes s = check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
-                                               w_hr, w_peep, lengths, y, gates, cells);
-  check_cpu_call(x);
-  const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
-  const auto opts = x.options();
+// The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
+LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardInputs& in) {
+  const std::vector<int64_t> len = read_lengths(in.lengths, s.T, s.B);
+  const auto opts = in.x.options();
   const bool proj = s.P > 0;
 
-  const Tensor gy = grad_y.contiguous();
-  const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
+  const Tensor gy = in.grad_y.contiguous();
+  const Tensor gates_c = in.gates.contiguous(), cells_c = in.cells.contiguous();
   Tensor dZ = new_output({s.D, s.T, s.B, s.G}, opts);  // gradient of the pre-activations
   Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_backward_cpu", [&] {
-    const bool fused = choose_loop(s, x.element_size()).loop == TimeLoop::Fused;
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "lstm_layer_backward_cpu", [&] {
+    const bool fused = choose_loop(s, in.x.element_size()).loop == TimeLoop::Fused;
     for (int64_t d = 0; d < s.D; ++d)
       if (fused)
-        backward_direction_fused<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_peep,
-                                           gates_c, cells_c, dZ, grad_h0, grad_c0);
+        backward_direction_fused<scalar_t>(s, d, len, gy, in.grad_h_n, in.grad_c_n, in.c0,
+                                           in.w_hh, in.w_peep, gates_c, cells_c, dZ, grad_h0,
+                                           grad_c0);
       else
-        backward_direction<scalar_t>(s, d, len, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep,
-                                   gates_c, cells_c, dZ, dR, grad_h0, grad_c0);
+        backward_direction<scalar_t>(s, d, len, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh,
+                                     in.w_hr, in.w_peep, gates_c, cells_c, dZ, dR, grad_h0,
+                                     grad_c0);
   });
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
-  const Tensor x2 = x.reshape({s.T * s.B, s.I}).contiguous();
-  const Tensor len_t = present(lengths) ? at::tensor(len, at::kLong) : Tensor();
+  const Tensor x2 = in.x.reshape({s.T * s.B, s.I}).contiguous();
+  const Tensor len_t = present(in.lengths) ? at::tensor(len, at::kLong) : Tensor();
   // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight (reused_weight_gemm.h:
   // oneDNN for large products, at::mm below).
   Tensor grad_x;
   for (int64_t d = 0; d < s.D; ++d) {
-    const ReusedWeightGemm input_t(w_ih.select(0, d), s.T * s.B, 1, c10::nullopt, true);
+    const ReusedWeightGemm input_t(in.w_ih.select(0, d), s.T * s.B, 1, c10::nullopt, true);
     const Tensor part = input_t(dZ.select(0, d).view({s.T * s.B, s.G}));
     grad_x = d == 0 ? part : grad_x.add_(part);
   }
@@ -656,9 +534,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   // grad_W_ih = dZ^T x and grad_W_hh = dZ^T r_prev per direction, in register tiles
   // (weight_grad_gemm.h): both operands read as they lie, no transposed copies.
   // With lengths, the rows of x at padded steps are never read (they may hold NaN: the
-  // autograd of lstm_fused/_ops.py leaves x unmasked for this kernel).
+  // autograd of the lstm_layer op leaves x unmasked for this kernel).
   std::vector<uint8_t> x_row_valid;
-  if (present(lengths)) {
+  if (present(in.lengths)) {
     x_row_valid.resize(s.T * s.B);
     for (int64_t t = 0; t < s.T; ++t)
       for (int64_t b = 0; b < s.B; ++b) x_row_valid[t * s.B + b] = t < len[b];
@@ -670,7 +548,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor dz_d = dZ.select(0, d).view({s.T * s.B, s.G});
     weight_grad(grad_w_ih_d, dz_d, x2, x_row_valid.empty() ? nullptr : x_row_valid.data());
     if (s.T > 0)
-      weight_grad(grad_w_hh_d, dz_d, previous_outputs(s, d, y, h0, len_t).reshape({s.T * s.B, s.R}));
+      weight_grad(grad_w_hh_d, dz_d,
+                  previous_outputs(s, d, in.y, in.h0, len_t).reshape({s.T * s.B, s.R}));
     else
       grad_w_hh_d.zero_();
   }
@@ -679,13 +558,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     return s.T > 0 ? new_output(sizes, opts) : at::zeros(sizes, opts);
   };
   Tensor grad_w_hr = proj ? new_grad({s.D, s.P, s.H}) : at::empty({0}, opts);
-  Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
-  if (s.T > 0 && (proj || present(w_peep)))
+  Tensor grad_w_peep = present(in.w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
+  if (s.T > 0 && (proj || present(in.w_peep)))
     for (int64_t d = 0; d < s.D; ++d)
-      direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), y, h0, c0,
-                             len_t, gates_c.select(0, d), cells_c.select(0, d), Tensor(),
-                             proj ? grad_w_hr.select(0, d) : Tensor(),
-                             present(w_peep) ? grad_w_peep.select(0, d) : Tensor());
+      direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), in.y,
+                             in.h0, in.c0, len_t, gates_c.select(0, d), cells_c.select(0, d),
+                             Tensor(), proj ? grad_w_hr.select(0, d) : Tensor(),
+                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor());
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
 
@@ -693,7 +572,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
 // This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
 extern const LstmLayerKernels lstm_layer_kernels{
-    &lstm_layer_forward_cpu, &lstm_layer_inference_cpu, &lstm_layer_backward_cpu,
+    &lstm_layer_forward_cpu, &lstm_layer_inference_cpu,
+    &lstm_layer_backward_op<&lstm_layer_backward_cpu, kCpu>,
     &attentive_lstm_inference_cpu};
 
 }  // namespace CPU_CAPABILITY

@@ -27,8 +27,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -37,6 +35,7 @@
 #include "cpu/kernels.h"
 #include "attention_dropout.h"
 #include "mhsa_args.h"
+#include "switches.h"
 
 namespace lstm_fused {
 namespace cpu {
@@ -76,11 +75,9 @@ bool have_blas() {
 #endif
 }
 
-// LSTM_FUSED_CPU_GEMM=aten takes the at::addmm_ path even where BLAS is there (tests).
-bool blas_wanted() {
-  const char* v = std::getenv("LSTM_FUSED_CPU_GEMM");
-  return v == nullptr || std::strcmp(v, "aten") != 0;
-}
+// The switch cpu_gemm = "aten" (csrc/switches.h) takes the at::addmm_ path even where BLAS is
+// there (tests).
+bool blas_wanted() { return switches().cpu_gemm != CpuGemm::Aten; }
 
 template <typename T>
 at::Tensor matrix_view(const T* p, int64_t rows, int64_t cols, int64_t ld, bool transposed) {
@@ -269,13 +266,11 @@ at::Tensor lengths_cpu(const c10::optional<at::Tensor>& lengths) {
   return lengths->contiguous();
 }
 
-std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                    const at::Tensor& v_in,
-                                                    const c10::optional<at::Tensor>& lengths,
-                                                    double scale, double dropout_p,
-                                                    const c10::optional<at::Tensor>& seed) {
-  const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
+// The kernels of MhsaOps (mhsa_args.h), which checks the arguments first.
+std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(
+    const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths,
+    double scale) {
   const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
   const at::Tensor len_t = lengths_cpu(lengths);
   at::Tensor out = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
@@ -305,17 +300,11 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const at::Tensor& q_in, cons
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
-    const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
-    const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
-    double dropout_p, const c10::optional<at::Tensor>& seed, const at::Tensor& out_in,
-    const at::Tensor& lse_in) {
-  const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
-  check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
-  const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
-  const at::Tensor dout = rows_readable(grad_out_in.to(q.scalar_type()));
-  const at::Tensor out = rows_readable(out_in), lse = lse_in.contiguous();
-  const at::Tensor len_t = lengths_cpu(lengths);
+    const MhsaSizes& s, const AttentionDropout& drop, const MhsaBackwardInputs& in) {
+  const at::Tensor q = rows_readable(in.q), k = rows_readable(in.k), v = rows_readable(in.v);
+  const at::Tensor dout = rows_readable(in.grad_out.to(q.scalar_type()));
+  const at::Tensor out = rows_readable(in.out), lse = in.lse.contiguous();
+  const at::Tensor len_t = lengths_cpu(in.lengths);
   at::Tensor dq = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
   at::Tensor dk = at::empty_like(dq), dv = at::empty_like(dq);
   if (s.B * s.N * s.T == 0) return {dq, dk, dv};
@@ -339,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
                                        kh.head(b, n), kh.st, vh.head(b, n), vh.st,
                                        oh.head(b, n), oh.st, lp + h * s.T, dqp + o, dkp + o,
                                        dvp + o, s.T, s.Dh, length_of(len_ptr, b, s.T),
-                                       static_cast<acc_t>(scale), drop, h * s.T, ws);
+                                       static_cast<acc_t>(in.scale), drop, h * s.T, ws);
       }
     });
   });
@@ -349,7 +338,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
 }  // namespace
 
 // This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
-extern const MhsaKernels mhsa_kernels{&mhsa_forward_cpu, &mhsa_backward_cpu};
+using CpuMhsaOps = MhsaOps<&mhsa_forward_cpu, &mhsa_backward_cpu>;
+extern const MhsaKernels mhsa_kernels{&CpuMhsaOps::forward, &CpuMhsaOps::backward};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu

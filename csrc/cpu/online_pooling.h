@@ -1,7 +1,7 @@
 // Additive attention pooling of an LSTM layer's outputs while the layer runs (the attentive
-// LSTM of SPEC §2, CPU inference): the time loop writes its outputs h_t into a ring of
-// `slots` steps (slots, B, R) instead of the whole (T, B, R) output, and after every `slots`
-// steps hands the ring to add(); the ring is then overwritten by the next steps.
+// LSTM of docs/contract.md section 2, CPU inference): the time loop writes its outputs h_t
+// into a ring of `slots` steps (slots, B, R) instead of the whole (T, B, R) output, and after
+// every `slots` steps hands the ring to add(); the ring is then overwritten by the next steps.
 //
 // Letters: T steps, B batch, R size of h_t, A attention size. For batch element b and step
 // t < len[b]: e_t = v . tanh(W h_t + bias + u_b) (u = qproj, the projected query, or 0);

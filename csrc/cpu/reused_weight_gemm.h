@@ -4,18 +4,18 @@
 // For float32 the weight is reordered once into oneDNN's blocked layout and every step runs
 // oneDNN's matmul on it (mkldnn::_linear_pointwise, the path PyTorch's own CPU inference
 // uses). Per step this avoids re-packing the whole weight, which is what a plain GEMM call does
-// and what dominates when M is small: on a 2-core AMD EPYC, B=32, H=512, about 660 us a step
-// instead of about 900 us (single thread). Other dtypes, or a PyTorch without those ops, or
-// LSTM_FUSED_CPU_GEMM=aten, or a small product (see the constructor), use at::mm.
+// and what dominates when M is small. Other dtypes, or a PyTorch without those ops, or the
+// switch cpu_gemm = "aten" (csrc/switches.h), or a small product (see the constructor), use
+// at::mm.
 #pragma once
 
 #include "cpu/capability.h"  // first: it picks at::vec's instruction set
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
-#include <cstdlib>
 #include <optional>
-#include <cstring>
+
+#include "switches.h"
 
 namespace lstm_fused {
 namespace cpu {
@@ -39,13 +39,10 @@ class ReusedWeightGemm {
     if (rows * weight.numel() < (int64_t(1) << 22)) return;
     // A single product (a layer's input projection, the backward's grad_x) pays the reorder
     // once; small ones are faster through at::mm. The 2^27 (about 134M multiply-adds) line is
-    // set between two measurements, not at a measured crossover. On the 2-core AMD EPYC:
-    // LSTM(128, 64), B=16, T=50 forward+backward 2.85 ms with at::mm for grad_x vs 3.38 through
-    // the reorder (interleaved); (3200 x 256) (256 x 2048): 16.6 ms through the reorder vs 23.9
-    // with at::mm (one after the other).
+    // set between two measurements, not at a measured crossover:
+    // 2-core AMD EPYC: 26M faster through at::mm; 1.7G 16.6 ms through the reorder vs 23.9.
     if (calls == 1 && rows * weight.numel() < (int64_t(1) << 27)) return;
-    const char* env = std::getenv("LSTM_FUSED_CPU_GEMM");
-    if (env != nullptr && std::strcmp(env, "aten") == 0) return;
+    if (switches().cpu_gemm == CpuGemm::Aten) return;
     const auto& ops = onednn_ops();
     if (!ops.available) return;
     torch::jit::Stack stack{at::IValue((transposed ? weight.t() : weight).contiguous()),

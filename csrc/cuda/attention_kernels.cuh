@@ -47,6 +47,9 @@ __device__ __forceinline__ double dlog(double x) { return log(x); }
 __device__ __forceinline__ float dtanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double dtanh(double x) { return tanh(x); }
 
+// The valid length of row i, clamped into [0, limit]: the range is the caller's contract
+// (checked on the host by lstm_fused.functional, not here: no device synchronisation), the
+// clamp keeps every value memory-safe.
 __device__ __forceinline__ int64_t row_length(const int64_t* lengths, int64_t i, int64_t limit) {
   if (lengths == nullptr) return limit;
   const int64_t n = lengths[i];

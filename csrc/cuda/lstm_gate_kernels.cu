@@ -1,5 +1,5 @@
 // Gate-kernel path of the CUDA LSTM: the fused elementwise kernels launched once per time step,
-// between the recurrent GEMMs that lstm_layer_cuda.cpp issues (shapes: lstm_cuda_kernels.h).
+// between the recurrent GEMMs that lstm_layer_cuda.cpp runs (shapes: lstm_cuda_kernels.h).
 //
 // One thread handles VEC consecutive hidden units j of one (direction d, batch row b): every
 // operand row is read with 16-byte vector loads when H is a multiple of VEC and the pointers are
@@ -47,6 +47,9 @@ __device__ __forceinline__ int64_t step_time(int64_t d, int64_t step, int64_t T)
   return d == 0 ? step : T - 1 - step;
 }
 
+// Whether step t (0 <= t < T) of row b is valid. Any lengths[b] is memory-safe here (below 0
+// acts as 0, above T as T); 0 <= lengths[b] <= T is the caller's contract, checked on the host
+// by lstm_fused.functional (not in the host code: that would be a device synchronisation).
 __device__ __forceinline__ bool row_valid(const int64_t* lengths, int64_t b, int64_t t) {
   return lengths == nullptr || t < lengths[b];
 }

@@ -9,8 +9,9 @@
 //     directions) for the recurrent product, then one fused gate kernel (lstm_gate_kernels.cu);
 //     with a projection, one more GEMM and a small copy kernel. The backward runs the reverse
 //     loop the same way.
-//   persistent path (opt-in: LSTM_FUSED_CUDA_PATH=persistent): the whole loop of both
-//     directions in one cooperative launch (lstm_persistent_kernels.cu). Taken only when
+//   persistent path (opt-in: the switch cuda_path = "persistent", csrc/switches.h): the whole
+//     loop of both directions in one cooperative launch (lstm_persistent_kernels.cu). Taken
+//     only when
 //       - there is no projection (P = 0): the projected h needs all H units of a step before
 //         any block can go on, a second barrier per step that this kernel does not have;
 //       - the device supports cooperative launches, and
@@ -32,17 +33,15 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <limits>
-#include <string>
 #include <type_traits>
 
 #include "cuda/cuda_device_scope.h"
 #include "cuda/lstm_cuda_kernels.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
+#include "lstm_layer_schemas.h"
 #include "optional_tensor.h"
+#include "switches.h"
 
 namespace lstm_fused {
 namespace cuda {
@@ -51,42 +50,23 @@ namespace {
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
 
-void check_cuda_call(const Tensor& x) {
 #if defined(LSTM_FUSED_CUDA_EMULATION)
-  TORCH_CHECK(x.is_cpu(), "lstm_fused (emulated cuda kernels): x must be on the CPU");
+constexpr LayerBackend kCuda{at::kCPU, "emulated cuda", /*half_types=*/true};
 #else
-  TORCH_CHECK(x.is_cuda(), "lstm_fused (cuda backend): x is on ", x.device(),
-              ", expected a CUDA tensor");
+constexpr LayerBackend kCuda{at::kCUDA, "cuda", /*half_types=*/true};
 #endif
-  const auto dt = x.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
-                   "lstm_fused (cuda backend): dtype ", dt,
-                   " is not supported; use float32, float16, bfloat16 or float64 "
-                   "(or backend='reference')");
-}
 
-// Which loop runs: LSTM_FUSED_CUDA_PATH = "gates" (default) or "persistent" (when it fits).
-bool want_persistent() {
-  const char* v = std::getenv("LSTM_FUSED_CUDA_PATH");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "gates") == 0) return false;
-  TORCH_CHECK_VALUE(std::strcmp(v, "persistent") == 0,
-                    "lstm_fused: the environment variable LSTM_FUSED_CUDA_PATH must be 'gates' or "
-                    "'persistent', got '", v, "'");
-  return true;
-}
+// Whether the persistent loop is asked for (the switch cuda_path, csrc/switches.h).
+bool want_persistent() { return switches().cuda_path == CudaPath::Persistent; }
 
-// lengths on the device of x, checked: 0 <= lengths[b] <= T (one device sync when present).
-Tensor device_lengths(const OptTensor& lengths, int64_t T, int64_t B, const at::Device& device) {
+// lengths on the device of x (shape and dtype checked by check_layer_args), or undefined.
+// Its values are not checked here, which would cost a device synchronisation:
+// 0 <= lengths[b] <= T is the caller's contract, checked on the host by lstm_fused.functional.
+// The kernels only compare t < lengths[b] for steps 0 <= t < T, which is memory-safe for any
+// value (a length below 0 acts as 0, above T as T).
+Tensor device_lengths(const OptTensor& lengths, const at::Device& device) {
   if (!present(lengths)) return Tensor();
-  Tensor l = lengths->to(device).contiguous();
-  if (B > 0 && !((l >= 0) & (l <= T)).all().item<bool>()) {
-    const Tensor lc = l.cpu();
-    const int64_t* p = lc.data_ptr<int64_t>();
-    for (int64_t b = 0; b < B; ++b)
-      TORCH_CHECK_VALUE(p[b] >= 0 && p[b] <= T, "lstm_fused: lengths[", b, "] = ", p[b],
-                        " is out of range, expected 0 <= lengths[b] <= T = ", T);
-  }
-  return l;
+  return lengths->to(device).contiguous();
 }
 
 template <typename T_>
@@ -170,11 +150,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
     const OptTensor& lengths) {
-  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths);
-  check_cuda_call(x);
+  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                                             kCuda);
   const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
   const cudaStream_t stream = scope.stream();
-  const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
+  const Tensor len = device_lengths(lengths, x.device());
   const auto opts = x.options();
   // Input projections of every step and both directions in one GEMM: (T*B, I) x (I, D*G).
   const Tensor x2 = x.reshape({s.T * s.B, s.I});
@@ -307,30 +287,24 @@ void backward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& pla
   launch_persistent_backward<scalar_t>(a, plan, stream);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cuda(
-    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
-    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
-    const Tensor& gates, const Tensor& cells) {
-  const LSTMLayerSizes s = check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
-                                               w_hr, w_peep, lengths, y, gates, cells);
-  check_cuda_call(x);
-  const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
+// The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
+LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackwardInputs& in) {
+  const DeviceScope scope(in.x);  // x's device current; emulated: nothing, launches in order
   const cudaStream_t stream = scope.stream();
-  const Tensor len = device_lengths(lengths, s.T, s.B, x.device());
-  const auto opts = x.options();
+  const Tensor len = device_lengths(in.lengths, in.x.device());
+  const auto opts = in.x.options();
   const bool proj = s.P > 0;
 
-  const Tensor gy = grad_y.contiguous();
-  const Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
-  const Tensor peep = present(w_peep) ? w_peep->contiguous() : Tensor();
+  const Tensor gy = in.grad_y.contiguous();
+  const Tensor gates_c = in.gates.contiguous(), cells_c = in.cells.contiguous();
+  const Tensor peep = present(in.w_peep) ? in.w_peep->contiguous() : Tensor();
   Tensor dZ = new_output({s.T, s.B, s.D, s.G}, opts);  // gradient of the pre-activations
   Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   if (s.T == 0) {
-    grad_h0.copy_(grad_h_n);
-    grad_c0.copy_(grad_c_n);
+    grad_h0.copy_(in.grad_h_n);
+    grad_c0.copy_(in.grad_c_n);
   } else {
     const bool persistent = want_persistent() && !proj;
     auto run = [&](auto zero) {
@@ -338,43 +312,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
       if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
         if (persistent) {
           const PersistentPlan plan =
-              plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/true);
+              plan_persistent<scalar_t>(in.x.device().index(), s.B, s.H, s.D, /*backward=*/true);
           if (plan.fits) {
-            backward_persistent_path<scalar_t>(s, plan, gy, grad_h_n, grad_c_n, c0, w_hh, peep,
-                                               len, gates_c, cells_c, dZ, grad_h0, grad_c0,
-                                               stream);
+            backward_persistent_path<scalar_t>(s, plan, gy, in.grad_h_n, in.grad_c_n, in.c0,
+                                               in.w_hh, peep, len, gates_c, cells_c, dZ, grad_h0,
+                                               grad_c0, stream);
             return;
           }
         }
       }
-      backward_gate_path<scalar_t>(s, gy, grad_h_n, grad_c_n, c0, w_hh, w_hr, peep, len, gates_c,
-                                   cells_c, dZ, dR, grad_h0, grad_c0, stream);
+      backward_gate_path<scalar_t>(s, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, in.w_hr, peep,
+                                   len, gates_c, cells_c, dZ, dR, grad_h0, grad_c0, stream);
     };
-    switch (x.scalar_type()) {
+    switch (in.x.scalar_type()) {
       case at::kFloat: run(float(0)); break;
       case at::kDouble: run(double(0)); break;
       case at::kHalf: run(c10::Half(0.0f)); break;
       case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
       default:
-        TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
+        TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ",
+                         in.x.scalar_type());
     }
   }
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
   const Tensor dZ2 = dZ.view({s.T * s.B, s.D * s.G});
-  const Tensor x2 = x.reshape({s.T * s.B, s.I});
-  Tensor grad_x = at::mm(dZ2, w_ih.reshape({s.D * s.G, s.I})).view({s.T, s.B, s.I});
+  const Tensor x2 = in.x.reshape({s.T * s.B, s.I});
+  Tensor grad_x = at::mm(dZ2, in.w_ih.reshape({s.D * s.G, s.I})).view({s.T, s.B, s.I});
   Tensor grad_w_ih = at::mm(dZ2.t(), x2).view({s.D, s.G, s.I});
   Tensor grad_bias = dZ2.sum(0).view({s.D, s.G});  // CUDA sums half/bf16 in float
   Tensor grad_w_hh = at::zeros({s.D, s.G, s.R}, opts);
   Tensor grad_w_hr = proj ? at::zeros({s.D, s.P, s.H}, opts) : at::empty({0}, opts);
-  Tensor grad_w_peep = present(w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
+  Tensor grad_w_peep = present(in.w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0) {
     for (int64_t d = 0; d < s.D; ++d)
-      direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), y, h0, c0,
-                             len, gates_c.select(0, d), cells_c.select(0, d),
+      direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), in.y,
+                             in.h0, in.c0, len, gates_c.select(0, d), cells_c.select(0, d),
                              grad_w_hh.select(0, d), proj ? grad_w_hr.select(0, d) : Tensor(),
-                             present(w_peep) ? grad_w_peep.select(0, d) : Tensor());
+                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor());
   }
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
@@ -382,25 +357,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 }  // namespace
 
 #if defined(LSTM_FUSED_CUDA_EMULATION)
-// The schemas of csrc/ops.cpp, in the namespace of the emulation test library.
-TORCH_LIBRARY(lstm_fused_emu, m) {
-  m.def(
-      "lstm_layer_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
-      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
-  m.def(
-      "lstm_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
-      "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, "
-      "Tensor? lengths, Tensor y, Tensor gates, Tensor cells) "
-      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
-      "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)");
-}
+// The schemas of csrc/lstm_layer_schemas.h, in the namespace of the emulation test library.
+TORCH_LIBRARY(lstm_fused_emu, m) { define_lstm_layer_ops(m); }
 TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
 #else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
 #endif
   m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_op<&lstm_layer_backward_cuda, kCuda>);
 }
 
 }  // namespace cuda

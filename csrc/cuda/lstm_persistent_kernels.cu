@@ -53,6 +53,9 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Whether step t (0 <= t < T) of row b is valid. Any lengths[b] is memory-safe here (below 0
+// acts as 0, above T as T); 0 <= lengths[b] <= T is the caller's contract, checked on the host
+// by lstm_fused.functional (not in the host code: that would be a device synchronisation).
 __device__ __forceinline__ bool row_valid(const int64_t* lengths, int64_t b, int64_t t) {
   return lengths == nullptr || t < lengths[b];
 }

@@ -41,14 +41,11 @@ MhsaPlan checked_plan(const at::Tensor& q, int64_t Dh, const char* op) {
   return plan;
 }
 
-std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
-                                                     const at::Tensor& k_in,
-                                                     const at::Tensor& v_in,
-                                                     const c10::optional<at::Tensor>& lengths,
-                                                     double scale, double dropout_p,
-                                                     const c10::optional<at::Tensor>& seed) {
-  const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
+// The kernels of MhsaOps (mhsa_args.h), which checks the arguments first.
+std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(
+    const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths,
+    double scale) {
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor len_t = contiguous_lengths(lengths);
@@ -79,18 +76,12 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const at::Tensor& q_in,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
-    const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
-    const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths, double scale,
-    double dropout_p, const c10::optional<at::Tensor>& seed, const at::Tensor& out_in,
-    const at::Tensor& lse_in) {
-  const MhsaSizes s = check_mhsa_args(q_in, k_in, v_in, lengths);
-  const AttentionDropout drop = mhsa_dropout(dropout_p, seed);
-  check_mhsa_backward_args(s, grad_out_in, q_in, out_in, lse_in);
-  const DeviceScope scope(q_in);
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const at::Tensor dout = grad_out_in.to(q.scalar_type()).contiguous();
-  const at::Tensor out = out_in.contiguous(), lse = lse_in.contiguous();
-  const at::Tensor len_t = contiguous_lengths(lengths);
+    const MhsaSizes& s, const AttentionDropout& drop, const MhsaBackwardInputs& in) {
+  const DeviceScope scope(in.q);
+  const at::Tensor q = in.q.contiguous(), k = in.k.contiguous(), v = in.v.contiguous();
+  const at::Tensor dout = in.grad_out.to(q.scalar_type()).contiguous();
+  const at::Tensor out = in.out.contiguous(), lse = in.lse.contiguous();
+  const at::Tensor len_t = contiguous_lengths(in.lengths);
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   if (dq.numel() == 0) return {dq, dk, dv};
   const MhsaPlan plan = checked_plan(q, s.Dh, "mhsa_backward");
@@ -113,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
     a.dv = dv.data_ptr<scalar_t>();
     a.B = s.B, a.N = s.N, a.T = s.T;
     a.Dh = static_cast<int>(s.Dh);
-    a.scale = static_cast<acc_t>(scale);
+    a.scale = static_cast<acc_t>(in.scale);
     a.drop = drop;
     a.keep_scale = static_cast<acc_t>(drop.keep_scale);
     dispatch_max_d(plan.max_d, [&](auto max_d) {
@@ -132,8 +123,8 @@ TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
 #else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
 #endif
-  m.impl("mhsa_forward", &mhsa_forward_cuda);
-  m.impl("mhsa_backward", &mhsa_backward_cuda);
+  m.impl("mhsa_forward", &MhsaOps<&mhsa_forward_cuda, &mhsa_backward_cuda>::forward);
+  m.impl("mhsa_backward", &MhsaOps<&mhsa_forward_cuda, &mhsa_backward_cuda>::backward);
 }
 
 }  // namespace cuda

@@ -47,6 +47,9 @@ struct MhsaTile {
 };
 static_assert(kMhsaKeys <= 32, "mhsa_dkdv_kernel keeps a tile's dropout bits in one uint32_t");
 
+// The valid keys of batch row b, clamped into [0, T]: the range is the caller's contract
+// (checked on the host by lstm_fused.functional, not here: no device synchronisation), the
+// clamp keeps every value memory-safe.
 __device__ __forceinline__ int64_t mhsa_row_length(const int64_t* lengths, int64_t b, int64_t T) {
   if (lengths == nullptr) return T;
   const int64_t len = lengths[b];
@@ -115,6 +118,46 @@ __device__ __forceinline__ void axpy_part(acc_t (&acc)[kMhsaDimsPerLane], acc_t 
   }
 }
 
+// This thread's query row in a block of the forward or the dQ kernel: grid.x runs over the
+// (b, n) heads (B * N may exceed grid.y's 65535), grid.y over blocks of Tile::kRows rows, and
+// Tile::kLanes lanes share a row.
+struct MhsaQueryRow {
+  int64_t bh;    // head (b, n) = blockIdx.x
+  int64_t len;   // valid keys of batch row b
+  int64_t i;     // query row
+  int64_t head;  // offset of the head's (T, Dh) matrices
+  int lane;
+  bool active;        // i < T
+  uint32_t drop_key;  // the dropout row key of row i (attention_dropout.h)
+};
+
+template <int MAX_D, typename Params>
+__device__ __forceinline__ MhsaQueryRow mhsa_query_row(const Params& a) {
+  using Tile = MhsaTile<MAX_D>;
+  MhsaQueryRow r;
+  r.bh = blockIdx.x;
+  r.len = mhsa_row_length(a.lengths, r.bh / a.N, a.T);
+  r.lane = threadIdx.x % Tile::kLanes;
+  r.i = static_cast<int64_t>(blockIdx.y) * Tile::kRows + threadIdx.x / Tile::kLanes;
+  r.active = r.i < a.T;
+  r.head = r.bh * a.T * a.Dh;
+  r.drop_key = a.drop.row_key(static_cast<uint64_t>(r.bh * a.T + r.i));
+  return r;
+}
+
+// Stages keys and values [j0, j0 + kMhsaKeys) of a head into shared memory, once every thread
+// of the block is done with the previous tile; returns how many of them are valid keys.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ int stage_key_tile(acc_t* k_tile, acc_t* v_tile, const scalar_t* k,
+                                              const scalar_t* v, int64_t j0, int64_t len,
+                                              int Dh) {
+  __syncthreads();  // the previous tile is no longer read
+  stage_tile(k_tile, k, j0, len, Dh);
+  stage_tile(v_tile, v, j0, len, Dh);
+  __syncthreads();
+  return static_cast<int>(len - j0 < kMhsaKeys ? len - j0 : kMhsaKeys);
+}
+
 template <int MAX_D, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void store_row_part(scalar_t* dst, const acc_t (&x)[kMhsaDimsPerLane],
                                                acc_t factor, int64_t row, int lane, int Dh) {
@@ -131,35 +174,24 @@ mhsa_forward_kernel(MhsaForwardParams<scalar_t> a) {
   using acc_t = cell_acc_t<scalar_t>;
   using Tile = MhsaTile<MAX_D>;
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
-  const int Dh = a.Dh;
-  const int64_t T = a.T;
+  const MhsaQueryRow row = mhsa_query_row<MAX_D>(a);
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* v_tile = k_tile + kMhsaKeys * Dh;
-  const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
-  const int64_t len = mhsa_row_length(a.lengths, bh / a.N, T);
-  const int lane = threadIdx.x % Tile::kLanes;
-  const int64_t i = static_cast<int64_t>(blockIdx.y) * Tile::kRows + threadIdx.x / Tile::kLanes;
-  const bool active = i < T;
-  const int64_t head = bh * T * Dh;
+  acc_t* v_tile = k_tile + kMhsaKeys * a.Dh;
 
   acc_t qi[kMhsaDimsPerLane], acc[kMhsaDimsPerLane], s[kMhsaKeys];
-  load_row_part<MAX_D>(qi, a.q + head, i, active, lane, Dh);
+  load_row_part<MAX_D>(qi, a.q + row.head, row.i, row.active, row.lane, a.Dh);
 #pragma unroll
   for (int e = 0; e < kMhsaDimsPerLane; ++e) acc[e] = 0;
   acc_t m = neg_infinity<acc_t>(), l = 0;
-  const uint32_t row_key = a.drop.row_key(static_cast<uint64_t>(bh * T + i));
   const acc_t kept = static_cast<acc_t>(a.drop.keep_scale);
-  for (int64_t j0 = 0; j0 < len; j0 += kMhsaKeys) {
-    __syncthreads();  // the previous tile is no longer read
-    stage_tile(k_tile, a.k + head, j0, len, Dh);
-    stage_tile(v_tile, a.v + head, j0, len, Dh);
-    __syncthreads();
-    const int cols = static_cast<int>(len - j0 < kMhsaKeys ? len - j0 : kMhsaKeys);
+  for (int64_t j0 = 0; j0 < row.len; j0 += kMhsaKeys) {
+    const int cols =
+        stage_key_tile(k_tile, v_tile, a.k + row.head, a.v + row.head, j0, row.len, a.Dh);
     acc_t tile_max = neg_infinity<acc_t>();
     // The key loops unroll fully: s[] stays in registers.
 #pragma unroll
     for (int c = 0; c < kMhsaKeys; ++c) {
-      const acc_t dot = row_sum<Tile::kLanes>(dot_part<MAX_D>(qi, k_tile, c, lane, Dh));
+      const acc_t dot = row_sum<Tile::kLanes>(dot_part<MAX_D>(qi, k_tile, c, row.lane, a.Dh));
       s[c] = c < cols ? dot * a.scale : neg_infinity<acc_t>();
       tile_max = s[c] > tile_max ? s[c] : tile_max;
     }
@@ -173,16 +205,17 @@ mhsa_forward_kernel(MhsaForwardParams<scalar_t> a) {
       const acc_t p = c < cols ? exp(s[c] - m_new) : acc_t(0);
       tile_sum += p;
       const acc_t pz =
-          a.drop.active() ? (a.drop.keep(row_key, j0 + c) ? p * kept : acc_t(0)) : p;
-      axpy_part<MAX_D>(acc, pz, v_tile, c, lane, Dh);
+          a.drop.active() ? (a.drop.keep(row.drop_key, j0 + c) ? p * kept : acc_t(0)) : p;
+      axpy_part<MAX_D>(acc, pz, v_tile, c, row.lane, a.Dh);
     }
     l = l * rescale + tile_sum;
     m = m_new;
   }
-  if (!active) return;
-  const acc_t inv = len > 0 ? acc_t(1) / l : acc_t(0);  // length 0: zero context
-  store_row_part<MAX_D>(a.out + head, acc, inv, i, lane, Dh);
-  if (lane == 0) a.lse[bh * T + i] = len > 0 ? m + log(l) : neg_infinity<acc_t>();
+  if (!row.active) return;
+  const acc_t inv = row.len > 0 ? acc_t(1) / l : acc_t(0);  // length 0: zero context
+  store_row_part<MAX_D>(a.out + row.head, acc, inv, row.i, row.lane, a.Dh);
+  if (row.lane == 0)
+    a.lse[row.bh * a.T + row.i] = row.len > 0 ? m + log(l) : neg_infinity<acc_t>();
 }
 
 template <typename scalar_t>
@@ -270,44 +303,33 @@ mhsa_dq_kernel(MhsaBackwardParams<scalar_t> a) {
   using acc_t = cell_acc_t<scalar_t>;
   using Tile = MhsaTile<MAX_D>;
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
-  const int Dh = a.Dh;
-  const int64_t T = a.T;
+  const MhsaQueryRow row = mhsa_query_row<MAX_D>(a);
   acc_t* k_tile = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* v_tile = k_tile + kMhsaKeys * Dh;
-  const int64_t bh = blockIdx.x;  // grid.x: B * N may exceed grid.y's 65535
-  const int64_t len = mhsa_row_length(a.lengths, bh / a.N, T);
-  const int lane = threadIdx.x % Tile::kLanes;
-  const int64_t i = static_cast<int64_t>(blockIdx.y) * Tile::kRows + threadIdx.x / Tile::kLanes;
-  const bool active = i < T;
-  const int64_t head = bh * T * Dh;
+  acc_t* v_tile = k_tile + kMhsaKeys * a.Dh;
 
   acc_t qi[kMhsaDimsPerLane], doi[kMhsaDimsPerLane], dqi[kMhsaDimsPerLane];
-  load_row_part<MAX_D>(qi, a.q + head, i, active, lane, Dh);
-  load_row_part<MAX_D>(doi, a.dout + head, i, active, lane, Dh);
+  load_row_part<MAX_D>(qi, a.q + row.head, row.i, row.active, row.lane, a.Dh);
+  load_row_part<MAX_D>(doi, a.dout + row.head, row.i, row.active, row.lane, a.Dh);
 #pragma unroll
   for (int e = 0; e < kMhsaDimsPerLane; ++e) dqi[e] = 0;
-  const acc_t lse_i = active ? a.lse[bh * T + i] : acc_t(0);
-  const acc_t delta_i = active ? a.delta[bh * T + i] : acc_t(0);
-  const uint32_t row_key = a.drop.row_key(static_cast<uint64_t>(bh * T + i));
+  const acc_t lse_i = row.active ? a.lse[row.bh * a.T + row.i] : acc_t(0);
+  const acc_t delta_i = row.active ? a.delta[row.bh * a.T + row.i] : acc_t(0);
   const acc_t kept = static_cast<acc_t>(a.drop.keep_scale);
-  for (int64_t j0 = 0; j0 < len; j0 += kMhsaKeys) {
-    __syncthreads();
-    stage_tile(k_tile, a.k + head, j0, len, Dh);
-    stage_tile(v_tile, a.v + head, j0, len, Dh);
-    __syncthreads();
-    const int cols = static_cast<int>(len - j0 < kMhsaKeys ? len - j0 : kMhsaKeys);
+  for (int64_t j0 = 0; j0 < row.len; j0 += kMhsaKeys) {
+    const int cols =
+        stage_key_tile(k_tile, v_tile, a.k + row.head, a.v + row.head, j0, row.len, a.Dh);
     for (int c = 0; c < cols; ++c) {
-      const acc_t qk = row_sum<Tile::kLanes>(dot_part<MAX_D>(qi, k_tile, c, lane, Dh));
-      const acc_t dp = row_sum<Tile::kLanes>(dot_part<MAX_D>(doi, v_tile, c, lane, Dh));
-      if (!active) continue;  // a row past T: nothing to accumulate (after the shuffles)
+      const acc_t qk = row_sum<Tile::kLanes>(dot_part<MAX_D>(qi, k_tile, c, row.lane, a.Dh));
+      const acc_t dp = row_sum<Tile::kLanes>(dot_part<MAX_D>(doi, v_tile, c, row.lane, a.Dh));
+      if (!row.active) continue;  // a row past T: nothing to accumulate (after the shuffles)
       const acc_t z =
-          a.drop.active() ? (a.drop.keep(row_key, j0 + c) ? kept : acc_t(0)) : acc_t(1);
+          a.drop.active() ? (a.drop.keep(row.drop_key, j0 + c) ? kept : acc_t(0)) : acc_t(1);
       const acc_t ds = exp(qk * a.scale - lse_i) * (dp * z - delta_i);
-      axpy_part<MAX_D>(dqi, ds, k_tile, c, lane, Dh);
+      axpy_part<MAX_D>(dqi, ds, k_tile, c, row.lane, a.Dh);
     }
   }
-  if (!active) return;
-  store_row_part<MAX_D>(a.dq + head, dqi, a.scale, i, lane, Dh);
+  if (!row.active) return;
+  store_row_part<MAX_D>(a.dq + row.head, dqi, a.scale, row.i, row.lane, a.Dh);
 }
 
 // Dynamic shared memory beyond 48 KiB needs an opt-in per kernel (the host has checked that

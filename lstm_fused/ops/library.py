@@ -29,16 +29,9 @@ if LOAD_ERROR is None:
             for _key in ("CPU", "CUDA"):
                 _KERNELS[(_name[len("lstm_fused::"):], _key)] = (
                     torch._C._dispatch_has_kernel_for_dispatch_key(_name, _key))
-    # The C++ kernels read their switches (lstm_fused/switches.py) from the library.
-    if hasattr(_C, "set_switch"):
-        switches.subscribe(_C.set_switch, switches.CPP_SWITCHES)
-    else:  # TRANSITIONAL until csrc/switches.h lands: the kernels still read the environment
-        import os
-
-        def _to_environment(name, value):
-            os.environ[switches.SWITCHES[name][0]] = value
-
-        switches.subscribe(_to_environment, switches.CPP_SWITCHES)
+    # The C++ kernels read their switches (lstm_fused/switches.py) from the library
+    # (csrc/switches.h), which reads no environment variable itself.
+    switches.subscribe(_C.set_switch, switches.CPP_SWITCHES)
 
 
 def has_kernel(op_name: str, dispatch_key: str) -> bool:
