@@ -244,8 +244,8 @@ def _attention_case(op, backend):
 ATT_OPS = ["masked_softmax", "attention_pooling", "channel_attention", "self_attention"]
 
 
-# triton (interpreted here, slow): the masked softmax, whose operators are registered by
-# triton_kernels/attention_ops.py through the same register_autograd (its self-attention has
+# triton (interpreted here, slow): the masked softmax, whose Triton twins get the same
+# register_autograd as the C++ operators (lstm_fused/ops/attention.py; its self-attention has
 # no float64 kernel)
 ATT_PAIRS = [(op, b) for op in ATT_OPS for b in ATT_BACKENDS] + [("masked_softmax", "triton")]
 ATT_CASES = [case(op, b, op, id=f"{op}-{b}", cpu_tensors=True) for op, b in ATT_PAIRS]

@@ -88,7 +88,7 @@ def case_configs(case, dtype, target):
     def attention(T, E, N, has_len):
         head = E // N
         if fa.unsupported_reason(dt, head, target) is not None:
-            return  # refused: the backend reports it (lstm_fused/backends/mhsa.py)
+            return  # refused: the backend reports it (lstm_fused/ops/self_attention.py)
         for drop in ((False, True) if train else (False,)):
             cfgs = fa.flash_configs(head, dt, has_len, drop, target)
             out.append(cfgs["fwd"])
