@@ -46,10 +46,10 @@ def test_gradcheck_layer(backend, combo):
     args = _layer_args(D, proj, peephole, bias, lengths)
     names = [k for k, v in args.items() if isinstance(v, torch.Tensor) and v.requires_grad]
 
-        def fn(*tensors):
-            kw = dict(args)
-            kw.update(zip(names, tensors))
-            return functional.lstm_layer(**kw, backend=backend)
+    def fn(*tensors):
+        kw = dict(args)
+        kw.update(zip(names, tensors))
+        return functional.lstm_layer(**kw, backend=backend)
 
     with switches.override(cpu_loop=loop):
         assert torch.autograd.gradcheck(fn, [args[n] for n in names], eps=1e-6, atol=1e-7)

@@ -229,27 +229,27 @@ def test_every_cpu_time_loop_matches_nn_lstm(cpu_loop, dtype):
     x = torch.randn(5, 18, 7, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([5, 2, 4, 1, 5, 3] * 3)
 
-        def inputs(packed):
-            return nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+    def inputs(packed):
+        return nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
 
-        for packed in (False, True):
-            (y_r, (h_r, c_r)), (y_o, (h_o, c_o)) = ref(inputs(packed)), ours(inputs(packed))
-            if packed:
-                y_r, y_o = y_r.data, y_o.data
-            for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r)):
-                assert_close(a, e)
-            # Random output gradients for y, h_n and c_n: the backward's loops carry the gradient
-            # of h_n and c_n through the padded steps.
-            gy, gh, gc = torch.randn_like(y_r), torch.randn_like(h_r), torch.randn_like(c_r)
-            g_r = torch.autograd.grad((y_r * gy).sum() + (h_r * gh).sum() + (c_r * gc).sum(),
-                                      [x, *ref.parameters()])
-            g_o = torch.autograd.grad((y_o * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
-                                      [x, *ours.parameters()])
-            for a, e in zip(g_o, g_r):
-                assert_close(a, e)
-            with torch.no_grad():
-                y_i = ours(inputs(packed))[0]
-            assert_close(y_i.data if packed else y_i, y_o.detach())
+    for packed in (False, True):
+        (y_r, (h_r, c_r)), (y_o, (h_o, c_o)) = ref(inputs(packed)), ours(inputs(packed))
+        if packed:
+            y_r, y_o = y_r.data, y_o.data
+        for a, e in ((y_o, y_r), (h_o, h_r), (c_o, c_r)):
+            assert_close(a, e)
+        # Random output gradients for y, h_n and c_n: the backward's loops carry the gradient
+        # of h_n and c_n through the padded steps.
+        gy, gh, gc = torch.randn_like(y_r), torch.randn_like(h_r), torch.randn_like(c_r)
+        g_r = torch.autograd.grad((y_r * gy).sum() + (h_r * gh).sum() + (c_r * gc).sum(),
+                                  [x, *ref.parameters()])
+        g_o = torch.autograd.grad((y_o * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
+                                  [x, *ours.parameters()])
+        for a, e in zip(g_o, g_r):
+            assert_close(a, e)
+        with torch.no_grad():
+            y_i = ours(inputs(packed))[0]
+        assert_close(y_i.data if packed else y_i, y_o.detach())
 
 
 def test_unknown_cpu_time_loop_is_an_error():
