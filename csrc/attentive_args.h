@@ -2,7 +2,7 @@
 // runs): the layer arguments as lstm_layer_forward (lstm_layer_args.h), one direction, and the
 // pooling tensors proj_weight (A, R), proj_bias (A,) or None, v (A,), qproj (B, A) or None,
 // of x's dtype and device. Shared by every implementation (C++ CPU, and the Triton one through
-// the operator lstm_fused::attentive_lstm_check, csrc/check_ops.cpp).
+// the operator lstm_fused::attentive_lstm_inference_check, csrc/check_ops.cpp).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,8 +1,11 @@
-// Every operator schema of lstm_fused is written once, here in C++ (csrc/ops.cpp,
-// csrc/attention_schemas.h). An operator that also has a Triton implementation gets a twin of
-// the same schema named `<name>_triton`; lstm_fused/ops/*.py registers its Python kernels,
-// fake kernel and autograd (the dispatcher cannot tell a Triton kernel from a CUDA C++ one by
-// device, so the twin is a separate operator).
+// Every operator schema of lstm_fused is written once, here in C++ (csrc/lstm_layer_schemas.h,
+// csrc/attention_schemas.h). def_with_triton defines, from that one schema, three operators:
+//   <name>          the C++ kernels (CPU, CUDA: TORCH_LIBRARY_IMPL in csrc/cpu, csrc/cuda)
+//   <name>_triton   the same schema, for the Triton kernels that lstm_fused/ops/*.py registers
+//                   with its fake kernel and autograd (the dispatcher cannot tell a Triton
+//                   kernel from a CUDA C++ one by device, so the twin is an operator of its own)
+//   <name>_check    the same arguments, no output: the C++ argument checks alone, which the
+//                   Triton twin runs before its launcher (csrc/check_ops.cpp)
 #pragma once
 
 #include <torch/library.h>
@@ -11,12 +14,14 @@
 
 namespace lstm_fused {
 
-// schema: "name(args) -> outputs". Defines `name` and `name_triton` with the same signature.
+// schema: "name(args) -> outputs".
 inline void def_with_triton(torch::Library& m, const std::string& schema) {
-  m.def(schema.c_str());  // parsed here: the string need not outlive the call
+  m.def(schema.c_str());  // parsed here: the strings need not outlive the calls
   const auto paren = schema.find('(');
-  const std::string twin = schema.substr(0, paren) + "_triton" + schema.substr(paren);
-  m.def(twin.c_str());
+  const auto args_end = schema.rfind(") ->") + 1;  // outputs hold no "->"
+  const std::string name = schema.substr(0, paren);
+  m.def((name + "_triton" + schema.substr(paren)).c_str());
+  m.def((name + "_check" + schema.substr(paren, args_end - paren) + " -> ()").c_str());
 }
 
 }  // namespace lstm_fused

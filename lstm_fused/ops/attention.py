@@ -149,9 +149,12 @@ def register_autograd(suffix: str, namespace: str = "lstm_fused") -> None:
 
 
 def _triton_kernel(name):
-    """The Triton twin's kernel: the launcher of the same name (triton_kernels/attention_ops.py)."""
+    """The Triton twin's kernel: the C++ argument checks of the operator (<name>_check,
+    csrc/check_ops.cpp), then the launcher of the same name (triton_kernels/attention_ops.py)."""
+    check = getattr(NAMESPACE, f"{name}_check")
 
     def kernel(*args):
+        check(*args)
         return getattr(triton_library.kernels("attention_ops"), name)(*args)
 
     kernel.__name__ = f"{name}_triton"

@@ -11,7 +11,8 @@ csrc/lstm_layer_args.h):
   attentive_lstm_inference(layer args, proj_weight, proj_bias?, v, qproj?, chunk_size)
       -> (context, alpha, lse, h_n, c_n)          inference only
 This module gives each its fake kernel (torch.compile) and autograd, the Triton twins their
-kernels (triton_kernels/lstm_layer.py, after the C++ argument checks, csrc/check_ops.cpp),
+kernels (triton_kernels/lstm_layer.py, after the C++ argument checks <name>_check,
+csrc/check_ops.cpp),
 and registers the family's implementations: families "lstm_layer" and "attentive_lstm".
 """
 from __future__ import annotations
@@ -125,8 +126,8 @@ def _check_triton_call(x, lengths, T):
 
 def _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
     _check_triton_call(x, None, 0)
-    T = NAMESPACE.lstm_layer_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)[0]
-    _check_triton_call(x, lengths, T)
+    NAMESPACE.lstm_layer_forward_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+    _check_triton_call(x, lengths, x.shape[0])
     return triton_library.kernels("lstm_layer").layer_forward(
         x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save)
 
@@ -148,9 +149,10 @@ def triton_attentive(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_we
                      proj_bias, v, qproj, chunk_size):
     """chunk_size is checked, not used: the Triton kernel pools every step on chip."""
     _check_triton_call(x, None, 0)
-    T = NAMESPACE.attentive_lstm_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                       proj_weight, proj_bias, v, qproj, chunk_size)[0]
-    _check_triton_call(x, lengths, T)
+    NAMESPACE.attentive_lstm_inference_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                             lengths, proj_weight, proj_bias, v, qproj,
+                                             chunk_size)
+    _check_triton_call(x, lengths, x.shape[0])
     return triton_library.kernels("lstm_layer").attentive_forward(
         x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj)
 

@@ -70,11 +70,14 @@ def register_core_autograd(forward_name: str, backward_op) -> None:
 
 
 def triton_forward(q, k, v, lengths, scale, dropout_p=0.0, seed=None):
+    """The C++ argument checks (mhsa_forward_check, csrc/check_ops.cpp), then the launcher."""
+    NAMESPACE.mhsa_forward_check(q, k, v, lengths, scale, dropout_p, seed)
     return triton_library.kernels("flash_attention").flash_attention_forward(
         q, k, v, lengths, scale, dropout_p, seed)
 
 
 def triton_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
+    NAMESPACE.mhsa_backward_check(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
     return triton_library.kernels("flash_attention").flash_attention_backward(
         grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
 
