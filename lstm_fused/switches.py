@@ -23,7 +23,7 @@ import contextlib
 import os
 from typing import Callable, Dict, List
 
-# name -> (environment variable, allowed values ("" = automatic), what the value means)
+# name -> (environment variable, allowed values; "" = the automatic choice)
 SWITCHES: Dict[str, tuple] = {
     "backend": ("LSTM_FUSED_BACKEND", ("", "auto", "cuda", "triton", "cpu", "reference")),
     "poison": ("LSTM_FUSED_POISON", ("", "0", "1")),

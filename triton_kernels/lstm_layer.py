@@ -29,7 +29,6 @@ from .lstm_sequence import (sequence_attentive_forward, sequence_backward,
                             sequence_backward_config, sequence_forward, sequence_forward_config)
 from .tuning import attentive_fits, choose_path
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 def layer_sizes(x: Tensor, h0: Tensor, w_ih: Tensor, w_hr: Optional[Tensor]):
     """(T, B, I, H, P, R, G, D) of a layer call whose arguments the caller has checked

@@ -132,18 +132,17 @@ def check_pooling_params(B, D, like, weight, bias, score_weight, query=None, que
                          where="attention_pooling"):
     """The checks of attention_pooling's parameters for a sequence of B rows of D features of
     `like`'s dtype and device; returns (v (A,), qproj (B, A) = query W_q^T or None)."""
-    x = like
     _checks.check_tensor(weight, "weight", where=where)
     if weight.dim() != 2:
         raise ValueError(f"{where}: weight must be 2-D (A, D), got shape {tuple(weight.shape)}")
     A = weight.shape[0]
-    _check_linear_weight(weight, "weight", A, D, x, where)
+    _check_linear_weight(weight, "weight", A, D, like, where)
     if bias is not None:
-        _check_linear_weight(bias, "bias", A, None, x, where)
+        _check_linear_weight(bias, "bias", A, None, like, where)
     _checks.check_tensor(score_weight, "score_weight", where=where)
     v = score_weight.reshape(-1) if score_weight.dim() == 2 and score_weight.shape[0] == 1 \
         else score_weight
-    _check_linear_weight(v, "score_weight", A, None, x, where)
+    _check_linear_weight(v, "score_weight", A, None, like, where)
     qproj = None
     if (query is None) != (query_weight is None):
         raise ValueError(f"{where}: query and query_weight go together, got query="
@@ -151,12 +150,12 @@ def check_pooling_params(B, D, like, weight, bias, score_weight, query=None, que
                          f"{'None' if query_weight is None else 'a tensor'}")
     if query is not None:
         _check_float(query, "query", where)
-        _checks.check_device(query, "query", x.device, where=where)
-        _checks.check_dtype(query, "query", x.dtype, where=where)
+        _checks.check_device(query, "query", like.device, where=where)
+        _checks.check_dtype(query, "query", like.dtype, where=where)
         if query.dim() != 2 or query.shape[0] != B:
             raise ValueError(f"{where}: query has shape {tuple(query.shape)}, expected "
                              f"({B}, Q) (one query vector per batch element)")
-        _check_linear_weight(query_weight, "query_weight", A, query.shape[1], x, where)
+        _check_linear_weight(query_weight, "query_weight", A, query.shape[1], like, where)
         qproj = query @ query_weight.t()  # (B, A)
     return v, qproj
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import reference
+from .. import _checks, reference
 from . import library, registry
 from . import triton_library
 from .autograd import differentiable_vjp, needs_grad, refuse_autograd, zeros_if_none
@@ -110,24 +110,25 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
 
 # ----------------------------------------------------------------------- Triton twins
 
-def _check_triton_call(x, lengths, T):
-    """What only the Triton kernels need checked beyond the C++ checks: the dtype, and on the
-    host (CPU tensors, free to read) the values of lengths; on a GPU the range of lengths is
-    the caller's contract, checked once per call by lstm_fused.functional."""
+def _check_triton_dtype(x):
+    """The dtypes the Triton kernels compute, checked before the C++ checks (which take any
+    dtype x and the weights share)."""
     if x.dtype not in FLOATS:
         raise TypeError(f"lstm_fused (triton): dtype {x.dtype} is not supported; use float32, "
                         f"float16, bfloat16 or float64")
+
+
+def _check_host_lengths(x, lengths):
+    """The values of lengths where reading them is free (CPU tensors, the interpreter); on a GPU
+    their range is the caller's contract, checked once per call by lstm_fused.functional."""
     if lengths is not None and lengths.device.type == "cpu" and lengths.numel() > 0:
-        lo, hi = torch.aminmax(lengths)
-        if int(lo) < 0 or int(hi) > T:
-            raise ValueError(f"lstm_fused (triton): lengths must lie in [0, T={T}], got values "
-                             f"from {int(lo)} to {int(hi)}")
+        _checks.check_lengths_range(lengths, x.shape[0], where="lstm_fused (triton)")
 
 
 def _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
-    _check_triton_call(x, None, 0)
+    _check_triton_dtype(x)
     NAMESPACE.lstm_layer_forward_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
-    _check_triton_call(x, lengths, x.shape[0])
+    _check_host_lengths(x, lengths)
     return triton_library.kernels("lstm_layer").layer_forward(
         x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save)
 
@@ -148,11 +149,11 @@ def triton_layer_backward(*args):
 def triton_attentive(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight,
                      proj_bias, v, qproj, chunk_size):
     """chunk_size is checked, not used: the Triton kernel pools every step on chip."""
-    _check_triton_call(x, None, 0)
+    _check_triton_dtype(x)
     NAMESPACE.attentive_lstm_inference_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
                                              lengths, proj_weight, proj_bias, v, qproj,
                                              chunk_size)
-    _check_triton_call(x, lengths, x.shape[0])
+    _check_host_lengths(x, lengths)
     return triton_library.kernels("lstm_layer").attentive_forward(
         x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj)
 

@@ -15,7 +15,8 @@ import torch
 
 from .. import switches
 
-BACKEND_NAMES = ("auto", "cuda", "triton", "cpu", "reference")
+# "auto", then the backends: the values of the backend switch
+BACKEND_NAMES = tuple(v for v in switches.SWITCHES["backend"][1] if v)
 
 
 def dtype_names(dtypes) -> str:
