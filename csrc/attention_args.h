@@ -4,14 +4,16 @@
 //
 // These checks are the cheap ones (shapes, dtypes, devices) and guard direct calls of the
 // operators; the Python entry points (lstm_fused.functional) check user input first, with the
-// messages of docs/contract.md. The values of `lengths` (0 <= lengths[b] <= T) are the caller's
-// contract: the CPU kernels check them where they read them on the host; the CUDA kernels clamp
-// them into range where they read them (no device synchronisation to check).
+// messages of docs/contract.md. lengths: csrc/lengths.h (its values are checked where they are
+// read on the host; the CUDA kernels clamp them into range where they read them).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <string>
+
+#include "lengths.h"
 #include "optional_tensor.h"
 
 namespace lstm_fused {
@@ -40,14 +42,10 @@ inline void check_dtype(const at::Tensor& t, const at::Tensor& x, const char* op
                    " has dtype ", t.scalar_type(), ", expected x's dtype ", x.scalar_type());
 }
 
-// lengths (n,) int64, when present (its values: see the top of this file).
+// lengths (n,) int64, when present (csrc/lengths.h).
 inline void check_attention_lengths(const c10::optional<at::Tensor>& lengths, int64_t n,
                                     const char* op) {
-  if (!present(lengths)) return;
-  TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, "lstm_fused::", op,
-                   ": lengths must be int64, got ", lengths->scalar_type());
-  TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == n, "lstm_fused::", op,
-                    ": lengths has shape ", lengths->sizes(), ", expected (", n, ",)");
+  check_lengths(lengths, n, (std::string("lstm_fused::") + op).c_str());
 }
 
 // The inner dimension with stride 1 (outer strides stay free, so a (T, B, D) view transposed

@@ -1,7 +1,8 @@
 // The kernels of the operators <name>_check (csrc/op_schema.h): the argument checks of every
 // operator, written once per family (lstm_layer_args.h, lstm_layer_grads.h, attentive_args.h,
 // attention_args.h, mhsa_args.h) and run here for the Triton twins, so that a Triton kernel
-// gets exactly the checks a C++ kernel gets. The Triton kernels run on x's device (CUDA, or the
+// gets exactly the checks a C++ kernel gets; and the values of lengths where they are on the
+// host, as the C++ CPU kernels check them (csrc/lengths.h). The Triton kernels run on x's device (CUDA, or the
 // CPU under Triton's interpreter) in every floating dtype.
 #include <torch/library.h>
 
@@ -28,8 +29,9 @@ void lstm_layer_forward_check(const Tensor& x, const Tensor& h0, const Tensor& c
                               const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
                               const OptTensor& w_hr, const OptTensor& w_peep,
                               const OptTensor& lengths) {
-  lstm_fused::check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                               layer_backend(x));
+  const auto s = lstm_fused::check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                              lengths, layer_backend(x));
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused");
 }
 
 void lstm_layer_backward_check(const Tensor& grad_y, const Tensor& grad_h_n,
@@ -38,8 +40,10 @@ void lstm_layer_backward_check(const Tensor& grad_y, const Tensor& grad_h_n,
                                const OptTensor& w_hr, const OptTensor& w_peep,
                                const OptTensor& lengths, const Tensor& y, const Tensor& gates,
                                const Tensor& cells) {
-  lstm_fused::check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
-                                  w_peep, lengths, y, gates, cells, layer_backend(x));
+  const auto s = lstm_fused::check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
+                                                 w_hh, w_hr, w_peep, lengths, y, gates, cells,
+                                                 layer_backend(x));
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused");
 }
 
 void attentive_lstm_inference_check(const Tensor& x, const Tensor& h0, const Tensor& c0,
@@ -49,16 +53,19 @@ void attentive_lstm_inference_check(const Tensor& x, const Tensor& h0, const Ten
                                     const Tensor& proj_weight, const OptTensor& proj_bias,
                                     const Tensor& v, const OptTensor& qproj,
                                     int64_t chunk_size) {
-  lstm_fused::check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                   proj_weight, proj_bias, v, qproj, chunk_size,
-                                   layer_backend(x));
+  const auto s = lstm_fused::check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
+                                                  lengths, proj_weight, proj_bias, v, qproj,
+                                                  chunk_size, layer_backend(x));
+  lstm_fused::check_host_lengths(lengths, s.layer.B, s.layer.T, "lstm_fused");
 }
 
 // -------------------------------------------------------------------------------- attention
 
 void masked_softmax_forward_check(const Tensor& scores, const OptTensor& lengths,
                                   const OptTensor& mask, double /*scale*/) {
-  lstm_fused::check_masked_softmax_args(scores, lengths, mask, kernel_device(scores));
+  const auto s = lstm_fused::check_masked_softmax_args(scores, lengths, mask,
+                                                       kernel_device(scores));
+  lstm_fused::check_host_lengths(lengths, s.R, s.N, "lstm_fused::masked_softmax_forward");
 }
 
 void masked_softmax_backward_check(const Tensor& grad_probs, const Tensor& probs,
@@ -68,8 +75,9 @@ void masked_softmax_backward_check(const Tensor& grad_probs, const Tensor& probs
 
 void attention_pooling_forward_check(const Tensor& x, const Tensor& proj, const Tensor& v,
                                      const OptTensor& qproj, const OptTensor& lengths) {
-  lstm_fused::check_pooling_args(x, proj, v, qproj, lengths, kernel_device(x),
-                                 "attention_pooling_forward");
+  const auto s = lstm_fused::check_pooling_args(x, proj, v, qproj, lengths, kernel_device(x),
+                                                "attention_pooling_forward");
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::attention_pooling_forward");
 }
 
 void attention_pooling_backward_check(const Tensor& /*grad_context*/,
@@ -77,28 +85,35 @@ void attention_pooling_backward_check(const Tensor& /*grad_context*/,
                                       const Tensor& x, const Tensor& proj, const Tensor& v,
                                       const OptTensor& qproj, const OptTensor& lengths,
                                       const Tensor& /*alpha*/, const Tensor& /*context*/) {
-  lstm_fused::check_pooling_args(x, proj, v, qproj, lengths, kernel_device(x),
-                                 "attention_pooling_backward");
+  const auto s = lstm_fused::check_pooling_args(x, proj, v, qproj, lengths, kernel_device(x),
+                                                "attention_pooling_backward");
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::attention_pooling_backward");
 }
 
 void channel_masked_mean_forward_check(const Tensor& x, const OptTensor& lengths) {
-  lstm_fused::check_channel_args(x, Tensor(), lengths, kernel_device(x),
-                                 "channel_masked_mean_forward");
+  const auto s = lstm_fused::check_channel_args(x, Tensor(), lengths, kernel_device(x),
+                                                "channel_masked_mean_forward");
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::channel_masked_mean_forward");
 }
 
 void channel_masked_mean_backward_check(const Tensor& /*grad_mean*/, const Tensor& x,
                                         const OptTensor& lengths) {
-  lstm_fused::check_channel_args(x, Tensor(), lengths, kernel_device(x),
-                                 "channel_masked_mean_backward");
+  const auto s = lstm_fused::check_channel_args(x, Tensor(), lengths, kernel_device(x),
+                                                "channel_masked_mean_backward");
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::channel_masked_mean_backward");
 }
 
 void channel_rescale_forward_check(const Tensor& x, const Tensor& w, const OptTensor& lengths) {
-  lstm_fused::check_channel_args(x, w, lengths, kernel_device(x), "channel_rescale_forward");
+  const auto s =
+      lstm_fused::check_channel_args(x, w, lengths, kernel_device(x), "channel_rescale_forward");
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::channel_rescale_forward");
 }
 
 void channel_rescale_backward_check(const Tensor& /*grad_y*/, const Tensor& x, const Tensor& w,
                                     const OptTensor& lengths) {
-  lstm_fused::check_channel_args(x, w, lengths, kernel_device(x), "channel_rescale_backward");
+  const auto s =
+      lstm_fused::check_channel_args(x, w, lengths, kernel_device(x), "channel_rescale_backward");
+  lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::channel_rescale_backward");
 }
 
 // --------------------------------------------------------------------------- self-attention
@@ -106,14 +121,17 @@ void channel_rescale_backward_check(const Tensor& /*grad_y*/, const Tensor& x, c
 void mhsa_forward_check(const Tensor& q, const Tensor& k, const Tensor& v,
                         const OptTensor& lengths, double /*scale*/, double dropout_p,
                         const OptTensor& seed) {
-  lstm_fused::check_mhsa_forward_call(q, k, v, lengths, dropout_p, seed);
+  const auto c = lstm_fused::check_mhsa_forward_call(q, k, v, lengths, dropout_p, seed);
+  lstm_fused::check_host_lengths(lengths, c.s.B, c.s.T, "lstm_fused::mhsa");
 }
 
 void mhsa_backward_check(const Tensor& grad_out, const Tensor& q, const Tensor& k,
                          const Tensor& v, const OptTensor& lengths, double /*scale*/,
                          double dropout_p, const OptTensor& seed, const Tensor& out,
                          const Tensor& lse) {
-  lstm_fused::check_mhsa_backward_call(grad_out, q, k, v, lengths, dropout_p, seed, out, lse);
+  const auto c =
+      lstm_fused::check_mhsa_backward_call(grad_out, q, k, v, lengths, dropout_p, seed, out, lse);
+  lstm_fused::check_host_lengths(lengths, c.s.B, c.s.T, "lstm_fused::mhsa");
 }
 
 }  // namespace

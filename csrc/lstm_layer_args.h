@@ -27,6 +27,7 @@
 
 #include <limits>
 
+#include "lengths.h"
 #include "optional_tensor.h"
 #include "switches.h"
 
@@ -84,9 +85,8 @@ inline void check_same(const at::Tensor& t, const char* name, at::IntArrayRef ex
 }
 
 // Checks every argument of a layer call (shapes, dtypes, devices: no device synchronisation)
-// and returns its sizes. The values of `lengths` (0 <= lengths[b] <= T) are the caller's
-// contract, checked on the host by lstm_fused.functional; the CPU kernels check them again
-// where they read them on the host, the CUDA kernels are memory-safe for any value.
+// and returns its sizes. lengths: csrc/lengths.h (its values are checked where they are read
+// on the host; the CUDA kernels are memory-safe for any value).
 inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0,
                                        const at::Tensor& c0, const at::Tensor& w_ih,
                                        const at::Tensor& w_hh,
@@ -125,13 +125,7 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
     check_optional(w_hr, "w_hr", {s.D, s.P, s.H}, x);
   }
   check_optional(w_peep, "w_peep", {s.D, 3, s.H}, x);
-  if (present(lengths)) {
-    TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == s.B,
-                      "lstm_fused: lengths must have shape (B,) = (", s.B, ",), got ",
-                      lengths->sizes());
-    TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, "lstm_fused: lengths must be int64, got ",
-                     lengths->scalar_type());
-  }
+  check_lengths(lengths, s.B, "lstm_fused");
   check_layer_backend(x, backend);
   return s;
 }

@@ -1,4 +1,4 @@
-// Arguments of the multi-head self-attention core operators (csrc/mhsa_ops.cpp).
+// Arguments of the multi-head self-attention core operators (csrc/attention_schemas.h).
 //
 //   q, k, v   (B, N, T, Dh)   same dtype and device; any strides (kernels take contiguous copies)
 //   lengths   (B,) int64 or undefined; key t of batch row b is valid iff t < lengths[b]
@@ -8,16 +8,18 @@
 //
 // The Python entry points check user input with clear messages first (lstm_fused.functional);
 // these checks (shapes, dtypes, devices: no device synchronisation) guard direct calls of the
-// operators. The values of lengths are the caller's contract: the CPU kernels clamp them, the
-// CUDA kernels too (mhsa_row_length in csrc/cuda/mhsa_kernels.cuh). MhsaOps (below) runs the
-// checks before either backend's kernels.
+// operators. lengths: csrc/lengths.h (any device; its values checked where they are on the
+// host; the CUDA kernels clamp them where they read them, mhsa_row_length in
+// csrc/cuda/mhsa_kernels.cuh). MhsaOps (below) runs the checks before either backend's kernels.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <tuple>
+#include <utility>
 
 #include "attention_dropout.h"
+#include "lengths.h"
 #include "optional_tensor.h"
 
 namespace lstm_fused {
@@ -26,23 +28,23 @@ struct MhsaSizes {
   int64_t B, N, T, Dh;
 };
 
+// Shapes ValueError, dtypes TypeError, devices RuntimeError, as in every family.
 inline MhsaSizes check_mhsa_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const c10::optional<at::Tensor>& lengths) {
-  TORCH_CHECK(q.dim() == 4, "mhsa: q must be (B, N, T, Dh), got ", q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(),
-              "mhsa: k and v must have the shape of q ", q.sizes(), ", got ", k.sizes(),
-              " and ", v.sizes());
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-              "mhsa: q, k, v must share a dtype");
-  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(),
-              "mhsa: q, k, v must be on one device");
-  MhsaSizes s{q.size(0), q.size(1), q.size(2), q.size(3)};
-  if (present(lengths)) {
-    TORCH_CHECK(lengths->dim() == 1 && lengths->size(0) == s.B,
-                "mhsa: lengths must be (B,) = (", s.B, ",), got ", lengths->sizes());
-    TORCH_CHECK(lengths->scalar_type() == at::kLong, "mhsa: lengths must be int64");
-    TORCH_CHECK(lengths->device() == q.device(), "mhsa: lengths must be on the device of q");
+  const char* where = "lstm_fused::mhsa";
+  TORCH_CHECK_VALUE(q.dim() == 4, where, ": q must be 4-D (B, N, T, Dh), got shape ",
+                    shape_str(q.sizes()));
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"k", &k}, {"v", &v}}) {
+    TORCH_CHECK_VALUE(t->sizes() == q.sizes(), where, ": ", name, " has shape ",
+                      shape_str(t->sizes()), ", expected q's shape ", shape_str(q.sizes()));
+    TORCH_CHECK_TYPE(t->scalar_type() == q.scalar_type(), where, ": ", name, " has dtype ",
+                     dtype_str(t->scalar_type()), ", expected q's dtype ",
+                     dtype_str(q.scalar_type()));
+    TORCH_CHECK(t->device() == q.device(), where, ": ", name, " is on ", t->device(),
+                ", expected q's device ", q.device());
   }
+  MhsaSizes s{q.size(0), q.size(1), q.size(2), q.size(3)};
+  check_lengths(lengths, s.B, where);
   return s;
 }
 
@@ -50,11 +52,11 @@ inline MhsaSizes check_mhsa_args(const at::Tensor& q, const at::Tensor& k, const
 // (read on the host, no device sync), required when dropout_p > 0.
 inline AttentionDropout mhsa_dropout(double dropout_p, const c10::optional<at::Tensor>& seed) {
   TORCH_CHECK_VALUE(dropout_p >= 0.0 && dropout_p <= 1.0,
-                    "mhsa: dropout_p must be in [0, 1], got ", dropout_p);
+                    "lstm_fused::mhsa: dropout_p must be in [0, 1], got ", dropout_p);
   if (dropout_p == 0.0) return AttentionDropout();
   TORCH_CHECK_VALUE(present(seed) && seed->numel() == 1 && seed->scalar_type() == at::kLong &&
                         seed->device().is_cpu(),
-                    "mhsa: dropout_p > 0 needs seed, a one-element int64 CPU tensor");
+                    "lstm_fused::mhsa: dropout_p > 0 needs seed, a one-element int64 CPU tensor");
   return AttentionDropout(dropout_p, seed->item<int64_t>());
 }
 
@@ -78,14 +80,16 @@ inline MhsaCall check_mhsa_forward_call(const at::Tensor& q, const at::Tensor& k
 inline void check_mhsa_backward_args(const MhsaSizes& s, const at::Tensor& grad_out,
                                      const at::Tensor& q, const at::Tensor& out,
                                      const at::Tensor& lse) {
-  TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(),
-              "mhsa_backward: grad_out and out must have the shape of q ", q.sizes());
-  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == s.B && lse.size(1) == s.N && lse.size(2) == s.T,
-              "mhsa_backward: lse must be (B, N, T) = (", s.B, ", ", s.N, ", ", s.T, "), got ",
-              lse.sizes());
-  TORCH_CHECK(lse.scalar_type() == mhsa_acc_type(q.scalar_type()),
-              "mhsa_backward: lse must be ", mhsa_acc_type(q.scalar_type()), ", got ",
-              lse.scalar_type());
+  TORCH_CHECK_VALUE(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(),
+                    "lstm_fused::mhsa_backward: grad_out and out must have the shape of q ",
+                    shape_str(q.sizes()));
+  TORCH_CHECK_VALUE(
+      lse.dim() == 3 && lse.size(0) == s.B && lse.size(1) == s.N && lse.size(2) == s.T,
+      "lstm_fused::mhsa_backward: lse has shape ", shape_str(lse.sizes()), ", expected (", s.B,
+      ", ", s.N, ", ", s.T, ")");
+  TORCH_CHECK_TYPE(lse.scalar_type() == mhsa_acc_type(q.scalar_type()),
+                   "lstm_fused::mhsa_backward: lse has dtype ", dtype_str(lse.scalar_type()),
+                   ", expected ", dtype_str(mhsa_acc_type(q.scalar_type())));
 }
 
 // Every argument of the backward: the forward's, then grad_out, out and lse.

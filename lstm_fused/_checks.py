@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from . import onnx_export
+
 
 class ShapeError(ValueError, AssertionError):
     """A shape that does not fit, where the torch.nn module replaced checks it with `assert`
@@ -42,24 +44,43 @@ def check_shape(t: torch.Tensor, name: str, expected: tuple, *, where: str,
         raise exc(f"{where}: {name} has shape {_shape(t)}, expected {exp}")
 
 
-def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None,
-                  values: bool = True) -> torch.Tensor:
-    """lengths (B,) of integers in [0, T]; returns it as int64 on `device`. values=False leaves
-    the range to the function called next (lstm_fused.functional.lstm checks it once)."""
+def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None) -> torch.Tensor:
+    """The one reader of `lengths` of every family: (B,) integers in [0, T]. Returns it as
+    int64 on `device` (lengths may live on any device: CPU lengths for CUDA inputs are
+    common). One message per condition (the C++ operators use the same words,
+    csrc/lengths.h): not a tensor or not integers TypeError, a wrong shape or a value out of
+    [0, T] ValueError."""
     check_tensor(lengths, "lengths", where=where)
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise TypeError(f"{where}: lengths must hold integers, got dtype {lengths.dtype}")
+        raise TypeError(f"{where}: lengths has dtype {lengths.dtype}, expected an integer dtype")
     if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(f"{where}: lengths has shape {_shape(lengths)}, expected ({batch},) "
-                         f"(one length per batch element)")
-    if values and not torch.compiler.is_compiling() and lengths.numel() > 0:
-        check_lengths_range(lengths, steps, where=where)  # before the copy: free on the host
+        raise ValueError(f"{where}: lengths has shape {tuple(lengths.shape)}, expected ({batch},)")
+    check_lengths_range(lengths, steps, where=where)  # before the copy: free on the host
     return lengths.to(device=device, dtype=torch.int64)
 
 
+def lengths_range_message(where: str, steps: int, index=None, value=None) -> str:
+    """The message of a length out of [0, T] (csrc/lengths.h writes the same); without index and
+    value (a device-side assert cannot say which) it names lengths[b]."""
+    got = "lengths[b]" if index is None else f"lengths[{index}] = {value}"
+    return f"{where}: {got} is out of range, expected 0 <= lengths[b] <= T = {steps}"
+
+
 def check_lengths_range(lengths: torch.Tensor, steps: int, *, where: str) -> None:
-    """Every length in [0, T]: one read of (min, max), so one device synchronisation at most."""
-    lo, hi = torch.stack(torch.aminmax(lengths)).tolist()
-    if lo < 0 or hi > steps:
-        raise ValueError(f"{where}: lengths must lie in [0, {steps}] (the sequence length), "
-                         f"got values from {lo} to {hi}")
+    """Every length in [0, T]. On the host (CPU lengths: free; CUDA lengths: one device
+    synchronisation, the rest only on the way to the error). Under torch.compile or CUDA graph
+    capture no host read is allowed: the check becomes a device-side assert
+    (torch._assert_async, a RuntimeError when it fails). Under torch.jit.trace and
+    torch.onnx.export nothing is checked (the trace would bake in the values)."""
+    if lengths.numel() == 0 or torch.jit.is_tracing():
+        return
+    if onnx_export.exporting_onnx():
+        return
+    valid = (lengths >= 0) & (lengths <= steps)
+    if torch.compiler.is_compiling() or (
+            lengths.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        torch._assert_async(valid.all(), lengths_range_message(where, steps))
+        return
+    if not bool(valid.all()):  # the one synchronisation
+        b = int((~valid).nonzero()[0, 0])
+        raise ValueError(lengths_range_message(where, steps, b, int(lengths[b])))

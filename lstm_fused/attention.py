@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import functional
-from ._checks import check_lengths, check_tensor
+from ._checks import check_tensor
 from .lstm import LSTM
 from .ops.registry import check_name
 
@@ -224,9 +224,7 @@ class AttentiveLSTM(nn.Module):
         if x.dtype != weight.dtype:
             raise TypeError(f"{where}: input has dtype {x.dtype}, expected {weight.dtype} "
                             f"(the dtype of the module's parameters)")
-        T, B = x.shape[0], x.shape[1]
-        if lengths is not None:  # its range: once, in functional.attentive_lstm
-            lengths = check_lengths(lengths, B, T, where=where, device=x.device, values=False)
+        # lengths: checked (the one reader, _checks.check_lengths) by functional.attentive_lstm
         query, query_weight = self.attention.check_query(query)
         h0, c0 = lstm.initial_state(hx, x)
         between_layers = None

@@ -434,10 +434,12 @@ def test_backends_say_what_they_cannot_run():
     (lambda m: m(torch.randn(3, 2, 4).long()), RuntimeError, "x must be a floating"),
     (lambda m: m([[1.0]]), TypeError, "x must be a torch.Tensor"),
     (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 4])), ValueError,
-     r"lengths must lie in \[0, 3\]"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, -1])), ValueError, "lengths must lie"),
+     r"lengths\[1\] = 4 is out of range, expected 0 <= lengths\[b\] <= T = 3"),
+    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, -1])), ValueError,
+     r"lengths\[1\] = -1 is out of range"),
     (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 2, 3])), ValueError, "lengths has shape"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1.0, 2.0])), TypeError, "lengths must hold"),
+    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1.0, 2.0])), TypeError,
+     "lengths has dtype torch.float32, expected an integer dtype"),
     (lambda m: m(torch.randn(3, 2, 4), need_weights=1), TypeError, "need_weights"),
 ])
 def test_bad_input_names_the_argument(make_call, error, words):

@@ -39,20 +39,10 @@ using OptTensor = c10::optional<Tensor>;
 
 constexpr KernelDevice kCpu{at::kCPU, "cpu"};
 
-// lengths (n,) (shape and dtype checked by attention_args.h) -> a vector, its values checked:
-// 0 <= lengths[i] <= limit (all `limit` when absent).
-std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t n, int64_t limit,
-                                  const char* op) {
-  std::vector<int64_t> out(n, limit);
-  if (!present(lengths)) return out;
-  const Tensor l = lengths->to(at::kCPU).contiguous();
-  const int64_t* p = l.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK_VALUE(p[i] >= 0 && p[i] <= limit, "lstm_fused::", op, ": lengths[", i, "] = ",
-                      p[i], " is out of range, expected 0 <= lengths <= ", limit);
-    out[i] = p[i];
-  }
-  return out;
+// lengths (n,) read on the host, its values checked (csrc/lengths.h; all `limit` when absent).
+std::vector<int64_t> read_op_lengths(const OptTensor& lengths, int64_t n, int64_t limit,
+                                     const char* op) {
+  return read_lengths(lengths, n, limit, (std::string("lstm_fused::") + op).c_str());
 }
 
 #define ATTN_DISPATCH(TYPE, NAME, ...) \
@@ -116,7 +106,7 @@ Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
   const SoftmaxSizes sz = check_masked_softmax_args(scores_in, lengths, mask_in, kCpu);
   const int64_t R = sz.R, N = sz.N;
   const Tensor scores = scores_in.contiguous();
-  const std::vector<int64_t> len = read_lengths(lengths, R, N, "masked_softmax_forward");
+  const std::vector<int64_t> len = read_op_lengths(lengths, R, N, "masked_softmax_forward");
   const Tensor mask = present(mask_in) ? mask_in->to(at::kCPU).contiguous() : Tensor();
   Tensor probs = at::empty_like(scores);
   ATTN_DISPATCH(scores.scalar_type(), "masked_softmax_forward_cpu", [&] {
@@ -204,7 +194,7 @@ PoolingCall pooling_call(const Tensor& x, const Tensor& proj, const Tensor& v,
                          const OptTensor& qproj, const OptTensor& lengths, const char* op) {
   PoolingCall in;
   static_cast<PoolingInputs&>(in) = pooling_inputs(x, proj, v, qproj, lengths, kCpu, op);
-  in.len = read_lengths(lengths, in.s.B, in.s.T, op);
+  in.len = read_op_lengths(lengths, in.s.B, in.s.T, op);
   return in;
 }
 
@@ -366,7 +356,7 @@ Tensor channel_masked_mean_forward(const Tensor& x_in, const OptTensor& lengths)
   const ChannelSizes sz = check_channel_args(x_in, Tensor(), lengths, kCpu, op);
   const int64_t B = sz.B, T = sz.T, C = sz.C;
   const Tensor x = inner_contiguous(x_in);
-  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  const std::vector<int64_t> len = read_op_lengths(lengths, B, T, op);
   Tensor mean = at::empty({B, C}, x.options());
   ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -394,7 +384,7 @@ Tensor channel_masked_mean_backward(const Tensor& grad_mean_in, const Tensor& x,
   const char* op = "channel_masked_mean_backward";
   const ChannelSizes sz = check_channel_args(x, Tensor(), lengths, kCpu, op);
   const int64_t B = sz.B, T = sz.T, C = sz.C;
-  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  const std::vector<int64_t> len = read_op_lengths(lengths, B, T, op);
   const Tensor gm = grad_mean_in.contiguous();
   Tensor grad_x = at::empty({B, T, C}, x.options());
   ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_backward_cpu", [&] {
@@ -421,7 +411,7 @@ Tensor channel_rescale_forward(const Tensor& x_in, const Tensor& w_in, const Opt
   const ChannelSizes sz = check_channel_args(x_in, w_in, lengths, kCpu, op);
   const int64_t B = sz.B, T = sz.T, C = sz.C;
   const Tensor x = inner_contiguous(x_in), w = w_in.contiguous();
-  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  const std::vector<int64_t> len = read_op_lengths(lengths, B, T, op);
   Tensor y = at::empty({B, T, C}, x.options());
   ATTN_DISPATCH(x.scalar_type(), "channel_rescale_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -454,7 +444,7 @@ std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y_in, con
   const int64_t B = sz.B, T = sz.T, C = sz.C;
   const Tensor x = inner_contiguous(x_in), w = w_in.contiguous();
   const Tensor gy = grad_y_in.contiguous();
-  const std::vector<int64_t> len = read_lengths(lengths, B, T, op);
+  const std::vector<int64_t> len = read_op_lengths(lengths, B, T, op);
   Tensor grad_x = at::empty({B, T, C}, x.options());
   Tensor grad_w = at::empty({B, C}, x.options());
   ATTN_DISPATCH(x.scalar_type(), "channel_rescale_backward_cpu", [&] {

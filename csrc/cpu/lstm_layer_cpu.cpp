@@ -44,20 +44,6 @@ using OptTensor = c10::optional<Tensor>;
 
 constexpr LayerBackend kCpu{at::kCPU, "cpu", /*half_types=*/false};
 
-// Valid steps of each sequence, checked against T (all T when lengths are absent).
-std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t T, int64_t B) {
-  std::vector<int64_t> out(B, T);
-  if (!present(lengths)) return out;
-  const Tensor l = lengths->to(at::kCPU).contiguous();
-  const int64_t* p = l.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK_VALUE(p[b] >= 0 && p[b] <= T, "lstm_fused: lengths[", b, "] = ", p[b],
-                      " is out of range, expected 0 <= lengths[b] <= T = ", T);
-    out[b] = p[b];
-  }
-  return out;
-}
-
 // Where a direction's time loop writes y. By default the whole (T, B, D*R) output (slots = T).
 // For the attentive inference (attentive_lstm_inference_cpu, one direction) a ring of `slots`
 // steps (slots, B, R): step s goes to slot s % slots, and after every `slots` steps (and after
@@ -280,7 +266,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& ring_buffer = Tensor()) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
                                              kCpu);
-  const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
+  const std::vector<int64_t> len = read_lengths(lengths, s.B, s.T, "lstm_fused");
   const auto opts = x.options();
   const LoopChoice choice = choose_loop(s, x.element_size());
   const TimeLoop loop = choice.loop;
@@ -347,7 +333,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> attentive_lstm_inference_cpu(
   const int64_t slots = std::max<int64_t>(1, std::min(chunk_size, s.T));
   const Tensor ring_buffer = at::empty({slots, s.B, s.R}, x.options());
   OnlinePooling pool(ring_buffer, proj_weight, present(proj_bias) ? *proj_bias : Tensor(), v,
-                     present(qproj) ? *qproj : Tensor(), read_lengths(lengths, s.T, s.B), s.T);
+                     present(qproj) ? *qproj : Tensor(),
+                     read_lengths(lengths, s.B, s.T, "lstm_fused"), s.T);
   const OutputRing ring{slots, [&pool](int64_t first, int64_t n) { pool.add(first, n); }};
   auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/false,
                            &ring, ring_buffer);
@@ -495,7 +482,7 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
 
 // The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
 LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardInputs& in) {
-  const std::vector<int64_t> len = read_lengths(in.lengths, s.T, s.B);
+  const std::vector<int64_t> len = read_lengths(in.lengths, s.B, s.T, "lstm_fused");
   const auto opts = in.x.options();
   const bool proj = s.P > 0;
 

@@ -1,4 +1,4 @@
-// CPU kernels of the multi-head self-attention core (schemas: csrc/mhsa_ops.cpp).
+// CPU kernels of the multi-head self-attention core (schemas: csrc/attention_schemas.h).
 //
 // One (batch row b, head n) pair at a time, parallel over the B * N pairs. With len = lengths[b]
 // valid keys, a block of query rows (all T rows when T <= kRowBlock) goes through GEMMs (the
@@ -46,10 +46,6 @@ using at::vec::Vectorized;
 
 // Query rows per block: the score buffer is kRowBlock x len per thread.
 constexpr int64_t kRowBlock = 256;
-
-int64_t length_of(const int64_t* lengths, int64_t b, int64_t T) {
-  return lengths == nullptr ? T : std::min<int64_t>(std::max<int64_t>(lengths[b], 0), T);
-}
 
 // The Fortran BLAS of the BLAS PyTorch is linked with (MKL's on x86 wheels, which export
 // these names from libtorch_cpu; at::native::cpublas::gemm is not exported). Weak symbols:
@@ -261,22 +257,16 @@ void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int
   store_rows(dv, dV, len * Dh);
 }
 
-at::Tensor lengths_cpu(const c10::optional<at::Tensor>& lengths) {
-  if (!lengths.has_value() || !lengths->defined()) return at::Tensor();
-  return lengths->contiguous();
-}
-
 // The kernels of MhsaOps (mhsa_args.h), which checks the arguments first.
 std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(
     const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& q_in,
     const at::Tensor& k_in, const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths,
     double scale) {
   const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
-  const at::Tensor len_t = lengths_cpu(lengths);
+  const std::vector<int64_t> len = read_lengths(lengths, s.B, s.T, "lstm_fused::mhsa");
   at::Tensor out = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
   at::Tensor lse = at::empty({s.B, s.N, s.T}, q.options().dtype(mhsa_acc_type(q.scalar_type())));
   if (lse.numel() == 0) return {out, lse};  // B, N or T is 0 (Dh = 0 runs: lse = log len)
-  const int64_t* len_ptr = len_t.defined() ? len_t.data_ptr<int64_t>() : nullptr;
   const int64_t head = s.T * s.Dh;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cpu", [&] {
@@ -291,7 +281,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(
         const int64_t b = h / s.N, n = h % s.N;
         forward_head<scalar_t, acc_t>(qh.head(b, n), qh.st, kh.head(b, n), kh.st, vh.head(b, n),
                                       vh.st, op + h * head, lp + h * s.T, s.T, s.Dh,
-                                      length_of(len_ptr, b, s.T), static_cast<acc_t>(scale), drop,
+                                      len[b], static_cast<acc_t>(scale), drop,
                                       h * s.T, ws);
       }
     });
@@ -304,11 +294,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
   const at::Tensor q = rows_readable(in.q), k = rows_readable(in.k), v = rows_readable(in.v);
   const at::Tensor dout = rows_readable(in.grad_out.to(q.scalar_type()));
   const at::Tensor out = rows_readable(in.out), lse = in.lse.contiguous();
-  const at::Tensor len_t = lengths_cpu(in.lengths);
+  const std::vector<int64_t> len = read_lengths(in.lengths, s.B, s.T, "lstm_fused::mhsa");
   at::Tensor dq = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
   at::Tensor dk = at::empty_like(dq), dv = at::empty_like(dq);
   if (s.B * s.N * s.T == 0) return {dq, dk, dv};
-  const int64_t* len_ptr = len_t.defined() ? len_t.data_ptr<int64_t>() : nullptr;
   const int64_t head = s.T * s.Dh;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cpu", [&] {
@@ -327,7 +316,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
         backward_head<scalar_t, acc_t>(doh.head(b, n), doh.st, qh.head(b, n), qh.st,
                                        kh.head(b, n), kh.st, vh.head(b, n), vh.st,
                                        oh.head(b, n), oh.st, lp + h * s.T, dqp + o, dkp + o,
-                                       dvp + o, s.T, s.Dh, length_of(len_ptr, b, s.T),
+                                       dvp + o, s.T, s.Dh, len[b],
                                        static_cast<acc_t>(in.scale), drop, h * s.T, ws);
       }
     });

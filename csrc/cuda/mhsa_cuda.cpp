@@ -1,4 +1,4 @@
-// Host code of the CUDA self-attention core (schemas: csrc/mhsa_ops.cpp; shapes and checks:
+// Host code of the CUDA self-attention core (schemas: csrc/attention_schemas.h; shapes and checks:
 // csrc/mhsa_args.h): argument checks, the launch plan (csrc/cuda/mhsa_plan.h) checked against
 // the device, the dtype dispatch and the TORCH_LIBRARY_IMPL registration, compiled by the host
 // compiler. Kernels and launchers: csrc/cuda/mhsa_kernels.cuh (one
@@ -26,8 +26,9 @@ const int64_t* lengths_ptr(const at::Tensor& lengths) {
   return lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
 }
 
-at::Tensor contiguous_lengths(const c10::optional<at::Tensor>& lengths) {
-  return present(lengths) ? lengths->contiguous() : at::Tensor();
+// lengths (checked by mhsa_args.h; any device) on q's device.
+at::Tensor device_lengths(const c10::optional<at::Tensor>& lengths, const at::Tensor& q) {
+  return present(lengths) ? lengths->to(q.device()).contiguous() : at::Tensor();
 }
 
 // The plan of a call, refused (an error naming why) when it does not fit the device of q.
@@ -48,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(
     double scale) {
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const at::Tensor len_t = contiguous_lengths(lengths);
+  const at::Tensor len_t = device_lengths(lengths, q);
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({s.B, s.N, s.T}, q.options().dtype(mhsa_acc_type(q.scalar_type())));
   if (out.numel() == 0) return {out, lse};
@@ -81,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
   const at::Tensor q = in.q.contiguous(), k = in.k.contiguous(), v = in.v.contiguous();
   const at::Tensor dout = in.grad_out.to(q.scalar_type()).contiguous();
   const at::Tensor out = in.out.contiguous(), lse = in.lse.contiguous();
-  const at::Tensor len_t = contiguous_lengths(in.lengths);
+  const at::Tensor len_t = device_lengths(in.lengths, in.q);
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   if (dq.numel() == 0) return {dq, dk, dv};
   const MhsaPlan plan = checked_plan(q, s.Dh, "mhsa_backward");

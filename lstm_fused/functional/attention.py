@@ -16,15 +16,9 @@ from ..ops.autograd import transform_active
 
 
 def _resolve_attention(backend, op, tensors, device, dtype, **features):
-    """The implementation of an attention op call; under forward-mode AD or a torch.func
-    transform the reference kernels (plain PyTorch), after the chosen backend's checks passed."""
-    return _unless_transformed(registry.resolve(backend, op, device, dtype, **features), tensors)
-
-
-def _unless_transformed(impl, tensors):
-    if impl.backend != "reference" and transform_active(tensors):
-        return registry.implementations(impl.op)["reference"]
-    return impl
+    """The implementation of an attention op call on `tensors` (registry.for_inputs: the
+    reference kernels under forward-mode AD or a torch.func transform)."""
+    return registry.for_inputs(registry.resolve(backend, op, device, dtype, **features), tensors)
 
 
 def _check_float(t, name, where):
@@ -64,7 +58,6 @@ def masked_softmax(scores: torch.Tensor, lengths: Optional[torch.Tensor] = None,
         if dim == 0:
             raise ValueError(f"{where}: dim is 0 (the batch axis that lengths indexes); with "
                              f"lengths the softmax must run along another axis")
-        _check_same_device(where, "scores", scores, lengths=lengths)
         lengths = _checks.check_lengths(lengths, scores.shape[0], scores.shape[dim], where=where,
                                         device=scores.device)
     if mask is not None:
@@ -168,7 +161,7 @@ def run_pooling(impl, x, weight, bias, v, qproj, lengths, *, query=None, query_w
     T = xb.shape[1]
     differentiated = (x, weight, bias, v, query, query_weight)
     transformed = transform_active(differentiated)
-    impl = _unless_transformed(impl, differentiated)
+    impl = registry.for_inputs(impl, differentiated)
     if lengths is not None and (transformed or torch.is_grad_enabled() and weight.requires_grad):
         # The weight gradient of the GEMM, grad_proj^T x, would read x on padded steps
         # (0 * nan = nan); zero them. Inference skips this pass: the kernel never reads them.
@@ -205,7 +198,6 @@ def attention_pooling(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     B, T, D = _batch_major(x, batch_first).shape
     v, qproj = check_pooling_params(B, D, x, weight, bias, score_weight, query, query_weight)
     if lengths is not None:
-        _check_same_device(where, "x", x, lengths=lengths)
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
     impl = registry.resolve(backend, "attention_pooling", x.device, x.dtype,
                             lengths=lengths is not None, query=query is not None)
@@ -231,12 +223,11 @@ def channel_attention(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, *
     xb = _batch_major(x, batch_first)
     B, T, C = xb.shape
     if lengths is not None:
-        _check_same_device(where, "x", x, lengths=lengths)
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
     impl = _resolve_attention(backend, "channel_attention", (x,), x.device, x.dtype,
                               lengths=lengths is not None)
     mean = impl.kernels.masked_mean(xb, lengths)  # (B, C)
     w = gate(mean)
-    impl = _unless_transformed(impl, (w,))  # the gate's parameters may carry a transform
+    impl = registry.for_inputs(impl, (w,))  # the gate's parameters may carry a transform
     y = impl.kernels.rescale(xb, w, lengths)  # (B, T, C)
     return _batch_major(y, batch_first)

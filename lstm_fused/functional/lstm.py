@@ -13,9 +13,9 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from .. import onnx_export, reference
+from .. import _checks, onnx_export
 from ..ops import library, registry
-from ..ops.autograd import needs_grad, transform_active
+from ..ops.autograd import needs_grad
 from .attention import check_pooling_params, run_pooling
 
 LayerWeights = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
@@ -67,14 +67,12 @@ def _layer_runner(impl: registry.Implementation, x, lengths, features: dict) -> 
         return lambda *args: _export_layer(*args, lengths)
 
     def fused(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep):
-        args = (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)
-        if transform_active(args):
-            return reference.lstm_layer(*args, lengths)
+        kernels = registry.for_inputs(impl, (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)).kernels
         # Contiguous time-major input and states: the kernels read them as such (a batch_first
         # input is copied here once, as the input projection would copy it anyway), and
         # compiled graphs then see the same strides as eager.
-        return impl.kernels.layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh,
-                                  bias, w_hr, w_peep, lengths)
+        return kernels.layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, bias,
+                             w_hr, w_peep, lengths)
 
     low = _autocast_dtype(x.device.type)
     if low is None or x.dtype == torch.float64:
@@ -106,19 +104,12 @@ def _resolve_layer(backend, op, x, features: dict):
     return registry.resolve(backend, op, x.device, dtype, **features)
 
 
-def _check_lengths(lengths, x):
-    """The values of lengths, once per call (one device synchronisation where lengths lives on
-    a GPU; none on the CPU): the kernels take the range [0, T] as given. Its shape and dtype
-    are the operators' checks."""
-    if (lengths is not None and lengths.dim() == 1 and lengths.dtype == torch.int64
-            and lengths.numel() > 0 and not torch.compiler.is_compiling()
-            and not onnx_export.exporting_onnx() and not torch.jit.is_tracing()):
-        T = x.shape[0]
-        bad = (lengths < 0) | (lengths > T)
-        if bool(bad.any()):  # the one synchronisation; the rest only on the way to an error
-            b = int(bad.nonzero()[0, 0])
-            raise ValueError(f"lstm_fused: lengths[{b}] = {int(lengths[b])} is out of range, "
-                             f"expected 0 <= lengths[b] <= T = {T}")
+def _check_lengths(lengths, x, where):
+    """lengths (B,) integers in [0, T] (_checks.check_lengths: the one reader of every family),
+    as int64 on x's device; None stays None."""
+    if lengths is None:
+        return None
+    return _checks.check_lengths(lengths, x.shape[1], x.shape[0], where=where, device=x.device)
 
 
 def _run_layers(run, x, h0, c0, weights: Sequence[LayerWeights], between_layers):
@@ -148,7 +139,7 @@ def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     c_n (L*D, B, H)."""
     features = _features(weights[0][3], weights[0][4], lengths)
     impl = _resolve_layer(backend, "lstm_layer", x, features)
-    _check_lengths(lengths, x)
+    lengths = _check_lengths(lengths, x, "lstm")
     return _run_layers(_layer_runner(impl, x, lengths, features), x, h0, c0, weights,
                        between_layers)
 
@@ -186,9 +177,8 @@ def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     is written and pooled by the fused pooling kernel."""
     features = _features(weights[0][3], weights[0][4], lengths)
     impl = _resolve_layer(backend, "attentive_lstm", x, features)
-    _check_lengths(lengths, x)
-    layer_impl = registry.implementations("lstm_layer")[impl.backend]
-    pool_impl = registry.implementations("attention_pooling")[impl.backend]
+    lengths = _check_lengths(lengths, x, "attentive_lstm")
+    layer_impl, pool_impl = impl.kernels.layer, impl.kernels.pooling
     run = _layer_runner(layer_impl, x, lengths, features)
     D = weights[-1][0].shape[0]
     split = (len(weights) - 1) * D
@@ -206,7 +196,7 @@ def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     fused = None
     if D == 1 and not needs_grad((y, h_last, c_last, *w_last, proj_weight, proj_bias,
                                   score_weight, query, query_weight)):
-        fused = impl.kernels.layer.attentive_inference(
+        fused = layer_impl.kernels.attentive_inference(
             y.contiguous(), h_last.contiguous(), c_last.contiguous(), *w_last, lengths,
             proj_weight, proj_bias, v, qproj, chunk_size)
     if fused is not None:

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from .. import reference_mhsa
 from .._checks import ShapeError, check_device, check_dtype, check_lengths, check_tensor
 from ..ops import registry
-from ..ops.autograd import transform_active
 
 OP = "self_attention"
 
@@ -34,6 +33,26 @@ def _check_x(x, embed_dim: int, weight: torch.Tensor, where: str) -> None:
     check_device(x, "x", weight.device, where=where)
 
 
+def _check_heads(q, k, v, where: str) -> None:
+    """q, k, v (B, N, T, Dh) of one shape, dtype and device: nn's exception types (a shape
+    error is a ShapeError, also the AssertionError of nn.MultiheadAttention's asserts; a dtype
+    a RuntimeError, as scaled_dot_product_attention raises)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(t, name, where=where)
+    if q.dim() != 4:
+        raise ShapeError(f"{where}: q must be 4-D (B, N, T, Dh), got shape {tuple(q.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise ShapeError(f"{where}: {name} has shape {tuple(t.shape)}, expected q's shape "
+                             f"{tuple(q.shape)}")
+        if t.dtype != q.dtype:
+            raise RuntimeError(f"{where}: {name} has dtype {t.dtype}, expected q's dtype "
+                               f"{q.dtype}")
+        if t.device != q.device:
+            raise RuntimeError(f"{where}: {name} is on {t.device}, expected q's device "
+                               f"{q.device}")
+
+
 def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         lengths: Optional[torch.Tensor], scale: float, *,
                         dropout_p: float = 0.0, training: bool = False,
@@ -41,16 +60,24 @@ def self_attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         backend: str = "auto") -> torch.Tensor:
     """The fused attention core through the chosen backend; differentiable.
 
-    q, k, v (B, N, T, Dh); lengths (B,) int64 on q's device or None. Returns (B, N, T, Dh).
+    q, k, v (B, N, T, Dh); lengths (B,) integers in [0, T] or None. Returns (B, N, T, Dh).
     In training with dropout_p > 0 the attention weights are dropped out inside the kernel,
     with a mask drawn from `seed`, a one-element int64 tensor (default: a fresh one from
     torch's default generator, so torch.manual_seed makes it reproducible); every backend
     drops the same weights for the same seed (reference_mhsa.dropout_keep_mask)."""
+    where = "self_attention_core"
+    _check_heads(q, k, v, where)
+    if lengths is not None:
+        lengths = check_lengths(lengths, q.shape[0], q.shape[2], where=where, device=q.device)
+    return _core(q, k, v, lengths, scale, dropout_p, training, seed, backend)
+
+
+def _core(q, k, v, lengths, scale, dropout_p, training, seed, backend):
+    """self_attention_core on checked arguments."""
     dropout = training and dropout_p > 0.0
-    impl = registry.resolve(backend, OP, q.device, q.dtype, dropout=dropout,
-                            lengths=lengths is not None, head_dim=q.shape[-1])
-    if impl.backend != "reference" and transform_active((q, k, v)):
-        impl = registry.implementations(OP)["reference"]  # forward-mode AD, torch.func
+    impl = registry.for_inputs(registry.resolve(
+        backend, OP, q.device, q.dtype, dropout=dropout, lengths=lengths is not None,
+        head_dim=q.shape[-1]), (q, k, v))
     if not dropout:
         return impl.kernels.attention(q, k, v, lengths, scale)
     # An int or a tensor of any device: the kernels read a one-element int64 CPU tensor.
@@ -101,8 +128,7 @@ def multihead_self_attention(x: torch.Tensor, lengths: Optional[torch.Tensor],
     scale = (E // num_heads) ** -0.5
     dropout = training and dropout_p > 0.0
     seed = draw_seed() if dropout else None
-    ctx = self_attention_core(q, k, v, lengths, scale, dropout_p=dropout_p, training=training,
-                              seed=seed, backend=backend)
+    ctx = _core(q, k, v, lengths, scale, dropout_p, training, seed, backend)
     weights = None
     if need_weights:  # after dropout in training, like nn: the weights that multiplied v
         weights = reference_mhsa.attention_weights(q, k, lengths, scale)

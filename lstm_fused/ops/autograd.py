@@ -60,16 +60,16 @@ def differentiable_vjp(reference_fn, inputs, grads, needs_input_grad):
     return result
 
 
-def refuse_autograd(op_name: str) -> None:
+def refuse_autograd(op_name: str, to_train: str) -> None:
     """An inference-only operator: differentiating through it raises a clear error (instead of
-    outputs that silently carry no gradient)."""
+    outputs that silently carry no gradient) that says what to run to train (`to_train`)."""
 
     def setup_context(ctx, inputs, output):
         pass
 
     def backward(ctx, *grads):
         raise RuntimeError(f"{op_name} is inference only (no backward): call it under "
-                           f"torch.no_grad(), or run the layer, then the pooling, to train")
+                           f"torch.no_grad(), or {to_train} to train")
 
     torch.library.register_autograd(op_name, backward, setup_context=setup_context)
 

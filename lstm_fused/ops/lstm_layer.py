@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import torch
 
-from .. import _checks, reference
+from .. import reference
 from . import library, registry
 from . import triton_library
 from .autograd import differentiable_vjp, needs_grad, refuse_autograd, zeros_if_none
 
 NAMESPACE = torch.ops.lstm_fused
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# The operators without a CUDA kernel, and what runs instead (LayerKernels asks has_kernel).
+NO_CUDA_KERNEL = {
+    "lstm_layer_inference": "lstm_layer_forward runs and its gates and cells are dropped",
+    "attentive_lstm_inference": "the layer runs, then the attention pooling",
+}
 
 
 # ----------------------------------------------------------------------- fake kernels
@@ -118,17 +123,9 @@ def _check_triton_dtype(x):
                         f"float16, bfloat16 or float64")
 
 
-def _check_host_lengths(x, lengths):
-    """The values of lengths where reading them is free (CPU tensors, the interpreter); on a GPU
-    their range is the caller's contract, checked once per call by lstm_fused.functional."""
-    if lengths is not None and lengths.device.type == "cpu" and lengths.numel() > 0:
-        _checks.check_lengths_range(lengths, x.shape[0], where="lstm_fused (triton)")
-
-
 def _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
     _check_triton_dtype(x)
     NAMESPACE.lstm_layer_forward_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
-    _check_host_lengths(x, lengths)
     return triton_library.kernels("lstm_layer").layer_forward(
         x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save)
 
@@ -153,7 +150,6 @@ def triton_attentive(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_we
     NAMESPACE.attentive_lstm_inference_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
                                              lengths, proj_weight, proj_bias, v, qproj,
                                              chunk_size)
-    _check_host_lengths(x, lengths)
     return triton_library.kernels("lstm_layer").attentive_forward(
         x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj)
 
@@ -211,18 +207,27 @@ class ReferenceLayerKernels:
 
 
 class AttentiveKernels:
-    """The attentive LSTM on one backend: that backend's layer and attention pooling."""
+    """The attentive LSTM on one backend: that backend's layer and attention pooling
+    implementations (registry.Implementation), looked up in the registry once, at the first
+    call (the attention family may register after this one)."""
 
     def __init__(self, backend: str):
         self.backend = backend
+        self._impls = None
+
+    def _lookup(self):
+        if self._impls is None:
+            self._impls = (registry.implementations("lstm_layer")[self.backend],
+                           registry.implementations("attention_pooling")[self.backend])
+        return self._impls
 
     @property
-    def layer(self):
-        return registry.implementations("lstm_layer")[self.backend].kernels
+    def layer(self) -> registry.Implementation:
+        return self._lookup()[0]
 
     @property
-    def pooling(self):
-        return registry.implementations("attention_pooling")[self.backend].kernels
+    def pooling(self) -> registry.Implementation:
+        return self._lookup()[1]
 
 
 # ----------------------------------------------------------------------- registration
@@ -243,21 +248,23 @@ def _register_operators() -> None:
                             NAMESPACE.lstm_layer_backward.default, reads_only_valid_x_on=("cpu",))
     register_layer_autograd("lstm_fused::lstm_layer_forward_triton",
                             NAMESPACE.lstm_layer_backward_triton.default)
-    refuse_autograd("lstm_fused::attentive_lstm_inference")
-    refuse_autograd("lstm_fused::attentive_lstm_inference_triton")
+    for name, to_train in (("lstm_layer_inference", "run lstm_layer_forward"),
+                           ("attentive_lstm_inference", "run the layer, then the pooling")):
+        for suffix in ("", "_triton"):
+            refuse_autograd(f"lstm_fused::{name}{suffix}", to_train)
 
 
-def _attentive_reason(backend):
+def _attentive_reason(kernels: AttentiveKernels):
     """The attentive LSTM runs where the backend's layer and its pooling both run."""
 
     def reason(device, dtype, features):
         layer_features = {k: v for k, v in features.items() if k in ("proj", "peephole",
                                                                       "lengths")}
         reasons = []
-        for op, feats in (("lstm_layer", layer_features), ("attention_pooling", {})):
-            why = registry.implementations(op)[backend].reason(device, dtype, **feats)
+        for impl, feats in ((kernels.layer, layer_features), (kernels.pooling, {})):
+            why = impl.reason(device, dtype, **feats)
             if why is not None:
-                reasons.append(f"its {op}: {why}")
+                reasons.append(f"its {impl.op}: {why}")
         return "; ".join(reasons) or None
 
     return reason
@@ -275,9 +282,10 @@ def _register_implementations() -> None:
         registry.register(registry.backend_implementation(
             "lstm_layer", backend, entry, dtypes[backend], native_op="lstm_layer_forward",
             features=features.get(backend)))
+        attentive = AttentiveKernels(backend)
         registry.register(registry.backend_implementation(
-            "attentive_lstm", backend, AttentiveKernels(backend), FLOATS,
-            native_op="lstm_layer_forward", call_reason=_attentive_reason(backend)))
+            "attentive_lstm", backend, attentive, FLOATS, native_op="lstm_layer_forward",
+            call_reason=_attentive_reason(attentive)))
 
 
 if library.LOAD_ERROR is None:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 import torch
 
 from .. import switches
+from .autograd import transform_active
 
 # "auto", then the backends: the values of the backend switch
 BACKEND_NAMES = tuple(v for v in switches.SWITCHES["backend"][1] if v)
@@ -160,6 +161,18 @@ def resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
             return impl
         reasons.append(f"{impl.backend}: {reason}")
     raise RuntimeError(f"lstm_fused: no backend can run this {op} call ({'; '.join(reasons)})")
+
+
+def for_inputs(impl: Implementation, tensors) -> Implementation:
+    """The implementation that runs a call of impl's family on `tensors`: impl, or, under
+    forward-mode AD or a torch.func transform (ops/autograd.py, transform_active), the family's
+    reference implementation, after impl's own checks passed. The operators have neither
+    tangent nor batching rules; plain PyTorch has both, to any order. The one place where
+    every op makes this choice (a backward recorded by autograd, create_graph=True, is the
+    operators' autograd's: ops/autograd.py, differentiable_vjp)."""
+    if impl.backend != "reference" and transform_active(tensors):
+        return _REGISTRY[impl.op]["reference"]
+    return impl
 
 
 # Where each backend runs and how "auto" ranks it: the same for every op family.
