@@ -99,6 +99,36 @@ PyObject* get_switch(PyObject*, PyObject* args) {
       [&] { return PyUnicode_FromString(lstm_fused::get_switch(name).c_str()); });
 }
 
+// lstm_fused._C.switch_table() -> dict[str, tuple[str, ...]]: every C++ switch and its values
+// (csrc/switches.cpp), for the test that it agrees with lstm_fused/switches.py.
+PyObject* switch_table(PyObject*, PyObject*) {
+  PyObject* out = PyDict_New();
+  if (out == nullptr) return nullptr;
+  for (const auto& [name, allowed] : lstm_fused::switch_table()) {
+    PyObject* values = PyTuple_New(static_cast<Py_ssize_t>(allowed.size()));
+    if (values == nullptr) {
+      Py_DECREF(out);
+      return nullptr;
+    }
+    for (size_t i = 0; i < allowed.size(); ++i) {
+      PyObject* v = PyUnicode_FromString(allowed[i].c_str());
+      if (v == nullptr) {
+        Py_DECREF(values);
+        Py_DECREF(out);
+        return nullptr;
+      }
+      PyTuple_SET_ITEM(values, static_cast<Py_ssize_t>(i), v);
+    }
+    const int failed = PyDict_SetItemString(out, name.c_str(), values);
+    Py_DECREF(values);
+    if (failed) {
+      Py_DECREF(out);
+      return nullptr;
+    }
+  }
+  return out;
+}
+
 PyMethodDef methods[] = {
     {"cpu_capability", cpu_capability, METH_NOARGS,
      "cpu_capability() -> str: the CPU kernels' variant that runs ('default', 'avx2', 'avx512')"},
@@ -110,10 +140,12 @@ PyMethodDef methods[] = {
      "set_cpu_capability(name): run the CPU kernels' variant name ('auto' for the automatic "
      "choice)"},
     {"set_switch", set_switch, METH_VARARGS,
-     "set_switch(name, value): set a C++ switch (poison, cpu_loop, cpu_gemm, cuda_path; values "
-     "as in lstm_fused/switches.py, '' = automatic)"},
+     "set_switch(name, value): set a C++ switch (names and values: switch_table(); "
+     "'' = automatic)"},
     {"get_switch", get_switch, METH_VARARGS,
      "get_switch(name) -> str: the value of a C++ switch ('' = automatic)"},
+    {"switch_table", switch_table, METH_NOARGS,
+     "switch_table() -> dict[str, tuple[str, ...]]: every C++ switch and its values"},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

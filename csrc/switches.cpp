@@ -11,8 +11,10 @@ namespace {
 
 Switches values;
 
-// The allowed values of each switch in the order of its enum in switches.h (poison: off, off,
-// on), so that the index of a value is its enum value.
+// The C++ switches and their values: the one C++ table (lstm_fused/switches.py holds the same
+// names and values; tests/test_switch_tables.py checks it). The allowed values of each switch
+// are in the order of its enum in switches.h (poison: off, off, on), so that the index of a
+// value is its enum value.
 struct Switch {
   const char* name;
   std::array<const char*, 5> allowed;  // nullptr-terminated when shorter; "" = automatic
@@ -27,11 +29,13 @@ std::array<Switch, 4> table{{
 }};
 
 Switch& find(const std::string& name) {
-  for (Switch& s : table)
+  std::string names;
+  for (Switch& s : table) {
     if (name == s.name) return s;
+    names += std::string(names.empty() ? "" : ", ") + s.name;
+  }
   C10_THROW_ERROR(ValueError, c10::str("lstm_fused: no C++ switch named '", name,
-                                       "'; the C++ switches are poison, cpu_loop, cpu_gemm, "
-                                       "cuda_path"));
+                                       "'; the C++ switches are ", names));
 }
 
 // Index of value among the allowed values of s (ValueError naming both when it is not one).
@@ -62,5 +66,16 @@ void set_switch(const std::string& name, const std::string& value) {
 }
 
 std::string get_switch(const std::string& name) { return find(name).current; }
+
+std::vector<std::pair<std::string, std::vector<std::string>>> switch_table() {
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  for (const Switch& s : table) {
+    std::vector<std::string> allowed;
+    for (const char* v : s.allowed)
+      if (v != nullptr) allowed.emplace_back(v);
+    out.emplace_back(s.name, allowed);
+  }
+  return out;
+}
 
 }  // namespace lstm_fused

@@ -2,27 +2,24 @@
 //
 // The library reads no environment variable: lstm_fused/switches.py reads LSTM_FUSED_* once, at
 // import, and hands the values of its C++ switches to lstm_fused._C.set_switch(name, value)
-// (csrc/ops.cpp); the kernels read them through switches(). Names and values are those of
-// lstm_fused/switches.py ("" = the automatic choice, the default):
+// (csrc/ops.cpp); the kernels read them through switches(). Their names and values are the
+// table in csrc/switches.cpp (the same as lstm_fused/switches.py's; the enums below follow its
+// order; "" = the automatic choice, the default):
 //
-//   poison     "1" | "0" | ""                  "1": outputs a kernel must overwrite whole start
-//                                              as NaN (new_output in lstm_layer_args.h), so an
-//                                              element it forgets fails the tests
-//   cpu_loop   "" | rows | fused | fused_gemm | fused_input
-//                                              forces one CPU LSTM time loop (choose_loop in
-//                                              csrc/cpu/lstm_layer_cpu.cpp)
-//   cpu_gemm   "" | aten                       "aten": the CPU kernels multiply with ATen's
-//                                              matmul instead of oneDNN-packed weights
-//                                              (csrc/cpu/reused_weight_gemm.h) or the BLAS
-//                                              (csrc/cpu/mhsa_cpu.cpp)
-//   cuda_path  "" | persistent                 "persistent": the CUDA LSTM's one-launch loop
-//                                              where it fits (csrc/cuda/lstm_layer_cuda.cpp)
+//   poison     outputs a kernel must overwrite whole start as NaN (new_output in
+//              lstm_layer_args.h), so an element it forgets fails the tests
+//   cpu_loop   forces one CPU LSTM time loop (choose_loop in csrc/cpu/lstm_layer_cpu.cpp)
+//   cpu_gemm   the CPU kernels multiply with ATen's matmul instead of oneDNN-packed weights
+//              (csrc/cpu/reused_weight_gemm.h) or the BLAS (csrc/cpu/mhsa_cpu.cpp)
+//   cuda_path  the CUDA LSTM's time loop (csrc/cuda/lstm_layer_cuda.cpp)
 //
 // Setting a switch is not synchronised with kernels running in other threads: set them
 // between calls (lstm_fused.switches.override in tests and benchmarks).
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lstm_fused {
 
@@ -46,5 +43,10 @@ void set_switch(const std::string& name, const std::string& value);
 
 // The value last set for `name` ("" when never set). ValueError for an unknown name.
 std::string get_switch(const std::string& name);
+
+// Every C++ switch with its allowed values ("" = automatic), in the order of the table in
+// csrc/switches.cpp (lstm_fused._C.switch_table(); tests/test_switch_tables.py compares it
+// with lstm_fused/switches.py).
+std::vector<std::pair<std::string, std::vector<std::string>>> switch_table();
 
 }  // namespace lstm_fused

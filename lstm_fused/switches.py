@@ -1,19 +1,15 @@
 """Every switch of lstm_fused: read from the environment once, at import, and nowhere else.
 
-| switch | environment variable | values | what it does |
-| --- | --- | --- | --- |
-| backend | LSTM_FUSED_BACKEND | "" or a backend name | replaces backend="auto" everywhere |
-| poison | LSTM_FUSED_POISON | "1" | kernel outputs start as NaN (tests: an unwritten element fails) |
-| cpu_loop | LSTM_FUSED_CPU_LOOP | "", rows, fused, fused_gemm, fused_input | forces one CPU time loop (comparisons, tests) |
-| cpu_gemm | LSTM_FUSED_CPU_GEMM | "", aten | CPU kernels multiply with ATen's matmul instead of oneDNN-packed weights / BLAS |
-| cuda_path | LSTM_FUSED_CUDA_PATH | "", persistent | the CUDA LSTM's persistent (one launch) loop where it fits |
-| triton_path | LSTM_FUSED_TRITON_PATH | "", sequence, step, persistent | forces one Triton LSTM path |
-| triton_interpret | TRITON_INTERPRET | "1" | Triton's interpreter: the Triton backend runs on CPU tensors (tests) |
+The table of switches is SWITCHES below (name, environment variable, values; "" means the
+automatic choice) with EFFECTS (what each does); docs/contract.md shows it as `markdown_table()`
+writes it, and the C++ library holds the values of its own switches (CPP_SWITCHES) in
+csrc/switches.cpp: tests/test_switch_tables.py checks that the three agree, and that the
+Triton kernel library's paths (triton_kernels/tuning.py, PATHS) are triton_path's values.
 
-"" means the automatic choice. The kernels themselves read no environment: the C++ switches
-are handed to the library (lstm_fused._C.set_switch), the Triton ones to the kernel library
-(triton_kernels/tuning.py) when it is loaded. Tests and benchmarks change a switch for a block
-with `override(name=value)`. TRITON_INTERPRET is Triton's own variable: Triton reads it when a
+The kernels themselves read no environment: the C++ switches are handed to the library
+(lstm_fused._C.set_switch), the Triton ones to the kernel library (triton_kernels/tuning.py)
+when it is loaded. Tests and benchmarks change a switch for a block with
+`override(name=value)`. TRITON_INTERPRET is Triton's own variable: Triton reads it when a
 kernel is defined, so overriding triton_interpret changes only which tensors lstm_fused hands
 to the Triton backend (tests of its reasons), not Triton.
 """
@@ -30,8 +26,17 @@ SWITCHES: Dict[str, tuple] = {
     "cpu_loop": ("LSTM_FUSED_CPU_LOOP", ("", "rows", "fused", "fused_gemm", "fused_input")),
     "cpu_gemm": ("LSTM_FUSED_CPU_GEMM", ("", "aten")),
     "cuda_path": ("LSTM_FUSED_CUDA_PATH", ("", "persistent")),
-    "triton_path": ("LSTM_FUSED_TRITON_PATH", ("", "sequence", "step", "persistent")),
+    "triton_path": ("LSTM_FUSED_TRITON_PATH", ("", "sequence", "step")),
     "triton_interpret": ("TRITON_INTERPRET", ("", "0", "1")),
+}
+EFFECTS: Dict[str, str] = {
+    "backend": "replaces `auto`",
+    "poison": "kernel outputs start as NaN (tests: an unwritten element fails)",
+    "cpu_loop": "forces one CPU time loop",
+    "cpu_gemm": "CPU kernels multiply with ATen's matmul (no oneDNN packing, no BLAS call)",
+    "cuda_path": "the CUDA LSTM's one-launch loop where it fits",
+    "triton_path": "forces one Triton LSTM path",
+    "triton_interpret": "Triton's interpreter: the Triton backend on CPU tensors (tests)",
 }
 # Switches the C++ library reads (csrc/switches.h) and the Triton kernel library reads.
 CPP_SWITCHES = ("poison", "cpu_loop", "cpu_gemm", "cuda_path")
@@ -54,6 +59,15 @@ def _checked(name: str, value: str, source: str) -> str:
         raise ValueError(f"lstm_fused: {source}{env}={value} is not a valid {name} switch; "
                          f"expected one of {shown} (or unset)")
     return value
+
+
+def markdown_table() -> str:
+    """The table of switches as docs/contract.md shows it (the values but "", "0" and "auto")."""
+    rows = ["| switch | variable | values | effect |", "| --- | --- | --- | --- |"]
+    for name, (env, allowed) in SWITCHES.items():
+        shown = ", ".join(f"`{v}`" for v in allowed if v not in ("", "0", "auto"))
+        rows.append(f"| {name} | `{env}` | {shown} | {EFFECTS[name]} |")
+    return "\n".join(rows)
 
 
 def _read_environment() -> None:

@@ -71,13 +71,10 @@ def case_configs(case, dtype, target):
     train = case.mode != "fwd"
     out = []
 
-    def lstm(T, B, H, L, D, has_len, paths=(None,)):
+    def lstm(T, B, H, L, D, has_len):
         for _ in _lstm_layers(d.get("I", 0), H, L, D):
-            for path in paths:
-                for cfg in ll.layer_configs(T, B, H, H, dt, proj=False, peep=False,
-                                            has_len=has_len, train=train, target=target,
-                                            path=path):
-                    out.append(cfg)
+            out.extend(ll.layer_configs(T, B, H, H, dt, proj=False, peep=False,
+                                        has_len=has_len, train=train, target=target))
 
     def pooling(T, Dx, A, has_len):
         out.append(ao.attention_pooling_forward_config(T, Dx, A, dt, False, has_len, target))
@@ -98,8 +95,7 @@ def case_configs(case, dtype, target):
     for has_len in (False, True):
         f = case.family
         if f == "lstm":
-            paths = (None, "persistent") if d["H"] > 128 else (None,)
-            lstm(d["T"], d["B"], d["H"], d["L"], d["D"], has_len, paths)
+            lstm(d["T"], d["B"], d["H"], d["L"], d["D"], has_len)
         elif f == "lstm_cell":
             lstm(1, d["B"], d["H"], 1, 1, False)
         elif f == "masked_softmax":

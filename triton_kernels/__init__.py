@@ -11,7 +11,6 @@ LSTM layer (launchers in lstm_layer.py: layer_forward, layer_backward, attentive
     lstm_math.py           element-wise cell math (sigmoid, tanh, cell forward / backward)
     lstm_cell.py           fused gate kernels (one step) and the step-by-step layer path
     lstm_sequence.py       fused-sequence kernels: the whole time loop of a layer in one launch
-    lstm_persistent.py     experimental multi-program kernels for large H (never run on a GPU)
     tuning.py              block sizes, warps, which path a shape takes; poisoning, forced path
     lstm_layer.py          the launchers of a layer call, weight gradients
 Attention (launchers in attention_ops.py, one per operator of csrc/attention_schemas.h):

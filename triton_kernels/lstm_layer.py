@@ -10,8 +10,7 @@ autograd formula serves every backend.
 One layer call:
   1. gx = x W_ih^T + bias for every step and direction: one GEMM (T*B, I) x (I, D*G).
   2. the recurrence: the fused-sequence kernel (lstm_sequence.py, one launch for the layer)
-     or the step path (lstm_cell.py), by tuning.choose_path (or, forced, the experimental
-     persistent kernels of lstm_persistent.py).
+     or the step path (lstm_cell.py), by tuning.choose_path.
 Backward: the reverse recurrence by the same path gives dZ (the gradient of the
 pre-activations) and dR (of the projected outputs); then weight_gradients does one GEMM per
 weight over all steps.
@@ -23,8 +22,6 @@ from torch import Tensor
 
 from .launch_config import device_target
 from .lstm_cell import gate_backward_config, gate_forward_config, step_backward, step_forward
-from .lstm_persistent import (persistent_backward, persistent_backward_config,
-                              persistent_forward, persistent_forward_config)
 from .lstm_sequence import (sequence_attentive_forward, sequence_backward,
                             sequence_backward_config, sequence_forward, sequence_forward_config)
 from .tuning import attentive_fits, choose_path
@@ -57,8 +54,8 @@ def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
 def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path=None):
     """The KernelConfigs (launch_config.py) that one layer call of these sizes launches on
     `target`: the forward (saving gates and cells when `train`), and with `train` the
-    backward. path: as tuning.choose_path decides, unless given ("persistent", which only
-    tuning.force_path selects, or the others). The launchers below launch exactly these."""
+    backward. path: as tuning.choose_path decides, unless given. The launchers below launch
+    exactly these."""
     path = path or choose_path(T, H, R, proj, dtype, target)
     if path == "sequence":
         out = [sequence_forward_config(B, H, R, 0, dtype, has_len, peep, proj, save=train,
@@ -66,10 +63,6 @@ def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path
                                        target=target)]
         if train:
             out.append(sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target))
-    elif path == "persistent" and not proj:
-        out = [persistent_forward_config(B, H, dtype, has_len, peep, train, target)]
-        if train:
-            out.append(persistent_backward_config(B, H, dtype, has_len, peep, target))
     else:
         out = [gate_forward_config(B, H, dtype, has_len, peep, not proj, train, target)]
         if train:
@@ -99,8 +92,6 @@ def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
     path = choose_path(T, H, R, w_hr is not None, x.dtype, target)
     if path == "sequence":
         return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target)
-    if path == "persistent" and w_hr is None:
-        return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save, target)
     return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target)
 
 
@@ -204,9 +195,6 @@ def layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_pe
         dZ = x.new_zeros((T, B, D, G))
         dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
         grad_h0, grad_c0 = grad_h_n.clone(), grad_c_n.clone()
-    elif path == "persistent" and w_hr is None:
-        dZ, dR, grad_h0, grad_c0 = persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh,
-                                                       w_peep, lengths, gates, cells, target)
     elif path == "sequence":
         dZ, dR, grad_h0, grad_c0 = sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
                                                      w_peep, lengths, gates, cells, target)

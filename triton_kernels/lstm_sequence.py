@@ -6,14 +6,14 @@ direction's W_hh (as 4 gate tiles) and W_hr once and keeps them on chip for all 
 (the compiler stages them in shared memory), and carries h and c in registers: per step it
 reads only the precomputed input projection gx[t] and writes y[t], the gates and the cell
 (saved for the backward). The recurrent product r_{t-1} W_hh^T is a tl.dot per gate; the
-gate math is fused behind it. Larger layers: see lstm_persistent.py (experimental).
+gate math is fused behind it.
 
 Which shapes (tuning.choose_path): T > 1 and the weights of one direction must fit one
 program's shared memory and registers on the GPU at hand (tuning.SEQUENCE_MAX_WEIGHT_ELEMENTS,
 per target, as tests/test_triton_aot.py measures: at most H, R = 128 for float16 / bfloat16,
 64 for float32, 32 for float64, less on some GPUs). Larger layers would need W_hh split over several
-programs (SMs) with a barrier every step: lstm_persistent.py has such kernels, but they have
-not run on a GPU yet, so these layers take the step path of lstm_cell.py by default.
+programs (SMs) with a barrier every step, which Triton cannot express safely (its
+interpreter runs programs one after another): these layers take the step path of lstm_cell.py.
 Peephole, proj_size and lengths are all handled here, no fallback for them.
 
 The backward kernel runs the reverse time loop the same way (W_hh, W_hr on chip, dh and dc in

@@ -23,7 +23,7 @@ from .launch_config import shared_memory_limit
 # kernels run; the path every layer call takes (None = the rule of choose_path).
 _POISON = False
 _FORCED_PATH = None
-PATHS = ("sequence", "step", "persistent")
+PATHS = ("sequence", "step")
 
 
 def configure(poison: Optional[bool] = None, path: Optional[str] = "keep") -> None:
@@ -91,11 +91,10 @@ def poison_outputs(enabled: bool = True):
 
 @contextlib.contextmanager
 def force_path(path):
-    """Within the block, every layer call takes `path` ("sequence", "step", or "persistent":
-    the experimental kernels of lstm_persistent.py, without projection; None = rule)."""
+    """Within the block, every layer call takes `path` (one of PATHS; None = rule)."""
     global _FORCED_PATH
-    if path not in (None, "sequence", "step", "persistent"):
-        raise ValueError(f"force_path: path must be 'sequence', 'step', 'persistent' or None, "
+    if path not in (None,) + PATHS:
+        raise ValueError(f"force_path: path must be one of {', '.join(PATHS)} or None, "
                          f"got {path!r}")
     old, _FORCED_PATH = _FORCED_PATH, path
     try:
@@ -154,8 +153,7 @@ def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype,
 
     T == 1 (LSTMCell, or a one-step layer) takes the step path: there is no recurrence to keep
     on chip and the one GEMM is cuBLAS's. Layers whose weights do not fit (sequence_fits) take
-    the step path too. The persistent kernels (lstm_persistent.py, large H) are never chosen
-    here until they have run on a GPU: only force_path("persistent") selects them."""
+    the step path too."""
     if _FORCED_PATH is not None:
         return _FORCED_PATH
     if T > 1 and sequence_fits(H, R, proj, dtype, target):
