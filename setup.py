@@ -82,8 +82,9 @@ _CPU_VARIANTS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
 }
-_CPU_KERNEL_SOURCES = ["csrc/cpu/attention_cpu.cpp", "csrc/cpu/lstm_layer_cpu.cpp",
-                       "csrc/cpu/mhsa_cpu.cpp"]
+# The kernel sources: every csrc/cpu/<family>_cpu.cpp (each defines its family's table of
+# csrc/cpu/kernels.h once per variant).
+_CPU_KERNEL_SOURCES = sorted(glob.glob("csrc/cpu/*_cpu.cpp"))
 
 
 def _cpu_variants():

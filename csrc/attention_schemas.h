@@ -1,7 +1,6 @@
 // Operator schemas of the attention families (docs/contract.md, section 2), defined by one
-// function each so that the library (csrc/attention_ops.cpp, csrc/mhsa_ops.cpp) and the CUDA
-// emulation test library (csrc/cuda/*.cpp built with -DLSTM_FUSED_CUDA_EMULATION, namespace
-// lstm_fused_emu) declare the very same operators. Argument checks: csrc/attention_args.h
+// function each, which csrc/schemas.h calls for the library and for the CUDA emulation test
+// library alike, so that both declare the very same operators. Argument checks: csrc/attention_args.h
 // (attention), csrc/mhsa_args.h (self-attention).
 //
 // Layouts (letters of docs/contract.md; R rows, N columns of a flattened softmax):

@@ -1,8 +1,7 @@
 // Operator schemas of the LSTM layer family (docs/contract.md, sections 1 and 2), written once,
 // each with its Triton twin (op_schema.h):
-// csrc/ops.cpp defines them in the library lstm_fused, and the CUDA emulation test library
-// (csrc/cuda/*.cpp built with -DLSTM_FUSED_CUDA_EMULATION, namespace lstm_fused_emu) in its
-// own, so that both declare the very same operators. Shapes: csrc/lstm_layer_args.h.
+// csrc/schemas.h defines them in the library lstm_fused and in the CUDA emulation test library
+// alike, so that both declare the very same operators. Shapes: csrc/lstm_layer_args.h.
 #pragma once
 
 #include <torch/library.h>

@@ -1,6 +1,5 @@
-// The operator library lstm_fused (its TORCH_LIBRARY: the LSTM layer's schemas, from
-// csrc/lstm_layer_schemas.h; the attention families add theirs in csrc/attention_ops.cpp and
-// csrc/mhsa_ops.cpp) and the Python module lstm_fused._C with the functions that say and set
+// The operator library lstm_fused (its one TORCH_LIBRARY block: every family's schemas, from
+// csrc/schemas.h) and the Python module lstm_fused._C with the functions that say and set
 // which variant of the CPU kernels runs and that set the switches of csrc/switches.h. Kernels
 // register per device in csrc/cpu/dispatch.cpp (CPU: one variant per instruction set, picked
 // at run time) and csrc/cuda/*.cpp (TORCH_LIBRARY_IMPL); the fake (meta) kernels and the
@@ -13,7 +12,7 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
-#include "lstm_layer_schemas.h"
+#include "schemas.h"
 #include "switches.h"
 
 namespace {
@@ -158,4 +157,4 @@ PyObject* PyInit__C(void) {
 }
 }
 
-TORCH_LIBRARY(lstm_fused, m) { lstm_fused::define_lstm_layer_ops(m); }
+TORCH_LIBRARY(lstm_fused, m) { lstm_fused::define_ops(m); }

@@ -45,9 +45,9 @@ def emu_ops(tmp_path_factory):
     sources = []
     # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
     cuda_dir = ROOT / "csrc" / "cuda"
-    # csrc/switches.cpp (the switches the host code reads) and the operator that sets them in
-    # this library (it has no Python module for lstm_fused._C.set_switch).
-    extra = [ROOT / "csrc" / "switches.cpp", ROOT / "tests" / "cuda_emu" / "emu_switches.cpp"]
+    # csrc/switches.cpp (the switches the host code reads) and the library's schemas and the
+    # operator that sets the switches (it has no Python module for lstm_fused._C.set_switch).
+    extra = [ROOT / "csrc" / "switches.cpp", ROOT / "tests" / "cuda_emu" / "emu_library.cpp"]
     for src in sorted(cuda_dir.glob("*.cu")) + sorted(cuda_dir.glob("*.cpp")) + extra:
         wrapper = build / (src.stem + "_emu.cpp")
         wrapper.write_text(f'#include "{src}"\n')
@@ -176,6 +176,19 @@ def test_noncontiguous_inputs(emu_ops):
     other = [x_t if k == "x" else w_hh_t if k == "w_hh" else args[k] for k in ARG_NAMES]
     for a, b in zip(emu_ops.lstm_layer_forward(*other), emu_ops.lstm_layer_forward(*ref)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_every_operator_has_its_cuda_kernel(emu_ops):
+    """The CUDA host code registers a kernel for every operator of the schemas but those its op
+    family declares in NO_CUDA_KERNEL (tests/test_registration_completeness.py reads the same
+    from the registration lists where the CUDA part is not built)."""
+    from test_registration_completeness import no_cuda_kernel, operators
+
+    names = operators("lstm_fused_emu")
+    assert names == operators("lstm_fused")
+    have = {n for n in names
+            if torch._C._dispatch_has_kernel_for_dispatch_key(f"lstm_fused_emu::{n}", "CPU")}
+    assert have == set(names) - set(no_cuda_kernel())
 
 
 @pytest.mark.parametrize("path", ["gates", "persistent"])

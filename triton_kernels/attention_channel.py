@@ -1,4 +1,4 @@
-"""Triton kernels of channel attention (layout: csrc/attention_ops.cpp): the masked mean over
+"""Triton kernels of channel attention (layout: csrc/attention_schemas.h): the masked mean over
 time and the rescale y = x * w on valid steps (0 on padding), forward and backward.
 Padded steps t >= lengths[b] are never loaded. Arithmetic in ACC (fp32, or fp64)."""
 import triton

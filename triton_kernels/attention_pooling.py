@@ -1,4 +1,4 @@
-"""Triton kernels of additive attention pooling (layout: csrc/attention_ops.cpp).
+"""Triton kernels of additive attention pooling (layout: csrc/attention_schemas.h).
 
 Forward, grid (B, D / BLOCK_D): each program walks the valid steps t < lengths[b] of its row
 in BLOCK_T tiles, computes e_t = v . tanh(proj_t + qproj) (A in BLOCK_A tiles), and keeps an

@@ -1,4 +1,4 @@
-"""Triton kernels of the masked softmax (layout: csrc/attention_ops.cpp).
+"""Triton kernels of the masked softmax (layout: csrc/attention_schemas.h).
 
 One program per row of scores (R, N). Forward: one sweep over the row in BLOCK_N tiles keeps
 a running max m and a running sum s = sum exp(x - m) (rescaled when m grows), a second,

@@ -1,7 +1,7 @@
 // Which CPU capability (vector instruction set) this translation unit of CPU kernel code is.
 //
-// The kernel sources of csrc/cpu (lstm_layer_cpu.cpp, attention_cpu.cpp, mhsa_cpu.cpp and the
-// headers they include) are compiled once per capability, as ATen compiles its own CPU kernels:
+// The kernel sources of csrc/cpu (every <family>_cpu.cpp and the headers they include) are
+// compiled once per capability, as ATen compiles its own CPU kernels:
 //   DEFAULT  with the compiler's baseline flags (built with the other sources, no macro given)
 //   AVX2     with -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2 -mavx2 -mfma -mf16c
 //   AVX512   with -DCPU_CAPABILITY=AVX512 -DCPU_CAPABILITY_AVX512 -mavx512{f,bw,vl,dq} ...

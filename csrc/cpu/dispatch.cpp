@@ -56,36 +56,37 @@ Capability aten_capability() {
 constexpr int kAutomatic = -1;
 std::atomic<int> chosen{kAutomatic};  // set_capability's choice, or kAutomatic
 
-// A variant's kernel tables.
-struct Variant {
-  const LstmLayerKernels* lstm_layer;
-  const AttentionKernels* attention;
-  const MhsaKernels* mhsa;
-};
-
-Variant variant(Capability c) {
-  switch (c) {
+// The kernel table `Table` of variant c (one specialisation per line of LSTM_FUSED_CPU_TABLES).
+template <typename Table>
+const Table& table(Capability c);
 #if defined(LSTM_FUSED_CPU_VARIANT_AVX512)
-    case Capability::Avx512:
-      return {&AVX512::lstm_layer_kernels, &AVX512::attention_kernels, &AVX512::mhsa_kernels};
+#define LSTM_FUSED_CASE_AVX512(variable) \
+  case Capability::Avx512:               \
+    return AVX512::variable;
+#else
+#define LSTM_FUSED_CASE_AVX512(variable)
 #endif
 #if defined(LSTM_FUSED_CPU_VARIANT_AVX2)
-    case Capability::Avx2:
-      return {&AVX2::lstm_layer_kernels, &AVX2::attention_kernels, &AVX2::mhsa_kernels};
+#define LSTM_FUSED_CASE_AVX2(variable) \
+  case Capability::Avx2:               \
+    return AVX2::variable;
+#else
+#define LSTM_FUSED_CASE_AVX2(variable)
 #endif
-    default:
-      return {&DEFAULT::lstm_layer_kernels, &DEFAULT::attention_kernels, &DEFAULT::mhsa_kernels};
+#define LSTM_FUSED_TABLE_OF(Table, variable)   \
+  template <>                                  \
+  const Table& table<Table>(Capability c) {    \
+    switch (c) {                               \
+      LSTM_FUSED_CASE_AVX512(variable)         \
+      LSTM_FUSED_CASE_AVX2(variable)           \
+      default:                                 \
+        return DEFAULT::variable;              \
+    }                                          \
   }
-}
-
-template <typename Table>
-const Table& table(const Variant& v);
-template <>
-const LstmLayerKernels& table(const Variant& v) { return *v.lstm_layer; }
-template <>
-const AttentionKernels& table(const Variant& v) { return *v.attention; }
-template <>
-const MhsaKernels& table(const Variant& v) { return *v.mhsa; }
+LSTM_FUSED_CPU_TABLES(LSTM_FUSED_TABLE_OF)
+#undef LSTM_FUSED_TABLE_OF
+#undef LSTM_FUSED_CASE_AVX2
+#undef LSTM_FUSED_CASE_AVX512
 
 // Dispatched<&Table::op>::call has the signature of the kernel and forwards to the active
 // variant's entry. The choice is read at every call (one relaxed atomic load).
@@ -94,7 +95,7 @@ struct Dispatched;
 template <typename Table, typename R, typename... Args, R (*Table::*Entry)(Args...)>
 struct Dispatched<Entry> {
   static R call(Args... args) {
-    return (table<Table>(variant(active_capability())).*Entry)(std::forward<Args>(args)...);
+    return (table<Table>(active_capability()).*Entry)(std::forward<Args>(args)...);
   }
 };
 
@@ -176,24 +177,10 @@ void set_capability(const std::string& name) {
                               "got '" + name + "'");
 }
 
-#define LSTM_FUSED_CPU_IMPL(Table, op) m.impl(#op, &Dispatched<&Table::op>::call)
+#define LSTM_FUSED_CPU_IMPL(Table, op) m.impl(#op, &Dispatched<&Table::op>::call);
 
-TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
-  LSTM_FUSED_CPU_IMPL(LstmLayerKernels, lstm_layer_forward);
-  LSTM_FUSED_CPU_IMPL(LstmLayerKernels, lstm_layer_inference);
-  LSTM_FUSED_CPU_IMPL(LstmLayerKernels, lstm_layer_backward);
-  LSTM_FUSED_CPU_IMPL(LstmLayerKernels, attentive_lstm_inference);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, masked_softmax_forward);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, masked_softmax_backward);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, attention_pooling_forward);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, attention_pooling_backward);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, channel_masked_mean_forward);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, channel_masked_mean_backward);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, channel_rescale_forward);
-  LSTM_FUSED_CPU_IMPL(AttentionKernels, channel_rescale_backward);
-  LSTM_FUSED_CPU_IMPL(MhsaKernels, mhsa_forward);
-  LSTM_FUSED_CPU_IMPL(MhsaKernels, mhsa_backward);
-}
+// Every operator of LSTM_FUSED_CPU_OPS (csrc/cpu/kernels.h).
+TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) { LSTM_FUSED_CPU_OPS(LSTM_FUSED_CPU_IMPL) }
 
 #undef LSTM_FUSED_CPU_IMPL
 

@@ -69,18 +69,41 @@ struct MhsaKernels {
       const Tensor& out, const Tensor& lse);
 };
 
+// THE LIST: every table with the variable each kernel source defines it as, and every operator
+// with its table. The declarations below and the CPU registrations (csrc/cpu/dispatch.cpp) are
+// derived from it; a new op family adds its struct above and its lines here.
+#define LSTM_FUSED_CPU_TABLES(X)          \
+  X(LstmLayerKernels, lstm_layer_kernels) \
+  X(AttentionKernels, attention_kernels)  \
+  X(MhsaKernels, mhsa_kernels)
+#define LSTM_FUSED_CPU_OPS(X)                            \
+  X(LstmLayerKernels, lstm_layer_forward)                \
+  X(LstmLayerKernels, lstm_layer_inference)              \
+  X(LstmLayerKernels, lstm_layer_backward)               \
+  X(LstmLayerKernels, attentive_lstm_inference)          \
+  X(AttentionKernels, masked_softmax_forward)            \
+  X(AttentionKernels, masked_softmax_backward)           \
+  X(AttentionKernels, attention_pooling_forward)         \
+  X(AttentionKernels, attention_pooling_backward)        \
+  X(AttentionKernels, channel_masked_mean_forward)       \
+  X(AttentionKernels, channel_masked_mean_backward)      \
+  X(AttentionKernels, channel_rescale_forward)           \
+  X(AttentionKernels, channel_rescale_backward)          \
+  X(MhsaKernels, mhsa_forward)                           \
+  X(MhsaKernels, mhsa_backward)
+
 // One set of tables per capability. Each is a constant (function addresses only), so it is
 // initialised statically: no code of a variant runs before the dispatch picks it.
-#define LSTM_FUSED_DECLARE_CPU_KERNELS(capability)   \
-  namespace capability {                             \
-  extern const LstmLayerKernels lstm_layer_kernels;  \
-  extern const AttentionKernels attention_kernels;   \
-  extern const MhsaKernels mhsa_kernels;             \
+#define LSTM_FUSED_DECLARE_CPU_TABLE(Table, variable) extern const Table variable;
+#define LSTM_FUSED_DECLARE_CPU_KERNELS(capability)         \
+  namespace capability {                                   \
+  LSTM_FUSED_CPU_TABLES(LSTM_FUSED_DECLARE_CPU_TABLE)      \
   }
 LSTM_FUSED_DECLARE_CPU_KERNELS(DEFAULT)
 LSTM_FUSED_DECLARE_CPU_KERNELS(AVX2)
 LSTM_FUSED_DECLARE_CPU_KERNELS(AVX512)
 #undef LSTM_FUSED_DECLARE_CPU_KERNELS
+#undef LSTM_FUSED_DECLARE_CPU_TABLE
 
 }  // namespace cpu
 }  // namespace lstm_fused

@@ -245,8 +245,7 @@ std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y, const 
 }  // namespace
 
 #if defined(LSTM_FUSED_CUDA_EMULATION)
-// The same schemas, in the namespace of the emulation test library.
-TORCH_LIBRARY_FRAGMENT(lstm_fused_emu, m) { define_attention_ops(m); }
+// The emulation test library's CPU kernels (its schemas: tests/cuda_emu/emu_library.cpp).
 TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
 #else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {

@@ -357,8 +357,7 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
 }  // namespace
 
 #if defined(LSTM_FUSED_CUDA_EMULATION)
-// The schemas of csrc/lstm_layer_schemas.h, in the namespace of the emulation test library.
-TORCH_LIBRARY(lstm_fused_emu, m) { define_lstm_layer_ops(m); }
+// The emulation test library's CPU kernels (its schemas: tests/cuda_emu/emu_library.cpp).
 TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
 #else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {

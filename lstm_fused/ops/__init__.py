@@ -9,4 +9,6 @@ nothing else registers anything. The public functions that pick an implementatio
 in lstm_fused.functional; docs/architecture.md says where a new op goes.
 """
 from . import attention, lstm_layer, self_attention  # noqa: F401  (register the families)
+
+FAMILIES = (attention, lstm_layer, self_attention)
 from .registry import available_backends, implementations, resolve  # noqa: F401
