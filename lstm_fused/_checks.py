@@ -45,16 +45,19 @@ def check_shape(t: torch.Tensor, name: str, expected: tuple, *, where: str,
 
 
 def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None) -> torch.Tensor:
-    """The one reader of `lengths` of every family: (B,) integers in [0, T]. Returns it as
-    int64 on `device` (lengths may live on any device: CPU lengths for CUDA inputs are
-    common). One message per condition (the C++ operators use the same words,
-    csrc/lengths.h): not a tensor or not integers TypeError, a wrong shape or a value out of
-    [0, T] ValueError."""
+    """The one reader of `lengths` of every family: (B,) integers in [0, T], on the CPU or on
+    `device` (CPU lengths for CUDA inputs are common). Returns it as int64 on `device`. One
+    message per condition (the C++ operators use the same words, csrc/lengths.h): not a tensor
+    or not integers TypeError, a wrong shape or a value out of [0, T] ValueError, another
+    device RuntimeError."""
     check_tensor(lengths, "lengths", where=where)
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"{where}: lengths has dtype {lengths.dtype}, expected an integer dtype")
     if lengths.dim() != 1 or lengths.shape[0] != batch:
         raise ValueError(f"{where}: lengths has shape {tuple(lengths.shape)}, expected ({batch},)")
+    if device is not None and lengths.device.type != "cpu" and lengths.device != device:
+        raise RuntimeError(f"{where}: lengths is on {lengths.device}, expected the CPU or the "
+                           f"input's device ({device})")
     check_lengths_range(lengths, steps, where=where)  # before the copy: free on the host
     return lengths.to(device=device, dtype=torch.int64)
 

@@ -168,6 +168,15 @@ def test_int32_lengths_are_lengths_everywhere(name):
     PUBLIC[name](torch.tensor([4, 1], dtype=torch.int32), "cpu")
 
 
+def test_lengths_on_another_device():
+    """lengths on the CPU or on the input's device; another device (here meta) is a
+    RuntimeError, the type of a device mismatch, from every public entry point."""
+    lengths = torch.tensor([4, 1], device="meta")
+    outcomes = {name: _raised(lambda: call(lengths, "cpu")) for name, call in PUBLIC.items()}
+    assert _only(outcomes) == (RuntimeError, "lengths is on meta, expected the CPU or the "
+                                             "input's device (cpu)")
+
+
 def test_lengths_not_a_tensor():
     outcomes = {name: _raised(lambda: call([4, 1], "cpu")) for name, call in PUBLIC.items()}
     assert _only(outcomes) == (TypeError, "lengths must be a torch.Tensor, got list")
