@@ -9,7 +9,7 @@
 // finaliser, all arithmetic modulo 2^32. A kept weight is scaled by 2^24 / (2^24 - threshold),
 // one over the exact keep rate (1 / (1 - p) up to p's rounding to 2^-24, as F.dropout
 // scales), so the dropout is unbiased; p = 1 keeps nothing. The CPU and CUDA kernels (csrc/cpu/mhsa_cpu.cpp, csrc/cuda/mhsa_kernels.cuh), the
-// Triton kernels (triton_kernels/flash_attention.py) and the reference (lstm_fused/
+// Triton kernels (triton_kernels/mhsa.py) and the reference (lstm_fused/
 // reference_mhsa.py, dropout_keep_mask) compute the same function, so every backend drops the
 // same weights for the same seed.
 #pragma once

@@ -4,7 +4,7 @@ The function of nn.MultiheadAttention(E, N)(x, x, x, key_padding_mask=t >= lengt
 the same parameter names (in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias), so a
 state_dict loads both ways. The two projections are GEMMs (F.linear); the attention core
 (scale q k^T, key padding, softmax, times v) is one fused flash-style kernel that never writes
-the T x T matrix (lstm_fused/ops/self_attention.py).
+the T x T matrix (lstm_fused/ops/mhsa.py).
 
 Differences from nn, by design: a batch row with length 0 (no valid key) gives all-zero
 attention weights and a zero attention context, so its output is out_proj.bias at every step
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ._checks import ShapeError
-from .functional.self_attention import (draw_seed, multihead_self_attention,  # noqa: F401
+from .functional.mhsa import (draw_seed, multihead_self_attention,  # noqa: F401
                                         self_attention_core)
 from .ops.registry import check_name
 

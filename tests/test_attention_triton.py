@@ -212,7 +212,7 @@ def test_flash_tiles_refuse_head_sizes_that_spill(monkeypatch):
     """Tiles come from a table measured by tests/test_triton_aot.py per target; a head size
     without spill-free tiles is refused with a reason, which backend='triton' raises and
     'auto' passes over."""
-    from lstm_fused.triton_kernels import flash_attention as fa
+    from lstm_fused.triton_kernels import mhsa as fa
     from lstm_fused.triton_kernels import launch_config
 
     assert fa.unsupported_reason(torch.float16, 128, 90) is None
@@ -232,9 +232,9 @@ def test_flash_tiles_refuse_head_sizes_that_spill(monkeypatch):
     monkeypatch.setattr(launch_config, "device_target", lambda device: 90)
     cuda = torch.device("cuda")
     with pytest.raises(RuntimeError, match="head sizes up to 64"):
-        resolve("triton", "self_attention", cuda, torch.float32, dropout=False,
+        resolve("triton", "mhsa", cuda, torch.float32, dropout=False,
                          lengths=True, head_dim=128)
-    impl = resolve("triton", "self_attention", cuda, torch.float32, dropout=False, lengths=True,
+    impl = resolve("triton", "mhsa", cuda, torch.float32, dropout=False, lengths=True,
                    head_dim=64)
     assert impl.name == "triton"
 

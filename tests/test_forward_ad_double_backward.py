@@ -232,7 +232,7 @@ def _attention_case(op, backend):
             return torch.func.functional_call(m, dict(zip(names, params)), (x, LENGTHS))
         return fn, [_r(3, 3, 4, seed=7)] + [p.detach().clone().requires_grad_()
                                             for p in m.parameters()]
-    if op == "self_attention":
+    if op == "mhsa":
         from lstm_fused.mhsa import self_attention_core
 
         def fn(q, k, v):
@@ -241,7 +241,7 @@ def _attention_case(op, backend):
     raise ValueError(op)
 
 
-ATT_OPS = ["masked_softmax", "attention_pooling", "channel_attention", "self_attention"]
+ATT_OPS = ["masked_softmax", "attention_pooling", "channel_attention", "mhsa"]
 
 
 # triton (interpreted here, slow): the masked softmax, whose Triton twins get the same

@@ -20,9 +20,9 @@ from lstm_fused.mhsa import MultiheadSelfAttention, multihead_self_attention
 from backends import call_reason, cases, implementations, needs, resolve, triton_op
 from tolerances import tol
 
-needs_triton = needs("self_attention", "triton")
-needs_cpp = needs("self_attention", "cpu")
-F64 = tol("self_attention", torch.float64)
+needs_triton = needs("mhsa", "triton")
+needs_cpp = needs("mhsa", "cpu")
+F64 = tol("mhsa", torch.float64)
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def nn_pair(E, N, bias=True, batch_first=False, dtype=torch.float64, seed=0):
 # ---------------------------------------------------------------- against nn.MultiheadAttention
 
 @needs_cpp
-@pytest.mark.parametrize("backend", cases("self_attention", ["cpu", "reference"]))
+@pytest.mark.parametrize("backend", cases("mhsa", ["cpu", "reference"]))
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_matches_nn_multihead_attention(backend, batch_first):
     gen = torch.Generator().manual_seed(1)
@@ -157,7 +157,7 @@ def check_core(forward, dtype, B, N, T, Dh, seed, lengths=None):
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     ref, weights = reference_mhsa.attention_core(q64, k64, v64, lengths, scale)
     ref_grads = torch.autograd.grad(ref, (q64, k64, v64), grad.double())
-    t = tol("self_attention", dtype)
+    t = tol("mhsa", dtype)
     torch.testing.assert_close(out.double(), ref, **t)
     for name, got, want in zip("qkv", (dq, dk, dv), ref_grads):
         torch.testing.assert_close(got.double(), want, **t, msg=f"d{name}")
@@ -202,7 +202,7 @@ def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, ge
     q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
     ref = reference_mhsa.attention_core(q64, k64, v64, lengths, scale)[0]
     want = torch.autograd.grad(ref, (q64, k64, v64), grad.double())
-    t = tol("self_attention", dtype)
+    t = tol("mhsa", dtype)
     torch.testing.assert_close(out.double(), ref, **t)
     for name, g, w in zip("qkv", got, want):
         torch.testing.assert_close(g.double(), w, **t, msg=f"d{name}")
@@ -308,7 +308,7 @@ AOT_COMPILE = """
 import sys, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from lstm_fused.triton_kernels import flash_attention as fa
+from lstm_fused.triton_kernels import mhsa as fa
 common = dict(s_b="i32", s_n="i32", s_t="i32", s_d="i32")
 # the launcher passes the seed words as signed int32 values, never specialised (a value of 1
 # would otherwise become a constant)
@@ -349,7 +349,7 @@ def test_triton_kernels_compile_for_sm80():
 
 # ---------------------------------------------------------------- padding is never read
 
-@pytest.mark.parametrize("backend", cases("self_attention", ["cpu", "reference", "triton"],
+@pytest.mark.parametrize("backend", cases("mhsa", ["cpu", "reference", "triton"],
                                            cpu_tensors=True))
 def test_padding_poison_gets_no_weight(backend):
     gen = torch.Generator().manual_seed(8)
@@ -410,15 +410,15 @@ def test_backend_choice():
     with pytest.raises(ValueError, match="backend"):
         MultiheadSelfAttention(4, 2, backend="fast")
     with switches.override(backend="reference"):
-        assert resolve("auto", "self_attention", "cpu", torch.float32).name == "reference"
+        assert resolve("auto", "mhsa", "cpu", torch.float32).name == "reference"
     with switches.override(backend="cuda"):               # asked for, cannot run: no fallback
         with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
             MultiheadSelfAttention(4, 2)(torch.randn(3, 2, 4))
 
 
 def test_backends_say_what_they_cannot_run():
-    assert set(implementations("self_attention")) == {"reference", "cpu", "cuda", "triton"}
-    op = "self_attention"
+    assert set(implementations("mhsa")) == {"reference", "cpu", "cuda", "triton"}
+    op = "mhsa"
     assert "exceeds 128" in call_reason(op, "cuda", "cuda", torch.float32, head_dim=256)
     assert call_reason(op, "cuda", "cuda", torch.float32, head_dim=128) is None
     assert "float64" in call_reason(op, "triton", "cuda", torch.float64)

@@ -142,7 +142,7 @@ def test_module_training_matches_reference_backend(need_weights):
     dropped = module(x, lengths)[0]
     module.eval()
     assert not torch.allclose(dropped, module(x, lengths)[0])
-    assert resolve("auto", "self_attention", "cpu", torch.float32, dropout=True).name == "cpu"
+    assert resolve("auto", "mhsa", "cpu", torch.float32, dropout=True).name == "cpu"
 
 
 # ------------------------------------------------------------------------------------ Triton
@@ -151,11 +151,11 @@ def test_module_training_matches_reference_backend(need_weights):
                                         (torch.float32, torch.tensor(1)),
                                         (torch.float32, torch.tensor(1 << 32))])
 def test_triton_kernel_matches_reference(dtype, seed):
-    device = triton_device("self_attention")
+    device = triton_device("mhsa")
     _check_op(triton_op("mhsa_forward"), triton_op("mhsa_backward"), dtype, device, seed=seed)
 
 
-@needs("self_attention", "cuda")
+@needs("mhsa", "cuda")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cuda_kernel_matches_reference(dtype):
     _check_op(torch.ops.lstm_fused.mhsa_forward, torch.ops.lstm_fused.mhsa_backward, dtype,

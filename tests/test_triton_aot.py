@@ -63,7 +63,7 @@ def case_configs(case, dtype, target):
     import torch
 
     from lstm_fused.triton_kernels import attention_ops as ao
-    from lstm_fused.triton_kernels import flash_attention as fa
+    from lstm_fused.triton_kernels import mhsa as fa
     from lstm_fused.triton_kernels import lstm_layer as ll
 
     dt = getattr(torch, dtype)
@@ -85,7 +85,7 @@ def case_configs(case, dtype, target):
     def attention(T, E, N, has_len):
         head = E // N
         if fa.unsupported_reason(dt, head, target) is not None:
-            return  # refused: the backend reports it (lstm_fused/ops/self_attention.py)
+            return  # refused: the backend reports it (lstm_fused/ops/mhsa.py)
         for drop in ((False, True) if train else (False,)):
             cfgs = fa.flash_configs(head, dt, has_len, drop, target)
             out.append(cfgs["fwd"])
@@ -164,9 +164,9 @@ def boundary_configs(dtype, target):
 
 
 def table_configs(target):
-    """Every entry of flash_attention's tile table for `target` (head sizes beyond the grid's
+    """Every entry of mhsa's tile table for `target` (head sizes beyond the grid's
     too), dropout and lengths on."""
-    from lstm_fused.triton_kernels import flash_attention as fa
+    from lstm_fused.triton_kernels import mhsa as fa
 
     table = fa._TILES[fa._tile_target(target)]
     return [cfg for dt, d in table for cfg in fa.flash_configs(d, dt, True, True, target).values()]

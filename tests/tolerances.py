@@ -18,7 +18,7 @@ tol(kind, dtype) returns it. Kinds (where the math differs, so does the table):
   modules: one pass of sums, no recurrence.
 - "attention_online": the same ops where float32 is summed in another order (blocked or
   online softmax: the Triton kernels, the attentive LSTM's fused layer + pooling).
-- "self_attention": the scaled-dot-product core operators (mhsa_forward), rtol = atol.
+- "mhsa": the scaled-dot-product core operators (mhsa_forward), rtol = atol.
 - "cell_math": the C++ cell math header (csrc/lstm_cell_math.h) per storage type against
   float64: it rounds each output once (plus the rounding of its inputs, which the reference
   sees too), so a unit roundoff.
@@ -62,7 +62,7 @@ TOL = {
     "triton_lstm_gpu": {**_TRITON_LSTM, f32: dict(atol=2e-5, rtol=0)},
     "attention": _ATTENTION,
     "attention_online": {**_ATTENTION, f32: dict(atol=1e-5, rtol=1e-4)},
-    "self_attention": _same(float64=1e-12, float32=2e-6, float16=2e-3, bfloat16=2e-2),
+    "mhsa": _same(float64=1e-12, float32=2e-6, float16=2e-3, bfloat16=2e-2),
     "cell_math": {f64: dict(atol=1e-12, rtol=1e-12), f32: dict(atol=2e-6, rtol=2e-6),
                   f16: dict(atol=2 ** -10, rtol=2 ** -10), bf16: dict(atol=2 ** -7, rtol=2 ** -7)},
     "float64_same_math": {f64: dict(atol=1e-12, rtol=1e-10)},

@@ -15,7 +15,7 @@ LSTM layer (launchers in lstm_layer.py: layer_forward, layer_backward, attentive
     lstm_layer.py          the launchers of a layer call, weight gradients
 Attention (launchers in attention_ops.py, one per operator of csrc/attention_schemas.h):
     attention_softmax.py, attention_pooling.py, attention_channel.py
-Self-attention (flash_attention.py: flash_attention_forward / flash_attention_backward)
+Self-attention (mhsa.py: mhsa_forward / mhsa_backward)
 Shared: launch_config.py (KernelConfig: the one way a kernel is configured and launched, also
 compiled ahead of time by tests/test_triton_aot.py), interpreter_compat.py (a fix for the
 interpreter under NumPy >= 2.4).

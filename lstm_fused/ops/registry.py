@@ -1,6 +1,6 @@
 """The one record kind of every implementation, and the choice of the one that runs a call.
 
-Every op family (lstm_fused/ops/lstm_layer.py, attention.py, self_attention.py) registers one
+Every op family (lstm_fused/ops/lstm_layer.py, attention.py, mhsa.py) registers one
 `Implementation` per backend. `resolve` picks the implementation of a call: the one named, or
 for "auto" the available one of lowest rank that can run it; a backend asked for by name that
 cannot run the call raises a RuntimeError that says why (nothing falls back silently).
@@ -33,7 +33,7 @@ class Implementation:
     """One op family on one backend.
 
     op: the family ("lstm_layer", "attentive_lstm", "masked_softmax", "attention_pooling",
-        "channel_attention", "self_attention"); backend: a name of BACKEND_NAMES.
+        "channel_attention", "mhsa"); backend: a name of BACKEND_NAMES.
     rank: "auto" tries the available implementations of lowest rank first.
     devices: device types it runs on (None: any); auto_devices: those on which "auto" may pick
         it (None: devices); dtypes: the dtypes it computes.

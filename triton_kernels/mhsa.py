@@ -23,8 +23,8 @@ dV_j = sum_i p_ij z_ij dO_i, ds_ij = p_ij (z_ij dO_i . v_j - delta_i), delta_i =
 
 Everything is computed in float32 (inputs converted right after loading); float32 inputs use
 IEEE products ("ieee"), float16 / bfloat16 inputs are exact in tf32.
-Entry points: flash_attention_forward(q, k, v, lengths, scale, dropout_p, seed) -> (out, lse)
-and flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
+Entry points: mhsa_forward(q, k, v, lengths, scale, dropout_p, seed) -> (out, lse)
+and mhsa_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
 -> (dq, dk, dv).
 """
 from __future__ import annotations
@@ -262,11 +262,11 @@ def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
     """(seed_lo, seed_hi, threshold, keep_scale) of csrc/attention_dropout.h; seed a
     one-element int64 tensor (read on the host), needed when dropout_p > 0."""
     if not 0.0 <= dropout_p <= 1.0:
-        raise ValueError(f"flash_attention: dropout_p must be in [0, 1], got {dropout_p}")
+        raise ValueError(f"mhsa: dropout_p must be in [0, 1], got {dropout_p}")
     if dropout_p == 0.0:
         return 0, 0, 0, 1.0
     if seed is None or seed.numel() != 1 or seed.dtype != torch.int64 or seed.device.type != "cpu":
-        raise ValueError("flash_attention: dropout_p > 0 needs seed, a one-element int64 CPU "
+        raise ValueError("mhsa: dropout_p > 0 needs seed, a one-element int64 CPU "
                          "tensor")
     s = int(seed.item())
     threshold, keep_scale = dropout_threshold(dropout_p), dropout_keep_scale(dropout_p)
@@ -347,7 +347,7 @@ def flash_configs(head_dim: int, dtype, has_len: bool, drop: bool, target):
     unsupported_reason refuses."""
     reason = unsupported_reason(dtype, head_dim, target)
     if reason:
-        raise ValueError(f"flash_attention: {reason}")
+        raise ValueError(f"mhsa: {reason}")
     block_d = head_block(head_dim)
     if target is None:
         prec = "ieee" if dtype == torch.float32 else "tf32"
@@ -374,7 +374,7 @@ def flash_configs(head_dim: int, dtype, has_len: bool, drop: bool, target):
     return out
 
 
-def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def mhsa_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             lengths: Optional[torch.Tensor], scale: float,
                             dropout_p: float = 0.0, seed: Optional[torch.Tensor] = None):
     """q, k, v (B, N, T, Dh) float32/float16/bfloat16 on one device; lengths (B,) int64 or None;
@@ -395,7 +395,7 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out, lse
 
 
-def flash_attention_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
+def mhsa_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
     """Gradients (dq, dk, dv), each (B, N, T, Dh) contiguous in q's dtype."""
     q, k, v = _same_strides(q, k, v)
     B, N, T, Dh = q.shape

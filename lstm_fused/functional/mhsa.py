@@ -1,6 +1,6 @@
 """Multi-head self-attention with key padding through the chosen backend (the function of
 lstm_fused.MultiheadSelfAttention): two GEMMs around one fused attention core that never writes
-the T x T matrix (lstm_fused/ops/self_attention.py). Dimension letters: B batch, T time steps,
+the T x T matrix (lstm_fused/ops/mhsa.py). Dimension letters: B batch, T time steps,
 E embed dim, N heads, Dh = E // N.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .. import reference_mhsa
 from .._checks import ShapeError, check_device, check_dtype, check_lengths, check_tensor
 from ..ops import registry
 
-OP = "self_attention"
+OP = "mhsa"
 
 
 def _check_x(x, embed_dim: int, weight: torch.Tensor, where: str) -> None:

@@ -1,4 +1,4 @@
-"""The self-attention family: the attention core of MultiheadSelfAttention.
+"""The multi-head self-attention family (mhsa): the attention core of MultiheadSelfAttention.
 
     attention(q, k, v, lengths, scale, dropout_p, seed) -> out    q, k, v, out (B, N, T, Dh)
     out = softmax(scale * q k^T over the keys t < lengths[b]) v; zeros for a row of length 0.
@@ -11,7 +11,7 @@ Operators (schemas in csrc/attention_schemas.h, each with a Triton twin `<name>_
   mhsa_backward(grad_out, q, k, v, lengths?, scale, dropout_p, seed?, out, lse)
       -> (grad_q, grad_k, grad_v)
 This module gives each its fake kernel and autograd, the Triton twins their kernels
-(triton_kernels/flash_attention.py), and registers the implementations of "self_attention".
+(triton_kernels/mhsa.py), and registers the implementations of "mhsa".
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from . import triton_library
 from .autograd import differentiable_vjp, zeros_if_none
 
 NAMESPACE = torch.ops.lstm_fused
-OP = "self_attention"
+OP = "mhsa"
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 CUDA_MAX_HEAD_DIM = 128  # csrc/cuda/mhsa_plan.h: the CUDA kernels are built for Dh <= 128
 
@@ -72,13 +72,13 @@ def register_core_autograd(forward_name: str, backward_op) -> None:
 def triton_forward(q, k, v, lengths, scale, dropout_p=0.0, seed=None):
     """The C++ argument checks (mhsa_forward_check, csrc/check_ops.cpp), then the launcher."""
     NAMESPACE.mhsa_forward_check(q, k, v, lengths, scale, dropout_p, seed)
-    return triton_library.kernels("flash_attention").flash_attention_forward(
+    return triton_library.kernels("mhsa").mhsa_forward(
         q, k, v, lengths, scale, dropout_p, seed)
 
 
 def triton_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
     NAMESPACE.mhsa_backward_check(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
-    return triton_library.kernels("flash_attention").flash_attention_backward(
+    return triton_library.kernels("mhsa").mhsa_backward(
         grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
 
 
@@ -107,12 +107,12 @@ def _cuda_head_dim_reason(device, dtype, features) -> Optional[str]:
 
 
 def _triton_tile_reason(device, dtype, features) -> Optional[str]:
-    """Tiles that fit this GPU without register spills (flash_attention.unsupported_reason)."""
+    """Tiles that fit this GPU without register spills (mhsa.unsupported_reason)."""
     if device.type != "cuda":
         return None
     from ..triton_kernels.launch_config import device_target
 
-    return triton_library.kernels("flash_attention").unsupported_reason(
+    return triton_library.kernels("mhsa").unsupported_reason(
         dtype, features.get("head_dim", 0), device_target(device))
 
 
