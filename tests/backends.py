@@ -166,16 +166,7 @@ def register_like_lstm_fused(namespace: str) -> None:
     """Give the operators of another build of the kernels, registered with lstm_fused's schemas
     under torch.ops.<namespace> (tests/test_cuda_emulated.py builds csrc/cuda that way), the
     fake kernels and autograd of lstm_fused's own."""
-    from lstm_fused.ops import attention, lstm_layer, mhsa
+    from lstm_fused import ops
 
-    ops = getattr(torch.ops, namespace)
-    torch.library.register_fake(f"{namespace}::lstm_layer_forward")(lstm_layer.fake_forward)
-    torch.library.register_fake(f"{namespace}::lstm_layer_backward")(lstm_layer.fake_backward)
-    lstm_layer.register_layer_autograd(f"{namespace}::lstm_layer_forward",
-                                       ops.lstm_layer_backward.default)
-    torch.library.register_fake(f"{namespace}::mhsa_forward")(mhsa.fake_forward)
-    torch.library.register_fake(f"{namespace}::mhsa_backward")(mhsa.fake_backward)
-    mhsa.register_core_autograd(f"{namespace}::mhsa_forward", ops.mhsa_backward.default)
-    for name in attention.OPS:
-        torch.library.register_fake(f"{namespace}::{name}")(attention.FAKES[name])
-    attention.register_autograd("", namespace=namespace)
+    for family in ops.FAMILIES:  # each family module's register_like
+        family.register_like(namespace)

@@ -256,7 +256,7 @@ def test_triton_twins_run_the_cpp_argument_checks():
         triton_op("attention_pooling_forward")(rnd(2, 4, 6), rnd(2, 4, 5), rnd(3), None, None)
     with pytest.raises(ValueError, match="channel_rescale_forward: w has shape"):
         triton_op("channel_rescale_forward")(rnd(2, 4, 6), rnd(2, 5), None)
-    with pytest.raises(ValueError, match=r"v has shape \(1, 2, 5, 8\), expected q's shape"):
+    with pytest.raises(ValueError, match=r"k has shape \(1, 2, 5, 8\), expected q's shape"):
         triton_op("mhsa_forward")(rnd(1, 2, 4, 8), rnd(1, 2, 5, 8), rnd(1, 2, 4, 8), None, 0.3)
     with pytest.raises(ValueError, match=r"lengths has shape \(1,\), expected \(2,\)"):
         triton_op("lstm_layer_forward")(rnd(3, 2, 4), rnd(1, 2, 5), rnd(1, 2, 5), rnd(1, 20, 4),

@@ -99,3 +99,10 @@ def test_cpu_kernel_list_matches_the_operators():
     block = block[:block.index("\n\n")]
     listed = re.findall(r"X\(\w+, (\w+)\)", block)
     assert sorted(listed) == OPS
+
+
+def test_every_family_registers_like_lstm_fused():
+    """Each op family module says how its operators are registered in another library with the
+    same schemas (register_like: the emulated CUDA library of tests/test_cuda_emulated.py)."""
+    for family in ops.FAMILIES:
+        assert callable(getattr(family, "register_like", None)), family.__name__

@@ -219,6 +219,15 @@ def _register_operators() -> None:
     register_autograd("_triton")
 
 
+def register_like(namespace: str) -> None:
+    """The fake kernels and autograd of this family's C++ operators in another library built
+    with the same schemas (the emulated CUDA library: tests/backends.py,
+    register_like_lstm_fused)."""
+    for name in OPS:
+        torch.library.register_fake(f"{namespace}::{name}")(FAKES[name])
+    register_autograd("", namespace=namespace)
+
+
 def _register_implementations() -> None:
     kernels = {"cuda": AttentionKernels(""), "triton": AttentionKernels("_triton"),
                "cpu": AttentionKernels(""), "reference": ReferenceAttentionKernels()}

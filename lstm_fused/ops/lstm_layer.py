@@ -254,6 +254,16 @@ def _register_operators() -> None:
             refuse_autograd(f"lstm_fused::{name}{suffix}", to_train)
 
 
+def register_like(namespace: str) -> None:
+    """The fake kernels and autograd of this family's C++ operators in another library built
+    with the same schemas (the emulated CUDA library: tests/backends.py,
+    register_like_lstm_fused)."""
+    ops = getattr(torch.ops, namespace)
+    torch.library.register_fake(f"{namespace}::lstm_layer_forward")(fake_forward)
+    torch.library.register_fake(f"{namespace}::lstm_layer_backward")(fake_backward)
+    register_layer_autograd(f"{namespace}::lstm_layer_forward", ops.lstm_layer_backward.default)
+
+
 def _attentive_reason(kernels: AttentiveKernels):
     """The attentive LSTM runs where the backend's layer and its pooling both run."""
 

@@ -130,6 +130,16 @@ def _register_operators() -> None:
                                getattr(NAMESPACE, f"mhsa_backward{suffix}").default)
 
 
+def register_like(namespace: str) -> None:
+    """The fake kernels and autograd of this family's C++ operators in another library built
+    with the same schemas (the emulated CUDA library: tests/backends.py,
+    register_like_lstm_fused)."""
+    ops = getattr(torch.ops, namespace)
+    torch.library.register_fake(f"{namespace}::mhsa_forward")(fake_forward)
+    torch.library.register_fake(f"{namespace}::mhsa_backward")(fake_backward)
+    register_core_autograd(f"{namespace}::mhsa_forward", ops.mhsa_backward.default)
+
+
 def _register_implementations() -> None:
     kernels = {"cuda": CoreKernels(""), "triton": CoreKernels("_triton"),
                "cpu": CoreKernels(""), "reference": ReferenceCoreKernels()}
