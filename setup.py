@@ -15,18 +15,47 @@ GPU. Environment switches:
                               picked at run time from what the CPU has (csrc/cpu/dispatch.h), so
                               a build runs on every CPU of its architecture
     LSTM_FUSED_DEBUG=1        -O0 -g
+    LSTM_FUSED_GIT_COMMIT     the commit recorded in the build info where the tree has no .git
+
+The metadata (name, version, dependencies) is in pyproject.toml; this file holds what must be
+code. It also writes lstm_fused/_build_info.py (what `python -m lstm_fused` prints about the
+build). The metadata and the sdist need no torch; building the extension does, the torch it
+will run with: see _NO_TORCH.
 """
+import ast
 import glob
 import os
 import platform
+import pprint
 import shutil
 import subprocess
 
-from setuptools import find_packages, setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-import torch
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext as _SetuptoolsBuildExt
+from setuptools.command.sdist import sdist as _SetuptoolsSdist
+
+try:
+    import torch
+    from torch.utils.cpp_extension import (CUDA_HOME, BuildExtension, CppExtension,
+                                           CUDAExtension, get_cxx_compiler)
+    _TORCH_ERROR = None
+except ImportError as exc:  # metadata / sdist only; building the extension stops (_NO_TORCH)
+    torch = None
+    _TORCH_ERROR = exc
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# Why a build needs torch installed first and --no-build-isolation (also in README, "Install").
+_NO_TORCH = """lstm_fused: building the extension needs torch, installed where it is built:
+{error}. Install the torch you will run first, then build without build isolation:
+
+    pip install torch                        # or the CUDA build you want
+    pip install . --no-build-isolation       # (-e for an editable install)
+
+lstm_fused._C is compiled against torch's C++ headers and links to its libraries, so it only
+loads into the torch it was built against. With build isolation pip would build it in a
+throw-away environment with another torch (often another version or CUDA variant, several GB),
+and the result would not load into yours."""
 
 
 def _flag(name, default=None):
@@ -124,14 +153,23 @@ def _vector_instructions_at_load(obj):
     return sorted(set(bad))
 
 
-class _BuildExt(BuildExtension.with_options(use_ninja=True)):
+class _BuildExt(BuildExtension.with_options(use_ninja=True) if torch else _SetuptoolsBuildExt):
     """BuildExtension, plus the ISA variants of the CPU kernel sources (setuptools has no
     per-file flags): each variant is compiled with its own -m flags into its own folder and
     linked after every other object, lowest ISA first. The linker keeps the first copy of an
     inline function that several objects define, so the code outside the variants' own
     namespaces that the library runs is always a copy compiled for a lower (or no) ISA.
     Afterwards ninja's log (per-file compile times) is copied to build/ninja_log, since
-    `pip install -e` builds in a temporary folder that it deletes."""
+    `pip install -e` builds in a temporary folder that it deletes. Before the build,
+    lstm_fused/_build_info.py is written next to where the extension goes."""
+
+    def run(self):
+        if torch is None:
+            raise SystemExit(_NO_TORCH.format(error=_TORCH_ERROR))
+        info = _build_info(self.extensions[0], self.distribution.get_version())
+        folder = ROOT if self.inplace else self.build_lib
+        _write_build_info(os.path.join(folder, "lstm_fused"), info)
+        super().run()
 
     def build_extensions(self):
         try:
@@ -217,23 +255,105 @@ def _extension():
     return ext
 
 
+def _git_commit():
+    """The commit the sources are at: HEAD ("+dirty" when tracked files have changes) where ROOT
+    is a git checkout; else $LSTM_FUSED_GIT_COMMIT; else the one an sdist recorded; else ""."""
+    def git(*args):
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.strip()
+
+    try:
+        # ROOT itself, not a repository around it (an sdist unpacked inside another checkout).
+        if os.path.realpath(git("rev-parse", "--show-toplevel")) == os.path.realpath(ROOT):
+            dirty = git("status", "--porcelain", "--untracked-files=no")
+            return git("rev-parse", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get("LSTM_FUSED_GIT_COMMIT") or _recorded_build_info().get("git_commit", "")
+
+
+def _recorded_build_info():
+    """The BUILD_INFO dict of ROOT/lstm_fused/_build_info.py ({} when there is none)."""
+    try:
+        with open(os.path.join(ROOT, "lstm_fused", "_build_info.py")) as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError):
+        return {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "BUILD_INFO":
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def _first_line(command, keyword=""):
+    """The first line of command's output that contains keyword, or "" when it cannot run."""
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return next((line.strip() for line in out.splitlines() if keyword in line), "")
+
+
+def _build_info(ext, version):
+    """What lstm_fused/info.py reports about this build of the extension ext."""
+    nvcc_flags = ext.extra_compile_args.get("nvcc", [])
+    cuda = any(name == "LSTM_FUSED_WITH_CUDA" for name, _ in ext.define_macros)
+    nvcc = os.path.join(CUDA_HOME or "", "bin", "nvcc")
+    cxx = get_cxx_compiler()
+    return {
+        "version": version,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "compiler": f"{cxx}: {_first_line([cxx, '--version'])}",
+        "debug": bool(_flag("LSTM_FUSED_DEBUG", False)),
+        "cpu_variants": [next(iter(_CPU_VARIANTS))] + list(ext.cpu_isa_variants),
+        "cuda": cuda,
+        "cuda_archs": [f.split("code=sm_")[1] for f in nvcc_flags if "code=sm_" in f],
+        "cuda_toolkit": _first_line([nvcc, "--version"], "release") if cuda else None,
+    }
+
+
+def _write_build_info(folder, info):
+    """Write info as folder/_build_info.py (read by lstm_fused/info.py)."""
+    path = os.path.join(folder, "_build_info.py")
+    text = ('"""Written by setup.py when it built this copy of lstm_fused (not in git);\n'
+            'read by lstm_fused/info.py."""\n'
+            f"BUILD_INFO = {pprint.pformat(info, width=96)}\n")
+    os.makedirs(folder, exist_ok=True)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+        os.unlink(path)  # it may be a hard link to the source tree's copy (sdist release tree)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+class _Sdist(_SetuptoolsSdist):
+    """sdist that records the git commit in the release tree's lstm_fused/_build_info.py, so
+    that a wheel built from the sdist (no .git there) still reports it."""
+
+    def make_release_tree(self, base_dir, files):
+        super().make_release_tree(base_dir, files)
+        _write_build_info(os.path.join(base_dir, "lstm_fused"),
+                          {"version": self.distribution.get_version(),
+                           "git_commit": _git_commit()})
+
+
+def _packages():
+    """lstm_fused with its subpackages, and triton_kernels/ with its subpackages, which installs
+    as lstm_fused.triton_kernels (package_dir): the top-level name triton_kernels belongs to
+    other packages."""
+    return (find_packages(include=["lstm_fused", "lstm_fused.*"]) + ["lstm_fused.triton_kernels"]
+            + [f"lstm_fused.triton_kernels.{p}" for p in find_packages("triton_kernels")])
+
+
 setup(
-    name="lstm_fused",
-    version="0.1.0",
-    description="Fused LSTM and attention kernels for PyTorch (CUDA C++, Triton, C++ CPU)",
-    packages=find_packages(include=["lstm_fused", "lstm_fused.*"]) + ["lstm_fused.triton_kernels"],
-    # triton_kernels/ lives at the top of the repo but installs as lstm_fused.triton_kernels:
-    # the top-level name triton_kernels belongs to other packages.
+    packages=_packages(),
     package_dir={"lstm_fused.triton_kernels": "triton_kernels"},
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": _BuildExt},
-    python_requires=">=3.9",
-    install_requires=[],
-    extras_require={
-        "triton": ["triton"],
-        "test": ["pytest", "hypothesis", "numpy", "expecttest"],
-        "bench": ["matplotlib", "tqdm"],
-        "onnx": ["onnx", "onnxscript", "onnxruntime"],
-        "examples": ["statsmodels", "scikit-learn", "matplotlib", "tqdm"],
-    },
+    # Without torch only the metadata and the sdist can be made; _BuildExt stops with _NO_TORCH.
+    ext_modules=[_extension() if torch else Extension("lstm_fused._C", sources=[])],
+    cmdclass={"build_ext": _BuildExt, "sdist": _Sdist},
 )

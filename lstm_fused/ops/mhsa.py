@@ -87,7 +87,13 @@ class CoreKernels:
     differentiable, through the operators of one backend (suffix "" or "_triton")."""
 
     def __init__(self, suffix: str):
-        self.forward = getattr(NAMESPACE, "mhsa_forward" + suffix)
+        self.suffix = suffix
+
+    @property
+    def forward(self):
+        # looked up at the call: without lstm_fused._C the operator does not exist, and the
+        # package must still import (backend="reference", show_config)
+        return getattr(NAMESPACE, "mhsa_forward" + self.suffix)
 
     def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=None):
         return self.forward(q, k, v, lengths, scale, dropout_p, seed)[0]
