@@ -305,6 +305,39 @@ def test_forward_ad_through_the_reference():
     torch.testing.assert_close(tangent, fd, atol=1e-7, rtol=1e-6)
 
 
+def test_double_backward_with_resets():
+    """create_graph=True: the backward is recomputed through the reference math, resets
+    included (gradgradcheck on the CPU backend's operator)."""
+    args = _layer_args(2, False, False, [4, 2, 3])
+    resets = _resets(4, 3, seed=6, p=0.5)
+    names = ["x", "h0", "w_hh"]
+
+    def fn(*tensors):
+        kw = dict(args)
+        kw.update(zip(names, tensors))
+        return functional.lstm_layer(**kw, resets=resets, backend="cpu")
+
+    inputs = [args[n].detach().requires_grad_() for n in names]
+    assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_opcheck_with_resets():
+    """Schema, fake kernels and autograd registration of the layer operators with resets."""
+    args = _layer_args(2, True, True, [4, 1, 3])
+    ordered = tuple(args[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr",
+                                      "w_peep", "lengths")) + (_resets(4, 3, seed=8, p=0.5),)
+    ops = torch.ops.lstm_fused
+    torch.library.opcheck(ops.lstm_layer_forward.default, ordered)
+    plain = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in ordered)
+    torch.library.opcheck(ops.lstm_layer_inference.default, plain)
+    y, h_n, c_n, gates, cells = ops.lstm_layer_forward(*plain)
+    grads = [torch.randn_like(t) for t in (y, h_n, c_n)]
+    x, h0, c0, w_ih, w_hh, _bias, w_hr, w_peep, lengths, resets = plain
+    torch.library.opcheck(ops.lstm_layer_backward.default,
+                          (*grads, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, resets, y,
+                           gates, cells))
+
+
 def test_unbatched_input_takes_resets_of_shape_t():
     m = _module(1, True, 0)
     x, h0, c0 = _inputs(m, T, 1)

@@ -81,8 +81,9 @@ void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& 
                        Tensor& h_n, Tensor& c_n, Tensor& gates, Tensor& cells,
                        cudaStream_t stream) {
   const bool proj = s.P > 0;
-  Tensor h_state = h0.contiguous().clone();  // (D, B, R)
-  Tensor c_state = c0.contiguous().clone();  // (D, B, H)
+  // The state lives in h_n and c_n (contiguous outputs): no copy at the end.
+  Tensor& h_state = h_n.copy_(h0);  // (D, B, R)
+  Tensor& c_state = c_n.copy_(c0);  // (D, B, H)
   Tensor z_rec = at::empty({s.D, s.B, s.G}, gx.options());
   const Tensor whh_t = w_hh.transpose(1, 2);  // (D, R, G)
   Tensor hpre = proj ? at::zeros({s.D, s.B, s.H}, gx.options()) : Tensor();
@@ -118,8 +119,6 @@ void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& 
                                   ptr<scalar_t>(h0_c), stream);
     }
   }
-  h_n.copy_(h_state);
-  c_n.copy_(c_state);
 }
 
 template <typename scalar_t>
