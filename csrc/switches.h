@@ -15,9 +15,10 @@
 //                                              matmul instead of oneDNN-packed weights
 //                                              (csrc/cpu/reused_weight_gemm.h) or the BLAS
 //                                              (csrc/cpu/mhsa_cpu.cpp)
-//   cuda_path  "" | gates                      "gates": the CUDA LSTM forward takes the
-//                                              gate-kernel path even where the tensor-core
-//                                              kernel fits (csrc/cuda/lstm_layer_cuda.cpp)
+//   cuda_path  "" | gates                      "gates": the CUDA LSTM forward and backward
+//                                              take the gate-kernel path even where the
+//                                              tensor-core kernels fit
+//                                              (csrc/cuda/lstm_layer_cuda.cpp)
 //
 // Setting a switch is not synchronised with kernels running in other threads: set them
 // between calls (lstm_fused.switches.override in tests and benchmarks).

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from lstm_fused import reference, reference_mhsa
-from backends import register_like_lstm_fused
+from emulated_cuda import emulated_ops
 from helpers import assert_close_scaled, float64_cpu, layer_args, layer_configs
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
@@ -41,29 +38,7 @@ CONFIGS = layer_configs("emulated")
 
 @pytest.fixture(scope="module")
 def emu_ops(tmp_path_factory):
-    from torch.utils.cpp_extension import load
-
-    build = tmp_path_factory.mktemp("cuda_emu_build")
-    sources = []
-    # load() picks the compiler by extension: wrap the .cu in a .cpp to get the host compiler.
-    cuda_dir = ROOT / "csrc" / "cuda"
-    # csrc/switches.cpp (the switches the host code reads) and the operator that sets them in
-    # this library (it has no Python module for lstm_fused._C.set_switch).
-    extra = [ROOT / "csrc" / "switches.cpp", ROOT / "tests" / "cuda_emu" / "emu_switches.cpp"]
-    for src in sorted(cuda_dir.glob("*.cu")) + sorted(cuda_dir.glob("*.cpp")) + extra:
-        wrapper = build / (src.stem + "_emu.cpp")
-        wrapper.write_text(f'#include "{src}"\n')
-        sources.append(str(wrapper))
-    load(name="lstm_fused_cuda_emu", sources=sources,
-         extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
-         # no -std: load() adds the standard the installed torch's headers need
-         extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
-         extra_ldflags=["-pthread"],
-         build_directory=str(build), is_python_module=False, verbose=False)
-    register_like_lstm_fused("lstm_fused_emu")
-    ops = torch.ops.lstm_fused_emu
-    ops.set_switch("poison", "1")  # unwritten outputs come out NaN
-    return ops
+    return emulated_ops(tmp_path_factory)  # built once per process (tests/emulated_cuda.py)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,10 @@
 """The tensor-core backward time loop (csrc/cuda/lstm_tc_backward.cuh) run on the CPU, emulated.
 
-Two levels:
+Three levels:
+  - the layer operator lstm_layer_backward of the emulated CUDA library (tests/emulated_cuda.py),
+    which takes this loop for bfloat16 / float16 where it fits: every gradient (x, h0, c0,
+    w_ih, w_hh, bias, peepholes) against autograd through the float64 reference, with the
+    forward of either path, and the reason it reports where it does not take the call;
   - the loop alone (dz of every step, grad_h0, grad_c0), through test-only operators built with
     the kernel into a small library of its own (tests/cuda_emu/tc_backward_test_ops.cpp,
     namespace lstm_fused_tcbwd_emu): against autograd through a float64 forward written here,
@@ -20,7 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_close_scaled
+from emulated_cuda import emulated_ops
+from helpers import assert_close_scaled, float64_cpu, layer_args
+from lstm_fused import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,3 +186,77 @@ def test_plan_picks_and_refuses(tc_ops):
     }
     for why, (config, _, _, refusal) in refusals.items():
         assert config == -1 and why in refusal, (why, refusal)
+
+
+# ------------------------------------------------ the layer operator (lstm_layer_cuda.cpp)
+
+ARG_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
+GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep")
+
+
+@pytest.fixture(scope="module")
+def emu_ops(tmp_path_factory):
+    return emulated_ops(tmp_path_factory)
+
+
+# (T, B, I, H, P, D, peephole, lengths): "odd-H" has a forward on the gate-kernel path (H not
+# a multiple of 8) and a backward on the tensor-core loop; "two-m-tiles" B = 20.
+OP_CASES = {
+    "uni": (5, 3, 5, 8, 0, 1, False, None),
+    "bi-lengths": (6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]),
+    "peephole": (5, 3, 4, 8, 0, 2, True, [2, 5, 0]),
+    "odd-H": (4, 2, 3, 5, 0, 2, True, None),
+    "two-m-tiles": (4, 20, 3, 6, 0, 1, False, [4, 3, 1, 0, 2] * 4),
+}
+
+
+def _layer_grads_against_reference(emu_ops, cfg, dtype, path_prefix):
+    args = layer_args(cfg, dtype, seed=11)
+    path = emu_ops.lstm_layer_cuda_backward_path(args["x"], args["w_hh"], args["w_hr"])
+    assert path.startswith(path_prefix), path
+    y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+    g = torch.Generator().manual_seed(7)
+    gy, gh, gc = (torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n))
+    got = emu_ops.lstm_layer_backward(gy.to(dtype), gh.to(dtype), gc.to(dtype),
+                                      *(args[k] for k in ARG_NAMES if k != "bias"), y, gates,
+                                      cells)
+    ref = float64_cpu(args, requires_grad=True)
+    outs = reference.lstm_layer(**ref)
+    names = [k for k in GRAD_NAMES if ref[k] is not None]
+    want = torch.autograd.grad(outs, [ref[k] for k in names], (gy, gh, gc))
+    got = dict(zip(GRAD_NAMES, got))
+    for name, w in zip(names, want):
+        assert_close_scaled(got[name], w, dtype, f"grad {name}", factor=2.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("name", list(OP_CASES))
+def test_layer_backward_matches_float64_reference(emu_ops, name, dtype):
+    _layer_grads_against_reference(emu_ops, OP_CASES[name], dtype, "tensor_core")
+
+
+@pytest.mark.parametrize("cfg,dtype,reason", [
+    ((3, 2, 3, 8, 4, 1, False, None), torch.bfloat16, "proj_size > 0"),
+    ((3, 33, 3, 8, 0, 1, False, None), torch.float16, "batch 33 > 32 rows"),
+    ((2, 2, 3, 60, 0, 1, False, None), torch.bfloat16, "exceed the register capacity"),
+    ((3, 2, 3, 8, 0, 2, False, None), torch.float32, "float32 keeps the gate-kernel path"),
+])
+def test_calls_the_loop_does_not_take_say_why(emu_ops, cfg, dtype, reason):
+    """The gate-kernel backward runs them (checked against the reference) and the reason is
+    the one lstm_layer_cuda_backward_path reports."""
+    args = layer_args(cfg, dtype)
+    path = emu_ops.lstm_layer_cuda_backward_path(args["x"], args["w_hh"], args["w_hr"])
+    assert path.startswith("gates: ") and reason in path, path
+    _layer_grads_against_reference(emu_ops, cfg, dtype, "gates: ")
+
+
+def test_switch_gates_forces_the_gate_path(emu_ops):
+    args = layer_args(OP_CASES["uni"], torch.bfloat16)
+    query = (args["x"], args["w_hh"], args["w_hr"])
+    assert emu_ops.lstm_layer_cuda_backward_path(*query) == "tensor_core"
+    emu_ops.set_switch("cuda_path", "gates")
+    try:
+        path = emu_ops.lstm_layer_cuda_backward_path(*query)
+    finally:
+        emu_ops.set_switch("cuda_path", "")
+    assert path == "gates: the switch cuda_path is 'gates'", path

@@ -12,7 +12,13 @@
 //     above the compiled configurations, CTAs that cannot all be resident, a device below
 //     sm_80 or without cooperative launches) the gate-kernel path runs; the reason is what
 //     the operator lstm_layer_cuda_path reports (docs/contract.md).
-//   gate-kernel path (every other call, and every backward): per step one batched GEMM
+//   tensor-core backward (bfloat16 and float16, the default where it fits): the reverse loop
+//     of both directions in one cooperative launch, W_hh columns in registers, dz rows
+//     exchanged through flags (lstm_tc_backward.cuh); where it does not fit (projection, B or
+//     4H above the compiled configurations, CTAs that cannot all be resident, a device below
+//     sm_80 or without cooperative launches) the gate-kernel backward runs; the reason is
+//     what the operator lstm_layer_cuda_backward_path reports (docs/contract.md).
+//   gate-kernel path (every other call): per step one batched GEMM
 //     (at::bmm_out, both directions) for the recurrent product, then one fused gate kernel
 //     (lstm_gate_kernels.cu); with a projection, one more GEMM and a small copy kernel. The
 //     backward runs the reverse loop the same way. Both forwards save the same gates/cells
@@ -32,6 +38,7 @@
 
 #include "cuda/cuda_device_scope.h"
 #include "cuda/lstm_cuda_kernels.h"
+#include "cuda/lstm_tc_backward.h"
 #include "cuda/lstm_tc_forward.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
@@ -234,12 +241,10 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cuda(
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
-// Which loop lstm_layer_forward runs for these arguments: "tensor_core", or "gates: <why the
-// tensor-core kernel does not take it>". x (T, B, I) on the device, w_hh (D, G, R), w_hr
-// (D, P, H) or None; docs/contract.md.
-std::string lstm_layer_cuda_path(const Tensor& x, const Tensor& w_hh, const OptTensor& w_hr) {
-  TORCH_CHECK(x.dim() == 3 && w_hh.dim() == 3, "lstm_layer_cuda_path: x must be (T, B, I) and "
-              "w_hh (D, 4H, R)");
+// The sizes the path queries need, from x (T, B, I), w_hh (D, G, R) and w_hr (D, P, H) or None.
+LSTMLayerSizes path_query_sizes(const char* op, const Tensor& x, const Tensor& w_hh,
+                                const OptTensor& w_hr) {
+  TORCH_CHECK(x.dim() == 3 && w_hh.dim() == 3, op, ": x must be (T, B, I) and w_hh (D, 4H, R)");
   LSTMLayerSizes s{};
   s.T = x.size(0);
   s.B = x.size(1);
@@ -249,6 +254,14 @@ std::string lstm_layer_cuda_path(const Tensor& x, const Tensor& w_hh, const OptT
   s.H = s.G / 4;
   s.P = present(w_hr) ? w_hr->size(1) : 0;
   s.R = s.P > 0 ? s.P : s.H;
+  return s;
+}
+
+// Which loop lstm_layer_forward runs for these arguments: "tensor_core", or "gates: <why the
+// tensor-core kernel does not take it>". x (T, B, I) on the device, w_hh (D, G, R), w_hr
+// (D, P, H) or None; docs/contract.md.
+std::string lstm_layer_cuda_path(const Tensor& x, const Tensor& w_hh, const OptTensor& w_hr) {
+  const LSTMLayerSizes s = path_query_sizes("lstm_layer_cuda_path", x, w_hh, w_hr);
   std::string path;
   dispatch_storage(x, [&](auto zero) {
     using scalar_t = decltype(zero);
@@ -309,6 +322,78 @@ void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor&
   grad_c0.copy_(dc_state);
 }
 
+// Why the tensor-core backward does not take this call (refusal, "" when it does), and its plan.
+template <typename scalar_t>
+TcBackwardPlan tc_backward_plan(const LSTMLayerSizes& s, const at::Device& device) {
+  TcBackwardPlan plan;
+  if (switches().cuda_path == CudaPath::Gates) {
+    plan.refusal = "the switch cuda_path is 'gates'";
+  } else if constexpr (is_16bit<scalar_t>) {
+    plan = plan_tc_backward_device<scalar_t>(device.index(), s.B, s.H, s.D, s.P);
+  } else if constexpr (std::is_same_v<scalar_t, float>) {
+    plan.refusal = "float32 keeps the gate-kernel path (the tensor-core kernel computes with "
+                   "16-bit operands; tf32 is not shown to stay within the float32 tolerance)";
+  } else {
+    plan.refusal = "float64 takes the gate-kernel path";
+  }
+  return plan;
+}
+
+// The reverse loop of every direction in one launch (lstm_tc_backward.cuh): writes dZ, grad_h0,
+// grad_c0. resets: (T, B) bool or undefined (none).
+template <typename scalar_t>
+void backward_tc_path(const LSTMLayerSizes& s, const TcBackwardPlan& plan, const Tensor& gy,
+                      const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& c0,
+                      const Tensor& w_hh, const Tensor& peep, const Tensor& len,
+                      const Tensor& resets, const Tensor& gates, const Tensor& cells, Tensor& dZ,
+                      Tensor& grad_h0, Tensor& grad_c0, cudaStream_t stream) {
+  const TcBackwardConfig cfg = kTcBackwardConfigs[plan.config];
+  // Zeroed: the exchange's padding (rows past B, units past H) must read as zeros, and the
+  // flags count published steps from 0.
+  Tensor exchange = at::zeros({2, s.D, 16 * cfg.mt, plan.k_total}, gy.options());
+  Tensor flags = at::zeros({s.D, plan.ctas}, gy.options().dtype(at::kInt));
+  const Tensor w_hh_c = w_hh.contiguous(), c0_c = c0.contiguous();
+  const Tensor ghn = grad_h_n.contiguous(), gcn = grad_c_n.contiguous();
+  TcBackwardArgs<scalar_t> a;
+  a.gates = ptr<scalar_t>(gates);
+  a.cells = ptr<scalar_t>(cells);
+  a.c0 = ptr<scalar_t>(c0_c);
+  a.w_hh = ptr<scalar_t>(w_hh_c);
+  a.peep = ptr<scalar_t>(peep);
+  a.lengths = ptr<int64_t>(len);
+  a.resets = ptr<bool>(resets);
+  a.grad_y = ptr<scalar_t>(gy);
+  a.grad_h_n = ptr<scalar_t>(ghn);
+  a.grad_c_n = ptr<scalar_t>(gcn);
+  a.dz = ptr<scalar_t>(dZ);
+  a.grad_h0 = ptr<scalar_t>(grad_h0);
+  a.grad_c0 = ptr<scalar_t>(grad_c0);
+  a.dz_exchange = ptr<scalar_t>(exchange);
+  a.flags = ptr<unsigned>(flags);
+  a.T = s.T;
+  a.B = s.B;
+  a.H = s.H;
+  a.D = s.D;
+  a.units = plan.units;
+  a.ctas = plan.ctas;
+  a.k_total = plan.k_total;
+  launch_tc_backward<scalar_t>(a, plan, stream);
+}
+
+// Which loop lstm_layer_backward runs for these arguments: "tensor_core", or "gates: <why the
+// tensor-core backward does not take it>". Arguments as lstm_layer_cuda_path's.
+std::string lstm_layer_cuda_backward_path(const Tensor& x, const Tensor& w_hh,
+                                          const OptTensor& w_hr) {
+  const LSTMLayerSizes s = path_query_sizes("lstm_layer_cuda_backward_path", x, w_hh, w_hr);
+  std::string path;
+  dispatch_storage(x, [&](auto zero) {
+    using scalar_t = decltype(zero);
+    const TcBackwardPlan plan = tc_backward_plan<scalar_t>(s, x.device());
+    path = plan.config >= 0 ? "tensor_core" : "gates: " + plan.refusal;
+  });
+  return path;
+}
+
 // The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
 LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackwardInputs& in) {
   const DeviceScope scope(in.x);  // x's device current; emulated: nothing, launches in order
@@ -328,20 +413,20 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
     grad_h0.copy_(in.grad_h_n);
     grad_c0.copy_(in.grad_c_n);
   } else {
-    auto run = [&](auto zero) {
+    dispatch_storage(in.x, [&](auto zero) {
       using scalar_t = decltype(zero);
+      if constexpr (is_16bit<scalar_t>) {
+        const TcBackwardPlan plan = tc_backward_plan<scalar_t>(s, in.x.device());
+        if (plan.config >= 0) {
+          backward_tc_path<scalar_t>(s, plan, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, peep,
+                                     len, /*resets=*/Tensor(), gates_c, cells_c, dZ, grad_h0,
+                                     grad_c0, stream);
+          return;
+        }
+      }
       backward_gate_path<scalar_t>(s, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, in.w_hr, peep,
                                    len, gates_c, cells_c, dZ, dR, grad_h0, grad_c0, stream);
-    };
-    switch (in.x.scalar_type()) {
-      case at::kFloat: run(float(0)); break;
-      case at::kDouble: run(double(0)); break;
-      case at::kHalf: run(c10::Half(0.0f)); break;
-      case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
-      default:
-        TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ",
-                         in.x.scalar_type());
-    }
+    });
   }
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
@@ -370,15 +455,19 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
 TORCH_LIBRARY(lstm_fused_emu, m) {
   define_lstm_layer_ops(m);
   m.def("lstm_layer_cuda_path(Tensor x, Tensor w_hh, Tensor? w_hr) -> str");
+  m.def("lstm_layer_cuda_backward_path(Tensor x, Tensor w_hh, Tensor? w_hr) -> str");
 }
 TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
   m.impl("lstm_layer_cuda_path", &lstm_layer_cuda_path);
+  m.impl("lstm_layer_cuda_backward_path", &lstm_layer_cuda_backward_path);
 #else
 TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   m.def("lstm_layer_cuda_path(Tensor x, Tensor w_hh, Tensor? w_hr) -> str");
+  m.def("lstm_layer_cuda_backward_path(Tensor x, Tensor w_hh, Tensor? w_hr) -> str");
 }
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
   m.impl("lstm_layer_cuda_path", &lstm_layer_cuda_path);
+  m.impl("lstm_layer_cuda_backward_path", &lstm_layer_cuda_backward_path);
 #endif
   m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
   m.impl("lstm_layer_inference", &lstm_layer_inference_cuda);
