@@ -125,8 +125,8 @@ def _case(T, B, H, D, peephole, lengths, resets_p, dtype, seed=0):
 
 
 # (T, B, H, D, peephole, lengths, reset probability): H = 8 is three CTAs of 3, 3, 2 units
-# (emulated plan: at most 3 units a CTA); B = 20 takes the two-m16-tile configuration; H = 40
-# the one with 96 K values a warp.
+# (emulated plan: at most 3 units a CTA); B = 20 and 40 take the three-m16-tile configuration
+# (two or three tiles used); H = 40 the one with 96 K values a warp.
 LOOP_CASES = {
     "uni": (5, 3, 8, 1, False, None, None),
     "bi-lengths": (6, 4, 8, 2, False, [6, 1, 0, 4], None),
@@ -134,6 +134,7 @@ LOOP_CASES = {
     "bi-lengths-resets": (7, 4, 7, 2, False, [7, 5, 0, 3], 0.35),
     "peephole-resets": (5, 3, 5, 2, True, [2, 5, 0], 0.3),
     "two-m-tiles": (4, 20, 6, 2, False, [4, 3, 1, 0, 2] * 4, 0.2),
+    "three-m-tiles": (3, 40, 5, 1, False, [3, 2, 1, 0, 3] * 8, 0.2),
     "wide-k": (3, 2, 40, 1, True, None, None),
 }
 
@@ -175,12 +176,12 @@ def test_out_of_range_lengths_act_as_clamped(tc_ops):
 def test_plan_picks_and_refuses(tc_ops):
     bf16 = torch.bfloat16
     assert tc_ops.plan(16, 8, 2, 0, bf16)[:3] == (0, 3, 3)     # B <= 16: one m16 tile
-    assert tc_ops.plan(17, 8, 2, 0, bf16)[:3] == (1, 3, 3)     # two m16 tiles
+    assert tc_ops.plan(17, 8, 2, 0, bf16)[:3] == (1, 3, 3)     # up to three m16 tiles
     assert tc_ops.plan(4, 40, 1, 0, bf16)[:3] == (2, 3, 14)    # K = 168: 96 a warp
     refusals = {
         "proj_size > 0": tc_ops.plan(4, 8, 1, 4, bf16),
         "bfloat16 and float16 only": tc_ops.plan(4, 8, 1, 0, torch.float32),
-        "batch 33 > 32 rows": tc_ops.plan(33, 8, 1, 0, bf16),
+        "batch 49 > 48 rows": tc_ops.plan(49, 8, 1, 0, bf16),
         "exceed the register capacity": tc_ops.plan(4, 60, 1, 0, bf16),
         "needs 134 CTAs": tc_ops.plan(4, 200, 2, 0, bf16),
     }
@@ -237,7 +238,7 @@ def test_layer_backward_matches_float64_reference(emu_ops, name, dtype):
 
 @pytest.mark.parametrize("cfg,dtype,reason", [
     ((3, 2, 3, 8, 4, 1, False, None), torch.bfloat16, "proj_size > 0"),
-    ((3, 33, 3, 8, 0, 1, False, None), torch.float16, "batch 33 > 32 rows"),
+    ((3, 49, 3, 8, 0, 1, False, None), torch.float16, "batch 49 > 48 rows"),
     ((2, 2, 3, 60, 0, 1, False, None), torch.bfloat16, "exceed the register capacity"),
     ((3, 2, 3, 8, 0, 2, False, None), torch.float32, "float32 keeps the gate-kernel path"),
 ])

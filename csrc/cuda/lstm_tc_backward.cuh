@@ -7,10 +7,11 @@
 // direction 0, T - 1 - s in direction 1); a CTA owns `units` hidden units j of one direction:
 //   1. (k > 0) recurrent gradient dh_rec[b, j] = sum_r dz_{k-1}[b, r] W_hh[r, j] of its units:
 //      each warp waits (ld.acquire.gpu) only for the CTAs that produced its K slice of the dz
-//      rows of iteration k - 1, stages the slice in shared memory (cp.async), reads it with
-//      ldmatrix and multiplies it with the W_hh columns it keeps in registers (mma.sync
-//      m16n8k16, A = dz (batch rows x K), B = W_hh columns (K x 8 units)); the warps' partial
-//      sums meet in shared memory.
+//      rows of iteration k - 1, stages the slice in shared memory (cp.async), 16 batch rows
+//      (one m16 tile) at a time, reads it with ldmatrix and multiplies it with the W_hh
+//      columns it keeps in registers (mma.sync m16n8k16, A = dz (batch rows x K), B = W_hh
+//      columns (K x 8 units)); m16 tiles past B are skipped; the warps' partial sums meet in
+//      shared memory.
 //   2. cell backward of its units at step s from the saved gates/cells (operands loaded during
 //      the previous iteration), giving dz of step s and the gradient of c_{t-1};
 //   3. its dz rows go to the exchange buffer slot k % 2, then, after __syncthreads, one
@@ -97,9 +98,9 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
   constexpr int kPitch = tc_backward_pitch(KSTEPS);
   constexpr int kSlots = (kRows * 8 + kThreads - 1) / kThreads;  // cell elements per thread
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
-  uint16_t* s_dz = reinterpret_cast<uint16_t*>(smem_raw);  // (WARPS, kRows, kPitch)
-  float* s_part = reinterpret_cast<float*>(smem_raw + static_cast<size_t>(WARPS) * kRows *
-                                                          kPitch * sizeof(uint16_t));  // (WARPS, kRows, 8)
+  uint16_t* s_dz = reinterpret_cast<uint16_t*>(smem_raw);  // (WARPS, 16, kPitch)
+  float* s_part = reinterpret_cast<float*>(smem_raw + static_cast<size_t>(WARPS) * 16 * kPitch *
+                                                          sizeof(uint16_t));  // (WARPS, kRows, 8)
 
   const int64_t T = a.T, B = a.B, H = a.H, D = a.D, G = 4 * H;
   const int U = a.units, ctas = a.ctas, K = a.k_total;
@@ -161,7 +162,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
   scalar_t* x_dir = a.dz_exchange + static_cast<int64_t>(d) * kRows * K;  // slot 0, (kRows, K)
   const int64_t slot_stride = D * kRows * K;
   unsigned* flags = a.flags + static_cast<int64_t>(d) * ctas;
-  uint16_t* s_mine = s_dz + warp * kRows * kPitch;
+  uint16_t* s_mine = s_dz + warp * 16 * kPitch;
+  const int m_used = static_cast<int>((B + 15) / 16);  // m16 tiles holding batch rows
 
   for (int64_t k = 0; k <= T; ++k) {
     if (k > 0) {
@@ -171,14 +173,6 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
       __syncwarp();
       const uint16_t* src = reinterpret_cast<const uint16_t*>(x_dir + ((k - 1) & 1) * slot_stride) +
                             warp * kSlice;
-      constexpr int kChunks = kSlice / 8;  // 16-byte chunks per row
-      for (int ch = lane; ch < kRows * kChunks; ch += 32) {
-        const int r = ch / kChunks, col = (ch % kChunks) * 8;
-        tc::cp_async_16(s_mine + r * kPitch + col, src + static_cast<int64_t>(r) * K + col);
-      }
-      tc::cp_async_commit();
-      tc::cp_async_wait_all();
-      __syncwarp();
       float acc[2][MT][4];  // two accumulator chains (even / odd k-steps) halve the MMA latency chain
 #pragma unroll
       for (int ch = 0; ch < 2; ++ch)
@@ -187,24 +181,38 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
 #pragma unroll
           for (int v = 0; v < 4; ++v) acc[ch][m][v] = 0.0f;
 #pragma unroll
-      for (int ks = 0; ks < KSTEPS; ++ks)
+      for (int m = 0; m < MT; ++m) {
+        if (m >= m_used) break;
+        constexpr int kChunks = kSlice / 8;  // 16-byte chunks per row
+        const uint16_t* src_m = src + static_cast<int64_t>(m) * 16 * K;
+        for (int ch = lane; ch < 16 * kChunks; ch += 32) {
+          const int r = ch / kChunks, col = (ch % kChunks) * 8;
+          tc::cp_async_16(s_mine + r * kPitch + col, src_m + static_cast<int64_t>(r) * K + col);
+        }
+        tc::cp_async_commit();
+        tc::cp_async_wait_all();
+        __syncwarp();
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
+        for (int ks = 0; ks < KSTEPS; ++ks) {
           // ldmatrix.x4: lane l gives row l % 8 of 8x8 matrix l / 8 = (rows +8 if odd, k +8 if >= 2).
           uint32_t a_frag[4];
-          const int row = m * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+          const int row = (lane & 7) + 8 * ((lane >> 3) & 1);
           tc::ldmatrix_x4(a_frag, s_mine + row * kPitch + ks * 16 + 8 * (lane >> 4));
           tc::mma_16816<scalar_t>(acc[ks & 1][m], a_frag, w_frag[ks], acc[ks & 1][m]);
         }
+        __syncwarp();  // every lane's ldmatrix done before the next tile overwrites the slice
+      }
       // Partial sums (rows = batch, columns = units) to shared memory: d_v of the accumulator
       // is row group + 8 (v >= 2), column 2 tig + (v & 1).
 #pragma unroll
-      for (int m = 0; m < MT; ++m)
+      for (int m = 0; m < MT; ++m) {
+        if (m >= m_used) break;
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
           const int row = m * 16 + group + 8 * (v >> 1), col = 2 * tig + (v & 1);
           s_part[(warp * kRows + row) * 8 + col] = acc[0][m][v] + acc[1][m][v];
         }
+      }
     }
     __syncthreads();  // partials complete; also orders last iteration's reads of s_part
     // The recurrent gradient of the step done in iteration k - 1.

@@ -9,7 +9,8 @@
 // registers, as mma.sync B fragments. Per step it needs every dz row of the step before, K =
 // 4H values per batch row, which the warps split into WARPS equal K slices of KSTEPS * 16.
 //   compiled configurations: (KSTEPS, MT) with WARPS warps per CTA and one n8 tile (at most 8
-//   units per CTA); MT m16 tiles of batch rows (B <= 16 * MT).
+//   units per CTA); MT m16 tiles of batch rows (B <= 16 * MT), staged in shared memory one
+//   tile at a time (tiles past B skipped).
 //   constraints: D * ctas <= SMs (every CTA resident at once: one CTA per SM), 4 * units * ctas
 //   <= WARPS * KSTEPS * 16 (K capacity of the registers), shared memory <= the opt-in limit.
 // Configurations are tried in order (fewest weight registers first); the first that fits wins.
@@ -32,11 +33,11 @@ struct TcBackwardConfig {
 // Tiny grids for the CPU emulation (one OS thread per CUDA thread): 2 warps, at most 3 units
 // per CTA (so the n8 tile is partly padding and the last CTA of H = 8 owns 2 units), K slices
 // of 48 that do not line up with the producers' 12-value blocks.
-constexpr TcBackwardConfig kTcBackwardConfigs[] = {{2, 3, 1}, {2, 3, 2}, {2, 6, 1}};
+constexpr TcBackwardConfig kTcBackwardConfigs[] = {{2, 3, 1}, {2, 3, 3}, {2, 6, 1}};
 constexpr int kTcBackwardMaxUnits = 3;
 #else
 constexpr TcBackwardConfig kTcBackwardConfigs[] = {
-    {8, 8, 1}, {8, 16, 1}, {8, 24, 1}, {8, 32, 1}, {8, 8, 2}, {8, 16, 2}, {8, 24, 2}, {8, 32, 2}};
+    {8, 8, 1}, {8, 16, 1}, {8, 24, 1}, {8, 32, 1}, {8, 8, 4}, {8, 16, 4}, {8, 24, 4}, {8, 32, 4}};
 constexpr int kTcBackwardMaxUnits = 8;  // one n8 tile
 #endif
 constexpr int kTcBackwardConfigCount =
@@ -46,10 +47,10 @@ constexpr int kTcBackwardConfigCount =
 // slice, so that the 8 rows one ldmatrix phase reads start in 8 different 16-byte bank groups.
 constexpr int tc_backward_pitch(int ksteps) { return ksteps * 16 + 8; }
 
-// Dynamic shared memory of a CTA: the staged dz slices (warps x 16 mt rows x pitch, 16-bit),
-// then the split-K partials (warps x 16 mt x 8 floats).
+// Dynamic shared memory of a CTA: the staged dz slices (warps x 16 rows x pitch, 16-bit), then
+// the split-K partials (warps x 16 mt x 8 floats).
 constexpr size_t tc_backward_smem_bytes(const TcBackwardConfig& c) {
-  return static_cast<size_t>(c.warps) * 16 * c.mt * tc_backward_pitch(c.ksteps) * 2 +
+  return static_cast<size_t>(c.warps) * 16 * tc_backward_pitch(c.ksteps) * 2 +
          static_cast<size_t>(c.warps) * 16 * c.mt * 8 * sizeof(float);
 }
 
