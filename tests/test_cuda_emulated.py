@@ -177,9 +177,64 @@ def test_out_of_range_lengths_act_as_clamped(emu_ops, path, dtype):
         grads = [torch.randn(t.shape, generator=g).to(dtype) for t in got[:3]]
         saved = [got[0], got[3], got[4]]
         back = [emu_ops.lstm_layer_backward(*grads, *(kw[k] for k in ARG_NAMES if k != "bias"),
-                                            *saved) for kw in (bad, clamped)]
+                                            None, *saved) for kw in (bad, clamped)]
         for a, e in zip(*back):
             torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def _resets(T, B, seed=11):
+    """(T, B) bool with a reset at the first and the last step among random ones."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(T, B, generator=g) < 0.4
+    r[0, 0] = r[T - 1, B - 1] = True
+    return r
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("config", ["bi-lengths", "proj", "all", "odd-H"])
+def test_resets_match_float64_reference(emu_ops, dtype, config):
+    """resets (docs/contract.md, "Resets") on the gate path: forward and every gradient
+    against reference.lstm_layer with the same resets."""
+    args = _make_args(CONFIGS[config], dtype, seed=3)
+    T, B = args["x"].shape[:2]
+    resets = _resets(T, B)
+    params = {k: v.requires_grad_(True) for k, v in args.items()
+              if v is not None and k != "lengths"}
+    y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
+    ref_args = _float64(args, requires_grad=True)
+    ref = reference.lstm_layer(**ref_args, resets=resets)
+    for a, e, what in zip((y, h_n, c_n), ref, ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+    g = torch.Generator().manual_seed(7)
+    grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n)]
+    torch.autograd.backward((y, h_n, c_n), [gr.to(dtype) for gr in grads])
+    torch.autograd.backward(ref, grads)
+    factor = 2.0 if dtype in (torch.float16, torch.bfloat16) else 1.0
+    for name, p in params.items():
+        _check(p.grad, ref_args[name].grad, dtype, f"grad {name}", factor)
+
+
+def test_resets_gradcheck_float64(emu_ops):
+    args = _make_args((4, 3, 2, 4, 2, 2, True, [4, 1, 3]), torch.float64, seed=2)
+    resets = _resets(4, 3, seed=4)
+    names = [k for k in ARG_NAMES if args[k] is not None and k != "lengths"]
+
+    def fn(*tensors):
+        kw = dict(args)
+        kw.update(zip(names, tensors))
+        return emu_ops.lstm_layer_forward(*(kw[k] for k in ARG_NAMES), resets)[:3]
+
+    inputs = tuple(args[k].clone().requires_grad_(True) for k in names)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_resets_all_false_change_nothing(emu_ops):
+    args = _make_args(CONFIGS["all"], torch.float32)
+    ordered = [args[k] for k in ARG_NAMES]
+    never = torch.zeros(args["x"].shape[:2], dtype=torch.bool)
+    for a, b in zip(emu_ops.lstm_layer_forward(*ordered, never),
+                    emu_ops.lstm_layer_forward(*ordered)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_dtype_errors(emu_ops):
@@ -242,6 +297,36 @@ def test_tensor_core_loop_two_layers(emu_ops):
     ref2 = reference.lstm_layer(**dict(_float64(second), x=ref1))
     for a, e, what in zip((y2, h2, c2), ref2, ("y", "h_n", "c_n")):
         _check(a, e, dtype, what)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("cfg", [CONFIGS["bi-lengths"], (6, 3, 4, 24, 0, 2, True, [6, 0, 3])],
+                         ids=["bi-lengths", "partial-k-slice"])
+def test_tensor_core_loop_resets(emu_ops, dtype, cfg):
+    """resets (docs/contract.md) in the tensor-core loop: forward against the reference, the
+    saved gates and cells against the gate-kernel path's, and the gradients (the gate-kernel
+    backward from what the tensor-core forward saved)."""
+    args = _make_args(cfg, dtype, seed=6)
+    T, B = args["x"].shape[:2]
+    resets = _resets(T, B, seed=12)
+    assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], None) == "tensor_core"
+    params = {k: v.requires_grad_(True) for k, v in args.items()
+              if v is not None and k != "lengths"}
+    got = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
+    ref_args = _float64(args, requires_grad=True)
+    ref = reference.lstm_layer(**ref_args, resets=resets)
+    for a, e, what in zip(got, ref, ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+    with cuda_path(emu_ops, "gates"), torch.no_grad():
+        gate_path = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
+    for a, e, what in zip(got[3:], gate_path[3:], ("gates", "cells")):
+        _check(a, e.double(), dtype, what)
+    g = torch.Generator().manual_seed(8)
+    grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in got[:3]]
+    torch.autograd.backward(got[:3], [gr.to(dtype) for gr in grads])
+    torch.autograd.backward(ref, grads)
+    for name, p in params.items():
+        _check(p.grad, ref_args[name].grad, dtype, f"grad {name}", 2.0)
 
 
 @pytest.mark.parametrize("cfg,dtype,reason", [

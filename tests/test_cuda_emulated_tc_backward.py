@@ -191,7 +191,7 @@ def test_plan_picks_and_refuses(tc_ops):
 
 # ------------------------------------------------ the layer operator (lstm_layer_cuda.cpp)
 
-ARG_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
+ARG_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths", "resets")
 GRAD_NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep")
 
 
@@ -200,19 +200,26 @@ def emu_ops(tmp_path_factory):
     return emulated_ops(tmp_path_factory)
 
 
-# (T, B, I, H, P, D, peephole, lengths): "odd-H" has a forward on the gate-kernel path (H not
-# a multiple of 8) and a backward on the tensor-core loop; "two-m-tiles" B = 20.
+# (T, B, I, H, P, D, peephole, lengths), reset probability: "odd-H" has a forward on the
+# gate-kernel path (H not a multiple of 8) and a backward on the tensor-core loop;
+# "two-m-tiles" B = 20.
 OP_CASES = {
-    "uni": (5, 3, 5, 8, 0, 1, False, None),
-    "bi-lengths": (6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]),
-    "peephole": (5, 3, 4, 8, 0, 2, True, [2, 5, 0]),
-    "odd-H": (4, 2, 3, 5, 0, 2, True, None),
-    "two-m-tiles": (4, 20, 3, 6, 0, 1, False, [4, 3, 1, 0, 2] * 4),
+    "uni": ((5, 3, 5, 8, 0, 1, False, None), None),
+    "bi-lengths": ((6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]), None),
+    "bi-lengths-resets": ((6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]), 0.3),
+    "peephole-resets": ((5, 3, 4, 8, 0, 2, True, [2, 5, 0]), 0.4),
+    "odd-H": ((4, 2, 3, 5, 0, 2, True, None), None),
+    "two-m-tiles": ((4, 20, 3, 6, 0, 1, False, [4, 3, 1, 0, 2] * 4), 0.2),
 }
 
 
-def _layer_grads_against_reference(emu_ops, cfg, dtype, path_prefix):
+def _layer_grads_against_reference(emu_ops, cfg, dtype, path_prefix, resets_p=None):
     args = layer_args(cfg, dtype, seed=11)
+    args["resets"] = None
+    if resets_p is not None:
+        g = torch.Generator().manual_seed(13)
+        args["resets"] = torch.rand(cfg[0], cfg[1], generator=g) < resets_p
+        assert args["resets"][1:].any(), "the case draws no reset"
     path = emu_ops.lstm_layer_cuda_backward_path(args["x"], args["w_hh"], args["w_hr"])
     assert path.startswith(path_prefix), path
     y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
@@ -221,7 +228,8 @@ def _layer_grads_against_reference(emu_ops, cfg, dtype, path_prefix):
     got = emu_ops.lstm_layer_backward(gy.to(dtype), gh.to(dtype), gc.to(dtype),
                                       *(args[k] for k in ARG_NAMES if k != "bias"), y, gates,
                                       cells)
-    ref = float64_cpu(args, requires_grad=True)
+    ref = float64_cpu({k: v for k, v in args.items() if k != "resets"}, requires_grad=True)
+    ref["resets"] = args["resets"]
     outs = reference.lstm_layer(**ref)
     names = [k for k in GRAD_NAMES if ref[k] is not None]
     want = torch.autograd.grad(outs, [ref[k] for k in names], (gy, gh, gc))
@@ -233,7 +241,8 @@ def _layer_grads_against_reference(emu_ops, cfg, dtype, path_prefix):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("name", list(OP_CASES))
 def test_layer_backward_matches_float64_reference(emu_ops, name, dtype):
-    _layer_grads_against_reference(emu_ops, OP_CASES[name], dtype, "tensor_core")
+    cfg, resets_p = OP_CASES[name]
+    _layer_grads_against_reference(emu_ops, cfg, dtype, "tensor_core", resets_p)
 
 
 @pytest.mark.parametrize("cfg,dtype,reason", [
@@ -252,7 +261,7 @@ def test_calls_the_loop_does_not_take_say_why(emu_ops, cfg, dtype, reason):
 
 
 def test_switch_gates_forces_the_gate_path(emu_ops):
-    args = layer_args(OP_CASES["uni"], torch.bfloat16)
+    args = layer_args(OP_CASES["uni"][0], torch.bfloat16)
     query = (args["x"], args["w_hh"], args["w_hr"])
     assert emu_ops.lstm_layer_cuda_backward_path(*query) == "tensor_core"
     emu_ops.set_switch("cuda_path", "gates")

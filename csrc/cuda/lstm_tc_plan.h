@@ -109,6 +109,7 @@ inline std::vector<TcForwardCandidate> tc_forward_candidates(int64_t B, int64_t 
               "configuration (B <= " + std::to_string(max_b) + ")";
     return out;
   }
+  size_t least_smem = 0;
   for (size_t i = 0; i < configs.size(); ++i) {
     const TcForwardConfig& c = configs[i];
     if (H > 16 * c.ksteps * c.warps || B > 16 * c.mtiles) continue;
@@ -116,11 +117,13 @@ inline std::vector<TcForwardCandidate> tc_forward_candidates(int64_t B, int64_t 
     if (c.mtiles > 1 && B <= 16 * (c.mtiles / 2)) continue;
     TcForwardCandidate cand{static_cast<int>(i), tc_forward_ctas(c, H, D),
                             tc_forward_smem_bytes(c)};
+    if (least_smem == 0 || cand.smem < least_smem) least_smem = cand.smem;
     if (cand.smem <= smem_optin) out.push_back(cand);
   }
   if (out.empty())
-    *reason = "no compiled configuration's shared memory fits the device's per-block limit of " +
-              std::to_string(smem_optin) + " bytes";
+    *reason = "the configurations for B = " + std::to_string(B) + ", H = " + std::to_string(H) +
+              " need at least " + std::to_string(least_smem) + " bytes of shared memory per "
+              "CTA, above the device's per-block limit of " + std::to_string(smem_optin);
   return out;
 }
 
