@@ -33,6 +33,11 @@ inline void define_lstm_layer_ops(torch::Library& m) {
       "Tensor? lengths, Tensor? resets, Tensor y, Tensor gates, Tensor cells) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)");
+  // Which CUDA time loop a layer call of these shapes and dtype takes, forward and backward:
+  // "tensor_core", or "gates: <why the tensor-core loop does not take it>" (the plans of
+  // csrc/cuda/lstm_tc_plan.h). Queries with a CUDA kernel only (csrc/cuda/lstm_layer_cuda.cpp).
+  m.def("lstm_layer_cuda_path(Tensor x, Tensor w_hh, Tensor? w_hr) -> str");
+  m.def("lstm_layer_cuda_backward_path(Tensor x, Tensor w_hh, Tensor? w_hr) -> str");
   // The last layer of an attentive LSTM (docs/contract.md, section 2) in inference: one
   // direction, its outputs pooled by additive attention as the loop runs (never written
   // whole). proj_weight (A, R), proj_bias (A,), v (A,), qproj (B, A) the projected query;

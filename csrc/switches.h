@@ -11,7 +11,8 @@
 //   cpu_loop   forces one CPU LSTM time loop (choose_loop in csrc/cpu/lstm_layer_cpu.cpp)
 //   cpu_gemm   the CPU kernels multiply with ATen's matmul instead of oneDNN-packed weights
 //              (csrc/cpu/reused_weight_gemm.h) or the BLAS (csrc/cpu/mhsa_cpu.cpp)
-//   cuda_path  the CUDA LSTM's time loop (csrc/cuda/lstm_layer_cuda.cpp)
+//   cuda_path  "gates": the CUDA LSTM forward and backward take the gate-kernel path even
+//              where the tensor-core kernels fit (csrc/cuda/lstm_layer_cuda.cpp)
 //
 // Setting a switch is not synchronised with kernels running in other threads: set them
 // between calls (lstm_fused.switches.override in tests and benchmarks).
@@ -25,7 +26,7 @@ namespace lstm_fused {
 
 enum class CpuLoop { Auto, Rows, Fused, FusedGemm, FusedInput };
 enum class CpuGemm { Auto, Aten };
-enum class CudaPath { Auto, Persistent };
+enum class CudaPath { Auto, Gates };
 
 struct Switches {
   bool poison = false;

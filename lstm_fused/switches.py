@@ -25,7 +25,7 @@ SWITCHES: Dict[str, tuple] = {
     "poison": ("LSTM_FUSED_POISON", ("", "0", "1")),
     "cpu_loop": ("LSTM_FUSED_CPU_LOOP", ("", "rows", "fused", "fused_gemm", "fused_input")),
     "cpu_gemm": ("LSTM_FUSED_CPU_GEMM", ("", "aten")),
-    "cuda_path": ("LSTM_FUSED_CUDA_PATH", ("", "persistent")),
+    "cuda_path": ("LSTM_FUSED_CUDA_PATH", ("", "gates")),
     "triton_path": ("LSTM_FUSED_TRITON_PATH", ("", "sequence", "step")),
     "triton_interpret": ("TRITON_INTERPRET", ("", "0", "1")),
 }
@@ -34,7 +34,7 @@ EFFECTS: Dict[str, str] = {
     "poison": "kernel outputs start as NaN (tests: an unwritten element fails)",
     "cpu_loop": "forces one CPU time loop",
     "cpu_gemm": "CPU kernels multiply with ATen's matmul (no oneDNN packing, no BLAS call)",
-    "cuda_path": "the CUDA LSTM's one-launch loop where it fits",
+    "cuda_path": "the CUDA LSTM forward and backward take the gate-kernel path even where the tensor-core loops fit",
     "triton_path": "forces one Triton LSTM path",
     "triton_interpret": "Triton's interpreter: the Triton backend on CPU tensors (tests)",
 }

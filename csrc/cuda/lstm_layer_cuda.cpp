@@ -3,33 +3,34 @@
 // shapes and checks: csrc/lstm_layer_args.h; letters: csrc/lstm_cell_math.h.
 //
 // Two paths run the time loop; both start with one GEMM for the input projections of every
-// step and direction, and the backward of both ends with one GEMM per weight over all steps.
+// step and direction, and the backward ends with one GEMM per weight over all steps.
 //
-//   gate-kernel path (default, every shape): per step one batched GEMM (at::bmm_out, both
-//     directions) for the recurrent product, then one fused gate kernel (lstm_gate_kernels.cu);
-//     with a projection, one more GEMM and a small copy kernel. The backward runs the reverse
-//     loop the same way.
-//   persistent path (opt-in: the switch cuda_path = "persistent", csrc/switches.h): the whole
-//     loop of both directions in one cooperative launch (lstm_persistent_kernels.cu). Taken
-//     only when
-//       - there is no projection (P = 0): the projected h needs all H units of a step before
-//         any block can go on, a second barrier per step that this kernel does not have;
-//       - the device supports cooperative launches, and
-//       - every block, holding the W_hh slice of its units in shared memory (units * 4H
-//         elements, at most the per-block opt-in limit), fits on the device at once
-//         (cudaOccupancyMaxActiveBlocksPerMultiprocessor * SM count >= D * ceil(H / units)).
-//     Roughly: W_hh of all directions (D * 4H * H elements) must fit in the shared memory of
-//     the whole GPU, e.g. H <= ~1600 in bf16 for D = 1 on an H100. Otherwise it falls back to
-//     the gate-kernel path (the choice is per call, forward and backward separately; both
-//     produce the same saved gates/cells layout).
-//   float64 always takes the gate-kernel path (it exists for gradcheck, not for speed).
+//   tensor-core path (forward of bfloat16 and float16, the default where it fits): the whole
+//     loop of both directions in one cooperative launch, W_hh in registers as mma.sync
+//     fragments, h exchanged between CTAs through flags, no grid barrier
+//     (lstm_tc_forward.cuh). Where it does not fit (projection, H not a multiple of 8, H or B
+//     above the compiled configurations, CTAs that cannot all be resident, a device below
+//     sm_80 or without cooperative launches) the gate-kernel path runs; the reason is what
+//     the operator lstm_layer_cuda_path reports (docs/contract.md).
+//   tensor-core backward (bfloat16 and float16, the default where it fits): the reverse loop
+//     of both directions in one cooperative launch, W_hh columns in registers, dz rows
+//     exchanged through flags (lstm_tc_backward.cuh); where it does not fit (projection, B or
+//     4H above the compiled configurations, CTAs that cannot all be resident, a device below
+//     sm_80 or without cooperative launches) the gate-kernel backward runs; the reason is
+//     what the operator lstm_layer_cuda_backward_path reports (docs/contract.md).
+//   gate-kernel path (every other call): per step one batched GEMM
+//     (at::bmm_out, both directions) for the recurrent product, then one fused gate kernel
+//     (lstm_gate_kernels.cu); with a projection, one more GEMM and a small copy kernel. The
+//     backward runs the reverse loop the same way. Both forwards save the same gates/cells
+//     layout, so either backward serves either forward.
+//   float32 keeps the gate-kernel path: the tensor-core kernel would need tf32 (or split
+//     bf16) products, not shown to stay within the float32 tolerance; float64 exists for
+//     gradcheck, not for speed.
 //
 // Built with -DLSTM_FUSED_CUDA_EMULATION (tests/test_cuda_emulated.py only), this file registers
-// the same code as CPU kernels of a test library, lstm_fused_emu, with the gate kernels run by
-// a CPU emulation of their launches (tests/cuda_emu/; the persistent kernels run with one OS
-// thread per CUDA thread).
-//   The gate-kernel path is the default because the persistent kernel has not yet been run on
-//   a GPU (it was written and compile-checked on a machine without one).
+// the same code as CPU kernels of a test library, lstm_fused_emu, with the kernels run by a CPU
+// emulation of their launches (tests/cuda_emu/; the tensor-core kernel with one OS thread per
+// CUDA thread and its tiny emulation configurations, csrc/cuda/lstm_tc_plan.h).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -37,6 +38,8 @@
 
 #include "cuda/cuda_device_scope.h"
 #include "cuda/lstm_cuda_kernels.h"
+#include "cuda/lstm_tc_backward.h"
+#include "cuda/lstm_tc_forward.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
 #include "lstm_layer_schemas.h"
@@ -55,9 +58,6 @@ constexpr LayerBackend kCuda{at::kCPU, "emulated cuda", /*half_types=*/true};
 #else
 constexpr LayerBackend kCuda{at::kCUDA, "cuda", /*half_types=*/true};
 #endif
-
-// Whether the persistent loop is asked for (the switch cuda_path, csrc/switches.h).
-bool want_persistent() { return switches().cuda_path == CudaPath::Persistent; }
 
 // lengths on the device of x (shape and dtype checked by check_layer_args), or undefined.
 // Its values are not checked here, which would cost a device synchronisation:
@@ -122,39 +122,74 @@ void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& 
 }
 
 template <typename scalar_t>
-void forward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& plan, const Tensor& gx,
-                             const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-                             const Tensor& peep, const Tensor& len, Tensor& y, Tensor& h_n,
-                             Tensor& c_n, Tensor& gates, Tensor& cells, cudaStream_t stream) {
-  const auto f32 = gx.options().dtype(at::kFloat);
-  Tensor h_exchange = at::empty({2, s.D, s.B, s.H}, f32);
-  Tensor c_state = at::empty({s.D, s.B, s.H}, f32);
+constexpr bool is_16bit = std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
+
+// Why the tensor-core forward does not take this call ("" when it does), and its plan.
+template <typename scalar_t>
+TcForwardPlan tc_forward_plan(const LSTMLayerSizes& s, const at::Device& device) {
+  TcForwardPlan plan;
+  if (switches().cuda_path == CudaPath::Gates) {
+    plan.reason = "the switch cuda_path is 'gates'";
+  } else if constexpr (is_16bit<scalar_t>) {
+    plan = plan_tc_forward<scalar_t>(device.index(), s.B, s.H, s.D, s.P);
+  } else if constexpr (std::is_same_v<scalar_t, float>) {
+    plan.reason = "float32 keeps the gate-kernel path (the tensor-core kernel computes with "
+                  "16-bit operands; tf32 is not shown to stay within the float32 tolerance)";
+  } else {
+    plan.reason = "float64 takes the gate-kernel path";
+  }
+  return plan;
+}
+
+// gates and cells undefined: not stored (inference).
+template <typename scalar_t>
+void forward_tc_path(const LSTMLayerSizes& s, const TcForwardPlan& plan, const Tensor& gx,
+                     const Tensor& h0, const Tensor& c0, const Tensor& w_hh, const Tensor& peep,
+                     const Tensor& len, const Tensor& resets, Tensor& y, Tensor& h_n, Tensor& c_n,
+                     Tensor& gates, Tensor& cells, cudaStream_t stream) {
+  Tensor h_exchange = at::empty({2, s.D, s.B, s.H}, gx.options());
+  Tensor flags = at::zeros({static_cast<int64_t>(plan.flag_words)}, gx.options().dtype(at::kInt));
   const Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous(), c0_c = c0.contiguous();
-  PersistentForwardArgs<scalar_t> a;
+  TcForwardParams<scalar_t> a;
   a.gx = ptr<scalar_t>(gx);
   a.w_hh = ptr<scalar_t>(w_hh_c);
   a.h0 = ptr<scalar_t>(h0_c);
   a.c0 = ptr<scalar_t>(c0_c);
   a.peep = ptr<scalar_t>(peep);
   a.lengths = ptr<int64_t>(len);
+  a.resets = ptr<bool>(resets);  // (T, B) bool, contiguous on the device (check_layer_args)
   a.y = ptr<scalar_t>(y);
   a.h_n = ptr<scalar_t>(h_n);
   a.c_n = ptr<scalar_t>(c_n);
   a.gates = ptr<scalar_t>(gates);
   a.cells = ptr<scalar_t>(cells);
-  a.h_exchange = ptr<float>(h_exchange);
-  a.c_state = ptr<float>(c_state);
+  a.h_exchange = ptr<scalar_t>(h_exchange);
+  a.flags = ptr<unsigned>(flags);
   a.T = s.T;
   a.B = s.B;
   a.H = s.H;
   a.D = s.D;
-  launch_persistent_forward<scalar_t>(a, plan, stream);
+  launch_tc_forward<scalar_t>(a, plan, stream);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
+// Runs fn(scalar_t{}) for the storage type of x.
+template <typename Fn>
+void dispatch_storage(const Tensor& x, Fn&& fn) {
+  switch (x.scalar_type()) {
+    case at::kFloat: fn(float(0)); break;
+    case at::kDouble: fn(double(0)); break;
+    case at::kHalf: fn(c10::Half(0.0f)); break;
+    case at::kBFloat16: fn(c10::BFloat16(0.0f)); break;
+    default: TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
+  }
+}
+
+// lstm_layer_forward (save = true) and lstm_layer_inference (save = false: gates and cells are
+// not returned; the tensor-core kernel does not write them).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const OptTensor& resets) {
+    const OptTensor& lengths, const OptTensor& resets, bool save) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
                                              resets, kCuda);
   const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
@@ -170,41 +205,79 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
   Tensor y = new_output({s.T, s.B, s.D * s.R}, opts);
   Tensor h_n = new_output({s.D, s.B, s.R}, opts);
   Tensor c_n = new_output({s.D, s.B, s.H}, opts);
-  Tensor gates = new_output({s.D, s.T, s.B, s.G}, opts);
-  Tensor cells = new_output({s.D, s.T, s.B, s.H}, opts);
+  Tensor gates = save ? new_output({s.D, s.T, s.B, s.G}, opts) : Tensor();
+  Tensor cells = save ? new_output({s.D, s.T, s.B, s.H}, opts) : Tensor();
   if (s.T == 0) {
     h_n.copy_(h0);
     c_n.copy_(c0);
     return {y, h_n, c_n, gates, cells};
   }
   const Tensor peep = present(w_peep) ? w_peep->contiguous() : Tensor();
-  const bool persistent = want_persistent() && s.P == 0 && !present(resets);
   const Tensor resets_t = present(resets) ? *resets : Tensor();
-
-  auto run = [&](auto zero) {
+  dispatch_storage(x, [&](auto zero) {
     using scalar_t = decltype(zero);
-    if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
-      if (persistent) {
-        const PersistentPlan plan =
-            plan_persistent<scalar_t>(x.device().index(), s.B, s.H, s.D, /*backward=*/false);
-        if (plan.fits) {
-          forward_persistent_path<scalar_t>(s, plan, gx, h0, c0, w_hh, peep, len, y, h_n, c_n,
-                                            gates, cells, stream);
-          return;
-        }
+    if constexpr (is_16bit<scalar_t>) {
+      const TcForwardPlan plan = tc_forward_plan<scalar_t>(s, x.device());
+      if (plan.fits) {
+        forward_tc_path<scalar_t>(s, plan, gx, h0, c0, w_hh, peep, len, resets_t, y, h_n, c_n,
+                                  gates, cells, stream);
+        return;
       }
     }
-    forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, resets_t, y, h_n, c_n,
-                                gates, cells, stream);
-  };
-  switch (x.scalar_type()) {
-    case at::kFloat: run(float(0)); break;
-    case at::kDouble: run(double(0)); break;
-    case at::kHalf: run(c10::Half(0.0f)); break;
-    case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
-    default: TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
-  }
+    // The gate path writes gates and cells as it goes.
+    Tensor g = save ? gates : at::empty({s.D, s.T, s.B, s.G}, opts);
+    Tensor c = save ? cells : at::empty({s.D, s.T, s.B, s.H}, opts);
+    forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, resets_t, y, h_n, c_n, g,
+                                c, stream);
+  });
   return {y, h_n, c_n, gates, cells};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+    const OptTensor& lengths, const OptTensor& resets) {
+  return layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
+                       /*save=*/true);
+}
+
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cuda(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
+    const OptTensor& lengths, const OptTensor& resets) {
+  auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
+                           /*save=*/false);
+  return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
+}
+
+// The sizes the path queries need, from x (T, B, I), w_hh (D, G, R) and w_hr (D, P, H) or None.
+LSTMLayerSizes path_query_sizes(const char* op, const Tensor& x, const Tensor& w_hh,
+                                const OptTensor& w_hr) {
+  TORCH_CHECK(x.dim() == 3 && w_hh.dim() == 3, op, ": x must be (T, B, I) and w_hh (D, 4H, R)");
+  LSTMLayerSizes s{};
+  s.T = x.size(0);
+  s.B = x.size(1);
+  s.I = x.size(2);
+  s.D = w_hh.size(0);
+  s.G = w_hh.size(1);
+  s.H = s.G / 4;
+  s.P = present(w_hr) ? w_hr->size(1) : 0;
+  s.R = s.P > 0 ? s.P : s.H;
+  return s;
+}
+
+// Which loop lstm_layer_forward runs for these arguments: "tensor_core", or "gates: <why the
+// tensor-core kernel does not take it>". x (T, B, I) on the device, w_hh (D, G, R), w_hr
+// (D, P, H) or None; docs/contract.md.
+std::string lstm_layer_cuda_path(const Tensor& x, const Tensor& w_hh, const OptTensor& w_hr) {
+  const LSTMLayerSizes s = path_query_sizes("lstm_layer_cuda_path", x, w_hh, w_hr);
+  std::string path;
+  dispatch_storage(x, [&](auto zero) {
+    using scalar_t = decltype(zero);
+    const TcForwardPlan plan = tc_forward_plan<scalar_t>(s, x.device());
+    path = plan.fits ? "tensor_core" : "gates: " + plan.reason;
+  });
+  return path;
 }
 
 template <typename scalar_t>
@@ -269,39 +342,76 @@ void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor&
   grad_c0.copy_(dc_state);
 }
 
+// Why the tensor-core backward does not take this call (refusal, "" when it does), and its plan.
 template <typename scalar_t>
-void backward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& plan,
-                              const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
-                              const Tensor& c0, const Tensor& w_hh, const Tensor& peep,
-                              const Tensor& len, const Tensor& gates, const Tensor& cells,
-                              Tensor& dZ, Tensor& grad_h0, Tensor& grad_c0, cudaStream_t stream) {
-  const auto f32 = gy.options().dtype(at::kFloat);
-  Tensor dz_exchange = at::empty({2, s.D, s.B, s.G}, f32);
-  Tensor dh_state = at::empty({s.D, s.B, s.H}, f32);
-  Tensor dc_state = at::empty({s.D, s.B, s.H}, f32);
+TcBackwardPlan tc_backward_plan(const LSTMLayerSizes& s, const at::Device& device) {
+  TcBackwardPlan plan;
+  if (switches().cuda_path == CudaPath::Gates) {
+    plan.refusal = "the switch cuda_path is 'gates'";
+  } else if constexpr (is_16bit<scalar_t>) {
+    plan = plan_tc_backward_device<scalar_t>(device.index(), s.B, s.H, s.D, s.P);
+  } else if constexpr (std::is_same_v<scalar_t, float>) {
+    plan.refusal = "float32 keeps the gate-kernel path (the tensor-core kernel computes with "
+                   "16-bit operands; tf32 is not shown to stay within the float32 tolerance)";
+  } else {
+    plan.refusal = "float64 takes the gate-kernel path";
+  }
+  return plan;
+}
+
+// The reverse loop of every direction in one launch (lstm_tc_backward.cuh): writes dZ, grad_h0,
+// grad_c0. resets: (T, B) bool or undefined (none).
+template <typename scalar_t>
+void backward_tc_path(const LSTMLayerSizes& s, const TcBackwardPlan& plan, const Tensor& gy,
+                      const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& c0,
+                      const Tensor& w_hh, const Tensor& peep, const Tensor& len,
+                      const Tensor& resets, const Tensor& gates, const Tensor& cells, Tensor& dZ,
+                      Tensor& grad_h0, Tensor& grad_c0, cudaStream_t stream) {
+  const TcBackwardConfig cfg = kTcBackwardConfigs[plan.config];
+  // Zeroed: the exchange's padding (rows past B, units past H) must read as zeros, and the
+  // flags count published steps from 0.
+  Tensor exchange = at::zeros({2, s.D, 16 * cfg.mt, plan.k_total}, gy.options());
+  Tensor flags = at::zeros({s.D, plan.ctas}, gy.options().dtype(at::kInt));
   const Tensor w_hh_c = w_hh.contiguous(), c0_c = c0.contiguous();
   const Tensor ghn = grad_h_n.contiguous(), gcn = grad_c_n.contiguous();
-  PersistentBackwardArgs<scalar_t> a;
+  TcBackwardArgs<scalar_t> a;
   a.gates = ptr<scalar_t>(gates);
   a.cells = ptr<scalar_t>(cells);
   a.c0 = ptr<scalar_t>(c0_c);
   a.w_hh = ptr<scalar_t>(w_hh_c);
   a.peep = ptr<scalar_t>(peep);
   a.lengths = ptr<int64_t>(len);
+  a.resets = ptr<bool>(resets);
   a.grad_y = ptr<scalar_t>(gy);
   a.grad_h_n = ptr<scalar_t>(ghn);
   a.grad_c_n = ptr<scalar_t>(gcn);
   a.dz = ptr<scalar_t>(dZ);
   a.grad_h0 = ptr<scalar_t>(grad_h0);
   a.grad_c0 = ptr<scalar_t>(grad_c0);
-  a.dz_exchange = ptr<float>(dz_exchange);
-  a.dh_state = ptr<float>(dh_state);
-  a.dc_state = ptr<float>(dc_state);
+  a.dz_exchange = ptr<scalar_t>(exchange);
+  a.flags = ptr<unsigned>(flags);
   a.T = s.T;
   a.B = s.B;
   a.H = s.H;
   a.D = s.D;
-  launch_persistent_backward<scalar_t>(a, plan, stream);
+  a.units = plan.units;
+  a.ctas = plan.ctas;
+  a.k_total = plan.k_total;
+  launch_tc_backward<scalar_t>(a, plan, stream);
+}
+
+// Which loop lstm_layer_backward runs for these arguments: "tensor_core", or "gates: <why the
+// tensor-core backward does not take it>". Arguments as lstm_layer_cuda_path's.
+std::string lstm_layer_cuda_backward_path(const Tensor& x, const Tensor& w_hh,
+                                          const OptTensor& w_hr) {
+  const LSTMLayerSizes s = path_query_sizes("lstm_layer_cuda_backward_path", x, w_hh, w_hr);
+  std::string path;
+  dispatch_storage(x, [&](auto zero) {
+    using scalar_t = decltype(zero);
+    const TcBackwardPlan plan = tc_backward_plan<scalar_t>(s, x.device());
+    path = plan.config >= 0 ? "tensor_core" : "gates: " + plan.refusal;
+  });
+  return path;
 }
 
 // The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
@@ -324,34 +434,21 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
     grad_h0.copy_(in.grad_h_n);
     grad_c0.copy_(in.grad_c_n);
   } else {
-    const bool persistent = want_persistent() && !proj && !present(in.resets);
-    auto run = [&](auto zero) {
+    dispatch_storage(in.x, [&](auto zero) {
       using scalar_t = decltype(zero);
-      if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
-        if (persistent) {
-          const PersistentPlan plan =
-              plan_persistent<scalar_t>(in.x.device().index(), s.B, s.H, s.D, /*backward=*/true);
-          if (plan.fits) {
-            backward_persistent_path<scalar_t>(s, plan, gy, in.grad_h_n, in.grad_c_n, in.c0,
-                                               in.w_hh, peep, len, gates_c, cells_c, dZ, grad_h0,
-                                               grad_c0, stream);
-            return;
-          }
+      if constexpr (is_16bit<scalar_t>) {
+        const TcBackwardPlan plan = tc_backward_plan<scalar_t>(s, in.x.device());
+        if (plan.config >= 0) {
+          backward_tc_path<scalar_t>(s, plan, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, peep,
+                                     len, resets_t, gates_c, cells_c, dZ, grad_h0, grad_c0,
+                                     stream);
+          return;
         }
       }
       backward_gate_path<scalar_t>(s, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, in.w_hr, peep,
                                    len, resets_t, gates_c, cells_c, dZ, dR, grad_h0, grad_c0,
                                    stream);
-    };
-    switch (in.x.scalar_type()) {
-      case at::kFloat: run(float(0)); break;
-      case at::kDouble: run(double(0)); break;
-      case at::kHalf: run(c10::Half(0.0f)); break;
-      case at::kBFloat16: run(c10::BFloat16(0.0f)); break;
-      default:
-        TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ",
-                         in.x.scalar_type());
-    }
+    });
   }
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
@@ -379,10 +476,15 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
 #if defined(LSTM_FUSED_CUDA_EMULATION)
 // The emulation test library's CPU kernels (its schemas: tests/cuda_emu/emu_library.cpp).
 TORCH_LIBRARY_IMPL(lstm_fused_emu, CPU, m) {
+  m.impl("lstm_layer_cuda_path", &lstm_layer_cuda_path);
+  m.impl("lstm_layer_cuda_backward_path", &lstm_layer_cuda_backward_path);
 #else
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) {
+  m.impl("lstm_layer_cuda_path", &lstm_layer_cuda_path);
+  m.impl("lstm_layer_cuda_backward_path", &lstm_layer_cuda_backward_path);
 #endif
   m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
+  m.impl("lstm_layer_inference", &lstm_layer_inference_cuda);
   m.impl("lstm_layer_backward", &lstm_layer_backward_op<&lstm_layer_backward_cuda, kCuda>);
 }
 
