@@ -195,9 +195,64 @@ def test_out_of_range_lengths_act_as_clamped(emu_ops, path):
         grads = [torch.randn(t.shape, generator=g) for t in got[:3]]
         saved = [got[0], got[3], got[4]]
         back = [emu_ops.lstm_layer_backward(*grads, *(kw[k] for k in ARG_NAMES if k != "bias"),
-                                            *saved) for kw in (bad, clamped)]
+                                            None, *saved) for kw in (bad, clamped)]
         for a, e in zip(*back):
             torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def _resets(T, B, seed=11):
+    """(T, B) bool with a reset at the first and the last step among random ones."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(T, B, generator=g) < 0.4
+    r[0, 0] = r[T - 1, B - 1] = True
+    return r
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("config", ["bi-lengths", "proj", "all", "odd-H"])
+def test_resets_match_float64_reference(emu_ops, dtype, config):
+    """resets (docs/contract.md, "Resets") on the gate path: forward and every gradient
+    against reference.lstm_layer with the same resets."""
+    args = _make_args(CONFIGS[config], dtype, seed=3)
+    T, B = args["x"].shape[:2]
+    resets = _resets(T, B)
+    params = {k: v.requires_grad_(True) for k, v in args.items()
+              if v is not None and k != "lengths"}
+    y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
+    ref_args = _float64(args, requires_grad=True)
+    ref = reference.lstm_layer(**ref_args, resets=resets)
+    for a, e, what in zip((y, h_n, c_n), ref, ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+    g = torch.Generator().manual_seed(7)
+    grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n)]
+    torch.autograd.backward((y, h_n, c_n), [gr.to(dtype) for gr in grads])
+    torch.autograd.backward(ref, grads)
+    factor = 2.0 if dtype in (torch.float16, torch.bfloat16) else 1.0
+    for name, p in params.items():
+        _check(p.grad, ref_args[name].grad, dtype, f"grad {name}", factor)
+
+
+def test_resets_gradcheck_float64(emu_ops):
+    args = _make_args((4, 3, 2, 4, 2, 2, True, [4, 1, 3]), torch.float64, seed=2)
+    resets = _resets(4, 3, seed=4)
+    names = [k for k in ARG_NAMES if args[k] is not None and k != "lengths"]
+
+    def fn(*tensors):
+        kw = dict(args)
+        kw.update(zip(names, tensors))
+        return emu_ops.lstm_layer_forward(*(kw[k] for k in ARG_NAMES), resets)[:3]
+
+    inputs = tuple(args[k].clone().requires_grad_(True) for k in names)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_resets_all_false_change_nothing(emu_ops):
+    args = _make_args(CONFIGS["all"], torch.float32)
+    ordered = [args[k] for k in ARG_NAMES]
+    never = torch.zeros(args["x"].shape[:2], dtype=torch.bool)
+    for a, b in zip(emu_ops.lstm_layer_forward(*ordered, never),
+                    emu_ops.lstm_layer_forward(*ordered)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_dtype_errors(emu_ops):

@@ -77,11 +77,13 @@ T_* ptr(const Tensor& t) {
 template <typename scalar_t>
 void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& h0,
                        const Tensor& c0, const Tensor& w_hh, const OptTensor& w_hr,
-                       const Tensor& peep, const Tensor& len, Tensor& y, Tensor& h_n, Tensor& c_n,
-                       Tensor& gates, Tensor& cells, cudaStream_t stream) {
+                       const Tensor& peep, const Tensor& len, const Tensor& resets, Tensor& y,
+                       Tensor& h_n, Tensor& c_n, Tensor& gates, Tensor& cells,
+                       cudaStream_t stream) {
   const bool proj = s.P > 0;
-  Tensor h_state = h0.contiguous().clone();  // (D, B, R)
-  Tensor c_state = c0.contiguous().clone();  // (D, B, H)
+  // The state lives in h_n and c_n (contiguous outputs): no copy at the end.
+  Tensor& h_state = h_n.copy_(h0);  // (D, B, R)
+  Tensor& c_state = c_n.copy_(c0);  // (D, B, H)
   Tensor z_rec = at::empty({s.D, s.B, s.G}, gx.options());
   const Tensor whh_t = w_hh.transpose(1, 2);  // (D, R, G)
   Tensor hpre = proj ? at::zeros({s.D, s.B, s.H}, gx.options()) : Tensor();
@@ -102,6 +104,10 @@ void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& 
   a.B = s.B;
   a.H = s.H;
   a.D = s.D;
+  const Tensor h0_c = h0.contiguous(), c0_c = c0.contiguous();
+  a.resets = ptr<bool>(resets);
+  a.h0 = proj ? nullptr : ptr<scalar_t>(h0_c);
+  a.c0 = ptr<scalar_t>(c0_c);
   for (int64_t step = 0; step < s.T; ++step) {
     at::bmm_out(z_rec, h_state, whh_t);  // (D, B, G): r_{t-1} W_hh^T of both directions
     a.step = step;
@@ -109,11 +115,10 @@ void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& 
     if (proj) {
       at::bmm_out(rbuf, hpre, whr_t);  // (D, B, P)
       launch_proj_store<scalar_t>(ptr<scalar_t>(rbuf), ptr<scalar_t>(h_state), ptr<scalar_t>(y),
-                                  a.lengths, s.T, s.B, s.P, s.D, step, stream);
+                                  a.lengths, s.T, s.B, s.P, s.D, step, a.resets,
+                                  ptr<scalar_t>(h0_c), stream);
     }
   }
-  h_n.copy_(h_state);
-  c_n.copy_(c_state);
 }
 
 template <typename scalar_t>
@@ -149,9 +154,9 @@ void forward_persistent_path(const LSTMLayerSizes& s, const PersistentPlan& plan
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths) {
+    const OptTensor& lengths, const OptTensor& resets) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                             kCuda);
+                                             resets, kCuda);
   const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
   const cudaStream_t stream = scope.stream();
   const Tensor len = device_lengths(lengths, x.device());
@@ -173,7 +178,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
     return {y, h_n, c_n, gates, cells};
   }
   const Tensor peep = present(w_peep) ? w_peep->contiguous() : Tensor();
-  const bool persistent = want_persistent() && s.P == 0;
+  const bool persistent = want_persistent() && s.P == 0 && !present(resets);
+  const Tensor resets_t = present(resets) ? *resets : Tensor();
 
   auto run = [&](auto zero) {
     using scalar_t = decltype(zero);
@@ -188,8 +194,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
         }
       }
     }
-    forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, y, h_n, c_n, gates, cells,
-                                stream);
+    forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, resets_t, y, h_n, c_n,
+                                gates, cells, stream);
   };
   switch (x.scalar_type()) {
     case at::kFloat: run(float(0)); break;
@@ -205,8 +211,9 @@ template <typename scalar_t>
 void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor& grad_h_n,
                         const Tensor& grad_c_n, const Tensor& c0, const Tensor& w_hh,
                         const OptTensor& w_hr, const Tensor& peep, const Tensor& len,
-                        const Tensor& gates, const Tensor& cells, Tensor& dZ, Tensor& dR,
-                        Tensor& grad_h0, Tensor& grad_c0, cudaStream_t stream) {
+                        const Tensor& resets, const Tensor& gates, const Tensor& cells,
+                        Tensor& dZ, Tensor& dR, Tensor& grad_h0, Tensor& grad_c0,
+                        cudaStream_t stream) {
   const bool proj = s.P > 0;
   const auto opts = gy.options();
   Tensor dh_state = grad_h_n.contiguous().clone();  // (D, B, R)
@@ -233,11 +240,17 @@ void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor&
   a.B = s.B;
   a.H = s.H;
   a.D = s.D;
+  // With resets: the gradients of the steps that started from (h0, c0), summed.
+  const Tensor dh0_sum = resets.defined() ? at::zeros({s.D, s.B, s.R}, opts) : Tensor();
+  const Tensor dc0_sum = resets.defined() ? at::zeros({s.D, s.B, s.H}, opts) : Tensor();
+  a.resets = ptr<bool>(resets);
+  a.dh0_sum = proj ? nullptr : ptr<scalar_t>(dh0_sum);
+  a.dc0_sum = ptr<scalar_t>(dc0_sum);
   for (int64_t step = s.T - 1; step >= 0; --step) {
     if (proj) {
       launch_proj_grad_input<scalar_t>(ptr<scalar_t>(gy), ptr<scalar_t>(dh_state), a.lengths,
                                        ptr<scalar_t>(dr), ptr<scalar_t>(dR), s.T, s.B, s.P, s.D,
-                                       step, stream);
+                                       step, a.resets, ptr<scalar_t>(dh0_sum), stream);
       at::bmm_out(dhpre, dr, *w_hr);  // (D, B, H) = (D, B, P) x (D, P, H)
     }
     a.step = step;
@@ -247,6 +260,10 @@ void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor&
     if (len.defined())
       launch_masked_copy<scalar_t>(ptr<scalar_t>(dhh), ptr<scalar_t>(dh_state), a.lengths, s.T,
                                    s.B, s.R, s.D, step, stream);
+  }
+  if (resets.defined()) {
+    dh_state.add_(dh0_sum);
+    dc_state.add_(dc0_sum);
   }
   grad_h0.copy_(dh_state);
   grad_c0.copy_(dc_state);
@@ -302,11 +319,12 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
   Tensor dR = proj ? new_output({s.D, s.T, s.B, s.R}, opts) : Tensor();
   Tensor grad_h0 = new_output({s.D, s.B, s.R}, opts);
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
+  const Tensor resets_t = present(in.resets) ? *in.resets : Tensor();
   if (s.T == 0) {
     grad_h0.copy_(in.grad_h_n);
     grad_c0.copy_(in.grad_c_n);
   } else {
-    const bool persistent = want_persistent() && !proj;
+    const bool persistent = want_persistent() && !proj && !present(in.resets);
     auto run = [&](auto zero) {
       using scalar_t = decltype(zero);
       if constexpr (!std::is_same_v<scalar_t, double>) {  // persistent: no float64 kernel
@@ -322,7 +340,8 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
         }
       }
       backward_gate_path<scalar_t>(s, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, in.w_hr, peep,
-                                   len, gates_c, cells_c, dZ, dR, grad_h0, grad_c0, stream);
+                                   len, resets_t, gates_c, cells_c, dZ, dR, grad_h0, grad_c0,
+                                   stream);
     };
     switch (in.x.scalar_type()) {
       case at::kFloat: run(float(0)); break;
@@ -349,7 +368,8 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
       direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), in.y,
                              in.h0, in.c0, len, gates_c.select(0, d), cells_c.select(0, d),
                              grad_w_hh.select(0, d), proj ? grad_w_hr.select(0, d) : Tensor(),
-                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor());
+                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor(),
+                             reset_before(s, d, resets_t, len));
   }
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
