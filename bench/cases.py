@@ -1,7 +1,7 @@
 """The benchmark cases: which op, which mode, which shape, which dtype, and the grids.
 
 A case is (family, mode, shape, dtype). Families: lstm, lstm_cell, masked_softmax,
-attention_pooling, self_attention, attentive_lstm, model_step, inference_onnx. Modes: "fwd"
+attention_pooling, self_attention, attentive_lstm, model_step, inference_onnx, overhead. Modes: "fwd"
 (forward under no_grad), "fwd+bwd" (forward and backward), "train" (forward, loss, backward,
 optimizer step).
 Shape keys use the dimension letters of docs/contract.md: B batch, T time steps, I input size,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 FAMILIES = ("lstm", "lstm_cell", "masked_softmax", "attention_pooling", "self_attention",
-            "attentive_lstm", "model_step", "inference_onnx")
+            "attentive_lstm", "model_step", "inference_onnx", "overhead")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,12 @@ MAIN_LSTM = {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "D": 1}
 # Inference against onnxruntime (bench/workloads/inference_onnx.py): batch 32 and batch 1.
 INFERENCE = grid("inference_onnx", ("fwd",), ("float32",),
                  {"B": 32, "T": 100, "I": 256, "H": 256, "L": 2, "D": 1}, {"B": [1]})
+# Per-call overhead (bench/workloads/overhead.py): one step of the LSTM (T=1) and of the
+# LSTMCell (no T), B 1 to 16, H 64 and 256, the state carried in.
+OVERHEAD = (grid("overhead", FB, ("float32",), {"B": 4, "T": 1, "I": 64, "H": 64},
+                 {"B": [1, 16], "H": [256]})
+            + grid("overhead", FB, ("float32",), {"B": 4, "I": 64, "H": 64},
+                   {"B": [1, 16], "H": [256]}))
 
 # The headline GPU shape: one LSTM layer, B=16, T=1024, I=H=768 (the shape of FlashRNN's
 # published comparison with cuDNN), in bfloat16 and float16.
@@ -103,7 +109,7 @@ def quick_cases(device_type: str) -> List[Case]:
                 + grid("model_step", ("train",), ("float32",) + lowp,
                        {"B": 32, "T": 256, "V": 10000, "E": 256, "H": 256, "N": 8, "A": 128,
                         "C": 10})
-                + INFERENCE)
+                + INFERENCE + OVERHEAD)
     f32 = ("float32",)
     return (grid("lstm", FB, f32, MAIN_LSTM)
             + grid("lstm", FB, f32, {"B": 16, "T": 50, "I": 128, "H": 128, "L": 1, "D": 1},
@@ -118,7 +124,7 @@ def quick_cases(device_type: str) -> List[Case]:
                    {"B": [8], "H": [128]})
             + grid("model_step", ("train",), f32,
                    {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5})
-            + INFERENCE)
+            + INFERENCE + OVERHEAD)
 
 
 def full_cases(device_type: str) -> List[Case]:
@@ -142,7 +148,7 @@ def full_cases(device_type: str) -> List[Case]:
                 + grid("model_step", ("train",), dts,
                        {"B": 32, "T": 256, "V": 10000, "E": 256, "H": 256, "N": 8, "A": 128,
                         "C": 10}, {"B": [8, 128], "H": [128, 512]})
-                + INFERENCE)
+                + INFERENCE + OVERHEAD)
     f32 = ("float32",)
     return (grid("lstm", FB, f32, MAIN_LSTM)
             + grid("lstm", FB, f32, {"B": 32, "T": 100, "I": 256, "H": 256, "L": 1, "D": 1},
@@ -160,7 +166,7 @@ def full_cases(device_type: str) -> List[Case]:
             + grid("model_step", ("train",), f32,
                    {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5},
                    {"B": [4, 64], "H": [64, 256]})
-            + INFERENCE)
+            + INFERENCE + OVERHEAD)
 
 
 def smoke_cases(device_type: str) -> List[Case]:
@@ -177,7 +183,9 @@ def smoke_cases(device_type: str) -> List[Case]:
             + grid("model_step", ("train",), f32,
                    {"B": 3, "T": 6, "V": 20, "E": 8, "H": 8, "N": 2, "A": 4, "C": 3})
             + grid("inference_onnx", ("fwd",), f32,
-                   {"B": 2, "T": 5, "I": 6, "H": 8, "L": 2, "D": 1}))
+                   {"B": 2, "T": 5, "I": 6, "H": 8, "L": 2, "D": 1})
+            + grid("overhead", FB, f32, {"B": 2, "T": 1, "I": 5, "H": 6})
+            + grid("overhead", FB, f32, {"B": 2, "I": 5, "H": 6}))
 
 
 def headline_cases(device_type: str) -> List[Case]:

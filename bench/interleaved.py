@@ -12,6 +12,7 @@ Rows go to the same files, in the same format, as `python -m bench`'s.
 | cpu_loops | nn.LSTM and the CPU backend with each of its time loops forced (rows, fused_gemm: the input projection by one GEMM before the loop, fused_input: in the loop's register tiles), `lstm_fused.switches.override(cpu_loop=...)` | the LSTM cases of --quick on the CPU, fwd and fwd+bwd |
 | mhsa_dropout | self-attention in training with attention dropout p=0.1: nn.MultiheadAttention(dropout=0.1) and lstm_fused.MultiheadSelfAttention(dropout=0.1) on each attention backend | B=32,T=100,E=256,N=4 and B=8,T=400; fwd+bwd |
 | attentive | the attentive LSTM (lstm_fused.AttentiveLSTM) and nn.LSTM + the unfused pooling | the attentive_lstm cases of --quick, fwd and fwd+bwd |
+| overhead | one step of nn.LSTM / nn.LSTMCell against lstm_fused's on each backend but the reference (per-call overhead) | the overhead cases of --quick, fwd and fwd+bwd |
 
 With --smoke, tiny shapes of the same families (the suite's own tests). The dropout check runs
 in eval mode (dropout off) against the reference; the timed calls run in training mode, where
@@ -120,7 +121,8 @@ def _all_providers(wl, case, device, options) -> List[Provider]:
 # ---- attentive ----------------------------------------------------------------------------
 
 def _attentive_providers(wl, case, device, options) -> List[Provider]:
-    """The unfused model and lstm_fused on each backend but the (slow) reference."""
+    """The baseline (the unfused model; torch.nn) and lstm_fused on each backend but the (slow)
+    reference."""
     fast = {f"lstm_fused:{b}" for b in lstm_fused_backends(device) if b != "reference"}
     return [p for p in wl.providers(case, device, options)
             if p.name == wl.baseline or p.name in fast]
@@ -133,4 +135,6 @@ MODES = {m.name: m for m in (
          _all_providers),
     Mode("attentive", WORKLOADS["attentive_lstm"], _family(quick_cases, "attentive_lstm"),
          _family(smoke_cases, "attentive_lstm"), _attentive_providers),
+    Mode("overhead", WORKLOADS["overhead"], _family(quick_cases, "overhead"),
+         _family(smoke_cases, "overhead"), _attentive_providers),
 )}

@@ -103,3 +103,74 @@ def test_model_trained_with_lstm_fused_exports_to_onnx_and_matches_eager(tmp_pat
         logits, (h_n, c_n) = model(tokens)
     for name, g, want in zip(("logits", "h_n", "c_n"), got, (logits, h_n, c_n)):
         torch.testing.assert_close(torch.from_numpy(g), want, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _ppo_sequences(T, n_seq, layers, gen):
+    """A batch of sequences as sb3-contrib's RecurrentPPO hands it to _process_sequence:
+    features (n_seq * T, F) sequence-major, states ((L, n_seq, H), (L, n_seq, H)), episode
+    starts (n_seq * T,) 0/1 floats."""
+    F, H = 5, 8
+    features = torch.randn(n_seq * T, F, generator=gen)
+    states = tuple(torch.randn(layers, n_seq, H, generator=gen) for _ in range(2))
+    return features, states, torch.zeros(n_seq, T)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_recurrent_ppo_policy_runs_the_stock_math_in_one_call(layers):
+    """examples/recurrent_ppo.py: FusedLstmPolicy._process_sequence (one lstm_fused call with
+    resets) gives the stock step loop's outputs, states and gradients, with episode starts at
+    t = 0 (sb3's reset to zero), after t = 0 in a row that restarts from zero (resets), and
+    after t = 0 in a row with a non-zero state (the stock loop, counted as a fallback)."""
+    pytest.importorskip("sb3_contrib", reason="the rl extra (sb3-contrib) is not installed")
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+    from examples.recurrent_ppo import FusedLstmPolicy
+
+    gen = torch.Generator().manual_seed(layers)
+    torch.manual_seed(layers)
+    stock_lstm = nn.LSTM(5, 8, layers)
+    fused_lstm = lstm_fused.replace_lstm(copy.deepcopy(stock_lstm), backend="cpu")
+    T, n_seq = 6, 4
+    features, states, starts = _ppo_sequences(T, n_seq, layers, gen)
+    starts[0, 0] = starts[1, 0] = starts[2, 0] = 1  # rows 0-2 start an episode at t = 0
+    starts[1, 3] = 1                                # ... row 1 again at t = 3: resets
+    cases = {"starts at t = 0": (starts.clone(), 0), "a start after t = 0": (starts.clone(), 0)}
+    cases["a start after t = 0"][0][0, 2] = 1
+    late = starts.clone()
+    late[3, 4] = 1  # row 3 has a non-zero state and a start at t = 4: the stock loop
+    cases["a start after t = 0 from a carried state"] = (late, 1)
+    for name, (case_starts, fallbacks) in cases.items():
+        FusedLstmPolicy.stock_fallbacks = 0
+        results = []
+        for process, lstm in ((RecurrentActorCriticPolicy._process_sequence, stock_lstm),
+                              (FusedLstmPolicy._process_sequence, fused_lstm)):
+            x = features.clone().requires_grad_()
+            hc = tuple(s.clone().requires_grad_() for s in states)
+            out, (h, c) = process(x, hc, case_starts.flatten(), lstm)
+            loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum() + h.sum() \
+                + 2 * c.sum()
+            grads = torch.autograd.grad(loss, (x, *hc, *lstm.parameters()))
+            results.append((out, h, c, *grads))
+        for got, want in zip(results[1], results[0]):
+            torch.testing.assert_close(got, want, rtol=2e-5, atol=2e-5, msg=name)
+        assert FusedLstmPolicy.stock_fallbacks == fallbacks, name
+
+
+def test_recurrent_ppo_smoke_run_trains_like_the_stock_policy(threads_restored):
+    """`python -m examples.recurrent_ppo --smoke`: RecurrentPPO on CartPole-v1 with the stock
+    policy, FusedLstmPolicy and the one-ulp envelope side, from one seed. The first update
+    starts from the same weights on the same environments: the episodes of the first rollout
+    are the same on every side (a sampled action flips only for a logit within float32
+    rounding of the draw); every training sequence batch ran as one lstm_fused call."""
+    pytest.importorskip("sb3_contrib", reason="the rl extra (sb3-contrib) is not installed")
+    from examples import recurrent_ppo
+
+    runs = recurrent_ppo.main(["--smoke", "--backend", "cpu"])
+    cfg = recurrent_ppo.config(smoke=True)
+    rollout = cfg["n_steps"] * cfg["n_envs"]
+    stock = runs[recurrent_ppo.NN]
+    first = [r for r, s in zip(stock.returns, stock.steps) if s <= rollout]
+    assert first, "no episode finished in the first rollout"
+    for side, run in runs.items():
+        assert len(run.train_ms) == cfg["updates"] and all(t > 0 for t in run.train_ms)
+        assert run.returns[:len(first)] == first, side
+    assert recurrent_ppo.FusedLstmPolicy.stock_fallbacks == 0

@@ -152,14 +152,14 @@ def _run_layers(run, x, h0, c0, weights: Sequence[LayerWeights], between_layers)
     D = weights[0][0].shape[0]
     h_n, c_n = [], []
     y = x
+    if len(weights) == 1:  # the states as given: no slices (view ops cost a one-step call)
+        return run(x, h0, c0, *weights[0])
     for k, w in enumerate(weights):
         if k > 0 and between_layers is not None:
             y = between_layers(y)
         y, h, c = run(y, h0[k * D:(k + 1) * D], c0[k * D:(k + 1) * D], *w)
         h_n.append(h)
         c_n.append(c)
-    if len(weights) == 1:
-        return y, h_n[0], c_n[0]
     return y, torch.cat(h_n, 0), torch.cat(c_n, 0)
 
 

@@ -22,7 +22,8 @@ import torch
 from .. import reference
 from . import library, registry
 from . import triton_library
-from .autograd import differentiable_vjp, needs_grad, refuse_autograd, zeros_if_none
+from .autograd import (differentiable_vjp, needs_grad, refuse_autograd, register_autograd,
+                       zeros_if_none)
 
 NAMESPACE = torch.ops.lstm_fused
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -114,7 +115,7 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
                 gw_hr if w_hr is not None else None, gw_peep if w_peep is not None else None,
                 None) + (None,) * (ctx.n_inputs - 9)
 
-    torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+    register_autograd(forward_name, backward, setup_context=setup_context)
 
 
 # ----------------------------------------------------------------------- Triton twins
@@ -172,9 +173,15 @@ class LayerKernels:
 
     def __init__(self, suffix: str, dispatch_key: str = ""):
         self.suffix, self.dispatch_key = suffix, dispatch_key
+        self._ops = {}
 
     def _op(self, name):
-        return getattr(NAMESPACE, name + self.suffix)
+        """The operator's overload (looked up once: a one-step call is short enough that the
+        lookup through torch.ops would show)."""
+        op = self._ops.get(name)
+        if op is None:
+            op = self._ops[name] = getattr(NAMESPACE, name + self.suffix).default
+        return op
 
     def _has(self, name):
         return self.suffix == "_triton" or library.has_kernel(name, self.dispatch_key)

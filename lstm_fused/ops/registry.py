@@ -99,6 +99,11 @@ class Implementation:
 
 # op family -> backend name -> implementation
 _REGISTRY: Dict[str, Dict[str, Implementation]] = {}
+# What resolve found, by its arguments: the choice depends on nothing else (the machine, which
+# does not change while it runs, the switches, and the registry, which empty it when they
+# change), and making it again costs more than a one-step LSTM kernel.
+_RESOLVED: Dict[tuple, Implementation] = {}
+_RESOLVED_MAX = 256  # distinct calls (sizes may be features): start over beyond this
 
 
 def register(impl: Implementation) -> None:
@@ -108,6 +113,7 @@ def register(impl: Implementation) -> None:
     if impl.backend in family:
         raise RuntimeError(f"lstm_fused: {impl.op} already has a {impl.backend} implementation")
     family[impl.backend] = impl
+    _RESOLVED.clear()
 
 
 def check_name(name, arg: str = "backend") -> str:
@@ -142,7 +148,22 @@ def resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
             **features) -> Implementation:
     """The implementation that runs this call of `op`, or a RuntimeError that says why none can.
 
-    features: what the call needs beyond device and dtype (e.g. proj=True, lengths=True)."""
+    features: what the call needs beyond device and dtype (e.g. proj=True, lengths=True).
+    The answer is remembered (_RESOLVED); a call that raises is not."""
+    if not isinstance(backend, str):
+        check_name(backend)  # raises
+    key = (backend, op, device, dtype, *features.items())
+    impl = _RESOLVED.get(key)
+    if impl is None:
+        impl = _resolve(backend, op, device, dtype, features)
+        if len(_RESOLVED) >= _RESOLVED_MAX:
+            _RESOLVED.clear()
+        _RESOLVED[key] = impl
+    return impl
+
+
+def _resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
+             features: dict) -> Implementation:
     name = requested(check_name(backend))
     impls = _REGISTRY.get(op, {})
     if name != "auto":
@@ -173,6 +194,10 @@ def for_inputs(impl: Implementation, tensors) -> Implementation:
     if impl.backend != "reference" and transform_active(tensors):
         return _REGISTRY[impl.op]["reference"]
     return impl
+
+
+# A switch (the backend switch, Triton's interpreter) may change what resolve picks.
+switches.subscribe(lambda _name, _value: _RESOLVED.clear(), switches.SWITCHES)
 
 
 # Where each backend runs and how "auto" ranks it: the same for every op family.
