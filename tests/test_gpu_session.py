@@ -1,9 +1,12 @@
 """The GPU session's tools, checked without a GPU: tools/gpu_session.sh dry-runs (every stage
-says why it is skipped, the script ends 0 with a log per stage, at most 8 files, timeouts
-inside the 10-minute command), tools/gpu_sanitize.py tells a wrong answer from a refusal,
-and the suite collects where the optional test tools are missing (as on the GPU machine)."""
+says why it is skipped, the probes run emulated and fill results.tsv with the model's
+predictions, the script ends 0 with a log per stage, at most 8 files, timeouts inside the
+budget of one ~7.5-minute call), tools/gpu_sanitize.py tells a wrong answer from a refusal, the
+benchmark has the gate-path provider beside the tensor-core one, and the suite collects where
+the optional test tools are missing (as on the GPU machine)."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import re
@@ -17,7 +20,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tools" / "gpu_session.sh"
 COMMAND_LIMIT_S = 600  # the device tool's limit on one command
-STAGES = ("info", "build", "tests", "memcheck", "racecheck", "bench")
+STAGES = ("info", "probes", "build", "tests", "headline", "memcheck", "synccheck", "racecheck",
+          "graph", "bench")
+# The call must leave room for a rerun within a 15-minute device lease (start-up included).
+BUDGET_MAX_S = 450
 
 
 def _dry_run(tmp_path: Path, *args: str) -> tuple:
@@ -36,7 +42,19 @@ def _statuses(session_log: str) -> dict:
 
 
 def _plan(session_log: str) -> dict:
-    return {s: int(v) for s, v in re.findall(r"^plan: (\w+) timeout (\d+) s$", session_log, re.M)}
+    """Stage -> its timeout; the probes (which run while the build compiles) apart."""
+    return {s: int(v) for s, v in re.findall(r"^plan: (\w+) timeout (\d+) s", session_log, re.M)}
+
+
+def _check_budget(session_log: str, stages) -> None:
+    plan, budget = _plan(session_log), _budget(session_log)
+    assert set(plan) == set(stages), plan
+    serial = sum(v for s, v in plan.items() if s != "probes")
+    assert serial <= budget <= BUDGET_MAX_S, (plan, budget)
+    assert budget + 10 <= COMMAND_LIMIT_S - 45
+    if "probes" in plan and "build" in plan:  # the probes fit inside the build's window
+        assert plan["probes"] < plan["build"]
+        assert "plan: probes timeout" in session_log and "(while the build compiles)" in session_log
 
 
 def _budget(session_log: str) -> int:
@@ -54,46 +72,115 @@ def _check_files_come_back(out: Path) -> list:
     return sorted(str(p.relative_to(out)) for p in files)
 
 
-def test_dry_run_ends_0_and_every_stage_says_why_it_is_skipped(tmp_path):
-    proc, out = _dry_run(tmp_path)
+@pytest.fixture(scope="module")
+def full_dry_run(tmp_path_factory):
+    """(process, OUT) of one dry run of every stage, shared by the tests that read it."""
+    return _dry_run(tmp_path_factory.mktemp("dry"))
+
+
+def test_dry_run_ends_0_and_every_stage_says_why_it_is_skipped(full_dry_run):
+    proc, out = full_dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert _check_files_come_back(out) == ["bench.log", "build.log", "sanitize.log",
+    assert _check_files_come_back(out) == ["bench.log", "build.log", "results.tsv", "sanitize.log",
                                            "session.log", "tests.log"]
     session = (out / "session.log").read_text()
     assert session.strip() == proc.stdout.strip()  # the script's output is session.log
     status = _statuses(session)
     assert set(status) == set(STAGES), status
     assert status["info"].startswith("ok")
-    for stage in STAGES[1:]:
-        assert status[stage].startswith("skipped: no GPU (GPU_SESSION_DRY=1)"), status[stage]
+    assert status["probes"].startswith("skipped: no GPU (GPU_SESSION_DRY=1); the emulated probes")
+    for stage in STAGES[2:]:
+        if stage == "graph" and not (REPO / "tests" / "test_graph_capture.py").exists():
+            assert status[stage].startswith("skipped: tests/test_graph_capture.py does not exist")
+            continue
+        assert status[stage].startswith("skipped: no GPU (GPU_SESSION_DRY=1)"), (stage, status[stage])
     # Each stage's log has its own line, and the dry part it could do:
     assert "FORCE_CUDA=1 LSTM_FUSED_CUDA_ARCH=90" in (out / "build.log").read_text()
     tests_log = (out / "tests.log").read_text()
-    assert "-m 'not slow_compile'" in tests_log and "--ignore=tests/test_cuda_emulated.py" in tests_log
+    assert "tests/test_cuda_lstm.py" in tests_log and "-m 'not slow_compile'" in tests_log
     assert re.search(r"\d+/\d+ tests collected|\d+ tests collected", tests_log), tests_log[-500:]
-    assert "test_cuda_emulated" not in tests_log.split("--ignore", 1)[0]
     sanitize_log = (out / "sanitize.log").read_text()
     assert "gpu_sanitize: passed" in sanitize_log and "summary cpu: 9 ok" in sanitize_log
     bench_log = (out / "bench.log").read_text()
     for dtype in ("bfloat16", "float16"):
         for mode in ("fwd", "fwd+bwd"):
             assert f"lstm/{mode}/B=16,T=1024,I=768,H=768,L=1,D=1/{dtype}" in bench_log
-    # The timeouts of the first call add up to its budget, inside the command limit with the
-    # kill grace (10 s) and a margin.
-    plan, budget = _plan(session), _budget(session)
-    assert set(plan) == set(STAGES)
-    assert sum(plan.values()) <= budget and budget + 10 <= COMMAND_LIMIT_S - 45, (plan, budget)
+    _check_budget(session, STAGES)
+
+
+def test_dry_run_probes_fill_the_result_table(full_dry_run):
+    """The emulated probes (mma self-test, a tiny checked exchange) write their rows, with the
+    model's prediction beside each, into results.tsv; the summary prints them."""
+    proc, out = full_dry_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    with open(out / "results.tsv", newline="") as f:
+        table = list(csv.reader(f, delimiter="\t"))
+    header, rows = table[0], table[1:]
+    assert header[:6] == ["stage", "measurement", "measured", "unit", "status", "predicted (model)"]
+    measured = {r[1]: r for r in rows if not r[1].startswith("stage/")}
+    mma = [k for k in measured if k.startswith("mma_selftest/")]
+    assert len(mma) == 8 and all(measured[k][4] == "ok" for k in mma), measured
+    assert all(measured[k][5].startswith("0 (exact") for k in mma)
+    exchange = [k for k in measured if k.startswith("exchange/emulated/")]
+    assert [k.rsplit("/", 1)[1] for k in exchange] == ["flags+fetch", "grid+fetch"]
+    assert all(measured[k][4] == "ok" and "errors 0" in measured[k][6] for k in exchange)
+    assert "-- measurements (results.tsv" in proc.stdout
+    stage_rows = {r[1]: r[4] for r in rows if r[1].startswith("stage/")}
+    assert stage_rows == {"stage/info": "ok"}, stage_rows  # the stages that ran write a row too
 
 
 def test_bench_switch_runs_only_the_benchmark(tmp_path):
     proc, out = _dry_run(tmp_path, "bench")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert _check_files_come_back(out) == ["bench.log", "build.log", "session.log"]
+    assert _check_files_come_back(out) == ["bench.log", "build.log", "results.tsv", "session.log"]
     session = (out / "session.log").read_text()
     assert set(_statuses(session)) == {"info", "build", "bench"}
-    plan, budget = _plan(session), _budget(session)
-    assert set(plan) == {"info", "build", "bench"}
-    assert sum(plan.values()) <= budget and budget + 10 <= COMMAND_LIMIT_S - 45, (plan, budget)
+    _check_budget(session, ("info", "build", "bench"))
+
+
+def test_script_runs_the_measurements_in_the_order_of_their_value():
+    """Probes before the build's results are needed, correctness before the sanitizers, the
+    timings last; the build starts in the background so that a failed build still returns
+    the probe rows."""
+    text = SCRIPT.read_text()
+    body = text.split("# ---------------------------------------------------------------------------- run them", 1)[1]
+    order = [body.index(s) for s in ("run_step build", "run_step probes", 'wait "$BUILD_PID"',
+                                      "run_step tests", "run_step headline", "run_step memcheck",
+                                      "run_step synccheck", "run_step racecheck",
+                                      "run_step graph", "run_step bench")]
+    assert order == sorted(order)
+    assert 'run_step build "$OUT/build.log" bash -c stage_build &' in body
+
+
+def test_bench_times_the_gate_path_beside_the_tensor_core_path(monkeypatch):
+    """On CUDA the LSTM workload has lstm_fused:cuda (the tensor-core loop where it fits) and
+    lstm_fused:cuda[gates], whose every call runs under the switch cuda_path="gates"; the
+    session's provider pattern selects both, cuDNN and FlashRNN."""
+    from bench.cases import headline_cases
+    from bench.workloads import WORKLOADS
+    from bench.workloads import lstm as lstm_workload
+    from bench.workloads.base import Impl, Options
+    from lstm_fused import switches
+
+    monkeypatch.setattr(lstm_workload, "lstm_fused_backends",
+                        lambda device: ["cuda", "triton", "reference"] if device.type == "cuda"
+                        else ["cpu", "reference"])
+    wl = WORKLOADS["lstm"]
+    case = headline_cases("cuda")[0]
+    providers = {p.name: p for p in wl.providers(case, torch.device("cuda"), Options())}
+    pattern = re.search(r"BENCH_PROVIDERS='([^']+)'", SCRIPT.read_text()).group(1) + "|flashrnn"
+    chosen = {n for n in providers if re.search(pattern, n)}
+    assert chosen == {"nn.LSTM", "lstm_fused:cuda", "lstm_fused:cuda[gates]", "flashrnn"}
+    seen = []
+    monkeypatch.setattr(type(wl), "_fused", lambda self, case, state, dtype, device, backend:
+                        Impl(lambda inputs: seen.append((backend, switches.get("cuda_path")))))
+    impl = providers["lstm_fused:cuda[gates]"].build(case, {}, torch.bfloat16,
+                                                     torch.device("cuda"))
+    with impl.context():
+        impl.call({})
+    assert seen == [("cuda", "gates")] and switches.get("cuda_path") == ""
+    cpu = {p.name for p in wl.providers(case, torch.device("cpu"), Options())}
+    assert "lstm_fused:cuda[gates]" not in cpu
 
 
 def test_unknown_stage_is_refused(tmp_path):

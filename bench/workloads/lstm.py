@@ -68,12 +68,26 @@ class LSTMWorkload(Workload):
             impl.note = _torch_rnn_note(device, dtype)
             return impl
 
-        out = [Provider("nn.LSTM", nn_lstm)] + backend_providers(lstm_fused_backends(device),
-                                                                 self._fused)
+        backends = lstm_fused_backends(device)
+        out = [Provider("nn.LSTM", nn_lstm)] + backend_providers(backends, self._fused)
+        if "cuda" in backends:
+            out.append(Provider("lstm_fused:cuda[gates]", self._gate_path))
         if options.compile:
             out.append(Provider("torch.compile(reference)", self._compiled_reference, late=True))
         out.append(Provider("flashrnn", self._flashrnn, late=True))
         return out
+
+    def _gate_path(self, case, state, dtype, device):
+        """Backend "cuda" held on its gate-kernel path (the switch cuda_path="gates", every
+        call and its backward under it): the comparison point of the tensor-core time loop,
+        which is the automatic choice for bfloat16/float16 where it fits
+        (docs/gpu_performance.md)."""
+        from lstm_fused import switches
+
+        impl = self._fused(case, state, dtype, device, "cuda")
+        impl.context = lambda: switches.override(cuda_path="gates")
+        impl.note = 'switch cuda_path="gates"'
+        return impl
 
     def _compiled_reference(self, case, state, dtype, device):
         """torch.compile of lstm_fused.reference.lstm_cell (the gate math of one step, fused by
