@@ -29,7 +29,6 @@ NAMESPACE = torch.ops.lstm_fused
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # The operators without a CUDA kernel, and what runs instead (LayerKernels asks has_kernel).
 NO_CUDA_KERNEL = {
-    "lstm_layer_inference": "lstm_layer_forward runs and its gates and cells are dropped",
     "attentive_lstm_inference": "the layer runs, then the attention pooling",
 }
 
