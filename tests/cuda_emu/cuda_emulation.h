@@ -5,9 +5,10 @@
 // LSTM_FUSED_LAUNCH runs one call per (block, thread), one after another, with blockIdx /
 // threadIdx / blockDim / gridDim set. That is faithful for kernels whose threads neither
 // communicate nor synchronise (each writes only its own elements), which is the case of every
-// kernel of lstm_gate_kernels.cu. Cooperative launches (the persistent kernels, which use
-// __syncthreads, warp shuffles and a grid barrier) run every CUDA thread as an OS thread at the
-// bottom of this file. Block launches (LSTM_FUSED_LAUNCH_BLOCKS: kernels whose threads share
+// kernel of lstm_gate_kernels.cu. Cooperative launches (the tensor-core time loop,
+// lstm_tc_forward.cuh, which uses __syncthreads, warp-collective mma.sync / ldmatrix and flags
+// between blocks) run every CUDA thread as an OS thread at the bottom of this file; the
+// tensor-core primitives (tc_* at the end) are what csrc/cuda/tc_primitives.cuh calls. Block launches (LSTM_FUSED_LAUNCH_BLOCKS: kernels whose threads share
 // memory and meet at __syncthreads, e.g. the attention kernels) run the blocks one after
 // another, the threads of each block as OS threads at once. None models the CUDA memory
 // model's weaker orderings (L1 staleness, missing fences): races of that kind are for
@@ -67,9 +68,10 @@ Launch<Kernel> launch(dim3 grid, dim3 block, Kernel* kernel) {
   do {                                 \
   } while (0)
 
-// ---- Cooperative launches (the persistent kernels): one OS thread per CUDA thread. ----
-// Every thread of every block runs at once, so __syncthreads, warp shuffles and the grid barrier
-// are real barriers (mutex + condition variable, which also order the memory accesses).
+// ---- Cooperative launches: one OS thread per CUDA thread. ----
+// Every thread of every block runs at once, so __syncthreads, warp shuffles, warp-collective
+// mma / ldmatrix and the grid barrier are real barriers (mutex + condition variable, which also
+// order the memory accesses), and a block may wait for a flag another block sets.
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
