@@ -36,7 +36,7 @@
 
 #include "cuda/lstm_cuda_runtime.h"
 #include "cuda/lstm_tc_backward.cuh"
-#include "cuda/lstm_tc_backward_cluster_plan.h"
+#include "cuda/lstm_tc_backward_cluster.h"
 #include "cuda/tc_primitives.cuh"
 #include "lstm_cell_math.h"
 
@@ -316,15 +316,84 @@ void launch_config(const TcBackwardArgs<scalar_t>& a, const TcClusterPlan& plan,
   }
 }
 
+// How many clusters of configuration I can be resident at once (the occupancy calculator's
+// cudaOccupancyMaxActiveClusters); a GPU only.
+template <typename scalar_t, int I = 0>
+int max_active_clusters(const TcClusterPlan& plan) {
+  if constexpr (I < kTcClusterConfigCount) {
+    if (plan.config != I) return max_active_clusters<scalar_t, I + 1>(plan);
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+    return 1 << 20;
+#else
+    constexpr TcClusterConfig cfg = kTcClusterConfigs[I];
+    auto* kernel = &tc_backward_cluster_kernel<scalar_t, cfg.cluster, cfg.warps, cfg.ksteps,
+                                               cfg.nt, cfg.mt>;
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(plan.smem)));
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(static_cast<unsigned>(plan.ctas));
+    config.blockDim = dim3(cfg.warps * 32);
+    config.dynamicSmemBytes = plan.smem;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(cfg.cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    int clusters = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+    return clusters;
+#endif
+  }
+  return 0;
+}
+
 }  // namespace tc_cluster_detail
 
-// Runs the whole reverse time loop of every direction in one cluster launch (plan.config >= 0,
-// a.units / a.ctas / a.k_total from the plan): writes dz, grad_h0, grad_c0.
 template <typename scalar_t>
 void launch_tc_backward_cluster(const TcBackwardArgs<scalar_t>& a, const TcClusterPlan& plan,
                                 cudaStream_t stream) {
   tc_cluster_detail::launch_config<scalar_t>(a, plan, stream);
 }
+
+template <typename scalar_t>
+TcClusterPlan plan_tc_backward_cluster_device(int device, int64_t B, int64_t H, int64_t D,
+                                              int64_t P) {
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+  (void)device;
+  const int64_t sms = 64;                // every emulated test grid fits
+  const size_t smem_optin = 227 * 1024;  // an sm_90's opt-in limit
+#else
+  int sms_i = 0, optin_i = 0, major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms_i, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin_i, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major < 9) {
+    TcClusterPlan p;
+    p.refusal = "the device is older than sm_90 (no thread-block clusters)";
+    return p;
+  }
+  const int64_t sms = sms_i;
+  const size_t smem_optin = static_cast<size_t>(optin_i);
+#endif
+  TcClusterPlan plan = plan_tc_backward_cluster(B, H, D, P, sizeof(scalar_t), sms, smem_optin);
+  if (plan.config < 0) return plan;
+  const int resident = tc_cluster_detail::max_active_clusters<scalar_t>(plan);
+  if (resident < D * plan.clusters) {
+    plan.config = -1;
+    plan.refusal = "needs " + std::to_string(D * plan.clusters) + " clusters of " +
+                   std::to_string(plan.cluster) + " CTAs resident at once, the device holds " +
+                   std::to_string(resident);
+  }
+  return plan;
+}
+
+#define LSTM_FUSED_INSTANTIATE_TC_BACKWARD_CLUSTER(T_)                                       \
+  template TcClusterPlan plan_tc_backward_cluster_device<T_>(int, int64_t, int64_t, int64_t, \
+                                                             int64_t);                       \
+  template void launch_tc_backward_cluster<T_>(const TcBackwardArgs<T_>&, const TcClusterPlan&, \
+                                               cudaStream_t);
 
 }  // namespace cuda
 }  // namespace lstm_fused

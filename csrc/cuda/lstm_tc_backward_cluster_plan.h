@@ -36,9 +36,9 @@ constexpr TcClusterConfig kTcClusterConfigs[] = {
     {2, 2, 2, 2, 1}, {2, 2, 3, 2, 1}, {2, 2, 2, 2, 2}};
 #else
 // The headline (H = 768): clusters of 8, UC = 6, UP = 48 (NT = 6), P = 16 clusters,
-// K = 16 * 24 = 384 = 8 warps x 3 k-steps: 36 weight registers a thread.
-constexpr TcClusterConfig kTcClusterConfigs[] = {
-    {8, 8, 3, 6, 1}, {8, 8, 4, 8, 1}, {8, 8, 3, 6, 4}, {8, 8, 4, 8, 4}};
+// K = 16 * 24 = 384 = 8 warps x 3 k-steps: 36 weight registers a thread. (8, 8, 4, 8, 4)
+// spills on sm_90 (ptxas: 255 registers + 148 bytes of spill stores), so it is not compiled.
+constexpr TcClusterConfig kTcClusterConfigs[] = {{8, 8, 3, 6, 1}, {8, 8, 4, 8, 1}, {8, 8, 3, 6, 4}};
 #endif
 constexpr int kTcClusterConfigCount =
     static_cast<int>(sizeof(kTcClusterConfigs) / sizeof(kTcClusterConfigs[0]));
