@@ -166,6 +166,128 @@ __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], const
   Mma16816<T16>::run(d, a, b, c);
 }
 
+// ---- Thread-block clusters (sm_90 and newer only; emulated by launch_cluster). ----
+// cluster_ctarank(): the block's rank in its cluster (0 .. cluster_nctarank() - 1).
+// cluster_arrive() / cluster_wait(): barrier.cluster.arrive.release / wait.acquire over every
+// thread of the cluster (all threads of a warp call them together: .aligned); cluster_sync() is
+// both. Writes to (distributed) shared memory before a thread's arrive are visible to every
+// thread of the cluster after its wait.
+// map_shared_rank(p, rank): the generic address of the same shared-memory location as p (a
+// pointer into the calling block's shared memory) in block `rank` of the cluster (mapa); plain
+// loads and stores through it are distributed shared memory accesses.
+// map_shared_cluster(p, rank) -> dsmem_addr: the same as a .shared::cluster address (mapa
+// .shared::cluster; byte offsets add to it), for ld/st_shared_cluster_*.
+// A block's shared memory must outlive every remote access to it: end with cluster_sync().
+// LSTM_FUSED_TC_HAS_CLUSTERS is 1 where these exist (the emulation, nvcc's host pass, device
+// code for sm_90 and newer): a cluster kernel built for several architectures guards its body
+// with it (and traps on older ones, where the host never launches it).
+#if defined(LSTM_FUSED_CUDA_EMULATION) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+#define LSTM_FUSED_TC_HAS_CLUSTERS 1
+#else
+#define LSTM_FUSED_TC_HAS_CLUSTERS 0
+#endif
+
+#if defined(LSTM_FUSED_CUDA_EMULATION)
+
+typedef unsigned char* dsmem_addr;
+
+__device__ __forceinline__ unsigned cluster_ctarank() {
+  return ::lstm_fused_emulation::tc_cluster_ctarank();
+}
+__device__ __forceinline__ unsigned cluster_nctarank() {
+  return ::lstm_fused_emulation::tc_cluster_nctarank();
+}
+__device__ __forceinline__ void cluster_arrive() { ::lstm_fused_emulation::tc_cluster_arrive(); }
+__device__ __forceinline__ void cluster_wait() { ::lstm_fused_emulation::tc_cluster_wait(); }
+
+template <class T>
+__device__ __forceinline__ T* map_shared_rank(T* p, unsigned rank) {
+  return static_cast<T*>(::lstm_fused_emulation::tc_map_shared_rank(p, rank));
+}
+
+__device__ __forceinline__ dsmem_addr map_shared_cluster(const void* p, unsigned rank) {
+  return static_cast<dsmem_addr>(::lstm_fused_emulation::tc_map_shared_rank(p, rank));
+}
+__device__ __forceinline__ float ld_shared_cluster_f32(dsmem_addr a) {
+  float v;
+  std::memcpy(&v, a, sizeof v);
+  return v;
+}
+__device__ __forceinline__ void st_shared_cluster_f32(dsmem_addr a, float v) {
+  std::memcpy(a, &v, sizeof v);
+}
+__device__ __forceinline__ unsigned ld_shared_cluster_u32(dsmem_addr a) {
+  unsigned v;
+  std::memcpy(&v, a, sizeof v);
+  return v;
+}
+__device__ __forceinline__ void st_shared_cluster_u32(dsmem_addr a, unsigned v) {
+  std::memcpy(a, &v, sizeof v);
+}
+
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // nvcc: host pass, or sm_90 and newer
+
+typedef uint32_t dsmem_addr;
+
+__device__ __forceinline__ unsigned cluster_ctarank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ unsigned cluster_nctarank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" : : : "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" : : : "memory");
+}
+
+template <class T>
+__device__ __forceinline__ T* map_shared_rank(T* p, unsigned rank) {
+  uint64_t out;
+  asm volatile("mapa.u64 %0, %1, %2;\n"
+               : "=l"(out)
+               : "l"(reinterpret_cast<uint64_t>(p)), "r"(rank));
+  return reinterpret_cast<T*>(out);
+}
+
+__device__ __forceinline__ dsmem_addr map_shared_cluster(const void* p, unsigned rank) {
+  uint32_t out;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n"
+               : "=r"(out)
+               : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(p))), "r"(rank));
+  return out;
+}
+__device__ __forceinline__ float ld_shared_cluster_f32(dsmem_addr a) {
+  float v;
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_shared_cluster_f32(dsmem_addr a, float v) {
+  asm volatile("st.shared::cluster.f32 [%0], %1;\n" : : "r"(a), "f"(v) : "memory");
+}
+__device__ __forceinline__ unsigned ld_shared_cluster_u32(dsmem_addr a) {
+  unsigned v;
+  asm volatile("ld.shared::cluster.u32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_shared_cluster_u32(dsmem_addr a, unsigned v) {
+  asm volatile("st.shared::cluster.u32 [%0], %1;\n" : : "r"(a), "r"(v) : "memory");
+}
+
+#endif
+
+#if LSTM_FUSED_TC_HAS_CLUSTERS
+__device__ __forceinline__ void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
+}
+#endif
+
 }  // namespace tc
 }  // namespace cuda
 }  // namespace lstm_fused

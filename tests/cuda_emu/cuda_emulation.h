@@ -409,3 +409,168 @@ inline void tc_wait_geq_acquire(const unsigned* p, unsigned v) {
 }
 
 }  // namespace lstm_fused_emulation
+
+// ---- Thread-block clusters (sm_90): csrc/cuda/tc_primitives.cuh's cluster_* calls these. ----
+// launch_cluster runs a 1-D grid of clusters of cluster_x consecutive blocks (rank =
+// blockIdx.x % cluster_x, as on the GPU for a 1-D grid with cluster dimension (cluster_x, 1,
+// 1)), every CUDA thread an OS thread at once, like launch_cooperative. The cluster barrier is a
+// split arrive / wait barrier over the cluster's threads (mutex + condition variable, so it
+// orders memory like barrier.cluster.arrive.release / wait.acquire). Distributed shared memory:
+// a pointer into the calling block's shared memory (dynamic, or a static shared array) maps to
+// the same offset in block `rank` of its cluster, which every emulated block holds for the
+// whole launch. Not modelled: a block that exits while another still reads its shared memory
+// (undefined on a GPU: kernels end with a cluster barrier).
+namespace lstm_fused_emulation {
+
+// Barrier with a separate arrive and wait, like barrier.cluster.arrive / barrier.cluster.wait:
+// arrive() returns the phase the thread arrived in; wait(phase) returns once every thread has
+// arrived in that phase.
+class SplitBarrier {
+ public:
+  explicit SplitBarrier(int n) : n_(n) {}
+  long arrive() {
+    std::lock_guard<std::mutex> lock(m_);
+    const long phase = phase_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++phase_;
+      cv_.notify_all();
+    }
+    return phase;
+  }
+  void wait(long phase) {
+    std::unique_lock<std::mutex> lock(m_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(120), [&] { return phase_ != phase; })) {
+      std::fprintf(stderr, "cuda emulation: %d of %d threads waited 120 s at a cluster barrier\n",
+                   count_, n_);
+      std::abort();
+    }
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int n_, count_ = 0;
+  long phase_ = 0;
+};
+
+struct Cluster {
+  explicit Cluster(int threads) : barrier(threads) {}
+  SplitBarrier barrier;
+  std::vector<Block*> blocks;  // by rank
+};
+
+struct ClusterContext {
+  Cluster* cluster = nullptr;
+  unsigned rank = 0;
+  long arrived_phase = -1;  // the phase of this thread's last arrive() not yet waited for
+};
+
+inline thread_local ClusterContext cluster_ctx;
+
+inline Cluster& current_cluster() {
+  if (cluster_ctx.cluster == nullptr) {
+    std::fprintf(stderr, "cuda emulation: a cluster primitive outside launch_cluster\n");
+    std::abort();
+  }
+  return *cluster_ctx.cluster;
+}
+
+// Runs kernel(args...) on grid.x blocks of block.x threads (a multiple of 32), in clusters of
+// cluster_x consecutive blocks (grid.x a multiple of cluster_x, as the GPU requires).
+template <typename... Params, typename... Args>
+void launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, unsigned cluster_x,
+                    size_t smem_bytes, const Args&... args) {
+  if (cluster_x == 0 || grid.x % cluster_x != 0 || block.x % 32 != 0) {
+    std::fprintf(stderr, "cuda emulation: grid %u is not a multiple of the cluster size %u\n",
+                 grid.x, cluster_x);
+    std::abort();
+  }
+  const int blocks = static_cast<int>(grid.x), threads = static_cast<int>(block.x);
+  std::vector<std::unique_ptr<Block>> state;
+  for (int b = 0; b < blocks; ++b) state.emplace_back(new Block(threads, smem_bytes));
+  std::vector<std::unique_ptr<Cluster>> clusters;
+  for (int c = 0; c < blocks / static_cast<int>(cluster_x); ++c) {
+    clusters.emplace_back(new Cluster(threads * static_cast<int>(cluster_x)));
+    for (unsigned r = 0; r < cluster_x; ++r) clusters.back()->blocks.push_back(state[c * cluster_x + r].get());
+  }
+  std::vector<std::thread> workers;
+  for (int b = 0; b < blocks; ++b)
+    for (int t = 0; t < threads; ++t)
+      workers.emplace_back([&, b, t] {
+        gridDim = grid;
+        blockDim = block;
+        blockIdx = dim3(b);
+        threadIdx = dim3(t);
+        // No grid barrier in a cluster launch (grid.sync() is for cooperative launches).
+        ctx = ThreadContext{state[b].get(), state[b]->warps[t / 32].get(), nullptr, t % 32};
+        cluster_ctx = ClusterContext{clusters[b / cluster_x].get(), b % cluster_x, -1};
+        kernel(args...);
+      });
+  for (auto& w : workers) w.join();
+}
+
+inline unsigned tc_cluster_ctarank() {
+  current_cluster();
+  return cluster_ctx.rank;
+}
+
+inline unsigned tc_cluster_nctarank() {
+  return static_cast<unsigned>(current_cluster().blocks.size());
+}
+
+inline void tc_cluster_arrive() {
+  auto& c = current_cluster();
+  if (cluster_ctx.arrived_phase >= 0) {
+    std::fprintf(stderr, "cuda emulation: cluster arrive twice without a wait in between\n");
+    std::abort();
+  }
+  cluster_ctx.arrived_phase = c.barrier.arrive();
+}
+
+inline void tc_cluster_wait() {
+  auto& c = current_cluster();
+  if (cluster_ctx.arrived_phase < 0) {
+    std::fprintf(stderr, "cuda emulation: cluster wait without an arrive\n");
+    std::abort();
+  }
+  c.barrier.wait(cluster_ctx.arrived_phase);
+  cluster_ctx.arrived_phase = -1;
+}
+
+// The address in block `rank` of the cluster of what `p` points to in the calling block's
+// shared memory (dynamic, or a static shared array). Aborts for a rank outside the cluster or
+// a pointer outside shared memory (on a GPU: undefined behaviour).
+inline void* tc_map_shared_rank(const void* p, unsigned rank) {
+  auto& c = current_cluster();
+  if (rank >= c.blocks.size()) {
+    std::fprintf(stderr, "cuda emulation: map_shared_rank to rank %u of a cluster of %zu\n", rank,
+                 c.blocks.size());
+    std::abort();
+  }
+  Block* mine = ctx.block;
+  Block* other = c.blocks[rank];
+  const auto* q = static_cast<const unsigned char*>(p);
+  if (q >= mine->smem.data() && q < mine->smem.data() + mine->smem.size())
+    return other->smem.data() + (q - mine->smem.data());
+  const void* site = nullptr;
+  size_t offset = 0, bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(mine->static_mutex);
+    for (auto& entry : mine->static_arrays) {
+      const auto& buf = entry.second;
+      if (q >= buf.data() && q < buf.data() + buf.size()) {
+        site = entry.first;
+        offset = static_cast<size_t>(q - buf.data());
+        bytes = buf.size() - 16;
+      }
+    }
+  }
+  if (site == nullptr) {
+    std::fprintf(stderr, "cuda emulation: map_shared_rank of a pointer outside shared memory\n");
+    std::abort();
+  }
+  return static_cast<unsigned char*>(other->static_shared(site, bytes)) + offset;
+}
+
+}  // namespace lstm_fused_emulation
