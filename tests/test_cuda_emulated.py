@@ -296,6 +296,22 @@ def test_tensor_core_loop_shapes(emu_ops, dtype, shape):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
 
 
+def test_tensor_core_loop_h0_at_an_unaligned_offset(emu_ops):
+    """h0 as a contiguous view at an odd storage offset (its data not 16-byte aligned): the
+    kernel reads h0 with 16-byte cp.async, which the host must not hand a misaligned address
+    (on a GPU a sticky "misaligned address" error; the emulation reports it)."""
+    dtype = torch.bfloat16
+    args = _make_args((4, 3, 4, 8, 0, 2, False, [4, 2, 3]), dtype, seed=6)
+    h0 = args["h0"]
+    buf = torch.empty(h0.numel() + 1, dtype=dtype)
+    args["h0"] = buf[1:].view(h0.shape).copy_(h0)
+    assert args["h0"].is_contiguous() and args["h0"].data_ptr() % 16 != 0
+    assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], None) == "tensor_core"
+    got = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+    for a, e, what in zip(got, _reference_outputs(args), ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+
+
 def test_tensor_core_loop_two_layers(emu_ops):
     """Two bidirectional layers, the second fed the first's output (what lstm_fused.functional
     does per layer), against the float64 reference chained the same way."""

@@ -152,7 +152,10 @@ void forward_tc_path(const LSTMLayerSizes& s, const TcForwardPlan& plan, const T
                      Tensor& gates, Tensor& cells, cudaStream_t stream) {
   Tensor h_exchange = at::empty({2, s.D, s.B, s.H}, gx.options());
   Tensor flags = at::zeros({static_cast<int64_t>(plan.flag_words)}, gx.options().dtype(at::kInt));
-  const Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous(), c0_c = c0.contiguous();
+  const Tensor w_hh_c = w_hh.contiguous(), c0_c = c0.contiguous();
+  // h0 is read with 16-byte cp.async: a contiguous view at an odd storage offset is copied.
+  Tensor h0_c = h0.contiguous();
+  if (reinterpret_cast<uintptr_t>(h0_c.data_ptr()) % 16 != 0) h0_c = h0_c.clone();
   TcForwardParams<scalar_t> a;
   a.gx = ptr<scalar_t>(gx);
   a.w_hh = ptr<scalar_t>(w_hh_c);

@@ -67,7 +67,10 @@ __device__ __forceinline__ void wait_geq_acquire(const unsigned* p, unsigned v) 
   ::lstm_fused_emulation::tc_wait_geq_acquire(p, v);
 }
 
+// As on a GPU, both addresses must be 16-byte aligned (else "misaligned address").
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src) {
+  if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 || reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0)
+    ::lstm_fused_emulation::report_launch_error("cp.async with an address that is not 16-byte aligned");
   std::memcpy(smem_dst, gmem_src, 16);
 }
 __device__ __forceinline__ void cp_async_commit() {}

@@ -81,6 +81,8 @@ Launch<Kernel> launch(dim3 grid, dim3 block, Kernel* kernel) {
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #define __align__(n) alignas(n)
@@ -164,6 +166,17 @@ struct ThreadContext {
 
 inline thread_local ThreadContext ctx;
 
+// The first misuse an emulated primitive detected during a launch (e.g. a cp.async address
+// that is not 16-byte aligned, a "misaligned address" error on a GPU), reported by
+// launch_cooperative as an exception once every thread has joined; "" when none.
+inline std::mutex launch_error_mutex;
+inline std::string launch_error;
+
+inline void report_launch_error(const std::string& what) {
+  std::lock_guard<std::mutex> lock(launch_error_mutex);
+  if (launch_error.empty()) launch_error = what;
+}
+
 // Runs kernel(args...) on grid.x blocks of block.x threads (block.x a multiple of 32).
 template <typename... Params, typename... Args>
 void launch_cooperative(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
@@ -184,6 +197,12 @@ void launch_cooperative(void (*kernel)(Params...), dim3 grid, dim3 block, size_t
         kernel(args...);
       });
   for (auto& w : workers) w.join();
+  std::string error;
+  {
+    std::lock_guard<std::mutex> lock(launch_error_mutex);
+    error.swap(launch_error);
+  }
+  if (!error.empty()) throw std::runtime_error("cuda emulation: " + error);
 }
 
 }  // namespace lstm_fused_emulation
