@@ -25,7 +25,8 @@ inline AttentiveSizes check_attentive_args(
     const c10::optional<at::Tensor>& qproj, int64_t chunk_size, const LayerBackend& backend) {
   const char* op = "lstm_fused::attentive_lstm_inference";
   const LSTMLayerSizes s =
-      check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, backend);
+      check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, c10::nullopt,
+                       backend);
   TORCH_CHECK_VALUE(s.D == 1, op, ": one direction only (w_ih of shape (1, 4H, I)), got D = ",
                     s.D);
   TORCH_CHECK_VALUE(chunk_size >= 1, op, ": chunk_size must be >= 1, got ", chunk_size);

@@ -27,8 +27,8 @@ lstm_fused::KernelDevice kernel_device(const Tensor& x) { return {x.device().typ
 void lstm_layer_forward_check(const Tensor& x, const Tensor& h0, const Tensor& c0,
                               const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
                               const OptTensor& w_hr, const OptTensor& w_peep,
-                              const OptTensor& lengths) {
-  lstm_fused::check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                              const OptTensor& lengths, const OptTensor& resets) {
+  lstm_fused::check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
                                layer_backend(x));
 }
 
@@ -36,10 +36,10 @@ void lstm_layer_backward_check(const Tensor& grad_y, const Tensor& grad_h_n,
                                const Tensor& grad_c_n, const Tensor& x, const Tensor& h0,
                                const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
                                const OptTensor& w_hr, const OptTensor& w_peep,
-                               const OptTensor& lengths, const Tensor& y, const Tensor& gates,
-                               const Tensor& cells) {
+                               const OptTensor& lengths, const OptTensor& resets,
+                               const Tensor& y, const Tensor& gates, const Tensor& cells) {
   lstm_fused::check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
-                                  w_peep, lengths, y, gates, cells, layer_backend(x));
+                                  w_peep, lengths, resets, y, gates, cells, layer_backend(x));
 }
 
 void attentive_lstm_inference_check(const Tensor& x, const Tensor& h0, const Tensor& c0,

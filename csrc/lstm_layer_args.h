@@ -15,6 +15,11 @@
 //   w_peep  (D, 3, H)     peephole weights (w_ci, w_cf, w_co), optional
 //   lengths (B,) int64    valid steps per sequence, optional: steps t >= lengths[b] leave the
 //                         state unchanged and give a zero output (a packed sequence)
+//   resets  (T, B) bool   optional, contiguous: where resets[t, b] is set, row b's state is
+//                         replaced by its initial state (h0[d, b], c0[d, b]) at the boundary
+//                         between steps t-1 and t. Direction 0 replaces it before step t;
+//                         direction 1 (t going down) before step t-1. Resets at t >= lengths[b]
+//                         are ignored; resets[0] changes nothing. No gradient crosses a reset.
 // Outputs of the forward:
 //   y       (T, B, D*R)   outputs of both directions side by side
 //   h_n     (D, B, R), c_n (D, B, H)
@@ -94,6 +99,7 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
                                        const c10::optional<at::Tensor>& w_hr,
                                        const c10::optional<at::Tensor>& w_peep,
                                        const c10::optional<at::Tensor>& lengths,
+                                       const c10::optional<at::Tensor>& resets,
                                        const LayerBackend& backend) {
   TORCH_CHECK_VALUE(x.dim() == 3, "lstm_fused: x must be (T, B, I), got shape ", x.sizes());
   TORCH_CHECK_VALUE(w_ih.dim() == 3, "lstm_fused: w_ih must be (D, 4H, I), got shape ",
@@ -131,6 +137,16 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
                       lengths->sizes());
     TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, "lstm_fused: lengths must be int64, got ",
                      lengths->scalar_type());
+  }
+  if (present(resets)) {
+    TORCH_CHECK_VALUE(resets->dim() == 2 && resets->size(0) == s.T && resets->size(1) == s.B,
+                      "lstm_fused: resets must have shape (T, B) = (", s.T, ", ", s.B,
+                      "), got ", resets->sizes());
+    TORCH_CHECK_TYPE(resets->scalar_type() == at::kBool, "lstm_fused: resets must be bool, got ",
+                     resets->scalar_type());
+    TORCH_CHECK(resets->device() == x.device(), "lstm_fused: resets is on ", resets->device(),
+                " but the input is on ", x.device());
+    TORCH_CHECK_VALUE(resets->is_contiguous(), "lstm_fused: resets must be contiguous");
   }
   check_layer_backend(x, backend);
   return s;

@@ -12,17 +12,18 @@
 namespace lstm_fused {
 
 inline void define_lstm_layer_ops(torch::Library& m) {
-  // One layer, every direction, whole sequence.
+  // One layer, every direction, whole sequence. resets (T, B) bool, optional: where set, the
+  // row's state is replaced by its initial state at that step boundary (lstm_layer_args.h).
   def_with_triton(
       m,
       "lstm_layer_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
+      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor? resets=None) "
       "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
   // The same forward without the tensors kept for the backward (no_grad / inference).
   def_with_triton(
       m,
       "lstm_layer_inference(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths) "
+      "Tensor? bias, Tensor? w_hr, Tensor? w_peep, Tensor? lengths, Tensor? resets=None) "
       "-> (Tensor y, Tensor h_n, Tensor c_n)");
   // Gradients of lstm_layer_forward. grad_bias is (D, G) (the same for b_ih and b_hh);
   // grad_w_hr and grad_w_peep are empty tensors when w_hr / w_peep are absent.
@@ -30,7 +31,7 @@ inline void define_lstm_layer_ops(torch::Library& m) {
       m,
       "lstm_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
       "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? w_peep, "
-      "Tensor? lengths, Tensor y, Tensor gates, Tensor cells) "
+      "Tensor? lengths, Tensor? resets, Tensor y, Tensor gates, Tensor cells) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_bias, Tensor grad_w_hr, Tensor grad_w_peep)");
   // The last layer of an attentive LSTM (docs/contract.md, section 2) in inference: one

@@ -23,7 +23,7 @@ std::array<Switch, 4> table{{
     {"poison", {"", "0", "1", nullptr, nullptr}, ""},
     {"cpu_loop", {"", "rows", "fused", "fused_gemm", "fused_input"}, ""},
     {"cpu_gemm", {"", "aten", nullptr, nullptr, nullptr}, ""},
-    {"cuda_path", {"", "persistent", nullptr, nullptr, nullptr}, ""},
+    {"cuda_path", {"", "gates", nullptr, nullptr, nullptr}, ""},
 }};
 
 Switch& find(const std::string& name) {

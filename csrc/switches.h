@@ -15,8 +15,9 @@
 //                                              matmul instead of oneDNN-packed weights
 //                                              (csrc/cpu/reused_weight_gemm.h) or the BLAS
 //                                              (csrc/cpu/mhsa_cpu.cpp)
-//   cuda_path  "" | persistent                 "persistent": the CUDA LSTM's one-launch loop
-//                                              where it fits (csrc/cuda/lstm_layer_cuda.cpp)
+//   cuda_path  "" | gates                      "gates": the CUDA LSTM forward takes the
+//                                              gate-kernel path even where the tensor-core
+//                                              kernel fits (csrc/cuda/lstm_layer_cuda.cpp)
 //
 // Setting a switch is not synchronised with kernels running in other threads: set them
 // between calls (lstm_fused.switches.override in tests and benchmarks).
@@ -28,7 +29,7 @@ namespace lstm_fused {
 
 enum class CpuLoop { Auto, Rows, Fused, FusedGemm, FusedInput };
 enum class CpuGemm { Auto, Aten };
-enum class CudaPath { Auto, Persistent };
+enum class CudaPath { Auto, Gates };
 
 struct Switches {
   bool poison = false;

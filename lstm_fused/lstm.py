@@ -4,7 +4,7 @@ Same constructor arguments, parameter names, shapes, initialisation and state_di
 torch.nn; forward takes and returns exactly what nn.LSTM / nn.LSTMCell do (PackedSequence,
 unbatched input and batch_first included). Extra keyword-only arguments: peephole
 (docs/contract.md, section 1; weights weight_c{i,f,o}_l{k}[_reverse], initialised to zero) and
-backend (section 4).
+backend (section 4); LSTM.forward's resets (per-step state resets, docs/contract.md, "Resets").
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import functional
+from .functional.lstm import check_resets
 from ._checks import check_device, check_dtype, check_shape, check_tensor
 from .ops.registry import check_name
 
@@ -78,6 +79,10 @@ class LSTM(nn.Module):
     Input (T, B, I) (or (B, T, I) with batch_first, or (T, I) unbatched, or a PackedSequence);
     hx = (h_0 (L*D, B, R), c_0 (L*D, B, H)) with R = proj_size or hidden_size.
     Returns output (T, B, D*R) and (h_n, c_n) of the shapes of hx.
+    forward's keyword-only resets: (T, B) ((B, T) with batch_first, (T,) unbatched; with a
+    PackedSequence the padded layout in the original batch order, T the longest length), bool
+    or 0/1: where set, that row starts that step from h_0, c_0 (zeros without hx) in every
+    layer; no gradient crosses a reset (docs/contract.md, "Resets").
 
     Bad input raises the exception type nn.LSTM raises for it (ValueError for an input dtype
     other than the weights', RuntimeError for a wrong number of features or a hidden state that
@@ -281,7 +286,8 @@ class LSTM(nn.Module):
                                  dim=1)
         return stacked("weight_ih"), stacked("weight_hh"), bias, w_hr, w_peep
 
-    def forward(self, input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+    def forward(self, input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, *,
+                resets: Optional[torch.Tensor] = None):
         where = "LSTM"
         weight = self.weight_ih_l0
         lengths = None
@@ -306,13 +312,15 @@ class LSTM(nn.Module):
         check_device(x, "input", weight.device, where=where)
 
         h0, c0 = self.initial_state(hx, x, batched, nn_errors=True)
+        if resets is not None:
+            resets = self._time_major_resets(resets, x, batched, packed)
         between_layers = None
         if self.dropout > 0 and self.training:
             def between_layers(y):
                 return _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
         layer_input, h_n, c_n = functional.lstm(
             x, h0, c0, [self.layer_weights(k) for k in range(self.num_layers)], lengths,
-            between_layers=between_layers, backend=self.backend)
+            resets=resets, between_layers=between_layers, backend=self.backend)
 
         if packed:
             out = _repack(layer_input, lengths, input)
@@ -321,6 +329,30 @@ class LSTM(nn.Module):
         else:
             out = layer_input.transpose(0, 1) if self.batch_first else layer_input
         return out, (h_n, c_n)
+
+    def _time_major_resets(self, resets, x: torch.Tensor, batched: bool, packed: bool):
+        """resets as the user lays it out -> (T, B) bool on x's device (x (T, B, I) time-major):
+        (T,) for an unbatched input, (B, T) with batch_first, else (T, B); a PackedSequence's
+        padded layout in the original batch order."""
+        where = "LSTM"
+        T, B = x.shape[0], x.shape[1]
+        check_tensor(resets, "resets", where=where)
+        if not batched:
+            layout = "(T,)"
+            if resets.dim() != 1 or resets.shape[0] != T:
+                raise ValueError(f"{where}: resets has shape {tuple(resets.shape)}, expected "
+                                 f"(T,) = ({T},) for an unbatched input: one flag per step")
+            resets = resets.unsqueeze(1)
+        elif self.batch_first:
+            layout = "(B, T) (batch_first)"
+            if resets.dim() != 2 or tuple(resets.shape) != (B, T):
+                raise ValueError(f"{where}: resets has shape {tuple(resets.shape)}, expected "
+                                 f"(B, T) = {(B, T)} (batch_first"
+                                 f"{', T the longest length' if packed else ''})")
+            resets = resets.t()
+        else:
+            layout = "(T, B)" + (" (T the longest length)" if packed else "")
+        return check_resets(resets, x, where=where, layout=layout)
 
     def initial_state(self, hx, x: torch.Tensor, batched: bool = True, nn_errors: bool = False):
         """(h_0 (L*D, B, R), c_0 (L*D, B, H)) for the time-major input x (T, B, I): hx checked

@@ -28,12 +28,33 @@ def lstm_cell(x, h, c, w_ih, w_hh, bias=None, w_hr=None, w_peep=None):
     return h_new, c_new
 
 
-def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths=None):
+def reset_before(resets, direction: int, valid=None):
+    """Where each row of one direction starts step t from the initial state: (T, B, 1) bool.
+
+    resets (T, B) bool: a reset at t is the boundary between steps t-1 and t. Direction 0
+    starts step t afresh where resets[t] (0 < t); direction 1, running t downwards, starts step
+    t - 1 afresh, i.e. step t where resets[t + 1] (t + 1 < T). valid (T, B, 1) or None: resets
+    at padded steps (t >= lengths[b]) are ignored."""
+    T = resets.shape[0]
+    flags = resets if valid is None else resets & valid.squeeze(2)
+    none = torch.zeros_like(flags[:1])
+    if direction == 0:
+        shifted = torch.cat([none, flags[1:]]) if T > 0 else flags
+    else:
+        shifted = torch.cat([flags[1:], none]) if T > 0 else flags
+    return shifted.unsqueeze(2)
+
+
+def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths=None,
+               resets=None):
     """One layer, every direction (csrc/lstm_layer_args.h has the shapes).
 
     x (T, B, I); h0 (D, B, R); c0 (D, B, H); w_ih (D, G, I); w_hh (D, G, R); bias (D, G);
     w_hr (D, P, H); w_peep (D, 3, H); lengths (B,) int64: steps t >= lengths[b] keep the state
     and output zeros. Direction 1 runs from t = T - 1 down to 0.
+    resets (T, B) bool or None: where resets[t, b] is set, row b's state (h, c) is replaced by
+    (h0[d, b], c0[d, b]) at the boundary between steps t-1 and t: direction 0 before step t,
+    direction 1 before step t-1 (reset_before). No gradient crosses a reset.
     Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H).
     """
     T, B = x.shape[0], x.shape[1]
@@ -44,11 +65,17 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths
         steps = torch.arange(T, device=x.device).unsqueeze(1)
         valid = (steps < lengths.to(x.device).unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
         x = x.masked_fill(~valid, 0)  # padding is never read, even when it holds NaN
+    if resets is not None:
+        resets = resets.to(device=x.device, dtype=torch.bool)
     for d in range(D):
         h, c = h0[d], c0[d]
+        fresh = None if resets is None else reset_before(resets, d, valid)
         outs = [None] * T
         order = range(T - 1, -1, -1) if d == 1 else range(T)
         for t in order:
+            if fresh is not None:
+                h = torch.where(fresh[t], h0[d], h)
+                c = torch.where(fresh[t], c0[d], c)
             h_new, c_new = lstm_cell(
                 x[t], h, c, w_ih[d], w_hh[d],
                 None if bias is None else bias[d],

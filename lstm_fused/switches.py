@@ -6,7 +6,7 @@
 | poison | LSTM_FUSED_POISON | "1" | kernel outputs start as NaN (tests: an unwritten element fails) |
 | cpu_loop | LSTM_FUSED_CPU_LOOP | "", rows, fused, fused_gemm, fused_input | forces one CPU time loop (comparisons, tests) |
 | cpu_gemm | LSTM_FUSED_CPU_GEMM | "", aten | CPU kernels multiply with ATen's matmul instead of oneDNN-packed weights / BLAS |
-| cuda_path | LSTM_FUSED_CUDA_PATH | "", persistent | the CUDA LSTM's persistent (one launch) loop where it fits |
+| cuda_path | LSTM_FUSED_CUDA_PATH | "", gates | "gates": the CUDA LSTM forward takes the gate-kernel path even where the tensor-core kernel fits |
 | triton_path | LSTM_FUSED_TRITON_PATH | "", sequence, step, persistent | forces one Triton LSTM path |
 | triton_interpret | TRITON_INTERPRET | "1" | Triton's interpreter: the Triton backend runs on CPU tensors (tests) |
 
@@ -29,7 +29,7 @@ SWITCHES: Dict[str, tuple] = {
     "poison": ("LSTM_FUSED_POISON", ("", "0", "1")),
     "cpu_loop": ("LSTM_FUSED_CPU_LOOP", ("", "rows", "fused", "fused_gemm", "fused_input")),
     "cpu_gemm": ("LSTM_FUSED_CPU_GEMM", ("", "aten")),
-    "cuda_path": ("LSTM_FUSED_CUDA_PATH", ("", "persistent")),
+    "cuda_path": ("LSTM_FUSED_CUDA_PATH", ("", "gates")),
     "triton_path": ("LSTM_FUSED_TRITON_PATH", ("", "sequence", "step", "persistent")),
     "triton_interpret": ("TRITON_INTERPRET", ("", "0", "1")),
 }

@@ -2,18 +2,20 @@
 
 Every csrc/cuda/*.cu (kernels and launchers) and csrc/cuda/*.cpp (host code) is built as plain
 C++ with -DLSTM_FUSED_CUDA_EMULATION (tests/cuda_emu/cuda_emulation.h: an ordinary launch runs
-one call per (block, thread) in order; a cooperative launch of the persistent kernels runs every
-CUDA thread as an OS thread, with real barriers for __syncthreads, warp shuffles and the grid
-barrier; a block launch, the attention kernels (mhsa_kernels.cuh, attention_kernels.cuh), runs
-the blocks in turn and the threads of each block at once, with their shared memory, the
+one call per (block, thread) in order; a cooperative launch of the tensor-core time loop
+(lstm_tc_forward.cuh) runs every CUDA thread as an OS thread, with real barriers for
+__syncthreads and the warp-collective mma.sync / ldmatrix / shuffles, and the flags between CTAs
+as C++ atomics; a block launch, the attention kernels (mhsa_kernels.cuh, attention_kernels.cuh),
+runs the blocks in turn and the threads of each block at once, with their shared memory, the
 dynamic part poisoned with NaN) into a test library that
 registers the same operator schemas under torch.ops.lstm_fused_emu, with the same fake kernels
 and autograd as lstm_fused. So the exact
-indexing, masking, vector loads, GEMM sequence, the persistent kernels' work split and
-exchange, and the weight-gradient code of both paths are checked against the float64 reference
-without a GPU. What this cannot check: the device itself (the CUDA memory model's weak
-orderings, L1 staleness, occupancy, cuBLAS, streams, timings): that needs a GPU and
-compute-sanitizer.
+indexing, masking, vector loads, GEMM sequence, the tensor-core kernel's fragments, work split
+and flag exchange (in its tiny emulation configurations, csrc/cuda/lstm_tc_plan.h), and the
+weight-gradient code are checked against the float64 reference without a GPU. The emulated
+mma/ldmatrix are themselves checked against the PTX ISA's figures (tests/test_tc_emulation.py).
+What this cannot check: the device itself (the CUDA memory model's weak orderings, L1
+staleness, occupancy, cuBLAS, streams, timings): that needs a GPU and compute-sanitizer.
 """
 from __future__ import annotations
 
@@ -66,8 +68,9 @@ def emu_ops(tmp_path_factory):
 
 @contextlib.contextmanager
 def cuda_path(emu_ops, path):
-    """The emulated library's switch cuda_path for a block: "gates" (automatic) or "persistent"."""
-    emu_ops.set_switch("cuda_path", "persistent" if path == "persistent" else "")
+    """The emulated library's switch cuda_path for a block: "gates" (the gate-kernel path
+    forced) or "auto" (the tensor-core loop for float16/bfloat16 where it fits)."""
+    emu_ops.set_switch("cuda_path", "gates" if path == "gates" else "")
     try:
         yield
     finally:
@@ -85,27 +88,31 @@ _float64 = float64_cpu
 _check = assert_close_scaled  # (actual, expected, dtype, what, factor=1.0), tolerances.py
 
 
-# (kernel path, dtype, config). The persistent kernels have no float64 version and no
-# projection (those calls take the gate path), so they are run on the other combinations.
-CASES = ([("gates", d, c) for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-          for c in CONFIGS]
-         # (emulated cooperative launches are slow: every config in float32, a few in half)
-         + [("persistent", torch.float32, c) for c in ("uni", "bi", "bi-lengths", "peephole",
-                                                       "odd-H")]
-         + [("persistent", torch.float16, "bi-lengths"), ("persistent", torch.float16, "odd-H"),
-            ("persistent", torch.bfloat16, "peephole")])
+# The configurations the tensor-core loop takes (H a multiple of 8, no projection); the others
+# take the gate-kernel path, with the reason lstm_layer_cuda_path reports.
+TC_CONFIGS = ("uni", "bi", "bi-lengths", "peephole")
+HALF = (torch.float16, torch.bfloat16)
+
+# (kernel path, dtype, config): the gate-kernel path forced for every dtype and config, and the
+# automatic choice (the tensor-core loop) for the 16-bit dtypes.
+CASES = ([("gates", d, c) for d in (torch.float64, torch.float32) + HALF for c in CONFIGS]
+         + [("auto", d, c) for d in HALF for c in TC_CONFIGS])
 
 
 @pytest.mark.parametrize("path,dtype,config", CASES,
                          ids=[f"{p}-{str(d).replace('torch.', '')}-{c}" for p, d, c in CASES])
 def test_forward_backward_match_float64_reference(emu_ops, path, dtype, config):
     with cuda_path(emu_ops, path):
+        args = _make_args(CONFIGS[config], dtype)
+        want = "tensor_core" if path == "auto" else "gates: "
+        assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], args["w_hr"]).startswith(
+            want)
         _forward_backward_match_float64_reference(emu_ops, dtype, config)
 
 
 def test_switches_refuse_unknown_names_and_values(emu_ops):
     with pytest.raises(ValueError, match="cuda_path"):
-        emu_ops.set_switch("cuda_path", "gates")
+        emu_ops.set_switch("cuda_path", "persistent")
     with pytest.raises(ValueError, match="no C\\+\\+ switch named 'cuda_paths'"):
         emu_ops.set_switch("cuda_paths", "")
 
@@ -178,12 +185,12 @@ def test_noncontiguous_inputs(emu_ops):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["gates", "persistent"])
-def test_out_of_range_lengths_act_as_clamped(emu_ops, path):
+@pytest.mark.parametrize("path,dtype", [("gates", torch.float32), ("auto", torch.bfloat16)])
+def test_out_of_range_lengths_act_as_clamped(emu_ops, path, dtype):
     """The CUDA host code does not check the values of lengths (a device synchronisation; that
     is lstm_fused.functional's job, on the host): a length past T acts as T and one below 0 as
     0, forward and backward, and nothing is read or written out of bounds."""
-    args = _make_args(CONFIGS["bi-lengths"], torch.float32)
+    args = _make_args(CONFIGS["bi-lengths"], dtype)
     bad = dict(args, lengths=torch.tensor([7, -2, 0, 1]))
     clamped = dict(args, lengths=torch.tensor([6, 0, 0, 1]))
     with cuda_path(emu_ops, path):
@@ -192,12 +199,67 @@ def test_out_of_range_lengths_act_as_clamped(emu_ops, path):
         for a, e, what in zip(got, want, ("y", "h_n", "c_n", "gates", "cells")):
             torch.testing.assert_close(a, e, rtol=0, atol=0, msg=lambda m, w=what: f"{w}: {m}")
         g = torch.Generator().manual_seed(5)
-        grads = [torch.randn(t.shape, generator=g) for t in got[:3]]
+        grads = [torch.randn(t.shape, generator=g).to(dtype) for t in got[:3]]
         saved = [got[0], got[3], got[4]]
         back = [emu_ops.lstm_layer_backward(*grads, *(kw[k] for k in ARG_NAMES if k != "bias"),
-                                            *saved) for kw in (bad, clamped)]
+                                            None, *saved) for kw in (bad, clamped)]
         for a, e in zip(*back):
             torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def _resets(T, B, seed=11):
+    """(T, B) bool with a reset at the first and the last step among random ones."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(T, B, generator=g) < 0.4
+    r[0, 0] = r[T - 1, B - 1] = True
+    return r
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("config", ["bi-lengths", "proj", "all", "odd-H"])
+def test_resets_match_float64_reference(emu_ops, dtype, config):
+    """resets (docs/contract.md, "Resets") on the gate path: forward and every gradient
+    against reference.lstm_layer with the same resets."""
+    args = _make_args(CONFIGS[config], dtype, seed=3)
+    T, B = args["x"].shape[:2]
+    resets = _resets(T, B)
+    params = {k: v.requires_grad_(True) for k, v in args.items()
+              if v is not None and k != "lengths"}
+    y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
+    ref_args = _float64(args, requires_grad=True)
+    ref = reference.lstm_layer(**ref_args, resets=resets)
+    for a, e, what in zip((y, h_n, c_n), ref, ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+    g = torch.Generator().manual_seed(7)
+    grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n)]
+    torch.autograd.backward((y, h_n, c_n), [gr.to(dtype) for gr in grads])
+    torch.autograd.backward(ref, grads)
+    factor = 2.0 if dtype in (torch.float16, torch.bfloat16) else 1.0
+    for name, p in params.items():
+        _check(p.grad, ref_args[name].grad, dtype, f"grad {name}", factor)
+
+
+def test_resets_gradcheck_float64(emu_ops):
+    args = _make_args((4, 3, 2, 4, 2, 2, True, [4, 1, 3]), torch.float64, seed=2)
+    resets = _resets(4, 3, seed=4)
+    names = [k for k in ARG_NAMES if args[k] is not None and k != "lengths"]
+
+    def fn(*tensors):
+        kw = dict(args)
+        kw.update(zip(names, tensors))
+        return emu_ops.lstm_layer_forward(*(kw[k] for k in ARG_NAMES), resets)[:3]
+
+    inputs = tuple(args[k].clone().requires_grad_(True) for k in names)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_resets_all_false_change_nothing(emu_ops):
+    args = _make_args(CONFIGS["all"], torch.float32)
+    ordered = [args[k] for k in ARG_NAMES]
+    never = torch.zeros(args["x"].shape[:2], dtype=torch.bool)
+    for a, b in zip(emu_ops.lstm_layer_forward(*ordered, never),
+                    emu_ops.lstm_layer_forward(*ordered)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_dtype_errors(emu_ops):
@@ -206,6 +268,108 @@ def test_dtype_errors(emu_ops):
             for k, v in args.items()}
     with pytest.raises(TypeError, match="dtype Int is not supported"):
         emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
+
+
+# ------------------------------------ the tensor-core loop (lstm_tc_forward.cuh), emulated
+
+# (T, B, I, H, D, peephole, lengths): B = 20 takes two m16 tiles; H = 24 gives six CTAs of
+# four units per direction and a second warp with half a K-slice; H = 32 the full K of the
+# emulation configurations (2 warps x 16).
+TC_SHAPES = {
+    "two-m-tiles": (5, 20, 3, 8, 1, False, None),
+    "partial-k-slice": (6, 3, 4, 24, 2, True, [6, 0, 3]),
+    "full-k": (4, 5, 6, 32, 2, False, [1, 4, 0, 2, 3]),
+}
+
+
+def _reference_outputs(args):
+    ref = _float64(args)
+    return reference.lstm_layer(**ref)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("shape", list(TC_SHAPES))
+def test_tensor_core_loop_shapes(emu_ops, dtype, shape):
+    """Against the float64 reference (y, h_n, c_n), and its saved gates and cells against the
+    gate-kernel path's (the layout the backward reads)."""
+    T, B, I, H, D, peephole, lengths = TC_SHAPES[shape]
+    args = _make_args((T, B, I, H, 0, D, peephole, lengths), dtype, seed=3)
+    ordered = [args[k] for k in ARG_NAMES]
+    assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], None) == "tensor_core"
+    got = emu_ops.lstm_layer_forward(*ordered)
+    for a, e, what in zip(got, _reference_outputs(args), ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+    with cuda_path(emu_ops, "gates"):
+        gate_path = emu_ops.lstm_layer_forward(*ordered)
+    for a, e, what in zip(got[3:], gate_path[3:], ("gates", "cells")):
+        _check(a, e.double(), dtype, what)
+    inference = emu_ops.lstm_layer_inference(*ordered)
+    for a, e in zip(inference, got[:3]):  # the same kernel without the saved tensors
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def test_tensor_core_loop_two_layers(emu_ops):
+    """Two bidirectional layers, the second fed the first's output (what lstm_fused.functional
+    does per layer), against the float64 reference chained the same way."""
+    dtype, T, B, H, D = torch.bfloat16, 5, 3, 8, 2
+    lengths = [5, 2, 4]
+    first = _make_args((T, B, 4, H, 0, D, False, lengths), dtype, seed=4)
+    second = _make_args((T, B, D * H, H, 0, D, False, lengths), dtype, seed=5)
+    y1 = emu_ops.lstm_layer_forward(*(first[k] for k in ARG_NAMES))[0]
+    second["x"] = y1
+    y2, h2, c2 = emu_ops.lstm_layer_forward(*(second[k] for k in ARG_NAMES))[:3]
+    ref1 = _reference_outputs(first)[0]
+    ref2 = reference.lstm_layer(**dict(_float64(second), x=ref1))
+    for a, e, what in zip((y2, h2, c2), ref2, ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("cfg", [CONFIGS["bi-lengths"], (6, 3, 4, 24, 0, 2, True, [6, 0, 3])],
+                         ids=["bi-lengths", "partial-k-slice"])
+def test_tensor_core_loop_resets(emu_ops, dtype, cfg):
+    """resets (docs/contract.md) in the tensor-core loop: forward against the reference, the
+    saved gates and cells against the gate-kernel path's, and the gradients (the gate-kernel
+    backward from what the tensor-core forward saved)."""
+    args = _make_args(cfg, dtype, seed=6)
+    T, B = args["x"].shape[:2]
+    resets = _resets(T, B, seed=12)
+    assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], None) == "tensor_core"
+    params = {k: v.requires_grad_(True) for k, v in args.items()
+              if v is not None and k != "lengths"}
+    got = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
+    ref_args = _float64(args, requires_grad=True)
+    ref = reference.lstm_layer(**ref_args, resets=resets)
+    for a, e, what in zip(got, ref, ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
+    with cuda_path(emu_ops, "gates"), torch.no_grad():
+        gate_path = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
+    for a, e, what in zip(got[3:], gate_path[3:], ("gates", "cells")):
+        _check(a, e.double(), dtype, what)
+    g = torch.Generator().manual_seed(8)
+    grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in got[:3]]
+    torch.autograd.backward(got[:3], [gr.to(dtype) for gr in grads])
+    torch.autograd.backward(ref, grads)
+    for name, p in params.items():
+        _check(p.grad, ref_args[name].grad, dtype, f"grad {name}", 2.0)
+
+
+@pytest.mark.parametrize("cfg,dtype,reason", [
+    ((3, 2, 3, 5, 0, 1, False, None), torch.bfloat16, "H = 5 is not a multiple of 8"),
+    ((3, 2, 3, 8, 4, 1, False, None), torch.float16, "proj_size > 0"),
+    ((3, 40, 3, 8, 0, 1, False, None), torch.bfloat16, "batch B = 40 is above"),
+    ((3, 2, 3, 40, 0, 1, False, None), torch.bfloat16, "hidden_size H = 40 is above"),
+    ((3, 2, 3, 8, 0, 1, False, None), torch.float32, "float32 keeps the gate-kernel path"),
+    ((3, 2, 3, 8, 0, 1, False, None), torch.float64, "float64 takes the gate-kernel path"),
+])
+def test_shapes_the_tensor_core_loop_does_not_take_say_why(emu_ops, cfg, dtype, reason):
+    args = _make_args(cfg, dtype)
+    path = emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], args["w_hr"])
+    assert path.startswith("gates: ") and reason in path, path
+    T, B, I, H, P, D, _, _ = cfg
+    y, h_n, c_n = emu_ops.lstm_layer_inference(*(args[k] for k in ARG_NAMES))
+    for a, e, what in zip((y, h_n, c_n), _reference_outputs(args), ("y", "h_n", "c_n")):
+        _check(a, e, dtype, what)
 
 
 # ------------------------------------------------- self-attention (mhsa_cuda.cpp, mhsa_kernels.cuh)

@@ -1,7 +1,7 @@
 """backend="cuda": the CUDA C++ LSTM kernels (csrc/cuda/) against the float64 reference.
 
-Every numeric test runs once per kernel path (switch cuda_path: the default gate-kernel loop,
-and persistent) on a CUDA device, and is skipped (with a reason) without one. The same harness
+Every numeric test runs once per kernel path (switch cuda_path: the automatic choice, i.e. the
+tensor-core loop for float16/bfloat16 where it fits, and the gate-kernel loop) on a CUDA device, and is skipped (with a reason) without one. The same harness
 also runs with backend="cpu" on the CPU (float32), so that the comparison code itself is
 exercised on machines without a GPU. Shapes (the letters of docs/contract.md): x (T, B, I),
 h0 (D, B, R), c0 (D, B, H), R = P or H.
@@ -22,8 +22,8 @@ NEEDS_CUDA = needs("lstm_layer", "cuda")
 
 # (backend, CUDA kernel path): the CUDA runs, plus the CPU backend as a check of the harness.
 TARGETS = [
-    pytest.param(("cuda", ""), marks=NEEDS_CUDA, id="cuda-gates"),
-    pytest.param(("cuda", "persistent"), marks=NEEDS_CUDA, id="cuda-persistent"),
+    pytest.param(("cuda", ""), marks=NEEDS_CUDA, id="cuda-auto"),
+    pytest.param(("cuda", "gates"), marks=NEEDS_CUDA, id="cuda-gates"),
     pytest.param(("cpu", None), id="cpu-harness"),
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -3,12 +3,17 @@
 The compile is that of tests/test_cuda_compile.py (sm_80 and sm_90, --resource-usage, the same
 cache: tests/cuda_build_helpers.py). Asserts:
   - no kernel of csrc/cuda spills registers (spill stores / loads are 0): the time loops
-    (gate and persistent kernels), the attention and self-attention kernels, on both archs;
+    (gate kernels and the tensor-core loop), the attention and self-attention kernels, on both
+    archs;
+  - every configuration of the tensor-core loop (lstm_tc_forward.cuh) fits one CTA of 256
+    threads per SM with its W_hh fragments in registers (registers x threads <= 64 K) and
+    within the SM's shared memory; the registers of each are printed;
   - every dynamic shared-memory size the host plans, through the planner headers the host code
-    uses (csrc/cuda/mhsa_plan.h, csrc/cuda/lstm_persistent_plan.h, built into a tiny program
-    from tests/cuda_plan/), plus the kernel's static shared memory, stays within the per-block
+    uses (csrc/cuda/mhsa_plan.h, csrc/cuda/lstm_tc_plan.h, built into a tiny program from
+    tests/cuda_plan/), plus the kernel's static shared memory, stays within the per-block
     opt-in limit it checks at run time, for the benchmark grid's shapes (B up to 256, H up to
-    1024, head sizes 32 / 64 / 128; float32, float16, bfloat16).
+    1024, head sizes 32 / 64 / 128; float32, float16, bfloat16), and a shape no
+    configuration takes is refused with the reason the host reports.
 Prints a table of every kernel (run with -s to see it). Marked slow_compile.
 """
 from __future__ import annotations
@@ -26,7 +31,7 @@ pytestmark = [pytest.mark.slow_compile,
 
 # Per-block opt-in shared memory (cudaDevAttrMaxSharedMemoryPerBlockOptin), bytes.
 SMEM_OPTIN = {"sm_80": 166_912, "sm_90": 232_448}
-ELEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+REGISTERS_PER_SM = 65_536
 BATCHES = (1, 16, 64, 256)
 HIDDEN = (64, 256, 512, 768, 1024)
 HEAD_DIMS = (32, 64, 128)
@@ -81,8 +86,8 @@ def test_time_loop_kernels_are_checked(kernels):
     """The check above covers the kernels of the time loops and of attention (guards against
     a renamed kernel silently leaving the table)."""
     names = " ".join(k["name"] for k in kernels)
-    for kernel in ("gate_forward_kernel", "gate_backward_kernel", "persistent_forward_kernel",
-                   "persistent_backward_kernel", "mhsa_forward_kernel", "mhsa_dkdv_kernel",
+    for kernel in ("gate_forward_kernel", "gate_backward_kernel", "tc_forward_kernel",
+                   "mhsa_forward_kernel", "mhsa_dkdv_kernel",
                    "mhsa_dq_kernel", "attention_pooling_fwd_kernel", "masked_softmax_fwd_kernel"):
         assert kernel in names, kernel
 
@@ -116,13 +121,11 @@ def plans(planner):
     for optin in SMEM_OPTIN.values():
         for dh in HEAD_DIMS:
             queries.append(f"mhsa {dh} 4 {optin}")  # acc: float for float32, float16, bfloat16
-        for elem in sorted(set(ELEM_BYTES.values())):
-            for B in BATCHES:
-                for H in HIDDEN:
-                    for D in (1, 2):
-                        for backward in (0, 1):
-                            queries.append(f"persistent {B} {H} {D} {elem} {backward} {optin}")
-    result = {"mhsa": [], "persistent": []}
+        for B in BATCHES:  # the tensor-core loop: 16-bit storage only
+            for H in HIDDEN:
+                for D in (1, 2):
+                    queries.append(f"tc_forward {B} {H} {D} 0 {optin}")
+    result = {"mhsa": [], "tc_forward": []}
     for plan in planner(queries):
         result[plan["kind"]].append(plan)
     return result
@@ -156,18 +159,66 @@ def test_mhsa_plan_refuses_what_does_not_fit(planner):
     assert "outside the CUDA kernel's range" in too_big["refusal"], too_big
 
 
-def test_persistent_plans_fit_the_device_limit(kernels, plans):
+def _tc_kernels(kernels):
+    """{(dtype, units, warps, ksteps, mtiles, arch): row} of the tensor-core loop's kernels."""
+    found = {}
+    for k in kernels:
+        m = re.search(r"tc_forward_kernel<(\w+), (\d+), (\d+), (\d+), (\d+)>", k["name"])
+        if m:
+            found[(m.group(1),) + tuple(int(v) for v in m.group(2, 3, 4, 5)) + (k["arch"],)] = k
+    return found
+
+
+def test_tensor_core_loop_fits_one_cta_per_sm(kernels, plans):
+    """Every compiled configuration: its registers (W_hh fragments included) leave one CTA of
+    kWarps x 32 threads per SM, no spills, and its shared memory (what the plan asks plus the
+    static part) within the opt-in limit; printed with -s."""
+    tc = _tc_kernels(kernels)
+    assert {key[0] for key in tc} == {"BFloat16", "Half"}, sorted(tc)
+    lines = []
+    for (dtype, units, warps, ksteps, mtiles, arch), k in sorted(tc.items()):
+        threads = 32 * warps
+        weight_regs = ksteps * -(-4 * units // 8) * 2
+        regs = -(-k["registers"] // 8) * 8  # allocated per thread in steps of 8
+        assert regs * threads <= REGISTERS_PER_SM, k
+        assert k["spill_stores"] == 0 and k["spill_loads"] == 0, k
+        lines.append(f"{arch} {dtype:9} units {units:2} warps {warps} ksteps {ksteps} mtiles "
+                     f"{mtiles}: {k['registers']:3d} registers ({weight_regs} of W_hh "
+                     f"fragments), {REGISTERS_PER_SM // (regs * threads)} CTA/SM by registers")
+    print("\n" + "\n".join(lines))
+    headline = [k for key, k in tc.items() if key[1:5] == (6, 8, 6, 1)]
+    assert len(headline) == 4, "the headline configuration (6 units, 8 warps) for both dtypes"
+
+
+def test_tensor_core_plans_fit_the_device_limit(kernels, plans):
     arch_of = {v: k for k, v in SMEM_OPTIN.items()}
-    headline = []
-    for p in plans["persistent"]:
+    tc = _tc_kernels(kernels)
+    for p in plans["tc_forward"]:
         arch = arch_of[p["optin"]]
-        kernel = "persistent_backward_kernel" if p["backward"] else "persistent_forward_kernel"
-        static = _static_smem(kernels, kernel, arch)
-        for units, smem, blocks in p["candidates"]:
-            assert smem + static <= p["optin"], (units, smem, p)
-            assert blocks == p["D"] * -(-p["H"] // units)
-        if p["B"] == 16 and p["H"] == 768 and p["elem_bytes"] == 2 and p["D"] == 1:
-            headline.append(p)
-    # The headline shape (B = 16, H = 768, 16-bit, one direction) has block sizes to try on
-    # both archs, forward and backward.
-    assert len(headline) == 4 and all(p["candidates"] for p in headline), headline
+        for _index, units, warps, ksteps, mtiles, ctas, smem in p["candidates"]:
+            for dtype in ("BFloat16", "Half"):
+                k = tc[(dtype, units, warps, ksteps, mtiles, arch)]
+                assert smem + k["smem"] <= p["optin"], (p, k)
+            assert ctas == p["D"] * -(-p["H"] // units)
+            assert p["B"] <= 16 * mtiles and p["H"] <= 16 * ksteps * warps
+        if p["B"] <= 64 and (p["H"] <= 768 or arch == "sm_90"):
+            assert p["candidates"], p
+        elif p["B"] > 64:
+            assert not p["candidates"] and f"batch B = {p['B']} is above" in p["reason"], p
+    # The headline shape (B = 16, H = 768, one direction) tries 128 CTAs of 6 units first
+    # (an H100 has 132 SMs; an A100's 108 take the next: 96 CTAs of 8 units).
+    for optin in SMEM_OPTIN.values():
+        (p,) = [p for p in plans["tc_forward"]
+                if (p["B"], p["H"], p["D"], p["optin"]) == (16, 768, 1, optin)]
+        assert [c[1:6] for c in p["candidates"][:2]] == [[6, 8, 6, 1, 128], [8, 8, 8, 1, 96]], p
+
+
+def test_tensor_core_plan_refuses_what_does_not_fit(planner):
+    """The reasons the host reports (lstm_layer_cuda_path) for shapes no configuration takes."""
+    proj, odd, big_h, small_smem = planner([
+        "tc_forward 16 768 1 256 232448", "tc_forward 16 100 1 0 232448",
+        "tc_forward 16 2048 1 0 232448", "tc_forward 64 1024 1 0 166912"])
+    assert "proj_size > 0" in proj["reason"] and not proj["candidates"]
+    assert "H = 100 is not a multiple of 8" in odd["reason"]
+    assert "H = 2048 is above the largest compiled configuration (H <= 1024)" in big_h["reason"]
+    assert "above the device's per-block limit of 166912" in small_smem["reason"]

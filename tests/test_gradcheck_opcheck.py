@@ -75,7 +75,7 @@ def test_opcheck_backward(combo):
     g = torch.Generator().manual_seed(5)
     grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n)]
     bargs = (*grads, args["x"], args["h0"], args["c0"], args["w_ih"], args["w_hh"], args["w_hr"],
-             args["w_peep"], args["lengths"], y, gates, cells)
+             args["w_peep"], args["lengths"], None, y, gates, cells)
     torch.library.opcheck(torch.ops.lstm_fused.lstm_layer_backward.default, bargs)
 
 

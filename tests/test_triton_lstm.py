@@ -189,7 +189,7 @@ def test_opcheck():
         out = FWD(*[a.detach() if a is not None else a for a in args])
         grads = [torch.randn_like(t) for t in out[:3]]
         bargs = (*grads, ins["x"], ins["h0"], ins["c0"], ins["w_ih"], ins["w_hh"], ins["w_hr"],
-                 ins["w_peep"], ins["lengths"], out[0], out[3], out[4])
+                 ins["w_peep"], ins["lengths"], None, out[0], out[3], out[4])
         torch.library.opcheck(BWD, tuple(t.detach() if t is not None else t for t in bargs))
 
 
@@ -453,7 +453,10 @@ for fn, dt, ce in [
         for name, value in (("POOL", False), ("WRITE_Y", True), ("HAS_PB", True),
                             ("HAS_Q", True), ("BLOCK_A", 16)):
             ce.setdefault(name, value)
+    if "HAS_RESETS" in fn.arg_names:  # the resets path, except where the attentive pool runs
+        ce.setdefault("HAS_RESETS", not ce.get("POOL", False))
     sig = {n: "constexpr" if n in ce else "i32" if n in ints else "*i64" if n == "len_ptr"
+           else "*u8" if n == "rs_ptr"
            else "*i32" if n == "bar_ptr"
            else "*fp32" if n in ("c_ptr", "dc_ptr", "c_state_ptr", "dh_state_ptr", "dc_state_ptr",
                                  "scores_ptr", "lse_ptr")

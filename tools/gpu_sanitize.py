@@ -5,7 +5,7 @@
     python tools/gpu_sanitize.py --dry                                         # CPU, no tool
 
 Families: the LSTM layer (both directions, projection, lengths with a 0 and a full one; and on
-"cuda" also the persistent one-launch loop), LSTMCell, masked softmax, attention pooling
+"cuda" also the layer without projection, which the tensor-core loop takes in 16-bit), LSTMCell, masked softmax, attention pooling
 (with a query), self-attention (training, attention dropout 0.1), channel attention (ECA and
 SE) and the attentive LSTM (training, and inference, where the pooling runs inside the time
 loop). Each call is built for one backend on fresh random inputs and differentiated once on
@@ -60,14 +60,14 @@ def _lengths(device):
     return torch.tensor(LENGTHS, device=device)
 
 
-def lstm_layer(persistent: bool):
+def lstm_layer(no_proj: bool):
     def build(backend, dtype, device, gen):
         D, I, H, P = 2, 5, 8, 6
-        if persistent:  # the one-launch loop takes no projection
+        if no_proj:  # no projection: the tensor-core loop's shapes (16-bit dtypes)
             P = H
         params = {"w_ih": _randn(gen, D, 4 * H, I) * 0.3, "w_hh": _randn(gen, D, 4 * H, P) * 0.3,
                   "bias": _randn(gen, D, 4 * H) * 0.1}
-        if not persistent:
+        if not no_proj:
             params["w_hr"] = _randn(gen, D, P, H) * 0.3
         inputs = {"x": _randn(gen, T, B, I), "h0": _randn(gen, D, B, P) * 0.5,
                   "c0": _randn(gen, D, B, H) * 0.5, **params}
@@ -135,8 +135,7 @@ def attentive_lstm(inference: bool):
 # (name, builder, differentiate, backends it applies to (None: all), switches for the call)
 CALLS = [
     ("lstm_layer[bidir,proj,lengths]", lstm_layer(False), True, None, {}),
-    ("lstm_layer[persistent,bidir,lengths]", lstm_layer(True), True, ("cuda",),
-     {"cuda_path": "persistent"}),
+    ("lstm_layer[no-proj,bidir,lengths]", lstm_layer(True), True, ("cuda",), {}),
     ("lstm_cell", lstm_cell, True, None, {}),
     ("masked_softmax", masked_softmax, True, None, {}),
     ("attention_pooling[query,lengths]", attention_pooling, True, None, {}),

@@ -143,11 +143,28 @@ def _keep_valid(lengths, t, new, old):
     return torch.where((lengths > t).unsqueeze(1), new, old)
 
 
-def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None):
+def reset_before(resets, lengths, d):
+    """Which rows of direction d start step t from the initial state: (T, B) bool, or None
+    without resets (csrc/lstm_layer_args.h). resets (T, B) bool: direction 0 where resets[t]
+    (t > 0), direction 1 where resets[t + 1]; flags at t >= lengths[b] ignored."""
+    if resets is None:
+        return None
+    T = resets.shape[0]
+    none = torch.zeros_like(resets[:1])
+    fresh = torch.cat([none, resets[1:]]) if d == 0 else torch.cat([resets[1:], none])
+    if lengths is not None:
+        flag_t = torch.arange(d, T + d, device=resets.device).unsqueeze(1)  # (T, 1)
+        fresh = fresh & (flag_t < lengths.unsqueeze(0))
+    return fresh
+
+
+def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None,
+                 resets=None):
     """Forward of one layer, one gate launch per step and direction.
 
     gx (T, B, D, G): input projections plus bias; h0 (D, B, R); c0 (D, B, H); w_hh (D, G, R);
-    w_hr (D, P, H) or None; w_peep (D, 3, H) or None; lengths (B,) int64 or None.
+    w_hr (D, P, H) or None; w_peep (D, 3, H) or None; lengths (B,) int64 or None; resets
+    (T, B) bool or None (reset_before).
     Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H)
     (gates and cells None when not `save`).
     """
@@ -171,8 +188,13 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None
         peep = w_peep[d].contiguous() if w_peep is not None else c
         hpre = torch.empty((B, H), dtype=dtype, device=dev) if proj else None
         w_t = w_hh[d].t()
+        fresh = reset_before(resets, lengths, d)
+        c_init = c.clone() if fresh is not None else None
         for s in range(T):
             t = T - 1 - s if d == 1 else s
+            if fresh is not None:  # these rows start step t from (h0, c0)
+                h = torch.where(fresh[t].unsqueeze(1), h0[d], h)
+                c = torch.where(fresh[t].unsqueeze(1), c_init, c)
             z = torch.addmm(gx[t, :, d], h, w_t)  # (B, G)
             h_out = hpre if proj else y[t, :, d * R:(d + 1) * R]
             cfg.launch(grid, z, c, peep, lens, gates[d, t] if save else z,
@@ -187,8 +209,10 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None
 
 
 def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates, cells,
-                  target=None):
-    """Reverse time loop of one layer, one gate launch per step and direction.
+                  target=None, resets=None):
+    """Reverse time loop of one layer, one gate launch per step and direction. resets (T, B)
+    bool or None: no gradient crosses a reset, the gradient of a step that started from
+    (h0, c0) is added to grad_h0, grad_c0.
 
     Returns dZ (T, B, D, G) (gradient of the pre-activations, zero at padded steps),
     dR (D, T, B, R) (gradient of each step's output r, zero at padded steps; None without a
@@ -210,6 +234,9 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
         dc = grad_c_n[d].to(acc_dtype(dtype)).contiguous().clone()  # (B, H)
         peep = w_peep[d].contiguous() if w_peep is not None else dc
         c0_d = c0[d].contiguous()
+        fresh = reset_before(resets, lengths, d)
+        if fresh is not None:
+            dh0_sum, dc0_sum = torch.zeros_like(dh), torch.zeros_like(dc)
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if d == 1 else s
             dr = _keep_valid(lengths, t, grad_y[t, :, d * R:(d + 1) * R] + dh, 0.0)  # (B, R)
@@ -219,10 +246,20 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
             else:
                 dhpre = dr.contiguous()
             c_prev = c0_d if s == 0 else cells[d, t + 1 if d == 1 else t - 1]
+            if fresh is not None and s > 0:
+                c_prev = torch.where(fresh[t].unsqueeze(1), c0_d, c_prev)
             dz = dZ[t, :, d]  # (B, G), rows of stride D*G
             cfg.launch(grid, dhpre, dc, gates[d, t], cells[d, t], c_prev, peep, lens, dz, t, B,
                        H, dz.stride(0))
             dh = _keep_valid(lengths, t, dz @ w_hh[d], dh)
+            if fresh is not None:  # step t started from (h0, c0): its gradient goes there
+                cut = fresh[t].unsqueeze(1)
+                dh0_sum += torch.where(cut, dh, 0.0)
+                dc0_sum += torch.where(cut, dc, 0.0)
+                dh = torch.where(cut, 0.0, dh)
+                dc.masked_fill_(cut, 0.0)
+        if fresh is not None:
+            dh, dc = dh + dh0_sum, dc + dc0_sum
         grad_h0[d] = dh
         grad_c0[d] = dc
     return dZ, dR, grad_h0, grad_c0

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from .launch_config import device_target
-from .lstm_cell import gate_backward_config, gate_forward_config, step_backward, step_forward
+from .lstm_cell import (gate_backward_config, gate_forward_config, reset_before, step_backward,
+                        step_forward)
 from .lstm_persistent import (persistent_backward, persistent_backward_config,
                               persistent_forward, persistent_forward_config)
 from .lstm_sequence import (sequence_attentive_forward, sequence_backward,
@@ -54,7 +55,8 @@ def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
     return gx.view(T, B, D, G)
 
 
-def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path=None):
+def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path=None,
+                  has_resets=False):
     """The KernelConfigs (launch_config.py) that one layer call of these sizes launches on
     `target`: the forward (saving gates and cells when `train`), and with `train` the
     backward. path: as tuning.choose_path decides, unless given ("persistent", which only
@@ -63,9 +65,10 @@ def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path
     if path == "sequence":
         out = [sequence_forward_config(B, H, R, 0, dtype, has_len, peep, proj, save=train,
                                        write_y=True, pool=False, has_pb=False, has_q=False,
-                                       target=target)]
+                                       target=target, has_resets=has_resets)]
         if train:
-            out.append(sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target))
+            out.append(sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target,
+                                                has_resets=has_resets))
     elif path == "persistent" and not proj:
         out = [persistent_forward_config(B, H, dtype, has_len, peep, train, target)]
         if train:
@@ -84,9 +87,9 @@ def attentive_configs(B, H, R, A, dtype, *, proj, peep, has_len, has_pb, has_q, 
                                     target=target)]
 
 
-def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
+def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, resets=None):
     """One layer, every direction: y, h_n, c_n, and gates, cells when `save` (else None).
-    Shapes: csrc/lstm_layer_args.h."""
+    Shapes: csrc/lstm_layer_args.h (resets (T, B) bool or None)."""
     T, B, I, H, P, R, G, D = layer_sizes(x, h0, w_ih, w_hr)
     x, h0, c0, w_ih, w_hh = (t.contiguous() for t in (x, h0, c0, w_ih, w_hh))
     bias, w_hr, w_peep, lengths = map(_contig, (bias, w_hr, w_peep, lengths))
@@ -98,10 +101,10 @@ def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
     target = device_target(x.device)
     path = choose_path(T, H, R, w_hr is not None, x.dtype, target)
     if path == "sequence":
-        return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target)
-    if path == "persistent" and w_hr is None:
+        return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target, resets)
+    if path == "persistent" and w_hr is None and resets is None:
         return persistent_forward(gx, h0, c0, w_hh, w_peep, lengths, save, target)
-    return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target)
+    return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target, resets)
 
 
 def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
@@ -137,23 +140,30 @@ def attentive_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_w
                                       proj_bias, v, qproj, target)
 
 
-def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R: int) -> Tensor:
-    """r_{t-1} seen by each step of direction d, (T, B, R): h0 before the first step, else
-    the previous step's output. A reverse sequence of length l starts at t = l - 1 from h0."""
+def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R: int,
+                     resets: Optional[Tensor] = None) -> Tensor:
+    """r_{t-1} seen by each step of direction d, (T, B, R): h0 before the first step and where
+    a reset restarts the row (lstm_cell.reset_before), else the previous step's output. A
+    reverse sequence of length l starts at t = l - 1 from h0."""
     T = y.shape[0]
     y_d = y[:, :, d * R:(d + 1) * R]
     first = h0[d].unsqueeze(0)
+    fresh = reset_before(resets, lengths, d)
     if d == 0:
-        return torch.cat([first, y_d[:-1]], 0)
-    prev = torch.cat([y_d[1:], first], 0)
-    if lengths is not None:
+        prev = torch.cat([first, y_d[:-1]], 0)
+    else:
+        prev = torch.cat([y_d[1:], first], 0)
+    if d == 1 and lengths is not None:
         next_t = torch.arange(1, T + 1, device=y.device).unsqueeze(1)  # (T, 1)
         starts = (next_t >= lengths.unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
         prev = torch.where(starts, first.expand_as(prev), prev)
+    if fresh is not None:
+        prev = torch.where(fresh.unsqueeze(2), first.expand_as(prev), prev)
     return prev
 
 
-def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells):
+def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells,
+                     resets=None):
     """Everything outside the recurrence, one GEMM per weight over all T*B rows.
     dZ (T, B, D, G); dR (D, T, B, R) or None. Returns grad_x, grad_w_ih, grad_w_hh,
     grad_bias, grad_w_hr, grad_w_peep (the last two empty (0,) when absent)."""
@@ -166,7 +176,8 @@ def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, c
     grad_bias = grad_bias.to(dZ.dtype).view(D, G)
     grad_w_hh = torch.stack([
         dZ[:, :, d].reshape(T * B, G).t()
-        @ previous_outputs(y, h0, lengths, d, R)[:T].reshape(T * B, R) for d in range(D)])
+        @ previous_outputs(y, h0, lengths, d, R, resets)[:T].reshape(T * B, R)
+        for d in range(D)])
     grad_w_hr = x.new_empty((0,))
     if w_hr is not None:
         h_pre = gates[:, :, :, 3 * H:] * torch.tanh(cells)  # (D, T, B, H), zero when padded
@@ -180,6 +191,9 @@ def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, c
             first = c0[d].unsqueeze(0).to(acc)
             c_prev = (torch.cat([first, cells_d[:-1]], 0) if d == 0
                       else torch.cat([cells_d[1:], first], 0))[:T]
+            fresh = reset_before(resets, lengths, d)
+            if fresh is not None:
+                c_prev = torch.where(fresh.unsqueeze(2), first, c_prev)
             dz_d = dZ[:, :, d].to(acc)
             rows.append(torch.stack([(dz_d[..., :H] * c_prev).sum((0, 1)),
                                      (dz_d[..., H:2 * H] * c_prev).sum((0, 1)),
@@ -189,7 +203,7 @@ def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, c
 
 
 def layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths,
-                   y, gates, cells):
+                   resets, y, gates, cells):
     """The gradients of one layer call (csrc/ops.cpp, lstm_layer_backward) on checked
     arguments: grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr,
     grad_w_peep (the last two empty (0,) when absent)."""
@@ -204,15 +218,16 @@ def layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_pe
         dZ = x.new_zeros((T, B, D, G))
         dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
         grad_h0, grad_c0 = grad_h_n.clone(), grad_c_n.clone()
-    elif path == "persistent" and w_hr is None:
+    elif path == "persistent" and w_hr is None and resets is None:
         dZ, dR, grad_h0, grad_c0 = persistent_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh,
                                                        w_peep, lengths, gates, cells, target)
     elif path == "sequence":
         dZ, dR, grad_h0, grad_c0 = sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
-                                                     w_peep, lengths, gates, cells, target)
+                                                     w_peep, lengths, gates, cells, target,
+                                                     resets)
     else:
         dZ, dR, grad_h0, grad_c0 = step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
-                                                 w_peep, lengths, gates, cells, target)
+                                                 w_peep, lengths, gates, cells, target, resets)
     grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep = weight_gradients(
-        dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells)
+        dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells, resets)
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep

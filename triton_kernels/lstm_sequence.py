@@ -14,7 +14,11 @@ per target, as tests/test_triton_aot.py measures: at most H, R = 128 for float16
 64 for float32, 32 for float64, less on some GPUs). Larger layers would need W_hh split over several
 programs (SMs) with a barrier every step: lstm_persistent.py has such kernels, but they have
 not run on a GPU yet, so these layers take the step path of lstm_cell.py by default.
-Peephole, proj_size and lengths are all handled here, no fallback for them.
+Peephole, proj_size, lengths and resets are all handled here, no fallback for them. Resets
+(csrc/lstm_layer_args.h): the flag of step t's boundary is resets[t + d] (direction 1 crosses
+the boundary between t + 1 and t before step t); where it is set (and t + d < lengths[b]) the
+row's h and c are replaced by h0, c0, which the program keeps in registers. The backward adds
+the gradient reaching such a step's (h, c) to grad_h0, grad_c0 and carries zero instead.
 
 The backward kernel runs the reverse time loop the same way (W_hh, W_hr on chip, dh and dc in
 registers) and writes dZ, the gradient of the pre-activations of every step, and dR, the
@@ -51,18 +55,30 @@ def _dot_operand(x, STORE_DT: tl.constexpr, DOT_FP32: tl.constexpr):
 
 
 @triton.jit
+def _starts_fresh(rs_ptr, rows, rmask, lens, t, d, T, B):
+    """(BLOCK_B, 1): the rows that start step t of direction d from (h0, c0): the flag of the
+    boundary crossed before step t, resets[t + d], set at a step before the row's length
+    (t + d > 0: resets[0] of direction 0 changes nothing)."""
+    tf = t + d
+    ok = (tf > 0) & (tf < T)
+    flag = tl.load(rs_ptr + tf.to(tl.int64) * B + rows, mask=rmask & ok & (tf < lens), other=0)
+    return (flag != 0)[:, None]
+
+
+@triton.jit
 def lstm_sequence_forward_kernel(
-        gx_ptr, h0_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr,
+        gx_ptr, h0_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr, rs_ptr,
         y_ptr, h_n_ptr, c_n_ptr, gates_ptr, cells_ptr,
         pw_ptr, pb_ptr, v_ptr, q_ptr, scores_ptr, ctx_ptr, lse_ptr,
         T, B, H, R, A,
         HAS_LEN: tl.constexpr, PEEP: tl.constexpr, PROJ: tl.constexpr, SAVE: tl.constexpr,
         WRITE_Y: tl.constexpr, POOL: tl.constexpr, HAS_PB: tl.constexpr, HAS_Q: tl.constexpr,
-        DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        HAS_RESETS: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
         BLOCK_A: tl.constexpr):
     """gx (T, B, D, G) input projections plus bias; h0 (D, B, R); c0 (D, B, H);
-    w_hh (D, G, R); w_hr (D, R, H) when PROJ (R = P); peep (D, 3, H); lengths (B,).
+    w_hh (D, G, R); w_hr (D, R, H) when PROJ (R = P); peep (D, 3, H); lengths (B,);
+    resets (T, B) uint8 when HAS_RESETS.
     Writes y (T, B, D*R) when WRITE_Y, h_n (D, B, R), c_n (D, B, H), and when SAVE (for the
     backward) gates (D, T, B, G) and cells (D, T, B, H).
     POOL (D = 1; the attentive LSTM's last layer): additive attention pooling of the outputs
@@ -107,6 +123,9 @@ def lstm_sequence_forward_kernel(
         lens = tl.load(len_ptr + rows, mask=rmask, other=0)
     else:
         lens = tl.full([BLOCK_B], T, tl.int64)
+    if HAS_RESETS:
+        h_init = h
+        c_init = c
 
     if POOL:  # W_h^T (BLOCK_R, BLOCK_A) on chip too, b + q and v in registers
         ka = tl.arange(0, BLOCK_A)
@@ -128,6 +147,10 @@ def lstm_sequence_forward_kernel(
         t = s + d * (T - 1 - 2 * s)  # direction 1 runs backwards in time
         valid = (t < lens)[:, None]
         t64 = t.to(tl.int64)
+        if HAS_RESETS:
+            fresh = _starts_fresh(rs_ptr, rows, rmask, lens, t, d, T, B)
+            h = tl.where(fresh, h_init, h)
+            c = tl.where(fresh, c_init, c)
         gx_row = gx_ptr + ((t64 * B + rows[:, None]) * D + d) * G + jh[None, :]
         r_prev = _dot_operand(h, STORE_DT, DOT_FP32)
         z_i = tl.load(gx_row, mask=m_bh, other=0.0).to(ACC) + tl.dot(
@@ -189,11 +212,11 @@ def lstm_sequence_forward_kernel(
 
 @triton.jit
 def lstm_sequence_backward_kernel(
-        gy_ptr, dh_n_ptr, dc_n_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr,
+        gy_ptr, dh_n_ptr, dc_n_ptr, c0_ptr, w_hh_ptr, w_hr_ptr, peep_ptr, len_ptr, rs_ptr,
         gates_ptr, cells_ptr, dz_ptr, dr_ptr, dh0_ptr, dc0_ptr,
         T, B, H, R,
         HAS_LEN: tl.constexpr, PEEP: tl.constexpr, PROJ: tl.constexpr,
-        DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        HAS_RESETS: tl.constexpr, DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
     """Reverse time loop. gy (T, B, D*R), dh_n (D, B, R), dc_n (D, B, H): incoming gradients;
     c0 (D, B, H); w_hh (D, G, R); w_hr (D, R, H); peep (D, 3, H); gates (D, T, B, G) and
@@ -235,6 +258,9 @@ def lstm_sequence_backward_kernel(
         lens = tl.load(len_ptr + rows, mask=rmask, other=0)
     else:
         lens = tl.full([BLOCK_B], T, tl.int64)
+    if HAS_RESETS:  # the gradients of the steps that started from (h0, c0), summed
+        dh0_sum = tl.zeros([BLOCK_B, BLOCK_R], ACC)
+        dc0_sum = tl.zeros([BLOCK_B, BLOCK_H], ACC)
 
     for sb in range(0, T):
         s = T - 1 - sb  # forward step index, processed last to first
@@ -262,6 +288,9 @@ def lstm_sequence_backward_kernel(
         c_prev = tl.load(cells_ptr + ((d * T + t_prev.to(tl.int64)) * B + rows[:, None]) * H
                          + jh[None, :], mask=m_bh & (s > 0), other=0.0).to(ACC)
         c_prev = tl.where(s > 0, c_prev, c_first)
+        if HAS_RESETS:
+            fresh = _starts_fresh(rs_ptr, rows, rmask, lens, t, d, T, B)
+            c_prev = tl.where(fresh, c_first, c_prev)
         dz_i, dz_f, dz_g, dz_o, dc_prev = cell_backward(i, f, g, o, c, c_prev, dhpre, dc,
                                                         w_ci, w_cf, w_co, PEEP)
         dz_i = tl.where(valid, dz_i, 0.0)
@@ -283,7 +312,15 @@ def lstm_sequence_backward_kernel(
         dh_new += tl.dot(_dot_operand(dz_o, STORE_DT, DOT_FP32), w_o,
                          input_precision=DOT_PRECISION, out_dtype=ACC)
         dh = tl.where(valid, dh_new, dh)
+        if HAS_RESETS:  # no gradient crosses a reset: it belongs to h0, c0
+            dh0_sum += tl.where(fresh, dh, 0.0)
+            dc0_sum += tl.where(fresh, dc, 0.0)
+            dh = tl.where(fresh, 0.0, dh)
+            dc = tl.where(fresh, 0.0, dc)
 
+    if HAS_RESETS:
+        dh += dh0_sum
+        dc += dc0_sum
     tl.store(dh0_ptr + (d * B + rows[:, None]) * R + kr[None, :], dh, mask=m_br)
     tl.store(dc0_ptr + (d * B + rows[:, None]) * H + jh[None, :], dc, mask=m_bh)
 
@@ -299,7 +336,7 @@ def _dot_args(dtype, target=None):
 
 
 def sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save, write_y, pool,
-                            has_pb, has_q, target):
+                            has_pb, has_q, target, has_resets=False):
     """The KernelConfig of lstm_sequence_forward_kernel for one layer call on `target`
     (launch_config.py); A = 0 without pooling. Which sizes may take this kernel at all:
     tuning.sequence_fits."""
@@ -309,28 +346,29 @@ def sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save, write_
     return kernel_config(
         lstm_sequence_forward_kernel,
         dict(HAS_LEN=has_len, PEEP=peep, PROJ=proj, SAVE=save, WRITE_Y=write_y, POOL=pool,
-             HAS_PB=has_pb, HAS_Q=has_q, DOT_FP32=dot_fp32, DOT_PRECISION=precision,
+             HAS_PB=has_pb, HAS_Q=has_q, HAS_RESETS=has_resets, DOT_FP32=dot_fp32,
+             DOT_PRECISION=precision,
              BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_R=block_r, BLOCK_A=dot_block(A)),
         num_warps, num_stages, dtype,
-        pointers=dict(len_ptr=torch.int64, scores_ptr=acc, lse_ptr=acc))
+        pointers=dict(len_ptr=torch.int64, rs_ptr=torch.uint8, scores_ptr=acc, lse_ptr=acc))
 
 
-def sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target):
+def sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target, has_resets=False):
     """The KernelConfig of lstm_sequence_backward_kernel (see sequence_forward_config)."""
     block_b, block_h, block_r, num_warps, num_stages = sequence_config(B, H, R, dtype, target)
     dot_fp32, precision = _dot_args(dtype, target)
     return kernel_config(
         lstm_sequence_backward_kernel,
-        dict(HAS_LEN=has_len, PEEP=peep, PROJ=proj, DOT_FP32=dot_fp32,
+        dict(HAS_LEN=has_len, PEEP=peep, PROJ=proj, HAS_RESETS=has_resets, DOT_FP32=dot_fp32,
              DOT_PRECISION=precision, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_R=block_r),
-        num_warps, num_stages, dtype, pointers=dict(len_ptr=torch.int64))
+        num_warps, num_stages, dtype, pointers=dict(len_ptr=torch.int64, rs_ptr=torch.uint8))
 
 
 def _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y=None, gates=None,
-                    cells=None, pool=None, target=None):
+                    cells=None, pool=None, target=None, resets=None):
     """One launch of lstm_sequence_forward_kernel. y None: not written; gates / cells None:
     nothing saved; pool None, or (proj_weight, proj_bias or None, v, qproj or None, scores,
-    context, lse) for the pooled last layer (POOL)."""
+    context, lse) for the pooled last layer (POOL); resets (T, B) bool or None."""
     T, B, D, G = gx.shape
     H, R = G // 4, h0.shape[2]
     dummy = h0  # for the pointers a call does not use
@@ -344,19 +382,25 @@ def _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y=None, g
         B, H, R, A, gx.dtype, has_len=lengths is not None, peep=w_peep is not None,
         proj=w_hr is not None, save=gates is not None, write_y=y is not None,
         pool=pool is not None, has_pb=proj_bias is not None, has_q=qproj is not None,
-        target=target)
+        target=target, has_resets=resets is not None)
     cfg.launch(
         (D, triton.cdiv(B, cfg.meta()["BLOCK_B"])),
-        gx, h0, c0, w_hh, ptr(w_hr), ptr(w_peep), ptr(lengths),
+        gx, h0, c0, w_hh, ptr(w_hr), ptr(w_peep), ptr(lengths), _flags(resets, dummy),
         ptr(y), h_n, c_n, ptr(gates), ptr(cells),
         ptr(proj_weight), ptr(proj_bias), ptr(v), ptr(qproj), ptr(scores), ptr(context),
         ptr(lse), T, B, H, R, A)
 
 
-def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None):
+def _flags(resets, dummy):
+    """resets (T, B) bool as the kernels read it (uint8, the same bytes), or a dummy pointer."""
+    return dummy if resets is None else resets.view(torch.uint8)
+
+
+def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None,
+                     resets=None):
     """Forward of one layer in one launch. Arguments and results as lstm_cell.step_forward:
     gx (T, B, D, G), h0 (D, B, R), c0 (D, B, H), w_hh (D, G, R), w_hr (D, P, H) or None,
-    w_peep (D, 3, H) or None, lengths (B,) or None ->
+    w_peep (D, 3, H) or None, lengths (B,) or None, resets (T, B) bool or None ->
     y (T, B, D*R), h_n (D, B, R), c_n (D, B, H), gates (D, T, B, G), cells (D, T, B, H)
     (gates and cells None when not `save`)."""
     T, B, D, G = gx.shape
@@ -367,7 +411,7 @@ def sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=
     gates = new_output((D, T, B, G), gx) if save else None
     cells = new_output((D, T, B, H), gx) if save else None
     _launch_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, h_n, c_n, y, gates, cells,
-                    target=target)
+                    target=target, resets=resets)
     return y, h_n, c_n, gates, cells
 
 
@@ -394,9 +438,10 @@ def sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_wei
 
 
 def sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates,
-                      cells, target=None):
-    """Reverse time loop of one layer in one launch. Returns dZ (T, B, D, G), dR (D, T, B, R)
-    or None without a projection, grad_h0 (D, B, R), grad_c0 (D, B, H)."""
+                      cells, target=None, resets=None):
+    """Reverse time loop of one layer in one launch (resets (T, B) bool or None). Returns
+    dZ (T, B, D, G), dR (D, T, B, R) or None without a projection, grad_h0 (D, B, R),
+    grad_c0 (D, B, H)."""
     D, T, B, G = gates.shape
     H, R = G // 4, grad_h_n.shape[2]
     proj = w_hr is not None
@@ -405,12 +450,13 @@ def sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, length
     grad_h0 = new_output((D, B, R), gates)
     grad_c0 = new_output((D, B, H), gates)
     cfg = sequence_backward_config(B, H, R, gates.dtype, lengths is not None,
-                                   w_peep is not None, proj, target)
+                                   w_peep is not None, proj, target,
+                                   has_resets=resets is not None)
     dummy = c0
     cfg.launch(
         (D, triton.cdiv(B, cfg.meta()["BLOCK_B"])),
         grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr if proj else dummy,
         w_peep if w_peep is not None else dummy, lengths if lengths is not None else dummy,
-        gates, cells, dZ, dR if proj else dummy, grad_h0, grad_c0, T, B, H, R)
+        _flags(resets, dummy), gates, cells, dZ, dR if proj else dummy, grad_h0, grad_c0, T, B, H, R)
     return dZ, dR, grad_h0, grad_c0
 

@@ -20,16 +20,16 @@ struct LstmLayerKernels {
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> (*lstm_layer_forward)(
       const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
       const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-      const OptTensor& lengths);
+      const OptTensor& lengths, const OptTensor& resets);
   std::tuple<Tensor, Tensor, Tensor> (*lstm_layer_inference)(
       const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
       const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-      const OptTensor& lengths);
+      const OptTensor& lengths, const OptTensor& resets);
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> (*lstm_layer_backward)(
       const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
       const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-      const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths, const Tensor& y,
-      const Tensor& gates, const Tensor& cells);
+      const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+      const OptTensor& resets, const Tensor& y, const Tensor& gates, const Tensor& cells);
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> (*attentive_lstm_inference)(
       const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
       const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,

@@ -58,6 +58,23 @@ std::vector<int64_t> read_lengths(const OptTensor& lengths, int64_t T, int64_t B
   return out;
 }
 
+// Which rows of direction d start step t from the initial state, (T * B) flags at [t * B + b]
+// (lstm_layer_args.h): direction 0 where resets[t, b] for 0 < t < len[b], direction 1 where
+// resets[t + 1, b] for t + 1 < len[b]. Empty without resets.
+std::vector<uint8_t> reset_rows(const OptTensor& resets, int64_t d,
+                                const std::vector<int64_t>& len, int64_t T, int64_t B) {
+  std::vector<uint8_t> out;
+  if (!present(resets)) return out;
+  out.assign(T * B, 0);
+  const bool* r = resets->data_ptr<bool>();  // (T, B), contiguous on the CPU (checked)
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t at = d == 0 ? t : t + 1;  // the time index of the flag
+    if ((d == 0 && t == 0) || at >= T) continue;
+    for (int64_t b = 0; b < B; ++b) out[t * B + b] = r[at * B + b] && at < len[b];
+  }
+  return out;
+}
+
 // Where a direction's time loop writes y. By default the whole (T, B, D*R) output (slots = T).
 // For the attentive inference (attentive_lstm_inference_cpu, one direction) a ring of `slots`
 // steps (slots, B, R): step s goes to slot s % slots, and after every `slots` steps (and after
@@ -80,7 +97,7 @@ int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 8192 / std::max<int64
 
 template <typename scalar_t>
 void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                       const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                       const std::vector<uint8_t>& fresh, const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                        const OptTensor& w_hr, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
                        Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
                        const OutputRing* ring) {
@@ -90,8 +107,10 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
   // they are (B, .) scratch rows rewritten every step, which keeps them in cache.
   const int64_t step_rows = save ? B : 0;
   const bool reverse = d == 1, proj = s.P > 0;
-  Tensor h_state = h0.select(0, d).contiguous().clone();  // (B, R)
-  Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
+  // The state lives in h_n and c_n (contiguous (D, B, .) outputs): no copy at the end.
+  Tensor h_state = h_n.select(0, d).copy_(h0.select(0, d));  // (B, R)
+  Tensor c_state = c_n.select(0, d).copy_(c0.select(0, d));  // (B, H)
+  const Tensor h0_d = h0.select(0, d).contiguous(), c0_d = c0.select(0, d).contiguous();
   Tensor hpre = proj ? at::empty({B, H}, gx.options()) : Tensor();
   const ReusedWeightGemm recurrent(w_hh.select(0, d), B, T);  // (B, R) -> (B, G)
   const ReusedWeightGemm projection(proj ? w_hr->select(0, d) : Tensor(), proj ? B : 0, T);
@@ -108,6 +127,12 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
 
   for (int64_t step = 0; step < T; ++step) {
     const int64_t t = reverse ? T - 1 - step : step;
+    if (!fresh.empty())  // resets: these rows start step t from (h0, c0)
+      for (int64_t b = 0; b < B; ++b)
+        if (fresh[t * B + b]) {
+          std::memcpy(h_p + b * R, h0_d.data_ptr<scalar_t>() + b * R, R * sizeof(scalar_t));
+          std::memcpy(c_p + b * H, c0_d.data_ptr<scalar_t>() + b * H, H * sizeof(scalar_t));
+        }
     const Tensor z = recurrent(h_state);  // (B, G)
     const scalar_t* z_p = z.data_ptr<scalar_t>();
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
@@ -144,8 +169,6 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
     }
     after_step(ring, step, T);
   }
-  h_n.select(0, d).copy_(h_state);
-  c_n.select(0, d).copy_(c_state);
 }
 
 // The time loop with the recurrent product fused into the gate math (lstm_recurrent_tile.h):
@@ -158,7 +181,7 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
 // and bias2 (D * G, or undefined without bias).
 template <typename scalar_t>
 void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                             const Tensor& gx, const Tensor& x, const Tensor& w_ih,
+                             const std::vector<uint8_t>& fresh, const Tensor& gx, const Tensor& x, const Tensor& w_ih,
                              const Tensor& bias2, const Tensor& h0, const Tensor& c0,
                              const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
                              Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
@@ -180,7 +203,8 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   // h double-buffered: step s reads h_bufs[s % 2] (h_{t-1}) and writes the other.
   Tensor h_bufs = at::empty({2, B, R}, h0.options());
   h_bufs.select(0, 0).copy_(h0.select(0, d));
-  Tensor c_state = c0.select(0, d).contiguous().clone();  // (B, H)
+  Tensor c_state = c_n.select(0, d).copy_(c0.select(0, d));  // (B, H), in c_n: no copy at the end
+  const Tensor h0_d = h0.select(0, d).contiguous(), c0_d = c0.select(0, d).contiguous();
 
   RecurrentStep<scalar_t> base{};
   base.panels = panels.data_ptr<scalar_t>();
@@ -192,6 +216,8 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   base.len = len.data();
   base.H = H;
   base.R = R;
+  base.h0 = h0_d.data_ptr<scalar_t>();
+  base.c0 = c0_d.data_ptr<scalar_t>();
   scalar_t* const h_p = h_bufs.data_ptr<scalar_t>();
   // Raw pointers taken here: the step body runs inside an OpenMP region, where nothing may
   // throw (parallel_time_loop.h).
@@ -220,6 +246,9 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
       st.h_prev = h_p + (step % 2) * B * R;
       st.h_prev_zero = step == 0 && h0_zero;
       st.h_next = h_p + ((step + 1) % 2) * B * R;
+      // Resets: the rows whose next step starts from (h0, c0) get them as h_next and c.
+      const int64_t t_after = reverse ? t - 1 : t + 1;
+      st.reset_next = fresh.empty() || step + 1 == T ? nullptr : fresh.data() + t_after * B;
       if (fuse_input) {
         st.x = x_p + t * B * s.I;
         st.z_in = bias_p;
@@ -236,7 +265,6 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
     if (ring != nullptr) ring->flush(first, n_steps);
   }
   h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
-  c_n.select(0, d).copy_(c_state);
 }
 
 // Which time loops run. By default the fused loops, forward and backward, when there is no
@@ -276,10 +304,10 @@ LoopChoice choose_loop(const LSTMLayerSizes& s, int64_t elem_size) {
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, bool save, const OutputRing* ring = nullptr,
-    const Tensor& ring_buffer = Tensor()) {
+    const OptTensor& lengths, const OptTensor& resets, bool save,
+    const OutputRing* ring = nullptr, const Tensor& ring_buffer = Tensor()) {
   const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                             kCpu);
+                                             resets, kCpu);
   const std::vector<int64_t> len = read_lengths(lengths, s.T, s.B);
   const auto opts = x.options();
   const LoopChoice choice = choose_loop(s, x.element_size());
@@ -304,12 +332,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor cells = save ? new_output({s.D, s.T, s.B, s.H}, opts) : at::empty({s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward_cpu", [&] {
     for (int64_t d = 0; d < s.D; ++d) {
+      const std::vector<uint8_t> fresh = reset_rows(resets, d, len, s.T, s.B);
       if (loop == TimeLoop::Fused)
-        forward_direction_fused<scalar_t>(s, d, len, gx, x_c, w_ih, bias2, h0, c0, w_hh, w_peep,
-                                          y, h_n, c_n, gates, cells, save, ring);
+        forward_direction_fused<scalar_t>(s, d, len, fresh, gx, x_c, w_ih, bias2, h0, c0, w_hh,
+                                          w_peep, y, h_n, c_n, gates, cells, save, ring);
       else
-        forward_direction<scalar_t>(s, d, len, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n, c_n,
-                                    gates, cells, save, ring);
+        forward_direction<scalar_t>(s, d, len, fresh, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n,
+                                    c_n, gates, cells, save, ring);
     }
   });
   return {y, h_n, c_n, gates, cells};
@@ -318,15 +347,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths) {
-  return layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/true);
+    const OptTensor& lengths, const OptTensor& resets) {
+  return layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
+                       /*save=*/true);
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths) {
-  auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/false);
+    const OptTensor& lengths, const OptTensor& resets) {
+  auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
+                           /*save=*/false);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -349,15 +380,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> attentive_lstm_inference_cpu(
   OnlinePooling pool(ring_buffer, proj_weight, present(proj_bias) ? *proj_bias : Tensor(), v,
                      present(qproj) ? *qproj : Tensor(), read_lengths(lengths, s.T, s.B), s.T);
   const OutputRing ring{slots, [&pool](int64_t first, int64_t n) { pool.add(first, n); }};
-  auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, /*save=*/false,
-                           &ring, ring_buffer);
+  auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, c10::nullopt,
+                           /*save=*/false, &ring, ring_buffer);
   auto [context, alpha, lse] = pool.finish();
   return {context, alpha, lse, std::get<1>(out), std::get<2>(out)};
 }
 
 template <typename scalar_t>
 void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                        const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
+                        const std::vector<uint8_t>& fresh, const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
                         const Tensor& c0, const Tensor& w_hh, const OptTensor& w_hr,
                         const OptTensor& w_peep, const Tensor& gates, const Tensor& cells,
                         Tensor& dZ, Tensor& dR, Tensor& grad_h0, Tensor& grad_c0) {
@@ -384,6 +415,9 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
   scalar_t* dh_p = dh_state.data_ptr<scalar_t>();
   scalar_t* dc_p = dc_state.data_ptr<scalar_t>();
   scalar_t* dr_p = dr.data_ptr<scalar_t>();
+  // With resets: the gradients of the steps that started from (h0, c0), summed.
+  Tensor dh0_sum = fresh.empty() ? Tensor() : at::zeros({B, R}, gy.options());
+  Tensor dc0_sum = fresh.empty() ? Tensor() : at::zeros({B, H}, gy.options());
 
   for (int64_t step = T - 1; step >= 0; --step) {
     const int64_t t = reverse ? T - 1 - step : step;
@@ -408,7 +442,8 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
       for (int64_t b = b0; b < b1; ++b) {
         scalar_t* dz_row = dZ_p + (t * B + b) * G;
         if (t < len[b]) {
-          const scalar_t* c_prev = first ? c0_p + b * H : cells_p + (t_prev * B + b) * H;
+          const bool from_c0 = first || (!fresh.empty() && fresh[t * B + b]);
+          const scalar_t* c_prev = from_c0 ? c0_p + b * H : cells_p + (t_prev * B + b) * H;
           cell_backward_row<scalar_t>(gates_p + (t * B + b) * G, cells_p + (t * B + b) * H,
                                       c_prev, peep, dhpre_p + b * H, dc_p + b * H, dz_row, H);
         } else {
@@ -420,6 +455,18 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
     const scalar_t* dhh_p = dhh.data_ptr<scalar_t>();
     for (int64_t b = 0; b < B; ++b)
       if (t < len[b]) std::memcpy(dh_p + b * R, dhh_p + b * R, R * sizeof(scalar_t));
+    if (!fresh.empty())  // no gradient crosses a reset: it goes to h0 and c0
+      for (int64_t b = 0; b < B; ++b)
+        if (fresh[t * B + b]) {
+          dh0_sum.select(0, b).add_(dh_state.select(0, b));
+          dc0_sum.select(0, b).add_(dc_state.select(0, b));
+          dh_state.select(0, b).zero_();
+          dc_state.select(0, b).zero_();
+        }
+  }
+  if (!fresh.empty()) {
+    dh_state.add_(dh0_sum);
+    dc_state.add_(dc0_sum);
   }
   grad_h0.select(0, d).copy_(dh_state);
   grad_c0.select(0, d).copy_(dc_state);
@@ -430,7 +477,7 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
 // units. Without projection only. Writes dZ (this direction's slice), grad_h0 and grad_c0.
 template <typename scalar_t>
 void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                              const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
+                              const std::vector<uint8_t>& fresh, const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
                               const Tensor& c0, const Tensor& w_hh, const OptTensor& w_peep,
                               const Tensor& gates, const Tensor& cells, Tensor& dZ,
                               Tensor& grad_h0, Tensor& grad_c0) {
@@ -455,6 +502,12 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   base.dc = dc.data_ptr<scalar_t>();
   base.len = len.data();
   base.H = H;
+  // With resets: the gradients of the steps that started from (h0, c0), summed.
+  Tensor dh0_sum = fresh.empty() ? Tensor() : at::zeros({B, H}, gy.options());
+  Tensor dc0_sum = fresh.empty() ? Tensor() : at::zeros({B, H}, gy.options());
+  base.c0 = c0_d.data_ptr<scalar_t>();
+  base.dh0_sum = fresh.empty() ? nullptr : dh0_sum.data_ptr<scalar_t>();
+  base.dc0_sum = fresh.empty() ? nullptr : dc0_sum.data_ptr<scalar_t>();
   // As in the forward: a barrier a step pays off from about a quarter million multiply-adds.
   const bool parallel = B * G * H >= (int64_t(1) << 18) && n_panels > 1;
   // Raw pointers for the step body (no ATen call inside the OpenMP region).
@@ -475,6 +528,10 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
     st.c = cells_p + t * B * H;
     st.c_prev = step == T - 1 ? c0_p : cells_p + t_prev * B * H;
     st.dz = dZ_p + t * B * G;
+    if (!fresh.empty()) {
+      st.reset = fresh.data() + t * B;
+      st.reset_next = t_next < 0 ? nullptr : fresh.data() + t_next * B;
+    }
     for_each_tile(q0, q1, B, [&](auto mr, int64_t q, int64_t r0) {
       back_tile<scalar_t, decltype(mr)::value>(st, q, r0);
     });
@@ -488,6 +545,10 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
     for (int64_t b = 0; b < B; ++b)
       if (t_next < len[b])
         std::memcpy(base.dh_carry + b * H, through_p + b * H, H * sizeof(scalar_t));
+  }
+  if (!fresh.empty()) {
+    dh_carry.add_(dh0_sum);
+    dc.add_(dc0_sum);
   }
   grad_h0.select(0, d).copy_(dh_carry);
   grad_c0.select(0, d).copy_(dc);
@@ -507,15 +568,17 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
   Tensor grad_c0 = new_output({s.D, s.B, s.H}, opts);
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "lstm_layer_backward_cpu", [&] {
     const bool fused = choose_loop(s, in.x.element_size()).loop == TimeLoop::Fused;
-    for (int64_t d = 0; d < s.D; ++d)
+    for (int64_t d = 0; d < s.D; ++d) {
+      const std::vector<uint8_t> fresh = reset_rows(in.resets, d, len, s.T, s.B);
       if (fused)
-        backward_direction_fused<scalar_t>(s, d, len, gy, in.grad_h_n, in.grad_c_n, in.c0,
+        backward_direction_fused<scalar_t>(s, d, len, fresh, gy, in.grad_h_n, in.grad_c_n, in.c0,
                                            in.w_hh, in.w_peep, gates_c, cells_c, dZ, grad_h0,
                                            grad_c0);
       else
-        backward_direction<scalar_t>(s, d, len, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh,
-                                     in.w_hr, in.w_peep, gates_c, cells_c, dZ, dR, grad_h0,
-                                     grad_c0);
+        backward_direction<scalar_t>(s, d, len, fresh, gy, in.grad_h_n, in.grad_c_n, in.c0,
+                                     in.w_hh, in.w_hr, in.w_peep, gates_c, cells_c, dZ, dR,
+                                     grad_h0, grad_c0);
+    }
   });
 
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
@@ -549,7 +612,10 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
     weight_grad(grad_w_ih_d, dz_d, x2, x_row_valid.empty() ? nullptr : x_row_valid.data());
     if (s.T > 0)
       weight_grad(grad_w_hh_d, dz_d,
-                  previous_outputs(s, d, in.y, in.h0, len_t).reshape({s.T * s.B, s.R}));
+                  previous_outputs(s, d, in.y, in.h0, len_t,
+                                   reset_before(s, d, present(in.resets) ? *in.resets : Tensor(),
+                                                len_t))
+                      .reshape({s.T * s.B, s.R}));
     else
       grad_w_hh_d.zero_();
   }
@@ -564,7 +630,9 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
       direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), in.y,
                              in.h0, in.c0, len_t, gates_c.select(0, d), cells_c.select(0, d),
                              Tensor(), proj ? grad_w_hr.select(0, d) : Tensor(),
-                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor());
+                             present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor(),
+                             reset_before(s, d, present(in.resets) ? *in.resets : Tensor(),
+                                          len_t));
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
 

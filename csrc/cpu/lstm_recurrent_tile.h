@@ -97,6 +97,11 @@ struct RecurrentStep {
   T* cells;             // (B, H) c_t, or nullptr (inference)
   const int64_t* len;   // (B) valid steps per row
   int64_t t, H, R;
+  // Resets (lstm_layer_args.h): rows b with reset_next[b] start the next step from
+  // (h0[b], c0[b]), written here as h_next and c; nullptr: none.
+  const uint8_t* reset_next;
+  const T* h0;          // (B, R)
+  const T* c0;          // (B, H)
 };
 
 // Rows [r0, r0 + MR) times panel p of one step.
@@ -188,6 +193,10 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
       o.store(g_row + 3 * H, cnt);
     }
     if (s.cells != nullptr) cn.store(s.cells + b * H + u0, cnt);
+    if (s.reset_next != nullptr && s.reset_next[b]) {
+      std::memcpy(h_out, s.h0 + b * R + u0, cnt * sizeof(T));
+      std::memcpy(c_row, s.c0 + b * H + u0, cnt * sizeof(T));
+    }
   }
 }
 

@@ -66,6 +66,14 @@ struct RecurrentBackStep {
   T* dz;               // (B, G): dz_t out (zero at padded rows)
   const int64_t* len;  // (B)
   int64_t t, H;
+  // Resets (lstm_layer_args.h), nullptr for none: rows that started step t (reset) or the step
+  // processed before (reset_next) from (h0, c0). A row's gradient does not cross its reset: it
+  // is added to dh0_sum and dc0_sum (B, H), and the carry restarts from zero.
+  const uint8_t* reset;
+  const uint8_t* reset_next;
+  const T* c0;         // (B, H)
+  T* dh0_sum;
+  T* dc0_sum;
 };
 
 template <typename T, int MR>
@@ -113,7 +121,16 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
       if (u >= u_end) break;
       const int cnt = static_cast<int>(std::min(U, u_end - u));
       T* carry = s.dh_carry + b * H + u;
-      const V dh_in = from_next ? acc[r][v] : V::loadu(carry, cnt);
+      V dh_in = from_next ? acc[r][v] : V::loadu(carry, cnt);
+      if (s.reset_next != nullptr && s.reset_next[b]) {  // the next step started from h0, c0
+        T* dh0 = s.dh0_sum + b * H + u;
+        T* dc0 = s.dc0_sum + b * H + u;
+        T* dc = s.dc + b * H + u;
+        (V::loadu(dh0, cnt) + dh_in).store(dh0, cnt);
+        (V::loadu(dc0, cnt) + V::loadu(dc, cnt)).store(dc0, cnt);
+        zero.store(dc, cnt);
+        dh_in = zero;
+      }
       T* dz_row = s.dz + b * G + u;
       if (!valid) {  // padding: the gradient passes through, no gate gradient
         dh_in.store(carry, cnt);
@@ -122,7 +139,8 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
       }
       alignas(64) T dh[V::size()];
       (dh_in + V::loadu(s.gy + b * s.gy_stride + u, cnt)).store(dh, cnt);
-      cell_backward_units<T>(s.gates + b * G + u, H, s.c + b * H + u, s.c_prev + b * H + u,
+      const T* c_prev = s.reset != nullptr && s.reset[b] ? s.c0 + b * H + u : s.c_prev + b * H + u;
+      cell_backward_units<T>(s.gates + b * G + u, H, s.c + b * H + u, c_prev,
                              s.peep != nullptr ? s.peep + u : nullptr, H, dh, s.dc + b * H + u,
                              dz_row, H, cnt);
     }

@@ -33,6 +33,12 @@ struct GateForwardArgs {
                            // the projection; untouched at padded steps
   scalar_t* y;             // (T, B, D*H) out, zero at padded steps; nullptr when P > 0
   int64_t T, B, H, D, step;
+  // Resets (lstm_layer_args.h): (T, B) or nullptr. A row whose next step starts from its
+  // initial state gets c0 as c_state (and h0 as h_out when P == 0; launch_proj_store writes
+  // h0 when P > 0).
+  const bool* resets;
+  const scalar_t* h0;      // (D, B, H) when P == 0
+  const scalar_t* c0;      // (D, B, H)
 };
 
 template <typename scalar_t>
@@ -50,6 +56,13 @@ struct GateBackwardArgs {
   scalar_t* dz;              // (T, B, D, G) out: gradient of the pre-activations
   scalar_t* dz_step;         // (D, B, G) out: the same rows of this step, packed for the GEMM
   int64_t T, B, H, D, step;
+  // Resets: (T, B) or nullptr. Where the step processed before this one (t + 1 in direction
+  // 0) started from the initial state, dc_state (and dh_state when dh == nullptr) is the
+  // gradient of c0 (h0): added to dc0_sum (dh0_sum), and the step goes on from zero. c_{t-1}
+  // is c0 where step t started from it.
+  const bool* resets;
+  scalar_t* dh0_sum;         // (D, B, H), used when dh == nullptr
+  scalar_t* dc0_sum;         // (D, B, H)
 };
 
 template <typename scalar_t>
@@ -59,89 +72,27 @@ template <typename scalar_t>
 void launch_gate_backward(const GateBackwardArgs<scalar_t>& a, cudaStream_t stream);
 
 // With a projection: r (D, B, P) = h W_hr^T of this step. Valid rows: h_state = r, y = r;
-// padded rows: y = 0, h_state kept.   h_state (D, B, P), y (T, B, D*P).
+// padded rows: y = 0, h_state kept.   h_state (D, B, P), y (T, B, D*P). resets (T, B) or
+// nullptr: rows whose next step starts afresh get h0 (D, B, P) as h_state.
 template <typename scalar_t>
 void launch_proj_store(const scalar_t* r, scalar_t* h_state, scalar_t* y, const int64_t* lengths,
                        int64_t T, int64_t B, int64_t P, int64_t D, int64_t step,
-                       cudaStream_t stream);
+                       const bool* resets, const scalar_t* h0, cudaStream_t stream);
 
 // With a projection, backward: dr = grad_y[t] + dh_state on valid rows, 0 on padded rows;
-// written to dr (D, B, P) and to dR[:, t] (D, T, B, P) for the W_hr gradient.
+// written to dr (D, B, P) and to dR[:, t] (D, T, B, P) for the W_hr gradient. resets (T, B)
+// or nullptr: where the step processed before started afresh, dh_state goes to dh0_sum
+// (D, B, P) instead.
 template <typename scalar_t>
 void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state, const int64_t* lengths,
                             scalar_t* dr, scalar_t* dR, int64_t T, int64_t B, int64_t P,
-                            int64_t D, int64_t step, cudaStream_t stream);
+                            int64_t D, int64_t step, const bool* resets, scalar_t* dh0_sum,
+                            cudaStream_t stream);
 
 // dst = src on the rows valid at this step, dst kept elsewhere.   src, dst (D, B, N).
 template <typename scalar_t>
 void launch_masked_copy(const scalar_t* src, scalar_t* dst, const int64_t* lengths, int64_t T,
                         int64_t B, int64_t N, int64_t D, int64_t step, cudaStream_t stream);
-
-// ---- Persistent path (lstm_persistent_kernels.cu): whole time loop in one launch. ----
-// float, half and bfloat16 only (it exchanges state in float).
-// Only without a projection (R == H). Each block owns `units` hidden units of one direction
-// and keeps their W_hh slice in shared memory for the whole loop; blocks exchange h (forward)
-// or dz (backward) through global memory, one grid-wide barrier per step.
-
-struct PersistentPlan {
-  bool fits = false;
-  int units = 0;       // hidden units per block
-  int blocks = 0;      // D * ceil(H / units)
-  int threads = 0;
-  int batch_chunk = 0; // batch rows per shared-memory tile of the forward
-  size_t smem = 0;     // dynamic shared memory per block, bytes
-};
-
-// Smallest `units` whose blocks all fit on the device at once (occupancy checked with
-// cudaOccupancyMaxActiveBlocksPerMultiprocessor), or fits = false.
-template <typename scalar_t>
-PersistentPlan plan_persistent(int device, int64_t B, int64_t H, int64_t D, bool backward);
-
-template <typename scalar_t>
-struct PersistentForwardArgs {
-  const scalar_t* gx;      // (T, B, D, G) x W_ih^T + bias
-  const scalar_t* w_hh;    // (D, G, H)
-  const scalar_t* h0;      // (D, B, H)
-  const scalar_t* c0;      // (D, B, H)
-  const scalar_t* peep;    // (D, 3, H) or nullptr
-  const int64_t* lengths;  // (B,) or nullptr
-  scalar_t* y;             // (T, B, D*H)
-  scalar_t* h_n;           // (D, B, H)
-  scalar_t* c_n;           // (D, B, H)
-  scalar_t* gates;         // (D, T, B, G)
-  scalar_t* cells;         // (D, T, B, H)
-  float* h_exchange;       // (2, D, B, H) workspace: h of the previous / this step
-  float* c_state;          // (D, B, H) workspace
-  int64_t T, B, H, D;
-};
-
-template <typename scalar_t>
-struct PersistentBackwardArgs {
-  const scalar_t* gates;     // (D, T, B, G)
-  const scalar_t* cells;     // (D, T, B, H)
-  const scalar_t* c0;        // (D, B, H)
-  const scalar_t* w_hh;      // (D, G, H)
-  const scalar_t* peep;      // (D, 3, H) or nullptr
-  const int64_t* lengths;    // (B,) or nullptr
-  const scalar_t* grad_y;    // (T, B, D*H)
-  const scalar_t* grad_h_n;  // (D, B, H)
-  const scalar_t* grad_c_n;  // (D, B, H)
-  scalar_t* dz;              // (T, B, D, G) out
-  scalar_t* grad_h0;         // (D, B, H) out
-  scalar_t* grad_c0;         // (D, B, H) out
-  float* dz_exchange;        // (2, D, B, G) workspace
-  float* dh_state;           // (D, B, H) workspace
-  float* dc_state;           // (D, B, H) workspace
-  int64_t T, B, H, D;
-};
-
-template <typename scalar_t>
-void launch_persistent_forward(const PersistentForwardArgs<scalar_t>& a, const PersistentPlan& plan,
-                               cudaStream_t stream);
-
-template <typename scalar_t>
-void launch_persistent_backward(const PersistentBackwardArgs<scalar_t>& a,
-                                const PersistentPlan& plan, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace lstm_fused

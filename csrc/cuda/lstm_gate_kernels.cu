@@ -54,6 +54,25 @@ __device__ __forceinline__ bool row_valid(const int64_t* lengths, int64_t b, int
   return lengths == nullptr || t < lengths[b];
 }
 
+// Resets (lstm_layer_args.h), resets (T, B) or nullptr: whether row b of direction d starts
+// step t from its initial state (t valid). Direction 0: resets[t] (t > 0); direction 1, which
+// runs t downwards: resets[t + 1] where t + 1 is valid.
+__device__ __forceinline__ bool starts_fresh(const bool* resets, const int64_t* lengths,
+                                             int64_t d, int64_t b, int64_t t, int64_t T,
+                                             int64_t B) {
+  if (resets == nullptr) return false;
+  if (d == 0) return t > 0 && resets[t * B + b];
+  return t + 1 < T && resets[(t + 1) * B + b] && row_valid(lengths, b, t + 1);
+}
+
+// Whether the step after t of direction d (t + 1 forward, t - 1 backward) starts afresh.
+__device__ __forceinline__ bool next_fresh(const bool* resets, const int64_t* lengths, int64_t d,
+                                           int64_t b, int64_t t, int64_t T, int64_t B) {
+  if (resets == nullptr) return false;
+  if (d == 0) return t + 1 < T && resets[(t + 1) * B + b] && row_valid(lengths, b, t + 1);
+  return t > 0 && resets[t * B + b] && row_valid(lengths, b, t);
+}
+
 unsigned int blocks_for(int64_t n) {
   return static_cast<unsigned int>((n + kThreads - 1) / kThreads);
 }
@@ -121,9 +140,14 @@ __global__ void __launch_bounds__(kThreads) gate_forward_kernel(GateForwardArgs<
 #pragma unroll
   for (int q = 0; q < 4; ++q) store_pack<VEC>(gates + q * H, out_g[q]);
   store_pack<VEC>(cells, out_c);
-  store_pack<VEC>(c_state, out_c);
-  store_pack<VEC>(a.h_out + (d * B + b) * H + j, out_h);
   if (y != nullptr) store_pack<VEC>(y, out_h);
+  if (next_fresh(a.resets, a.lengths, d, b, t, T, B)) {  // the next step starts from h0, c0
+    store_pack<VEC>(c_state, load_pack<VEC>(a.c0 + (d * B + b) * H + j));
+    if (y != nullptr) out_h = load_pack<VEC>(a.h0 + (d * B + b) * H + j);  // else: proj_store
+  } else {
+    store_pack<VEC>(c_state, out_c);
+  }
+  store_pack<VEC>(a.h_out + (d * B + b) * H + j, out_h);
 }
 
 // grid: D * B * H / VEC threads. Launch bounds (kThreads, 1): without it ptxas for sm_80 capped
@@ -154,10 +178,13 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
     return;
   }
   // c_{t-1}: c0 at the first step of the direction, else the cell of the previous time.
-  const bool first = a.step == 0;
+  const bool first = a.step == 0 || starts_fresh(a.resets, a.lengths, d, b, t, T, B);
   const int64_t t_prev = d == 0 ? t - 1 : t + 1;
   const scalar_t* c_prev_p = first ? a.c0 + (d * B + b) * H + j
                                    : a.cells + ((d * T + t_prev) * B + b) * H + j;
+  // The step processed before (t + 1 in direction 0) started afresh: the gradient carried
+  // from it belongs to (h0, c0), and none crosses to step t.
+  const bool cut = next_fresh(a.resets, a.lengths, d, b, t, T, B);
   const scalar_t* g_p = a.gates + ((d * T + t) * B + b) * G + j;
   P gq[4], pw[3];
 #pragma unroll
@@ -165,7 +192,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
   const P c = load_pack<VEC>(a.cells + ((d * T + t) * B + b) * H + j);
   const P cp = load_pack<VEC>(c_prev_p);
   scalar_t* dc_p = a.dc_state + (d * B + b) * H + j;
-  const P dc = load_pack<VEC>(dc_p);
+  P dc = load_pack<VEC>(dc_p);
   P dh1, dh2;
   if (a.dh != nullptr) {
     dh1 = load_pack<VEC>(a.dh + (d * B + b) * H + j);
@@ -173,6 +200,23 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
   } else {
     dh1 = load_pack<VEC>(a.grad_y + (t * B + b) * D * H + d * H + j);
     dh2 = load_pack<VEC>(a.dh_state + (d * B + b) * H + j);
+  }
+  if (cut) {
+    const int64_t o = (d * B + b) * H + j;
+    P sum_c = load_pack<VEC>(a.dc0_sum + o), sum_h;
+    if (a.dh == nullptr) sum_h = load_pack<VEC>(a.dh0_sum + o);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      sum_c.v[k] = static_cast<scalar_t>(static_cast<acc_t>(sum_c.v[k]) +
+                                         static_cast<acc_t>(dc.v[k]));
+      if (a.dh == nullptr)
+        sum_h.v[k] = static_cast<scalar_t>(static_cast<acc_t>(sum_h.v[k]) +
+                                           static_cast<acc_t>(dh2.v[k]));
+    }
+    store_pack<VEC>(a.dc0_sum + o, sum_c);
+    if (a.dh == nullptr) store_pack<VEC>(a.dh0_sum + o, sum_h);
+    dc = zero_pack<VEC, scalar_t>();
+    dh2 = zero_pack<VEC, scalar_t>();
   }
   if (a.peep != nullptr) {
 #pragma unroll
@@ -209,14 +253,15 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     proj_store_kernel(const scalar_t* r, scalar_t* h_state, scalar_t* y, const int64_t* lengths,
-                      int64_t T, int64_t B, int64_t P, int64_t D, int64_t step) {
+                      int64_t T, int64_t B, int64_t P, int64_t D, int64_t step,
+                      const bool* resets, const scalar_t* h0) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= D * B * P) return;
   const int64_t k = idx % P, b = (idx / P) % B, d = idx / (P * B);
   const int64_t t = step_time(d, step, T);
   scalar_t* y_p = y + (t * B + b) * D * P + d * P + k;
   if (row_valid(lengths, b, t)) {
-    h_state[idx] = r[idx];
+    h_state[idx] = next_fresh(resets, lengths, d, b, t, T, B) ? h0[idx] : r[idx];
     *y_p = r[idx];
   } else {
     *y_p = scalar_t(0.0f);
@@ -227,16 +272,23 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     proj_grad_input_kernel(const scalar_t* grad_y, const scalar_t* dh_state,
                            const int64_t* lengths, scalar_t* dr, scalar_t* dR, int64_t T,
-                           int64_t B, int64_t P, int64_t D, int64_t step) {
+                           int64_t B, int64_t P, int64_t D, int64_t step, const bool* resets,
+                           scalar_t* dh0_sum) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= D * B * P) return;
   const int64_t k = idx % P, b = (idx / P) % B, d = idx / (P * B);
   const int64_t t = step_time(d, step, T);
   using acc_t = cell_acc_t<scalar_t>;
   scalar_t v = scalar_t(0.0f);
-  if (row_valid(lengths, b, t))
+  if (row_valid(lengths, b, t)) {
+    acc_t carried = static_cast<acc_t>(dh_state[idx]);
+    if (next_fresh(resets, lengths, d, b, t, T, B)) {  // no gradient crosses a reset
+      dh0_sum[idx] = static_cast<scalar_t>(static_cast<acc_t>(dh0_sum[idx]) + carried);
+      carried = acc_t(0);
+    }
     v = static_cast<scalar_t>(static_cast<acc_t>(grad_y[(t * B + b) * D * P + d * P + k]) +
-                              static_cast<acc_t>(dh_state[idx]));
+                              carried);
+  }
   dr[idx] = v;
   dR[((d * T + t) * B + b) * P + k] = v;
 }
@@ -266,7 +318,7 @@ void launch_gate_forward(const GateForwardArgs<scalar_t>& a, cudaStream_t stream
   constexpr int V = pack_width<scalar_t>();
   const bool vec = a.H % V == 0 && aligned16(a.z_rec) && aligned16(a.gx) && aligned16(a.peep) &&
                    aligned16(a.c_state) && aligned16(a.gates) && aligned16(a.cells) &&
-                   aligned16(a.h_out) && aligned16(a.y);
+                   aligned16(a.h_out) && aligned16(a.y) && aligned16(a.h0) && aligned16(a.c0);
   const int64_t n = a.D * a.B * (vec ? a.H / V : a.H);
   if (n == 0) return;
   if (vec)
@@ -282,7 +334,7 @@ void launch_gate_backward(const GateBackwardArgs<scalar_t>& a, cudaStream_t stre
   const bool vec = a.H % V == 0 && aligned16(a.gates) && aligned16(a.cells) && aligned16(a.c0) &&
                    aligned16(a.peep) && aligned16(a.dh) && aligned16(a.grad_y) &&
                    aligned16(a.dh_state) && aligned16(a.dc_state) && aligned16(a.dz) &&
-                   aligned16(a.dz_step);
+                   aligned16(a.dz_step) && aligned16(a.dh0_sum) && aligned16(a.dc0_sum);
   const int64_t n = a.D * a.B * (vec ? a.H / V : a.H);
   if (n == 0) return;
   if (vec)
@@ -295,22 +347,23 @@ void launch_gate_backward(const GateBackwardArgs<scalar_t>& a, cudaStream_t stre
 template <typename scalar_t>
 void launch_proj_store(const scalar_t* r, scalar_t* h_state, scalar_t* y, const int64_t* lengths,
                        int64_t T, int64_t B, int64_t P, int64_t D, int64_t step,
-                       cudaStream_t stream) {
+                       const bool* resets, const scalar_t* h0, cudaStream_t stream) {
   const int64_t n = D * B * P;
   if (n == 0) return;
   LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, proj_store_kernel<scalar_t>)(
-      r, h_state, y, lengths, T, B, P, D, step);
+      r, h_state, y, lengths, T, B, P, D, step, resets, h0);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t>
 void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state, const int64_t* lengths,
                             scalar_t* dr, scalar_t* dR, int64_t T, int64_t B, int64_t P,
-                            int64_t D, int64_t step, cudaStream_t stream) {
+                            int64_t D, int64_t step, const bool* resets, scalar_t* dh0_sum,
+                            cudaStream_t stream) {
   const int64_t n = D * B * P;
   if (n == 0) return;
   LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, proj_grad_input_kernel<scalar_t>)(
-      grad_y, dh_state, lengths, dr, dR, T, B, P, D, step);
+      grad_y, dh_state, lengths, dr, dR, T, B, P, D, step, resets, dh0_sum);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -328,10 +381,11 @@ void launch_masked_copy(const scalar_t* src, scalar_t* dst, const int64_t* lengt
   template void launch_gate_forward<T_>(const GateForwardArgs<T_>&, cudaStream_t);              \
   template void launch_gate_backward<T_>(const GateBackwardArgs<T_>&, cudaStream_t);            \
   template void launch_proj_store<T_>(const T_*, T_*, T_*, const int64_t*, int64_t, int64_t,    \
-                                      int64_t, int64_t, int64_t, cudaStream_t);                 \
+                                      int64_t, int64_t, int64_t, const bool*, const T_*,        \
+                                      cudaStream_t);                                            \
   template void launch_proj_grad_input<T_>(const T_*, const T_*, const int64_t*, T_*, T_*,      \
                                            int64_t, int64_t, int64_t, int64_t, int64_t,         \
-                                           cudaStream_t);                                       \
+                                           const bool*, T_*, cudaStream_t);                     \
   template void launch_masked_copy<T_>(const T_*, T_*, const int64_t*, int64_t, int64_t,        \
                                        int64_t, int64_t, int64_t, cudaStream_t);
 

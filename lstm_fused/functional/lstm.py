@@ -6,6 +6,9 @@ Letters and shapes: docs/contract.md. x (T, B, I) time-major; h0 (L*D, B, R); c0
 one layer's weights (w_ih (D, 4H, I), w_hh (D, 4H, R), bias (D, 4H) = b_ih + b_hh or None,
 w_hr (D, P, H) or None, w_peep (D, 3, H) = (w_ci, w_cf, w_co) or None); lengths (B,) int64:
 steps t >= lengths[b] keep the state and output zeros. Direction 1 runs backwards in time.
+resets (T, B), bool or 0/1 numbers (nonzero = set): where resets[t, b] is set, row b's state is
+replaced by its initial state (h0, c0) at the boundary between steps t-1 and t, in every layer
+and direction (docs/contract.md, "Resets").
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 
 from .. import onnx_export, reference
+from .._checks import check_device, check_tensor
 from ..ops import library, registry
 from ..ops.autograd import needs_grad, transform_active
 from .attention import check_pooling_params, run_pooling
@@ -22,13 +26,41 @@ LayerWeights = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optiona
                      Optional[torch.Tensor]]
 
 
-def _features(w_hr, w_peep, lengths) -> dict:
-    return dict(proj=w_hr is not None, peephole=w_peep is not None, lengths=lengths is not None)
+def _features(w_hr, w_peep, lengths, resets=None) -> dict:
+    features = dict(proj=w_hr is not None, peephole=w_peep is not None,
+                    lengths=lengths is not None)
+    if resets is not None:  # asked only when used: implementations that predate it still match
+        features["resets"] = True
+    return features
 
 
-def _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+def check_resets(resets, x: torch.Tensor, *, where: str = "lstm_fused.functional.lstm",
+                 layout: str = "(T, B)") -> Optional[torch.Tensor]:
+    """resets for the time-major input x (T, B, I): a (T, B) tensor of bools or 0/1 numbers
+    (any nonzero value counts as set) on x's device. Returns it as a contiguous bool tensor (the
+    layer operators' form), or None. layout: how the caller names the expected shape."""
+    if resets is None:
+        return None
+    check_tensor(resets, "resets", where=where)
+    if resets.dtype.is_complex:
+        raise TypeError(f"{where}: resets must be bool or hold 0/1 numbers, got dtype "
+                        f"{resets.dtype}")
+    T, B = x.shape[0], x.shape[1]
+    if resets.dim() != 2 or resets.shape[0] != T or resets.shape[1] != B:
+        raise ValueError(f"{where}: resets has shape {tuple(resets.shape)}, expected {layout} "
+                         f"= {(T, B)}: one flag per time step and batch row")
+    check_device(resets, "resets", x.device, where=where)
+    if resets.dtype != torch.bool:
+        resets = resets != 0
+    return resets.contiguous()
+
+
+def _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
     """The layer inside torch.onnx.export, as ONNX's LSTM operator (lstm_fused/onnx_export.py),
     whatever the backend."""
+    if resets is not None:
+        raise RuntimeError("lstm_fused: resets cannot be exported to ONNX (its LSTM operator "
+                           "has no per-step state reset); export without resets")
     if w_hr is not None:
         raise RuntimeError(onnx_export.PROJECTION_ERROR)
     x, h0, c0 = x.contiguous(), h0.contiguous(), c0.contiguous()
@@ -57,24 +89,28 @@ def _autocast_cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[to
     return t.to(dtype)
 
 
-def _layer_runner(impl: registry.Implementation, x, lengths, features: dict) -> Callable:
+def _layer_runner(impl: registry.Implementation, x, lengths, features: dict,
+                  resets=None) -> Callable:
     """run(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep) -> (y, h_n, c_n) for each layer of one
     call on `impl`: inside torch.onnx.export ONNX's LSTM operator; under torch.autocast the
     layer as nn.LSTM runs it (below); under forward-mode AD or a torch.func transform the
     reference math (the fused kernels have neither tangent nor batching rules; plain PyTorch
     has both, to any order); else impl's kernels."""
     if onnx_export.exporting_onnx():
-        return lambda *args: _export_layer(*args, lengths)
+        return lambda *args: _export_layer(*args, lengths, resets)
 
     def fused(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep):
         args = (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep)
         if transform_active(args):
-            return reference.lstm_layer(*args, lengths)
+            return reference.lstm_layer(*args, lengths, resets)
         # Contiguous time-major input and states: the kernels read them as such (a batch_first
         # input is copied here once, as the input projection would copy it anyway), and
         # compiled graphs then see the same strides as eager.
+        if resets is None:
+            return impl.kernels.layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih,
+                                      w_hh, bias, w_hr, w_peep, lengths)
         return impl.kernels.layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh,
-                                  bias, w_hr, w_peep, lengths)
+                                  bias, w_hr, w_peep, lengths, resets)
 
     low = _autocast_dtype(x.device.type)
     if low is None or x.dtype == torch.float64:
@@ -138,34 +174,40 @@ def _run_layers(run, x, h0, c0, weights: Sequence[LayerWeights], between_layers)
 
 def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
          weights: Sequence[LayerWeights], lengths: Optional[torch.Tensor] = None, *,
+         resets: Optional[torch.Tensor] = None,
          between_layers: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
          backend: str = "auto"):
     """A stack of L LSTM layers through one backend, differentiable.
 
     weights: L tuples (w_ih, w_hh, bias, w_hr, w_peep), one per layer (lstm_fused.LSTM's
-    `layer_weights(k)`); between_layers: applied to each layer's output before the next layer
-    (dropout in training). Returns y (T, B, D*R) of the last layer, h_n (L*D, B, R),
-    c_n (L*D, B, H)."""
-    features = _features(weights[0][3], weights[0][4], lengths)
+    `layer_weights(k)`); resets (T, B) bool or 0/1, or None: state resets, the same in every
+    layer (each layer restarts from its own h0, c0); between_layers: applied to each layer's
+    output before the next layer (dropout in training). Returns y (T, B, D*R) of the last
+    layer, h_n (L*D, B, R), c_n (L*D, B, H)."""
+    resets = check_resets(resets, x)
+    features = _features(weights[0][3], weights[0][4], lengths, resets)
     impl = _resolve_layer(backend, "lstm_layer", x, features)
     _check_lengths(lengths, x)
-    return _run_layers(_layer_runner(impl, x, lengths, features), x, h0, c0, weights,
+    return _run_layers(_layer_runner(impl, x, lengths, features, resets), x, h0, c0, weights,
                        between_layers)
 
 
 def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
                w_hh: torch.Tensor, bias: Optional[torch.Tensor] = None,
                w_hr: Optional[torch.Tensor] = None, w_peep: Optional[torch.Tensor] = None,
-               lengths: Optional[torch.Tensor] = None, *, backend: str = "auto"):
+               lengths: Optional[torch.Tensor] = None, *,
+               resets: Optional[torch.Tensor] = None, backend: str = "auto"):
     """One LSTM layer, every direction, through the chosen backend; differentiable.
-    h0 (D, B, R), c0 (D, B, H). Returns y (T, B, D*R), h_n (D, B, R), c_n (D, B, H).
+    h0 (D, B, R), c0 (D, B, H); resets (T, B) or None (lstm). Returns y (T, B, D*R),
+    h_n (D, B, R), c_n (D, B, H).
 
     Forward-mode AD and torch.func transforms run the reference math whatever the backend;
     double backward is handled in the operators' autograd (lstm_fused/ops/lstm_layer.py).
     Under torch.autocast the layer runs as nn.LSTM's does (lower-precision inputs and outputs;
     the C++ CPU kernels compute in float32 on the rounded values). Inside torch.onnx.export
     the layer becomes ONNX's LSTM operator (lstm_fused/onnx_export.py)."""
-    return lstm(x, h0, c0, [(w_ih, w_hh, bias, w_hr, w_peep)], lengths, backend=backend)
+    return lstm(x, h0, c0, [(w_ih, w_hh, bias, w_hr, w_peep)], lengths, resets=resets,
+                backend=backend)
 
 
 def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,

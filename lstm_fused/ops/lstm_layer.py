@@ -3,11 +3,11 @@ layer pooled as it runs.
 
 Operators (schemas in csrc/ops.cpp, each with a Triton twin `<name>_triton`; shapes in
 csrc/lstm_layer_args.h):
-  lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias?, w_hr?, w_peep?, lengths?)
+  lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias?, w_hr?, w_peep?, lengths?, resets?)
       -> (y, h_n, c_n, gates, cells)              differentiable (autograd below)
   lstm_layer_inference(same) -> (y, h_n, c_n)     nothing kept for a backward
   lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr?, w_peep?,
-                      lengths?, y, gates, cells) -> 8 gradients
+                      lengths?, resets?, y, gates, cells) -> 8 gradients
   attentive_lstm_inference(layer args, proj_weight, proj_bias?, v, qproj?, chunk_size)
       -> (context, alpha, lse, h_n, c_n)          inference only
 This module gives each its fake kernel (torch.compile) and autograd, the Triton twins their
@@ -38,16 +38,16 @@ def layer_output_shapes(x, h0, w_ih):
     return (T, B, D * R), (D, B, R), (D, B, H), (D, T, B, G), (D, T, B, H)
 
 
-def fake_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+def fake_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
     return tuple(x.new_empty(s) for s in layer_output_shapes(x, h0, w_ih))
 
 
-def fake_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+def fake_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
     return tuple(x.new_empty(s) for s in layer_output_shapes(x, h0, w_ih)[:3])
 
 
-def fake_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y,
-                  gates, cells):
+def fake_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths,
+                  resets, y, gates, cells):
     """Every gradient is a new contiguous tensor, whatever the strides of its input."""
     D, G = w_ih.shape[0], w_ih.shape[1]
     return (x.new_empty(x.shape), x.new_empty(h0.shape), x.new_empty(c0.shape),
@@ -75,20 +75,24 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
     gradients come from the reference math (differentiable_vjp), exact to any order."""
 
     def setup_context(ctx, inputs, output):
-        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths = inputs
+        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths = inputs[:9]
+        resets = inputs[9] if len(inputs) > 9 else None
         y, _h_n, _c_n, gates, cells = output
         ctx.has_bias = bias is not None
+        ctx.n_inputs = len(inputs)
         # gates and cells are never differentiated: without this, autograd would fill a zero
         # gradient the size of each (D*T*B*4H and D*T*B*H values) on every backward.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, y, gates,
-                              cells)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, y,
+                              gates, cells)
 
     def backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
-        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, y, gates, cells = ctx.saved_tensors
+        (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, y, gates,
+         cells) = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
             return tuple(differentiable_vjp(
-                reference.lstm_layer, (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths),
+                reference.lstm_layer,
+                (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets)[:ctx.n_inputs],
                 (grad_y, grad_h_n, grad_c_n), ctx.needs_input_grad))
         grad_y, grad_h_n, grad_c_n = (zeros_if_none(g, t) for g, t in
                                       ((grad_y, y), (grad_h_n, h0), (grad_c_n, c0)))
@@ -99,11 +103,11 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
             padded = steps >= lengths.to(x.device).unsqueeze(0)  # (T, B)
             x = x.masked_fill(padded.unsqueeze(2), 0)
         gx, gh0, gc0, gw_ih, gw_hh, gbias, gw_hr, gw_peep = backward_op(
-            grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, y,
-            gates, cells)
+            grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, resets,
+            y, gates, cells)
         return (gx, gh0, gc0, gw_ih, gw_hh, gbias if ctx.has_bias else None,
                 gw_hr if w_hr is not None else None, gw_peep if w_peep is not None else None,
-                None)
+                None) + (None,) * (ctx.n_inputs - 9)
 
     torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
 
@@ -125,20 +129,22 @@ def _check_host_lengths(x, lengths):
         _checks.check_lengths_range(lengths, x.shape[0], where="lstm_fused (triton)")
 
 
-def _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save):
+def _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, save):
     _check_triton_dtype(x)
-    NAMESPACE.lstm_layer_forward_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+    NAMESPACE.lstm_layer_forward_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                                       resets)
     _check_host_lengths(x, lengths)
     return triton_library.kernels("lstm_layer").layer_forward(
-        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save)
+        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, resets)
 
 
-def triton_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
-    return _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, True)
+def triton_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
+    return _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, True)
 
 
-def triton_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
-    return _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, False)[:3]
+def triton_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
+    return _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
+                           False)[:3]
 
 
 def triton_layer_backward(*args):
@@ -163,8 +169,8 @@ def triton_attentive(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_we
 class LayerKernels:
     """The entry points of one backend's operators (suffix "" for the C++ ones, "_triton").
 
-    layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths) -> (y, h_n, c_n),
-    differentiable; attentive_inference(layer args, proj_weight, proj_bias, v, qproj,
+    layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None) -> (y, h_n, c_n),
+    differentiable (resets (T, B) bool contiguous on x's device, or None); attentive_inference(layer args, proj_weight, proj_bias, v, qproj,
     chunk_size) -> (context, alpha, lse, h_n, c_n), or None where this backend has no such
     kernel for these sizes (the caller runs the layer, then the pooling)."""
 
@@ -177,8 +183,10 @@ class LayerKernels:
     def _has(self, name):
         return self.suffix == "_triton" or library.has_kernel(name, self.dispatch_key)
 
-    def layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+    def layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
         args = (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+        if resets is not None:  # not passed otherwise: a compiled graph then keeps its op call
+            args = args + (resets,)
         if not needs_grad(args) and self._has("lstm_layer_inference"):
             return self._op("lstm_layer_inference")(*args)
         y, h_n, c_n, _gates, _cells = self._op("lstm_layer_forward")(*args)
@@ -203,8 +211,8 @@ class LayerKernels:
 class ReferenceLayerKernels:
     """Plain PyTorch (lstm_fused/reference.py): no fused attentive kernel."""
 
-    def layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
-        return reference.lstm_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths)
+    def layer(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
+        return reference.lstm_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets)
 
     def attentive_inference(self, *args):
         return None
@@ -270,7 +278,7 @@ def _register_implementations() -> None:
               "triton": FLOATS, "cpu": (torch.float32, torch.float64), "reference": FLOATS}
     # The features the CUDA kernels implement: a new feature of a layer call is refused there
     # until its kernels exist.
-    features = {"cuda": frozenset({"proj", "peephole", "lengths"})}
+    features = {"cuda": frozenset({"proj", "peephole", "lengths", "resets"})}
     for backend, entry in kernels.items():
         registry.register(registry.backend_implementation(
             "lstm_layer", backend, entry, dtypes[backend], native_op="lstm_layer_forward",

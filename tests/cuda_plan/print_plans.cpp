@@ -1,12 +1,14 @@
 // Prints, as JSON lines, the launch plans the CUDA host code makes for the shapes given on
 // stdin, through the very planner headers it uses (csrc/cuda/mhsa_plan.h,
-// csrc/cuda/lstm_persistent_plan.h). Built and run by tests/test_cuda_resources.py.
+// csrc/cuda/lstm_tc_plan.h). Built and run by tests/test_cuda_resources.py.
 //   stdin lines:  mhsa <Dh> <acc_bytes> <smem_optin>
-//                 persistent <B> <H> <D> <elem_bytes> <backward 0|1> <smem_optin>
+//                 tc_forward <B> <H> <D> <P> <smem_optin>
+//   tc_forward prints the candidates in the order the host tries them (each [config index,
+//   units, warps, ksteps, mtiles, CTAs, dynamic smem]) and the reason when there are none.
 #include <iostream>
 #include <string>
 
-#include "cuda/lstm_persistent_plan.h"
+#include "cuda/lstm_tc_plan.h"
 #include "cuda/mhsa_plan.h"
 
 using namespace lstm_fused::cuda;
@@ -25,22 +27,24 @@ int main() {
                 << ", \"threads\": " << p.threads << ", \"rows_per_block\": " << p.rows_per_block
                 << ", \"smem\": [" << p.smem_forward << ", " << p.smem_dkdv << ", " << p.smem_dq
                 << "], \"refusal\": \"" << why << "\"}\n";
-    } else if (kind == "persistent") {
-      long long B, H, D;
-      size_t elem, optin;
-      int backward;
-      std::cin >> B >> H >> D >> elem >> backward >> optin;
-      std::cout << "{\"kind\": \"persistent\", \"B\": " << B << ", \"H\": " << H << ", \"D\": "
-                << D << ", \"elem_bytes\": " << elem << ", \"backward\": " << backward
-                << ", \"optin\": " << optin << ", \"candidates\": [";
+    } else if (kind == "tc_forward") {
+      long long B, H, D, P;
+      size_t optin;
+      std::cin >> B >> H >> D >> P >> optin;
+      std::string reason;
+      const auto cands = tc_forward_candidates(B, H, D, P, optin, &reason);
+      std::cout << "{\"kind\": \"tc_forward\", \"B\": " << B << ", \"H\": " << H
+                << ", \"D\": " << D << ", \"P\": " << P << ", \"optin\": " << optin
+                << ", \"candidates\": [";
       bool first = true;
-      for (const PersistentCandidate& c :
-           persistent_candidates(B, H, D, elem, backward != 0, optin)) {
-        std::cout << (first ? "" : ", ") << "[" << c.units << ", " << c.smem << ", " << c.blocks
-                  << "]";
+      for (const TcForwardCandidate& c : cands) {
+        const TcForwardConfig& f = tc_forward_configs()[c.config];
+        std::cout << (first ? "" : ", ") << "[" << c.config << ", " << f.units << ", "
+                  << f.warps << ", " << f.ksteps << ", " << f.mtiles << ", " << c.ctas << ", "
+                  << c.smem << "]";
         first = false;
       }
-      std::cout << "]}\n";
+      std::cout << "], \"reason\": \"" << (cands.empty() ? reason : "") << "\"}\n";
     } else {
       std::cerr << "unknown plan kind " << kind << "\n";
       return 2;
