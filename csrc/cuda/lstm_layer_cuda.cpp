@@ -1,11 +1,14 @@
-// CUDA kernels of lstm_fused::lstm_layer_forward / lstm_layer_backward (TORCH_LIBRARY_IMPL
-// CUDA). Same semantics and saved layout as the CPU kernels (csrc/cpu/lstm_layer_cpu.cpp);
-// shapes and checks: csrc/lstm_layer_args.h; letters: csrc/lstm_cell_math.h.
+// CUDA kernels of lstm_fused::lstm_layer_forward / lstm_layer_inference / lstm_layer_backward
+// (TORCH_LIBRARY_IMPL CUDA), and the operator lstm_layer_cuda_path (which time loop a forward
+// call takes, and why). Same semantics and saved layout as the CPU kernels
+// (csrc/cpu/lstm_layer_cpu.cpp); shapes and checks: csrc/lstm_layer_args.h; letters:
+// csrc/lstm_cell_math.h.
 //
 // Two paths run the time loop; both start with one GEMM for the input projections of every
 // step and direction, and the backward ends with one GEMM per weight over all steps.
 //
-//   tensor-core path (forward of bfloat16 and float16, the default where it fits): the whole
+//   tensor-core path (forward of bfloat16 and float16, the default where it fits; written and
+//     tested on the CPU emulation, not yet run on a GPU: cuda_path=gates avoids it): the whole
 //     loop of both directions in one cooperative launch, W_hh in registers as mma.sync
 //     fragments, h exchanged between CTAs through flags, no grid barrier
 //     (lstm_tc_forward.cuh). Where it does not fit (projection, H not a multiple of 8, H or B

@@ -23,6 +23,11 @@
 // together waited for every CTA of its direction to publish step s - 1, i.e. to finish
 // reading h_{s-2}. Every CTA must be resident at once (cooperative launch, occupancy-checked),
 // though no grid.sync is used.
+// Memory ordering (what the CPU emulation cannot check; compute-sanitizer and a stress run on
+// a GPU must): the producer's h stores are ordered before thread 0's st.release.gpu by the
+// __syncthreads between them (release is cumulative); a consumer lane's ld.acquire.gpu is
+// ordered before its warp's cp.async reads by the __syncwarp after the wait; the reads go
+// through L2 (.cg), never a stale L1 line.
 // Masked steps (t >= lengths[b]) keep h and c, write zero gates and y, and carry c in cells,
 // as the gate-kernel path does (lstm_gate_kernels.cu); saved gates/cells have its layout.
 #include <c10/util/BFloat16.h>
