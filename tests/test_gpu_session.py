@@ -85,6 +85,7 @@ def test_dry_run_ends_0_and_every_stage_says_why_it_is_skipped(full_dry_run):
                                            "session.log", "tests.log"]
     session = (out / "session.log").read_text()
     assert session.strip() == proc.stdout.strip()  # the script's output is session.log
+    assert not (REPO / "-").exists()  # nothing written into the checkout
     status = _statuses(session)
     assert set(status) == set(STAGES), status
     assert status["info"].startswith("ok")

@@ -166,9 +166,10 @@ run_step() {
     --detail "${STATUS[$name]}; log: ${log#"$OUT"/}" > /dev/null
 }
 
-skip() {  # skip NAME LOG REASON
+skip() {  # skip NAME LOG REASON (LOG "-": this script's output only)
   STATUS[$1]="skipped: $3"
-  echo "== $1: ${STATUS[$1]}" | tee -a "$2"
+  echo "== $1: ${STATUS[$1]}"
+  [ "$2" = "-" ] || echo "== $1: ${STATUS[$1]}" >> "$2"
 }
 
 ok() { case "${STATUS[$1]:-}" in ok*) return 0;; esac; return 1; }
