@@ -28,6 +28,10 @@ TESTS="tests/installed/test_installed_package.py tests/test_show_config.py tests
   tests/test_serialization.py"
 HELPERS="tests/conftest.py tests/helpers.py tests/backends.py tests/tolerances.py pytest.ini"
 
+# The commit the build records (setup.py, _git_commit): HEAD, +dirty with uncommitted changes.
+commit=$(git rev-parse HEAD)
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then commit="$commit+dirty"; fi
+
 start=$SECONDS
 rm -rf "$DIST"
 # sdist first, then the wheel built from the unpacked sdist: a file the build needs but the
@@ -49,9 +53,6 @@ mkdir -p "$WORK/run"
 cp $TESTS $HELPERS "$WORK/run/"
 # From $WORK/run: the source tree is neither the working directory nor on sys.path, so
 # `import lstm_fused` can only find the installed package (the first test checks where).
-# The commit the build recorded (setup.py, _git_commit): HEAD, +dirty with uncommitted changes.
-commit=$(git rev-parse HEAD)
-if [ -n "$(git status --porcelain --untracked-files=no)" ]; then commit="$commit+dirty"; fi
 (cd "$WORK/run" &&
   LSTM_FUSED_SOURCE_TREE="$ROOT" LSTM_FUSED_EXPECT_COMMIT="$commit" \
   "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider $(for t in $TESTS; do basename "$t"; done))
