@@ -19,14 +19,14 @@ WORK=${WORK:-$(mktemp -d)}
 if [ "${KEEP_WORK:-0}" != 1 ]; then trap 'rm -rf "$WORK"' EXIT; fi
 case "$WORK" in "$ROOT"|"$ROOT"/*) echo "WORK must be outside the source tree" >&2; exit 2;; esac
 
-# The tests run against the installed wheel: these test files and the helpers they import.
-# They must not read the source tree (csrc/, examples/, bench/, tools/).
+# The tests run against the installed wheel: these test files, with every helper module of
+# tests/ and pytest.ini. They must not read the source tree (csrc/, examples/, bench/, tools/).
 # (The LSTM layer, the cell, the attention families, errors, backend choice, pickling: about
 # 40 s of CPU; tests/test_lstm_parity.py would add another 45 s.)
 TESTS="tests/installed/test_installed_package.py tests/test_show_config.py tests/test_lstm_cell.py
   tests/test_attention.py tests/test_errors.py tests/test_backends_replace.py
   tests/test_serialization.py"
-HELPERS="tests/conftest.py tests/helpers.py tests/backends.py tests/tolerances.py pytest.ini"
+HELPERS="$(ls tests/*.py | grep -v '^tests/test_') pytest.ini"
 
 # The commit the build records (setup.py, _git_commit): HEAD, +dirty with uncommitted changes.
 commit=$(git rev-parse HEAD)
