@@ -253,7 +253,7 @@ class CaseRunner:
         rows = []
         for provider in providers:
             self.on_provider(provider.name)
-            row = self._guarded(provider, case, wl, lambda: self._timed_row(case, prep, provider))
+            row = self._guarded(provider, case, wl, lambda p=provider: self._timed_row(case, prep, p))
             rows.append(self._finish(case, wl, row))
         return rows
 
@@ -271,7 +271,7 @@ class CaseRunner:
         checked: Dict[str, Checked] = {}
         for provider in providers:
             self.on_provider(provider.name)
-            got = self._guarded(provider, case, wl, lambda: self._check(case, prep, provider))
+            got = self._guarded(provider, case, wl, lambda p=provider: self._check(case, prep, p))
             if isinstance(got, Checked):
                 checked[provider.name] = got
             else:

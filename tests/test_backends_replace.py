@@ -173,7 +173,7 @@ def test_replace_lstm_keeps_parametrizations():
     assert isinstance(fused, lstm_fused.LSTM) and parametrize.is_parametrized(fused, "weight_hh_l0")
     assert fused.parametrizations.weight_hh_l0.original is original
     x = torch.randn(5, 2, 3, dtype=torch.float64)
-    for step in range(2):  # the parametrization is evaluated at each forward
+    for _ in range(2):  # the parametrization is evaluated at each forward
         y, (h, c) = fused(x)
         y_r, (h_r, c_r) = ref(x)
         torch.testing.assert_close(y, y_r, **F64)

@@ -62,7 +62,7 @@ def _check_op(forward, backward, dtype, device, T=19, seed=SEED):
         w = w.nan_to_num(0.0)
         # atol relative to the gradient's largest entry (float16 rounds each product to it)
         scaled = dict(rtol=t["rtol"], atol=t["atol"] * max(1.0, w.abs().max().item()))
-        torch.testing.assert_close(g.cpu().double(), w, **scaled, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(g.cpu().double(), w, **scaled, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -95,7 +95,7 @@ def test_module_db_samples_match_torch_nn(cls, dtype, training):
         for k, (a, e) in enumerate(zip(outs_o + list(grads_o), outs_r + list(grads_r))):
             assert a.shape == e.shape and a.dtype == e.dtype, (what, k, a.shape, e.shape)
             torch.testing.assert_close(a, e, **tol("lstm", dtype),
-                                       msg=lambda m: f"{what}, tensor {k}: {m}")
+                                       msg=lambda m, k=k, what=what: f"{what}, tensor {k}: {m}")
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.LSTMCell], ids=["LSTM", "LSTMCell"])

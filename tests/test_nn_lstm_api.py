@@ -160,7 +160,7 @@ def test_check_methods_behave_as_nn_lstms(kw):
     if not kw.get("batch_first"):
         calls.append(lambda m: m.permute_hidden(good, perm))
     for i, call in enumerate(calls):
-        a, e = _outcome(lambda: call(ours)), _outcome(lambda: call(ref))
+        a, e = _outcome(lambda c=call: c(ours)), _outcome(lambda c=call: c(ref))
         assert _same(a, e), (i, a, e)
     # check_hidden_size formats nn.LSTM's message
     with pytest.raises(RuntimeError, match=r"^\(1, 2, 3\) vs \[") as info:

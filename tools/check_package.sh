@@ -19,14 +19,18 @@ WORK=${WORK:-$(mktemp -d)}
 if [ "${KEEP_WORK:-0}" != 1 ]; then trap 'rm -rf "$WORK"' EXIT; fi
 case "$WORK" in "$ROOT"|"$ROOT"/*) echo "WORK must be outside the source tree" >&2; exit 2;; esac
 
-# The tests run against the installed wheel: these test files and the helpers they import.
-# They must not read the source tree (csrc/, examples/, bench/, tools/).
+# The tests run against the installed wheel: these test files, with every helper module of
+# tests/ and pytest.ini. They must not read the source tree (csrc/, examples/, bench/, tools/).
 # (The LSTM layer, the cell, the attention families, errors, backend choice, pickling: about
 # 40 s of CPU; tests/test_lstm_parity.py would add another 45 s.)
 TESTS="tests/installed/test_installed_package.py tests/test_show_config.py tests/test_lstm_cell.py
   tests/test_attention.py tests/test_errors.py tests/test_backends_replace.py
   tests/test_serialization.py"
-HELPERS="tests/conftest.py tests/helpers.py tests/backends.py tests/tolerances.py pytest.ini"
+HELPERS="$(ls tests/*.py | grep -v '^tests/test_') pytest.ini"
+
+# The commit the build records (setup.py, _git_commit): HEAD, +dirty with uncommitted changes.
+commit=$(git rev-parse HEAD)
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then commit="$commit+dirty"; fi
 
 start=$SECONDS
 rm -rf "$DIST"
@@ -40,8 +44,10 @@ echo "check_package: built $(cd "$DIST" && ls) in $((SECONDS - start)) s"
 step=$SECONDS
 "$PYTHON" -m venv "$WORK/venv"
 # torch as tools/setup.sh pins it (a CPU build); pip takes it from the local disk when there.
-"$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check \
-  torch==2.13.0 triton==3.6.0 numpy pytest expecttest "$DIST"/*.whl
+# --no-compile: no .pyc files for the thousands of modules of torch and triton up front.
+"$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile \
+  torch==2.13.0 triton==3.6.0 numpy pytest "$DIST"/*.whl > "$WORK/pip.log" 2>&1 ||
+  { tail -n 40 "$WORK/pip.log"; exit 1; }
 echo "check_package: fresh venv with the wheel in $((SECONDS - step)) s"
 
 step=$SECONDS
@@ -49,9 +55,6 @@ mkdir -p "$WORK/run"
 cp $TESTS $HELPERS "$WORK/run/"
 # From $WORK/run: the source tree is neither the working directory nor on sys.path, so
 # `import lstm_fused` can only find the installed package (the first test checks where).
-# The commit the build recorded (setup.py, _git_commit): HEAD, +dirty with uncommitted changes.
-commit=$(git rev-parse HEAD)
-if [ -n "$(git status --porcelain --untracked-files=no)" ]; then commit="$commit+dirty"; fi
 (cd "$WORK/run" &&
   LSTM_FUSED_SOURCE_TREE="$ROOT" LSTM_FUSED_EXPECT_COMMIT="$commit" \
   "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider $(for t in $TESTS; do basename "$t"; done))

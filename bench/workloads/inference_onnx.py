@@ -31,7 +31,7 @@ def _onnx_session(module: nn.Module, x: torch.Tensor):
         import onnx  # noqa: F401  (torch.onnx.export needs it)
         import onnxruntime as ort
     except ImportError as exc:
-        raise Absent(f"{exc.name} is not installed (pip install onnx onnxruntime)")
+        raise Absent(f"{exc.name} is not installed (pip install onnx onnxruntime)") from exc
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "lstm.onnx")
         with warnings.catch_warnings():
@@ -89,7 +89,7 @@ class InferenceONNXWorkload(LSTMWorkload):
                 raise
             except Exception as exc:  # this build's lstm_fused has no ONNX export yet
                 raise Absent(f"torch.onnx.export of lstm_fused.LSTM failed: "
-                             f"{type(exc).__name__}: {str(exc)[:200]}")
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from exc
 
         out.append(Provider("onnxruntime(nn.LSTM)", ort_nn))
         out.append(Provider("onnxruntime(lstm_fused)", ort_fused))

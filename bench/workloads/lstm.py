@@ -109,7 +109,7 @@ class LSTMWorkload(Workload):
             import flashrnn  # noqa: F401
         except ImportError as exc:
             raise Absent(f"flashrnn is not importable ({exc}); pip install flashrnn==1.0.8, "
-                         f"or on the device machine carry its wheel (tools/fetch_gpu_wheels.sh)")
+                         f"or on the device machine carry its wheel (tools/fetch_gpu_wheels.sh)") from exc
         if device.type != "cuda":
             raise Unsupported("FlashRNN runs on CUDA only")
         I, H, L, bidir = self._sizes(case)

@@ -117,7 +117,7 @@ class ModelStepWorkload(Workload):
 
     def flops(self, case):
         d = case.dims
-        B, T, H2, A, N, C = d["B"], d["T"], 2 * d["H"], d["A"], d["N"], d["C"]
+        B, T, H2, A, C = d["B"], d["T"], 2 * d["H"], d["A"], d["C"]
         attn = 2 * B * T * H2 * 3 * H2 + 4 * B * T * T * H2 + 2 * B * T * H2 * H2
         pool = 2 * B * T * H2 * A + 2 * B * T * A + 2 * B * T * H2
         return LSTMWorkload().flops(self._lstm_case(case)) + attn + pool + 2 * B * H2 * C
