@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-import weakref
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,38 +19,10 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import functional, onnx_export
+from . import functional
 from .functional.lstm import check_resets
 from ._checks import check_device, check_dtype, check_shape, check_tensor
 from .ops.registry import check_name
-
-# Per module: the weights as the kernels take them (layer_weights: directions stacked, biases
-# summed), kept between calls that record nothing (see _kernel_weights). A weak mapping: the
-# entry goes with its module and is never saved or copied with it.
-_KEPT_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _kernel_weights(module: nn.Module, tensors: List[torch.Tensor], make: Callable):
-    """make() -> the kernels' weights, made from `tensors` (the module's parameters as this
-    call reads them). In a call that records nothing through them (no autograd graph, no
-    forward-mode AD or torch.func transform, no tracing, compiling or export), the result of
-    an earlier call is reused while `tensors` are the same objects with the same contents
-    (version counters and storage unchanged): a one-step call (a rollout of a recurrent agent)
-    otherwise spends more on these views and sums than on its math."""
-    if (torch.is_grad_enabled() or forward_ad._current_level >= 0 or torch.jit.is_tracing()
-            or torch.compiler.is_compiling()
-            or torch._C._functorch.peek_interpreter_stack() is not None
-            or onnx_export.exporting_onnx()):
-        return make()
-    key = [(t._version, t.data_ptr()) for t in tensors]
-    kept = _KEPT_WEIGHTS.get(module)
-    if (kept is not None and kept[0] == key and len(kept[1]) == len(tensors)
-            and all(a is b for a, b in zip(kept[1], tensors))):
-        return kept[2]
-    weights = make()
-    _KEPT_WEIGHTS[module] = (key, tuple(tensors), weights)
-    return weights
-
 
 def _check_int(where, name, value):
     # bool is an int to Python, never a size to a user
@@ -362,7 +333,7 @@ class LSTM(nn.Module):
         if self.dropout > 0 and self.training:
             def between_layers(y):
                 return _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
-        weights = _kernel_weights(self, self._parameters_read(),
+        weights = functional.kept_weights(self, self._parameters_read(),
                                   lambda: [self.layer_weights(k) for k in range(self.num_layers)])
         layer_input, h_n, c_n = functional.lstm(
             x, h0, c0, weights, lengths, resets=resets, between_layers=between_layers,
@@ -575,8 +546,8 @@ class LSTMCell(nn.Module):
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         # One step of a one-direction layer: x (1, B, I), states (1, B, H).
-        w_ih, w_hh, bias, w_peep = _kernel_weights(self, self._parameters_read(),
-                                                   self._layer_weights)
+        w_ih, w_hh, bias, w_peep = functional.kept_weights(self, self._parameters_read(),
+                                                           self._layer_weights)
         _y, h_n, c_n = functional.lstm_layer(x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0),
                                              w_ih, w_hh, bias, None, w_peep, None,
                                              backend=self.backend)

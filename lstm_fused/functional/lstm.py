@@ -12,9 +12,11 @@ and direction (docs/contract.md, "Resets").
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+import weakref
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
+from torch.autograd import forward_ad
 
 from .. import onnx_export, reference
 from .._checks import check_device, check_tensor
@@ -261,3 +263,32 @@ def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     if len(weights) > 1:
         h, c = torch.cat([h_first, h], 0), torch.cat([c_first, c], 0)
     return context, alpha, h, c
+
+
+# Per owner (a module): the weights as the kernels take them, kept between calls that record
+# nothing (kept_weights). A weak mapping: an entry goes with its module and is never saved or
+# copied with it.
+_KEPT_WEIGHTS: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
+
+
+def kept_weights(owner, tensors: List[torch.Tensor], make: Callable):
+    """make() -> the kernels' weights made from `tensors` (e.g. lstm_fused.LSTM's layer_weights:
+    directions stacked, biases summed; `tensors` its parameters as this call reads them). In a
+    call that records nothing through them (no autograd graph, no forward-mode AD or
+    torch.func transform, no tracing, compiling or export) the result of owner's previous
+    call is reused while `tensors` are the same objects with the same contents (version
+    counters and storage unchanged): a one-step call (a recurrent agent's rollout) otherwise
+    spends more on these views and sums than on its math."""
+    if (torch.is_grad_enabled() or forward_ad._current_level >= 0 or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()
+            or torch._C._functorch.peek_interpreter_stack() is not None
+            or onnx_export.exporting_onnx()):
+        return make()
+    key = [(t._version, t.data_ptr()) for t in tensors]
+    kept = _KEPT_WEIGHTS.get(owner)
+    if (kept is not None and kept[0] == key and len(kept[1]) == len(tensors)
+            and all(a is b for a, b in zip(kept[1], tensors))):
+        return kept[2]
+    weights = make()
+    _KEPT_WEIGHTS[owner] = (key, tuple(tensors), weights)
+    return weights
