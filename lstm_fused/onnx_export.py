@@ -76,9 +76,10 @@ def _absent(g):
     return n
 
 
-def _symbolic_layer(g, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths):
+def _symbolic_layer(g, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
     """The ONNX nodes of one lstm_layer_inference call, TorchScript exporter (g: its graph
-    context; the arguments are graph values). Returns y, h_n, c_n."""
+    context; the arguments are graph values; resets is always absent: the functional layer
+    refuses to export them). Returns y, h_n, c_n."""
     from torch.onnx import symbolic_helper as sh
 
     if not sh._is_none(w_hr):
