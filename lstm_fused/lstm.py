@@ -259,16 +259,6 @@ class LSTM(nn.Module):
             s += f", backend={self.backend!r}"
         return s
 
-    def _parameters_read(self) -> List[torch.Tensor]:
-        """Every parameter layer_weights reads, as this call reads it."""
-        tensors = [getattr(self, n) for n in self._flat_weights_names]
-        if self.peephole:
-            tensors += [getattr(self, f"weight_{gate}_l{layer}{sfx}")
-                        for layer in range(self.num_layers)
-                        for sfx in ("", "_reverse")[:self.num_directions]
-                        for gate in ("ci", "cf", "co")]
-        return tensors
-
     def layer_weights(self, layer: int):
         """(w_ih (D, 4H, I), w_hh (D, 4H, R), bias (D, 4H) or None, w_hr (D, P, H) or None,
         w_peep (D, 3, H) or None) of layer `layer`: its weights with the directions stacked on a
@@ -333,11 +323,9 @@ class LSTM(nn.Module):
         if self.dropout > 0 and self.training:
             def between_layers(y):
                 return _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
-        weights = functional.kept_weights(self, self._parameters_read(),
-                                  lambda: [self.layer_weights(k) for k in range(self.num_layers)])
         layer_input, h_n, c_n = functional.lstm(
-            x, h0, c0, weights, lengths, resets=resets, between_layers=between_layers,
-            backend=self.backend)
+            x, h0, c0, [self.layer_weights(k) for k in range(self.num_layers)], lengths,
+            resets=resets, between_layers=between_layers, backend=self.backend)
 
         if packed:
             out = _repack(layer_input, input)
@@ -481,24 +469,6 @@ class LSTMCell(nn.Module):
                 else:
                     weight.uniform_(-stdv, stdv)
 
-    def _parameters_read(self) -> List[torch.Tensor]:
-        """Every parameter _layer_weights reads, as this call reads it."""
-        tensors = [self.weight_ih, self.weight_hh]
-        if self.bias:
-            tensors += [self.bias_ih, self.bias_hh]
-        if self.peephole:
-            tensors += [self.weight_ci, self.weight_cf, self.weight_co]
-        return tensors
-
-    def _layer_weights(self):
-        """(w_ih (1, 4H, I), w_hh (1, 4H, H), bias (1, 4H) or None, w_peep (1, 3, H) or None):
-        the cell as a one-direction layer, as lstm_fused.functional.lstm_layer takes it."""
-        bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None
-        w_peep = None
-        if self.peephole:
-            w_peep = torch.stack([self.weight_ci, self.weight_cf, self.weight_co]).unsqueeze(0)
-        return self.weight_ih.unsqueeze(0), self.weight_hh.unsqueeze(0), bias, w_peep
-
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.bias is not True:  # nn.LSTMCell's test: bias=0 prints as given
@@ -546,8 +516,15 @@ class LSTMCell(nn.Module):
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         # One step of a one-direction layer: x (1, B, I), states (1, B, H).
-        w_ih, w_hh, bias, w_peep = functional.kept_weights(self, self._parameters_read(),
-                                                           self._layer_weights)
+        # the weights as a one-direction layer takes them: (1, 4H, I), (1, 4H, H) views, kept
+        # between calls that record nothing; the summed bias and peepholes made every call
+        weight_ih, weight_hh = self.weight_ih, self.weight_hh
+        w_ih, w_hh = functional.kept_weights(
+            self, [weight_ih, weight_hh], lambda: (weight_ih.unsqueeze(0), weight_hh.unsqueeze(0)))
+        bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None
+        w_peep = None
+        if self.peephole:
+            w_peep = torch.stack([self.weight_ci, self.weight_cf, self.weight_co]).unsqueeze(0)
         _y, h_n, c_n = functional.lstm_layer(x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0),
                                              w_ih, w_hh, bias, None, w_peep, None,
                                              backend=self.backend)

@@ -2,8 +2,8 @@
 implementation of its op family once per call (lstm_fused/ops/registry.py).
 
     lstm, lstm_layer, attentive_lstm            the LSTM (lstm.py)
-    kept_weights                                 the modules' weights kept between calls that
-                                                 record nothing (lstm.py)
+    kept_weights                                 views of a module's weights kept between calls
+                                                 that record nothing (lstm.py)
     masked_softmax, attention_pooling,
     channel_attention                            the attention heads (attention.py)
     multihead_self_attention,
