@@ -169,6 +169,30 @@ def train_side(side: str, cfg: dict, seed: int, backend: str) -> Run:
     return Run(recorder.returns, recorder.steps, model.train_ms, model.rollout_ms, model)
 
 
+def interleaved_step_ms(runs: Dict[str, Run], reps: int) -> Dict[str, List[float]]:
+    """One PPO gradient step's LSTM work, timed call by call in turn (nn.LSTM, lstm_fused,
+    nn.LSTM, ...) on the same minibatch of the stock side's last rollout: evaluate_actions
+    (both LSTMs over the minibatch's sequences), a loss, backward. Interleaved, so that a
+    busy spell of a shared machine hits both alike."""
+    stock = runs[NN].model
+    batch = next(iter(stock.rollout_buffer.get(stock.batch_size)))
+    actions = batch.actions.long().flatten()
+    times: Dict[str, List[float]] = {NN: [], FUSED: []}
+    for rep in range(reps + 2):  # two warm-up rounds
+        for side in (NN, FUSED):
+            policy = runs[side].model.policy
+            policy.set_training_mode(True)
+            start = time.perf_counter()
+            values, log_prob, entropy = policy.evaluate_actions(
+                batch.observations, actions, batch.lstm_states, batch.episode_starts)
+            loss = values.square().mean() - log_prob.mean() - entropy.mean()
+            policy.optimizer.zero_grad()
+            loss.backward()
+            if rep >= 2:
+                times[side].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def first_difference(a: List[float], b: List[float]) -> Optional[int]:
     """The index of the first episode whose return differs (None: none in the common part)."""
     for i, (x, y) in enumerate(zip(a, b)):
@@ -181,7 +205,23 @@ def moving_mean(values: List[float], window: int = 20) -> List[float]:
     return [statistics.fmean(values[max(0, i + 1 - window):i + 1]) for i in range(len(values))]
 
 
-def report(runs: Dict[str, Run]) -> None:
+def per_rollout(run: Run, rollout_steps: int, n_rollouts: int, window: int = 20) -> List[float]:
+    """After each rollout, the mean return of the last `window` episodes ended so far (nan
+    before the first)."""
+    out = []
+    for k in range(n_rollouts):
+        done = [r for r, s in zip(run.returns, run.steps) if s <= (k + 1) * rollout_steps]
+        out.append(statistics.fmean(done[-window:]) if done else float("nan"))
+    return out
+
+
+def report(runs: Dict[str, Run], cfg: dict, step_ms: Dict[str, List[float]]) -> None:
+    rollout_steps = cfg["n_steps"] * cfg["n_envs"]
+    curves = {side: per_rollout(run, rollout_steps, cfg["updates"]) for side, run in runs.items()}
+    print("mean return of the last 20 episodes, after rollout:")
+    print("rollout  " + "".join(f"{side:>16s}" for side in runs))
+    for k in sorted({0, *range(4, cfg["updates"], 5), cfg["updates"] - 1}):
+        print(f"{k + 1:7d}  " + "".join(f"{curves[side][k]:16.1f}" for side in runs))
     nn_run = runs[NN]
     for side, run in runs.items():
         diff = first_difference(nn_run.returns, run.returns) if side != NN else None
@@ -196,6 +236,14 @@ def report(runs: Dict[str, Run]) -> None:
           f"rollout: "
           f"{statistics.median(nn_run.rollout_ms) / statistics.median(fused.rollout_ms):.2f}x; "
           f"stock step loop fallbacks: {FusedLstmPolicy.stock_fallbacks}")
+    q = {side: statistics.quantiles(v, n=5) if len(v) > 1 else v * 4
+         for side, v in step_ms.items()}
+    print(f"one gradient step on a minibatch (evaluate_actions + backward), interleaved, "
+          f"{len(step_ms[NN])} each: nn.LSTM {statistics.median(step_ms[NN]):.1f} ms "
+          f"(p20-p80 {q[NN][0]:.1f}-{q[NN][3]:.1f}), lstm_fused "
+          f"{statistics.median(step_ms[FUSED]):.1f} ms (p20-p80 {q[FUSED][0]:.1f}-"
+          f"{q[FUSED][3]:.1f}): "
+          f"{statistics.median(step_ms[NN]) / statistics.median(step_ms[FUSED]):.2f}x")
 
 
 def plot(path: str, runs: Dict[str, Run]) -> None:
@@ -206,8 +254,8 @@ def plot(path: str, runs: Dict[str, Run]) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for side, run in runs.items():
-        ax.plot(moving_mean(run.returns), label=side, lw=1.2)
-    ax.set_xlabel("episode")
+        ax.plot(run.steps, moving_mean(run.returns), label=side, lw=1.2)
+    ax.set_xlabel("environment steps")
     ax.set_ylabel("return (moving mean of 20)")
     ax.set_title("RecurrentPPO on CartPole-v1: stock policy vs one lstm_fused call with resets")
     ax.legend()
@@ -233,7 +281,8 @@ def main(argv=None) -> Dict[str, Run]:
           f"{args.backend!r}, {torch.get_num_threads()} thread(s); RecurrentPPO {cfg}")
     FusedLstmPolicy.stock_fallbacks = 0
     runs = {side: train_side(side, cfg, args.seed, args.backend) for side in (NN, FUSED, NUDGED)}
-    report(runs)
+    step_ms = interleaved_step_ms(runs, reps=3 if args.smoke else 30)
+    report(runs, cfg, step_ms)
     if args.plot:
         plot(args.plot, runs)
     return runs

@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-import weakref
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,38 +19,10 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import functional, onnx_export
+from . import functional
 from .functional.lstm import check_resets
 from ._checks import check_device, check_dtype, check_shape, check_tensor
 from .ops.registry import check_name
-
-# Per module: the weights as the kernels take them (layer_weights: directions stacked, biases
-# summed), kept between calls that record nothing (see _kernel_weights). A weak mapping: the
-# entry goes with its module and is never saved or copied with it.
-_KEPT_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _kernel_weights(module: nn.Module, tensors: List[torch.Tensor], make: Callable):
-    """make() -> the kernels' weights, made from `tensors` (the module's parameters as this
-    call reads them). In a call that records nothing through them (no autograd graph, no
-    forward-mode AD or torch.func transform, no tracing, compiling or export), the result of
-    an earlier call is reused while `tensors` are the same objects with the same contents
-    (version counters and storage unchanged): a one-step call (a rollout of a recurrent agent)
-    otherwise spends more on these views and sums than on its math."""
-    if (torch.is_grad_enabled() or forward_ad._current_level >= 0 or torch.jit.is_tracing()
-            or torch.compiler.is_compiling()
-            or torch._C._functorch.peek_interpreter_stack() is not None
-            or onnx_export.exporting_onnx()):
-        return make()
-    key = [(t._version, t.data_ptr()) for t in tensors]
-    kept = _KEPT_WEIGHTS.get(module)
-    if (kept is not None and kept[0] == key and len(kept[1]) == len(tensors)
-            and all(a is b for a, b in zip(kept[1], tensors))):
-        return kept[2]
-    weights = make()
-    _KEPT_WEIGHTS[module] = (key, tuple(tensors), weights)
-    return weights
-
 
 def _check_int(where, name, value):
     # bool is an int to Python, never a size to a user
@@ -288,16 +259,6 @@ class LSTM(nn.Module):
             s += f", backend={self.backend!r}"
         return s
 
-    def _parameters_read(self) -> List[torch.Tensor]:
-        """Every parameter layer_weights reads, as this call reads it."""
-        tensors = [getattr(self, n) for n in self._flat_weights_names]
-        if self.peephole:
-            tensors += [getattr(self, f"weight_{gate}_l{layer}{sfx}")
-                        for layer in range(self.num_layers)
-                        for sfx in ("", "_reverse")[:self.num_directions]
-                        for gate in ("ci", "cf", "co")]
-        return tensors
-
     def layer_weights(self, layer: int):
         """(w_ih (D, 4H, I), w_hh (D, 4H, R), bias (D, 4H) or None, w_hr (D, P, H) or None,
         w_peep (D, 3, H) or None) of layer `layer`: its weights with the directions stacked on a
@@ -362,11 +323,9 @@ class LSTM(nn.Module):
         if self.dropout > 0 and self.training:
             def between_layers(y):
                 return _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
-        weights = _kernel_weights(self, self._parameters_read(),
-                                  lambda: [self.layer_weights(k) for k in range(self.num_layers)])
         layer_input, h_n, c_n = functional.lstm(
-            x, h0, c0, weights, lengths, resets=resets, between_layers=between_layers,
-            backend=self.backend)
+            x, h0, c0, [self.layer_weights(k) for k in range(self.num_layers)], lengths,
+            resets=resets, between_layers=between_layers, backend=self.backend)
 
         if packed:
             out = _repack(layer_input, input)
@@ -510,24 +469,6 @@ class LSTMCell(nn.Module):
                 else:
                     weight.uniform_(-stdv, stdv)
 
-    def _parameters_read(self) -> List[torch.Tensor]:
-        """Every parameter _layer_weights reads, as this call reads it."""
-        tensors = [self.weight_ih, self.weight_hh]
-        if self.bias:
-            tensors += [self.bias_ih, self.bias_hh]
-        if self.peephole:
-            tensors += [self.weight_ci, self.weight_cf, self.weight_co]
-        return tensors
-
-    def _layer_weights(self):
-        """(w_ih (1, 4H, I), w_hh (1, 4H, H), bias (1, 4H) or None, w_peep (1, 3, H) or None):
-        the cell as a one-direction layer, as lstm_fused.functional.lstm_layer takes it."""
-        bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None
-        w_peep = None
-        if self.peephole:
-            w_peep = torch.stack([self.weight_ci, self.weight_cf, self.weight_co]).unsqueeze(0)
-        return self.weight_ih.unsqueeze(0), self.weight_hh.unsqueeze(0), bias, w_peep
-
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.bias is not True:  # nn.LSTMCell's test: bias=0 prints as given
@@ -575,8 +516,15 @@ class LSTMCell(nn.Module):
             if not batched:
                 h, c = h.unsqueeze(0), c.unsqueeze(0)
         # One step of a one-direction layer: x (1, B, I), states (1, B, H).
-        w_ih, w_hh, bias, w_peep = _kernel_weights(self, self._parameters_read(),
-                                                   self._layer_weights)
+        # the weights as a one-direction layer takes them: (1, 4H, I), (1, 4H, H) views, kept
+        # between calls that record nothing; the summed bias and peepholes made every call
+        weight_ih, weight_hh = self.weight_ih, self.weight_hh
+        w_ih, w_hh = functional.kept_weights(
+            self, [weight_ih, weight_hh], lambda: (weight_ih.unsqueeze(0), weight_hh.unsqueeze(0)))
+        bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None
+        w_peep = None
+        if self.peephole:
+            w_peep = torch.stack([self.weight_ci, self.weight_cf, self.weight_co]).unsqueeze(0)
         _y, h_n, c_n = functional.lstm_layer(x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0),
                                              w_ih, w_hh, bias, None, w_peep, None,
                                              backend=self.backend)

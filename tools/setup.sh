@@ -15,7 +15,8 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
   torch==2.13.0 triton==3.6.0 numpy pytest hypothesis expecttest ninja pytest-benchmark \
   matplotlib tqdm onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2 statsmodels==0.15.0 \
-  scikit-learn==1.9.1 build==1.6.1 ruff==0.16.9 clang-format==23.1.1
+  scikit-learn==1.9.1 build==1.6.1 ruff==0.16.9 clang-format==23.1.1 sb3-contrib==2.9.2 \
+  stable-baselines3==2.9.2 gymnasium==1.4.0
 # --no-build-isolation: build against the torch above, not a fresh download.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . --no-build-isolation --no-deps
 "$VENV/bin/python" -c "import lstm_fused; print('lstm_fused backends:', lstm_fused.available_backends())"

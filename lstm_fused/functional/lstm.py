@@ -12,9 +12,11 @@ and direction (docs/contract.md, "Resets").
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+import weakref
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
+from torch.autograd import forward_ad
 
 from .. import _checks, onnx_export
 from .._checks import check_device, check_tensor
@@ -251,3 +253,37 @@ def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     if len(weights) > 1:
         h, c = torch.cat([h_first, h], 0), torch.cat([c_first, c], 0)
     return context, alpha, h, c
+
+
+# Per owner (a module): views of its weights as the kernels take them, kept between calls
+# that record nothing (kept_weights). A weak mapping: an entry goes with its module and is
+# never saved or copied with it.
+_KEPT_WEIGHTS: "weakref.WeakKeyDictionary[object, tuple]" = weakref.WeakKeyDictionary()
+
+
+def kept_weights(owner, tensors: List[torch.Tensor], make: Callable):
+    """make() -> views of `tensors` as the kernels take them (lstm_fused.LSTMCell's weights as
+    (1, 4H, .) layer weights; `tensors` its parameters as this call reads them). In a call
+    that records nothing through them (no autograd graph, no forward-mode AD or torch.func
+    transform, no tracing, compiling or export) the views of owner's previous call are reused
+    while `tensors` are the same objects on the same memory, shapes and strides. Only views are
+    kept: they read
+    the parameters' memory, so they follow every change of the values, also those no version
+    counter sees (writes through .data); a result that is not all views of `tensors` is made
+    again every call. A one-step call (a recurrent agent's rollout) otherwise spends on these
+    view ops a good part of its time."""
+    if (torch.is_grad_enabled() or forward_ad._current_level >= 0 or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()
+            or torch._C._functorch.peek_interpreter_stack() is not None
+            or onnx_export.exporting_onnx()):
+        return make()
+    key = [(t.data_ptr(), t.shape, t.stride()) for t in tensors]
+    kept = _KEPT_WEIGHTS.get(owner)
+    if (kept is not None and kept[0] == key and len(kept[1]) == len(tensors)
+            and all(a is b for a, b in zip(kept[1], tensors))):
+        return kept[2]
+    views = make()
+    bases = {t.untyped_storage().data_ptr() for t in tensors}
+    if all(v.untyped_storage().data_ptr() in bases for v in views):
+        _KEPT_WEIGHTS[owner] = (key, tuple(tensors), views)
+    return views

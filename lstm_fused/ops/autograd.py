@@ -92,8 +92,7 @@ def register_autograd(op_name: str, backward, setup_context) -> None:
 
     def differentiate(ctx, *grads):
         needs = ctx.needs_input_grad
-        # the operator's arguments only, those left at their default included
-        ctx.needs_input_grad = needs[:-1] + (False,) * (len(defaults) + 1 - len(needs))
+        ctx.needs_input_grad = needs[:-1]  # the arguments the call passed (as torch's kernel)
         try:
             grads_in = backward(ctx, *grads)
         finally:

@@ -84,7 +84,6 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
         resets = inputs[9] if len(inputs) > 9 else None
         y, _h_n, _c_n, gates, cells = output
         ctx.has_bias = bias is not None
-        ctx.n_inputs = len(inputs)
         # gates and cells are never differentiated: without this, autograd would fill a zero
         # gradient the size of each (D*T*B*4H and D*T*B*H values) on every backward.
         ctx.set_materialize_grads(False)
@@ -94,10 +93,13 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
     def backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
         (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, y, gates,
          cells) = ctx.saved_tensors
+        # One gradient per argument the call passed (9, or 10 with resets; setup_context sees
+        # the schema's default for resets filled in).
+        n_inputs = len(ctx.needs_input_grad)
         if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
             return tuple(differentiable_vjp(
                 reference.lstm_layer,
-                (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets)[:ctx.n_inputs],
+                (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets)[:n_inputs],
                 (grad_y, grad_h_n, grad_c_n), ctx.needs_input_grad))
         grad_y, grad_h_n, grad_c_n = (zeros_if_none(g, t) for g, t in
                                       ((grad_y, y), (grad_h_n, h0), (grad_c_n, c0)))
@@ -112,7 +114,7 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
             y, gates, cells)
         return (gx, gh0, gc0, gw_ih, gw_hh, gbias if ctx.has_bias else None,
                 gw_hr if w_hr is not None else None, gw_peep if w_peep is not None else None,
-                None) + (None,) * (ctx.n_inputs - 9)
+                None) + (None,) * (n_inputs - 9)
 
     register_autograd(forward_name, backward, setup_context=setup_context)
 
