@@ -7,6 +7,8 @@
     python -m bench --providers 'cpu|nn' # providers whose name matches (the baseline is kept)
     python -m bench --list               # print the cases and exit
     python -m bench --interleaved cpu_loops   # a few cases, providers timed call by call in turn
+    python -m bench --interleaved threads --load 2   # beside 2 spinning processes
+    python -m bench --callgrind --filter 'lstm/fwd/'  # instructions per call (valgrind)
 
 Results: bench/results/<device>/<UTC time>_<preset>.{csv,json} (<UTC time>_<mode> for
 --interleaved; or --out DIR, --name STEM),
@@ -27,6 +29,7 @@ import torch
 from . import env
 from .cases import PRESETS, select
 from .interleaved import MODES
+from .load import spinning_load
 from .report import ResultWriter, add_speedups, table
 from .timing import TimingBudget
 from .workloads.base import Options
@@ -34,8 +37,9 @@ from .workloads.base import Options
 RESULTS = Path(__file__).resolve().parent / "results"
 
 BUDGETS = {
-    "quick": TimingBudget(warmup_s=0.1, warmup_calls=2, min_reps=10, min_time_s=0.5,
-                          max_time_s=2.0),
+    # --quick: the budget that keeps the whole grid within about 2 minutes on 2 busy cores.
+    "quick": TimingBudget(warmup_s=0.05, warmup_calls=1, min_reps=5, min_time_s=0.25,
+                          max_time_s=1.0),
     "smoke": TimingBudget(warmup_s=0.0, warmup_calls=1, min_reps=3, min_time_s=0.0,
                           max_time_s=0.05),
     "headline": TimingBudget(warmup_s=0.2, warmup_calls=2, min_reps=10, min_time_s=1.0,
@@ -47,6 +51,10 @@ BUDGETS = {
     "interleaved": TimingBudget(warmup_s=0.5, warmup_calls=3, min_reps=15, min_time_s=2.0,
                                 max_time_s=60.0),
 }
+
+
+# What --quick times when --providers is not given: every provider but lstm_fused:reference.
+QUICK_PROVIDERS = r"^(?!lstm_fused:reference$)"
 
 
 def parse_args(argv=None):
@@ -86,6 +94,12 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="print the selected cases and exit")
+    p.add_argument("--callgrind", action="store_true",
+                   help="instructions per call (valgrind's callgrind, 1 thread) of each "
+                        "provider on the first selected case, instead of timings")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="run beside N processes that spin on the CPU for the whole run "
+                        "(stopped at its end, also on an error or Ctrl-C): a busy machine")
     p.add_argument("--interleaved", choices=sorted(MODES), default=None, metavar="MODE",
                    help="time the providers of a few cases call by call in turn, one call of "
                         f"each at a time: {', '.join(MODES)} (bench/interleaved.py says what "
@@ -108,6 +122,11 @@ def _device(args) -> torch.device:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    with spinning_load(args.load):
+        return _main(args, argv)
+
+
+def _main(args, argv) -> int:
     device = _device(args)
     mode = MODES.get(args.interleaved)
     if mode is not None and device.type not in mode.devices:
@@ -130,6 +149,9 @@ def main(argv=None) -> int:
     if not cases:
         print(f"no case matches --filter {args.filter!r}", file=sys.stderr)
         return 2
+    if args.callgrind:
+        from .callgrind import run as run_callgrind
+        return run_callgrind(cases, args.providers)
     budget_name = "interleaved" if mode is not None and args.preset != "smoke" else args.preset
     budget = dataclasses.replace(BUDGETS[budget_name])  # a copy: the switches below change it
     if args.reps is not None:
@@ -141,7 +163,11 @@ def main(argv=None) -> int:
     # torch.compile of the reference only when asked for or with --full: its compiles take
     # minutes, which a --quick run (or a lent GPU's few minutes) cannot spend.
     compile_ref = args.compile if args.compile is not None else args.preset == "full"
-    options = Options(compile=compile_ref, providers=args.providers)
+    # --quick times no float64-speed reference backend (it checks every provider all the same).
+    providers = args.providers
+    if providers is None and args.preset == "quick" and mode is None:
+        providers = QUICK_PROVIDERS
+    options = Options(compile=compile_ref, providers=providers)
 
     import lstm_fused
     from .runner import CaseRunner
@@ -153,9 +179,9 @@ def main(argv=None) -> int:
     timer = args.timer if device.type == "cuda" and mode is None else (
         "events" if device.type == "cuda" else "perf_counter")
     meta = dict(device=common["device"], device_slug=env.device_slug(device), preset=args.preset,
-                interleaved=args.interleaved,
+                interleaved=args.interleaved, load_processes=args.load,
                 argv=sys.argv[1:] if argv is None else list(argv), started=stamp,
-                filter=args.filter, providers=args.providers, compile=compile_ref,
+                filter=args.filter, providers=providers, compile=compile_ref,
                 provider_timeout_s=args.provider_timeout,
                 timer=timer + (", interleaved call by call" if mode is not None else ""),
                 budget=vars(budget), seed=args.seed, python=platform.python_version(),
@@ -174,6 +200,8 @@ def main(argv=None) -> int:
         stem = f"{stamp}_{args.preset}"
     else:
         stem = f"{stamp}_{mode.name}" + ("_smoke" if args.preset == "smoke" else "")
+    if args.load:
+        stem += f"_load{args.load}"
     writer = ResultWriter(out_dir, args.name or stem, meta)
 
     def on_row(row):
@@ -191,7 +219,8 @@ def main(argv=None) -> int:
             runner.run(case, late=False)
         else:
             runner.run_interleaved(case, mode.workload,
-                                   mode.providers(mode.workload, case, device, options))
+                                   mode.providers(mode.workload, case, device, options),
+                                   mode.references(case, device) if mode.references else None)
         if bar:
             bar.update(1)
     # Providers that compile at first use (Provider.late) run after all the others.
@@ -207,7 +236,8 @@ def main(argv=None) -> int:
     print(f"lstm_fused benchmark on {meta['device']} | torch {common['torch_version']} | "
           f"commit {common['git_commit']} | {args.interleaved or args.preset}"
           f"{' ' + args.preset if mode is not None else ''} | {meta['seconds']} s | "
-          f"load {meta['load_average_start']} -> {meta['load_average_end']}")
+          f"load {meta['load_average_start']} -> {meta['load_average_end']}"
+          f"{f' (with {args.load} spinning processes)' if args.load else ''}")
     print(table(rows))
     print(f"\nwrote {paths['csv']} and {paths['json']}")
     bad = [r for r in rows if r["status"] in ("wrong", "error")]

@@ -13,6 +13,8 @@ Rows go to the same files, in the same format, as `python -m bench`'s.
 | mhsa_dropout | self-attention in training with attention dropout p=0.1: nn.MultiheadAttention(dropout=0.1) and lstm_fused.MultiheadSelfAttention(dropout=0.1) on each attention backend | B=32,T=100,E=256,N=4 and B=8,T=400; fwd+bwd |
 | attentive | the attentive LSTM (lstm_fused.AttentiveLSTM) and nn.LSTM + the unfused pooling | the attentive_lstm cases of --quick, fwd and fwd+bwd |
 | overhead | one step of nn.LSTM / nn.LSTMCell against lstm_fused's on each backend but the reference (per-call overhead) | the overhead cases of --quick, fwd and fwd+bwd |
+| threads | nn.LSTM and lstm_fused:cpu at torch's thread count and at 1 thread (`[1 thread]`: torch.set_num_threads(1) around each call): what threads gain, or on a busy machine (`--load N`) what they lose | the LSTM cases of --quick on the CPU, fwd and fwd+bwd; CPU only |
+| roofline | nn.LSTM, lstm_fused:cpu and `torch.mm[roofline]`: as many multiply-adds as the case (x3 for fwd+bwd) done by torch.mm on the recurrent product's shape (B, H) x (H, 4H) with the same threads, the rate a time loop could reach; each LSTM row's note says its fraction of it | the large LSTM shapes of the grids (B=32, T=100, I=256, H=512, L=2, and H=1024, L=1), fwd and fwd+bwd; CPU only |
 
 With --smoke, tiny shapes of the same families (the suite's own tests). The dropout check runs
 in eval mode (dropout off) against the reference; the timed calls run in training mode, where
@@ -21,8 +23,9 @@ the same mask in tests/test_mhsa_dropout.py).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -45,6 +48,9 @@ class Mode:
     smoke_cases: Callable[[str], List[Case]]    # device type -> tiny cases
     providers: Callable[[Workload, Case, torch.device, Options], List[Provider]]
     devices: tuple = ("cpu", "cuda")            # device types it runs on
+    # Reference points timed with the providers but not checked (they compute no answer of
+    # the case): (case, device) -> {name: (fn(i), note)}.
+    references: Optional[Callable[[Case, torch.device], Dict[str, Tuple[Callable, str]]]] = None
 
 
 def _family(cases: Callable[[str], List[Case]], family: str) -> Callable[[str], List[Case]]:
@@ -128,6 +134,94 @@ def _attentive_providers(wl, case, device, options) -> List[Provider]:
             if p.name == wl.baseline or p.name in fast]
 
 
+# ---- threads ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _num_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _with_threads(provider: Provider, n: int) -> Provider:
+    """`provider` with torch.set_num_threads(n) around its every call (and backward)."""
+    def build(case, state, dtype, device):
+        impl = provider.build(case, state, dtype, device)
+        outer = impl.context
+
+        @contextlib.contextmanager
+        def context():
+            with outer(), _num_threads(n):
+                yield
+        impl.context = context
+        impl.note = "; ".join(filter(None, [impl.note, f"torch.set_num_threads({n})"]))
+        return impl
+    return Provider(f"{provider.name}[{n} thread{'s' if n > 1 else ''}]", build)
+
+
+def _thread_providers(wl, case, device, options) -> List[Provider]:
+    by_name = {p.name: p for p in wl.providers(case, device, options)}
+    base, fused = by_name[wl.baseline], by_name["lstm_fused:cpu"]
+    return [base, fused, _with_threads(fused, 1), _with_threads(base, 1)]
+
+
+# ---- roofline -----------------------------------------------------------------------------
+
+# The largest LSTM shapes of the grids: the one of every grid and --full's H=1024.
+ROOFLINE_SHAPES = ({"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "D": 1},
+                   {"B": 32, "T": 100, "I": 256, "H": 1024, "L": 1, "D": 1})
+
+
+def _roofline_cases(device_type: str) -> List[Case]:
+    out = []
+    for shape in ROOFLINE_SHAPES:
+        out += grid("lstm", ("fwd", "fwd+bwd"), ("float32",), shape)
+    return out
+
+
+def _roofline_smoke_cases(device_type: str) -> List[Case]:
+    return grid("lstm", ("fwd", "fwd+bwd"), ("float32",),
+                {"B": 4, "T": 5, "I": 8, "H": 16, "L": 1, "D": 1})
+
+
+def roofline_mm(case: Case, device: torch.device) -> Tuple[Callable[[int], object], int]:
+    """fn(i) doing the case's matrix-product multiply-adds (x3 for fwd+bwd) as torch.mm calls
+    on the recurrent product's shape, h (B, H) x W_hh^T (H, 4H), one weight reused as a time
+    loop reuses W_hh; and the number of calls it makes."""
+    d = case.dims
+    B, H = d["B"], d["H"]
+    flops = WORKLOADS["lstm"].flops(case) * (1 if case.mode == "fwd" else 3)
+    calls = max(1, round(flops / (2 * B * H * 4 * H)))
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(B, H, generator=gen).to(device)
+    w = torch.randn(4 * H, H, generator=gen).to(device) / H ** 0.5
+
+    def fn(i):
+        with torch.no_grad():
+            w_t = w.t()
+            for _ in range(calls):
+                out = torch.mm(h, w_t)
+            return out
+    return fn, calls
+
+
+def _roofline_references(case: Case, device: torch.device):
+    fn, calls = roofline_mm(case, device)
+    d = case.dims
+    note = (f"the roofline: {calls} torch.mm calls of ({d['B']}, {d['H']}) x ({d['H']}, "
+            f"{4 * d['H']}), the case's multiply-adds{' x3' if case.mode != 'fwd' else ''}; "
+            f"not an LSTM, not checked")
+    return {"torch.mm[roofline]": (fn, note)}
+
+
+def _roofline_providers(wl, case, device, options) -> List[Provider]:
+    return [p for p in wl.providers(case, device, options)
+            if p.name in (wl.baseline, "lstm_fused:cpu")]
+
+
 MODES = {m.name: m for m in (
     Mode("cpu_loops", WORKLOADS["lstm"], _family(quick_cases, "lstm"),
          _family(smoke_cases, "lstm"), _cpu_loop_providers, devices=("cpu",)),
@@ -137,4 +231,8 @@ MODES = {m.name: m for m in (
          _family(smoke_cases, "attentive_lstm"), _attentive_providers),
     Mode("overhead", WORKLOADS["overhead"], _family(quick_cases, "overhead"),
          _family(smoke_cases, "overhead"), _attentive_providers),
+    Mode("threads", WORKLOADS["lstm"], _family(quick_cases, "lstm"),
+         _family(smoke_cases, "lstm"), _thread_providers, devices=("cpu",)),
+    Mode("roofline", WORKLOADS["lstm"], _roofline_cases, _roofline_smoke_cases,
+         _roofline_providers, devices=("cpu",), references=_roofline_references),
 )}

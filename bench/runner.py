@@ -257,18 +257,25 @@ class CaseRunner:
             rows.append(self._finish(case, wl, row))
         return rows
 
-    def run_interleaved(self, case: Case, wl: Workload, providers: List[Provider]) -> List[dict]:
+    def run_interleaved(self, case: Case, wl: Workload, providers: List[Provider],
+                        references: Optional[Dict[str, Tuple[Callable, str]]] = None
+                        ) -> List[dict]:
         """Rows of `providers` (after --providers) on `case` of workload `wl`: each is built
         and checked as in run(), then all that passed are timed together, call by call in turn
         (bench.timing.time_interleaved), so that a slow spell of a shared machine hits them
         all alike. The rows come when the case is done. The provider timeout bounds each
-        provider's build and check; the timing together is bounded by the budget."""
+        provider's build and check; the timing together is bounded by the budget.
+        references: {name: (fn(i), note)}, reference points (a roofline) timed with them and
+        given rows of their own, unchecked (they compute no answer of the case)."""
         providers = self.select(wl, providers)
         if not providers:
             return []
         prep = self.prepare(case, wl)
         done: Dict[str, dict] = {}
         checked: Dict[str, Checked] = {}
+        for name, (fn, note) in (references or {}).items():
+            row = self._base_row(case, wl, Provider(name, None))
+            checked[name] = Checked(row, Impl(fn, note=note), fn)
         for provider in providers:
             self.on_provider(provider.name)
             got = self._guarded(provider, case, wl, lambda p=provider: self._check(case, prep, p))
@@ -292,7 +299,15 @@ class CaseRunner:
                     others = ", ".join(o for o in checked if o != n) or "nothing else"
                     done[n] = self._ok_row(case, wl, c, *percentiles(samples[n]),
                                            len(samples[n]), interleaved_with=others)
-        return [self._finish(case, wl, done[p.name]) for p in providers]
+        for ref in references or {}:  # each row's rate as a fraction of the reference's
+            ref_ms = done[ref]["p50_ms"] if done[ref]["status"] == "ok" else None
+            for p in providers:
+                row = done[p.name]
+                if ref_ms and row["status"] == "ok" and row["p50_ms"]:
+                    row["note"] = "; ".join(filter(None, [
+                        row["note"], f"{ref_ms / row['p50_ms']:.2f} of {ref}'s rate"]))
+        return [self._finish(case, wl, done[n]) for n in [p.name for p in providers]
+                + list(references or {})]
 
     def _finish(self, case: Case, wl: Workload, row: dict) -> dict:
         """The row with its speedup over the case's baseline, handed to on_row."""

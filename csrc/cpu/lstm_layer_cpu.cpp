@@ -224,7 +224,8 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   // the ring's flush (which runs ATen ops, so outside the loop's OpenMP region).
   for (int64_t first = 0; first < T; first += slots) {
     const int64_t n_steps = std::min(slots, T - first);
-    parallel_time_loop(n_steps, n_panels, parallel, [&](int64_t i, int64_t p0, int64_t p1) {
+    parallel_tile_loop(n_steps, n_panels, B, parallel,
+                       [&](int64_t i, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
       const int64_t step = first + i;
       const int64_t t = reverse ? T - 1 - step : step;
       RecurrentStep<scalar_t> st = base;
@@ -244,7 +245,7 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
       st.y = y_p + (t % slots) * B * D * R + d * R;
       st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
       st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
-      for_each_tile(p0, p1, B, [&](auto mr, int64_t p, int64_t r0) {
+      for_each_tile(p0, p1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
         step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
       });
     });
@@ -334,6 +335,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
     const OptTensor& lengths, const OptTensor& resets) {
+  const OneThreadIfBusy threads;  // parallel_time_loop.h
   return layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
                        /*save=*/true);
 }
@@ -342,6 +344,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
     const OptTensor& lengths, const OptTensor& resets) {
+  const OneThreadIfBusy threads;  // parallel_time_loop.h
   auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
                            /*save=*/false);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
@@ -358,6 +361,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> attentive_lstm_inference_cpu(
     const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
     const OptTensor& lengths, const Tensor& proj_weight, const OptTensor& proj_bias,
     const Tensor& v, const OptTensor& qproj, int64_t chunk_size) {
+  const OneThreadIfBusy threads;  // parallel_time_loop.h
   const LSTMLayerSizes s = check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
                                                  lengths, proj_weight, proj_bias, v, qproj,
                                                  chunk_size, kCpu).layer;
@@ -502,7 +506,8 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   const scalar_t* const c0_p = c0_d.data_ptr<scalar_t>();
   // Step s of the loop is time step t(s), from the last to the first.
   const auto time_of = [&](int64_t s_) { return reverse ? s_ : T - 1 - s_; };
-  parallel_time_loop(T, n_panels, parallel, [&](int64_t step, int64_t q0, int64_t q1) {
+  parallel_tile_loop(T, n_panels, B, parallel,
+                     [&](int64_t step, int64_t q0, int64_t q1, int64_t b0, int64_t b1) {
     const int64_t t = time_of(step);
     const int64_t t_next = step == 0 ? -1 : time_of(step - 1);
     const int64_t t_prev = reverse ? t + 1 : t - 1;
@@ -519,7 +524,7 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
       st.reset = fresh.data() + t * B;
       st.reset_next = t_next < 0 ? nullptr : fresh.data() + t_next * B;
     }
-    for_each_tile(q0, q1, B, [&](auto mr, int64_t q, int64_t r0) {
+    for_each_tile(q0, q1, b0, b1, [&](auto mr, int64_t q, int64_t r0) {
       back_tile<scalar_t, decltype(mr)::value>(st, q, r0);
     });
   });
@@ -543,6 +548,7 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
 
 // The kernel of lstm_layer_backward_op (lstm_layer_grads.h), which checks the arguments first.
 LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardInputs& in) {
+  const OneThreadIfBusy threads;  // parallel_time_loop.h
   const std::vector<int64_t> len = read_lengths(in.lengths, s.B, s.T, "lstm_fused");
   const auto opts = in.x.options();
   const bool proj = s.P > 0;

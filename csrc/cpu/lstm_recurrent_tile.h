@@ -200,16 +200,16 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
   }
 }
 
-// Calls tile(std::integral_constant<int, MR>{}, p, r0) for panels p in [p0, p1) and B batch
-// rows in tiles of kTileRows rows, the last tile taking the 1 to 3 rows left. The panel loop of
-// the forward tiles (step_tile) and of the backward tiles (back_tile).
+// Calls tile(std::integral_constant<int, MR>{}, p, r0) for panels p in [p0, p1) and batch
+// rows [b0, b1) in tiles of kTileRows rows, the last tile taking the 1 to 3 rows left. The
+// panel loop of the forward tiles (step_tile) and of the backward tiles (back_tile).
 template <typename Tile>
-inline void for_each_tile(int64_t p0, int64_t p1, int64_t B, Tile&& tile) {
+inline void for_each_tile(int64_t p0, int64_t p1, int64_t b0, int64_t b1, Tile&& tile) {
   for (int64_t p = p0; p < p1; ++p) {
-    int64_t r0 = 0;
-    for (; r0 + kTileRows <= B; r0 += kTileRows)
+    int64_t r0 = b0;
+    for (; r0 + kTileRows <= b1; r0 += kTileRows)
       tile(std::integral_constant<int, kTileRows>{}, p, r0);
-    switch (B - r0) {
+    switch (b1 - r0) {
       case 3: tile(std::integral_constant<int, 3>{}, p, r0); break;
       case 2: tile(std::integral_constant<int, 2>{}, p, r0); break;
       case 1: tile(std::integral_constant<int, 1>{}, p, r0); break;

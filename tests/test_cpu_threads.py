@@ -1,0 +1,62 @@
+"""The threading of the CPU time loops (csrc/cpu/parallel_time_loop.h) against the float64
+reference, with two threads and the busy-machine guard off (LSTM_FUSED_CPU_IGNORE_LOAD=1: on a
+shared machine it would run every call on one thread): B = 18 takes the split by batch rows (no
+per-step barrier; 9 rows a thread, tiles of 4, 4 and 1), B = 5 the split by panels of hidden
+units with a barrier a step (fewer than 4 rows a thread). Forward, inference and backward, with
+lengths, both directions; and with the guard on, the same answers."""
+import pytest
+import torch
+
+import lstm_fused
+from helpers import assert_close
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _check_against_reference(B: int) -> None:
+    torch.manual_seed(B)
+    # H = 130: 8 full panels of 16 float units and one of 2 (and column panels of 64, 64 and
+    # 2 in the backward); enough multiply-adds a step (B * 4H * (I + H) >= 2^18) for threads.
+    ours = lstm_fused.LSTM(7, 130, 1, bidirectional=True, backend="cpu")
+    ref = lstm_fused.LSTM(7, 130, 1, bidirectional=True, backend="reference",
+                          dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    x = torch.randn(6, B, 7, requires_grad=True)
+    x64 = x.detach().double().requires_grad_(True)
+    lengths = torch.randint(1, 7, (B,))
+    lengths[0] = 6
+    pack = torch.nn.utils.rnn.pack_padded_sequence
+    y, (h, c) = ours(pack(x, lengths, enforce_sorted=False))
+    y_r, (h_r, c_r) = ref(pack(x64, lengths, enforce_sorted=False))
+    for a, e in ((y.data, y_r.data), (h, h_r), (c, c_r)):
+        assert_close(a, e.float())
+    gy, gh, gc = torch.randn_like(y.data), torch.randn_like(h), torch.randn_like(c)
+    g = torch.autograd.grad((y.data * gy).sum() + (h * gh).sum() + (c * gc).sum(),
+                            [x, *ours.parameters()])
+    g_r = torch.autograd.grad((y_r.data * gy.double()).sum() + (h_r * gh.double()).sum()
+                              + (c_r * gc.double()).sum(), [x64, *ref.parameters()])
+    for a, e in zip(g, g_r):
+        assert_close(a, e.float())
+    with torch.no_grad():
+        y_i = ours(pack(x, lengths, enforce_sorted=False))[0]
+    assert_close(y_i.data, y.data.detach())
+
+
+@pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
+def test_threaded_time_loops_match_reference(B, two_threads, monkeypatch):
+    monkeypatch.setenv("LSTM_FUSED_CPU_IGNORE_LOAD", "1")
+    _check_against_reference(B)
+
+
+@pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
+def test_busy_guard_keeps_the_answers(B, two_threads, monkeypatch):
+    monkeypatch.delenv("LSTM_FUSED_CPU_IGNORE_LOAD", raising=False)
+    _check_against_reference(B)
+    # The guard restores the calling thread's thread count.
+    assert torch.get_num_threads() == 2
