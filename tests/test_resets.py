@@ -517,3 +517,16 @@ def test_carried_state_is_not_copied(monkeypatch):
         monkeypatch.undo()
     assert seen == [], f"copies made by .contiguous(): {seen}"
     assert hx2[0].is_contiguous() and hx2[1].is_contiguous()
+
+
+def test_triton_on_a_gpu_takes_the_step_path_with_resets():
+    """On sm_80 / sm_90 the sequence kernel's resets variant spills registers at the edge of
+    its size rule (and float64 does not compile): calls with resets take the step path there;
+    under the interpreter (target None) the sequence kernel runs them (the tests above)."""
+    pytest.importorskip("triton")
+    from lstm_fused.triton_kernels import lstm_layer as ll
+
+    for target in (80, 90):
+        assert ll.choose_layer_path(8, 32, 32, False, torch.float32, target, False) == "sequence"
+        assert ll.choose_layer_path(8, 32, 32, False, torch.float32, target, True) == "step"
+    assert ll.choose_layer_path(8, 32, 32, False, torch.float32, None, True) == "sequence"

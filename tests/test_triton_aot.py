@@ -152,11 +152,10 @@ def boundary_configs(dtype, target):
                     grown = [(2 * h, r, a), (h, 2 * r, a)] + ([(h, r, 2 * a)] if a else [])
                     if not fits(h, r, a) or any(fits(*g) for g in grown):
                         continue
-                    if a == 0:  # with resets too: two more tiles live across the loop
-                        for resets in (False, True):
-                            out += ll.layer_configs(2, 16, h, r, dt, proj=r < h, peep=True,
-                                                    has_len=True, train=True, target=target,
-                                                    path="sequence", has_resets=resets)
+                    if a == 0:
+                        out += ll.layer_configs(2, 16, h, r, dt, proj=r < h, peep=True,
+                                                has_len=True, train=True, target=target,
+                                                path="sequence")
                     else:
                         out += ll.attentive_configs(16, h, r, a, dt, proj=r < h, peep=True,
                                                     has_len=True, has_pb=True, has_q=True,

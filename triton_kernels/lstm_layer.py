@@ -52,13 +52,25 @@ def input_projection(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
     return gx.view(T, B, D, G)
 
 
+def choose_layer_path(T, H, R, proj, dtype, target, has_resets):
+    """tuning.choose_path, except that a call with resets on a GPU takes the step path: the
+    sequence kernel's resets variant (two more tiles live across the loop) spills registers at
+    the edge of tuning's size rule for sm_80/sm_90 and does not compile in float64 (measured
+    by compiling tests/test_triton_aot.py's edge configurations with has_resets=True): it runs
+    under the interpreter only until the rule accounts for it."""
+    path = choose_path(T, H, R, proj, dtype, target)
+    if has_resets and target is not None and path == "sequence":
+        return "step"
+    return path
+
+
 def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path=None,
                   has_resets=False):
     """The KernelConfigs (launch_config.py) that one layer call of these sizes launches on
     `target`: the forward (saving gates and cells when `train`), and with `train` the
-    backward. path: as tuning.choose_path decides, unless given. The launchers below launch
-    exactly these."""
-    path = path or choose_path(T, H, R, proj, dtype, target)
+    backward. path: as tuning.choose_path decides (choose_layer_path), unless given. The
+    launchers below launch exactly these."""
+    path = path or choose_layer_path(T, H, R, proj, dtype, target, has_resets)
     if path == "sequence":
         out = [sequence_forward_config(B, H, R, 0, dtype, has_len, peep, proj, save=train,
                                        write_y=True, pool=False, has_pb=False, has_q=False,
@@ -92,7 +104,7 @@ def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, rese
                 x.new_zeros((D, T, B, H)) if save else None)
     gx = input_projection(x, w_ih, bias)
     target = device_target(x.device)
-    path = choose_path(T, H, R, w_hr is not None, x.dtype, target)
+    path = choose_layer_path(T, H, R, w_hr is not None, x.dtype, target, resets is not None)
     if path == "sequence":
         return sequence_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target, resets)
     return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target, resets)
@@ -204,7 +216,8 @@ def layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_pe
                                  cells))
     w_hr, w_peep, lengths = map(_contig, (w_hr, w_peep, lengths))
     target = device_target(x.device)
-    path = choose_path(T, H, R, w_hr is not None, x.dtype, target) if T and B else "empty"
+    path = (choose_layer_path(T, H, R, w_hr is not None, x.dtype, target, resets is not None)
+            if T and B else "empty")
     if path == "empty":
         dZ = x.new_zeros((T, B, D, G))
         dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
