@@ -21,11 +21,12 @@ struct Switch {
   std::string current;
 };
 
-std::array<Switch, 4> table{{
+std::array<Switch, 5> table{{
     {"poison", {"", "0", "1", nullptr, nullptr}, ""},
     {"cpu_loop", {"", "rows", "fused", "fused_gemm", "fused_input"}, ""},
     {"cpu_gemm", {"", "aten", nullptr, nullptr, nullptr}, ""},
     {"cuda_path", {"", "gates", nullptr, nullptr, nullptr}, ""},
+    {"cpu_threads", {"", "all", nullptr, nullptr, nullptr}, ""},
 }};
 
 Switch& find(const std::string& name) {
@@ -61,7 +62,8 @@ void set_switch(const std::string& name, const std::string& value) {
   if (name == "poison") values.poison = i == 2;
   else if (name == "cpu_loop") values.cpu_loop = static_cast<CpuLoop>(i);
   else if (name == "cpu_gemm") values.cpu_gemm = static_cast<CpuGemm>(i);
-  else values.cuda_path = static_cast<CudaPath>(i);
+  else if (name == "cuda_path") values.cuda_path = static_cast<CudaPath>(i);
+  else values.cpu_threads = static_cast<CpuThreads>(i);
   s.current = value;
 }
 

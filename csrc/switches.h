@@ -13,6 +13,8 @@
 //              (csrc/cpu/reused_weight_gemm.h) or the BLAS (csrc/cpu/mhsa_cpu.cpp)
 //   cuda_path  "gates": the CUDA LSTM forward and backward take the gate-kernel path even
 //              where the tensor-core kernels fit (csrc/cuda/lstm_layer_cuda.cpp)
+//   cpu_threads "all": the CPU kernels use torch's thread count even while the machine is
+//              busy (machine_busy in csrc/cpu/parallel_time_loop.h)
 //
 // Setting a switch is not synchronised with kernels running in other threads: set them
 // between calls (lstm_fused.switches.override in tests and benchmarks).
@@ -27,12 +29,14 @@ namespace lstm_fused {
 enum class CpuLoop { Auto, Rows, Fused, FusedGemm, FusedInput };
 enum class CpuGemm { Auto, Aten };
 enum class CudaPath { Auto, Gates };
+enum class CpuThreads { Auto, All };
 
 struct Switches {
   bool poison = false;
   CpuLoop cpu_loop = CpuLoop::Auto;
   CpuGemm cpu_gemm = CpuGemm::Auto;
   CudaPath cuda_path = CudaPath::Auto;
+  CpuThreads cpu_threads = CpuThreads::Auto;
 };
 
 // The values in force.

@@ -26,6 +26,7 @@ SWITCHES: Dict[str, tuple] = {
     "cpu_loop": ("LSTM_FUSED_CPU_LOOP", ("", "rows", "fused", "fused_gemm", "fused_input")),
     "cpu_gemm": ("LSTM_FUSED_CPU_GEMM", ("", "aten")),
     "cuda_path": ("LSTM_FUSED_CUDA_PATH", ("", "gates")),
+    "cpu_threads": ("LSTM_FUSED_CPU_THREADS", ("", "all")),
     "triton_path": ("LSTM_FUSED_TRITON_PATH", ("", "sequence", "step")),
     "triton_interpret": ("TRITON_INTERPRET", ("", "0", "1")),
 }
@@ -35,11 +36,12 @@ EFFECTS: Dict[str, str] = {
     "cpu_loop": "forces one CPU time loop",
     "cpu_gemm": "CPU kernels multiply with ATen's matmul (no oneDNN packing, no BLAS call)",
     "cuda_path": "the CUDA LSTM forward and backward take the gate-kernel path even where the tensor-core loops fit",
+    "cpu_threads": "`all`: the CPU kernels use torch's thread count even while more threads are runnable than CPUs (else such a call runs on one thread)",
     "triton_path": "forces one Triton LSTM path",
     "triton_interpret": "Triton's interpreter: the Triton backend on CPU tensors (tests)",
 }
 # Switches the C++ library reads (csrc/switches.h) and the Triton kernel library reads.
-CPP_SWITCHES = ("poison", "cpu_loop", "cpu_gemm", "cuda_path")
+CPP_SWITCHES = ("poison", "cpu_loop", "cpu_gemm", "cuda_path", "cpu_threads")
 TRITON_SWITCHES = ("poison", "triton_path")
 
 _values: Dict[str, str] = {}

@@ -1,5 +1,5 @@
 """The threading of the CPU time loops (csrc/cpu/parallel_time_loop.h) against the float64
-reference, with two threads and the busy-machine guard off (LSTM_FUSED_CPU_IGNORE_LOAD=1: on a
+reference, with two threads and the busy-machine guard off (the switch cpu_threads="all": on a
 shared machine it would run every call on one thread): B = 18 takes the split by batch rows (no
 per-step barrier; 9 rows a thread, tiles of 4, 4 and 1), B = 5 the split by panels of hidden
 units with a barrier a step (fewer than 4 rows a thread). Forward, inference and backward, with
@@ -49,14 +49,13 @@ def _check_against_reference(B: int) -> None:
 
 
 @pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
-def test_threaded_time_loops_match_reference(B, two_threads, monkeypatch):
-    monkeypatch.setenv("LSTM_FUSED_CPU_IGNORE_LOAD", "1")
-    _check_against_reference(B)
+def test_threaded_time_loops_match_reference(B, two_threads):
+    with lstm_fused.switches.override(cpu_threads="all"):
+        _check_against_reference(B)
 
 
 @pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
-def test_busy_guard_keeps_the_answers(B, two_threads, monkeypatch):
-    monkeypatch.delenv("LSTM_FUSED_CPU_IGNORE_LOAD", raising=False)
+def test_busy_guard_keeps_the_answers(B, two_threads):
     _check_against_reference(B)
     # The guard restores the calling thread's thread count.
     assert torch.get_num_threads() == 2

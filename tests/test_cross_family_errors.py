@@ -82,7 +82,7 @@ def _op_calls(suffix):
         "lstm_layer_inference": lambda L: op("lstm_layer_inference")(
             x, h0, c0, w_ih, w_hh, bias, None, None, L),
         "lstm_layer_backward": lambda L: op("lstm_layer_backward")(
-            y, h0, c0, x, h0, c0, w_ih, w_hh, None, None, L, y, gates, cells),
+            y, h0, c0, x, h0, c0, w_ih, w_hh, None, None, L, None, y, gates, cells),
         "attentive_lstm_inference": lambda L: op("attentive_lstm_inference")(
             x, h0, c0, w_ih, w_hh, bias, None, None, L, _rnd(A, H), _rnd(A), _rnd(A), None, 2),
         "masked_softmax_forward": lambda L: op("masked_softmax_forward")(

@@ -22,11 +22,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SUFFIXES = ("_triton", "_check")
 
 
+def queries():
+    """op name -> what it answers: operators that compute nothing on tensors but answer a
+    question about a call (which CUDA time loop takes it), with a CUDA kernel only (each family
+    module's QUERY_OPERATORS)."""
+    out = {}
+    for family in ops.FAMILIES:
+        out.update(getattr(family, "QUERY_OPERATORS", {}))
+    return out
+
+
 def operators(namespace: str = "lstm_fused"):
-    """The operators of `namespace` that have kernels of their own (not twins, not checks)."""
+    """The operators of `namespace` that have kernels of their own (not twins, not checks, not
+    queries)."""
     names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
              if n.startswith(namespace + "::")}
-    return sorted(n for n in names if not n.endswith(SUFFIXES) and n != "set_switch")
+    return sorted(n for n in names
+                  if not n.endswith(SUFFIXES) and n != "set_switch" and n not in queries())
 
 
 def _has(name: str, key: str) -> bool:
@@ -50,6 +62,14 @@ def cuda_registration_list():
 
 
 OPS = operators()
+
+
+def test_queries_are_operators_with_a_cuda_kernel():
+    """Each query is an operator of the library, registered by csrc/cuda/*.cpp."""
+    all_names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
+                 if n.startswith("lstm_fused::")}
+    assert queries() and set(queries()) <= all_names
+    assert set(queries()) <= cuda_registration_list()
 
 
 def test_the_library_has_operators():
@@ -87,7 +107,7 @@ def test_cuda_kernels_where_the_family_says_so():
     assert set(skipped) <= set(OPS), set(skipped) - set(OPS)
     assert all(isinstance(why, str) and why for why in skipped.values())
     want = set(OPS) - set(skipped)
-    assert cuda_registration_list() == want
+    assert cuda_registration_list() == want | set(queries())
     if any(_has(name, "CUDA") for name in OPS):  # built with CUDA
         assert {name for name in OPS if _has(name, "CUDA")} == want
 

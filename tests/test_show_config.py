@@ -123,7 +123,7 @@ def test_torch_cuda_and_triton_rows():
 def test_every_backend_of_every_family_with_its_reason():
     shown = backend_lines(info.format_info(info.collect()))
     families = sorted(registry._REGISTRY)
-    assert {"lstm_layer", "attentive_lstm", "self_attention"} <= set(families)
+    assert {"lstm_layer", "attentive_lstm", "mhsa"} <= set(families)
     for op in families:
         for name, impl in registry.implementations(op).items():
             line = shown[(op, name)]
@@ -151,7 +151,7 @@ def test_without_the_extension_it_still_reports_why():
     assert r["C++ extension"].startswith("NOT LOADED: the C++ extension lstm_fused._C could "
                                          "not be loaded")
     lines = backend_lines(out)
-    for op in ("lstm_layer", "self_attention"):
+    for op in ("lstm_layer", "mhsa"):
         assert lines[(op, "cpu")] == "no: lstm_fused._C is not loaded (C++ extension, above)"
     assert lines[("lstm_layer", "reference")].startswith("yes: ")
 

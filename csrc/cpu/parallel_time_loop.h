@@ -28,6 +28,8 @@
 #include "cpu/capability.h"  // first: it picks at::vec's instruction set
 #include <ATen/Parallel.h>
 
+#include "switches.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -179,11 +181,10 @@ inline int runnable_threads() {
 constexpr int64_t kBusyCheckNs = 10000000;  // 10 ms
 
 // Whether other threads are competing for this process's CPUs (checked at most every 10 ms).
-// The environment variable LSTM_FUSED_CPU_IGNORE_LOAD=1 turns this off (tests of the
-// parallel paths on a shared machine; benchmarks of what the threads would do).
+// The switch cpu_threads = "all" (csrc/switches.h) turns this off (tests of the parallel paths
+// on a shared machine; benchmarks of what the threads would do).
 inline bool machine_busy() {
-  const char* ignore = std::getenv("LSTM_FUSED_CPU_IGNORE_LOAD");
-  if (ignore != nullptr && ignore[0] == '1') return false;
+  if (switches().cpu_threads == CpuThreads::All) return false;
   static std::atomic<int64_t> checked_at{0};  // steady clock: never 10 ms from 0
   static std::atomic<bool> busy{false};
   const int64_t now = now_ns();

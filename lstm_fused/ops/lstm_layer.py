@@ -31,6 +31,12 @@ FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 NO_CUDA_KERNEL = {
     "attentive_lstm_inference": "the layer runs, then the attention pooling",
 }
+# Operators that answer a question about a call instead of computing (CUDA kernels only,
+# csrc/cuda/lstm_layer_cuda.cpp): which CUDA time loop a layer call takes, and why.
+QUERY_OPERATORS = {
+    "lstm_layer_cuda_path": "the forward's CUDA time loop: tensor_core, or gates: <why>",
+    "lstm_layer_cuda_backward_path": "the backward's CUDA time loop: tensor_core, or gates: <why>",
+}
 
 
 # ----------------------------------------------------------------------- fake kernels
