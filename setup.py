@@ -22,6 +22,7 @@ code. It also writes lstm_fused/_build_info.py (what `python -m lstm_fused` prin
 build). The metadata and the sdist need no torch; building the extension does, the torch it
 will run with: see _NO_TORCH.
 """
+
 import ast
 import glob
 import os
@@ -36,8 +37,14 @@ from setuptools.command.sdist import sdist as _SetuptoolsSdist
 
 try:
     import torch
-    from torch.utils.cpp_extension import (CUDA_HOME, BuildExtension, CppExtension,
-                                           CUDAExtension, get_cxx_compiler)
+    from torch.utils.cpp_extension import (
+        CUDA_HOME,
+        BuildExtension,
+        CppExtension,
+        CUDAExtension,
+        get_cxx_compiler,
+    )
+
     _TORCH_ERROR = None
 except ImportError as exc:  # metadata / sdist only; building the extension stops (_NO_TORCH)
     torch = None
@@ -71,10 +78,15 @@ def _cuda_toolkit_problem():
     torch takes $CUDA_HOME, else $CUDA_PATH, else the folder above the nvcc on PATH, else
     /usr/local/cuda; a wrapper script on PATH makes it guess a folder without the headers."""
     if CUDA_HOME is None:
-        return ("torch.utils.cpp_extension found no CUDA toolkit (it tries $CUDA_HOME, "
-                "$CUDA_PATH, the folder above the nvcc on PATH, /usr/local/cuda)")
-    missing = [p for p in (os.path.join("bin", "nvcc"), os.path.join("include", "cuda_runtime.h"))
-               if not os.path.exists(os.path.join(CUDA_HOME, p))]
+        return (
+            "torch.utils.cpp_extension found no CUDA toolkit (it tries $CUDA_HOME, "
+            "$CUDA_PATH, the folder above the nvcc on PATH, /usr/local/cuda)"
+        )
+    missing = [
+        p
+        for p in (os.path.join("bin", "nvcc"), os.path.join("include", "cuda_runtime.h"))
+        if not os.path.exists(os.path.join(CUDA_HOME, p))
+    ]
     if missing:
         source = "$CUDA_HOME" if os.environ.get("CUDA_HOME") else "torch's guess"
         return f"CUDA_HOME={CUDA_HOME} ({source}) has no {' or '.join(missing)}"
@@ -94,12 +106,16 @@ def _want_cuda():
         if toolkit_problem:
             reasons.append(
                 f"{toolkit_problem}; set CUDA_HOME to the toolkit's own folder, the one with "
-                "bin/nvcc and include/cuda_runtime.h, e.g. CUDA_HOME=/usr/local/cuda-13.0")
+                "bin/nvcc and include/cuda_runtime.h, e.g. CUDA_HOME=/usr/local/cuda-13.0"
+            )
         if not torch_has_cuda:
-            reasons.append(f"torch {torch.__version__} is a CPU-only build; install a CUDA build "
-                           "of torch")
-        raise RuntimeError("LSTM_FUSED_CUDA=1/FORCE_CUDA=1 but the CUDA part cannot be built: "
-                           + "; ".join(reasons))
+            reasons.append(
+                f"torch {torch.__version__} is a CPU-only build; install a CUDA build of torch"
+            )
+        raise RuntimeError(
+            "LSTM_FUSED_CUDA=1/FORCE_CUDA=1 but the CUDA part cannot be built: "
+            + "; ".join(reasons)
+        )
     return toolkit_problem is None and torch_has_cuda
 
 
@@ -124,9 +140,11 @@ def _cpu_variants():
     if best not in _CPU_VARIANTS:
         raise ValueError(f"LSTM_FUSED_CPU_ISA must be one of {names}, got {best!r}")
     if best != "default" and not x86:
-        raise ValueError(f"LSTM_FUSED_CPU_ISA={best} is an x86-64 instruction set; this machine "
-                         f"is {platform.machine()}: use LSTM_FUSED_CPU_ISA=default")
-    return names[:names.index(best) + 1]
+        raise ValueError(
+            f"LSTM_FUSED_CPU_ISA={best} is an x86-64 instruction set; this machine "
+            f"is {platform.machine()}: use LSTM_FUSED_CPU_ISA=default"
+        )
+    return names[: names.index(best) + 1]
 
 
 def _vector_instructions_at_load(obj):
@@ -134,8 +152,9 @@ def _vector_instructions_at_load(obj):
     initialisers, at-exit destructors) and use VEX / EVEX (AVX) instructions; [] when clean.
     None when objdump is missing."""
     try:
-        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj], check=True,
-                                 capture_output=True, text=True).stdout
+        listing = subprocess.run(
+            ["objdump", "-d", "--no-show-raw-insn", obj], check=True, capture_output=True, text=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     bad, function, section = [], None, ""
@@ -143,10 +162,11 @@ def _vector_instructions_at_load(obj):
         if line.startswith("Disassembly of section "):
             section = line.split()[-1].rstrip(":")
         elif line.endswith(">:"):
-            function = line[line.index("<") + 1:-2]
+            function = line[line.index("<") + 1 : -2]
         elif function and "\t" in line:
             at_load = section == ".text.startup" or function.startswith(
-                ("_GLOBAL__sub_I", "__static_initialization", "__tcf_"))
+                ("_GLOBAL__sub_I", "__static_initialization", "__tcf_")
+            )
             mnemonic = line.split("\t")[1].split()[0] if len(line.split("\t")) > 1 else ""
             if at_load and (mnemonic.startswith("v") or "%ymm" in line or "%zmm" in line):
                 bad.append(function)
@@ -185,10 +205,14 @@ class _BuildExt(BuildExtension.with_options(use_ninja=True) if torch else _Setup
         for name in getattr(ext, "cpu_isa_variants", []):
             macros = [("CPU_CAPABILITY", name.upper()), (f"CPU_CAPABILITY_{name.upper()}", None)]
             variant_objects = self.compiler.compile(
-                _CPU_KERNEL_SOURCES, output_dir=os.path.join(self.build_temp, f"cpu_{name}"),
-                macros=list(ext.define_macros) + macros, include_dirs=ext.include_dirs,
-                debug=self.debug, extra_postargs={"cxx": ext.extra_compile_args["cxx"] +
-                                                  _CPU_VARIANTS[name]}, depends=ext.depends)
+                _CPU_KERNEL_SOURCES,
+                output_dir=os.path.join(self.build_temp, f"cpu_{name}"),
+                macros=list(ext.define_macros) + macros,
+                include_dirs=ext.include_dirs,
+                debug=self.debug,
+                extra_postargs={"cxx": ext.extra_compile_args["cxx"] + _CPU_VARIANTS[name]},
+                depends=ext.depends,
+            )
             for obj in variant_objects:
                 bad = _vector_instructions_at_load(obj)
                 if bad is None:
@@ -197,7 +221,8 @@ class _BuildExt(BuildExtension.with_options(use_ninja=True) if torch else _Setup
                     raise RuntimeError(
                         f"{obj} ({name} CPU kernels) runs {name} instructions when the library "
                         f"loads, on any CPU: {bad}. Kernel sources must define no object with "
-                        "dynamic initialisation (csrc/cpu/capability.h).")
+                        "dynamic initialisation (csrc/cpu/capability.h)."
+                    )
             objects += variant_objects
         ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
@@ -234,15 +259,23 @@ def _extension():
         # ninja compiles them in parallel) and their host code (.cpp, compiled by g++).
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         define_macros.append(("LSTM_FUSED_WITH_CUDA", "1"))
-        extra["nvcc"] = (["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]) + [
-            "--expt-relaxed-constexpr", "-U__CUDA_NO_HALF_OPERATORS__",
-            "-U__CUDA_NO_HALF_CONVERSIONS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
-        ] + _cuda_arch_flags()
+        extra["nvcc"] = (
+            (["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"])
+            + [
+                "--expt-relaxed-constexpr",
+                "-U__CUDA_NO_HALF_OPERATORS__",
+                "-U__CUDA_NO_HALF_CONVERSIONS__",
+                "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+            ]
+            + _cuda_arch_flags()
+        )
         ext_cls = CUDAExtension
     else:
         ext_cls = CppExtension
-    print(f"lstm_fused: building with CUDA={use_cuda} CPU kernels={'+'.join(cpu_variants)} "
-          f"debug={debug}")
+    print(
+        f"lstm_fused: building with CUDA={use_cuda} CPU kernels={'+'.join(cpu_variants)} "
+        f"debug={debug}"
+    )
     ext = ext_cls(
         name="lstm_fused._C",
         sources=sources,
@@ -258,9 +291,11 @@ def _extension():
 def _git_commit():
     """The commit the sources are at: HEAD ("+dirty" when tracked files have changes) where ROOT
     is a git checkout; else $LSTM_FUSED_GIT_COMMIT; else the one an sdist recorded; else ""."""
+
     def git(*args):
-        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True,
-                              timeout=60, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", ROOT, *args], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.strip()
 
     try:
         # ROOT itself, not a repository around it (an sdist unpacked inside another checkout).
@@ -318,9 +353,11 @@ def _build_info(ext, version):
 def _write_build_info(folder, info):
     """Write info as folder/_build_info.py (read by lstm_fused/info.py)."""
     path = os.path.join(folder, "_build_info.py")
-    text = ('"""Written by setup.py when it built this copy of lstm_fused (not in git);\n'
-            'read by lstm_fused/info.py."""\n'
-            f"BUILD_INFO = {pprint.pformat(info, width=96)}\n")
+    text = (
+        '"""Written by setup.py when it built this copy of lstm_fused (not in git);\n'
+        'read by lstm_fused/info.py."""\n'
+        f"BUILD_INFO = {pprint.pformat(info, width=96)}\n"
+    )
     os.makedirs(folder, exist_ok=True)
     if os.path.exists(path):
         with open(path) as f:
@@ -337,17 +374,21 @@ class _Sdist(_SetuptoolsSdist):
 
     def make_release_tree(self, base_dir, files):
         super().make_release_tree(base_dir, files)
-        _write_build_info(os.path.join(base_dir, "lstm_fused"),
-                          {"version": self.distribution.get_version(),
-                           "git_commit": _git_commit()})
+        _write_build_info(
+            os.path.join(base_dir, "lstm_fused"),
+            {"version": self.distribution.get_version(), "git_commit": _git_commit()},
+        )
 
 
 def _packages():
     """lstm_fused with its subpackages, and triton_kernels/ with its subpackages, which installs
     as lstm_fused.triton_kernels (package_dir): the top-level name triton_kernels belongs to
     other packages."""
-    return (find_packages(include=["lstm_fused", "lstm_fused.*"]) + ["lstm_fused.triton_kernels"]
-            + [f"lstm_fused.triton_kernels.{p}" for p in find_packages("triton_kernels")])
+    return (
+        find_packages(include=["lstm_fused", "lstm_fused.*"])
+        + ["lstm_fused.triton_kernels"]
+        + [f"lstm_fused.triton_kernels.{p}" for p in find_packages("triton_kernels")]
+    )
 
 
 setup(

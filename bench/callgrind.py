@@ -15,11 +15,11 @@ them); nothing is written to bench/results/.
 
     python -m bench --callgrind --filter '^lstm/fwd/B=16,T=50,I=128,H=128,L=1,D=2'
 """
+
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -54,14 +54,29 @@ def count(case: Case, provider: str, calls: int = CALLS, timeout_s: float = 1800
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, 1 + calls):
             out = os.path.join(tmp, f"callgrind.{n}.out")
-            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                   sys.executable, "-m", "bench.callgrind", "--child", case.key, provider,
-                   str(n)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+            cmd = [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "bench.callgrind",
+                "--child",
+                case.key,
+                provider,
+                str(n),
+            ]
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
             if proc.returncode != 0:
-                raise RuntimeError(f"{provider} under callgrind failed: "
-                                   f"{proc.stderr.strip()[-500:]}")
+                raise RuntimeError(
+                    f"{provider} under callgrind failed: {proc.stderr.strip()[-500:]}"
+                )
             totals.append(_total_ir(out))
     return (totals[1] - totals[0]) / calls
 
@@ -75,8 +90,10 @@ def run(cases: List[Case], providers: Optional[str]) -> int:
     case = cases[0]
     runner = CaseRunner(torch.device("cpu"), Options(providers=providers), TimingBudget())
     _, provs = runner.providers(case)
-    print(f"callgrind, 1 thread, Ir per call (valgrind's instruction set: AVX2 at most): "
-          f"{case.key}", flush=True)
+    print(
+        f"callgrind, 1 thread, Ir per call (valgrind's instruction set: AVX2 at most): {case.key}",
+        flush=True,
+    )
     failed = 0
     for p in provs:
         try:

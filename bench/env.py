@@ -1,4 +1,5 @@
 """What a result row says about where it was measured: device, versions, git commit."""
+
 from __future__ import annotations
 
 import os
@@ -45,6 +46,7 @@ def device_slug(device: torch.device) -> str:
 def versions() -> dict:
     try:
         import triton
+
         triton_version = triton.__version__
     except ImportError:  # triton is optional: absent on some platforms
         triton_version = ""
@@ -62,13 +64,20 @@ def git_commit() -> str:
     the tree has no git history (a copy sent to a GPU machine), $LSTM_FUSED_GIT_COMMIT."""
     fallback = os.environ.get("LSTM_FUSED_GIT_COMMIT", "")
     try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if head.returncode != 0:
             return fallback
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return fallback

@@ -9,6 +9,7 @@ find the module built (its build key is the batch size, hidden size and dtype, n
 short call per dtype, forward and backward, so the backward kernels are built too. Exit 0 when
 every dtype compiled and ran, 1 otherwise (the log says why); timing is not its job.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ from .workloads.lstm import _flashrnn_forward
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.flashrnn_warmup", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.flashrnn_warmup",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--batch", type=int, default=HEADLINE_LSTM["B"])
     p.add_argument("--hidden", type=int, default=HEADLINE_LSTM["H"])
     p.add_argument("--dtypes", default=",".join(HEADLINE_DTYPES))
@@ -43,13 +47,17 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             module = nn.LSTM(args.hidden, args.hidden).to(device="cuda", dtype=dtype)
-            x = torch.randn(4, args.batch, args.hidden, device="cuda", dtype=dtype,
-                            requires_grad=True)
+            x = torch.randn(
+                4, args.batch, args.hidden, device="cuda", dtype=dtype, requires_grad=True
+            )
             y, h_n, c_n = _flashrnn_forward(module, x)
             (y.float().sum() + c_n.float().sum()).backward()
             torch.cuda.synchronize()
-            print(f"flashrnn {name} B={args.batch} H={args.hidden}: compiled and ran in "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            print(
+                f"flashrnn {name} B={args.batch} H={args.hidden}: compiled and ran in "
+                f"{time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
         except Exception as exc:  # reported; the benchmark will report its own error too
             failed = 1
             print(f"flashrnn {name}: {type(exc).__name__}: {exc}", flush=True)

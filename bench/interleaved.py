@@ -21,6 +21,7 @@ in eval mode (dropout off) against the reference; the timed calls run in trainin
 each provider draws its own mask (the kernel's dropout is checked against the reference with
 the same mask in tests/test_mhsa_dropout.py).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,17 @@ import torch
 from .cases import Case, grid, quick_cases, smoke_cases
 from .workloads import WORKLOADS
 from .workloads.attention import SelfAttentionWorkload, TorchMHA
-from .workloads.base import (Impl, Options, Provider, Workload, attention_backends,
-                             backend_providers, load_module, lstm_fused_attr, lstm_fused_backends)
+from .workloads.base import (
+    Impl,
+    Options,
+    Provider,
+    Workload,
+    attention_backends,
+    backend_providers,
+    load_module,
+    lstm_fused_attr,
+    lstm_fused_backends,
+)
 
 # The CPU time loops a cpu_loops run forces, each a value of the switch cpu_loop.
 CPU_LOOPS = ("rows", "fused_gemm", "fused_input")
@@ -44,10 +54,10 @@ DROPOUT = 0.1
 class Mode:
     name: str
     workload: Workload
-    cases: Callable[[str], List[Case]]          # device type -> cases
-    smoke_cases: Callable[[str], List[Case]]    # device type -> tiny cases
+    cases: Callable[[str], List[Case]]  # device type -> cases
+    smoke_cases: Callable[[str], List[Case]]  # device type -> tiny cases
     providers: Callable[[Workload, Case, torch.device, Options], List[Provider]]
-    devices: tuple = ("cpu", "cuda")            # device types it runs on
+    devices: tuple = ("cpu", "cuda")  # device types it runs on
     # Reference points timed with the providers but not checked (they compute no answer of
     # the case): (case, device) -> {name: (fn(i), note)}.
     references: Optional[Callable[[Case, torch.device], Dict[str, Tuple[Callable, str]]]] = None
@@ -59,6 +69,7 @@ def _family(cases: Callable[[str], List[Case]], family: str) -> Callable[[str], 
 
 # ---- cpu_loops ----------------------------------------------------------------------------
 
+
 def _with_cpu_loop(provider: Provider, loop: str) -> Provider:
     """lstm_fused:cpu with the time loop `loop` forced for its every call (and backward)."""
     from lstm_fused import switches
@@ -68,20 +79,24 @@ def _with_cpu_loop(provider: Provider, loop: str) -> Provider:
         impl.context = lambda: switches.override(cpu_loop=loop)
         impl.note = f"switches.override(cpu_loop={loop!r})"
         return impl
+
     return Provider(f"{provider.name}[{loop}]", build)
 
 
 def _cpu_loop_providers(wl, case, device, options) -> List[Provider]:
     by_name = {p.name: p for p in wl.providers(case, device, options)}
-    return [by_name[wl.baseline]] + [_with_cpu_loop(by_name["lstm_fused:cpu"], loop)
-                                     for loop in CPU_LOOPS]
+    return [by_name[wl.baseline]] + [
+        _with_cpu_loop(by_name["lstm_fused:cpu"], loop) for loop in CPU_LOOPS
+    ]
 
 
 # ---- mhsa_dropout -------------------------------------------------------------------------
 
+
 class SelfAttentionDropoutWorkload(SelfAttentionWorkload):
     """Self-attention in training with attention dropout DROPOUT: the self_attention
     workload's state, inputs and reference; providers checked in eval mode, timed in train."""
+
     family = "self_attention_dropout"
 
     @staticmethod
@@ -100,24 +115,27 @@ class SelfAttentionDropoutWorkload(SelfAttentionWorkload):
 
         def fused(case, state, dtype, device, backend):
             cls = lstm_fused_attr("MultiheadSelfAttention")
-            module = load_module(cls(d["E"], d["N"], dropout=DROPOUT, backend=backend), state,
-                                 dtype, device)
+            module = load_module(
+                cls(d["E"], d["N"], dropout=DROPOUT, backend=backend), state, dtype, device
+            )
             return self._dropout_impl(self._wrap(module, returns_tuple=True), module)
 
         return [Provider("nn.MultiheadAttention", torch_mha)] + backend_providers(
-            attention_backends(device), fused)
+            attention_backends(device), fused
+        )
 
 
 def _dropout_cases(device_type: str) -> List[Case]:
     base = {"B": 32, "T": 100, "E": 256, "N": 4}
-    return (grid("self_attention_dropout", ("fwd+bwd",), ("float32",), base)
-            + grid("self_attention_dropout", ("fwd+bwd",), ("float32",),
-                   {**base, "B": 8, "T": 400}))
+    return grid("self_attention_dropout", ("fwd+bwd",), ("float32",), base) + grid(
+        "self_attention_dropout", ("fwd+bwd",), ("float32",), {**base, "B": 8, "T": 400}
+    )
 
 
 def _dropout_smoke_cases(device_type: str) -> List[Case]:
-    return grid("self_attention_dropout", ("fwd+bwd",), ("float32",),
-                {"B": 3, "T": 6, "E": 8, "N": 2})
+    return grid(
+        "self_attention_dropout", ("fwd+bwd",), ("float32",), {"B": 3, "T": 6, "E": 8, "N": 2}
+    )
 
 
 def _all_providers(wl, case, device, options) -> List[Provider]:
@@ -126,15 +144,18 @@ def _all_providers(wl, case, device, options) -> List[Provider]:
 
 # ---- attentive ----------------------------------------------------------------------------
 
+
 def _attentive_providers(wl, case, device, options) -> List[Provider]:
     """The baseline (the unfused model; torch.nn) and lstm_fused on each backend but the (slow)
     reference."""
     fast = {f"lstm_fused:{b}" for b in lstm_fused_backends(device) if b != "reference"}
-    return [p for p in wl.providers(case, device, options)
-            if p.name == wl.baseline or p.name in fast]
+    return [
+        p for p in wl.providers(case, device, options) if p.name == wl.baseline or p.name in fast
+    ]
 
 
 # ---- threads ------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _num_threads(n: int):
@@ -148,6 +169,7 @@ def _num_threads(n: int):
 
 def _with_threads(provider: Provider, n: int) -> Provider:
     """`provider` with torch.set_num_threads(n) around its every call (and backward)."""
+
     def build(case, state, dtype, device):
         impl = provider.build(case, state, dtype, device)
         outer = impl.context
@@ -156,9 +178,11 @@ def _with_threads(provider: Provider, n: int) -> Provider:
         def context():
             with outer(), _num_threads(n):
                 yield
+
         impl.context = context
         impl.note = "; ".join(filter(None, [impl.note, f"torch.set_num_threads({n})"]))
         return impl
+
     return Provider(f"{provider.name}[{n} thread{'s' if n > 1 else ''}]", build)
 
 
@@ -171,8 +195,10 @@ def _thread_providers(wl, case, device, options) -> List[Provider]:
 # ---- roofline -----------------------------------------------------------------------------
 
 # The largest LSTM shapes of the grids: the one of every grid and --full's H=1024.
-ROOFLINE_SHAPES = ({"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "D": 1},
-                   {"B": 32, "T": 100, "I": 256, "H": 1024, "L": 1, "D": 1})
+ROOFLINE_SHAPES = (
+    {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "D": 1},
+    {"B": 32, "T": 100, "I": 256, "H": 1024, "L": 1, "D": 1},
+)
 
 
 def _roofline_cases(device_type: str) -> List[Case]:
@@ -183,8 +209,9 @@ def _roofline_cases(device_type: str) -> List[Case]:
 
 
 def _roofline_smoke_cases(device_type: str) -> List[Case]:
-    return grid("lstm", ("fwd", "fwd+bwd"), ("float32",),
-                {"B": 4, "T": 5, "I": 8, "H": 16, "L": 1, "D": 1})
+    return grid(
+        "lstm", ("fwd", "fwd+bwd"), ("float32",), {"B": 4, "T": 5, "I": 8, "H": 16, "L": 1, "D": 1}
+    )
 
 
 def roofline_mm(case: Case, device: torch.device) -> Tuple[Callable[[int], object], int]:
@@ -197,7 +224,7 @@ def roofline_mm(case: Case, device: torch.device) -> Tuple[Callable[[int], objec
     calls = max(1, round(flops / (2 * B * H * 4 * H)))
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(B, H, generator=gen).to(device)
-    w = torch.randn(4 * H, H, generator=gen).to(device) / H ** 0.5
+    w = torch.randn(4 * H, H, generator=gen).to(device) / H**0.5
 
     def fn(i):
         with torch.no_grad():
@@ -205,34 +232,75 @@ def roofline_mm(case: Case, device: torch.device) -> Tuple[Callable[[int], objec
             for _ in range(calls):
                 out = torch.mm(h, w_t)
             return out
+
     return fn, calls
 
 
 def _roofline_references(case: Case, device: torch.device):
     fn, calls = roofline_mm(case, device)
     d = case.dims
-    note = (f"the roofline: {calls} torch.mm calls of ({d['B']}, {d['H']}) x ({d['H']}, "
-            f"{4 * d['H']}), the case's multiply-adds{' x3' if case.mode != 'fwd' else ''}; "
-            f"not an LSTM, not checked")
+    note = (
+        f"the roofline: {calls} torch.mm calls of ({d['B']}, {d['H']}) x ({d['H']}, "
+        f"{4 * d['H']}), the case's multiply-adds{' x3' if case.mode != 'fwd' else ''}; "
+        f"not an LSTM, not checked"
+    )
     return {"torch.mm[roofline]": (fn, note)}
 
 
 def _roofline_providers(wl, case, device, options) -> List[Provider]:
-    return [p for p in wl.providers(case, device, options)
-            if p.name in (wl.baseline, "lstm_fused:cpu")]
+    return [
+        p for p in wl.providers(case, device, options) if p.name in (wl.baseline, "lstm_fused:cpu")
+    ]
 
 
-MODES = {m.name: m for m in (
-    Mode("cpu_loops", WORKLOADS["lstm"], _family(quick_cases, "lstm"),
-         _family(smoke_cases, "lstm"), _cpu_loop_providers, devices=("cpu",)),
-    Mode("mhsa_dropout", SelfAttentionDropoutWorkload(), _dropout_cases, _dropout_smoke_cases,
-         _all_providers),
-    Mode("attentive", WORKLOADS["attentive_lstm"], _family(quick_cases, "attentive_lstm"),
-         _family(smoke_cases, "attentive_lstm"), _attentive_providers),
-    Mode("overhead", WORKLOADS["overhead"], _family(quick_cases, "overhead"),
-         _family(smoke_cases, "overhead"), _attentive_providers),
-    Mode("threads", WORKLOADS["lstm"], _family(quick_cases, "lstm"),
-         _family(smoke_cases, "lstm"), _thread_providers, devices=("cpu",)),
-    Mode("roofline", WORKLOADS["lstm"], _roofline_cases, _roofline_smoke_cases,
-         _roofline_providers, devices=("cpu",), references=_roofline_references),
-)}
+MODES = {
+    m.name: m
+    for m in (
+        Mode(
+            "cpu_loops",
+            WORKLOADS["lstm"],
+            _family(quick_cases, "lstm"),
+            _family(smoke_cases, "lstm"),
+            _cpu_loop_providers,
+            devices=("cpu",),
+        ),
+        Mode(
+            "mhsa_dropout",
+            SelfAttentionDropoutWorkload(),
+            _dropout_cases,
+            _dropout_smoke_cases,
+            _all_providers,
+        ),
+        Mode(
+            "attentive",
+            WORKLOADS["attentive_lstm"],
+            _family(quick_cases, "attentive_lstm"),
+            _family(smoke_cases, "attentive_lstm"),
+            _attentive_providers,
+        ),
+        Mode(
+            "overhead",
+            WORKLOADS["overhead"],
+            _family(quick_cases, "overhead"),
+            _family(smoke_cases, "overhead"),
+            _attentive_providers,
+        ),
+        Mode(
+            "threads",
+            WORKLOADS["lstm"],
+            _family(quick_cases, "lstm"),
+            _family(smoke_cases, "lstm"),
+            _thread_providers,
+            devices=("cpu",),
+        ),
+        Mode(
+            "roofline",
+            WORKLOADS["lstm"],
+            _roofline_cases,
+            _roofline_smoke_cases,
+            _roofline_providers,
+            devices=("cpu",),
+            references=_roofline_references,
+        ),
+    )
+}

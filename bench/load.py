@@ -6,6 +6,7 @@ is a separate Python process doing nothing but counting; it stops when the run e
 by an exception or by Ctrl-C) and, should the run itself be killed, at its next check that its
 parent is gone (within about a second).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,12 +15,14 @@ import sys
 from typing import Iterator, List
 
 # The spinner: counts until its parent (the bench) is no longer its parent.
-_SPIN = ("import os\n"
-         "parent = os.getppid()\n"
-         "while os.getppid() == parent:\n"
-         "    n = 0\n"
-         "    while n < 2000000:\n"
-         "        n += 1\n")
+_SPIN = (
+    "import os\n"
+    "parent = os.getppid()\n"
+    "while os.getppid() == parent:\n"
+    "    n = 0\n"
+    "    while n < 2000000:\n"
+    "        n += 1\n"
+)
 
 
 @contextlib.contextmanager
@@ -28,9 +31,14 @@ def spinning_load(n: int) -> Iterator[List[subprocess.Popen]]:
     procs: List[subprocess.Popen] = []
     try:
         for _ in range(max(0, n)):
-            procs.append(subprocess.Popen([sys.executable, "-c", _SPIN],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _SPIN],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         yield procs
     finally:
         for p in procs:

@@ -8,6 +8,7 @@ One figure per (case, mode, dtype, the other shape values) where at least two va
 H) were measured; files are named <case>_<mode>_<dtype>_vs_<B|H>[_<n>].png. Old results can be
 re-plotted at any time: nothing is measured here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,8 @@ def series(rows: List[dict], axis: str) -> Dict[tuple, Dict[str, List[tuple]]]:
             continue
         fixed = ",".join(f"{k}={v}" for k, v in shape.items() if k != axis)
         groups[(r["case"], r["mode"], r["dtype"], fixed, r["device"])][r["provider"]].append(
-            (shape[axis], r["speedup"]))
+            (shape[axis], r["speedup"])
+        )
     out = {}
     for key, by_provider in groups.items():
         values = {x for pts in by_provider.values() for x, _ in pts}
@@ -59,6 +61,7 @@ def series(rows: List[dict], axis: str) -> Dict[tuple, Dict[str, List[tuple]]]:
 
 def plot(rows: List[dict], out_dir: Path) -> List[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -88,8 +91,11 @@ def plot(rows: List[dict], out_dir: Path) -> List[Path]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.plot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("paths", nargs="+", help="result .json/.csv files or folders of them")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: <first>/plots)")
     args = p.parse_args(argv)
@@ -98,8 +104,10 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / "plots"
     written = plot(rows, out)
     if not written:
-        print("no sweep with two or more values of B or H among the ok rows: nothing to plot",
-              file=sys.stderr)
+        print(
+            "no sweep with two or more values of B or H among the ok rows: nothing to plot",
+            file=sys.stderr,
+        )
         return 1
     for w in written:
         print(w)

@@ -6,6 +6,7 @@ nn.LSTMCell, nn.MultiheadAttention, torch.unfused for softmax and pooling, torch
 model). status: ok (checked and timed), wrong (failed the check: not timed), absent (not
 installed / not in this build), unsupported (cannot run this case), error (raised).
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,15 +15,46 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 COLUMNS = [
-    "provider", "case", "mode", "shape", "dtype", "status",
-    "p20_ms", "p50_ms", "p80_ms", "reps", "speedup", "baseline",
-    "peak_mb", "peak_mem_method", "tflops", "gbps", "max_err", "tol",
-    "device", "threads", "torch_version", "triton_version", "cuda_version", "cudnn_version",
-    "git_commit", "timestamp", "note",
+    "provider",
+    "case",
+    "mode",
+    "shape",
+    "dtype",
+    "status",
+    "p20_ms",
+    "p50_ms",
+    "p80_ms",
+    "reps",
+    "speedup",
+    "baseline",
+    "peak_mb",
+    "peak_mem_method",
+    "tflops",
+    "gbps",
+    "max_err",
+    "tol",
+    "device",
+    "threads",
+    "torch_version",
+    "triton_version",
+    "cuda_version",
+    "cudnn_version",
+    "git_commit",
+    "timestamp",
+    "note",
 ]
 
-FLOAT_COLUMNS = {"p20_ms", "p50_ms", "p80_ms", "speedup", "peak_mb", "tflops", "gbps",
-                 "max_err", "tol"}
+FLOAT_COLUMNS = {
+    "p20_ms",
+    "p50_ms",
+    "p80_ms",
+    "speedup",
+    "peak_mb",
+    "tflops",
+    "gbps",
+    "max_err",
+    "tol",
+}
 INT_COLUMNS = {"reps", "threads"}
 
 
@@ -131,8 +163,10 @@ def _fmt(v: Optional[float], spec: str) -> str:
 def table(rows: List[dict]) -> str:
     """The terminal table: one block per case, one line per provider."""
     lines = []
-    head = f"{'provider':<28} {'p50 ms':>10} {'p20-p80 ms':>19} {'speedup':>8} " \
-           f"{'TFLOP/s':>8} {'GB/s':>8} {'peak MB':>8}  status"
+    head = (
+        f"{'provider':<28} {'p50 ms':>10} {'p20-p80 ms':>19} {'speedup':>8} "
+        f"{'TFLOP/s':>8} {'GB/s':>8} {'peak MB':>8}  status"
+    )
     groups: Dict[tuple, List[dict]] = {}
     for r in rows:
         groups.setdefault((r["case"], r["mode"], r["shape"], r["dtype"]), []).append(r)
@@ -147,8 +181,10 @@ def table(rows: List[dict]) -> str:
                 status = "ok" + (f" ({r['note']})" if r["note"] else "")
             elif r["note"]:
                 status = f"{status}: {r['note']}"
-            lines.append(f"{r['provider']:<28} {_fmt(r['p50_ms'], '10.3f'):>10} {spread:>19} "
-                         f"{_fmt(r['speedup'], '7.2f') + ('x' if r['speedup'] else ''):>8} "
-                         f"{_fmt(r['tflops'], '8.3f'):>8} {_fmt(r['gbps'], '8.2f'):>8} "
-                         f"{_fmt(r['peak_mb'], '8.1f'):>8}  {status[:110]}")
+            lines.append(
+                f"{r['provider']:<28} {_fmt(r['p50_ms'], '10.3f'):>10} {spread:>19} "
+                f"{_fmt(r['speedup'], '7.2f') + ('x' if r['speedup'] else ''):>8} "
+                f"{_fmt(r['tflops'], '8.3f'):>8} {_fmt(r['gbps'], '8.2f'):>8} "
+                f"{_fmt(r['peak_mb'], '8.1f'):>8}  {status[:110]}"
+            )
     return "\n".join(lines)

@@ -14,6 +14,7 @@ runs longer is stopped and reported as an error, and not run again in later case
 run_interleaved (`python -m bench --interleaved MODE`) builds and checks a case's providers
 the same way, then times those that passed together, call by call in turn.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,9 +37,9 @@ from .workloads.base import DTYPES, Absent, Impl, Options, Provider, Unsupported
 # float32 on CUDA allows TF32 (cuDNN uses it by default). A wrong answer is O(0.1) or more.
 TOLERANCE = {"float64": 1e-8, "float32": 2e-4, "float16": 3e-2, "bfloat16": 1e-1}
 CUDA_FLOAT32_TOLERANCE = 1e-2
-FLOOR = 1e-3                  # see compare()
-ROTATION_BYTES = 64 * 2**20   # enough input sets to exceed a last-level cache of 64 MB ...
-MAX_SETS = 8                  # ... but at most this many
+FLOOR = 1e-3  # see compare()
+ROTATION_BYTES = 64 * 2**20  # enough input sets to exceed a last-level cache of 64 MB ...
+MAX_SETS = 8  # ... but at most this many
 
 
 def tolerance(dtype: str, device: torch.device) -> float:
@@ -67,8 +68,13 @@ def classify(exc: BaseException) -> Tuple[str, str]:
     return "error", msg[:400]
 
 
-def to_device(inputs: Dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-              diff: Tuple[str, ...], requires_grad: bool) -> Dict[str, torch.Tensor]:
+def to_device(
+    inputs: Dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    device: torch.device,
+    diff: Tuple[str, ...],
+    requires_grad: bool,
+) -> Dict[str, torch.Tensor]:
     out = {}
     for name, t in inputs.items():
         if t.is_floating_point():
@@ -97,8 +103,9 @@ def forward_backward(impl: Impl, inputs, gys, targets):
     """Outputs and the gradients of `targets` for output gradients `gys`."""
     outs = impl.call(inputs)
     pairs = [(o, g) for o, g in zip(outs, gys) if o.requires_grad]
-    grads = torch.autograd.grad([o for o, _ in pairs], targets, [g for _, g in pairs],
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        [o for o, _ in pairs], targets, [g for _, g in pairs], allow_unused=True
+    )
     return outs, grads
 
 
@@ -112,8 +119,12 @@ def evaluate(impl: Impl, inputs, mode: str, diff, gys=None):
     return outs, dict(zip(names, grads))
 
 
-def normalised_error(got: Optional[torch.Tensor], want: Optional[torch.Tensor],
-                     mask: Optional[torch.Tensor] = None, floor: float = 1e-12) -> float:
+def normalised_error(
+    got: Optional[torch.Tensor],
+    want: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor] = None,
+    floor: float = 1e-12,
+) -> float:
     """max |got - want| / max(max |want|, floor); inf on a shape mismatch or a non-finite value."""
     if want is None and got is None:
         return 0.0
@@ -144,10 +155,12 @@ def compare(got, want, masks) -> Tuple[float, str]:
     cancellation (e.g. of a pooling layer whose inputs barely vary over time) is compared in
     absolute terms instead of amplifying rounding noise."""
     (g_outs, g_grads), (w_outs, w_grads) = got, want
-    out_floor = FLOOR * max([w.abs().max().item() for w in w_outs if w is not None and w.numel()]
-                            or [0.0])
-    grad_floor = FLOOR * max([w.abs().max().item() for w in w_grads.values()
-                              if w is not None and w.numel()] or [0.0])
+    out_floor = FLOOR * max(
+        [w.abs().max().item() for w in w_outs if w is not None and w.numel()] or [0.0]
+    )
+    grad_floor = FLOOR * max(
+        [w.abs().max().item() for w in w_grads.values() if w is not None and w.numel()] or [0.0]
+    )
     if len(g_outs) != len(w_outs):
         return math.inf, f"{len(g_outs)} outputs, expected {len(w_outs)}"
     worst, where = 0.0, ""
@@ -175,8 +188,10 @@ class _Deadline:
         self.armed = bool(seconds) and hasattr(signal, "setitimer")
 
     def _fire(self, signum, frame):
-        raise ProviderTimeout(f"{self.what} ran past {self.seconds:g} s (the provider "
-                              f"timeout): stopped, and not run again in later cases")
+        raise ProviderTimeout(
+            f"{self.what} ran past {self.seconds:g} s (the provider "
+            f"timeout): stopped, and not run again in later cases"
+        )
 
     def __enter__(self):
         if self.armed:
@@ -194,35 +209,44 @@ class _Deadline:
 @dataclass
 class Prepared:
     """What every provider of one case is built from and checked against."""
+
     wl: Workload
-    state: Dict[str, torch.Tensor]          # canonical float64 parameters
-    sets: List[Dict[str, torch.Tensor]]     # input sets (float64 / int64, CPU), rotated
-    gys: List[torch.Tensor]                 # one fixed random gradient per output
-    want: tuple                             # the reference's (outputs, {target: gradient})
-    masks: List[Optional[torch.Tensor]]     # per output, the elements compared
+    state: Dict[str, torch.Tensor]  # canonical float64 parameters
+    sets: List[Dict[str, torch.Tensor]]  # input sets (float64 / int64, CPU), rotated
+    gys: List[torch.Tensor]  # one fixed random gradient per output
+    want: tuple  # the reference's (outputs, {target: gradient})
+    masks: List[Optional[torch.Tensor]]  # per output, the elements compared
 
 
 @dataclass
 class Checked:
     """A provider that passed the check: its row so far and its timed callable."""
+
     row: dict
     impl: Impl
     fn: Callable[[int], object]
 
 
 class CaseRunner:
-    def __init__(self, device: torch.device, options: Options, budget: TimingBudget,
-                 seed: int = 0, timer: str = "events", common: Optional[dict] = None,
-                 on_provider: Optional[Callable[[str], None]] = None,
-                 on_row: Optional[Callable[[dict], None]] = None,
-                 provider_timeout_s: Optional[float] = None):
+    def __init__(
+        self,
+        device: torch.device,
+        options: Options,
+        budget: TimingBudget,
+        seed: int = 0,
+        timer: str = "events",
+        common: Optional[dict] = None,
+        on_provider: Optional[Callable[[str], None]] = None,
+        on_row: Optional[Callable[[dict], None]] = None,
+        provider_timeout_s: Optional[float] = None,
+    ):
         self.device, self.options, self.budget = device, options, budget
         self.seed, self.timer, self.common = seed, timer, common or {}
         self.on_provider = on_provider or (lambda name: None)
         self.on_row = on_row or (lambda row: None)
         self.provider_timeout_s = provider_timeout_s
-        self.baseline_ms: Dict[str, float] = {}   # case key -> the baseline's p50
-        self.timed_out: set = set()               # providers stopped by the timeout
+        self.baseline_ms: Dict[str, float] = {}  # case key -> the baseline's p50
+        self.timed_out: set = set()  # providers stopped by the timeout
 
     def select(self, wl: Workload, providers: List[Provider]) -> List[Provider]:
         """`providers` after --providers (the baseline kept), the baseline first."""
@@ -245,21 +269,28 @@ class CaseRunner:
         (late=True)."""
         wl, providers = self.providers(case)
         if late is not None:
-            providers = [p for p in providers
-                         if p.late == late and not (late and p.name == wl.baseline)]
+            providers = [
+                p for p in providers if p.late == late and not (late and p.name == wl.baseline)
+            ]
         if not providers:
             return []
         prep = self.prepare(case, wl)
         rows = []
         for provider in providers:
             self.on_provider(provider.name)
-            row = self._guarded(provider, case, wl, lambda p=provider: self._timed_row(case, prep, p))
+            row = self._guarded(
+                provider, case, wl, lambda p=provider: self._timed_row(case, prep, p)
+            )
             rows.append(self._finish(case, wl, row))
         return rows
 
-    def run_interleaved(self, case: Case, wl: Workload, providers: List[Provider],
-                        references: Optional[Dict[str, Tuple[Callable, str]]] = None
-                        ) -> List[dict]:
+    def run_interleaved(
+        self,
+        case: Case,
+        wl: Workload,
+        providers: List[Provider],
+        references: Optional[Dict[str, Tuple[Callable, str]]] = None,
+    ) -> List[dict]:
         """Rows of `providers` (after --providers) on `case` of workload `wl`: each is built
         and checked as in run(), then all that passed are timed together, call by call in turn
         (bench.timing.time_interleaved), so that a slow spell of a shared machine hits them
@@ -286,28 +317,39 @@ class CaseRunner:
         if checked:
             names = ", ".join(checked)
             try:
-                samples = time_interleaved({n: c.fn for n, c in checked.items()}, self.budget,
-                                           self.device)
+                samples = time_interleaved(
+                    {n: c.fn for n, c in checked.items()}, self.budget, self.device
+                )
             except Exception as exc:  # one call raised: no provider of the case is timed
                 status, note = classify(exc)
                 samples = None
                 for n, c in checked.items():
-                    done[n] = make_row(status=status, note=f"{note} (timed interleaved with "
-                                       f"{names})", **c.row)
+                    done[n] = make_row(
+                        status=status, note=f"{note} (timed interleaved with {names})", **c.row
+                    )
             if samples is not None:
                 for n, c in checked.items():
                     others = ", ".join(o for o in checked if o != n) or "nothing else"
-                    done[n] = self._ok_row(case, wl, c, *percentiles(samples[n]),
-                                           len(samples[n]), interleaved_with=others)
+                    done[n] = self._ok_row(
+                        case,
+                        wl,
+                        c,
+                        *percentiles(samples[n]),
+                        len(samples[n]),
+                        interleaved_with=others,
+                    )
         for ref in references or {}:  # each row's rate as a fraction of the reference's
             ref_ms = done[ref]["p50_ms"] if done[ref]["status"] == "ok" else None
             for p in providers:
                 row = done[p.name]
                 if ref_ms and row["status"] == "ok" and row["p50_ms"]:
-                    row["note"] = "; ".join(filter(None, [
-                        row["note"], f"{ref_ms / row['p50_ms']:.2f} of {ref}'s rate"]))
-        return [self._finish(case, wl, done[n]) for n in [p.name for p in providers]
-                + list(references or {})]
+                    row["note"] = "; ".join(
+                        filter(None, [row["note"], f"{ref_ms / row['p50_ms']:.2f} of {ref}'s rate"])
+                    )
+        return [
+            self._finish(case, wl, done[n])
+            for n in [p.name for p in providers] + list(references or {})
+        ]
 
     def _finish(self, case: Case, wl: Workload, row: dict) -> dict:
         """The row with its speedup over the case's baseline, handed to on_row."""
@@ -325,9 +367,15 @@ class CaseRunner:
         state = wl.make_state(case, gen)
         first = wl.make_inputs(case, gen)
         dtype = DTYPES[case.dtype]
-        set_bytes = sum(t.numel() * (t.element_size() if not t.is_floating_point()
-                                     else torch.empty((), dtype=dtype).element_size())
-                        for t in first.values())
+        set_bytes = sum(
+            t.numel()
+            * (
+                t.element_size()
+                if not t.is_floating_point()
+                else torch.empty((), dtype=dtype).element_size()
+            )
+            for t in first.values()
+        )
         n_sets = max(2, min(MAX_SETS, math.ceil(ROTATION_BYTES / max(set_bytes, 1))))
         sets = [first] + [wl.make_inputs(case, gen) for _ in range(n_sets - 1)]
         grads_needed = case.mode != "fwd"
@@ -343,15 +391,19 @@ class CaseRunner:
             if k < len(masks) and masks[k] is not None:
                 g = g * masks[k].cpu()
             gys.append(g)
-        want = evaluate(ref, ref_inputs, case.mode, wl.diff_inputs,
-                        [g.to(self.device) for g in gys])
+        want = evaluate(
+            ref, ref_inputs, case.mode, wl.diff_inputs, [g.to(self.device) for g in gys]
+        )
         return Prepared(wl, state, sets, gys, want, masks)
 
     def _guarded(self, provider: Provider, case: Case, wl: Workload, work):
         """work() under the provider timeout; a provider stopped once is not rerun."""
         if provider.name in self.timed_out:
-            return make_row(status="error", note="not run: it ran past the provider timeout "
-                            "in an earlier case", **self._base_row(case, wl, provider))
+            return make_row(
+                status="error",
+                note="not run: it ran past the provider timeout in an earlier case",
+                **self._base_row(case, wl, provider),
+            )
         try:
             with _Deadline(self.provider_timeout_s, provider.name):
                 return work()
@@ -361,10 +413,17 @@ class CaseRunner:
             return make_row(status=status, note=note, **self._base_row(case, wl, provider))
 
     def _base_row(self, case, wl, provider) -> dict:
-        return dict(provider=provider.name, case=case.family, mode=case.mode,
-                    shape=case.shape_str, dtype=case.dtype, baseline=wl.baseline,
-                    tol=tolerance(case.dtype, self.device),
-                    timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.common)
+        return dict(
+            provider=provider.name,
+            case=case.family,
+            mode=case.mode,
+            shape=case.shape_str,
+            dtype=case.dtype,
+            baseline=wl.baseline,
+            tol=tolerance(case.dtype, self.device),
+            timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.common,
+        )
 
     def _check(self, case: Case, prep: Prepared, provider: Provider):
         """Build the provider, check it against the reference, measure its peak memory:
@@ -390,8 +449,11 @@ class CaseRunner:
             return make_row(status=status, note=note, **row)
         row["max_err"] = err
         if not err <= tol:
-            return make_row(status="wrong", note=f"max normalised error {err:.3g} in {where} "
-                            f"(tolerance {tol:g}): not timed", **row)
+            return make_row(
+                status="wrong",
+                note=f"max normalised error {err:.3g} in {where} (tolerance {tol:g}): not timed",
+                **row,
+            )
         fn = self._timed_fn(impl, case.mode, wl.diff_inputs, dev_sets, dev_gys)
         try:
             if impl.before_timing is not None:
@@ -415,8 +477,9 @@ class CaseRunner:
         return self._ok_row(case, prep.wl, got, p20, p50, p80, reps)
 
     @staticmethod
-    def _ok_row(case: Case, wl: Workload, checked: Checked, p20, p50, p80, reps,
-                interleaved_with: str = "") -> dict:
+    def _ok_row(
+        case: Case, wl: Workload, checked: Checked, p20, p50, p80, reps, interleaved_with: str = ""
+    ) -> dict:
         flops, nbytes = wl.flops(case), wl.bytes_moved(case)
         if case.mode != "fwd":
             flops = None if flops is None else 3 * flops
@@ -425,30 +488,42 @@ class CaseRunner:
         seconds = p50 / 1e3
         note = checked.impl.note
         if interleaved_with:
-            note = "; ".join(filter(None, [note, f"interleaved call by call with "
-                                                 f"{interleaved_with}"]))
-        return make_row(**{**checked.row, "note": note}, status="ok", p20_ms=p20, p50_ms=p50,
-                        p80_ms=p80, reps=reps,
-                        tflops=None if flops is None else flops / seconds / 1e12,
-                        gbps=None if nbytes is None else nbytes / seconds / 1e9)
+            note = "; ".join(
+                filter(None, [note, f"interleaved call by call with {interleaved_with}"])
+            )
+        return make_row(
+            **{**checked.row, "note": note},
+            status="ok",
+            p20_ms=p20,
+            p50_ms=p50,
+            p80_ms=p80,
+            reps=reps,
+            tflops=None if flops is None else flops / seconds / 1e12,
+            gbps=None if nbytes is None else nbytes / seconds / 1e9,
+        )
 
     @staticmethod
     def _timed_fn(impl: Impl, mode: str, diff, sets, gys) -> Callable[[int], object]:
         """fn(i): one call on input set i (mod the number of sets), inside impl.context()."""
         n = len(sets)
         if mode == "fwd":
+
             def fwd(i):
                 with impl.context(), torch.no_grad():
                     return impl.call(sets[i % n])
+
             return fwd
         if mode == "train":
+
             def train(i):
                 with impl.context():
                     return impl.train_step(sets[i % n])
+
             return train
         targets = [grad_targets(impl, s, diff)[1] for s in sets]
 
         def fwd_bwd(i):
             with impl.context():
                 return forward_backward(impl, sets[i % n], gys, targets[i % n])
+
         return fwd_bwd

@@ -7,14 +7,14 @@ Every benchmark first checks its provider against the float64 reference (bench.r
 wrong answer fails the test instead of being timed. Providers not in this build are skipped
 with the reason.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from bench.cases import Case
-from bench.runner import (compare, evaluate, forward_backward, grad_targets, to_device,
-                          tolerance)
+from bench.runner import compare, evaluate, forward_backward, grad_targets, to_device, tolerance
 from bench.workloads import WORKLOADS
 from bench.workloads.base import DTYPES, Absent, Options
 
@@ -24,26 +24,36 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 CASES = [
     Case("lstm", "fwd", (("B", 8), ("T", 20), ("I", 32), ("H", 64), ("L", 2), ("D", 1)), "float32"),
-    Case("lstm", "fwd+bwd", (("B", 8), ("T", 20), ("I", 32), ("H", 64), ("L", 1), ("D", 2)), "float32"),
+    Case(
+        "lstm",
+        "fwd+bwd",
+        (("B", 8), ("T", 20), ("I", 32), ("H", 64), ("L", 1), ("D", 2)),
+        "float32",
+    ),
     Case("lstm_cell", "fwd+bwd", (("B", 16), ("I", 64), ("H", 64)), "float32"),
     Case("masked_softmax", "fwd", (("B", 8), ("T", 32)), "float32"),
     Case("attention_pooling", "fwd+bwd", (("B", 8), ("T", 32), ("D", 32), ("A", 16)), "float32"),
     Case("self_attention", "fwd", (("B", 8), ("T", 32), ("E", 32), ("N", 4)), "float32"),
-    Case("model_step", "train", (("B", 4), ("T", 16), ("V", 50), ("E", 16), ("H", 16), ("N", 2),
-                                 ("A", 8), ("C", 3)), "float32"),
+    Case(
+        "model_step",
+        "train",
+        (("B", 4), ("T", 16), ("V", 50), ("E", 16), ("H", 16), ("N", 2), ("A", 8), ("C", 3)),
+        "float32",
+    ),
 ]
 
-PROVIDERS = {"lstm": ["nn.LSTM", "lstm_fused:cpu", "lstm_fused:cuda"],
-             "lstm_cell": ["nn.LSTMCell", "lstm_fused:cpu", "lstm_fused:cuda"],
-             "masked_softmax": ["torch.unfused", "lstm_fused:auto", "lstm_fused:cpu",
-                                "lstm_fused:cuda"],
-             "attention_pooling": ["torch.unfused", "lstm_fused:cpu", "lstm_fused:cuda"],
-             "self_attention": ["nn.MultiheadAttention", "torch.sdpa", "lstm_fused:cpu",
-                                "lstm_fused:cuda"],
-             "model_step": ["torch.nn", "lstm_fused:cpu", "lstm_fused:cuda"]}
+PROVIDERS = {
+    "lstm": ["nn.LSTM", "lstm_fused:cpu", "lstm_fused:cuda"],
+    "lstm_cell": ["nn.LSTMCell", "lstm_fused:cpu", "lstm_fused:cuda"],
+    "masked_softmax": ["torch.unfused", "lstm_fused:auto", "lstm_fused:cpu", "lstm_fused:cuda"],
+    "attention_pooling": ["torch.unfused", "lstm_fused:cpu", "lstm_fused:cuda"],
+    "self_attention": ["nn.MultiheadAttention", "torch.sdpa", "lstm_fused:cpu", "lstm_fused:cuda"],
+    "model_step": ["torch.nn", "lstm_fused:cpu", "lstm_fused:cuda"],
+}
 
-PARAMS = [pytest.param(c, p, id=f"{c.family}-{c.mode}-{p}") for c in CASES
-          for p in PROVIDERS[c.family]]
+PARAMS = [
+    pytest.param(c, p, id=f"{c.family}-{c.mode}-{p}") for c in CASES for p in PROVIDERS[c.family]
+]
 
 
 @pytest.mark.parametrize("case,provider_name", PARAMS)
@@ -73,10 +83,12 @@ def test_benchmark(benchmark, case, provider_name):
     assert err <= tolerance(case.dtype, DEVICE), f"{provider_name}: error {err:.3g} in {where}"
 
     if case.mode == "fwd":
+
         def run():
             with torch.no_grad():
                 return impl.call(dev_in)
     elif case.mode == "train":
+
         def run():
             return impl.train_step(dev_in)
     else:

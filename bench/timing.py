@@ -8,6 +8,7 @@ time_interleaved times several callables in turns of one call each, under the sa
 (counted in turns), for `python -m bench --interleaved`.
 The callable takes the call index so it can rotate its inputs (caches do not flatter).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -22,11 +23,11 @@ import torch
 
 @dataclass
 class TimingBudget:
-    warmup_s: float = 0.2      # warm-up time (at least warmup_calls calls)
+    warmup_s: float = 0.2  # warm-up time (at least warmup_calls calls)
     warmup_calls: int = 2
     min_reps: int = 10
     min_time_s: float = 0.5
-    max_time_s: float = 3.0    # stop here once at least 3 calls are timed
+    max_time_s: float = 3.0  # stop here once at least 3 calls are timed
     max_reps: int = 1000
 
 
@@ -76,10 +77,12 @@ def call_timer(device: torch.device) -> Callable[[Callable[[int], object], int],
     CUDA: a pair of CUDA events around it, the L2 cache flushed (a 256 MB write) before it,
     outside the timed region."""
     if device.type != "cuda":
+
         def wall_ms(fn, i):
             t0 = time.perf_counter()
             fn(i)
             return (time.perf_counter() - t0) * 1e3
+
         return wall_ms
     flush = torch.empty(256 * 1024 * 1024 // 4, dtype=torch.int32, device=device)
 
@@ -91,11 +94,13 @@ def call_timer(device: torch.device) -> Callable[[Callable[[int], object], int],
         ev1.record()
         ev1.synchronize()
         return ev0.elapsed_time(ev1)
+
     return event_ms
 
 
-def time_calls(fn: Callable[[int], object], budget: TimingBudget,
-               device: torch.device) -> List[float]:
+def time_calls(
+    fn: Callable[[int], object], budget: TimingBudget, device: torch.device
+) -> List[float]:
     """Per-call times in ms of fn(i), i = 0, 1, ... (the warm-up calls included in i)."""
     timer = call_timer(device)
     first = _warm_up(fn, budget)
@@ -105,8 +110,9 @@ def time_calls(fn: Callable[[int], object], budget: TimingBudget,
     return samples
 
 
-def time_interleaved(fns: Dict[str, Callable[[int], object]], budget: TimingBudget,
-                     device: torch.device) -> Dict[str, List[float]]:
+def time_interleaved(
+    fns: Dict[str, Callable[[int], object]], budget: TimingBudget, device: torch.device
+) -> Dict[str, List[float]]:
     """Per-call times in ms of each fn, timed call by call in turn (one round: one call of
     each, in order), so that a slow spell of a shared machine hits them all alike. The
     budget counts rounds: warm-up rounds, then timed rounds until the budget says stop."""
@@ -128,7 +134,9 @@ def time_interleaved(fns: Dict[str, Callable[[int], object]], budget: TimingBudg
     return samples
 
 
-def time_do_bench(fn: Callable[[int], object], budget: TimingBudget) -> Tuple[Tuple[float, float, float], Optional[int]]:
+def time_do_bench(
+    fn: Callable[[int], object], budget: TimingBudget
+) -> Tuple[Tuple[float, float, float], Optional[int]]:
     """triton.testing.do_bench (it flushes L2 itself); returns (p20, p50, p80), reps unknown."""
     from triton.testing import do_bench
 
@@ -138,13 +146,18 @@ def time_do_bench(fn: Callable[[int], object], budget: TimingBudget) -> Tuple[Tu
         fn(counter[0])
         counter[0] += 1
 
-    q = do_bench(call, warmup=max(1, int(budget.warmup_s * 1e3)),
-                 rep=max(1, int(budget.min_time_s * 1e3)), quantiles=[0.2, 0.5, 0.8])
+    q = do_bench(
+        call,
+        warmup=max(1, int(budget.warmup_s * 1e3)),
+        rep=max(1, int(budget.min_time_s * 1e3)),
+        quantiles=[0.2, 0.5, 0.8],
+    )
     return (q[0], q[1], q[2]), None
 
 
-def measure(fn: Callable[[int], object], device: torch.device, budget: TimingBudget,
-            timer: str = "events") -> Tuple[float, float, float, Optional[int]]:
+def measure(
+    fn: Callable[[int], object], device: torch.device, budget: TimingBudget, timer: str = "events"
+) -> Tuple[float, float, float, Optional[int]]:
     """(p20, p50, p80 in ms, number of timed calls) of fn on `device`."""
     if device.type == "cuda" and timer == "do_bench":
         (p20, p50, p80), reps = time_do_bench(fn, budget)
@@ -155,6 +168,7 @@ def measure(fn: Callable[[int], object], device: torch.device, budget: TimingBud
 
 
 # ---- peak memory -------------------------------------------------------------------------
+
 
 def _rss_kb(field: str) -> Optional[int]:
     try:

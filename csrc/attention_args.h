@@ -99,8 +99,7 @@ struct PoolingSizes {
 
 // x (B, T, D), proj (B, T, A), v (A,), qproj (B, A), lengths (B,).
 inline PoolingSizes check_pooling_args(const at::Tensor& x, const at::Tensor& proj,
-                                       const at::Tensor& v,
-                                       const c10::optional<at::Tensor>& qproj,
+                                       const at::Tensor& v, const c10::optional<at::Tensor>& qproj,
                                        const c10::optional<at::Tensor>& lengths,
                                        const KernelDevice& dev, const char* op) {
   check_device(x, dev, op, "x");
@@ -115,8 +114,8 @@ inline PoolingSizes check_pooling_args(const at::Tensor& x, const at::Tensor& pr
   check_dtype(v, x, op, "v");
   if (present(qproj)) {
     TORCH_CHECK_VALUE(qproj->dim() == 2 && qproj->size(0) == s.B && qproj->size(1) == s.A,
-                      "lstm_fused::", op, ": qproj has shape ", qproj->sizes(), ", expected (",
-                      s.B, ", ", s.A, ")");
+                      "lstm_fused::", op, ": qproj has shape ", qproj->sizes(), ", expected (", s.B,
+                      ", ", s.A, ")");
     check_dtype(*qproj, x, op, "qproj");
   }
   check_attention_lengths(lengths, s.B, op);

@@ -8,10 +8,10 @@
 // (the key), s_lo / s_hi the low / high 32 bits of the 64-bit seed, mix32 the MurmurHash3
 // finaliser, all arithmetic modulo 2^32. A kept weight is scaled by 2^24 / (2^24 - threshold),
 // one over the exact keep rate (1 / (1 - p) up to p's rounding to 2^-24, as F.dropout
-// scales), so the dropout is unbiased; p = 1 keeps nothing. The CPU and CUDA kernels (csrc/cpu/mhsa_cpu.cpp, csrc/cuda/mhsa_kernels.cuh), the
-// Triton kernels (triton_kernels/mhsa.py) and the reference (lstm_fused/
-// reference_mhsa.py, dropout_keep_mask) compute the same function, so every backend drops the
-// same weights for the same seed.
+// scales), so the dropout is unbiased; p = 1 keeps nothing. The CPU and CUDA kernels
+// (csrc/cpu/mhsa_cpu.cpp, csrc/cuda/mhsa_kernels.cuh), the Triton kernels (triton_kernels/mhsa.py)
+// and the reference (lstm_fused/ reference_mhsa.py, dropout_keep_mask) compute the same function,
+// so every backend drops the same weights for the same seed.
 #pragma once
 
 #include <cmath>
@@ -35,7 +35,7 @@ LSTM_FUSED_DROPOUT_HD uint32_t mix32(uint32_t h) {
 }
 
 struct AttentionDropout {
-  uint32_t threshold = 0;  // 0: no dropout (every weight kept)
+  uint32_t threshold = 0;   // 0: no dropout (every weight kept)
   double keep_scale = 1.0;  // 1 / the keep rate; 0 when p = 1 (nothing is kept)
   uint32_t seed_lo = 0, seed_hi = 0;
 

@@ -1,7 +1,7 @@
 // Operator schemas of the attention families (docs/contract.md, section 2), defined by one
 // function each, which csrc/schemas.h calls for the library and for the CUDA emulation test
-// library alike, so that both declare the very same operators. Argument checks: csrc/attention_args.h
-// (attention), csrc/mhsa_args.h (self-attention).
+// library alike, so that both declare the very same operators. Argument checks:
+// csrc/attention_args.h (attention), csrc/mhsa_args.h (self-attention).
 //
 // Layouts (letters of docs/contract.md; R rows, N columns of a flattened softmax):
 //   masked_softmax: scores (R, N); lengths (R,) int64 per-row valid prefix; mask (R, N) bool,
@@ -32,39 +32,37 @@ namespace lstm_fused {
 
 inline void define_attention_ops(torch::Library& m) {
   def_with_triton(
-      m, "masked_softmax_forward(Tensor scores, Tensor? lengths, Tensor? mask, float scale) "
-        "-> Tensor");
+      m,
+      "masked_softmax_forward(Tensor scores, Tensor? lengths, Tensor? mask, float scale) "
+      "-> Tensor");
   def_with_triton(
       m, "masked_softmax_backward(Tensor grad_probs, Tensor probs, float scale) -> Tensor");
-  def_with_triton(
-      m, "attention_pooling_forward(Tensor x, Tensor proj, Tensor v, Tensor? qproj, "
-        "Tensor? lengths) -> (Tensor context, Tensor alpha, Tensor lse)");
+  def_with_triton(m,
+                  "attention_pooling_forward(Tensor x, Tensor proj, Tensor v, Tensor? qproj, "
+                  "Tensor? lengths) -> (Tensor context, Tensor alpha, Tensor lse)");
   // grad_qproj is an empty tensor when qproj is absent.
   def_with_triton(
-      m, "attention_pooling_backward(Tensor grad_context, Tensor grad_alpha, Tensor grad_lse, "
-        "Tensor x, Tensor proj, Tensor v, Tensor? qproj, Tensor? lengths, Tensor alpha, "
-        "Tensor context) -> (Tensor grad_x, Tensor grad_proj, Tensor grad_v, Tensor grad_qproj)");
-  def_with_triton(
-      m, "channel_masked_mean_forward(Tensor x, Tensor? lengths) -> Tensor");
+      m,
+      "attention_pooling_backward(Tensor grad_context, Tensor grad_alpha, Tensor grad_lse, "
+      "Tensor x, Tensor proj, Tensor v, Tensor? qproj, Tensor? lengths, Tensor alpha, "
+      "Tensor context) -> (Tensor grad_x, Tensor grad_proj, Tensor grad_v, Tensor grad_qproj)");
+  def_with_triton(m, "channel_masked_mean_forward(Tensor x, Tensor? lengths) -> Tensor");
   def_with_triton(
       m, "channel_masked_mean_backward(Tensor grad_mean, Tensor x, Tensor? lengths) -> Tensor");
-  def_with_triton(
-      m, "channel_rescale_forward(Tensor x, Tensor w, Tensor? lengths) -> Tensor");
-  def_with_triton(
-      m, "channel_rescale_backward(Tensor grad_y, Tensor x, Tensor w, Tensor? lengths) "
-        "-> (Tensor grad_x, Tensor grad_w)");
+  def_with_triton(m, "channel_rescale_forward(Tensor x, Tensor w, Tensor? lengths) -> Tensor");
+  def_with_triton(m,
+                  "channel_rescale_backward(Tensor grad_y, Tensor x, Tensor w, Tensor? lengths) "
+                  "-> (Tensor grad_x, Tensor grad_w)");
 }
 
 inline void define_mhsa_ops(torch::Library& m) {
-  def_with_triton(
-      m,
-      "mhsa_forward(Tensor q, Tensor k, Tensor v, Tensor? lengths, float scale, "
-      "float dropout_p=0.0, Tensor? seed=None) -> (Tensor out, Tensor lse)");
-  def_with_triton(
-      m,
-      "mhsa_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? lengths, "
-      "float scale, float dropout_p, Tensor? seed, Tensor out, Tensor lse) "
-      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+  def_with_triton(m,
+                  "mhsa_forward(Tensor q, Tensor k, Tensor v, Tensor? lengths, float scale, "
+                  "float dropout_p=0.0, Tensor? seed=None) -> (Tensor out, Tensor lse)");
+  def_with_triton(m,
+                  "mhsa_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? lengths, "
+                  "float scale, float dropout_p, Tensor? seed, Tensor out, Tensor lse) "
+                  "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
 }
 
 }  // namespace lstm_fused

@@ -25,29 +25,30 @@ inline AttentiveSizes check_attentive_args(
     const c10::optional<at::Tensor>& qproj, int64_t chunk_size, const LayerBackend& backend) {
   const char* op = "lstm_fused::attentive_lstm_inference";
   const LSTMLayerSizes s =
-      check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, c10::nullopt,
-                       backend);
-  TORCH_CHECK_VALUE(s.D == 1, op, ": one direction only (w_ih of shape (1, 4H, I)), got D = ",
-                    s.D);
+      check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, c10::nullopt, backend);
+  TORCH_CHECK_VALUE(s.D == 1, op, ": one direction only (w_ih of shape (1, 4H, I)), got D = ", s.D);
   TORCH_CHECK_VALUE(chunk_size >= 1, op, ": chunk_size must be >= 1, got ", chunk_size);
   TORCH_CHECK_VALUE(proj_weight.dim() == 2 && proj_weight.size(1) == s.R, op,
                     ": proj_weight has shape ", proj_weight.sizes(), ", expected (A, ", s.R, ")");
   const int64_t A = proj_weight.size(0);
-  TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == A, op, ": v has shape ", v.sizes(),
-                    ", expected (", A, ",)");
-  TORCH_CHECK_VALUE(!present(proj_bias) || (proj_bias->dim() == 1 && proj_bias->size(0) == A),
-                    op, ": proj_bias has shape ", present(proj_bias) ? proj_bias->sizes() :
-                    at::IntArrayRef{}, ", expected (", A, ",)");
-  TORCH_CHECK_VALUE(!present(qproj) || (qproj->dim() == 2 && qproj->size(0) == s.B &&
-                                        qproj->size(1) == A),
-                    op, ": qproj has shape ", present(qproj) ? qproj->sizes() : at::IntArrayRef{},
-                    ", expected (", s.B, ", ", A, ")");
-  for (const at::Tensor* t : {&proj_weight, &v, present(proj_bias) ? &*proj_bias : &v,
-                              present(qproj) ? &*qproj : &v}) {
-    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), op, ": the attention tensors must "
-                     "share x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
-    TORCH_CHECK(t->device() == x.device(), op, ": the attention tensors must be on ",
-                x.device(), ", got ", t->device());
+  TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == A, op, ": v has shape ", v.sizes(), ", expected (",
+                    A, ",)");
+  TORCH_CHECK_VALUE(!present(proj_bias) || (proj_bias->dim() == 1 && proj_bias->size(0) == A), op,
+                    ": proj_bias has shape ",
+                    present(proj_bias) ? proj_bias->sizes() : at::IntArrayRef{}, ", expected (", A,
+                    ",)");
+  TORCH_CHECK_VALUE(
+      !present(qproj) || (qproj->dim() == 2 && qproj->size(0) == s.B && qproj->size(1) == A), op,
+      ": qproj has shape ", present(qproj) ? qproj->sizes() : at::IntArrayRef{}, ", expected (",
+      s.B, ", ", A, ")");
+  for (const at::Tensor* t :
+       {&proj_weight, &v, present(proj_bias) ? &*proj_bias : &v, present(qproj) ? &*qproj : &v}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), op,
+                     ": the attention tensors must "
+                     "share x's dtype ",
+                     x.scalar_type(), ", got ", t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), op, ": the attention tensors must be on ", x.device(),
+                ", got ", t->device());
   }
   return {s, A};
 }

@@ -2,8 +2,8 @@
 // operator, written once per family (lstm_layer_args.h, lstm_layer_grads.h, attentive_args.h,
 // attention_args.h, mhsa_args.h) and run here for the Triton twins, so that a Triton kernel
 // gets exactly the checks a C++ kernel gets; and the values of lengths where they are on the
-// host, as the C++ CPU kernels check them (csrc/lengths.h). The Triton kernels run on x's device (CUDA, or the
-// CPU under Triton's interpreter) in every floating dtype.
+// host, as the C++ CPU kernels check them (csrc/lengths.h). The Triton kernels run on x's device
+// (CUDA, or the CPU under Triton's interpreter) in every floating dtype.
 #include <torch/library.h>
 
 #include "attention_args.h"
@@ -29,30 +29,29 @@ void lstm_layer_forward_check(const Tensor& x, const Tensor& h0, const Tensor& c
                               const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
                               const OptTensor& w_hr, const OptTensor& w_peep,
                               const OptTensor& lengths, const OptTensor& resets) {
-  const auto s = lstm_fused::check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
-                                              lengths, resets, layer_backend(x));
+  const auto s = lstm_fused::check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                                              resets, layer_backend(x));
   lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused");
 }
 
-void lstm_layer_backward_check(const Tensor& grad_y, const Tensor& grad_h_n,
-                               const Tensor& grad_c_n, const Tensor& x, const Tensor& h0,
-                               const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-                               const OptTensor& w_hr, const OptTensor& w_peep,
-                               const OptTensor& lengths, const OptTensor& resets,
-                               const Tensor& y, const Tensor& gates, const Tensor& cells) {
-  const auto s = lstm_fused::check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-                                                 w_hh, w_hr, w_peep, lengths, resets, y, gates,
-                                                 cells, layer_backend(x));
+void lstm_layer_backward_check(const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
+                               const Tensor& x, const Tensor& h0, const Tensor& c0,
+                               const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
+                               const OptTensor& w_peep, const OptTensor& lengths,
+                               const OptTensor& resets, const Tensor& y, const Tensor& gates,
+                               const Tensor& cells) {
+  const auto s =
+      lstm_fused::check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
+                                      w_peep, lengths, resets, y, gates, cells, layer_backend(x));
   lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused");
 }
 
 void attentive_lstm_inference_check(const Tensor& x, const Tensor& h0, const Tensor& c0,
-                                    const Tensor& w_ih, const Tensor& w_hh,
-                                    const OptTensor& bias, const OptTensor& w_hr,
-                                    const OptTensor& w_peep, const OptTensor& lengths,
-                                    const Tensor& proj_weight, const OptTensor& proj_bias,
-                                    const Tensor& v, const OptTensor& qproj,
-                                    int64_t chunk_size) {
+                                    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
+                                    const OptTensor& w_hr, const OptTensor& w_peep,
+                                    const OptTensor& lengths, const Tensor& proj_weight,
+                                    const OptTensor& proj_bias, const Tensor& v,
+                                    const OptTensor& qproj, int64_t chunk_size) {
   const auto s = lstm_fused::check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
                                                   lengths, proj_weight, proj_bias, v, qproj,
                                                   chunk_size, layer_backend(x));
@@ -63,8 +62,8 @@ void attentive_lstm_inference_check(const Tensor& x, const Tensor& h0, const Ten
 
 void masked_softmax_forward_check(const Tensor& scores, const OptTensor& lengths,
                                   const OptTensor& mask, double /*scale*/) {
-  const auto s = lstm_fused::check_masked_softmax_args(scores, lengths, mask,
-                                                       kernel_device(scores));
+  const auto s =
+      lstm_fused::check_masked_softmax_args(scores, lengths, mask, kernel_device(scores));
   lstm_fused::check_host_lengths(lengths, s.R, s.N, "lstm_fused::masked_softmax_forward");
 }
 
@@ -80,11 +79,11 @@ void attention_pooling_forward_check(const Tensor& x, const Tensor& proj, const 
   lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::attention_pooling_forward");
 }
 
-void attention_pooling_backward_check(const Tensor& /*grad_context*/,
-                                      const Tensor& /*grad_alpha*/, const Tensor& /*grad_lse*/,
-                                      const Tensor& x, const Tensor& proj, const Tensor& v,
-                                      const OptTensor& qproj, const OptTensor& lengths,
-                                      const Tensor& /*alpha*/, const Tensor& /*context*/) {
+void attention_pooling_backward_check(const Tensor& /*grad_context*/, const Tensor& /*grad_alpha*/,
+                                      const Tensor& /*grad_lse*/, const Tensor& x,
+                                      const Tensor& proj, const Tensor& v, const OptTensor& qproj,
+                                      const OptTensor& lengths, const Tensor& /*alpha*/,
+                                      const Tensor& /*context*/) {
   const auto s = lstm_fused::check_pooling_args(x, proj, v, qproj, lengths, kernel_device(x),
                                                 "attention_pooling_backward");
   lstm_fused::check_host_lengths(lengths, s.B, s.T, "lstm_fused::attention_pooling_backward");
@@ -118,17 +117,15 @@ void channel_rescale_backward_check(const Tensor& /*grad_y*/, const Tensor& x, c
 
 // --------------------------------------------------------------------------- self-attention
 
-void mhsa_forward_check(const Tensor& q, const Tensor& k, const Tensor& v,
-                        const OptTensor& lengths, double /*scale*/, double dropout_p,
-                        const OptTensor& seed) {
+void mhsa_forward_check(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& lengths,
+                        double /*scale*/, double dropout_p, const OptTensor& seed) {
   const auto c = lstm_fused::check_mhsa_forward_call(q, k, v, lengths, dropout_p, seed);
   lstm_fused::check_host_lengths(lengths, c.s.B, c.s.T, "lstm_fused::mhsa");
 }
 
-void mhsa_backward_check(const Tensor& grad_out, const Tensor& q, const Tensor& k,
-                         const Tensor& v, const OptTensor& lengths, double /*scale*/,
-                         double dropout_p, const OptTensor& seed, const Tensor& out,
-                         const Tensor& lse) {
+void mhsa_backward_check(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                         const OptTensor& lengths, double /*scale*/, double dropout_p,
+                         const OptTensor& seed, const Tensor& out, const Tensor& lse) {
   const auto c =
       lstm_fused::check_mhsa_backward_call(grad_out, q, k, v, lengths, dropout_p, seed, out, lse);
   lstm_fused::check_host_lengths(lengths, c.s.B, c.s.T, "lstm_fused::mhsa");

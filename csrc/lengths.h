@@ -48,8 +48,7 @@ inline void check_lengths_values(const int64_t* p, int64_t n, int64_t T, const c
 }
 
 // lengths (n,) int64, when present: what every family's argument checks (*_args.h) run.
-inline void check_lengths(const c10::optional<at::Tensor>& lengths, int64_t n,
-                          const char* where) {
+inline void check_lengths(const c10::optional<at::Tensor>& lengths, int64_t n, const char* where) {
   if (!present(lengths)) return;
   TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, where, ": lengths has dtype ",
                    dtype_str(lengths->scalar_type()), ", expected torch.int64");

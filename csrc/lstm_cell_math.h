@@ -143,11 +143,11 @@ LSTM_HD void cell_backward_element(const scalar_t* gates, const scalar_t* c, con
   if (peep != nullptr)
     pw = {static_cast<AccT>(peep[j]), static_cast<AccT>(peep[H + j]),
           static_cast<AccT>(peep[2 * H + j])};
-  const CellBackward<AccT> r = cell_backward<AccT>(
-      static_cast<AccT>(gates[j]), static_cast<AccT>(gates[H + j]),
-      static_cast<AccT>(gates[2 * H + j]), static_cast<AccT>(gates[3 * H + j]),
-      static_cast<AccT>(c[j]), static_cast<AccT>(c_prev[j]), static_cast<AccT>(dh[j]),
-      static_cast<AccT>(dc[j]), pw);
+  const CellBackward<AccT> r =
+      cell_backward<AccT>(static_cast<AccT>(gates[j]), static_cast<AccT>(gates[H + j]),
+                          static_cast<AccT>(gates[2 * H + j]), static_cast<AccT>(gates[3 * H + j]),
+                          static_cast<AccT>(c[j]), static_cast<AccT>(c_prev[j]),
+                          static_cast<AccT>(dh[j]), static_cast<AccT>(dc[j]), pw);
   dz[j] = static_cast<scalar_t>(r.dz_i);
   dz[H + j] = static_cast<scalar_t>(r.dz_f);
   dz[2 * H + j] = static_cast<scalar_t>(r.dz_g);

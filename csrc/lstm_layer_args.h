@@ -42,8 +42,7 @@ namespace lstm_fused {
 // test suite sets LSTM_FUSED_POISON=1) it starts as NaN, so an element the kernel forgets fails
 // the tests instead of passing on whatever the allocator left there.
 inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  if (switches().poison)
-    return at::full(sizes, std::numeric_limits<double>::quiet_NaN(), options);
+  if (switches().poison) return at::full(sizes, std::numeric_limits<double>::quiet_NaN(), options);
   return at::empty(sizes, options);
 }
 
@@ -65,12 +64,11 @@ inline void check_layer_backend(const at::Tensor& x, const LayerBackend& backend
               at::DeviceTypeName(backend.device), " tensor");
   const auto dt = x.scalar_type();
   const bool half = dt == at::kHalf || dt == at::kBFloat16;
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || (backend.half_types && half),
-                   "lstm_fused (", backend.name, " backend): dtype ", dt,
-                   " is not supported; use ",
-                   backend.half_types ? "float32, float16, bfloat16 or float64"
-                                      : "float32 or float64",
-                   " (or backend='reference')");
+  TORCH_CHECK_TYPE(
+      dt == at::kFloat || dt == at::kDouble || (backend.half_types && half), "lstm_fused (",
+      backend.name, " backend): dtype ", dt, " is not supported; use ",
+      backend.half_types ? "float32, float16, bfloat16 or float64" : "float32 or float64",
+      " (or backend='reference')");
 }
 
 inline void check_optional(const c10::optional<at::Tensor>& t, const char* name,
@@ -92,15 +90,12 @@ inline void check_same(const at::Tensor& t, const char* name, at::IntArrayRef ex
 // Checks every argument of a layer call (shapes, dtypes, devices: no device synchronisation)
 // and returns its sizes. lengths: csrc/lengths.h (its values are checked where they are read
 // on the host; the CUDA kernels are memory-safe for any value).
-inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0,
-                                       const at::Tensor& c0, const at::Tensor& w_ih,
-                                       const at::Tensor& w_hh,
-                                       const c10::optional<at::Tensor>& bias,
-                                       const c10::optional<at::Tensor>& w_hr,
-                                       const c10::optional<at::Tensor>& w_peep,
-                                       const c10::optional<at::Tensor>& lengths,
-                                       const c10::optional<at::Tensor>& resets,
-                                       const LayerBackend& backend) {
+inline LSTMLayerSizes check_layer_args(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& w_hr, const c10::optional<at::Tensor>& w_peep,
+    const c10::optional<at::Tensor>& lengths, const c10::optional<at::Tensor>& resets,
+    const LayerBackend& backend) {
   TORCH_CHECK_VALUE(x.dim() == 3, "lstm_fused: x must be (T, B, I), got shape ", x.sizes());
   TORCH_CHECK_VALUE(w_ih.dim() == 3, "lstm_fused: w_ih must be (D, 4H, I), got shape ",
                     w_ih.sizes());
@@ -112,8 +107,7 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
   s.G = w_ih.size(1);
   TORCH_CHECK_VALUE(s.D == 1 || s.D == 2, "lstm_fused: w_ih must hold 1 or 2 directions, got ",
                     s.D);
-  TORCH_CHECK_VALUE(s.G % 4 == 0 && s.G > 0, "lstm_fused: w_ih.size(1) must be 4H > 0, got ",
-                    s.G);
+  TORCH_CHECK_VALUE(s.G % 4 == 0 && s.G > 0, "lstm_fused: w_ih.size(1) must be 4H > 0, got ", s.G);
   s.H = s.G / 4;
   const bool has_proj = present(w_hr);
   s.P = has_proj ? w_hr->size(1) : 0;
@@ -134,8 +128,8 @@ inline LSTMLayerSizes check_layer_args(const at::Tensor& x, const at::Tensor& h0
   check_lengths(lengths, s.B, "lstm_fused");
   if (present(resets)) {
     TORCH_CHECK_VALUE(resets->dim() == 2 && resets->size(0) == s.T && resets->size(1) == s.B,
-                      "lstm_fused: resets must have shape (T, B) = (", s.T, ", ", s.B,
-                      "), got ", resets->sizes());
+                      "lstm_fused: resets must have shape (T, B) = (", s.T, ", ", s.B, "), got ",
+                      resets->sizes());
     TORCH_CHECK_TYPE(resets->scalar_type() == at::kBool, "lstm_fused: resets must be bool, got ",
                      resets->scalar_type());
     TORCH_CHECK(resets->device() == x.device(), "lstm_fused: resets is on ", resets->device(),

@@ -1,6 +1,7 @@
 // The parts of lstm_layer_backward that are the same on every device: the operator's entry with
-// the checks of its arguments (lstm_layer_backward_op), and the weight gradients that do not feed the recurrence (one GEMM or one reduction
-// over all steps, after the reverse time loop). Shapes: lstm_layer_args.h.
+// the checks of its arguments (lstm_layer_backward_op), and the weight gradients that do not feed
+// the recurrence (one GEMM or one reduction over all steps, after the reverse time loop). Shapes:
+// lstm_layer_args.h.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -19,8 +20,8 @@ inline LSTMLayerSizes check_backward_args(
     const c10::optional<at::Tensor>& w_peep, const c10::optional<at::Tensor>& lengths,
     const c10::optional<at::Tensor>& resets, const at::Tensor& y, const at::Tensor& gates,
     const at::Tensor& cells, const LayerBackend& backend) {
-  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, c10::nullopt, w_hr, w_peep,
-                                            lengths, resets, backend);
+  const LSTMLayerSizes s =
+      check_layer_args(x, h0, c0, w_ih, w_hh, c10::nullopt, w_hr, w_peep, lengths, resets, backend);
   check_same(grad_y, "grad_y", {s.T, s.B, s.D * s.R}, x);
   check_same(grad_h_n, "grad_h_n", {s.D, s.B, s.R}, x);
   check_same(grad_c_n, "grad_c_n", {s.D, s.B, s.H}, x);
@@ -36,7 +37,7 @@ using LayerGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at
 // The arguments of lstm_layer_backward (csrc/lstm_layer_schemas.h), checked.
 struct LayerBackwardInputs {
   const at::Tensor &grad_y, &grad_h_n, &grad_c_n, &x, &h0, &c0, &w_ih, &w_hh;
-  const c10::optional<at::Tensor> &w_hr, &w_peep, &lengths, &resets;
+  const c10::optional<at::Tensor>&w_hr, &w_peep, &lengths, &resets;
   const at::Tensor &y, &gates, &cells;
 };
 
@@ -45,16 +46,18 @@ struct LayerBackwardInputs {
 // grad_w_peep): the C++ signature of the schema, written once, with every argument checked
 // before the kernel runs.
 template <auto Backward, const LayerBackend& backend>
-LayerGrads lstm_layer_backward_op(
-    const at::Tensor& grad_y, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
-    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
-    const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
-    const c10::optional<at::Tensor>& w_peep, const c10::optional<at::Tensor>& lengths,
-    const c10::optional<at::Tensor>& resets, const at::Tensor& y, const at::Tensor& gates,
-    const at::Tensor& cells) {
-  const LSTMLayerSizes s = check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
-                                               w_hr, w_peep, lengths, resets, y, gates, cells,
-                                               backend);
+LayerGrads lstm_layer_backward_op(const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+                                  const at::Tensor& grad_c_n, const at::Tensor& x,
+                                  const at::Tensor& h0, const at::Tensor& c0,
+                                  const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                  const c10::optional<at::Tensor>& w_hr,
+                                  const c10::optional<at::Tensor>& w_peep,
+                                  const c10::optional<at::Tensor>& lengths,
+                                  const c10::optional<at::Tensor>& resets, const at::Tensor& y,
+                                  const at::Tensor& gates, const at::Tensor& cells) {
+  const LSTMLayerSizes s =
+      check_backward_args(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths,
+                          resets, y, gates, cells, backend);
   return Backward(s, LayerBackwardInputs{grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr,
                                          w_peep, lengths, resets, y, gates, cells});
 }
@@ -95,7 +98,7 @@ inline at::Tensor previous_outputs(const LSTMLayerSizes& s, int64_t d, const at:
   if (fresh.defined()) prev = at::where(fresh.unsqueeze(2), first.expand_as(prev), prev);
   if (len.defined()) {
     const at::Tensor next_t = at::arange(1, s.T + 1, len.options()).unsqueeze(1);  // (T, 1)
-    const at::Tensor starts = (next_t >= len.unsqueeze(0)).unsqueeze(2);            // (T, B, 1)
+    const at::Tensor starts = (next_t >= len.unsqueeze(0)).unsqueeze(2);           // (T, B, 1)
     prev = at::where(starts, first.expand_as(prev), prev);
   }
   return prev;
@@ -108,12 +111,11 @@ inline at::Tensor previous_outputs(const LSTMLayerSizes& s, int64_t d, const at:
 // gates, cells: (T, B, G) and (T, B, H) of this direction; fresh: reset_before or undefined.
 // Element-wise products are summed in float for half types (double stays double).
 inline void direction_weight_grads(const LSTMLayerSizes& s, int64_t d, const at::Tensor& dz,
-                                   const at::Tensor& dr, const at::Tensor& y,
-                                   const at::Tensor& h0, const at::Tensor& c0,
-                                   const at::Tensor& len, const at::Tensor& gates,
-                                   const at::Tensor& cells, at::Tensor grad_w_hh,
-                                   at::Tensor grad_w_hr, at::Tensor grad_w_peep,
-                                   const at::Tensor& fresh = at::Tensor()) {
+                                   const at::Tensor& dr, const at::Tensor& y, const at::Tensor& h0,
+                                   const at::Tensor& c0, const at::Tensor& len,
+                                   const at::Tensor& gates, const at::Tensor& cells,
+                                   at::Tensor grad_w_hh, at::Tensor grad_w_hr,
+                                   at::Tensor grad_w_peep, const at::Tensor& fresh = at::Tensor()) {
   const int64_t TB = s.T * s.B, H = s.H;
   const auto dtype = dz.scalar_type();
   const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;

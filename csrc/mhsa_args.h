@@ -72,8 +72,8 @@ struct MhsaCall {
 
 inline MhsaCall check_mhsa_forward_call(const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v,
-                                        const c10::optional<at::Tensor>& lengths,
-                                        double dropout_p, const c10::optional<at::Tensor>& seed) {
+                                        const c10::optional<at::Tensor>& lengths, double dropout_p,
+                                        const c10::optional<at::Tensor>& seed) {
   return {check_mhsa_args(q, k, v, lengths), mhsa_dropout(dropout_p, seed)};
 }
 
@@ -95,8 +95,7 @@ inline void check_mhsa_backward_args(const MhsaSizes& s, const at::Tensor& grad_
 // Every argument of the backward: the forward's, then grad_out, out and lse.
 inline MhsaCall check_mhsa_backward_call(const at::Tensor& grad_out, const at::Tensor& q,
                                          const at::Tensor& k, const at::Tensor& v,
-                                         const c10::optional<at::Tensor>& lengths,
-                                         double dropout_p,
+                                         const c10::optional<at::Tensor>& lengths, double dropout_p,
                                          const c10::optional<at::Tensor>& seed,
                                          const at::Tensor& out, const at::Tensor& lse) {
   const MhsaCall call = check_mhsa_forward_call(q, k, v, lengths, dropout_p, seed);

@@ -44,12 +44,12 @@ size_t index_of(const Switch& s, const std::string& value) {
   std::string expected;
   for (size_t i = 0; i < s.allowed.size() && s.allowed[i] != nullptr; ++i) {
     if (value == s.allowed[i]) return i;
-    if (*s.allowed[i] != '\0') expected += std::string(expected.empty() ? "'" : ", '") +
-                                           s.allowed[i] + "'";
+    if (*s.allowed[i] != '\0')
+      expected += std::string(expected.empty() ? "'" : ", '") + s.allowed[i] + "'";
   }
-  C10_THROW_ERROR(ValueError, c10::str("lstm_fused: '", value, "' is not a value of the switch ",
-                                       s.name, "; expected one of ", expected,
-                                       " or '' (automatic)"));
+  C10_THROW_ERROR(ValueError,
+                  c10::str("lstm_fused: '", value, "' is not a value of the switch ", s.name,
+                           "; expected one of ", expected, " or '' (automatic)"));
 }
 
 }  // namespace

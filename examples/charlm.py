@@ -12,6 +12,7 @@ chunks of T + 1 characters, its last chunk shorter, so a batch holds sequences o
 lengths and goes through the LSTM as a PackedSequence. Metric: bits per character on the test
 documents; baseline: the training text's character frequencies (a unigram model).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,7 @@ class CharLM(nn.Module):
     def __init__(self, vocab: int, embed: int, hidden: int, layers: int, dropout: float):
         super().__init__()
         self.embed = nn.Embedding(vocab, embed)
-        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, dropout=dropout,
-                            batch_first=True)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, dropout=dropout, batch_first=True)
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, tokens, lengths=None, state=None):
@@ -72,7 +72,7 @@ def batches(pieces: List[torch.Tensor], order: torch.Tensor, B: int, device):
         tokens = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.int64)
         targets = torch.zeros_like(tokens)
         for k, s in enumerate(seqs):
-            tokens[k, :len(s) - 1], targets[k, :len(s) - 1] = s[:-1], s[1:]
+            tokens[k, : len(s) - 1], targets[k, : len(s) - 1] = s[:-1], s[1:]
         out.append((tokens.to(device), targets.to(device), lengths.to(device)))
     return out
 
@@ -81,14 +81,16 @@ def loss_of(model, batch):
     """Mean cross-entropy (nats) over the valid steps of a batch."""
     tokens, targets, lengths = batch
     logits, _ = model(tokens, lengths)
-    packed_targets = pack_padded_sequence(targets, lengths.cpu(), batch_first=True,
-                                          enforce_sorted=False).data
+    packed_targets = pack_padded_sequence(
+        targets, lengths.cpu(), batch_first=True, enforce_sorted=False
+    ).data
     return F.cross_entropy(logits, packed_targets)
 
 
 @torch.no_grad()
-def sample(model, prompt: str, n: int, stoi: dict, itos: list, seed: int,
-           temperature: float = 0.7) -> str:
+def sample(
+    model, prompt: str, n: int, stoi: dict, itos: list, seed: int, temperature: float = 0.7
+) -> str:
     """`n` characters after `prompt`, one step at a time, drawn from its own generator."""
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
@@ -105,8 +107,12 @@ def sample(model, prompt: str, n: int, stoi: dict, itos: list, seed: int,
 
 def main(argv=None) -> common.Summary:
     p = common.parser("character LM on pydoc_data, nn.LSTM vs lstm_fused side by side", epochs=1)
-    p.add_argument("--train-chars", type=int, default=None,
-                   help="train on the first N characters of the training documents only")
+    p.add_argument(
+        "--train-chars",
+        type=int,
+        default=None,
+        help="train on the first N characters of the training documents only",
+    )
     args = p.parse_args(argv)
     device = common.setup(args)
     docs = load_documents()
@@ -121,10 +127,12 @@ def main(argv=None) -> common.Summary:
         train_docs = _prefix(train_docs, args.train_chars)
     train_pieces, test_pieces = chunks(train_docs, stoi, T + 1), chunks(test_docs, stoi, T + 1)
     lengths = torch.tensor([len(p) - 1 for p in train_pieces])
-    print(f"pydoc_data topics: {len(itos)} characters; {len(train_docs)} training documents "
-          f"({sum(map(len, train_docs))} chars), {len(test_docs)} test documents "
-          f"({sum(map(len, test_docs))} chars); T={T}; {len(train_pieces)} training sequences, "
-          f"{int((lengths < T).sum())} of them shorter than T (ends of documents)")
+    print(
+        f"pydoc_data topics: {len(itos)} characters; {len(train_docs)} training documents "
+        f"({sum(map(len, train_docs))} chars), {len(test_docs)} test documents "
+        f"({sum(map(len, test_docs))} chars); T={T}; {len(train_pieces)} training sequences, "
+        f"{int((lengths < T).sum())} of them shorter than T (ends of documents)"
+    )
 
     torch.manual_seed(args.seed)
     model = CharLM(len(itos), embed, hidden, layers=2, dropout=args.dropout).to(device)
@@ -145,17 +153,31 @@ def main(argv=None) -> common.Summary:
             side.metric = nats / n_test / math.log(2)
     counts = torch.bincount(torch.cat(train_pieces), minlength=len(itos)).double() + 1
     logp = torch.log2(counts / counts.sum())
-    unigram = -sum(logp[targets.cpu()][common.valid_mask(n.cpu(), targets.shape[1])].sum().item()
-                   for _, targets, n in test) / n_test
+    unigram = (
+        -sum(
+            logp[targets.cpu()][common.valid_mask(n.cpu(), targets.shape[1])].sum().item()
+            for _, targets, n in test
+        )
+        / n_test
+    )
     common.time_inference(sides, test, lambda m, b: m(b[0], b[2]), device, rounds=1)
-    summary = common.summarise(sides, "test bits per character", "unigram", unigram,
-                               higher_is_better=False,
-                               log_every=max(1, len(sides[common.NN].losses) // 15))
-    texts = {name: sample(sides[name].model, "The ", 240, stoi, itos, args.seed)
-             for name in (common.NN, common.FUSED)}
+    summary = common.summarise(
+        sides,
+        "test bits per character",
+        "unigram",
+        unigram,
+        higher_is_better=False,
+        log_every=max(1, len(sides[common.NN].losses) // 15),
+    )
+    texts = {
+        name: sample(sides[name].model, "The ", 240, stoi, itos, args.seed)
+        for name in (common.NN, common.FUSED)
+    }
     same = "the same" if texts[common.NN] == texts[common.FUSED] else "different"
-    print(f"\nsampled from the lstm_fused model (temperature 0.7; the nn.LSTM model's sample "
-          f"with the same draws is {same}):")
+    print(
+        f"\nsampled from the lstm_fused model (temperature 0.7; the nn.LSTM model's sample "
+        f"with the same draws is {same}):"
+    )
     print(texts[common.FUSED])
     if args.plot:
         common.plot(args.plot, summary, "pydoc_data character LM: training loss (nats/char)")
@@ -168,7 +190,7 @@ def _prefix(docs: List[str], n: int) -> List[str]:
     for d in docs:
         if total >= n:
             break
-        out.append(d[:n - total])
+        out.append(d[: n - total])
         total += len(out[-1])
     return out
 

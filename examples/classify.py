@@ -10,6 +10,7 @@ Each image keeps its first 4 to 8 rows (a fresh random cut every epoch in traini
 cut for the test set), so a batch is padded and the padding must not leak: the LSTM gets a
 PackedSequence, the attention the lengths. Baseline: always the most frequent training class.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ class DigitReader(nn.Module):
 
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
-        self.lstm = nn.LSTM(ROWS, hidden, num_layers=2, dropout=dropout, bidirectional=True,
-                            batch_first=True)
+        self.lstm = nn.LSTM(
+            ROWS, hidden, num_layers=2, dropout=dropout, bidirectional=True, batch_first=True
+        )
         self.attention = common.TorchSelfAttention(2 * hidden, heads)
         self.pool = common.TorchAttentionPooling(2 * hidden, hidden)
         self.head = nn.Linear(2 * hidden, 10)
@@ -51,8 +53,7 @@ def load(smoke: bool):
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target, dtype=torch.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0,
-                                              stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
     if smoke:
         x_tr, y_tr, x_te, y_te = x_tr[:480], y_tr[:480], x_te[:200], y_te[:200]
     return x_tr, y_tr, x_te, y_te
@@ -64,12 +65,13 @@ def cut(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def main(argv=None) -> common.Summary:
-    args = common.parser("digits, nn.LSTM vs lstm_fused side by side", epochs=10) \
-        .parse_args(argv)
+    args = common.parser("digits, nn.LSTM vs lstm_fused side by side", epochs=10).parse_args(argv)
     device = common.setup(args)
     x_tr, y_tr, x_te, y_te = load(args.smoke)
-    print(f"digits: {len(x_tr)} training and {len(x_te)} test images as sequences of "
-          f"{MIN_ROWS} to {ROWS} rows")
+    print(
+        f"digits: {len(x_tr)} training and {len(x_te)} test images as sequences of "
+        f"{MIN_ROWS} to {ROWS} rows"
+    )
     gen = torch.Generator().manual_seed(args.seed)
     len_te = cut(len(x_te), gen)
     batch = 16 if args.smoke else 32
@@ -80,15 +82,24 @@ def main(argv=None) -> common.Summary:
 
     def epoch():
         perm, lengths = torch.randperm(len(x_tr), generator=gen), cut(len(x_tr), gen)
-        return [(x_tr[i].to(device), lengths[i].to(device), y_tr[i].to(device))
-                for i in perm.split(batch)]
+        return [
+            (x_tr[i].to(device), lengths[i].to(device), y_tr[i].to(device))
+            for i in perm.split(batch)
+        ]
 
-    common.train(sides, [epoch] * args.epochs,
-                 lambda m, b: F.cross_entropy(m(b[0], b[1]), b[2]), device, args.seed,
-                 desc="classify")
+    common.train(
+        sides,
+        [epoch] * args.epochs,
+        lambda m, b: F.cross_entropy(m(b[0], b[1]), b[2]),
+        device,
+        args.seed,
+        desc="classify",
+    )
 
-    test = [(x_te[i].to(device), len_te[i].to(device), y_te[i].to(device))
-            for i in torch.arange(len(x_te)).split(batch)]
+    test = [
+        (x_te[i].to(device), len_te[i].to(device), y_te[i].to(device))
+        for i in torch.arange(len(x_te)).split(batch)
+    ]
     with torch.no_grad():
         for side in sides.values():
             side.model.eval()
@@ -97,9 +108,14 @@ def main(argv=None) -> common.Summary:
     majority = torch.bincount(y_tr).argmax()
     baseline = (y_te == majority).double().mean().item()
     common.time_inference(sides, test, lambda m, b: m(b[0], b[1]), device)
-    summary = common.summarise(sides, "test accuracy", "most frequent class", baseline,
-                               higher_is_better=True,
-                               log_every=max(1, len(sides[common.NN].losses) // 15))
+    summary = common.summarise(
+        sides,
+        "test accuracy",
+        "most frequent class",
+        baseline,
+        higher_is_better=True,
+        log_every=max(1, len(sides[common.NN].losses) // 15),
+    )
     if args.plot:
         common.plot(args.plot, summary, "digits: training loss (cross-entropy)")
     return summary

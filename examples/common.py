@@ -16,6 +16,7 @@ lstm_fused agrees with nn.LSTM when its loss differences are of the envelope's s
 Dimension letters: B batch, T time steps, D features, A attention size, C channels, E embed dim,
 N heads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,11 @@ import lstm_fused
 from lstm_fused.attention import eca_kernel_size
 
 NN, FUSED = "nn.LSTM", "lstm_fused"
-NUDGED = ("nn.LSTM+-1ulp/1", "nn.LSTM+-1ulp/2")   # the envelope's two sides
+NUDGED = ("nn.LSTM+-1ulp/1", "nn.LSTM+-1ulp/2")  # the envelope's two sides
 
 
 # ---- plain-PyTorch attention modules (the models' unfused side) ------------------------------
+
 
 def valid_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
     """(B, T) bool, True where t < lengths[b]."""
@@ -55,7 +57,7 @@ class TorchAttentionPooling(nn.Module):
         self.score = nn.Linear(attention_size, 1, bias=False)
 
     def forward(self, x, lengths=None):
-        e = self.score(torch.tanh(self.proj(x))).squeeze(-1)            # (B, T)
+        e = self.score(torch.tanh(self.proj(x))).squeeze(-1)  # (B, T)
         if lengths is not None:
             e = e.masked_fill(~valid_mask(lengths, x.shape[1]), float("-inf"))
         alpha = torch.softmax(e, dim=1)
@@ -78,7 +80,7 @@ class TorchChannelAttention(nn.Module):
             mean = x.mean(dim=1)
             keep = None
         else:
-            keep = valid_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)   # (B, T, 1)
+            keep = valid_mask(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
             mean = (x * keep).sum(dim=1) / lengths.clamp(min=1).unsqueeze(1).to(x.dtype)
         w = torch.sigmoid(self.conv(mean.unsqueeze(1)).squeeze(1)).unsqueeze(1)  # (B, 1, C)
         return x * w if keep is None else x * w * keep
@@ -103,18 +105,33 @@ def _fused_attention(module: nn.Module, backend: str) -> Optional[nn.Module]:
     like = next(module.parameters(), None)
     factory = {} if like is None else {"device": like.device, "dtype": like.dtype}
     if isinstance(module, TorchAttentionPooling):
-        twin = lstm_fused.AttentionPooling(module.proj.in_features, module.proj.out_features,
-                                           batch_first=True, backend=backend, **factory)
+        twin = lstm_fused.AttentionPooling(
+            module.proj.in_features,
+            module.proj.out_features,
+            batch_first=True,
+            backend=backend,
+            **factory,
+        )
     elif isinstance(module, TorchChannelAttention):
-        twin = lstm_fused.ChannelAttention(module.channels, mode="eca",
-                                           kernel_size=module.kernel_size, batch_first=True,
-                                           backend=backend, **factory)
+        twin = lstm_fused.ChannelAttention(
+            module.channels,
+            mode="eca",
+            kernel_size=module.kernel_size,
+            batch_first=True,
+            backend=backend,
+            **factory,
+        )
     elif isinstance(module, TorchSelfAttention):
         # lstm_fused draws its attention dropout mask with its own counter-based generator,
         # not nn's draws: the examples keep attention dropout at 0 so the sides can agree.
-        twin = lstm_fused.MultiheadSelfAttention(module.embed_dim, module.num_heads,
-                                                 dropout=module.dropout, batch_first=True,
-                                                 backend=backend, **factory)
+        twin = lstm_fused.MultiheadSelfAttention(
+            module.embed_dim,
+            module.num_heads,
+            dropout=module.dropout,
+            batch_first=True,
+            backend=backend,
+            **factory,
+        )
     else:
         return None
     twin.load_state_dict(module.state_dict(), strict=True)
@@ -147,6 +164,7 @@ def nudge(model: nn.Module, gen: torch.Generator) -> None:
 
 # ---- training side by side ---------------------------------------------------------------------
 
+
 @dataclass
 class Side:
     model: nn.Module
@@ -155,7 +173,7 @@ class Side:
     step_ms: List[float] = field(default_factory=list)
     infer_ms: List[float] = field(default_factory=list)
     metric: Optional[float] = None
-    nudge: Optional[torch.Generator] = None   # envelope sides: nudged after every step
+    nudge: Optional[torch.Generator] = None  # envelope sides: nudged after every step
 
 
 def _sync(device: torch.device) -> None:
@@ -170,15 +188,23 @@ def make_sides(model: nn.Module, backend: str, make_optimizer: Callable) -> Dict
     sides[FUSED] = Side(fused, make_optimizer(fused.parameters()))
     for k, name in enumerate(NUDGED):
         twin = copy.deepcopy(model)
-        side = Side(twin, make_optimizer(twin.parameters()),
-                    nudge=torch.Generator().manual_seed(1000 + k))
+        side = Side(
+            twin, make_optimizer(twin.parameters()), nudge=torch.Generator().manual_seed(1000 + k)
+        )
         nudge(twin, side.nudge)
         sides[name] = side
     return sides
 
 
-def train(sides: Dict[str, Side], epochs: Sequence[Callable[[], list]], loss_fn: Callable,
-          device: torch.device, seed: int, clip: float = 1.0, desc: str = "train") -> None:
+def train(
+    sides: Dict[str, Side],
+    epochs: Sequence[Callable[[], list]],
+    loss_fn: Callable,
+    device: torch.device,
+    seed: int,
+    clip: float = 1.0,
+    desc: str = "train",
+) -> None:
     """Train every side on the same batches in lock step. `epochs`: one callable per epoch that
     returns its batches; loss_fn(model, batch) -> scalar loss. Before each side's step the
     global generator is reset to the same seed, so the sides' dropout draws are the same."""
@@ -187,8 +213,9 @@ def train(sides: Dict[str, Side], epochs: Sequence[Callable[[], list]], loss_fn:
     batches = [b for make in epochs for b in make()]
     for model in (s.model for s in sides.values()):
         model.train()
-    for step, batch in enumerate(tqdm(batches, desc=desc, unit="step", file=sys.stderr,
-                                      dynamic_ncols=True)):
+    for step, batch in enumerate(
+        tqdm(batches, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+    ):
         for side in sides.values():
             torch.manual_seed(seed * 100003 + step)
             _sync(device)
@@ -206,8 +233,9 @@ def train(sides: Dict[str, Side], epochs: Sequence[Callable[[], list]], loss_fn:
 
 
 @torch.no_grad()
-def time_inference(sides: Dict[str, Side], batches: list, forward: Callable,
-                   device: torch.device, rounds: int = 3) -> None:
+def time_inference(
+    sides: Dict[str, Side], batches: list, forward: Callable, device: torch.device, rounds: int = 3
+) -> None:
     """Time forward(model, batch) per batch in eval mode, the sides in turn batch by batch;
     one untimed warm-up round, then `rounds` timed ones."""
     for side in sides.values():
@@ -231,14 +259,16 @@ def median_ms(samples: List[float], skip: int = 0) -> float:
 
 # ---- the printout ----------------------------------------------------------------------------
 
+
 @dataclass
 class Summary:
     """What one side-by-side run measured (the tests assert on it)."""
+
     losses: Dict[str, List[float]]
-    fused_diffs: List[float]     # per step, |loss lstm_fused - loss nn.LSTM|
-    envelopes: List[float]       # per step, the larger |loss nn.LSTM+-1ulp/k - loss nn.LSTM|
+    fused_diffs: List[float]  # per step, |loss lstm_fused - loss nn.LSTM|
+    envelopes: List[float]  # per step, the larger |loss nn.LSTM+-1ulp/k - loss nn.LSTM|
     metric_name: str
-    metrics: Dict[str, float]    # per side, plus the baseline's
+    metrics: Dict[str, float]  # per side, plus the baseline's
     higher_is_better: bool
     step_ms: Dict[str, float]
     infer_ms: Dict[str, float]
@@ -268,38 +298,57 @@ class Summary:
         return m > base if self.higher_is_better else m < base
 
 
-def summarise(sides: Dict[str, Side], metric_name: str, baseline_name: str, baseline: float,
-              higher_is_better: bool, log_every: int, warmup_steps: int = 3) -> Summary:
+def summarise(
+    sides: Dict[str, Side],
+    metric_name: str,
+    baseline_name: str,
+    baseline: float,
+    higher_is_better: bool,
+    log_every: int,
+    warmup_steps: int = 3,
+) -> Summary:
     """Print the side-by-side table and return the figures."""
     losses = {name: s.losses for name, s in sides.items()}
     ref, fused = losses[NN], losses[FUSED]
     d_fused = [abs(a - b) for a, b in zip(fused, ref)]
-    d_env = [max(abs(a - b), abs(c - b))
-             for a, c, b in zip(losses[NUDGED[0]], losses[NUDGED[1]], ref)]
+    d_env = [
+        max(abs(a - b), abs(c - b)) for a, c, b in zip(losses[NUDGED[0]], losses[NUDGED[1]], ref)
+    ]
     n = len(ref)
-    print(f"\n{'step':>6} {'loss ' + NN:>16} {'loss ' + FUSED:>17} {'|difference|':>13} "
-          f"{'envelope':>10}")
+    print(
+        f"\n{'step':>6} {'loss ' + NN:>16} {'loss ' + FUSED:>17} {'|difference|':>13} "
+        f"{'envelope':>10}"
+    )
     for k in sorted(set(range(0, n, max(1, log_every))) | {n - 1}):
         print(f"{k + 1:>6} {ref[k]:>16.7f} {fused[k]:>17.7f} {d_fused[k]:>13.2e} {d_env[k]:>10.2e}")
-    print(f"largest |loss difference| over {n} steps: lstm_fused vs nn.LSTM {max(d_fused):.2e}; "
-          f"envelope (nn.LSTM vs itself, weights +-1 ulp every step) {max(d_env):.2e}")
+    print(
+        f"largest |loss difference| over {n} steps: lstm_fused vs nn.LSTM {max(d_fused):.2e}; "
+        f"envelope (nn.LSTM vs itself, weights +-1 ulp every step) {max(d_env):.2e}"
+    )
     metrics = {name: s.metric for name, s in sides.items()}
     metrics["baseline"] = baseline
-    print(f"{metric_name}: nn.LSTM {metrics[NN]:.4f}   lstm_fused {metrics[FUSED]:.4f}   "
-          f"{baseline_name} {baseline:.4f}")
+    print(
+        f"{metric_name}: nn.LSTM {metrics[NN]:.4f}   lstm_fused {metrics[FUSED]:.4f}   "
+        f"{baseline_name} {baseline:.4f}"
+    )
     step = {name: median_ms(s.step_ms, warmup_steps) for name, s in sides.items()}
     infer = {name: median_ms(s.infer_ms) for name, s in sides.items()}
-    print(f"time per training step (median of {max(1, n - warmup_steps)}): nn.LSTM "
-          f"{step[NN]:.2f} ms, lstm_fused {step[FUSED]:.2f} ms, {step[NN] / step[FUSED]:.2f}x")
-    print(f"time per inference batch (median of {len(sides[NN].infer_ms)}): nn.LSTM "
-          f"{infer[NN]:.2f} ms, lstm_fused {infer[FUSED]:.2f} ms, "
-          f"{infer[NN] / infer[FUSED]:.2f}x")
-    summary = Summary(losses, d_fused, d_env, metric_name, metrics, higher_is_better, step,
-                      infer)
-    print(f"largest loss difference over the envelope's largest: "
-          f"{summary.fused_diff / max(summary.envelope, 1e-30):.2f}; step by step, over the "
-          f"envelope so far, at worst: {summary.worst_ratio:.2f}; lstm_fused's {metric_name} "
-          f"beats {baseline_name}: {'yes' if summary.beats_baseline() else 'NO'}")
+    print(
+        f"time per training step (median of {max(1, n - warmup_steps)}): nn.LSTM "
+        f"{step[NN]:.2f} ms, lstm_fused {step[FUSED]:.2f} ms, {step[NN] / step[FUSED]:.2f}x"
+    )
+    print(
+        f"time per inference batch (median of {len(sides[NN].infer_ms)}): nn.LSTM "
+        f"{infer[NN]:.2f} ms, lstm_fused {infer[FUSED]:.2f} ms, "
+        f"{infer[NN] / infer[FUSED]:.2f}x"
+    )
+    summary = Summary(losses, d_fused, d_env, metric_name, metrics, higher_is_better, step, infer)
+    print(
+        f"largest loss difference over the envelope's largest: "
+        f"{summary.fused_diff / max(summary.envelope, 1e-30):.2f}; step by step, over the "
+        f"envelope so far, at worst: {summary.worst_ratio:.2f}; lstm_fused's {metric_name} "
+        f"beats {baseline_name}: {'yes' if summary.beats_baseline() else 'NO'}"
+    )
     return summary
 
 
@@ -320,8 +369,9 @@ def plot(path: str, summary: Summary, title: str, extra: Optional[Callable] = No
         extra(ax1)
     else:
         for diffs, style, label in (
-                (summary.fused_diffs, "-", "lstm_fused vs nn.LSTM"),
-                (summary.envelopes, ":", "envelope: nn.LSTM(+-1 ulp) vs nn.LSTM")):
+            (summary.fused_diffs, "-", "lstm_fused vs nn.LSTM"),
+            (summary.envelopes, ":", "envelope: nn.LSTM(+-1 ulp) vs nn.LSTM"),
+        ):
             ax1.plot(steps, [d or float("nan") for d in diffs], ls=style, label=label)
         ax1.set(xlabel="training step", ylabel="|loss difference|", yscale="log")
         ax1.legend()
@@ -333,19 +383,34 @@ def plot(path: str, summary: Summary, title: str, extra: Optional[Callable] = No
 
 # ---- command line ------------------------------------------------------------------------------
 
+
 def parser(description: str, epochs: int, dropout: float = 0.1) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dropout", type=float, default=dropout,
-                   help=f"dropout between the LSTM layers (default {dropout})")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"training epochs (default {epochs}, 1 with --smoke)")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=dropout,
+        help=f"dropout between the LSTM layers (default {dropout})",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"training epochs (default {epochs}, 1 with --smoke)",
+    )
     p.set_defaults(full_epochs=epochs)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "triton",
-                                                         "reference"],
-                   help="lstm_fused backend of the fused side (default auto)")
-    p.add_argument("--smoke", action="store_true",
-                   help="a small run on a slice of the data (what the tests run)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "triton", "reference"],
+        help="lstm_fused backend of the fused side (default auto)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a small run on a slice of the data (what the tests run)",
+    )
     p.add_argument("--plot", metavar="PNG", help="write the loss curves (and more) to this PNG")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU")
@@ -359,8 +424,13 @@ def setup(args) -> torch.device:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-             else f"CPU, {torch.get_num_threads()} threads")
-    print(f"torch {torch.__version__}, lstm_fused {lstm_fused.__version__}, backend "
-          f"{args.backend!r}, {where}")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"torch {torch.__version__}, lstm_fused {lstm_fused.__version__}, backend "
+        f"{args.backend!r}, {where}"
+    )
     return device

@@ -27,6 +27,7 @@ against the envelope's.
 
 Needs the packages of the `rl` extra (sb3-contrib, stable-baselines3, gymnasium).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ try:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 except ImportError as exc:  # the rl extra
-    raise ImportError(f"examples.recurrent_ppo needs sb3-contrib, stable-baselines3 and "
-                      f"gymnasium (pip install -e '.[rl]'): {exc}") from exc
+    raise ImportError(
+        f"examples.recurrent_ppo needs sb3-contrib, stable-baselines3 and "
+        f"gymnasium (pip install -e '.[rl]'): {exc}"
+    ) from exc
 
 NN, FUSED, NUDGED = "nn.LSTM", "lstm_fused", "nn.LSTM+-1ulp"
 
@@ -70,7 +73,7 @@ class FusedLstmPolicy(RecurrentActorCriticPolicy):
         episode_starts (n_seq * T,) 0/1 -> (output (n_seq * T, H), (h_n, c_n))."""
         n_seq = lstm_states[0].shape[1]
         x = features.reshape((n_seq, -1, lstm.input_size)).swapaxes(0, 1)  # (T, n_seq, F)
-        starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)       # (T, n_seq)
+        starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)  # (T, n_seq)
         keep = (1.0 - starts[0]).view(1, n_seq, 1)  # the stock policy's reset at t = 0
         h0, c0 = keep * lstm_states[0], keep * lstm_states[1]
         resets = None
@@ -83,7 +86,8 @@ class FusedLstmPolicy(RecurrentActorCriticPolicy):
             if bool((later & ((h0 != 0).any(2).any(0) | (c0 != 0).any(2).any(0))).any()):
                 FusedLstmPolicy.stock_fallbacks += 1
                 return RecurrentActorCriticPolicy._process_sequence(
-                    features, lstm_states, episode_starts, lstm)
+                    features, lstm_states, episode_starts, lstm
+                )
         out, states = lstm(x, (h0, c0), resets=resets)
         return torch.flatten(out.transpose(0, 1), start_dim=0, end_dim=1), states
 
@@ -135,7 +139,7 @@ class TimedRecurrentPPO(RecurrentPPO):
 @dataclass
 class Run:
     returns: List[float] = field(default_factory=list)  # every finished episode, in order
-    steps: List[int] = field(default_factory=list)      # environment steps at each one's end
+    steps: List[int] = field(default_factory=list)  # environment steps at each one's end
     train_ms: List[float] = field(default_factory=list)
     rollout_ms: List[float] = field(default_factory=list)
     model: Optional[TimedRecurrentPPO] = None
@@ -159,13 +163,20 @@ def train_side(side: str, cfg: dict, seed: int, backend: str) -> Run:
     kwargs = dict(lstm_hidden_size=cfg["hidden"], net_arch=[cfg["hidden"]])
     if side == FUSED:
         kwargs["lstm_backend"] = backend
-    model = TimedRecurrentPPO(policy, env, n_steps=cfg["n_steps"], batch_size=cfg["batch_size"],
-                              n_epochs=cfg["n_epochs"], learning_rate=1e-3, seed=seed,
-                              policy_kwargs=kwargs, device="cpu",
-                              nudge_seed=seed + 1 if side == NUDGED else None)
+    model = TimedRecurrentPPO(
+        policy,
+        env,
+        n_steps=cfg["n_steps"],
+        batch_size=cfg["batch_size"],
+        n_epochs=cfg["n_epochs"],
+        learning_rate=1e-3,
+        seed=seed,
+        policy_kwargs=kwargs,
+        device="cpu",
+        nudge_seed=seed + 1 if side == NUDGED else None,
+    )
     recorder = Recorder()
-    model.learn(total_timesteps=cfg["updates"] * cfg["n_steps"] * cfg["n_envs"],
-                callback=recorder)
+    model.learn(total_timesteps=cfg["updates"] * cfg["n_steps"] * cfg["n_envs"], callback=recorder)
     return Run(recorder.returns, recorder.steps, model.train_ms, model.rollout_ms, model)
 
 
@@ -184,7 +195,8 @@ def interleaved_step_ms(runs: Dict[str, Run], reps: int) -> Dict[str, List[float
             policy.set_training_mode(True)
             start = time.perf_counter()
             values, log_prob, entropy = policy.evaluate_actions(
-                batch.observations, actions, batch.lstm_states, batch.episode_starts)
+                batch.observations, actions, batch.lstm_states, batch.episode_starts
+            )
             loss = values.square().mean() - log_prob.mean() - entropy.mean()
             policy.optimizer.zero_grad()
             loss.backward()
@@ -202,7 +214,7 @@ def first_difference(a: List[float], b: List[float]) -> Optional[int]:
 
 
 def moving_mean(values: List[float], window: int = 20) -> List[float]:
-    return [statistics.fmean(values[max(0, i + 1 - window):i + 1]) for i in range(len(values))]
+    return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
 
 
 def per_rollout(run: Run, rollout_steps: int, n_rollouts: int, window: int = 20) -> List[float]:
@@ -225,25 +237,35 @@ def report(runs: Dict[str, Run], cfg: dict, step_ms: Dict[str, List[float]]) -> 
     nn_run = runs[NN]
     for side, run in runs.items():
         diff = first_difference(nn_run.returns, run.returns) if side != NN else None
-        where = ("" if side == NN else "  identical to nn.LSTM's episodes: all" if diff is None
-                 else f"  identical to nn.LSTM's first {diff} episodes")
-        print(f"{side:15s} episodes {len(run.returns):4d}  final reward (mean of last 20) "
-              f"{run.final_reward():7.1f}  update {statistics.median(run.train_ms):8.1f} ms  "
-              f"rollout {statistics.median(run.rollout_ms):7.1f} ms (medians){where}")
+        where = (
+            ""
+            if side == NN
+            else "  identical to nn.LSTM's episodes: all"
+            if diff is None
+            else f"  identical to nn.LSTM's first {diff} episodes"
+        )
+        print(
+            f"{side:15s} episodes {len(run.returns):4d}  final reward (mean of last 20) "
+            f"{run.final_reward():7.1f}  update {statistics.median(run.train_ms):8.1f} ms  "
+            f"rollout {statistics.median(run.rollout_ms):7.1f} ms (medians){where}"
+        )
     fused = runs[FUSED]
-    print(f"update (train()) time, nn.LSTM / lstm_fused: "
-          f"{statistics.median(nn_run.train_ms) / statistics.median(fused.train_ms):.2f}x; "
-          f"rollout: "
-          f"{statistics.median(nn_run.rollout_ms) / statistics.median(fused.rollout_ms):.2f}x; "
-          f"stock step loop fallbacks: {FusedLstmPolicy.stock_fallbacks}")
-    q = {side: statistics.quantiles(v, n=5) if len(v) > 1 else v * 4
-         for side, v in step_ms.items()}
-    print(f"one gradient step on a minibatch (evaluate_actions + backward), interleaved, "
-          f"{len(step_ms[NN])} each: nn.LSTM {statistics.median(step_ms[NN]):.1f} ms "
-          f"(p20-p80 {q[NN][0]:.1f}-{q[NN][3]:.1f}), lstm_fused "
-          f"{statistics.median(step_ms[FUSED]):.1f} ms (p20-p80 {q[FUSED][0]:.1f}-"
-          f"{q[FUSED][3]:.1f}): "
-          f"{statistics.median(step_ms[NN]) / statistics.median(step_ms[FUSED]):.2f}x")
+    print(
+        f"update (train()) time, nn.LSTM / lstm_fused: "
+        f"{statistics.median(nn_run.train_ms) / statistics.median(fused.train_ms):.2f}x; "
+        f"rollout: "
+        f"{statistics.median(nn_run.rollout_ms) / statistics.median(fused.rollout_ms):.2f}x; "
+        f"stock step loop fallbacks: {FusedLstmPolicy.stock_fallbacks}"
+    )
+    q = {side: statistics.quantiles(v, n=5) if len(v) > 1 else v * 4 for side, v in step_ms.items()}
+    print(
+        f"one gradient step on a minibatch (evaluate_actions + backward), interleaved, "
+        f"{len(step_ms[NN])} each: nn.LSTM {statistics.median(step_ms[NN]):.1f} ms "
+        f"(p20-p80 {q[NN][0]:.1f}-{q[NN][3]:.1f}), lstm_fused "
+        f"{statistics.median(step_ms[FUSED]):.1f} ms (p20-p80 {q[FUSED][0]:.1f}-"
+        f"{q[FUSED][3]:.1f}): "
+        f"{statistics.median(step_ms[NN]) / statistics.median(step_ms[FUSED]):.2f}x"
+    )
 
 
 def plot(path: str, runs: Dict[str, Run]) -> None:
@@ -277,8 +299,10 @@ def main(argv=None) -> Dict[str, Run]:
     cfg = config(args.smoke)
     if args.updates is not None:
         cfg["updates"] = args.updates
-    print(f"torch {torch.__version__}, lstm_fused {lstm_fused.__version__}, backend "
-          f"{args.backend!r}, {torch.get_num_threads()} thread(s); RecurrentPPO {cfg}")
+    print(
+        f"torch {torch.__version__}, lstm_fused {lstm_fused.__version__}, backend "
+        f"{args.backend!r}, {torch.get_num_threads()} thread(s); RecurrentPPO {cfg}"
+    )
     FusedLstmPolicy.stock_fallbacks = 0
     runs = {side: train_side(side, cfg, args.seed, args.backend) for side in (NN, FUSED, NUDGED)}
     step_ms = interleaved_step_ms(runs, reps=3 if args.smoke else 30)

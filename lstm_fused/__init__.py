@@ -7,6 +7,7 @@ The contract (math, names, backends, errors) is docs/contract.md; how a call rea
 is docs/architecture.md; backends on this machine: available_backends(); the build and
 everything a bug report needs: show_config() (or `python -m lstm_fused`).
 """
+
 from . import ops  # noqa: F401  (registers every op family once)
 from . import functional, reference
 from .attention import AttentionPooling, AttentiveLSTM, ChannelAttention
@@ -22,7 +23,16 @@ from .serialization import safe_globals
 __version__ = "0.1.0"
 
 __all__ = [
-    "LSTM", "LSTMCell", "replace_lstm", "available_backends", "functional", "reference",
-    "AttentionPooling", "AttentiveLSTM", "ChannelAttention", "MultiheadSelfAttention",
-    "safe_globals", "show_config",
+    "LSTM",
+    "LSTMCell",
+    "replace_lstm",
+    "available_backends",
+    "functional",
+    "reference",
+    "AttentionPooling",
+    "AttentiveLSTM",
+    "ChannelAttention",
+    "MultiheadSelfAttention",
+    "safe_globals",
+    "show_config",
 ]

@@ -2,6 +2,7 @@
 By default shapes raise ValueError, dtypes TypeError, devices RuntimeError; `exc` gives another
 type where the torch.nn module a caller replaces raises another one for the same input (nn.LSTM
 raises RuntimeError for a hidden state of the wrong shape, for example)."""
+
 from __future__ import annotations
 
 import torch
@@ -24,21 +25,27 @@ def check_tensor(t, name: str, *, where: str) -> None:
         raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
-def check_dtype(t: torch.Tensor, name: str, expected: torch.dtype, *, where: str,
-                exc: type = TypeError) -> None:
+def check_dtype(
+    t: torch.Tensor, name: str, expected: torch.dtype, *, where: str, exc: type = TypeError
+) -> None:
     if t.dtype != expected:
-        raise exc(f"{where}: {name} has dtype {t.dtype}, expected {expected} "
-                        f"(the dtype of the module's parameters)")
+        raise exc(
+            f"{where}: {name} has dtype {t.dtype}, expected {expected} "
+            f"(the dtype of the module's parameters)"
+        )
 
 
 def check_device(t: torch.Tensor, name: str, expected: torch.device, *, where: str) -> None:
     if t.device != expected:
-        raise RuntimeError(f"{where}: {name} is on {t.device}, expected {expected} "
-                           f"(the device of the input and the module's parameters)")
+        raise RuntimeError(
+            f"{where}: {name} is on {t.device}, expected {expected} "
+            f"(the device of the input and the module's parameters)"
+        )
 
 
-def check_shape(t: torch.Tensor, name: str, expected: tuple, *, where: str,
-                exc: type = ValueError) -> None:
+def check_shape(
+    t: torch.Tensor, name: str, expected: tuple, *, where: str, exc: type = ValueError
+) -> None:
     if tuple(t.shape) != tuple(expected):
         exp = "(" + ", ".join(str(s) for s in expected) + ")"
         raise exc(f"{where}: {name} has shape {_shape(t)}, expected {exp}")
@@ -56,8 +63,10 @@ def check_lengths(lengths, batch: int, steps: int, *, where: str, device=None) -
     if lengths.dim() != 1 or lengths.shape[0] != batch:
         raise ValueError(f"{where}: lengths has shape {tuple(lengths.shape)}, expected ({batch},)")
     if device is not None and lengths.device.type != "cpu" and lengths.device != device:
-        raise RuntimeError(f"{where}: lengths is on {lengths.device}, expected the CPU or the "
-                           f"input's device ({device})")
+        raise RuntimeError(
+            f"{where}: lengths is on {lengths.device}, expected the CPU or the "
+            f"input's device ({device})"
+        )
     check_lengths_range(lengths, steps, where=where)  # before the copy: free on the host
     return lengths.to(device=device, dtype=torch.int64)
 
@@ -81,7 +90,8 @@ def check_lengths_range(lengths: torch.Tensor, steps: int, *, where: str) -> Non
         return
     valid = (lengths >= 0) & (lengths <= steps)
     if torch.compiler.is_compiling() or (
-            lengths.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        lengths.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    ):
         torch._assert_async(valid.all(), lengths_range_message(where, steps))
         return
     if not bool(valid.all()):  # the one synchronisation

@@ -4,6 +4,7 @@ ChannelAttention and AttentiveLSTM (an LSTM whose last layer is pooled by additi
 Padded batches: `lengths` (B,) marks steps t >= lengths[b] as padding; padding gets exactly
 zero weight and is never read, a length-0 row gives zero weights and a zero context.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,17 @@ class AttentionPooling(nn.Module):
     -> (c (B, D), alpha (B, T)). After the W_h GEMM one fused kernel does the rest.
     """
 
-    def __init__(self, input_size: int, attention_size: int, query_size: int = 0, *,
-                 batch_first: bool = False, backend: str = "auto", device=None, dtype=None):
+    def __init__(
+        self,
+        input_size: int,
+        attention_size: int,
+        query_size: int = 0,
+        *,
+        batch_first: bool = False,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         where = "AttentionPooling"
         _check_positive_int(where, "input_size", input_size)
@@ -50,8 +60,9 @@ class AttentionPooling(nn.Module):
         self.batch_first = batch_first
         self.backend = check_name(backend)
         self.proj = nn.Linear(input_size, attention_size, **factory)
-        self.query_proj = (nn.Linear(query_size, attention_size, bias=False, **factory)
-                           if query_size > 0 else None)
+        self.query_proj = (
+            nn.Linear(query_size, attention_size, bias=False, **factory) if query_size > 0 else None
+        )
         self.score = nn.Linear(attention_size, 1, bias=False, **factory)
 
     def extra_repr(self) -> str:
@@ -66,27 +77,43 @@ class AttentionPooling(nn.Module):
         """(query (B, Q), W_q (A, Q)) checked against the module, or (None, None)."""
         where = "AttentionPooling"
         if self.query_size > 0 and query is None:
-            raise ValueError(f"{where}: query is required (query_size={self.query_size}), "
-                             f"got None")
+            raise ValueError(f"{where}: query is required (query_size={self.query_size}), got None")
         if self.query_size == 0 and query is not None:
-            raise ValueError(f"{where}: query was given but the module has query_size=0; "
-                             f"build it with query_size=Q to use a query")
+            raise ValueError(
+                f"{where}: query was given but the module has query_size=0; "
+                f"build it with query_size=Q to use a query"
+            )
         if query is None:
             return None, None
         check_tensor(query, "query", where=where)
         if query.dim() != 2 or query.shape[1] != self.query_size:
-            raise ValueError(f"{where}: query has shape {tuple(query.shape)}, expected "
-                             f"(B, {self.query_size})")
+            raise ValueError(
+                f"{where}: query has shape {tuple(query.shape)}, expected (B, {self.query_size})"
+            )
         return query, self.query_proj.weight
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                query: Optional[torch.Tensor] = None, *, backend: Optional[str] = None,
-                return_lse: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: Optional[torch.Tensor] = None,
+        query: Optional[torch.Tensor] = None,
+        *,
+        backend: Optional[str] = None,
+        return_lse: bool = False,
+    ):
         query, query_weight = self.check_query(query)
         return functional.attention_pooling(
-            x, self.proj.weight, self.proj.bias, self.score.weight, lengths, query=query,
-            query_weight=query_weight, batch_first=self.batch_first,
-            backend=self.backend if backend is None else backend, return_lse=return_lse)
+            x,
+            self.proj.weight,
+            self.proj.bias,
+            self.score.weight,
+            lengths,
+            query=query,
+            query_weight=query_weight,
+            batch_first=self.batch_first,
+            backend=self.backend if backend is None else backend,
+            return_lse=return_lse,
+        )
 
 
 def eca_kernel_size(channels: int) -> int:
@@ -104,9 +131,18 @@ class ChannelAttention(nn.Module):
     forward(x (T, B, C) or (B, T, C) with batch_first, lengths (B,) = None) -> y like x.
     """
 
-    def __init__(self, channels: int, mode: str = "eca", kernel_size: Optional[int] = None,
-                 reduction: int = 16, *, batch_first: bool = False, backend: str = "auto",
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        mode: str = "eca",
+        kernel_size: Optional[int] = None,
+        reduction: int = 16,
+        *,
+        batch_first: bool = False,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         where = "ChannelAttention"
         _check_positive_int(where, "channels", channels)
@@ -123,8 +159,9 @@ class ChannelAttention(nn.Module):
             if kernel_size % 2 == 0:
                 raise ValueError(f"{where}: kernel_size must be odd, got {kernel_size}")
             self.kernel_size = kernel_size
-            self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False,
-                                  **factory)
+            self.conv = nn.Conv1d(
+                1, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory
+            )
         else:
             _check_positive_int(where, "reduction", reduction)
             hidden = max(1, channels // reduction)
@@ -134,8 +171,11 @@ class ChannelAttention(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.channels}, mode={self.mode!r}"
-        s += (f", kernel_size={self.kernel_size}" if self.mode == "eca"
-              else f", reduction={self.reduction}")
+        s += (
+            f", kernel_size={self.kernel_size}"
+            if self.mode == "eca"
+            else f", reduction={self.reduction}"
+        )
         return s + (", batch_first=True" if self.batch_first else "")
 
     def gate(self, mean: torch.Tensor) -> torch.Tensor:
@@ -148,10 +188,13 @@ class ChannelAttention(nn.Module):
         where = "ChannelAttention"
         check_tensor(x, "x", where=where)
         if x.dim() == 3 and x.shape[2] != self.channels:
-            raise ValueError(f"{where}: x has {x.shape[2]} channels in its last dimension, "
-                             f"expected channels={self.channels}")
-        return functional.channel_attention(x, lengths, gate=self.gate,
-                                            batch_first=self.batch_first, backend=self.backend)
+            raise ValueError(
+                f"{where}: x has {x.shape[2]} channels in its last dimension, "
+                f"expected channels={self.channels}"
+            )
+        return functional.channel_attention(
+            x, lengths, gate=self.gate, batch_first=self.batch_first, backend=self.backend
+        )
 
 
 class AttentiveLSTM(nn.Module):
@@ -175,21 +218,52 @@ class AttentiveLSTM(nn.Module):
     pooling kernel's, then the layer's.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, attention_size: int,
-                 num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
-                 query_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
-                 chunk_size: int = 16, backend: str = "auto"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        attention_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        query_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        peephole: bool = False,
+        chunk_size: int = 16,
+        backend: str = "auto",
+    ):
         super().__init__()
         _check_positive_int("AttentiveLSTM", "chunk_size", chunk_size)
-        self.lstm = LSTM(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype, peephole=peephole,
-                         backend=backend)
+        self.lstm = LSTM(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            peephole=peephole,
+            backend=backend,
+        )
         D = 2 if bidirectional else 1
         R = proj_size if proj_size > 0 else hidden_size
-        self.attention = AttentionPooling(D * R, attention_size, query_size,
-                                          batch_first=True, backend=backend, device=device,
-                                          dtype=dtype)
+        self.attention = AttentionPooling(
+            D * R,
+            attention_size,
+            query_size,
+            batch_first=True,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+        )
         self.batch_first = batch_first
         self.chunk_size = chunk_size
         self.backend = check_name(backend)
@@ -197,44 +271,70 @@ class AttentiveLSTM(nn.Module):
     def extra_repr(self) -> str:
         return f"chunk_size={self.chunk_size}"
 
-    def forward(self, input, lengths: Optional[torch.Tensor] = None,
-                hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                query: Optional[torch.Tensor] = None):
+    def forward(
+        self,
+        input,
+        lengths: Optional[torch.Tensor] = None,
+        hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        query: Optional[torch.Tensor] = None,
+    ):
         where = "AttentiveLSTM"
         lstm = self.lstm
         if isinstance(input, PackedSequence):
             if lengths is not None:
-                raise ValueError(f"{where}: lengths must be None with a PackedSequence input "
-                                 f"(the lengths come from the PackedSequence)")
+                raise ValueError(
+                    f"{where}: lengths must be None with a PackedSequence input "
+                    f"(the lengths come from the PackedSequence)"
+                )
             x, lengths = pad_packed_sequence(input)  # (T, B, I)
         else:
             check_tensor(input, "input", where=where)
             if input.dim() != 3:
-                raise ValueError(f"{where}: input must be 3-D "
-                                 f"({'B, T' if self.batch_first else 'T, B'}, I), got shape "
-                                 f"{tuple(input.shape)}")
+                raise ValueError(
+                    f"{where}: input must be 3-D "
+                    f"({'B, T' if self.batch_first else 'T, B'}, I), got shape "
+                    f"{tuple(input.shape)}"
+                )
             x = input.transpose(0, 1) if self.batch_first else input
         weight = lstm.weight_ih_l0
         if x.shape[-1] != lstm.input_size:
-            raise ValueError(f"{where}: input has {x.shape[-1]} features in its last "
-                             f"dimension, expected input_size={lstm.input_size}")
+            raise ValueError(
+                f"{where}: input has {x.shape[-1]} features in its last "
+                f"dimension, expected input_size={lstm.input_size}"
+            )
         if x.device != weight.device:
-            raise RuntimeError(f"{where}: input is on {x.device}, expected {weight.device} "
-                               f"(the device of the module's parameters)")
+            raise RuntimeError(
+                f"{where}: input is on {x.device}, expected {weight.device} "
+                f"(the device of the module's parameters)"
+            )
         if x.dtype != weight.dtype:
-            raise TypeError(f"{where}: input has dtype {x.dtype}, expected {weight.dtype} "
-                            f"(the dtype of the module's parameters)")
+            raise TypeError(
+                f"{where}: input has dtype {x.dtype}, expected {weight.dtype} "
+                f"(the dtype of the module's parameters)"
+            )
         # lengths: checked (the one reader, _checks.check_lengths) by functional.attentive_lstm
         query, query_weight = self.attention.check_query(query)
         h0, c0 = lstm.initial_state(hx, x)
         between_layers = None
         if lstm.dropout > 0 and self.training:
+
             def between_layers(y):
                 return torch.nn.functional.dropout(y, p=lstm.dropout, training=True)
+
         pool = self.attention
         context, alpha, h_n, c_n = functional.attentive_lstm(
-            x, h0, c0, [lstm.layer_weights(k) for k in range(lstm.num_layers)], lengths,
-            pool.proj.weight, pool.proj.bias, pool.score.weight, query=query,
-            query_weight=query_weight, between_layers=between_layers, chunk_size=self.chunk_size,
-            backend=self.backend)
+            x,
+            h0,
+            c0,
+            [lstm.layer_weights(k) for k in range(lstm.num_layers)],
+            lengths,
+            pool.proj.weight,
+            pool.proj.bias,
+            pool.score.weight,
+            query=query,
+            query_weight=query_weight,
+            between_layers=between_layers,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+        )
         return context, alpha, (h_n, c_n)

@@ -7,6 +7,7 @@ writes when it builds the extension (an installed wheel has no .git to ask); wha
 has now (torch, Triton, the CPU variant chosen, devices) and every backend's availability is
 asked at the call.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,11 @@ def _cpu_variants() -> Dict[str, Any]:
     if library.LOAD_ERROR is not None:
         return {"built": None, "runnable": None, "chosen": None}
     _C = library._C
-    return {"built": list(_C.cpu_capabilities_built()), "runnable": list(_C.cpu_capabilities()),
-            "chosen": _C.cpu_capability()}
+    return {
+        "built": list(_C.cpu_capabilities_built()),
+        "runnable": list(_C.cpu_capabilities()),
+        "chosen": _C.cpu_capability(),
+    }
 
 
 def _backends() -> Dict[str, Dict[str, Dict[str, Any]]]:
@@ -71,12 +75,17 @@ def _backends() -> Dict[str, Dict[str, Dict[str, Any]]]:
         for name in registry.BACKEND_NAMES[1:]:
             impl = impls.get(name)
             if impl is None:
-                family[name] = {"reason": f"it has no implementation of {op}", "devices": None,
-                                "dtypes": []}
+                family[name] = {
+                    "reason": f"it has no implementation of {op}",
+                    "devices": None,
+                    "dtypes": [],
+                }
                 continue
-            family[name] = {"reason": impl.unavailable_reason(),
-                            "devices": list(impl.devices) if impl.devices else None,
-                            "dtypes": [str(d).replace("torch.", "") for d in impl.dtypes]}
+            family[name] = {
+                "reason": impl.unavailable_reason(),
+                "devices": list(impl.devices) if impl.devices else None,
+                "dtypes": [str(d).replace("torch.", "") for d in impl.dtypes],
+            }
         out[op] = family
     return out
 
@@ -106,8 +115,9 @@ def collect() -> Dict[str, Any]:
         "cuda_devices": _cuda_devices(),
         "triton": _triton_version(),
         "triton_reason": triton_library.unavailable_reason(),
-        "switches": {switches.SWITCHES[n][0]: switches.get(n) for n in switches.SWITCHES
-                     if switches.get(n)},
+        "switches": {
+            switches.SWITCHES[n][0]: switches.get(n) for n in switches.SWITCHES if switches.get(n)
+        },
         "backends": _backends(),
     }
 
@@ -126,14 +136,18 @@ def format_info(info: Dict[str, Any]) -> str:
     row("location", info["location"])
     row("git commit", _or(info["git_commit"], "unknown (no git commit was recorded)"))
     if not info["build_recorded"]:
-        row("build record", "none (lstm_fused/_build_info.py is written by setup.py when it "
-                            "builds the extension)")
+        row(
+            "build record",
+            "none (lstm_fused/_build_info.py is written by setup.py when it builds the extension)",
+        )
     row("python", info["python"])
     built, running = info["torch_built"], info["torch_running"]
     torch_line = f"{running} (running), built against {_or(built)}"
     if built and built.split("+")[0] != running.split("+")[0]:
-        torch_line += ("  <- differs: rebuild lstm_fused against the torch you run "
-                       "(pip install . --no-build-isolation)")
+        torch_line += (
+            "  <- differs: rebuild lstm_fused against the torch you run "
+            "(pip install . --no-build-isolation)"
+        )
     row("torch", torch_line)
     row("compiler", _or(info["compiler"]))
     if info["debug_build"]:
@@ -142,15 +156,23 @@ def format_info(info: Dict[str, Any]) -> str:
         row("C++ extension", f"NOT LOADED: {info['extension_error']}")
     cpu = info["cpu_variants"]
     if cpu["built"] is not None:
-        row("CPU kernels", f"built {', '.join(cpu['built'])}; this CPU runs "
-                           f"{', '.join(cpu['runnable']) or 'none'}; chosen: {cpu['chosen']}")
+        row(
+            "CPU kernels",
+            f"built {', '.join(cpu['built'])}; this CPU runs "
+            f"{', '.join(cpu['runnable']) or 'none'}; chosen: {cpu['chosen']}",
+        )
     if info["cuda_built"]:
         archs = ", ".join(f"sm_{a}" for a in info["cuda_archs"] or []) or NOT_RECORDED
-        row("CUDA kernels", f"built for {archs} with CUDA toolkit {_or(info['cuda_toolkit'])} "
-                            f"(torch's CUDA {_or(info['torch_cuda_built'])})")
+        row(
+            "CUDA kernels",
+            f"built for {archs} with CUDA toolkit {_or(info['cuda_toolkit'])} "
+            f"(torch's CUDA {_or(info['torch_cuda_built'])})",
+        )
     elif info["cuda_built"] is False:
-        row("CUDA kernels", "not built (no CUDA toolkit, a CPU build of torch, or "
-                            "LSTM_FUSED_CUDA=0 at build time)")
+        row(
+            "CUDA kernels",
+            "not built (no CUDA toolkit, a CPU build of torch, or LSTM_FUSED_CUDA=0 at build time)",
+        )
     else:
         row("CUDA kernels", NOT_RECORDED)
     row("torch CUDA", _or(info["torch_cuda_running"], "none (a CPU build of torch)"))
@@ -167,8 +189,7 @@ def format_info(info: Dict[str, Any]) -> str:
     row("triton", triton_line)
     sw = info["switches"]
     row("switches set", ", ".join(f"{k}={v}" for k, v in sorted(sw.items())) or "none")
-    lines.append("  backends (per op family: yes, or no and why; 'auto' tries them in this "
-                 "order):")
+    lines.append("  backends (per op family: yes, or no and why; 'auto' tries them in this order):")
     for op, family in info["backends"].items():
         lines.append(f"    {op}")
         for name, b in family.items():

@@ -6,6 +6,7 @@ unbatched input and batch_first included). Extra keyword-only arguments: peephol
 (docs/contract.md, section 1; weights weight_c{i,f,o}_l{k}[_reverse], initialised to zero) and
 backend (section 4); LSTM.forward's resets (per-step state resets, docs/contract.md, "Resets").
 """
+
 from __future__ import annotations
 
 import math
@@ -24,40 +25,57 @@ from .functional.lstm import check_resets
 from ._checks import check_device, check_dtype, check_shape, check_tensor
 from .ops.registry import check_name
 
+
 def _check_int(where, name, value):
     # bool is an int to Python, never a size to a user
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{where}: {name} must be an int, got {type(value).__name__}")
 
 
-def _check_lstm_args(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                     proj_size):
+def _check_lstm_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
     """nn.LSTM's (nn.RNNBase's) constructor checks, in its order and with its exception types
     and warning; the messages also say what was given."""
     where = "LSTM"
-    if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Number)
-            or not 0 <= dropout <= 1):
-        raise ValueError(f"{where}: dropout must be a number in [0, 1] (the probability of an "
-                         f"element being zeroed), got {dropout!r}")
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, numbers.Number)
+        or not 0 <= dropout <= 1
+    ):
+        raise ValueError(
+            f"{where}: dropout must be a number in [0, 1] (the probability of an "
+            f"element being zeroed), got {dropout!r}"
+        )
     if dropout > 0 and num_layers == 1:
-        warnings.warn(f"{where}: dropout is applied after every layer but the last, so a "
-                      f"non-zero dropout expects num_layers greater than 1, but got "
-                      f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
+        warnings.warn(
+            f"{where}: dropout is applied after every layer but the last, so a "
+            f"non-zero dropout expects num_layers greater than 1, but got "
+            f"dropout={dropout} and num_layers={num_layers}",
+            stacklevel=3,
+        )
     for name, value in (("bias", bias), ("batch_first", batch_first)):
         if not isinstance(value, bool):
-            raise TypeError(f"{where}: {name} must be a bool, got {type(value).__name__} "
-                            f"({value!r})")
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers), ("proj_size", proj_size)):
+            raise TypeError(
+                f"{where}: {name} must be a bool, got {type(value).__name__} ({value!r})"
+            )
+    for name, value in (
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+        ("proj_size", proj_size),
+    ):
         _check_int(where, name, value)
         if name != "proj_size" and value <= 0:
             raise ValueError(f"{where}: {name} must be greater than zero, got {value}")
     if proj_size < 0:
-        raise ValueError(f"{where}: proj_size must be a positive integer, or zero to disable "
-                         f"projections, got {proj_size}")
+        raise ValueError(
+            f"{where}: proj_size must be a positive integer, or zero to disable "
+            f"projections, got {proj_size}"
+        )
     if proj_size >= hidden_size:
-        raise ValueError(f"{where}: proj_size has to be smaller than hidden_size "
-                         f"({hidden_size}), got {proj_size}")
+        raise ValueError(
+            f"{where}: proj_size has to be smaller than hidden_size "
+            f"({hidden_size}), got {proj_size}"
+        )
 
 
 def _check_cell_args(input_size, hidden_size):
@@ -99,13 +117,24 @@ class LSTM(nn.Module):
     isinstance(m, nn.LSTM) can ask isinstance(m, (nn.LSTM, lstm_fused.LSTM)).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
-                 backend: str = "auto"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        peephole: bool = False,
+        backend: str = "auto",
+    ):
         super().__init__()
-        _check_lstm_args(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         proj_size)
+        _check_lstm_args(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -129,28 +158,39 @@ class LSTM(nn.Module):
             layer_input = input_size if layer == 0 else R * D
             for suffix in ("", "_reverse")[:D]:
                 names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if bias else [])
-                names = [f"{n}_l{layer}{suffix}"
-                         for n in names + (["weight_hr"] if proj_size > 0 else [])]
+                names = [
+                    f"{n}_l{layer}{suffix}"
+                    for n in names + (["weight_hr"] if proj_size > 0 else [])
+                ]
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
-                self.register_parameter(f"weight_ih_l{layer}{suffix}",
-                                        nn.Parameter(torch.empty((G, layer_input), **factory)))
-                self.register_parameter(f"weight_hh_l{layer}{suffix}",
-                                        nn.Parameter(torch.empty((G, R), **factory)))
+                self.register_parameter(
+                    f"weight_ih_l{layer}{suffix}",
+                    nn.Parameter(torch.empty((G, layer_input), **factory)),
+                )
+                self.register_parameter(
+                    f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty((G, R), **factory))
+                )
                 if bias:
-                    self.register_parameter(f"bias_ih_l{layer}{suffix}",
-                                            nn.Parameter(torch.empty(G, **factory)))
-                    self.register_parameter(f"bias_hh_l{layer}{suffix}",
-                                            nn.Parameter(torch.empty(G, **factory)))
+                    self.register_parameter(
+                        f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(G, **factory))
+                    )
+                    self.register_parameter(
+                        f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(G, **factory))
+                    )
                 if proj_size > 0:
-                    self.register_parameter(f"weight_hr_l{layer}{suffix}",
-                                            nn.Parameter(torch.empty((proj_size, H), **factory)))
+                    self.register_parameter(
+                        f"weight_hr_l{layer}{suffix}",
+                        nn.Parameter(torch.empty((proj_size, H), **factory)),
+                    )
         if peephole:
             for layer in range(num_layers):
                 for suffix in ("", "_reverse")[:D]:
                     for gate in ("ci", "cf", "co"):
-                        self.register_parameter(f"weight_{gate}_l{layer}{suffix}",
-                                                nn.Parameter(torch.empty(H, **factory)))
+                        self.register_parameter(
+                            f"weight_{gate}_l{layer}{suffix}",
+                            nn.Parameter(torch.empty(H, **factory)),
+                        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -190,49 +230,74 @@ class LSTM(nn.Module):
         wrong number of dimensions or features RuntimeError, as in nn.LSTM."""
         weight = getattr(self, self._flat_weights_names[0])  # nn.LSTM's _flat_weights[0]
         if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
-            raise ValueError(f"LSTM: input has dtype {input.dtype}, expected {weight.dtype} (the "
-                             f"dtype of the module's parameters): convert the input with "
-                             f"input.to({weight.dtype}), or the model with model.to({input.dtype})")
+            raise ValueError(
+                f"LSTM: input has dtype {input.dtype}, expected {weight.dtype} (the "
+                f"dtype of the module's parameters): convert the input with "
+                f"input.to({weight.dtype}), or the model with model.to({input.dtype})"
+            )
         expected_dim = 2 if batch_sizes is not None else 3
         if input.dim() != expected_dim:
-            raise RuntimeError(f"LSTM: input must have {expected_dim} dimensions, got "
-                               f"{input.dim()}")
+            raise RuntimeError(
+                f"LSTM: input must have {expected_dim} dimensions, got {input.dim()}"
+            )
         if input.size(-1) != self.input_size:
-            raise RuntimeError(f"LSTM: input has {input.size(-1)} features in its last "
-                               f"dimension, expected input_size={self.input_size}")
+            raise RuntimeError(
+                f"LSTM: input has {input.size(-1)} features in its last "
+                f"dimension, expected input_size={self.input_size}"
+            )
 
     def _mini_batch(self, input, batch_sizes) -> int:
         if batch_sizes is not None:
             return int(batch_sizes[0])
         return input.size(0) if self.batch_first else input.size(1)
 
-    def get_expected_hidden_size(self, input: torch.Tensor,
-                                 batch_sizes: Optional[torch.Tensor]) -> Tuple[int, int, int]:
+    def get_expected_hidden_size(
+        self, input: torch.Tensor, batch_sizes: Optional[torch.Tensor]
+    ) -> Tuple[int, int, int]:
         """(L*D, B, R) with R = proj_size or hidden_size."""
         R = self.proj_size if self.proj_size > 0 else self.hidden_size
         return (self.num_layers * self.num_directions, self._mini_batch(input, batch_sizes), R)
 
-    def get_expected_cell_size(self, input: torch.Tensor,
-                               batch_sizes: Optional[torch.Tensor]) -> Tuple[int, int, int]:
+    def get_expected_cell_size(
+        self, input: torch.Tensor, batch_sizes: Optional[torch.Tensor]
+    ) -> Tuple[int, int, int]:
         """(L*D, B, H)."""
-        return (self.num_layers * self.num_directions, self._mini_batch(input, batch_sizes),
-                self.hidden_size)
+        return (
+            self.num_layers * self.num_directions,
+            self._mini_batch(input, batch_sizes),
+            self.hidden_size,
+        )
 
-    def check_hidden_size(self, hx: torch.Tensor, expected_hidden_size: Tuple[int, int, int],
-                          msg: str = "Expected hidden size {}, got {}") -> None:
+    def check_hidden_size(
+        self,
+        hx: torch.Tensor,
+        expected_hidden_size: Tuple[int, int, int],
+        msg: str = "Expected hidden size {}, got {}",
+    ) -> None:
         if hx.size() != expected_hidden_size:
             raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
 
-    def check_forward_args(self, input: torch.Tensor, hidden: Tuple[torch.Tensor, torch.Tensor],
-                           batch_sizes: Optional[torch.Tensor]) -> None:
+    def check_forward_args(
+        self,
+        input: torch.Tensor,
+        hidden: Tuple[torch.Tensor, torch.Tensor],
+        batch_sizes: Optional[torch.Tensor],
+    ) -> None:
         self.check_input(input, batch_sizes)
-        self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
-                               "Expected hidden[0] size {}, got {}")
-        self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
-                               "Expected hidden[1] size {}, got {}")
+        self.check_hidden_size(
+            hidden[0],
+            self.get_expected_hidden_size(input, batch_sizes),
+            "Expected hidden[0] size {}, got {}",
+        )
+        self.check_hidden_size(
+            hidden[1],
+            self.get_expected_cell_size(input, batch_sizes),
+            "Expected hidden[1] size {}, got {}",
+        )
 
-    def permute_hidden(self, hx: Tuple[torch.Tensor, torch.Tensor],
-                       permutation: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def permute_hidden(
+        self, hx: Tuple[torch.Tensor, torch.Tensor], permutation: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """hx with its batch dimension (1) reordered by permutation (None: hx itself)."""
         if permutation is None:
             return hx
@@ -263,7 +328,7 @@ class LSTM(nn.Module):
         """(w_ih (D, 4H, I), w_hh (D, 4H, R), bias (D, 4H) or None, w_hr (D, P, H) or None,
         w_peep (D, 3, H) or None) of layer `layer`: its weights with the directions stacked on a
         leading axis D, as lstm_fused.functional.lstm takes them."""
-        sfx = ("", "_reverse")[:self.num_directions]
+        sfx = ("", "_reverse")[: self.num_directions]
 
         def stacked(name):
             ws = [getattr(self, f"{name}_l{layer}{s}") for s in sfx]
@@ -275,18 +340,26 @@ class LSTM(nn.Module):
             # of their own. Summing the stacked tensors made their .grad two views of one
             # buffer, so an in-place op on one (clip_grad_norm_, a second backward adding into
             # .grad) changed the other too.
-            sums = [getattr(self, f"bias_ih_l{layer}{s}") + getattr(self, f"bias_hh_l{layer}{s}")
-                    for s in sfx]
+            sums = [
+                getattr(self, f"bias_ih_l{layer}{s}") + getattr(self, f"bias_hh_l{layer}{s}")
+                for s in sfx
+            ]
             bias = sums[0].unsqueeze(0) if len(sums) == 1 else torch.stack(sums)
         w_hr = stacked("weight_hr") if self.proj_size > 0 else None
         w_peep = None
         if self.peephole:
-            w_peep = torch.stack([stacked("weight_ci"), stacked("weight_cf"), stacked("weight_co")],
-                                 dim=1)
+            w_peep = torch.stack(
+                [stacked("weight_ci"), stacked("weight_cf"), stacked("weight_co")], dim=1
+            )
         return stacked("weight_ih"), stacked("weight_hh"), bias, w_hr, w_peep
 
-    def forward(self, input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, *,
-                resets: Optional[torch.Tensor] = None):
+    def forward(
+        self,
+        input,
+        hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        *,
+        resets: Optional[torch.Tensor] = None,
+    ):
         where = "LSTM"
         weight = self.weight_ih_l0
         lengths = None
@@ -294,19 +367,23 @@ class LSTM(nn.Module):
         if packed:
             if input.data.is_cuda and torch.cuda.is_current_stream_capturing():
                 # batch_sizes live on the host: the lengths would be copied to the device
-                raise RuntimeError(f"{where}: a PackedSequence input cannot be captured in a "
-                                   f"CUDA graph (its batch sizes are a host tensor); capture "
-                                   f"the padded input, or lstm_fused.functional.lstm with "
-                                   f"lengths on the device")
+                raise RuntimeError(
+                    f"{where}: a PackedSequence input cannot be captured in a "
+                    f"CUDA graph (its batch sizes are a host tensor); capture "
+                    f"the padded input, or lstm_fused.functional.lstm with "
+                    f"lengths on the device"
+                )
             x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
             lengths = lengths.to(x.device)
             batched = True
         else:
             check_tensor(input, "input", where=where)
             if input.dim() not in (2, 3):
-                raise ValueError(f"{where}: input must be 2-D (T, I) unbatched or 3-D "
-                                 f"({'B, T' if self.batch_first else 'T, B'}, I), "
-                                 f"got {input.dim()}-D with shape {tuple(input.shape)}")
+                raise ValueError(
+                    f"{where}: input must be 2-D (T, I) unbatched or 3-D "
+                    f"({'B, T' if self.batch_first else 'T, B'}, I), "
+                    f"got {input.dim()}-D with shape {tuple(input.shape)}"
+                )
             batched = input.dim() == 3
             x = input if batched else input.unsqueeze(1)
             if batched and self.batch_first:
@@ -321,11 +398,20 @@ class LSTM(nn.Module):
             resets = self._time_major_resets(resets, x, batched, packed)
         between_layers = None
         if self.dropout > 0 and self.training:
+
             def between_layers(y):
                 return _dropout_like_nn_lstm(y, self.dropout, input if packed else None)
+
         layer_input, h_n, c_n = functional.lstm(
-            x, h0, c0, [self.layer_weights(k) for k in range(self.num_layers)], lengths,
-            resets=resets, between_layers=between_layers, backend=self.backend)
+            x,
+            h0,
+            c0,
+            [self.layer_weights(k) for k in range(self.num_layers)],
+            lengths,
+            resets=resets,
+            between_layers=between_layers,
+            backend=self.backend,
+        )
 
         if packed:
             out = _repack(layer_input, input)
@@ -345,15 +431,19 @@ class LSTM(nn.Module):
         if not batched:
             layout = "(T,)"
             if resets.dim() != 1 or resets.shape[0] != T:
-                raise ValueError(f"{where}: resets has shape {tuple(resets.shape)}, expected "
-                                 f"(T,) = ({T},) for an unbatched input: one flag per step")
+                raise ValueError(
+                    f"{where}: resets has shape {tuple(resets.shape)}, expected "
+                    f"(T,) = ({T},) for an unbatched input: one flag per step"
+                )
             resets = resets.unsqueeze(1)
         elif self.batch_first:
             layout = "(B, T) (batch_first)"
             if resets.dim() != 2 or tuple(resets.shape) != (B, T):
-                raise ValueError(f"{where}: resets has shape {tuple(resets.shape)}, expected "
-                                 f"(B, T) = {(B, T)} (batch_first"
-                                 f"{', T the longest length' if packed else ''})")
+                raise ValueError(
+                    f"{where}: resets has shape {tuple(resets.shape)}, expected "
+                    f"(B, T) = {(B, T)} (batch_first"
+                    f"{', T the longest length' if packed else ''})"
+                )
             resets = resets.t()
         else:
             layout = "(T, B)" + (" (T the longest length)" if packed else "")
@@ -367,7 +457,9 @@ class LSTM(nn.Module):
         where = "LSTM"
         B, LD, H = x.shape[1], self.num_layers * self.num_directions, self.hidden_size
         R = self.proj_size if self.proj_size > 0 else H
-        shape_exc, dtype_exc = (RuntimeError, RuntimeError) if nn_errors else (ValueError, TypeError)
+        shape_exc, dtype_exc = (
+            (RuntimeError, RuntimeError) if nn_errors else (ValueError, TypeError)
+        )
         if hx is None:
             return x.new_zeros((LD, B, R)), x.new_zeros((LD, B, H))
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -377,9 +469,11 @@ class LSTM(nn.Module):
         check_tensor(c0, "c_0", where=where)
         dims = 3 if batched else 2
         if nn_errors and (h0.dim() != dims or c0.dim() != dims):
-            raise RuntimeError(f"{where}: for {'batched 3-D' if batched else 'unbatched 2-D'} "
-                               f"input, h_0 and c_0 must be {dims}-D too, got ({h0.dim()}-D, "
-                               f"{c0.dim()}-D)")
+            raise RuntimeError(
+                f"{where}: for {'batched 3-D' if batched else 'unbatched 2-D'} "
+                f"input, h_0 and c_0 must be {dims}-D too, got ({h0.dim()}-D, "
+                f"{c0.dim()}-D)"
+            )
         for name, t, size in (("h_0", h0, R), ("c_0", c0, H)):
             expected = (LD, B, size) if batched else (LD, size)
             check_shape(t, name, expected, where=where, exc=shape_exc)
@@ -406,9 +500,10 @@ def _dropout_like_nn_lstm(y: torch.Tensor, p: float, packed: Optional[PackedSequ
     if packed is None:
         return F.dropout(y, p=p, training=True)
     noise = F.dropout(y.new_ones((packed.data.shape[0], y.shape[-1])), p=p, training=True)
-    noise, _ = pad_packed_sequence(PackedSequence(noise, packed.batch_sizes, packed.sorted_indices,
-                                                  packed.unsorted_indices),
-                                   total_length=y.shape[0])
+    noise, _ = pad_packed_sequence(
+        PackedSequence(noise, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
+        total_length=y.shape[0],
+    )
     return y * noise
 
 
@@ -434,8 +529,17 @@ class LSTMCell(nn.Module):
     """nn.LSTMCell with fused kernels. input (B, I) or (I,); hx = (h (B, H), c (B, H)) or
     unbatched (H,); returns (h', c') of the same shapes."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, peephole: bool = False, backend: str = "auto"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        peephole: bool = False,
+        backend: str = "auto",
+    ):
         super().__init__()
         _check_cell_args(input_size, hidden_size)
         self.input_size = input_size
@@ -455,8 +559,9 @@ class LSTMCell(nn.Module):
             self.register_parameter("bias_hh", None)
         if peephole:
             for gate in ("ci", "cf", "co"):
-                self.register_parameter(f"weight_{gate}",
-                                        nn.Parameter(torch.empty(hidden_size, **factory)))
+                self.register_parameter(
+                    f"weight_{gate}", nn.Parameter(torch.empty(hidden_size, **factory))
+                )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -483,20 +588,26 @@ class LSTMCell(nn.Module):
         where = "LSTMCell"
         check_tensor(input, "input", where=where)
         if input.dim() not in (1, 2):
-            raise ValueError(f"{where}: input must be 1-D (I,) or 2-D (B, I), got "
-                             f"{input.dim()}-D with shape {tuple(input.shape)}")
+            raise ValueError(
+                f"{where}: input must be 1-D (I,) or 2-D (B, I), got "
+                f"{input.dim()}-D with shape {tuple(input.shape)}"
+            )
         if hx is not None:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"{where}: hx must be a tuple (h, c), got {type(hx).__name__}")
             for name, t in zip(("h", "c"), hx):
                 check_tensor(t, name, where=where)
                 if t.dim() not in (1, 2):
-                    raise ValueError(f"{where}: {name} must be 1-D (H,) or 2-D (B, H), got "
-                                     f"{t.dim()}-D with shape {tuple(t.shape)}")
+                    raise ValueError(
+                        f"{where}: {name} must be 1-D (H,) or 2-D (B, H), got "
+                        f"{t.dim()}-D with shape {tuple(t.shape)}"
+                    )
         # Past the numbers of dimensions nn.LSTMCell raises RuntimeError for what does not fit.
         if input.shape[-1] != self.input_size:
-            raise RuntimeError(f"{where}: input has {input.shape[-1]} features in its last "
-                               f"dimension, expected input_size={self.input_size}")
+            raise RuntimeError(
+                f"{where}: input has {input.shape[-1]} features in its last "
+                f"dimension, expected input_size={self.input_size}"
+            )
         check_device(input, "input", self.weight_ih.device, where=where)
         autocast = torch._C._is_any_autocast_enabled()  # autocast casts, as torch.nn allows
         if not autocast:
@@ -520,14 +631,24 @@ class LSTMCell(nn.Module):
         # between calls that record nothing; the summed bias and peepholes made every call
         weight_ih, weight_hh = self.weight_ih, self.weight_hh
         w_ih, w_hh = functional.kept_weights(
-            self, [weight_ih, weight_hh], lambda: (weight_ih.unsqueeze(0), weight_hh.unsqueeze(0)))
+            self, [weight_ih, weight_hh], lambda: (weight_ih.unsqueeze(0), weight_hh.unsqueeze(0))
+        )
         bias = (self.bias_ih + self.bias_hh).unsqueeze(0) if self.bias else None
         w_peep = None
         if self.peephole:
             w_peep = torch.stack([self.weight_ci, self.weight_cf, self.weight_co]).unsqueeze(0)
-        _y, h_n, c_n = functional.lstm_layer(x.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0),
-                                             w_ih, w_hh, bias, None, w_peep, None,
-                                             backend=self.backend)
+        _y, h_n, c_n = functional.lstm_layer(
+            x.unsqueeze(0),
+            h.unsqueeze(0),
+            c.unsqueeze(0),
+            w_ih,
+            w_hh,
+            bias,
+            None,
+            w_peep,
+            None,
+            backend=self.backend,
+        )
         h_n, c_n = h_n[0], c_n[0]
         if h_n.dtype != c.dtype and torch.is_autocast_enabled(x.device.type):
             # nn.LSTMCell under autocast: the gate matmuls in the autocast dtype, the cell

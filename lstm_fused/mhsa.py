@@ -16,6 +16,7 @@ default generator: the same weights as nn's dropout in distribution, not the sam
 draws.
 Dimension letters: B batch, T time steps, E embed dim, N heads, Dh = E // N.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -24,8 +25,11 @@ import torch
 from torch import nn
 
 from ._checks import ShapeError
-from .functional.mhsa import (draw_seed, multihead_self_attention,  # noqa: F401
-                                        self_attention_core)
+from .functional.mhsa import (  # noqa: F401  (draw_seed, self_attention_core: re-exported)
+    draw_seed,
+    multihead_self_attention,
+    self_attention_core,
+)
 from .ops.registry import check_name
 
 _WHERE = "MultiheadSelfAttention"
@@ -40,8 +44,18 @@ class MultiheadSelfAttention(nn.Module):
     ((B, T, E) with batch_first, (T, E) unbatched); out has x's shape; weights (B, T, T)
     averaged over heads."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 *, batch_first: bool = False, backend: str = "auto", device=None, dtype=None):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        *,
+        batch_first: bool = False,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -49,10 +63,15 @@ class MultiheadSelfAttention(nn.Module):
             if value <= 0:
                 raise ValueError(f"{_WHERE}: {name} must be greater than zero, got {value}")
         if embed_dim % num_heads != 0:  # nn.MultiheadAttention asserts it
-            raise ShapeError(f"{_WHERE}: embed_dim ({embed_dim}) must be divisible by "
-                             f"num_heads, got num_heads = {num_heads}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0 <= dropout <= 1:
+            raise ShapeError(
+                f"{_WHERE}: embed_dim ({embed_dim}) must be divisible by "
+                f"num_heads, got num_heads = {num_heads}"
+            )
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0 <= dropout <= 1
+        ):
             raise ValueError(f"{_WHERE}: dropout must be a number in [0, 1], got {dropout!r}")
         self.backend = check_name(backend)
         self.embed_dim = embed_dim
@@ -76,18 +95,31 @@ class MultiheadSelfAttention(nn.Module):
             nn.init.zeros_(self.in_proj_bias)
             nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                need_weights: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, need_weights: bool = False
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if not isinstance(need_weights, bool):
-            raise TypeError(f"{_WHERE}: need_weights must be a bool, got "
-                            f"{type(need_weights).__name__}")
+            raise TypeError(
+                f"{_WHERE}: need_weights must be a bool, got {type(need_weights).__name__}"
+            )
         return multihead_self_attention(
-            x, lengths, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight,
-            self.out_proj.bias, self.num_heads, batch_first=self.batch_first,
-            need_weights=need_weights, dropout_p=self.dropout, training=self.training,
-            backend=self.backend)
+            x,
+            lengths,
+            self.in_proj_weight,
+            self.in_proj_bias,
+            self.out_proj.weight,
+            self.out_proj.bias,
+            self.num_heads,
+            batch_first=self.batch_first,
+            need_weights=need_weights,
+            dropout_p=self.dropout,
+            training=self.training,
+            backend=self.backend,
+        )
 
     def extra_repr(self) -> str:
-        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
-                f"dropout={self.dropout}, bias={self.in_proj_bias is not None}, "
-                f"batch_first={self.batch_first}, backend={self.backend!r}")
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+            f"dropout={self.dropout}, bias={self.in_proj_bias is not None}, "
+            f"batch_first={self.batch_first}, backend={self.backend!r}"
+        )

@@ -24,6 +24,7 @@ pass to torch.onnx.export):
   with torch ops (`dynamo_layer`).
 The C++ extension must be loaded for the TorchScript road (its operator is what is traced).
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,16 +32,24 @@ import torch
 LAYER_OP = "lstm_fused::lstm_layer_inference"  # what the TorchScript exporter traces
 MIN_OPSET = 14  # the symbolic is registered for opsets >= 14 (the LSTM-14 schema)
 
-PROJECTION_ERROR = ("lstm_fused: ONNX export of an LSTM with proj_size > 0 is not supported: "
-                    "ONNX's LSTM operator has no projection (weight_hr). Export without "
-                    "proj_size, or keep the model in PyTorch (torch.export works).")
+PROJECTION_ERROR = (
+    "lstm_fused: ONNX export of an LSTM with proj_size > 0 is not supported: "
+    "ONNX's LSTM operator has no projection (weight_hr). Export without "
+    "proj_size, or keep the model in PyTorch (torch.export works)."
+)
 
 
 def onnx_gate_order(hidden_size: int) -> torch.Tensor:
     """Row indices that take PyTorch's (i, f, g, o) blocks of 4H rows to ONNX's (i, o, f, c)."""
     H = hidden_size
-    return torch.cat([torch.arange(0, H), torch.arange(3 * H, 4 * H), torch.arange(H, 2 * H),
-                      torch.arange(2 * H, 3 * H)])
+    return torch.cat(
+        [
+            torch.arange(0, H),
+            torch.arange(3 * H, 4 * H),
+            torch.arange(H, 2 * H),
+            torch.arange(2 * H, 3 * H),
+        ]
+    )
 
 
 # Peephole rows: ours (w_ci, w_cf, w_co) -> ONNX's P = (P_i, P_o, P_f).
@@ -68,6 +77,7 @@ def exporting_onnx() -> bool:
 
 
 # ----------------------------------------------------------------------- TorchScript exporter
+
 
 def _absent(g):
     """An optional ONNX input left out."""
@@ -97,11 +107,15 @@ def _symbolic_layer(g, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, reset
     seq = _absent(g) if sh._is_none(lengths) else g.op("Cast", lengths, to_i=6)  # int32
     inputs = [x, W, R, B, seq, h0, c0]
     if not sh._is_none(w_peep):
-        p = g.op("Gather", w_peep, g.op("Constant", value_t=torch.tensor(PEEPHOLE_ORDER)),
-                 axis_i=1)
+        p = g.op("Gather", w_peep, g.op("Constant", value_t=torch.tensor(PEEPHOLE_ORDER)), axis_i=1)
         inputs.append(g.op("Reshape", p, g.op("Constant", value_t=torch.tensor([D, 3 * H]))))
-    Y, Y_h, Y_c = g.op("LSTM", *inputs, hidden_size_i=H,
-                       direction_s="bidirectional" if D == 2 else "forward", outputs=3)
+    Y, Y_h, Y_c = g.op(
+        "LSTM",
+        *inputs,
+        hidden_size_i=H,
+        direction_s="bidirectional" if D == 2 else "forward",
+        outputs=3,
+    )
     Y = g.op("Transpose", Y, perm_i=[0, 2, 1, 3])  # (T, D, B, H) -> (T, B, D, H)
     y = g.op("Reshape", Y, g.op("Constant", value_t=torch.tensor([0, 0, -1])))
     return y, Y_h, Y_c
@@ -119,6 +133,7 @@ def register() -> None:
 
 
 # ---------------------------------------------------------------- torch.export-based exporter
+
 
 def dynamo_layer(x, h0, c0, w_ih, w_hh, bias, w_peep, lengths):
     """One layer call inside torch.onnx.export(dynamo=True): the operands in ONNX's layout by
@@ -140,8 +155,11 @@ def dynamo_layer(x, h0, c0, w_ih, w_hh, bias, w_peep, lengths):
     if w_peep is not None:
         P = w_peep[:, PEEPHOLE_ORDER].reshape(D, 3 * H)
     Y, Y_h, Y_c = torch.onnx.ops.symbolic_multi_out(
-        "LSTM", [x, W, R, B, seq, h0, c0, P],
+        "LSTM",
+        [x, W, R, B, seq, h0, c0, P],
         dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward"),
-        dtypes=(x.dtype, x.dtype, x.dtype), shapes=((T, D, Bsz, H), (D, Bsz, H), (D, Bsz, H)),
-        version=MIN_OPSET)
+        dtypes=(x.dtype, x.dtype, x.dtype),
+        shapes=((T, D, Bsz, H), (D, Bsz, H), (D, Bsz, H)),
+        version=MIN_OPSET,
+    )
     return Y.permute(0, 2, 1, 3).reshape(T, Bsz, D * H), Y_h, Y_c

@@ -3,6 +3,7 @@
 Written for clarity, one time step at a time; float64-capable, differentiable by autograd.
 Shapes use the letters of docs/contract.md (T, B, I, H, P, R = P or H, G = 4H, D directions).
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,7 @@ def reset_before(resets, direction: int, valid=None):
     return shifted.unsqueeze(2)
 
 
-def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths=None,
-               resets=None):
+def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths=None, resets=None):
     """One layer, every direction (csrc/lstm_layer_args.h has the shapes).
 
     x (T, B, I); h0 (D, B, R); c0 (D, B, H); w_ih (D, G, I); w_hh (D, G, R); bias (D, G);
@@ -77,10 +77,15 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, bias=None, w_hr=None, w_peep=None, lengths
                 h = torch.where(fresh[t], h0[d], h)
                 c = torch.where(fresh[t], c0[d], c)
             h_new, c_new = lstm_cell(
-                x[t], h, c, w_ih[d], w_hh[d],
+                x[t],
+                h,
+                c,
+                w_ih[d],
+                w_hh[d],
                 None if bias is None else bias[d],
                 None if w_hr is None else w_hr[d],
-                None if w_peep is None else w_peep[d])
+                None if w_peep is None else w_peep[d],
+            )
             if valid is not None:
                 h = torch.where(valid[t], h_new, h)
                 c = torch.where(valid[t], c_new, c)
@@ -145,8 +150,9 @@ def attention_pooling(x, proj, v, qproj=None, lengths=None):
     # log-sum-exp of the valid scores; empty rows are -inf, computed so that no NaN gradient
     # comes out of them (logsumexp of an all -inf row has a NaN gradient).
     empty = ~keep.any(dim=1, keepdim=True)
-    e_valid = torch.where(keep | empty, torch.where(keep, e, torch.zeros_like(e)),
-                          torch.full_like(e, float("-inf")))
+    e_valid = torch.where(
+        keep | empty, torch.where(keep, e, torch.zeros_like(e)), torch.full_like(e, float("-inf"))
+    )
     lse = torch.logsumexp(e_valid, dim=1) if T > 0 else e.new_zeros((B,))
     lse = torch.where(empty.squeeze(1), torch.full_like(lse, float("-inf")), lse)
     return c, alpha, lse

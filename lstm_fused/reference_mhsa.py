@@ -10,6 +10,7 @@ computed like nn does (they attend to the valid keys). A batch row with length 0
 all: nn returns NaN there; here its attention weights are all zero and its attention context is
 zero, so its output is out_proj.bias (zero without bias), never NaN.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 
-def key_padding(lengths: Optional[torch.Tensor], batch: int, steps: int,
-                device) -> Optional[torch.Tensor]:
+def key_padding(
+    lengths: Optional[torch.Tensor], batch: int, steps: int, device
+) -> Optional[torch.Tensor]:
     """Boolean (B, T), True on padding (t >= lengths[b]); None when lengths is None."""
     if lengths is None:
         return None
@@ -28,8 +30,9 @@ def key_padding(lengths: Optional[torch.Tensor], batch: int, steps: int,
     return t[None, :] >= lengths.to(device)[:, None]
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, lengths: Optional[torch.Tensor],
-                      scale: float) -> torch.Tensor:
+def attention_weights(
+    q: torch.Tensor, k: torch.Tensor, lengths: Optional[torch.Tensor], scale: float
+) -> torch.Tensor:
     """softmax(scale * q k^T) over the valid keys. q, k (B, N, T, Dh) -> (B, N, T, T).
 
     Padded keys get exact zeros; a batch row without valid key (length 0) gets all zeros."""
@@ -70,8 +73,7 @@ def keep_scale(dropout_p: float) -> float:
     return 16777216.0 / (16777216.0 - threshold) if threshold < (1 << 24) else 0.0
 
 
-def dropout_keep_mask(seed, B: int, N: int, T: int, dropout_p: float,
-                      device=None) -> torch.Tensor:
+def dropout_keep_mask(seed, B: int, N: int, T: int, dropout_p: float, device=None) -> torch.Tensor:
     """Boolean (B, N, T, T): which attention weights the fused kernels keep for `seed` (an int
     or a one-element int64 tensor).
 
@@ -95,14 +97,23 @@ def drop_weights(weights: torch.Tensor, seed, dropout_p: float) -> torch.Tensor:
     by keep_scale(p) (1 / (1 - p) up to p's rounding to 2^-24), the others 0."""
     B, N, T, _ = weights.shape
     keep = dropout_keep_mask(seed, B, N, T, dropout_p, weights.device)
-    return torch.where(keep, weights * keep_scale(dropout_p),
-                       torch.zeros((), dtype=weights.dtype, device=weights.device))
+    return torch.where(
+        keep,
+        weights * keep_scale(dropout_p),
+        torch.zeros((), dtype=weights.dtype, device=weights.device),
+    )
 
 
-def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   lengths: Optional[torch.Tensor], scale: float, dropout_p: float = 0.0,
-                   training: bool = False, seed=None
-                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+def attention_core(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: Optional[torch.Tensor],
+    scale: float,
+    dropout_p: float = 0.0,
+    training: bool = False,
+    seed=None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """The fused kernels' function: (softmax(scale q k^T) masked) v.
 
     q, k, v (B, N, T, Dh); lengths (B,) int or None. Returns (out (B, N, T, Dh), weights
@@ -132,12 +143,20 @@ def merge_heads(out: torch.Tensor) -> torch.Tensor:
     return out.permute(2, 0, 1, 3).reshape(T, B, N * Dh)
 
 
-def multihead_self_attention(x: torch.Tensor, lengths: Optional[torch.Tensor],
-                             in_proj_weight: torch.Tensor, in_proj_bias: Optional[torch.Tensor],
-                             out_proj_weight: torch.Tensor,
-                             out_proj_bias: Optional[torch.Tensor], num_heads: int, *,
-                             batch_first: bool = False, need_weights: bool = False,
-                             dropout_p: float = 0.0, training: bool = False):
+def multihead_self_attention(
+    x: torch.Tensor,
+    lengths: Optional[torch.Tensor],
+    in_proj_weight: torch.Tensor,
+    in_proj_bias: Optional[torch.Tensor],
+    out_proj_weight: torch.Tensor,
+    out_proj_bias: Optional[torch.Tensor],
+    num_heads: int,
+    *,
+    batch_first: bool = False,
+    need_weights: bool = False,
+    dropout_p: float = 0.0,
+    training: bool = False,
+):
     """The whole module in plain PyTorch.
 
     x (T, B, E) (or (B, T, E) with batch_first); in_proj_weight (3E, E); in_proj_bias (3E,);
@@ -146,7 +165,7 @@ def multihead_self_attention(x: torch.Tensor, lengths: Optional[torch.Tensor],
     if batch_first:
         x = x.transpose(0, 1)
     T, B, E = x.shape
-    qkv = F.linear(x, in_proj_weight, in_proj_bias)          # (T, B, 3E)
+    qkv = F.linear(x, in_proj_weight, in_proj_bias)  # (T, B, 3E)
     q, k, v = (split_heads(part, num_heads) for part in qkv.chunk(3, dim=-1))
     scale = (E // num_heads) ** -0.5
     ctx, weights = attention_core(q, k, v, lengths, scale, dropout_p, training)

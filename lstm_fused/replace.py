@@ -1,4 +1,5 @@
 """replace_lstm: swap every nn.LSTM / nn.LSTMCell inside a model for the fused module."""
+
 from __future__ import annotations
 
 import warnings
@@ -18,18 +19,33 @@ from .lstm import LSTM, LSTMCell
 # The per-module hook dicts of torch.nn.Module. The twin gets the very same dict objects, so the
 # handles returned before the swap still remove their hooks.
 _HOOK_DICTS = (
-    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-    "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
-    "_backward_pre_hooks", "_is_full_backward_hook", "_state_dict_hooks", "_state_dict_pre_hooks",
-    "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_is_full_backward_hook",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
 )
 
 # What nn.LSTM.forward / nn.LSTMCell.forward run of their own class: a subclass that overrides
 # one of these computes something the fused module does not.
 _FORWARD_PATH = {
-    nn.LSTM: ("forward", "check_forward_args", "check_input", "check_hidden_size",
-              "get_expected_hidden_size", "get_expected_cell_size", "permute_hidden",
-              "_update_flat_weights"),
+    nn.LSTM: (
+        "forward",
+        "check_forward_args",
+        "check_input",
+        "check_hidden_size",
+        "get_expected_hidden_size",
+        "get_expected_cell_size",
+        "permute_hidden",
+        "_update_flat_weights",
+    ),
     nn.LSTMCell: ("forward",),
 }
 
@@ -42,8 +58,11 @@ def _overrides(module: nn.Module) -> List[str]:
     """The forward-path methods of nn.LSTM / nn.LSTMCell that type(module) overrides. Classes
     made by torch.nn.utils.parametrize override none."""
     base = _base(module)
-    return [name for name in _FORWARD_PATH[base]
-            if getattr(type(module), name) is not getattr(base, name)]
+    return [
+        name
+        for name in _FORWARD_PATH[base]
+        if getattr(type(module), name) is not getattr(base, name)
+    ]
 
 
 def _move_hooks(old: nn.Module, new: nn.Module) -> None:
@@ -69,9 +88,18 @@ def _fused_twin(old: nn.Module, backend: str) -> nn.Module:
     if isinstance(old, nn.LSTM):
         with warnings.catch_warnings():  # nn.LSTM warned already of dropout with one layer
             warnings.simplefilter("ignore", UserWarning)
-            new = LSTM(old.input_size, old.hidden_size, old.num_layers, old.bias,
-                       old.batch_first, old.dropout, old.bidirectional, old.proj_size,
-                       device="meta", backend=backend)
+            new = LSTM(
+                old.input_size,
+                old.hidden_size,
+                old.num_layers,
+                old.bias,
+                old.batch_first,
+                old.dropout,
+                old.bidirectional,
+                old.proj_size,
+                device="meta",
+                backend=backend,
+            )
     else:
         new = LSTMCell(old.input_size, old.hidden_size, old.bias, device="meta", backend=backend)
     parametrized = list(old.parametrizations) if parametrize.is_parametrized(old) else []
@@ -100,8 +128,9 @@ def _fused_twin(old: nn.Module, backend: str) -> nn.Module:
     return new
 
 
-def replace_lstm(module: nn.Module, backend: str = "auto", *,
-                 allow_subclasses: bool = False) -> nn.Module:
+def replace_lstm(
+    module: nn.Module, backend: str = "auto", *, allow_subclasses: bool = False
+) -> nn.Module:
     """Swap every nn.LSTM and nn.LSTMCell inside `module` (in place) for lstm_fused.LSTM /
     LSTMCell with the same weights, device, dtype and training mode; returns `module`
     (or the replacement, when `module` itself is an nn.LSTM / nn.LSTMCell).
@@ -118,8 +147,9 @@ def replace_lstm(module: nn.Module, backend: str = "auto", *,
     """
     check_name(backend)
     if not isinstance(module, nn.Module):
-        raise TypeError(f"replace_lstm: module must be a torch.nn.Module, got "
-                        f"{type(module).__name__}")
+        raise TypeError(
+            f"replace_lstm: module must be a torch.nn.Module, got {type(module).__name__}"
+        )
     targets: List[Tuple[nn.Module, str, nn.Module]] = []
     if isinstance(module, (nn.LSTM, nn.LSTMCell)):
         found = [("", module)]
@@ -139,7 +169,8 @@ def replace_lstm(module: nn.Module, backend: str = "auto", *,
                     f"subclass of nn.{_base(child).__name__} that overrides "
                     f"{', '.join(overridden)}; the fused module would not run that code. Pass "
                     f"allow_subclasses=True to replace it anyway (its overrides are then not "
-                    f"used), or replace its inner modules yourself.")
+                    f"used), or replace its inner modules yourself."
+                )
     twins: Dict[int, nn.Module] = {}
 
     def twin(child):

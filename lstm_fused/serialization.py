@@ -10,6 +10,7 @@ classes, and the torch.nn classes they are built of, on that list:
 or once for the process: torch.serialization.add_safe_globals(lstm_fused.safe_globals()).
 The classes of the user's own modules around them (MyModel above) are the user's to add.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -25,5 +26,13 @@ def safe_globals() -> List[type]:
     """The classes torch.load(weights_only=True) must allow to load any lstm_fused module:
     the lstm_fused modules and the torch.nn submodules they hold (Linear in the attention
     heads, Conv1d in ChannelAttention's "eca" mode). A new list on each call."""
-    return [LSTM, LSTMCell, AttentionPooling, AttentiveLSTM, ChannelAttention,
-            MultiheadSelfAttention, nn.Linear, nn.Conv1d]
+    return [
+        LSTM,
+        LSTMCell,
+        AttentionPooling,
+        AttentiveLSTM,
+        ChannelAttention,
+        MultiheadSelfAttention,
+        nn.Linear,
+        nn.Conv1d,
+    ]

@@ -13,6 +13,7 @@ when it is loaded. Tests and benchmarks change a switch for a block with
 kernel is defined, so overriding triton_interpret changes only which tensors lstm_fused hands
 to the Triton backend (tests of its reasons), not Triton.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,14 +53,17 @@ _listeners: List[Callable[[str, str], None]] = []
 
 def _checked(name: str, value: str, source: str) -> str:
     if name not in SWITCHES:
-        raise ValueError(f"lstm_fused: no switch named {name!r}; the switches are "
-                         f"{', '.join(SWITCHES)}")
+        raise ValueError(
+            f"lstm_fused: no switch named {name!r}; the switches are {', '.join(SWITCHES)}"
+        )
     env, allowed = SWITCHES[name]
     value = "" if value is None else str(value)
     if value not in allowed:
         shown = ", ".join(repr(v) for v in allowed if v)
-        raise ValueError(f"lstm_fused: {source}{env}={value} is not a valid {name} switch; "
-                         f"expected one of {shown} (or unset)")
+        raise ValueError(
+            f"lstm_fused: {source}{env}={value} is not a valid {name} switch; "
+            f"expected one of {shown} (or unset)"
+        )
     return value
 
 

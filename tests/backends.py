@@ -13,6 +13,7 @@ A case is skipped only where this machine lacks what the backend needs (a GPU, T
 interpreter, a build of lstm_fused._C with those kernels), with that reason. What a backend
 cannot compute (a dtype, a feature) is not a skip: a test that lists it fails.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,8 @@ import pytest
 import torch
 
 import lstm_fused
-from lstm_fused.ops import library as _library     # loads lstm_fused._C
-from lstm_fused.ops import registry as _registry   # op family -> backend -> implementation
+from lstm_fused.ops import library as _library  # loads lstm_fused._C
+from lstm_fused.ops import registry as _registry  # op family -> backend -> implementation
 from lstm_fused import switches
 
 BACKENDS = ("cuda", "triton", "cpu", "reference")
@@ -140,14 +141,21 @@ def case(op: str, backend: str, *values, id: str = None, cpu_tensors: bool = Fal
     return pytest.param(backend, *values, id=id or backend, marks=marks)
 
 
-def cases(op: str, backends: Sequence[str] = BACKENDS, dtypes: Sequence[torch.dtype] = None,
-          cpu_tensors: bool = False):
+def cases(
+    op: str,
+    backends: Sequence[str] = BACKENDS,
+    dtypes: Sequence[torch.dtype] = None,
+    cpu_tensors: bool = False,
+):
     """case() per backend, or per (backend, dtype) when dtypes are given, with ids like "cpu" /
     "cpu-float32"."""
     if dtypes is None:
         return [case(op, b, cpu_tensors=cpu_tensors) for b in backends]
-    return [case(op, b, dt, id=f"{b}-{dtype_id(dt)}", cpu_tensors=cpu_tensors)
-            for b in backends for dt in dtypes]
+    return [
+        case(op, b, dt, id=f"{b}-{dtype_id(dt)}", cpu_tensors=cpu_tensors)
+        for b in backends
+        for dt in dtypes
+    ]
 
 
 def call_reason(op: str, backend: str, device, dtype: torch.dtype, **features) -> Optional[str]:

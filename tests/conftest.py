@@ -9,6 +9,7 @@
 - The slow_compile marker (real compilers, minutes on a cold cache) is declared in pytest.ini,
   which leaves those tests out unless -m "" is given (.ci/run does).
 """
+
 import os
 
 import pytest
@@ -17,7 +18,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("LSTM_FUSED_POISON", "1")
-
 
 
 @pytest.fixture

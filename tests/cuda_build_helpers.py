@@ -13,6 +13,7 @@ $LSTM_FUSED_COMPILE_CACHE (default .cicache/compile/ under the repository, git-i
 second run with nothing changed reads the results back in seconds; change a header or a flag
 and its files compile again.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -61,8 +62,10 @@ def torch_cxx_std():
 
     found = re.findall(r"c\+\+(\d\d)", inspect.getsource(cpp_extension.BuildExtension))
     if not found:
-        raise RuntimeError("cannot find the C++ standard in torch.utils.cpp_extension."
-                           "BuildExtension; update tests/cuda_build_helpers.py")
+        raise RuntimeError(
+            "cannot find the C++ standard in torch.utils.cpp_extension."
+            "BuildExtension; update tests/cuda_build_helpers.py"
+        )
     return f"-std=c++{max(found, key=int)}"
 
 
@@ -75,14 +78,28 @@ def include_flags():
 
 def nvcc_command(src: Path, obj: Path, archs=ARCHS, resource_usage=True):
     """nvcc -c of one .cu with setup.py's flags (and the defines CUDAExtension adds)."""
-    flags = ["-c", str(src), "-o", str(obj), torch_cxx_std(), "-O3", "-lineinfo",
-             "--expt-relaxed-constexpr",
-             "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
-             "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-             "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
-             "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-DLSTM_FUSED_WITH_CUDA=1",
-             "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H",
-             "--compiler-options", "-fPIC"]
+    flags = [
+        "-c",
+        str(src),
+        "-o",
+        str(obj),
+        torch_cxx_std(),
+        "-O3",
+        "-lineinfo",
+        "--expt-relaxed-constexpr",
+        "-D__CUDA_NO_HALF_OPERATORS__",
+        "-D__CUDA_NO_HALF_CONVERSIONS__",
+        "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        "-D__CUDA_NO_HALF2_OPERATORS__",
+        "-U__CUDA_NO_HALF_OPERATORS__",
+        "-U__CUDA_NO_HALF_CONVERSIONS__",
+        "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        "-DLSTM_FUSED_WITH_CUDA=1",
+        "-DTORCH_EXTENSION_NAME=_C",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        "--compiler-options",
+        "-fPIC",
+    ]
     if resource_usage:
         flags.append("--resource-usage")
     for arch in archs:
@@ -92,9 +109,17 @@ def nvcc_command(src: Path, obj: Path, archs=ARCHS, resource_usage=True):
 
 def cxx_command(src: Path):
     """The host compiler's syntax check of one csrc/cuda/*.cpp (the torch and CUDA headers)."""
-    return [CXX, "-fsyntax-only", torch_cxx_std(), "-fPIC", str(src), f"-I{CUDA_INCLUDE}",
-            "-DLSTM_FUSED_WITH_CUDA=1", "-DTORCH_EXTENSION_NAME=_C",
-            "-DTORCH_API_INCLUDE_EXTENSION_H"] + include_flags()
+    return [
+        CXX,
+        "-fsyntax-only",
+        torch_cxx_std(),
+        "-fPIC",
+        str(src),
+        f"-I{CUDA_INCLUDE}",
+        "-DLSTM_FUSED_WITH_CUDA=1",
+        "-DTORCH_EXTENSION_NAME=_C",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+    ] + include_flags()
 
 
 def warnings_in_our_code(output: str):
@@ -187,8 +212,15 @@ def parse_resource_usage(output: str):
     for line in output.splitlines():
         m = _ENTRY.search(line)
         if m:
-            cur = {"kernel": m.group(1), "arch": m.group(2), "registers": None, "stack": 0,
-                   "spill_stores": 0, "spill_loads": 0, "smem": 0}
+            cur = {
+                "kernel": m.group(1),
+                "arch": m.group(2),
+                "registers": None,
+                "stack": 0,
+                "spill_stores": 0,
+                "spill_loads": 0,
+                "smem": 0,
+            }
             kernels.append(cur)
             continue
         if cur is None:

@@ -6,6 +6,7 @@ lstm_fused_emu with the same fake kernels and autograd (tests/test_cuda_emulated
 what this checks). Several test files use it; a library may be loaded only once per process
 (its TORCH_LIBRARY block), hence the cache.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,12 +37,17 @@ def emulated_ops(tmp_path_factory):
         wrapper = build / (src.stem + "_emu.cpp")
         wrapper.write_text(f'#include "{src}"\n')
         sources.append(str(wrapper))
-    load(name="lstm_fused_cuda_emu", sources=sources,
-         extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
-         # no -std: load() adds the standard the installed torch's headers need
-         extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
-         extra_ldflags=["-pthread"],
-         build_directory=str(build), is_python_module=False, verbose=False)
+    load(
+        name="lstm_fused_cuda_emu",
+        sources=sources,
+        extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
+        # no -std: load() adds the standard the installed torch's headers need
+        extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
+        extra_ldflags=["-pthread"],
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=False,
+    )
     register_like_lstm_fused("lstm_fused_emu")
     ops = torch.ops.lstm_fused_emu
     ops.set_switch("poison", "1")  # unwritten outputs come out NaN

@@ -1,6 +1,7 @@
 """Test helpers: comparisons of outputs and gradients, random inputs with edge-case lengths,
 poisoned padding and NaN-filled allocations (so an element a kernel forgets to write, or
 padding it reads, fails the comparison). Tolerances: tests/tolerances.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,9 +23,13 @@ def assert_close_scaled(actual, expected, dtype, what, factor=1.0, kind="cuda_ke
     assert torch.isfinite(actual).all(), f"{what}: non-finite values (unwritten?) {actual}"
     t = tol(kind, dtype)
     scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.detach().cpu().double(), expected.detach(),
-                               rtol=factor * t["rtol"], atol=factor * t["atol"] * scale,
-                               msg=lambda m: f"{what} ({dtype}): {m}")
+    torch.testing.assert_close(
+        actual.detach().cpu().double(),
+        expected.detach(),
+        rtol=factor * t["rtol"],
+        atol=factor * t["atol"] * scale,
+        msg=lambda m: f"{what} ({dtype}): {m}",
+    )
 
 
 # The layer configurations of the CUDA kernel tests, name: (T, B, I, H, P, D, peephole,
@@ -33,13 +38,17 @@ def assert_close_scaled(actual, expected, dtype, what, factor=1.0, kind="cuda_ke
 _LAYER_CONFIGS = {
     "uni": ((7, 3, 5, 16, 0, 1, False, None), (5, 3, 5, 8, 0, 1, False, None)),
     "bi": ((6, 4, 5, 16, 0, 2, False, None), (5, 4, 5, 8, 0, 2, False, None)),
-    "bi-lengths": ((6, 4, 5, 16, 0, 2, False, [6, 1, 0, 4]), (6, 4, 5, 8, 0, 2, False,
-                                                              [6, 1, 0, 4])),
+    "bi-lengths": (
+        (6, 4, 5, 16, 0, 2, False, [6, 1, 0, 4]),
+        (6, 4, 5, 8, 0, 2, False, [6, 1, 0, 4]),
+    ),
     "proj": ((5, 3, 4, 16, 8, 2, False, [5, 2, 3]),) * 2,
     "peephole": ((5, 3, 4, 16, 0, 2, True, [2, 5, 0]), (5, 3, 4, 8, 0, 2, True, [2, 5, 0])),
     "odd-H": ((4, 2, 3, 5, 0, 2, True, None),) * 2,  # H not a multiple of the vector width
-    "all": ((6, 5, 6, 24, 12, 2, True, [6, 3, 1, 0, 5]), (5, 5, 6, 16, 4, 2, True,
-                                                          [5, 3, 1, 0, 4])),
+    "all": (
+        (6, 5, 6, 24, 12, 2, True, [6, 3, 1, 0, 5]),
+        (5, 5, 6, 16, 4, 2, True, [5, 3, 1, 0, 4]),
+    ),
 }
 
 
@@ -61,11 +70,18 @@ def layer_args(cfg, dtype, device="cpu", seed=0, lengths_dtype=torch.int64):
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
 
     return dict(
-        x=rnd(T, B, I, scale=1.0), h0=rnd(D, B, R), c0=rnd(D, B, H), w_ih=rnd(D, 4 * H, I),
-        w_hh=rnd(D, 4 * H, R), bias=rnd(D, 4 * H), w_hr=rnd(D, P, H) if P else None,
+        x=rnd(T, B, I, scale=1.0),
+        h0=rnd(D, B, R),
+        c0=rnd(D, B, H),
+        w_ih=rnd(D, 4 * H, I),
+        w_hh=rnd(D, 4 * H, R),
+        bias=rnd(D, 4 * H),
+        w_hr=rnd(D, P, H) if P else None,
         w_peep=rnd(D, 3, H) if peephole else None,
-        lengths=None if lengths is None else torch.tensor(lengths, dtype=lengths_dtype,
-                                                          device=device))
+        lengths=None
+        if lengths is None
+        else torch.tensor(lengths, dtype=lengths_dtype, device=device),
+    )
 
 
 def float64_cpu(args, requires_grad=False):

@@ -3,6 +3,7 @@ softmax, additive attention pooling, channel attention. Each is checked against 
 reference on random inputs with lengths 0, 1, T and random ones, with padding poisoned by NaN /
 inf and every fresh allocation NaN-filled; gradients by gradcheck in float64 and against the
 reference; the operators by torch.library.opcheck; bad input by the error it raises."""
+
 import math
 
 import pytest
@@ -20,6 +21,7 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
 # ------------------------------------------------------------------------------ masked softmax
+
 
 def _softmax_truth(scores, lengths, mask, scale, dim):
     """float64 reference along `dim`, padding zeroed first."""
@@ -42,8 +44,9 @@ def test_masked_softmax_lengths_match_reference(backend, dtype):
     poisoned = poison_padding(scores.transpose(1, 2), lengths).transpose(1, 2)
     poisoned = poisoned.to(dtype).to(device_of(backend))
     with nan_filled_empty():
-        out = functional.masked_softmax(poisoned, lengths.to(poisoned.device), scale=0.7,
-                                        backend=backend)
+        out = functional.masked_softmax(
+            poisoned, lengths.to(poisoned.device), scale=0.7, backend=backend
+        )
     truth = _softmax_truth(poisoned.cpu().nan_to_num(0, 0, 0), lengths, None, 0.7, -1)
     assert out.dtype == dtype and out.shape == scores.shape
     assert not out.isnan().any()
@@ -72,15 +75,17 @@ def test_masked_softmax_mask_and_other_dim(backend):
 
 def test_masked_softmax_without_masking_is_softmax():
     x = torch.randn(3, 4, 11, dtype=torch.float64)
-    torch.testing.assert_close(functional.masked_softmax(x, scale=2.0, backend="cpu"),
-                               torch.softmax(2.0 * x, -1))
+    torch.testing.assert_close(
+        functional.masked_softmax(x, scale=2.0, backend="cpu"), torch.softmax(2.0 * x, -1)
+    )
 
 
 def test_masked_softmax_large_scores_stay_finite():
     x = torch.tensor([[1e4, -1e4, 1e4 - 1.0, 0.0]])
     out = functional.masked_softmax(x, torch.tensor([3]), backend="cpu")
-    torch.testing.assert_close(out, torch.tensor([[1 / (1 + math.exp(-1)), 0.0,
-                                                   math.exp(-1) / (1 + math.exp(-1)), 0.0]]))
+    torch.testing.assert_close(
+        out, torch.tensor([[1 / (1 + math.exp(-1)), 0.0, math.exp(-1) / (1 + math.exp(-1)), 0.0]])
+    )
 
 
 @pytest.mark.parametrize("backend", cases("masked_softmax", NATIVE))
@@ -110,25 +115,28 @@ def test_masked_softmax_gradcheck(backend):
     mask = torch.rand(4, 2, 6) > 0.3
     assert torch.autograd.gradcheck(
         lambda s: functional.masked_softmax(s, lengths, mask=mask, scale=0.5, backend=backend),
-        (scores,))
+        (scores,),
+    )
 
 
 # --------------------------------------------------------------------------- attention pooling
+
 
 def _pooling_truth(x, module, lengths, query=None):
     """float64 reference of AttentionPooling from its parameters; x (B, T, D)."""
     xd = x.double().nan_to_num(0, 0, 0)
     proj = xd @ module.proj.weight.double().t() + module.proj.bias.double()
     qproj = None if query is None else query.double() @ module.query_proj.weight.double().t()
-    c, alpha, _ = reference.attention_pooling(xd, proj, module.score.weight.double().view(-1),
-                                              qproj, lengths)
+    c, alpha, _ = reference.attention_pooling(
+        xd, proj, module.score.weight.double().view(-1), qproj, lengths
+    )
     return c, alpha
 
 
 @pytest.mark.parametrize("backend", cases("attention_pooling", NATIVE + ["reference"]))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_query", [False, True])
-@pytest.mark.parametrize("D, A", [(10, 7), (75, 37)])   # 75, 37: whole vector blocks and tails
+@pytest.mark.parametrize("D, A", [(10, 7), (75, 37)])  # 75, 37: whole vector blocks and tails
 def test_attention_pooling_matches_reference(backend, dtype, with_query, D, A):
     torch.manual_seed(4)
     check_pooling(backend, dtype, B=6, T=23, D=D, A=A, Q=5 if with_query else 0)
@@ -138,15 +146,17 @@ def check_pooling(backend, dtype, B, T, D, A, Q):
     """AttentionPooling(D, A, Q) on `backend` against the float64 reference, lengths 0, 1, T
     and random, padding poisoned, fresh allocations NaN-filled: a zero row for length 0."""
     device = device_of(backend)
-    module = lstm_fused.AttentionPooling(D, A, Q, batch_first=True,
-                                         backend=backend).to(device, dtype)
+    module = lstm_fused.AttentionPooling(D, A, Q, batch_first=True, backend=backend).to(
+        device, dtype
+    )
     lengths = lengths_with_edges(B, T)
     x = poison_padding(torch.randn(B, T, D), lengths).to(device, dtype)
     query = torch.randn(B, Q, device=device, dtype=dtype) if Q else None
     with nan_filled_empty():
         c, alpha = module(x, lengths.to(device), query)
-    c_ref, alpha_ref = _pooling_truth(x.cpu(), module.cpu(), lengths,
-                                      None if query is None else query.cpu())
+    c_ref, alpha_ref = _pooling_truth(
+        x.cpu(), module.cpu(), lengths, None if query is None else query.cpu()
+    )
     assert c.dtype == dtype and c.shape == (B, D) and alpha.shape == (B, T)
     assert not c.isnan().any() and not alpha.isnan().any()
     t = tol("attention_online", dtype)
@@ -172,12 +182,13 @@ def test_attention_pooling_time_major_view(backend):
 
 @pytest.mark.parametrize("backend", cases("attention_pooling", NATIVE))
 @pytest.mark.parametrize("with_query", [False, True])
-@pytest.mark.parametrize("D, A", [(6, 4), (75, 37)])    # 75, 37: whole vector blocks and tails
+@pytest.mark.parametrize("D, A", [(6, 4), (75, 37)])  # 75, 37: whole vector blocks and tails
 def test_attention_pooling_backward_matches_reference(backend, with_query, D, A):
     torch.manual_seed(6)
     B, T, Q = 5, 11, 3
-    module = lstm_fused.AttentionPooling(D, A, Q if with_query else 0, batch_first=True,
-                                         backend=backend).double()
+    module = lstm_fused.AttentionPooling(
+        D, A, Q if with_query else 0, batch_first=True, backend=backend
+    ).double()
     lengths = lengths_with_edges(B, T)
     x_clean = torch.randn(B, T, D, dtype=torch.float64)
     query = torch.randn(B, Q, dtype=torch.float64, requires_grad=True) if with_query else None
@@ -191,8 +202,9 @@ def test_attention_pooling_backward_matches_reference(backend, with_query, D, A)
         grads = torch.autograd.grad((c, alpha), inputs, (gc, poison_padding(ga, lengths)))
     x2 = x_clean.clone().requires_grad_()
     c2, alpha2 = _pooling_truth(x2, module, lengths, query)
-    truth = torch.autograd.grad((c2, alpha2), [x2] + params + ([query] if with_query else []),
-                                (gc, ga))
+    truth = torch.autograd.grad(
+        (c2, alpha2), [x2] + params + ([query] if with_query else []), (gc, ga)
+    )
     for g, t in zip(grads, truth):
         assert not g.isnan().any()
         torch.testing.assert_close(g, t, **tol("attention", torch.float64))
@@ -214,8 +226,17 @@ def test_attention_pooling_gradcheck(backend):
 
     def fn(x, w, b, v, q, wq):
         c, alpha, lse = functional.attention_pooling(
-            x, w, b, v, lengths, query=q, query_weight=wq, batch_first=True, backend=backend,
-            return_lse=True)
+            x,
+            w,
+            b,
+            v,
+            lengths,
+            query=q,
+            query_weight=wq,
+            batch_first=True,
+            backend=backend,
+            return_lse=True,
+        )
         assert lse[0] == float("-inf")  # the empty row; finite differences cannot handle it
         return c, alpha, lse[1:]
 
@@ -223,6 +244,7 @@ def test_attention_pooling_gradcheck(backend):
 
 
 # --------------------------------------------------------------------------- channel attention
+
 
 def _channel_truth(x, module, lengths):
     """float64 channel attention from the module's parameters; x (B, T, C)."""
@@ -232,8 +254,11 @@ def _channel_truth(x, module, lengths):
     xd = torch.where(keep, xd, torch.zeros_like(xd))
     mean = xd.sum(1) / keep.sum(1).clamp(min=1).double()
     if module.mode == "eca":
-        w = torch.sigmoid(F.conv1d(mean.unsqueeze(1), module.conv.weight.double(),
-                                   padding=module.kernel_size // 2).squeeze(1))
+        w = torch.sigmoid(
+            F.conv1d(
+                mean.unsqueeze(1), module.conv.weight.double(), padding=module.kernel_size // 2
+            ).squeeze(1)
+        )
     else:
         h = torch.relu(mean @ module.fc1.weight.double().t() + module.fc1.bias.double())
         w = torch.sigmoid(h @ module.fc2.weight.double().t() + module.fc2.bias.double())
@@ -247,8 +272,9 @@ def test_channel_attention_matches_reference(backend, dtype, mode):
     torch.manual_seed(8)
     B, T, C = 5, 17, 32
     device = device_of(backend)
-    module = lstm_fused.ChannelAttention(C, mode, reduction=4, batch_first=True,
-                                         backend=backend).to(device, dtype)
+    module = lstm_fused.ChannelAttention(
+        C, mode, reduction=4, batch_first=True, backend=backend
+    ).to(device, dtype)
     lengths = lengths_with_edges(B, T)
     x = poison_padding(torch.randn(B, T, C), lengths).to(device, dtype)
     with nan_filled_empty():
@@ -266,8 +292,9 @@ def check_channel_backward(module, x_clean, grad, lengths):
     y = module(x, lengths)
     params = list(module.parameters())
     with nan_filled_empty():
-        grads = torch.autograd.grad(y, [x] + params,
-                                    poison_padding(grad.transpose(0, 1), lengths).transpose(0, 1))
+        grads = torch.autograd.grad(
+            y, [x] + params, poison_padding(grad.transpose(0, 1), lengths).transpose(0, 1)
+        )
     x2 = x_clean.clone().requires_grad_()
     truth_y = _channel_truth(x2.transpose(0, 1), module, lengths).transpose(0, 1)
     truth = torch.autograd.grad(truth_y, [x2] + params, grad)
@@ -280,23 +307,34 @@ def check_channel_backward(module, x_clean, grad, lengths):
 def test_channel_attention_backward_and_gradcheck(backend, mode):
     torch.manual_seed(9)
     T, B, C = 6, 4, 8
-    module = lstm_fused.ChannelAttention(C, mode, kernel_size=3, reduction=2,
-                                         backend=backend).double()
+    module = lstm_fused.ChannelAttention(
+        C, mode, kernel_size=3, reduction=2, backend=backend
+    ).double()
     lengths = torch.tensor([0, 1, 6, 3])
-    check_channel_backward(module, torch.randn(T, B, C, dtype=torch.float64),
-                           torch.randn(T, B, C, dtype=torch.float64), lengths)
+    check_channel_backward(
+        module,
+        torch.randn(T, B, C, dtype=torch.float64),
+        torch.randn(T, B, C, dtype=torch.float64),
+        lengths,
+    )
     xg = torch.randn(3, 3, C, dtype=torch.float64, requires_grad=True)
     small = torch.tensor([0, 1, 3])
     assert torch.autograd.gradcheck(lambda x: module(x, small), (xg,))
 
 
 def test_eca_kernel_size_rule():
-    assert [lstm_fused.attention.eca_kernel_size(c) for c in (1, 16, 64, 256, 512)] == \
-        [1, 3, 3, 5, 5]
+    assert [lstm_fused.attention.eca_kernel_size(c) for c in (1, 16, 64, 256, 512)] == [
+        1,
+        3,
+        3,
+        5,
+        5,
+    ]
     assert lstm_fused.ChannelAttention(256).conv.weight.shape == (1, 1, 5)
 
 
 # ------------------------------------------------------------------------------------ opcheck
+
 
 def op_inputs(seed, device="cpu"):
     """Float64 leaves (x, proj, v, q, w, scores) and lengths for the operators' opchecks:
@@ -304,9 +342,14 @@ def op_inputs(seed, device="cpu"):
     torch.manual_seed(seed)
     B, T, D, A = 3, 5, 4, 3
     dd = dict(dtype=torch.float64, device=device, requires_grad=True)
-    leaves = dict(x=torch.randn(B, T, D, **dd), proj=torch.randn(B, T, A, **dd),
-                  v=torch.randn(A, **dd), q=torch.randn(B, A, **dd), w=torch.rand(B, D, **dd),
-                  scores=torch.randn(4, 6, **dd))
+    leaves = dict(
+        x=torch.randn(B, T, D, **dd),
+        proj=torch.randn(B, T, A, **dd),
+        v=torch.randn(A, **dd),
+        q=torch.randn(B, A, **dd),
+        w=torch.rand(B, D, **dd),
+        scores=torch.randn(4, 6, **dd),
+    )
     return leaves, torch.tensor([0, 2, 5], device=device)
 
 
@@ -322,15 +365,28 @@ def _op_samples():
         (ops.masked_softmax_backward, (torch.randn(4, 6, **dd), torch.rand(4, 6, **dd), 2.0)),
         (ops.attention_pooling_forward, (x, proj, v, q, lengths)),
         (ops.attention_pooling_forward, (x, proj, v, None, None)),
-        (ops.attention_pooling_backward,
-         (torch.randn(B, D, **dd), torch.randn(B, T, **dd), torch.randn(B, **dd), x.detach(),
-          proj.detach(), v.detach(), q.detach(), lengths, torch.rand(B, T, **dd),
-          torch.randn(B, D, **dd))),
+        (
+            ops.attention_pooling_backward,
+            (
+                torch.randn(B, D, **dd),
+                torch.randn(B, T, **dd),
+                torch.randn(B, **dd),
+                x.detach(),
+                proj.detach(),
+                v.detach(),
+                q.detach(),
+                lengths,
+                torch.rand(B, T, **dd),
+                torch.randn(B, D, **dd),
+            ),
+        ),
         (ops.channel_masked_mean_forward, (x, lengths)),
         (ops.channel_masked_mean_backward, (torch.randn(B, D, **dd), x.detach(), lengths)),
         (ops.channel_rescale_forward, (x, w, lengths)),
-        (ops.channel_rescale_backward, (torch.randn(B, T, D, **dd), x.detach(), w.detach(),
-                                        lengths)),
+        (
+            ops.channel_rescale_backward,
+            (torch.randn(B, T, D, **dd), x.detach(), w.detach(), lengths),
+        ),
     ]
 
 
@@ -341,6 +397,7 @@ def test_opcheck(index):
 
 
 # ---------------------------------------------------------------------------------- bad input
+
 
 def test_masked_softmax_bad_input():
     s = torch.randn(3, 4)
@@ -419,8 +476,9 @@ def test_channel_attention_bad_input():
         m(torch.randn(3, 8))
 
 
-@pytest.mark.parametrize("backend", cases("attention_pooling", NATIVE + ["reference"],
-                                           cpu_tensors=True))
+@pytest.mark.parametrize(
+    "backend", cases("attention_pooling", NATIVE + ["reference"], cpu_tensors=True)
+)
 def test_empty_batch_and_empty_time(backend):
     m = lstm_fused.AttentionPooling(4, 3, batch_first=True, backend=backend)
     c, a = m(torch.randn(0, 5, 4), torch.zeros(0, dtype=torch.int64))
@@ -429,8 +487,9 @@ def test_empty_batch_and_empty_time(backend):
     assert (c == 0).all() and a.shape == (2, 0)
     y = lstm_fused.ChannelAttention(4, backend=backend)(torch.randn(0, 3, 4))
     assert y.shape == (0, 3, 4)
-    p = functional.masked_softmax(torch.randn(0, 3), torch.zeros(0, dtype=torch.int64),
-                                  backend=backend)
+    p = functional.masked_softmax(
+        torch.randn(0, 3), torch.zeros(0, dtype=torch.int64), backend=backend
+    )
     assert p.shape == (0, 3)
 
 

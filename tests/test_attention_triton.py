@@ -2,6 +2,7 @@
 or on the CPU under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1 there), on
 tiny shapes. Same checks as tests/test_attention.py: float64 reference with lengths 0, 1, T,
 poisoned padding, NaN-filled fresh allocations, gradients, gradcheck in float64, opcheck."""
+
 import pytest
 import torch
 
@@ -9,8 +10,14 @@ import lstm_fused
 from lstm_fused import functional
 from backends import device_of, needs, require, resolve, triton_op
 from helpers import lengths_with_edges, nan_filled_empty, poison_padding
-from test_attention import (_channel_truth, _pooling_truth, _softmax_truth,
-                            check_channel_backward, check_pooling, op_inputs)
+from test_attention import (
+    _channel_truth,
+    _pooling_truth,
+    _softmax_truth,
+    check_channel_backward,
+    check_pooling,
+    op_inputs,
+)
 from tolerances import tol
 
 pytestmark = needs("masked_softmax", "triton")
@@ -29,8 +36,13 @@ def test_masked_softmax(dtype):
     poisoned = poison_padding(scores.transpose(1, 2), lengths).transpose(1, 2).to(dtype)
     mask = torch.rand(B, 1, T) > 0.2
     with nan_filled_empty():
-        out = functional.masked_softmax(poisoned.to(DEVICE), lengths.to(DEVICE),
-                                        mask=mask.to(DEVICE), scale=0.8, backend="triton")
+        out = functional.masked_softmax(
+            poisoned.to(DEVICE),
+            lengths.to(DEVICE),
+            mask=mask.to(DEVICE),
+            scale=0.8,
+            backend="triton",
+        )
     truth = _softmax_truth(poisoned.nan_to_num(0, 0, 0), lengths, mask, 0.8, -1)
     assert out.dtype == dtype and not out.isnan().any()
     torch.testing.assert_close(out.cpu().double(), truth, **tol("attention_online", dtype))
@@ -53,7 +65,8 @@ def test_masked_softmax_backward_and_gradcheck():
     x = torch.randn(3, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
     small = torch.tensor([0, 1, 5], device=DEVICE)
     assert torch.autograd.gradcheck(
-        lambda s: functional.masked_softmax(s, small, backend="triton"), (x,), fast_mode=True)
+        lambda s: functional.masked_softmax(s, small, backend="triton"), (x,), fast_mode=True
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -66,8 +79,9 @@ def test_attention_pooling(dtype, with_query):
 def test_attention_pooling_backward_and_gradcheck():
     torch.manual_seed(23)
     B, T, D, A, Q = 4, 18, 3, 3, 2
-    module = lstm_fused.AttentionPooling(D, A, Q, batch_first=True,
-                                         backend="triton").double().to(DEVICE)
+    module = (
+        lstm_fused.AttentionPooling(D, A, Q, batch_first=True, backend="triton").double().to(DEVICE)
+    )
     lengths = lengths_with_edges(B, T).to(DEVICE)
     x_clean = torch.randn(B, T, D, dtype=torch.float64, device=DEVICE)
     query = torch.randn(B, Q, dtype=torch.float64, device=DEVICE, requires_grad=True)
@@ -77,8 +91,9 @@ def test_attention_pooling_backward_and_gradcheck():
     x = poison_padding(x_clean, lengths).requires_grad_()
     c, alpha = module(x, lengths, query)
     with nan_filled_empty():
-        grads = torch.autograd.grad((c, alpha), [x, query] + params,
-                                    (gc, poison_padding(ga, lengths)))
+        grads = torch.autograd.grad(
+            (c, alpha), [x, query] + params, (gc, poison_padding(ga, lengths))
+        )
     x2 = x_clean.clone().requires_grad_()
     c2, a2 = _pooling_truth(x2, module, lengths, query)
     truth = torch.autograd.grad((c2, a2), [x2, query] + params, (gc, ga))
@@ -90,9 +105,12 @@ def test_attention_pooling_backward_and_gradcheck():
     v = torch.randn(2, dtype=torch.float64, device=DEVICE, requires_grad=True)
     small = torch.tensor([0, 1, 4], device=DEVICE)
     assert torch.autograd.gradcheck(
-        lambda xs, w, v: functional.attention_pooling(xs, w, None, v, small, batch_first=True,
-                                                      backend="triton"), (xs, w, v),
-        fast_mode=True)
+        lambda xs, w, v: functional.attention_pooling(
+            xs, w, None, v, small, batch_first=True, backend="triton"
+        ),
+        (xs, w, v),
+        fast_mode=True,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -100,31 +118,38 @@ def test_attention_pooling_backward_and_gradcheck():
 def test_channel_attention(dtype, mode):
     torch.manual_seed(24)
     B, T, C = 4, 18, 8
-    module = lstm_fused.ChannelAttention(C, mode, kernel_size=3, reduction=2, batch_first=True,
-                                         backend="triton").to(DEVICE, dtype)
+    module = lstm_fused.ChannelAttention(
+        C, mode, kernel_size=3, reduction=2, batch_first=True, backend="triton"
+    ).to(DEVICE, dtype)
     lengths = lengths_with_edges(B, T)
     x = poison_padding(torch.randn(B, T, C), lengths).to(DEVICE, dtype)
     with nan_filled_empty():
         y = module(x, lengths.to(DEVICE))
     truth = _channel_truth(x.cpu().nan_to_num(0, 0, 0), module.cpu(), lengths)
     assert not y.isnan().any()
-    torch.testing.assert_close(y.cpu().double(), truth,
-                               **tol("attention_online", dtype))
+    torch.testing.assert_close(y.cpu().double(), truth, **tol("attention_online", dtype))
 
 
 def test_channel_attention_backward_and_gradcheck():
     torch.manual_seed(25)
     T, B, C = 17, 4, 5
-    module = lstm_fused.ChannelAttention(C, "eca", kernel_size=3,
-                                         backend="triton").double().to(DEVICE)
+    module = (
+        lstm_fused.ChannelAttention(C, "eca", kernel_size=3, backend="triton").double().to(DEVICE)
+    )
     lengths = lengths_with_edges(B, T).to(DEVICE)
-    check_channel_backward(module, torch.randn(T, B, C, dtype=torch.float64, device=DEVICE),
-                           torch.randn(T, B, C, dtype=torch.float64, device=DEVICE), lengths)
+    check_channel_backward(
+        module,
+        torch.randn(T, B, C, dtype=torch.float64, device=DEVICE),
+        torch.randn(T, B, C, dtype=torch.float64, device=DEVICE),
+        lengths,
+    )
     xs = torch.randn(3, 3, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
     small = torch.tensor([0, 1, 3], device=DEVICE)
     assert torch.autograd.gradcheck(
-        lambda xs: functional.channel_attention(xs, small, gate=torch.sigmoid,
-                                                backend="triton"), (xs,), fast_mode=True)
+        lambda xs: functional.channel_attention(xs, small, gate=torch.sigmoid, backend="triton"),
+        (xs,),
+        fast_mode=True,
+    )
 
 
 def test_attentive_lstm_pooling_on_triton():
@@ -146,8 +171,7 @@ def _triton_op_samples():
     leaves, lengths = op_inputs(27, DEVICE)
     x, proj, v, q, w, scores = leaves.values()
     return [
-        ("masked_softmax_forward", (scores, torch.tensor([0, 1, 6, 3], device=DEVICE), None,
-                                    0.5)),
+        ("masked_softmax_forward", (scores, torch.tensor([0, 1, 6, 3], device=DEVICE), None, 0.5)),
         ("attention_pooling_forward", (x, proj, v, q, lengths)),
         ("channel_masked_mean_forward", (x, lengths)),
         ("channel_rescale_forward", (x, w, lengths)),
@@ -177,18 +201,21 @@ def test_multi_tile_paths(small_tiles):
     lengths = torch.tensor([0, 1, T])
     scores = poison_padding(torch.randn(B, T, dtype=torch.float64) * 4, lengths)
     out = functional.masked_softmax(scores.to(DEVICE), lengths.to(DEVICE), backend="triton")
-    torch.testing.assert_close(out.cpu(), _softmax_truth(scores.nan_to_num(0, 0, 0), lengths,
-                                                         None, 1.0, -1), **F64)
+    torch.testing.assert_close(
+        out.cpu(), _softmax_truth(scores.nan_to_num(0, 0, 0), lengths, None, 1.0, -1), **F64
+    )
 
-    module = lstm_fused.AttentionPooling(D, A, batch_first=True,
-                                         backend="triton").double().to(DEVICE)
+    module = (
+        lstm_fused.AttentionPooling(D, A, batch_first=True, backend="triton").double().to(DEVICE)
+    )
     x_clean = torch.randn(B, T, D, dtype=torch.float64)
     x = poison_padding(x_clean, lengths).to(DEVICE).requires_grad_()
     with nan_filled_empty():
         c, alpha = module(x, lengths.to(DEVICE))
     gc, ga = torch.randn(B, D, dtype=torch.float64), torch.randn(B, T, dtype=torch.float64)
-    grads = torch.autograd.grad((c, alpha), [x] + list(module.parameters()),
-                                (gc.to(DEVICE), ga.to(DEVICE)))
+    grads = torch.autograd.grad(
+        (c, alpha), [x] + list(module.parameters()), (gc.to(DEVICE), ga.to(DEVICE))
+    )
     x2 = x_clean.clone().requires_grad_()
     c2, a2 = _pooling_truth(x2, module.cpu(), lengths)
     truth = torch.autograd.grad((c2, a2), [x2] + list(module.parameters()), (gc, ga))
@@ -197,16 +224,21 @@ def test_multi_tile_paths(small_tiles):
     for g, t in zip(grads, truth):
         torch.testing.assert_close(g.cpu(), t, **F64)
 
-    chan = lstm_fused.ChannelAttention(C, "se", reduction=4, batch_first=True,
-                                       backend="triton").double().to(DEVICE)
+    chan = (
+        lstm_fused.ChannelAttention(C, "se", reduction=4, batch_first=True, backend="triton")
+        .double()
+        .to(DEVICE)
+    )
     xc = poison_padding(torch.randn(B, T, C, dtype=torch.float64), lengths)
     with nan_filled_empty():
         y = chan(xc.to(DEVICE), lengths.to(DEVICE))
-    torch.testing.assert_close(y.cpu(), _channel_truth(xc.nan_to_num(0, 0, 0), chan.cpu(),
-                                                       lengths), **F64)
+    torch.testing.assert_close(
+        y.cpu(), _channel_truth(xc.nan_to_num(0, 0, 0), chan.cpu(), lengths), **F64
+    )
 
 
 # ------------------------------------------------- what the GPU compiler accepts (no GPU run)
+
 
 def test_flash_tiles_refuse_head_sizes_that_spill(monkeypatch):
     """Tiles come from a table measured by tests/test_triton_aot.py per target; a head size
@@ -225,17 +257,16 @@ def test_flash_tiles_refuse_head_sizes_that_spill(monkeypatch):
     cfgs = fa.flash_configs(40, torch.float16, True, True, 90)  # head block 64
     assert {c.meta()["BLOCK_D"] for c in cfgs.values()} == {64}
     assert cfgs["fwd"].meta()["PRECISION"] == "tf32"
-    assert fa.flash_configs(64, torch.float32, False, False, 90)["dq"].meta()["PRECISION"] == \
-        "tf32x3"
+    assert (
+        fa.flash_configs(64, torch.float32, False, False, 90)["dq"].meta()["PRECISION"] == "tf32x3"
+    )
 
     # The backend asks the device's target: pretend a CUDA device of capability 9.0.
     monkeypatch.setattr(launch_config, "device_target", lambda device: 90)
     cuda = torch.device("cuda")
     with pytest.raises(RuntimeError, match="head sizes up to 64"):
-        resolve("triton", "mhsa", cuda, torch.float32, dropout=False,
-                         lengths=True, head_dim=128)
-    impl = resolve("triton", "mhsa", cuda, torch.float32, dropout=False, lengths=True,
-                   head_dim=64)
+        resolve("triton", "mhsa", cuda, torch.float32, dropout=False, lengths=True, head_dim=128)
+    impl = resolve("triton", "mhsa", cuda, torch.float32, dropout=False, lengths=True, head_dim=64)
     assert impl.name == "triton"
 
 
@@ -250,8 +281,9 @@ def test_triton_twins_run_the_cpp_argument_checks():
     with pytest.raises(ValueError, match="masked_softmax_forward: scores must be 2-D"):
         triton_op("masked_softmax_forward")(rnd(5), None, None, 1.0)
     with pytest.raises(TypeError, match="lengths has dtype torch.int32, expected torch.int64"):
-        triton_op("masked_softmax_forward")(rnd(2, 5), torch.tensor([1, 2], dtype=torch.int32,
-                                                                    device=DEVICE), None, 1.0)
+        triton_op("masked_softmax_forward")(
+            rnd(2, 5), torch.tensor([1, 2], dtype=torch.int32, device=DEVICE), None, 1.0
+        )
     with pytest.raises(ValueError, match=r"attention_pooling_forward: v has shape \[3\]"):
         triton_op("attention_pooling_forward")(rnd(2, 4, 6), rnd(2, 4, 5), rnd(3), None, None)
     with pytest.raises(ValueError, match="channel_rescale_forward: w has shape"):
@@ -259,6 +291,14 @@ def test_triton_twins_run_the_cpp_argument_checks():
     with pytest.raises(ValueError, match=r"k has shape \(1, 2, 5, 8\), expected q's shape"):
         triton_op("mhsa_forward")(rnd(1, 2, 4, 8), rnd(1, 2, 5, 8), rnd(1, 2, 4, 8), None, 0.3)
     with pytest.raises(ValueError, match=r"lengths has shape \(1,\), expected \(2,\)"):
-        triton_op("lstm_layer_forward")(rnd(3, 2, 4), rnd(1, 2, 5), rnd(1, 2, 5), rnd(1, 20, 4),
-                                        rnd(1, 20, 5), None, None, None,
-                                        torch.tensor([3], device=DEVICE))
+        triton_op("lstm_layer_forward")(
+            rnd(3, 2, 4),
+            rnd(1, 2, 5),
+            rnd(1, 2, 5),
+            rnd(1, 20, 4),
+            rnd(1, 20, 5),
+            None,
+            None,
+            None,
+            torch.tensor([3], device=DEVICE),
+        )

@@ -3,6 +3,7 @@ additive attention while it runs (in inference one fused operator with an online
 tests/test_attentive_lstm_op.py; in training the layer, then the pooling). Checked against the
 float64 reference (reference.lstm_layer per layer, then reference.attention_pooling) with
 lengths 0, 1, T and random ones, padded input poisoned with NaN / inf; gradcheck in float64."""
+
 import contextlib
 
 import pytest
@@ -32,24 +33,30 @@ def _truth(model, x, lengths, query=None):
     h_n, c_n = [], []
     for layer in range(L):
         ws = [None if w is None else w.double() for w in lstm.layer_weights(layer)]
-        layer_input, h, c = reference.lstm_layer(layer_input, h0[layer * D:(layer + 1) * D],
-                                                 c0[layer * D:(layer + 1) * D], *ws, lengths)
+        layer_input, h, c = reference.lstm_layer(
+            layer_input,
+            h0[layer * D : (layer + 1) * D],
+            c0[layer * D : (layer + 1) * D],
+            *ws,
+            lengths,
+        )
         h_n.append(h)
         c_n.append(c)
     y = layer_input.transpose(0, 1)  # (B, T, D * R)
     proj = y @ pool.proj.weight.double().t() + pool.proj.bias.double()
     qproj = None if query is None else query.double() @ pool.query_proj.weight.double().t()
-    context, alpha, _ = reference.attention_pooling(y, proj, pool.score.weight.double().view(-1),
-                                                    qproj, lengths)
+    context, alpha, _ = reference.attention_pooling(
+        y, proj, pool.score.weight.double().view(-1), qproj, lengths
+    )
     return context, alpha, torch.cat(h_n), torch.cat(c_n)
 
 
 CONFIGS = [
     # (num_layers, bidirectional, proj_size, query_size, chunk_size)
-    (1, False, 0, 0, 4),     # inference: T = 11 > chunk 4, uneven last chunk
-    (2, False, 3, 2, 5),     # two layers, projection, query
-    (2, True, 0, 0, 4),      # bidirectional: whole last layer, then pooled
-    (1, False, 0, 0, 64),    # inference: one chunk
+    (1, False, 0, 0, 4),  # inference: T = 11 > chunk 4, uneven last chunk
+    (2, False, 3, 2, 5),  # two layers, projection, query
+    (2, True, 0, 0, 4),  # bidirectional: whole last layer, then pooled
+    (1, False, 0, 0, 64),  # inference: one chunk
 ]
 
 
@@ -62,16 +69,25 @@ def test_attentive_lstm_matches_reference(backend, config, dtype, inference):
     torch.manual_seed(11)
     T, B, I, H, A = 11, 6, 5, 6, 4
     device = device_of(backend)
-    model = lstm_fused.AttentiveLSTM(I, H, A, num_layers=L, bidirectional=bidirectional,
-                                     proj_size=P, query_size=Q, chunk_size=chunk,
-                                     backend=backend).to(device, dtype)
+    model = lstm_fused.AttentiveLSTM(
+        I,
+        H,
+        A,
+        num_layers=L,
+        bidirectional=bidirectional,
+        proj_size=P,
+        query_size=Q,
+        chunk_size=chunk,
+        backend=backend,
+    ).to(device, dtype)
     lengths = lengths_with_edges(B, T)
     x_clean = torch.randn(T, B, I, dtype=dtype)
     x = poison_padding(x_clean.transpose(0, 1), lengths).transpose(0, 1)
     query = torch.randn(B, Q, dtype=dtype) if Q else None
-    with nan_filled_empty(), (torch.no_grad() if inference else contextlib.nullcontext()):
-        context, alpha, (h_n, c_n) = model(x.to(device), lengths.to(device),
-                                           query=None if query is None else query.to(device))
+    with nan_filled_empty(), torch.no_grad() if inference else contextlib.nullcontext():
+        context, alpha, (h_n, c_n) = model(
+            x.to(device), lengths.to(device), query=None if query is None else query.to(device)
+        )
     truth = _truth(model.cpu(), x_clean, lengths, query)
     t = tol("attention_online", dtype)
     for got, want in zip((context, alpha, h_n, c_n), truth):
@@ -85,8 +101,9 @@ def test_attentive_lstm_matches_reference(backend, config, dtype, inference):
 def test_attentive_lstm_backward_matches_reference(backend, bidirectional):
     torch.manual_seed(12)
     T, B, I, H, A = 9, 5, 3, 4, 3
-    model = lstm_fused.AttentiveLSTM(I, H, A, bidirectional=bidirectional, chunk_size=4,
-                                     backend=backend).double()
+    model = lstm_fused.AttentiveLSTM(
+        I, H, A, bidirectional=bidirectional, chunk_size=4, backend=backend
+    ).double()
     lengths = lengths_with_edges(B, T)
     x_clean = torch.randn(T, B, I, dtype=torch.float64)
     # NaN / inf padding: neither the layer's backward (grad_w_ih = sum_t dz_t^T x_t) nor the
@@ -109,8 +126,7 @@ def test_attentive_lstm_backward_matches_reference(backend, bidirectional):
 def test_attentive_lstm_gradcheck(backend):
     torch.manual_seed(13)
     T, B, I, H, A = 5, 3, 2, 3, 2
-    model = lstm_fused.AttentiveLSTM(I, H, A, query_size=2, chunk_size=2,
-                                     backend=backend).double()
+    model = lstm_fused.AttentiveLSTM(I, H, A, query_size=2, chunk_size=2, backend=backend).double()
     lengths = torch.tensor([0, 1, 5])
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
     q = torch.randn(B, 2, dtype=torch.float64, requires_grad=True)
@@ -153,19 +169,29 @@ def _model(**kw):
     return lstm_fused.AttentiveLSTM(3, 4, 2, **kw)
 
 
-@pytest.mark.parametrize("call, error, words", [
-    (lambda: _model()(torch.randn(5, 3)), ValueError, "input"),
-    (lambda: _model()(torch.randn(5, 2, 4)), ValueError, "input_size"),
-    (lambda: _model()(torch.randn(5, 2, 3), torch.tensor([6, 1])), ValueError, "lengths"),
-    (lambda: _model()(torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "dtype"),
-    (lambda: _model()(torch.randn(5, 2, 3), hx=(torch.zeros(1, 3, 4), torch.zeros(1, 2, 4))),
-     ValueError, "h_0"),
-    (lambda: _model()(torch.randn(5, 2, 3), query=torch.randn(2, 2)), ValueError, "query"),
-    (lambda: _model(chunk_size=0), ValueError, "chunk_size"),
-    pytest.param(lambda: _model(backend="cuda")(torch.randn(5, 2, 3)), RuntimeError, "cuda",
-                 marks=pytest.mark.skipif(GPU, reason="checks the error without a GPU"),
-                 id="cuda-without-gpu"),
-])
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: _model()(torch.randn(5, 3)), ValueError, "input"),
+        (lambda: _model()(torch.randn(5, 2, 4)), ValueError, "input_size"),
+        (lambda: _model()(torch.randn(5, 2, 3), torch.tensor([6, 1])), ValueError, "lengths"),
+        (lambda: _model()(torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "dtype"),
+        (
+            lambda: _model()(torch.randn(5, 2, 3), hx=(torch.zeros(1, 3, 4), torch.zeros(1, 2, 4))),
+            ValueError,
+            "h_0",
+        ),
+        (lambda: _model()(torch.randn(5, 2, 3), query=torch.randn(2, 2)), ValueError, "query"),
+        (lambda: _model(chunk_size=0), ValueError, "chunk_size"),
+        pytest.param(
+            lambda: _model(backend="cuda")(torch.randn(5, 2, 3)),
+            RuntimeError,
+            "cuda",
+            marks=pytest.mark.skipif(GPU, reason="checks the error without a GPU"),
+            id="cuda-without-gpu",
+        ),
+    ],
+)
 def test_attentive_lstm_bad_input(call, error, words):
     with pytest.raises(error, match=words):
         call()

@@ -1,6 +1,7 @@
 """torch.autocast: lstm_fused.LSTM / LSTMCell give nn.LSTM's / nn.LSTMCell's output dtypes and,
 within the lower-precision dtype's rounding, its values and gradients under the same autocast.
 CPU (bfloat16) here; CUDA (float16, bfloat16) where a GPU exists."""
+
 import warnings
 
 import pytest
@@ -21,14 +22,15 @@ LSTM_CONFIGS = [
 ]
 
 # (device, autocast dtype): the device's backend ("auto") runs the layers.
-DEVICES = (cases("lstm_layer", ["cpu"], [torch.bfloat16])
-           + cases("lstm_layer", ["cuda"], [torch.float16, torch.bfloat16]))
+DEVICES = cases("lstm_layer", ["cpu"], [torch.bfloat16]) + cases(
+    "lstm_layer", ["cuda"], [torch.float16, torch.bfloat16]
+)
 
 
 def _pair(kwargs, device, cell=False, seed=0):
     torch.manual_seed(seed)
     ref = (nn.LSTMCell(I, H, **kwargs) if cell else nn.LSTM(I, H, **kwargs)).to(device)
-    m = (lstm_fused.LSTMCell(I, H, **kwargs) if cell else lstm_fused.LSTM(I, H, **kwargs))
+    m = lstm_fused.LSTMCell(I, H, **kwargs) if cell else lstm_fused.LSTM(I, H, **kwargs)
     m = m.to(device)
     m.load_state_dict(ref.state_dict())
     return m, ref
@@ -51,8 +53,10 @@ def _compare(m, ref, inputs, device, dtype, lowered=True):
         with warnings.catch_warnings(), torch.autocast(device, dtype=dtype):
             warnings.simplefilter("ignore")  # nn.LSTM: "projections not supported with oneDNN"
             outs = _flat(module(*inputs))
-        loss = sum((o.float() * torch.linspace(-1, 1, o.numel(), device=device)
-                    .reshape(o.shape)).sum() for o in outs)
+        loss = sum(
+            (o.float() * torch.linspace(-1, 1, o.numel(), device=device).reshape(o.shape)).sum()
+            for o in outs
+        )
         loss.backward()
         results.append((outs, {n: p.grad for n, p in module.named_parameters()}))
     (got, got_grads), (want, want_grads) = results
@@ -64,8 +68,7 @@ def _compare(m, ref, inputs, device, dtype, lowered=True):
         assert got_grads[n].dtype == g.dtype, n
         scale = max(1.0, float(g.abs().max()))  # gradients sum T * B terms of rounded values
         t = tol("autocast", dtype)
-        torch.testing.assert_close(got_grads[n], g, atol=t["atol"] * scale, rtol=t["rtol"],
-                                   msg=n)
+        torch.testing.assert_close(got_grads[n], g, atol=t["atol"] * scale, rtol=t["rtol"], msg=n)
 
 
 @pytest.mark.parametrize("device,dtype", DEVICES)
@@ -78,8 +81,10 @@ def test_lstm_autocast_matches_nn(device, dtype, name, kwargs):
     _compare(m, ref, (x,), device, dtype)  # float32 input
     _compare(m, ref, (x.to(dtype),), device, dtype)  # the output of an earlier autocast op
     D, L, R = 2 if m.bidirectional else 1, m.num_layers, m.proj_size or H
-    hx = (torch.randn(D * L, B, R, generator=g).to(device),
-          torch.randn(D * L, B, H, generator=g).to(device))
+    hx = (
+        torch.randn(D * L, B, R, generator=g).to(device),
+        torch.randn(D * L, B, H, generator=g).to(device),
+    )
     _compare(m, ref, (x, hx), device, dtype)  # float32 initial state
 
 

@@ -1,4 +1,5 @@
 """Backend choice (docs/contract.md, section 4) and replace_lstm."""
+
 import copy
 
 import pytest
@@ -49,8 +50,9 @@ class Model(nn.Module):
         super().__init__()
         self.enc = nn.Sequential(nn.Linear(3, 5), nn.Tanh())
         self.lstm = nn.LSTM(5, 7, num_layers=2, bidirectional=True, batch_first=True)
-        self.inner = nn.ModuleDict({"cell": nn.LSTMCell(14, 6),
-                                    "proj": nn.LSTM(14, 8, proj_size=3)})
+        self.inner = nn.ModuleDict(
+            {"cell": nn.LSTMCell(14, 6), "proj": nn.LSTM(14, 8, proj_size=3)}
+        )
         self.head = nn.Linear(6, 2)
 
     def forward(self, x):
@@ -101,8 +103,9 @@ def test_replace_lstm_keeps_hooks_and_their_handles():
     seen = []
     handles = [
         lstm.register_forward_pre_hook(lambda m, args: seen.append(("pre", m))),
-        lstm.register_forward_pre_hook(lambda m, args, kwargs: seen.append(("pre_kw", m)),
-                                       with_kwargs=True),
+        lstm.register_forward_pre_hook(
+            lambda m, args, kwargs: seen.append(("pre_kw", m)), with_kwargs=True
+        ),
         lstm.register_forward_hook(lambda m, args, out: seen.append(("fwd", m))),
         lstm.register_full_backward_pre_hook(lambda m, g_out: seen.append(("bw_pre", m))),
         lstm.register_full_backward_hook(lambda m, g_in, g_out: seen.append(("bw", m))),
@@ -153,6 +156,7 @@ def test_replace_lstm_keeps_a_shared_module_shared():
 
 class _Scale(nn.Module):
     """A parametrization with state of its own: weight -> scale * weight."""
+
     def __init__(self):
         super().__init__()
         self.register_buffer("scale", torch.tensor(1.5, dtype=torch.float64))
@@ -163,6 +167,7 @@ class _Scale(nn.Module):
 
 def test_replace_lstm_keeps_parametrizations():
     from torch.nn.utils import parametrize
+
     torch.manual_seed(0)
     lstm = nn.LSTM(3, 4, num_layers=2, dtype=torch.float64)
     parametrize.register_parametrization(lstm, "weight_hh_l0", _Scale())
@@ -178,13 +183,15 @@ def test_replace_lstm_keeps_parametrizations():
         y_r, (h_r, c_r) = ref(x)
         torch.testing.assert_close(y, y_r, **F64)
         g = torch.autograd.grad((y * y).sum() + h.sum(), [original])[0]
-        g_r = torch.autograd.grad((y_r * y_r).sum() + h_r.sum(),
-                                  [ref.parametrizations.weight_hh_l0.original])[0]
+        g_r = torch.autograd.grad(
+            (y_r * y_r).sum() + h_r.sum(), [ref.parametrizations.weight_hh_l0.original]
+        )[0]
         torch.testing.assert_close(g, g_r, **F64)
         for m in (fused, ref):
             m.parametrizations.weight_hh_l0[0].scale.fill_(0.5)
-    assert sorted(n for n, _ in fused.named_parameters()) == \
-        sorted(n for n, _ in ref.named_parameters())
+    assert sorted(n for n, _ in fused.named_parameters()) == sorted(
+        n for n, _ in ref.named_parameters()
+    )
 
 
 class _OwnForward(nn.LSTM):
@@ -204,8 +211,9 @@ class _JustInit(nn.LSTM):
         self.note = "no code of its own in forward"
 
 
-@pytest.mark.parametrize("cls, overridden", [(_OwnForward, "forward"),
-                                             (_OwnChecks, "check_forward_args")])
+@pytest.mark.parametrize(
+    "cls, overridden", [(_OwnForward, "forward"), (_OwnChecks, "check_forward_args")]
+)
 def test_replace_lstm_refuses_subclasses_with_their_own_forward(cls, overridden):
     model = nn.Sequential(nn.LSTM(3, 4), nn.Sequential(cls(3, 4)))
     with pytest.raises(RuntimeError) as info:
@@ -227,6 +235,7 @@ def test_replace_lstm_takes_subclasses_that_keep_nn_lstms_forward():
 
 def test_replace_lstm_cell_keeps_hooks_parametrizations_and_sharing():
     from torch.nn.utils import parametrize
+
     torch.manual_seed(0)
     cell = nn.LSTMCell(3, 4, dtype=torch.float64)
     parametrize.register_parametrization(cell, "weight_hh", _Scale())
@@ -252,6 +261,7 @@ def test_replace_lstm_does_not_repeat_nn_lstms_warning():
     with pytest.warns(UserWarning):
         lstm = nn.LSTM(3, 4, dropout=0.5)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fused = lstm_fused.replace_lstm(lstm)

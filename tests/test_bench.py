@@ -2,6 +2,7 @@
 plots are drawn from them, a wrong provider is reported and not timed, a missing or failing one
 is reported without stopping the suite, the interleaved modes check and time their providers
 call by call, and the pytest-benchmark set runs."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,16 @@ import torch
 
 from bench import __main__ as bench_main
 from bench import plot as bench_plot
-from bench.cases import (GRIDS, HEADLINE_LSTM, MAIN_LSTM, PRESETS, headline_cases, quick_cases,
-                         select, smoke_cases)
+from bench.cases import (
+    GRIDS,
+    HEADLINE_LSTM,
+    MAIN_LSTM,
+    PRESETS,
+    headline_cases,
+    quick_cases,
+    select,
+    smoke_cases,
+)
 from bench.report import COLUMNS, ResultWriter, read
 from bench.runner import CaseRunner, normalised_error
 from bench.timing import TimingBudget, percentiles
@@ -36,8 +45,9 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_results")
     threads = torch.get_num_threads()
     try:
-        rc = bench_main.main(["--smoke", "--device", "cpu", "--threads", "1", "--no-progress",
-                              "--out", str(out)])
+        rc = bench_main.main(
+            ["--smoke", "--device", "cpu", "--threads", "1", "--no-progress", "--out", str(out)]
+        )
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -62,8 +72,9 @@ def test_smoke_run_writes_well_formed_csv_and_json(smoke_run):
     assert len(data["rows"]) == len(csv_rows) > 0
     # The CSV reads back to the JSON's rows, value for value ("" and None both mean blank).
     for from_csv, from_json in zip(read(csv_path), data["rows"]):
-        assert {k: (v if v != "" else None) for k, v in from_csv.items()} == \
-            {k: (v if v != "" else None) for k, v in from_json.items()}
+        assert {k: (v if v != "" else None) for k, v in from_csv.items()} == {
+            k: (v if v != "" else None) for k, v in from_json.items()
+        }
     meta = data["meta"]
     assert meta["preset"] == "smoke" and meta["device"].startswith("CPU")
     assert meta["torch_version"] == torch.__version__
@@ -120,8 +131,9 @@ CELL_CASE = select(smoke_cases("cpu"), r"^lstm_cell/fwd\+bwd")[0]
 def _run_with_extra_providers(monkeypatch, *extra: Provider):
     wl = WORKLOADS["lstm_cell"]
     original = wl.providers
-    monkeypatch.setattr(wl, "providers", lambda case, device, options:
-                        original(case, device, options) + list(extra))
+    monkeypatch.setattr(
+        wl, "providers", lambda case, device, options: original(case, device, options) + list(extra)
+    )
     case = CELL_CASE
     budget = TimingBudget(warmup_s=0, warmup_calls=1, min_reps=3, min_time_s=0, max_time_s=0.05)
     return {r["provider"]: r for r in CaseRunner(CPU, Options(), budget).run(case)}
@@ -134,8 +146,7 @@ def _scaled(impl: Impl, factor: float) -> Impl:
 def test_wrong_answer_is_reported_and_not_timed(monkeypatch):
     wl = WORKLOADS["lstm_cell"]
     nn_cell = next(p for p in wl.providers(CELL_CASE, CPU, Options()) if p.name == "nn.LSTMCell")
-    wrong = Provider("off_by_one_percent",
-                     lambda *a: _scaled(nn_cell.build(*a), 1.01))
+    wrong = Provider("off_by_one_percent", lambda *a: _scaled(nn_cell.build(*a), 1.01))
     rows = _run_with_extra_providers(monkeypatch, wrong)
     r = rows["off_by_one_percent"]
     assert r["status"] == "wrong" and r["max_err"] > r["tol"]
@@ -150,8 +161,9 @@ def test_absent_and_failing_providers_are_reported_not_raised(monkeypatch):
     def broken_call(*a):
         return Impl(lambda inputs: (_ for _ in ()).throw(ValueError("boom")))
 
-    rows = _run_with_extra_providers(monkeypatch, Provider("missing", absent),
-                                     Provider("broken", broken_call))
+    rows = _run_with_extra_providers(
+        monkeypatch, Provider("missing", absent), Provider("broken", broken_call)
+    )
     assert rows["missing"]["status"] == "absent" and rows["missing"]["note"] == "not installed here"
     assert rows["broken"]["status"] == "error" and "boom" in rows["broken"]["note"]
 
@@ -159,8 +171,11 @@ def test_absent_and_failing_providers_are_reported_not_raised(monkeypatch):
 def test_quick_preset_has_the_two_layer_lstm_case_with_cpu_and_nn_lstm():
     main_shape = ",".join(f"{k}={v}" for k, v in MAIN_LSTM.items())
     assert main_shape == "B=32,T=100,I=256,H=512,L=2,D=1"
-    modes = {c.mode for c in quick_cases("cpu")
-             if c.family == "lstm" and c.shape_str == main_shape and c.dtype == "float32"}
+    modes = {
+        c.mode
+        for c in quick_cases("cpu")
+        if c.family == "lstm" and c.shape_str == main_shape and c.dtype == "float32"
+    }
     assert modes == {"fwd", "fwd+bwd"}
     case = select(quick_cases("cpu"), r"^lstm/fwd/B=32,T=100,I=256,H=512,L=2")[0]
     names = [p.name for p in WORKLOADS["lstm"].providers(case, CPU, Options())]
@@ -174,14 +189,16 @@ def test_quick_preset_has_the_two_layer_lstm_case_with_cpu_and_nn_lstm():
 def test_headline_preset_is_the_lstm_at_b16_t1024_768_in_bf16_and_fp16():
     assert HEADLINE_LSTM == {"B": 16, "T": 1024, "I": 768, "H": 768, "L": 1, "D": 1}
     keys = {c.key for c in headline_cases("cuda")}
-    assert keys == {f"lstm/{m}/B=16,T=1024,I=768,H=768,L=1,D=1/{dt}"
-                    for m in ("fwd", "fwd+bwd") for dt in ("bfloat16", "float16")}
+    assert keys == {
+        f"lstm/{m}/B=16,T=1024,I=768,H=768,L=1,D=1/{dt}"
+        for m in ("fwd", "fwd+bwd")
+        for dt in ("bfloat16", "float16")
+    }
     assert keys <= {c.key for c in quick_cases("cuda")}  # --quick on CUDA has it too
     case = headline_cases("cuda")[0]
     names = [p.name for p in WORKLOADS["lstm"].providers(case, torch.device("cuda"), Options())]
     assert names[0] == "nn.LSTM" and "flashrnn" in names
-    late = {p.name for p in WORKLOADS["lstm"].providers(case, CPU, Options(compile=True))
-            if p.late}
+    late = {p.name for p in WORKLOADS["lstm"].providers(case, CPU, Options(compile=True)) if p.late}
     assert late == {"flashrnn", "torch.compile(reference)"}
 
 
@@ -197,13 +214,19 @@ def test_quick_does_not_turn_torch_compile_on(monkeypatch, tmp_path):
         raise Stop
 
     monkeypatch.setattr("bench.runner.CaseRunner", fake_runner)
-    for argv, want in ((["--quick"], False), (["--full"], True), (["--quick", "--compile"], True),
-                       (["--full", "--no-compile"], False)):
+    for argv, want in (
+        (["--quick"], False),
+        (["--full"], True),
+        (["--quick", "--compile"], True),
+        (["--full", "--no-compile"], False),
+    ):
         for device in ("cpu", "cuda"):
             # the grid is chosen by --device; no GPU is touched before the runner is built
             monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU", raising=False)
             with pytest.raises(Stop):
-                bench_main.main(argv + ["--device", device, "--no-progress", "--out", str(tmp_path)])
+                bench_main.main(
+                    argv + ["--device", device, "--no-progress", "--out", str(tmp_path)]
+                )
             assert seen.pop("compile") is want, (argv, device)
 
 
@@ -220,8 +243,9 @@ def test_percentiles_and_normalised_error():
     assert (p20, p50, p80) == (3.0, 6.0, 9.0)
     want = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
     assert normalised_error(want.clone(), want) == 0.0
-    assert normalised_error(want + torch.tensor([0.0, 0.0, 0.4], dtype=torch.float64), want) == \
-        pytest.approx(0.1)
+    assert normalised_error(
+        want + torch.tensor([0.0, 0.0, 0.4], dtype=torch.float64), want
+    ) == pytest.approx(0.1)
     assert normalised_error(torch.tensor([1.0, float("nan"), 4.0]), want) == math.inf
     assert normalised_error(want[:2], want) == math.inf
 
@@ -229,10 +253,26 @@ def test_percentiles_and_normalised_error():
 def test_pytest_benchmark_set_runs_on_the_cpu():
     pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "bench/test_pytest_benchmark.py",
-                           "-q", "--benchmark-disable", "-p", "no:cacheprovider", "-x",
-                           "-k", "lstm_cell or masked_softmax"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "bench/test_pytest_benchmark.py",
+            "-q",
+            "--benchmark-disable",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            "-k",
+            "lstm_cell or masked_softmax",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
 
@@ -241,9 +281,26 @@ def _interleaved_smoke(mode: str, out: Path, *extra: str) -> list:
     """Rows of `python -m bench --interleaved MODE --smoke` on the CPU (threads restored)."""
     threads = torch.get_num_threads()
     try:
-        assert bench_main.main(["--interleaved", mode, "--smoke", "--device", "cpu",
-                                "--threads", "1", "--no-progress", "--out", str(out),
-                                "--name", mode, *extra]) == 0
+        assert (
+            bench_main.main(
+                [
+                    "--interleaved",
+                    mode,
+                    "--smoke",
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                    "--out",
+                    str(out),
+                    "--name",
+                    mode,
+                    *extra,
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     rows = read(out / f"{mode}.csv")
@@ -274,8 +331,9 @@ def test_interleaved_cpu_loops_checks_and_times_every_loop_with_nn_lstm(tmp_path
     assert {(c, m) for c, m, _ in cases} == {("lstm", "fwd"), ("lstm", "fwd+bwd")}
     assert {s for _, _, s in cases} == {"B=2,T=5,I=6,H=8,L=2,D=1", "B=3,T=4,I=5,H=6,L=1,D=2"}
     for case_rows in cases.values():
-        assert [r["provider"] for r in case_rows] == \
-            ["nn.LSTM"] + [f"lstm_fused:cpu[{loop}]" for loop in CPU_LOOPS]
+        assert [r["provider"] for r in case_rows] == ["nn.LSTM"] + [
+            f"lstm_fused:cpu[{loop}]" for loop in CPU_LOOPS
+        ]
         assert len({r["reps"] for r in case_rows}) == 1  # one sample each per round
         assert math.isclose(case_rows[0]["speedup"], 1.0)
         for r, loop in zip(case_rows[1:], CPU_LOOPS):
@@ -313,8 +371,11 @@ def test_cpu_loop_providers_run_every_call_under_the_switch():
 def test_interleaved_mhsa_dropout_checks_in_eval_and_times_in_training(tmp_path):
     rows = _interleaved_smoke("mhsa_dropout", tmp_path)
     assert {(r["case"], r["mode"]) for r in rows} == {("self_attention_dropout", "fwd+bwd")}
-    assert [r["provider"] for r in rows] == ["nn.MultiheadAttention", "lstm_fused:cpu",
-                                             "lstm_fused:reference"]
+    assert [r["provider"] for r in rows] == [
+        "nn.MultiheadAttention",
+        "lstm_fused:cpu",
+        "lstm_fused:reference",
+    ]
     assert all("dropout p=0.1" in r["note"] for r in rows)
     # Checked with dropout off (eval mode: the check passed at float32's tolerance), timed in
     # training mode, where dropout draws.
@@ -336,8 +397,12 @@ def test_interleaved_wrong_provider_is_reported_and_the_others_timed():
     nn_cell = next(p for p in providers if p.name == "nn.LSTMCell")
     wrong = Provider("off_by_one_percent", lambda *a: _scaled(nn_cell.build(*a), 1.01))
     budget = TimingBudget(warmup_s=0, warmup_calls=1, min_reps=3, min_time_s=0, max_time_s=0.05)
-    rows = {r["provider"]: r for r in
-            CaseRunner(CPU, Options(), budget).run_interleaved(CELL_CASE, wl, providers + [wrong])}
+    rows = {
+        r["provider"]: r
+        for r in CaseRunner(CPU, Options(), budget).run_interleaved(
+            CELL_CASE, wl, providers + [wrong]
+        )
+    }
     assert rows["off_by_one_percent"]["status"] == "wrong"
     assert rows["off_by_one_percent"]["p50_ms"] is None
     ok = [r for name, r in rows.items() if name != "off_by_one_percent"]
@@ -359,8 +424,9 @@ def test_interleaved_mode_refuses_other_presets_and_devices(capsys):
     assert bench_main.main(["--interleaved", "cpu_loops", "--device", "cuda", "--list"]) == 2
     assert "runs on cpu" in capsys.readouterr().err
     assert bench_main.main(["--interleaved", "attentive", "--list", "--device", "cpu"]) == 0
-    assert capsys.readouterr().out.split() == [c.key for c in quick_cases("cpu")
-                                               if c.family == "attentive_lstm"]
+    assert capsys.readouterr().out.split() == [
+        c.key for c in quick_cases("cpu") if c.family == "attentive_lstm"
+    ]
 
 
 def test_time_interleaved_times_every_callable_once_a_round():
@@ -368,8 +434,9 @@ def test_time_interleaved_times_every_callable_once_a_round():
 
     calls = []
     budget = TimingBudget(warmup_s=0, warmup_calls=2, min_reps=4, min_time_s=0, max_time_s=10)
-    samples = time_interleaved({"a": lambda i: calls.append(("a", i)),
-                                "b": lambda i: calls.append(("b", i))}, budget, CPU)
+    samples = time_interleaved(
+        {"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))}, budget, CPU
+    )
     assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4}
     assert calls == [(name, i) for i in range(6) for name in ("a", "b")]
     assert all(t >= 0 for v in samples.values() for t in v)
@@ -379,8 +446,18 @@ def test_rows_are_in_the_files_as_soon_as_measured(tmp_path):
     """ResultWriter: a row added is in the CSV and the JSON at once (a run stopped by a
     timeout keeps it); close() adds the final meta."""
     row = dict.fromkeys(COLUMNS)
-    row.update(provider="p", case="lstm", mode="fwd", shape="B=1", dtype="float32", status="ok",
-               p20_ms=1.0, p50_ms=2.0, p80_ms=3.0, reps=5)
+    row.update(
+        provider="p",
+        case="lstm",
+        mode="fwd",
+        shape="B=1",
+        dtype="float32",
+        status="ok",
+        p20_ms=1.0,
+        p50_ms=2.0,
+        p80_ms=3.0,
+        reps=5,
+    )
     writer = ResultWriter(tmp_path, "run", {"preset": "x"})
     assert read(tmp_path / "run.csv") == [] and read(tmp_path / "run.json") == []
     writer.add(row)
@@ -389,15 +466,18 @@ def test_rows_are_in_the_files_as_soon_as_measured(tmp_path):
     writer.add(dict(row, provider="q"))
     assert [r["provider"] for r in read(tmp_path / "run.csv")] == ["p", "q"]
     writer.close(seconds=1.5)
-    assert json.loads((tmp_path / "run.json").read_text())["meta"] == {"preset": "x",
-                                                                       "seconds": 1.5}
+    assert json.loads((tmp_path / "run.json").read_text())["meta"] == {
+        "preset": "x",
+        "seconds": 1.5,
+    }
 
 
 def _add_lstm_cell_providers(monkeypatch, *extra: Provider):
     wl = WORKLOADS["lstm_cell"]
     original = wl.providers
-    monkeypatch.setattr(wl, "providers", lambda case, device, options:
-                        original(case, device, options) + list(extra))
+    monkeypatch.setattr(
+        wl, "providers", lambda case, device, options: original(case, device, options) + list(extra)
+    )
 
 
 def test_a_stopped_run_keeps_the_rows_before_the_stop(monkeypatch, tmp_path):
@@ -415,17 +495,37 @@ def test_a_stopped_run_keeps_the_rows_before_the_stop(monkeypatch, tmp_path):
     threads = torch.get_num_threads()
     try:
         with pytest.raises(KeyboardInterrupt):
-            bench_main.main(["--smoke", "--filter", "^lstm_cell/", "--device", "cpu",
-                             "--threads", "1", "--no-progress", "--out", str(tmp_path),
-                             "--name", "stopped", "--reps", "3", "--max-time", "0.05"])
+            bench_main.main(
+                [
+                    "--smoke",
+                    "--filter",
+                    "^lstm_cell/",
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path),
+                    "--name",
+                    "stopped",
+                    "--reps",
+                    "3",
+                    "--max-time",
+                    "0.05",
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
     for path in (tmp_path / "stopped.csv", tmp_path / "stopped.json"):
         rows = read(path)
-        assert [(r["mode"], r["provider"]) for r in rows if r["provider"] == "nn.LSTMCell"] == \
-            [("fwd", "nn.LSTMCell"), ("fwd+bwd", "nn.LSTMCell")]
-        assert [(r["mode"], r["status"]) for r in rows if r["provider"] == "stopper"] == \
-            [("fwd", "absent")]
+        assert [(r["mode"], r["provider"]) for r in rows if r["provider"] == "nn.LSTMCell"] == [
+            ("fwd", "nn.LSTMCell"),
+            ("fwd+bwd", "nn.LSTMCell"),
+        ]
+        assert [(r["mode"], r["status"]) for r in rows if r["provider"] == "stopper"] == [
+            ("fwd", "absent")
+        ]
         ok = [r for r in rows if r["status"] == "ok"]
         assert ok and all(r["speedup"] > 0 for r in ok)
 
@@ -440,8 +540,10 @@ def test_provider_timeout_stops_one_provider_and_skips_it_later(monkeypatch):
     _add_lstm_cell_providers(monkeypatch, Provider("slow", slow))
     budget = TimingBudget(warmup_s=0, warmup_calls=1, min_reps=3, min_time_s=0, max_time_s=0.05)
     runner = CaseRunner(CPU, Options(), budget, provider_timeout_s=0.5)
-    first, second = (next(r for r in runner.run(c) if r["provider"] == "slow")
-                     for c in select(smoke_cases("cpu"), "^lstm_cell/"))
+    first, second = (
+        next(r for r in runner.run(c) if r["provider"] == "slow")
+        for c in select(smoke_cases("cpu"), "^lstm_cell/")
+    )
     assert first["status"] == "error" and "provider timeout" in first["note"]
     assert second["status"] == "error" and second["note"].startswith("not run")
 
@@ -452,15 +554,35 @@ def test_late_providers_run_after_every_other_provider(monkeypatch, tmp_path):
     _add_lstm_cell_providers(monkeypatch, Provider("compiles_late", nn_cell.build, late=True))
     threads = torch.get_num_threads()
     try:
-        assert bench_main.main(["--smoke", "--filter", "^lstm_cell/", "--device", "cpu",
-                                "--threads", "1", "--no-progress", "--out", str(tmp_path),
-                                "--name", "late", "--reps", "3", "--max-time", "0.05"]) == 0
+        assert (
+            bench_main.main(
+                [
+                    "--smoke",
+                    "--filter",
+                    "^lstm_cell/",
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path),
+                    "--name",
+                    "late",
+                    "--reps",
+                    "3",
+                    "--max-time",
+                    "0.05",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     order = [(r["mode"], r["provider"]) for r in read(tmp_path / "late.csv")]
     n = len(order)
-    assert [p for _, p in order[n - 2:]] == ["compiles_late"] * 2
-    assert all(p != "compiles_late" for _, p in order[:n - 2])
+    assert [p for _, p in order[n - 2 :]] == ["compiles_late"] * 2
+    assert all(p != "compiles_late" for _, p in order[: n - 2])
     late = [r for r in read(tmp_path / "late.csv") if r["provider"] == "compiles_late"]
     assert all(r["status"] == "ok" and r["speedup"] > 0 for r in late)  # against the baseline
 

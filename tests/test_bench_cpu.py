@@ -1,5 +1,6 @@
 """The CPU benchmark's busy-machine and roofline tools (bench/load.py, bench/interleaved.py's
 threads and roofline modes, bench/callgrind.py's parsing, --quick's providers)."""
+
 import json
 import re
 import time
@@ -32,9 +33,26 @@ def test_spinning_load_starts_and_stops_its_processes_even_on_error():
 def _interleaved_smoke(mode: str, out, *extra: str) -> dict:
     threads = torch.get_num_threads()
     try:
-        assert bench_main.main(["--interleaved", mode, "--smoke", "--device", "cpu",
-                                "--threads", "1", "--no-progress", "--out", str(out),
-                                "--name", mode, *extra]) == 0
+        assert (
+            bench_main.main(
+                [
+                    "--interleaved",
+                    mode,
+                    "--smoke",
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                    "--out",
+                    str(out),
+                    "--name",
+                    mode,
+                    *extra,
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     return json.loads((out / f"{mode}.json").read_text())
@@ -47,8 +65,12 @@ def test_interleaved_threads_times_both_libraries_at_one_thread_too(tmp_path):
     assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
     for mode in ("fwd", "fwd+bwd"):
         names = [r["provider"] for r in rows if r["mode"] == mode]
-        assert names == ["nn.LSTM", "lstm_fused:cpu", "lstm_fused:cpu[1 thread]",
-                         "nn.LSTM[1 thread]"]
+        assert names == [
+            "nn.LSTM",
+            "lstm_fused:cpu",
+            "lstm_fused:cpu[1 thread]",
+            "nn.LSTM[1 thread]",
+        ]
     for r in rows:
         assert r["status"] == "ok" and r["max_err"] <= r["tol"], r
         if r["provider"].endswith("[1 thread]"):
@@ -67,12 +89,14 @@ def test_interleaved_roofline_reports_each_lstm_as_a_fraction_of_torch_mm(tmp_pa
         for name in ("nn.LSTM", "lstm_fused:cpu"):
             r = by[name]
             assert r["status"] == "ok" and r["max_err"] <= r["tol"], r
-            frac = float(re.search(r"([0-9.]+) of torch\.mm\[roofline\]'s rate",
-                                   r["note"]).group(1))
+            frac = float(
+                re.search(r"([0-9.]+) of torch\.mm\[roofline\]'s rate", r["note"]).group(1)
+            )
             assert frac == pytest.approx(roof["p50_ms"] / r["p50_ms"], abs=0.006)
             # the same multiply-adds: the rates compare as the times do
-            assert r["tflops"] == pytest.approx(roof["tflops"] * roof["p50_ms"] / r["p50_ms"],
-                                                rel=0.05)
+            assert r["tflops"] == pytest.approx(
+                roof["tflops"] * roof["p50_ms"] / r["p50_ms"], rel=0.05
+            )
 
 
 def test_quick_times_every_provider_but_the_reference():

@@ -1,6 +1,7 @@
 """What the one-step call path keeps between calls is never stale: the LSTMCell's weight views
 (lstm_fused.functional.kept_weights) follow every change of the parameters, in-place writes
 through .data included; the backend a call resolves to follows the switches."""
+
 import pytest
 import torch
 from torch import nn
@@ -20,8 +21,10 @@ def _twins():
     return ref, cell
 
 
-@pytest.mark.parametrize("change", ["in_place", "through_data", "data_assigned",
-                                    "parameter_replaced", "bias_through_data"])
+@pytest.mark.parametrize(
+    "change",
+    ["in_place", "through_data", "data_assigned", "parameter_replaced", "bias_through_data"],
+)
 def test_cell_follows_every_weight_change_without_grad(change):
     ref, cell = _twins()
     x, h, c = torch.randn(3, 5), torch.randn(3, 7), torch.randn(3, 7)

@@ -7,6 +7,7 @@ storage type of the inputs (float64, float32, float16, bfloat16: the same conver
 the kernels, fp32 accumulation for the half types). Outputs start as NaN so an element the
 header does not write fails the comparison.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
-    reason="no host C++ compiler to build the header test library")
+    reason="no host C++ compiler to build the header test library",
+)
 
 WRAPPER = r"""
 #include <ATen/ATen.h>
@@ -120,9 +122,15 @@ def ops(tmp_path_factory):
     build = tmp_path_factory.mktemp("cell_math_build")
     src = build / "cell_math_ops.cpp"
     src.write_text(WRAPPER)
-    load(name="lstm_cell_math_test", sources=[str(src)],
-         extra_include_paths=[str(ROOT / "csrc")], extra_cflags=["-O1"],
-         build_directory=str(build), is_python_module=False, verbose=False)
+    load(
+        name="lstm_cell_math_test",
+        sources=[str(src)],
+        extra_include_paths=[str(ROOT / "csrc")],
+        extra_cflags=["-O1"],
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=False,
+    )
     return torch.ops.lstm_cell_math_test
 
 
@@ -137,7 +145,7 @@ def _inputs(dtype, N=5, H=7, peephole=True, extreme=False, seed=0):
         z = torch.where(torch.rand(N, 4 * H, generator=g, dtype=torch.float64) < 0.5, 100.0, -100.0)
     c_prev = torch.randn(N, H, generator=g, dtype=torch.float64)
     peep = torch.randn(3, H, generator=g, dtype=torch.float64) if peephole else None
-    cast = (lambda t: None if t is None else t.to(dtype))
+    cast = lambda t: None if t is None else t.to(dtype)
     return cast(z), cast(c_prev), cast(peep)
 
 
@@ -147,9 +155,16 @@ def _reference_forward(z, c_prev, peep):
     peep = None if peep is None else peep.double()
     N, G = z.shape
     H = G // 4
-    h_new, c_new = reference.lstm_cell(z, torch.zeros(N, H, dtype=torch.float64), c_prev,
-                                       torch.eye(G, dtype=torch.float64),
-                                       torch.zeros(G, H, dtype=torch.float64), None, None, peep)
+    h_new, c_new = reference.lstm_cell(
+        z,
+        torch.zeros(N, H, dtype=torch.float64),
+        c_prev,
+        torch.eye(G, dtype=torch.float64),
+        torch.zeros(G, H, dtype=torch.float64),
+        None,
+        None,
+        peep,
+    )
     zi, zf, zg, zo = z.chunk(4, dim=1)
     if peep is not None:
         zi, zf, zo = zi + peep[0] * c_prev, zf + peep[1] * c_prev, zo + peep[2] * c_new
@@ -164,9 +179,16 @@ def _reference_backward(z, c_prev, peep, dh, dc):
     peep = None if peep is None else peep.double()
     N, G = z.shape
     H = G // 4
-    h_new, c_new = reference.lstm_cell(z, torch.zeros(N, H, dtype=torch.float64), c_prev,
-                                       torch.eye(G, dtype=torch.float64),
-                                       torch.zeros(G, H, dtype=torch.float64), None, None, peep)
+    h_new, c_new = reference.lstm_cell(
+        z,
+        torch.zeros(N, H, dtype=torch.float64),
+        c_prev,
+        torch.eye(G, dtype=torch.float64),
+        torch.zeros(G, H, dtype=torch.float64),
+        None,
+        None,
+        peep,
+    )
     loss = (h_new * dh.double()).sum() + (c_new * dc.double()).sum()
     dz, dc_prev = torch.autograd.grad(loss, (z, c_prev))
     return dz, dc_prev
@@ -177,8 +199,13 @@ def _close(actual, expected, dtype, what):
     assert not torch.isnan(actual).any(), f"{what}: NaN (unwritten or unstable) in {actual}"
     tol = TOL[dtype]
     scale = max(1.0, expected.abs().max().item())
-    torch.testing.assert_close(actual.double(), expected, rtol=tol["rtol"],
-                               atol=tol["atol"] * scale, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        actual.double(),
+        expected,
+        rtol=tol["rtol"],
+        atol=tol["atol"] * scale,
+        msg=lambda m: f"{what}: {m}",
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -213,9 +240,13 @@ def test_backward_matches_reference_autograd(ops, dtype, peephole, extreme):
         assert not torch.isnan(actual).any(), f"{what}: NaN in {actual}"
         tol = TOL[dtype]
         scale = max(1.0, expected.abs().max().item())
-        torch.testing.assert_close(actual.double(), expected, rtol=factor * tol["rtol"],
-                                   atol=factor * tol["atol"] * scale,
-                                   msg=lambda m, w=what: f"{w} ({dtype}): {m}")
+        torch.testing.assert_close(
+            actual.double(),
+            expected,
+            rtol=factor * tol["rtol"],
+            atol=factor * tol["atol"] * scale,
+            msg=lambda m, w=what: f"{w} ({dtype}): {m}",
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -232,19 +263,26 @@ def test_half_types_accumulate_in_float_and_round_once(ops, dtype):
     dh = torch.randn(c.shape, generator=g).to(dtype)
     dc = torch.randn(c.shape, generator=g).to(dtype)
     got_b = ops.cell_backward(gates, c, c_prev, peep, dh, dc)
-    want_b = ops.cell_backward(gates.float(), c.float(), c_prev.float(), peep.float(),
-                               dh.float(), dc.float())
+    want_b = ops.cell_backward(
+        gates.float(), c.float(), c_prev.float(), peep.float(), dh.float(), dc.float()
+    )
     for a, b, what in zip(got_b, want_b, ("dz", "dc_prev")):
         assert torch.equal(a, b.to(dtype)), f"{what} differs from the rounded float32 result"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_sigmoid_is_stable_at_the_extremes(ops, dtype):
-    x = torch.tensor([-1e4, -800.0, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 800.0, 1e4,
-                      -math.inf, math.inf], dtype=dtype)
+    x = torch.tensor(
+        [-1e4, -800.0, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 800.0, 1e4, -math.inf, math.inf],
+        dtype=dtype,
+    )
     got = ops.sigmoid(x)
     assert not torch.isnan(got).any(), got
     # atol: float32 results below ~1e-38 are subnormal, with few significant bits.
-    torch.testing.assert_close(got.double(), torch.sigmoid(x.double()), rtol=TOL[dtype]["rtol"],
-                               atol=torch.finfo(dtype).tiny)
+    torch.testing.assert_close(
+        got.double(),
+        torch.sigmoid(x.double()),
+        rtol=TOL[dtype]["rtol"],
+        atol=torch.finfo(dtype).tiny,
+    )
     assert got[0] == 0 and got[-3] == 1 and got[-1] == 1 and got[-2] == 0

@@ -1,4 +1,5 @@
 """torch.compile(fullgraph=True) of a model that uses lstm_fused.LSTM, compared with eager."""
+
 import pytest
 import torch
 from torch import nn
@@ -10,8 +11,9 @@ class Tagger(nn.Module):
     def __init__(self):
         super().__init__()
         self.emb = nn.Embedding(20, 8)
-        self.lstm = lstm_fused.LSTM(8, 12, num_layers=2, bidirectional=True, batch_first=True,
-                                    backend="cpu")
+        self.lstm = lstm_fused.LSTM(
+            8, 12, num_layers=2, bidirectional=True, batch_first=True, backend="cpu"
+        )
         self.head = nn.Linear(24, 5)
 
     def forward(self, tokens):

@@ -8,6 +8,7 @@ time loop, masked softmax, attention pooling, self-attention) as the float64 ref
 and no code outside a variant's namespace, nor any code run when the library loads, uses
 AVX instructions (objdump of the built library).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,24 +21,26 @@ import sys
 import pytest
 import torch
 
-import lstm_fused
 from lstm_fused import reference, reference_mhsa, switches
 
 from backends import LOAD_ERROR
 from tolerances import tol
 
-pytestmark = pytest.mark.skipif(LOAD_ERROR is not None,
-                                reason="the C++ extension is not built")
+pytestmark = pytest.mark.skipif(LOAD_ERROR is not None, reason="the C++ extension is not built")
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 ORDER = ("default", "avx2", "avx512")
 # The CPU flags (/proc/cpuinfo names) each variant is compiled for (setup.py _CPU_VARIANTS).
-NEEDS = {"default": set(), "avx2": {"avx2", "fma", "f16c"},
-         "avx512": {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq"}}
+NEEDS = {
+    "default": set(),
+    "avx2": {"avx2", "fma", "f16c"},
+    "avx512": {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq"},
+}
 
 
 def _C():
     from lstm_fused import _C
+
     return _C
 
 
@@ -60,7 +63,7 @@ def aten_capability():
 
 def test_variants_built_for_the_architecture():
     built = _C().cpu_capabilities_built()
-    assert built == ORDER[:len(built)], built  # ascending, default always there
+    assert built == ORDER[: len(built)], built  # ascending, default always there
     if not X86:
         assert built == ("default",)
 
@@ -80,8 +83,14 @@ def test_picks_the_best_variant_the_cpu_has():
 def _capability_in_subprocess(env_value):
     env = dict(os.environ, ATEN_CPU_CAPABILITY=env_value)
     code = "import lstm_fused; from lstm_fused import _C; print(_C.cpu_capability())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -119,13 +128,16 @@ def variant(request):
 
 
 def _close(got, expected, dtype, what):
-    torch.testing.assert_close(got, expected.to(got.dtype), **tol("lstm", dtype),
-                               msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        got, expected.to(got.dtype), **tol("lstm", dtype), msg=lambda m: f"{what}: {m}"
+    )
 
 
 def _leaves(gen, dtype, *shapes):
-    return [torch.randn(*s, generator=gen, dtype=torch.float64).mul_(0.5).to(dtype)
-            .requires_grad_() for s in shapes]
+    return [
+        torch.randn(*s, generator=gen, dtype=torch.float64).mul_(0.5).to(dtype).requires_grad_()
+        for s in shapes
+    ]
 
 
 def _backward_both(outs, ref_outs, gen):
@@ -145,8 +157,12 @@ def _check_grads(leaves, ref_leaves, dtype, what):
 
 
 # (time loop forced by the switch cpu_loop, projection size P, peephole, lengths)
-LSTM_CASES = [("fused", 0, True, True), ("fused_gemm", 0, False, False), ("rows", 0, True, True),
-              ("rows", 5, False, True)]
+LSTM_CASES = [
+    ("fused", 0, True, True),
+    ("fused_gemm", 0, False, False),
+    ("rows", 0, True, True),
+    ("rows", 5, False, True),
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -237,8 +253,12 @@ TARGET = re.compile(r"\s([0-9a-f]+) <(.+)>$")
 
 def _disassembly(path):
     """{address: (demangled name, {'vex', 'ymm', 'zmm'} it uses, addresses it calls / jumps to)}"""
-    listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", path],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["objdump", "-d", "-C", "--no-show-raw-insn", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     functions, current = {}, None
     for line in listing.splitlines():
         m = FUNCTION.match(line)
@@ -264,7 +284,7 @@ def _disassembly(path):
         by_name.setdefault(name, []).append(addr)
     for name, _, targets in list(functions.values()):
         if name.endswith("@plt"):
-            targets.update(by_name.get(name[:-len("@plt")], ()))
+            targets.update(by_name.get(name[: -len("@plt")], ()))
     return functions
 
 
@@ -301,8 +321,9 @@ def test_vector_code_only_in_its_variant():
     outside = sorted(name for a, (name, _, _) in vector.items() if a not in reached)
     assert not outside, f"AVX code reachable outside the AVX2 / AVX512 variants: {outside[:20]}"
     reached = _only_reached_from(functions, AVX512_NS)
-    outside = sorted(name for a, (name, kinds, _) in vector.items()
-                     if "zmm" in kinds and a not in reached)
+    outside = sorted(
+        name for a, (name, kinds, _) in vector.items() if "zmm" in kinds and a not in reached
+    )
     assert not outside, f"AVX-512 code reachable outside the AVX512 variant: {outside[:20]}"
     if "avx512" in _C().cpu_capabilities_built():  # the check sees the variants at all
         names = [name for name, _, _ in vector.values()]

@@ -4,6 +4,7 @@ shared machine it would run every call on one thread): B = 18 takes the split by
 per-step barrier; 9 rows a thread, tiles of 4, 4 and 1), B = 5 the split by panels of hidden
 units with a barrier a step (fewer than 4 rows a thread). Forward, inference and backward, with
 lengths, both directions; and with the guard on, the same answers."""
+
 import pytest
 import torch
 
@@ -24,8 +25,7 @@ def _check_against_reference(B: int) -> None:
     # H = 130: 8 full panels of 16 float units and one of 2 (and column panels of 64, 64 and
     # 2 in the backward); enough multiply-adds a step (B * 4H * (I + H) >= 2^18) for threads.
     ours = lstm_fused.LSTM(7, 130, 1, bidirectional=True, backend="cpu")
-    ref = lstm_fused.LSTM(7, 130, 1, bidirectional=True, backend="reference",
-                          dtype=torch.float64)
+    ref = lstm_fused.LSTM(7, 130, 1, bidirectional=True, backend="reference", dtype=torch.float64)
     ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
     x = torch.randn(6, B, 7, requires_grad=True)
     x64 = x.detach().double().requires_grad_(True)
@@ -37,10 +37,13 @@ def _check_against_reference(B: int) -> None:
     for a, e in ((y.data, y_r.data), (h, h_r), (c, c_r)):
         assert_close(a, e.float())
     gy, gh, gc = torch.randn_like(y.data), torch.randn_like(h), torch.randn_like(c)
-    g = torch.autograd.grad((y.data * gy).sum() + (h * gh).sum() + (c * gc).sum(),
-                            [x, *ours.parameters()])
-    g_r = torch.autograd.grad((y_r.data * gy.double()).sum() + (h_r * gh.double()).sum()
-                              + (c_r * gc.double()).sum(), [x64, *ref.parameters()])
+    g = torch.autograd.grad(
+        (y.data * gy).sum() + (h * gh).sum() + (c * gc).sum(), [x, *ours.parameters()]
+    )
+    g_r = torch.autograd.grad(
+        (y_r.data * gy.double()).sum() + (h_r * gh.double()).sum() + (c_r * gc.double()).sum(),
+        [x64, *ref.parameters()],
+    )
     for a, e in zip(g, g_r):
         assert_close(a, e.float())
     with torch.no_grad():

@@ -17,6 +17,7 @@ cudafe++ and host g++ ~21 s: the torch headers). After it, with only c10 headers
 files, the dK/dV + dQ launcher of one (float32, Dh <= 32) took 22 s at a load average of ~10
 (cudafe++ 8.4, cicc 5.6, host g++ 4.9, ptxas 0.4).
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,10 @@ import pytest
 
 import cuda_build_helpers as cb
 
-pytestmark = [pytest.mark.slow_compile,
-              pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found")]
+pytestmark = [
+    pytest.mark.slow_compile,
+    pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +80,10 @@ def test_kernel_sources_need_no_torch_headers():
 def test_compile_check_catches_an_error(tmp_path):
     """The check itself can fail (never cached): a .cu with a type error must not compile."""
     bad = tmp_path / "bad.cu"
-    bad.write_text('#include "lstm_cell_math.h"\n'
-                   "__global__ void k(float* p) { p[0] = lstm_fused::cell_sigmoid(p); }\n")
+    bad.write_text(
+        '#include "lstm_cell_math.h"\n'
+        "__global__ void k(float* p) { p[0] = lstm_fused::cell_sigmoid(p); }\n"
+    )
     cmd = cb.nvcc_command(bad, tmp_path / "bad.o", archs=("80",), resource_usage=False)
     rc, output = cb.run(cmd)
     assert rc != 0, output

@@ -17,6 +17,7 @@ mma/ldmatrix are themselves checked against the PTX ISA's figures (tests/test_tc
 What this cannot check: the device itself (the CUDA memory model's weak orderings, L1
 staleness, occupancy, cuBLAS, streams, timings): that needs a GPU and compute-sanitizer.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,7 +32,8 @@ from helpers import assert_close_scaled, float64_cpu, layer_args, layer_configs
 
 pytestmark = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
-    reason="no host C++ compiler to build the emulated CUDA library")
+    reason="no host C++ compiler to build the emulated CUDA library",
+)
 
 CONFIGS = layer_configs("emulated")
 
@@ -70,18 +72,19 @@ HALF = (torch.float16, torch.bfloat16)
 
 # (kernel path, dtype, config): the gate-kernel path forced for every dtype and config, and the
 # automatic choice (the tensor-core loop) for the 16-bit dtypes.
-CASES = ([("gates", d, c) for d in (torch.float64, torch.float32) + HALF for c in CONFIGS]
-         + [("auto", d, c) for d in HALF for c in TC_CONFIGS])
+CASES = [("gates", d, c) for d in (torch.float64, torch.float32) + HALF for c in CONFIGS] + [
+    ("auto", d, c) for d in HALF for c in TC_CONFIGS
+]
 
 
-@pytest.mark.parametrize("path,dtype,config", CASES,
-                         ids=[f"{p}-{str(d).replace('torch.', '')}-{c}" for p, d, c in CASES])
+@pytest.mark.parametrize(
+    "path,dtype,config", CASES, ids=[f"{p}-{str(d).replace('torch.', '')}-{c}" for p, d, c in CASES]
+)
 def test_forward_backward_match_float64_reference(emu_ops, path, dtype, config):
     with cuda_path(emu_ops, path):
         args = _make_args(CONFIGS[config], dtype)
         want = "tensor_core" if path == "auto" else "gates: "
-        assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], args["w_hr"]).startswith(
-            want)
+        assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], args["w_hr"]).startswith(want)
         _forward_backward_match_float64_reference(emu_ops, dtype, config)
 
 
@@ -94,8 +97,9 @@ def test_switches_refuse_unknown_names_and_values(emu_ops):
 
 def _forward_backward_match_float64_reference(emu_ops, dtype, config):
     args = _make_args(CONFIGS[config], dtype)
-    params = {k: v.requires_grad_(True) for k, v in args.items()
-              if v is not None and k != "lengths"}
+    params = {
+        k: v.requires_grad_(True) for k, v in args.items() if v is not None and k != "lengths"
+    }
     y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
     ref_args = _float64(args, requires_grad=True)
     ref_y, ref_h, ref_c = reference.lstm_layer(**ref_args)
@@ -116,8 +120,16 @@ def _forward_backward_match_float64_reference(emu_ops, dtype, config):
 @pytest.mark.parametrize("config", ["bi-lengths", "all", "odd-H"])
 def test_gradcheck_float64(emu_ops, config):
     T, B, I, H, P, D, peephole, lengths = CONFIGS[config]
-    small = (3, min(B, 3), 2, 4 if H % 4 == 0 else 3, 2 if P else 0, D, peephole,
-             None if lengths is None else [3, 1, 0][:min(B, 3)])
+    small = (
+        3,
+        min(B, 3),
+        2,
+        4 if H % 4 == 0 else 3,
+        2 if P else 0,
+        D,
+        peephole,
+        None if lengths is None else [3, 1, 0][: min(B, 3)],
+    )
     args = _make_args(small, torch.float64)
     names = [k for k in ARG_NAMES if args[k] is not None and k != "lengths"]
 
@@ -168,8 +180,11 @@ def test_every_operator_has_its_cuda_kernel(emu_ops):
 
     names = operators("lstm_fused_emu")
     assert names == operators("lstm_fused")
-    have = {n for n in names
-            if torch._C._dispatch_has_kernel_for_dispatch_key(f"lstm_fused_emu::{n}", "CPU")}
+    have = {
+        n
+        for n in names
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"lstm_fused_emu::{n}", "CPU")
+    }
     assert have == set(names) - set(no_cuda_kernel())
 
 
@@ -189,8 +204,12 @@ def test_out_of_range_lengths_act_as_clamped(emu_ops, path, dtype):
         g = torch.Generator().manual_seed(5)
         grads = [torch.randn(t.shape, generator=g).to(dtype) for t in got[:3]]
         saved = [got[0], got[3], got[4]]
-        back = [emu_ops.lstm_layer_backward(*grads, *(kw[k] for k in ARG_NAMES if k != "bias"),
-                                            None, *saved) for kw in (bad, clamped)]
+        back = [
+            emu_ops.lstm_layer_backward(
+                *grads, *(kw[k] for k in ARG_NAMES if k != "bias"), None, *saved
+            )
+            for kw in (bad, clamped)
+        ]
         for a, e in zip(*back):
             torch.testing.assert_close(a, e, rtol=0, atol=0)
 
@@ -211,8 +230,9 @@ def test_resets_match_float64_reference(emu_ops, dtype, config):
     args = _make_args(CONFIGS[config], dtype, seed=3)
     T, B = args["x"].shape[:2]
     resets = _resets(T, B)
-    params = {k: v.requires_grad_(True) for k, v in args.items()
-              if v is not None and k != "lengths"}
+    params = {
+        k: v.requires_grad_(True) for k, v in args.items() if v is not None and k != "lengths"
+    }
     y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
     ref_args = _float64(args, requires_grad=True)
     ref = reference.lstm_layer(**ref_args, resets=resets)
@@ -245,15 +265,17 @@ def test_resets_all_false_change_nothing(emu_ops):
     args = _make_args(CONFIGS["all"], torch.float32)
     ordered = [args[k] for k in ARG_NAMES]
     never = torch.zeros(args["x"].shape[:2], dtype=torch.bool)
-    for a, b in zip(emu_ops.lstm_layer_forward(*ordered, never),
-                    emu_ops.lstm_layer_forward(*ordered)):
+    for a, b in zip(
+        emu_ops.lstm_layer_forward(*ordered, never), emu_ops.lstm_layer_forward(*ordered)
+    ):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_dtype_errors(emu_ops):
     args = _make_args(CONFIGS["uni"], torch.float32)
-    args = {k: (v.to(torch.int32) if v is not None and k != "lengths" else v)
-            for k, v in args.items()}
+    args = {
+        k: (v.to(torch.int32) if v is not None and k != "lengths" else v) for k, v in args.items()
+    }
     with pytest.raises(TypeError, match="dtype Int is not supported"):
         emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
 
@@ -329,8 +351,11 @@ def test_tensor_core_loop_two_layers(emu_ops):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=["float16", "bfloat16"])
-@pytest.mark.parametrize("cfg", [CONFIGS["bi-lengths"], (6, 3, 4, 24, 0, 2, True, [6, 0, 3])],
-                         ids=["bi-lengths", "partial-k-slice"])
+@pytest.mark.parametrize(
+    "cfg",
+    [CONFIGS["bi-lengths"], (6, 3, 4, 24, 0, 2, True, [6, 0, 3])],
+    ids=["bi-lengths", "partial-k-slice"],
+)
 def test_tensor_core_loop_resets(emu_ops, dtype, cfg):
     """resets (docs/contract.md) in the tensor-core loop: forward against the reference, the
     saved gates and cells against the gate-kernel path's, and the gradients (the gate-kernel
@@ -339,8 +364,9 @@ def test_tensor_core_loop_resets(emu_ops, dtype, cfg):
     T, B = args["x"].shape[:2]
     resets = _resets(T, B, seed=12)
     assert emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], None) == "tensor_core"
-    params = {k: v.requires_grad_(True) for k, v in args.items()
-              if v is not None and k != "lengths"}
+    params = {
+        k: v.requires_grad_(True) for k, v in args.items() if v is not None and k != "lengths"
+    }
     got = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES), resets)
     ref_args = _float64(args, requires_grad=True)
     ref = reference.lstm_layer(**ref_args, resets=resets)
@@ -358,14 +384,17 @@ def test_tensor_core_loop_resets(emu_ops, dtype, cfg):
         _check(p.grad, ref_args[name].grad, dtype, f"grad {name}", 2.0)
 
 
-@pytest.mark.parametrize("cfg,dtype,reason", [
-    ((3, 2, 3, 5, 0, 1, False, None), torch.bfloat16, "H = 5 is not a multiple of 8"),
-    ((3, 2, 3, 8, 4, 1, False, None), torch.float16, "proj_size > 0"),
-    ((3, 40, 3, 8, 0, 1, False, None), torch.bfloat16, "batch B = 40 is above"),
-    ((3, 2, 3, 40, 0, 1, False, None), torch.bfloat16, "hidden_size H = 40 is above"),
-    ((3, 2, 3, 8, 0, 1, False, None), torch.float32, "float32 keeps the gate-kernel path"),
-    ((3, 2, 3, 8, 0, 1, False, None), torch.float64, "float64 takes the gate-kernel path"),
-])
+@pytest.mark.parametrize(
+    "cfg,dtype,reason",
+    [
+        ((3, 2, 3, 5, 0, 1, False, None), torch.bfloat16, "H = 5 is not a multiple of 8"),
+        ((3, 2, 3, 8, 4, 1, False, None), torch.float16, "proj_size > 0"),
+        ((3, 40, 3, 8, 0, 1, False, None), torch.bfloat16, "batch B = 40 is above"),
+        ((3, 2, 3, 40, 0, 1, False, None), torch.bfloat16, "hidden_size H = 40 is above"),
+        ((3, 2, 3, 8, 0, 1, False, None), torch.float32, "float32 keeps the gate-kernel path"),
+        ((3, 2, 3, 8, 0, 1, False, None), torch.float64, "float64 takes the gate-kernel path"),
+    ],
+)
 def test_shapes_the_tensor_core_loop_does_not_take_say_why(emu_ops, cfg, dtype, reason):
     args = _make_args(cfg, dtype)
     path = emu_ops.lstm_layer_cuda_path(args["x"], args["w_hh"], args["w_hr"])
@@ -383,7 +412,7 @@ MHSA_CASES = [
     # three 32-key tiles
     (3, 2, 70, 5, torch.float64),
     (3, 2, 70, 5, torch.float32),
-    (2, 2, 19, 40, torch.float32),   # the MAX_D = 64 instantiation (4 threads a row)
+    (2, 2, 19, 40, torch.float32),  # the MAX_D = 64 instantiation (4 threads a row)
     (2, 1, 40, 100, torch.float64),  # MAX_D = 128 (8 threads a row, 16-row blocks)
     (3, 1, 33, 8, torch.float16),
 ]
@@ -397,7 +426,7 @@ def test_mhsa_matches_float64_reference(emu_ops, B, N, T, Dh, dtype):
     for t in (k, v):  # padded keys and values hold NaN: never read
         for b, n in enumerate(lengths.tolist()):
             t[b, :, n:] = float("nan")
-    scale = Dh ** -0.5
+    scale = Dh**-0.5
     inputs = [t.to(dtype).requires_grad_(True) for t in (q, k, v)]
     out, lse = emu_ops.mhsa_forward(*inputs, lengths, scale)
     ref_in = [t.detach().double().nan_to_num(0.0).requires_grad_(True) for t in inputs]
@@ -422,11 +451,14 @@ def test_mhsa_gradcheck_float64(emu_ops):
     # Small: every emulated block runs 128 OS threads, and gradcheck calls the forward twice
     # per input element.
     g = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(2, 1, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 1, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    )
     lengths = torch.tensor([4, 2])
     assert torch.autograd.gradcheck(
-        lambda q, k, v: emu_ops.mhsa_forward(q, k, v, lengths, 0.6)[0], (q, k, v))
+        lambda q, k, v: emu_ops.mhsa_forward(q, k, v, lengths, 0.6)[0], (q, k, v)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -436,8 +468,10 @@ def test_mhsa_dropout_matches_reference_mask(emu_ops, dtype):
     B, N, T, Dh, p, seed = 3, 2, 70, 5, 0.3, torch.tensor(-0x1234_5678_9ABC_DEF1)
     g = torch.Generator().manual_seed(11)
     lengths = torch.tensor([0, 1, T])
-    inputs = [torch.randn(B, N, T, Dh, generator=g, dtype=torch.float64).to(dtype)
-              .requires_grad_(True) for _ in range(3)]
+    inputs = [
+        torch.randn(B, N, T, Dh, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+        for _ in range(3)
+    ]
     out, _ = emu_ops.mhsa_forward(*inputs, lengths, 0.4, p, seed)
     ref_in = [t.detach().double().requires_grad_(True) for t in inputs]
     ref_out = reference_mhsa.attention_core(*ref_in, lengths, 0.4, p, True, seed=seed)[0]
@@ -450,6 +484,7 @@ def test_mhsa_dropout_matches_reference_mask(emu_ops, dtype):
 
 
 # ---------------------------- masked softmax, pooling, channel (attention_cuda.cpp, *.cuh)
+
 
 def _lengths(B, T):
     return torch.tensor([0, 1, T, 3, T - 2][:B])

@@ -16,6 +16,7 @@ acquire/release flags come from csrc/cuda/tc_primitives.cuh's emulation (a flag 
 never ends fails the test instead of hanging). What it cannot check: the GPU's memory model,
 timing, registers (tests/test_cuda_resources_tc_backward.py has the ptxas side).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -32,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
-    reason="no host C++ compiler to build the emulated CUDA library")
+    reason="no host C++ compiler to build the emulated CUDA library",
+)
 
 DTYPES = (torch.bfloat16, torch.float16)
 
@@ -43,16 +45,22 @@ def tc_ops(tmp_path_factory):
 
     build = tmp_path_factory.mktemp("tc_backward_emu_build")
     sources = []
-    for src in (sorted((ROOT / "csrc" / "cuda").glob("lstm_tc_backward*.cu"))
-                + [ROOT / "tests" / "cuda_emu" / "tc_backward_test_ops.cpp"]):
+    for src in sorted((ROOT / "csrc" / "cuda").glob("lstm_tc_backward*.cu")) + [
+        ROOT / "tests" / "cuda_emu" / "tc_backward_test_ops.cpp"
+    ]:
         wrapper = build / (src.stem + "_emu.cpp")  # load() picks the host compiler by extension
         wrapper.write_text(f'#include "{src}"\n')
         sources.append(str(wrapper))
-    load(name="lstm_fused_tcbwd_emu", sources=sources,
-         extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
-         extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
-         extra_ldflags=["-pthread"], build_directory=str(build), is_python_module=False,
-         verbose=False)
+    load(
+        name="lstm_fused_tcbwd_emu",
+        sources=sources,
+        extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
+        extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
+        extra_ldflags=["-pthread"],
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=False,
+    )
     return torch.ops.lstm_fused_tcbwd_emu
 
 
@@ -63,19 +71,26 @@ def forward_float64(gx, h0, c0, w_hh, w_peep, lengths, resets):
     only inside the length). gx (T, B, D, G); returns y (T, B, D*H), h_n, c_n (D, B, H) and
     the saved gates (D, T, B, G) (zero at padded steps) and cells (D, T, B, H) (carried)."""
     T, B, D, G = gx.shape
-    H = G // 4
     steps = torch.arange(T).unsqueeze(1)
-    valid = (steps < lengths.unsqueeze(0)) if lengths is not None else torch.ones(T, B, dtype=torch.bool)
+    valid = (
+        (steps < lengths.unsqueeze(0))
+        if lengths is not None
+        else torch.ones(T, B, dtype=torch.bool)
+    )
     ys, h_ns, c_ns, gates_d, cells_d = [], [], [], [], []
     for d in range(D):
         h, c = h0[d], c0[d]
         outs, gts, cls = [None] * T, [None] * T, [None] * T
-        for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+        for t in range(T) if d == 0 else range(T - 1, -1, -1):
             if resets is not None:
                 if d == 0:
                     cut = resets[t] & valid[t]
                 else:
-                    cut = resets[t + 1] & valid[t + 1] if t + 1 < T else torch.zeros(B, dtype=torch.bool)
+                    cut = (
+                        resets[t + 1] & valid[t + 1]
+                        if t + 1 < T
+                        else torch.zeros(B, dtype=torch.bool)
+                    )
                 h = torch.where(cut[:, None], h0[d], h)
                 c = torch.where(cut[:, None], c0[d], c)
             z_i, z_f, z_g, z_o = (gx[t, :, d] + h @ w_hh[d].t()).chunk(4, dim=-1)
@@ -91,15 +106,22 @@ def forward_float64(gx, h0, c0, w_hh, w_peep, lengths, resets):
             v = valid[t][:, None]
             h, c = torch.where(v, h_new, h), torch.where(v, c_new, c)
             outs[t] = torch.where(v, h_new, torch.zeros_like(h_new))
-            gts[t] = torch.where(v, torch.cat([i, f, g, o], dim=-1), torch.zeros(B, G, dtype=gx.dtype))
+            gts[t] = torch.where(
+                v, torch.cat([i, f, g, o], dim=-1), torch.zeros(B, G, dtype=gx.dtype)
+            )
             cls[t] = c
         ys.append(torch.stack(outs))
         h_ns.append(h)
         c_ns.append(c)
         gates_d.append(torch.stack(gts))
         cells_d.append(torch.stack(cls))
-    return (torch.cat(ys, dim=2), torch.stack(h_ns), torch.stack(c_ns), torch.stack(gates_d),
-            torch.stack(cells_d))
+    return (
+        torch.cat(ys, dim=2),
+        torch.stack(h_ns),
+        torch.stack(c_ns),
+        torch.stack(gates_d),
+        torch.stack(cells_d),
+    )
 
 
 def _case(T, B, H, D, peephole, lengths, resets_p, dtype, seed=0):
@@ -146,8 +168,7 @@ def test_loop_matches_float64_autograd(tc_ops, name, dtype):
     config, units, ctas, refusal = tc_ops.plan(B, H, D, 0, dtype)
     assert config >= 0 and refusal == "", refusal
     assert units * ctas >= H and units <= 3
-    args, (d_gx, d_h0, d_c0) = _case(T, B, H, D, peephole, lengths, resets_p, dtype,
-                                     seed=len(name))
+    args, (d_gx, d_h0, d_c0) = _case(T, B, H, D, peephole, lengths, resets_p, dtype, seed=len(name))
     if resets_p is not None:
         assert args[6].any(), "the case draws no reset"
     dz, gh0, gc0 = tc_ops.loop(*args)
@@ -175,9 +196,9 @@ def test_out_of_range_lengths_act_as_clamped(tc_ops):
 
 def test_plan_picks_and_refuses(tc_ops):
     bf16 = torch.bfloat16
-    assert tc_ops.plan(16, 8, 2, 0, bf16)[:3] == (0, 3, 3)     # B <= 16: one m16 tile
-    assert tc_ops.plan(17, 8, 2, 0, bf16)[:3] == (1, 3, 3)     # up to three m16 tiles
-    assert tc_ops.plan(4, 40, 1, 0, bf16)[:3] == (2, 3, 14)    # K = 168: 96 a warp
+    assert tc_ops.plan(16, 8, 2, 0, bf16)[:3] == (0, 3, 3)  # B <= 16: one m16 tile
+    assert tc_ops.plan(17, 8, 2, 0, bf16)[:3] == (1, 3, 3)  # up to three m16 tiles
+    assert tc_ops.plan(4, 40, 1, 0, bf16)[:3] == (2, 3, 14)  # K = 168: 96 a warp
     refusals = {
         "proj_size > 0": tc_ops.plan(4, 8, 1, 4, bf16),
         "bfloat16 and float16 only": tc_ops.plan(4, 8, 1, 0, torch.float32),
@@ -225,9 +246,15 @@ def _layer_grads_against_reference(emu_ops, cfg, dtype, path_prefix, resets_p=No
     y, h_n, c_n, gates, cells = emu_ops.lstm_layer_forward(*(args[k] for k in ARG_NAMES))
     g = torch.Generator().manual_seed(7)
     gy, gh, gc = (torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n))
-    got = emu_ops.lstm_layer_backward(gy.to(dtype), gh.to(dtype), gc.to(dtype),
-                                      *(args[k] for k in ARG_NAMES if k != "bias"), y, gates,
-                                      cells)
+    got = emu_ops.lstm_layer_backward(
+        gy.to(dtype),
+        gh.to(dtype),
+        gc.to(dtype),
+        *(args[k] for k in ARG_NAMES if k != "bias"),
+        y,
+        gates,
+        cells,
+    )
     ref = float64_cpu({k: v for k, v in args.items() if k != "resets"}, requires_grad=True)
     ref["resets"] = args["resets"]
     outs = reference.lstm_layer(**ref)
@@ -245,12 +272,15 @@ def test_layer_backward_matches_float64_reference(emu_ops, name, dtype):
     _layer_grads_against_reference(emu_ops, cfg, dtype, "tensor_core", resets_p)
 
 
-@pytest.mark.parametrize("cfg,dtype,reason", [
-    ((3, 2, 3, 8, 4, 1, False, None), torch.bfloat16, "proj_size > 0"),
-    ((3, 49, 3, 8, 0, 1, False, None), torch.float16, "batch 49 > 48 rows"),
-    ((2, 2, 3, 60, 0, 1, False, None), torch.bfloat16, "exceed the register capacity"),
-    ((3, 2, 3, 8, 0, 2, False, None), torch.float32, "float32 keeps the gate-kernel path"),
-])
+@pytest.mark.parametrize(
+    "cfg,dtype,reason",
+    [
+        ((3, 2, 3, 8, 4, 1, False, None), torch.bfloat16, "proj_size > 0"),
+        ((3, 49, 3, 8, 0, 1, False, None), torch.float16, "batch 49 > 48 rows"),
+        ((2, 2, 3, 60, 0, 1, False, None), torch.bfloat16, "exceed the register capacity"),
+        ((3, 2, 3, 8, 0, 2, False, None), torch.float32, "float32 keeps the gate-kernel path"),
+    ],
+)
 def test_calls_the_loop_does_not_take_say_why(emu_ops, cfg, dtype, reason):
     """The gate-kernel backward runs them (checked against the reference) and the reason is
     the one lstm_layer_cuda_backward_path reports."""

@@ -12,6 +12,7 @@ barrier and distributed shared memory come from tests/cuda_emu/cuda_emulation.h'
 launch_cluster (tests/test_tc_cluster_emulation.py checks them). What it cannot check: the
 GPU's memory model, timing, registers.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
-    reason="no host C++ compiler to build the emulated CUDA library")
+    reason="no host C++ compiler to build the emulated CUDA library",
+)
 
 DTYPES = (torch.bfloat16, torch.float16)
 
@@ -40,11 +42,16 @@ def cl_ops(tmp_path_factory):
     src = ROOT / "tests" / "cuda_emu" / "tc_backward_cluster_test_ops.cpp"
     wrapper = build / (src.stem + "_emu.cpp")
     wrapper.write_text(f'#include "{src}"\n')
-    load(name="lstm_fused_tccluster_emu", sources=[str(wrapper)],
-         extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
-         extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
-         extra_ldflags=["-pthread"], build_directory=str(build), is_python_module=False,
-         verbose=False)
+    load(
+        name="lstm_fused_tccluster_emu",
+        sources=[str(wrapper)],
+        extra_include_paths=[str(ROOT / "csrc"), str(ROOT / "tests" / "cuda_emu")],
+        extra_cflags=["-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION"],
+        extra_ldflags=["-pthread"],
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=False,
+    )
     return torch.ops.lstm_fused_tccluster_emu
 
 
@@ -66,8 +73,7 @@ def test_cluster_loop_matches_float64_autograd(cl_ops, name, dtype):
     config, got_units, got_clusters, cluster, refusal = cl_ops.plan(B, H, D, 0, dtype)
     assert config >= 0 and refusal == "", refusal
     assert (got_units, got_clusters, cluster) == (units, clusters, 2)
-    args, (d_gx, d_h0, d_c0) = _case(T, B, H, D, peephole, lengths, resets_p, dtype,
-                                     seed=len(name))
+    args, (d_gx, d_h0, d_c0) = _case(T, B, H, D, peephole, lengths, resets_p, dtype, seed=len(name))
     if resets_p is not None:
         assert args[6].any(), "the case draws no reset"
     dz, gh0, gc0 = cl_ops.loop(*args)
@@ -77,9 +83,9 @@ def test_cluster_loop_matches_float64_autograd(cl_ops, name, dtype):
 
 def test_cluster_plan_picks_and_refuses(cl_ops):
     bf16 = torch.bfloat16
-    assert cl_ops.plan(16, 32, 2, 0, bf16)[:4] == (0, 8, 2, 2)   # K 64: capacity 64
-    assert cl_ops.plan(4, 40, 1, 0, bf16)[:4] == (1, 7, 3, 2)    # K 84: capacity 96
-    assert cl_ops.plan(17, 16, 1, 0, bf16)[:4] == (2, 8, 1, 2)   # two m16 tiles
+    assert cl_ops.plan(16, 32, 2, 0, bf16)[:4] == (0, 8, 2, 2)  # K 64: capacity 64
+    assert cl_ops.plan(4, 40, 1, 0, bf16)[:4] == (1, 7, 3, 2)  # K 84: capacity 96
+    assert cl_ops.plan(17, 16, 1, 0, bf16)[:4] == (2, 8, 1, 2)  # two m16 tiles
     refusals = {
         "proj_size > 0": cl_ops.plan(4, 8, 1, 4, bf16),
         "bfloat16 and float16 only": cl_ops.plan(4, 8, 1, 0, torch.float32),

@@ -6,6 +6,7 @@ also runs with backend="cpu" on the CPU (float32), so that the comparison code i
 exercised on machines without a GPU. Shapes (the letters of docs/contract.md): x (T, B, I),
 h0 (D, B, R), c0 (D, B, H), R = P or H.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -28,9 +29,12 @@ TARGETS = [
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # The harness check runs the CPU kernels, which have no half-precision dtypes.
-TARGET_DTYPES = [pytest.param(t.values[0], dt, marks=t.marks, id=f"{t.id}-{dt}")
-                 for t in TARGETS for dt in DTYPES
-                 if t.values[0][0] == "cuda" or dt == torch.float32]
+TARGET_DTYPES = [
+    pytest.param(t.values[0], dt, marks=t.marks, id=f"{t.id}-{dt}")
+    for t in TARGETS
+    for dt in DTYPES
+    if t.values[0][0] == "cuda" or dt == torch.float32
+]
 
 CONFIGS = layer_configs("gpu")
 
@@ -50,8 +54,9 @@ def target(request):
 def test_forward_and_backward_match_float64_reference(target, dtype, config):
     backend, device = target
     args = layer_args(CONFIGS[config], dtype, device)
-    params = {k: v.requires_grad_(True) for k, v in args.items()
-              if v is not None and k != "lengths"}
+    params = {
+        k: v.requires_grad_(True) for k, v in args.items() if v is not None and k != "lengths"
+    }
     y, h_n, c_n = lstm_layer(**args, backend=backend)
     ref_args = float64_cpu(args, requires_grad=True)
     ref_y, ref_h, ref_c = reference.lstm_layer(**ref_args)
@@ -60,8 +65,9 @@ def test_forward_and_backward_match_float64_reference(target, dtype, config):
 
     g = torch.Generator().manual_seed(7)
     gy, gh, gc = (torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n))
-    torch.autograd.backward((y, h_n, c_n), (gy.to(device, dtype), gh.to(device, dtype),
-                                            gc.to(device, dtype)))
+    torch.autograd.backward(
+        (y, h_n, c_n), (gy.to(device, dtype), gh.to(device, dtype), gc.to(device, dtype))
+    )
     torch.autograd.backward((ref_y, ref_h, ref_c), (gy, gh, gc))
     for name, p in params.items():
         assert p.grad is not None, f"no gradient for {name}"
@@ -75,8 +81,16 @@ def test_forward_and_backward_match_float64_reference(target, dtype, config):
 def test_gradcheck_float64(target, config):
     backend, device = target
     T, B, I, H, P, D, peephole, lengths = CONFIGS[config]
-    small = (3, min(B, 3), 2, 4, 2 if P else 0, D, peephole,
-             None if lengths is None else [3, 1, 0][:min(B, 3)])
+    small = (
+        3,
+        min(B, 3),
+        2,
+        4,
+        2 if P else 0,
+        D,
+        peephole,
+        None if lengths is None else [3, 1, 0][: min(B, 3)],
+    )
     args = layer_args(small, torch.float64, device)
     names = [k for k, v in args.items() if v is not None and k != "lengths"]
 
@@ -93,10 +107,12 @@ def test_gradcheck_float64(target, config):
 def test_opcheck(target):
     backend, device = target
     args = layer_args(CONFIGS["all"], torch.float32, device)
-    ordered = [args[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep",
-                                 "lengths")]
-    ordered = [t.requires_grad_(True) if t is not None and t.is_floating_point() else t
-               for t in ordered]
+    ordered = [
+        args[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
+    ]
+    ordered = [
+        t.requires_grad_(True) if t is not None and t.is_floating_point() else t for t in ordered
+    ]
     torch.library.opcheck(torch.ops.lstm_fused.lstm_layer_forward.default, tuple(ordered))
 
 
@@ -105,8 +121,9 @@ def test_module_matches_nn_lstm_noncontiguous_and_empty(target):
     backend, device = target
     torch.manual_seed(0)
     ref = torch.nn.LSTM(6, 16, num_layers=2, bidirectional=True, proj_size=8).to(device)
-    mod = lstm_fused.LSTM(6, 16, num_layers=2, bidirectional=True, proj_size=8,
-                          backend=backend).to(device)
+    mod = lstm_fused.LSTM(6, 16, num_layers=2, bidirectional=True, proj_size=8, backend=backend).to(
+        device
+    )
     mod.load_state_dict(ref.state_dict())
     x = torch.randn(3, 9, 6, device=device).transpose(0, 1)  # (T=9, B=3, I=6), non-contiguous
     out, (h, c) = mod(x)
@@ -130,13 +147,15 @@ def test_lengths_out_of_range_is_a_value_error(target):
 @NEEDS_CUDA
 def test_cuda_op_rejects_an_integer_dtype():
     args = layer_args(CONFIGS["uni"], torch.float32, torch.device("cuda"))
-    args = {k: (v.to(torch.int32) if v is not None and k != "lengths" else v)
-            for k, v in args.items()}
+    args = {
+        k: (v.to(torch.int32) if v is not None and k != "lengths" else v) for k, v in args.items()
+    }
     with pytest.raises(TypeError, match="cuda backend"):
         torch.ops.lstm_fused.lstm_layer_forward(*args.values())
 
 
 # ---- backend selection (runs everywhere) ----
+
 
 def test_cuda_backend_reasons():
     def reason(device, dtype, **features):

@@ -6,6 +6,7 @@ tools/check_cuda_build.sh builds; skips, saying why, elsewhere (the CPU builds o
 The ops are read from the sources: every m.impl("name", ...) of a file of csrc/ that has a
 TORCH_LIBRARY_IMPL(lstm_fused, CUDA, m) block.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,8 @@ def cuda_ops_in_sources():
         text = src.read_text()
         if CUDA_IMPL not in text:
             continue
-        block = text[text.index(CUDA_IMPL):]
-        block = block[:block.index("\n}")]  # the registration block, to its closing brace
+        block = text[text.index(CUDA_IMPL) :]
+        block = block[: block.index("\n}")]  # the registration block, to its closing brace
         for name in re.findall(r'm\.impl\("([a-z_0-9]+)"', block):
             ops[name] = src.relative_to(ROOT).as_posix()
     return ops
@@ -46,8 +47,10 @@ def _lstm_fused_build():
 
     # A CUDA build links libc10_cuda (CUDAExtension); its name sits in the .so's dynamic table.
     if b"libc10_cuda.so" not in Path(_C.__file__).read_bytes():
-        return None, (f"lstm_fused._C ({_C.__file__}) was built without CUDA "
-                      "(build with FORCE_CUDA=1: tools/check_cuda_build.sh)")
+        return None, (
+            f"lstm_fused._C ({_C.__file__}) was built without CUDA "
+            "(build with FORCE_CUDA=1: tools/check_cuda_build.sh)"
+        )
     return _C, None
 
 
@@ -61,8 +64,10 @@ def test_every_cuda_op_is_registered_for_cuda():
     if _C is None:
         pytest.skip(reason)
     ops = cuda_ops_in_sources()
-    missing = [f"{name} ({src})" for name, src in sorted(ops.items())
-               if not torch._C._dispatch_has_kernel_for_dispatch_key(f"lstm_fused::{name}",
-                                                                      "CUDA")]
+    missing = [
+        f"{name} ({src})"
+        for name, src in sorted(ops.items())
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"lstm_fused::{name}", "CUDA")
+    ]
     assert not missing, "no CUDA kernel registered for: " + ", ".join(missing)
     print(f"{len(ops)} ops registered for CUDA: {', '.join(sorted(ops))}")

@@ -16,6 +16,7 @@ cache: tests/cuda_build_helpers.py). Asserts:
     configuration takes is refused with the reason the host reports.
 Prints a table of every kernel (run with -s to see it). Marked slow_compile.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ import pytest
 
 import cuda_build_helpers as cb
 
-pytestmark = [pytest.mark.slow_compile,
-              pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found")]
+pytestmark = [
+    pytest.mark.slow_compile,
+    pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found"),
+]
 
 # Per-block opt-in shared memory (cudaDevAttrMaxSharedMemoryPerBlockOptin), bytes.
 SMEM_OPTIN = {"sm_80": 166_912, "sm_90": 232_448}
@@ -62,9 +65,11 @@ def kernels(tmp_path_factory):
 def test_print_resource_table(kernels):
     lines = [f"{'arch':6} {'regs':>4} {'stack':>5} {'spill st/ld':>11} {'smem':>6}  kernel (file)"]
     for k in sorted(kernels, key=lambda k: (k["file"], k["name"], k["arch"])):
-        lines.append(f"{k['arch']:6} {k['registers']:4d} {k['stack']:5d} "
-                     f"{k['spill_stores']:5d}/{k['spill_loads']:<5d} {k['smem']:6d}  "
-                     f"{k['name']} ({k['file']})")
+        lines.append(
+            f"{k['arch']:6} {k['registers']:4d} {k['stack']:5d} "
+            f"{k['spill_stores']:5d}/{k['spill_loads']:<5d} {k['smem']:6d}  "
+            f"{k['name']} ({k['file']})"
+        )
     print("\n" + "\n".join(lines))
     assert {k["arch"] for k in kernels} == set(SMEM_OPTIN)
 
@@ -76,9 +81,12 @@ def test_every_cuda_file_has_kernels_for_both_archs(kernels):
 
 
 def test_no_kernel_spills(kernels):
-    spilling = [f"{k['name']} ({k['file']}, {k['arch']}): {k['spill_stores']} bytes spill "
-                f"stores, {k['spill_loads']} loads, {k['registers']} registers"
-                for k in kernels if k["spill_stores"] or k["spill_loads"]]
+    spilling = [
+        f"{k['name']} ({k['file']}, {k['arch']}): {k['spill_stores']} bytes spill "
+        f"stores, {k['spill_loads']} loads, {k['registers']} registers"
+        for k in kernels
+        if k["spill_stores"] or k["spill_loads"]
+    ]
     assert not spilling, "kernels that spill:\n" + "\n".join(spilling)
 
 
@@ -86,9 +94,16 @@ def test_time_loop_kernels_are_checked(kernels):
     """The check above covers the kernels of the time loops and of attention (guards against
     a renamed kernel silently leaving the table)."""
     names = " ".join(k["name"] for k in kernels)
-    for kernel in ("gate_forward_kernel", "gate_backward_kernel", "tc_forward_kernel",
-                   "mhsa_forward_kernel", "mhsa_dkdv_kernel",
-                   "mhsa_dq_kernel", "attention_pooling_fwd_kernel", "masked_softmax_fwd_kernel"):
+    for kernel in (
+        "gate_forward_kernel",
+        "gate_backward_kernel",
+        "tc_forward_kernel",
+        "mhsa_forward_kernel",
+        "mhsa_dkdv_kernel",
+        "mhsa_dq_kernel",
+        "attention_pooling_fwd_kernel",
+        "masked_softmax_fwd_kernel",
+    ):
         assert kernel in names, kernel
 
 
@@ -99,13 +114,15 @@ def planner(tmp_path_factory):
         pytest.skip("no host C++ compiler (g++/c++) to build the planner program")
     out = tmp_path_factory.mktemp("cuda_plan") / "print_plans"
     src = cb.ROOT / "tests" / "cuda_plan" / "print_plans.cpp"
-    rc, output = cb.run([cb.CXX, "-std=c++17", "-O1", "-Wall", "-Werror", str(src),
-                         f"-I{cb.CSRC}", "-o", str(out)])
+    rc, output = cb.run(
+        [cb.CXX, "-std=c++17", "-O1", "-Wall", "-Werror", str(src), f"-I{cb.CSRC}", "-o", str(out)]
+    )
     assert rc == 0, output
 
     def query(lines):
-        proc = subprocess.run([str(out)], input="\n".join(lines), capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [str(out)], input="\n".join(lines), capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         result = [json.loads(line) for line in proc.stdout.splitlines()]
         assert len(result) == len(lines)
@@ -143,8 +160,9 @@ def test_mhsa_plans_fit_the_device_limit(kernels, plans):
     for p in plans["mhsa"]:
         arch = arch_of[p["optin"]]
         assert p["refusal"] == "", p
-        for kernel, dyn in zip(("mhsa_forward_kernel", "mhsa_dkdv_kernel", "mhsa_dq_kernel"),
-                               p["smem"]):
+        for kernel, dyn in zip(
+            ("mhsa_forward_kernel", "mhsa_dkdv_kernel", "mhsa_dq_kernel"), p["smem"]
+        ):
             total = dyn + _static_smem(kernels, kernel, arch)
             assert 0 < total <= p["optin"], (kernel, p)
 
@@ -182,9 +200,11 @@ def test_tensor_core_loop_fits_one_cta_per_sm(kernels, plans):
         regs = -(-k["registers"] // 8) * 8  # allocated per thread in steps of 8
         assert regs * threads <= REGISTERS_PER_SM, k
         assert k["spill_stores"] == 0 and k["spill_loads"] == 0, k
-        lines.append(f"{arch} {dtype:9} units {units:2} warps {warps} ksteps {ksteps} mtiles "
-                     f"{mtiles}: {k['registers']:3d} registers ({weight_regs} of W_hh "
-                     f"fragments), {REGISTERS_PER_SM // (regs * threads)} CTA/SM by registers")
+        lines.append(
+            f"{arch} {dtype:9} units {units:2} warps {warps} ksteps {ksteps} mtiles "
+            f"{mtiles}: {k['registers']:3d} registers ({weight_regs} of W_hh "
+            f"fragments), {REGISTERS_PER_SM // (regs * threads)} CTA/SM by registers"
+        )
     print("\n" + "\n".join(lines))
     headline = [k for key, k in tc.items() if key[1:5] == (6, 8, 6, 1)]
     assert len(headline) == 4, "the headline configuration (6 units, 8 warps) for both dtypes"
@@ -208,16 +228,24 @@ def test_tensor_core_plans_fit_the_device_limit(kernels, plans):
     # The headline shape (B = 16, H = 768, one direction) tries 128 CTAs of 6 units first
     # (an H100 has 132 SMs; an A100's 108 take the next: 96 CTAs of 8 units).
     for optin in SMEM_OPTIN.values():
-        (p,) = [p for p in plans["tc_forward"]
-                if (p["B"], p["H"], p["D"], p["optin"]) == (16, 768, 1, optin)]
+        (p,) = [
+            p
+            for p in plans["tc_forward"]
+            if (p["B"], p["H"], p["D"], p["optin"]) == (16, 768, 1, optin)
+        ]
         assert [c[1:6] for c in p["candidates"][:2]] == [[6, 8, 6, 1, 128], [8, 8, 8, 1, 96]], p
 
 
 def test_tensor_core_plan_refuses_what_does_not_fit(planner):
     """The reasons the host reports (lstm_layer_cuda_path) for shapes no configuration takes."""
-    proj, odd, big_h, small_smem = planner([
-        "tc_forward 16 768 1 256 232448", "tc_forward 16 100 1 0 232448",
-        "tc_forward 16 2048 1 0 232448", "tc_forward 64 1024 1 0 166912"])
+    proj, odd, big_h, small_smem = planner(
+        [
+            "tc_forward 16 768 1 256 232448",
+            "tc_forward 16 100 1 0 232448",
+            "tc_forward 16 2048 1 0 232448",
+            "tc_forward 64 1024 1 0 166912",
+        ]
+    )
     assert "proj_size > 0" in proj["reason"] and not proj["candidates"]
     assert "H = 100 is not a multiple of 8" in odd["reason"]
     assert "H = 2048 is above the largest compiled configuration (H <= 1024)" in big_h["reason"]

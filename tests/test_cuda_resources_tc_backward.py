@@ -13,6 +13,7 @@ configuration (tc_backward_kernel<T, WARPS, KSTEPS, MT>) on both archs:
     the headline shape (B = 16, H = 768, D = 1) gets a plan on both.
 Run with -s to see the table. Marked slow_compile (run with -m "").
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ import pytest
 
 import cuda_build_helpers as cb
 
-pytestmark = [pytest.mark.slow_compile,
-              pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found")]
+pytestmark = [
+    pytest.mark.slow_compile,
+    pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found"),
+]
 
 # Per-block opt-in shared memory and SM count of the devices the archs stand for (A100, H100).
 DEVICES = {"sm_80": dict(optin=166_912, sms=108), "sm_90": dict(optin=232_448, sms=132)}
@@ -45,19 +48,31 @@ def kernels(tmp_path_factory):
         for k, name in zip(found, cb.demangle([k["kernel"] for k in found])):
             m = NAME.search(name)
             if m:
-                rows.append(dict(k, file=src.name, dtype=m.group(1), warps=int(m.group(2)),
-                                 ksteps=int(m.group(3)), mt=int(m.group(4))))
+                rows.append(
+                    dict(
+                        k,
+                        file=src.name,
+                        dtype=m.group(1),
+                        warps=int(m.group(2)),
+                        ksteps=int(m.group(3)),
+                        mt=int(m.group(4)),
+                    )
+                )
     assert rows, "ptxas reported no tc_backward_kernel"
     return rows
 
 
 def test_print_table(kernels):
-    lines = [f"{'arch':6} {'dtype':9} {'warps':>5} {'ksteps':>6} {'mt':>2} {'weights':>7} "
-             f"{'regs':>4} {'spill st/ld':>11} {'smem':>5}"]
+    lines = [
+        f"{'arch':6} {'dtype':9} {'warps':>5} {'ksteps':>6} {'mt':>2} {'weights':>7} "
+        f"{'regs':>4} {'spill st/ld':>11} {'smem':>5}"
+    ]
     for k in sorted(kernels, key=lambda k: (k["arch"], k["dtype"], k["mt"], k["ksteps"])):
-        lines.append(f"{k['arch']:6} {k['dtype']:9} {k['warps']:5d} {k['ksteps']:6d} {k['mt']:2d} "
-                     f"{2 * k['ksteps']:7d} {k['registers']:4d} "
-                     f"{k['spill_stores']:5d}/{k['spill_loads']:<5d} {k['smem']:5d}")
+        lines.append(
+            f"{k['arch']:6} {k['dtype']:9} {k['warps']:5d} {k['ksteps']:6d} {k['mt']:2d} "
+            f"{2 * k['ksteps']:7d} {k['registers']:4d} "
+            f"{k['spill_stores']:5d}/{k['spill_loads']:<5d} {k['smem']:5d}"
+        )
     print("\n" + "\n".join(lines))
     assert {k["arch"] for k in kernels} == set(DEVICES)
     assert {k["dtype"] for k in kernels} == {"BFloat16", "Half"}
@@ -76,14 +91,20 @@ def plans(tmp_path_factory):
         pytest.skip("no host C++ compiler (g++/c++) to build the planner program")
     exe = tmp_path_factory.mktemp("tc_backward_plan") / "print_tc_backward_plans"
     src = cb.ROOT / "tests" / "cuda_plan" / "print_tc_backward_plans.cpp"
-    rc, output = cb.run([cb.CXX, "-std=c++17", "-O1", "-Wall", "-Werror", str(src),
-                         f"-I{cb.CSRC}", "-o", str(exe)])
+    rc, output = cb.run(
+        [cb.CXX, "-std=c++17", "-O1", "-Wall", "-Werror", str(src), f"-I{cb.CSRC}", "-o", str(exe)]
+    )
     assert rc == 0, output
-    queries = [f"{B} {H} {D} 0 2 {dev['sms']} {dev['optin']}"
-               for dev in DEVICES.values() for B in (1, 16, 32, 64, 256)
-               for H in (64, 256, 512, 768, 1024) for D in (1, 2)]
-    proc = subprocess.run([str(exe)], input="\n".join(queries), capture_output=True, text=True,
-                          timeout=60)
+    queries = [
+        f"{B} {H} {D} 0 2 {dev['sms']} {dev['optin']}"
+        for dev in DEVICES.values()
+        for B in (1, 16, 32, 64, 256)
+        for H in (64, 256, 512, 768, 1024)
+        for D in (1, 2)
+    ]
+    proc = subprocess.run(
+        [str(exe)], input="\n".join(queries), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     result = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(result) == len(queries)
@@ -97,8 +118,14 @@ def test_plans_fit_the_device(kernels, plans):
             assert p["refusal"], p
             continue
         arch = arch_of[p["optin"]]
-        static = [k["smem"] for k in kernels if k["arch"] == arch and k["ksteps"] == p["ksteps"]
-                  and k["mt"] == p["mt"] and k["warps"] == p["warps"]]
+        static = [
+            k["smem"]
+            for k in kernels
+            if k["arch"] == arch
+            and k["ksteps"] == p["ksteps"]
+            and k["mt"] == p["mt"]
+            and k["warps"] == p["warps"]
+        ]
         assert static, f"plan {p} names a configuration that is not compiled"
         assert p["smem"] + max(static) <= p["optin"], p
         assert p["D"] * p["ctas"] <= p["sms"] and p["units"] * p["ctas"] >= p["H"], p

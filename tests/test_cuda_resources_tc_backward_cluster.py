@@ -13,6 +13,7 @@ compiled configuration (tc_backward_cluster_kernel<T, CL, WARPS, KSTEPS, NT, MT>
     the limit, and the headline (B = 16, H = 768, D = 1) gets 16 clusters of 8 CTAs of 6 units.
 Run with -s to see the table. Marked slow_compile (run with -m "").
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ import pytest
 
 import cuda_build_helpers as cb
 
-pytestmark = [pytest.mark.slow_compile,
-              pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found")]
+pytestmark = [
+    pytest.mark.slow_compile,
+    pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found"),
+]
 
 SMS, OPTIN = 132, 232_448  # an H100 SXM
 SOURCES = sorted(cb.CSRC.glob("cuda/lstm_tc_backward_cluster*.cu"))
@@ -67,21 +70,34 @@ def kernels(tmp_path_factory):
         for k, name in zip(found, cb.demangle([k["kernel"] for k in found])):
             m = NAME.search(name)
             if m:
-                rows.append(dict(k, file=src.name, dtype=m.group(1),
-                                 **dict(zip(("cluster", "warps", "ksteps", "nt", "mt"),
-                                            map(int, m.groups()[1:])))))
+                rows.append(
+                    dict(
+                        k,
+                        file=src.name,
+                        dtype=m.group(1),
+                        **dict(
+                            zip(
+                                ("cluster", "warps", "ksteps", "nt", "mt"), map(int, m.groups()[1:])
+                            )
+                        ),
+                    )
+                )
     assert rows, "ptxas reported no tc_backward_cluster_kernel"
     return rows
 
 
 def test_no_spills_and_one_cta_per_sm(kernels):
-    lines = [f"{'dtype':9} {'C':>2} {'warps':>5} {'ksteps':>6} {'nt':>2} {'mt':>2} "
-             f"{'weights':>7} {'regs':>4} {'spill st/ld':>11} {'smem':>5}"]
+    lines = [
+        f"{'dtype':9} {'C':>2} {'warps':>5} {'ksteps':>6} {'nt':>2} {'mt':>2} "
+        f"{'weights':>7} {'regs':>4} {'spill st/ld':>11} {'smem':>5}"
+    ]
     for k in sorted(kernels, key=lambda k: (k["dtype"], k["mt"], k["nt"], k["ksteps"])):
-        lines.append(f"{k['dtype']:9} {k['cluster']:2d} {k['warps']:5d} {k['ksteps']:6d} "
-                     f"{k['nt']:2d} {k['mt']:2d} {2 * k['ksteps'] * k['nt']:7d} "
-                     f"{k['registers']:4d} {k['spill_stores']:5d}/{k['spill_loads']:<5d} "
-                     f"{k['smem']:5d}")
+        lines.append(
+            f"{k['dtype']:9} {k['cluster']:2d} {k['warps']:5d} {k['ksteps']:6d} "
+            f"{k['nt']:2d} {k['mt']:2d} {2 * k['ksteps'] * k['nt']:7d} "
+            f"{k['registers']:4d} {k['spill_stores']:5d}/{k['spill_loads']:<5d} "
+            f"{k['smem']:5d}"
+        )
     print("\n" + "\n".join(lines))
     assert {k["dtype"] for k in kernels} == {"BFloat16", "Half"}
     assert {k["arch"] for k in kernels} == {"sm_90"}
@@ -95,13 +111,19 @@ def test_plans_fit_an_h100(kernels, tmp_path):
         pytest.skip("no host C++ compiler (g++/c++) to build the planner program")
     src, exe = tmp_path / "plan.cpp", tmp_path / "plan"
     src.write_text(PLAN_PROGRAM)
-    rc, output = cb.run([cb.CXX, "-std=c++17", "-O1", "-Wall", "-Werror", str(src),
-                         f"-I{cb.CSRC}", "-o", str(exe)])
+    rc, output = cb.run(
+        [cb.CXX, "-std=c++17", "-O1", "-Wall", "-Werror", str(src), f"-I{cb.CSRC}", "-o", str(exe)]
+    )
     assert rc == 0, output
-    queries = [f"{B} {H} {D} {SMS} {OPTIN}" for B in (1, 16, 32, 64)
-               for H in (64, 256, 512, 768, 1024) for D in (1, 2)]
-    proc = subprocess.run([str(exe)], input="\n".join(queries), capture_output=True, text=True,
-                          timeout=60)
+    queries = [
+        f"{B} {H} {D} {SMS} {OPTIN}"
+        for B in (1, 16, 32, 64)
+        for H in (64, 256, 512, 768, 1024)
+        for D in (1, 2)
+    ]
+    proc = subprocess.run(
+        [str(exe)], input="\n".join(queries), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     plans = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(plans) == len(queries)
@@ -109,12 +131,17 @@ def test_plans_fit_an_h100(kernels, tmp_path):
         if p["config"] < 0:
             assert p["refusal"], p
             continue
-        static = [k["smem"] for k in kernels if (k["warps"], k["ksteps"], k["nt"], k["mt"]) ==
-                  (p["warps"], p["ksteps"], p["nt"], p["mt"])]
+        static = [
+            k["smem"]
+            for k in kernels
+            if (k["warps"], k["ksteps"], k["nt"], k["mt"])
+            == (p["warps"], p["ksteps"], p["nt"], p["mt"])
+        ]
         assert static, f"plan {p} names a configuration that is not compiled"
         assert p["smem"] + max(static) <= OPTIN, p
         assert p["D"] * p["ctas"] <= SMS and p["units"] * p["ctas"] >= p["H"], p
         assert 4 * p["units"] * p["clusters"] * p["cluster"] <= p["k_total"], p
     headline = [p for p in plans if (p["B"], p["H"], p["D"]) == (16, 768, 1)]
     assert [(p["config"], p["cluster"], p["units"], p["clusters"]) for p in headline] == [
-        (0, 8, 6, 16)], headline
+        (0, 8, 6, 16)
+    ], headline

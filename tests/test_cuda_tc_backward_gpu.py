@@ -9,6 +9,7 @@ gate-kernel backward's own distance from the float64 reference on the same input
 (max |got - reference| over max |reference|) at most 1.5 times the gate path's plus one
 rounding unit of the dtype.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -32,13 +33,17 @@ SHAPES = {
 
 
 def _grads(args, dtype, path):
-    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in args.items()
-              if v is not None and k != "lengths"}
+    leaves = {
+        k: v.detach().clone().requires_grad_(True)
+        for k, v in args.items()
+        if v is not None and k != "lengths"
+    }
     with switches.override(poison="1", cuda_path=path):
         outs = lstm_layer(**dict(args, **leaves), backend="cuda")
         g = torch.Generator(device="cuda").manual_seed(1)
-        seeds = [torch.randn(o.shape, generator=g, device="cuda", dtype=torch.float64)
-                 for o in outs]
+        seeds = [
+            torch.randn(o.shape, generator=g, device="cuda", dtype=torch.float64) for o in outs
+        ]
         grads = torch.autograd.grad(outs, list(leaves.values()), [s.to(dtype) for s in seeds])
     return dict(zip(leaves, grads)), seeds
 
@@ -47,13 +52,14 @@ def _grads(args, dtype, path):
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_tensor_core_backward_no_worse_than_the_gate_path(shape, dtype):
     args = layer_args(SHAPES[shape], dtype, device="cuda", seed=2)
-    path = torch.ops.lstm_fused.lstm_layer_cuda_backward_path(args["x"], args["w_hh"],
-                                                              args["w_hr"])
+    path = torch.ops.lstm_fused.lstm_layer_cuda_backward_path(args["x"], args["w_hh"], args["w_hr"])
     assert path == "tensor_core", path
     tc, seeds = _grads(args, dtype, "")
     gates, _ = _grads(args, dtype, "gates")
-    ref_args = {k: (v.cuda() if v is not None and k != "lengths" else v)
-                for k, v in float64_cpu(args, requires_grad=True).items()}
+    ref_args = {
+        k: (v.cuda() if v is not None and k != "lengths" else v)
+        for k, v in float64_cpu(args, requires_grad=True).items()
+    }
     outs = reference.lstm_layer(**ref_args)
     names = list(tc)
     want = dict(zip(names, torch.autograd.grad(outs, [ref_args[k] for k in names], seeds)))

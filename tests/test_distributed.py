@@ -17,6 +17,7 @@ single-process training in float32 and in float64 (the `envelope`): two float32 
 the same steps differ from each other by at most about twice what either differs from the
 exact result, so the test allows 4 x envelope.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,7 @@ from torch import nn
 import lstm_fused
 
 WORLD = 2
-B, T, I, H, A, C = 8, 7, 5, 6, 4, 3   # batch, steps, input, hidden, attention, classes
+B, T, I, H, A, C = 8, 7, 5, 6, 4, 3  # batch, steps, input, hidden, attention, classes
 STEPS, LR, CLIP = 5, 1.0, 0.25
 # "inductor" passes too, but building its C++ took these runs from 24 s to 52 s here (once each).
 COMPILE_BACKEND = "aot_eager"
@@ -94,8 +95,10 @@ def single_process(dtype):
 
 # ------------------------------------------------------------------------------- the workers
 
+
 def _run_ddp(dtype, rows, compiled=False):
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     model = make_model(dtype)
     ddp = DDP(model)
     net = ddp
@@ -104,7 +107,7 @@ def _run_ddp(dtype, rows, compiled=False):
         net = torch.compile(ddp, backend=COMPILE_BACKEND)
     train(net, ddp.parameters(), *make_data(dtype), rows=rows)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    if compiled:   # proof that dynamo did compile graphs rather than run eager
+    if compiled:  # proof that dynamo did compile graphs rather than run eager
         params["graphs compiled"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     return params
 
@@ -112,6 +115,7 @@ def _run_ddp(dtype, rows, compiled=False):
 def _run_fsdp2(dtype, rows):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+
     model = make_model(dtype)
     mesh = init_device_mesh("cpu", (WORLD,))
     fully_shard(model.lstm, mesh=mesh)
@@ -125,6 +129,7 @@ def _has_fsdp2():
     """FSDP2 is torch.distributed.fsdp.fully_shard (torch >= 2.6); it runs on a CPU mesh with
     gloo in torch 2.13 (measured: this file's test passes there)."""
     import torch.distributed.fsdp as fsdp
+
     return hasattr(fsdp, "fully_shard")
 
 
@@ -204,7 +209,7 @@ def test_ddp_float64_equals_single_process(distributed_results, reference):
 
 def test_ddp_float32_equals_single_process(distributed_results, reference):
     single32, single64, envelope = reference
-    assert 0 < envelope < 1e-4, envelope   # the steps did move weights in float32 rounding
+    assert 0 < envelope < 1e-4, envelope  # the steps did move weights in float32 rounding
     # and the training did change the weights by much more than that:
     initial = dict(make_model(torch.float64).named_parameters())
     assert _max_diff(single64, initial) > 1e-2
@@ -214,8 +219,7 @@ def test_ddp_float32_equals_single_process(distributed_results, reference):
 
 def test_fsdp2_equals_single_process(distributed_results, reference):
     if not _has_fsdp2():
-        pytest.skip(f"torch {torch.__version__} has no FSDP2 "
-                    f"(torch.distributed.fsdp.fully_shard)")
+        pytest.skip(f"torch {torch.__version__} has no FSDP2 (torch.distributed.fsdp.fully_shard)")
     single32, _, envelope = reference
     diff = _max_diff(_result(distributed_results, "fsdp2_float32"), single32)
     assert diff <= 4 * envelope, (diff, envelope)

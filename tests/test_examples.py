@@ -4,6 +4,7 @@ float32 rounding gives nn.LSTM against itself with weights one ulp off), beats t
 naive baseline, and a model trained with lstm_fused, exported to ONNX, runs in onnxruntime
 with eager's numbers.
 """
+
 import copy
 import importlib
 
@@ -27,8 +28,9 @@ def test_lstm_bias_gradients_accumulate_and_clip_like_nn(bidirectional):
             (model(x)[0] * 10).pow(2).sum().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
     for name, p in ref.named_parameters():
-        torch.testing.assert_close(getattr(fused, name).grad, p.grad, rtol=1e-5, atol=1e-6,
-                                   msg=name)
+        torch.testing.assert_close(
+            getattr(fused, name).grad, p.grad, rtol=1e-5, atol=1e-6, msg=name
+        )
 
 
 @pytest.fixture
@@ -61,12 +63,14 @@ def test_example_smoke_run_matches_nn_and_beats_baseline(name, threads_restored,
     assert n_steps >= 25 and all(len(v) == n_steps for v in summary.losses.values())
     assert summary.worst_ratio <= ENVELOPE_FACTOR, (
         f"lstm_fused's loss left nn.LSTM's float32 envelope: {summary.worst_ratio:.1f}x at worst "
-        f"(largest difference {summary.fused_diff:.2e}, envelope {summary.envelope:.2e})")
+        f"(largest difference {summary.fused_diff:.2e}, envelope {summary.envelope:.2e})"
+    )
     assert summary.envelope > 0  # the envelope sides did move
     for side in (common.NN, common.FUSED):
         assert summary.beats_baseline(side), (side, summary.metrics)
     assert abs(summary.metrics[common.FUSED] - summary.metrics[common.NN]) <= 0.05 * abs(
-        summary.metrics["baseline"])
+        summary.metrics["baseline"]
+    )
     assert all(v > 0 for v in summary.step_ms.values()) and summary.infer_ms
     assert png.stat().st_size > 10_000
 
@@ -83,8 +87,9 @@ def test_model_trained_with_lstm_fused_exports_to_onnx_and_matches_eager(tmp_pat
     itos = sorted(set("".join(docs)))
     stoi = {c: i for i, c in enumerate(itos)}
     torch.manual_seed(0)
-    model = lstm_fused.replace_lstm(charlm.CharLM(len(itos), 16, 32, layers=2, dropout=0.1),
-                                    backend="cpu")
+    model = lstm_fused.replace_lstm(
+        charlm.CharLM(len(itos), 16, 32, layers=2, dropout=0.1), backend="cpu"
+    )
     pieces = charlm.chunks(docs[1:4], stoi, 61)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for batch in charlm.batches(pieces, torch.randperm(len(pieces))[:160], 16, "cpu"):
@@ -95,8 +100,14 @@ def test_model_trained_with_lstm_fused_exports_to_onnx_and_matches_eager(tmp_pat
     test = charlm.chunks([docs[0]], stoi, 61)
     export_tokens, tokens = torch.stack(test[:4])[:, :60], torch.stack(test[4:8])[:, :60]
     path = str(tmp_path / "charlm.onnx")
-    torch.onnx.export(model, (export_tokens,), path, dynamo=False, input_names=["tokens"],
-                      output_names=["logits", "h_n", "c_n"])
+    torch.onnx.export(
+        model,
+        (export_tokens,),
+        path,
+        dynamo=False,
+        input_names=["tokens"],
+        output_names=["logits", "h_n", "c_n"],
+    )
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     got = session.run(None, {"tokens": tokens.numpy()})
     with torch.no_grad():
@@ -132,7 +143,7 @@ def test_recurrent_ppo_policy_runs_the_stock_math_in_one_call(layers):
     T, n_seq = 6, 4
     features, states, starts = _ppo_sequences(T, n_seq, layers, gen)
     starts[0, 0] = starts[1, 0] = starts[2, 0] = 1  # rows 0-2 start an episode at t = 0
-    starts[1, 3] = 1                                # ... row 1 again at t = 3: resets
+    starts[1, 3] = 1  # ... row 1 again at t = 3: resets
     cases = {"starts at t = 0": (starts.clone(), 0), "a start after t = 0": (starts.clone(), 0)}
     cases["a start after t = 0"][0][0, 2] = 1
     late = starts.clone()
@@ -141,13 +152,18 @@ def test_recurrent_ppo_policy_runs_the_stock_math_in_one_call(layers):
     for name, (case_starts, fallbacks) in cases.items():
         FusedLstmPolicy.stock_fallbacks = 0
         results = []
-        for process, lstm in ((RecurrentActorCriticPolicy._process_sequence, stock_lstm),
-                              (FusedLstmPolicy._process_sequence, fused_lstm)):
+        for process, lstm in (
+            (RecurrentActorCriticPolicy._process_sequence, stock_lstm),
+            (FusedLstmPolicy._process_sequence, fused_lstm),
+        ):
             x = features.clone().requires_grad_()
             hc = tuple(s.clone().requires_grad_() for s in states)
             out, (h, c) = process(x, hc, case_starts.flatten(), lstm)
-            loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum() + h.sum() \
+            loss = (
+                (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+                + h.sum()
                 + 2 * c.sum()
+            )
             grads = torch.autograd.grad(loss, (x, *hc, *lstm.parameters()))
             results.append((out, h, c, *grads))
         for got, want in zip(results[1], results[0]):
@@ -172,5 +188,5 @@ def test_recurrent_ppo_smoke_run_trains_like_the_stock_policy(threads_restored):
     assert first, "no episode finished in the first rollout"
     for side, run in runs.items():
         assert len(run.train_ms) == cfg["updates"] and all(t > 0 for t in run.train_ms)
-        assert run.returns[:len(first)] == first, side
+        assert run.returns[: len(first)] == first, side
     assert recurrent_ppo.FusedLstmPolicy.stock_fallbacks == 0

@@ -5,6 +5,7 @@ gradcheck(check_forward_ad=True) compares forward-mode tangents with finite diff
 gradgradcheck the second-order terms (create_graph=True), with respect to the input, the initial
 state and every parameter. torch.func.grad / vmap / jacrev are compared with nn.LSTM.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -25,14 +26,27 @@ LSTM_CONFIGS = [
     ("bidir-proj", dict(bidirectional=True, proj_size=2), False),
     ("peephole-batch_first", dict(peephole=True, batch_first=True), False),
     ("nobias-bidir", dict(bias=False, bidirectional=True), False),
-    ("packed-all", dict(num_layers=2, bidirectional=True, proj_size=2, peephole=True, bias=False,
-                        batch_first=True), True),
+    (
+        "packed-all",
+        dict(
+            num_layers=2,
+            bidirectional=True,
+            proj_size=2,
+            peephole=True,
+            bias=False,
+            batch_first=True,
+        ),
+        True,
+    ),
 ]
 BACKENDS = ["cpu", "reference", "triton"]
 # Triton runs interpreted on the CPU here (slow): one module configuration, in fast mode.
-LSTM_CASES = [case("lstm_layer", backend, *config, id=f"{config[0]}-{backend}",
-                   cpu_tensors=True) for backend in BACKENDS for config in LSTM_CONFIGS
-              if backend != "triton" or config[0] == "plain"]
+LSTM_CASES = [
+    case("lstm_layer", backend, *config, id=f"{config[0]}-{backend}", cpu_tensors=True)
+    for backend in BACKENDS
+    for config in LSTM_CONFIGS
+    if backend != "triton" or config[0] == "plain"
+]
 
 
 def _randomize(m, seed=0):
@@ -52,8 +66,7 @@ def _pack(x, lengths, batch_first):
     layout = pack_padded_sequence(where, lengths, enforce_sorted=False)
     index = layout.data.reshape(-1).long()  # flat (t, b) position of each packed row
     rows = (x.transpose(0, 1) if batch_first else x).reshape(steps * batch, -1)[index]
-    return PackedSequence(rows, layout.batch_sizes, layout.sorted_indices,
-                          layout.unsorted_indices)
+    return PackedSequence(rows, layout.batch_sizes, layout.sorted_indices, layout.unsorted_indices)
 
 
 def _lstm_case(kwargs, packed, backend):
@@ -83,8 +96,16 @@ def _lstm_case(kwargs, packed, backend):
 
 
 def _cell_case(backend, peephole=False, bias=True):
-    m = _randomize(lstm_fused.LSTMCell(I, H, bias=bias, dtype=torch.float64, backend=backend,
-                                       **(dict(peephole=True) if peephole else {})))
+    m = _randomize(
+        lstm_fused.LSTMCell(
+            I,
+            H,
+            bias=bias,
+            dtype=torch.float64,
+            backend=backend,
+            **(dict(peephole=True) if peephole else {}),
+        )
+    )
     names = [n for n, _ in m.named_parameters()]
     g = torch.Generator().manual_seed(2)
     x, h, c = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((B, I), (B, H), (B, H)))
@@ -104,10 +125,17 @@ def _fast(backend):
 @pytest.mark.parametrize("backend,name,kwargs,packed", LSTM_CASES)
 def test_lstm_forward_ad_gradcheck(backend, name, kwargs, packed):
     fn, inputs = _lstm_case(kwargs, packed, backend)
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True,
-                                    check_backward_ad=False, check_undefined_grad=False,
-                                    check_batched_grad=False,
-                                    fast_mode=_fast(backend) or name == "packed-all")
+    assert torch.autograd.gradcheck(
+        fn,
+        inputs,
+        eps=1e-6,
+        atol=1e-7,
+        check_forward_ad=True,
+        check_backward_ad=False,
+        check_undefined_grad=False,
+        check_batched_grad=False,
+        fast_mode=_fast(backend) or name == "packed-all",
+    )
 
 
 @pytest.mark.parametrize("backend,name,kwargs,packed", LSTM_CASES)
@@ -123,10 +151,10 @@ def test_lstm_gradgradcheck(backend, name, kwargs, packed):
 @pytest.mark.parametrize("peephole,bias", [(False, True), (True, False)])
 def test_cell_forward_ad_and_gradgradcheck(backend, peephole, bias):
     fn, inputs = _cell_case(backend, peephole, bias)
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True,
-                                    fast_mode=_fast(backend))
-    assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-6,
-                                        fast_mode=_fast(backend))
+    assert torch.autograd.gradcheck(
+        fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True, fast_mode=_fast(backend)
+    )
+    assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-6, fast_mode=_fast(backend))
 
 
 def test_forward_ad_dual_tangent_matches_nn_lstm():
@@ -154,8 +182,9 @@ def _pair(cell=False, seed=0):
         m = lstm_fused.LSTMCell(I, H, dtype=torch.float64, backend="cpu")
     else:
         ref = nn.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64)
-        m = lstm_fused.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64,
-                            backend="cpu")
+        m = lstm_fused.LSTM(
+            I, H, num_layers=2, bidirectional=True, dtype=torch.float64, backend="cpu"
+        )
     m.load_state_dict(ref.state_dict())
     return m, ref
 
@@ -186,12 +215,14 @@ def test_torch_func_grad_vmap_jacrev_match_nn(cell):
     # vmap over a batch of unbatched inputs ((I,) for the cell, (T, I) for the LSTM), jacrev, jvp
     xs = torch.randn(4, *((I,) if cell else (T, I)), dtype=torch.float64)
     # (nn.LSTM has no batching rule, aten::lstm: a loop over the samples is its vmap)
-    torch.testing.assert_close(torch.func.vmap(out(m))(xs),
-                               torch.stack([out(ref)(xi) for xi in xs]), **F64)
+    torch.testing.assert_close(
+        torch.func.vmap(out(m))(xs), torch.stack([out(ref)(xi) for xi in xs]), **F64
+    )
     torch.testing.assert_close(torch.func.jacrev(out(m))(x), torch.func.jacrev(out(ref))(x), **F64)
     t = torch.randn_like(x)
-    torch.testing.assert_close(torch.func.jvp(out(m), (x,), (t,))[1],
-                               torch.func.jvp(out(ref), (x,), (t,))[1], **F64)
+    torch.testing.assert_close(
+        torch.func.jvp(out(m), (x,), (t,))[1], torch.func.jvp(out(ref), (x,), (t,))[1], **F64
+    )
 
 
 # ------------------------------------------------------------------------------ attention ops
@@ -215,28 +246,42 @@ def _attention_case(op, backend):
 
         def fn(s):
             return F.masked_softmax(s, LENGTHS, mask=mask, scale=0.7, backend=backend)
+
         return fn, [_r(3, 4, seed=0)]
     if op == "attention_pooling":
+
         def fn(x, w, b, v, q, wq):
-            return F.attention_pooling(x, w, b, v, LENGTHS, query=q, query_weight=wq,
-                                       backend=backend, return_lse=True)[:2]
-        return fn, [_r(3, 3, 2, seed=1), _r(4, 2, seed=2), _r(4, seed=3), _r(4, seed=4),
-                    _r(3, 2, seed=5), _r(4, 2, seed=6)]
+            return F.attention_pooling(
+                x, w, b, v, LENGTHS, query=q, query_weight=wq, backend=backend, return_lse=True
+            )[:2]
+
+        return fn, [
+            _r(3, 3, 2, seed=1),
+            _r(4, 2, seed=2),
+            _r(4, seed=3),
+            _r(4, seed=4),
+            _r(3, 2, seed=5),
+            _r(4, 2, seed=6),
+        ]
     if op == "channel_attention":
-        m = lstm_fused.ChannelAttention(4, mode="se", reduction=2, dtype=torch.float64,
-                                        backend=backend)
+        m = lstm_fused.ChannelAttention(
+            4, mode="se", reduction=2, dtype=torch.float64, backend=backend
+        )
         _randomize(m, seed=11)
         names = [n for n, _ in m.named_parameters()]
 
         def fn(x, *params):
             return torch.func.functional_call(m, dict(zip(names, params)), (x, LENGTHS))
-        return fn, [_r(3, 3, 4, seed=7)] + [p.detach().clone().requires_grad_()
-                                            for p in m.parameters()]
+
+        return fn, [_r(3, 3, 4, seed=7)] + [
+            p.detach().clone().requires_grad_() for p in m.parameters()
+        ]
     if op == "mhsa":
         from lstm_fused.mhsa import self_attention_core
 
         def fn(q, k, v):
             return self_attention_core(q, k, v, LENGTHS, 0.6, backend=backend)
+
         return fn, [_r(3, 1, 3, 2, seed=s) for s in (8, 9, 10)]
     raise ValueError(op)
 
@@ -255,10 +300,18 @@ ATT_CASES = [case(op, b, op, id=f"{op}-{b}", cpu_tensors=True) for op, b in ATT_
 def test_attention_forward_ad_and_gradgradcheck(op, backend):
     fn, inputs = _attention_case(op, backend)
     full = op == "masked_softmax"  # full Jacobians for one op, fast mode for the others
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True,
-                                    check_batched_grad=False, fast_mode=not full)
-    assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-6,
-                                        check_batched_grad=False, fast_mode=True)
+    assert torch.autograd.gradcheck(
+        fn,
+        inputs,
+        eps=1e-6,
+        atol=1e-7,
+        check_forward_ad=True,
+        check_batched_grad=False,
+        fast_mode=not full,
+    )
+    assert torch.autograd.gradgradcheck(
+        fn, inputs, eps=1e-6, atol=1e-6, check_batched_grad=False, fast_mode=True
+    )
 
 
 @pytest.mark.parametrize("op", ATT_OPS)
@@ -271,8 +324,11 @@ def test_attention_torch_func_grad_matches_reference(op):
         def f(*args):
             out = fn(*args)
             out = out if isinstance(out, tuple) else (out,)
-            return sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).reshape(o.shape))
-                       .sum() for o in out)
+            return sum(
+                (o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).reshape(o.shape)).sum()
+                for o in out
+            )
+
         return f
 
     detached = [t.detach() for t in inputs]

@@ -6,6 +6,7 @@ GPU builds compile with nvcc for sm_80 and sm_90 without spills.
 What only a GPU can tell (tools/gpu_session.sh runs it first): whether the hardware's fragment
 layout is the emulation's (the self-test's GPU D against its emulated D), and every timing.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,15 +30,29 @@ needs_cxx = pytest.mark.skipif(CXX is None, reason="no host C++ compiler (g++/c+
 
 
 def _run(cmd, **kw):
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, **kw)
+    return subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=120, cwd=ROOT, **kw
+    )
 
 
 def _emu_build(out: Path, src: str, *defines: str) -> Path:
     exe = out / (src + "".join(d.lower() for d in defines) + ".emu")
-    cmd = [CXX, "-x", "c++", "-std=c++17", "-O1", "-pthread", "-DLSTM_FUSED_CUDA_EMULATION",
-           *[f"-D{d}" for d in defines], f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'tests' / 'cuda_emu'}",
-           f"-I{PROBES}", PROBES / f"{src}.cu", "-o", exe]
+    cmd = [
+        CXX,
+        "-x",
+        "c++",
+        "-std=c++17",
+        "-O1",
+        "-pthread",
+        "-DLSTM_FUSED_CUDA_EMULATION",
+        *[f"-D{d}" for d in defines],
+        f"-I{ROOT / 'csrc'}",
+        f"-I{ROOT / 'tests' / 'cuda_emu'}",
+        f"-I{PROBES}",
+        PROBES / f"{src}.cu",
+        "-o",
+        exe,
+    ]
     proc = _run(cmd)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return exe
@@ -59,6 +74,7 @@ def _results(stdout: str):
 
 
 # ------------------------------------------------------------------ (a) mma + ldmatrix self-test
+
 
 def test_emulated_mma_selftest_matches_float64_in_every_way(emu, tmp_path):
     d_file = tmp_path / "d.txt"
@@ -109,8 +125,21 @@ def test_mma_selftest_reports_a_missing_comparison_file(emu, tmp_path):
 
 # ------------------------------------------------------------------ (b) exchange microkernel
 
-TINY = ["--units", "4", "--batch", "2", "--hidden", "16", "--warps", "2", "--kslice", "8",
-        "--steps", "6", "--check"]
+TINY = [
+    "--units",
+    "4",
+    "--batch",
+    "2",
+    "--hidden",
+    "16",
+    "--warps",
+    "2",
+    "--kslice",
+    "8",
+    "--steps",
+    "6",
+    "--check",
+]
 
 
 def test_emulated_exchange_protocol_delivers_every_step(emu):
@@ -120,17 +149,41 @@ def test_emulated_exchange_protocol_delivers_every_step(emu):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = _results(proc.stdout)
     modes = [r[1].rsplit("/", 1)[1] for r in rows]
-    assert modes == ["local", "flags", "flags+fetch", "flags+fetch+stores-after",
-                     "flags+fetch+stores-before", "grid", "grid+fetch"]
+    assert modes == [
+        "local",
+        "flags",
+        "flags+fetch",
+        "flags+fetch+stores-after",
+        "flags+fetch+stores-before",
+        "grid",
+        "grid+fetch",
+    ]
     assert all(r[4] == "ok" and "errors 0" in r[5] for r in rows), proc.stdout
     assert rows[0][1].startswith("exchange/tiny/ctas=4,U=4,B=2,H=16,warps=2,K=8,T=6/")
 
 
 def test_emulated_exchange_uneven_slices(emu):
     """H not a multiple of the units per CTA (the last CTA owns fewer), warps with no K-slice."""
-    proc = _run([emu["exchange"], "--units", "6", "--batch", "3", "--hidden", "40", "--warps",
-                 "3", "--kslice", "24", "--steps", "5", "--check", "--modes",
-                 "flags+fetch,grid+fetch"])
+    proc = _run(
+        [
+            emu["exchange"],
+            "--units",
+            "6",
+            "--batch",
+            "3",
+            "--hidden",
+            "40",
+            "--warps",
+            "3",
+            "--kslice",
+            "24",
+            "--steps",
+            "5",
+            "--check",
+            "--modes",
+            "flags+fetch,grid+fetch",
+        ]
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [r[4] for r in _results(proc.stdout)] == ["ok", "ok"]
 
@@ -153,6 +206,7 @@ def test_exchange_refuses_bad_shapes(emu):
 
 # ------------------------------------------------------------------ the result table
 
+
 def _rows_module():
     import importlib.util
 
@@ -170,17 +224,37 @@ def test_rows_put_the_prediction_beside_each_measurement(tmp_path):
         "RESULT\texchange/fwd-headline/ctas=128,U=6,B=16,H=768,warps=8,K=96,T=1024/flags+fetch"
         "\t0.812\tus/step\tok\tmedian of 10 launches\n"
         "RESULT\tmma_selftest/bf16/gpu/ptx-layout\t0\tmax|D-f64|\tok\t0 of 256 inexact\n"
-        "RESULT\tsomething/new\t1\tx\tok\t\n")
+        "RESULT\tsomething/new\t1\tx\tok\t\n"
+    )
     results = tmp_path / "results.tsv"
     assert rows.main(["--stage", "probes", "--results", str(results), str(log)]) == 0
-    assert rows.main(["--stage", "tests", "--results", str(results), "--key", "stage/tests",
-                      "--status", "FAILED", "--value", "12", "--unit", "s"]) == 0
+    assert (
+        rows.main(
+            [
+                "--stage",
+                "tests",
+                "--results",
+                str(results),
+                "--key",
+                "stage/tests",
+                "--status",
+                "FAILED",
+                "--value",
+                "12",
+                "--unit",
+                "s",
+            ]
+        )
+        == 0
+    )
     with open(results, newline="") as f:
         table = list(csv.reader(f, delimiter="\t"))
     assert table[0] == rows.COLUMNS
     by_key = {r[1]: r for r in table[1:]}
-    assert by_key["exchange/fwd-headline/ctas=128,U=6,B=16,H=768,warps=8,K=96,T=1024/"
-                  "flags+fetch"][5] == "0.50-1.40 us/step (5.2)"
+    assert (
+        by_key["exchange/fwd-headline/ctas=128,U=6,B=16,H=768,warps=8,K=96,T=1024/flags+fetch"][5]
+        == "0.50-1.40 us/step (5.2)"
+    )
     assert by_key["mma_selftest/bf16/gpu/ptx-layout"][5].startswith("0 (exact")
     assert by_key["something/new"][5] == "-"
     assert by_key["stage/tests"][:5] == ["tests", "stage/tests", "12", "s", "FAILED"]
@@ -197,18 +271,42 @@ def test_rows_from_a_bench_csv(tmp_path):
     with open(bench_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
-        w.writerow({c: "" for c in COLUMNS} | dict(
-            provider="lstm_fused:cuda", case="lstm", mode="fwd",
-            shape="B=16,T=1024,I=768,H=768,L=1,D=1", dtype="bfloat16", status="ok",
-            p20_ms="1.1", p50_ms="1.2", p80_ms="1.3", reps="20", baseline="nn.LSTM"))
-        w.writerow({c: "" for c in COLUMNS} | dict(
-            provider="lstm_fused:cuda[gates]", case="lstm", mode="fwd+bwd",
-            shape="B=16,T=1024,I=768,H=768,L=1,D=1", dtype="float16", status="error"))
+        w.writerow(
+            {c: "" for c in COLUMNS}
+            | dict(
+                provider="lstm_fused:cuda",
+                case="lstm",
+                mode="fwd",
+                shape="B=16,T=1024,I=768,H=768,L=1,D=1",
+                dtype="bfloat16",
+                status="ok",
+                p20_ms="1.1",
+                p50_ms="1.2",
+                p80_ms="1.3",
+                reps="20",
+                baseline="nn.LSTM",
+            )
+        )
+        w.writerow(
+            {c: "" for c in COLUMNS}
+            | dict(
+                provider="lstm_fused:cuda[gates]",
+                case="lstm",
+                mode="fwd+bwd",
+                shape="B=16,T=1024,I=768,H=768,L=1,D=1",
+                dtype="float16",
+                status="error",
+            )
+        )
     out = rows.bench_rows(bench_csv)
     assert [(r["key"], r["value"], r["status"]) for r in out] == [
         ("time/fwd/B=16,T=1024,I=768,H=768,L=1,D=1/bfloat16/lstm_fused:cuda", "1.2", "ok"),
-        ("time/fwd+bwd/B=16,T=1024,I=768,H=768,L=1,D=1/float16/lstm_fused:cuda[gates]", "nan",
-         "error")]
+        (
+            "time/fwd+bwd/B=16,T=1024,I=768,H=768,L=1,D=1/float16/lstm_fused:cuda[gates]",
+            "nan",
+            "error",
+        ),
+    ]
     predictions = rows.load_predictions()
     assert rows.predict(out[0]["key"], predictions).startswith("0.87-1.96 ms")
     assert rows.predict(out[1]["key"], predictions).startswith("20-30 ms")
@@ -231,11 +329,13 @@ def test_every_prediction_is_a_figure_of_the_performance_document():
 
 # ------------------------------------------------------------------ nvcc (slow_compile)
 
+
 @pytest.mark.slow_compile
 @pytest.mark.skipif(cb.NVCC is None, reason="nvcc (CUDA toolkit) not found")
 def test_probes_compile_for_sm80_and_sm90_without_spills(tmp_path):
-    proc = _run(["bash", PROBES / "build.sh", tmp_path, "gpu", "80 90"],
-                env={**os.environ, "NVCC": cb.NVCC})
+    proc = _run(
+        ["bash", PROBES / "build.sh", tmp_path, "gpu", "80 90"], env={**os.environ, "NVCC": cb.NVCC}
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for probe in ("mma_selftest", "exchange"):
         output = (tmp_path / f"{probe}.ptxas.txt").read_text()
@@ -258,8 +358,20 @@ def test_file_results_names_the_device_folder_as_the_benchmark_does(tmp_path, ca
     assert fr.device_slug(session) == "nvidia-h100-80gb-hbm3"
     (tmp_path / "session.log").write_text(session)
     rows = _rows_module()
-    rows.main(["--stage", "probes", "--results", str(tmp_path / "results.tsv"), "--key",
-               "exchange/fwd-headline/x/flags", "--value", "0.5", "--unit", "us/step"])
+    rows.main(
+        [
+            "--stage",
+            "probes",
+            "--results",
+            str(tmp_path / "results.tsv"),
+            "--key",
+            "exchange/fwd-headline/x/flags",
+            "--value",
+            "0.5",
+            "--unit",
+            "us/step",
+        ]
+    )
     assert fr.main([str(tmp_path), "--dry", "--commit", "abc123"]) == 0
     out = capsys.readouterr().out
     assert "bench/results/nvidia-h100-80gb-hbm3/" in out and "_gpu_session_results.tsv" in out
@@ -276,7 +388,8 @@ def test_headline_check_runs_on_the_cpu():
     proc = _run([sys.executable, PROBES / "headline_check.py", "--dry"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _results(proc.stdout)
-    assert [r[1] for r in rows] == [f"correctness/tiny:B=3,T=9,I=5,H=8/float32/{p}"
-                                    for p in ("nn.LSTM", "tc", "gates")]
+    assert [r[1] for r in rows] == [
+        f"correctness/tiny:B=3,T=9,I=5,H=8/float32/{p}" for p in ("nn.LSTM", "tc", "gates")
+    ]
     assert [r[4] for r in rows] == ["info", "ok", "ok"], proc.stdout
     assert all(0 <= float(r[2]) < 1e-4 for r in rows)

@@ -4,6 +4,7 @@ predictions, the script ends 0 with a log per stage, at most 8 files, timeouts i
 budget of one ~7.5-minute call), tools/gpu_sanitize.py tells a wrong answer from a refusal, the
 benchmark has the gate-path provider beside the tensor-core one, and the suite collects where
 the optional test tools are missing (as on the GPU machine)."""
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,18 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tools" / "gpu_session.sh"
 COMMAND_LIMIT_S = 600  # the device tool's limit on one command
-STAGES = ("info", "probes", "build", "tests", "headline", "memcheck", "synccheck", "racecheck",
-          "graph", "bench")
+STAGES = (
+    "info",
+    "probes",
+    "build",
+    "tests",
+    "headline",
+    "memcheck",
+    "synccheck",
+    "racecheck",
+    "graph",
+    "bench",
+)
 # The call must leave room for a rerun within a 15-minute device lease (start-up included).
 BUDGET_MAX_S = 450
 
@@ -30,8 +41,9 @@ def _dry_run(tmp_path: Path, *args: str) -> tuple:
     out = tmp_path / "out"
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, GPU_SESSION_DRY="1")
     env.pop("TRITON_INTERPRET", None)  # the sanitizer's dry run: the CPU backend alone (fast)
-    proc = subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     return proc, out
 
 
@@ -81,8 +93,14 @@ def full_dry_run(tmp_path_factory):
 def test_dry_run_ends_0_and_every_stage_says_why_it_is_skipped(full_dry_run):
     proc, out = full_dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert _check_files_come_back(out) == ["bench.log", "build.log", "results.tsv", "sanitize.log",
-                                           "session.log", "tests.log"]
+    assert _check_files_come_back(out) == [
+        "bench.log",
+        "build.log",
+        "results.tsv",
+        "sanitize.log",
+        "session.log",
+        "tests.log",
+    ]
     session = (out / "session.log").read_text()
     assert session.strip() == proc.stdout.strip()  # the script's output is session.log
     assert not (REPO / "-").exists()  # nothing written into the checkout
@@ -94,7 +112,10 @@ def test_dry_run_ends_0_and_every_stage_says_why_it_is_skipped(full_dry_run):
         if stage == "graph" and not (REPO / "tests" / "test_graph_capture.py").exists():
             assert status[stage].startswith("skipped: tests/test_graph_capture.py does not exist")
             continue
-        assert status[stage].startswith("skipped: no GPU (GPU_SESSION_DRY=1)"), (stage, status[stage])
+        assert status[stage].startswith("skipped: no GPU (GPU_SESSION_DRY=1)"), (
+            stage,
+            status[stage],
+        )
     # Each stage's log has its own line, and the dry part it could do:
     assert "FORCE_CUDA=1 LSTM_FUSED_CUDA_ARCH=90" in (out / "build.log").read_text()
     tests_log = (out / "tests.log").read_text()
@@ -144,11 +165,24 @@ def test_script_runs_the_measurements_in_the_order_of_their_value():
     timings last; the build starts in the background so that a failed build still returns
     the probe rows."""
     text = SCRIPT.read_text()
-    body = text.split("# ---------------------------------------------------------------------------- run them", 1)[1]
-    order = [body.index(s) for s in ("run_step build", "run_step probes", 'wait "$BUILD_PID"',
-                                      "run_step tests", "run_step headline", "run_step memcheck",
-                                      "run_step synccheck", "run_step racecheck",
-                                      "run_step graph", "run_step bench")]
+    body = text.split(
+        "# ---------------------------------------------------------------------------- run them", 1
+    )[1]
+    order = [
+        body.index(s)
+        for s in (
+            "run_step build",
+            "run_step probes",
+            'wait "$BUILD_PID"',
+            "run_step tests",
+            "run_step headline",
+            "run_step memcheck",
+            "run_step synccheck",
+            "run_step racecheck",
+            "run_step graph",
+            "run_step bench",
+        )
+    ]
     assert order == sorted(order)
     assert 'run_step build "$OUT/build.log" bash -c stage_build &' in body
 
@@ -163,9 +197,13 @@ def test_bench_times_the_gate_path_beside_the_tensor_core_path(monkeypatch):
     from bench.workloads.base import Impl, Options
     from lstm_fused import switches
 
-    monkeypatch.setattr(lstm_workload, "lstm_fused_backends",
-                        lambda device: ["cuda", "triton", "reference"] if device.type == "cuda"
-                        else ["cpu", "reference"])
+    monkeypatch.setattr(
+        lstm_workload,
+        "lstm_fused_backends",
+        lambda device: (
+            ["cuda", "triton", "reference"] if device.type == "cuda" else ["cpu", "reference"]
+        ),
+    )
     wl = WORKLOADS["lstm"]
     case = headline_cases("cuda")[0]
     providers = {p.name: p for p in wl.providers(case, torch.device("cuda"), Options())}
@@ -173,10 +211,14 @@ def test_bench_times_the_gate_path_beside_the_tensor_core_path(monkeypatch):
     chosen = {n for n in providers if re.search(pattern, n)}
     assert chosen == {"nn.LSTM", "lstm_fused:cuda", "lstm_fused:cuda[gates]", "flashrnn"}
     seen = []
-    monkeypatch.setattr(type(wl), "_fused", lambda self, case, state, dtype, device, backend:
-                        Impl(lambda inputs: seen.append((backend, switches.get("cuda_path")))))
-    impl = providers["lstm_fused:cuda[gates]"].build(case, {}, torch.bfloat16,
-                                                     torch.device("cuda"))
+    monkeypatch.setattr(
+        type(wl),
+        "_fused",
+        lambda self, case, state, dtype, device, backend: Impl(
+            lambda inputs: seen.append((backend, switches.get("cuda_path")))
+        ),
+    )
+    impl = providers["lstm_fused:cuda[gates]"].build(case, {}, torch.bfloat16, torch.device("cuda"))
     with impl.context():
         impl.call({})
     assert seen == [("cuda", "gates")] and switches.get("cuda_path") == ""
@@ -191,9 +233,12 @@ def test_unknown_stage_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ tools/gpu_sanitize.py
 
+
 @pytest.fixture(scope="module")
 def sanitize():
-    spec = importlib.util.spec_from_file_location("gpu_sanitize", REPO / "tools" / "gpu_sanitize.py")
+    spec = importlib.util.spec_from_file_location(
+        "gpu_sanitize", REPO / "tools" / "gpu_sanitize.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -209,19 +254,27 @@ def test_sanitize_call_fails_on_a_wrong_answer_and_reports_a_refusal(sanitize):
             return module, inputs, forward
         return module, inputs, lambda t: tuple(o * 1.001 for o in forward(t))
 
-    status, detail = sanitize.run_call("wrong", off_by_a_little, True, {}, "cpu",
-                                       torch.float32, cpu, seed=3)
+    status, detail = sanitize.run_call(
+        "wrong", off_by_a_little, True, {}, "cpu", torch.float32, cpu, seed=3
+    )
     assert status == "FAIL" and "max normalised error" in detail
     status, _ = sanitize.run_call("right", builder, True, {}, "cpu", torch.float32, cpu, seed=3)
     assert status == "ok"
-    status, detail = sanitize.run_call("no cuda here", builder, True, {}, "cuda",
-                                       torch.float32, cpu, seed=3)
+    status, detail = sanitize.run_call(
+        "no cuda here", builder, True, {}, "cuda", torch.float32, cpu, seed=3
+    )
     assert status == "refused" and "cuda" in detail
 
 
 def test_sanitize_differentiates_every_input_and_parameter_once(sanitize):
-    names, tensors = sanitize.evaluate(sanitize.attention_pooling, "cpu", torch.float32,
-                                       torch.device("cpu"), seed=0, differentiate=True)
+    names, tensors = sanitize.evaluate(
+        sanitize.attention_pooling,
+        "cpu",
+        torch.float32,
+        torch.device("cpu"),
+        seed=0,
+        differentiate=True,
+    )
     import lstm_fused
 
     params = [n for n, _ in lstm_fused.AttentionPooling(12, 6, query_size=4).named_parameters()]
@@ -232,8 +285,17 @@ def test_sanitize_differentiates_every_input_and_parameter_once(sanitize):
 
 # ------------------------------------------------------------------ optional test tools
 
-OPTIONAL_TOOLS = ("hypothesis", "expecttest", "onnx", "onnxruntime", "onnxscript", "statsmodels",
-                  "sklearn", "matplotlib", "tqdm")
+OPTIONAL_TOOLS = (
+    "hypothesis",
+    "expecttest",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "statsmodels",
+    "sklearn",
+    "matplotlib",
+    "tqdm",
+)
 # numpy is not among them: Triton's interpreter, which the suite runs on without a GPU, needs it.
 
 COLLECT_WITHOUT = r"""
@@ -257,8 +319,14 @@ def test_suite_collects_without_the_optional_test_tools():
     matplotlib and tqdm (imports of them fail; no plugin is auto-loaded): every test module
     still collects, and the ones that need a missing tool are skipped, not errors."""
     env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
-    proc = subprocess.run([sys.executable, "-c", COLLECT_WITHOUT, ",".join(OPTIONAL_TOOLS)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", COLLECT_WITHOUT, ",".join(OPTIONAL_TOOLS)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
     assert "error" not in proc.stdout.splitlines()[-1], tail

@@ -1,5 +1,6 @@
 """float64 gradcheck of every autograd path of the layer op, and torch.library.opcheck of the
 registered operators."""
+
 import itertools
 
 import pytest
@@ -24,10 +25,16 @@ def _layer_args(D, proj, peephole, bias, lengths, seed=0, requires_grad=True):
 
     R = P if proj else H
     args = dict(
-        x=r(T, B, I), h0=r(D, B, R), c0=r(D, B, H), w_ih=r(D, 4 * H, I), w_hh=r(D, 4 * H, R),
-        bias=r(D, 4 * H) if bias else None, w_hr=r(D, P, H) if proj else None,
+        x=r(T, B, I),
+        h0=r(D, B, R),
+        c0=r(D, B, H),
+        w_ih=r(D, 4 * H, I),
+        w_hh=r(D, 4 * H, R),
+        bias=r(D, 4 * H) if bias else None,
+        w_hr=r(D, P, H) if proj else None,
         w_peep=r(D, 3, H) if peephole else None,
-        lengths=torch.tensor([3, 1]) if lengths else None)
+        lengths=torch.tensor([3, 1]) if lengths else None,
+    )
     return args
 
 
@@ -74,15 +81,36 @@ def test_opcheck_backward(combo):
     y, h_n, c_n, gates, cells = torch.ops.lstm_fused.lstm_layer_forward(*args.values())
     g = torch.Generator().manual_seed(5)
     grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (y, h_n, c_n)]
-    bargs = (*grads, args["x"], args["h0"], args["c0"], args["w_ih"], args["w_hh"], args["w_hr"],
-             args["w_peep"], args["lengths"], None, y, gates, cells)
+    bargs = (
+        *grads,
+        args["x"],
+        args["h0"],
+        args["c0"],
+        args["w_ih"],
+        args["w_hh"],
+        args["w_hr"],
+        args["w_peep"],
+        args["lengths"],
+        None,
+        y,
+        gates,
+        cells,
+    )
     torch.library.opcheck(torch.ops.lstm_fused.lstm_layer_backward.default, bargs)
 
 
 def test_gradcheck_module_end_to_end():
     torch.manual_seed(0)
-    m = lstm_fused.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, peephole=True,
-                        dtype=torch.float64, backend="cpu")
+    m = lstm_fused.LSTM(
+        3,
+        4,
+        num_layers=2,
+        bidirectional=True,
+        proj_size=2,
+        peephole=True,
+        dtype=torch.float64,
+        backend="cpu",
+    )
     with torch.no_grad():
         for n, p in m.named_parameters():
             if n.startswith("weight_c"):

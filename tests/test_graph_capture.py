@@ -16,6 +16,7 @@ reads no tensor values either (its lengths and resets go to the kernels as devic
 A PackedSequence input cannot be captured (its batch sizes are a host tensor): the module
 says so under capture.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,15 +31,27 @@ from lstm_fused import functional
 from helpers import assert_close
 
 HAS_CUDA = torch.cuda.is_available() and "cuda" in lstm_fused.available_backends()
-needs_gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and lstm_fused's "
-                                                    "CUDA kernels")
+needs_gpu = pytest.mark.skipif(
+    not HAS_CUDA, reason="needs a CUDA device and lstm_fused's CUDA kernels"
+)
 
 # ATen operators that read a tensor's values back to the host (a device synchronisation on a
 # GPU): item / bool / int / float (_local_scalar_dense), and ops whose output shape depends
 # on values.
-_HOST_READS = {"_local_scalar_dense", "is_nonzero", "item", "equal", "nonzero", "masked_select",
-               "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
-               "repeat_interleave"}
+_HOST_READS = {
+    "_local_scalar_dense",
+    "is_nonzero",
+    "item",
+    "equal",
+    "nonzero",
+    "masked_select",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+    "repeat_interleave",
+}
 
 
 class _NoHostReads(TorchDispatchMode):
@@ -55,8 +68,10 @@ def no_host_reads(monkeypatch):
     on the host raises AssertionError."""
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     for method in ("tolist", "cpu", "numpy"):
+
         def refuse(self, *args, _method=method, **kwargs):
             raise AssertionError(f"host read of a tensor value: Tensor.{_method}")
+
         monkeypatch.setattr(torch.Tensor, method, refuse)
     try:
         with _NoHostReads():
@@ -78,9 +93,17 @@ def _problem(device, dtype=torch.float32, T=7, B=3, I=5, H=6, layers=2, seed=0):
     resets = torch.zeros(T, B, dtype=torch.bool)
     resets[2, 0] = resets[5, 1] = resets[3, 1] = True
     lengths = torch.tensor([T, T - 2, 3][:B], dtype=torch.int64)
-    return dict(lstm=lstm, x=rnd(T, B, I), h0=rnd(layers, B, H), c0=rnd(layers, B, H),
-                resets=resets.to(device), lengths=lengths.to(device),
-                gy=rnd(T, B, H), gh=rnd(layers, B, H), gc=rnd(layers, B, H))
+    return dict(
+        lstm=lstm,
+        x=rnd(T, B, I),
+        h0=rnd(layers, B, H),
+        c0=rnd(layers, B, H),
+        resets=resets.to(device),
+        lengths=lengths.to(device),
+        gy=rnd(T, B, H),
+        gh=rnd(layers, B, H),
+        gc=rnd(layers, B, H),
+    )
 
 
 def _module_step(p, x, h0, c0):
@@ -88,8 +111,9 @@ def _module_step(p, x, h0, c0):
     for fixed output gradients."""
     lstm = p["lstm"]
     y, (h, c) = lstm(x, (h0, c0), resets=p["resets"])
-    grads = torch.autograd.grad((y, h, c), (x, h0, c0, *lstm.parameters()),
-                                (p["gy"], p["gh"], p["gc"]))
+    grads = torch.autograd.grad(
+        (y, h, c), (x, h0, c0, *lstm.parameters()), (p["gy"], p["gh"], p["gc"])
+    )
     return (y, h, c, *grads)
 
 
@@ -97,10 +121,12 @@ def _functional_step(p, x, h0, c0, with_lengths=True):
     """lstm_fused.functional.lstm with resets (and lengths), forward and backward."""
     lstm = p["lstm"]
     weights = [lstm.layer_weights(k) for k in range(lstm.num_layers)]
-    y, h, c = functional.lstm(x, h0, c0, weights, p["lengths"] if with_lengths else None,
-                              resets=p["resets"])
-    grads = torch.autograd.grad((y, h, c), (x, h0, c0, *lstm.parameters()),
-                                (p["gy"], p["gh"], p["gc"]))
+    y, h, c = functional.lstm(
+        x, h0, c0, weights, p["lengths"] if with_lengths else None, resets=p["resets"]
+    )
+    grads = torch.autograd.grad(
+        (y, h, c), (x, h0, c0, *lstm.parameters()), (p["gy"], p["gh"], p["gc"])
+    )
     return (y, h, c, *grads)
 
 
@@ -108,8 +134,10 @@ STEPS = {"module": _module_step, "functional_lengths": _functional_step}
 # Without lengths: outside capture the range check of lengths reads them on the host (free for
 # CPU lengths, one synchronisation for CUDA lengths); under capture on CUDA it is a device-side
 # assert (lstm_fused/_checks.py), which the capture tests run.
-STEPS_WITHOUT_LENGTHS = {"module": _module_step,
-             "functional": lambda *args: _functional_step(*args, with_lengths=False)}
+STEPS_WITHOUT_LENGTHS = {
+    "module": _module_step,
+    "functional": lambda *args: _functional_step(*args, with_lengths=False),
+}
 
 
 def _leaves(p):

@@ -1,4 +1,5 @@
 """lstm_fused.LSTMCell against nn.LSTMCell (and the reference for peepholes)."""
+
 import pytest
 import torch
 from torch import nn
@@ -63,7 +64,8 @@ def test_cell_peephole_matches_reference(backend):
     h, c = torch.randn(3, 7, dtype=torch.float64), torch.randn(3, 7, dtype=torch.float64)
     h1, c1 = cell(x, (h, c))
     w_peep = torch.stack([cell.weight_ci, cell.weight_cf, cell.weight_co])
-    h2, c2 = lstm_fused.reference.lstm_cell(x, h, c, cell.weight_ih, cell.weight_hh,
-                                            cell.bias_ih + cell.bias_hh, None, w_peep)
+    h2, c2 = lstm_fused.reference.lstm_cell(
+        x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh, None, w_peep
+    )
     assert_close(h1, h2)
     assert_close(c1, c2)

@@ -1,4 +1,5 @@
 """PackedSequence in and out, and the lengths argument of the layer op."""
+
 import pytest
 import torch
 from torch import nn
@@ -19,9 +20,15 @@ def _pair(dtype, backend, **kw):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("enforce_sorted", [True, False])
-@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True),
-                                dict(bidirectional=True, proj_size=4, batch_first=True)],
-                         ids=["plain", "L2bi", "bi-proj-bf"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(num_layers=2, bidirectional=True),
+        dict(bidirectional=True, proj_size=4, batch_first=True),
+    ],
+    ids=["plain", "L2bi", "bi-proj-bf"],
+)
 def test_packed_matches_nn_lstm(backend, dtype, enforce_sorted, kw):
     ref, ours = _pair(dtype, backend, **kw)
     T, B = 7, 5
@@ -69,10 +76,12 @@ def test_padded_output_is_zero_and_lengths_zero_keep_state(backend):
     w_ih = torch.randn(D, 4 * H, I, dtype=torch.float64)
     w_hh = torch.randn(D, 4 * H, H, dtype=torch.float64)
     bias = torch.randn(D, 4 * H, dtype=torch.float64)
-    y, h_n, c_n = lstm_fused.functional.lstm_layer(x, h0, c0, w_ih, w_hh, bias, lengths=lengths,
-                                                   backend=backend)
+    y, h_n, c_n = lstm_fused.functional.lstm_layer(
+        x, h0, c0, w_ih, w_hh, bias, lengths=lengths, backend=backend
+    )
     y_ref, h_ref, c_ref = lstm_fused.reference.lstm_layer(
-        x.nan_to_num(0.0), h0, c0, w_ih, w_hh, bias, lengths=lengths)
+        x.nan_to_num(0.0), h0, c0, w_ih, w_hh, bias, lengths=lengths
+    )
     for b, n in enumerate(lengths.tolist()):
         assert torch.equal(y[n:, b], torch.zeros_like(y[n:, b]))
     assert torch.equal(h_n[:, 3], h0[:, 3]) and torch.equal(c_n[:, 3], c0[:, 3])
@@ -101,13 +110,14 @@ def test_nan_padding_never_reaches_gradients(backend):
     for b, n in enumerate(lengths.tolist()):
         x[n:, b] = float("nan")
     x.requires_grad_(True)
-    ws = [torch.randn(D, 4 * H, I, dtype=torch.float64, requires_grad=True),
-          torch.randn(D, 4 * H, H, dtype=torch.float64, requires_grad=True),
-          torch.randn(D, 4 * H, dtype=torch.float64, requires_grad=True)]
+    ws = [
+        torch.randn(D, 4 * H, I, dtype=torch.float64, requires_grad=True),
+        torch.randn(D, 4 * H, H, dtype=torch.float64, requires_grad=True),
+        torch.randn(D, 4 * H, dtype=torch.float64, requires_grad=True),
+    ]
     h0 = torch.randn(D, B, H, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(D, B, H, dtype=torch.float64, requires_grad=True)
-    y, h_n, c_n = lstm_fused.functional.lstm_layer(x, h0, c0, *ws, lengths=lengths,
-                                                   backend=backend)
+    y, h_n, c_n = lstm_fused.functional.lstm_layer(x, h0, c0, *ws, lengths=lengths, backend=backend)
     grads = torch.autograd.grad(y.sum() + h_n.sum() + c_n.sum(), [x, h0, c0, *ws])
     for b, n in enumerate(lengths.tolist()):
         assert torch.equal(grads[0][n:, b], torch.zeros_like(grads[0][n:, b]))

@@ -1,5 +1,4 @@
 """lstm_fused.LSTM against nn.LSTM: outputs, states and every gradient, many configurations."""
-import itertools
 
 import pytest
 import torch
@@ -31,8 +30,17 @@ def _pair(cfg, dtype, backend, seed=0):
     I, H, L, bi, P, bias, bf, T, B = cfg
     torch.manual_seed(seed)
     ref = nn.LSTM(I, H, L, bias=bias, batch_first=bf, bidirectional=bi, proj_size=P, dtype=dtype)
-    ours = lstm_fused.LSTM(I, H, L, bias=bias, batch_first=bf, bidirectional=bi, proj_size=P,
-                           dtype=dtype, backend=backend)
+    ours = lstm_fused.LSTM(
+        I,
+        H,
+        L,
+        bias=bias,
+        batch_first=bf,
+        bidirectional=bi,
+        proj_size=P,
+        dtype=dtype,
+        backend=backend,
+    )
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
@@ -90,8 +98,9 @@ def test_non_contiguous_input_and_state(backend):
     h0 = torch.randn(3, 2, 10, dtype=torch.float64).transpose(0, 1)
     c0 = torch.randn(3, 2, 10, dtype=torch.float64).transpose(0, 1)
     assert not x.is_contiguous() and not h0.is_contiguous()
-    for a, e in zip(ours(x, (h0, c0))[0:1] + ours(x, (h0, c0))[1],
-                    ref(x, (h0, c0))[0:1] + ref(x, (h0, c0))[1]):
+    for a, e in zip(
+        ours(x, (h0, c0))[0:1] + ours(x, (h0, c0))[1], ref(x, (h0, c0))[0:1] + ref(x, (h0, c0))[1]
+    ):
         assert_close(a, e)
 
 
@@ -164,8 +173,12 @@ def test_dropout_between_layers_only_in_training():
 def test_peephole_parameters():
     m = lstm_fused.LSTM(5, 8, 2, bidirectional=True, peephole=True)
     names = [n for n, _ in m.named_parameters() if n.startswith("weight_c")]
-    expected = [f"weight_{g}_l{l}{s}" for l in range(2) for s in ("", "_reverse")
-                for g in ("ci", "cf", "co")]
+    expected = [
+        f"weight_{g}_l{l}{s}"
+        for l in range(2)
+        for s in ("", "_reverse")
+        for g in ("ci", "cf", "co")
+    ]
     assert sorted(names) == sorted(expected)
     for n in names:
         p = getattr(m, n)
@@ -181,8 +194,16 @@ def test_peephole_parameters():
 @pytest.mark.parametrize("proj", [0, 3])
 def test_peephole_matches_reference(backend, proj):
     torch.manual_seed(0)
-    m = lstm_fused.LSTM(5, 8, 2, bidirectional=True, peephole=True, proj_size=proj,
-                        dtype=torch.float64, backend=backend)
+    m = lstm_fused.LSTM(
+        5,
+        8,
+        2,
+        bidirectional=True,
+        peephole=True,
+        proj_size=proj,
+        dtype=torch.float64,
+        backend=backend,
+    )
     with torch.no_grad():
         for n, p in m.named_parameters():
             if n.startswith("weight_c"):
@@ -196,8 +217,15 @@ def test_peephole_matches_reference(backend, proj):
         w_ih, w_hh, bias, w_hr, w_peep = m.layer_weights(layer)
         R = proj or 8
         out = lstm_fused.reference.lstm_layer(
-            inp, torch.zeros(2, 3, R, dtype=torch.float64), torch.zeros(2, 3, 8, dtype=torch.float64),
-            w_ih, w_hh, bias, w_hr, w_peep)
+            inp,
+            torch.zeros(2, 3, R, dtype=torch.float64),
+            torch.zeros(2, 3, 8, dtype=torch.float64),
+            w_ih,
+            w_hh,
+            bias,
+            w_hr,
+            w_peep,
+        )
         inp = out[0]
         hs.append(out[1])
         cs.append(out[2])
@@ -206,8 +234,9 @@ def test_peephole_matches_reference(backend, proj):
     assert_close(c, torch.cat(cs))
     params = [x] + list(m.parameters())
     g1 = torch.autograd.grad((y * y).sum() + h.sum() + (c * 2).sum(), params)
-    g2 = torch.autograd.grad((inp * inp).sum() + torch.cat(hs).sum() + (torch.cat(cs) * 2).sum(),
-                             params)
+    g2 = torch.autograd.grad(
+        (inp * inp).sum() + torch.cat(hs).sum() + (torch.cat(cs) * 2).sum(), params
+    )
     for a, e in zip(g1, g2):
         assert_close(a, e)
 
@@ -241,10 +270,12 @@ def test_every_cpu_time_loop_matches_nn_lstm(cpu_loop, dtype):
         # Random output gradients for y, h_n and c_n: the backward's loops carry the gradient
         # of h_n and c_n through the padded steps.
         gy, gh, gc = torch.randn_like(y_r), torch.randn_like(h_r), torch.randn_like(c_r)
-        g_r = torch.autograd.grad((y_r * gy).sum() + (h_r * gh).sum() + (c_r * gc).sum(),
-                                  [x, *ref.parameters()])
-        g_o = torch.autograd.grad((y_o * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
-                                  [x, *ours.parameters()])
+        g_r = torch.autograd.grad(
+            (y_r * gy).sum() + (h_r * gh).sum() + (c_r * gc).sum(), [x, *ref.parameters()]
+        )
+        g_o = torch.autograd.grad(
+            (y_o * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(), [x, *ours.parameters()]
+        )
         for a, e in zip(g_o, g_r):
             assert_close(a, e)
         with torch.no_grad():
@@ -271,22 +302,27 @@ def test_cpu_time_loops_with_peephole_match_reference(cpu_loop):
     bidirectional, two layers, lengths, random output gradients."""
     torch.manual_seed(1)
     ours = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="cpu")
-    ref = lstm_fused.LSTM(6, 37, 2, bidirectional=True, peephole=True, backend="reference",
-                          dtype=torch.float64)
+    ref = lstm_fused.LSTM(
+        6, 37, 2, bidirectional=True, peephole=True, backend="reference", dtype=torch.float64
+    )
     ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
     x = torch.randn(7, 9, 6)
     lengths = torch.tensor([7, 3, 5, 1, 7, 6, 2, 4, 7])
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
     y_o, (h_o, c_o) = ours(packed)
-    y_r, (h_r, c_r) = ref(nn.utils.rnn.pack_padded_sequence(x.double(), lengths,
-                                                            enforce_sorted=False))
+    y_r, (h_r, c_r) = ref(
+        nn.utils.rnn.pack_padded_sequence(x.double(), lengths, enforce_sorted=False)
+    )
     for a, e in ((y_o.data, y_r.data), (h_o, h_r), (c_o, c_r)):
         assert_close(a, e.float())
     gy, gh, gc = torch.randn_like(y_o.data), torch.randn_like(h_o), torch.randn_like(c_o)
-    g_o = torch.autograd.grad((y_o.data * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(),
-                              list(ours.parameters()))
-    g_r = torch.autograd.grad((y_r.data * gy.double()).sum() + (h_r * gh.double()).sum()
-                              + (c_r * gc.double()).sum(), list(ref.parameters()))
+    g_o = torch.autograd.grad(
+        (y_o.data * gy).sum() + (h_o * gh).sum() + (c_o * gc).sum(), list(ours.parameters())
+    )
+    g_r = torch.autograd.grad(
+        (y_r.data * gy.double()).sum() + (h_r * gh.double()).sum() + (c_r * gc.double()).sum(),
+        list(ref.parameters()),
+    )
     for a, e in zip(g_o, g_r):
         assert_close(a, e.float())
 
@@ -303,11 +339,14 @@ def test_weight_gradients_over_many_rows_match_nn_lstm(dtype):
     x = torch.randn(37, 17, 70, dtype=dtype)
     lengths = torch.randint(1, 38, (17,))
     lengths[0] = 37
-    outs = [m(nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False))
-            for m in (ref, ours)]
+    outs = [
+        m(nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)) for m in (ref, ours)
+    ]
     gy = torch.randn_like(outs[0][0].data)
-    grads = [torch.autograd.grad((y.data * gy).sum() + c.sum(), list(m.parameters()))
-             for m, (y, (h, c)) in zip((ref, ours), outs)]
+    grads = [
+        torch.autograd.grad((y.data * gy).sum() + c.sum(), list(m.parameters()))
+        for m, (y, (h, c)) in zip((ref, ours), outs)
+    ]
     for a, e in zip(grads[1], grads[0]):
         assert_close(a, e)
 
@@ -347,8 +386,9 @@ def test_input_size_one_with_any_column_stride():
     assert x.is_contiguous() and x.stride(2) != 1
     outs = [m(x)[0] for m in (ref, ours)]
     gy = torch.randn_like(outs[0])
-    grads = [torch.autograd.grad((y * gy).sum(), [x, *m.parameters()])
-             for m, y in zip((ref, ours), outs)]
+    grads = [
+        torch.autograd.grad((y * gy).sum(), [x, *m.parameters()]) for m, y in zip((ref, ours), outs)
+    ]
     assert_close(outs[1], outs[0])
     for a, e in zip(grads[1], grads[0]):
         assert_close(a, e)

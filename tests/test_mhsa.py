@@ -6,6 +6,7 @@ TRITON_INTERPRET=1 (tests/conftest.py), padding poisoned with NaN / huge values,
 Fresh kernel outputs are poisoned with NaN: torch's deterministic mode fills every new tensor
 (also the at::empty of the C++ kernels) with NaN, so an element a kernel forgets to write fails.
 """
+
 import os
 import subprocess
 import sys
@@ -43,8 +44,10 @@ def random_lengths(B, T, gen):
 
 
 def qkv(B, N, T, Dh, dtype, gen, requires_grad=False):
-    return tuple(torch.randn(B, N, T, Dh, generator=gen, dtype=dtype).requires_grad_(requires_grad)
-                 for _ in range(3))
+    return tuple(
+        torch.randn(B, N, T, Dh, generator=gen, dtype=dtype).requires_grad_(requires_grad)
+        for _ in range(3)
+    )
 
 
 def padding_of(lengths, T):
@@ -60,6 +63,7 @@ def nn_pair(E, N, bias=True, batch_first=False, dtype=torch.float64, seed=0):
 
 # ---------------------------------------------------------------- against nn.MultiheadAttention
 
+
 @needs_cpp
 @pytest.mark.parametrize("backend", cases("mhsa", ["cpu", "reference"]))
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -68,8 +72,8 @@ def test_matches_nn_multihead_attention(backend, batch_first):
     E, N, T, B = 12, 3, 13, 5
     ours, theirs = nn_pair(E, N, batch_first=batch_first)
     ours.backend = backend
-    theirs.load_state_dict(ours.state_dict())          # ours -> nn
-    with torch.no_grad():                               # and a fresh nn -> ours
+    theirs.load_state_dict(ours.state_dict())  # ours -> nn
+    with torch.no_grad():  # and a fresh nn -> ours
         for p in theirs.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
     ours.load_state_dict(theirs.state_dict())
@@ -78,11 +82,13 @@ def test_matches_nn_multihead_attention(backend, batch_first):
 
     out, weights = ours(x, lengths, need_weights=True)
     ref_out, ref_weights = theirs(x, x, x, key_padding_mask=padding_of(lengths, T))
-    keep = lengths >= 1                                  # nn gives NaN for length 0
+    keep = lengths >= 1  # nn gives NaN for length 0
     bdim = 0 if batch_first else 1
-    torch.testing.assert_close(out.index_select(bdim, keep.nonzero()[:, 0]),
-                               ref_out.index_select(bdim, keep.nonzero()[:, 0]),
-                               **F64)
+    torch.testing.assert_close(
+        out.index_select(bdim, keep.nonzero()[:, 0]),
+        ref_out.index_select(bdim, keep.nonzero()[:, 0]),
+        **F64,
+    )
     torch.testing.assert_close(weights[keep], ref_weights[keep], **F64)
     # Length 0: zero weights, zero context, so the output is out_proj.bias; never NaN.
     assert torch.isfinite(out).all() and torch.isfinite(weights).all()
@@ -100,7 +106,7 @@ def test_gradients_match_nn():
     ours, theirs = nn_pair(E, N)
     ours.backend = "cpu"
     theirs.load_state_dict(ours.state_dict())
-    lengths = torch.tensor([1, 11, 6, 3])               # >= 1: nn has no NaN to back-propagate
+    lengths = torch.tensor([1, 11, 6, 3])  # >= 1: nn has no NaN to back-propagate
     x = torch.randn(T, B, E, generator=gen, dtype=torch.float64)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     grad = torch.randn(T, B, E, generator=gen, dtype=torch.float64)
@@ -132,15 +138,19 @@ def test_unbatched_and_empty_batch_and_non_contiguous():
     ref_out, ref_w = theirs(x, x, x, key_padding_mask=torch.arange(7) >= 5)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(w, ref_w)
-    empty, w0 = ours(torch.randn(7, 0, 6, dtype=torch.float64), torch.zeros(0, dtype=torch.long),
-                     need_weights=True)
+    empty, w0 = ours(
+        torch.randn(7, 0, 6, dtype=torch.float64),
+        torch.zeros(0, dtype=torch.long),
+        need_weights=True,
+    )
     assert empty.shape == (7, 0, 6) and w0.shape == (0, 7, 7)
-    xs = torch.randn(3, 7, 6, dtype=torch.float64).transpose(0, 1)   # (T, B, E), not contiguous
+    xs = torch.randn(3, 7, 6, dtype=torch.float64).transpose(0, 1)  # (T, B, E), not contiguous
     assert not xs.is_contiguous()
     torch.testing.assert_close(ours(xs)[0], theirs(xs, xs, xs)[0])
 
 
 # ---------------------------------------------------------------- the core operators
+
 
 def check_core(forward, dtype, B, N, T, Dh, seed, lengths=None):
     """forward(q, k, v, lengths, scale) -> (out, lse) against the float64 reference, forward
@@ -149,7 +159,7 @@ def check_core(forward, dtype, B, N, T, Dh, seed, lengths=None):
     q, k, v = qkv(B, N, T, Dh, dtype, gen, requires_grad=True)
     if lengths is None:
         lengths = random_lengths(B, T, gen)
-    scale = Dh ** -0.5
+    scale = Dh**-0.5
     out, lse = forward(q, k, v, lengths, scale)
     grad = torch.randn(out.shape, generator=gen, dtype=dtype)
     dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
@@ -173,7 +183,7 @@ def check_core(forward, dtype, B, N, T, Dh, seed, lengths=None):
 
 @needs_cpp
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("T", [1, 37, 70])          # 70 > one key tile (64) and two query tiles
+@pytest.mark.parametrize("T", [1, 37, 70])  # 70 > one key tile (64) and two query tiles
 def test_cpu_core_vs_reference(poison_new_tensors, dtype, T):
     check_core(torch.ops.lstm_fused.mhsa_forward, dtype, B=4, N=2, T=T, Dh=5, seed=T)
 
@@ -193,7 +203,7 @@ def test_cpu_core_row_blocks_gemm_paths_and_poisoned_keys(poison_new_tensors, ge
     k_bad = k.masked_fill(pad, float("nan")).requires_grad_()
     v_bad = v.masked_fill(pad, float("inf")).requires_grad_()
     q_in = q.clone().requires_grad_()
-    scale = Dh ** -0.5
+    scale = Dh**-0.5
     with switches.override(cpu_gemm=gemm):
         out, _ = torch.ops.lstm_fused.mhsa_forward(q_in, k_bad, v_bad, lengths, scale)
     grad = torch.randn(out.shape, generator=gen, dtype=dtype)
@@ -216,12 +226,16 @@ def test_cpu_core_reads_any_strides(poison_new_tensors, layout):
     overlapping) and copies them otherwise: both roads against the float64 reference."""
     gen = torch.Generator().manual_seed(12)
     B, N, T, Dh = 2, 3, 6, 4
-    if layout == "head_dim_strided":      # last stride T, not 1: copied
+    if layout == "head_dim_strided":  # last stride T, not 1: copied
         make = lambda: torch.randn(B, N, Dh, T, generator=gen, dtype=torch.float64).transpose(2, 3)
-    elif layout == "time_expanded":       # T stride 0: rows overlap, copied
-        make = lambda: torch.randn(B, N, 1, Dh, generator=gen, dtype=torch.float64).expand(B, N, T, Dh)
-    else:                                 # N stride 0: read in place
-        make = lambda: torch.randn(B, 1, T, Dh, generator=gen, dtype=torch.float64).expand(B, N, T, Dh)
+    elif layout == "time_expanded":  # T stride 0: rows overlap, copied
+        make = lambda: torch.randn(B, N, 1, Dh, generator=gen, dtype=torch.float64).expand(
+            B, N, T, Dh
+        )
+    else:  # N stride 0: read in place
+        make = lambda: torch.randn(B, 1, T, Dh, generator=gen, dtype=torch.float64).expand(
+            B, N, T, Dh
+        )
     q, k, v = make(), make(), make()
     lengths = torch.tensor([T, 2])
     qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
@@ -238,11 +252,10 @@ def test_cpu_core_reads_any_strides(poison_new_tensors, layout):
 def test_cpu_core_without_lengths_and_non_contiguous(poison_new_tensors):
     gen = torch.Generator().manual_seed(3)
     packed = torch.randn(9, 2, 3, 2, 4, generator=gen, dtype=torch.float64)  # (T, B, 3, N, Dh)
-    q, k, v = packed.permute(2, 1, 3, 0, 4).unbind(0)                         # (B, N, T, Dh)
+    q, k, v = packed.permute(2, 1, 3, 0, 4).unbind(0)  # (B, N, T, Dh)
     assert not q.is_contiguous()
     out, _ = torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.7)
-    torch.testing.assert_close(out, reference_mhsa.attention_core(q, k, v, None, 0.7)[0],
-                               **F64)
+    torch.testing.assert_close(out, reference_mhsa.attention_core(q, k, v, None, 0.7)[0], **F64)
 
 
 @needs_cpp
@@ -251,15 +264,18 @@ def test_gradcheck_cpu_core_and_module():
     q, k, v = qkv(3, 2, 6, 3, torch.float64, gen, requires_grad=True)
     lengths = torch.tensor([0, 6, 2])
     assert torch.autograd.gradcheck(
-        lambda q, k, v: torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, 0.6)[0], (q, k, v))
+        lambda q, k, v: torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, 0.6)[0], (q, k, v)
+    )
     module = MultiheadSelfAttention(4, 2, backend="cpu").double()
     x = torch.randn(5, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     params = tuple(module.parameters())
     names = [n for n, _ in module.named_parameters()]
 
     def run(x, *ps):
-        return torch.func.functional_call(module, dict(zip(names, ps)),
-                                          (x, torch.tensor([5, 0, 1])))[0]
+        return torch.func.functional_call(
+            module, dict(zip(names, ps)), (x, torch.tensor([5, 0, 1]))
+        )[0]
+
     assert torch.autograd.gradcheck(run, (x, *params))
 
 
@@ -270,12 +286,25 @@ def test_opcheck_cpu_ops():
     for lengths in (torch.tensor([3, 0]), None):
         torch.library.opcheck(torch.ops.lstm_fused.mhsa_forward.default, (q, k, v, lengths, 0.5))
     out, lse = torch.ops.lstm_fused.mhsa_forward(q, k, v, torch.tensor([3, 0]), 0.5)
-    torch.library.opcheck(torch.ops.lstm_fused.mhsa_backward.default,
-                          (torch.randn_like(out), q.detach(), k.detach(), v.detach(),
-                           torch.tensor([3, 0]), 0.5, 0.0, None, out.detach(), lse))
+    torch.library.opcheck(
+        torch.ops.lstm_fused.mhsa_backward.default,
+        (
+            torch.randn_like(out),
+            q.detach(),
+            k.detach(),
+            v.detach(),
+            torch.tensor([3, 0]),
+            0.5,
+            0.0,
+            None,
+            out.detach(),
+            lse,
+        ),
+    )
 
 
 # ---------------------------------------------------------------- Triton (interpreter on CPU)
+
 
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -288,18 +317,22 @@ def test_triton_core_vs_reference(poison_new_tensors, dtype):
 def test_triton_opcheck_and_module():
     gen = torch.Generator().manual_seed(7)
     q, k, v = qkv(2, 1, 4, 2, torch.float32, gen, requires_grad=True)
-    torch.library.opcheck(triton_op("mhsa_forward").default,
-                          (q, k, v, torch.tensor([4, 0]), 0.5),
-                          test_utils=("test_schema", "test_faketensor",
-                                      "test_autograd_registration"))
+    torch.library.opcheck(
+        triton_op("mhsa_forward").default,
+        (q, k, v, torch.tensor([4, 0]), 0.5),
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+    )
     ours, theirs = nn_pair(8, 2, dtype=torch.float32)
     ours.backend = "triton"
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(6, 3, 8, generator=gen)
     lengths = torch.tensor([6, 2, 1])
-    torch.testing.assert_close(ours(x, lengths)[0],
-                               theirs(x, x, x, key_padding_mask=padding_of(lengths, 6))[0],
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        ours(x, lengths)[0],
+        theirs(x, x, x, key_padding_mask=padding_of(lengths, 6))[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # Compiles the Triton kernels for a real GPU (sm_80) without one, in a process where the
@@ -341,16 +374,22 @@ for drop in (False, True):  # with and without attention dropout
 @needs_triton
 def test_triton_kernels_compile_for_sm80():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", AOT_COMPILE], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", AOT_COMPILE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert proc.stdout.count("compiled") == 6
 
 
 # ---------------------------------------------------------------- padding is never read
 
-@pytest.mark.parametrize("backend", cases("mhsa", ["cpu", "reference", "triton"],
-                                           cpu_tensors=True))
+
+@pytest.mark.parametrize("backend", cases("mhsa", ["cpu", "reference", "triton"], cpu_tensors=True))
 def test_padding_poison_gets_no_weight(backend):
     gen = torch.Generator().manual_seed(8)
     dtype = torch.float32 if backend == "triton" else torch.float64
@@ -361,16 +400,17 @@ def test_padding_poison_gets_no_weight(backend):
     pad = padding_of(lengths, T)
     valid = ~pad
     clean, _ = module(x, lengths)
-    big = x.masked_fill(pad[..., None], 1e4)           # huge but finite: everything stays finite
+    big = x.masked_fill(pad[..., None], 1e4)  # huge but finite: everything stays finite
     out_big, w_big = module(big, lengths, need_weights=True)
     assert torch.isfinite(out_big).all() and torch.isfinite(w_big).all()
     torch.testing.assert_close(out_big[valid], clean[valid], rtol=0, atol=0)
-    for poison in (float("nan"), float("inf")):        # outputs at valid positions untouched
+    for poison in (float("nan"), float("inf")):  # outputs at valid positions untouched
         out_p, _ = module(x.masked_fill(pad[..., None], poison), lengths)
         torch.testing.assert_close(out_p[valid], clean[valid], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- dropout
+
 
 def test_dropout_eval_matches_and_training_drops_weights():
     gen = torch.Generator().manual_seed(9)
@@ -385,24 +425,31 @@ def test_dropout_eval_matches_and_training_drops_weights():
     ours.train()
     projected = torch.nn.functional.linear(x, ours.in_proj_weight, ours.in_proj_bias)
     q, k, _ = (reference_mhsa.split_heads(p, 2) for p in projected.chunk(3, -1))
-    per_head = reference_mhsa.attention_weights(q, k, lengths, 4 ** -0.5)  # (B, N, T, T)
+    per_head = reference_mhsa.attention_weights(q, k, lengths, 4**-0.5)  # (B, N, T, T)
     torch.manual_seed(10)
     out, w = ours(x, lengths, need_weights=True)
     # Head-averaged dropped weights: each head's weight is 0 or 2 w, so the average over the
     # two heads takes one of four values per entry; the kept fraction is about 1/2.
-    choices = torch.stack([torch.zeros_like(per_head[:, 0]), per_head[:, 0], per_head[:, 1],
-                           per_head[:, 0] + per_head[:, 1]])
+    choices = torch.stack(
+        [
+            torch.zeros_like(per_head[:, 0]),
+            per_head[:, 0],
+            per_head[:, 1],
+            per_head[:, 0] + per_head[:, 1],
+        ]
+    )
     assert torch.isclose(w[None], choices, rtol=1e-12, atol=1e-15).any(0).all()
     valid = ~pad[:, None, :].expand_as(w)
     kept = (w[valid] > 0).double().mean()
-    assert 0.6 < kept < 0.9                               # P(kept by at least one head) = 3/4
+    assert 0.6 < kept < 0.9  # P(kept by at least one head) = 3/4
     assert torch.isfinite(out).all()
-    ours.dropout = 1.0                                    # every weight dropped: out = bias
+    ours.dropout = 1.0  # every weight dropped: out = bias
     out1, _ = ours(x, lengths)
     torch.testing.assert_close(out1, ours.out_proj.bias.expand_as(out1), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- backends and bad input
+
 
 def test_backend_choice():
     with pytest.raises(RuntimeError, match="cuda"):
@@ -411,7 +458,7 @@ def test_backend_choice():
         MultiheadSelfAttention(4, 2, backend="fast")
     with switches.override(backend="reference"):
         assert resolve("auto", "mhsa", "cpu", torch.float32).name == "reference"
-    with switches.override(backend="cuda"):               # asked for, cannot run: no fallback
+    with switches.override(backend="cuda"):  # asked for, cannot run: no fallback
         with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
             MultiheadSelfAttention(4, 2)(torch.randn(3, 2, 4))
 
@@ -427,21 +474,37 @@ def test_backends_say_what_they_cannot_run():
     assert "runs on cpu" in call_reason(op, "cpu", "cuda", torch.float32)
 
 
-@pytest.mark.parametrize("make_call, error, words", [
-    (lambda m: m(torch.randn(3, 2)), ValueError, "x has feature size 2"),
-    (lambda m: m(torch.randn(3)), ValueError, "x must be 3-D"),
-    (lambda m: m(torch.randn(3, 2, 4, dtype=torch.float64)), RuntimeError, "x has dtype"),
-    (lambda m: m(torch.randn(3, 2, 4).long()), RuntimeError, "x must be a floating"),
-    (lambda m: m([[1.0]]), TypeError, "x must be a torch.Tensor"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 4])), ValueError,
-     r"lengths\[1\] = 4 is out of range, expected 0 <= lengths\[b\] <= T = 3"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, -1])), ValueError,
-     r"lengths\[1\] = -1 is out of range"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 2, 3])), ValueError, "lengths has shape"),
-    (lambda m: m(torch.randn(3, 2, 4), torch.tensor([1.0, 2.0])), TypeError,
-     "lengths has dtype torch.float32, expected an integer dtype"),
-    (lambda m: m(torch.randn(3, 2, 4), need_weights=1), TypeError, "need_weights"),
-])
+@pytest.mark.parametrize(
+    "make_call, error, words",
+    [
+        (lambda m: m(torch.randn(3, 2)), ValueError, "x has feature size 2"),
+        (lambda m: m(torch.randn(3)), ValueError, "x must be 3-D"),
+        (lambda m: m(torch.randn(3, 2, 4, dtype=torch.float64)), RuntimeError, "x has dtype"),
+        (lambda m: m(torch.randn(3, 2, 4).long()), RuntimeError, "x must be a floating"),
+        (lambda m: m([[1.0]]), TypeError, "x must be a torch.Tensor"),
+        (
+            lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 4])),
+            ValueError,
+            r"lengths\[1\] = 4 is out of range, expected 0 <= lengths\[b\] <= T = 3",
+        ),
+        (
+            lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, -1])),
+            ValueError,
+            r"lengths\[1\] = -1 is out of range",
+        ),
+        (
+            lambda m: m(torch.randn(3, 2, 4), torch.tensor([1, 2, 3])),
+            ValueError,
+            "lengths has shape",
+        ),
+        (
+            lambda m: m(torch.randn(3, 2, 4), torch.tensor([1.0, 2.0])),
+            TypeError,
+            "lengths has dtype torch.float32, expected an integer dtype",
+        ),
+        (lambda m: m(torch.randn(3, 2, 4), need_weights=1), TypeError, "need_weights"),
+    ],
+)
 def test_bad_input_names_the_argument(make_call, error, words):
     """The exception types are nn.MultiheadAttention's where it raises for the same input
     (RuntimeError for a dtype; a shape error is also an AssertionError, what nn's asserts raise)."""
@@ -449,26 +512,33 @@ def test_bad_input_names_the_argument(make_call, error, words):
         make_call(MultiheadSelfAttention(4, 2))
 
 
-@pytest.mark.parametrize("args, kwargs, error, words", [
-    ((6, 4), {}, ValueError, "divisible by num_heads"),
-    ((0, 1), {}, ValueError, "embed_dim must be greater than zero"),
-    ((4, 0), {}, ValueError, "num_heads must be greater than zero"),
-    ((4.0, 2), {}, TypeError, "embed_dim must be an int"),
-    ((4, 2), {"dropout": 1.5}, ValueError, "dropout must be a number"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, error, words",
+    [
+        ((6, 4), {}, ValueError, "divisible by num_heads"),
+        ((0, 1), {}, ValueError, "embed_dim must be greater than zero"),
+        ((4, 0), {}, ValueError, "num_heads must be greater than zero"),
+        ((4.0, 2), {}, TypeError, "embed_dim must be an int"),
+        ((4, 2), {"dropout": 1.5}, ValueError, "dropout must be a number"),
+    ],
+)
 def test_bad_constructor_arguments(args, kwargs, error, words):
     with pytest.raises(error, match=words):
         MultiheadSelfAttention(*args, **kwargs)
 
 
-@pytest.mark.parametrize("make_call", [
-    lambda M, x: M(6, 4),
-    lambda M, x: x(M(4, 2), torch.randn(3)),
-    lambda M, x: x(M(4, 2), torch.randn(3, 2, 4, 4)),
-    lambda M, x: x(M(4, 2), torch.randn(3, 2, 5)),
-    lambda M, x: x(M(4, 2), torch.randn(3, 2, 4, dtype=torch.float64)),
-    lambda M, x: x(M(4, 2), torch.randn(3, 2, 4).long()),
-], ids=["not-divisible", "1-D", "4-D", "embed-dim", "float64", "int64"])
+@pytest.mark.parametrize(
+    "make_call",
+    [
+        lambda M, x: M(6, 4),
+        lambda M, x: x(M(4, 2), torch.randn(3)),
+        lambda M, x: x(M(4, 2), torch.randn(3, 2, 4, 4)),
+        lambda M, x: x(M(4, 2), torch.randn(3, 2, 5)),
+        lambda M, x: x(M(4, 2), torch.randn(3, 2, 4, dtype=torch.float64)),
+        lambda M, x: x(M(4, 2), torch.randn(3, 2, 4).long()),
+    ],
+    ids=["not-divisible", "1-D", "4-D", "embed-dim", "float64", "int64"],
+)
 def test_bad_input_raises_the_exception_type_of_nn_multihead_attention(make_call):
     def nn_call(m, x):
         return m(x, x, x)

@@ -4,6 +4,7 @@ interpreter without a GPU) and the reference (reference_mhsa.dropout_keep_mask).
 checked against the float64 reference that applies that mask, forward and backward, with
 lengths 0, 1, T and NaN padding; gradcheck; the mask's rate and the output's mean over seeds;
 the module in training against backend="reference" with the same torch seed."""
+
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from lstm_fused.mhsa import MultiheadSelfAttention
 from backends import needs, resolve, triton_device, triton_op
 from helpers import lengths_with_edges, nan_filled_empty
 from tolerances import tol
+
 # The operators take the seed as a one-element int64 tensor; both halves of it matter.
 SEED = torch.tensor(-0x1234_5678_9ABC_DEF1)
 
@@ -55,14 +57,26 @@ def _check_op(forward, backward, dtype, device, T=19, seed=SEED):
     torch.testing.assert_close(out.detach().cpu().double(), truth, **t)
     grad = torch.randn(out.shape, dtype=torch.float64)
     with nan_filled_empty():
-        got = backward(grad.to(device, dtype), q.detach(), k.detach(), v.detach(),
-                       lengths.to(device), scale, p, seed, out.detach(), lse)
+        got = backward(
+            grad.to(device, dtype),
+            q.detach(),
+            k.detach(),
+            v.detach(),
+            lengths.to(device),
+            scale,
+            p,
+            seed,
+            out.detach(),
+            lse,
+        )
     want = torch.autograd.grad(truth, (truth_q, truth_k, truth_v), grad)
     for name, g, w in zip("qkv", got, want):
         w = w.nan_to_num(0.0)
         # atol relative to the gradient's largest entry (float16 rounds each product to it)
         scaled = dict(rtol=t["rtol"], atol=t["atol"] * max(1.0, w.abs().max().item()))
-        torch.testing.assert_close(g.cpu().double(), w, **scaled, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            g.cpu().double(), w, **scaled, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -72,25 +86,34 @@ def test_cpu_kernel_matches_reference(dtype):
 
 def test_cpu_kernel_long_rows():
     """More query rows than one block of the CPU kernel (256): row numbers past the block."""
-    _check_op(torch.ops.lstm_fused.mhsa_forward, torch.ops.lstm_fused.mhsa_backward,
-              torch.float64, "cpu", T=300)
+    _check_op(
+        torch.ops.lstm_fused.mhsa_forward,
+        torch.ops.lstm_fused.mhsa_backward,
+        torch.float64,
+        "cpu",
+        T=300,
+    )
 
 
 def test_cpu_gradcheck_with_dropout():
     g = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    )
     lengths = torch.tensor([5, 2])
     assert torch.autograd.gradcheck(
         lambda q, k, v: torch.ops.lstm_fused.mhsa_forward(q, k, v, lengths, 0.6, 0.4, SEED)[0],
-        (q, k, v))
+        (q, k, v),
+    )
 
 
 def test_cpu_opcheck_with_dropout():
     g = torch.Generator().manual_seed(4)
     q, k, v = (torch.randn(2, 2, 5, 3, generator=g, requires_grad=True) for _ in range(3))
-    torch.library.opcheck(torch.ops.lstm_fused.mhsa_forward.default,
-                          (q, k, v, torch.tensor([3, 0]), 0.5, 0.25, SEED))
+    torch.library.opcheck(
+        torch.ops.lstm_fused.mhsa_forward.default, (q, k, v, torch.tensor([3, 0]), 0.5, 0.25, SEED)
+    )
 
 
 def test_cpu_dropout_is_unbiased():
@@ -99,10 +122,13 @@ def test_cpu_dropout_is_unbiased():
     g = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 1, 8, 4, generator=g, dtype=torch.float64) for _ in range(3))
     plain = torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.5)[0]
-    runs = torch.stack([torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.5, 0.3,
-                                                          torch.tensor(s))[0]
-                        for s in range(2000)])
-    stderr = runs.std(dim=0) / 2000 ** 0.5
+    runs = torch.stack(
+        [
+            torch.ops.lstm_fused.mhsa_forward(q, k, v, None, 0.5, 0.3, torch.tensor(s))[0]
+            for s in range(2000)
+        ]
+    )
+    stderr = runs.std(dim=0) / 2000**0.5
     assert ((runs.mean(dim=0) - plain).abs() <= 5 * stderr + 1e-12).all()
 
 
@@ -147,9 +173,16 @@ def test_module_training_matches_reference_backend(need_weights):
 
 # ------------------------------------------------------------------------------------ Triton
 
-@pytest.mark.parametrize("dtype,seed", [(torch.float32, SEED), (torch.float16, SEED),
-                                        (torch.float32, torch.tensor(1)),
-                                        (torch.float32, torch.tensor(1 << 32))])
+
+@pytest.mark.parametrize(
+    "dtype,seed",
+    [
+        (torch.float32, SEED),
+        (torch.float16, SEED),
+        (torch.float32, torch.tensor(1)),
+        (torch.float32, torch.tensor(1 << 32)),
+    ],
+)
 def test_triton_kernel_matches_reference(dtype, seed):
     device = triton_device("mhsa")
     _check_op(triton_op("mhsa_forward"), triton_op("mhsa_backward"), dtype, device, seed=seed)
@@ -158,8 +191,9 @@ def test_triton_kernel_matches_reference(dtype, seed):
 @needs("mhsa", "cuda")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cuda_kernel_matches_reference(dtype):
-    _check_op(torch.ops.lstm_fused.mhsa_forward, torch.ops.lstm_fused.mhsa_backward, dtype,
-              "cuda", T=70)
+    _check_op(
+        torch.ops.lstm_fused.mhsa_forward, torch.ops.lstm_fused.mhsa_backward, dtype, "cuda", T=70
+    )
 
 
 def test_seed_of_any_form_gives_the_same_mask():
@@ -169,10 +203,13 @@ def test_seed_of_any_form_gives_the_same_mask():
 
     g = torch.Generator().manual_seed(9)
     q, k, v = (torch.randn(2, 2, 6, 3, generator=g) for _ in range(3))
-    outs = [self_attention_core(q, k, v, None, 0.5, dropout_p=0.4, training=True, seed=s,
-                                backend="cpu") for s in (123, torch.tensor(123), torch.tensor([123]))]
-    ref = self_attention_core(q, k, v, None, 0.5, dropout_p=0.4, training=True, seed=123,
-                              backend="reference")
+    outs = [
+        self_attention_core(q, k, v, None, 0.5, dropout_p=0.4, training=True, seed=s, backend="cpu")
+        for s in (123, torch.tensor(123), torch.tensor([123]))
+    ]
+    ref = self_attention_core(
+        q, k, v, None, 0.5, dropout_p=0.4, training=True, seed=123, backend="reference"
+    )
     for out in outs:
         torch.testing.assert_close(out, ref)
     with pytest.raises(ValueError, match="int64 CPU tensor"):

@@ -7,6 +7,7 @@ future PyTorch adds are checked too. Each sample: outputs, states and gradients 
 inputs) against nn.LSTM / nn.LSTMCell; each error input: the same exception type as torch.nn
 (the messages are lstm_fused's own). CPU, float32 and float64.
 """
+
 import copy
 import functools
 import os
@@ -29,9 +30,11 @@ def _common_modules():
     this test session (it loads a hypothesis profile of its own and sets an environment
     variable)."""
     import hypothesis
+
     profile = hypothesis.settings.get_current_profile_name()
     env = dict(os.environ)
     from torch.testing._internal import common_modules
+
     hypothesis.settings.load_profile(profile)
     for key in set(os.environ) - set(env):
         del os.environ[key]
@@ -79,8 +82,11 @@ def _run(module, args, kwargs):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_module_db_samples_match_torch_nn(cls, dtype, training):
     info = _info(cls)
-    samples = list(info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True,
-                                           training=training))
+    samples = list(
+        info.module_inputs_func(
+            info, device="cpu", dtype=dtype, requires_grad=True, training=training
+        )
+    )
     assert samples, "module_db gives no sample inputs"
     for i, sample in enumerate(samples):
         c, f = sample.constructor_input, sample.forward_input
@@ -94,16 +100,20 @@ def test_module_db_samples_match_torch_nn(cls, dtype, training):
         assert len(outs_o) == len(outs_r) and len(grads_o) == len(grads_r), what
         for k, (a, e) in enumerate(zip(outs_o + list(grads_o), outs_r + list(grads_r))):
             assert a.shape == e.shape and a.dtype == e.dtype, (what, k, a.shape, e.shape)
-            torch.testing.assert_close(a, e, **tol("lstm", dtype),
-                                       msg=lambda m, k=k, what=what: f"{what}, tensor {k}: {m}")
+            torch.testing.assert_close(
+                a, e, **tol("lstm", dtype), msg=lambda m, k=k, what=what: f"{what}, tensor {k}: {m}"
+            )
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.LSTMCell], ids=["LSTM", "LSTMCell"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_module_db_error_inputs_raise_torch_nns_exception_types(cls, dtype):
     info = _info(cls)
-    errors = list(info.module_error_inputs_func(info, device="cpu", dtype=dtype,
-                                                requires_grad=False, training=True))
+    errors = list(
+        info.module_error_inputs_func(
+            info, device="cpu", dtype=dtype, requires_grad=False, training=True
+        )
+    )
     assert errors, "module_db gives no error inputs"
     construction = _common_modules().ModuleErrorEnum.CONSTRUCTION_ERROR
     for i, err in enumerate(errors):
@@ -114,7 +124,10 @@ def test_module_db_error_inputs_raise_torch_nns_exception_types(cls, dtype):
                 m = module_cls(*c.args, **c.kwargs)
                 if err.error_on != construction:
                     m(*f.args, **f.kwargs)
-            assert type(info_exc.value) is err.error_type or module_cls is cls, \
-                (what, module_cls, info_exc.value)
+            assert type(info_exc.value) is err.error_type or module_cls is cls, (
+                what,
+                module_cls,
+                info_exc.value,
+            )
             if module_cls is not cls:  # our message names what is wrong: never empty
                 assert str(info_exc.value).startswith(cls.__name__ + ":"), (what, info_exc.value)

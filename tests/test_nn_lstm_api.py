@@ -1,11 +1,10 @@
 """lstm_fused.LSTM / LSTMCell against nn.LSTM / nn.LSTMCell beyond the numbers of a forward:
 the dropout masks drawn for a seed, the attributes and methods user code reaches for, repr."""
-import copy
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstm_fused
 
@@ -19,13 +18,19 @@ def _twins(dtype, backend, **kw):
 
 # ---------------------------------------------------------------- dropout between layers
 
+
 @pytest.mark.parametrize("backend", cases("lstm_layer", ["cpu", "reference"]))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-@pytest.mark.parametrize("kw", [dict(num_layers=3),
-                                dict(num_layers=2, bidirectional=True, batch_first=True),
-                                dict(num_layers=3, bidirectional=True, proj_size=2)],
-                         ids=["L3", "L2-bi-bf", "L3-bi-proj"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(num_layers=3),
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(num_layers=3, bidirectional=True, proj_size=2),
+    ],
+    ids=["L3", "L2-bi-bf", "L3-bi-proj"],
+)
 def test_dropout_masks_match_nn_lstm_for_the_same_seed(backend, dtype, packed, kw):
     """Same seed, same masks: outputs, states and gradients equal to nn.LSTM's in training, and
     the generator left in the same state (so a training loop's later draws stay in step)."""
@@ -36,7 +41,9 @@ def test_dropout_masks_match_nn_lstm_for_the_same_seed(backend, dtype, packed, k
     lengths = torch.tensor([6, 2, 5, 1])
 
     def run(m):
-        inp = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False) if packed else x
+        inp = (
+            pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False) if packed else x
+        )
         torch.manual_seed(7)
         out, (h, c) = m(inp)
         after = torch.rand(3)
@@ -59,7 +66,6 @@ def test_dropout_masks_match_nn_lstm_for_the_same_seed(backend, dtype, packed, k
     assert not torch.allclose(other.data if packed else other, o_o)
 
 
-
 def test_dropout_with_one_layer_warns_like_nn_lstm():
     with pytest.warns(UserWarning, match="num_layers greater than 1"):
         nn.LSTM(4, 6, num_layers=1, dropout=0.5)
@@ -69,8 +75,13 @@ def test_dropout_with_one_layer_warns_like_nn_lstm():
 
 # ---------------------------------------------------------------- repr, attributes, methods
 
-LSTM_KWARGS = [dict(), dict(num_layers=2, dropout=0.25), dict(bias=False, batch_first=True),
-               dict(bidirectional=True, proj_size=2, num_layers=3), dict(bidirectional=1)]
+LSTM_KWARGS = [
+    dict(),
+    dict(num_layers=2, dropout=0.25),
+    dict(bias=False, batch_first=True),
+    dict(bidirectional=True, proj_size=2, num_layers=3),
+    dict(bidirectional=1),
+]
 
 
 @pytest.mark.parametrize("kw", LSTM_KWARGS)
@@ -92,8 +103,9 @@ def test_flat_weights_names_all_weights_like_nn_lstm(kw):
     assert ours._all_weights == ref._all_weights
     assert [n for n, _ in ours.named_parameters()] == ref._flat_weights_names
     assert all(w is getattr(ours, n) for w, n in zip(ours._flat_weights, ours._flat_weights_names))
-    assert [[w.shape for w in ws] for ws in ours.all_weights] == \
-        [[w.shape for w in ws] for ws in ref.all_weights]
+    assert [[w.shape for w in ws] for ws in ours.all_weights] == [
+        [w.shape for w in ws] for ws in ref.all_weights
+    ]
     assert ours.mode == ref.mode == "LSTM"
     ours.flatten_parameters()  # a no-op here, as nn.LSTM's is off cuDNN
 
@@ -133,30 +145,38 @@ def _same(a, b):
     return a == b
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(batch_first=True, bidirectional=True),
-                                dict(num_layers=2, proj_size=2)])
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(batch_first=True, bidirectional=True), dict(num_layers=2, proj_size=2)]
+)
 def test_check_methods_behave_as_nn_lstms(kw):
     ref, ours = _twins(torch.float32, "cpu", **kw)
     D, L = (2 if kw.get("bidirectional") else 1), kw.get("num_layers", 1)
     R = kw.get("proj_size", 0) or 5
     x = torch.randn(4, 6, 3)
     packed = pack_padded_sequence(torch.randn(6, 4, 3), torch.tensor([6, 4, 4, 1]))
-    good = (torch.randn(L * D, 6 if kw.get("batch_first") else 4, R),
-            torch.randn(L * D, 6 if kw.get("batch_first") else 4, 5))
+    good = (
+        torch.randn(L * D, 6 if kw.get("batch_first") else 4, R),
+        torch.randn(L * D, 6 if kw.get("batch_first") else 4, 5),
+    )
     inputs = [x, x.double(), x[0], torch.randn(4, 6, 2), packed.data]
     hiddens = [good, (good[0][:, :1], good[1]), (good[0], good[1][..., :2]), (good[1], good[1])]
     perm = torch.tensor([2, 0, 3, 1])
     calls = []
     for inp in inputs:
         for bs in (None, packed.batch_sizes):
-            calls += [lambda m, inp=inp, bs=bs: m.check_input(inp, bs),
-                      lambda m, inp=inp, bs=bs: m.get_expected_hidden_size(inp, bs),
-                      lambda m, inp=inp, bs=bs: m.get_expected_cell_size(inp, bs)]
-            calls += [lambda m, inp=inp, bs=bs, hx=hx: m.check_forward_args(inp, hx, bs)
-                      for hx in hiddens]
+            calls += [
+                lambda m, inp=inp, bs=bs: m.check_input(inp, bs),
+                lambda m, inp=inp, bs=bs: m.get_expected_hidden_size(inp, bs),
+                lambda m, inp=inp, bs=bs: m.get_expected_cell_size(inp, bs),
+            ]
+            calls += [
+                lambda m, inp=inp, bs=bs, hx=hx: m.check_forward_args(inp, hx, bs) for hx in hiddens
+            ]
     calls += [lambda m, hx=hx: m.check_hidden_size(hx[0], (L * D, 4, R)) for hx in hiddens]
-    calls += [lambda m: m.check_hidden_size(good[0], (1, 2, 3), "{} vs {}"),
-              lambda m: m.permute_hidden(good, None)]
+    calls += [
+        lambda m: m.check_hidden_size(good[0], (1, 2, 3), "{} vs {}"),
+        lambda m: m.permute_hidden(good, None),
+    ]
     if not kw.get("batch_first"):
         calls.append(lambda m: m.permute_hidden(good, perm))
     for i, call in enumerate(calls):
@@ -171,6 +191,7 @@ def test_check_methods_behave_as_nn_lstms(kw):
 
 
 # ---------------------------------------------------------------- isinstance(m, nn.LSTM)
+
 
 class _Wrap(nn.Module):
     def __init__(self, lstm):

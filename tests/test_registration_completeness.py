@@ -7,6 +7,7 @@ interpreter, CUDA tensors); the check operator its kernel (csrc/check_ops.cpp); 
 kernel unless the op family declares the operator in NO_CUDA_KERNEL. Where the CUDA part is not
 built here, the CUDA registrations are read from the registration lists of csrc/cuda/*.cpp
 (tests/test_cuda_emulated.py checks the same in the emulated CUDA library, where they run)."""
+
 import re
 from pathlib import Path
 
@@ -35,10 +36,14 @@ def queries():
 def operators(namespace: str = "lstm_fused"):
     """The operators of `namespace` that have kernels of their own (not twins, not checks, not
     queries)."""
-    names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
-             if n.startswith(namespace + "::")}
-    return sorted(n for n in names
-                  if not n.endswith(SUFFIXES) and n != "set_switch" and n not in queries())
+    names = {
+        n.split("::", 1)[1]
+        for n in torch._C._dispatch_get_all_op_names()
+        if n.startswith(namespace + "::")
+    }
+    return sorted(
+        n for n in names if not n.endswith(SUFFIXES) and n != "set_switch" and n not in queries()
+    )
 
 
 def _has(name: str, key: str) -> bool:
@@ -66,8 +71,11 @@ OPS = operators()
 
 def test_queries_are_operators_with_a_cuda_kernel():
     """Each query is an operator of the library, registered by csrc/cuda/*.cpp."""
-    all_names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
-                 if n.startswith("lstm_fused::")}
+    all_names = {
+        n.split("::", 1)[1]
+        for n in torch._C._dispatch_get_all_op_names()
+        if n.startswith("lstm_fused::")
+    }
     assert queries() and set(queries()) <= all_names
     assert set(queries()) <= cuda_registration_list()
 
@@ -78,8 +86,11 @@ def test_the_library_has_operators():
 
 @pytest.mark.parametrize("name", OPS)
 def test_operator_is_registered_completely(name):
-    all_names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
-                 if n.startswith("lstm_fused::")}
+    all_names = {
+        n.split("::", 1)[1]
+        for n in torch._C._dispatch_get_all_op_names()
+        if n.startswith("lstm_fused::")
+    }
     missing = []
     for twin in (name + "_triton", name + "_check"):
         if twin not in all_names:
@@ -115,8 +126,8 @@ def test_cuda_kernels_where_the_family_says_so():
 def test_cpu_kernel_list_matches_the_operators():
     """csrc/cpu/kernels.h's list (LSTM_FUSED_CPU_OPS) names every operator once."""
     text = (ROOT / "csrc" / "cpu" / "kernels.h").read_text()
-    block = text[text.index("#define LSTM_FUSED_CPU_OPS(X)"):]
-    block = block[:block.index("\n\n")]
+    block = text[text.index("#define LSTM_FUSED_CPU_OPS(X)") :]
+    block = block[: block.index("\n\n")]
     listed = re.findall(r"X\(\w+, (\w+)\)", block)
     assert sorted(listed) == OPS
 

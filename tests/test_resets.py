@@ -10,6 +10,7 @@ the argument checks. Streaming (carrying (h, c) across calls) is tested at the e
 
 The emulated CUDA gate path is tested in tests/test_cuda_emulated.py (its library fixture).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,8 +31,14 @@ f64 = torch.float64
 # Every time loop: the CPU's row loop and fused loops (input projection by a GEMM or in the
 # tiles; with a projection every CPU variant runs the row loop), the Triton sequence kernel
 # and step path, the reference.
-VARIANTS = ["reference", "cpu:rows", "cpu:fused_gemm", "cpu:fused_input", "triton:sequence",
-            "triton:step"]
+VARIANTS = [
+    "reference",
+    "cpu:rows",
+    "cpu:fused_gemm",
+    "cpu:fused_input",
+    "triton:sequence",
+    "triton:step",
+]
 BACKENDS = cases("lstm_layer", VARIANTS, cpu_tensors=True)
 
 
@@ -45,6 +52,7 @@ def _switches(variant: str):
 
 
 # --------------------------------------------------------------------------- the oracle
+
 
 def nn_step_loop(m: lstm_fused.LSTM, x, h0, c0, resets, lengths=None):
     """y (T, B, D*R), h_n, c_n of module m's weights by nn.LSTM, one step and one row at a time.
@@ -61,8 +69,9 @@ def nn_step_loop(m: lstm_fused.LSTM, x, h0, c0, resets, lengths=None):
         for d in range(D):
             sfx = "_reverse" if d else ""
             cell = nn.LSTM(inp.shape[2], H, proj_size=P, bias=m.bias, dtype=x.dtype)
-            params = {name: getattr(m, f"{name[:-3]}_l{k}{sfx}") for name, _ in
-                      cell.named_parameters()}
+            params = {
+                name: getattr(m, f"{name[:-3]}_l{k}{sfx}") for name, _ in cell.named_parameters()
+            }
             rows_y, rows_h, rows_c = [], [], []
             for b in range(B):
                 init = (h0[k * D + d, b].view(1, 1, R), c0[k * D + d, b].view(1, 1, H))
@@ -88,8 +97,15 @@ def nn_step_loop(m: lstm_fused.LSTM, x, h0, c0, resets, lengths=None):
 
 def _module(L, bidirectional, P, batch_first=False, seed=0):
     torch.manual_seed(seed)
-    return lstm_fused.LSTM(3, 4, num_layers=L, bidirectional=bidirectional, proj_size=P,
-                           batch_first=batch_first, dtype=f64)
+    return lstm_fused.LSTM(
+        3,
+        4,
+        num_layers=L,
+        bidirectional=bidirectional,
+        proj_size=P,
+        batch_first=batch_first,
+        dtype=f64,
+    )
 
 
 def _resets(T, B, seed, p=0.35):
@@ -199,7 +215,9 @@ def test_reverse_direction_reset_semantics_by_hand():
 
 
 LAYER_COMBOS = [  # (D, proj, peephole, lengths)
-    (1, False, False, None), (2, False, True, [4, 1, 0]), (2, True, True, [3, 4, 2]),
+    (1, False, False, None),
+    (2, False, True, [4, 1, 0]),
+    (2, True, True, [3, 4, 2]),
 ]
 
 
@@ -210,10 +228,17 @@ def _layer_args(D, proj, peephole, lengths, seed=0, T=4, B=3, I=2, H=4, P=2):
         return (torch.randn(*shape, generator=g, dtype=f64) * 0.6).requires_grad_()
 
     R = P if proj else H
-    return dict(x=r(T, B, I), h0=r(D, B, R), c0=r(D, B, H), w_ih=r(D, 4 * H, I),
-                w_hh=r(D, 4 * H, R), bias=r(D, 4 * H), w_hr=r(D, P, H) if proj else None,
-                w_peep=r(D, 3, H) if peephole else None,
-                lengths=None if lengths is None else torch.tensor(lengths))
+    return dict(
+        x=r(T, B, I),
+        h0=r(D, B, R),
+        c0=r(D, B, H),
+        w_ih=r(D, 4 * H, I),
+        w_hh=r(D, 4 * H, R),
+        bias=r(D, 4 * H),
+        w_hr=r(D, P, H) if proj else None,
+        w_peep=r(D, 3, H) if peephole else None,
+        lengths=None if lengths is None else torch.tensor(lengths),
+    )
 
 
 def _combo_id(c):
@@ -223,10 +248,12 @@ def _combo_id(c):
 # Every combination on the CPU and the reference; under Triton's interpreter (slow) the fullest
 # one on the sequence kernel, its gradient checked for x, h0 and W_hh (the module and layer
 # tests compare every gradient of both Triton paths with the float64 oracle).
-GRADCHECK = [pytest.param(*p.values, c, marks=p.marks, id=f"{p.id}-{_combo_id(c)}")
-             for p in BACKENDS for c in LAYER_COMBOS
-             if not p.id.startswith("triton")
-             or (p.id == "triton:sequence" and c == LAYER_COMBOS[-1])]
+GRADCHECK = [
+    pytest.param(*p.values, c, marks=p.marks, id=f"{p.id}-{_combo_id(c)}")
+    for p in BACKENDS
+    for c in LAYER_COMBOS
+    if not p.id.startswith("triton") or (p.id == "triton:sequence" and c == LAYER_COMBOS[-1])
+]
 
 
 @pytest.mark.parametrize("variant,combo", GRADCHECK)
@@ -245,8 +272,9 @@ def test_gradcheck_layer(variant, combo):
         return functional.lstm_layer(**kw, resets=resets, backend=backend)
 
     with override:
-        assert torch.autograd.gradcheck(fn, [args[n] for n in names], eps=1e-6, atol=1e-7,
-                                        fast_mode=backend == "triton")
+        assert torch.autograd.gradcheck(
+            fn, [args[n] for n in names], eps=1e-6, atol=1e-7, fast_mode=backend == "triton"
+        )
 
 
 @pytest.mark.parametrize("variant", BACKENDS)
@@ -301,9 +329,16 @@ def test_forward_ad_through_the_reference():
         return functional.lstm_layer(**kw, resets=resets, backend="cpu")
 
     inputs = [args[n].detach().requires_grad_() for n in names]
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, check_forward_ad=True,
-                                    check_backward_ad=False, check_undefined_grad=False,
-                                    check_batched_grad=False)
+    assert torch.autograd.gradcheck(
+        fn,
+        inputs,
+        eps=1e-6,
+        atol=1e-7,
+        check_forward_ad=True,
+        check_backward_ad=False,
+        check_undefined_grad=False,
+        check_batched_grad=False,
+    )
     m = _module(1, True, 0)
     x, h0, c0 = _inputs(m, T, B)
     resets_m = _resets(T, B, seed=2)
@@ -337,8 +372,9 @@ def test_double_backward_with_resets():
 def test_opcheck_with_resets():
     """Schema, fake kernels and autograd registration of the layer operators with resets."""
     args = _layer_args(2, True, True, [4, 1, 3])
-    ordered = tuple(args[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr",
-                                      "w_peep", "lengths")) + (_resets(4, 3, seed=8, p=0.5),)
+    ordered = tuple(
+        args[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
+    ) + (_resets(4, 3, seed=8, p=0.5),)
     ops = torch.ops.lstm_fused
     torch.library.opcheck(ops.lstm_layer_forward.default, ordered)
     plain = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in ordered)
@@ -346,9 +382,10 @@ def test_opcheck_with_resets():
     y, h_n, c_n, gates, cells = ops.lstm_layer_forward(*plain)
     grads = [torch.randn_like(t) for t in (y, h_n, c_n)]
     x, h0, c0, w_ih, w_hh, _bias, w_hr, w_peep, lengths, resets = plain
-    torch.library.opcheck(ops.lstm_layer_backward.default,
-                          (*grads, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, resets, y,
-                           gates, cells))
+    torch.library.opcheck(
+        ops.lstm_layer_backward.default,
+        (*grads, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, resets, y, gates, cells),
+    )
 
 
 def test_unbatched_input_takes_resets_of_shape_t():
@@ -376,6 +413,7 @@ def test_resets_without_hx_restart_from_zeros():
 
 
 # ------------------------------------------------------------------------ bad arguments
+
 
 def test_bad_resets_raise_nn_style_errors_naming_resets():
     m = _module(1, False, 0)
@@ -407,10 +445,14 @@ def test_layer_operators_check_resets():
     """At the operator level resets is (T, B) bool, contiguous, on x's device; the Triton
     twins run the same C++ checks."""
     args = _layer_args(1, False, False, None)
-    ordered = [args[k].detach() if isinstance(args[k], torch.Tensor) else args[k]
-               for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")]
-    for op in (torch.ops.lstm_fused.lstm_layer_forward,
-               torch.ops.lstm_fused.lstm_layer_inference_check):
+    ordered = [
+        args[k].detach() if isinstance(args[k], torch.Tensor) else args[k]
+        for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
+    ]
+    for op in (
+        torch.ops.lstm_fused.lstm_layer_forward,
+        torch.ops.lstm_fused.lstm_layer_inference_check,
+    ):
         with pytest.raises(TypeError, match="resets must be bool"):
             op(*ordered, torch.zeros(4, 3, dtype=torch.uint8))
         with pytest.raises(ValueError, match=r"resets must have shape \(T, B\) = \(4, 3\)"):
@@ -430,11 +472,13 @@ def test_attentive_lstm_and_onnx_refuse_resets():
     m = _module(1, False, 0)
     h0 = torch.zeros(1, B, 4, dtype=f64)
     with pytest.raises(RuntimeError, match="resets cannot be exported to ONNX"):
-        functional_lstm._export_layer(x, h0, h0, *m.layer_weights(0), None,
-                                      torch.zeros(T, B, dtype=torch.bool))
+        functional_lstm._export_layer(
+            x, h0, h0, *m.layer_weights(0), None, torch.zeros(T, B, dtype=torch.bool)
+        )
 
 
 # --------------------------------------------------------------------------- streaming
+
 
 @pytest.mark.parametrize("variant", BACKENDS)
 def test_streaming_in_chunks_equals_one_call(variant):
@@ -455,7 +499,7 @@ def test_streaming_in_chunks_equals_one_call(variant):
         y_all, h_all, c_all = functional.lstm(x, h0, c0, weights, lengths, backend=backend)
         hx, ys = (h0, c0), []
         for start in range(0, Tl, chunk):
-            xs = x[start:start + chunk]
+            xs = x[start : start + chunk]
             part = (lengths - start).clamp(0, xs.shape[0])
             y, *hx = functional.lstm(xs, *hx, weights, part, backend=backend)
             ys.append(y)

@@ -1,6 +1,7 @@
 """Saving and loading: whole models with lstm_fused modules inside load with
 torch.load(weights_only=True) given lstm_fused.safe_globals(); state_dicts move between
 nn.LSTM / nn.LSTMCell and lstm_fused.LSTM / LSTMCell in both directions."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,9 @@ class Everything(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.lstm = lstm_fused.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2,
-                                    peephole=True)
+        self.lstm = lstm_fused.LSTM(
+            I, H, num_layers=2, bidirectional=True, proj_size=2, peephole=True
+        )
         self.cell = lstm_fused.LSTMCell(I, H)
         self.pool = lstm_fused.AttentionPooling(I, A, query_size=2)
         self.mhsa = lstm_fused.MultiheadSelfAttention(I, 2)
@@ -37,14 +39,28 @@ class Everything(nn.Module):
         context, alpha = self.pool(x, lengths, query)
         attended, _ = self.mhsa(x, lengths)
         pooled, alpha2, _ = self.attentive(x, lengths)
-        return (y, h, c, *hc, context, alpha, attended, self.eca(x, lengths),
-                self.se(x, lengths), pooled, alpha2)
+        return (
+            y,
+            h,
+            c,
+            *hc,
+            context,
+            alpha,
+            attended,
+            self.eca(x, lengths),
+            self.se(x, lengths),
+            pooled,
+            alpha2,
+        )
 
 
 def _inputs():
     gen = torch.Generator().manual_seed(3)
-    return (torch.randn(T, B, I, generator=gen), torch.tensor([7, 4, 1]),
-            torch.randn(B, 2, generator=gen))
+    return (
+        torch.randn(T, B, I, generator=gen),
+        torch.tensor([7, 4, 1]),
+        torch.randn(B, 2, generator=gen),
+    )
 
 
 def _saved(model) -> io.BytesIO:
@@ -57,7 +73,7 @@ def _saved(model) -> io.BytesIO:
 def test_whole_model_loads_with_weights_only_and_safe_globals():
     torch.manual_seed(0)
     model = Everything().eval()
-    with torch.no_grad():   # peephole weights start at zero: give them values to save
+    with torch.no_grad():  # peephole weights start at zero: give them values to save
         for name, p in model.named_parameters():
             if "weight_c" in name:
                 p.uniform_(-0.5, 0.5)
@@ -95,12 +111,15 @@ LSTM_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config", LSTM_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", LSTM_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 @pytest.mark.parametrize("direction", ["torch_to_fused", "fused_to_torch"])
 def test_lstm_state_dict_round_trip(config, direction):
     torch.manual_seed(1)
-    source_cls, target_cls = ((nn.LSTM, lstm_fused.LSTM) if direction == "torch_to_fused"
-                              else (lstm_fused.LSTM, nn.LSTM))
+    source_cls, target_cls = (
+        (nn.LSTM, lstm_fused.LSTM) if direction == "torch_to_fused" else (lstm_fused.LSTM, nn.LSTM)
+    )
     source = source_cls(I, H, dtype=torch.float64, **config)
     target = target_cls(I, H, dtype=torch.float64, **config)
     target.load_state_dict(source.state_dict(), strict=True)
@@ -116,8 +135,11 @@ def test_lstm_state_dict_round_trip(config, direction):
 @pytest.mark.parametrize("direction", ["torch_to_fused", "fused_to_torch"])
 def test_lstm_cell_state_dict_round_trip(direction):
     torch.manual_seed(2)
-    source_cls, target_cls = ((nn.LSTMCell, lstm_fused.LSTMCell) if direction == "torch_to_fused"
-                              else (lstm_fused.LSTMCell, nn.LSTMCell))
+    source_cls, target_cls = (
+        (nn.LSTMCell, lstm_fused.LSTMCell)
+        if direction == "torch_to_fused"
+        else (lstm_fused.LSTMCell, nn.LSTMCell)
+    )
     source = source_cls(I, H, dtype=torch.float64)
     target = target_cls(I, H, dtype=torch.float64)
     target.load_state_dict(source.state_dict(), strict=True)

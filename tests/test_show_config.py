@@ -1,6 +1,7 @@
 """python -m lstm_fused / lstm_fused.show_config(): what they say is what the build and the
 machine are (lstm_fused/info.py). Also run against the installed wheel (tools/check_package.sh).
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -17,14 +18,12 @@ from lstm_fused import info
 from lstm_fused.ops import library, registry
 
 _C = library._C
-needs_extension = pytest.mark.skipif(library.LOAD_ERROR is not None,
-                                     reason=f"{library.LOAD_ERROR}")
+needs_extension = pytest.mark.skipif(library.LOAD_ERROR is not None, reason=f"{library.LOAD_ERROR}")
 
 
 def run(code: str) -> str:
     """stdout of a fresh Python that runs code (same environment, so the same switches)."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -60,8 +59,9 @@ def test_version_is_the_package_metadata_version():
 def test_python_m_lstm_fused_prints_what_show_config_prints():
     # Both in fresh processes: this one's state (caches, switches) depends on the tests before.
     shown = run("import lstm_fused; lstm_fused.show_config()")
-    proc = subprocess.run([sys.executable, "-m", "lstm_fused"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lstm_fused"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == shown
     assert shown.startswith(f"lstm_fused {lstm_fused.__version__}\n")
@@ -85,15 +85,18 @@ def test_build_record_matches_the_loaded_extension():
         assert commit == expected
     else:  # a build from a git checkout records HEAD (+dirty), else what it was given
         assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit) or commit == os.environ.get(
-            "LSTM_FUSED_GIT_COMMIT", ""), commit
+            "LSTM_FUSED_GIT_COMMIT", ""
+        ), commit
 
 
 @needs_extension
 def test_cpu_variants_built_runnable_and_chosen():
     shown = rows(info.format_info(info.collect()))["CPU kernels"]
     built, runnable = _C.cpu_capabilities_built(), _C.cpu_capabilities()
-    assert shown == (f"built {', '.join(built)}; this CPU runs {', '.join(runnable)}; "
-                     f"chosen: {_C.cpu_capability()}")
+    assert shown == (
+        f"built {', '.join(built)}; this CPU runs {', '.join(runnable)}; "
+        f"chosen: {_C.cpu_capability()}"
+    )
     try:  # a forced choice is what it reports
         _C.set_cpu_capability("default")
         assert rows(info.format_info(info.collect()))["CPU kernels"].endswith("chosen: default")
@@ -134,8 +137,9 @@ def test_every_backend_of_every_family_with_its_reason():
             if reason is None:
                 assert ", ".join(str(d).replace("torch.", "") for d in impl.dtypes) in line
         # available_backends() is the list of the "yes" lines
-        assert [b for b in registry.BACKEND_NAMES[1:]
-                if shown[(op, b)].startswith("yes")] == registry.available_backends(op)
+        assert [
+            b for b in registry.BACKEND_NAMES[1:] if shown[(op, b)].startswith("yes")
+        ] == registry.available_backends(op)
     # facts of this machine, independent of the registry
     assert shown[("lstm_layer", "reference")].startswith("yes: any device")
     if not torch.cuda.is_available():
@@ -145,11 +149,14 @@ def test_every_backend_of_every_family_with_its_reason():
 
 def test_without_the_extension_it_still_reports_why():
     # A broken install is when a report is filed: _C hidden, show_config still prints.
-    out = run("import sys; sys.modules['lstm_fused._C'] = None\n"
-              "import lstm_fused; lstm_fused.show_config()")
+    out = run(
+        "import sys; sys.modules['lstm_fused._C'] = None\n"
+        "import lstm_fused; lstm_fused.show_config()"
+    )
     r = rows(out)
-    assert r["C++ extension"].startswith("NOT LOADED: the C++ extension lstm_fused._C could "
-                                         "not be loaded")
+    assert r["C++ extension"].startswith(
+        "NOT LOADED: the C++ extension lstm_fused._C could not be loaded"
+    )
     lines = backend_lines(out)
     for op in ("lstm_layer", "mhsa"):
         assert lines[(op, "cpu")] == "no: lstm_fused._C is not loaded (C++ extension, above)"
@@ -157,18 +164,35 @@ def test_without_the_extension_it_still_reports_why():
 
 
 def _synthetic(**changes):
-    d = {"version": "9.9.9", "location": "/x/lstm_fused", "git_commit": None,
-         "build_recorded": True, "python": "3.11.0 (linux, x86_64)", "torch_built": "2.11.0",
-         "torch_running": "2.13.0+cpu", "compiler": "c++: g++ 12.2.0", "debug_build": False,
-         "extension_error": None,
-         "cpu_variants": {"built": ["default", "avx2"], "runnable": ["default"],
-                          "chosen": "default"},
-         "cuda_built": True, "cuda_archs": ["80", "90"], "cuda_toolkit": "release 13.0, V13.0.88",
-         "torch_cuda_built": "13.0", "torch_cuda_running": "13.0",
-         "cuda_devices": [("NVIDIA H100 80GB HBM3", "sm_90")], "triton": None,
-         "triton_reason": "triton is not installed", "switches": {"LSTM_FUSED_BACKEND": "cpu"},
-         "backends": {"lstm_layer": {"cuda": {"reason": None, "devices": ["cuda"],
-                                              "dtypes": ["float32"]}}}}
+    d = {
+        "version": "9.9.9",
+        "location": "/x/lstm_fused",
+        "git_commit": None,
+        "build_recorded": True,
+        "python": "3.11.0 (linux, x86_64)",
+        "torch_built": "2.11.0",
+        "torch_running": "2.13.0+cpu",
+        "compiler": "c++: g++ 12.2.0",
+        "debug_build": False,
+        "extension_error": None,
+        "cpu_variants": {
+            "built": ["default", "avx2"],
+            "runnable": ["default"],
+            "chosen": "default",
+        },
+        "cuda_built": True,
+        "cuda_archs": ["80", "90"],
+        "cuda_toolkit": "release 13.0, V13.0.88",
+        "torch_cuda_built": "13.0",
+        "torch_cuda_running": "13.0",
+        "cuda_devices": [("NVIDIA H100 80GB HBM3", "sm_90")],
+        "triton": None,
+        "triton_reason": "triton is not installed",
+        "switches": {"LSTM_FUSED_BACKEND": "cpu"},
+        "backends": {
+            "lstm_layer": {"cuda": {"reason": None, "devices": ["cuda"], "dtypes": ["float32"]}}
+        },
+    }
     d.update(changes)
     return d
 
@@ -178,8 +202,9 @@ def test_format_of_a_cuda_build_and_of_mismatches():
     r = rows(text)
     assert r["git commit"].startswith("unknown")
     assert "differs: rebuild lstm_fused against the torch you run" in r["torch"]
-    assert r["CUDA kernels"] == ("built for sm_80, sm_90 with CUDA toolkit release 13.0, "
-                                 "V13.0.88 (torch's CUDA 13.0)")
+    assert r["CUDA kernels"] == (
+        "built for sm_80, sm_90 with CUDA toolkit release 13.0, V13.0.88 (torch's CUDA 13.0)"
+    )
     assert r["CUDA devices"] == "NVIDIA H100 80GB HBM3 (sm_90)"
     assert r["CPU kernels"] == "built default, avx2; this CPU runs default; chosen: default"
     assert r["triton"] == "not installed"
@@ -187,8 +212,9 @@ def test_format_of_a_cuda_build_and_of_mismatches():
     assert backend_lines(text)[("lstm_layer", "cuda")] == "yes: cuda; float32"
     same = rows(info.format_info(_synthetic(torch_built="2.13.0+cpu")))["torch"]
     assert "differs" not in same
-    unrecorded = rows(info.format_info(_synthetic(build_recorded=False, torch_built=None,
-                                                  cuda_built=None)))
+    unrecorded = rows(
+        info.format_info(_synthetic(build_recorded=False, torch_built=None, cuda_built=None))
+    )
     assert unrecorded["build record"].startswith("none")
     assert unrecorded["torch"] == "2.13.0+cpu (running), built against not recorded"
     assert unrecorded["CUDA kernels"] == "not recorded"

@@ -3,6 +3,7 @@
 lstm_fused._C.switch_table()) has the same names and values for the switches it reads; the
 Triton kernel library's paths (triton_kernels/tuning.py, PATHS) are triton_path's values; and
 docs/contract.md shows the table as switches.markdown_table() writes it."""
+
 import os
 
 import pytest
@@ -36,8 +37,9 @@ def test_cpp_library_takes_every_value_of_the_table_and_refuses_others():
                 _C.set_switch(name, "no such value")
         finally:
             _C.set_switch(name, old)
-    with pytest.raises(ValueError, match="the C\\+\\+ switches are " +
-                       ", ".join(_C.switch_table())):
+    with pytest.raises(
+        ValueError, match="the C\\+\\+ switches are " + ", ".join(_C.switch_table())
+    ):
         _C.set_switch("no_such_switch", "")
 
 

@@ -9,6 +9,7 @@ sm_90 2-D backward does once per step. The expected answers are computed here fr
 (rank = block % cluster size, which rank each block talks to), not by the program. On a machine
 with an sm_90 device and nvcc the same program runs on the GPU with a real cluster launch.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -29,6 +30,7 @@ N = 64  # values per block and message (kN in the program)
 
 def _nvcc():
     import cuda_build_helpers as cb
+
     return cb.NVCC
 
 
@@ -36,21 +38,45 @@ def _nvcc():
 def selftest(request, tmp_path_factory):
     exe = tmp_path_factory.mktemp("tc_cluster_selftest") / "tc_cluster_selftest"
     if request.param == "emulated":
-        cmd = [CXX, "-std=c++17", "-O1", "-Wall", "-Werror", "-pthread",
-               "-DLSTM_FUSED_CUDA_EMULATION", f"-I{ROOT / 'csrc'}",
-               f"-I{ROOT / 'tests' / 'cuda_emu'}", str(SRC), "-o", str(exe)]
+        cmd = [
+            CXX,
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Werror",
+            "-pthread",
+            "-DLSTM_FUSED_CUDA_EMULATION",
+            f"-I{ROOT / 'csrc'}",
+            f"-I{ROOT / 'tests' / 'cuda_emu'}",
+            str(SRC),
+            "-o",
+            str(exe),
+        ]
     else:
-        if (not torch.cuda.is_available() or _nvcc() is None
-                or torch.cuda.get_device_capability(0)[0] < 9):
+        if (
+            not torch.cuda.is_available()
+            or _nvcc() is None
+            or torch.cuda.get_device_capability(0)[0] < 9
+        ):
             pytest.skip("no CUDA device of compute capability >= 9.0 with nvcc")
-        cmd = [_nvcc(), "-x", "cu", "-std=c++17", "-arch=sm_90", f"-I{ROOT / 'csrc'}",
-               str(SRC), "-o", str(exe)]
+        cmd = [
+            _nvcc(),
+            "-x",
+            "cu",
+            "-std=c++17",
+            "-arch=sm_90",
+            f"-I{ROOT / 'csrc'}",
+            str(SRC),
+            "-o",
+            str(exe),
+        ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     def run(text, timeout=120):
-        return subprocess.run([str(exe)], input=text, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [str(exe)], input=text, capture_output=True, text=True, timeout=timeout
+        )
 
     run.kind = request.param
     return run
@@ -76,7 +102,7 @@ def test_neighbours_exchange_through_distributed_shared_memory(selftest, cluster
         rank = b % size
         first = b - rank  # the block of rank 0 in b's cluster
         assert (row[1], row[2]) == (rank, size)
-        received, loaded = np.array(row[3:3 + N]), np.array(row[3 + N:])
+        received, loaded = np.array(row[3 : 3 + N]), np.array(row[3 + N :])
         # stored into b by the rank whose next is b, i.e. rank - 1
         np.testing.assert_array_equal(received, _sent(first + (rank - 1) % size))
         # loaded by b from rank + 2
@@ -95,8 +121,9 @@ def test_double_buffered_reduce_scatter(selftest, clusters, size, steps):
         rank, first = b % size, b - b % size
         # partial(s, src, dest, i) = s*100000 + src*1000 + dest*100 + i, summed over the
         # cluster's blocks src for dest = b's rank
-        want = sum(s * 100000.0 + src * 1000.0 + rank * 100.0 + i
-                   for src in range(first, first + size))
+        want = sum(
+            s * 100000.0 + src * 1000.0 + rank * 100.0 + i for src in range(first, first + size)
+        )
         np.testing.assert_array_equal(np.array(row[2:]), want, err_msg=f"step {s} block {b}")
 
 
@@ -114,9 +141,18 @@ def test_the_cluster_selftest_builds_for_the_gpu(tmp_path):
     ptxas for sm_90, and the guarded kernels still build for sm_80."""
     if _nvcc() is None:
         pytest.skip("nvcc (CUDA toolkit) not found")
-    cmd = [_nvcc(), "-x", "cu", "-std=c++17", "-gencode=arch=compute_80,code=sm_80",
-           "-gencode=arch=compute_90,code=sm_90", f"-I{ROOT / 'csrc'}", str(SRC),
-           "-o", str(tmp_path / "tc_cluster_selftest_gpu")]
+    cmd = [
+        _nvcc(),
+        "-x",
+        "cu",
+        "-std=c++17",
+        "-gencode=arch=compute_80,code=sm_80",
+        "-gencode=arch=compute_90,code=sm_90",
+        f"-I{ROOT / 'csrc'}",
+        str(SRC),
+        "-o",
+        str(tmp_path / "tc_cluster_selftest_gpu"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr

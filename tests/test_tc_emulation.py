@@ -16,6 +16,7 @@ On a machine with a CUDA device (and nvcc) the same program is also built with n
 device and the same tests run on the GPU: the device's mma/ldmatrix answers against the same
 figures, i.e. the check that the emulator and the hardware agree.
 """
+
 from __future__ import annotations
 
 import re
@@ -136,11 +137,15 @@ C_CELLS = _parse(C_FIGURE, r"T(\d+):c(\d)")
 
 def test_figures_are_complete():
     """Every (lane, element) of each figure appears exactly once."""
-    for cells, rows, cols, per_lane in ((A_CELLS, 16, 16, 8), (B_CELLS, 16, 8, 4),
-                                        (C_CELLS, 16, 8, 4)):
+    for cells, rows, cols, per_lane in (
+        (A_CELLS, 16, 16, 8),
+        (B_CELLS, 16, 8, 4),
+        (C_CELLS, 16, 8, 4),
+    ):
         assert len(cells) == rows * cols
         assert sorted((lane, e) for _, _, lane, e in cells) == [
-            (lane, e) for lane in range(32) for e in range(per_lane)]
+            (lane, e) for lane in range(32) for e in range(per_lane)
+        ]
 
 
 SELFTEST_SRC = ROOT / "tests" / "cuda_emu" / "tc_selftest.cpp"
@@ -148,6 +153,7 @@ SELFTEST_SRC = ROOT / "tests" / "cuda_emu" / "tc_selftest.cpp"
 
 def _nvcc():
     import cuda_build_helpers as cb
+
     return cb.NVCC
 
 
@@ -163,21 +169,42 @@ def _gpu_arch():
 def selftest(request, tmp_path_factory):
     exe = tmp_path_factory.mktemp("tc_selftest") / "tc_selftest"
     if request.param == "emulated":
-        cmd = [CXX, "-std=c++17", "-O1", "-Wall", "-Werror", "-pthread",
-               "-DLSTM_FUSED_CUDA_EMULATION", f"-I{ROOT / 'csrc'}",
-               f"-I{ROOT / 'tests' / 'cuda_emu'}", str(SELFTEST_SRC), "-o", str(exe)]
+        cmd = [
+            CXX,
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Werror",
+            "-pthread",
+            "-DLSTM_FUSED_CUDA_EMULATION",
+            f"-I{ROOT / 'csrc'}",
+            f"-I{ROOT / 'tests' / 'cuda_emu'}",
+            str(SELFTEST_SRC),
+            "-o",
+            str(exe),
+        ]
     else:
         arch = _gpu_arch()
         if arch is None:
             pytest.skip("no CUDA device of compute capability >= 8.0 with nvcc")
-        cmd = [_nvcc(), "-x", "cu", "-std=c++17", f"-arch={arch}", f"-I{ROOT / 'csrc'}",
-               str(SELFTEST_SRC), "-o", str(exe)]
+        cmd = [
+            _nvcc(),
+            "-x",
+            "cu",
+            "-std=c++17",
+            f"-arch={arch}",
+            f"-I{ROOT / 'csrc'}",
+            str(SELFTEST_SRC),
+            "-o",
+            str(exe),
+        ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     def run(text, timeout=60):
-        return subprocess.run([str(exe)], input=text, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [str(exe)], input=text, capture_output=True, text=True, timeout=timeout
+        )
 
     run.kind = request.param
     return run
@@ -222,12 +249,14 @@ def test_mma_m16n8k16_matches_the_ptx_figures(selftest, dtype, seed):
     for lane in range(32):
         words = [_pack(a_el[lane, 2 * i], a_el[lane, 2 * i + 1]) for i in range(4)]
         words += [_pack(b_el[lane, 2 * i], b_el[lane, 2 * i + 1]) for i in range(2)]
-        words += [int(c_el[lane, i:i + 1].view(np.uint32)[0]) for i in range(4)]
+        words += [int(c_el[lane, i : i + 1].view(np.uint32)[0]) for i in range(4)]
         lines.append(" ".join(f"{w:x}" for w in words))
     proc = selftest("\n".join(lines) + "\n")
     assert proc.returncode == 0, proc.stderr
-    out = np.array([[int(w, 16) for w in line.split()] for line in proc.stdout.split("\n")
-                    if line], dtype=np.uint32).view(np.float32)
+    out = np.array(
+        [[int(w, 16) for w in line.split()] for line in proc.stdout.split("\n") if line],
+        dtype=np.uint32,
+    ).view(np.float32)
     assert out.shape == (32, 4)
     D = np.zeros((16, 8))
     for r, c, lane, e in C_CELLS:  # D has C's layout
@@ -235,7 +264,7 @@ def test_mma_m16n8k16_matches_the_ptx_figures(selftest, dtype, seed):
     expected = A @ B + C
     # The emulation rounds the exact sum once; the hardware accumulates in float with its own
     # order and rounding (a few float ulps of the largest term).
-    tol = 1e-6 if selftest.kind == "emulated" else 2.0 ** -16
+    tol = 1e-6 if selftest.kind == "emulated" else 2.0**-16
     np.testing.assert_allclose(D, expected, rtol=tol, atol=tol * np.abs(expected).max())
     # and not by accident: the transposed product (a mixed-up layout) is far away
     assert np.abs((A.T @ B + C) - D).max() > 1e-3
@@ -245,7 +274,7 @@ def _ldmatrix_expected(image, offsets, trans):
     """{(lane, register): (low, high)} from the ldmatrix figure."""
     want = {}
     for j, threads in LDMATRIX_ADDRESS_THREADS.items():
-        rows = [image[offsets[t]:offsets[t] + 8] for t in threads]  # matrix j, row by row
+        rows = [image[offsets[t] : offsets[t] + 8] for t in threads]  # matrix j, row by row
         m = np.array(rows)
         if trans:
             m = m.T
@@ -265,8 +294,12 @@ def test_ldmatrix_x4_matches_the_ptx_figure(selftest, trans, seed):
     # Row addresses in a scrambled order: lane l addresses some row of the image.
     rows = rng.permutation(32)
     offsets = [int(rows[lane] * pitch + 8 * rng.integers(0, 2)) for lane in range(32)]
-    text = ["ldmatrix_trans" if trans else "ldmatrix", f"{len(image):x}",
-            " ".join(f"{v:x}" for v in image), " ".join(f"{o:x}" for o in offsets)]
+    text = [
+        "ldmatrix_trans" if trans else "ldmatrix",
+        f"{len(image):x}",
+        " ".join(f"{v:x}" for v in image),
+        " ".join(f"{o:x}" for o in offsets),
+    ]
     proc = selftest("\n".join(text) + "\n")
     assert proc.returncode == 0, proc.stderr
     got = [[int(w, 16) for w in line.split()] for line in proc.stdout.split("\n") if line]
@@ -296,9 +329,18 @@ def test_the_selftest_builds_for_the_gpu(tmp_path):
     """The program the GPU runs (same kernels, nvcc, sm_80 and sm_90) compiles here too."""
     if _nvcc() is None:
         pytest.skip("nvcc (CUDA toolkit) not found")
-    cmd = [_nvcc(), "-x", "cu", "-std=c++17", "-gencode=arch=compute_80,code=sm_80",
-           "-gencode=arch=compute_90,code=sm_90", f"-I{ROOT / 'csrc'}", str(SELFTEST_SRC),
-           "-o", str(tmp_path / "tc_selftest_gpu")]
+    cmd = [
+        _nvcc(),
+        "-x",
+        "cu",
+        "-std=c++17",
+        "-gencode=arch=compute_80,code=sm_80",
+        "-gencode=arch=compute_90,code=sm_90",
+        f"-I{ROOT / 'csrc'}",
+        str(SELFTEST_SRC),
+        "-o",
+        str(tmp_path / "tc_selftest_gpu"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr

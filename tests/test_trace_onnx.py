@@ -1,6 +1,7 @@
 """torch.jit.trace of LSTM / LSTMCell (the trace replays eager on new shapes, forward and
 backward) and torch.onnx.export with both exporters (ONNX's LSTM operator, run in onnxruntime
 against eager)."""
+
 import warnings
 
 import pytest
@@ -28,8 +29,10 @@ def _inputs(m, T, B, seed, hx):
     if not hx:
         return (x,)
     D, R = 2 if m.bidirectional else 1, m.proj_size or H
-    return x, (torch.randn(m.num_layers * D, B, R, generator=g),
-               torch.randn(m.num_layers * D, B, H, generator=g))
+    return x, (
+        torch.randn(m.num_layers * D, B, R, generator=g),
+        torch.randn(m.num_layers * D, B, H, generator=g),
+    )
 
 
 def _flat(out):
@@ -65,8 +68,10 @@ def test_jit_trace_matches_eager_on_new_shapes(name, kwargs, hx):
         grads = []
         for f in (traced, m):
             m.zero_grad()
-            sum((o * torch.linspace(-1, 1, o.numel()).reshape(o.shape)).sum()
-                for o in _flat(f(*args))).backward()
+            sum(
+                (o * torch.linspace(-1, 1, o.numel()).reshape(o.shape)).sum()
+                for o in _flat(f(*args))
+            ).backward()
             grads.append([p.grad.clone() for p in m.parameters()])
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
@@ -89,8 +94,9 @@ try:
     import onnxruntime as ort
 except ImportError:  # the ONNX tests below skip, saying so
     onnx = ort = None
-needs_onnx = pytest.mark.skipif(ort is None or onnx is None,
-                                reason="onnx and onnxruntime are not installed")
+needs_onnx = pytest.mark.skipif(
+    ort is None or onnx is None, reason="onnx and onnxruntime are not installed"
+)
 
 ONNX_CONFIGS = [
     ("plain", dict(), False),
@@ -185,8 +191,9 @@ class _LayerWithLengths(torch.nn.Module):
         self.w_peep = torch.nn.Parameter(torch.randn(D, 3, H, generator=g) * 0.5)
 
     def forward(self, x, h0, c0, lengths):
-        return lstm_fused.functional.lstm_layer(x, h0, c0, self.w_ih, self.w_hh, self.bias,
-                                                None, self.w_peep, lengths)
+        return lstm_fused.functional.lstm_layer(
+            x, h0, c0, self.w_ih, self.w_hh, self.bias, None, self.w_peep, lengths
+        )
 
 
 @needs_onnx
@@ -195,8 +202,12 @@ def test_onnx_export_lengths_are_sequence_lens(tmp_path, dynamo):
     model = _LayerWithLengths().eval()
     g = torch.Generator().manual_seed(4)
     T, B = 6, 3
-    args = (torch.randn(T, B, I, generator=g), torch.randn(2, B, H, generator=g),
-            torch.randn(2, B, H, generator=g), torch.tensor([6, 2, 4]))
+    args = (
+        torch.randn(T, B, I, generator=g),
+        torch.randn(2, B, H, generator=g),
+        torch.randn(2, B, H, generator=g),
+        torch.tensor([6, 2, 4]),
+    )
     proto = _export(model, args, dynamo, tmp_path / "m.onnx")
     (lstm,) = [n for n in proto.graph.node if n.op_type == "LSTM"]
     assert lstm.input[4]  # sequence_lens
@@ -225,8 +236,11 @@ class _Cell(torch.nn.Module):
 def test_onnx_export_cell(tmp_path, dynamo):
     model = _Cell().eval()
     g = torch.Generator().manual_seed(6)
-    args = (torch.randn(3, I, generator=g), torch.randn(3, H, generator=g),
-            torch.randn(3, H, generator=g))
+    args = (
+        torch.randn(3, I, generator=g),
+        torch.randn(3, H, generator=g),
+        torch.randn(3, H, generator=g),
+    )
     proto = _export(model, args, dynamo, tmp_path / "m.onnx")
     assert [n.op_type for n in proto.graph.node].count("LSTM") == 1
     with torch.no_grad():

@@ -8,6 +8,7 @@ explains is measured by training nn.LSTM against itself with every weight nudged
 multiple of that envelope at every step. (Its kernels round differently at every step, not
 once at the start, so its difference runs about twice the one-ulp envelope.)
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,9 +25,9 @@ _spec = importlib.util.spec_from_file_location("word_language_model", _TOOL)
 wlm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(wlm)
 
-STEPS = 30            # before the curves part at lr 20 (measured: around step 35)
+STEPS = 30  # before the curves part at lr 20 (measured: around step 35)
 ARGS = "--emsize 64 --nhid 64 --nlayers 2 --tied --bptt 20 --batch-size 10 --dropout 0.2"
-ENVELOPE_FACTOR = 4   # measured: lstm_fused's difference is at most about 2.2 x the envelope
+ENVELOPE_FACTOR = 4  # measured: lstm_fused's difference is at most about 2.2 x the envelope
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +61,18 @@ def curves(corpus):
             with torch.no_grad():
                 for p in model.parameters():
                     p.copy_(torch.nextafter(p, torch.tensor(nudge)))
-        return torch.tensor(wlm.train_losses(model, data, STEPS, lr=args.lr, clip=args.clip,
-                                             bptt=args.bptt), dtype=torch.float64)
+        return torch.tensor(
+            wlm.train_losses(model, data, STEPS, lr=args.lr, clip=args.clip, bptt=args.bptt),
+            dtype=torch.float64,
+        )
+
     try:
-        return dict(torch=run(), fused=run(fused=True), up=run(nudge=float("inf")),
-                    down=run(nudge=float("-inf")))
+        return dict(
+            torch=run(),
+            fused=run(fused=True),
+            up=run(nudge=float("inf")),
+            down=run(nudge=float("-inf")),
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -84,8 +92,10 @@ def test_replace_lstm_follows_the_nn_lstm_loss_curve_with_dropout(curves):
     fused_diff = (curves["fused"] - base).abs()
     assert envelope.max() > _ulp32(base).max(), "the one-ulp nudge changed nothing"
     bad = (fused_diff > ENVELOPE_FACTOR * envelope).nonzero().flatten().tolist()
-    assert not bad, (f"steps {bad}: lstm_fused differs from nn.LSTM by "
-                     f"{fused_diff[bad].tolist()}, envelope {envelope[bad].tolist()}")
+    assert not bad, (
+        f"steps {bad}: lstm_fused differs from nn.LSTM by "
+        f"{fused_diff[bad].tolist()}, envelope {envelope[bad].tolist()}"
+    )
 
 
 def test_dropout_draws_the_same_masks_in_the_script(corpus, one_thread):
@@ -98,8 +108,9 @@ def test_dropout_draws_the_same_masks_in_the_script(corpus, one_thread):
         for dropout in ("0.2", "0"):
             args = wlm.parse_args(ARGS.replace("--dropout 0.2", "--dropout " + dropout).split())
             model = wlm.build_model(ntoken, args, fused)
-            losses[fused, dropout] = torch.tensor(wlm.train_losses(
-                model, data, 3, lr=args.lr, bptt=args.bptt), dtype=torch.float64)
+            losses[fused, dropout] = torch.tensor(
+                wlm.train_losses(model, data, 3, lr=args.lr, bptt=args.bptt), dtype=torch.float64
+            )
     for dropout in ("0.2", "0"):
         diff = (losses[True, dropout] - losses[False, dropout]).abs().max().item()
         assert diff <= 4 * _ulp32(losses[False, dropout]).max().item(), (dropout, diff)
@@ -108,6 +119,7 @@ def test_dropout_draws_the_same_masks_in_the_script(corpus, one_thread):
 
 # ------------------------------------------------------------ gradients of one's own (no alias)
 
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_gradient_accumulation_and_clipping_match_nn_lstm(bidirectional):
     """Two backward passes into .grad, then clip_grad_norm_ (both act on .grad in place):
@@ -115,8 +127,7 @@ def test_gradient_accumulation_and_clipping_match_nn_lstm(bidirectional):
     gradients as views of one buffer, and both changed twice.)"""
     torch.manual_seed(0)
     ref = nn.LSTM(3, 5, num_layers=2, bidirectional=bidirectional, dtype=torch.float64)
-    fused = lstm_fused.LSTM(3, 5, num_layers=2, bidirectional=bidirectional,
-                            dtype=torch.float64)
+    fused = lstm_fused.LSTM(3, 5, num_layers=2, bidirectional=bidirectional, dtype=torch.float64)
     fused.load_state_dict(ref.state_dict())
     x = torch.randn(6, 2, 3, dtype=torch.float64)
     for module in (ref, fused):
@@ -128,15 +139,23 @@ def test_gradient_accumulation_and_clipping_match_nn_lstm(bidirectional):
 
 
 def test_an_in_place_change_of_one_gradient_changes_no_other():
-    models = [lstm_fused.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2),
-              lstm_fused.LSTMCell(3, 4), lstm_fused.AttentiveLSTM(3, 4, 5, num_layers=2)]
+    models = [
+        lstm_fused.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2),
+        lstm_fused.LSTMCell(3, 4),
+        lstm_fused.AttentiveLSTM(3, 4, 5, num_layers=2),
+    ]
     for model in models:
-        out = model(torch.randn(6, 2, 3) if not isinstance(model, lstm_fused.LSTMCell)
-                    else torch.randn(2, 3))[0]
+        out = model(
+            torch.randn(6, 2, 3)
+            if not isinstance(model, lstm_fused.LSTMCell)
+            else torch.randn(2, 3)
+        )[0]
         out.sum().backward()
         params = dict(model.named_parameters())
         for name, p in params.items():
             before = {n: q.grad.clone() for n, q in params.items()}
             p.grad.add_(1.0)
-            changed = [n for n, q in params.items() if n != name and not torch.equal(q.grad, before[n])]
+            changed = [
+                n for n, q in params.items() if n != name and not torch.equal(q.grad, before[n])
+            ]
             assert not changed, f"{type(model).__name__}: adding to {name}.grad changed {changed}"

@@ -19,6 +19,7 @@ Triton's cache warm, 3.5 s with both).
 
 Run by hand: python tests/test_triton_aot.py [--jobs N] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 # ------------------------------------------------------------------ the configurations
+
 
 def _grid_cases():
     sys.path.insert(0, str(ROOT))
@@ -73,20 +75,31 @@ def case_configs(case, dtype, target):
 
     def lstm(T, B, H, L, D, has_len):
         for _ in _lstm_layers(d.get("I", 0), H, L, D):
-            out.extend(ll.layer_configs(T, B, H, H, dt, proj=False, peep=False,
-                                        has_len=has_len, train=train, target=target))
+            out.extend(
+                ll.layer_configs(
+                    T,
+                    B,
+                    H,
+                    H,
+                    dt,
+                    proj=False,
+                    peep=False,
+                    has_len=has_len,
+                    train=train,
+                    target=target,
+                )
+            )
 
     def pooling(T, Dx, A, has_len):
         out.append(ao.attention_pooling_forward_config(T, Dx, A, dt, False, has_len, target))
         if train:
-            out.append(ao.attention_pooling_backward_config(T, Dx, A, dt, False, has_len,
-                                                            target))
+            out.append(ao.attention_pooling_backward_config(T, Dx, A, dt, False, has_len, target))
 
     def attention(T, E, N, has_len):
         head = E // N
         if fa.unsupported_reason(dt, head, target) is not None:
             return  # refused: the backend reports it (lstm_fused/ops/mhsa.py)
-        for drop in ((False, True) if train else (False,)):
+        for drop in (False, True) if train else (False,):
             cfgs = fa.flash_configs(head, dt, has_len, drop, target)
             out.append(cfgs["fwd"])
             if train:
@@ -111,9 +124,21 @@ def case_configs(case, dtype, target):
             H, L = d["H"], d["L"]
             lstm(d["T"], d["B"], H, L - 1, 1, has_len) if L > 1 else None
             if not train and ll.attentive_supported(H, H, d["A"], False, dt, target):
-                out.extend(ll.attentive_configs(d["B"], H, H, d["A"], dt, proj=False,
-                                                peep=False, has_len=has_len, has_pb=True,
-                                                has_q=False, target=target))
+                out.extend(
+                    ll.attentive_configs(
+                        d["B"],
+                        H,
+                        H,
+                        d["A"],
+                        dt,
+                        proj=False,
+                        peep=False,
+                        has_len=has_len,
+                        has_pb=True,
+                        has_q=False,
+                        target=target,
+                    )
+                )
             else:
                 lstm(d["T"], d["B"], H, 1, 1, has_len)
                 pooling(d["T"], H, d["A"], has_len)
@@ -135,7 +160,7 @@ def boundary_configs(dtype, target):
     from lstm_fused.triton_kernels import tuning
 
     dt = getattr(torch, dtype)
-    sizes = [16 * 2 ** k for k in range(6)]  # 16 .. 512
+    sizes = [16 * 2**k for k in range(6)]  # 16 .. 512
 
     def fits(h, r, a):
         if r > h:
@@ -153,13 +178,33 @@ def boundary_configs(dtype, target):
                     if not fits(h, r, a) or any(fits(*g) for g in grown):
                         continue
                     if a == 0:
-                        out += ll.layer_configs(2, 16, h, r, dt, proj=r < h, peep=True,
-                                                has_len=True, train=True, target=target,
-                                                path="sequence")
+                        out += ll.layer_configs(
+                            2,
+                            16,
+                            h,
+                            r,
+                            dt,
+                            proj=r < h,
+                            peep=True,
+                            has_len=True,
+                            train=True,
+                            target=target,
+                            path="sequence",
+                        )
                     else:
-                        out += ll.attentive_configs(16, h, r, a, dt, proj=r < h, peep=True,
-                                                    has_len=True, has_pb=True, has_q=True,
-                                                    target=target)
+                        out += ll.attentive_configs(
+                            16,
+                            h,
+                            r,
+                            a,
+                            dt,
+                            proj=r < h,
+                            peep=True,
+                            has_len=True,
+                            has_pb=True,
+                            has_q=True,
+                            target=target,
+                        )
     return out
 
 
@@ -190,14 +235,20 @@ def all_configs():
 
 
 def config_key(target, cfg):
-    return (target, cfg.name, tuple((k, str(v)) for k, v in cfg.constexprs),
-            tuple(sorted(cfg.options().items())), tuple(sorted(cfg.types)))
+    return (
+        target,
+        cfg.name,
+        tuple((k, str(v)) for k, v in cfg.constexprs),
+        tuple(sorted(cfg.options().items())),
+        tuple(sorted(cfg.types)),
+    )
 
 
 # ------------------------------------------------------------------ compiling
 
-_PTXAS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads.*?Used (\d+) registers",
-                    re.S)
+_PTXAS = re.compile(
+    r"(\d+) bytes spill stores, (\d+) bytes spill loads.*?Used (\d+) registers", re.S
+)
 
 
 def _result_file(job, kernel):
@@ -245,23 +296,34 @@ def _compile_uncached(job, kernel):
 
     constexprs = {k: _constexpr_value(v) for k, v in constexprs.items()}
     # pointers 16-byte aligned, as torch allocates them (what a launch specialises on)
-    attrs = {(i,): [["tt.divisibility", 16]] for i, t in enumerate(signature.values())
-             if t.startswith("*")}
+    attrs = {
+        (i,): [["tt.divisibility", 16]]
+        for i, t in enumerate(signature.values())
+        if t.startswith("*")
+    }
     knobs.nvidia.dump_ptxas_log = True  # printed by the compiler: captured below
     log = io.StringIO()
     t0 = time.perf_counter()
-    row = dict(target=target, kernel=name, constexprs=constexprs_text(constexprs),
-               warps=options["num_warps"], stages=options["num_stages"],
-               maxnreg=options.get("maxnreg"), dtype=_main_dtype(signature))
+    row = dict(
+        target=target,
+        kernel=name,
+        constexprs=constexprs_text(constexprs),
+        warps=options["num_warps"],
+        stages=options["num_stages"],
+        maxnreg=options.get("maxnreg"),
+        dtype=_main_dtype(signature),
+    )
     try:
         with contextlib.redirect_stdout(log):
-            compiled = triton.compile(ASTSource(fn=kernel, signature=signature,
-                                                constexprs=constexprs, attrs=attrs),
-                                      target=GPUTarget("cuda", target, 32),
-                                      options=options)
+            compiled = triton.compile(
+                ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
+                target=GPUTarget("cuda", target, 32),
+                options=options,
+            )
     except Exception as exc:  # reported as a failed row, with the compiler's message
-        row.update(error=f"{type(exc).__name__}: {str(exc)[-2000:]}",
-                   seconds=time.perf_counter() - t0)
+        row.update(
+            error=f"{type(exc).__name__}: {str(exc)[-2000:]}", seconds=time.perf_counter() - t0
+        )
         return row
     report = log.getvalue()
     if not _PTXAS.search(report):  # from Triton's cache: ptxas did not run, run it on the PTX
@@ -271,8 +333,12 @@ def _compile_uncached(job, kernel):
     if match is None:
         row["error"] = "no ptxas report: " + report[-500:]
         return row
-    row.update(spill_stores=int(match.group(1)), spill_loads=int(match.group(2)),
-               registers=int(match.group(3)), shared=int(compiled.metadata.shared))
+    row.update(
+        spill_stores=int(match.group(1)),
+        spill_loads=int(match.group(2)),
+        registers=int(match.group(3)),
+        shared=int(compiled.metadata.shared),
+    )
     return row
 
 
@@ -285,15 +351,27 @@ def _ptxas_report(ptx, target):
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "kernel.ptx"
         src.write_text(ptx)
-        proc = subprocess.run([get_ptxas(target).path, "-v",
-                               f"--gpu-name={sm_arch_from_capability(target)}", str(src), "-o",
-                               str(Path(tmp) / "kernel.o")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                get_ptxas(target).path,
+                "-v",
+                f"--gpu-name={sm_arch_from_capability(target)}",
+                str(src),
+                "-o",
+                str(Path(tmp) / "kernel.o"),
+            ],
+            capture_output=True,
+            text=True,
+        )
     return proc.stdout + proc.stderr
 
 
 def _main_dtype(signature):
-    ptrs = [t[1:] for t in signature.values() if t.startswith("*") and t[1:] in
-            ("fp16", "bf16", "fp32", "fp64")]
+    ptrs = [
+        t[1:]
+        for t in signature.values()
+        if t.startswith("*") and t[1:] in ("fp16", "bf16", "fp32", "fp64")
+    ]
     return max(set(ptrs), key=ptrs.count) if ptrs else ""
 
 
@@ -312,7 +390,7 @@ def _constexpr_value(v):
     if isinstance(v, str) and v.startswith("dtype:"):
         import triton.language as tl
 
-        return tl.dtype(v[len("dtype:"):])
+        return tl.dtype(v[len("dtype:") :])
     return v
 
 
@@ -325,9 +403,16 @@ def _portable(v):
 def _jobs(configs):
     jobs = []
     for target, cfg in configs.values():
-        jobs.append((target, cfg.kernel.__module__, cfg.name,
-                     {k: _portable(v) for k, v in cfg.constexprs}, cfg.options(),
-                     cfg.signature()))
+        jobs.append(
+            (
+                target,
+                cfg.kernel.__module__,
+                cfg.name,
+                {k: _portable(v) for k, v in cfg.constexprs},
+                cfg.options(),
+                cfg.signature(),
+            )
+        )
     return jobs
 
 
@@ -344,16 +429,22 @@ def failures(row, limits):
 
 
 def table(rows):
-    lines = [f"{'sm':>3} {'kernel':<32} {'dtype':<5} {'w':>2} {'st':>2} {'regs':>4} "
-             f"{'spill':>6} {'smem':>7} {'s':>5}  constexprs"]
+    lines = [
+        f"{'sm':>3} {'kernel':<32} {'dtype':<5} {'w':>2} {'st':>2} {'regs':>4} "
+        f"{'spill':>6} {'smem':>7} {'s':>5}  constexprs"
+    ]
     for r in sorted(rows, key=lambda r: (r["kernel"], r["target"], r["dtype"], r["constexprs"])):
         if "error" in r:
-            lines.append(f"{r['target']:>3} {r['kernel']:<32} {r['dtype']:<5} {r['warps']:>2} "
-                         f"{r['stages']:>2} FAILED {r['seconds']:5.1f}  {r['constexprs']}")
+            lines.append(
+                f"{r['target']:>3} {r['kernel']:<32} {r['dtype']:<5} {r['warps']:>2} "
+                f"{r['stages']:>2} FAILED {r['seconds']:5.1f}  {r['constexprs']}"
+            )
             continue
-        lines.append(f"{r['target']:>3} {r['kernel']:<32} {r['dtype']:<5} {r['warps']:>2} "
-                     f"{r['stages']:>2} {r['registers']:>4} {r['spill_stores']:>6} "
-                     f"{r['shared']:>7} {r['seconds']:5.1f}  {r['constexprs']}")
+        lines.append(
+            f"{r['target']:>3} {r['kernel']:<32} {r['dtype']:<5} {r['warps']:>2} "
+            f"{r['stages']:>2} {r['registers']:>4} {r['spill_stores']:>6} "
+            f"{r['shared']:>7} {r['seconds']:5.1f}  {r['constexprs']}"
+        )
     return "\n".join(lines)
 
 
@@ -361,8 +452,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", help="write the result rows here")
-    parser.add_argument("--only", help="compile only the kernels whose name matches this "
-                                       "regular expression")
+    parser.add_argument(
+        "--only", help="compile only the kernels whose name matches this regular expression"
+    )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("run without TRITON_INTERPRET=1: the interpreter compiles nothing")
@@ -381,17 +473,22 @@ def main(argv=None):
     print(table(rows))
     bad = [(r, failures(r, SHARED_MEMORY_LIMIT)) for r in rows]
     bad = [(r, why) for r, why in bad if why]
-    print(f"\n{len(rows)} configurations compiled in {wall:.0f} s wall ({args.jobs} processes); "
-          f"{len(bad)} fail")
+    print(
+        f"\n{len(rows)} configurations compiled in {wall:.0f} s wall ({args.jobs} processes); "
+        f"{len(bad)} fail"
+    )
     for r, why in bad:
-        print(f"FAIL sm_{r['target']} {r['kernel']} {r['dtype']} [{r['constexprs']}] "
-              f"warps={r['warps']}: {'; '.join(why)}")
+        print(
+            f"FAIL sm_{r['target']} {r['kernel']} {r['dtype']} [{r['constexprs']}] "
+            f"warps={r['warps']}: {'; '.join(why)}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(dict(rows=rows, wall_s=wall), indent=1))
     return 1 if bad else 0
 
 
 # ------------------------------------------------------------------ the test
+
 
 def _kernels_in_package():
     """Every @triton.jit kernel (name ending in _kernel) of lstm_fused.triton_kernels."""
@@ -417,8 +514,14 @@ def test_every_kernel_compiles_fits_and_does_not_spill(tmp_path):
     assert covered == _kernels_in_package(), "kernels without a configuration in the grid"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = tmp_path / "aot.json"
-    proc = subprocess.run([sys.executable, __file__, "--json", str(out)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=2700)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--json", str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2700,
+    )
     print(proc.stdout)
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

@@ -5,6 +5,7 @@ which is slow: the shapes are tiny (T <= 5, B <= 3, H <= 6). On a GPU the same t
 real sizes. Every kernel output is NaN before the kernel runs (switch poison), so an element a
 kernel forgets fails the comparison.
 """
+
 import os
 import subprocess
 import sys
@@ -16,7 +17,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm_fused
 from lstm_fused import reference, switches
-from lstm_fused.functional import lstm_layer
 from backends import GPU as ON_GPU
 from backends import call_reason, device_of, skip_reason, triton_op
 from tolerances import tol
@@ -41,8 +41,10 @@ else:
 
 # Max abs error allowed, relative to max(1, max |reference|) (tests/tolerances.py).
 KIND = "triton_lstm_gpu" if ON_GPU else "triton_lstm"
-TOL = {dt: tol(KIND, dt)["atol"] for dt in (torch.float32, torch.float16, torch.bfloat16,
-                                             torch.float64)}
+TOL = {
+    dt: tol(KIND, dt)["atol"]
+    for dt in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+}
 
 
 @pytest.fixture(autouse=True)
@@ -66,14 +68,20 @@ def layer_inputs(T, B, I, H, P, D, peephole, lengths, dtype=torch.float64, seed=
 
     def rnd(*shape, scale=0.5):
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(
-            device=DEVICE, dtype=dtype)
+            device=DEVICE, dtype=dtype
+        )
 
     return dict(
-        x=rnd(T, B, I), h0=rnd(D, B, R), c0=rnd(D, B, H),
-        w_ih=rnd(D, 4 * H, I, scale=0.5 / I ** 0.5), w_hh=rnd(D, 4 * H, R, scale=0.5 / R ** 0.5),
-        bias=rnd(D, 4 * H, scale=0.2), w_hr=rnd(D, P, H, scale=1 / H ** 0.5) if P else None,
+        x=rnd(T, B, I),
+        h0=rnd(D, B, R),
+        c0=rnd(D, B, H),
+        w_ih=rnd(D, 4 * H, I, scale=0.5 / I**0.5),
+        w_hh=rnd(D, 4 * H, R, scale=0.5 / R**0.5),
+        bias=rnd(D, 4 * H, scale=0.2),
+        w_hr=rnd(D, P, H, scale=1 / H**0.5) if P else None,
         w_peep=rnd(D, 3, H) if peephole else None,
-        lengths=None if lengths is None else torch.tensor(lengths, device=DEVICE))
+        lengths=None if lengths is None else torch.tensor(lengths, device=DEVICE),
+    )
 
 
 def some_lengths(T, B):
@@ -91,8 +99,18 @@ CONFIGS = {
 def config_inputs(name, dtype=torch.float64, seed=0):
     c, s = CONFIGS[name], SIZES
     lengths = some_lengths(s["T"], s["B"]) if c["lengths"] else None
-    return layer_inputs(s["T"], s["B"], s["I"], s["H"], s["P"] if c["P"] else 0, c["D"],
-                        c["peephole"], lengths, dtype, seed)
+    return layer_inputs(
+        s["T"],
+        s["B"],
+        s["I"],
+        s["H"],
+        s["P"] if c["P"] else 0,
+        c["D"],
+        c["peephole"],
+        lengths,
+        dtype,
+        seed,
+    )
 
 
 ORDER = ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "w_peep", "lengths")
@@ -102,18 +120,23 @@ PATH_CONFIGS = [(p, c) for p in ("sequence", "step") for c in CONFIGS]
 
 
 @pytest.mark.parametrize("path,config", PATH_CONFIGS, ids=[f"{p}-{c}" for p, c in PATH_CONFIGS])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
-                         ids=["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["float32", "float16", "bfloat16"]
+)
 def test_layer_forward_backward_match_float64_reference(dtype, path, config):
     ref_in = config_inputs(config)
-    ref_in = {k: (v.requires_grad_() if v is not None and v.is_floating_point() else v)
-              for k, v in ref_in.items()}
+    ref_in = {
+        k: (v.requires_grad_() if v is not None and v.is_floating_point() else v)
+        for k, v in ref_in.items()
+    }
     ref = reference.lstm_layer(*(ref_in[k] for k in ORDER))
     grads = [torch.randn_like(r) for r in ref]
     torch.autograd.backward(ref, grads)
 
-    ins = {k: (v.detach().to(dtype).requires_grad_()
-               if v is not None and v.is_floating_point() else v) for k, v in ref_in.items()}
+    ins = {
+        k: (v.detach().to(dtype).requires_grad_() if v is not None and v.is_floating_point() else v)
+        for k, v in ref_in.items()
+    }
     with switches.override(triton_path=path):
         out = FWD(*(ins[k] for k in ORDER))
         torch.autograd.backward(out[:3], [g.to(dtype) for g in grads])
@@ -154,15 +177,29 @@ def test_opcheck():
     path inside does not change any of them; the sequence path is the cheapest to trace)."""
     path = "sequence"
     ins = config_inputs("bidirectional_proj_peephole_lengths", torch.float32, seed=2)
-    args = [ins[k].requires_grad_() if ins[k] is not None and k != "lengths" else ins[k]
-            for k in ORDER]
+    args = [
+        ins[k].requires_grad_() if ins[k] is not None and k != "lengths" else ins[k] for k in ORDER
+    ]
     with switches.override(triton_path=path):
         torch.library.opcheck(FWD, tuple(args))
         torch.library.opcheck(INFER, tuple(a.detach() if a is not None else a for a in args))
         out = FWD(*[a.detach() if a is not None else a for a in args])
         grads = [torch.randn_like(t) for t in out[:3]]
-        bargs = (*grads, ins["x"], ins["h0"], ins["c0"], ins["w_ih"], ins["w_hh"], ins["w_hr"],
-                 ins["w_peep"], ins["lengths"], None, out[0], out[3], out[4])
+        bargs = (
+            *grads,
+            ins["x"],
+            ins["h0"],
+            ins["c0"],
+            ins["w_ih"],
+            ins["w_hh"],
+            ins["w_hr"],
+            ins["w_peep"],
+            ins["lengths"],
+            None,
+            out[0],
+            out[3],
+            out[4],
+        )
         torch.library.opcheck(BWD, tuple(t.detach() if t is not None else t for t in bargs))
 
 
@@ -207,8 +244,9 @@ def test_rule_picks_the_path_by_shape():
 def _modules(dtype=torch.float32, **kw):
     torch.manual_seed(3)
     ours = lstm_fused.LSTM(backend="triton", device=DEVICE, dtype=dtype, **kw)
-    theirs = nn.LSTM(device=DEVICE, dtype=torch.float64,
-                     **{k: v for k, v in kw.items() if k != "peephole"})
+    theirs = nn.LSTM(
+        device=DEVICE, dtype=torch.float64, **{k: v for k, v in kw.items() if k != "peephole"}
+    )
     theirs.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
     return ours, theirs
 
@@ -218,10 +256,14 @@ def _compare_grads(ours, theirs, tol):
         assert_close(p.grad, q.grad, tol, f"grad {name}")
 
 
-@pytest.mark.parametrize("kw", [
-    dict(num_layers=2, bidirectional=True, batch_first=True),
-    dict(num_layers=2, bidirectional=True, proj_size=3 if not ON_GPU else 24),
-], ids=["two_layers_bidirectional_batch_first", "two_layers_bidirectional_proj"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(num_layers=2, bidirectional=True, proj_size=3 if not ON_GPU else 24),
+    ],
+    ids=["two_layers_bidirectional_batch_first", "two_layers_bidirectional_proj"],
+)
 def test_module_matches_nn_lstm(kw):
     s = SIZES
     ours, theirs = _modules(input_size=s["I"], hidden_size=s["H"], **kw)
@@ -364,9 +406,13 @@ def test_backend_availability_and_reasons():
     assert call_reason("lstm_layer", "triton", DEVICE, torch.float16) is None
     assert "int64 is not supported" in call_reason("lstm_layer", "triton", DEVICE, torch.int64)
     tests = os.path.dirname(os.path.abspath(__file__))
-    res = subprocess.run([sys.executable, "-c", _WITHOUT_INTERPRETER, tests],
-                         capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, TRITON_INTERPRET="0"))
+    res = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_INTERPRETER, tests],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TRITON_INTERPRET="0"),
+    )
     assert res.returncode == 0, res.stderr
     reason, resolved, called = res.stdout.splitlines()[-3:]
     assert "only under Triton's interpreter" in reason
@@ -375,15 +421,18 @@ def test_backend_availability_and_reasons():
 
 
 def test_import_without_triton():
-    code = ("import sys; sys.modules['triton'] = None; sys.path.insert(0, sys.argv[1])\n"
-            "import lstm_fused\n"
-            "from backends import implementation\n"
-            "print(implementation('lstm_layer', 'triton').unavailable_reason())\n"
-            "print(lstm_fused.available_backends())")
+    code = (
+        "import sys; sys.modules['triton'] = None; sys.path.insert(0, sys.argv[1])\n"
+        "import lstm_fused\n"
+        "from backends import implementation\n"
+        "print(implementation('lstm_layer', 'triton').unavailable_reason())\n"
+        "print(lstm_fused.available_backends())"
+    )
     env = dict(os.environ, TRITON_INTERPRET="1")
     tests = os.path.dirname(os.path.abspath(__file__))
-    res = subprocess.run([sys.executable, "-c", code, tests], capture_output=True, text=True,
-                         env=env, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code, tests], capture_output=True, text=True, env=env, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     assert "triton is not installed" in res.stdout
     assert "'triton'" not in res.stdout.splitlines()[-1]
@@ -438,8 +487,13 @@ print("compiled all")
 @pytest.mark.slow_compile
 def test_kernels_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], capture_output=True,
-                         text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_SM90],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "compiled all" in res.stdout
 
@@ -466,11 +520,13 @@ def test_launchers_and_aot_share_the_choice():
     compile-time value, and each config names every constexpr of its kernel."""
     from lstm_fused.triton_kernels import lstm_layer
 
-    step = lstm_layer.layer_configs(1, 8, 512, 512, torch.float16, proj=False, peep=True,
-                                    has_len=True, train=True, target=90)
+    step = lstm_layer.layer_configs(
+        1, 8, 512, 512, torch.float16, proj=False, peep=True, has_len=True, train=True, target=90
+    )
     assert [c.name for c in step] == ["lstm_gate_forward_kernel", "lstm_gate_backward_kernel"]
     assert "t" not in step[0].meta() and dict(step[0].types)["t"] == "i32"
-    seq = lstm_layer.layer_configs(50, 8, 64, 64, torch.float32, proj=False, peep=False,
-                                   has_len=False, train=False, target=90)
+    seq = lstm_layer.layer_configs(
+        50, 8, 64, 64, torch.float32, proj=False, peep=False, has_len=False, train=False, target=90
+    )
     assert [c.name for c in seq] == ["lstm_sequence_forward_kernel"]
     assert seq[0].meta()["SAVE"] is False and seq[0].meta()["DOT_PRECISION"] == "tf32x3"

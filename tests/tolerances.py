@@ -29,6 +29,7 @@ tol(kind, dtype) returns it. Kinds (where the math differs, so does the table):
   nn.LSTM's by at most 0.005 (eps = 0.0078), each computing with its own rounding order; the
   CUDA float16 cases have not been measured on a GPU.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,12 @@ _ATTENTION = {
     f16: dict(atol=2e-3, rtol=5e-3),
     bf16: dict(atol=1.6e-2, rtol=2e-2),
 }
-_TRITON_LSTM = {f64: dict(atol=1e-12, rtol=0), f32: dict(atol=1e-5, rtol=0),
-                f16: dict(atol=5e-3, rtol=0), bf16: dict(atol=4e-2, rtol=0)}
+_TRITON_LSTM = {
+    f64: dict(atol=1e-12, rtol=0),
+    f32: dict(atol=1e-5, rtol=0),
+    f16: dict(atol=5e-3, rtol=0),
+    bf16: dict(atol=4e-2, rtol=0),
+}
 
 TOL = {
     "lstm": {
@@ -63,11 +68,16 @@ TOL = {
     "attention": _ATTENTION,
     "attention_online": {**_ATTENTION, f32: dict(atol=1e-5, rtol=1e-4)},
     "mhsa": _same(float64=1e-12, float32=2e-6, float16=2e-3, bfloat16=2e-2),
-    "cell_math": {f64: dict(atol=1e-12, rtol=1e-12), f32: dict(atol=2e-6, rtol=2e-6),
-                  f16: dict(atol=2 ** -10, rtol=2 ** -10), bf16: dict(atol=2 ** -7, rtol=2 ** -7)},
+    "cell_math": {
+        f64: dict(atol=1e-12, rtol=1e-12),
+        f32: dict(atol=2e-6, rtol=2e-6),
+        f16: dict(atol=2**-10, rtol=2**-10),
+        bf16: dict(atol=2**-7, rtol=2**-7),
+    },
     "float64_same_math": {f64: dict(atol=1e-12, rtol=1e-10)},
-    "autocast": {dt: dict(atol=2 * torch.finfo(dt).eps, rtol=2 * torch.finfo(dt).eps)
-                 for dt in (bf16, f16)},
+    "autocast": {
+        dt: dict(atol=2 * torch.finfo(dt).eps, rtol=2 * torch.finfo(dt).eps) for dt in (bf16, f16)
+    },
 }
 
 

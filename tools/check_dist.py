@@ -9,6 +9,7 @@ lstm_fused/triton_kernels/), the extension lstm_fused/_C.*.so, lstm_fused/_build
 the dist-info with the LICENSE, and nothing else. Prints the differences and exits with 1 when
 there are any. Run from the repository root (tools/check_package.sh does).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,10 @@ import zipfile
 SDIST_LEAVES_OUT = ("bench/results/", ".ci/")
 # What building the sdist adds (paths inside its top folder).
 SDIST_ADDS = re.compile(r"(PKG-INFO|setup\.cfg|lstm_fused\.egg-info/.*|lstm_fused/_build_info\.py)")
-WHEEL_ADDS = re.compile(r"(lstm_fused/_C\.[^/]+\.so|lstm_fused/_build_info\.py"
-                        r"|lstm_fused-[^/]+\.dist-info/.*)")
+WHEEL_ADDS = re.compile(
+    r"(lstm_fused/_C\.[^/]+\.so|lstm_fused/_build_info\.py"
+    r"|lstm_fused-[^/]+\.dist-info/.*)"
+)
 
 
 def tracked() -> list[str]:
@@ -33,15 +36,14 @@ def tracked() -> list[str]:
 def differences(name: str, have: set[str], want: set[str], adds: re.Pattern) -> list[str]:
     missing = sorted(want - have)
     extra = sorted(p for p in have - want if not adds.fullmatch(p))
-    return ([f"{name}: missing {p}" for p in missing] +
-            [f"{name}: unexpected {p}" for p in extra])
+    return [f"{name}: missing {p}" for p in missing] + [f"{name}: unexpected {p}" for p in extra]
 
 
 def check_sdist(path: str, files: list[str]) -> list[str]:
     with tarfile.open(path) as tar:
         names = [m.name for m in tar.getmembers() if m.isfile()]
     top = names[0].split("/")[0]
-    have = {n[len(top) + 1:] for n in names}
+    have = {n[len(top) + 1 :] for n in names}
     want = {f for f in files if not f.startswith(SDIST_LEAVES_OUT)}
     problems = differences("sdist", have, want, SDIST_ADDS)
     if "lstm_fused/_build_info.py" not in have:
@@ -53,11 +55,15 @@ def check_wheel(path: str, files: list[str]) -> list[str]:
     with zipfile.ZipFile(path) as whl:
         have = {n for n in whl.namelist() if not n.endswith("/")}
     want = {f for f in files if f.startswith("lstm_fused/") and f.endswith(".py")}
-    want |= {"lstm_fused/" + f for f in files
-             if f.startswith("triton_kernels/") and f.endswith(".py")}
+    want |= {
+        "lstm_fused/" + f for f in files if f.startswith("triton_kernels/") and f.endswith(".py")
+    }
     problems = differences("wheel", have, want, WHEEL_ADDS)
-    for pattern in (r"lstm_fused/_C\.[^/]+\.so", r"lstm_fused/_build_info\.py",
-                    r"lstm_fused-[^/]+\.dist-info/licenses/LICENSE"):
+    for pattern in (
+        r"lstm_fused/_C\.[^/]+\.so",
+        r"lstm_fused/_build_info\.py",
+        r"lstm_fused-[^/]+\.dist-info/licenses/LICENSE",
+    ):
         if not any(re.fullmatch(pattern, n) for n in have):
             problems.append(f"wheel: no file matches {pattern}")
     return problems

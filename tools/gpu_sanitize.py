@@ -19,6 +19,7 @@ every call that ran passed and at least one ran per backend, 1 otherwise. --dry 
 calls on the CPU (backends "cpu", and "triton" only under TRITON_INTERPRET=1): it checks this
 script, not the GPU kernels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # lstm_fused from this checkout
 
@@ -37,8 +38,10 @@ from lstm_fused import functional, switches  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # max |got - want| / max |want| per tensor: float32 allows TF32 matrix products on the GPU.
-TOLERANCE = {"cuda": {torch.float32: 1e-2, torch.bfloat16: 6e-2, torch.float16: 2e-2},
-             "cpu": {torch.float32: 1e-4, torch.bfloat16: 6e-2, torch.float16: 2e-2}}
+TOLERANCE = {
+    "cuda": {torch.float32: 1e-2, torch.bfloat16: 6e-2, torch.float16: 2e-2},
+    "cpu": {torch.float32: 1e-4, torch.bfloat16: 6e-2, torch.float16: 2e-2},
+}
 T, B = 7, 3
 LENGTHS = [7, 3, 0]  # a full row, a short one and an empty one
 
@@ -51,6 +54,7 @@ class Refused(Exception):
 # Each builder takes (backend, dtype, device, gen) and returns (module or None, inputs dict,
 # forward: inputs -> tuple of output tensors). Parameters are made in float64 from `gen` so
 # the reference gets the very same ones.
+
 
 def _randn(gen, *shape):
     return torch.randn(*shape, generator=gen, dtype=torch.float64)
@@ -65,19 +69,37 @@ def lstm_layer(no_proj: bool):
         D, I, H, P = 2, 5, 8, 6
         if no_proj:  # no projection: the tensor-core loop's shapes (16-bit dtypes)
             P = H
-        params = {"w_ih": _randn(gen, D, 4 * H, I) * 0.3, "w_hh": _randn(gen, D, 4 * H, P) * 0.3,
-                  "bias": _randn(gen, D, 4 * H) * 0.1}
+        params = {
+            "w_ih": _randn(gen, D, 4 * H, I) * 0.3,
+            "w_hh": _randn(gen, D, 4 * H, P) * 0.3,
+            "bias": _randn(gen, D, 4 * H) * 0.1,
+        }
         if not no_proj:
             params["w_hr"] = _randn(gen, D, P, H) * 0.3
-        inputs = {"x": _randn(gen, T, B, I), "h0": _randn(gen, D, B, P) * 0.5,
-                  "c0": _randn(gen, D, B, H) * 0.5, **params}
+        inputs = {
+            "x": _randn(gen, T, B, I),
+            "h0": _randn(gen, D, B, P) * 0.5,
+            "c0": _randn(gen, D, B, H) * 0.5,
+            **params,
+        }
         lengths = _lengths(device)
 
         def forward(t):
-            return functional.lstm_layer(t["x"], t["h0"], t["c0"], t["w_ih"], t["w_hh"],
-                                         t["bias"], t.get("w_hr"), None, lengths,
-                                         backend=backend)
+            return functional.lstm_layer(
+                t["x"],
+                t["h0"],
+                t["c0"],
+                t["w_ih"],
+                t["w_hh"],
+                t["bias"],
+                t.get("w_hr"),
+                None,
+                lengths,
+                backend=backend,
+            )
+
         return None, inputs, forward
+
     return build
 
 
@@ -89,25 +111,33 @@ def lstm_cell(backend, dtype, device, gen):
 
 def masked_softmax(backend, dtype, device, gen):
     lengths = _lengths(device)
-    return None, {"scores": _randn(gen, B, T, T)}, lambda t: (
-        functional.masked_softmax(t["scores"], lengths, scale=0.7, backend=backend),)
+    return (
+        None,
+        {"scores": _randn(gen, B, T, T)},
+        lambda t: (functional.masked_softmax(t["scores"], lengths, scale=0.7, backend=backend),),
+    )
 
 
 def attention_pooling(backend, dtype, device, gen):
     pool = lstm_fused.AttentionPooling(12, 6, query_size=4, backend=backend, dtype=torch.float64)
     lengths = _lengths(device)
-    return pool, {"x": _randn(gen, T, B, 12), "q": _randn(gen, B, 4)}, lambda t: pool(
-        t["x"], lengths, t["q"])
+    return (
+        pool,
+        {"x": _randn(gen, T, B, 12), "q": _randn(gen, B, 4)},
+        lambda t: pool(t["x"], lengths, t["q"]),
+    )
 
 
 def self_attention(backend, dtype, device, gen):
-    mhsa = lstm_fused.MultiheadSelfAttention(16, 2, dropout=0.1, backend=backend,
-                                             dtype=torch.float64).train()
+    mhsa = lstm_fused.MultiheadSelfAttention(
+        16, 2, dropout=0.1, backend=backend, dtype=torch.float64
+    ).train()
     lengths = _lengths(device)
 
     def forward(t):
         torch.manual_seed(1234)  # the same dropout mask for the backend and the reference
         return (mhsa(t["x"], lengths)[0],)
+
     return mhsa, {"x": _randn(gen, T, B, 16)}, forward
 
 
@@ -116,19 +146,23 @@ def channel_attention(mode):
         gate = lstm_fused.ChannelAttention(32, mode=mode, backend=backend, dtype=torch.float64)
         lengths = _lengths(device)
         return gate, {"x": _randn(gen, T, B, 32)}, lambda t: (gate(t["x"], lengths),)
+
     return build
 
 
 def attentive_lstm(inference: bool):
     def build(backend, dtype, device, gen):
-        model = lstm_fused.AttentiveLSTM(5, 8, 6, num_layers=2, backend=backend,
-                                         dtype=torch.float64)
+        model = lstm_fused.AttentiveLSTM(
+            5, 8, 6, num_layers=2, backend=backend, dtype=torch.float64
+        )
         lengths = _lengths(device)
 
         def forward(t):
             context, alpha, (h_n, c_n) = model(t["x"], lengths)
             return context, alpha, h_n, c_n
+
         return model, {"x": _randn(gen, T, B, 5)}, forward
+
     return build
 
 
@@ -149,6 +183,7 @@ CALLS = [
 
 # --------------------------------------------------------------------------- running one
 
+
 def evaluate(builder, backend, dtype, device, seed, differentiate):
     """(names, tensors): the outputs and, when differentiated, the gradients of every input and
     parameter for one fixed random output gradient, from one forward and one backward."""
@@ -157,8 +192,9 @@ def evaluate(builder, backend, dtype, device, seed, differentiate):
     module, inputs, forward = builder(backend, dtype, device, gen)
     if module is not None:
         module.to(device=device, dtype=dtype)
-    t = {k: v.to(device=device, dtype=dtype).requires_grad_(differentiate)
-         for k, v in inputs.items()}
+    t = {
+        k: v.to(device=device, dtype=dtype).requires_grad_(differentiate) for k, v in inputs.items()
+    }
     params = [] if module is None else list(module.named_parameters())
     with torch.set_grad_enabled(differentiate):
         outs = forward(t)
@@ -167,10 +203,19 @@ def evaluate(builder, backend, dtype, device, seed, differentiate):
     if differentiate:
         targets = list(t.items()) + params
         grad_gen = torch.Generator().manual_seed(seed + 1)
-        pairs = [(o, torch.randn(o.shape, generator=grad_gen, dtype=torch.float64)
-                  .to(device=device, dtype=o.dtype)) for o in outs if o.requires_grad]
-        grads = torch.autograd.grad([o for o, _ in pairs], [v for _, v in targets],
-                                    [g for _, g in pairs], allow_unused=True)
+        pairs = [
+            (
+                o,
+                torch.randn(o.shape, generator=grad_gen, dtype=torch.float64).to(
+                    device=device, dtype=o.dtype
+                ),
+            )
+            for o in outs
+            if o.requires_grad
+        ]
+        grads = torch.autograd.grad(
+            [o for o, _ in pairs], [v for _, v in targets], [g for _, g in pairs], allow_unused=True
+        )
         for (name, v), g in zip(targets, grads):
             names.append(f"grad {name}")
             tensors.append(torch.zeros_like(v) if g is None else g)
@@ -226,10 +271,16 @@ def _refusal(builder, backend, dtype, device) -> Optional[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tools/gpu_sanitize.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dry", action="store_true",
-                   help="on the CPU (backends cpu, and triton under TRITON_INTERPRET=1)")
+    p = argparse.ArgumentParser(
+        prog="tools/gpu_sanitize.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--dry",
+        action="store_true",
+        help="on the CPU (backends cpu, and triton under TRITON_INTERPRET=1)",
+    )
     p.add_argument("--backends", default=None, help="comma-separated (default cuda,triton)")
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated")
     p.add_argument("--only", default=None, help="substring of the call names to run")
@@ -247,10 +298,13 @@ def main(argv=None) -> int:
         default = "cuda,triton"
         dtypes = args.dtypes.split(",")
     backends = (args.backends or default).split(",")
-    print(f"gpu_sanitize: device {device} "
-          f"({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), torch "
-          f"{torch.__version__}, backends {backends}, dtypes {dtypes}, available "
-          f"{lstm_fused.available_backends()}", flush=True)
+    print(
+        f"gpu_sanitize: device {device} "
+        f"({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), torch "
+        f"{torch.__version__}, backends {backends}, dtypes {dtypes}, available "
+        f"{lstm_fused.available_backends()}",
+        flush=True,
+    )
     counts = {b: {"ok": 0, "refused": 0, "FAIL": 0} for b in backends}
     start = time.perf_counter()
     # dtype by dtype, so that a run stopped by its timeout has checked every backend in the
@@ -263,17 +317,30 @@ def main(argv=None) -> int:
                 if args.only and args.only not in name:
                     continue
                 t0 = time.perf_counter()
-                status, detail = run_call(name, builder, differentiate, env, backend,
-                                          DTYPES[dtype_name], device, args.seed + 10 * k)
+                status, detail = run_call(
+                    name,
+                    builder,
+                    differentiate,
+                    env,
+                    backend,
+                    DTYPES[dtype_name],
+                    device,
+                    args.seed + 10 * k,
+                )
                 counts[backend][status] += 1
-                print(f"{status:>7}  {backend:<7} {dtype_name:<9} {name:<38} "
-                      f"{time.perf_counter() - t0:6.1f} s  {detail}", flush=True)
+                print(
+                    f"{status:>7}  {backend:<7} {dtype_name:<9} {name:<38} "
+                    f"{time.perf_counter() - t0:6.1f} s  {detail}",
+                    flush=True,
+                )
     failed = False
     for backend, c in counts.items():
         print(f"summary {backend}: {c['ok']} ok, {c['refused']} refused, {c['FAIL']} failed")
         failed |= c["FAIL"] > 0 or c["ok"] == 0
-    print(f"gpu_sanitize: {'FAILED' if failed else 'passed'} in "
-          f"{time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"gpu_sanitize: {'FAILED' if failed else 'passed'} in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
     return 1 if failed else 0
 
 

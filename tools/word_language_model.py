@@ -17,6 +17,7 @@ The text: the help() topics of the standard library (pydoc_data.topics, about 65
     python tools/word_language_model.py --steps 100 --fused    # lstm_fused.LSTM
     python tools/word_language_model.py --steps 30 --compare   # both, loss per step
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,16 @@ class Vocabulary:
 
 def tokenize(lines: List[str], vocab: Vocabulary) -> torch.Tensor:
     """Lines -> (N,) int64 word ids: each line's whitespace-separated words, then EOS."""
-    return torch.tensor([vocab.index(w) for line in lines for w in line.split() + [EOS]],
-                        dtype=torch.int64)
+    return torch.tensor(
+        [vocab.index(w) for line in lines for w in line.split() + [EOS]], dtype=torch.int64
+    )
 
 
 def load_corpus(valid_fraction: float = 0.1) -> Tuple[Vocabulary, torch.Tensor, torch.Tensor]:
     """The pydoc topics (sorted by name, so the stream is the same on every run), split by
     lines into a training and a validation stream. Returns (vocab, train ids, valid ids)."""
     from pydoc_data.topics import topics
+
     lines = [line for name in sorted(topics) for line in topics[name].splitlines()]
     cut = int(len(lines) * (1 - valid_fraction))
     vocab = Vocabulary()
@@ -69,14 +72,14 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     dropped. Column b continues from one window to the next, which is what lets the hidden
     state carry over."""
     steps = ids.numel() // batch_size
-    return ids[:steps * batch_size].view(batch_size, steps).t().contiguous()
+    return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()
 
 
 def get_batch(source: torch.Tensor, i: int, bptt: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Window i..i+bptt of source (S, B) -> (data (T, B), targets (T*B,)): the next word of
     every position, flattened in the order of the model's (T*B, V) output."""
     T = min(bptt, source.shape[0] - 1 - i)
-    return source[i:i + T], source[i + 1:i + 1 + T].reshape(-1)
+    return source[i : i + T], source[i + 1 : i + 1 + T].reshape(-1)
 
 
 def repackage_hidden(hidden):
@@ -93,8 +96,15 @@ class RNNModel(nn.Module):
     (log-probabilities (T*B, V), hidden). tie_weights shares the embedding's (V, E) matrix
     with the decoder (needs E == H)."""
 
-    def __init__(self, ntoken: int, ninp: int, nhid: int, nlayers: int, dropout: float = 0.5,
-                 tie_weights: bool = False):
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int,
+        nhid: int,
+        nlayers: int,
+        dropout: float = 0.5,
+        tie_weights: bool = False,
+    ):
         super().__init__()
         self.ntoken, self.nhid, self.nlayers = ntoken, nhid, nlayers
         self.drop = nn.Dropout(dropout)
@@ -103,8 +113,7 @@ class RNNModel(nn.Module):
         self.decoder = nn.Linear(nhid, ntoken)
         if tie_weights:
             if nhid != ninp:
-                raise ValueError(f"tie_weights needs nhid == ninp, got nhid={nhid}, "
-                                 f"ninp={ninp}")
+                raise ValueError(f"tie_weights needs nhid == ninp, got nhid={nhid}, ninp={ninp}")
             self.decoder.weight = self.encoder.weight
         self.init_weights()
 
@@ -126,8 +135,15 @@ class RNNModel(nn.Module):
         return w.new_zeros(shape), w.new_zeros(shape)
 
 
-def train_losses(model: RNNModel, train_data: torch.Tensor, steps: int, *, lr: float = 20.0,
-                 clip: float = 0.25, bptt: int = 35) -> List[float]:
+def train_losses(
+    model: RNNModel,
+    train_data: torch.Tensor,
+    steps: int,
+    *,
+    lr: float = 20.0,
+    clip: float = 0.25,
+    bptt: int = 35,
+) -> List[float]:
     """`steps` windows of truncated-BPTT training (from the start of train_data (S, B), again
     from the start with a fresh state when it runs out); returns the loss of every step."""
     model.train()
@@ -171,6 +187,7 @@ def build_model(ntoken: int, args, fused: bool) -> RNNModel:
     model = RNNModel(ntoken, args.emsize, args.nhid, args.nlayers, args.dropout, args.tied)
     if fused:
         import lstm_fused
+
         lstm_fused.replace_lstm(model)
     return model
 
@@ -190,8 +207,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=100, help="training windows (steps of SGD)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--fused", action="store_true", help="replace_lstm the model")
-    group.add_argument("--compare", action="store_true",
-                       help="train nn.LSTM and lstm_fused from the same seed, loss per step")
+    group.add_argument(
+        "--compare",
+        action="store_true",
+        help="train nn.LSTM and lstm_fused from the same seed, loss per step",
+    )
     return p.parse_args(argv)
 
 
@@ -200,20 +220,25 @@ def main(argv=None) -> None:
     vocab, train_ids, valid_ids = load_corpus()
     train_data = batchify(train_ids, args.batch_size)
     valid_data = batchify(valid_ids, 10)
-    print(f"vocabulary {len(vocab)} words, {train_ids.numel()} training words, "
-          f"{valid_ids.numel()} validation words")
+    print(
+        f"vocabulary {len(vocab)} words, {train_ids.numel()} training words, "
+        f"{valid_ids.numel()} validation words"
+    )
     runs = [False, True] if args.compare else [args.fused]
     curves = {}
     for fused in runs:
         name = "lstm_fused" if fused else "nn.LSTM"
         model = build_model(len(vocab), args, fused)
         start = time.perf_counter()
-        curves[name] = train_losses(model, train_data, args.steps, lr=args.lr, clip=args.clip,
-                                    bptt=args.bptt)
+        curves[name] = train_losses(
+            model, train_data, args.steps, lr=args.lr, clip=args.clip, bptt=args.bptt
+        )
         seconds = time.perf_counter() - start
         val = evaluate(model, valid_data, args.bptt)
-        print(f"{name}: {args.steps} steps in {seconds:.1f} s, last loss "
-              f"{curves[name][-1]:.4f}, valid loss {val:.4f} (ppl {math.exp(val):.1f})")
+        print(
+            f"{name}: {args.steps} steps in {seconds:.1f} s, last loss "
+            f"{curves[name][-1]:.4f}, valid loss {val:.4f} (ppl {math.exp(val):.1f})"
+        )
     if args.compare:
         a, b = curves["nn.LSTM"], curves["lstm_fused"]
         for step, (x, y) in enumerate(zip(a, b)):

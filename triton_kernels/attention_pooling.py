@@ -12,6 +12,7 @@ de_t = alpha_t (g_alpha_t + g_c . x_t - dot + g_lse), grad_x_t = alpha_t g_c,
 grad_proj_t = de_t v (1 - tanh^2), and per-b partial sums of grad_v (de_t tanh) and grad_qproj
 (grad_proj) into fp32 rows the caller sums. Padded rows of grad_x / grad_proj are written 0.
 """
+
 import triton
 import triton.language as tl
 
@@ -25,17 +26,32 @@ def _tanh(u):
 
 
 @triton.jit
-def _scores(proj_ptr, q_ptr, v_ptr, b, t, valid, stride_pb, stride_pt, A,
-            HAS_Q: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
-            BLOCK_A: tl.constexpr):
+def _scores(
+    proj_ptr,
+    q_ptr,
+    v_ptr,
+    b,
+    t,
+    valid,
+    stride_pb,
+    stride_pt,
+    A,
+    HAS_Q: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+):
     """e (BLOCK_T,) for the steps t; -inf where not valid."""
     a_offs = tl.arange(0, BLOCK_A)
     e = tl.zeros((BLOCK_T,), ACC)
     for a0 in range(0, A, BLOCK_A):
         a = a0 + a_offs
         a_ok = a < A
-        u = tl.load(proj_ptr + b * stride_pb + t[:, None] * stride_pt + a[None, :],
-                    mask=valid[:, None] & a_ok[None, :], other=0.0).to(ACC)
+        u = tl.load(
+            proj_ptr + b * stride_pb + t[:, None] * stride_pt + a[None, :],
+            mask=valid[:, None] & a_ok[None, :],
+            other=0.0,
+        ).to(ACC)
         if HAS_Q:
             u += tl.load(q_ptr + b * A + a, mask=a_ok, other=0.0).to(ACC)[None, :]
         v = tl.load(v_ptr + a, mask=a_ok, other=0.0).to(ACC)
@@ -44,12 +60,30 @@ def _scores(proj_ptr, q_ptr, v_ptr, b, t, valid, stride_pb, stride_pt, A,
 
 
 @triton.jit
-def attention_pooling_fwd_kernel(x_ptr, proj_ptr, v_ptr, q_ptr, lengths_ptr, context_ptr,
-                                 alpha_ptr, lse_ptr, e_ptr, T, D, A, stride_xb, stride_xt,
-                                 stride_pb, stride_pt, HAS_Q: tl.constexpr,
-                                 HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr,
-                                 BLOCK_T: tl.constexpr, BLOCK_A: tl.constexpr,
-                                 BLOCK_D: tl.constexpr):
+def attention_pooling_fwd_kernel(
+    x_ptr,
+    proj_ptr,
+    v_ptr,
+    q_ptr,
+    lengths_ptr,
+    context_ptr,
+    alpha_ptr,
+    lse_ptr,
+    e_ptr,
+    T,
+    D,
+    A,
+    stride_xb,
+    stride_xt,
+    stride_pb,
+    stride_pt,
+    HAS_Q: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     n = T
@@ -64,15 +98,31 @@ def attention_pooling_fwd_kernel(x_ptr, proj_ptr, v_ptr, q_ptr, lengths_ptr, con
     for t0 in range(0, n, BLOCK_T):
         t = t0 + t_offs
         valid = t < n
-        e = _scores(proj_ptr, q_ptr, v_ptr, b, t, valid, stride_pb, stride_pt, A, HAS_Q, ACC,
-                    BLOCK_T, BLOCK_A)
+        e = _scores(
+            proj_ptr,
+            q_ptr,
+            v_ptr,
+            b,
+            t,
+            valid,
+            stride_pb,
+            stride_pt,
+            A,
+            HAS_Q,
+            ACC,
+            BLOCK_T,
+            BLOCK_A,
+        )
         if pid_d == 0:
             tl.store(e_ptr + b * T + t, e.to(e_ptr.dtype.element_ty), mask=valid)
         m_new = tl.maximum(m, tl.max(e, axis=0))  # finite: the tile has a valid step
         rescale = tl.exp(m - m_new)
         w = tl.exp(e - m_new)  # 0 on invalid steps
-        x = tl.load(x_ptr + b * stride_xb + t[:, None] * stride_xt + d[None, :],
-                    mask=valid[:, None] & d_ok[None, :], other=0.0).to(ACC)
+        x = tl.load(
+            x_ptr + b * stride_xb + t[:, None] * stride_xt + d[None, :],
+            mask=valid[:, None] & d_ok[None, :],
+            other=0.0,
+        ).to(ACC)
         s = s * rescale + tl.sum(w, axis=0)
         ctx = ctx * rescale + tl.sum(w[:, None] * x, axis=0)
         m = m_new
@@ -91,12 +141,35 @@ def attention_pooling_fwd_kernel(x_ptr, proj_ptr, v_ptr, q_ptr, lengths_ptr, con
 
 
 @triton.jit
-def attention_pooling_bwd_kernel(gc_ptr, ga_ptr, glse_ptr, x_ptr, proj_ptr, v_ptr, q_ptr,
-                                 lengths_ptr, alpha_ptr, context_ptr, gx_ptr, gproj_ptr,
-                                 gv_ptr, gq_ptr, T, D, A, stride_xb, stride_xt, stride_pb,
-                                 stride_pt, HAS_Q: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-                                 ACC: tl.constexpr, BLOCK_T: tl.constexpr,
-                                 BLOCK_A: tl.constexpr, BLOCK_D: tl.constexpr):
+def attention_pooling_bwd_kernel(
+    gc_ptr,
+    ga_ptr,
+    glse_ptr,
+    x_ptr,
+    proj_ptr,
+    v_ptr,
+    q_ptr,
+    lengths_ptr,
+    alpha_ptr,
+    context_ptr,
+    gx_ptr,
+    gproj_ptr,
+    gv_ptr,
+    gq_ptr,
+    T,
+    D,
+    A,
+    stride_xb,
+    stride_xt,
+    stride_pb,
+    stride_pt,
+    HAS_Q: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     b = tl.program_id(0).to(tl.int64)
     n = T
     if HAS_LENGTHS:
@@ -129,27 +202,39 @@ def attention_pooling_bwd_kernel(gc_ptr, ga_ptr, glse_ptr, x_ptr, proj_ptr, v_pt
             d = d0 + d_offs
             d_ok = d < D
             gc = tl.load(gc_ptr + b * D + d, mask=d_ok, other=0.0).to(ACC)
-            x = tl.load(x_ptr + b * stride_xb + t[:, None] * stride_xt + d[None, :],
-                        mask=valid[:, None] & d_ok[None, :], other=0.0).to(ACC)
+            x = tl.load(
+                x_ptr + b * stride_xb + t[:, None] * stride_xt + d[None, :],
+                mask=valid[:, None] & d_ok[None, :],
+                other=0.0,
+            ).to(ACC)
             gxdot += tl.sum(x * gc[None, :], axis=1)
             gx = al[:, None] * gc[None, :]  # 0 on padding: alpha is 0 there
-            tl.store(gx_ptr + (b * T + t[:, None]) * D + d[None, :],
-                     gx.to(gx_ptr.dtype.element_ty), mask=in_t[:, None] & d_ok[None, :])
+            tl.store(
+                gx_ptr + (b * T + t[:, None]) * D + d[None, :],
+                gx.to(gx_ptr.dtype.element_ty),
+                mask=in_t[:, None] & d_ok[None, :],
+            )
         ga = tl.load(ga_ptr + b * T + t, mask=valid, other=0.0).to(ACC)
         de = tl.where(valid, al * (ga + gxdot - dot + glse), 0.0)
         for a0 in range(0, A, BLOCK_A):
             a = a0 + a_offs
             a_ok = a < A
-            u = tl.load(proj_ptr + b * stride_pb + t[:, None] * stride_pt + a[None, :],
-                        mask=valid[:, None] & a_ok[None, :], other=0.0).to(ACC)
+            u = tl.load(
+                proj_ptr + b * stride_pb + t[:, None] * stride_pt + a[None, :],
+                mask=valid[:, None] & a_ok[None, :],
+                other=0.0,
+            ).to(ACC)
             if HAS_Q:
                 u += tl.load(q_ptr + b * A + a, mask=a_ok, other=0.0).to(ACC)[None, :]
             th = _tanh(u)
             v = tl.load(v_ptr + a, mask=a_ok, other=0.0).to(ACC)
             gp = de[:, None] * v[None, :] * (1.0 - th * th)
             gp = tl.where(valid[:, None], gp, 0.0)
-            tl.store(gproj_ptr + (b * T + t[:, None]) * A + a[None, :],
-                     gp.to(gproj_ptr.dtype.element_ty), mask=in_t[:, None] & a_ok[None, :])
+            tl.store(
+                gproj_ptr + (b * T + t[:, None]) * A + a[None, :],
+                gp.to(gproj_ptr.dtype.element_ty),
+                mask=in_t[:, None] & a_ok[None, :],
+            )
             gv_part = tl.sum(tl.where(valid[:, None], de[:, None] * th, 0.0), axis=0)
             gq_part = tl.sum(gp, axis=0)
             # Row b of the partial sums belongs to this program alone: no race.

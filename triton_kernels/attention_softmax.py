@@ -7,14 +7,24 @@ are loaded as -inf and never used, so NaN or inf stored there cannot leak; they 
 a row with nothing kept is all zeros. Backward: dot = sum p g over p != 0, then
 grad = scale * p * (g - dot), 0 where p = 0. Arithmetic in ACC (fp32, or fp64 for fp64 input).
 """
+
 import triton
 import triton.language as tl
 
 
 @triton.jit
-def masked_softmax_fwd_kernel(scores_ptr, lengths_ptr, mask_ptr, out_ptr, N, scale,
-                              HAS_LENGTHS: tl.constexpr, HAS_MASK: tl.constexpr,
-                              ACC: tl.constexpr, BLOCK_N: tl.constexpr):
+def masked_softmax_fwd_kernel(
+    scores_ptr,
+    lengths_ptr,
+    mask_ptr,
+    out_ptr,
+    N,
+    scale,
+    HAS_LENGTHS: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     row = tl.program_id(0).to(tl.int64)
     n = N
     if HAS_LENGTHS:
@@ -46,8 +56,9 @@ def masked_softmax_fwd_kernel(scores_ptr, lengths_ptr, mask_ptr, out_ptr, N, sca
 
 
 @triton.jit
-def masked_softmax_bwd_kernel(grad_ptr, probs_ptr, out_ptr, N, scale, ACC: tl.constexpr,
-                              BLOCK_N: tl.constexpr):
+def masked_softmax_bwd_kernel(
+    grad_ptr, probs_ptr, out_ptr, N, scale, ACC: tl.constexpr, BLOCK_N: tl.constexpr
+):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     dot = tl.zeros((), ACC)

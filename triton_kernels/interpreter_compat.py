@@ -7,6 +7,7 @@ refuses, the interpreter's tensor.__index__ is replaced by one that takes the si
 Only the interpreter's own code is patched: nothing changes for compiled kernels, so the fix is
 applied whether or not the interpreter runs. Pinning numpy<2.4 is the alternative.
 """
+
 import numpy as np
 
 

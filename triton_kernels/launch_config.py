@@ -9,6 +9,7 @@ compiles, its shared memory fits, no register spills) is what runs.
 target: the CUDA compute capability as an int, major * 10 + minor (80 = A100, 90 = H100), or
 None for Triton's interpreter (TRITON_INTERPRET=1, CPU tensors: no GPU limit applies).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -19,15 +20,31 @@ import torch
 
 # Shared memory one program (thread block) may use, opt-in maximum, bytes (CUDA programming
 # guide, "Technical Specifications per Compute Capability").
-SHARED_MEMORY_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376,
-                       90: 232448, 100: 232448, 103: 232448, 120: 101376}
+SHARED_MEMORY_LIMIT = {
+    70: 98304,
+    75: 65536,
+    80: 166912,
+    86: 101376,
+    87: 166912,
+    89: 101376,
+    90: 232448,
+    100: 232448,
+    103: 232448,
+    120: 101376,
+}
 # The two targets the ahead-of-time test compiles for.
 AOT_TARGETS = (80, 90)
 
 # torch dtype -> Triton's name of the element type in a kernel signature.
-ELEMENT_TYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                torch.float64: "fp64", torch.int64: "i64", torch.int32: "i32",
-                torch.uint8: "u8"}
+ELEMENT_TYPE = {
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.float64: "fp64",
+    torch.int64: "i64",
+    torch.int32: "i32",
+    torch.uint8: "u8",
+}
 
 
 def device_target(device) -> Optional[int]:
@@ -106,9 +123,16 @@ def full_register_budget(num_warps: int) -> int:
     return min(255, 65536 // (32 * num_warps))
 
 
-def kernel_config(kernel, constexprs: Dict[str, object], num_warps: int, num_stages: int,
-                  dtype: torch.dtype, pointers: Dict[str, torch.dtype] = None,
-                  floats: Sequence[str] = (), maxnreg: Optional[int] = None) -> KernelConfig:
+def kernel_config(
+    kernel,
+    constexprs: Dict[str, object],
+    num_warps: int,
+    num_stages: int,
+    dtype: torch.dtype,
+    pointers: Dict[str, torch.dtype] = None,
+    floats: Sequence[str] = (),
+    maxnreg: Optional[int] = None,
+) -> KernelConfig:
     """A KernelConfig whose pointer arguments (names ending in _ptr, plus the keys of
     `pointers`) hold `dtype` unless `pointers` says otherwise; the scalars named in `floats`
     are fp32, every other scalar i32. Every constexpr parameter must be given."""
@@ -127,5 +151,6 @@ def kernel_config(kernel, constexprs: Dict[str, object], num_warps: int, num_sta
             types.append((n, "*" + ELEMENT_TYPE[pointers.get(n, dtype)]))
         else:
             types.append((n, "fp32" if n in floats else "i32"))
-    return KernelConfig(kernel, tuple(sorted(constexprs.items())), num_warps, num_stages,
-                        tuple(types), maxnreg)
+    return KernelConfig(
+        kernel, tuple(sorted(constexprs.items())), num_warps, num_stages, tuple(types), maxnreg
+    )

@@ -9,6 +9,7 @@ one direction of a layer as T GEMMs + T gate launches. It is the simple path: LS
 
 Shapes (the letters of docs/contract.md): B batch, H hidden, G = 4H, R = P or H, D directions, T steps.
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -22,10 +23,25 @@ from .tuning import acc_dtype, gate_config, new_output
 # t = 1 (and t divisible by 16) as variants of their own.
 @triton.jit(do_not_specialize=("t",))
 def lstm_gate_forward_kernel(
-        z_ptr, c_ptr, peep_ptr, len_ptr, gates_ptr, cells_ptr, h_out_ptr, h_state_ptr,
-        t, B, H, stride_h_out,
-        HAS_LEN: tl.constexpr, PEEP: tl.constexpr, WRITE_STATE: tl.constexpr,
-        SAVE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    z_ptr,
+    c_ptr,
+    peep_ptr,
+    len_ptr,
+    gates_ptr,
+    cells_ptr,
+    h_out_ptr,
+    h_state_ptr,
+    t,
+    B,
+    H,
+    stride_h_out,
+    HAS_LEN: tl.constexpr,
+    PEEP: tl.constexpr,
+    WRITE_STATE: tl.constexpr,
+    SAVE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     """One step. z (B, G) pre-activations; c (B, H) cell state in the accumulation dtype,
     updated in place; peep (3, H); gates (B, G) and cells (B, H): this step's slices of the
     saved tensors (written when SAVE); h_out (B, H) rows of stride stride_h_out: o tanh(c),
@@ -64,18 +80,32 @@ def lstm_gate_forward_kernel(
         tl.store(g_row + 3 * H, tl.where(v2, o, 0.0), mask=m2)
         tl.store(cells_ptr + hc, c_keep, mask=m2)
     tl.store(c_ptr + hc, c_keep, mask=m2)
-    tl.store(h_out_ptr + rows[:, None] * stride_h_out + cols[None, :], tl.where(v2, h, 0.0),
-             mask=m2)
+    tl.store(
+        h_out_ptr + rows[:, None] * stride_h_out + cols[None, :], tl.where(v2, h, 0.0), mask=m2
+    )
     if WRITE_STATE:
         tl.store(h_state_ptr + hc, h, mask=v2)
 
 
 @triton.jit(do_not_specialize=("t",))
 def lstm_gate_backward_kernel(
-        dh_ptr, dc_ptr, gates_ptr, cells_ptr, c_prev_ptr, peep_ptr, len_ptr, dz_ptr,
-        t, B, H, stride_dz,
-        HAS_LEN: tl.constexpr, PEEP: tl.constexpr,
-        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    dh_ptr,
+    dc_ptr,
+    gates_ptr,
+    cells_ptr,
+    c_prev_ptr,
+    peep_ptr,
+    len_ptr,
+    dz_ptr,
+    t,
+    B,
+    H,
+    stride_dz,
+    HAS_LEN: tl.constexpr,
+    PEEP: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     """Backward of one step. dh (B, H): gradient of o tanh(c) at this step; dc (B, H): gradient
     of c from later steps (accumulation dtype), replaced in place by the gradient of c_prev on
     valid rows; gates (B, G), cells (B, H), c_prev (B, H): saved values; dz (B, G) rows of
@@ -103,8 +133,9 @@ def lstm_gate_backward_kernel(
     dh = tl.load(dh_ptr + hc, mask=m2, other=0.0).to(ACC)
     dc = tl.load(dc_ptr + hc, mask=m2, other=0.0)
     w_ci, w_cf, w_co = load_peephole(peep_ptr, cols, cmask, H, ACC, PEEP)
-    dz_i, dz_f, dz_g, dz_o, dc_prev = cell_backward(i, f, g, o, c, c_prev, dh, dc,
-                                                    w_ci, w_cf, w_co, PEEP)
+    dz_i, dz_f, dz_g, dz_o, dc_prev = cell_backward(
+        i, f, g, o, c, c_prev, dh, dc, w_ci, w_cf, w_co, PEEP
+    )
     dz_row = dz_ptr + rows[:, None] * stride_dz + cols[None, :]
     tl.store(dz_row, tl.where(v2, dz_i, 0.0), mask=m2)
     tl.store(dz_row + H, tl.where(v2, dz_f, 0.0), mask=m2)
@@ -120,9 +151,20 @@ def gate_forward_config(B, H, dtype, has_len, peep, write_state, save, target):
     acc = acc_dtype(dtype)
     return kernel_config(
         lstm_gate_forward_kernel,
-        dict(HAS_LEN=has_len, PEEP=peep, WRITE_STATE=write_state, SAVE=save, BLOCK_B=block_b,
-             BLOCK_H=block_h), num_warps, 1, dtype,
-        pointers=dict(c_ptr=acc, len_ptr=torch.int64), maxnreg=full_register_budget(num_warps))
+        dict(
+            HAS_LEN=has_len,
+            PEEP=peep,
+            WRITE_STATE=write_state,
+            SAVE=save,
+            BLOCK_B=block_b,
+            BLOCK_H=block_h,
+        ),
+        num_warps,
+        1,
+        dtype,
+        pointers=dict(c_ptr=acc, len_ptr=torch.int64),
+        maxnreg=full_register_budget(num_warps),
+    )
 
 
 def gate_backward_config(B, H, dtype, has_len, peep, target):
@@ -130,9 +172,13 @@ def gate_backward_config(B, H, dtype, has_len, peep, target):
     block_b, block_h, num_warps = gate_config(B, H, dtype)
     return kernel_config(
         lstm_gate_backward_kernel,
-        dict(HAS_LEN=has_len, PEEP=peep, BLOCK_B=block_b, BLOCK_H=block_h), num_warps, 1,
-        dtype, pointers=dict(dc_ptr=acc_dtype(dtype), len_ptr=torch.int64),
-        maxnreg=full_register_budget(num_warps))
+        dict(HAS_LEN=has_len, PEEP=peep, BLOCK_B=block_b, BLOCK_H=block_h),
+        num_warps,
+        1,
+        dtype,
+        pointers=dict(dc_ptr=acc_dtype(dtype), len_ptr=torch.int64),
+        maxnreg=full_register_budget(num_warps),
+    )
 
 
 def _keep_valid(lengths, t, new, old):
@@ -158,8 +204,7 @@ def reset_before(resets, lengths, d):
     return fresh
 
 
-def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None,
-                 resets=None):
+def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None, resets=None):
     """Forward of one layer, one gate launch per step and direction.
 
     gx (T, B, D, G): input projections plus bias; h0 (D, B, R); c0 (D, B, H); w_hh (D, G, R);
@@ -177,8 +222,9 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None
     c_n = new_output((D, B, H), gx)
     gates = new_output((D, T, B, G), gx) if save else None
     cells = new_output((D, T, B, H), gx) if save else None
-    cfg = gate_forward_config(B, H, dtype, lengths is not None, w_peep is not None, not proj,
-                              save, target)
+    cfg = gate_forward_config(
+        B, H, dtype, lengths is not None, w_peep is not None, not proj, save, target
+    )
     meta = cfg.meta()
     grid = (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(H, meta["BLOCK_H"]))
     lens = lengths if lengths is not None else gx  # a dummy pointer when HAS_LEN is False
@@ -196,20 +242,45 @@ def step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save=True, target=None
                 h = torch.where(fresh[t].unsqueeze(1), h0[d], h)
                 c = torch.where(fresh[t].unsqueeze(1), c_init, c)
             z = torch.addmm(gx[t, :, d], h, w_t)  # (B, G)
-            h_out = hpre if proj else y[t, :, d * R:(d + 1) * R]
-            cfg.launch(grid, z, c, peep, lens, gates[d, t] if save else z,
-                       cells[d, t] if save else z, h_out, h, t, B, H, h_out.stride(0))
+            h_out = hpre if proj else y[t, :, d * R : (d + 1) * R]
+            cfg.launch(
+                grid,
+                z,
+                c,
+                peep,
+                lens,
+                gates[d, t] if save else z,
+                cells[d, t] if save else z,
+                h_out,
+                h,
+                t,
+                B,
+                H,
+                h_out.stride(0),
+            )
             if proj:  # hpre is zero on padded rows, so r is too
                 r = hpre @ w_hr[d].t()
-                y[t, :, d * R:(d + 1) * R] = r
+                y[t, :, d * R : (d + 1) * R] = r
                 h = _keep_valid(lengths, t, r, h)
         h_n[d] = h
         c_n[d] = c
     return y, h_n, c_n, gates, cells
 
 
-def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, gates, cells,
-                  target=None, resets=None):
+def step_backward(
+    grad_y,
+    grad_h_n,
+    grad_c_n,
+    c0,
+    w_hh,
+    w_hr,
+    w_peep,
+    lengths,
+    gates,
+    cells,
+    target=None,
+    resets=None,
+):
     """Reverse time loop of one layer, one gate launch per step and direction. resets (T, B)
     bool or None: no gradient crosses a reset, the gradient of a step that started from
     (h0, c0) is added to grad_h0, grad_c0.
@@ -239,7 +310,7 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
             dh0_sum, dc0_sum = torch.zeros_like(dh), torch.zeros_like(dc)
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if d == 1 else s
-            dr = _keep_valid(lengths, t, grad_y[t, :, d * R:(d + 1) * R] + dh, 0.0)  # (B, R)
+            dr = _keep_valid(lengths, t, grad_y[t, :, d * R : (d + 1) * R] + dh, 0.0)  # (B, R)
             if proj:
                 dR[d, t] = dr
                 dhpre = (dr @ w_hr[d]).contiguous()  # (B, H)
@@ -249,8 +320,21 @@ def step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr, w_peep, lengths, g
             if fresh is not None and s > 0:
                 c_prev = torch.where(fresh[t].unsqueeze(1), c0_d, c_prev)
             dz = dZ[t, :, d]  # (B, G), rows of stride D*G
-            cfg.launch(grid, dhpre, dc, gates[d, t], cells[d, t], c_prev, peep, lens, dz, t, B,
-                       H, dz.stride(0))
+            cfg.launch(
+                grid,
+                dhpre,
+                dc,
+                gates[d, t],
+                cells[d, t],
+                c_prev,
+                peep,
+                lens,
+                dz,
+                t,
+                B,
+                H,
+                dz.stride(0),
+            )
             dh = _keep_valid(lengths, t, dz @ w_hh[d], dh)
             if fresh is not None:  # step t started from (h0, c0): its gradient goes there
                 cut = fresh[t].unsqueeze(1)

@@ -15,16 +15,27 @@ Backward: the reverse recurrence by the same path gives dZ (the gradient of the
 pre-activations) and dR (of the projected outputs); then weight_gradients does one GEMM per
 weight over all steps.
 """
+
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .launch_config import device_target
-from .lstm_cell import (gate_backward_config, gate_forward_config, reset_before, step_backward,
-                        step_forward)
-from .lstm_sequence import (sequence_attentive_forward, sequence_backward,
-                            sequence_backward_config, sequence_forward, sequence_forward_config)
+from .lstm_cell import (
+    gate_backward_config,
+    gate_forward_config,
+    reset_before,
+    step_backward,
+    step_forward,
+)
+from .lstm_sequence import (
+    sequence_attentive_forward,
+    sequence_backward,
+    sequence_backward_config,
+    sequence_forward,
+    sequence_forward_config,
+)
 from .tuning import attentive_fits, choose_path
 
 
@@ -64,20 +75,40 @@ def choose_layer_path(T, H, R, proj, dtype, target, has_resets):
     return path
 
 
-def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path=None,
-                  has_resets=False):
+def layer_configs(
+    T, B, H, R, dtype, *, proj, peep, has_len, train, target, path=None, has_resets=False
+):
     """The KernelConfigs (launch_config.py) that one layer call of these sizes launches on
     `target`: the forward (saving gates and cells when `train`), and with `train` the
     backward. path: as tuning.choose_path decides (choose_layer_path), unless given. The
     launchers below launch exactly these."""
     path = path or choose_layer_path(T, H, R, proj, dtype, target, has_resets)
     if path == "sequence":
-        out = [sequence_forward_config(B, H, R, 0, dtype, has_len, peep, proj, save=train,
-                                       write_y=True, pool=False, has_pb=False, has_q=False,
-                                       target=target, has_resets=has_resets)]
+        out = [
+            sequence_forward_config(
+                B,
+                H,
+                R,
+                0,
+                dtype,
+                has_len,
+                peep,
+                proj,
+                save=train,
+                write_y=True,
+                pool=False,
+                has_pb=False,
+                has_q=False,
+                target=target,
+                has_resets=has_resets,
+            )
+        ]
         if train:
-            out.append(sequence_backward_config(B, H, R, dtype, has_len, peep, proj, target,
-                                                has_resets=has_resets))
+            out.append(
+                sequence_backward_config(
+                    B, H, R, dtype, has_len, peep, proj, target, has_resets=has_resets
+                )
+            )
     else:
         out = [gate_forward_config(B, H, dtype, has_len, peep, not proj, train, target)]
         if train:
@@ -87,9 +118,24 @@ def layer_configs(T, B, H, R, dtype, *, proj, peep, has_len, train, target, path
 
 def attentive_configs(B, H, R, A, dtype, *, proj, peep, has_len, has_pb, has_q, target):
     """The KernelConfig of triton_attentive_lstm_inference's one launch (pooled last layer)."""
-    return [sequence_forward_config(B, H, R, A, dtype, has_len, peep, proj, save=False,
-                                    write_y=False, pool=True, has_pb=has_pb, has_q=has_q,
-                                    target=target)]
+    return [
+        sequence_forward_config(
+            B,
+            H,
+            R,
+            A,
+            dtype,
+            has_len,
+            peep,
+            proj,
+            save=False,
+            write_y=False,
+            pool=True,
+            has_pb=has_pb,
+            has_q=has_q,
+            target=target,
+        )
+    ]
 
 
 def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, resets=None):
@@ -99,9 +145,13 @@ def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, rese
     x, h0, c0, w_ih, w_hh = (t.contiguous() for t in (x, h0, c0, w_ih, w_hh))
     bias, w_hr, w_peep, lengths = map(_contig, (bias, w_hr, w_peep, lengths))
     if T == 0 or B == 0:  # nothing to run; y, gates and cells are empty
-        return (x.new_zeros((T, B, D * R)), h0.clone(), c0.clone(),
-                x.new_zeros((D, T, B, G)) if save else None,
-                x.new_zeros((D, T, B, H)) if save else None)
+        return (
+            x.new_zeros((T, B, D * R)),
+            h0.clone(),
+            c0.clone(),
+            x.new_zeros((D, T, B, G)) if save else None,
+            x.new_zeros((D, T, B, H)) if save else None,
+        )
     gx = input_projection(x, w_ih, bias)
     target = device_target(x.device)
     path = choose_layer_path(T, H, R, w_hr is not None, x.dtype, target, resets is not None)
@@ -110,16 +160,19 @@ def layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, rese
     return step_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, save, target, resets)
 
 
-def attentive_supported(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
-                        target=None) -> bool:
+def attentive_supported(
+    H: int, R: int, A: int, proj: bool, dtype: torch.dtype, target=None
+) -> bool:
     """Whether triton_attentive_lstm_inference runs these sizes in one launch on `target`
     (else the caller runs the layer, then the pooling)."""
-    return (choose_path(2, H, R, proj, dtype, target) == "sequence"
-            and attentive_fits(H, R, A, proj, dtype, target))
+    return choose_path(2, H, R, proj, dtype, target) == "sequence" and attentive_fits(
+        H, R, A, proj, dtype, target
+    )
 
 
-def attentive_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight,
-                      proj_bias, v, qproj):
+def attentive_forward(
+    x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj
+):
     """The attentive LSTM's last layer in inference (csrc/ops.cpp, attentive_lstm_inference),
     on checked arguments (csrc/attentive_args.h): one direction; the input projection GEMM, then
     one launch of the sequence kernel that pools every step's output as it is computed (online
@@ -129,27 +182,43 @@ def attentive_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_w
     A = proj_weight.shape[0]
     target = device_target(x.device)
     if not attentive_supported(H, R, A, w_hr is not None, x.dtype, target):
-        raise ValueError(f"attentive_lstm_inference_triton: H={H}, R={R}, A={A} do not fit the "
-                         f"sequence kernel on chip (tuning.attentive_fits)")
+        raise ValueError(
+            f"attentive_lstm_inference_triton: H={H}, R={R}, A={A} do not fit the "
+            f"sequence kernel on chip (tuning.attentive_fits)"
+        )
     if T == 0 or B == 0:
-        return (x.new_zeros((B, R)), x.new_zeros((B, T)), x.new_full((B,), float("-inf")),
-                h0.clone(), c0.clone())
-    x, h0, c0, w_ih, w_hh, proj_weight, v = (t.contiguous() for t in
-                                            (x, h0, c0, w_ih, w_hh, proj_weight, v))
+        return (
+            x.new_zeros((B, R)),
+            x.new_zeros((B, T)),
+            x.new_full((B,), float("-inf")),
+            h0.clone(),
+            c0.clone(),
+        )
+    x, h0, c0, w_ih, w_hh, proj_weight, v = (
+        t.contiguous() for t in (x, h0, c0, w_ih, w_hh, proj_weight, v)
+    )
     bias, w_hr, w_peep, lengths, proj_bias, qproj = map(
-        _contig, (bias, w_hr, w_peep, lengths, proj_bias, qproj))
+        _contig, (bias, w_hr, w_peep, lengths, proj_bias, qproj)
+    )
     gx = input_projection(x, w_ih, bias)
-    return sequence_attentive_forward(gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_weight,
-                                      proj_bias, v, qproj, target)
+    return sequence_attentive_forward(
+        gx, h0, c0, w_hh, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj, target
+    )
 
 
-def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R: int,
-                     resets: Optional[Tensor] = None) -> Tensor:
+def previous_outputs(
+    y: Tensor,
+    h0: Tensor,
+    lengths: Optional[Tensor],
+    d: int,
+    R: int,
+    resets: Optional[Tensor] = None,
+) -> Tensor:
     """r_{t-1} seen by each step of direction d, (T, B, R): h0 before the first step and where
     a reset restarts the row (lstm_cell.reset_before), else the previous step's output. A
     reverse sequence of length l starts at t = l - 1 from h0."""
     T = y.shape[0]
-    y_d = y[:, :, d * R:(d + 1) * R]
+    y_d = y[:, :, d * R : (d + 1) * R]
     first = h0[d].unsqueeze(0)
     fresh = reset_before(resets, lengths, d)
     if d == 0:
@@ -165,8 +234,7 @@ def previous_outputs(y: Tensor, h0: Tensor, lengths: Optional[Tensor], d: int, R
     return prev
 
 
-def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells,
-                     resets=None):
+def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells, resets=None):
     """Everything outside the recurrence, one GEMM per weight over all T*B rows.
     dZ (T, B, D, G); dR (D, T, B, R) or None. Returns grad_x, grad_w_ih, grad_w_hh,
     grad_bias, grad_w_hr, grad_w_peep (the last two empty (0,) when absent)."""
@@ -177,13 +245,16 @@ def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, c
     grad_w_ih = (dZ2.t() @ x.reshape(T * B, I)).view(D, G, I)
     grad_bias = dZ2.sum(0, dtype=torch.float64 if dZ.dtype == torch.float64 else torch.float32)
     grad_bias = grad_bias.to(dZ.dtype).view(D, G)
-    grad_w_hh = torch.stack([
-        dZ[:, :, d].reshape(T * B, G).t()
-        @ previous_outputs(y, h0, lengths, d, R, resets)[:T].reshape(T * B, R)
-        for d in range(D)])
+    grad_w_hh = torch.stack(
+        [
+            dZ[:, :, d].reshape(T * B, G).t()
+            @ previous_outputs(y, h0, lengths, d, R, resets)[:T].reshape(T * B, R)
+            for d in range(D)
+        ]
+    )
     grad_w_hr = x.new_empty((0,))
     if w_hr is not None:
-        h_pre = gates[:, :, :, 3 * H:] * torch.tanh(cells)  # (D, T, B, H), zero when padded
+        h_pre = gates[:, :, :, 3 * H :] * torch.tanh(cells)  # (D, T, B, H), zero when padded
         grad_w_hr = torch.bmm(dR.reshape(D, T * B, R).transpose(1, 2), h_pre.reshape(D, T * B, H))
     grad_w_peep = x.new_empty((0,))
     if w_peep is not None:
@@ -192,43 +263,94 @@ def weight_gradients(dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, c
         for d in range(D):
             cells_d = cells[d].to(acc)
             first = c0[d].unsqueeze(0).to(acc)
-            c_prev = (torch.cat([first, cells_d[:-1]], 0) if d == 0
-                      else torch.cat([cells_d[1:], first], 0))[:T]
+            c_prev = (
+                torch.cat([first, cells_d[:-1]], 0)
+                if d == 0
+                else torch.cat([cells_d[1:], first], 0)
+            )[:T]
             fresh = reset_before(resets, lengths, d)
             if fresh is not None:
                 c_prev = torch.where(fresh.unsqueeze(2), first, c_prev)
             dz_d = dZ[:, :, d].to(acc)
-            rows.append(torch.stack([(dz_d[..., :H] * c_prev).sum((0, 1)),
-                                     (dz_d[..., H:2 * H] * c_prev).sum((0, 1)),
-                                     (dz_d[..., 3 * H:] * cells_d).sum((0, 1))]))
+            rows.append(
+                torch.stack(
+                    [
+                        (dz_d[..., :H] * c_prev).sum((0, 1)),
+                        (dz_d[..., H : 2 * H] * c_prev).sum((0, 1)),
+                        (dz_d[..., 3 * H :] * cells_d).sum((0, 1)),
+                    ]
+                )
+            )
         grad_w_peep = torch.stack(rows).to(dZ.dtype)
     return grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep
 
 
-def layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths,
-                   resets, y, gates, cells):
+def layer_backward(
+    grad_y,
+    grad_h_n,
+    grad_c_n,
+    x,
+    h0,
+    c0,
+    w_ih,
+    w_hh,
+    w_hr,
+    w_peep,
+    lengths,
+    resets,
+    y,
+    gates,
+    cells,
+):
     """The gradients of one layer call (csrc/ops.cpp, lstm_layer_backward) on checked
     arguments: grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr,
     grad_w_peep (the last two empty (0,) when absent)."""
     T, B, I, H, P, R, G, D = layer_sizes(x, h0, w_ih, w_hr)
     (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates, cells) = (
-        t.contiguous() for t in (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates,
-                                 cells))
+        t.contiguous() for t in (grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, gates, cells)
+    )
     w_hr, w_peep, lengths = map(_contig, (w_hr, w_peep, lengths))
     target = device_target(x.device)
-    path = (choose_layer_path(T, H, R, w_hr is not None, x.dtype, target, resets is not None)
-            if T and B else "empty")
+    path = (
+        choose_layer_path(T, H, R, w_hr is not None, x.dtype, target, resets is not None)
+        if T and B
+        else "empty"
+    )
     if path == "empty":
         dZ = x.new_zeros((T, B, D, G))
         dR = x.new_zeros((D, T, B, R)) if w_hr is not None else None
         grad_h0, grad_c0 = grad_h_n.clone(), grad_c_n.clone()
     elif path == "sequence":
-        dZ, dR, grad_h0, grad_c0 = sequence_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
-                                                     w_peep, lengths, gates, cells, target,
-                                                     resets)
+        dZ, dR, grad_h0, grad_c0 = sequence_backward(
+            grad_y,
+            grad_h_n,
+            grad_c_n,
+            c0,
+            w_hh,
+            w_hr,
+            w_peep,
+            lengths,
+            gates,
+            cells,
+            target,
+            resets,
+        )
     else:
-        dZ, dR, grad_h0, grad_c0 = step_backward(grad_y, grad_h_n, grad_c_n, c0, w_hh, w_hr,
-                                                 w_peep, lengths, gates, cells, target, resets)
+        dZ, dR, grad_h0, grad_c0 = step_backward(
+            grad_y,
+            grad_h_n,
+            grad_c_n,
+            c0,
+            w_hh,
+            w_hr,
+            w_peep,
+            lengths,
+            gates,
+            cells,
+            target,
+            resets,
+        )
     grad_x, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep = weight_gradients(
-        dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells, resets)
+        dZ, dR, x, h0, c0, w_ih, w_hr, w_peep, lengths, y, gates, cells, resets
+    )
     return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep

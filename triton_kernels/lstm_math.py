@@ -6,6 +6,7 @@ Per element, with peephole weights w_ci, w_cf, w_co (docs/contract.md, section 1
     i = sigmoid(z_i + w_ci c_prev)   f = sigmoid(z_f + w_cf c_prev)   g = tanh(z_g)
     c = f c_prev + i g               o = sigmoid(z_o + w_co c)         h = o tanh(c)
 """
+
 import triton
 import triton.language as tl
 

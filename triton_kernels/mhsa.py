@@ -27,6 +27,7 @@ Entry points: mhsa_forward(q, k, v, lengths, scale, dropout_p, seed) -> (out, ls
 and mhsa_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
 -> (dq, dk, dv).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch_config import (SHARED_MEMORY_LIMIT, constexpr_params, device_target,
-                            kernel_config, shared_memory_limit)
+from .launch_config import (
+    SHARED_MEMORY_LIMIT,
+    constexpr_params,
+    device_target,
+    kernel_config,
+    shared_memory_limit,
+)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -66,8 +72,9 @@ def _dropout_scale(bh, T, rows, keys, seed_lo, seed_hi, threshold, keep_scale):
     """z (len(rows), len(keys)) float32: keep_scale where weight (row, key) of head bh is kept,
     else 0 (csrc/attention_dropout.h, row number bh * T + row modulo 2^32)."""
     r = (bh * T + rows).to(tl.uint32)
-    row_key = _mix32(_mix32(r ^ seed_lo.to(tl.uint32, bitcast=True))
-                     ^ seed_hi.to(tl.uint32, bitcast=True))
+    row_key = _mix32(
+        _mix32(r ^ seed_lo.to(tl.uint32, bitcast=True)) ^ seed_hi.to(tl.uint32, bitcast=True)
+    )
     col = keys.to(tl.uint32) * tl.full([], 0x9E3779B9, tl.uint32)
     u = _mix32(row_key[:, None] ^ col[None, :]) >> 8
     return tl.where(u >= threshold.to(tl.uint32, bitcast=True), keep_scale, 0.0)
@@ -80,14 +87,38 @@ _NO_SPECIALIZE = ("seed_lo", "seed_hi", "threshold")
 
 
 @triton.jit(do_not_specialize=_NO_SPECIALIZE)
-def _forward_kernel(Q, K, V, O, LSE, LEN,
-                    s_b, s_n, s_t, s_d,          # strides of q, k, v (shared)
-                    o_b, o_n, o_t, o_d,          # strides of out
-                    N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
-                    HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _forward_kernel(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    LEN,
+    s_b,
+    s_n,
+    s_t,
+    s_d,  # strides of q, k, v (shared)
+    o_b,
+    o_n,
+    o_t,
+    o_d,  # strides of out
+    N,
+    T,
+    Dh,
+    scale,
+    seed_lo,
+    seed_hi,
+    threshold,
+    keep_scale,
+    HAS_LEN: tl.constexpr,
+    DROP: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_m = tl.program_id(1)
-    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    bh = tl.program_id(0)  # axis 0: B * N may exceed axis 1's 65535
     b = bh // N
     n = bh % N
     length = T
@@ -109,8 +140,8 @@ def _forward_kernel(Q, K, V, O, LSE, LEN,
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         s = tl.where(keys[None, :] < length, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp(m_i - m_new)              # 0 on the first tile (m_i = -inf)
-        p = tl.exp(s - m_new[:, None])           # padded keys: exp(-inf) = 0
+        alpha = tl.exp(m_i - m_new)  # 0 on the first tile (m_i = -inf)
+        p = tl.exp(s - m_new[:, None])  # padded keys: exp(-inf) = 0
         l_i = l_i * alpha + tl.sum(p, axis=1)
         if DROP:
             p = p * _dropout_scale(bh, T, rows, keys, seed_lo, seed_hi, threshold, keep_scale)
@@ -118,7 +149,7 @@ def _forward_kernel(Q, K, V, O, LSE, LEN,
         m_i = m_new
         start += BLOCK_N
 
-    has_keys = l_i > 0.0                         # False only for a row of length 0
+    has_keys = l_i > 0.0  # False only for a row of length 0
     l_safe = tl.where(has_keys, l_i, 1.0)
     out = tl.where(has_keys[:, None], acc / l_safe[:, None], 0.0)
     lse = tl.where(has_keys, m_i + tl.log(l_safe), float("-inf"))
@@ -129,11 +160,10 @@ def _forward_kernel(Q, K, V, O, LSE, LEN,
 
 
 @triton.jit
-def _delta_kernel(DO, O, DELTA, T, Dh,
-                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+def _delta_kernel(DO, O, DELTA, T, Dh, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """delta (B*N, T) = rowsum(dO * O); dO and O contiguous (B, N, T, Dh)."""
     pid_m = tl.program_id(1)
-    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    bh = tl.program_id(0)  # axis 0: B * N may exceed axis 1's 65535
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     do = _load_tile(DO + bh * T * Dh, rows, dims, Dh, 1, T, Dh)
@@ -142,13 +172,38 @@ def _delta_kernel(DO, O, DELTA, T, Dh,
 
 
 @triton.jit(do_not_specialize=_NO_SPECIALIZE)
-def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
-                 s_b, s_n, s_t, s_d, N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
-                 HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    LEN,
+    s_b,
+    s_n,
+    s_t,
+    s_d,
+    N,
+    T,
+    Dh,
+    scale,
+    seed_lo,
+    seed_hi,
+    threshold,
+    keep_scale,
+    HAS_LEN: tl.constexpr,
+    DROP: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """dK, dV of one key tile; dO, DK, DV contiguous (B, N, T, Dh); lse, delta (B*N, T)."""
     pid_n = tl.program_id(1)
-    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    bh = tl.program_id(0)  # axis 0: B * N may exceed axis 1's 65535
     b = bh // N
     n = bh % N
     length = T
@@ -193,13 +248,37 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, LEN,
 
 
 @triton.jit(do_not_specialize=_NO_SPECIALIZE)
-def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LEN,
-               s_b, s_n, s_t, s_d, N, T, Dh, scale, seed_lo, seed_hi, threshold, keep_scale,
-               HAS_LEN: tl.constexpr, DROP: tl.constexpr, PRECISION: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    LEN,
+    s_b,
+    s_n,
+    s_t,
+    s_d,
+    N,
+    T,
+    Dh,
+    scale,
+    seed_lo,
+    seed_hi,
+    threshold,
+    keep_scale,
+    HAS_LEN: tl.constexpr,
+    DROP: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """dQ of one query tile; dO, DQ contiguous (B, N, T, Dh)."""
     pid_m = tl.program_id(1)
-    bh = tl.program_id(0)   # axis 0: B * N may exceed axis 1's 65535
+    bh = tl.program_id(0)  # axis 0: B * N may exceed axis 1's 65535
     b = bh // N
     n = bh % N
     length = T
@@ -230,8 +309,9 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LEN,
         start += BLOCK_N
 
     offs = bh * T * Dh + rows[:, None] * Dh + dims[None, :]
-    tl.store(DQ + offs, (dq * scale).to(DQ.dtype.element_ty),
-             mask=row_ok[:, None] & (dims[None, :] < Dh))
+    tl.store(
+        DQ + offs, (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None] & (dims[None, :] < Dh)
+    )
 
 
 def _same_strides(q, k, v):
@@ -266,8 +346,7 @@ def _dropout_args(dropout_p: float, seed: Optional[torch.Tensor]):
     if dropout_p == 0.0:
         return 0, 0, 0, 1.0
     if seed is None or seed.numel() != 1 or seed.dtype != torch.int64 or seed.device.type != "cpu":
-        raise ValueError("mhsa: dropout_p > 0 needs seed, a one-element int64 CPU "
-                         "tensor")
+        raise ValueError("mhsa: dropout_p > 0 needs seed, a one-element int64 CPU tensor")
     s = int(seed.item())
     threshold, keep_scale = dropout_threshold(dropout_p), dropout_keep_scale(dropout_p)
     return _int32(s & 0xFFFFFFFF), _int32((s >> 32) & 0xFFFFFFFF), threshold, keep_scale
@@ -335,9 +414,11 @@ def unsupported_reason(dtype, head_dim: int, target) -> Optional[str]:
     table = _TILES[_tile_target(target)]
     if (dtype, head_block(head_dim)) not in table:
         largest = max(d for dt, d in table if dt == dtype)
-        return (f"its attention kernels in {str(dtype).replace('torch.', '')} take head sizes "
-                f"up to {largest} on this GPU (embed_dim // num_heads = {head_dim}: their tiles "
-                f"would spill registers)")
+        return (
+            f"its attention kernels in {str(dtype).replace('torch.', '')} take head sizes "
+            f"up to {largest} on this GPU (embed_dim // num_heads = {head_dim}: their tiles "
+            f"would spill registers)"
+        )
     return None
 
 
@@ -354,8 +435,9 @@ def flash_configs(head_dim: int, dtype, has_len: bool, drop: bool, target):
         tiles = {k: (_INTERPRETER_TILE, _INTERPRETER_TILE, 4, prec) for k in ("fwd", "dkdv", "dq")}
     else:
         prec = "tf32x3" if dtype == torch.float32 else "tf32"
-        tiles = {role: (*t, prec) for role, t in
-                 _TILES[_tile_target(target)][(dtype, block_d)].items()}
+        tiles = {
+            role: (*t, prec) for role, t in _TILES[_tile_target(target)][(dtype, block_d)].items()
+        }
     ptrs = dict(LSE=torch.float32, DELTA=torch.float32, LEN=torch.int64)
     floats = ("scale", "keep_scale")
     kernels = {"fwd": _forward_kernel, "dkdv": _dkdv_kernel, "dq": _dq_kernel}
@@ -365,18 +447,42 @@ def flash_configs(head_dim: int, dtype, has_len: bool, drop: bool, target):
         params = constexpr_params(kernel)
         pointers = {n: ptrs.get(n, dtype) for n in params if n in _POINTERS}
         out[role] = kernel_config(
-            kernel, dict(HAS_LEN=has_len, DROP=drop, PRECISION=prec, BLOCK_M=block_m,
-                         BLOCK_N=block_n, BLOCK_D=block_d), warps, 1, dtype,
-            pointers=pointers, floats=floats)
+            kernel,
+            dict(
+                HAS_LEN=has_len,
+                DROP=drop,
+                PRECISION=prec,
+                BLOCK_M=block_m,
+                BLOCK_N=block_n,
+                BLOCK_D=block_d,
+            ),
+            warps,
+            1,
+            dtype,
+            pointers=pointers,
+            floats=floats,
+        )
     block_m = tiles["dq"][0]
-    out["delta"] = kernel_config(_delta_kernel, dict(BLOCK_M=block_m, BLOCK_D=block_d), 4, 1,
-                                 dtype, pointers=dict(DO=dtype, O=dtype, DELTA=torch.float32))
+    out["delta"] = kernel_config(
+        _delta_kernel,
+        dict(BLOCK_M=block_m, BLOCK_D=block_d),
+        4,
+        1,
+        dtype,
+        pointers=dict(DO=dtype, O=dtype, DELTA=torch.float32),
+    )
     return out
 
 
-def mhsa_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            lengths: Optional[torch.Tensor], scale: float,
-                            dropout_p: float = 0.0, seed: Optional[torch.Tensor] = None):
+def mhsa_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: Optional[torch.Tensor],
+    scale: float,
+    dropout_p: float = 0.0,
+    seed: Optional[torch.Tensor] = None,
+):
     """q, k, v (B, N, T, Dh) float32/float16/bfloat16 on one device; lengths (B,) int64 or None;
     dropout_p in [0, 1] with its seed, a one-element int64 tensor (module docstring). Returns
     out (B, N, T, Dh) contiguous in q's dtype and lse (B, N, T) float32."""
@@ -387,11 +493,26 @@ def mhsa_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if out.numel() == 0:
         return out, lse
     drop_args = _dropout_args(dropout_p, seed)
-    cfg = flash_configs(Dh, q.dtype, lengths is not None, drop_args[2] > 0,
-                        device_target(q.device))["fwd"]
+    cfg = flash_configs(
+        Dh, q.dtype, lengths is not None, drop_args[2] > 0, device_target(q.device)
+    )["fwd"]
     grid = (B * N, triton.cdiv(T, cfg.meta()["BLOCK_M"]))
-    cfg.launch(grid, q, k, v, out, lse, lengths if lengths is not None else q,
-               *q.stride(), *out.stride(), N, T, Dh, float(scale), *drop_args)
+    cfg.launch(
+        grid,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        lengths if lengths is not None else q,
+        *q.stride(),
+        *out.stride(),
+        N,
+        T,
+        Dh,
+        float(scale),
+        *drop_args,
+    )
     return out, lse
 
 
@@ -408,15 +529,37 @@ def mhsa_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
     if dq.numel() == 0:
         return dq, dk, dv
     drop_args = _dropout_args(dropout_p, seed)
-    cfgs = flash_configs(Dh, q.dtype, lengths is not None, drop_args[2] > 0,
-                         device_target(q.device))
+    cfgs = flash_configs(
+        Dh, q.dtype, lengths is not None, drop_args[2] > 0, device_target(q.device)
+    )
     len_arg = lengths if lengths is not None else q
     delta = torch.empty((B, N, T), dtype=torch.float32, device=q.device)
     rows = (B * N, triton.cdiv(T, cfgs["delta"].meta()["BLOCK_M"]))
     cfgs["delta"].launch(rows, grad_out, out, delta, T, Dh)
     common = (*q.stride(), N, T, Dh, float(scale), *drop_args)
-    cfgs["dkdv"].launch((B * N, triton.cdiv(T, cfgs["dkdv"].meta()["BLOCK_N"])),
-                        q, k, v, grad_out, lse, delta, dk, dv, len_arg, *common)
-    cfgs["dq"].launch((B * N, triton.cdiv(T, cfgs["dq"].meta()["BLOCK_M"])),
-                      q, k, v, grad_out, lse, delta, dq, len_arg, *common)
+    cfgs["dkdv"].launch(
+        (B * N, triton.cdiv(T, cfgs["dkdv"].meta()["BLOCK_N"])),
+        q,
+        k,
+        v,
+        grad_out,
+        lse,
+        delta,
+        dk,
+        dv,
+        len_arg,
+        *common,
+    )
+    cfgs["dq"].launch(
+        (B * N, triton.cdiv(T, cfgs["dq"].meta()["BLOCK_M"])),
+        q,
+        k,
+        v,
+        grad_out,
+        lse,
+        delta,
+        dq,
+        len_arg,
+        *common,
+    )
     return dq, dk, dv

@@ -11,6 +11,7 @@ which it reads from nowhere else (lstm_fused hands it its switches through `conf
 poisoning (outputs filled with NaN first, so that a test catches any element a kernel forgets)
 and a forced path.
 """
+
 import contextlib
 from typing import Optional
 
@@ -94,8 +95,9 @@ def force_path(path):
     """Within the block, every layer call takes `path` (one of PATHS; None = rule)."""
     global _FORCED_PATH
     if path not in (None,) + PATHS:
-        raise ValueError(f"force_path: path must be one of {', '.join(PATHS)} or None, "
-                         f"got {path!r}")
+        raise ValueError(
+            f"force_path: path must be one of {', '.join(PATHS)} or None, got {path!r}"
+        )
     old, _FORCED_PATH = _FORCED_PATH, path
     try:
         yield
@@ -128,28 +130,34 @@ def sequence_weight_elements(H: int, R: int, proj: bool, A: int = 0) -> int:
     return 4 * br * bh + (bh * br if proj else 0) + (dot_block(A) * br if A else 0)
 
 
-def sequence_fits(H: int, R: int, proj: bool, dtype: torch.dtype,
-                  target: Optional[int] = None) -> bool:
+def sequence_fits(
+    H: int, R: int, proj: bool, dtype: torch.dtype, target: Optional[int] = None
+) -> bool:
     """Whether the recurrent weights of one direction fit on chip for the sequence kernel
     on `target` (launch_config.py)."""
     size = torch.tensor([], dtype=dtype).element_size()
-    return (dot_block(H) <= SEQUENCE_MAX_BLOCK_H[size]
-            and sequence_weight_elements(H, R, proj) <= sequence_weight_cap(dtype, target))
+    return dot_block(H) <= SEQUENCE_MAX_BLOCK_H[size] and sequence_weight_elements(
+        H, R, proj
+    ) <= sequence_weight_cap(dtype, target)
 
 
-def attentive_fits(H: int, R: int, A: int, proj: bool, dtype: torch.dtype,
-                   target: Optional[int] = None) -> bool:
+def attentive_fits(
+    H: int, R: int, A: int, proj: bool, dtype: torch.dtype, target: Optional[int] = None
+) -> bool:
     """Whether the sequence kernel can also keep the pooling weight W_h (A, R) on chip, for
     the attentive LSTM's pooled last layer (lstm_sequence.sequence_attentive_forward)."""
     size = torch.tensor([], dtype=dtype).element_size()
-    return (sequence_fits(H, R, proj, dtype, target)
-            and dot_block(A) <= SEQUENCE_MAX_BLOCK_A[size]
-            and sequence_weight_elements(H, R, proj, A) <= sequence_weight_cap(dtype, target))
+    return (
+        sequence_fits(H, R, proj, dtype, target)
+        and dot_block(A) <= SEQUENCE_MAX_BLOCK_A[size]
+        and sequence_weight_elements(H, R, proj, A) <= sequence_weight_cap(dtype, target)
+    )
 
 
-def choose_path(T: int, H: int, R: int, proj: bool, dtype: torch.dtype,
-                target: Optional[int] = None) -> str:
-    """"sequence" (one launch for the whole layer) or "step" (a gate launch per step).
+def choose_path(
+    T: int, H: int, R: int, proj: bool, dtype: torch.dtype, target: Optional[int] = None
+) -> str:
+    """ "sequence" (one launch for the whole layer) or "step" (a gate launch per step).
 
     T == 1 (LSTMCell, or a one-step layer) takes the step path: there is no recurrence to keep
     on chip and the one GEMM is cuBLAS's. Layers whose weights do not fit (sequence_fits) take

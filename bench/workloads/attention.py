@@ -6,6 +6,7 @@ is the reference), the lstm_fused op on every backend (found at run time: absent
 and for self-attention nn.MultiheadAttention and F.scaled_dot_product_attention.
 Lengths are in [1, T] with one full row; inputs are time-major (T, B, D) like nn's default.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,9 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (Absent, Impl, Provider, UnfusedWorkload, Workload, accepts,
-                   attention_backends, backend_providers, itemsize, lengths_mask, load_module,
-                   lstm_fused_attr, module_state, padded_batch, random_lengths)
+from .base import (
+    Absent,
+    Impl,
+    Provider,
+    UnfusedWorkload,
+    Workload,
+    accepts,
+    attention_backends,
+    backend_providers,
+    itemsize,
+    lengths_mask,
+    load_module,
+    lstm_fused_attr,
+    module_state,
+    padded_batch,
+    random_lengths,
+)
 
 SOFTMAX_SCALE = 0.125
 
@@ -33,20 +48,25 @@ def unfused_masked_softmax(scores, lengths, scale):
 
 # ---- masked softmax ----------------------------------------------------------------------
 
+
 class MaskedSoftmaxWorkload(UnfusedWorkload):
     """scores (B, T, T) (self-attention scores of a padded batch), lengths (B,)."""
+
     family = "masked_softmax"
     diff_inputs = ("scores",)
 
     def make_inputs(self, case, gen):
         d = case.dims
         B, T = d["B"], d["T"]
-        return {"scores": torch.randn(B, T, T, generator=gen, dtype=torch.float64) * 4,
-                "lengths": random_lengths(B, T, gen)}
+        return {
+            "scores": torch.randn(B, T, T, generator=gen, dtype=torch.float64) * 4,
+            "lengths": random_lengths(B, T, gen),
+        }
 
     def unfused(self, case, state, dtype, device):
-        return Impl(lambda inp: (unfused_masked_softmax(inp["scores"], inp["lengths"],
-                                                        SOFTMAX_SCALE),))
+        return Impl(
+            lambda inp: (unfused_masked_softmax(inp["scores"], inp["lengths"], SOFTMAX_SCALE),)
+        )
 
     def providers(self, case, device, options) -> List[Provider]:
         out = [Provider("torch.unfused", self.unfused)]
@@ -72,6 +92,7 @@ class MaskedSoftmaxWorkload(UnfusedWorkload):
 
 
 # ---- additive attention pooling -----------------------------------------------------------
+
 
 class UnfusedAttentionPooling(nn.Module):
     """The contract's additive pooling (docs/contract.md, section 2) in plain PyTorch, AttentionPooling's parameter names.
@@ -110,17 +131,22 @@ class AttentionPoolingWorkload(UnfusedWorkload):
 
     def unfused(self, case, state, dtype, device):
         d = case.dims
-        return self._wrap(load_module(UnfusedAttentionPooling(d["D"], d["A"]), state, dtype, device))
+        return self._wrap(
+            load_module(UnfusedAttentionPooling(d["D"], d["A"]), state, dtype, device)
+        )
 
     def providers(self, case, device, options):
         d = case.dims
 
         def fused(case, state, dtype, device, backend):
             cls = lstm_fused_attr("AttentionPooling")
-            return self._wrap(load_module(cls(d["D"], d["A"], backend=backend), state, dtype, device))
+            return self._wrap(
+                load_module(cls(d["D"], d["A"], backend=backend), state, dtype, device)
+            )
 
         return [Provider("torch.unfused", self.unfused)] + backend_providers(
-            attention_backends(device), fused)
+            attention_backends(device), fused
+        )
 
     def flops(self, case):
         d = case.dims
@@ -134,6 +160,7 @@ class AttentionPoolingWorkload(UnfusedWorkload):
 
 
 # ---- multi-head self-attention ------------------------------------------------------------
+
 
 class TorchMHA(nn.MultiheadAttention):
     """nn.MultiheadAttention with the forward(x, lengths) of lstm_fused.MultiheadSelfAttention."""
@@ -160,8 +187,9 @@ class ProjectedAttention(nn.Module):
         T, B, E = x.shape
         N = self.num_heads
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        q, k, v = (t.reshape(T, B * N, E // N).transpose(0, 1).reshape(B, N, T, E // N)
-                   for t in (q, k, v))
+        q, k, v = (
+            t.reshape(T, B * N, E // N).transpose(0, 1).reshape(B, N, T, E // N) for t in (q, k, v)
+        )
         keep = lengths_mask(lengths, T).reshape(B, 1, 1, T)  # True = attend to this key
         if self.use_sdpa:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
@@ -179,8 +207,9 @@ class SelfAttentionWorkload(Workload):
 
     def make_state(self, case, gen):
         d = case.dims
-        state = module_state(gen, lambda: nn.MultiheadAttention(d["E"], d["N"],
-                                                                dtype=torch.float64))
+        state = module_state(
+            gen, lambda: nn.MultiheadAttention(d["E"], d["N"], dtype=torch.float64)
+        )
         with torch.no_grad():  # nn initialises biases to zero: make them count
             state["in_proj_bias"].normal_(0, 0.1, generator=gen)
             state["out_proj.bias"].normal_(0, 0.1, generator=gen)
@@ -201,8 +230,9 @@ class SelfAttentionWorkload(Workload):
 
     def _parts(self, case, state, dtype, device, use_sdpa):
         d = case.dims
-        return self._wrap(load_module(ProjectedAttention(d["E"], d["N"], use_sdpa), state,
-                                      dtype, device))
+        return self._wrap(
+            load_module(ProjectedAttention(d["E"], d["N"], use_sdpa), state, dtype, device)
+        )
 
     def reference(self, case, state, device):
         return self._parts(case, state, torch.float64, device, use_sdpa=False)
@@ -215,12 +245,16 @@ class SelfAttentionWorkload(Workload):
 
         def fused(case, state, dtype, device, backend):
             cls = lstm_fused_attr("MultiheadSelfAttention")
-            return self._wrap(load_module(cls(d["E"], d["N"], backend=backend), state, dtype,
-                                          device), returns_tuple=True)
+            return self._wrap(
+                load_module(cls(d["E"], d["N"], backend=backend), state, dtype, device),
+                returns_tuple=True,
+            )
 
-        out = [Provider("nn.MultiheadAttention", torch_mha),
-               Provider("torch.unfused", lambda c, s, dt, dev: self._parts(c, s, dt, dev, False)),
-               Provider("torch.sdpa", lambda c, s, dt, dev: self._parts(c, s, dt, dev, True))]
+        out = [
+            Provider("nn.MultiheadAttention", torch_mha),
+            Provider("torch.unfused", lambda c, s, dt, dev: self._parts(c, s, dt, dev, False)),
+            Provider("torch.sdpa", lambda c, s, dt, dev: self._parts(c, s, dt, dev, True)),
+        ]
         return out + backend_providers(attention_backends(device), fused)
 
     def flops(self, case):

@@ -7,13 +7,23 @@ a model without lstm_fused does) and "lstm_fused:<backend>" (lstm_fused.Attentiv
 layer's output is never written). Both load one state_dict: lstm.* (nn.LSTM's names) and
 attention.proj.*, attention.score.weight.
 """
+
 from __future__ import annotations
 
 from torch import nn
 
 from .attention import UnfusedAttentionPooling
-from .base import (Impl, Provider, UnfusedWorkload, backend_providers, load_module,
-                   lstm_fused_attr, lstm_fused_backends, module_state, padded_batch)
+from .base import (
+    Impl,
+    Provider,
+    UnfusedWorkload,
+    backend_providers,
+    load_module,
+    lstm_fused_attr,
+    lstm_fused_backends,
+    module_state,
+    padded_batch,
+)
 
 
 class UnfusedAttentiveLSTM(nn.Module):
@@ -33,8 +43,9 @@ class AttentiveLSTMWorkload(UnfusedWorkload):
 
     def make_state(self, case, gen):
         d = case.dims
-        return module_state(gen, lambda: UnfusedAttentiveLSTM(d["I"], d["H"], d["A"],
-                                                              d["L"]).double())
+        return module_state(
+            gen, lambda: UnfusedAttentiveLSTM(d["I"], d["H"], d["A"], d["L"]).double()
+        )
 
     def make_inputs(self, case, gen):
         return padded_batch(case, "I", gen)
@@ -57,7 +68,8 @@ class AttentiveLSTMWorkload(UnfusedWorkload):
             return self._wrap(load_module(module, state, dtype, device))
 
         return [Provider("torch.unfused", self.unfused)] + backend_providers(
-            lstm_fused_backends(device), fused)
+            lstm_fused_backends(device), fused
+        )
 
     def flops(self, case):
         d = case.dims

@@ -8,6 +8,7 @@ every call runs under) and `before_timing` (e.g. dropout turned on after the che
 installed / not in this build) or Unsupported (cannot run this case); anything else it raises
 is reported as an error of that provider, never a crash of the suite.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,12 @@ from torch import nn
 
 from ..cases import Case
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def itemsize(dtype: str) -> int:
@@ -65,14 +70,15 @@ class Provider:
 @dataclass
 class Options:
     """Suite-wide switches the workloads read."""
-    compile: bool = False       # time torch.compile of the reference LSTM (slow to compile)
+
+    compile: bool = False  # time torch.compile of the reference LSTM (slow to compile)
     providers: Optional[str] = None  # regex on provider names (applied by the runner)
     extra: dict = field(default_factory=dict)
 
 
 class Workload:
     family = ""
-    baseline = ""               # provider the speedup is measured against
+    baseline = ""  # provider the speedup is measured against
     diff_inputs: Tuple[str, ...] = ()
 
     def make_state(self, case: Case, gen: torch.Generator) -> Dict[str, torch.Tensor]:
@@ -106,6 +112,7 @@ class Workload:
 class UnfusedWorkload(Workload):
     """A workload whose baseline, "torch.unfused", is plain PyTorch written from the
     contract's formulas: run in float64, it is the reference too."""
+
     baseline = "torch.unfused"
 
     def unfused(self, case: Case, state, dtype, device) -> Impl:
@@ -118,8 +125,10 @@ class UnfusedWorkload(Workload):
 def backend_providers(backends: List[str], build) -> List[Provider]:
     """One provider "lstm_fused:<b>" per backend b, built by build(case, state, dtype,
     device, b)."""
-    return [Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: build(c, s, dt, dev, b))
-            for b in backends]
+    return [
+        Provider(f"lstm_fused:{b}", lambda c, s, dt, dev, b=b: build(c, s, dt, dev, b))
+        for b in backends
+    ]
 
 
 def module_state(gen: torch.Generator, build: Callable[[], nn.Module]) -> Dict[str, torch.Tensor]:
@@ -132,8 +141,10 @@ def module_state(gen: torch.Generator, build: Callable[[], nn.Module]) -> Dict[s
 def padded_batch(case: Case, feature: str, gen: torch.Generator) -> Dict[str, torch.Tensor]:
     """x (T, B, <feature>) float64 and lengths (B,) in [1, T] with one full row."""
     d = case.dims
-    return {"x": torch.randn(d["T"], d["B"], d[feature], generator=gen, dtype=torch.float64),
-            "lengths": random_lengths(d["B"], d["T"], gen)}
+    return {
+        "x": torch.randn(d["T"], d["B"], d[feature], generator=gen, dtype=torch.float64),
+        "lengths": random_lengths(d["B"], d["T"], gen),
+    }
 
 
 def load_module(module: nn.Module, state, dtype, device) -> nn.Module:

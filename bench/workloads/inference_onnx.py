@@ -11,6 +11,7 @@ deployment for one batch size would.
 
 Inputs (T, B, I) like nn.LSTM's default, states start at zero; outputs (y, h_n, c_n).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,14 @@ def _onnx_session(module: nn.Module, x: torch.Tensor):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # The TorchScript-based exporter: a few seconds, where dynamo=True takes ~20 s.
-            torch.onnx.export(module, (x,), path, dynamo=False, input_names=["x"],
-                              output_names=["y", "h_n", "c_n"])
+            torch.onnx.export(
+                module,
+                (x,),
+                path,
+                dynamo=False,
+                input_names=["x"],
+                output_names=["y", "h_n", "c_n"],
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -55,9 +62,13 @@ def _ort_impl(module: nn.Module, case, note: str) -> Impl:
     def call(inputs):
         ys = session.run(None, {"x": inputs["x"].detach().contiguous().numpy()})
         return tuple(torch.from_numpy(y) for y in ys)
-    return Impl(call, module,
-                note=f"{note}; onnxruntime {__import__('onnxruntime').__version__}, "
-                     f"{torch.get_num_threads()} intra-op threads")
+
+    return Impl(
+        call,
+        module,
+        note=f"{note}; onnxruntime {__import__('onnxruntime').__version__}, "
+        f"{torch.get_num_threads()} intra-op threads",
+    )
 
 
 class InferenceONNXWorkload(LSTMWorkload):
@@ -65,8 +76,11 @@ class InferenceONNXWorkload(LSTMWorkload):
     baseline = "nn.LSTM"
 
     def providers(self, case, device, options: Options) -> List[Provider]:
-        out = [p for p in super().providers(case, device, options)
-               if p.name == "nn.LSTM" or p.name.startswith("lstm_fused:")]
+        out = [
+            p
+            for p in super().providers(case, device, options)
+            if p.name == "nn.LSTM" or p.name.startswith("lstm_fused:")
+        ]
         I, H, L, bidirectional = self._sizes(case)
         if bidirectional:
             raise ValueError("inference_onnx: one direction only (D=1)")
@@ -88,8 +102,10 @@ class InferenceONNXWorkload(LSTMWorkload):
             except Absent:
                 raise
             except Exception as exc:  # this build's lstm_fused has no ONNX export yet
-                raise Absent(f"torch.onnx.export of lstm_fused.LSTM failed: "
-                             f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+                raise Absent(
+                    f"torch.onnx.export of lstm_fused.LSTM failed: "
+                    f"{type(exc).__name__}: {str(exc)[:200]}"
+                ) from exc
 
         out.append(Provider("onnxruntime(nn.LSTM)", ort_nn))
         out.append(Provider("onnxruntime(lstm_fused)", ort_fused))

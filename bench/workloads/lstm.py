@@ -3,6 +3,7 @@ every lstm_fused backend, torch.compile of the reference, FlashRNN.
 
 Inputs are time-major (T, B, I) as nn.LSTM's default; states start at zero.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -12,8 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cases import Case
-from .base import (Absent, Impl, Options, Provider, Unsupported, Workload, backend_providers,
-                   itemsize, load_module, lstm_fused_backends, module_state)
+from .base import (
+    Absent,
+    Impl,
+    Options,
+    Provider,
+    Unsupported,
+    Workload,
+    backend_providers,
+    itemsize,
+    load_module,
+    lstm_fused_backends,
+    module_state,
+)
 
 
 def _torch_rnn_note(device: torch.device, dtype: torch.dtype) -> str:
@@ -36,8 +48,7 @@ class LSTMWorkload(Workload):
 
     def make_state(self, case, gen):
         I, H, L, bidir = self._sizes(case)
-        return module_state(gen, lambda: nn.LSTM(I, H, L, bidirectional=bidir,
-                                                 dtype=torch.float64))
+        return module_state(gen, lambda: nn.LSTM(I, H, L, bidirectional=bidir, dtype=torch.float64))
 
     def make_inputs(self, case, gen):
         d = case.dims
@@ -48,14 +59,18 @@ class LSTMWorkload(Workload):
         def call(inputs):
             out, (h, c) = module(inputs["x"])
             return out, h, c
+
         return Impl(call, module)
 
     def _fused(self, case, state, dtype, device, backend):
         import lstm_fused
 
         I, H, L, bidir = self._sizes(case)
-        return self._wrap(load_module(lstm_fused.LSTM(I, H, L, bidirectional=bidir,
-                                                      backend=backend), state, dtype, device))
+        return self._wrap(
+            load_module(
+                lstm_fused.LSTM(I, H, L, bidirectional=bidir, backend=backend), state, dtype, device
+            )
+        )
 
     def reference(self, case, state, device):
         return self._fused(case, state, torch.float64, device, "reference")
@@ -64,7 +79,9 @@ class LSTMWorkload(Workload):
         I, H, L, bidir = self._sizes(case)
 
         def nn_lstm(case, state, dtype, device):
-            impl = self._wrap(load_module(nn.LSTM(I, H, L, bidirectional=bidir), state, dtype, device))
+            impl = self._wrap(
+                load_module(nn.LSTM(I, H, L, bidirectional=bidir), state, dtype, device)
+            )
             impl.note = _torch_rnn_note(device, dtype)
             return impl
 
@@ -101,28 +118,39 @@ class LSTMWorkload(Workload):
 
         def call(inputs):
             return _stepwise_lstm(module, inputs["x"], cell)
-        return Impl(call, module, note="compiled lstm_cell, Python time loop; compile time "
-                                       "not counted (first call is the check)")
+
+        return Impl(
+            call,
+            module,
+            note="compiled lstm_cell, Python time loop; compile time "
+            "not counted (first call is the check)",
+        )
 
     def _flashrnn(self, case, state, dtype, device):
         try:
             import flashrnn  # noqa: F401
         except ImportError as exc:
-            raise Absent(f"flashrnn is not importable ({exc}); pip install flashrnn==1.0.8, "
-                         f"or on the device machine carry its wheel (tools/fetch_gpu_wheels.sh)") from exc
+            raise Absent(
+                f"flashrnn is not importable ({exc}); pip install flashrnn==1.0.8, "
+                f"or on the device machine carry its wheel (tools/fetch_gpu_wheels.sh)"
+            ) from exc
         if device.type != "cuda":
             raise Unsupported("FlashRNN runs on CUDA only")
         I, H, L, bidir = self._sizes(case)
         if bidir:
             raise Unsupported("FlashRNN has no bidirectional layer")
         if dtype not in _FLASHRNN_DTYPES:
-            raise Unsupported(f"FlashRNN's kernels take {sorted(_FLASHRNN_DTYPES.values())}, "
-                              f"not {dtype}")
+            raise Unsupported(
+                f"FlashRNN's kernels take {sorted(_FLASHRNN_DTYPES.values())}, not {dtype}"
+            )
         module = load_module(nn.LSTM(I, H, L), state, dtype, device)
-        return Impl(lambda inputs: _flashrnn_forward(module, inputs["x"]), module,
-                    note="flashrnn.flashrnn(function='lstm', backend='cuda_fused'); input "
-                         "projection by F.linear; weight re-layout counted in the time; its "
-                         "kernel is compiled (and tuned) at the first call, not timed")
+        return Impl(
+            lambda inputs: _flashrnn_forward(module, inputs["x"]),
+            module,
+            note="flashrnn.flashrnn(function='lstm', backend='cuda_fused'); input "
+            "projection by F.linear; weight re-layout counted in the time; its "
+            "kernel is compiled (and tuned) at the first call, not timed",
+        )
 
     def flops(self, case):
         d = case.dims
@@ -159,10 +187,12 @@ def _stepwise_lstm(module: nn.LSTM, x: torch.Tensor, cell):
         for d, sfx in enumerate(("", "_reverse")[:D]):
             w_ih = getattr(module, f"weight_ih_l{layer}{sfx}")
             w_hh = getattr(module, f"weight_hh_l{layer}{sfx}")
-            bias = getattr(module, f"bias_ih_l{layer}{sfx}") + getattr(module, f"bias_hh_l{layer}{sfx}")
+            bias = getattr(module, f"bias_ih_l{layer}{sfx}") + getattr(
+                module, f"bias_hh_l{layer}{sfx}"
+            )
             h = c = x.new_zeros(B, H)
             ys = [None] * T
-            for t in (range(T - 1, -1, -1) if d == 1 else range(T)):
+            for t in range(T - 1, -1, -1) if d == 1 else range(T):
                 h, c = cell(layer_in[t], h, c, w_ih, w_hh, bias)
                 ys[t] = h
             outs.append(torch.stack(ys))
@@ -172,8 +202,7 @@ def _stepwise_lstm(module: nn.LSTM, x: torch.Tensor, cell):
     return layer_in, torch.stack(h_n), torch.stack(c_n)
 
 
-_FLASHRNN_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16",
-                    torch.float32: "float32"}
+_FLASHRNN_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
 def _flashrnn_forward(module: nn.LSTM, x: torch.Tensor, backend: str = "cuda_fused"):
@@ -202,8 +231,9 @@ def _flashrnn_forward(module: nn.LSTM, x: torch.Tensor, backend: str = "cuda_fus
         R = w_hh.reshape(4, 1, H, H)
         b = b_hh.reshape(4, 1, H)
         states0 = x.new_zeros(2, B, 1, 1, H)
-        states, last = flashrnn(wx, R, b, states=states0, function="lstm",
-                                backend=backend, dtype=kernel_dtype)
+        states, last = flashrnn(
+            wx, R, b, states=states0, function="lstm", backend=backend, dtype=kernel_dtype
+        )
         y = states[0].reshape(B, T, H).transpose(0, 1)
         h_n.append(last[0].reshape(B, H))
         c_n.append(last[1].reshape(B, H))
@@ -223,9 +253,11 @@ class LSTMCellWorkload(Workload):
     def make_inputs(self, case, gen):
         d = case.dims
         B, I, H = d["B"], d["I"], d["H"]
-        return {"x": torch.randn(B, I, generator=gen, dtype=torch.float64),
-                "h": torch.randn(B, H, generator=gen, dtype=torch.float64) * 0.5,
-                "c": torch.randn(B, H, generator=gen, dtype=torch.float64) * 0.5}
+        return {
+            "x": torch.randn(B, I, generator=gen, dtype=torch.float64),
+            "h": torch.randn(B, H, generator=gen, dtype=torch.float64) * 0.5,
+            "c": torch.randn(B, H, generator=gen, dtype=torch.float64) * 0.5,
+        }
 
     @staticmethod
     def _wrap(module):
@@ -235,8 +267,9 @@ class LSTMCellWorkload(Workload):
         import lstm_fused
 
         d = case.dims
-        return self._wrap(load_module(lstm_fused.LSTMCell(d["I"], d["H"], backend=backend),
-                                      state, dtype, device))
+        return self._wrap(
+            load_module(lstm_fused.LSTMCell(d["I"], d["H"], backend=backend), state, dtype, device)
+        )
 
     def reference(self, case, state, device):
         return self._fused(case, state, torch.float64, device, "reference")
@@ -248,7 +281,8 @@ class LSTMCellWorkload(Workload):
             return self._wrap(load_module(nn.LSTMCell(d["I"], d["H"]), state, dtype, device))
 
         return [Provider("nn.LSTMCell", nn_cell)] + backend_providers(
-            lstm_fused_backends(device), self._fused)
+            lstm_fused_backends(device), self._fused
+        )
 
     def flops(self, case):
         d = case.dims

@@ -7,6 +7,7 @@ tokens (B, T) int64, lengths (B,), labels (B,); batch-first throughout. Provider
 build has them, else the torch ones, as the row's note says). The padded batch goes through the
 LSTM unpacked, as many simple models do.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,18 @@ from torch import nn
 
 from ..cases import Case
 from .attention import TorchMHA, UnfusedAttentionPooling
-from .base import (Absent, Impl, Provider, Workload, backend_providers, load_module,
-                   lstm_fused_attr, lstm_fused_backends, module_state, random_lengths)
+from .base import (
+    Absent,
+    Impl,
+    Provider,
+    Workload,
+    backend_providers,
+    load_module,
+    lstm_fused_attr,
+    lstm_fused_backends,
+    module_state,
+    random_lengths,
+)
 from .lstm import LSTMWorkload
 
 
@@ -26,12 +37,12 @@ class Classifier(nn.Module):
         self.emb, self.lstm, self.attn, self.pool, self.fc = emb, lstm, attn, pool, fc
 
     def forward(self, tokens, lengths):
-        y, _ = self.lstm(self.emb(tokens))          # (B, T, 2H)
-        a = self.attn(y, lengths)                   # (B, T, 2H)
-        if isinstance(a, tuple):                    # lstm_fused.MultiheadSelfAttention
+        y, _ = self.lstm(self.emb(tokens))  # (B, T, 2H)
+        a = self.attn(y, lengths)  # (B, T, 2H)
+        if isinstance(a, tuple):  # lstm_fused.MultiheadSelfAttention
             a = a[0]
-        c, _alpha = self.pool(a, lengths)           # (B, 2H)
-        return self.fc(c)                           # (B, C)
+        c, _alpha = self.pool(a, lengths)  # (B, 2H)
+        return self.fc(c)  # (B, C)
 
 
 def _build(case: Case, lstm_backend=None, fused_attention=False):
@@ -43,6 +54,7 @@ def _build(case: Case, lstm_backend=None, fused_attention=False):
         lstm = nn.LSTM(E, H, bidirectional=True, batch_first=True)
     else:
         import lstm_fused
+
         lstm = lstm_fused.LSTM(E, H, bidirectional=True, batch_first=True, backend=lstm_backend)
     attn = pool = None
     if fused_attention:
@@ -91,9 +103,11 @@ class ModelStepWorkload(Workload):
     def make_inputs(self, case, gen):
         d = case.dims
         B, T = d["B"], d["T"]
-        return {"tokens": torch.randint(0, d["V"], (B, T), generator=gen),
-                "lengths": random_lengths(B, T, gen),
-                "labels": torch.randint(0, d["C"], (B,), generator=gen)}
+        return {
+            "tokens": torch.randint(0, d["V"], (B, T), generator=gen),
+            "lengths": random_lengths(B, T, gen),
+            "labels": torch.randint(0, d["C"], (B,), generator=gen),
+        }
 
     def reference(self, case, state, device):
         model, _ = _build(case, lstm_backend="reference")
@@ -108,12 +122,17 @@ class ModelStepWorkload(Workload):
             return _impl(load_module(model, state, dtype, device), note)
 
         return [Provider("torch.nn", torch_model)] + backend_providers(
-            lstm_fused_backends(device), fused)
+            lstm_fused_backends(device), fused
+        )
 
     def _lstm_case(self, case):
         d = case.dims
-        return Case("lstm", "fwd", (("B", d["B"]), ("T", d["T"]), ("I", d["E"]), ("H", d["H"]),
-                                    ("L", 1), ("D", 2)), case.dtype)
+        return Case(
+            "lstm",
+            "fwd",
+            (("B", d["B"]), ("T", d["T"]), ("I", d["E"]), ("H", d["H"]), ("L", 1), ("D", 2)),
+            case.dtype,
+        )
 
     def flops(self, case):
         d = case.dims
@@ -127,5 +146,4 @@ class ModelStepWorkload(Workload):
         size = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[case.dtype]
         B, T, H2 = d["B"], d["T"], 2 * d["H"]
         weights = d["V"] * d["E"] + 4 * H2 * H2 + H2 * d["A"] + H2 * d["C"]
-        return (LSTMWorkload().bytes_moved(self._lstm_case(case))
-                + (3 * B * T * H2 + weights) * size)
+        return LSTMWorkload().bytes_moved(self._lstm_case(case)) + (3 * B * T * H2 + weights) * size

@@ -9,6 +9,7 @@ against lstm_fused.LSTMCell(I, H), `cell(x (B, I), (h (B, H), c (B, H)))`. The b
 Best timed call by call in turn (`python -m bench --interleaved overhead`): per call these are
 tens of microseconds, which a busy neighbour on a shared machine moves a lot.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -17,8 +18,17 @@ import torch
 from torch import nn
 
 from ..cases import Case
-from .base import (Impl, Options, Provider, Workload, backend_providers, itemsize, load_module,
-                   lstm_fused_backends, module_state)
+from .base import (
+    Impl,
+    Options,
+    Provider,
+    Workload,
+    backend_providers,
+    itemsize,
+    load_module,
+    lstm_fused_backends,
+    module_state,
+)
 
 
 class OverheadWorkload(Workload):
@@ -37,26 +47,31 @@ class OverheadWorkload(Workload):
         return lstm_cls(d["I"], d["H"], **kwargs)
 
     def make_state(self, case, gen):
-        return module_state(gen, lambda: self._module(case, nn.LSTM, nn.LSTMCell,
-                                                      dtype=torch.float64))
+        return module_state(
+            gen, lambda: self._module(case, nn.LSTM, nn.LSTMCell, dtype=torch.float64)
+        )
 
     def make_inputs(self, case, gen):
         d = case.dims
         B, I, H = d["B"], d["I"], d["H"]
         lead = () if self._is_cell(case) else (1,)  # LSTM: states (L*D = 1, B, H)
         x_shape = (B, I) if self._is_cell(case) else (d["T"], B, I)
-        return {"x": torch.randn(*x_shape, generator=gen, dtype=torch.float64),
-                "h": torch.randn(*lead, B, H, generator=gen, dtype=torch.float64) * 0.5,
-                "c": torch.randn(*lead, B, H, generator=gen, dtype=torch.float64) * 0.5}
+        return {
+            "x": torch.randn(*x_shape, generator=gen, dtype=torch.float64),
+            "h": torch.randn(*lead, B, H, generator=gen, dtype=torch.float64) * 0.5,
+            "c": torch.randn(*lead, B, H, generator=gen, dtype=torch.float64) * 0.5,
+        }
 
     def _wrap(self, case, module) -> Impl:
         if self._is_cell(case):
-            return Impl(lambda inputs: tuple(module(inputs["x"], (inputs["h"], inputs["c"]))),
-                        module)
+            return Impl(
+                lambda inputs: tuple(module(inputs["x"], (inputs["h"], inputs["c"]))), module
+            )
 
         def call(inputs):
             out, (h, c) = module(inputs["x"], (inputs["h"], inputs["c"]))
             return out, h, c
+
         return Impl(call, module)
 
     def _fused(self, case, state, dtype, device, backend):
@@ -70,13 +85,15 @@ class OverheadWorkload(Workload):
 
     def providers(self, case, device, options: Options) -> List[Provider]:
         def torch_nn(case, state, dtype, device):
-            impl = self._wrap(case, load_module(self._module(case, nn.LSTM, nn.LSTMCell), state,
-                                                dtype, device))
+            impl = self._wrap(
+                case, load_module(self._module(case, nn.LSTM, nn.LSTMCell), state, dtype, device)
+            )
             impl.note = "nn.LSTMCell" if self._is_cell(case) else "nn.LSTM"
             return impl
 
         return [Provider(self.baseline, torch_nn)] + backend_providers(
-            lstm_fused_backends(device), self._fused)
+            lstm_fused_backends(device), self._fused
+        )
 
     def flops(self, case):
         d = case.dims

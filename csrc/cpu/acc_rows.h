@@ -4,7 +4,7 @@
 // bfloat16 rows are widened into a caller's buffer, and results rounded back with store_rows.
 #pragma once
 
-#include "cpu/capability.h"  // first: it picks at::vec's instruction set
+#include "cpu/capability.h"           // first: it picks at::vec's instruction set
 #include <ATen/cpu/vec/functional.h>  // after capability.h
 
 #include <algorithm>
@@ -55,8 +55,8 @@ void store_rows(scalar_t* dst, const acc_t* src, int64_t n) {
 template <typename T>
 T dot(const T* a, const T* b, int64_t n) {
   using V = at::vec::Vectorized<T>;
-  return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; },
-                                     [](V x, V y) { return x + y; }, a, b, n);
+  return at::vec::map2_reduce_all<T>([](V x, V y) { return x * y; }, [](V x, V y) { return x + y; },
+                                     a, b, n);
 }
 
 // The additive-attention score of one step: v . tanh(p + u) over A elements (p the step's

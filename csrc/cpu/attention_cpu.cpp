@@ -55,8 +55,7 @@ std::vector<int64_t> read_op_lengths(const OptTensor& lengths, int64_t n, int64_
 // the output. Excluded positions (j >= n, or mask false) are blended to -inf before use, so
 // whatever they hold (NaN, inf) never reaches the result. Positions past n are never loaded.
 template <typename T>
-void masked_softmax_row_vec(const T* row, const bool* krow, T* orow, int64_t n, int64_t N,
-                            T sc) {
+void masked_softmax_row_vec(const T* row, const bool* krow, T* orow, int64_t n, int64_t N, T sc) {
   using V = at::vec::Vectorized<T>;
   constexpr int64_t U = V::size();
   const V ninf(-std::numeric_limits<T>::infinity()), zero(T(0)), vsc(sc);
@@ -115,36 +114,37 @@ Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
     scalar_t* out = probs.data_ptr<scalar_t>();
     const bool* keep = mask.defined() ? mask.data_ptr<bool>() : nullptr;
     const acc_t sc = static_cast<acc_t>(scale);
-    at::parallel_for(0, R, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)),
-                     [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* row = in + r * N;
-        const bool* krow = keep ? keep + r * N : nullptr;
-        scalar_t* orow = out + r * N;
-        const int64_t n = len[r];
-        if constexpr (std::is_same_v<scalar_t, acc_t>) {  // float, double
-          masked_softmax_row_vec<scalar_t>(row, krow, orow, n, N, sc);
-          continue;
-        }
-        acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
-        for (int64_t j = 0; j < n; ++j) {  // online max and sum, one read of the row
-          if (krow && !krow[j]) continue;
-          const acc_t e = sc * static_cast<acc_t>(row[j]);
-          if (e > m) {
-            s = s * std::exp(m - e) + acc_t(1);
-            m = e;
-          } else {
-            s += std::exp(e - m);
+    at::parallel_for(
+        0, R, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const scalar_t* row = in + r * N;
+            const bool* krow = keep ? keep + r * N : nullptr;
+            scalar_t* orow = out + r * N;
+            const int64_t n = len[r];
+            if constexpr (std::is_same_v<scalar_t, acc_t>) {  // float, double
+              masked_softmax_row_vec<scalar_t>(row, krow, orow, n, N, sc);
+              continue;
+            }
+            acc_t m = -std::numeric_limits<acc_t>::infinity(), s = 0;
+            for (int64_t j = 0; j < n; ++j) {  // online max and sum, one read of the row
+              if (krow && !krow[j]) continue;
+              const acc_t e = sc * static_cast<acc_t>(row[j]);
+              if (e > m) {
+                s = s * std::exp(m - e) + acc_t(1);
+                m = e;
+              } else {
+                s += std::exp(e - m);
+              }
+            }
+            const acc_t inv = s > 0 ? acc_t(1) / s : acc_t(0);
+            for (int64_t j = 0; j < N; ++j) {
+              const bool take = j < n && (!krow || krow[j]);
+              orow[j] =
+                  take ? static_cast<scalar_t>(std::exp(sc * static_cast<acc_t>(row[j]) - m) * inv)
+                       : scalar_t(0);
+            }
           }
-        }
-        const acc_t inv = s > 0 ? acc_t(1) / s : acc_t(0);
-        for (int64_t j = 0; j < N; ++j) {
-          const bool take = j < n && (!krow || krow[j]);
-          orow[j] = take ? static_cast<scalar_t>(std::exp(sc * static_cast<acc_t>(row[j]) - m) * inv)
-                         : scalar_t(0);
-        }
-      }
-    });
+        });
   });
   return probs;
 }
@@ -162,23 +162,24 @@ Tensor masked_softmax_backward(const Tensor& grad_in, const Tensor& probs_in, do
     const scalar_t* p = probs.data_ptr<scalar_t>();
     scalar_t* out = grad_scores.data_ptr<scalar_t>();
     const acc_t sc = static_cast<acc_t>(scale);
-    at::parallel_for(0, R, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)),
-                     [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* gr = g + r * N;
-        const scalar_t* pr = p + r * N;
-        acc_t dot = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          const acc_t pj = static_cast<acc_t>(pr[j]);
-          if (pj != 0) dot += pj * static_cast<acc_t>(gr[j]);
-        }
-        for (int64_t j = 0; j < N; ++j) {
-          const acc_t pj = static_cast<acc_t>(pr[j]);
-          out[r * N + j] = pj != 0 ? static_cast<scalar_t>(sc * pj * (static_cast<acc_t>(gr[j]) - dot))
-                                   : scalar_t(0);
-        }
-      }
-    });
+    at::parallel_for(
+        0, R, std::max<int64_t>(1, 4096 / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const scalar_t* gr = g + r * N;
+            const scalar_t* pr = p + r * N;
+            acc_t dot = 0;
+            for (int64_t j = 0; j < N; ++j) {
+              const acc_t pj = static_cast<acc_t>(pr[j]);
+              if (pj != 0) dot += pj * static_cast<acc_t>(gr[j]);
+            }
+            for (int64_t j = 0; j < N; ++j) {
+              const acc_t pj = static_cast<acc_t>(pr[j]);
+              out[r * N + j] =
+                  pj != 0 ? static_cast<scalar_t>(sc * pj * (static_cast<acc_t>(gr[j]) - dot))
+                          : scalar_t(0);
+            }
+          }
+        });
   });
   return grad_scores;
 }
@@ -207,11 +208,13 @@ struct PoolingWork {
 // Two passes over one batch element's valid steps t < n: the scores e_t = v . tanh(proj_t + u)
 // (vectorised tanh and dot over A), then, after the max, the weighted sum of the rows x_t
 // over D (weighted_row_sum). Padding is never read.
-std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
-    const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
-    const OptTensor& lengths) {
-  const PoolingCall in = pooling_call(x_in, proj_in, v_in, qproj_in, lengths,
-                                      "attention_pooling_forward");
+std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(const Tensor& x_in,
+                                                             const Tensor& proj_in,
+                                                             const Tensor& v_in,
+                                                             const OptTensor& qproj_in,
+                                                             const OptTensor& lengths) {
+  const PoolingCall in =
+      pooling_call(x_in, proj_in, v_in, qproj_in, lengths, "attention_pooling_forward");
   const int64_t B = in.s.B, T = in.s.T, D = in.s.D, A = in.s.A;
   Tensor context = at::empty({B, D}, in.x.options());
   Tensor alpha = at::empty({B, T}, in.x.options());
@@ -253,7 +256,8 @@ std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
         at::vec::map([inv](V y) { return y * V(inv); }, ctx, ctx, D);
         store_rows(context.data_ptr<scalar_t>() + b * D, ctx, D);
         scalar_t* ar = alpha.data_ptr<scalar_t>() + b * T;
-        for (int64_t t = 0; t < T; ++t) ar[t] = t < n ? static_cast<scalar_t>(e[t] * inv) : scalar_t(0);
+        for (int64_t t = 0; t < T; ++t)
+          ar[t] = t < n ? static_cast<scalar_t>(e[t] * inv) : scalar_t(0);
         lse.data_ptr<scalar_t>()[b] = static_cast<scalar_t>(
             s > 0 ? m + std::log(s) : -std::numeric_limits<acc_t>::infinity());
       }
@@ -270,8 +274,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
     const Tensor& grad_context_in, const Tensor& grad_alpha_in, const Tensor& grad_lse_in,
     const Tensor& x_in, const Tensor& proj_in, const Tensor& v_in, const OptTensor& qproj_in,
     const OptTensor& lengths, const Tensor& alpha_in, const Tensor& context_in) {
-  const PoolingCall in = pooling_call(x_in, proj_in, v_in, qproj_in, lengths,
-                                      "attention_pooling_backward");
+  const PoolingCall in =
+      pooling_call(x_in, proj_in, v_in, qproj_in, lengths, "attention_pooling_backward");
   const int64_t B = in.s.B, T = in.s.T, D = in.s.D, A = in.s.A;
   const Tensor gc = grad_context_in.contiguous(), ga = grad_alpha_in.contiguous();
   const Tensor gl = grad_lse_in.contiguous(), alpha = alpha_in.contiguous();
@@ -325,8 +329,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
           acc_t* gx = out_rows(gxb + t * D, D, w.gx);
           at::vec::map([al](V g) { return g * V(al); }, gx, gcr, D);
           store_rows(gxb + t * D, gx, D);
-          const acc_t de = al * (static_cast<acc_t>(gar[t]) + dot(gcr, X + t * ldx, D) -
-                                 dot_all + glse);
+          const acc_t de =
+              al * (static_cast<acc_t>(gar[t]) + dot(gcr, X + t * ldx, D) - dot_all + glse);
           acc_t* gp = out_rows(gpb + t * A, A, w.gp);
           const acc_t* pr = P + t * ldp;
           for (int64_t a = 0; a < A; a += kV) {
@@ -345,7 +349,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> attention_pooling_backward(
     });
   });
   Tensor grad_v = gv_rows.sum(0).to(in.x.scalar_type());
-  Tensor grad_q = in.qproj.defined() ? gq_rows.to(in.x.scalar_type()) : at::empty({0}, in.x.options());
+  Tensor grad_q =
+      in.qproj.defined() ? gq_rows.to(in.x.scalar_type()) : at::empty({0}, in.x.options());
   return {grad_x, grad_proj, grad_v, grad_q};
 }
 
@@ -396,8 +401,8 @@ Tensor channel_masked_mean_backward(const Tensor& grad_mean_in, const Tensor& x,
         scalar_t* out = grad_x.data_ptr<scalar_t>() + b * T * C;
         for (int64_t t = 0; t < T; ++t) {
           for (int64_t c = 0; c < C; ++c) {
-            out[t * C + c] = t < len[b] ? static_cast<scalar_t>(static_cast<acc_t>(gr[c]) * inv)
-                                        : scalar_t(0);
+            out[t * C + c] =
+                t < len[b] ? static_cast<scalar_t>(static_cast<acc_t>(gr[c]) * inv) : scalar_t(0);
           }
         }
       }
@@ -417,22 +422,23 @@ Tensor channel_rescale_forward(const Tensor& x_in, const Tensor& w_in, const Opt
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const int64_t xb = x.stride(0), xt = x.stride(1);
-    at::parallel_for(0, B * T, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)),
-                     [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / T, t = r % T;
-        scalar_t* out = y.data_ptr<scalar_t>() + r * C;
-        if (t >= len[b]) {
-          std::fill(out, out + C, scalar_t(0));
-          continue;
-        }
-        const scalar_t* xr = xp + b * xb + t * xt;
-        const scalar_t* wr = w.data_ptr<scalar_t>() + b * C;
-        for (int64_t c = 0; c < C; ++c) {
-          out[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * static_cast<acc_t>(wr[c]));
-        }
-      }
-    });
+    at::parallel_for(
+        0, B * T, std::max<int64_t>(1, 4096 / std::max<int64_t>(C, 1)),
+        [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / T, t = r % T;
+            scalar_t* out = y.data_ptr<scalar_t>() + r * C;
+            if (t >= len[b]) {
+              std::fill(out, out + C, scalar_t(0));
+              continue;
+            }
+            const scalar_t* xr = xp + b * xb + t * xt;
+            const scalar_t* wr = w.data_ptr<scalar_t>() + b * C;
+            for (int64_t c = 0; c < C; ++c) {
+              out[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * static_cast<acc_t>(wr[c]));
+            }
+          }
+        });
   });
   return y;
 }
@@ -479,10 +485,9 @@ std::tuple<Tensor, Tensor> channel_rescale_backward(const Tensor& grad_y_in, con
 
 // This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
 extern const AttentionKernels attention_kernels{
-    &masked_softmax_forward,      &masked_softmax_backward,
-    &attention_pooling_forward,   &attention_pooling_backward,
-    &channel_masked_mean_forward, &channel_masked_mean_backward,
-    &channel_rescale_forward,     &channel_rescale_backward};
+    &masked_softmax_forward,     &masked_softmax_backward,     &attention_pooling_forward,
+    &attention_pooling_backward, &channel_masked_mean_forward, &channel_masked_mean_backward,
+    &channel_rescale_forward,    &channel_rescale_backward};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu

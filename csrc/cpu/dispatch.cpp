@@ -73,15 +73,15 @@ const Table& table(Capability c);
 #else
 #define LSTM_FUSED_CASE_AVX2(variable)
 #endif
-#define LSTM_FUSED_TABLE_OF(Table, variable)   \
-  template <>                                  \
-  const Table& table<Table>(Capability c) {    \
-    switch (c) {                               \
-      LSTM_FUSED_CASE_AVX512(variable)         \
-      LSTM_FUSED_CASE_AVX2(variable)           \
-      default:                                 \
-        return DEFAULT::variable;              \
-    }                                          \
+#define LSTM_FUSED_TABLE_OF(Table, variable) \
+  template <>                                \
+  const Table& table<Table>(Capability c) {  \
+    switch (c) {                             \
+      LSTM_FUSED_CASE_AVX512(variable)       \
+      LSTM_FUSED_CASE_AVX2(variable)         \
+      default:                               \
+        return DEFAULT::variable;            \
+    }                                        \
   }
 LSTM_FUSED_CPU_TABLES(LSTM_FUSED_TABLE_OF)
 #undef LSTM_FUSED_TABLE_OF
@@ -165,7 +165,8 @@ void set_capability(const std::string& name) {
   for (Capability c : kAll) {
     if (name != capability_name(c)) continue;
     if (!built(c))
-      throw std::invalid_argument("the " + name + " CPU kernels are not in this build of "
+      throw std::invalid_argument("the " + name +
+                                  " CPU kernels are not in this build of "
                                   "lstm_fused (LSTM_FUSED_CPU_ISA limited them)");
     if (!cpu_supports(c))
       throw std::invalid_argument("this CPU lacks the instructions of the " + name +
@@ -173,8 +174,10 @@ void set_capability(const std::string& name) {
     chosen.store(static_cast<int>(c), std::memory_order_relaxed);
     return;
   }
-  throw std::invalid_argument("CPU capability must be 'auto', 'default', 'avx2' or 'avx512', "
-                              "got '" + name + "'");
+  throw std::invalid_argument(
+      "CPU capability must be 'auto', 'default', 'avx2' or 'avx512', "
+      "got '" +
+      name + "'");
 }
 
 #define LSTM_FUSED_CPU_IMPL(Table, op) m.impl(#op, &Dispatched<&Table::op>::call);

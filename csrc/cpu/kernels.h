@@ -42,20 +42,21 @@ struct AttentionKernels {
   Tensor (*masked_softmax_forward)(const Tensor& scores, const OptTensor& lengths,
                                    const OptTensor& mask, double scale);
   Tensor (*masked_softmax_backward)(const Tensor& grad, const Tensor& probs, double scale);
-  std::tuple<Tensor, Tensor, Tensor> (*attention_pooling_forward)(
-      const Tensor& x, const Tensor& proj, const Tensor& v, const OptTensor& qproj,
-      const OptTensor& lengths);
+  std::tuple<Tensor, Tensor, Tensor> (*attention_pooling_forward)(const Tensor& x,
+                                                                  const Tensor& proj,
+                                                                  const Tensor& v,
+                                                                  const OptTensor& qproj,
+                                                                  const OptTensor& lengths);
   std::tuple<Tensor, Tensor, Tensor, Tensor> (*attention_pooling_backward)(
-      const Tensor& grad_context, const Tensor& grad_alpha, const Tensor& grad_lse,
-      const Tensor& x, const Tensor& proj, const Tensor& v, const OptTensor& qproj,
-      const OptTensor& lengths, const Tensor& alpha, const Tensor& context);
+      const Tensor& grad_context, const Tensor& grad_alpha, const Tensor& grad_lse, const Tensor& x,
+      const Tensor& proj, const Tensor& v, const OptTensor& qproj, const OptTensor& lengths,
+      const Tensor& alpha, const Tensor& context);
   Tensor (*channel_masked_mean_forward)(const Tensor& x, const OptTensor& lengths);
   Tensor (*channel_masked_mean_backward)(const Tensor& grad_mean, const Tensor& x,
                                          const OptTensor& lengths);
   Tensor (*channel_rescale_forward)(const Tensor& x, const Tensor& w, const OptTensor& lengths);
   std::tuple<Tensor, Tensor> (*channel_rescale_backward)(const Tensor& grad_y, const Tensor& x,
-                                                         const Tensor& w,
-                                                         const OptTensor& lengths);
+                                                         const Tensor& w, const OptTensor& lengths);
 };
 
 // Written by csrc/cpu/mhsa_cpu.cpp.
@@ -63,10 +64,11 @@ struct MhsaKernels {
   std::tuple<Tensor, Tensor> (*mhsa_forward)(const Tensor& q, const Tensor& k, const Tensor& v,
                                              const OptTensor& lengths, double scale,
                                              double dropout_p, const OptTensor& seed);
-  std::tuple<Tensor, Tensor, Tensor> (*mhsa_backward)(
-      const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
-      const OptTensor& lengths, double scale, double dropout_p, const OptTensor& seed,
-      const Tensor& out, const Tensor& lse);
+  std::tuple<Tensor, Tensor, Tensor> (*mhsa_backward)(const Tensor& grad_out, const Tensor& q,
+                                                      const Tensor& k, const Tensor& v,
+                                                      const OptTensor& lengths, double scale,
+                                                      double dropout_p, const OptTensor& seed,
+                                                      const Tensor& out, const Tensor& lse);
 };
 
 // THE LIST: every table with the variable each kernel source defines it as, and every operator
@@ -76,28 +78,28 @@ struct MhsaKernels {
   X(LstmLayerKernels, lstm_layer_kernels) \
   X(AttentionKernels, attention_kernels)  \
   X(MhsaKernels, mhsa_kernels)
-#define LSTM_FUSED_CPU_OPS(X)                            \
-  X(LstmLayerKernels, lstm_layer_forward)                \
-  X(LstmLayerKernels, lstm_layer_inference)              \
-  X(LstmLayerKernels, lstm_layer_backward)               \
-  X(LstmLayerKernels, attentive_lstm_inference)          \
-  X(AttentionKernels, masked_softmax_forward)            \
-  X(AttentionKernels, masked_softmax_backward)           \
-  X(AttentionKernels, attention_pooling_forward)         \
-  X(AttentionKernels, attention_pooling_backward)        \
-  X(AttentionKernels, channel_masked_mean_forward)       \
-  X(AttentionKernels, channel_masked_mean_backward)      \
-  X(AttentionKernels, channel_rescale_forward)           \
-  X(AttentionKernels, channel_rescale_backward)          \
-  X(MhsaKernels, mhsa_forward)                           \
+#define LSTM_FUSED_CPU_OPS(X)                       \
+  X(LstmLayerKernels, lstm_layer_forward)           \
+  X(LstmLayerKernels, lstm_layer_inference)         \
+  X(LstmLayerKernels, lstm_layer_backward)          \
+  X(LstmLayerKernels, attentive_lstm_inference)     \
+  X(AttentionKernels, masked_softmax_forward)       \
+  X(AttentionKernels, masked_softmax_backward)      \
+  X(AttentionKernels, attention_pooling_forward)    \
+  X(AttentionKernels, attention_pooling_backward)   \
+  X(AttentionKernels, channel_masked_mean_forward)  \
+  X(AttentionKernels, channel_masked_mean_backward) \
+  X(AttentionKernels, channel_rescale_forward)      \
+  X(AttentionKernels, channel_rescale_backward)     \
+  X(MhsaKernels, mhsa_forward)                      \
   X(MhsaKernels, mhsa_backward)
 
 // One set of tables per capability. Each is a constant (function addresses only), so it is
 // initialised statically: no code of a variant runs before the dispatch picks it.
 #define LSTM_FUSED_DECLARE_CPU_TABLE(Table, variable) extern const Table variable;
-#define LSTM_FUSED_DECLARE_CPU_KERNELS(capability)         \
-  namespace capability {                                   \
-  LSTM_FUSED_CPU_TABLES(LSTM_FUSED_DECLARE_CPU_TABLE)      \
+#define LSTM_FUSED_DECLARE_CPU_KERNELS(capability)    \
+  namespace capability {                              \
+  LSTM_FUSED_CPU_TABLES(LSTM_FUSED_DECLARE_CPU_TABLE) \
   }
 LSTM_FUSED_DECLARE_CPU_KERNELS(DEFAULT)
 LSTM_FUSED_DECLARE_CPU_KERNELS(AVX2)

@@ -43,10 +43,9 @@ inline Vectorized<T> vtanh(const Vectorized<T>& x) {
 // blocks gate_stride apart, or not at all when gates is nullptr (inference). c_prev, c, h: (n);
 // c may be c_prev (updated in place).
 template <typename T>
-inline void cell_forward_units(const T* z_in, int64_t in_stride, const T* z_rec,
-                               int64_t rec_stride, const T* c_prev, const T* peep,
-                               int64_t peep_stride, T* gates, int64_t gate_stride, T* c, T* h,
-                               int64_t n_units) {
+inline void cell_forward_units(const T* z_in, int64_t in_stride, const T* z_rec, int64_t rec_stride,
+                               const T* c_prev, const T* peep, int64_t peep_stride, T* gates,
+                               int64_t gate_stride, T* c, T* h, int64_t n_units) {
   using V = Vectorized<T>;
   const int64_t n = V::size();
   for (int64_t j = 0; j < n_units; j += n) {

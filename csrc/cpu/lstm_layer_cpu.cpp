@@ -47,8 +47,8 @@ constexpr LayerBackend kCpu{at::kCPU, "cpu", /*half_types=*/false};
 // Which rows of direction d start step t from the initial state, (T * B) flags at [t * B + b]
 // (lstm_layer_args.h): direction 0 where resets[t, b] for 0 < t < len[b], direction 1 where
 // resets[t + 1, b] for t + 1 < len[b]. Empty without resets.
-std::vector<uint8_t> reset_rows(const OptTensor& resets, int64_t d,
-                                const std::vector<int64_t>& len, int64_t T, int64_t B) {
+std::vector<uint8_t> reset_rows(const OptTensor& resets, int64_t d, const std::vector<int64_t>& len,
+                                int64_t T, int64_t B) {
   std::vector<uint8_t> out;
   if (!present(resets)) return out;
   out.assign(T * B, 0);
@@ -83,10 +83,10 @@ int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 8192 / std::max<int64
 
 template <typename scalar_t>
 void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                       const std::vector<uint8_t>& fresh, const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-                       const OptTensor& w_hr, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
-                       Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
-                       const OutputRing* ring) {
+                       const std::vector<uint8_t>& fresh, const Tensor& gx, const Tensor& h0,
+                       const Tensor& c0, const Tensor& w_hh, const OptTensor& w_hr,
+                       const OptTensor& w_peep, Tensor& y, Tensor& h_n, Tensor& c_n, Tensor& gates,
+                       Tensor& cells, bool save, const OutputRing* ring) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
   const int64_t slots = ring != nullptr ? ring->slots : T;
   // With save, gates and cells are (D, T, B, .) kept for the backward; without (inference),
@@ -167,11 +167,11 @@ void forward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int
 // and bias2 (D * G, or undefined without bias).
 template <typename scalar_t>
 void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                             const std::vector<uint8_t>& fresh, const Tensor& gx, const Tensor& x, const Tensor& w_ih,
-                             const Tensor& bias2, const Tensor& h0, const Tensor& c0,
-                             const Tensor& w_hh, const OptTensor& w_peep, Tensor& y, Tensor& h_n,
-                             Tensor& c_n, Tensor& gates, Tensor& cells, bool save,
-                             const OutputRing* ring) {
+                             const std::vector<uint8_t>& fresh, const Tensor& gx, const Tensor& x,
+                             const Tensor& w_ih, const Tensor& bias2, const Tensor& h0,
+                             const Tensor& c0, const Tensor& w_hh, const OptTensor& w_peep,
+                             Tensor& y, Tensor& h_n, Tensor& c_n, Tensor& gates, Tensor& cells,
+                             bool save, const OutputRing* ring) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
   const int64_t slots = ring != nullptr ? ring->slots : T;
   const bool reverse = d == 1;
@@ -182,7 +182,7 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
                             : pack_recurrent<scalar_t>({w_hh_d}, H);
   const int64_t n_panels = panels.size(0);
   // With the input fused, the epilogue adds the bias (the same for every row: stride 0).
-  const Tensor bias_d = !fuse_input            ? Tensor()
+  const Tensor bias_d = !fuse_input       ? Tensor()
                         : bias2.defined() ? bias2.narrow(0, d * G, G).contiguous()
                                           : at::zeros({G}, x.options());
   const Tensor peep_c = present(w_peep) ? w_peep->select(0, d).contiguous() : Tensor();
@@ -226,29 +226,31 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
     const int64_t n_steps = std::min(slots, T - first);
     parallel_tile_loop(n_steps, n_panels, B, parallel,
                        [&](int64_t i, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
-      const int64_t step = first + i;
-      const int64_t t = reverse ? T - 1 - step : step;
-      RecurrentStep<scalar_t> st = base;
-      st.t = t;
-      st.h_prev = h_p + (step % 2) * B * R;
-      st.h_prev_zero = step == 0 && h0_zero;
-      st.h_next = h_p + ((step + 1) % 2) * B * R;
-      // Resets: the rows whose next step starts from (h0, c0) get them as h_next and c.
-      const int64_t t_after = reverse ? t - 1 : t + 1;
-      st.reset_next = fresh.empty() || step + 1 == T ? nullptr : fresh.data() + t_after * B;
-      if (fuse_input) {
-        st.x = x_p + t * B * s.I;
-        st.z_in = bias_p;
-      } else {
-        st.z_in = gx_p + (t * B * D + d) * G;
-      }
-      st.y = y_p + (t % slots) * B * D * R + d * R;
-      st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
-      st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
-      for_each_tile(p0, p1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
-        step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
-      });
-    });
+                         const int64_t step = first + i;
+                         const int64_t t = reverse ? T - 1 - step : step;
+                         RecurrentStep<scalar_t> st = base;
+                         st.t = t;
+                         st.h_prev = h_p + (step % 2) * B * R;
+                         st.h_prev_zero = step == 0 && h0_zero;
+                         st.h_next = h_p + ((step + 1) % 2) * B * R;
+                         // Resets: the rows whose next step starts from (h0, c0) get them as h_next
+                         // and c.
+                         const int64_t t_after = reverse ? t - 1 : t + 1;
+                         st.reset_next =
+                             fresh.empty() || step + 1 == T ? nullptr : fresh.data() + t_after * B;
+                         if (fuse_input) {
+                           st.x = x_p + t * B * s.I;
+                           st.z_in = bias_p;
+                         } else {
+                           st.z_in = gx_p + (t * B * D + d) * G;
+                         }
+                         st.y = y_p + (t % slots) * B * D * R + d * R;
+                         st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
+                         st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
+                         for_each_tile(p0, p1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
+                           step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
+                         });
+                       });
     if (ring != nullptr) ring->flush(first, n_steps);
   }
   h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
@@ -278,11 +280,16 @@ LoopChoice choose_loop(const LSTMLayerSizes& s, int64_t elem_size) {
   const LoopChoice rows{TimeLoop::Rows, false};
   if (s.P > 0) return rows;
   switch (switches().cpu_loop) {
-    case CpuLoop::Auto: return s.T >= 4 ? fused : rows;
-    case CpuLoop::Rows: return rows;
-    case CpuLoop::Fused: return fused;
-    case CpuLoop::FusedGemm: return {TimeLoop::Fused, false};
-    case CpuLoop::FusedInput: return {TimeLoop::Fused, true};
+    case CpuLoop::Auto:
+      return s.T >= 4 ? fused : rows;
+    case CpuLoop::Rows:
+      return rows;
+    case CpuLoop::Fused:
+      return fused;
+    case CpuLoop::FusedGemm:
+      return {TimeLoop::Fused, false};
+    case CpuLoop::FusedInput:
+      return {TimeLoop::Fused, true};
   }
   return fused;
 }
@@ -290,11 +297,11 @@ LoopChoice choose_loop(const LSTMLayerSizes& s, int64_t elem_size) {
 // The forward of one layer; with save, also the gates and cells kept for the backward.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const OptTensor& resets, bool save,
-    const OutputRing* ring = nullptr, const Tensor& ring_buffer = Tensor()) {
-  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                             resets, kCpu);
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+    const OptTensor& resets, bool save, const OutputRing* ring = nullptr,
+    const Tensor& ring_buffer = Tensor()) {
+  const LSTMLayerSizes s =
+      check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, kCpu);
   const std::vector<int64_t> len = read_lengths(lengths, s.B, s.T, "lstm_fused");
   const auto opts = x.options();
   const LoopChoice choice = choose_loop(s, x.element_size());
@@ -324,8 +331,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
         forward_direction_fused<scalar_t>(s, d, len, fresh, gx, x_c, w_ih, bias2, h0, c0, w_hh,
                                           w_peep, y, h_n, c_n, gates, cells, save, ring);
       else
-        forward_direction<scalar_t>(s, d, len, fresh, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n,
-                                    c_n, gates, cells, save, ring);
+        forward_direction<scalar_t>(s, d, len, fresh, gx, h0, c0, w_hh, w_hr, w_peep, y, h_n, c_n,
+                                    gates, cells, save, ring);
     }
   });
   return {y, h_n, c_n, gates, cells};
@@ -333,8 +340,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const OptTensor& resets) {
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+    const OptTensor& resets) {
   const OneThreadIfBusy threads;  // parallel_time_loop.h
   return layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
                        /*save=*/true);
@@ -342,8 +349,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
 
 std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const OptTensor& resets) {
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+    const OptTensor& resets) {
   const OneThreadIfBusy threads;  // parallel_time_loop.h
   auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
                            /*save=*/false);
@@ -358,13 +365,13 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cpu(
 // c_n (1, B, H), the values of lstm_layer_forward followed by attention_pooling_forward.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> attentive_lstm_inference_cpu(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const Tensor& proj_weight, const OptTensor& proj_bias,
-    const Tensor& v, const OptTensor& qproj, int64_t chunk_size) {
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+    const Tensor& proj_weight, const OptTensor& proj_bias, const Tensor& v, const OptTensor& qproj,
+    int64_t chunk_size) {
   const OneThreadIfBusy threads;  // parallel_time_loop.h
-  const LSTMLayerSizes s = check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
-                                                 lengths, proj_weight, proj_bias, v, qproj,
-                                                 chunk_size, kCpu).layer;
+  const LSTMLayerSizes s = check_attentive_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
+                                                proj_weight, proj_bias, v, qproj, chunk_size, kCpu)
+                               .layer;
   const int64_t slots = std::max<int64_t>(1, std::min(chunk_size, s.T));
   const Tensor ring_buffer = at::empty({slots, s.B, s.R}, x.options());
   OnlinePooling pool(ring_buffer, proj_weight, present(proj_bias) ? *proj_bias : Tensor(), v,
@@ -379,10 +386,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> attentive_lstm_inference_cpu(
 
 template <typename scalar_t>
 void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                        const std::vector<uint8_t>& fresh, const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
-                        const Tensor& c0, const Tensor& w_hh, const OptTensor& w_hr,
-                        const OptTensor& w_peep, const Tensor& gates, const Tensor& cells,
-                        Tensor& dZ, Tensor& dR, Tensor& grad_h0, Tensor& grad_c0) {
+                        const std::vector<uint8_t>& fresh, const Tensor& gy, const Tensor& grad_h_n,
+                        const Tensor& grad_c_n, const Tensor& c0, const Tensor& w_hh,
+                        const OptTensor& w_hr, const OptTensor& w_peep, const Tensor& gates,
+                        const Tensor& cells, Tensor& dZ, Tensor& dR, Tensor& grad_h0,
+                        Tensor& grad_c0) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, R = s.R, D = s.D;
   const bool reverse = d == 1, proj = s.P > 0;
   Tensor dh_state = grad_h_n.select(0, d).contiguous().clone();  // (B, R)
@@ -435,8 +443,8 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
         if (t < len[b]) {
           const bool from_c0 = first || (!fresh.empty() && fresh[t * B + b]);
           const scalar_t* c_prev = from_c0 ? c0_p + b * H : cells_p + (t_prev * B + b) * H;
-          cell_backward_row<scalar_t>(gates_p + (t * B + b) * G, cells_p + (t * B + b) * H,
-                                      c_prev, peep, dhpre_p + b * H, dc_p + b * H, dz_row, H);
+          cell_backward_row<scalar_t>(gates_p + (t * B + b) * G, cells_p + (t * B + b) * H, c_prev,
+                                      peep, dhpre_p + b * H, dc_p + b * H, dz_row, H);
         } else {
           std::memset(dz_row, 0, G * sizeof(scalar_t));
         }
@@ -468,10 +476,10 @@ void backward_direction(const LSTMLayerSizes& s, int64_t d, const std::vector<in
 // units. Without projection only. Writes dZ (this direction's slice), grad_h0 and grad_c0.
 template <typename scalar_t>
 void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vector<int64_t>& len,
-                              const std::vector<uint8_t>& fresh, const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
-                              const Tensor& c0, const Tensor& w_hh, const OptTensor& w_peep,
-                              const Tensor& gates, const Tensor& cells, Tensor& dZ,
-                              Tensor& grad_h0, Tensor& grad_c0) {
+                              const std::vector<uint8_t>& fresh, const Tensor& gy,
+                              const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& c0,
+                              const Tensor& w_hh, const OptTensor& w_peep, const Tensor& gates,
+                              const Tensor& cells, Tensor& dZ, Tensor& grad_h0, Tensor& grad_c0) {
   const int64_t T = s.T, B = s.B, H = s.H, G = s.G, D = s.D;
   const bool reverse = d == 1;
   const Tensor w_hh_d = w_hh.select(0, d).contiguous();  // (G, H)
@@ -508,26 +516,26 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   const auto time_of = [&](int64_t s_) { return reverse ? s_ : T - 1 - s_; };
   parallel_tile_loop(T, n_panels, B, parallel,
                      [&](int64_t step, int64_t q0, int64_t q1, int64_t b0, int64_t b1) {
-    const int64_t t = time_of(step);
-    const int64_t t_next = step == 0 ? -1 : time_of(step - 1);
-    const int64_t t_prev = reverse ? t + 1 : t - 1;
-    RecurrentBackStep<scalar_t> st = base;
-    st.t = t;
-    st.t_next = t_next;
-    st.dz_next = t_next < 0 ? nullptr : dZ_p + t_next * B * G;
-    st.gy = gy_p + t * B * D * H + d * H;
-    st.gates = gates_p + t * B * G;
-    st.c = cells_p + t * B * H;
-    st.c_prev = step == T - 1 ? c0_p : cells_p + t_prev * B * H;
-    st.dz = dZ_p + t * B * G;
-    if (!fresh.empty()) {
-      st.reset = fresh.data() + t * B;
-      st.reset_next = t_next < 0 ? nullptr : fresh.data() + t_next * B;
-    }
-    for_each_tile(q0, q1, b0, b1, [&](auto mr, int64_t q, int64_t r0) {
-      back_tile<scalar_t, decltype(mr)::value>(st, q, r0);
-    });
-  });
+                       const int64_t t = time_of(step);
+                       const int64_t t_next = step == 0 ? -1 : time_of(step - 1);
+                       const int64_t t_prev = reverse ? t + 1 : t - 1;
+                       RecurrentBackStep<scalar_t> st = base;
+                       st.t = t;
+                       st.t_next = t_next;
+                       st.dz_next = t_next < 0 ? nullptr : dZ_p + t_next * B * G;
+                       st.gy = gy_p + t * B * D * H + d * H;
+                       st.gates = gates_p + t * B * G;
+                       st.c = cells_p + t * B * H;
+                       st.c_prev = step == T - 1 ? c0_p : cells_p + t_prev * B * H;
+                       st.dz = dZ_p + t * B * G;
+                       if (!fresh.empty()) {
+                         st.reset = fresh.data() + t * B;
+                         st.reset_next = t_next < 0 ? nullptr : fresh.data() + t_next * B;
+                       }
+                       for_each_tile(q0, q1, b0, b1, [&](auto mr, int64_t q, int64_t r0) {
+                         back_tile<scalar_t, decltype(mr)::value>(st, q, r0);
+                       });
+                     });
   const int64_t t_next = T > 0 ? time_of(T - 1) : -1;  // the last step done: t = 0 forward
   // The gradient of h0: through W_hh for rows whose last processed step was valid, else what
   // the padded steps carried (grad_h_n when T = 0).
@@ -568,9 +576,9 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
                                            in.w_hh, in.w_peep, gates_c, cells_c, dZ, grad_h0,
                                            grad_c0);
       else
-        backward_direction<scalar_t>(s, d, len, fresh, gy, in.grad_h_n, in.grad_c_n, in.c0,
-                                     in.w_hh, in.w_hr, in.w_peep, gates_c, cells_c, dZ, dR,
-                                     grad_h0, grad_c0);
+        backward_direction<scalar_t>(s, d, len, fresh, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh,
+                                     in.w_hr, in.w_peep, gates_c, cells_c, dZ, dR, grad_h0,
+                                     grad_c0);
     }
   });
 
@@ -604,13 +612,12 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
     const Tensor dz_d = dZ.select(0, d).view({s.T * s.B, s.G});
     weight_grad(grad_w_ih_d, dz_d, x2, x_row_valid.empty() ? nullptr : x_row_valid.data());
     if (s.T > 0)
-      weight_grad(grad_w_hh_d, dz_d,
-                  previous_outputs(s, d, in.y, in.h0, len_t,
-                                   reset_before(s, d, present(in.resets) ? *in.resets : Tensor(),
-                                                len_t))
-                      .reshape({s.T * s.B, s.R}));
-    else
-      grad_w_hh_d.zero_();
+      weight_grad(
+          grad_w_hh_d, dz_d,
+          previous_outputs(s, d, in.y, in.h0, len_t,
+                           reset_before(s, d, present(in.resets) ? *in.resets : Tensor(), len_t))
+              .reshape({s.T * s.B, s.R}));
+    else grad_w_hh_d.zero_();
   }
   // The projection's and peepholes' gradients (grad_w_hr written whole when T > 0).
   const auto new_grad = [&](at::IntArrayRef sizes) {
@@ -620,12 +627,11 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
   Tensor grad_w_peep = present(in.w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0 && (proj || present(in.w_peep)))
     for (int64_t d = 0; d < s.D; ++d)
-      direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), in.y,
-                             in.h0, in.c0, len_t, gates_c.select(0, d), cells_c.select(0, d),
-                             Tensor(), proj ? grad_w_hr.select(0, d) : Tensor(),
+      direction_weight_grads(s, d, dZ.select(0, d), proj ? dR.select(0, d) : Tensor(), in.y, in.h0,
+                             in.c0, len_t, gates_c.select(0, d), cells_c.select(0, d), Tensor(),
+                             proj ? grad_w_hr.select(0, d) : Tensor(),
                              present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor(),
-                             reset_before(s, d, present(in.resets) ? *in.resets : Tensor(),
-                                          len_t));
+                             reset_before(s, d, present(in.resets) ? *in.resets : Tensor(), len_t));
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_w_peep};
 }
 
@@ -634,8 +640,7 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
 // This variant's entries (kernels.h); registered for the CPU by dispatch.cpp.
 extern const LstmLayerKernels lstm_layer_kernels{
     &lstm_layer_forward_cpu, &lstm_layer_inference_cpu,
-    &lstm_layer_backward_op<&lstm_layer_backward_cpu, kCpu>,
-    &attentive_lstm_inference_cpu};
+    &lstm_layer_backward_op<&lstm_layer_backward_cpu, kCpu>, &attentive_lstm_inference_cpu};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu

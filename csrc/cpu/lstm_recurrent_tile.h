@@ -66,10 +66,9 @@ at::Tensor pack_recurrent(std::initializer_list<at::Tensor> weights, int64_t H) 
         const int64_t Kj = w.size(1);
         for (int64_t g = 0; g < 4; ++g)
           for (int64_t k0 = 0; k0 < Kj; k0 += 16)
-            at::vec::transpose_mxn<T>(src + (g * H + u0) * Kj + k0, Kj,
-                                      dst + (p * K + k_at + k0) * 4 * U + g * U, 4 * U,
-                                      static_cast<int>(nu),
-                                      static_cast<int>(std::min<int64_t>(16, Kj - k0)));
+            at::vec::transpose_mxn<T>(
+                src + (g * H + u0) * Kj + k0, Kj, dst + (p * K + k_at + k0) * 4 * U + g * U, 4 * U,
+                static_cast<int>(nu), static_cast<int>(std::min<int64_t>(16, Kj - k0)));
         k_at += Kj;
       }
     }
@@ -81,27 +80,27 @@ at::Tensor pack_recurrent(std::initializer_list<at::Tensor> weights, int64_t H) 
 // b * its stride; `units` pointers are offset to the direction already.
 template <typename T>
 struct RecurrentStep {
-  const T* panels;      // pack_recurrent of W_hh, or of W_ih and W_hh when x is given
-  const T* x;           // (B, I) x_t, row stride I, when the input projection is fused; or nullptr
-  int64_t I;            // 0 when x is nullptr
-  const T* h_prev;      // (B, R), row stride R
-  bool h_prev_zero;     // h_prev is all zeros (h0 not given): its product is skipped
-  const T* z_in;        // (B, G) input projection + bias of the step, row stride in_stride;
-  int64_t in_stride;    // with x: the bias (G), in_stride 0
-  const T* peep;        // (3, H) w_ci, w_cf, w_co, or nullptr
-  T* c;                 // (B, H): c_{t-1} in, c_t out
-  T* h_next;            // (B, R): h_t (h_{t-1} where a row is past its length)
-  T* y;                 // (B, .) row stride y_stride: h_t, zero past the length
+  const T* panels;    // pack_recurrent of W_hh, or of W_ih and W_hh when x is given
+  const T* x;         // (B, I) x_t, row stride I, when the input projection is fused; or nullptr
+  int64_t I;          // 0 when x is nullptr
+  const T* h_prev;    // (B, R), row stride R
+  bool h_prev_zero;   // h_prev is all zeros (h0 not given): its product is skipped
+  const T* z_in;      // (B, G) input projection + bias of the step, row stride in_stride;
+  int64_t in_stride;  // with x: the bias (G), in_stride 0
+  const T* peep;      // (3, H) w_ci, w_cf, w_co, or nullptr
+  T* c;               // (B, H): c_{t-1} in, c_t out
+  T* h_next;          // (B, R): h_t (h_{t-1} where a row is past its length)
+  T* y;               // (B, .) row stride y_stride: h_t, zero past the length
   int64_t y_stride;
-  T* gates;             // (B, G) activated gates, or nullptr (inference)
-  T* cells;             // (B, H) c_t, or nullptr (inference)
-  const int64_t* len;   // (B) valid steps per row
+  T* gates;            // (B, G) activated gates, or nullptr (inference)
+  T* cells;            // (B, H) c_t, or nullptr (inference)
+  const int64_t* len;  // (B) valid steps per row
   int64_t t, H, R;
   // Resets (lstm_layer_args.h): rows b with reset_next[b] start the next step from
   // (h0[b], c0[b]), written here as h_next and c; nullptr: none.
   const uint8_t* reset_next;
-  const T* h0;          // (B, R)
-  const T* c0;          // (B, H)
+  const T* h0;  // (B, R)
+  const T* c0;  // (B, H)
 };
 
 // Rows [r0, r0 + MR) times panel p of one step.
@@ -112,16 +111,14 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
   // Named accumulators, not an array: with an array indexed in the loop, GCC stores all of
   // them to the stack on every k (measured: a third of the FMA rate).
   const V zero(T(0));
-  V a0i = zero, a0f = zero, a0g = zero, a0o = zero, a1i = zero, a1f = zero, a1g = zero,
-    a1o = zero, a2i = zero, a2f = zero, a2g = zero, a2o = zero, a3i = zero, a3f = zero,
-    a3g = zero, a3o = zero;
+  V a0i = zero, a0f = zero, a0g = zero, a0o = zero, a1i = zero, a1f = zero, a1g = zero, a1o = zero,
+    a2i = zero, a2f = zero, a2g = zero, a2o = zero, a3i = zero, a3f = zero, a3g = zero, a3o = zero;
   // The epilogue reads the input projection of these rows and units, which the step has not
   // touched yet (it comes from the whole layer's GEMM, most likely from DRAM): start those
   // loads now so that they have arrived when the product is done. (With the input fused, z_in
   // is the bias, in_stride 0: the same few lines, already in cache.)
   for (int r = 0; r < MR; ++r)
-    for (int g = 0; g < 4; ++g)
-      __builtin_prefetch(s.z_in + (r0 + r) * s.in_stride + g * H + p * U);
+    for (int g = 0; g < 4; ++g) __builtin_prefetch(s.z_in + (r0 + r) * s.in_stride + g * H + p * U);
   const int64_t K = s.I + R;
   const T* w = s.panels + p * K * 4 * U;
   // Adds the products of rows src[r * stride + k], k in [0, n), with the next n panel rows.
@@ -133,26 +130,26 @@ inline void step_tile(const RecurrentStep<T>& s, int64_t p, int64_t r0) {
     a##r##g = at::vec::fmadd(hk, w_g, a##r##g); \
     a##r##o = at::vec::fmadd(hk, w_o, a##r##o); \
   }
-#define LSTM_FUSED_TILE_SEGMENT(src_rows, row_stride, n)                                      \
-  {                                                                                           \
-    const T* src = (src_rows);                                                                \
-    const int64_t stride = (row_stride);                                                      \
-    for (int64_t k = 0; k < (n); ++k, w += 4 * U) {                                           \
-      const V w_i = V::loadu(w), w_f = V::loadu(w + U), w_g = V::loadu(w + 2 * U),           \
-              w_o = V::loadu(w + 3 * U);                                                      \
-      LSTM_FUSED_TILE_ROW(0)                                                                  \
-      if constexpr (MR > 1) LSTM_FUSED_TILE_ROW(1)                                            \
-      if constexpr (MR > 2) LSTM_FUSED_TILE_ROW(2)                                            \
-      if constexpr (MR > 3) LSTM_FUSED_TILE_ROW(3)                                            \
-    }                                                                                         \
+#define LSTM_FUSED_TILE_SEGMENT(src_rows, row_stride, n)                           \
+  {                                                                                \
+    const T* src = (src_rows);                                                     \
+    const int64_t stride = (row_stride);                                           \
+    for (int64_t k = 0; k < (n); ++k, w += 4 * U) {                                \
+      const V w_i = V::loadu(w), w_f = V::loadu(w + U), w_g = V::loadu(w + 2 * U), \
+              w_o = V::loadu(w + 3 * U);                                           \
+      LSTM_FUSED_TILE_ROW(0)                                                       \
+      if constexpr (MR > 1) LSTM_FUSED_TILE_ROW(1)                                 \
+      if constexpr (MR > 2) LSTM_FUSED_TILE_ROW(2)                                 \
+      if constexpr (MR > 3) LSTM_FUSED_TILE_ROW(3)                                 \
+    }                                                                              \
   }
   if (s.x != nullptr) LSTM_FUSED_TILE_SEGMENT(s.x + r0 * s.I, s.I, s.I)
   if (!s.h_prev_zero) LSTM_FUSED_TILE_SEGMENT(s.h_prev + r0 * R, R, R)
 #undef LSTM_FUSED_TILE_SEGMENT
 #undef LSTM_FUSED_TILE_ROW
   static_assert(MR >= 1 && MR <= 4, "a tile has 1 to 4 rows");
-  const V acc[4][4] = {{a0i, a0f, a0g, a0o}, {a1i, a1f, a1g, a1o}, {a2i, a2f, a2g, a2o},
-                       {a3i, a3f, a3g, a3o}};
+  const V acc[4][4] = {
+      {a0i, a0f, a0g, a0o}, {a1i, a1f, a1g, a1o}, {a2i, a2f, a2g, a2o}, {a3i, a3f, a3g, a3o}};
 
   const int64_t u0 = p * U;
   const int cnt = static_cast<int>(std::min(U, H - u0));
@@ -210,10 +207,17 @@ inline void for_each_tile(int64_t p0, int64_t p1, int64_t b0, int64_t b1, Tile&&
     for (; r0 + kTileRows <= b1; r0 += kTileRows)
       tile(std::integral_constant<int, kTileRows>{}, p, r0);
     switch (b1 - r0) {
-      case 3: tile(std::integral_constant<int, 3>{}, p, r0); break;
-      case 2: tile(std::integral_constant<int, 2>{}, p, r0); break;
-      case 1: tile(std::integral_constant<int, 1>{}, p, r0); break;
-      default: break;
+      case 3:
+        tile(std::integral_constant<int, 3>{}, p, r0);
+        break;
+      case 2:
+        tile(std::integral_constant<int, 2>{}, p, r0);
+        break;
+      case 1:
+        tile(std::integral_constant<int, 1>{}, p, r0);
+        break;
+      default:
+        break;
     }
   }
 }

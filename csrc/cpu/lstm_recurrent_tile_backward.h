@@ -51,11 +51,11 @@ at::Tensor pack_recurrent_t(const at::Tensor& w, int64_t G, int64_t H) {
 // b * its row stride; pointers offset to the direction already).
 template <typename T>
 struct RecurrentBackStep {
-  const T* panels;     // pack_recurrent_t of W_hh
-  const T* dz_next;    // (B, G) dz of the step processed before (t + 1 in the forward's
-                       // order), or nullptr at the first processed step
-  int64_t t_next;      // its time index (to tell valid rows), unused without dz_next
-  const T* gy;         // (B, .) gradient of y_t, row stride gy_stride
+  const T* panels;   // pack_recurrent_t of W_hh
+  const T* dz_next;  // (B, G) dz of the step processed before (t + 1 in the forward's
+                     // order), or nullptr at the first processed step
+  int64_t t_next;    // its time index (to tell valid rows), unused without dz_next
+  const T* gy;       // (B, .) gradient of y_t, row stride gy_stride
   int64_t gy_stride;
   const T* gates;      // (B, G) activated gates of step t
   const T* c;          // (B, H) c_t
@@ -71,7 +71,7 @@ struct RecurrentBackStep {
   // is added to dh0_sum and dc0_sum (B, H), and the carry restarts from zero.
   const uint8_t* reset;
   const uint8_t* reset_next;
-  const T* c0;         // (B, H)
+  const T* c0;  // (B, H)
   T* dh0_sum;
   T* dc0_sum;
 };
@@ -83,9 +83,8 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
   const V zero(T(0));
   // Named accumulators (rows 0..3, vectors 0..3): an array indexed in the loop would be kept
   // in memory by GCC (see lstm_recurrent_tile.h).
-  V a00 = zero, a01 = zero, a02 = zero, a03 = zero, a10 = zero, a11 = zero, a12 = zero,
-    a13 = zero, a20 = zero, a21 = zero, a22 = zero, a23 = zero, a30 = zero, a31 = zero,
-    a32 = zero, a33 = zero;
+  V a00 = zero, a01 = zero, a02 = zero, a03 = zero, a10 = zero, a11 = zero, a12 = zero, a13 = zero,
+    a20 = zero, a21 = zero, a22 = zero, a23 = zero, a30 = zero, a31 = zero, a32 = zero, a33 = zero;
   if (s.dz_next != nullptr) {
     const T* w = s.panels + q * G * W;
     const T* dz = s.dz_next + r0 * G;
@@ -108,8 +107,8 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0) {
     }
   }
   static_assert(MR >= 1 && MR <= 4, "a tile has 1 to 4 rows");
-  const V acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23},
-                       {a30, a31, a32, a33}};
+  const V acc[4][4] = {
+      {a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
 
   const int64_t u_end = std::min(H, q * W + W);
   for (int r = 0; r < MR; ++r) {

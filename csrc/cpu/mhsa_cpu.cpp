@@ -57,8 +57,8 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
             const float* beta, float* c, const int* ldc) __attribute__((weak));
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b,
-            const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
 }
 #endif
 
@@ -158,8 +158,8 @@ struct Workspace {
 // Dropout of n attention weights p of one query row (row key of attention_dropout.h):
 // p_j *= Z_j; with dp, first dp_j = p_j (dp_j Z_j - delta) (the backward's dS).
 template <typename acc_t>
-void drop_row(const AttentionDropout& drop, uint32_t key, acc_t* p, int64_t n,
-              acc_t* dp = nullptr, acc_t delta = 0) {
+void drop_row(const AttentionDropout& drop, uint32_t key, acc_t* p, int64_t n, acc_t* dp = nullptr,
+              acc_t delta = 0) {
   const acc_t kept = static_cast<acc_t>(drop.keep_scale);
   for (int64_t j = 0; j < n; ++j) {
     const acc_t z = drop.keep(key, j) ? kept : acc_t(0);
@@ -173,8 +173,8 @@ void drop_row(const AttentionDropout& drop, uint32_t key, acc_t* p, int64_t n,
 template <typename scalar_t, typename acc_t>
 void forward_head(const scalar_t* q, int64_t ldq_in, const scalar_t* k, int64_t ldk_in,
                   const scalar_t* v, int64_t ldv_in, scalar_t* out, acc_t* lse, int64_t T,
-                  int64_t Dh, int64_t len, acc_t scale, const AttentionDropout& drop,
-                  int64_t row0, Workspace<acc_t>& ws) {
+                  int64_t Dh, int64_t len, acc_t scale, const AttentionDropout& drop, int64_t row0,
+                  Workspace<acc_t>& ws) {
   if (len == 0) {  // no valid key: zero context, lse = log(0)
     std::fill(out, out + T * Dh, scalar_t(0));
     std::fill(lse, lse + T, -std::numeric_limits<acc_t>::infinity());
@@ -189,7 +189,8 @@ void forward_head(const scalar_t* q, int64_t ldq_in, const scalar_t* k, int64_t 
   acc_t* S = ws.s.data();
   for (int64_t i0 = 0; i0 < T; i0 += kRowBlock) {
     const int64_t rows = std::min(kRowBlock, T - i0);
-    gemm_rm<acc_t>(ws.blas, false, true, rows, len, Dh, scale, Q + i0 * ldq, ldq, K, ldk, 0, S, len);
+    gemm_rm<acc_t>(ws.blas, false, true, rows, len, Dh, scale, Q + i0 * ldq, ldq, K, ldk, 0, S,
+                   len);
     for (int64_t r = 0; r < rows; ++r) {
       lse[i0 + r] = softmax_row(S + r * len, len);
       if (drop.active()) drop_row(drop, drop.row_key(row0 + i0 + r), S + r * len, len);
@@ -249,7 +250,8 @@ void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int
       }
     }
     gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, 1, P, len, dOb, lddo, beta, dV, Dh);
-    gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, scale, dS, len, K, ldk, 0, dQ + i0 * Dh, Dh);
+    gemm_rm<acc_t>(ws.blas, false, false, rows, Dh, len, scale, dS, len, K, ldk, 0, dQ + i0 * Dh,
+                   Dh);
     gemm_rm<acc_t>(ws.blas, true, false, len, Dh, rows, scale, dS, len, Qb, ldq, beta, dK, Dh);
   }
   store_rows(dq, dQ, T * Dh);
@@ -258,10 +260,12 @@ void backward_head(const scalar_t* dout, int64_t lddo_in, const scalar_t* q, int
 }
 
 // The kernels of MhsaOps (mhsa_args.h), which checks the arguments first.
-std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(
-    const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& q_in,
-    const at::Tensor& k_in, const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths,
-    double scale) {
+std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(const MhsaSizes& s,
+                                                    const AttentionDropout& drop,
+                                                    const at::Tensor& q_in, const at::Tensor& k_in,
+                                                    const at::Tensor& v_in,
+                                                    const c10::optional<at::Tensor>& lengths,
+                                                    double scale) {
   const at::Tensor q = rows_readable(q_in), k = rows_readable(k_in), v = rows_readable(v_in);
   const std::vector<int64_t> len = read_lengths(lengths, s.B, s.T, "lstm_fused::mhsa");
   at::Tensor out = at::empty({s.B, s.N, s.T, s.Dh}, q.options());
@@ -270,27 +274,27 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cpu(
   const int64_t head = s.T * s.Dh;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Heads<scalar_t> qh = heads_of<scalar_t>(q), kh = heads_of<scalar_t>(k),
-                          vh = heads_of<scalar_t>(v);
-    scalar_t* op = out.data_ptr<scalar_t>();
-    acc_t* lp = lse.data_ptr<acc_t>();
-    at::parallel_for(0, s.B * s.N, 1, [&](int64_t h0, int64_t h1) {
-      Workspace<acc_t> ws;
-      for (int64_t h = h0; h < h1; ++h) {
-        const int64_t b = h / s.N, n = h % s.N;
-        forward_head<scalar_t, acc_t>(qh.head(b, n), qh.st, kh.head(b, n), kh.st, vh.head(b, n),
-                                      vh.st, op + h * head, lp + h * s.T, s.T, s.Dh,
-                                      len[b], static_cast<acc_t>(scale), drop,
-                                      h * s.T, ws);
-      }
-    });
-  });
+        using acc_t = at::opmath_type<scalar_t>;
+        const Heads<scalar_t> qh = heads_of<scalar_t>(q), kh = heads_of<scalar_t>(k),
+                              vh = heads_of<scalar_t>(v);
+        scalar_t* op = out.data_ptr<scalar_t>();
+        acc_t* lp = lse.data_ptr<acc_t>();
+        at::parallel_for(0, s.B * s.N, 1, [&](int64_t h0, int64_t h1) {
+          Workspace<acc_t> ws;
+          for (int64_t h = h0; h < h1; ++h) {
+            const int64_t b = h / s.N, n = h % s.N;
+            forward_head<scalar_t, acc_t>(qh.head(b, n), qh.st, kh.head(b, n), kh.st, vh.head(b, n),
+                                          vh.st, op + h * head, lp + h * s.T, s.T, s.Dh, len[b],
+                                          static_cast<acc_t>(scale), drop, h * s.T, ws);
+          }
+        });
+      });
   return {out, lse};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
-    const MhsaSizes& s, const AttentionDropout& drop, const MhsaBackwardInputs& in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(const MhsaSizes& s,
+                                                                 const AttentionDropout& drop,
+                                                                 const MhsaBackwardInputs& in) {
   const at::Tensor q = rows_readable(in.q), k = rows_readable(in.k), v = rows_readable(in.v);
   const at::Tensor dout = rows_readable(in.grad_out.to(q.scalar_type()));
   const at::Tensor out = rows_readable(in.out), lse = in.lse.contiguous();
@@ -301,26 +305,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cpu(
   const int64_t head = s.T * s.Dh;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Heads<scalar_t> doh = heads_of<scalar_t>(dout), qh = heads_of<scalar_t>(q),
-                          kh = heads_of<scalar_t>(k), vh = heads_of<scalar_t>(v),
-                          oh = heads_of<scalar_t>(out);
-    const acc_t* lp = lse.data_ptr<acc_t>();
-    scalar_t* dqp = dq.data_ptr<scalar_t>();
-    scalar_t* dkp = dk.data_ptr<scalar_t>();
-    scalar_t* dvp = dv.data_ptr<scalar_t>();
-    at::parallel_for(0, s.B * s.N, 1, [&](int64_t h0, int64_t h1) {
-      Workspace<acc_t> ws;
-      for (int64_t h = h0; h < h1; ++h) {
-        const int64_t b = h / s.N, n = h % s.N, o = h * head;
-        backward_head<scalar_t, acc_t>(doh.head(b, n), doh.st, qh.head(b, n), qh.st,
-                                       kh.head(b, n), kh.st, vh.head(b, n), vh.st,
-                                       oh.head(b, n), oh.st, lp + h * s.T, dqp + o, dkp + o,
-                                       dvp + o, s.T, s.Dh, len[b],
-                                       static_cast<acc_t>(in.scale), drop, h * s.T, ws);
-      }
-    });
-  });
+        using acc_t = at::opmath_type<scalar_t>;
+        const Heads<scalar_t> doh = heads_of<scalar_t>(dout), qh = heads_of<scalar_t>(q),
+                              kh = heads_of<scalar_t>(k), vh = heads_of<scalar_t>(v),
+                              oh = heads_of<scalar_t>(out);
+        const acc_t* lp = lse.data_ptr<acc_t>();
+        scalar_t* dqp = dq.data_ptr<scalar_t>();
+        scalar_t* dkp = dk.data_ptr<scalar_t>();
+        scalar_t* dvp = dv.data_ptr<scalar_t>();
+        at::parallel_for(0, s.B * s.N, 1, [&](int64_t h0, int64_t h1) {
+          Workspace<acc_t> ws;
+          for (int64_t h = h0; h < h1; ++h) {
+            const int64_t b = h / s.N, n = h % s.N, o = h * head;
+            backward_head<scalar_t, acc_t>(
+                doh.head(b, n), doh.st, qh.head(b, n), qh.st, kh.head(b, n), kh.st, vh.head(b, n),
+                vh.st, oh.head(b, n), oh.st, lp + h * s.T, dqp + o, dkp + o, dvp + o, s.T, s.Dh,
+                len[b], static_cast<acc_t>(in.scale), drop, h * s.T, ws);
+          }
+        });
+      });
   return {dq, dk, dv};
 }
 

@@ -61,13 +61,10 @@ class OnlinePooling {
     const int64_t B = ring_.size(1), R = ring_.size(2), A = proj_.size(2);
     const at::Tensor rows = ring_.narrow(0, 0, n).view({n * B, R});
     at::Tensor proj = proj_.narrow(0, 0, n).view({n * B, A});
-    if (bias_.defined())
-      at::addmm_out(proj, bias_, rows, weight_t_);
-    else
-      at::mm_out(proj, rows, weight_t_);
-    AT_DISPATCH_FLOATING_TYPES(ring_.scalar_type(), "attentive_lstm_pool_cpu", [&] {
-      add_block<scalar_t>(t0, n);
-    });
+    if (bias_.defined()) at::addmm_out(proj, bias_, rows, weight_t_);
+    else at::mm_out(proj, rows, weight_t_);
+    AT_DISPATCH_FLOATING_TYPES(ring_.scalar_type(), "attentive_lstm_pool_cpu",
+                               [&] { add_block<scalar_t>(t0, n); });
   }
 
   // (context (B, R), alpha (B, T), lse (B,)).
@@ -86,8 +83,8 @@ class OnlinePooling {
         const int64_t n = len_[b];
         // l >= 1 once a step is valid (the step at the maximum adds exp(0)).
         const scalar_t inv = n > 0 ? scalar_t(1) / l[b] : scalar_t(0);
-        const scalar_t total = n > 0 ? m[b] + std::log(l[b])
-                                     : -std::numeric_limits<scalar_t>::infinity();
+        const scalar_t total =
+            n > 0 ? m[b] + std::log(l[b]) : -std::numeric_limits<scalar_t>::infinity();
         for (int64_t r = 0; r < R; ++r) ctx[b * R + r] *= inv;
         for (int64_t t = 0; t < T; ++t)
           a[b * T + t] = t < n ? std::exp(e[b * T + t] - total) : scalar_t(0);

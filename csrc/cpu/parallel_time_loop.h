@@ -111,8 +111,8 @@ class StepBarrier {
  private:
   void sleep_while(uint32_t gen) {
 #ifdef __linux__
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&generation_), FUTEX_WAIT_PRIVATE, gen,
-            nullptr, nullptr, 0);
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&generation_), FUTEX_WAIT_PRIVATE, gen, nullptr,
+            nullptr, 0);
 #else
     (void)gen;
     std::this_thread::yield();
@@ -263,8 +263,7 @@ void run_team(int64_t n_threads, const ThreadBody& thread_body) {
       // The team may be smaller than asked for (a thread limit): then thread 0 does it all.
       if (omp_get_num_threads() == n_threads)
         thread_body(n_threads, static_cast<int64_t>(omp_get_thread_num()));
-      else if (omp_get_thread_num() == 0)
-        thread_body(int64_t(1), int64_t(0));
+      else if (omp_get_thread_num() == 0) thread_body(int64_t(1), int64_t(0));
     }
     return;
   }
@@ -285,8 +284,8 @@ template <typename Body>
 void parallel_time_loop(int64_t n_steps, int64_t n_items, bool parallel, const Body& body) {
   constexpr int kMaxThreads = 64;
   constexpr int64_t kSlackNs = 200000;  // an unloaded machine's timer ticks never add up to it
-  const int64_t n_threads = std::min<int64_t>(loop_threads(n_items, parallel && n_steps > 1),
-                                              kMaxThreads);
+  const int64_t n_threads =
+      std::min<int64_t>(loop_threads(n_items, parallel && n_steps > 1), kMaxThreads);
   StepBarrier barrier(static_cast<int>(n_threads));
   // Written by each thread before it arrives, read by the last one to arrive.
   int64_t started[kMaxThreads], arrived[kMaxThreads];

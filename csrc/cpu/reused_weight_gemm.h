@@ -91,7 +91,7 @@ class ReusedWeightGemm {
   at::Tensor weight_;  // (N, K), or (K, N) when transposed_
   bool transposed_;
   c10::optional<at::Tensor> bias_;  // (N)
-  at::Tensor packed_;  // oneDNN's blocked copy of W (N, K), or undefined
+  at::Tensor packed_;               // oneDNN's blocked copy of W (N, K), or undefined
 };
 
 }  // namespace CPU_CAPABILITY

@@ -60,8 +60,8 @@ inline void atb_tile(const T* dz, int64_t ldz, const T* a, T* c, int64_t ldc, in
     LSTM_FUSED_ATB_ROW(3)
 #undef LSTM_FUSED_ATB_ROW
   }
-  const V acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23},
-                       {a30, a31, a32, a33}};
+  const V acc[4][4] = {
+      {a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
   for (int r = 0; r < 4; ++r)
     for (int j = 0; j < 4; ++j) {
       const int64_t cnt = std::clamp<int64_t>(n_cnt - j * U, 0, U);
@@ -145,9 +145,9 @@ inline void weight_grad(at::Tensor& out, const at::Tensor& dz, const at::Tensor&
                         (a.size(1) <= 1 || a.stride(1) == 1) && out.is_contiguous());
   TORCH_INTERNAL_ASSERT(dz.size(1) % 4 == 0);
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "lstm_fused_weight_grad", [&] {
-    gemm_at_b<scalar_t>(dz.data_ptr<scalar_t>(), dz.stride(0), a.data_ptr<scalar_t>(),
-                        a.stride(0), out.data_ptr<scalar_t>(), out.size(1), dz.size(1),
-                        a.size(1), dz.size(0), row_valid);
+    gemm_at_b<scalar_t>(dz.data_ptr<scalar_t>(), dz.stride(0), a.data_ptr<scalar_t>(), a.stride(0),
+                        out.data_ptr<scalar_t>(), out.size(1), dz.size(1), a.size(1), dz.size(0),
+                        row_valid);
   });
 }
 

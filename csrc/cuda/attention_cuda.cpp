@@ -23,7 +23,6 @@ namespace {
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
 
-
 #define ATTN_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
@@ -56,9 +55,9 @@ Tensor masked_softmax_forward(const Tensor& scores_in, const OptTensor& lengths,
   if (R == 0 || N == 0) return probs;
   auto stream = scope.stream();
   ATTN_DISPATCH(scores.scalar_type(), "masked_softmax_forward_cuda", [&] {
-    launch_masked_softmax_forward<scalar_t>(
-        scores.data_ptr<scalar_t>(), len, mask.defined() ? mask.data_ptr<bool>() : nullptr,
-        probs.data_ptr<scalar_t>(), R, N, scale, stream);
+    launch_masked_softmax_forward<scalar_t>(scores.data_ptr<scalar_t>(), len,
+                                            mask.defined() ? mask.data_ptr<bool>() : nullptr,
+                                            probs.data_ptr<scalar_t>(), R, N, scale, stream);
   });
   return probs;
 }
@@ -105,9 +104,10 @@ PoolingArgs<scalar_t> pooling_args(const PoolingTensors& p) {
   return a;
 }
 
-std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(
-    const Tensor& x, const Tensor& proj, const Tensor& v, const OptTensor& qproj,
-    const OptTensor& lengths) {
+std::tuple<Tensor, Tensor, Tensor> attention_pooling_forward(const Tensor& x, const Tensor& proj,
+                                                             const Tensor& v,
+                                                             const OptTensor& qproj,
+                                                             const OptTensor& lengths) {
   const DeviceScope scope(x);
   const PoolingTensors p = pooling_tensors(x, proj, v, qproj, lengths, "attention_pooling_forward");
   Tensor context = at::empty({p.s.B, p.s.D}, p.x.options());
@@ -176,8 +176,8 @@ Tensor channel_masked_mean_forward(const Tensor& x_in, const OptTensor& lengths)
   if (B == 0 || C == 0) return mean;
   auto stream = scope.stream();
   ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_forward_cuda", [&] {
-    launch_masked_mean_forward<scalar_t>(x.data_ptr<scalar_t>(), len, mean.data_ptr<scalar_t>(),
-                                         B, T, C, x.stride(0), x.stride(1), stream);
+    launch_masked_mean_forward<scalar_t>(x.data_ptr<scalar_t>(), len, mean.data_ptr<scalar_t>(), B,
+                                         T, C, x.stride(0), x.stride(1), stream);
   });
   return mean;
 }
@@ -195,8 +195,8 @@ Tensor channel_masked_mean_backward(const Tensor& grad_mean, const Tensor& x,
   if (grad_x.numel() == 0) return grad_x;
   auto stream = scope.stream();
   ATTN_DISPATCH(x.scalar_type(), "channel_masked_mean_backward_cuda", [&] {
-    launch_masked_mean_backward<scalar_t>(gm.data_ptr<scalar_t>(), len,
-                                          grad_x.data_ptr<scalar_t>(), B, T, C, stream);
+    launch_masked_mean_backward<scalar_t>(gm.data_ptr<scalar_t>(), len, grad_x.data_ptr<scalar_t>(),
+                                          B, T, C, stream);
   });
   return grad_x;
 }

@@ -69,7 +69,8 @@ template <typename T>
 __device__ __forceinline__ void merge_ms(T& m, T& s, T m2, T s2) {
   const T mx = m > m2 ? m : m2;
   if (mx == neg_inf<T>()) return;  // both empty
-  s = (m == neg_inf<T>() ? T(0) : s * dexp(m - mx)) + (m2 == neg_inf<T>() ? T(0) : s2 * dexp(m2 - mx));
+  s = (m == neg_inf<T>() ? T(0) : s * dexp(m - mx)) +
+      (m2 == neg_inf<T>() ? T(0) : s2 * dexp(m2 - mx));
   m = mx;
 }
 
@@ -112,9 +113,9 @@ __device__ T block_sum(T v) {
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-masked_softmax_fwd_kernel(const scalar_t* __restrict__ scores, const int64_t* __restrict__ lengths,
-                          const bool* __restrict__ mask, scalar_t* __restrict__ out, int64_t N,
-                          double scale_d) {
+    masked_softmax_fwd_kernel(const scalar_t* __restrict__ scores,
+                              const int64_t* __restrict__ lengths, const bool* __restrict__ mask,
+                              scalar_t* __restrict__ out, int64_t N, double scale_d) {
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t r = blockIdx.x;
   const acc_t scale = static_cast<acc_t>(scale_d);
@@ -136,15 +137,16 @@ masked_softmax_fwd_kernel(const scalar_t* __restrict__ scores, const int64_t* __
   const acc_t inv = s > 0 ? acc_t(1) / s : acc_t(0);
   for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
     const bool take = j < n && (!krow || krow[j]);
-    out[r * N + j] =
-        take ? static_cast<scalar_t>(dexp(scale * static_cast<acc_t>(row[j]) - m) * inv) : scalar_t(0);
+    out[r * N + j] = take
+                         ? static_cast<scalar_t>(dexp(scale * static_cast<acc_t>(row[j]) - m) * inv)
+                         : scalar_t(0);
   }
 }
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-masked_softmax_bwd_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ probs,
-                          scalar_t* __restrict__ out, int64_t N, double scale_d) {
+    masked_softmax_bwd_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ probs,
+                              scalar_t* __restrict__ out, int64_t N, double scale_d) {
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t r = blockIdx.x;
   const acc_t scale = static_cast<acc_t>(scale_d);
@@ -156,8 +158,9 @@ masked_softmax_bwd_kernel(const scalar_t* __restrict__ grad, const scalar_t* __r
   dot = block_sum(dot);
   for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
     const acc_t p = static_cast<acc_t>(probs[r * N + j]);
-    out[r * N + j] = p != 0 ? static_cast<scalar_t>(scale * p * (static_cast<acc_t>(grad[r * N + j]) - dot))
-                            : scalar_t(0);
+    out[r * N + j] =
+        p != 0 ? static_cast<scalar_t>(scale * p * (static_cast<acc_t>(grad[r * N + j]) - dot))
+               : scalar_t(0);
   }
 }
 
@@ -179,9 +182,9 @@ __device__ __forceinline__ acc_t score(const PoolingArgs<scalar_t>& a, int64_t b
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-attention_pooling_fwd_kernel(PoolingArgs<scalar_t> a, scalar_t* __restrict__ context,
-                             scalar_t* __restrict__ alpha, scalar_t* __restrict__ lse,
-                             cell_acc_t<scalar_t>* __restrict__ e_rows) {
+    attention_pooling_fwd_kernel(PoolingArgs<scalar_t> a, scalar_t* __restrict__ context,
+                                 scalar_t* __restrict__ alpha, scalar_t* __restrict__ lse,
+                                 cell_acc_t<scalar_t>* __restrict__ e_rows) {
   using acc_t = cell_acc_t<scalar_t>;
   LSTM_FUSED_STATIC_SHARED(acc_t, tile_e, kWarps);
   const int64_t b = blockIdx.x;
@@ -228,7 +231,7 @@ attention_pooling_fwd_kernel(PoolingArgs<scalar_t> a, scalar_t* __restrict__ con
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-attention_pooling_bwd_kernel(PoolingArgs<scalar_t> a, PoolingGrads<scalar_t> g) {
+    attention_pooling_bwd_kernel(PoolingArgs<scalar_t> a, PoolingGrads<scalar_t> g) {
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t b = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -289,8 +292,9 @@ attention_pooling_bwd_kernel(PoolingArgs<scalar_t> a, PoolingGrads<scalar_t> g) 
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-masked_mean_fwd_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ lengths,
-                       scalar_t* __restrict__ mean, int64_t T, int64_t C, int64_t xb, int64_t xt) {
+    masked_mean_fwd_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ lengths,
+                           scalar_t* __restrict__ mean, int64_t T, int64_t C, int64_t xb,
+                           int64_t xt) {
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t b = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
@@ -303,8 +307,8 @@ masked_mean_fwd_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-masked_mean_bwd_kernel(const scalar_t* __restrict__ gm, const int64_t* __restrict__ lengths,
-                       scalar_t* __restrict__ gx, int64_t B, int64_t T, int64_t C) {
+    masked_mean_bwd_kernel(const scalar_t* __restrict__ gm, const int64_t* __restrict__ lengths,
+                           scalar_t* __restrict__ gx, int64_t B, int64_t T, int64_t C) {
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= B * T * C) return;
@@ -316,9 +320,9 @@ masked_mean_bwd_kernel(const scalar_t* __restrict__ gm, const int64_t* __restric
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-rescale_fwd_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
-                   const int64_t* __restrict__ lengths, scalar_t* __restrict__ y, int64_t B,
-                   int64_t T, int64_t C, int64_t xb, int64_t xt) {
+    rescale_fwd_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
+                       const int64_t* __restrict__ lengths, scalar_t* __restrict__ y, int64_t B,
+                       int64_t T, int64_t C, int64_t xb, int64_t xt) {
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= B * T * C) return;
@@ -331,10 +335,10 @@ rescale_fwd_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ 
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-rescale_bwd_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
-                   const scalar_t* __restrict__ w, const int64_t* __restrict__ lengths,
-                   scalar_t* __restrict__ gx, scalar_t* __restrict__ gw, int64_t T, int64_t C,
-                   int64_t xb, int64_t xt) {
+    rescale_bwd_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
+                       const scalar_t* __restrict__ w, const int64_t* __restrict__ lengths,
+                       scalar_t* __restrict__ gx, scalar_t* __restrict__ gw, int64_t T, int64_t C,
+                       int64_t xb, int64_t xt) {
   using acc_t = cell_acc_t<scalar_t>;
   const int64_t b = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x;
@@ -362,9 +366,9 @@ unsigned int attention_blocks_for(int64_t n) {
 }  // namespace
 
 template <typename scalar_t>
-void launch_masked_softmax_forward(const scalar_t* scores, const int64_t* lengths,
-                                   const bool* mask, scalar_t* out, int64_t R, int64_t N,
-                                   double scale, cudaStream_t stream) {
+void launch_masked_softmax_forward(const scalar_t* scores, const int64_t* lengths, const bool* mask,
+                                   scalar_t* out, int64_t R, int64_t N, double scale,
+                                   cudaStream_t stream) {
   LSTM_FUSED_LAUNCH_BLOCKS(static_cast<unsigned int>(R), kThreads, 0, stream,
                            masked_softmax_fwd_kernel<scalar_t>)(scores, lengths, mask, out, N,
                                                                 scale);
@@ -381,8 +385,8 @@ void launch_masked_softmax_backward(const scalar_t* grad, const scalar_t* probs,
 
 template <typename scalar_t>
 void launch_attention_pooling_forward(const PoolingArgs<scalar_t>& a, scalar_t* context,
-                                      scalar_t* alpha, scalar_t* lse,
-                                      cell_acc_t<scalar_t>* e_rows, cudaStream_t stream) {
+                                      scalar_t* alpha, scalar_t* lse, cell_acc_t<scalar_t>* e_rows,
+                                      cudaStream_t stream) {
   const unsigned int d_blocks = attention_blocks_for(a.D);
   const dim3 grid(static_cast<unsigned int>(a.B), d_blocks > 0 ? d_blocks : 1u);
   LSTM_FUSED_LAUNCH_BLOCKS(grid, kThreads, 0, stream, attention_pooling_fwd_kernel<scalar_t>)(
@@ -428,9 +432,8 @@ void launch_rescale_forward(const scalar_t* x, const scalar_t* w, const int64_t*
 
 template <typename scalar_t>
 void launch_rescale_backward(const scalar_t* grad_y, const scalar_t* x, const scalar_t* w,
-                             const int64_t* lengths, scalar_t* grad_x, scalar_t* grad_w,
-                             int64_t B, int64_t T, int64_t C, int64_t xb, int64_t xt,
-                             cudaStream_t stream) {
+                             const int64_t* lengths, scalar_t* grad_x, scalar_t* grad_w, int64_t B,
+                             int64_t T, int64_t C, int64_t xb, int64_t xt, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned int>(B), attention_blocks_for(C));
   LSTM_FUSED_LAUNCH_BLOCKS(grid, kThreads, 0, stream, rescale_bwd_kernel<scalar_t>)(
       grad_y, x, w, lengths, grad_x, grad_w, T, C, xb, xt);
@@ -439,23 +442,23 @@ void launch_rescale_backward(const scalar_t* grad_y, const scalar_t* x, const sc
 
 // Explicit instantiations of every launcher for one storage type (one .cu file per type).
 #define LSTM_FUSED_INSTANTIATE_ATTENTION(T_)                                                      \
-  template void launch_masked_softmax_forward<T_>(const T_*, const int64_t*, const bool*, T_*,   \
-                                                  int64_t, int64_t, double, cudaStream_t);       \
-  template void launch_masked_softmax_backward<T_>(const T_*, const T_*, T_*, int64_t, int64_t,  \
-                                                   double, cudaStream_t);                        \
-  template void launch_attention_pooling_forward<T_>(const PoolingArgs<T_>&, T_*, T_*, T_*,      \
-                                                     cell_acc_t<T_>*, cudaStream_t);             \
-  template void launch_attention_pooling_backward<T_>(const PoolingArgs<T_>&,                    \
-                                                      const PoolingGrads<T_>&, cudaStream_t);    \
-  template void launch_masked_mean_forward<T_>(const T_*, const int64_t*, T_*, int64_t, int64_t, \
-                                               int64_t, int64_t, int64_t, cudaStream_t);         \
-  template void launch_masked_mean_backward<T_>(const T_*, const int64_t*, T_*, int64_t,         \
-                                                int64_t, int64_t, cudaStream_t);                 \
-  template void launch_rescale_forward<T_>(const T_*, const T_*, const int64_t*, T_*, int64_t,   \
-                                           int64_t, int64_t, int64_t, int64_t, cudaStream_t);    \
-  template void launch_rescale_backward<T_>(const T_*, const T_*, const T_*, const int64_t*,     \
-                                            T_*, T_*, int64_t, int64_t, int64_t, int64_t,        \
-                                            int64_t, cudaStream_t);
+  template void launch_masked_softmax_forward<T_>(const T_*, const int64_t*, const bool*, T_*,    \
+                                                  int64_t, int64_t, double, cudaStream_t);        \
+  template void launch_masked_softmax_backward<T_>(const T_*, const T_*, T_*, int64_t, int64_t,   \
+                                                   double, cudaStream_t);                         \
+  template void launch_attention_pooling_forward<T_>(const PoolingArgs<T_>&, T_*, T_*, T_*,       \
+                                                     cell_acc_t<T_>*, cudaStream_t);              \
+  template void launch_attention_pooling_backward<T_>(const PoolingArgs<T_>&,                     \
+                                                      const PoolingGrads<T_>&, cudaStream_t);     \
+  template void launch_masked_mean_forward<T_>(const T_*, const int64_t*, T_*, int64_t, int64_t,  \
+                                               int64_t, int64_t, int64_t, cudaStream_t);          \
+  template void launch_masked_mean_backward<T_>(const T_*, const int64_t*, T_*, int64_t, int64_t, \
+                                                int64_t, cudaStream_t);                           \
+  template void launch_rescale_forward<T_>(const T_*, const T_*, const int64_t*, T_*, int64_t,    \
+                                           int64_t, int64_t, int64_t, int64_t, cudaStream_t);     \
+  template void launch_rescale_backward<T_>(const T_*, const T_*, const T_*, const int64_t*, T_*, \
+                                            T_*, int64_t, int64_t, int64_t, int64_t, int64_t,     \
+                                            cudaStream_t);
 
 }  // namespace cuda
 }  // namespace lstm_fused

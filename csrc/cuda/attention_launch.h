@@ -28,13 +28,13 @@ struct PoolingArgs {
 
 template <typename scalar_t>
 struct PoolingGrads {
-  const scalar_t* gc;       // (B, D)
-  const scalar_t* ga;       // (B, T)
-  const scalar_t* glse;     // (B,)
-  const scalar_t* alpha;    // (B, T)
-  const scalar_t* context;  // (B, D)
-  scalar_t* gx;             // (B, T, D)
-  scalar_t* gproj;          // (B, T, A)
+  const scalar_t* gc;             // (B, D)
+  const scalar_t* ga;             // (B, T)
+  const scalar_t* glse;           // (B,)
+  const scalar_t* alpha;          // (B, T)
+  const scalar_t* context;        // (B, D)
+  scalar_t* gx;                   // (B, T, D)
+  scalar_t* gproj;                // (B, T, A)
   cell_acc_t<scalar_t>* de_rows;  // (B, T) scratch
   cell_acc_t<scalar_t>* gv_rows;  // (B, A) per-b partial sums
   cell_acc_t<scalar_t>* gq_rows;  // (B, A)
@@ -42,9 +42,9 @@ struct PoolingGrads {
 
 // scores, out (R, N) contiguous; mask (R, N) bool or nullptr.
 template <typename scalar_t>
-void launch_masked_softmax_forward(const scalar_t* scores, const int64_t* lengths,
-                                   const bool* mask, scalar_t* out, int64_t R, int64_t N,
-                                   double scale, cudaStream_t stream);
+void launch_masked_softmax_forward(const scalar_t* scores, const int64_t* lengths, const bool* mask,
+                                   scalar_t* out, int64_t R, int64_t N, double scale,
+                                   cudaStream_t stream);
 
 // grad, probs, out (R, N) contiguous.
 template <typename scalar_t>
@@ -54,8 +54,8 @@ void launch_masked_softmax_backward(const scalar_t* grad, const scalar_t* probs,
 // context (B, D), alpha (B, T), lse (B,); e_rows (B, max(T, 1)) scratch.
 template <typename scalar_t>
 void launch_attention_pooling_forward(const PoolingArgs<scalar_t>& a, scalar_t* context,
-                                      scalar_t* alpha, scalar_t* lse,
-                                      cell_acc_t<scalar_t>* e_rows, cudaStream_t stream);
+                                      scalar_t* alpha, scalar_t* lse, cell_acc_t<scalar_t>* e_rows,
+                                      cudaStream_t stream);
 
 template <typename scalar_t>
 void launch_attention_pooling_backward(const PoolingArgs<scalar_t>& a,
@@ -82,9 +82,8 @@ void launch_rescale_forward(const scalar_t* x, const scalar_t* w, const int64_t*
 // grad_y, grad_x (B, T, C) contiguous; grad_w (B, C).
 template <typename scalar_t>
 void launch_rescale_backward(const scalar_t* grad_y, const scalar_t* x, const scalar_t* w,
-                             const int64_t* lengths, scalar_t* grad_x, scalar_t* grad_w,
-                             int64_t B, int64_t T, int64_t C, int64_t xb, int64_t xt,
-                             cudaStream_t stream);
+                             const int64_t* lengths, scalar_t* grad_x, scalar_t* grad_w, int64_t B,
+                             int64_t T, int64_t C, int64_t xb, int64_t xt, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace lstm_fused

@@ -37,8 +37,8 @@ struct GateForwardArgs {
   // initial state gets c0 as c_state (and h0 as h_out when P == 0; launch_proj_store writes
   // h0 when P > 0).
   const bool* resets;
-  const scalar_t* h0;      // (D, B, H) when P == 0
-  const scalar_t* c0;      // (D, B, H)
+  const scalar_t* h0;  // (D, B, H) when P == 0
+  const scalar_t* c0;  // (D, B, H)
 };
 
 template <typename scalar_t>
@@ -61,8 +61,8 @@ struct GateBackwardArgs {
   // gradient of c0 (h0): added to dc0_sum (dh0_sum), and the step goes on from zero. c_{t-1}
   // is c0 where step t started from it.
   const bool* resets;
-  scalar_t* dh0_sum;         // (D, B, H), used when dh == nullptr
-  scalar_t* dc0_sum;         // (D, B, H)
+  scalar_t* dh0_sum;  // (D, B, H), used when dh == nullptr
+  scalar_t* dc0_sum;  // (D, B, H)
 };
 
 template <typename scalar_t>
@@ -76,18 +76,18 @@ void launch_gate_backward(const GateBackwardArgs<scalar_t>& a, cudaStream_t stre
 // nullptr: rows whose next step starts afresh get h0 (D, B, P) as h_state.
 template <typename scalar_t>
 void launch_proj_store(const scalar_t* r, scalar_t* h_state, scalar_t* y, const int64_t* lengths,
-                       int64_t T, int64_t B, int64_t P, int64_t D, int64_t step,
-                       const bool* resets, const scalar_t* h0, cudaStream_t stream);
+                       int64_t T, int64_t B, int64_t P, int64_t D, int64_t step, const bool* resets,
+                       const scalar_t* h0, cudaStream_t stream);
 
 // With a projection, backward: dr = grad_y[t] + dh_state on valid rows, 0 on padded rows;
 // written to dr (D, B, P) and to dR[:, t] (D, T, B, P) for the W_hr gradient. resets (T, B)
 // or nullptr: where the step processed before started afresh, dh_state goes to dh0_sum
 // (D, B, P) instead.
 template <typename scalar_t>
-void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state, const int64_t* lengths,
-                            scalar_t* dr, scalar_t* dR, int64_t T, int64_t B, int64_t P,
-                            int64_t D, int64_t step, const bool* resets, scalar_t* dh0_sum,
-                            cudaStream_t stream);
+void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state,
+                            const int64_t* lengths, scalar_t* dr, scalar_t* dR, int64_t T,
+                            int64_t B, int64_t P, int64_t D, int64_t step, const bool* resets,
+                            scalar_t* dh0_sum, cudaStream_t stream);
 
 // dst = src on the rows valid at this step, dst kept elsewhere.   src, dst (D, B, N).
 template <typename scalar_t>

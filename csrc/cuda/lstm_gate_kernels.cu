@@ -57,9 +57,8 @@ __device__ __forceinline__ bool row_valid(const int64_t* lengths, int64_t b, int
 // Resets (lstm_layer_args.h), resets (T, B) or nullptr: whether row b of direction d starts
 // step t from its initial state (t valid). Direction 0: resets[t] (t > 0); direction 1, which
 // runs t downwards: resets[t + 1] where t + 1 is valid.
-__device__ __forceinline__ bool starts_fresh(const bool* resets, const int64_t* lengths,
-                                             int64_t d, int64_t b, int64_t t, int64_t T,
-                                             int64_t B) {
+__device__ __forceinline__ bool starts_fresh(const bool* resets, const int64_t* lengths, int64_t d,
+                                             int64_t b, int64_t t, int64_t T, int64_t B) {
   if (resets == nullptr) return false;
   if (d == 0) return t > 0 && resets[t * B + b];
   return t + 1 < T && resets[(t + 1) * B + b] && row_valid(lengths, b, t + 1);
@@ -180,8 +179,8 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
   // c_{t-1}: c0 at the first step of the direction, else the cell of the previous time.
   const bool first = a.step == 0 || starts_fresh(a.resets, a.lengths, d, b, t, T, B);
   const int64_t t_prev = d == 0 ? t - 1 : t + 1;
-  const scalar_t* c_prev_p = first ? a.c0 + (d * B + b) * H + j
-                                   : a.cells + ((d * T + t_prev) * B + b) * H + j;
+  const scalar_t* c_prev_p =
+      first ? a.c0 + (d * B + b) * H + j : a.cells + ((d * T + t_prev) * B + b) * H + j;
   // The step processed before (t + 1 in direction 0) started afresh: the gradient carried
   // from it belongs to (h0, c0), and none crosses to step t.
   const bool cut = next_fresh(a.resets, a.lengths, d, b, t, T, B);
@@ -207,11 +206,11 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
     if (a.dh == nullptr) sum_h = load_pack<VEC>(a.dh0_sum + o);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      sum_c.v[k] = static_cast<scalar_t>(static_cast<acc_t>(sum_c.v[k]) +
-                                         static_cast<acc_t>(dc.v[k]));
+      sum_c.v[k] =
+          static_cast<scalar_t>(static_cast<acc_t>(sum_c.v[k]) + static_cast<acc_t>(dc.v[k]));
       if (a.dh == nullptr)
-        sum_h.v[k] = static_cast<scalar_t>(static_cast<acc_t>(sum_h.v[k]) +
-                                           static_cast<acc_t>(dh2.v[k]));
+        sum_h.v[k] =
+            static_cast<scalar_t>(static_cast<acc_t>(sum_h.v[k]) + static_cast<acc_t>(dh2.v[k]));
     }
     store_pack<VEC>(a.dc0_sum + o, sum_c);
     if (a.dh == nullptr) store_pack<VEC>(a.dh0_sum + o, sum_h);
@@ -232,9 +231,8 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
     const acc_t dh = static_cast<acc_t>(dh1.v[k]) + static_cast<acc_t>(dh2.v[k]);
     const CellBackward<acc_t> r = cell_backward<acc_t>(
         static_cast<acc_t>(gq[0].v[k]), static_cast<acc_t>(gq[1].v[k]),
-        static_cast<acc_t>(gq[2].v[k]), static_cast<acc_t>(gq[3].v[k]),
-        static_cast<acc_t>(c.v[k]), static_cast<acc_t>(cp.v[k]), dh,
-        static_cast<acc_t>(dc.v[k]), peep);
+        static_cast<acc_t>(gq[2].v[k]), static_cast<acc_t>(gq[3].v[k]), static_cast<acc_t>(c.v[k]),
+        static_cast<acc_t>(cp.v[k]), dh, static_cast<acc_t>(dc.v[k]), peep);
     out_dz[0].v[k] = static_cast<scalar_t>(r.dz_i);
     out_dz[1].v[k] = static_cast<scalar_t>(r.dz_f);
     out_dz[2].v[k] = static_cast<scalar_t>(r.dz_g);
@@ -253,8 +251,8 @@ __global__ void __launch_bounds__(kThreads, 1) gate_backward_kernel(GateBackward
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     proj_store_kernel(const scalar_t* r, scalar_t* h_state, scalar_t* y, const int64_t* lengths,
-                      int64_t T, int64_t B, int64_t P, int64_t D, int64_t step,
-                      const bool* resets, const scalar_t* h0) {
+                      int64_t T, int64_t B, int64_t P, int64_t D, int64_t step, const bool* resets,
+                      const scalar_t* h0) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= D * B * P) return;
   const int64_t k = idx % P, b = (idx / P) % B, d = idx / (P * B);
@@ -270,10 +268,9 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    proj_grad_input_kernel(const scalar_t* grad_y, const scalar_t* dh_state,
-                           const int64_t* lengths, scalar_t* dr, scalar_t* dR, int64_t T,
-                           int64_t B, int64_t P, int64_t D, int64_t step, const bool* resets,
-                           scalar_t* dh0_sum) {
+    proj_grad_input_kernel(const scalar_t* grad_y, const scalar_t* dh_state, const int64_t* lengths,
+                           scalar_t* dr, scalar_t* dR, int64_t T, int64_t B, int64_t P, int64_t D,
+                           int64_t step, const bool* resets, scalar_t* dh0_sum) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= D * B * P) return;
   const int64_t k = idx % P, b = (idx / P) % B, d = idx / (P * B);
@@ -323,8 +320,7 @@ void launch_gate_forward(const GateForwardArgs<scalar_t>& a, cudaStream_t stream
   if (n == 0) return;
   if (vec)
     LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_forward_kernel<scalar_t, V>)(a);
-  else
-    LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_forward_kernel<scalar_t, 1>)(a);
+  else LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_forward_kernel<scalar_t, 1>)(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -339,15 +335,14 @@ void launch_gate_backward(const GateBackwardArgs<scalar_t>& a, cudaStream_t stre
   if (n == 0) return;
   if (vec)
     LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_backward_kernel<scalar_t, V>)(a);
-  else
-    LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_backward_kernel<scalar_t, 1>)(a);
+  else LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, gate_backward_kernel<scalar_t, 1>)(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t>
 void launch_proj_store(const scalar_t* r, scalar_t* h_state, scalar_t* y, const int64_t* lengths,
-                       int64_t T, int64_t B, int64_t P, int64_t D, int64_t step,
-                       const bool* resets, const scalar_t* h0, cudaStream_t stream) {
+                       int64_t T, int64_t B, int64_t P, int64_t D, int64_t step, const bool* resets,
+                       const scalar_t* h0, cudaStream_t stream) {
   const int64_t n = D * B * P;
   if (n == 0) return;
   LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, proj_store_kernel<scalar_t>)(
@@ -356,10 +351,10 @@ void launch_proj_store(const scalar_t* r, scalar_t* h_state, scalar_t* y, const 
 }
 
 template <typename scalar_t>
-void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state, const int64_t* lengths,
-                            scalar_t* dr, scalar_t* dR, int64_t T, int64_t B, int64_t P,
-                            int64_t D, int64_t step, const bool* resets, scalar_t* dh0_sum,
-                            cudaStream_t stream) {
+void launch_proj_grad_input(const scalar_t* grad_y, const scalar_t* dh_state,
+                            const int64_t* lengths, scalar_t* dr, scalar_t* dR, int64_t T,
+                            int64_t B, int64_t P, int64_t D, int64_t step, const bool* resets,
+                            scalar_t* dh0_sum, cudaStream_t stream) {
   const int64_t n = D * B * P;
   if (n == 0) return;
   LSTM_FUSED_LAUNCH(blocks_for(n), kThreads, 0, stream, proj_grad_input_kernel<scalar_t>)(
@@ -377,17 +372,17 @@ void launch_masked_copy(const scalar_t* src, scalar_t* dst, const int64_t* lengt
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-#define LSTM_FUSED_INSTANTIATE_GATES(T_)                                                        \
-  template void launch_gate_forward<T_>(const GateForwardArgs<T_>&, cudaStream_t);              \
-  template void launch_gate_backward<T_>(const GateBackwardArgs<T_>&, cudaStream_t);            \
-  template void launch_proj_store<T_>(const T_*, T_*, T_*, const int64_t*, int64_t, int64_t,    \
-                                      int64_t, int64_t, int64_t, const bool*, const T_*,        \
-                                      cudaStream_t);                                            \
-  template void launch_proj_grad_input<T_>(const T_*, const T_*, const int64_t*, T_*, T_*,      \
-                                           int64_t, int64_t, int64_t, int64_t, int64_t,         \
-                                           const bool*, T_*, cudaStream_t);                     \
-  template void launch_masked_copy<T_>(const T_*, T_*, const int64_t*, int64_t, int64_t,        \
-                                       int64_t, int64_t, int64_t, cudaStream_t);
+#define LSTM_FUSED_INSTANTIATE_GATES(T_)                                                          \
+  template void launch_gate_forward<T_>(const GateForwardArgs<T_>&, cudaStream_t);                \
+  template void launch_gate_backward<T_>(const GateBackwardArgs<T_>&, cudaStream_t);              \
+  template void launch_proj_store<T_>(const T_*, T_*, T_*, const int64_t*, int64_t, int64_t,      \
+                                      int64_t, int64_t, int64_t, const bool*, const T_*,          \
+                                      cudaStream_t);                                              \
+  template void launch_proj_grad_input<T_>(const T_*, const T_*, const int64_t*, T_*, T_*,        \
+                                           int64_t, int64_t, int64_t, int64_t, int64_t,           \
+                                           const bool*, T_*, cudaStream_t);                       \
+  template void launch_masked_copy<T_>(const T_*, T_*, const int64_t*, int64_t, int64_t, int64_t, \
+                                       int64_t, int64_t, cudaStream_t);
 
 LSTM_FUSED_INSTANTIATE_GATES(float)
 LSTM_FUSED_INSTANTIATE_GATES(double)

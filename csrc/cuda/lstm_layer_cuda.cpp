@@ -125,7 +125,8 @@ void forward_gate_path(const LSTMLayerSizes& s, const Tensor& gx, const Tensor& 
 }
 
 template <typename scalar_t>
-constexpr bool is_16bit = std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
+constexpr bool is_16bit =
+    std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
 
 // Why the tensor-core forward does not take this call ("" when it does), and its plan.
 template <typename scalar_t>
@@ -136,8 +137,9 @@ TcForwardPlan tc_forward_plan(const LSTMLayerSizes& s, const at::Device& device)
   } else if constexpr (is_16bit<scalar_t>) {
     plan = plan_tc_forward<scalar_t>(device.index(), s.B, s.H, s.D, s.P);
   } else if constexpr (std::is_same_v<scalar_t, float>) {
-    plan.reason = "float32 keeps the gate-kernel path (the tensor-core kernel computes with "
-                  "16-bit operands; tf32 is not shown to stay within the float32 tolerance)";
+    plan.reason =
+        "float32 keeps the gate-kernel path (the tensor-core kernel computes with "
+        "16-bit operands; tf32 is not shown to stay within the float32 tolerance)";
   } else {
     plan.reason = "float64 takes the gate-kernel path";
   }
@@ -182,11 +184,20 @@ void forward_tc_path(const LSTMLayerSizes& s, const TcForwardPlan& plan, const T
 template <typename Fn>
 void dispatch_storage(const Tensor& x, Fn&& fn) {
   switch (x.scalar_type()) {
-    case at::kFloat: fn(float(0)); break;
-    case at::kDouble: fn(double(0)); break;
-    case at::kHalf: fn(c10::Half(0.0f)); break;
-    case at::kBFloat16: fn(c10::BFloat16(0.0f)); break;
-    default: TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
+    case at::kFloat:
+      fn(float(0));
+      break;
+    case at::kDouble:
+      fn(double(0));
+      break;
+    case at::kHalf:
+      fn(c10::Half(0.0f));
+      break;
+    case at::kBFloat16:
+      fn(c10::BFloat16(0.0f));
+      break;
+    default:
+      TORCH_CHECK_TYPE(false, "lstm_fused (cuda backend): unsupported dtype ", x.scalar_type());
   }
 }
 
@@ -194,10 +205,10 @@ void dispatch_storage(const Tensor& x, Fn&& fn) {
 // not returned; the tensor-core kernel does not write them).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const OptTensor& resets, bool save) {
-  const LSTMLayerSizes s = check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                             resets, kCuda);
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+    const OptTensor& resets, bool save) {
+  const LSTMLayerSizes s =
+      check_layer_args(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, kCuda);
   const DeviceScope scope(x);  // x's device current; emulated: nothing, launches in order
   const cudaStream_t stream = scope.stream();
   const Tensor len = device_lengths(lengths, x.device());
@@ -233,24 +244,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
     // The gate path writes gates and cells as it goes.
     Tensor g = save ? gates : at::empty({s.D, s.T, s.B, s.G}, opts);
     Tensor c = save ? cells : at::empty({s.D, s.T, s.B, s.H}, opts);
-    forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, resets_t, y, h_n, c_n, g,
-                                c, stream);
+    forward_gate_path<scalar_t>(s, gx, h0, c0, w_hh, w_hr, peep, len, resets_t, y, h_n, c_n, g, c,
+                                stream);
   });
   return {y, h_n, c_n, gates, cells};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const OptTensor& resets) {
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+    const OptTensor& resets) {
   return layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
                        /*save=*/true);
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference_cuda(
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep,
-    const OptTensor& lengths, const OptTensor& resets) {
+    const OptTensor& bias, const OptTensor& w_hr, const OptTensor& w_peep, const OptTensor& lengths,
+    const OptTensor& resets) {
   auto out = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
                            /*save=*/false);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
@@ -290,9 +301,8 @@ template <typename scalar_t>
 void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor& grad_h_n,
                         const Tensor& grad_c_n, const Tensor& c0, const Tensor& w_hh,
                         const OptTensor& w_hr, const Tensor& peep, const Tensor& len,
-                        const Tensor& resets, const Tensor& gates, const Tensor& cells,
-                        Tensor& dZ, Tensor& dR, Tensor& grad_h0, Tensor& grad_c0,
-                        cudaStream_t stream) {
+                        const Tensor& resets, const Tensor& gates, const Tensor& cells, Tensor& dZ,
+                        Tensor& dR, Tensor& grad_h0, Tensor& grad_c0, cudaStream_t stream) {
   const bool proj = s.P > 0;
   const auto opts = gy.options();
   Tensor dh_state = grad_h_n.contiguous().clone();  // (D, B, R)
@@ -337,8 +347,8 @@ void backward_gate_path(const LSTMLayerSizes& s, const Tensor& gy, const Tensor&
     at::bmm_out(dhh, dz_step, w_hh);  // (D, B, R) = (D, B, G) x (D, G, R)
     // Rows padded at this step passed no gradient: their dh_state is kept.
     if (len.defined())
-      launch_masked_copy<scalar_t>(ptr<scalar_t>(dhh), ptr<scalar_t>(dh_state), a.lengths, s.T,
-                                   s.B, s.R, s.D, step, stream);
+      launch_masked_copy<scalar_t>(ptr<scalar_t>(dhh), ptr<scalar_t>(dh_state), a.lengths, s.T, s.B,
+                                   s.R, s.D, step, stream);
   }
   if (resets.defined()) {
     dh_state.add_(dh0_sum);
@@ -357,8 +367,9 @@ TcBackwardPlan tc_backward_plan(const LSTMLayerSizes& s, const at::Device& devic
   } else if constexpr (is_16bit<scalar_t>) {
     plan = plan_tc_backward_device<scalar_t>(device.index(), s.B, s.H, s.D, s.P);
   } else if constexpr (std::is_same_v<scalar_t, float>) {
-    plan.refusal = "float32 keeps the gate-kernel path (the tensor-core kernel computes with "
-                   "16-bit operands; tf32 is not shown to stay within the float32 tolerance)";
+    plan.refusal =
+        "float32 keeps the gate-kernel path (the tensor-core kernel computes with "
+        "16-bit operands; tf32 is not shown to stay within the float32 tolerance)";
   } else {
     plan.refusal = "float64 takes the gate-kernel path";
   }
@@ -446,8 +457,7 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
         const TcBackwardPlan plan = tc_backward_plan<scalar_t>(s, in.x.device());
         if (plan.config >= 0) {
           backward_tc_path<scalar_t>(s, plan, gy, in.grad_h_n, in.grad_c_n, in.c0, in.w_hh, peep,
-                                     len, resets_t, gates_c, cells_c, dZ, grad_h0, grad_c0,
-                                     stream);
+                                     len, resets_t, gates_c, cells_c, dZ, grad_h0, grad_c0, stream);
           return;
         }
       }
@@ -468,8 +478,8 @@ LayerGrads lstm_layer_backward_cuda(const LSTMLayerSizes& s, const LayerBackward
   Tensor grad_w_peep = present(in.w_peep) ? at::zeros({s.D, 3, s.H}, opts) : at::empty({0}, opts);
   if (s.T > 0) {
     for (int64_t d = 0; d < s.D; ++d)
-      direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), in.y,
-                             in.h0, in.c0, len, gates_c.select(0, d), cells_c.select(0, d),
+      direction_weight_grads(s, d, dZ.select(2, d), proj ? dR.select(0, d) : Tensor(), in.y, in.h0,
+                             in.c0, len, gates_c.select(0, d), cells_c.select(0, d),
                              grad_w_hh.select(0, d), proj ? grad_w_hr.select(0, d) : Tensor(),
                              present(in.w_peep) ? grad_w_peep.select(0, d) : Tensor(),
                              reset_before(s, d, resets_t, len));

@@ -58,8 +58,8 @@ struct CellOperands {
 };
 
 template <typename scalar_t>
-__device__ __forceinline__ CellOperands load_operands(const TcBackwardArgs<scalar_t>& a,
-                                                      int64_t d, int64_t t, int64_t b, int64_t j) {
+__device__ __forceinline__ CellOperands load_operands(const TcBackwardArgs<scalar_t>& a, int64_t d,
+                                                      int64_t t, int64_t b, int64_t j) {
   const int64_t T = a.T, B = a.B, H = a.H, G = 4 * H;
   int64_t len = T;
   if (a.lengths != nullptr) {  // any value is memory-safe: < 0 acts as 0, > T as T
@@ -171,9 +171,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
       for (int p = p_lo + lane; p < p_hi; p += 32)
         tc::wait_geq_acquire(flags + p, static_cast<unsigned>(k));
       __syncwarp();
-      const uint16_t* src = reinterpret_cast<const uint16_t*>(x_dir + ((k - 1) & 1) * slot_stride) +
-                            warp * kSlice;
-      float acc[2][MT][4];  // two accumulator chains (even / odd k-steps) halve the MMA latency chain
+      const uint16_t* src =
+          reinterpret_cast<const uint16_t*>(x_dir + ((k - 1) & 1) * slot_stride) + warp * kSlice;
+      float acc[2][MT]
+               [4];  // two accumulator chains (even / odd k-steps) halve the MMA latency chain
 #pragma unroll
       for (int ch = 0; ch < 2; ++ch)
 #pragma unroll
@@ -194,7 +195,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
         __syncwarp();
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {
-          // ldmatrix.x4: lane l gives row l % 8 of 8x8 matrix l / 8 = (rows +8 if odd, k +8 if >= 2).
+          // ldmatrix.x4: lane l gives row l % 8 of 8x8 matrix l / 8 = (rows +8 if odd, k +8 if >=
+          // 2).
           uint32_t a_frag[4];
           const int row = (lane & 7) + 8 * ((lane >> 3) & 1);
           tc::ldmatrix_x4(a_frag, s_mine + row * kPitch + ks * 16 + 8 * (lane >> 4));
@@ -215,7 +217,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
       }
     }
     __syncthreads();  // partials complete; also orders last iteration's reads of s_part
-    // The recurrent gradient of the step done in iteration k - 1.
+                      // The recurrent gradient of the step done in iteration k - 1.
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
       if (k == 0 || !has_elem(i) || !prev_valid[i]) continue;  // masked: dh passes unchanged
@@ -325,8 +327,8 @@ int ctas_per_sm(const TcBackwardPlan& plan) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(plan.smem)));
     int per_sm = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg.warps * 32,
-                                                                 plan.smem));
+    C10_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg.warps * 32, plan.smem));
     return per_sm;
 #endif
   }
@@ -365,8 +367,9 @@ TcBackwardPlan plan_tc_backward_device(int device, int64_t B, int64_t H, int64_t
     plan.refusal = "the device does not support cooperative launches (co-resident CTAs)";
   } else if (tc_backward_detail::ctas_per_sm<scalar_t>(plan) < 1) {
     plan.config = -1;
-    plan.refusal = "a CTA of the chosen configuration does not fit on an SM (registers or "
-                   "shared memory)";
+    plan.refusal =
+        "a CTA of the chosen configuration does not fit on an SM (registers or "
+        "shared memory)";
   }
   return plan;
 }
@@ -377,10 +380,9 @@ void launch_tc_backward(const TcBackwardArgs<scalar_t>& a, const TcBackwardPlan&
   tc_backward_detail::launch_config<scalar_t>(a, plan, stream);
 }
 
-#define LSTM_FUSED_INSTANTIATE_TC_BACKWARD(T_)                                              \
-  template TcBackwardPlan plan_tc_backward_device<T_>(int, int64_t, int64_t, int64_t,      \
-                                                      int64_t);                            \
-  template void launch_tc_backward<T_>(const TcBackwardArgs<T_>&, const TcBackwardPlan&,   \
+#define LSTM_FUSED_INSTANTIATE_TC_BACKWARD(T_)                                                  \
+  template TcBackwardPlan plan_tc_backward_device<T_>(int, int64_t, int64_t, int64_t, int64_t); \
+  template void launch_tc_backward<T_>(const TcBackwardArgs<T_>&, const TcBackwardPlan&,        \
                                        cudaStream_t);
 
 }  // namespace cuda

@@ -28,8 +28,8 @@ struct TcBackwardArgs {
   scalar_t* grad_h0;         // (D, B, H) out
   scalar_t* grad_c0;         // (D, B, H) out
   // Workspaces, zeroed by the host before the launch:
-  scalar_t* dz_exchange;     // (2, D, 16 * mt, k_total): dz rows of a step in producer order
-  unsigned* flags;           // (D, ctas): the number of steps each CTA has published
+  scalar_t* dz_exchange;  // (2, D, 16 * mt, k_total): dz rows of a step in producer order
+  unsigned* flags;        // (D, ctas): the number of steps each CTA has published
   int64_t T, B, H, D;
   int units, ctas, k_total;  // the plan's
 };

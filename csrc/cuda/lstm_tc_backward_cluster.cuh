@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
   constexpr int kPitch = tc_cluster_pitch(KSTEPS);
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
   uint16_t* s_dz = reinterpret_cast<uint16_t*>(smem_raw);  // (WARPS, 16, kPitch)
-  float* s_part = reinterpret_cast<float*>(
-      smem_raw + static_cast<size_t>(WARPS) * 16 * kPitch * sizeof(uint16_t));  // (WARPS, kRows, kUp)
+  float* s_part = reinterpret_cast<float*>(smem_raw + static_cast<size_t>(WARPS) * 16 * kPitch *
+                                                          sizeof(uint16_t));  // (WARPS, kRows, kUp)
   float* s_cta = s_part + WARPS * kRows * kUp;  // (2, kRows, kUp): the CTA's partial dh
 
   const int64_t T = a.T, B = a.B, H = a.H, D = a.D, G = 4 * H;
@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
   const int P = ctas / C;
   const int d = static_cast<int>(blockIdx.x) / ctas, c = static_cast<int>(blockIdx.x) % ctas;
   const int p = c / C;  // c % C == q: clusters are consecutive blocks
-  const int64_t j_cluster = static_cast<int64_t>(p) * C * UC;  // first unit of the cluster
+  const int64_t j_cluster = static_cast<int64_t>(p) * C * UC;   // first unit of the cluster
   const int64_t u0 = j_cluster + static_cast<int64_t>(q) * UC;  // first owned unit
   const int nu_raw = static_cast<int>(H - u0 < UC ? H - u0 : UC);
   const int nu = nu_raw < 0 ? 0 : nu_raw;  // owned units (0: a padding CTA)
@@ -144,9 +144,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
       for (int pp = p_lo + lane; pp < p_hi; pp += 32)
         tc::wait_geq_acquire(flags + pp * C + q, static_cast<unsigned>(k));
       __syncwarp();
-      const uint16_t* src =
-          reinterpret_cast<const uint16_t*>(x_dir + ((k - 1) & 1) * slot_stride) + q * kKq +
-          warp * kSlice;
+      const uint16_t* src = reinterpret_cast<const uint16_t*>(x_dir + ((k - 1) & 1) * slot_stride) +
+                            q * kKq + warp * kSlice;
       float acc[MT][NT][4];
 #pragma unroll
       for (int m = 0; m < MT; ++m)
@@ -287,8 +286,8 @@ void launch_config(const TcBackwardArgs<scalar_t>& a, const TcClusterPlan& plan,
   if constexpr (I < kTcClusterConfigCount) {
     if (plan.config != I) return launch_config<scalar_t, I + 1>(a, plan, stream);
     constexpr TcClusterConfig cfg = kTcClusterConfigs[I];
-    auto* kernel = &tc_backward_cluster_kernel<scalar_t, cfg.cluster, cfg.warps, cfg.ksteps,
-                                               cfg.nt, cfg.mt>;
+    auto* kernel =
+        &tc_backward_cluster_kernel<scalar_t, cfg.cluster, cfg.warps, cfg.ksteps, cfg.nt, cfg.mt>;
     const dim3 grid(static_cast<unsigned>(a.D * plan.ctas)), block(cfg.warps * 32);
     TcBackwardArgs<scalar_t> args = a;
 #if defined(LSTM_FUSED_CUDA_EMULATION)
@@ -326,8 +325,8 @@ int max_active_clusters(const TcClusterPlan& plan) {
     return 1 << 20;
 #else
     constexpr TcClusterConfig cfg = kTcClusterConfigs[I];
-    auto* kernel = &tc_backward_cluster_kernel<scalar_t, cfg.cluster, cfg.warps, cfg.ksteps,
-                                               cfg.nt, cfg.mt>;
+    auto* kernel =
+        &tc_backward_cluster_kernel<scalar_t, cfg.cluster, cfg.warps, cfg.ksteps, cfg.nt, cfg.mt>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(plan.smem)));
     cudaLaunchConfig_t config = {};
@@ -389,9 +388,9 @@ TcClusterPlan plan_tc_backward_cluster_device(int device, int64_t B, int64_t H, 
   return plan;
 }
 
-#define LSTM_FUSED_INSTANTIATE_TC_BACKWARD_CLUSTER(T_)                                       \
-  template TcClusterPlan plan_tc_backward_cluster_device<T_>(int, int64_t, int64_t, int64_t, \
-                                                             int64_t);                       \
+#define LSTM_FUSED_INSTANTIATE_TC_BACKWARD_CLUSTER(T_)                                          \
+  template TcClusterPlan plan_tc_backward_cluster_device<T_>(int, int64_t, int64_t, int64_t,    \
+                                                             int64_t);                          \
   template void launch_tc_backward_cluster<T_>(const TcBackwardArgs<T_>&, const TcClusterPlan&, \
                                                cudaStream_t);
 

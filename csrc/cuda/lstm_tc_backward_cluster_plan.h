@@ -32,8 +32,7 @@ struct TcClusterConfig {
 #if defined(LSTM_FUSED_CUDA_EMULATION)
 // Tiny grids for the CPU emulation: clusters of 2, 2 warps, 2 n8 tiles (at most 8 units per
 // CTA), K capacity 64 or 96; one or two m16 tiles.
-constexpr TcClusterConfig kTcClusterConfigs[] = {
-    {2, 2, 2, 2, 1}, {2, 2, 3, 2, 1}, {2, 2, 2, 2, 2}};
+constexpr TcClusterConfig kTcClusterConfigs[] = {{2, 2, 2, 2, 1}, {2, 2, 3, 2, 1}, {2, 2, 2, 2, 2}};
 #else
 // The headline (H = 768): clusters of 8, UC = 6, UP = 48 (NT = 6), P = 16 clusters,
 // K = 16 * 24 = 384 = 8 warps x 3 k-steps: 36 weight registers a thread. (8, 8, 4, 8, 4)
@@ -69,16 +68,16 @@ struct TcClusterPlan {
 // The plan for B rows, H units, D directions, projection size P_proj, elem_bytes per storage
 // element, on a device with `sms` SMs and `smem_optin` bytes of opt-in shared memory per block.
 inline TcClusterPlan plan_tc_backward_cluster(int64_t B, int64_t H, int64_t D, int64_t P_proj,
-                                              size_t elem_bytes, int64_t sms,
-                                              size_t smem_optin) {
+                                              size_t elem_bytes, int64_t sms, size_t smem_optin) {
   TcClusterPlan plan;
   if (elem_bytes != 2) {
     plan.refusal = "the tensor-core backward runs bfloat16 and float16 only";
     return plan;
   }
   if (P_proj > 0) {
-    plan.refusal = "proj_size > 0: the projected state needs all H units of a step before the "
-                   "next, a second exchange per step the cluster backward does not have";
+    plan.refusal =
+        "proj_size > 0: the projected state needs all H units of a step before the "
+        "next, a second exchange per step the cluster backward does not have";
     return plan;
   }
   if (B <= 0 || H <= 0) {
@@ -112,8 +111,10 @@ inline TcClusterPlan plan_tc_backward_cluster(int64_t B, int64_t H, int64_t D, i
     }
     const size_t smem = tc_cluster_smem_bytes(c);
     if (smem > smem_optin) {
-      why = "needs " + std::to_string(smem) + " bytes of shared memory per CTA, more than the "
-            "opt-in limit of " + std::to_string(smem_optin);
+      why = "needs " + std::to_string(smem) +
+            " bytes of shared memory per CTA, more than the "
+            "opt-in limit of " +
+            std::to_string(smem_optin);
       continue;
     }
     plan.config = i;

@@ -36,8 +36,8 @@ struct TcBackwardConfig {
 constexpr TcBackwardConfig kTcBackwardConfigs[] = {{2, 3, 1}, {2, 3, 3}, {2, 6, 1}};
 constexpr int kTcBackwardMaxUnits = 3;
 #else
-constexpr TcBackwardConfig kTcBackwardConfigs[] = {
-    {8, 8, 1}, {8, 16, 1}, {8, 24, 1}, {8, 32, 1}, {8, 8, 4}, {8, 16, 4}, {8, 24, 4}, {8, 32, 4}};
+constexpr TcBackwardConfig kTcBackwardConfigs[] = {{8, 8, 1}, {8, 16, 1}, {8, 24, 1}, {8, 32, 1},
+                                                   {8, 8, 4}, {8, 16, 4}, {8, 24, 4}, {8, 32, 4}};
 constexpr int kTcBackwardMaxUnits = 8;  // one n8 tile
 #endif
 constexpr int kTcBackwardConfigCount =
@@ -55,12 +55,12 @@ constexpr size_t tc_backward_smem_bytes(const TcBackwardConfig& c) {
 }
 
 struct TcBackwardPlan {
-  int config = -1;       // index into kTcBackwardConfigs, -1: does not fit (see refusal)
-  int units = 0;         // hidden units per CTA
-  int ctas = 0;          // CTAs per direction, ceil(H / units)
-  int k_total = 0;       // K extent of the exchange rows: warps * ksteps * 16
-  size_t smem = 0;       // dynamic shared memory per CTA, bytes
-  std::string refusal;   // why no configuration fits ("" when one does)
+  int config = -1;      // index into kTcBackwardConfigs, -1: does not fit (see refusal)
+  int units = 0;        // hidden units per CTA
+  int ctas = 0;         // CTAs per direction, ceil(H / units)
+  int k_total = 0;      // K extent of the exchange rows: warps * ksteps * 16
+  size_t smem = 0;      // dynamic shared memory per CTA, bytes
+  std::string refusal;  // why no configuration fits ("" when one does)
 };
 
 // The plan for B rows, H units, D directions, projection size P, elem_bytes per storage
@@ -73,8 +73,9 @@ inline TcBackwardPlan plan_tc_backward(int64_t B, int64_t H, int64_t D, int64_t 
     return plan;
   }
   if (P > 0) {
-    plan.refusal = "proj_size > 0: the projected state needs all H units of a step before the "
-                   "next, a second exchange per step the tensor-core backward does not have";
+    plan.refusal =
+        "proj_size > 0: the projected state needs all H units of a step before the "
+        "next, a second exchange per step the tensor-core backward does not have";
     return plan;
   }
   if (B <= 0 || H <= 0) {
@@ -86,8 +87,10 @@ inline TcBackwardPlan plan_tc_backward(int64_t B, int64_t H, int64_t D, int64_t 
   const int64_t balanced = (H + ctas - 1) / ctas;  // same CTA count, fewest padded units
   if (D * ctas > sms) {
     plan.refusal = "needs " + std::to_string(D * ctas) + " CTAs (" +
-                   std::to_string(kTcBackwardMaxUnits) + " hidden units each, one per SM) but "
-                   "the device has " + std::to_string(sms) + " SMs";
+                   std::to_string(kTcBackwardMaxUnits) +
+                   " hidden units each, one per SM) but "
+                   "the device has " +
+                   std::to_string(sms) + " SMs";
     return plan;
   }
   int64_t max_rows = 0;
@@ -113,10 +116,13 @@ inline TcBackwardPlan plan_tc_backward(int64_t B, int64_t H, int64_t D, int64_t 
     plan.refusal = "batch " + std::to_string(B) + " > " + std::to_string(max_rows) +
                    " rows, the most the tensor-core backward stages per step";
   else if (min_smem > 0)
-    plan.refusal = "needs " + std::to_string(min_smem) + " bytes of shared memory per CTA, more "
-                   "than the device's opt-in limit of " + std::to_string(smem_optin) + " bytes";
+    plan.refusal = "needs " + std::to_string(min_smem) +
+                   " bytes of shared memory per CTA, more "
+                   "than the device's opt-in limit of " +
+                   std::to_string(smem_optin) + " bytes";
   else
-    plan.refusal = "4H = " + std::to_string(4 * H) + " weight rows per CTA exceed the register "
+    plan.refusal = "4H = " + std::to_string(4 * H) +
+                   " weight rows per CTA exceed the register "
                    "capacity of every compiled configuration";
   return plan;
 }

@@ -55,23 +55,22 @@ __device__ __forceinline__ uint16_t bits_of(const scalar_t* p) {
 // boundary between t and t + 1. (Lengths need no test here: a step at t >= lengths[b] is
 // masked and keeps its state, and the first valid step of direction 1 starts from the initial
 // state anyway.)
-__device__ __forceinline__ bool reset_before(const bool* resets, int64_t d, int64_t t,
-                                             int64_t T, int64_t B, int64_t b) {
+__device__ __forceinline__ bool reset_before(const bool* resets, int64_t d, int64_t t, int64_t T,
+                                             int64_t B, int64_t b) {
   if (resets == nullptr) return false;
   if (d == 0) return t > 0 && resets[t * B + b];
   return t + 1 < T && resets[(t + 1) * B + b];
 }
 
 template <typename scalar_t, int kUnits, int kWarps, int kKSteps, int kMTiles>
-__global__ void __launch_bounds__(kWarps * 32, 1)
-    tc_forward_kernel(TcForwardParams<scalar_t> p) {
+__global__ void __launch_bounds__(kWarps * 32, 1) tc_forward_kernel(TcForwardParams<scalar_t> p) {
   constexpr int kThreads = kWarps * 32;
-  constexpr int kN = 4 * kUnits;               // gate columns of the CTA
+  constexpr int kN = 4 * kUnits;  // gate columns of the CTA
   constexpr int kNTiles = (kN + 7) / 8;
-  constexpr int kNP = kNTiles * 8;             // padded columns of red
-  constexpr int kKW = 16 * kKSteps;            // K per warp
-  constexpr int kPitch = kWarps * kKW + 8;     // 16-bit values per h_s row (+16 bytes)
-  constexpr int kM = 16 * kMTiles;             // batch rows (padded)
+  constexpr int kNP = kNTiles * 8;          // padded columns of red
+  constexpr int kKW = 16 * kKSteps;         // K per warp
+  constexpr int kPitch = kWarps * kKW + 8;  // 16-bit values per h_s row (+16 bytes)
+  constexpr int kM = 16 * kMTiles;          // batch rows (padded)
   constexpr int kCells = (kM * kUnits + kThreads - 1) / kThreads;  // cells per thread
 
   LSTM_FUSED_DYNAMIC_SHARED(smem);
@@ -246,7 +245,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 
     // 4. Publish h_t of this CTA.
     __syncthreads();
-    if (threadIdx.x == 0) tc::st_release_gpu(flags + cta * kTcFlagStride, static_cast<unsigned>(step + 1));
+    if (threadIdx.x == 0)
+      tc::st_release_gpu(flags + cta * kTcFlagStride, static_cast<unsigned>(step + 1));
 
     // 5. Outputs of this step, then gx of the next one.
     const int64_t t_next = d == 0 ? step + 1 : T - 2 - step;
@@ -259,7 +259,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       if (p.gates != nullptr) {
         scalar_t* g_row = p.gates + ((d * T + t) * B + b) * G + j;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) g_row[q * H] = static_cast<scalar_t>(valid[i] ? out[i][q] : 0.0f);
+        for (int q = 0; q < 4; ++q)
+          g_row[q * H] = static_cast<scalar_t>(valid[i] ? out[i][q] : 0.0f);
         p.cells[((d * T + t) * B + b) * H + j] = static_cast<scalar_t>(c_reg[i]);
       }
       if (step + 1 < T) {
@@ -361,15 +362,14 @@ void launch_tc_forward(const TcForwardParams<scalar_t>& p, const TcForwardPlan& 
                                            args);
 #else
   void* params[] = {&args};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel),
-                                             dim3(plan.ctas), dim3(plan.threads), params,
-                                             plan.smem, stream));
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(plan.ctas),
+                                             dim3(plan.threads), params, plan.smem, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 #endif
 }
 
 #define LSTM_FUSED_INSTANTIATE_TC_FORWARD(T_)                                           \
-  template TcForwardPlan plan_tc_forward<T_>(int, int64_t, int64_t, int64_t, int64_t); \
+  template TcForwardPlan plan_tc_forward<T_>(int, int64_t, int64_t, int64_t, int64_t);  \
   template void launch_tc_forward<T_>(const TcForwardParams<T_>&, const TcForwardPlan&, \
                                       cudaStream_t);
 

@@ -36,12 +36,12 @@ struct TcForwardParams {
 
 struct TcForwardPlan {
   bool fits = false;
-  int config = -1;       // index into tc_forward_configs() (lstm_tc_plan.h)
-  int ctas = 0;          // D * ceil(H / units)
+  int config = -1;  // index into tc_forward_configs() (lstm_tc_plan.h)
+  int ctas = 0;     // D * ceil(H / units)
   int threads = 0;
-  size_t smem = 0;       // dynamic shared memory per CTA, bytes
-  size_t flag_words = 0; // unsigned words of the flags workspace
-  std::string reason;    // why it does not fit ("" when it does)
+  size_t smem = 0;        // dynamic shared memory per CTA, bytes
+  size_t flag_words = 0;  // unsigned words of the flags workspace
+  std::string reason;     // why it does not fit ("" when it does)
 };
 
 // The configuration for (B, H, D, P) on `device` (shared memory, cooperative launch, all CTAs

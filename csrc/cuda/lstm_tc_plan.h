@@ -34,9 +34,10 @@ struct TcForwardConfig {
 #else
 // H <= 768 with 6 units (128 CTAs at H = 768, D = 1) or 12 (D = 2), H <= 1024 with 8;
 // B <= 16, 32, 64.
-#define LSTM_FUSED_TC_FORWARD_CONFIGS(X)                                               \
-  X(6, 8, 6, 1) X(8, 8, 8, 1) X(12, 8, 6, 1) X(6, 8, 6, 2) X(8, 8, 8, 2) X(12, 8, 6, 2) \
-  X(6, 8, 6, 4) X(8, 8, 8, 4)
+#define LSTM_FUSED_TC_FORWARD_CONFIGS(X) \
+  X(6, 8, 6, 1)                          \
+  X(8, 8, 8, 1)                          \
+  X(12, 8, 6, 1) X(6, 8, 6, 2) X(8, 8, 8, 2) X(12, 8, 6, 2) X(6, 8, 6, 4) X(8, 8, 8, 4)
 #endif
 
 #define LSTM_FUSED_TC_CONFIG_ENTRY(U, W, K, M) TcForwardConfig{U, W, K, M},
@@ -86,8 +87,9 @@ inline std::vector<TcForwardCandidate> tc_forward_candidates(int64_t B, int64_t 
     max_b = std::max<int64_t>(max_b, 16 * c.mtiles);
   }
   if (P > 0) {
-    *reason = "proj_size > 0: the projected h needs every hidden unit of a step before the "
-              "next step can start, which the tensor-core kernel's exchange does not provide";
+    *reason =
+        "proj_size > 0: the projected h needs every hidden unit of a step before the "
+        "next step can start, which the tensor-core kernel's exchange does not provide";
     return out;
   }
   if (B <= 0 || H <= 0) {
@@ -100,13 +102,17 @@ inline std::vector<TcForwardCandidate> tc_forward_candidates(int64_t B, int64_t 
     return out;
   }
   if (H > max_h) {
-    *reason = "hidden_size H = " + std::to_string(H) + " is above the largest compiled "
-              "configuration (H <= " + std::to_string(max_h) + ")";
+    *reason = "hidden_size H = " + std::to_string(H) +
+              " is above the largest compiled "
+              "configuration (H <= " +
+              std::to_string(max_h) + ")";
     return out;
   }
   if (B > max_b) {
-    *reason = "batch B = " + std::to_string(B) + " is above the largest compiled "
-              "configuration (B <= " + std::to_string(max_b) + ")";
+    *reason = "batch B = " + std::to_string(B) +
+              " is above the largest compiled "
+              "configuration (B <= " +
+              std::to_string(max_b) + ")";
     return out;
   }
   size_t least_smem = 0;
@@ -122,8 +128,10 @@ inline std::vector<TcForwardCandidate> tc_forward_candidates(int64_t B, int64_t 
   }
   if (out.empty())
     *reason = "the configurations for B = " + std::to_string(B) + ", H = " + std::to_string(H) +
-              " need at least " + std::to_string(least_smem) + " bytes of shared memory per "
-              "CTA, above the device's per-block limit of " + std::to_string(smem_optin);
+              " need at least " + std::to_string(least_smem) +
+              " bytes of shared memory per "
+              "CTA, above the device's per-block limit of " +
+              std::to_string(smem_optin);
   return out;
 }
 

@@ -37,16 +37,18 @@ MhsaPlan checked_plan(const at::Tensor& q, int64_t Dh, const char* op) {
   const MhsaPlan plan = plan_mhsa(Dh, acc_bytes);
   const size_t limit = device_smem_optin(q.device());
   const std::string why = mhsa_plan_refusal(plan, Dh, limit);
-  TORCH_CHECK_VALUE(why.empty(), "lstm_fused::", op, " (cuda backend) cannot run this call: ",
-                    why, " (dtype ", q.scalar_type(), ")");
+  TORCH_CHECK_VALUE(why.empty(), "lstm_fused::", op, " (cuda backend) cannot run this call: ", why,
+                    " (dtype ", q.scalar_type(), ")");
   return plan;
 }
 
 // The kernels of MhsaOps (mhsa_args.h), which checks the arguments first.
-std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(
-    const MhsaSizes& s, const AttentionDropout& drop, const at::Tensor& q_in,
-    const at::Tensor& k_in, const at::Tensor& v_in, const c10::optional<at::Tensor>& lengths,
-    double scale) {
+std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(const MhsaSizes& s,
+                                                     const AttentionDropout& drop,
+                                                     const at::Tensor& q_in, const at::Tensor& k_in,
+                                                     const at::Tensor& v_in,
+                                                     const c10::optional<at::Tensor>& lengths,
+                                                     double scale) {
   const DeviceScope scope(q_in);
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const at::Tensor len_t = device_lengths(lengths, q);
@@ -57,27 +59,28 @@ std::tuple<at::Tensor, at::Tensor> mhsa_forward_cuda(
   const cudaStream_t stream = scope.stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_forward_cuda", [&] {
-    using acc_t = cell_acc_t<scalar_t>;
-    MhsaForwardParams<scalar_t> a;
-    a.q = q.data_ptr<scalar_t>();
-    a.k = k.data_ptr<scalar_t>();
-    a.v = v.data_ptr<scalar_t>();
-    a.lengths = lengths_ptr(len_t);
-    a.out = out.data_ptr<scalar_t>();
-    a.lse = lse.data_ptr<acc_t>();
-    a.B = s.B, a.N = s.N, a.T = s.T;
-    a.Dh = static_cast<int>(s.Dh);
-    a.scale = static_cast<acc_t>(scale);
-    a.drop = drop;
-    dispatch_max_d(plan.max_d, [&](auto max_d) {
-      launch_mhsa_forward<scalar_t, decltype(max_d)::value>(a, plan, stream);
-    });
-  });
+        using acc_t = cell_acc_t<scalar_t>;
+        MhsaForwardParams<scalar_t> a;
+        a.q = q.data_ptr<scalar_t>();
+        a.k = k.data_ptr<scalar_t>();
+        a.v = v.data_ptr<scalar_t>();
+        a.lengths = lengths_ptr(len_t);
+        a.out = out.data_ptr<scalar_t>();
+        a.lse = lse.data_ptr<acc_t>();
+        a.B = s.B, a.N = s.N, a.T = s.T;
+        a.Dh = static_cast<int>(s.Dh);
+        a.scale = static_cast<acc_t>(scale);
+        a.drop = drop;
+        dispatch_max_d(plan.max_d, [&](auto max_d) {
+          launch_mhsa_forward<scalar_t, decltype(max_d)::value>(a, plan, stream);
+        });
+      });
   return {out, lse};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
-    const MhsaSizes& s, const AttentionDropout& drop, const MhsaBackwardInputs& in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(const MhsaSizes& s,
+                                                                  const AttentionDropout& drop,
+                                                                  const MhsaBackwardInputs& in) {
   const DeviceScope scope(in.q);
   const at::Tensor q = in.q.contiguous(), k = in.k.contiguous(), v = in.v.contiguous();
   const at::Tensor dout = in.grad_out.to(q.scalar_type()).contiguous();
@@ -90,28 +93,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mhsa_backward_cuda(
   const cudaStream_t stream = scope.stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "mhsa_backward_cuda", [&] {
-    using acc_t = cell_acc_t<scalar_t>;
-    MhsaBackwardParams<scalar_t> a;
-    a.q = q.data_ptr<scalar_t>();
-    a.k = k.data_ptr<scalar_t>();
-    a.v = v.data_ptr<scalar_t>();
-    a.dout = dout.data_ptr<scalar_t>();
-    a.out = out.data_ptr<scalar_t>();
-    a.lse = lse.data_ptr<acc_t>();
-    a.lengths = lengths_ptr(len_t);
-    a.delta = delta.data_ptr<acc_t>();
-    a.dq = dq.data_ptr<scalar_t>();
-    a.dk = dk.data_ptr<scalar_t>();
-    a.dv = dv.data_ptr<scalar_t>();
-    a.B = s.B, a.N = s.N, a.T = s.T;
-    a.Dh = static_cast<int>(s.Dh);
-    a.scale = static_cast<acc_t>(in.scale);
-    a.drop = drop;
-    a.keep_scale = static_cast<acc_t>(drop.keep_scale);
-    dispatch_max_d(plan.max_d, [&](auto max_d) {
-      launch_mhsa_backward<scalar_t, decltype(max_d)::value>(a, plan, stream);
-    });
-  });
+        using acc_t = cell_acc_t<scalar_t>;
+        MhsaBackwardParams<scalar_t> a;
+        a.q = q.data_ptr<scalar_t>();
+        a.k = k.data_ptr<scalar_t>();
+        a.v = v.data_ptr<scalar_t>();
+        a.dout = dout.data_ptr<scalar_t>();
+        a.out = out.data_ptr<scalar_t>();
+        a.lse = lse.data_ptr<acc_t>();
+        a.lengths = lengths_ptr(len_t);
+        a.delta = delta.data_ptr<acc_t>();
+        a.dq = dq.data_ptr<scalar_t>();
+        a.dk = dk.data_ptr<scalar_t>();
+        a.dv = dv.data_ptr<scalar_t>();
+        a.B = s.B, a.N = s.N, a.T = s.T;
+        a.Dh = static_cast<int>(s.Dh);
+        a.scale = static_cast<acc_t>(in.scale);
+        a.drop = drop;
+        a.keep_scale = static_cast<acc_t>(drop.keep_scale);
+        dispatch_max_d(plan.max_d, [&](auto max_d) {
+          launch_mhsa_backward<scalar_t, decltype(max_d)::value>(a, plan, stream);
+        });
+      });
   return {dq, dk, dv};
 }
 

@@ -149,8 +149,7 @@ __device__ __forceinline__ MhsaQueryRow mhsa_query_row(const Params& a) {
 // of the block is done with the previous tile; returns how many of them are valid keys.
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ int stage_key_tile(acc_t* k_tile, acc_t* v_tile, const scalar_t* k,
-                                              const scalar_t* v, int64_t j0, int64_t len,
-                                              int Dh) {
+                                              const scalar_t* v, int64_t j0, int64_t len, int Dh) {
   __syncthreads();  // the previous tile is no longer read
   stage_tile(k_tile, k, j0, len, Dh);
   stage_tile(v_tile, v, j0, len, Dh);
@@ -169,8 +168,7 @@ __device__ __forceinline__ void store_row_part(scalar_t* dst, const acc_t (&x)[k
 }
 
 template <typename scalar_t, int MAX_D>
-__global__ void __launch_bounds__(kMhsaThreads)
-mhsa_forward_kernel(MhsaForwardParams<scalar_t> a) {
+__global__ void __launch_bounds__(kMhsaThreads) mhsa_forward_kernel(MhsaForwardParams<scalar_t> a) {
   using acc_t = cell_acc_t<scalar_t>;
   using Tile = MhsaTile<MAX_D>;
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
@@ -214,8 +212,7 @@ mhsa_forward_kernel(MhsaForwardParams<scalar_t> a) {
   if (!row.active) return;
   const acc_t inv = row.len > 0 ? acc_t(1) / l : acc_t(0);  // length 0: zero context
   store_row_part<MAX_D>(a.out + row.head, acc, inv, row.i, row.lane, a.Dh);
-  if (row.lane == 0)
-    a.lse[row.bh * a.T + row.i] = row.len > 0 ? m + log(l) : neg_infinity<acc_t>();
+  if (row.lane == 0) a.lse[row.bh * a.T + row.i] = row.len > 0 ? m + log(l) : neg_infinity<acc_t>();
 }
 
 template <typename scalar_t>
@@ -232,8 +229,7 @@ __global__ void mhsa_delta_kernel(MhsaBackwardParams<scalar_t> a, int64_t rows) 
 
 // The lanes of key row j: dV_j = sum_i p_ij z_ij dO_i, dK_j = scale sum_i ds_ij q_i.
 template <typename scalar_t, int MAX_D>
-__global__ void __launch_bounds__(kMhsaThreads)
-mhsa_dkdv_kernel(MhsaBackwardParams<scalar_t> a) {
+__global__ void __launch_bounds__(kMhsaThreads) mhsa_dkdv_kernel(MhsaBackwardParams<scalar_t> a) {
   using acc_t = cell_acc_t<scalar_t>;
   using Tile = MhsaTile<MAX_D>;
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
@@ -252,8 +248,7 @@ mhsa_dkdv_kernel(MhsaBackwardParams<scalar_t> a) {
   const bool valid = j < len;
   const int64_t head = bh * T * Dh;
 
-  acc_t kj[kMhsaDimsPerLane], vj[kMhsaDimsPerLane], dkj[kMhsaDimsPerLane],
-      dvj[kMhsaDimsPerLane];
+  acc_t kj[kMhsaDimsPerLane], vj[kMhsaDimsPerLane], dkj[kMhsaDimsPerLane], dvj[kMhsaDimsPerLane];
   load_row_part<MAX_D>(kj, a.k + head, j, valid, lane, Dh);
   load_row_part<MAX_D>(vj, a.v + head, j, valid, lane, Dh);
 #pragma unroll
@@ -284,7 +279,7 @@ mhsa_dkdv_kernel(MhsaBackwardParams<scalar_t> a) {
       const acc_t qk = row_sum<Tile::kLanes>(dot_part<MAX_D>(kj, q_tile, r, lane, Dh));
       const acc_t dp = row_sum<Tile::kLanes>(dot_part<MAX_D>(vj, do_tile, r, lane, Dh));
       const acc_t p = valid ? exp(qk * a.scale - lse_tile[r]) : acc_t(0);  // padded key: 0
-      const acc_t z = (keep_bits >> r) & 1u ? a.keep_scale : acc_t(0);  // 1 without dropout
+      const acc_t z = (keep_bits >> r) & 1u ? a.keep_scale : acc_t(0);     // 1 without dropout
       const acc_t ds = p * (dp * z - delta_tile[r]);
       axpy_part<MAX_D>(dvj, p * z, do_tile, r, lane, Dh);
       axpy_part<MAX_D>(dkj, ds, q_tile, r, lane, Dh);
@@ -298,8 +293,7 @@ mhsa_dkdv_kernel(MhsaBackwardParams<scalar_t> a) {
 
 // The lanes of query row i: dQ_i = scale sum_j ds_ij k_j over the valid keys.
 template <typename scalar_t, int MAX_D>
-__global__ void __launch_bounds__(kMhsaThreads)
-mhsa_dq_kernel(MhsaBackwardParams<scalar_t> a) {
+__global__ void __launch_bounds__(kMhsaThreads) mhsa_dq_kernel(MhsaBackwardParams<scalar_t> a) {
   using acc_t = cell_acc_t<scalar_t>;
   using Tile = MhsaTile<MAX_D>;
   LSTM_FUSED_DYNAMIC_SHARED(smem_raw);
@@ -359,8 +353,8 @@ template <typename scalar_t, int MAX_D>
 void launch_mhsa_forward(const MhsaForwardParams<scalar_t>& a, const MhsaPlan& plan,
                          cudaStream_t stream) {
   allow_shared_memory(mhsa_forward_kernel<scalar_t, MAX_D>, plan.smem_forward);
-  LSTM_FUSED_LAUNCH_BLOCKS(mhsa_grid<MAX_D>(a.B, a.N, a.T), kMhsaThreads, plan.smem_forward,
-                           stream, mhsa_forward_kernel<scalar_t, MAX_D>)(a);
+  LSTM_FUSED_LAUNCH_BLOCKS(mhsa_grid<MAX_D>(a.B, a.N, a.T), kMhsaThreads, plan.smem_forward, stream,
+                           mhsa_forward_kernel<scalar_t, MAX_D>)(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -384,11 +378,11 @@ void launch_mhsa_backward(const MhsaBackwardParams<scalar_t>& a, const MhsaPlan&
 
 // Explicit instantiations of the launchers for one storage type and head-size bound (one .cu
 // file each: mhsa_kernels_<dtype>_d<MAX_D>.cu).
-#define LSTM_FUSED_INSTANTIATE_MHSA(T_, MAX_D_)                                           \
-  template void launch_mhsa_forward<T_, MAX_D_>(const MhsaForwardParams<T_>&,            \
-                                                const MhsaPlan&, cudaStream_t);          \
-  template void launch_mhsa_backward<T_, MAX_D_>(const MhsaBackwardParams<T_>&,          \
-                                                 const MhsaPlan&, cudaStream_t);
+#define LSTM_FUSED_INSTANTIATE_MHSA(T_, MAX_D_)                                                  \
+  template void launch_mhsa_forward<T_, MAX_D_>(const MhsaForwardParams<T_>&, const MhsaPlan&,   \
+                                                cudaStream_t);                                   \
+  template void launch_mhsa_backward<T_, MAX_D_>(const MhsaBackwardParams<T_>&, const MhsaPlan&, \
+                                                 cudaStream_t);
 
 }  // namespace cuda
 }  // namespace lstm_fused

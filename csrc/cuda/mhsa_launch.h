@@ -13,7 +13,7 @@
 #include "attention_dropout.h"
 #include "cuda/lstm_cuda_runtime.h"  // cudaStream_t
 #include "cuda/mhsa_plan.h"
-#include "lstm_cell_math.h"          // cell_acc_t
+#include "lstm_cell_math.h"  // cell_acc_t
 
 namespace lstm_fused {
 namespace cuda {

@@ -44,10 +44,10 @@ inline MhsaPlan plan_mhsa(int64_t Dh, size_t acc_bytes) {
   p.lanes = p.max_d / kMhsaDimsPerLane;
   p.rows_per_block = kMhsaThreads / p.lanes;
   const size_t tile = static_cast<size_t>(kMhsaKeys) * static_cast<size_t>(Dh) * acc_bytes;
-  p.smem_forward = 2 * tile;                                    // K, V tiles
+  p.smem_forward = 2 * tile;                            // K, V tiles
   p.smem_dkdv = 2 * tile + 2 * kMhsaKeys * acc_bytes +  // Q, dO tiles, lse, delta,
-                kMhsaKeys * sizeof(uint32_t);              // dropout row keys
-  p.smem_dq = 2 * tile;                                         // K, V tiles
+                kMhsaKeys * sizeof(uint32_t);           // dropout row keys
+  p.smem_dq = 2 * tile;                                 // K, V tiles
   return p;
 }
 

@@ -7,9 +7,9 @@
 // Fragments are those of the PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point
 // type": groupID g = lane >> 2, threadID_in_group t = lane & 3; each uint32_t holds two 16-bit
 // values, the lower column (or k) index in the low half.
-//   A (16 x 16, row-major): a[0] (g, 2t..2t+1), a[1] (g+8, 2t..), a[2] (g, 2t+8..), a[3] (g+8, 2t+8..)
-//   B (16 x 8, "col": element (k, n)): b[0] (k = 2t..2t+1, n = g), b[1] (k = 2t+8..2t+9, n = g)
-//   C, D (16 x 8, float): [0] (g, 2t), [1] (g, 2t+1), [2] (g+8, 2t), [3] (g+8, 2t+1)
+//   A (16 x 16, row-major): a[0] (g, 2t..2t+1), a[1] (g+8, 2t..), a[2] (g, 2t+8..), a[3] (g+8,
+//   2t+8..) B (16 x 8, "col": element (k, n)): b[0] (k = 2t..2t+1, n = g), b[1] (k = 2t+8..2t+9, n
+//   = g) C, D (16 x 8, float): [0] (g, 2t), [1] (g, 2t+1), [2] (g+8, 2t), [3] (g+8, 2t+1)
 // ldmatrix_x4: lane l gives the address (16-byte aligned, shared memory) of row l % 8 of matrix
 // l / 8; register j receives matrix j's row l / 4, elements 2(l % 4), 2(l % 4) + 1 (.trans:
 // column l / 4, rows 2(l % 4), 2(l % 4) + 1). So with matrices (rows 0-7, cols 0-7),
@@ -69,8 +69,10 @@ __device__ __forceinline__ void wait_geq_acquire(const unsigned* p, unsigned v) 
 
 // As on a GPU, both addresses must be 16-byte aligned (else "misaligned address").
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src) {
-  if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 || reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0)
-    ::lstm_fused_emulation::report_launch_error("cp.async with an address that is not 16-byte aligned");
+  if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0)
+    ::lstm_fused_emulation::report_launch_error(
+        "cp.async with an address that is not 16-byte aligned");
   std::memcpy(smem_dst, gmem_src, 16);
 }
 __device__ __forceinline__ void cp_async_commit() {}

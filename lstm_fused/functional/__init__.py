@@ -9,9 +9,18 @@ implementation of its op family once per call (lstm_fused/ops/registry.py).
     multihead_self_attention,
     self_attention_core                          self-attention (mhsa.py)
 """
+
 from .attention import attention_pooling, channel_attention, masked_softmax  # noqa: F401
 from .lstm import attentive_lstm, kept_weights, lstm, lstm_layer  # noqa: F401
 from .mhsa import multihead_self_attention, self_attention_core  # noqa: F401
 
-__all__ = ["lstm", "lstm_layer", "attentive_lstm", "masked_softmax", "attention_pooling",
-           "channel_attention", "multihead_self_attention", "self_attention_core"]
+__all__ = [
+    "lstm",
+    "lstm_layer",
+    "attentive_lstm",
+    "masked_softmax",
+    "attention_pooling",
+    "channel_attention",
+    "multihead_self_attention",
+    "self_attention_core",
+]

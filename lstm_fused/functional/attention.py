@@ -3,6 +3,7 @@ pooling and channel attention (docs/contract.md, section 2). Each function check
 (section 5), picks its implementation once (lstm_fused/ops/registry.py) and calls its fused
 kernels (layouts: lstm_fused/ops/attention.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,9 +34,15 @@ def _check_same_device(where, ref_name, ref, **tensors):
             _checks.check_device(t, name, ref.device, where=where)
 
 
-def masked_softmax(scores: torch.Tensor, lengths: Optional[torch.Tensor] = None, *,
-                   mask: Optional[torch.Tensor] = None, scale: float = 1.0, dim: int = -1,
-                   backend: str = "auto") -> torch.Tensor:
+def masked_softmax(
+    scores: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    mask: Optional[torch.Tensor] = None,
+    scale: float = 1.0,
+    dim: int = -1,
+    backend: str = "auto",
+) -> torch.Tensor:
     """softmax(scale * scores) along `dim` with padded positions excluded.
 
     scores (B, ..., T, ...); lengths (B,) integers: positions >= lengths[b] along `dim` are
@@ -49,30 +56,45 @@ def masked_softmax(scores: torch.Tensor, lengths: Optional[torch.Tensor] = None,
     if scores.dim() == 0:
         raise ValueError(f"{where}: scores must have at least one dimension, got a 0-D tensor")
     if isinstance(dim, bool) or not isinstance(dim, int) or not -scores.dim() <= dim < scores.dim():
-        raise ValueError(f"{where}: dim must be an int in [{-scores.dim()}, {scores.dim() - 1}] "
-                         f"for scores of shape {tuple(scores.shape)}, got {dim!r}")
+        raise ValueError(
+            f"{where}: dim must be an int in [{-scores.dim()}, {scores.dim() - 1}] "
+            f"for scores of shape {tuple(scores.shape)}, got {dim!r}"
+        )
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"{where}: scale must be a float, got {type(scale).__name__}")
     dim = dim % scores.dim()
     if lengths is not None:
         if dim == 0:
-            raise ValueError(f"{where}: dim is 0 (the batch axis that lengths indexes); with "
-                             f"lengths the softmax must run along another axis")
-        lengths = _checks.check_lengths(lengths, scores.shape[0], scores.shape[dim], where=where,
-                                        device=scores.device)
+            raise ValueError(
+                f"{where}: dim is 0 (the batch axis that lengths indexes); with "
+                f"lengths the softmax must run along another axis"
+            )
+        lengths = _checks.check_lengths(
+            lengths, scores.shape[0], scores.shape[dim], where=where, device=scores.device
+        )
     if mask is not None:
         _checks.check_tensor(mask, "mask", where=where)
         if mask.dtype != torch.bool:
-            raise TypeError(f"{where}: mask must be a bool tensor (True = take part), got "
-                            f"dtype {mask.dtype}")
+            raise TypeError(
+                f"{where}: mask must be a bool tensor (True = take part), got dtype {mask.dtype}"
+            )
         _check_same_device(where, "scores", scores, mask=mask)
         try:
             mask = torch.broadcast_to(mask, scores.shape)
         except RuntimeError:
-            raise ValueError(f"{where}: mask has shape {tuple(mask.shape)}, expected a shape "
-                             f"broadcastable to scores {tuple(scores.shape)}") from None
-    impl = _resolve_attention(backend, "masked_softmax", (scores,), scores.device, scores.dtype,
-                              lengths=lengths is not None, mask=mask is not None)
+            raise ValueError(
+                f"{where}: mask has shape {tuple(mask.shape)}, expected a shape "
+                f"broadcastable to scores {tuple(scores.shape)}"
+            ) from None
+    impl = _resolve_attention(
+        backend,
+        "masked_softmax",
+        (scores,),
+        scores.device,
+        scores.dtype,
+        lengths=lengths is not None,
+        mask=mask is not None,
+    )
     moved = scores.movedim(dim, -1)
     shape = moved.shape
     N = shape[-1]
@@ -121,8 +143,9 @@ class _ZeroPadding(torch.autograd.Function):
         return grad, None
 
 
-def check_pooling_params(B, D, like, weight, bias, score_weight, query=None, query_weight=None,
-                         where="attention_pooling"):
+def check_pooling_params(
+    B, D, like, weight, bias, score_weight, query=None, query_weight=None, where="attention_pooling"
+):
     """The checks of attention_pooling's parameters for a sequence of B rows of D features of
     `like`'s dtype and device; returns (v (A,), qproj (B, A) = query W_q^T or None)."""
     _checks.check_tensor(weight, "weight", where=where)
@@ -133,28 +156,36 @@ def check_pooling_params(B, D, like, weight, bias, score_weight, query=None, que
     if bias is not None:
         _check_linear_weight(bias, "bias", A, None, like, where)
     _checks.check_tensor(score_weight, "score_weight", where=where)
-    v = score_weight.reshape(-1) if score_weight.dim() == 2 and score_weight.shape[0] == 1 \
+    v = (
+        score_weight.reshape(-1)
+        if score_weight.dim() == 2 and score_weight.shape[0] == 1
         else score_weight
+    )
     _check_linear_weight(v, "score_weight", A, None, like, where)
     qproj = None
     if (query is None) != (query_weight is None):
-        raise ValueError(f"{where}: query and query_weight go together, got query="
-                         f"{'None' if query is None else 'a tensor'} and query_weight="
-                         f"{'None' if query_weight is None else 'a tensor'}")
+        raise ValueError(
+            f"{where}: query and query_weight go together, got query="
+            f"{'None' if query is None else 'a tensor'} and query_weight="
+            f"{'None' if query_weight is None else 'a tensor'}"
+        )
     if query is not None:
         _check_float(query, "query", where)
         _checks.check_device(query, "query", like.device, where=where)
         _checks.check_dtype(query, "query", like.dtype, where=where)
         if query.dim() != 2 or query.shape[0] != B:
-            raise ValueError(f"{where}: query has shape {tuple(query.shape)}, expected "
-                             f"({B}, Q) (one query vector per batch element)")
+            raise ValueError(
+                f"{where}: query has shape {tuple(query.shape)}, expected "
+                f"({B}, Q) (one query vector per batch element)"
+            )
         _check_linear_weight(query_weight, "query_weight", A, query.shape[1], like, where)
         qproj = query @ query_weight.t()  # (B, A)
     return v, qproj
 
 
-def run_pooling(impl, x, weight, bias, v, qproj, lengths, *, query=None, query_weight=None,
-                batch_first=False):
+def run_pooling(
+    impl, x, weight, bias, v, qproj, lengths, *, query=None, query_weight=None, batch_first=False
+):
     """attention_pooling on checked arguments with `impl` (an attention_pooling
     Implementation): (context (B, D), alpha (B, T), lse (B,))."""
     xb = _batch_major(x, batch_first)
@@ -168,19 +199,30 @@ def run_pooling(impl, x, weight, bias, v, qproj, lengths, *, query=None, query_w
         keep = torch.arange(T, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
         keep = (keep if batch_first else keep.t()).unsqueeze(2)
         # (_ZeroPadding has no forward-AD or batching rule; torch.where has both)
-        x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)) \
-            if transformed else _ZeroPadding.apply(x, keep)
+        x = (
+            torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+            if transformed
+            else _ZeroPadding.apply(x, keep)
+        )
         xb = _batch_major(x, batch_first)
     # The one GEMM, in x's own layout; the kernels read the (B, T, A) view through its strides.
     proj = _batch_major(torch.nn.functional.linear(x, weight, bias), batch_first)
     return impl.kernels.attention_pooling(xb, proj, v, qproj, lengths)
 
 
-def attention_pooling(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                      score_weight: torch.Tensor, lengths: Optional[torch.Tensor] = None, *,
-                      query: Optional[torch.Tensor] = None,
-                      query_weight: Optional[torch.Tensor] = None, batch_first: bool = False,
-                      backend: str = "auto", return_lse: bool = False):
+def attention_pooling(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    score_weight: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    query: Optional[torch.Tensor] = None,
+    query_weight: Optional[torch.Tensor] = None,
+    batch_first: bool = False,
+    backend: str = "auto",
+    return_lse: bool = False,
+):
     """Additive (Bahdanau) attention pooling.
 
     x (T, B, D) (or (B, T, D) with batch_first); weight (A, D), bias (A,) or None: W_h, b;
@@ -193,21 +235,45 @@ def attention_pooling(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     where = "attention_pooling"
     _check_float(x, "x", where)
     if x.dim() != 3:
-        raise ValueError(f"{where}: x must be 3-D ({'B, T' if batch_first else 'T, B'}, D), "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{where}: x must be 3-D ({'B, T' if batch_first else 'T, B'}, D), "
+            f"got shape {tuple(x.shape)}"
+        )
     B, T, D = _batch_major(x, batch_first).shape
     v, qproj = check_pooling_params(B, D, x, weight, bias, score_weight, query, query_weight)
     if lengths is not None:
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
-    impl = registry.resolve(backend, "attention_pooling", x.device, x.dtype,
-                            lengths=lengths is not None, query=query is not None)
-    context, alpha, lse = run_pooling(impl, x, weight, bias, v, qproj, lengths, query=query,
-                                      query_weight=query_weight, batch_first=batch_first)
+    impl = registry.resolve(
+        backend,
+        "attention_pooling",
+        x.device,
+        x.dtype,
+        lengths=lengths is not None,
+        query=query is not None,
+    )
+    context, alpha, lse = run_pooling(
+        impl,
+        x,
+        weight,
+        bias,
+        v,
+        qproj,
+        lengths,
+        query=query,
+        query_weight=query_weight,
+        batch_first=batch_first,
+    )
     return (context, alpha, lse) if return_lse else (context, alpha)
 
 
-def channel_attention(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, *,
-                      gate, batch_first: bool = False, backend: str = "auto") -> torch.Tensor:
+def channel_attention(
+    x: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    gate,
+    batch_first: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Channel attention: y = x * gate(masked mean of x over time).
 
     x (T, B, C) (or (B, T, C) with batch_first); gate: a callable (B, C) -> (B, C) weights
@@ -218,14 +284,17 @@ def channel_attention(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, *
     where = "channel_attention"
     _check_float(x, "x", where)
     if x.dim() != 3:
-        raise ValueError(f"{where}: x must be 3-D ({'B, T' if batch_first else 'T, B'}, C), "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{where}: x must be 3-D ({'B, T' if batch_first else 'T, B'}, C), "
+            f"got shape {tuple(x.shape)}"
+        )
     xb = _batch_major(x, batch_first)
     B, T, C = xb.shape
     if lengths is not None:
         lengths = _checks.check_lengths(lengths, B, T, where=where, device=x.device)
-    impl = _resolve_attention(backend, "channel_attention", (x,), x.device, x.dtype,
-                              lengths=lengths is not None)
+    impl = _resolve_attention(
+        backend, "channel_attention", (x,), x.device, x.dtype, lengths=lengths is not None
+    )
     mean = impl.kernels.masked_mean(xb, lengths)  # (B, C)
     w = gate(mean)
     impl = registry.for_inputs(impl, (w,))  # the gate's parameters may carry a transform

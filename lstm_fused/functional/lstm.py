@@ -10,6 +10,7 @@ resets (T, B), bool or 0/1 numbers (nonzero = set): where resets[t, b] is set, r
 replaced by its initial state (h0, c0) at the boundary between steps t-1 and t, in every layer
 and direction (docs/contract.md, "Resets").
 """
+
 from __future__ import annotations
 
 import weakref
@@ -24,20 +25,25 @@ from ..ops import library, registry
 from ..ops.autograd import needs_grad
 from .attention import check_pooling_params, run_pooling
 
-LayerWeights = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
-                     Optional[torch.Tensor]]
+LayerWeights = Tuple[
+    torch.Tensor,
+    torch.Tensor,
+    Optional[torch.Tensor],
+    Optional[torch.Tensor],
+    Optional[torch.Tensor],
+]
 
 
 def _features(w_hr, w_peep, lengths, resets=None) -> dict:
-    features = dict(proj=w_hr is not None, peephole=w_peep is not None,
-                    lengths=lengths is not None)
+    features = dict(proj=w_hr is not None, peephole=w_peep is not None, lengths=lengths is not None)
     if resets is not None:  # asked only when used: implementations that predate it still match
         features["resets"] = True
     return features
 
 
-def check_resets(resets, x: torch.Tensor, *, where: str = "lstm_fused.functional.lstm",
-                 layout: str = "(T, B)") -> Optional[torch.Tensor]:
+def check_resets(
+    resets, x: torch.Tensor, *, where: str = "lstm_fused.functional.lstm", layout: str = "(T, B)"
+) -> Optional[torch.Tensor]:
     """resets for the time-major input x (T, B, I): a (T, B) tensor of bools or 0/1 numbers
     (any nonzero value counts as set) on x's device. Returns it as a contiguous bool tensor (the
     layer operators' form), or None. layout: how the caller names the expected shape."""
@@ -45,12 +51,15 @@ def check_resets(resets, x: torch.Tensor, *, where: str = "lstm_fused.functional
         return None
     check_tensor(resets, "resets", where=where)
     if resets.dtype.is_complex:
-        raise TypeError(f"{where}: resets must be bool or hold 0/1 numbers, got dtype "
-                        f"{resets.dtype}")
+        raise TypeError(
+            f"{where}: resets must be bool or hold 0/1 numbers, got dtype {resets.dtype}"
+        )
     T, B = x.shape[0], x.shape[1]
     if resets.dim() != 2 or resets.shape[0] != T or resets.shape[1] != B:
-        raise ValueError(f"{where}: resets has shape {tuple(resets.shape)}, expected {layout} "
-                         f"= {(T, B)}: one flag per time step and batch row")
+        raise ValueError(
+            f"{where}: resets has shape {tuple(resets.shape)}, expected {layout} "
+            f"= {(T, B)}: one flag per time step and batch row"
+        )
     check_device(resets, "resets", x.device, where=where)
     if resets.dtype != torch.bool:
         resets = resets != 0
@@ -61,19 +70,24 @@ def _export_layer(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=Non
     """The layer inside torch.onnx.export, as ONNX's LSTM operator (lstm_fused/onnx_export.py),
     whatever the backend."""
     if resets is not None:
-        raise RuntimeError("lstm_fused: resets cannot be exported to ONNX (its LSTM operator "
-                           "has no per-step state reset); export without resets")
+        raise RuntimeError(
+            "lstm_fused: resets cannot be exported to ONNX (its LSTM operator "
+            "has no per-step state reset); export without resets"
+        )
     if w_hr is not None:
         raise RuntimeError(onnx_export.PROJECTION_ERROR)
     x, h0, c0 = x.contiguous(), h0.contiguous(), c0.contiguous()
     if not torch.jit.is_tracing():  # torch.onnx.export(dynamo=True): torch.export captures
         return onnx_export.dynamo_layer(x, h0, c0, w_ih, w_hh, bias, w_peep, lengths)
     if library.LOAD_ERROR is not None:
-        raise RuntimeError(f"lstm_fused: ONNX export with dynamo=False traces the C++ layer "
-                           f"operator: {library.LOAD_ERROR}; export with dynamo=True instead")
+        raise RuntimeError(
+            f"lstm_fused: ONNX export with dynamo=False traces the C++ layer "
+            f"operator: {library.LOAD_ERROR}; export with dynamo=True instead"
+        )
     onnx_export.register()
-    return torch.ops.lstm_fused.lstm_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
-                                                     lengths)
+    return torch.ops.lstm_fused.lstm_layer_inference(
+        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths
+    )
 
 
 def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
@@ -91,8 +105,9 @@ def _autocast_cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[to
     return t.to(dtype)
 
 
-def _layer_runner(impl: registry.Implementation, x, lengths, features: dict,
-                  resets=None) -> Callable:
+def _layer_runner(
+    impl: registry.Implementation, x, lengths, features: dict, resets=None
+) -> Callable:
     """run(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep) -> (y, h_n, c_n) for each layer of one
     call on `impl`: inside torch.onnx.export ONNX's LSTM operator; under torch.autocast the
     layer as nn.LSTM runs it (below); under forward-mode AD or a torch.func transform the
@@ -107,10 +122,29 @@ def _layer_runner(impl: registry.Implementation, x, lengths, features: dict,
         # input is copied here once, as the input projection would copy it anyway), and
         # compiled graphs then see the same strides as eager.
         if resets is None:
-            return kernels.layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh,
-                                 bias, w_hr, w_peep, lengths)
-        return kernels.layer(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih, w_hh, bias,
-                             w_hr, w_peep, lengths, resets)
+            return kernels.layer(
+                x.contiguous(),
+                h0.contiguous(),
+                c0.contiguous(),
+                w_ih,
+                w_hh,
+                bias,
+                w_hr,
+                w_peep,
+                lengths,
+            )
+        return kernels.layer(
+            x.contiguous(),
+            h0.contiguous(),
+            c0.contiguous(),
+            w_ih,
+            w_hh,
+            bias,
+            w_hr,
+            w_peep,
+            lengths,
+            resets,
+        )
 
     low = _autocast_dtype(x.device.type)
     if low is None or x.dtype == torch.float64:
@@ -119,13 +153,15 @@ def _layer_runner(impl: registry.Implementation, x, lengths, features: dict,
     # (float64 stays as it is) and y, h_n, c_n come out in A. A backend with kernels for A runs
     # them; one without (the C++ CPU kernels) computes in float32 on the A-rounded values.
     # nn.LSTM's exception: on the CPU with a projection, c_n has c0's dtype promoted with A.
-    compute = low if impl.unsupported_reason(x.device, low, **features) is None \
-        else torch.float32
+    compute = low if impl.unsupported_reason(x.device, low, **features) is None else torch.float32
 
     def autocast(x, h0, c0, *weights):
         w_hr = weights[3]
-        c_dtype = torch.promote_types(low, c0.dtype) if (
-            x.device.type == "cpu" and w_hr is not None) else low
+        c_dtype = (
+            torch.promote_types(low, c0.dtype)
+            if (x.device.type == "cpu" and w_hr is not None)
+            else low
+        )
         args = [_autocast_cast(t, low) for t in (x, h0, c0, *weights)]
         args = [t.to(compute) if t is not None and t.dtype == low else t for t in args]
         with torch.autocast(x.device.type, enabled=False):
@@ -137,8 +173,11 @@ def _layer_runner(impl: registry.Implementation, x, lengths, features: dict,
 
 def _resolve_layer(backend, op, x, features: dict):
     """The implementation of this call (under autocast: the one that runs float32)."""
-    dtype = torch.float32 if (_autocast_dtype(x.device.type) is not None
-                              and x.dtype != torch.float64) else x.dtype
+    dtype = (
+        torch.float32
+        if (_autocast_dtype(x.device.type) is not None and x.dtype != torch.float64)
+        else x.dtype
+    )
     return registry.resolve(backend, op, x.device, dtype, **features)
 
 
@@ -159,17 +198,23 @@ def _run_layers(run, x, h0, c0, weights: Sequence[LayerWeights], between_layers)
     for k, w in enumerate(weights):
         if k > 0 and between_layers is not None:
             y = between_layers(y)
-        y, h, c = run(y, h0[k * D:(k + 1) * D], c0[k * D:(k + 1) * D], *w)
+        y, h, c = run(y, h0[k * D : (k + 1) * D], c0[k * D : (k + 1) * D], *w)
         h_n.append(h)
         c_n.append(c)
     return y, torch.cat(h_n, 0), torch.cat(c_n, 0)
 
 
-def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
-         weights: Sequence[LayerWeights], lengths: Optional[torch.Tensor] = None, *,
-         resets: Optional[torch.Tensor] = None,
-         between_layers: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-         backend: str = "auto"):
+def lstm(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    weights: Sequence[LayerWeights],
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    resets: Optional[torch.Tensor] = None,
+    between_layers: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    backend: str = "auto",
+):
     """A stack of L LSTM layers through one backend, differentiable.
 
     weights: L tuples (w_ih, w_hh, bias, w_hr, w_peep), one per layer (lstm_fused.LSTM's
@@ -181,15 +226,25 @@ def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     features = _features(weights[0][3], weights[0][4], lengths, resets)
     impl = _resolve_layer(backend, "lstm_layer", x, features)
     lengths = _check_lengths(lengths, x, "lstm")
-    return _run_layers(_layer_runner(impl, x, lengths, features, resets), x, h0, c0, weights,
-                       between_layers)
+    return _run_layers(
+        _layer_runner(impl, x, lengths, features, resets), x, h0, c0, weights, between_layers
+    )
 
 
-def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
-               w_hh: torch.Tensor, bias: Optional[torch.Tensor] = None,
-               w_hr: Optional[torch.Tensor] = None, w_peep: Optional[torch.Tensor] = None,
-               lengths: Optional[torch.Tensor] = None, *,
-               resets: Optional[torch.Tensor] = None, backend: str = "auto"):
+def lstm_layer(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    w_hr: Optional[torch.Tensor] = None,
+    w_peep: Optional[torch.Tensor] = None,
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    resets: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+):
     """One LSTM layer, every direction, through the chosen backend; differentiable.
     h0 (D, B, R), c0 (D, B, H); resets (T, B) or None (lstm). Returns y (T, B, D*R),
     h_n (D, B, R), c_n (D, B, H).
@@ -199,17 +254,27 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
     Under torch.autocast the layer runs as nn.LSTM's does (lower-precision inputs and outputs;
     the C++ CPU kernels compute in float32 on the rounded values). Inside torch.onnx.export
     the layer becomes ONNX's LSTM operator (lstm_fused/onnx_export.py)."""
-    return lstm(x, h0, c0, [(w_ih, w_hh, bias, w_hr, w_peep)], lengths, resets=resets,
-                backend=backend)
+    return lstm(
+        x, h0, c0, [(w_ih, w_hh, bias, w_hr, w_peep)], lengths, resets=resets, backend=backend
+    )
 
 
-def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
-                   weights: Sequence[LayerWeights], lengths: Optional[torch.Tensor],
-                   proj_weight: torch.Tensor, proj_bias: Optional[torch.Tensor],
-                   score_weight: torch.Tensor, *, query: Optional[torch.Tensor] = None,
-                   query_weight: Optional[torch.Tensor] = None,
-                   between_layers: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                   chunk_size: int = 16, backend: str = "auto"):
+def attentive_lstm(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    weights: Sequence[LayerWeights],
+    lengths: Optional[torch.Tensor],
+    proj_weight: torch.Tensor,
+    proj_bias: Optional[torch.Tensor],
+    score_weight: torch.Tensor,
+    *,
+    query: Optional[torch.Tensor] = None,
+    query_weight: Optional[torch.Tensor] = None,
+    between_layers: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    chunk_size: int = 16,
+    backend: str = "auto",
+):
     """An LSTM stack whose last layer is pooled by additive attention (attention_pooling's
     parameters: proj_weight (A, D*R), proj_bias (A,), score_weight (A,) or (1, A), query (B, Q)
     with query_weight (A, Q)). Returns context (B, D*R), alpha (B, T), h_n, c_n.
@@ -227,29 +292,57 @@ def attentive_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     D = weights[-1][0].shape[0]
     split = (len(weights) - 1) * D
     if len(weights) > 1:
-        y, h_first, c_first = _run_layers(run, x, h0[:split], c0[:split], weights[:-1],
-                                          between_layers)
+        y, h_first, c_first = _run_layers(
+            run, x, h0[:split], c0[:split], weights[:-1], between_layers
+        )
         if between_layers is not None:
             y = between_layers(y)
     else:
         y = x
     h_last, c_last = h0[split:], c0[split:]
     w_last = weights[-1]
-    v, qproj = check_pooling_params(x.shape[1], D * h_last.shape[2], x, proj_weight, proj_bias,
-                                    score_weight, query, query_weight)
+    v, qproj = check_pooling_params(
+        x.shape[1],
+        D * h_last.shape[2],
+        x,
+        proj_weight,
+        proj_bias,
+        score_weight,
+        query,
+        query_weight,
+    )
     fused = None
-    if D == 1 and not needs_grad((y, h_last, c_last, *w_last, proj_weight, proj_bias,
-                                  score_weight, query, query_weight)):
+    if D == 1 and not needs_grad(
+        (y, h_last, c_last, *w_last, proj_weight, proj_bias, score_weight, query, query_weight)
+    ):
         fused = layer_impl.kernels.attentive_inference(
-            y.contiguous(), h_last.contiguous(), c_last.contiguous(), *w_last, lengths,
-            proj_weight, proj_bias, v, qproj, chunk_size)
+            y.contiguous(),
+            h_last.contiguous(),
+            c_last.contiguous(),
+            *w_last,
+            lengths,
+            proj_weight,
+            proj_bias,
+            v,
+            qproj,
+            chunk_size,
+        )
     if fused is not None:
         context, alpha, _lse, h, c = fused
     else:
         y, h, c = run(y, h_last, c_last, *w_last)
-        context, alpha, _lse = run_pooling(pool_impl, y, proj_weight, proj_bias, v, qproj,
-                                           lengths, query=query, query_weight=query_weight,
-                                           batch_first=False)
+        context, alpha, _lse = run_pooling(
+            pool_impl,
+            y,
+            proj_weight,
+            proj_bias,
+            v,
+            qproj,
+            lengths,
+            query=query,
+            query_weight=query_weight,
+            batch_first=False,
+        )
     if len(weights) > 1:
         h, c = torch.cat([h_first, h], 0), torch.cat([c_first, c], 0)
     return context, alpha, h, c
@@ -272,15 +365,23 @@ def kept_weights(owner, tensors: List[torch.Tensor], make: Callable):
     counter sees (writes through .data); a result that is not all views of `tensors` is made
     again every call. A one-step call (a recurrent agent's rollout) otherwise spends on these
     view ops a good part of its time."""
-    if (torch.is_grad_enabled() or forward_ad._current_level >= 0 or torch.jit.is_tracing()
-            or torch.compiler.is_compiling()
-            or torch._C._functorch.peek_interpreter_stack() is not None
-            or onnx_export.exporting_onnx()):
+    if (
+        torch.is_grad_enabled()
+        or forward_ad._current_level >= 0
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch._C._functorch.peek_interpreter_stack() is not None
+        or onnx_export.exporting_onnx()
+    ):
         return make()
     key = [(t.data_ptr(), t.shape, t.stride()) for t in tensors]
     kept = _KEPT_WEIGHTS.get(owner)
-    if (kept is not None and kept[0] == key and len(kept[1]) == len(tensors)
-            and all(a is b for a, b in zip(kept[1], tensors))):
+    if (
+        kept is not None
+        and kept[0] == key
+        and len(kept[1]) == len(tensors)
+        and all(a is b for a, b in zip(kept[1], tensors))
+    ):
         return kept[2]
     views = make()
     bases = {t.untyped_storage().data_ptr() for t in tensors}

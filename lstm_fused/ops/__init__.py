@@ -8,7 +8,8 @@ backend. Importing this package (lstm_fused/__init__.py does, once) registers ev
 nothing else registers anything. The public functions that pick an implementation per call are
 in lstm_fused.functional; docs/architecture.md says where a new op goes.
 """
+
 from . import attention, lstm_layer, mhsa  # noqa: F401  (register the families)
 
 FAMILIES = (attention, lstm_layer, mhsa)
-from .registry import available_backends, implementations, resolve  # noqa: F401
+from .registry import available_backends, implementations, resolve  # noqa: F401, E402

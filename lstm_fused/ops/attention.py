@@ -15,6 +15,7 @@ This module gives each its fake kernel and autograd, the Triton twins their kern
 (triton_kernels/attention_ops.py), and registers the implementations of the families
 "masked_softmax", "attention_pooling" and "channel_attention".
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,12 +27,20 @@ from .autograd import differentiable_vjp, zeros_if_none
 
 NAMESPACE = torch.ops.lstm_fused
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-OPS = ("masked_softmax_forward", "masked_softmax_backward", "attention_pooling_forward",
-       "attention_pooling_backward", "channel_masked_mean_forward",
-       "channel_masked_mean_backward", "channel_rescale_forward", "channel_rescale_backward")
+OPS = (
+    "masked_softmax_forward",
+    "masked_softmax_backward",
+    "attention_pooling_forward",
+    "attention_pooling_backward",
+    "channel_masked_mean_forward",
+    "channel_masked_mean_backward",
+    "channel_rescale_forward",
+    "channel_rescale_backward",
+)
 
 
 # ----------------------------------------------------------------------- fake kernels
+
 
 def fake_masked_softmax_forward(scores, lengths, mask, scale):
     return torch.empty_like(scores)
@@ -46,8 +55,9 @@ def fake_attention_pooling_forward(x, proj, v, qproj, lengths):
     return x.new_empty((B, D)), x.new_empty((B, T)), x.new_empty((B,))
 
 
-def fake_attention_pooling_backward(grad_context, grad_alpha, grad_lse, x, proj, v, qproj,
-                                    lengths, alpha, context):
+def fake_attention_pooling_backward(
+    grad_context, grad_alpha, grad_lse, x, proj, v, qproj, lengths, alpha, context
+):
     grad_q = x.new_empty(qproj.shape) if qproj is not None else x.new_empty((0,))
     return x.new_empty(x.shape), x.new_empty(proj.shape), x.new_empty(v.shape), grad_q
 
@@ -72,6 +82,7 @@ FAKES = {name: globals()[f"fake_{name}"] for name in OPS}
 
 
 # ----------------------------------------------------------------------- autograd
+
 
 def register_autograd(suffix: str, namespace: str = "lstm_fused") -> None:
     """Autograd of the forward operators <namespace>::<name>_forward<suffix>, whose gradients
@@ -105,16 +116,21 @@ def register_autograd(suffix: str, namespace: str = "lstm_fused") -> None:
     def pooling_backward(ctx, grad_context, grad_alpha, grad_lse):
         x, proj, v, qproj, lengths, alpha, context = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return (*differentiable_vjp(reference.attention_pooling,
-                                        (x, proj, v, qproj, lengths),
-                                        (grad_context, grad_alpha, grad_lse),
-                                        ctx.needs_input_grad),)
+            return (
+                *differentiable_vjp(
+                    reference.attention_pooling,
+                    (x, proj, v, qproj, lengths),
+                    (grad_context, grad_alpha, grad_lse),
+                    ctx.needs_input_grad,
+                ),
+            )
         grad_context = zeros_if_none(grad_context, context)
         grad_alpha = zeros_if_none(grad_alpha, alpha)
         if grad_lse is None:
             grad_lse = alpha.new_zeros((alpha.shape[0],))
         gx, gproj, gv, gq = op("attention_pooling_backward")(
-            grad_context, grad_alpha, grad_lse, x, proj, v, qproj, lengths, alpha, context)
+            grad_context, grad_alpha, grad_lse, x, proj, v, qproj, lengths, alpha, context
+        )
         return gx, gproj, gv, (gq if ctx.has_q else None), None
 
     def mean_setup(ctx, inputs, output):
@@ -123,9 +139,14 @@ def register_autograd(suffix: str, namespace: str = "lstm_fused") -> None:
     def mean_backward(ctx, grad):
         x, lengths = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return (*differentiable_vjp(
-                lambda x, lengths: (reference.masked_mean(x, lengths),),
-                (x, lengths), (grad,), ctx.needs_input_grad),)
+            return (
+                *differentiable_vjp(
+                    lambda x, lengths: (reference.masked_mean(x, lengths),),
+                    (x, lengths),
+                    (grad,),
+                    ctx.needs_input_grad,
+                ),
+            )
         return op("channel_masked_mean_backward")(grad, x, lengths), None
 
     def rescale_setup(ctx, inputs, output):
@@ -134,18 +155,26 @@ def register_autograd(suffix: str, namespace: str = "lstm_fused") -> None:
     def rescale_backward(ctx, grad):
         x, w, lengths = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return (*differentiable_vjp(
-                lambda x, w, lengths: (reference.channel_rescale(x, w, lengths),),
-                (x, w, lengths), (grad,), ctx.needs_input_grad),)
+            return (
+                *differentiable_vjp(
+                    lambda x, w, lengths: (reference.channel_rescale(x, w, lengths),),
+                    (x, w, lengths),
+                    (grad,),
+                    ctx.needs_input_grad,
+                ),
+            )
         gx, gw = op("channel_rescale_backward")(grad, x, w, lengths)
         return gx, gw, None
 
-    for name, backward, setup in (("masked_softmax", softmax_backward, softmax_setup),
-                                  ("attention_pooling", pooling_backward, pooling_setup),
-                                  ("channel_masked_mean", mean_backward, mean_setup),
-                                  ("channel_rescale", rescale_backward, rescale_setup)):
-        torch.library.register_autograd(f"{namespace}::{name}_forward{suffix}", backward,
-                                        setup_context=setup)
+    for name, backward, setup in (
+        ("masked_softmax", softmax_backward, softmax_setup),
+        ("attention_pooling", pooling_backward, pooling_setup),
+        ("channel_masked_mean", mean_backward, mean_setup),
+        ("channel_rescale", rescale_backward, rescale_setup),
+    ):
+        torch.library.register_autograd(
+            f"{namespace}::{name}_forward{suffix}", backward, setup_context=setup
+        )
 
 
 def _triton_kernel(name):
@@ -162,6 +191,7 @@ def _triton_kernel(name):
 
 
 # ----------------------------------------------------------------------- entry points
+
 
 class AttentionKernels:
     """The differentiable entry points of one backend's operators (suffix "" for the C++ ones,
@@ -192,8 +222,9 @@ class ReferenceAttentionKernels:
     def masked_softmax(self, scores, lengths, mask, scale):
         keep = mask
         if lengths is not None:
-            by_length = reference.valid_mask(lengths, scores.shape[0], scores.shape[1],
-                                             scores.device)
+            by_length = reference.valid_mask(
+                lengths, scores.shape[0], scores.shape[1], scores.device
+            )
             keep = by_length if keep is None else keep & by_length
         return reference.masked_softmax(scores, keep, scale)
 
@@ -209,12 +240,14 @@ class ReferenceAttentionKernels:
 
 # ----------------------------------------------------------------------- registration
 
+
 def _register_operators() -> None:
     for name in OPS:
         for suffix in ("", "_triton"):
             torch.library.register_fake(f"lstm_fused::{name}{suffix}")(FAKES[name])
-        torch.library.register_kernel(f"lstm_fused::{name}_triton", ("cpu", "cuda"),
-                                      _triton_kernel(name))
+        torch.library.register_kernel(
+            f"lstm_fused::{name}_triton", ("cpu", "cuda"), _triton_kernel(name)
+        )
     register_autograd("")
     register_autograd("_triton")
 
@@ -229,12 +262,19 @@ def register_like(namespace: str) -> None:
 
 
 def _register_implementations() -> None:
-    kernels = {"cuda": AttentionKernels(""), "triton": AttentionKernels("_triton"),
-               "cpu": AttentionKernels(""), "reference": ReferenceAttentionKernels()}
+    kernels = {
+        "cuda": AttentionKernels(""),
+        "triton": AttentionKernels("_triton"),
+        "cpu": AttentionKernels(""),
+        "reference": ReferenceAttentionKernels(),
+    }
     for op in ("masked_softmax", "attention_pooling", "channel_attention"):
         for backend, entry in kernels.items():
-            registry.register(registry.backend_implementation(
-                op, backend, entry, FLOATS, native_op="masked_softmax_forward"))
+            registry.register(
+                registry.backend_implementation(
+                    op, backend, entry, FLOATS, native_op="masked_softmax_forward"
+                )
+            )
 
 
 if library.LOAD_ERROR is None:

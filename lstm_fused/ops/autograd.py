@@ -1,6 +1,7 @@
 """What every op family's autograd shares: when a call runs under a transform, when it will be
 differentiated, a differentiable backward for create_graph=True, and inference-only operators.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,10 @@ def transform_active(tensors) -> bool:
         return True
     if forward_ad._current_level < 0:  # no dual level entered: no tangent anywhere
         return False
-    return any(isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None
-               for t in tensors)
+    return any(
+        isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None
+        for t in tensors
+    )
 
 
 def needs_grad(tensors) -> bool:
@@ -32,8 +35,9 @@ def needs_grad(tensors) -> bool:
     call that traced it, of the trace's own check, and of the later replays."""
     if torch.jit.is_tracing():
         return True
-    return (torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+    return (
+        torch.is_grad_enabled()
+        and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
     ) or transform_active(tensors)
 
 
@@ -43,8 +47,9 @@ def differentiable_vjp(reference_fn, inputs, grads, needs_input_grad):
     double backward or a gradient penalty). The fused backward kernels are opaque to autograd,
     so the gradient is recomputed through the reference math, which autograd differentiates to
     any order. Returns one gradient (or None) per input."""
-    wanted = [i for i, t in enumerate(inputs)
-              if needs_input_grad[i] and isinstance(t, torch.Tensor)]
+    wanted = [
+        i for i, t in enumerate(inputs) if needs_input_grad[i] and isinstance(t, torch.Tensor)
+    ]
     result = [None] * len(inputs)
     if not wanted:
         return result
@@ -53,8 +58,13 @@ def differentiable_vjp(reference_fn, inputs, grads, needs_input_grad):
         pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
         if not pairs:
             return result
-        got = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted],
-                                  [g for _, g in pairs], create_graph=True, allow_unused=True)
+        got = torch.autograd.grad(
+            [o for o, _ in pairs],
+            [inputs[i] for i in wanted],
+            [g for _, g in pairs],
+            create_graph=True,
+            allow_unused=True,
+        )
     for i, g in zip(wanted, got):
         result[i] = torch.zeros_like(inputs[i]) if g is None else g
     return result
@@ -87,7 +97,7 @@ def register_autograd(op_name: str, backward, setup_context) -> None:
         keyset, args = args[-1], args[:-1]
         with torch._C._AutoDispatchBelowAutograd():
             result = op.redispatch(keyset & below_autograd, *args)
-        setup_context(ctx, args + defaults[len(args):], result)
+        setup_context(ctx, args + defaults[len(args) :], result)
         return result
 
     def differentiate(ctx, *grads):
@@ -99,8 +109,11 @@ def register_autograd(op_name: str, backward, setup_context) -> None:
             ctx.needs_input_grad = needs
         return (*grads_in, None)
 
-    function = type(f"Autograd_{op._opname}", (torch.autograd.Function,),
-                    {"forward": staticmethod(forward), "backward": staticmethod(differentiate)})
+    function = type(
+        f"Autograd_{op._opname}",
+        (torch.autograd.Function,),
+        {"forward": staticmethod(forward), "backward": staticmethod(differentiate)},
+    )
 
     def kernel(keyset, *args):
         if torch._C.is_grad_enabled() and torch._C._any_requires_grad(*args):
@@ -122,8 +135,10 @@ def refuse_autograd(op_name: str, to_train: str) -> None:
         pass
 
     def backward(ctx, *grads):
-        raise RuntimeError(f"{op_name} is inference only (no backward): call it under "
-                           f"torch.no_grad(), or {to_train} to train")
+        raise RuntimeError(
+            f"{op_name} is inference only (no backward): call it under "
+            f"torch.no_grad(), or {to_train} to train"
+        )
 
     register_autograd(op_name, backward, setup_context=setup_context)
 

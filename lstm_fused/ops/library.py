@@ -4,6 +4,7 @@ Loading _C runs its TORCH_LIBRARY registrations: every operator schema (csrc/ops
 csrc/attention_schemas.h, csrc/check_ops.cpp) and the CPU / CUDA kernels built. Without it the
 package still works through backend="reference".
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -27,8 +28,9 @@ if LOAD_ERROR is None:
     for _name in torch._C._dispatch_get_all_op_names():
         if _name.startswith("lstm_fused::"):
             for _key in ("CPU", "CUDA"):
-                _KERNELS[(_name[len("lstm_fused::"):], _key)] = (
-                    torch._C._dispatch_has_kernel_for_dispatch_key(_name, _key))
+                _KERNELS[(_name[len("lstm_fused::") :], _key)] = (
+                    torch._C._dispatch_has_kernel_for_dispatch_key(_name, _key)
+                )
     # The C++ kernels read their switches (lstm_fused/switches.py) from the library
     # (csrc/switches.h), which reads no environment variable itself.
     switches.subscribe(_C.set_switch, switches.CPP_SWITCHES)
@@ -45,8 +47,10 @@ def native_reason(op_name: str, dispatch_key: str) -> Optional[str]:
     if LOAD_ERROR is not None:
         return LOAD_ERROR
     if not has_kernel(op_name, dispatch_key):
-        return (f"lstm_fused._C was built without {dispatch_key} kernels of {op_name} "
-                f"(see README: building with CUDA)")
+        return (
+            f"lstm_fused._C was built without {dispatch_key} kernels of {op_name} "
+            f"(see README: building with CUDA)"
+        )
     if dispatch_key == "CUDA" and not torch.cuda.is_available():
         return "no CUDA device is available to PyTorch"
     return None

@@ -15,6 +15,7 @@ kernels (triton_kernels/lstm_layer.py, after the C++ argument checks <name>_chec
 csrc/check_ops.cpp),
 and registers the family's implementations: families "lstm_layer" and "attentive_lstm".
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,13 @@ import torch
 from .. import reference
 from . import library, registry
 from . import triton_library
-from .autograd import (differentiable_vjp, needs_grad, refuse_autograd, register_autograd,
-                       zeros_if_none)
+from .autograd import (
+    differentiable_vjp,
+    needs_grad,
+    refuse_autograd,
+    register_autograd,
+    zeros_if_none,
+)
 
 NAMESPACE = torch.ops.lstm_fused
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -41,6 +47,7 @@ QUERY_OPERATORS = {
 
 # ----------------------------------------------------------------------- fake kernels
 
+
 def layer_output_shapes(x, h0, w_ih):
     """Shapes of (y, h_n, c_n, gates, cells) of a layer call."""
     T, B = x.shape[0], x.shape[1]
@@ -57,18 +64,40 @@ def fake_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=No
     return tuple(x.new_empty(s) for s in layer_output_shapes(x, h0, w_ih)[:3])
 
 
-def fake_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths,
-                  resets, y, gates, cells):
+def fake_backward(
+    grad_y,
+    grad_h_n,
+    grad_c_n,
+    x,
+    h0,
+    c0,
+    w_ih,
+    w_hh,
+    w_hr,
+    w_peep,
+    lengths,
+    resets,
+    y,
+    gates,
+    cells,
+):
     """Every gradient is a new contiguous tensor, whatever the strides of its input."""
     D, G = w_ih.shape[0], w_ih.shape[1]
-    return (x.new_empty(x.shape), x.new_empty(h0.shape), x.new_empty(c0.shape),
-            x.new_empty(w_ih.shape), x.new_empty(w_hh.shape), x.new_empty((D, G)),
-            x.new_empty(w_hr.shape if w_hr is not None else (0,)),
-            x.new_empty(w_peep.shape if w_peep is not None else (0,)))
+    return (
+        x.new_empty(x.shape),
+        x.new_empty(h0.shape),
+        x.new_empty(c0.shape),
+        x.new_empty(w_ih.shape),
+        x.new_empty(w_hh.shape),
+        x.new_empty((D, G)),
+        x.new_empty(w_hr.shape if w_hr is not None else (0,)),
+        x.new_empty(w_peep.shape if w_peep is not None else (0,)),
+    )
 
 
-def fake_attentive(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias,
-                   v, qproj, chunk_size):
+def fake_attentive(
+    x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj, chunk_size
+):
     """context (B, R), alpha (B, T), lse (B,), h_n (1, B, R), c_n (1, B, H)."""
     T, B, R = x.shape[0], x.shape[1], h0.shape[2]
     _, h_n, c_n, _, _ = layer_output_shapes(x, h0, w_ih)
@@ -76,6 +105,7 @@ def fake_attentive(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weig
 
 
 # ----------------------------------------------------------------------- autograd
+
 
 def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_on=()) -> None:
     """Autograd of a layer-forward operator whose gradients come from `backward_op` (both with
@@ -93,22 +123,29 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
         # gates and cells are never differentiated: without this, autograd would fill a zero
         # gradient the size of each (D*T*B*4H and D*T*B*H values) on every backward.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, y,
-                              gates, cells)
+        ctx.save_for_backward(
+            x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, y, gates, cells
+        )
 
     def backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
-        (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, y, gates,
-         cells) = ctx.saved_tensors
+        (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, y, gates, cells) = (
+            ctx.saved_tensors
+        )
         # One gradient per argument the call passed (9, or 10 with resets; setup_context sees
         # the schema's default for resets filled in).
         n_inputs = len(ctx.needs_input_grad)
         if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
-            return tuple(differentiable_vjp(
-                reference.lstm_layer,
-                (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets)[:n_inputs],
-                (grad_y, grad_h_n, grad_c_n), ctx.needs_input_grad))
-        grad_y, grad_h_n, grad_c_n = (zeros_if_none(g, t) for g, t in
-                                      ((grad_y, y), (grad_h_n, h0), (grad_c_n, c0)))
+            return tuple(
+                differentiable_vjp(
+                    reference.lstm_layer,
+                    (x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets)[:n_inputs],
+                    (grad_y, grad_h_n, grad_c_n),
+                    ctx.needs_input_grad,
+                )
+            )
+        grad_y, grad_h_n, grad_c_n = (
+            zeros_if_none(g, t) for g, t in ((grad_y, y), (grad_h_n, h0), (grad_c_n, c0))
+        )
         if lengths is not None and x.device.type not in reads_only_valid_x_on:
             # Padded steps have zero gate gradients, but 0 * NaN = NaN: padding that holds NaN
             # or inf must not reach grad_w_ih through the GEMM over all steps.
@@ -116,31 +153,56 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
             padded = steps >= lengths.to(x.device).unsqueeze(0)  # (T, B)
             x = x.masked_fill(padded.unsqueeze(2), 0)
         gx, gh0, gc0, gw_ih, gw_hh, gbias, gw_hr, gw_peep = backward_op(
-            grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, w_peep, lengths, resets,
-            y, gates, cells)
-        return (gx, gh0, gc0, gw_ih, gw_hh, gbias if ctx.has_bias else None,
-                gw_hr if w_hr is not None else None, gw_peep if w_peep is not None else None,
-                None) + (None,) * (n_inputs - 9)
+            grad_y,
+            grad_h_n,
+            grad_c_n,
+            x,
+            h0,
+            c0,
+            w_ih,
+            w_hh,
+            w_hr,
+            w_peep,
+            lengths,
+            resets,
+            y,
+            gates,
+            cells,
+        )
+        return (
+            gx,
+            gh0,
+            gc0,
+            gw_ih,
+            gw_hh,
+            gbias if ctx.has_bias else None,
+            gw_hr if w_hr is not None else None,
+            gw_peep if w_peep is not None else None,
+            None,
+        ) + (None,) * (n_inputs - 9)
 
     register_autograd(forward_name, backward, setup_context=setup_context)
 
 
 # ----------------------------------------------------------------------- Triton twins
 
+
 def _check_triton_dtype(x):
     """The dtypes the Triton kernels compute, checked before the C++ checks (which take any
     dtype x and the weights share)."""
     if x.dtype not in FLOATS:
-        raise TypeError(f"lstm_fused (triton): dtype {x.dtype} is not supported; use float32, "
-                        f"float16, bfloat16 or float64")
+        raise TypeError(
+            f"lstm_fused (triton): dtype {x.dtype} is not supported; use float32, "
+            f"float16, bfloat16 or float64"
+        )
 
 
 def _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, save):
     _check_triton_dtype(x)
-    NAMESPACE.lstm_layer_forward_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                                       resets)
+    NAMESPACE.lstm_layer_forward_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets)
     return triton_library.kernels("lstm_layer").layer_forward(
-        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, resets)
+        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, save, resets
+    )
 
 
 def triton_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
@@ -148,8 +210,7 @@ def triton_layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, res
 
 
 def triton_layer_inference(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets=None):
-    return _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets,
-                           False)[:3]
+    return _triton_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, resets, False)[:3]
 
 
 def triton_layer_backward(*args):
@@ -157,18 +218,34 @@ def triton_layer_backward(*args):
     return triton_library.kernels("lstm_layer").layer_backward(*args)
 
 
-def triton_attentive(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight,
-                     proj_bias, v, qproj, chunk_size):
+def triton_attentive(
+    x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj, chunk_size
+):
     """chunk_size is checked, not used: the Triton kernel pools every step on chip."""
     _check_triton_dtype(x)
-    NAMESPACE.attentive_lstm_inference_check(x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep,
-                                             lengths, proj_weight, proj_bias, v, qproj,
-                                             chunk_size)
+    NAMESPACE.attentive_lstm_inference_check(
+        x,
+        h0,
+        c0,
+        w_ih,
+        w_hh,
+        bias,
+        w_hr,
+        w_peep,
+        lengths,
+        proj_weight,
+        proj_bias,
+        v,
+        qproj,
+        chunk_size,
+    )
     return triton_library.kernels("lstm_layer").attentive_forward(
-        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj)
+        x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v, qproj
+    )
 
 
 # ----------------------------------------------------------------------- entry points
+
 
 class LayerKernels:
     """The entry points of one backend's operators (suffix "" for the C++ ones, "_triton").
@@ -202,8 +279,23 @@ class LayerKernels:
         y, h_n, c_n, _gates, _cells = self._op("lstm_layer_forward")(*args)
         return y, h_n, c_n
 
-    def attentive_inference(self, x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths,
-                            proj_weight, proj_bias, v, qproj, chunk_size):
+    def attentive_inference(
+        self,
+        x,
+        h0,
+        c0,
+        w_ih,
+        w_hh,
+        bias,
+        w_hr,
+        w_peep,
+        lengths,
+        proj_weight,
+        proj_bias,
+        v,
+        qproj,
+        chunk_size,
+    ):
         if not self._has("attentive_lstm_inference"):
             return None
         if self.suffix == "_triton":
@@ -211,11 +303,25 @@ class LayerKernels:
 
             H, R, A = w_hh.shape[1] // 4, w_hh.shape[2], proj_weight.shape[0]
             if not triton_library.kernels("lstm_layer").attentive_supported(
-                    H, R, A, w_hr is not None, x.dtype, device_target(x.device)):
+                H, R, A, w_hr is not None, x.dtype, device_target(x.device)
+            ):
                 return None
         return self._op("attentive_lstm_inference")(
-            x, h0, c0, w_ih, w_hh, bias, w_hr, w_peep, lengths, proj_weight, proj_bias, v,
-            qproj, chunk_size)
+            x,
+            h0,
+            c0,
+            w_ih,
+            w_hh,
+            bias,
+            w_hr,
+            w_peep,
+            lengths,
+            proj_weight,
+            proj_bias,
+            v,
+            qproj,
+            chunk_size,
+        )
 
 
 class ReferenceLayerKernels:
@@ -239,8 +345,10 @@ class AttentiveKernels:
 
     def _lookup(self):
         if self._impls is None:
-            self._impls = (registry.implementations("lstm_layer")[self.backend],
-                           registry.implementations("attention_pooling")[self.backend])
+            self._impls = (
+                registry.implementations("lstm_layer")[self.backend],
+                registry.implementations("attention_pooling")[self.backend],
+            )
         return self._impls
 
     @property
@@ -254,24 +362,35 @@ class AttentiveKernels:
 
 # ----------------------------------------------------------------------- registration
 
+
 def _register_operators() -> None:
-    for name, fake in (("lstm_layer_forward", fake_forward),
-                       ("lstm_layer_inference", fake_inference),
-                       ("lstm_layer_backward", fake_backward),
-                       ("attentive_lstm_inference", fake_attentive)):
+    for name, fake in (
+        ("lstm_layer_forward", fake_forward),
+        ("lstm_layer_inference", fake_inference),
+        ("lstm_layer_backward", fake_backward),
+        ("attentive_lstm_inference", fake_attentive),
+    ):
         for suffix in ("", "_triton"):
             torch.library.register_fake(f"lstm_fused::{name}{suffix}")(fake)
-    for name, kernel in (("lstm_layer_forward", triton_layer_forward),
-                         ("lstm_layer_inference", triton_layer_inference),
-                         ("lstm_layer_backward", triton_layer_backward),
-                         ("attentive_lstm_inference", triton_attentive)):
+    for name, kernel in (
+        ("lstm_layer_forward", triton_layer_forward),
+        ("lstm_layer_inference", triton_layer_inference),
+        ("lstm_layer_backward", triton_layer_backward),
+        ("attentive_lstm_inference", triton_attentive),
+    ):
         torch.library.register_kernel(f"lstm_fused::{name}_triton", ("cpu", "cuda"), kernel)
-    register_layer_autograd("lstm_fused::lstm_layer_forward",
-                            NAMESPACE.lstm_layer_backward.default, reads_only_valid_x_on=("cpu",))
-    register_layer_autograd("lstm_fused::lstm_layer_forward_triton",
-                            NAMESPACE.lstm_layer_backward_triton.default)
-    for name, to_train in (("lstm_layer_inference", "run lstm_layer_forward"),
-                           ("attentive_lstm_inference", "run the layer, then the pooling")):
+    register_layer_autograd(
+        "lstm_fused::lstm_layer_forward",
+        NAMESPACE.lstm_layer_backward.default,
+        reads_only_valid_x_on=("cpu",),
+    )
+    register_layer_autograd(
+        "lstm_fused::lstm_layer_forward_triton", NAMESPACE.lstm_layer_backward_triton.default
+    )
+    for name, to_train in (
+        ("lstm_layer_inference", "run lstm_layer_forward"),
+        ("attentive_lstm_inference", "run the layer, then the pooling"),
+    ):
         for suffix in ("", "_triton"):
             refuse_autograd(f"lstm_fused::{name}{suffix}", to_train)
 
@@ -290,8 +409,7 @@ def _attentive_reason(kernels: AttentiveKernels):
     """The attentive LSTM runs where the backend's layer and its pooling both run."""
 
     def reason(device, dtype, features):
-        layer_features = {k: v for k, v in features.items() if k in ("proj", "peephole",
-                                                                      "lengths")}
+        layer_features = {k: v for k, v in features.items() if k in ("proj", "peephole", "lengths")}
         reasons = []
         for impl, feats in ((kernels.layer, layer_features), (kernels.pooling, {})):
             why = impl.reason(device, dtype, **feats)
@@ -303,21 +421,43 @@ def _attentive_reason(kernels: AttentiveKernels):
 
 
 def _register_implementations() -> None:
-    kernels = {"cuda": LayerKernels("", "CUDA"), "triton": LayerKernels("_triton"),
-               "cpu": LayerKernels("", "CPU"), "reference": ReferenceLayerKernels()}
-    dtypes = {"cuda": (torch.float32, torch.float16, torch.bfloat16, torch.float64),
-              "triton": FLOATS, "cpu": (torch.float32, torch.float64), "reference": FLOATS}
+    kernels = {
+        "cuda": LayerKernels("", "CUDA"),
+        "triton": LayerKernels("_triton"),
+        "cpu": LayerKernels("", "CPU"),
+        "reference": ReferenceLayerKernels(),
+    }
+    dtypes = {
+        "cuda": (torch.float32, torch.float16, torch.bfloat16, torch.float64),
+        "triton": FLOATS,
+        "cpu": (torch.float32, torch.float64),
+        "reference": FLOATS,
+    }
     # The features the CUDA kernels implement: a new feature of a layer call is refused there
     # until its kernels exist.
     features = {"cuda": frozenset({"proj", "peephole", "lengths", "resets"})}
     for backend, entry in kernels.items():
-        registry.register(registry.backend_implementation(
-            "lstm_layer", backend, entry, dtypes[backend], native_op="lstm_layer_forward",
-            features=features.get(backend)))
+        registry.register(
+            registry.backend_implementation(
+                "lstm_layer",
+                backend,
+                entry,
+                dtypes[backend],
+                native_op="lstm_layer_forward",
+                features=features.get(backend),
+            )
+        )
         attentive = AttentiveKernels(backend)
-        registry.register(registry.backend_implementation(
-            "attentive_lstm", backend, attentive, FLOATS, native_op="lstm_layer_forward",
-            call_reason=_attentive_reason(attentive)))
+        registry.register(
+            registry.backend_implementation(
+                "attentive_lstm",
+                backend,
+                attentive,
+                FLOATS,
+                native_op="lstm_layer_forward",
+                call_reason=_attentive_reason(attentive),
+            )
+        )
 
 
 if library.LOAD_ERROR is None:

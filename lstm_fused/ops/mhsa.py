@@ -13,6 +13,7 @@ Operators (schemas in csrc/attention_schemas.h, each with a Triton twin `<name>_
 This module gives each its fake kernel and autograd, the Triton twins their kernels
 (triton_kernels/mhsa.py), and registers the implementations of "mhsa".
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -56,14 +57,22 @@ def register_core_autograd(forward_name: str, backward_op) -> None:
     def backward(ctx, grad_out, _grad_lse):
         q, k, v, lengths, seed, out, lse = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiable, by the reference math
-            def core(q, k, v):
-                return reference_mhsa.attention_core(q, k, v, lengths, ctx.scale, ctx.dropout_p,
-                                                     ctx.dropout_p > 0.0, seed=seed)[:1]
 
-            return (*differentiable_vjp(core, (q, k, v), (grad_out,), ctx.needs_input_grad[:3]),
-                    None, None, None, None)
-        dq, dk, dv = backward_op(zeros_if_none(grad_out, out), q, k, v, lengths, ctx.scale,
-                                 ctx.dropout_p, seed, out, lse)
+            def core(q, k, v):
+                return reference_mhsa.attention_core(
+                    q, k, v, lengths, ctx.scale, ctx.dropout_p, ctx.dropout_p > 0.0, seed=seed
+                )[:1]
+
+            return (
+                *differentiable_vjp(core, (q, k, v), (grad_out,), ctx.needs_input_grad[:3]),
+                None,
+                None,
+                None,
+                None,
+            )
+        dq, dk, dv = backward_op(
+            zeros_if_none(grad_out, out), q, k, v, lengths, ctx.scale, ctx.dropout_p, seed, out, lse
+        )
         return dq, dk, dv, None, None, None, None
 
     torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
@@ -72,14 +81,14 @@ def register_core_autograd(forward_name: str, backward_op) -> None:
 def triton_forward(q, k, v, lengths, scale, dropout_p=0.0, seed=None):
     """The C++ argument checks (mhsa_forward_check, csrc/check_ops.cpp), then the launcher."""
     NAMESPACE.mhsa_forward_check(q, k, v, lengths, scale, dropout_p, seed)
-    return triton_library.kernels("mhsa").mhsa_forward(
-        q, k, v, lengths, scale, dropout_p, seed)
+    return triton_library.kernels("mhsa").mhsa_forward(q, k, v, lengths, scale, dropout_p, seed)
 
 
 def triton_backward(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse):
     NAMESPACE.mhsa_backward_check(grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
     return triton_library.kernels("mhsa").mhsa_backward(
-        grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse)
+        grad_out, q, k, v, lengths, scale, dropout_p, seed, out, lse
+    )
 
 
 class CoreKernels:
@@ -101,8 +110,9 @@ class CoreKernels:
 
 class ReferenceCoreKernels:
     def attention(self, q, k, v, lengths, scale, dropout_p=0.0, seed=None):
-        return reference_mhsa.attention_core(q, k, v, lengths, scale, dropout_p,
-                                             dropout_p > 0.0, seed=seed)[0]
+        return reference_mhsa.attention_core(
+            q, k, v, lengths, scale, dropout_p, dropout_p > 0.0, seed=seed
+        )[0]
 
 
 def _cuda_head_dim_reason(device, dtype, features) -> Optional[str]:
@@ -119,21 +129,28 @@ def _triton_tile_reason(device, dtype, features) -> Optional[str]:
     from ..triton_kernels.launch_config import device_target
 
     return triton_library.kernels("mhsa").unsupported_reason(
-        dtype, features.get("head_dim", 0), device_target(device))
+        dtype, features.get("head_dim", 0), device_target(device)
+    )
 
 
 def _register_operators() -> None:
-    for suffix, kernel_fwd, kernel_bwd in (("", None, None),
-                                           ("_triton", triton_forward, triton_backward)):
+    for suffix, kernel_fwd, kernel_bwd in (
+        ("", None, None),
+        ("_triton", triton_forward, triton_backward),
+    ):
         torch.library.register_fake(f"lstm_fused::mhsa_forward{suffix}")(fake_forward)
         torch.library.register_fake(f"lstm_fused::mhsa_backward{suffix}")(fake_backward)
         if kernel_fwd is not None:
-            torch.library.register_kernel(f"lstm_fused::mhsa_forward{suffix}", ("cpu", "cuda"),
-                                          kernel_fwd)
-            torch.library.register_kernel(f"lstm_fused::mhsa_backward{suffix}", ("cpu", "cuda"),
-                                          kernel_bwd)
-        register_core_autograd(f"lstm_fused::mhsa_forward{suffix}",
-                               getattr(NAMESPACE, f"mhsa_backward{suffix}").default)
+            torch.library.register_kernel(
+                f"lstm_fused::mhsa_forward{suffix}", ("cpu", "cuda"), kernel_fwd
+            )
+            torch.library.register_kernel(
+                f"lstm_fused::mhsa_backward{suffix}", ("cpu", "cuda"), kernel_bwd
+            )
+        register_core_autograd(
+            f"lstm_fused::mhsa_forward{suffix}",
+            getattr(NAMESPACE, f"mhsa_backward{suffix}").default,
+        )
 
 
 def register_like(namespace: str) -> None:
@@ -147,14 +164,25 @@ def register_like(namespace: str) -> None:
 
 
 def _register_implementations() -> None:
-    kernels = {"cuda": CoreKernels(""), "triton": CoreKernels("_triton"),
-               "cpu": CoreKernels(""), "reference": ReferenceCoreKernels()}
+    kernels = {
+        "cuda": CoreKernels(""),
+        "triton": CoreKernels("_triton"),
+        "cpu": CoreKernels(""),
+        "reference": ReferenceCoreKernels(),
+    }
     dtypes = {"triton": (torch.float32, torch.float16, torch.bfloat16)}
     reasons = {"cuda": _cuda_head_dim_reason, "triton": _triton_tile_reason}
     for backend, entry in kernels.items():
-        registry.register(registry.backend_implementation(
-            OP, backend, entry, dtypes.get(backend, FLOATS), native_op="mhsa_forward",
-            call_reason=reasons.get(backend)))
+        registry.register(
+            registry.backend_implementation(
+                OP,
+                backend,
+                entry,
+                dtypes.get(backend, FLOATS),
+                native_op="mhsa_forward",
+                call_reason=reasons.get(backend),
+            )
+        )
 
 
 if library.LOAD_ERROR is None:

@@ -6,6 +6,7 @@ for "auto" the available one of lowest rank that can run it; a backend asked for
 cannot run the call raises a RuntimeError that says why (nothing falls back silently).
 Backend names and rules: docs/contract.md, section 4.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -73,21 +74,27 @@ class Implementation:
         unsupported_reason()."""
         return self.unavailable_reason() or self.unsupported_reason(device, dtype, **features)
 
-    def unsupported_reason(self, device: torch.device, dtype: torch.dtype,
-                           **features) -> Optional[str]:
+    def unsupported_reason(
+        self, device: torch.device, dtype: torch.dtype, **features
+    ) -> Optional[str]:
         """Why this call cannot run on this implementation, whatever the machine has (its
         device, dtype, features, sizes), or None."""
         if self.devices is not None and device.type not in self.devices:
-            return (f"it runs on {' or '.join(self.devices)} tensors, got a tensor on {device}")
+            return f"it runs on {' or '.join(self.devices)} tensors, got a tensor on {device}"
         if dtype not in self.dtypes:
-            return (f"dtype {str(dtype).replace('torch.', '')} is not supported (supported: "
-                    f"{dtype_names(self.dtypes)})")
+            return (
+                f"dtype {str(dtype).replace('torch.', '')} is not supported (supported: "
+                f"{dtype_names(self.dtypes)})"
+            )
         if self.features is not None:
-            missing = sorted(k for k, wanted in features.items()
-                             if wanted and k not in self.features)
+            missing = sorted(
+                k for k, wanted in features.items() if wanted and k not in self.features
+            )
             if missing:
-                return (f"the {self.backend} kernels do not implement {', '.join(missing)} "
-                        f"(they implement: {', '.join(sorted(self.features))})")
+                return (
+                    f"the {self.backend} kernels do not implement {', '.join(missing)} "
+                    f"(they implement: {', '.join(sorted(self.features))})"
+                )
         if self.call_reason is not None:
             return self.call_reason(device, dtype, features)
         return None
@@ -118,8 +125,9 @@ def register(impl: Implementation) -> None:
 
 def check_name(name, arg: str = "backend") -> str:
     if not isinstance(name, str) or name not in BACKEND_NAMES:
-        raise ValueError(f"lstm_fused: {arg} must be one of {', '.join(BACKEND_NAMES)}; "
-                         f"got {name!r}")
+        raise ValueError(
+            f"lstm_fused: {arg} must be one of {', '.join(BACKEND_NAMES)}; got {name!r}"
+        )
     return name
 
 
@@ -131,8 +139,7 @@ def implementations(op: str) -> Dict[str, Implementation]:
 def available_backends(op: str = "lstm_layer") -> List[str]:
     """Names of the backends that are installed and usable on this machine (for `op`)."""
     impls = _REGISTRY.get(op, {})
-    return [n for n in BACKEND_NAMES[1:]
-            if n in impls and impls[n].unavailable_reason() is None]
+    return [n for n in BACKEND_NAMES[1:] if n in impls and impls[n].unavailable_reason() is None]
 
 
 def requested(backend: str) -> str:
@@ -144,8 +151,9 @@ def requested(backend: str) -> str:
     return backend
 
 
-def resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
-            **features) -> Implementation:
+def resolve(
+    backend: str, op: str, device: torch.device, dtype: torch.dtype, **features
+) -> Implementation:
     """The implementation that runs this call of `op`, or a RuntimeError that says why none can.
 
     features: what the call needs beyond device and dtype (e.g. proj=True, lengths=True).
@@ -162,14 +170,18 @@ def resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
     return impl
 
 
-def _resolve(backend: str, op: str, device: torch.device, dtype: torch.dtype,
-             features: dict) -> Implementation:
+def _resolve(
+    backend: str, op: str, device: torch.device, dtype: torch.dtype, features: dict
+) -> Implementation:
     name = requested(check_name(backend))
     impls = _REGISTRY.get(op, {})
     if name != "auto":
         impl = impls.get(name)
-        reason = (f"it has no implementation of {op}" if impl is None
-                  else impl.reason(device, dtype, **features))
+        reason = (
+            f"it has no implementation of {op}"
+            if impl is None
+            else impl.reason(device, dtype, **features)
+        )
         if reason:
             raise RuntimeError(f"lstm_fused: backend {name!r} cannot run this {op} call: {reason}")
         return impl
@@ -210,10 +222,16 @@ _BACKEND_PLACES = {
 }
 
 
-def backend_implementation(op: str, backend: str, kernels, dtypes, *, native_op: str = "",
-                           features: Optional[FrozenSet[str]] = None,
-                           call_reason: Optional[Callable[..., Optional[str]]] = None
-                           ) -> Implementation:
+def backend_implementation(
+    op: str,
+    backend: str,
+    kernels,
+    dtypes,
+    *,
+    native_op: str = "",
+    features: Optional[FrozenSet[str]] = None,
+    call_reason: Optional[Callable[..., Optional[str]]] = None,
+) -> Implementation:
     """The Implementation of family `op` on `backend`, with that backend's rank, devices and
     availability: "cuda" / "cpu" need the C++ kernels of `native_op` for their dispatch key,
     "triton" needs Triton (and CUDA tensors, or CPU tensors under its interpreter).
@@ -237,6 +255,16 @@ def backend_implementation(op: str, backend: str, kernels, dtypes, *, native_op:
             if why is None and call_reason is not None:
                 why = call_reason(device, dtype, call_features)
             return why
-    return Implementation(op=op, backend=backend, rank=rank, devices=devices,
-                          auto_devices=auto_devices, dtypes=tuple(dtypes), kernels=kernels,
-                          features=features, available=available, call_reason=reason)
+
+    return Implementation(
+        op=op,
+        backend=backend,
+        rank=rank,
+        devices=devices,
+        auto_devices=auto_devices,
+        dtypes=tuple(dtypes),
+        kernels=kernels,
+        features=features,
+        available=available,
+        call_reason=reason,
+    )

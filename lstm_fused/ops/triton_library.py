@@ -5,6 +5,7 @@ lstm_fused::<name>_triton (schemas in C++, csrc/op_schema.h) in each op family's
 Triton kernels run on CUDA tensors; on CPU tensors only under Triton's interpreter
 (TRITON_INTERPRET=1, set before lstm_fused is imported), which is for tests.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,10 @@ def unavailable_reason() -> Optional[str]:
     if library.LOAD_ERROR is not None:  # the operators' schemas are defined by the C++ library
         return library.LOAD_ERROR
     if not torch.cuda.is_available() and not switches.enabled("triton_interpret"):
-        return ("no CUDA device is available to PyTorch, and Triton runs on CPU tensors only "
-                "under Triton's interpreter (TRITON_INTERPRET=1, for tests)")
+        return (
+            "no CUDA device is available to PyTorch, and Triton runs on CPU tensors only "
+            "under Triton's interpreter (TRITON_INTERPRET=1, for tests)"
+        )
     return None
 
 
@@ -39,10 +42,14 @@ def device_reason(device: torch.device) -> Optional[str]:
     if device.type == "cpu":
         if switches.enabled("triton_interpret"):
             return None
-        return ("it runs on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1); "
-                "got CPU tensors: use backend='cpu', or CUDA tensors")
-    return (f"Triton kernels run on CUDA tensors (or on the CPU under TRITON_INTERPRET=1), "
-            f"got a tensor on {device}")
+        return (
+            "it runs on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1); "
+            "got CPU tensors: use backend='cpu', or CUDA tensors"
+        )
+    return (
+        f"Triton kernels run on CUDA tensors (or on the CPU under TRITON_INTERPRET=1), "
+        f"got a tensor on {device}"
+    )
 
 
 def kernels(module: str):

@@ -4,6 +4,7 @@ these assertions are about where lstm_fused comes from.
 
 LSTM_FUSED_SOURCE_TREE: the repository the wheel was built from (set by check_package.sh).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -11,6 +11,7 @@ dated heading, with the commit. The build, test and sanitizer logs stay where th
 (their failures are in results.tsv's stage rows); copy them by hand if one needs keeping.
 Nothing is measured here: this only files what the GPU measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ def device_slug(session_log: str) -> str:
     """bench/env.py's folder name of the device named in session.log's info stage."""
     m = re.search(r"^device: ([^,]+),", session_log, re.M)
     if not m:
-        raise SystemExit("file_results: no 'device: ...' line in session.log (did the info "
-                         "stage run on a GPU?)")
+        raise SystemExit(
+            "file_results: no 'device: ...' line in session.log (did the info stage run on a GPU?)"
+        )
     return re.sub(r"[^a-z0-9]+", "-", m.group(1).lower()).strip("-")
 
 
@@ -45,12 +47,17 @@ def main(argv=None) -> int:
     session = (src / "session.log").read_text(errors="replace")
     dest = ROOT / "bench" / "results" / device_slug(session)
     stem = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "_gpu_session"
-    copies = [(src / name, dest / f"{stem}_{name}") for name in
-              ("results.tsv", "headline.csv", "session.log") if (src / name).exists()]
+    copies = [
+        (src / name, dest / f"{stem}_{name}")
+        for name in ("results.tsv", "headline.csv", "session.log")
+        if (src / name).exists()
+    ]
     table = rows.markdown(src / "results.tsv") if (src / "results.tsv").exists() else ""
-    note = (f"\n## {stem} (tools/gpu_session.sh{', commit ' + args.commit if args.commit else ''})"
-            f"\n\nMeasured on the device named in {stem}_session.log; the predictions are "
-            f"docs/gpu_performance.md's model.\n\n{table}\n")
+    note = (
+        f"\n## {stem} (tools/gpu_session.sh{', commit ' + args.commit if args.commit else ''})"
+        f"\n\nMeasured on the device named in {stem}_session.log; the predictions are "
+        f"docs/gpu_performance.md's model.\n\n{table}\n"
+    )
     for a, b in copies:
         print(f"copy {a} -> {b.relative_to(ROOT)}")
     print(f"append to {(dest / 'NOTES.md').relative_to(ROOT)}:{note}")

@@ -19,6 +19,7 @@ asked for (the CUDA kernels launched are listed by torch.profiler). One RESULT l
 the same code on the CPU (backend "cpu" in place of both CUDA paths, no kernel list): a check of
 this script, not of any kernel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,12 @@ from lstm_fused import functional, switches  # noqa: E402
 from tolerances import tol  # noqa: E402
 
 # name: (B, T, I, H)
-SHAPES = {"headline": (16, 1024, 768, 768), "b64h1024": (64, 1024, 1024, 1024),
-          "small": (16, 1024, 256, 256), "tiny": (3, 9, 5, 8)}
+SHAPES = {
+    "headline": (16, 1024, 768, 768),
+    "b64h1024": (64, 1024, 1024, 1024),
+    "small": (16, 1024, 256, 256),
+    "tiny": (3, 9, 5, 8),
+}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # The switch that forces the CUDA gate-kernel path (lstm_fused/switches.py, csrc/switches.h).
 GATE_PATH = {"cuda_path": "gates"}
@@ -57,23 +62,36 @@ def draw(shape, dtype, seed, device):
     def u(*s):
         return (torch.rand(*s, generator=g, dtype=torch.float64) * 2 - 1) * k
 
-    t = {"x": torch.randn(T, B, I, generator=g, dtype=torch.float64),
-         "h0": torch.randn(1, B, H, generator=g, dtype=torch.float64) * 0.5,
-         "c0": torch.randn(1, B, H, generator=g, dtype=torch.float64) * 0.5,
-         "w_ih": u(1, 4 * H, I), "w_hh": u(1, 4 * H, H), "bias": u(1, 4 * H),
-         "dy": torch.randn(T, B, H, generator=g, dtype=torch.float64)}
+    t = {
+        "x": torch.randn(T, B, I, generator=g, dtype=torch.float64),
+        "h0": torch.randn(1, B, H, generator=g, dtype=torch.float64) * 0.5,
+        "c0": torch.randn(1, B, H, generator=g, dtype=torch.float64) * 0.5,
+        "w_ih": u(1, 4 * H, I),
+        "w_hh": u(1, 4 * H, H),
+        "bias": u(1, 4 * H),
+        "dy": torch.randn(T, B, H, generator=g, dtype=torch.float64),
+    }
     return {n: v.to(dtype).double().to(device) for n, v in t.items()}
 
 
 def run_layer(t, dtype, backend):
     """(names, tensors): y, h_n, c_n and the gradients of x, h0, c0, w_ih, w_hh, bias."""
     leaves = {n: t[n].to(dtype).requires_grad_() for n in ("x", "h0", "c0", "w_ih", "w_hh", "bias")}
-    y, h_n, c_n = functional.lstm_layer(leaves["x"], leaves["h0"], leaves["c0"], leaves["w_ih"],
-                                        leaves["w_hh"], leaves["bias"], backend=backend)
+    y, h_n, c_n = functional.lstm_layer(
+        leaves["x"],
+        leaves["h0"],
+        leaves["c0"],
+        leaves["w_ih"],
+        leaves["w_hh"],
+        leaves["bias"],
+        backend=backend,
+    )
     grads = torch.autograd.grad(y, list(leaves.values()), t["dy"].to(dtype))
     _sync(y.device)
-    return (["y", "h_n", "c_n"] + [f"grad {n}" for n in leaves],
-            [y.detach(), h_n.detach(), c_n.detach(), *grads])
+    return (
+        ["y", "h_n", "c_n"] + [f"grad {n}" for n in leaves],
+        [y.detach(), h_n.detach(), c_n.detach(), *grads],
+    )
 
 
 def _sync(device):
@@ -101,8 +119,11 @@ def errors(got, want, names):
     out = {}
     for n, g, w in zip(names, got, want):
         g = g.double()
-        out[n] = math.inf if not torch.isfinite(g).all() else (
-            (g - w).abs().max().item() / max(1.0, w.abs().max().item()))
+        out[n] = (
+            math.inf
+            if not torch.isfinite(g).all()
+            else ((g - w).abs().max().item() / max(1.0, w.abs().max().item()))
+        )
     return out
 
 
@@ -147,19 +168,23 @@ def main(argv=None) -> int:
             ref_s = time.perf_counter() - t0
             cudnn = errors(run_cudnn(t, dtype), want, names)
             cudnn_worst = max(cudnn.values())
-            print(f"RESULT\tcorrectness/{key_shape}/{dtype_name}/nn.LSTM\t{cudnn_worst:.3g}\t"
-                  f"max norm. err\tinfo\tcuDNN's own error (the yardstick); reference "
-                  f"{ref_s:.1f} s", flush=True)
+            print(
+                f"RESULT\tcorrectness/{key_shape}/{dtype_name}/nn.LSTM\t{cudnn_worst:.3g}\t"
+                f"max norm. err\tinfo\tcuDNN's own error (the yardstick); reference "
+                f"{ref_s:.1f} s",
+                flush=True,
+            )
             limit = max(tol("cuda_kernel", dtype)["atol"], 2 * cudnn_worst)
             for path, env in (("tc", {}), ("gates", GATE_PATH)):
                 try:
                     with switches.override(**env):
-                        (_, got), kernels = kernels_of(lambda: run_layer(t, dtype, backend),
-                                                      device)
+                        (_, got), kernels = kernels_of(lambda: run_layer(t, dtype, backend), device)
                 except RuntimeError as exc:
                     failed = True
-                    print(f"RESULT\tcorrectness/{key_shape}/{dtype_name}/{path}\tnan\t"
-                          f"max norm. err\tFAIL\t{type(exc).__name__}: {str(exc)[:300]}")
+                    print(
+                        f"RESULT\tcorrectness/{key_shape}/{dtype_name}/{path}\tnan\t"
+                        f"max norm. err\tFAIL\t{type(exc).__name__}: {str(exc)[:300]}"
+                    )
                     continue
                 err = errors(got, want, names)
                 worst_name = max(err, key=err.get)
@@ -170,14 +195,18 @@ def main(argv=None) -> int:
                 path_ok = args.dry or (fwd_tc if path == "tc" else not (fwd_tc or bwd_tc))
                 ok = err[worst_name] <= limit and path_ok
                 failed |= not ok
-                detail = (f"worst {worst_name}; limit {limit:.3g} (tolerance table "
-                          f"{tol('cuda_kernel', dtype)['atol']:g}, 2x cuDNN {2 * cudnn_worst:.3g})"
-                          f"; tensor-core forward {'ran' if fwd_tc else 'did not run'}, backward "
-                          f"{'ran' if bwd_tc else 'did not run'}; kernels: "
-                          + ", ".join(k[:60] for k in kernels[:8]))
-                print(f"RESULT\tcorrectness/{key_shape}/{dtype_name}/{path}\t"
-                      f"{err[worst_name]:.3g}\tmax norm. err\t{'ok' if ok else 'FAIL'}\t{detail}",
-                      flush=True)
+                detail = (
+                    f"worst {worst_name}; limit {limit:.3g} (tolerance table "
+                    f"{tol('cuda_kernel', dtype)['atol']:g}, 2x cuDNN {2 * cudnn_worst:.3g})"
+                    f"; tensor-core forward {'ran' if fwd_tc else 'did not run'}, backward "
+                    f"{'ran' if bwd_tc else 'did not run'}; kernels: "
+                    + ", ".join(k[:60] for k in kernels[:8])
+                )
+                print(
+                    f"RESULT\tcorrectness/{key_shape}/{dtype_name}/{path}\t"
+                    f"{err[worst_name]:.3g}\tmax norm. err\t{'ok' if ok else 'FAIL'}\t{detail}",
+                    flush=True,
+                )
     print(f"headline_check: {'FAILED' if failed else 'passed'}")
     return 1 if failed else 0
 

@@ -20,6 +20,7 @@ The prediction of a measurement is the first row of tools/gpu_probes/predictions
 pattern (a regular expression) matches its key; "-" when none does. Every prediction there is
 a model figure of docs/gpu_performance.md, not a measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,15 @@ def parse_result_lines(lines: Iterable[str]) -> List[dict]:
             continue
         parts = line.rstrip("\n").split("\t")
         parts += [""] * (6 - len(parts))
-        rows.append(dict(key=parts[1], value=parts[2], unit=parts[3], status=parts[4],
-                         detail="\t".join(parts[5:]).strip()))
+        rows.append(
+            dict(
+                key=parts[1],
+                value=parts[2],
+                unit=parts[3],
+                status=parts[4],
+                detail="\t".join(parts[5:]).strip(),
+            )
+        )
     return rows
 
 
@@ -74,9 +82,11 @@ def bench_rows(csv_path: Path) -> List[dict]:
         for r in csv.DictReader(f):
             key = f"time/{r['mode']}/{r['shape']}/{r['dtype']}/{r['provider']}"
             value = r["p50_ms"] if r["status"] == "ok" else "nan"
-            detail = (f"p20 {r['p20_ms']} p80 {r['p80_ms']} ms, {r['reps']} reps; speedup over "
-                      f"{r['baseline']} {r['speedup'] or '-'}; max err {r['max_err']} (tol "
-                      f"{r['tol']}); {r['note']}").strip()
+            detail = (
+                f"p20 {r['p20_ms']} p80 {r['p80_ms']} ms, {r['reps']} reps; speedup over "
+                f"{r['baseline']} {r['speedup'] or '-'}; max err {r['max_err']} (tol "
+                f"{r['tol']}); {r['note']}"
+            ).strip()
             rows.append(dict(key=key, value=value, unit="ms", status=r["status"], detail=detail))
     return rows
 
@@ -90,8 +100,15 @@ def append(results: Path, stage: str, rows: List[dict], predictions) -> List[Lis
         if new:
             w.writerow(COLUMNS)
         for r in rows:
-            row = [stage, r["key"], r["value"], r["unit"], r["status"],
-                   predict(r["key"], predictions), r["detail"].replace("\t", " ")]
+            row = [
+                stage,
+                r["key"],
+                r["value"],
+                r["unit"],
+                r["status"],
+                predict(r["key"], predictions),
+                r["detail"].replace("\t", " "),
+            ]
             w.writerow(row)
             written.append(row)
         f.flush()
@@ -121,8 +138,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--unit", default="", help="with --key: the unit")
     ap.add_argument("--detail", default="", help="with --key: one line of detail")
     ap.add_argument("--markdown", type=Path, help="print this results.tsv as markdown")
-    ap.add_argument("--echo", action="store_true",
-                    help="stdin mode: print every input line, not the rows")
+    ap.add_argument(
+        "--echo", action="store_true", help="stdin mode: print every input line, not the rows"
+    )
     args = ap.parse_args(argv)
     if args.markdown:
         print(markdown(args.markdown))
@@ -130,8 +148,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.stage or not args.results:
         ap.error("--stage and --results are needed (or --markdown)")
     if args.key:
-        rows = [dict(key=args.key, value=args.value, unit=args.unit, status=args.status,
-                     detail=args.detail)]
+        rows = [
+            dict(
+                key=args.key,
+                value=args.value,
+                unit=args.unit,
+                status=args.status,
+                detail=args.detail,
+            )
+        ]
     elif args.bench_csv:
         rows = bench_rows(args.bench_csv) if args.bench_csv.exists() else []
     elif args.logs:
