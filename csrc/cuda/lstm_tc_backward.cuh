@@ -90,6 +90,112 @@ __device__ __forceinline__ CellOperands load_operands(const TcBackwardArgs<scala
   return r;
 }
 
+// One thread's cell elements in a tensor-core backward loop (tc_backward_kernel and the cluster
+// kernel of lstm_tc_backward_cluster.cuh): element e = tid + i * kThreads, i < kSlots, of the
+// CTA's B x nu owned (batch row, unit) pairs is (b, u) = (e / nu, e % nu), unit j = u0 + u. It
+// carries dh and dc back through time, collects what reaches a reset (or the first) step for
+// grad_h0 / grad_c0, and holds the operands of the step to come (loaded a step ahead).
+template <typename scalar_t, int kSlots, int kThreads>
+struct CellSlots {
+  float dh[kSlots], dc[kSlots], acc_h[kSlots], acc_c[kSlots];
+  CellOperands op[kSlots];
+  bool prev_valid[kSlots], prev_fresh[kSlots];  // of the step done in the last iteration
+  CellPeep<float> peep[kSlots];
+  int64_t d, u0;
+  int tid, nu;
+
+  __device__ __forceinline__ bool has(const TcBackwardArgs<scalar_t>& a, int i) const {
+    return tid + i * kThreads < a.B * nu;
+  }
+  __device__ __forceinline__ int64_t b(int i) const { return (tid + i * kThreads) / nu; }
+  __device__ __forceinline__ int u(int i) const { return (tid + i * kThreads) % nu; }
+  // The time step of iteration k (the loop runs backwards in time for direction 0).
+  __device__ __forceinline__ int64_t time(const TcBackwardArgs<scalar_t>& a, int64_t k) const {
+    return d == 0 ? a.T - 1 - k : k;
+  }
+
+  // dh, dc from grad_h_n, grad_c_n; the peepholes; the operands of iteration 0.
+  __device__ __forceinline__ void init(const TcBackwardArgs<scalar_t>& a) {
+    const int64_t B = a.B, H = a.H;
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      dh[i] = dc[i] = acc_h[i] = acc_c[i] = 0.0f;
+      prev_valid[i] = prev_fresh[i] = false;
+      peep[i] = {0.0f, 0.0f, 0.0f};
+      if (!has(a, i)) continue;
+      const int64_t j = u0 + u(i), s_idx = (d * B + b(i)) * H + j;
+      dh[i] = static_cast<float>(a.grad_h_n[s_idx]);
+      dc[i] = static_cast<float>(a.grad_c_n[s_idx]);
+      if (a.peep != nullptr)
+        peep[i] = {static_cast<float>(a.peep[(d * 3 + 0) * H + j]),
+                   static_cast<float>(a.peep[(d * 3 + 1) * H + j]),
+                   static_cast<float>(a.peep[(d * 3 + 2) * H + j])};
+      op[i] = load_operands(a, d, time(a, 0), b(i), j);
+    }
+  }
+
+  // The recurrent gradient `sum` of the step done in the last iteration reaches element i:
+  // dh of this step, or grad_h0 where that step started from the initial state.
+  __device__ __forceinline__ void add_recurrent(int i, float sum) {
+    if (prev_fresh[i]) {
+      acc_h[i] += sum;
+      dh[i] = 0.0f;
+    } else {
+      dh[i] = sum;
+    }
+  }
+
+  // The cell backward of element i at this iteration's step: dz of its 4 gates (zero where the
+  // step is masked), dc carried (or collected at a reset).
+  __device__ __forceinline__ void cell_step(int i, float dz[4]) {
+    dz[0] = dz[1] = dz[2] = dz[3] = 0.0f;
+    const CellOperands& o = op[i];
+    if (o.valid) {
+      const CellBackward<float> r =
+          cell_backward<float>(o.i, o.f, o.g, o.o, o.c, o.c_prev, o.gy + dh[i], dc[i], peep[i]);
+      dz[0] = r.dz_i;
+      dz[1] = r.dz_f;
+      dz[2] = r.dz_g;
+      dz[3] = r.dz_o;
+      if (o.fresh) {
+        acc_c[i] += r.dc_prev;
+        dc[i] = 0.0f;
+      } else {
+        dc[i] = r.dc_prev;
+      }
+    }
+    prev_valid[i] = o.valid;
+    prev_fresh[i] = o.fresh;
+  }
+
+  // After the flag: the dz output of iteration k (off the critical path) and the operands of
+  // iteration k + 1.
+  __device__ __forceinline__ void store_dz_and_load_next(const TcBackwardArgs<scalar_t>& a,
+                                                         int64_t k, const float (&dz)[kSlots][4]) {
+    const int64_t B = a.B, H = a.H, D = a.D, G = 4 * H, t = time(a, k);
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      if (!has(a, i)) continue;
+      const int64_t j = u0 + u(i);
+      scalar_t* dz_row = a.dz + ((t * B + b(i)) * D + d) * G + j;
+#pragma unroll
+      for (int g = 0; g < 4; ++g) dz_row[g * H] = static_cast<scalar_t>(dz[i][g]);
+      if (k + 1 < a.T) op[i] = load_operands(a, d, time(a, k + 1), b(i), j);
+    }
+  }
+
+  // grad_h0, grad_c0: what reached the initial state at resets plus what is left at the end.
+  __device__ __forceinline__ void finish(const TcBackwardArgs<scalar_t>& a) const {
+#pragma unroll
+    for (int i = 0; i < kSlots; ++i) {
+      if (!has(a, i)) continue;
+      const int64_t s_idx = (d * a.B + b(i)) * a.H + u0 + u(i);
+      a.grad_h0[s_idx] = static_cast<scalar_t>(acc_h[i] + dh[i]);
+      a.grad_c0[s_idx] = static_cast<scalar_t>(acc_c[i] + dc[i]);
+    }
+  }
+};
+
 // grid: D * ctas CTAs of WARPS * 32 threads, all resident (cooperative launch), dynamic shared
 // memory tc_backward_smem_bytes({WARPS, KSTEPS, MT}).
 template <typename scalar_t, int WARPS, int KSTEPS, int MT>
@@ -134,30 +240,12 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
   const int p_hi_all = ((warp + 1) * kSlice + 4 * U - 1) / (4 * U);
   const int p_hi = p_hi_all < ctas ? p_hi_all : ctas;
 
-  // Cell elements of this thread: e = tid + i * kThreads -> (b, u) = (e / nu, e % nu).
-  float dh[kSlots], dc[kSlots], acc_h[kSlots], acc_c[kSlots];
-  CellOperands op[kSlots];
-  bool prev_valid[kSlots], prev_fresh[kSlots];
-  CellPeep<float> peep[kSlots];
-  auto elem_b = [&](int i) -> int64_t { return (tid + i * kThreads) / nu; };
-  auto elem_u = [&](int i) -> int { return (tid + i * kThreads) % nu; };
-  auto has_elem = [&](int i) -> bool { return tid + i * kThreads < B * nu; };
-  auto step_time = [&](int64_t k) -> int64_t { return d == 0 ? T - 1 - k : k; };
-#pragma unroll
-  for (int i = 0; i < kSlots; ++i) {
-    dh[i] = dc[i] = acc_h[i] = acc_c[i] = 0.0f;
-    prev_valid[i] = prev_fresh[i] = false;
-    peep[i] = {0.0f, 0.0f, 0.0f};
-    if (!has_elem(i)) continue;
-    const int64_t b = elem_b(i), j = u0 + elem_u(i), s_idx = (d * B + b) * H + j;
-    dh[i] = static_cast<float>(a.grad_h_n[s_idx]);
-    dc[i] = static_cast<float>(a.grad_c_n[s_idx]);
-    if (a.peep != nullptr)
-      peep[i] = {static_cast<float>(a.peep[(d * 3 + 0) * H + j]),
-                 static_cast<float>(a.peep[(d * 3 + 1) * H + j]),
-                 static_cast<float>(a.peep[(d * 3 + 2) * H + j])};
-    op[i] = load_operands(a, d, step_time(0), b, j);
-  }
+  CellSlots<scalar_t, kSlots, kThreads> cells;  // this thread's cell elements
+  cells.d = d;
+  cells.u0 = u0;
+  cells.tid = tid;
+  cells.nu = nu;
+  cells.init(a);
 
   scalar_t* x_dir = a.dz_exchange + static_cast<int64_t>(d) * kRows * K;  // slot 0, (kRows, K)
   const int64_t slot_stride = D * kRows * K;
@@ -220,74 +308,34 @@ __global__ void __launch_bounds__(WARPS * 32, 1) tc_backward_kernel(TcBackwardAr
                       // The recurrent gradient of the step done in iteration k - 1.
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
-      if (k == 0 || !has_elem(i) || !prev_valid[i]) continue;  // masked: dh passes unchanged
-      const int64_t b = elem_b(i);
-      const int u = elem_u(i);
+      if (k == 0 || !cells.has(a, i) || !cells.prev_valid[i]) continue;  // masked: dh unchanged
+      const int64_t b = cells.b(i);
+      const int u = cells.u(i);
       float sum = 0.0f;
 #pragma unroll
       for (int w = 0; w < WARPS; ++w) sum += s_part[(w * kRows + b) * 8 + u];
-      if (prev_fresh[i]) {
-        acc_h[i] += sum;
-        dh[i] = 0.0f;
-      } else {
-        dh[i] = sum;
-      }
+      cells.add_recurrent(i, sum);
     }
     if (k == T) break;
 
     // 2. Cell backward of step s = T - 1 - k; 3. dz to the exchange slot k % 2.
-    const int64_t t = step_time(k);
     scalar_t* x_out = x_dir + (k & 1) * slot_stride;
     float dzq[kSlots][4];
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
-      dzq[i][0] = dzq[i][1] = dzq[i][2] = dzq[i][3] = 0.0f;
-      if (!has_elem(i)) continue;
-      const int64_t b = elem_b(i);
-      const int u = elem_u(i);
-      const CellOperands& o = op[i];
-      if (o.valid) {
-        const CellBackward<float> r =
-            cell_backward<float>(o.i, o.f, o.g, o.o, o.c, o.c_prev, o.gy + dh[i], dc[i], peep[i]);
-        dzq[i][0] = r.dz_i;
-        dzq[i][1] = r.dz_f;
-        dzq[i][2] = r.dz_g;
-        dzq[i][3] = r.dz_o;
-        if (o.fresh) {
-          acc_c[i] += r.dc_prev;
-          dc[i] = 0.0f;
-        } else {
-          dc[i] = r.dc_prev;
-        }
-      }
-      prev_valid[i] = o.valid;
-      prev_fresh[i] = o.fresh;
+      if (!cells.has(a, i)) continue;
+      cells.cell_step(i, dzq[i]);
+      const int64_t b = cells.b(i);
+      const int u = cells.u(i);
 #pragma unroll
       for (int q = 0; q < 4; ++q)
         x_out[b * K + c * 4 * U + q * U + u] = static_cast<scalar_t>(dzq[i][q]);
     }
     __syncthreads();  // every dz row of the CTA written (and every read of s_part done)
     if (tid == 0) tc::st_release_gpu(flags + c, static_cast<unsigned>(k + 1));
-
-    // After the flag: the dz output (off the critical path) and next step's operands.
-#pragma unroll
-    for (int i = 0; i < kSlots; ++i) {
-      if (!has_elem(i)) continue;
-      const int64_t b = elem_b(i), j = u0 + elem_u(i);
-      scalar_t* dz_row = a.dz + ((t * B + b) * D + d) * G + j;
-#pragma unroll
-      for (int q = 0; q < 4; ++q) dz_row[q * H] = static_cast<scalar_t>(dzq[i][q]);
-      if (k + 1 < T) op[i] = load_operands(a, d, step_time(k + 1), b, j);
-    }
+    cells.store_dz_and_load_next(a, k, dzq);
   }
-
-#pragma unroll
-  for (int i = 0; i < kSlots; ++i) {
-    if (!has_elem(i)) continue;
-    const int64_t b = elem_b(i), j = u0 + elem_u(i), s_idx = (d * B + b) * H + j;
-    a.grad_h0[s_idx] = static_cast<scalar_t>(acc_h[i] + dh[i]);
-    a.grad_c0[s_idx] = static_cast<scalar_t>(acc_c[i] + dc[i]);
-  }
+  cells.finish(a);
 }
 
 template <typename scalar_t, int I = 0>

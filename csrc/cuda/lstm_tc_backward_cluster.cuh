@@ -45,8 +45,7 @@ namespace cuda {
 namespace tc_cluster_detail {
 
 using tc_backward_detail::bits16;
-using tc_backward_detail::CellOperands;
-using tc_backward_detail::load_operands;
+using tc_backward_detail::CellSlots;
 
 // grid: D * ctas CTAs of WARPS * 32 threads in clusters of CL (a.ctas = P * CL), all
 // resident, dynamic shared memory tc_cluster_smem_bytes(config).
@@ -105,31 +104,13 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
   const int p_hi_all = ((warp + 1) * kSlice + 4 * UC - 1) / (4 * UC);
   const int p_hi = p_hi_all < P ? p_hi_all : P;
 
-  // Cell elements of this thread: e = tid + i * kThreads -> (b, u) = (e / nu, e % nu).
   constexpr int kSlots = (kRows * (kUp / CL) + kThreads - 1) / kThreads;  // >= rows x UC
-  float dh[kSlots], dc[kSlots], acc_h[kSlots], acc_c[kSlots];
-  CellOperands op[kSlots];
-  bool prev_valid[kSlots], prev_fresh[kSlots];
-  CellPeep<float> peep[kSlots];
-  auto elem_b = [&](int i) -> int64_t { return (tid + i * kThreads) / nu; };
-  auto elem_u = [&](int i) -> int { return (tid + i * kThreads) % nu; };
-  auto has_elem = [&](int i) -> bool { return tid + i * kThreads < B * nu; };
-  auto step_time = [&](int64_t k) -> int64_t { return d == 0 ? T - 1 - k : k; };
-#pragma unroll
-  for (int i = 0; i < kSlots; ++i) {
-    dh[i] = dc[i] = acc_h[i] = acc_c[i] = 0.0f;
-    prev_valid[i] = prev_fresh[i] = false;
-    peep[i] = {0.0f, 0.0f, 0.0f};
-    if (!has_elem(i)) continue;
-    const int64_t b = elem_b(i), j = u0 + elem_u(i), s_idx = (d * B + b) * H + j;
-    dh[i] = static_cast<float>(a.grad_h_n[s_idx]);
-    dc[i] = static_cast<float>(a.grad_c_n[s_idx]);
-    if (a.peep != nullptr)
-      peep[i] = {static_cast<float>(a.peep[(d * 3 + 0) * H + j]),
-                 static_cast<float>(a.peep[(d * 3 + 1) * H + j]),
-                 static_cast<float>(a.peep[(d * 3 + 2) * H + j])};
-    op[i] = load_operands(a, d, step_time(0), b, j);
-  }
+  CellSlots<scalar_t, kSlots, kThreads> cells;  // this thread's cell elements (1-D kernel's)
+  cells.d = d;
+  cells.u0 = u0;
+  cells.tid = tid;
+  cells.nu = nu;
+  cells.init(a);
 
   scalar_t* x_dir = a.dz_exchange + static_cast<int64_t>(d) * kRows * K;  // slot 0, (kRows, K)
   const int64_t slot_stride = D * kRows * K;
@@ -202,77 +183,37 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
       tc::cluster_sync();
 #pragma unroll
       for (int i = 0; i < kSlots; ++i) {
-        if (!has_elem(i) || !prev_valid[i]) continue;  // masked: dh passes unchanged
-        const int64_t b = elem_b(i);
-        const int col = q * UC + elem_u(i);
+        if (!cells.has(a, i) || !cells.prev_valid[i]) continue;  // masked: dh passes unchanged
+        const int64_t b = cells.b(i);
+        const int col = q * UC + cells.u(i);
         float sum = 0.0f;
         for (int r = 0; r < C; ++r) {
           const int rank = (q + r) % C;  // staggered: the ranks are not all read at once
           sum += tc::ld_shared_cluster_f32(
               tc::map_shared_cluster(cta_out + b * kUp + col, static_cast<unsigned>(rank)));
         }
-        if (prev_fresh[i]) {
-          acc_h[i] += sum;
-          dh[i] = 0.0f;
-        } else {
-          dh[i] = sum;
-        }
+        cells.add_recurrent(i, sum);
       }
     }
     if (k == T) break;
 
     // 3. Cell backward of step s = T - 1 - k; dz to the exchange slot k % 2.
-    const int64_t t = step_time(k);
     scalar_t* x_out = x_dir + (k & 1) * slot_stride + q * kKq + p * 4 * UC;
     float dzq[kSlots][4];
 #pragma unroll
     for (int i = 0; i < kSlots; ++i) {
-      dzq[i][0] = dzq[i][1] = dzq[i][2] = dzq[i][3] = 0.0f;
-      if (!has_elem(i)) continue;
-      const int64_t b = elem_b(i);
-      const int u = elem_u(i);
-      const CellOperands& o = op[i];
-      if (o.valid) {
-        const CellBackward<float> r =
-            cell_backward<float>(o.i, o.f, o.g, o.o, o.c, o.c_prev, o.gy + dh[i], dc[i], peep[i]);
-        dzq[i][0] = r.dz_i;
-        dzq[i][1] = r.dz_f;
-        dzq[i][2] = r.dz_g;
-        dzq[i][3] = r.dz_o;
-        if (o.fresh) {
-          acc_c[i] += r.dc_prev;
-          dc[i] = 0.0f;
-        } else {
-          dc[i] = r.dc_prev;
-        }
-      }
-      prev_valid[i] = o.valid;
-      prev_fresh[i] = o.fresh;
+      if (!cells.has(a, i)) continue;
+      cells.cell_step(i, dzq[i]);
+      const int64_t b = cells.b(i);
+      const int u = cells.u(i);
 #pragma unroll
       for (int g = 0; g < 4; ++g) x_out[b * K + g * UC + u] = static_cast<scalar_t>(dzq[i][g]);
     }
     __syncthreads();  // every dz row of the CTA written
     if (tid == 0) tc::st_release_gpu(flags + c, static_cast<unsigned>(k + 1));
-
-    // After the flag: the dz output (off the critical path) and next step's operands.
-#pragma unroll
-    for (int i = 0; i < kSlots; ++i) {
-      if (!has_elem(i)) continue;
-      const int64_t b = elem_b(i), j = u0 + elem_u(i);
-      scalar_t* dz_row = a.dz + ((t * B + b) * D + d) * G + j;
-#pragma unroll
-      for (int g = 0; g < 4; ++g) dz_row[g * H] = static_cast<scalar_t>(dzq[i][g]);
-      if (k + 1 < T) op[i] = load_operands(a, d, step_time(k + 1), b, j);
-    }
+    cells.store_dz_and_load_next(a, k, dzq);
   }
-
-#pragma unroll
-  for (int i = 0; i < kSlots; ++i) {
-    if (!has_elem(i)) continue;
-    const int64_t b = elem_b(i), j = u0 + elem_u(i), s_idx = (d * B + b) * H + j;
-    a.grad_h0[s_idx] = static_cast<scalar_t>(acc_h[i] + dh[i]);
-    a.grad_c0[s_idx] = static_cast<scalar_t>(acc_c[i] + dc[i]);
-  }
+  cells.finish(a);
   tc::cluster_sync();  // no CTA exits while another still reads its shared memory
 #else
   (void)a;
