@@ -166,8 +166,11 @@ def parse_args(argv=None):
         "each compares); with --smoke, tiny shapes",
     )
     args = p.parse_args(argv)
-    if args.interleaved and args.preset not in ("quick", "smoke"):
-        p.error(f"--interleaved takes --smoke or no preset, not --{args.preset}")
+    if args.interleaved and args.preset not in ("quick", "smoke", "full"):
+        p.error(f"--interleaved takes --smoke, --full or no preset, not --{args.preset}")
+    mode = MODES.get(args.interleaved)
+    if mode is not None and args.preset == "full" and mode.full_cases is None:
+        p.error(f"--interleaved {mode.name} has no --full grid")
     return args
 
 
@@ -202,6 +205,8 @@ def _main(args, argv) -> int:
         cases = PRESETS[args.preset](device.type)
     elif args.preset == "smoke":
         cases = mode.smoke_cases(device.type)
+    elif args.preset == "full":
+        cases = mode.full_cases(device.type)
     else:
         cases = mode.cases(device.type)
     cases = select(cases, args.filter)
@@ -224,9 +229,11 @@ def _main(args, argv) -> int:
         budget.min_time_s = args.min_time
     if args.max_time is not None:
         budget.max_time_s = args.max_time
-    # torch.compile of the reference only when asked for or with --full: its compiles take
-    # minutes, which a --quick run (or a lent GPU's few minutes) cannot spend.
-    compile_ref = args.compile if args.compile is not None else args.preset == "full"
+    # torch.compile of the reference only when asked for or with --full (not interleaved): its
+    # compiles take minutes, which a --quick run (or a lent GPU's few minutes) cannot spend.
+    compile_ref = (
+        args.compile if args.compile is not None else args.preset == "full" and mode is None
+    )
     # --quick times no float64-speed reference backend (it checks every provider all the same).
     providers = args.providers
     if providers is None and args.preset == "quick" and mode is None:

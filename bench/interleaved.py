@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .cases import Case, grid, quick_cases, smoke_cases
+from .cases import Case, full_cases, grid, quick_cases, smoke_cases
 from .workloads import WORKLOADS
 from .workloads.attention import SelfAttentionWorkload, TorchMHA
 from .workloads.base import (
@@ -58,6 +58,8 @@ class Mode:
     smoke_cases: Callable[[str], List[Case]]  # device type -> tiny cases
     providers: Callable[[Workload, Case, torch.device, Options], List[Provider]]
     devices: tuple = ("cpu", "cuda")  # device types it runs on
+    # With --full: the whole grid's cases of the mode's family (None: --full is refused).
+    full_cases: Optional[Callable[[str], List[Case]]] = None
     # Reference points timed with the providers but not checked (they compute no answer of
     # the case): (case, device) -> {name: (fn(i), note)}.
     references: Optional[Callable[[Case, torch.device], Dict[str, Tuple[Callable, str]]]] = None
@@ -262,6 +264,7 @@ MODES = {
             _family(quick_cases, "lstm"),
             _family(smoke_cases, "lstm"),
             _cpu_loop_providers,
+            full_cases=_family(full_cases, "lstm"),
             devices=("cpu",),
         ),
         Mode(
@@ -277,6 +280,7 @@ MODES = {
             _family(quick_cases, "attentive_lstm"),
             _family(smoke_cases, "attentive_lstm"),
             _attentive_providers,
+            full_cases=_family(full_cases, "attentive_lstm"),
         ),
         Mode(
             "overhead",
@@ -284,6 +288,7 @@ MODES = {
             _family(quick_cases, "overhead"),
             _family(smoke_cases, "overhead"),
             _attentive_providers,
+            full_cases=_family(full_cases, "overhead"),
         ),
         Mode(
             "threads",
@@ -291,6 +296,7 @@ MODES = {
             _family(quick_cases, "lstm"),
             _family(smoke_cases, "lstm"),
             _thread_providers,
+            full_cases=_family(full_cases, "lstm"),
             devices=("cpu",),
         ),
         Mode(

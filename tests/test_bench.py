@@ -23,6 +23,7 @@ from bench.cases import (
     HEADLINE_LSTM,
     MAIN_LSTM,
     PRESETS,
+    full_cases,
     headline_cases,
     quick_cases,
     select,
@@ -420,7 +421,14 @@ def test_interleaved_attentive_times_the_fused_model_against_the_unfused_one(tmp
 
 def test_interleaved_mode_refuses_other_presets_and_devices(capsys):
     with pytest.raises(SystemExit):
-        bench_main.main(["--interleaved", "cpu_loops", "--full"])
+        bench_main.main(["--interleaved", "cpu_loops", "--headline"])
+    with pytest.raises(SystemExit):  # no --full grid of its own
+        bench_main.main(["--interleaved", "mhsa_dropout", "--full"])
+    capsys.readouterr()
+    assert bench_main.main(["--interleaved", "threads", "--full", "--list"]) == 0
+    assert capsys.readouterr().out.split() == [
+        c.key for c in full_cases("cpu") if c.family == "lstm"
+    ]
     assert bench_main.main(["--interleaved", "cpu_loops", "--device", "cuda", "--list"]) == 2
     assert "runs on cpu" in capsys.readouterr().err
     assert bench_main.main(["--interleaved", "attentive", "--list", "--device", "cpu"]) == 0
