@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "cpu/parallel_time_loop.h"  // its DEFAULT variant: the busy check and its guard
 #include "schemas.h"
 #include "switches.h"
 
@@ -128,7 +129,33 @@ PyObject* switch_table(PyObject*, PyObject*) {
   return out;
 }
 
+// lstm_fused._C.one_thread_if_busy() -> (int, int) or None: where more threads are runnable
+// than there are CPUs, the calling thread's parallel regions (ATen's, MKL's, the kernels') use
+// one thread until one_thread_if_busy_end(the returned value); None where nothing changed.
+// What lstm_fused/ops/library.py's one_thread_if_busy holds around a whole module call, so that
+// the aten ops between the kernels (torch.stack of weights, ...) do not wait on the scheduler.
+PyObject* one_thread_if_busy(PyObject*, PyObject*) {
+  const auto saved = lstm_fused::cpu::DEFAULT::one_thread_if_busy();
+  if (!saved.active) Py_RETURN_NONE;
+  return Py_BuildValue("(ii)", saved.omp, saved.mkl);
+}
+
+PyObject* one_thread_if_busy_end(PyObject*, PyObject* args) {
+  lstm_fused::cpu::DEFAULT::SavedThreads saved;
+  if (!PyArg_ParseTuple(args, "(ii):one_thread_if_busy_end", &saved.omp, &saved.mkl))
+    return nullptr;
+  saved.active = true;
+  lstm_fused::cpu::DEFAULT::restore_threads(saved);
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
+    {"one_thread_if_busy", one_thread_if_busy, METH_NOARGS,
+     "one_thread_if_busy() -> (int, int) | None: one thread for this thread's parallel regions "
+     "while the machine is busy; undo with one_thread_if_busy_end(value)"},
+    {"one_thread_if_busy_end", one_thread_if_busy_end, METH_VARARGS,
+     "one_thread_if_busy_end(value): restore what one_thread_if_busy(), which gave value, "
+     "changed"},
     {"cpu_capability", cpu_capability, METH_NOARGS,
      "cpu_capability() -> str: the CPU kernels' variant that runs ('default', 'avx2', 'avx512')"},
     {"cpu_capabilities", cpu_capabilities, METH_NOARGS,

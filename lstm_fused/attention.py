@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from . import functional
 from ._checks import check_tensor
 from .lstm import LSTM
+from .ops.library import one_thread_if_busy
 from .ops.registry import check_name
 
 
@@ -271,6 +272,7 @@ class AttentiveLSTM(nn.Module):
     def extra_repr(self) -> str:
         return f"chunk_size={self.chunk_size}"
 
+    @one_thread_if_busy
     def forward(
         self,
         input,

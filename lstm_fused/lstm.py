@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import functional
 from .functional.lstm import check_resets
 from ._checks import check_device, check_dtype, check_shape, check_tensor
+from .ops.library import one_thread_if_busy
 from .ops.registry import check_name
 
 
@@ -353,6 +354,7 @@ class LSTM(nn.Module):
             )
         return stacked("weight_ih"), stacked("weight_hh"), bias, w_hr, w_peep
 
+    @one_thread_if_busy
     def forward(
         self,
         input,

@@ -37,7 +37,7 @@ EFFECTS: Dict[str, str] = {
     "cpu_loop": "forces one CPU time loop",
     "cpu_gemm": "CPU kernels multiply with ATen's matmul (no oneDNN packing, no BLAS call)",
     "cuda_path": "the CUDA LSTM forward and backward take the gate-kernel path even where the tensor-core loops fit",
-    "cpu_threads": "`all`: the CPU kernels use torch's thread count even while more threads are runnable than CPUs (else such a call runs on one thread)",
+    "cpu_threads": "`all`: the CPU kernels, and the aten ops of a module's forward or a functional call around them, use torch's thread count even while more threads are runnable than CPUs (else such a call runs on one thread)",
     "triton_path": "forces one Triton LSTM path",
     "triton_interpret": "Triton's interpreter: the Triton backend on CPU tensors (tests)",
 }

@@ -5,6 +5,9 @@ per-step barrier; 9 rows a thread, tiles of 4, 4 and 1), B = 5 the split by pane
 units with a barrier a step (fewer than 4 rows a thread). Forward, inference and backward, with
 lengths, both directions; and with the guard on, the same answers."""
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -62,3 +65,43 @@ def test_busy_guard_keeps_the_answers(B, two_threads):
     _check_against_reference(B)
     # The guard restores the calling thread's thread count.
     assert torch.get_num_threads() == 2
+
+
+def _runnable_threads() -> int:
+    with open("/proc/loadavg") as f:
+        return int(f.read().split()[3].split("/")[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="the busy check reads Linux's /proc/loadavg")
+def test_a_busy_machine_runs_the_whole_call_on_one_thread(two_threads):
+    """While more threads are runnable than there are CPUs, the guard around the public entry
+    points (lstm_fused/ops/library.py one_thread_if_busy) gives every parallel region of the
+    call one thread, the aten ops between the kernels included (seen from between_layers,
+    which runs inside the call); the thread count is 2 again after the call, and with
+    cpu_threads="all" it stays 2 inside."""
+    from bench.load import spinning_load
+
+    torch.manual_seed(0)
+    lstm = lstm_fused.LSTM(8, 16, 2, backend="cpu")
+    x = torch.randn(5, 3, 8)
+    h0 = torch.zeros(2, 3, 16)
+    weights = [lstm.layer_weights(k) for k in range(2)]
+    seen = []
+
+    def between_layers(y):
+        seen.append(torch.get_num_threads())
+        return y
+
+    cpus = len(os.sched_getaffinity(0))
+    with spinning_load(cpus + 1):
+        deadline = time.monotonic() + 10
+        while _runnable_threads() <= cpus and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _runnable_threads() > cpus, "the spinning processes never showed as runnable"
+        time.sleep(0.02)  # past the guard's 10 ms between checks of /proc/loadavg
+        y, _, _ = lstm_fused.functional.lstm(x, h0, h0, weights, between_layers=between_layers)
+        assert torch.get_num_threads() == 2
+        with lstm_fused.switches.override(cpu_threads="all"):
+            lstm_fused.functional.lstm(x, h0, h0, weights, between_layers=between_layers)
+    assert seen == [1, 2]
+    assert_close(y, lstm(x)[0])

@@ -200,32 +200,48 @@ inline bool machine_busy() {
   return now_busy;
 }
 
-// For the lifetime of the object: the calling thread's parallel regions (OpenMP's and MKL's
-// thread counts of this thread) use one thread if the machine is busy; restored after.
+// The calling thread's parallel-region thread counts (OpenMP's and MKL's) that
+// one_thread_if_busy replaced, for restore_threads.
+struct SavedThreads {
+  bool active = false;  // false: nothing was changed
+  int omp = 1, mkl = 0;
+};
+
+// Where the machine is busy, the calling thread's parallel regions use one thread from now on
+// (OpenMP's and MKL's thread counts of this thread) until restore_threads(returned value).
+inline SavedThreads one_thread_if_busy() {
+  SavedThreads saved;
+#ifdef _OPENMP
+  if (at::in_parallel_region() || at::get_num_threads() <= 1 || !machine_busy()) return saved;
+  saved.omp = omp_get_max_threads();
+  omp_set_num_threads(1);
+  if (MKL_Set_Num_Threads_Local != nullptr) saved.mkl = MKL_Set_Num_Threads_Local(1);
+  saved.active = true;
+#endif
+  return saved;
+}
+
+inline void restore_threads(const SavedThreads& saved) {
+#ifdef _OPENMP
+  if (!saved.active) return;
+  omp_set_num_threads(saved.omp);
+  if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(saved.mkl);
+#else
+  (void)saved;
+#endif
+}
+
+// For the lifetime of the object: one_thread_if_busy, restored after. (The Python layer holds
+// the same for a whole module call: lstm_fused._C.one_thread_if_busy, csrc/ops.cpp.)
 class OneThreadIfBusy {
  public:
-  OneThreadIfBusy() {
-#ifdef _OPENMP
-    if (at::in_parallel_region() || at::get_num_threads() <= 1 || !machine_busy()) return;
-    omp_before_ = omp_get_max_threads();
-    omp_set_num_threads(1);
-    if (MKL_Set_Num_Threads_Local != nullptr) mkl_before_ = MKL_Set_Num_Threads_Local(1);
-    active_ = true;
-#endif
-  }
-  ~OneThreadIfBusy() {
-#ifdef _OPENMP
-    if (!active_) return;
-    omp_set_num_threads(omp_before_);
-    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(mkl_before_);
-#endif
-  }
+  OneThreadIfBusy() : saved_(one_thread_if_busy()) {}
+  ~OneThreadIfBusy() { restore_threads(saved_); }
   OneThreadIfBusy(const OneThreadIfBusy&) = delete;
   OneThreadIfBusy& operator=(const OneThreadIfBusy&) = delete;
 
  private:
-  bool active_ = false;
-  int omp_before_ = 1, mkl_before_ = 0;
+  const SavedThreads saved_;
 };
 
 // The threads a loop of `n_items` items would use (1: run it serially).

@@ -23,6 +23,7 @@ from .. import _checks, onnx_export
 from .._checks import check_device, check_tensor
 from ..ops import library, registry
 from ..ops.autograd import needs_grad
+from ..ops.library import one_thread_if_busy
 from .attention import check_pooling_params, run_pooling
 
 LayerWeights = Tuple[
@@ -204,6 +205,7 @@ def _run_layers(run, x, h0, c0, weights: Sequence[LayerWeights], between_layers)
     return y, torch.cat(h_n, 0), torch.cat(c_n, 0)
 
 
+@one_thread_if_busy
 def lstm(
     x: torch.Tensor,
     h0: torch.Tensor,
@@ -259,6 +261,7 @@ def lstm_layer(
     )
 
 
+@one_thread_if_busy
 def attentive_lstm(
     x: torch.Tensor,
     h0: torch.Tensor,

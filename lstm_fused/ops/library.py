@@ -7,6 +7,7 @@ package still works through backend="reference".
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -54,3 +55,27 @@ def native_reason(op_name: str, dispatch_key: str) -> Optional[str]:
     if dispatch_key == "CUDA" and not torch.cuda.is_available():
         return "no CUDA device is available to PyTorch"
     return None
+
+
+def one_thread_if_busy(fn):
+    """Decorates a public entry point (a module's forward, a functional call) so that, while
+    more threads are runnable than there are CPUs, the whole call runs its parallel regions on
+    one thread: the kernels (which hold the same guard themselves, csrc/cpu/parallel_time_loop.h)
+    and the aten ops between them, whose parallel regions (torch.stack of the weights, torch.cat
+    of the states, dropout) would otherwise each wait for a thread the OS took off its core.
+    The switch cpu_threads="all" turns it off. Gradients are computed later, outside the call:
+    only the kernels' own guard covers the backward."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if _C is None or torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        saved = _C.one_thread_if_busy()
+        if saved is None:
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _C.one_thread_if_busy_end(saved)
+
+    return call
