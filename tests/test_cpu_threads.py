@@ -105,3 +105,64 @@ def test_a_busy_machine_runs_the_whole_call_on_one_thread(two_threads):
             lstm_fused.functional.lstm(x, h0, h0, weights, between_layers=between_layers)
     assert seen == [1, 2]
     assert_close(y, lstm(x)[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="the busy check reads Linux's /proc/loadavg")
+def test_a_busy_machine_runs_the_layers_backward_on_one_thread(two_threads, monkeypatch):
+    """The layer operators' backward (lstm_fused/ops/lstm_layer.py) holds the same guard: its
+    own aten ops (here the zero gradient of y, which only h_n's use leaves undefined) see one
+    thread while the machine is busy, and two after."""
+    from bench.load import spinning_load
+
+    from lstm_fused.ops import lstm_layer as layer_ops
+
+    seen = []
+    zeros_if_none = layer_ops.zeros_if_none
+
+    def spy(grad, like):
+        seen.append(torch.get_num_threads())
+        return zeros_if_none(grad, like)
+
+    monkeypatch.setattr(layer_ops, "zeros_if_none", spy)
+    lstm = lstm_fused.LSTM(8, 16, backend="cpu")
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    cpus = len(os.sched_getaffinity(0))
+    with spinning_load(cpus + 1):
+        deadline = time.monotonic() + 10
+        while _runnable_threads() <= cpus and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _runnable_threads() > cpus, "the spinning processes never showed as runnable"
+        time.sleep(0.02)  # past the guard's 10 ms between checks of /proc/loadavg
+        _, (h_n, _) = lstm(x)
+        h_n.sum().backward()
+        assert torch.get_num_threads() == 2
+    assert seen and set(seen) == {1}
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
+def test_one_and_two_threads_give_the_same_bits(B):
+    """The CPU backend's answers do not depend on the thread count (every value is summed in
+    the same order whichever thread computes it), so the busy guard switching a call to one
+    thread changes no result: forward and every gradient, bit for bit, two layers, both
+    directions, lengths."""
+    torch.manual_seed(B)
+    lstm = lstm_fused.LSTM(7, 130, 2, bidirectional=True, backend="cpu")
+    x = torch.randn(6, B, 7, requires_grad=True)
+    lengths = torch.randint(1, 7, (B,))
+    lengths[0] = 6
+    pack = torch.nn.utils.rnn.pack_padded_sequence
+    before = torch.get_num_threads()
+    answers = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with lstm_fused.switches.override(cpu_threads="all"):
+                y, (h, c) = lstm(pack(x, lengths, enforce_sorted=False))
+                loss = (y.data * torch.linspace(-1, 1, y.data.numel()).view_as(y.data)).sum()
+                grads = torch.autograd.grad(loss + h.sum() + c.square().sum(), [x, *lstm.parameters()])
+            answers.append([y.data, h, c, *grads])
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*answers):
+        torch.testing.assert_close(two, one, rtol=0, atol=0)

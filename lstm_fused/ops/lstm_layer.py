@@ -181,7 +181,11 @@ def register_layer_autograd(forward_name: str, backward_op, reads_only_valid_x_o
             None,
         ) + (None,) * (n_inputs - 9)
 
-    register_autograd(forward_name, backward, setup_context=setup_context)
+    # The backward's own aten ops (zero gradients for outputs autograd left undefined, e.g.
+    # y where only h_n was used) on one thread while the machine is busy, as the forward's.
+    register_autograd(
+        forward_name, library.one_thread_if_busy(backward), setup_context=setup_context
+    )
 
 
 # ----------------------------------------------------------------------- Triton twins
