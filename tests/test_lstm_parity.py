@@ -351,11 +351,12 @@ def test_weight_gradients_over_many_rows_match_nn_lstm(dtype):
         assert_close(a, e)
 
 
-@pytest.mark.parametrize("cpu_loop", ["fused_gemm", "fused_input"], indirect=True)
+@pytest.mark.parametrize("cpu_loop", ["fused_gemm", "rows"], indirect=True)
 def test_onednn_products_match_nn_lstm(cpu_loop):
     """Products big enough for oneDNN's packed-weight path (csrc/cpu/reused_weight_gemm.h: a
     single product from 2^27 multiply-adds): T*B = 1280 rows times W_ih (512, 256) is the
-    forward's input projection with fused_gemm, and the backward's grad_x with either loop."""
+    forward's input projection with fused_gemm and rows; the backward's grad_x over as many rows
+    runs in register tiles (csrc/cpu/lstm_recurrent_tile_backward.h, input_grad)."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN: the path does not exist")
     torch.manual_seed(3)

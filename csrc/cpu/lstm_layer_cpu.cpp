@@ -8,8 +8,8 @@
 // reused_weight_gemm.h, then the fused, vectorised gate math of lstm_cell_vec.h parallel over
 // the batch rows; the only loop with a projection). The backward runs the reverse time loop,
 // fused (lstm_recurrent_tile_backward.h) after the fused forward, the rows way otherwise, then
-// the products over all steps: grad_x by one GEMM, the weight gradients in register tiles
-// (weight_grad_gemm.h).
+// the products over all steps in register tiles: grad_x with the reverse loop's tiles
+// (lstm_recurrent_tile_backward.h, input_grad), the weight gradients by weight_grad_gemm.h.
 #include "cpu/capability.h"  // first: it picks at::vec's instruction set
 #include "cpu/lstm_cell_vec.h"
 
@@ -507,6 +507,15 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   base.c0 = c0_d.data_ptr<scalar_t>();
   base.dh0_sum = fresh.empty() ? nullptr : dh0_sum.data_ptr<scalar_t>();
   base.dc0_sum = fresh.empty() ? nullptr : dc0_sum.data_ptr<scalar_t>();
+  // The sum over k in blocks where a step has more than one tile of rows (the tiles then
+  // share each block of a panel in L1; lstm_recurrent_tile_backward.h). By B alone, so that
+  // the sums are the same whatever the threads.
+  const int64_t k_block = B > kTileRows ? kBackKBlock : G;
+  const Tensor partial = k_block < G ? at::empty({n_panels, B, back_panel_units<scalar_t>()},
+                                                 gy.options())
+                                     : Tensor();
+  base.partial = k_block < G ? partial.data_ptr<scalar_t>() : nullptr;
+  base.B = B;
   // As in the forward: a barrier a step pays off from about a quarter million multiply-adds.
   const bool parallel = B * G * H >= (int64_t(1) << 18) && n_panels > 1;
   // Raw pointers for the step body (no ATen call inside the OpenMP region).
@@ -532,9 +541,14 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
                          st.reset = fresh.data() + t * B;
                          st.reset_next = t_next < 0 ? nullptr : fresh.data() + t_next * B;
                        }
-                       for_each_tile(q0, q1, b0, b1, [&](auto mr, int64_t q, int64_t r0) {
-                         back_tile<scalar_t, decltype(mr)::value>(st, q, r0);
-                       });
+                       // The first step processed has no recurrent product: one pass.
+                       const int64_t kc = st.dz_next != nullptr ? k_block : G;
+                       for (int64_t q = q0; q < q1; ++q)
+                         for (int64_t k0 = 0; k0 < G; k0 += kc)
+                           for_each_tile(q, q + 1, b0, b1, [&](auto mr, int64_t q_, int64_t r0) {
+                             back_tile<scalar_t, decltype(mr)::value>(st, q_, r0, k0,
+                                                                      std::min(G, k0 + kc));
+                           });
                      });
   const int64_t t_next = T > 0 ? time_of(T - 1) : -1;  // the last step done: t = 0 forward
   // The gradient of h0: through W_hh for rows whose last processed step was valid, else what
@@ -585,15 +599,19 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
   // Everything that does not feed the recurrence: one GEMM per weight over all steps.
   const Tensor x2 = in.x.reshape({s.T * s.B, s.I}).contiguous();
   const Tensor len_t = present(in.lengths) ? at::tensor(len, at::kLong) : Tensor();
-  // grad_x = sum_d dZ[d] W_ih[d]: a product with the transposed weight (reused_weight_gemm.h:
-  // oneDNN for large products, at::mm below).
-  Tensor grad_x;
-  for (int64_t d = 0; d < s.D; ++d) {
-    const ReusedWeightGemm input_t(in.w_ih.select(0, d), s.T * s.B, 1, c10::nullopt, true);
-    const Tensor part = input_t(dZ.select(0, d).view({s.T * s.B, s.G}));
-    grad_x = d == 0 ? part : grad_x.add_(part);
-  }
-  grad_x = grad_x.view({s.T, s.B, s.I});
+  // grad_x = sum_d dZ[d] W_ih[d], in the register tiles of the reverse loop
+  // (lstm_recurrent_tile_backward.h, input_grad) on W_ih's column panels.
+  Tensor grad_x = new_output({s.T, s.B, s.I}, opts);
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "lstm_layer_backward_cpu_grad_x", [&] {
+    if (s.G == 0) grad_x.zero_();
+    if (s.T * s.B == 0 || s.I == 0 || s.G == 0) return;
+    for (int64_t d = 0; d < s.D; ++d) {
+      const Tensor panels = pack_recurrent_t<scalar_t>(in.w_ih.select(0, d).contiguous(), s.G, s.I);
+      input_grad<scalar_t>(grad_x.data_ptr<scalar_t>(), s.I,
+                           dZ.data_ptr<scalar_t>() + d * s.T * s.B * s.G, s.G,
+                           panels.data_ptr<scalar_t>(), s.T * s.B, s.G, s.I, d > 0);
+    }
+  });
   Tensor grad_bias = dZ.sum(at::IntArrayRef{1, 2});  // not {1, 2}: ambiguous in torch 2.11
   // grad_W_ih = dZ^T x and grad_W_hh = dZ^T r_prev per direction, in register tiles
   // (weight_grad_gemm.h): both operands read as they lie, no transposed copies.

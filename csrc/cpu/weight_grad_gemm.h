@@ -7,10 +7,12 @@
 // (lstm_recurrent_tile.h). dZ^T is never formed.
 //
 // Blocking: the rows k come in blocks of kKBlock. Per block, each thread packs the block of A
-// tile by tile (so that a tile streams it front to back; it stays in the core's L2 while the
-// thread's tiles pass over it) and, for a few tiles at a time, their columns of dZ (next to
-// each other in an L1-sized strip). Each thread owns a range of C's rows (dZ's columns), so
-// threads never share an output and never wait for each other.
+// tile by tile (so that a tile streams it front to back; the packed block, N * kKBlock values,
+// stays in the core's L2) and, for kGroupTiles tiles at a time, their columns of dZ (next to
+// each other in a strip). Then each tile of A's block (kKBlock x 4U, 32 KB of float) passes
+// over the group's tiles of dZ while it is in L1. Each thread owns a range of C's rows (dZ's
+// columns), so threads never share an output and never wait for each other; every element of
+// C is summed over the same blocks in the same order whatever the threads.
 //
 // It is faster than at::mm with a transposed operand (the measurements: bench/results/).
 #pragma once
@@ -29,7 +31,10 @@ namespace lstm_fused {
 namespace cpu {
 namespace CPU_CAPABILITY {  // capability.h
 
-constexpr int64_t kKBlock = 512;  // rows of dZ and A per block: 1 MB of A at N = 512 floats
+// Rows of dZ and A per block: a packed tile of A is then 32 KB of float (L1), the packed block
+// 256 KB at N = 512 floats (L2). (2-core AMD EPYC, dW_hh at T*B = 3200, G = 4096, N = 1024:
+// 512 rows, which left the packed block in L3, took 1.5x the time.)
+constexpr int64_t kKBlock = 128;
 
 // C[m0 : m0 + 4, n0 : n0 + 4U) (+)= dZ[rows, m0 : m0 + 4]^T A[rows, n0 : n0 + 4U) over kc rows:
 // dz points at the block's strip (row stride ldz, at column m0), a at the packed tile of A
@@ -92,7 +97,7 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
     // strides are powers of two at usual sizes, which puts the rows of a block into a few L1
     // sets. Each thread packs the whole block of A for itself: a few per cent of the block's
     // multiply-adds in copies, and no synchronisation.
-    constexpr int64_t kGroupTiles = 4;
+    constexpr int64_t kGroupTiles = 8;
     // Left uninitialised: every value read is packed first (tails zero-filled explicitly).
     const int64_t k_block = std::min(K, kKBlock);
     std::unique_ptr<T[]> a_pack(new T[n_col_tiles * k_block * W]),
@@ -119,14 +124,13 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
         for (int64_t k = 0; k < kc; ++k)
           std::copy(dz + (k0 + k) * ldz + m_g, dz + (k0 + k) * ldz + m_g + cols,
                     strip.get() + k * ls);
-        for (int64_t i = g0; i < std::min(i1, g0 + kGroupTiles); ++i) {
-          const int64_t m0 = 4 * i;
-          const T* dz_k = strip.get() + (m0 - m_g);
-          T* c_m = c + m0 * ldc;
-          for (int64_t j = 0; j < n_col_tiles; ++j) {
-            const T* a_j = a_pack.get() + j * kc * W;
-            const int64_t n0 = j * W, nc = std::min(W, N - n0);
-            atb_tile<T>(dz_k, ls, a_j, c_m + n0, ldc, kc, nc, accumulate);
+        for (int64_t j = 0; j < n_col_tiles; ++j) {  // a tile of A stays in L1 for the group
+          const T* a_j = a_pack.get() + j * kc * W;
+          const int64_t n0 = j * W, nc = std::min(W, N - n0);
+          for (int64_t i = g0; i < std::min(i1, g0 + kGroupTiles); ++i) {
+            const int64_t m0 = 4 * i;
+            atb_tile<T>(strip.get() + (m0 - m_g), ls, a_j, c + m0 * ldc + n0, ldc, kc, nc,
+                        accumulate);
           }
         }
       }
