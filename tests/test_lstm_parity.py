@@ -393,3 +393,35 @@ def test_input_size_one_with_any_column_stride():
     assert_close(outs[1], outs[0])
     for a, e in zip(grads[1], grads[0]):
         assert_close(a, e)
+
+
+def test_weights_streamed_from_memory_match_the_float64_lstm_at_one_and_two_threads():
+    """Packed weights above 8 MiB a direction (I=256, H=1024: 21 MiB) with B >= 32: the forward
+    does the input projection in its tiles, and both fused loops share out the panels of every
+    step, not the rows (csrc/cpu/lstm_layer_cpu.cpp, choose_loop); the reverse loop sums in
+    blocks of panel rows. Float32 against nn.LSTM in float64, and the same bits at 1 and 2
+    threads."""
+    torch.manual_seed(5)
+    ref = nn.LSTM(256, 1024, dtype=torch.float64)
+    ours = lstm_fused.LSTM(256, 1024, backend="cpu")
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 33, 256, dtype=torch.float64)  # T >= 4: the fused loops
+    gy = torch.randn(5, 33, 1024, dtype=torch.float64)
+    y_r, (h_r, c_r) = ref(x.requires_grad_())
+    want = [y_r, h_r, c_r, *torch.autograd.grad((y_r * gy).sum() + c_r.sum(), [x, *ref.parameters()])]
+    before = torch.get_num_threads()
+    answers = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with switches.override(cpu_threads="all"):
+                x32 = x.detach().float().requires_grad_()
+                y, (h, c) = ours(x32)
+                grads = torch.autograd.grad((y * gy.float()).sum() + c.sum(), [x32, *ours.parameters()])
+            answers.append([y, h, c, *grads])
+    finally:
+        torch.set_num_threads(before)
+    for got, exp in zip(answers[0], want):
+        assert_close(got.double(), exp.detach(), dtype=torch.float32)
+    for one, two in zip(*answers):
+        torch.testing.assert_close(two, one, rtol=0, atol=0)

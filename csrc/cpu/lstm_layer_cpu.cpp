@@ -78,6 +78,10 @@ inline void after_step(const OutputRing* ring, int64_t step, int64_t T) {
   if (n == ring->slots || step + 1 == T) ring->flush(step + 1 - n, n);
 }
 
+// Packed weights of a direction above which the fused loops are run as weights streamed from
+// memory rather than from a core's caches (choose_loop, parallel_tile_loop's share_rows).
+constexpr int64_t kStreamedWeightBytes = int64_t(8) << 20;
+
 // Rows per parallel chunk: enough elements that a chunk outweighs the threading overhead.
 int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1)); }
 
@@ -250,7 +254,8 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
                          for_each_tile(p0, p1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
                            step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
                          });
-                       });
+                       },
+                       /*share_rows=*/panels.nbytes() <= kStreamedWeightBytes);
     if (ring != nullptr) ring->flush(first, n_steps);
   }
   h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
@@ -259,12 +264,17 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
 // Which time loops run. By default the fused loops, forward and backward, when there is no
 // projection and T >= 4: their packing of W_hh is one pass over the weight, which one step (an
 // LSTMCell call) or two would not pay back; otherwise the row loop.
-// The fused forward also does the input projection in its tiles (fuse_input) when the packed
-// [W_ih, W_hh] of a direction is at most 8 MiB and B >= 2. Each step streams those weights
-// through the cores' caches: for larger weights the tiles wait on memory, and one GEMM for the
-// whole layer before the loop is faster; with one row, that GEMM (M = T rows instead of 1 per
-// step) gains back what the tiles save.
-// 2-core AMD EPYC, no_grad, B=32, tiles vs GEMM: 66.9 vs 70.3 ms at 8 MiB, 91.6 vs 80.5 at 18.
+// The fused forward also does the input projection in its tiles (fuse_input) when B >= 2 and
+// the packed [W_ih, W_hh] of a direction is at most kStreamedWeightBytes, or B >= 32. Each step
+// streams those weights through the cores' caches: for larger weights and few rows the tiles
+// wait on memory, and one GEMM for the whole layer before the loop is faster (and writes no
+// (T, B, G) projection, whose first touch costs page faults); with one row, that GEMM (M = T
+// rows instead of 1 per step) gains back what the tiles save. Above kStreamedWeightBytes the
+// fused loops share out the panels of every step, not the rows (parallel_tile_loop), so that
+// each thread streams only its part of the weights.
+// 2-core AMD EPYC, no_grad, B=32, 2 threads sharing the rows, tiles vs GEMM: 66.9 vs 70.3 ms at
+// 8 MiB, 91.6 vs 80.5 at 18. 1 thread, 21 MiB (I=256, H=1024), T=100, tiles vs GEMM: B=32
+// 168 vs 184 ms, B=16 113 vs 108, B=8 69 vs 58.
 // The switch cpu_loop (csrc/switches.h) forces one: rows, fused (fuse_input chosen as above),
 // fused_gemm (fused, input projection by one GEMM) or fused_input (fused, in the tiles).
 enum class TimeLoop { Rows, Fused };
@@ -275,8 +285,8 @@ struct LoopChoice {
 };
 
 LoopChoice choose_loop(const LSTMLayerSizes& s, int64_t elem_size) {
-  const bool small_weights = (s.I + s.R) * s.G * elem_size <= (int64_t(8) << 20);
-  const LoopChoice fused{TimeLoop::Fused, s.B >= 2 && small_weights};
+  const bool small_weights = (s.I + s.R) * s.G * elem_size <= kStreamedWeightBytes;
+  const LoopChoice fused{TimeLoop::Fused, s.B >= 2 && (small_weights || s.B >= 32)};
   const LoopChoice rows{TimeLoop::Rows, false};
   if (s.P > 0) return rows;
   switch (switches().cpu_loop) {
@@ -549,7 +559,8 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
                              back_tile<scalar_t, decltype(mr)::value>(st, q_, r0, k0,
                                                                       std::min(G, k0 + kc));
                            });
-                     });
+                     },
+                     /*share_rows=*/panels.nbytes() <= kStreamedWeightBytes);
   const int64_t t_next = T > 0 ? time_of(T - 1) : -1;  // the last step done: t = 0 forward
   // The gradient of h0: through W_hh for rows whose last processed step was valid, else what
   // the padded steps carried (grad_h_n when T = 0).
@@ -612,7 +623,7 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
                            panels.data_ptr<scalar_t>(), s.T * s.B, s.G, s.I, d > 0);
     }
   });
-  Tensor grad_bias = dZ.sum(at::IntArrayRef{1, 2});  // not {1, 2}: ambiguous in torch 2.11
+  Tensor grad_bias = new_output({s.D, s.G}, opts);  // with grad_w_ih: the sums of dZ's columns
   // grad_W_ih = dZ^T x and grad_W_hh = dZ^T r_prev per direction, in register tiles
   // (weight_grad_gemm.h): both operands read as they lie, no transposed copies.
   // With lengths, the rows of x at padded steps are never read (they may hold NaN: the
@@ -628,7 +639,8 @@ LayerGrads lstm_layer_backward_cpu(const LSTMLayerSizes& s, const LayerBackwardI
   for (int64_t d = 0; d < s.D; ++d) {
     Tensor grad_w_ih_d = grad_w_ih.select(0, d), grad_w_hh_d = grad_w_hh.select(0, d);
     const Tensor dz_d = dZ.select(0, d).view({s.T * s.B, s.G});
-    weight_grad(grad_w_ih_d, dz_d, x2, x_row_valid.empty() ? nullptr : x_row_valid.data());
+    weight_grad(grad_w_ih_d, dz_d, x2, x_row_valid.empty() ? nullptr : x_row_valid.data(),
+                grad_bias.select(0, d));
     if (s.T > 0)
       weight_grad(
           grad_w_hh_d, dz_d,

@@ -366,13 +366,16 @@ void parallel_row_loop(int64_t n_steps, int64_t n_rows, int64_t grain, bool para
 // rows; body(step, p0, p1, b0, b1) does panels [p0, p1) of rows [b0, b1). Rows never read
 // each other's state, so where every thread gets at least kMinRowsPerThread rows (a register
 // tile's height) the rows are shared out once and there is no barrier at all
-// (parallel_row_loop); else the panels of every step are (parallel_time_loop).
+// (parallel_row_loop); else the panels of every step are (parallel_time_loop). share_rows =
+// false takes the panels whatever B: for weights too large for a core's caches, where every
+// thread would stream all of them each step with the rows shared out, and only its own
+// panels with the panels shared out.
 template <typename Body>
 void parallel_tile_loop(int64_t n_steps, int64_t n_panels, int64_t B, bool parallel,
-                        const Body& body) {
+                        const Body& body, bool share_rows = true) {
   constexpr int64_t kMinRowsPerThread = 4;
   const int64_t threads = loop_threads(B, parallel);
-  if (threads > 1 && B >= kMinRowsPerThread * threads) {
+  if (share_rows && threads > 1 && B >= kMinRowsPerThread * threads) {
     parallel_row_loop(n_steps, B, 1, parallel, [&](int64_t step, int64_t b0, int64_t b1) {
       body(step, int64_t(0), n_panels, b0, b1);
     });

@@ -80,13 +80,15 @@ inline void atb_tile(const T* dz, int64_t ldz, const T* a, T* c, int64_t ldc, in
 // c (M, N), row stride ldc, = dz^T a, for dz (K, M) and a (K, N) with row strides ldz and lda.
 // M is a multiple of 4 (M = G = 4H). K = 0 gives zeros. row_valid (K,) or null: rows k with
 // row_valid[k] == 0 are packed as zeros, never read from a (padded steps, whose dz rows are
-// zero anyway: 0 * NaN would be NaN).
+// zero anyway: 0 * NaN would be NaN). col_sum (M) or null: also the sums of dz's columns over
+// the K rows (the bias gradient), from the strips of dz as they are copied.
 template <typename T>
 void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t ldc, int64_t M,
-               int64_t N, int64_t K, const uint8_t* row_valid = nullptr) {
+               int64_t N, int64_t K, const uint8_t* row_valid = nullptr, T* col_sum = nullptr) {
   const int64_t W = 4 * at::vec::Vectorized<T>::size();  // columns of a tile
   if (K == 0) {
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc, c + m * ldc + N, T(0));
+    if (col_sum != nullptr) std::fill(col_sum, col_sum + M, T(0));
     return;
   }
   const int64_t n_row_tiles = M / 4, n_col_tiles = (N + W - 1) / W;
@@ -124,6 +126,12 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
         for (int64_t k = 0; k < kc; ++k)
           std::copy(dz + (k0 + k) * ldz + m_g, dz + (k0 + k) * ldz + m_g + cols,
                     strip.get() + k * ls);
+        if (col_sum != nullptr)  // the block's sums, then added to the earlier blocks'
+          for (int64_t m = 0; m < cols; ++m) {
+            T sum(0);
+            for (int64_t k = 0; k < kc; ++k) sum += strip[k * ls + m];
+            col_sum[m_g + m] = accumulate ? col_sum[m_g + m] + sum : sum;
+          }
         for (int64_t j = 0; j < n_col_tiles; ++j) {  // a tile of A stays in L1 for the group
           const T* a_j = a_pack.get() + j * kc * W;
           const int64_t n0 = j * W, nc = std::min(W, N - n0);
@@ -139,19 +147,22 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
 }
 
 // out (M, N) = dz^T a for CPU tensors dz (K, M) and a (K, N) whose rows are contiguous (any
-// row stride); out contiguous. Float and double. row_valid: as gemm_at_b.
+// row stride); out contiguous. Float and double. row_valid: as gemm_at_b. col_sum: undefined,
+// or a contiguous (M) tensor that gets the sums of dz's columns.
 inline void weight_grad(at::Tensor& out, const at::Tensor& dz, const at::Tensor& a,
-                        const uint8_t* row_valid = nullptr) {
+                        const uint8_t* row_valid = nullptr, const at::Tensor& col_sum = {}) {
   TORCH_INTERNAL_ASSERT(dz.dim() == 2 && a.dim() == 2 && dz.size(0) == a.size(0));
   // Only row strides are used: a column stride matters only when there is more than one
   // column (a (K, 1) tensor counts as contiguous whatever its stride(1)).
   TORCH_INTERNAL_ASSERT((dz.size(1) <= 1 || dz.stride(1) == 1) &&
                         (a.size(1) <= 1 || a.stride(1) == 1) && out.is_contiguous());
   TORCH_INTERNAL_ASSERT(dz.size(1) % 4 == 0);
+  TORCH_INTERNAL_ASSERT(!col_sum.defined() ||
+                        (col_sum.is_contiguous() && col_sum.numel() == dz.size(1)));
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "lstm_fused_weight_grad", [&] {
     gemm_at_b<scalar_t>(dz.data_ptr<scalar_t>(), dz.stride(0), a.data_ptr<scalar_t>(), a.stride(0),
                         out.data_ptr<scalar_t>(), out.size(1), dz.size(1), a.size(1), dz.size(0),
-                        row_valid);
+                        row_valid, col_sum.defined() ? col_sum.data_ptr<scalar_t>() : nullptr);
   });
 }
 
