@@ -37,7 +37,7 @@ class ReusedWeightGemm {
     // dispatch) outweighs what the packed weight saves (measured on the 2-core AMD EPYC: B=16,
     // H=128 is faster through at::mm; B=16, H=256 and up through oneDNN).
     if (rows * weight.numel() < (int64_t(1) << 22)) return;
-    // A single product (a layer's input projection, the backward's grad_x) pays the reorder
+    // A single product (a layer's input projection) pays the reorder
     // once; small ones are faster through at::mm. The 2^27 (about 134M multiply-adds) line is
     // set between two measurements, not at a measured crossover:
     // 2-core AMD EPYC: 26M faster through at::mm; 1.7G 16.6 ms through the reorder vs 23.9.
