@@ -158,6 +158,21 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0, int6
   const V zero(T(0));
   V acc[4][4];
   T* partial = s.partial + (q * s.B + r0) * W;  // (n_panels, B, W): this tile's rows
+  if (k1 == G) {
+    // The cell backward reads the saved gates and cells of these rows and units, which the
+    // step has not touched yet (saved by the forward, most likely in DRAM): start those loads
+    // now so that they have arrived when the product is done.
+    const int64_t u0 = q * W, n = std::min(W, H - u0) * static_cast<int64_t>(sizeof(T));
+    for (int r = 0; r < MR; ++r)
+      for (int64_t off = 0; off < n; off += 64) {
+        const char* g = reinterpret_cast<const char*>(s.gates + (r0 + r) * G + u0) + off;
+        for (int gate = 0; gate < 4; ++gate) __builtin_prefetch(g + gate * H * sizeof(T));
+        __builtin_prefetch(reinterpret_cast<const char*>(s.c + (r0 + r) * H + u0) + off);
+        __builtin_prefetch(reinterpret_cast<const char*>(s.c_prev + (r0 + r) * H + u0) + off);
+        __builtin_prefetch(reinterpret_cast<const char*>(s.gy + (r0 + r) * s.gy_stride + u0) +
+                           off);
+      }
+  }
   if (s.dz_next != nullptr)
     panel_product<T, MR>(s.dz_next + r0 * G, G, s.panels + q * G * W, k0, k1,
                          k0 > 0 ? partial : nullptr, W, acc);

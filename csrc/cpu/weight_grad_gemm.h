@@ -85,7 +85,8 @@ inline void atb_tile(const T* dz, int64_t ldz, const T* a, T* c, int64_t ldc, in
 template <typename T>
 void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t ldc, int64_t M,
                int64_t N, int64_t K, const uint8_t* row_valid = nullptr, T* col_sum = nullptr) {
-  const int64_t W = 4 * at::vec::Vectorized<T>::size();  // columns of a tile
+  using V = at::vec::Vectorized<T>;
+  const int64_t U = V::size(), W = 4 * U;  // columns of a tile
   if (K == 0) {
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc, c + m * ldc + N, T(0));
     if (col_sum != nullptr) std::fill(col_sum, col_sum + M, T(0));
@@ -100,6 +101,7 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
     // sets. Each thread packs the whole block of A for itself: a few per cent of the block's
     // multiply-adds in copies, and no synchronisation.
     constexpr int64_t kGroupTiles = 8;
+    static_assert(4 * kGroupTiles % V::size() == 0, "strip rows of whole vectors");
     // Left uninitialised: every value read is packed first (tails zero-filled explicitly).
     const int64_t k_block = std::min(K, kKBlock);
     std::unique_ptr<T[]> a_pack(new T[n_col_tiles * k_block * W]),
@@ -108,30 +110,38 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
     for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
       const int64_t kc = std::min(kKBlock, K - k0);
       const bool accumulate = k0 > 0;
+      // The copies in vectors: rows of a few cache lines each, too short for memmove calls.
       for (int64_t j = 0; j < n_col_tiles; ++j) {
         const int64_t n0 = j * W, nc = std::min(W, N - n0);
         T* dst = a_pack.get() + j * kc * W;
         for (int64_t k = 0; k < kc; ++k, dst += W) {
           const T* src = a + (k0 + k) * lda + n0;
-          if (row_valid == nullptr || row_valid[k0 + k]) {
-            std::copy(src, src + nc, dst);
-            std::fill(dst + nc, dst + W, T(0));
-          } else {
-            std::fill(dst, dst + W, T(0));
+          const bool valid = row_valid == nullptr || row_valid[k0 + k];
+          for (int64_t v = 0; v < W; v += U) {
+            const int64_t cnt = valid ? std::clamp<int64_t>(nc - v, 0, U) : 0;
+            (cnt == U ? V::loadu(src + v) : cnt > 0 ? V::loadu(src + v, cnt) : V(T(0)))
+                .store(dst + v);
           }
         }
       }
       for (int64_t g0 = i0; g0 < i1; g0 += kGroupTiles) {
         const int64_t m_g = 4 * g0, cols = 4 * std::min(kGroupTiles, i1 - g0);
-        for (int64_t k = 0; k < kc; ++k)
-          std::copy(dz + (k0 + k) * ldz + m_g, dz + (k0 + k) * ldz + m_g + cols,
-                    strip.get() + k * ls);
-        if (col_sum != nullptr)  // the block's sums, then added to the earlier blocks'
-          for (int64_t m = 0; m < cols; ++m) {
-            T sum(0);
-            for (int64_t k = 0; k < kc; ++k) sum += strip[k * ls + m];
-            col_sum[m_g + m] = accumulate ? col_sum[m_g + m] + sum : sum;
+        // Strip rows are ls >= U apart: whole vectors fit; past cols they are never read. With
+        // col_sum, the block's sums of the columns, then added to the earlier blocks'.
+        for (int64_t v = 0; v < cols; v += U) {
+          const int64_t cnt = std::min(U, cols - v);
+          V sum(T(0));
+          for (int64_t k = 0; k < kc; ++k) {
+            const T* src = dz + (k0 + k) * ldz + m_g + v;
+            const V z = cnt == U ? V::loadu(src) : V::loadu(src, cnt);
+            z.store(strip.get() + k * ls + v);
+            sum = sum + z;
           }
+          if (col_sum != nullptr) {
+            T* out = col_sum + m_g + v;
+            (accumulate ? V::loadu(out, cnt) + sum : sum).store(out, cnt);
+          }
+        }
         for (int64_t j = 0; j < n_col_tiles; ++j) {  // a tile of A stays in L1 for the group
           const T* a_j = a_pack.get() + j * kc * W;
           const int64_t n0 = j * W, nc = std::min(W, N - n0);
