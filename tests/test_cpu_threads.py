@@ -1,8 +1,8 @@
 """The threading of the CPU time loops (csrc/cpu/parallel_time_loop.h) against the float64
 reference, with two threads and the busy-machine guard off (the switch cpu_threads="all": on a
-shared machine it would run every call on one thread): B = 18 takes the split by batch rows (no
-per-step barrier; 9 rows a thread, tiles of 4, 4 and 1), B = 5 the split by panels of hidden
-units with a barrier a step (fewer than 4 rows a thread). Forward, inference and backward, with
+shared machine it would run every call on one thread): B = 66 takes the split by batch rows (no
+per-step barrier; 33 rows a thread, eight tiles of 4 and one of 1), B = 5 the split by panels of
+hidden units with a barrier a step (fewer than 32 rows a thread). Forward, inference and backward, with
 lengths, both directions; and with the guard on, the same answers."""
 
 import os
@@ -54,13 +54,13 @@ def _check_against_reference(B: int) -> None:
     assert_close(y_i.data, y.data.detach())
 
 
-@pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
+@pytest.mark.parametrize("B", [66, 5], ids=["rows", "panels"])
 def test_threaded_time_loops_match_reference(B, two_threads):
     with lstm_fused.switches.override(cpu_threads="all"):
         _check_against_reference(B)
 
 
-@pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
+@pytest.mark.parametrize("B", [66, 5], ids=["rows", "panels"])
 def test_busy_guard_keeps_the_answers(B, two_threads):
     _check_against_reference(B)
     # The guard restores the calling thread's thread count.
@@ -140,7 +140,7 @@ def test_a_busy_machine_runs_the_layers_backward_on_one_thread(two_threads, monk
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("B", [18, 5], ids=["rows", "panels"])
+@pytest.mark.parametrize("B", [66, 5], ids=["rows", "panels"])
 def test_one_and_two_threads_give_the_same_bits(B):
     """The CPU backend's answers do not depend on the thread count (every value is summed in
     the same order whichever thread computes it), so the busy guard switching a call to one
