@@ -448,6 +448,7 @@ class CaseRunner:
             status, note = classify(exc)
             return make_row(status=status, note=note, **row)
         row["max_err"] = err
+        tol = impl.tolerance if impl.tolerance is not None else tol
         if not err <= tol:
             return make_row(
                 status="wrong",
