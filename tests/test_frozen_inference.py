@@ -21,11 +21,11 @@ pytestmark = pytest.mark.skipif(LOAD_ERROR is not None, reason="the C++ extensio
 
 WEIGHTS = [torch.float32, torch.bfloat16, torch.qint8]
 # (I, H, L, B, T, bidirectional): padding of units (H % 16) and of dot steps (I % 4), row
-# tiles of 1 to 4 rows, the panel split of a step (B * 4H * H >= 2^18) and the row split.
+# tiles of 1 to 6 rows, the panel split of a step (B * 4H * H >= 2^18) and the row split.
 SHAPES = [
     (20, 24, 2, 3, 7, False),
     (13, 40, 1, 6, 5, True),
-    (7, 17, 1, 9, 4, False),
+    (7, 17, 1, 11, 4, False),
     (256, 256, 1, 1, 6, False),
     (30, 32, 1, 16, 3, False),
 ]

@@ -32,12 +32,16 @@ namespace CPU_CAPABILITY {  // capability.h
 enum class FrozenKind { F32, BF16, I8 };
 constexpr int kFrozenU = 16;
 
+// Rows of a tile, at most: 6 rows x 4 gates = 24 accumulators, plus the 4 weight vectors and
+// a broadcast, within AVX-512's 32 vector registers.
+constexpr int kFrozenTileRows = 6;
+
 // Per row of a tile: its activations (K_q 32-bit dot steps), and for int8 its scale and the
 // sum of its int8 values.
 struct FrozenRows {
-  const uint32_t* a[4];
-  float scale[4];
-  int32_t sum[4];
+  const uint32_t* a[kFrozenTileRows];
+  float scale[kFrozenTileRows];
+  int32_t sum[kFrozenTileRows];
 };
 
 inline float bf16_to_float(uint16_t v) {
@@ -108,7 +112,7 @@ inline void frozen_panel_portable(const uint8_t* w, int64_t Kq, const FrozenRows
     constexpr int SETS = MR == 1 ? 2 : 1;                                                      \
     ACC acc[SETS][MR][4];                                                                      \
     _Pragma("GCC unroll 8") for (int s = 0; s < SETS; ++s)                                     \
-        _Pragma("GCC unroll 4") for (int r = 0; r < MR; ++r)                                   \
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r)                                   \
             _Pragma("GCC unroll 4") for (int g = 0; g < 4; ++g) acc[s][r][g] = ZERO;           \
     int64_t k = 0;                                                                             \
     for (; k + SETS <= Kq; k += SETS) {                                                        \
@@ -116,7 +120,7 @@ inline void frozen_panel_portable(const uint8_t* w, int64_t Kq, const FrozenRows
         const uint8_t* wk = w + (k + s) * 256;                                                 \
         const __m512i w0 = _mm512_loadu_si512(wk), w1 = _mm512_loadu_si512(wk + 64),           \
                       w2 = _mm512_loadu_si512(wk + 128), w3 = _mm512_loadu_si512(wk + 192);    \
-        _Pragma("GCC unroll 4") for (int r = 0; r < MR; ++r) {                                 \
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r) {                                 \
           const __m512i a = _mm512_set1_epi32(static_cast<int>(rows.a[r][k + s]));             \
           acc[s][r][0] = DOT(acc[s][r][0], w0, a);                                             \
           acc[s][r][1] = DOT(acc[s][r][1], w1, a);                                             \
@@ -129,7 +133,7 @@ inline void frozen_panel_portable(const uint8_t* w, int64_t Kq, const FrozenRows
       const uint8_t* wk = w + k * 256;                                                         \
       const __m512i w0 = _mm512_loadu_si512(wk), w1 = _mm512_loadu_si512(wk + 64),             \
                     w2 = _mm512_loadu_si512(wk + 128), w3 = _mm512_loadu_si512(wk + 192);      \
-      _Pragma("GCC unroll 4") for (int r = 0; r < MR; ++r) {                                   \
+      _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r) {                                   \
         const __m512i a = _mm512_set1_epi32(static_cast<int>(rows.a[r][k]));                   \
         acc[0][r][0] = DOT(acc[0][r][0], w0, a);                                               \
         acc[0][r][1] = DOT(acc[0][r][1], w1, a);                                               \
@@ -137,7 +141,7 @@ inline void frozen_panel_portable(const uint8_t* w, int64_t Kq, const FrozenRows
         acc[0][r][3] = DOT(acc[0][r][3], w3, a);                                               \
       }                                                                                        \
     }                                                                                          \
-    _Pragma("GCC unroll 4") for (int r = 0; r < MR; ++r)                                       \
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r)                                       \
         _Pragma("GCC unroll 4") for (int g = 0; g < 4; ++g) {                                  \
       out[r][g] = acc[0][r][g];                                                                \
       if constexpr (SETS == 2) out[r][g] = ADD_##NAME(out[r][g], acc[1][r][g]);                \

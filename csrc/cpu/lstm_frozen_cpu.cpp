@@ -115,12 +115,20 @@ struct Prepared {
   }
 };
 
-// Calls f(integral_constant<int, MR>, r0) for rows [b0, b1) in tiles of up to 4.
+// Calls f(integral_constant<int, MR>, r0) for rows [b0, b1) in tiles of up to
+// kFrozenTileRows (frozen_dot.h).
 template <typename F>
 inline void for_each_row_tile(int64_t b0, int64_t b1, F&& f) {
+  static_assert(kFrozenTileRows == 6, "the cases below");
   int64_t r0 = b0;
-  for (; r0 + 4 <= b1; r0 += 4) f(std::integral_constant<int, 4>{}, r0);
+  for (; r0 + 6 <= b1; r0 += 6) f(std::integral_constant<int, 6>{}, r0);
   switch (b1 - r0) {
+    case 5:
+      f(std::integral_constant<int, 5>{}, r0);
+      break;
+    case 4:
+      f(std::integral_constant<int, 4>{}, r0);
+      break;
     case 3:
       f(std::integral_constant<int, 3>{}, r0);
       break;
@@ -171,11 +179,12 @@ std::tuple<Tensor, Tensor, Tensor> frozen_layer(const FrozenSizes& s, const Tens
     at::parallel_for(0, M, 64, [&](int64_t m0, int64_t m1) {
       for (int64_t m = m0; m < m1; ++m) xs.prepare<Kind>(m, x_p + m * I, I);
     });
-    const int64_t row_tiles = (M + 3) / 4;
+    constexpr int64_t MT = kFrozenTileRows;
+    const int64_t row_tiles = (M + MT - 1) / MT;
     at::parallel_for(0, P * row_tiles, 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t p = i / row_tiles, r0 = (i % row_tiles) * 4;
-        for_each_row_tile(r0, std::min(M, r0 + 4), [&](auto mr, int64_t r) {
+        const int64_t p = i / row_tiles, r0 = (i % row_tiles) * MT;
+        for_each_row_tile(r0, std::min(M, r0 + MT), [&](auto mr, int64_t r) {
           constexpr int MR = decltype(mr)::value;
           float z[MR][4][U];
           frozen_panel<Kind, MR>(wi + p * panel_x, Kx, xs.tile(r, MR),
