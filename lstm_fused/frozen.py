@@ -29,11 +29,15 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from . import reference_frozen
+from . import functional, reference_frozen
 from .ops import registry
 
 WEIGHTS = (torch.float32, torch.bfloat16, torch.qint8)
 U = reference_frozen.U
+# float32 weights with more batch rows than this run lstm_fused.LSTM's CPU time loop instead
+# (one GEMM for the input projections is faster there; 2-core AMD EPYC, 1 thread, H=256, T=100:
+# B=8 frozen 8.4 ms vs 8.7, B=32 32.4 ms vs 30.1).
+FLOAT32_FROZEN_MAX_B = 8
 
 
 def _check_weights(weights) -> torch.dtype:
@@ -168,10 +172,18 @@ class FrozenLSTM(nn.Module):
         out._repack()
         return out
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device) / .cpu() / ...: the packed copies follow the buffers
+        out = super()._apply(fn, *args, **kwargs)
+        self._repack()
+        return out
+
     def _repack(self) -> None:
-        """The kernel's tensors of every layer and direction, from the stored weights."""
+        """The kernel's tensors of every layer and direction, from the stored weights; for
+        float32 also the layer weights of functional.lstm (views of the buffers, stacked)."""
         H, D = self.hidden_size, 2 if self.bidirectional else 1
         self._packed = []
+        self._layer_weights = []
         for k in range(self.num_layers):
             for d in range(D):
                 sfx = f"_l{k}" + ("_reverse" if d else "")
@@ -185,6 +197,18 @@ class FrozenLSTM(nn.Module):
                 if self.bias:
                     b = getattr(self, f"bias_ih{sfx}").float() + getattr(self, f"bias_hh{sfx}").float()
                 self._packed.append((w_ih, w_hh, pack_rows(b, H), s_ih, s_hh))
+            if self.weights == torch.float32:
+                names = [f"_l{k}" + ("_reverse" if d else "") for d in range(D)]
+                stack = [
+                    torch.stack([getattr(self, f"{w}{n}").float() for n in names])
+                    for w in ("weight_ih", "weight_hh")
+                ]
+                bias = None
+                if self.bias:
+                    bias = torch.stack(
+                        [getattr(self, f"bias_ih{n}") + getattr(self, f"bias_hh{n}") for n in names]
+                    )
+                self._layer_weights.append((stack[0], stack[1], bias, None, None))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         # Buffers are replaced (the dtypes must match), then packed.
@@ -258,6 +282,9 @@ class FrozenLSTM(nn.Module):
                     raise RuntimeError(
                         f"FrozenLSTM: Expected hidden size {(L * D, B, H)}, got {tuple(t.shape)} ({name})"
                     )
+        if self.weights == torch.float32 and B > FLOAT32_FROZEN_MAX_B and x.device.type == "cpu":
+            y, h_n, c_n = functional.lstm(x, h0, c0, self._layer_weights)
+            return self._outputs(y, h_n, c_n, unbatched)
         impl = registry.resolve("auto", "lstm_frozen", x.device, x.dtype)
         run = impl.kernels.layer
         h_n, c_n = [], []
@@ -272,7 +299,10 @@ class FrozenLSTM(nn.Module):
                 h_n.append(hd)
                 c_n.append(cd)
             y = outs[0] if D == 1 else torch.cat(outs, dim=2)
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+        return self._outputs(y, torch.stack(h_n), torch.stack(c_n), unbatched)
+
+    def _outputs(self, y, h_n, c_n, unbatched):
+        """(output, (h_n, c_n)) of time-major y in the layout of the input."""
         if unbatched:
             return y.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         return (y.transpose(0, 1) if self.batch_first else y), (h_n, c_n)

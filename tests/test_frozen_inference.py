@@ -93,7 +93,7 @@ def test_against_float64_and_the_exact_math(variant, weights, shape):
 def test_two_threads_give_the_same_numbers(weights):
     """Each panel and row is computed by one thread in the same order: bit-identical."""
     before = torch.get_num_threads()
-    for B in (1, 16):  # the panels of each step shared out; the rows shared out once
+    for B in (1, 8):  # the panels of each step shared out; the rows shared out once
         frozen = lstm_fused.freeze_for_inference(_model(64, 256, 1, False), weights)
         x = torch.randn(5, B, 64)
         try:
@@ -123,6 +123,44 @@ def test_float32_is_lstm_fused_math():
         one = frozen(x[0], tuple(t[:, 0] for t in hx))
         torch.testing.assert_close(one[0], got[0][0], **tol("lstm", torch.float32))
         assert one[1][0].shape == (4, 20)
+
+
+def test_float32_large_batches_run_the_lstm_loop(monkeypatch):
+    """float32 weights with B > FLOAT32_FROZEN_MAX_B run functional.lstm (lstm_fused.LSTM's CPU
+    loop) on views of the same weights; smaller batches the frozen kernel."""
+    from lstm_fused import frozen as frozen_module
+
+    m = _model(12, 20, 2, True)
+    f = lstm_fused.freeze_for_inference(m)
+    calls = []
+    real = frozen_module.functional.lstm
+    monkeypatch.setattr(
+        frozen_module.functional, "lstm", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    for B, routed in ((frozen_module.FLOAT32_FROZEN_MAX_B, 0), (frozen_module.FLOAT32_FROZEN_MAX_B + 1, 1)):
+        x = torch.randn(5, B, 12)
+        calls.clear()
+        with torch.no_grad():
+            got = f(x)
+            want = m.double()(x.double())
+        m.float()
+        assert len(calls) == routed
+        torch.testing.assert_close(got[0].double(), want[0], **tol("lstm", torch.float32))
+        torch.testing.assert_close(got[1][1].double(), want[1][1], **tol("lstm", torch.float32))
+    f.to("cpu")  # the packed copies follow the buffers
+    with torch.no_grad():
+        torch.testing.assert_close(f(x)[0], got[0], atol=0, rtol=0)
+
+
+def test_freeze_in_place():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(4, 8)
+
+    net = Net()
+    assert lstm_fused.freeze_for_inference(net, torch.qint8, inplace=True) is net
+    assert isinstance(net.rnn, lstm_fused.FrozenLSTM) and net.rnn.weights == torch.qint8
 
 
 def test_freeze_a_model_copies_it():
