@@ -247,16 +247,9 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
                          st.y = y_p + (t % slots) * B * D * R + d * R;
                          st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
                          st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
-                         // Panels forwards, then backwards on the next step: those read last
-                         // are read first again, still in cache (W_hh as large as a core's
-                         // cache, read in one order every step, would miss on every line).
-                         const bool backwards = step % 2 == 1;
-                         for (int64_t i = p0; i < p1; ++i) {
-                           const int64_t q = backwards ? p0 + p1 - 1 - i : i;
-                           for_each_tile(q, q + 1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
-                             step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
-                           });
-                         }
+                         for_each_tile(p0, p1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
+                           step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
+                         });
                        });
     if (ring != nullptr) ring->flush(first, n_steps);
   }
