@@ -252,3 +252,15 @@ def test_operator_checks_and_refuses_gradients():
     # the Triton twin: the same checks, then the plain-PyTorch math
     twin = torch.ops.lstm_fused.lstm_frozen_layer_triton(x, h0, h0, w_ih, w_hh, b, None, None)
     torch.testing.assert_close(twin[0], y, **tol("frozen_emulation", torch.bfloat16))
+
+
+@pytest.mark.parametrize("weights", WEIGHTS, ids=str)
+def test_whole_model_loads_with_weights_only(tmp_path, weights):
+    frozen = lstm_fused.freeze_for_inference(_model(6, 8, 1, False), weights)
+    path = tmp_path / "frozen.pt"
+    torch.save(frozen, path)
+    with torch.serialization.safe_globals(lstm_fused.safe_globals()):
+        loaded = torch.load(path, weights_only=True)
+    x = torch.randn(4, 2, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], frozen(x)[0], atol=0, rtol=0)
