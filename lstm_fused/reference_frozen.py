@@ -10,7 +10,7 @@ Per step t, with act() what the products see of an activation row a (x_t or h_{t
   float32   act(a) = a
   bfloat16  act(a) = a rounded to bfloat16 (nearest even)
   int8      s = max|a| / 127, act(a) = s * round(a * (127 / max|a|)) (int8 values, computed in
-            float32 as the kernel does; a zero row stays zero)
+            float32 as the kernel does; a row with max|a| < 1e-30 counts as zeros)
   z_t = act(x_t) W_ih^T + bias + act(h_{t-1}) W_hh^T, then the gates of docs/contract.md,
   section 1 (no peepholes, no projection, one direction).
 """
@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 
 U = 16
+TINY_ROW = 1e-30  # int8: a row with max |a| below this is taken as zeros (the kernel's kTinyRow)
 GROUP = {torch.float32: 1, torch.bfloat16: 2, torch.uint8: 4}
 
 
@@ -45,11 +46,14 @@ def quantize_rows(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     kernel computes them. A row with inf or NaN gets a NaN scale."""
     amax = a.abs().amax(dim=-1, keepdim=True)
     finite = torch.isfinite(amax)
-    safe = torch.where(finite & (amax > 0), amax, torch.ones_like(amax))
+    used = finite & (amax >= TINY_ROW)
+    safe = torch.where(used, amax, torch.ones_like(amax))
     inv = torch.tensor(127.0, dtype=torch.float32) / safe
     q = torch.round(a * inv).clamp(-127, 127)
-    q = torch.where(finite & (amax > 0), q, torch.zeros_like(q))
-    scale = torch.where(finite, amax / 127.0, torch.full_like(amax, float("nan")))
+    q = torch.where(used, q, torch.zeros_like(q))
+    scale = torch.where(
+        finite, torch.where(used, amax / 127.0, torch.zeros_like(amax)), torch.full_like(amax, float("nan"))
+    )
     return q, scale
 
 

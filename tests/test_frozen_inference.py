@@ -264,3 +264,19 @@ def test_whole_model_loads_with_weights_only(tmp_path, weights):
     x = torch.randn(4, 2, 6)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)[0], frozen(x)[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS, ids=str)
+def test_rows_near_zero(variant, weights):
+    """A row of values near zero (int8: below the quantization's 1e-30, taken as zeros) gives
+    the float64 result within the kind's error, beside ordinary rows."""
+    m = _model(6, 20, 1, False)
+    frozen = lstm_fused.freeze_for_inference(m, weights)
+    x = torch.randn(4, 3, 6)
+    x[:, 2] = 1e-35
+    x[:, 1] = 1e-3 * torch.randn(4, 6)
+    with torch.no_grad():
+        y = frozen(x)[0]
+        want = m.double()(x.double())[0]
+    torch.testing.assert_close(y.double(), want, **tol("frozen", weights))
+    torch.testing.assert_close(y, _emulated(frozen, x), **tol("frozen_emulation", weights))

@@ -47,6 +47,10 @@ inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays Na
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// Rows of int8 activations whose largest |value| is below this are taken as zeros (their
+// products are below 1e-30 |w|); reference_frozen.TINY_ROW.
+constexpr float kTinyRow = 1e-30f;
+
 // One row of n float32 values as Kq dot steps of `Kind` (zero past n) into dst; int8: its
 // scale and the sum of its int8 values. A row with inf or NaN gets a NaN scale (its products
 // are NaN, as in float32).
@@ -70,7 +74,7 @@ void prepare_row(const float* src, int64_t n, int64_t Kq, uint32_t* dst, float* 
       *sum = 0;
       return;
     }
-    if (amax == 0.f) {
+    if (amax < kTinyRow) {  // zero, or so small that 127 / amax would overflow
       *scale = 0.f;
       *sum = 0;
       return;
