@@ -66,10 +66,15 @@ void prepare_row(const float* src, int64_t n, int64_t Kq, uint32_t* dst, float* 
     for (int64_t j = n; j < 2 * Kq; ++j) d[j] = 0;
   } else {
     float amax = 0.f;
-    for (int64_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(src[j]));
+    bool nan = false;  // std::max drops a NaN operand: counted apart
+    for (int64_t j = 0; j < n; ++j) {
+      const float a = std::fabs(src[j]);
+      nan |= std::isnan(a);
+      amax = std::max(amax, a);
+    }
     int8_t* d = reinterpret_cast<int8_t*>(dst);
     std::memset(d, 0, Kq * 4);
-    if (!(amax <= 3.4e38f) || std::isnan(amax)) {  // inf or NaN in the row
+    if (nan || !(amax <= 3.4e38f)) {  // inf or NaN in the row
       *scale = std::numeric_limits<float>::quiet_NaN();
       *sum = 0;
       return;
