@@ -2,14 +2,15 @@
 attention heads (lstm_fused/functional/attention.py): y = x W^T + b, grad_x = g W, and
 grad_W = g^T x, grad_b = sum of g's rows. x (M, K), W (N, K), b (N,), g (M, N); contiguous.
 
-float32 runs on oneDNN: W reordered once per call into oneDNN's blocked layout (the ops
-PyTorch's own CPU inference uses, mkldnn::_reorder_linear_weight and
-mkldnn::_linear_pointwise; csrc/cpu/reused_weight_gemm.h calls the same from C++), and the
+float32 runs on oneDNN: the products by mkldnn::_linear_pointwise (the op PyTorch's own CPU
+inference uses; csrc/cpu/reused_weight_gemm.h calls it from C++) on the plain weight (one use
+per call: packing it first, mkldnn::_reorder_linear_weight, costs more than it saves), the
 weight gradient by oneDNN's inner-product backward (aten::mkldnn_linear_backward_weights).
-Why: ATen's own matmul goes to MKL, which on AMD CPUs takes a generic path; on the 2-core AMD
-EPYC (Zen 5) VM, 1 thread, (3200 x 256) x (256 x 128): torch.mm 6.1 ms, oneDNN 1.0 ms
-(/work measurements in bench/results/cpu/attention_gemm.md). Other dtypes, the switch
-cpu_gemm="aten", empty operands, or a PyTorch without those ops use ATen (torch.mm).
+Why: ATen's own matmul goes to MKL, which takes a generic path on AMD CPUs. 2-core AMD EPYC
+(Zen 5) VM, 1 thread, x (M, 256), W (128, 256), p50 ms of oneDNN / torch.mm: M = 800
+0.23 / 0.49, M = 3200 0.88 / 1.94, M = 12800 3.6 / 8.6 (on the loaded machine, torch.mm took
+up to 6 ms at M = 3200). Other dtypes, the switch cpu_gemm="aten", empty operands, or a
+PyTorch without those ops use ATen.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ def _onednn_ops_present() -> bool:
         return (
             torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
             and hasattr(torch.ops.aten, "mkldnn_linear_backward_weights")
         )
     except (AttributeError, RuntimeError):
@@ -52,16 +52,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
     """x (M, K) W^T (+ b) -> (M, N)."""
     if not uses_onednn(x, weight):
         return torch.nn.functional.linear(x, weight, bias)
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), x.shape[0])
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], None)
+    return torch.ops.mkldnn._linear_pointwise(x, weight.contiguous(), bias, "none", [], None)
 
 
 def add_input_grad(out: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """out (M, K) += grad (M, N) W, in place; returns out."""
     if not uses_onednn(grad, weight):
         return out.addmm_(grad, weight)
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), grad.shape[0])
-    return out.add_(torch.ops.mkldnn._linear_pointwise(grad, packed, None, "none", [], None))
+    w_t = weight.t().contiguous()  # (K, N): grad W is a linear layer with weight W^T
+    return out.add_(torch.ops.mkldnn._linear_pointwise(grad, w_t, None, "none", [], None))
 
 
 def param_grads(
