@@ -52,6 +52,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
     """x (M, K) W^T (+ b) -> (M, N)."""
     if not uses_onednn(x, weight):
         return torch.nn.functional.linear(x, weight, bias)
+    bias = None if bias is None else bias.contiguous()
     return torch.ops.mkldnn._linear_pointwise(x, weight.contiguous(), bias, "none", [], None)
 
 
