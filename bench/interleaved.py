@@ -12,6 +12,7 @@ Rows go to the same files, in the same format, as `python -m bench`'s.
 | cpu_loops | nn.LSTM and the CPU backend with each of its time loops forced (rows, fused_gemm: the input projection by one GEMM before the loop, fused_input: in the loop's register tiles), `lstm_fused.switches.override(cpu_loop=...)` | the LSTM cases of --quick on the CPU, fwd and fwd+bwd |
 | mhsa_dropout | self-attention in training with attention dropout p=0.1: nn.MultiheadAttention(dropout=0.1) and lstm_fused.MultiheadSelfAttention(dropout=0.1) on each attention backend | B=32,T=100,E=256,N=4 and B=8,T=400; fwd+bwd |
 | attentive | the attentive LSTM (lstm_fused.AttentiveLSTM) and nn.LSTM + the unfused pooling | the attentive_lstm cases of --quick, fwd and fwd+bwd |
+| pooling | additive attention pooling (lstm_fused.AttentionPooling) and the unfused PyTorch pooling | the attention_pooling cases of --quick, fwd and fwd+bwd |
 | overhead | one step of nn.LSTM / nn.LSTMCell against lstm_fused's on each backend but the reference (per-call overhead) | the overhead cases of --quick, fwd and fwd+bwd |
 | threads | nn.LSTM and lstm_fused:cpu at torch's thread count and at 1 thread (`[1 thread]`: torch.set_num_threads(1) around each call): what threads gain, or on a busy machine (`--load N`) what they lose | the LSTM cases of --quick on the CPU, fwd and fwd+bwd; CPU only |
 | inference | nn.LSTM, lstm_fused:cpu, onnxruntime (nn.LSTM exported), the frozen LSTM with float32, bfloat16 and int8 weights and torch.ao's dynamically quantized LSTM (bench/workloads/inference_onnx.py) | the inference_onnx cases of --quick (B = 1, 8, 32; T=100, I=H=256, L=2); CPU only |
@@ -292,6 +293,14 @@ MODES = {
             _family(smoke_cases, "attentive_lstm"),
             _attentive_providers,
             full_cases=_family(full_cases, "attentive_lstm"),
+        ),
+        Mode(
+            "pooling",
+            WORKLOADS["attention_pooling"],
+            _family(quick_cases, "attention_pooling"),
+            _family(smoke_cases, "attention_pooling"),
+            _attentive_providers,
+            full_cases=_family(full_cases, "attention_pooling"),
         ),
         Mode(
             "overhead",
