@@ -14,6 +14,7 @@ import torch
 from .. import _checks, reference
 from ..ops import cpu_linear, registry
 from ..ops.autograd import differentiable_vjp, transform_active, zeros_if_none
+from ..ops.library import one_thread_if_busy
 
 
 def _resolve_attention(backend, op, tensors, device, dtype, **features):
@@ -168,6 +169,7 @@ class _CpuProjectedPooling(torch.autograd.Function):
         return context, alpha, lse
 
     @staticmethod
+    @one_thread_if_busy  # its oneDNN products and adds, as the forward's
     def backward(ctx, grad_context, grad_alpha, grad_lse):
         x, weight, bias, proj, v, qproj, lengths, alpha, context = ctx.saved_tensors
         bf = ctx.batch_first
@@ -311,6 +313,7 @@ def run_pooling(
     return impl.kernels.attention_pooling(xb, proj, v, qproj, lengths)
 
 
+@one_thread_if_busy
 def attention_pooling(
     x: torch.Tensor,
     weight: torch.Tensor,
