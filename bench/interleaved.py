@@ -325,6 +325,7 @@ MODES = {
             _family(quick_cases, "inference_onnx"),
             _family(smoke_cases, "inference_onnx"),
             _inference_providers,
+            full_cases=_family(full_cases, "inference_onnx"),
             devices=("cpu",),
         ),
         Mode(
