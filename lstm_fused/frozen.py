@@ -31,6 +31,7 @@ from torch import nn
 
 from . import functional, reference_frozen
 from .ops import registry
+from .ops.library import one_thread_if_busy
 
 WEIGHTS = (torch.float32, torch.bfloat16, torch.qint8)
 U = reference_frozen.U
@@ -245,6 +246,7 @@ class FrozenLSTM(nn.Module):
             s += ", bidirectional=True"
         return s + f", weights={self.weights}"
 
+    @one_thread_if_busy
     def forward(self, input, hx=None):
         if isinstance(input, nn.utils.rnn.PackedSequence):
             raise NotImplementedError(
