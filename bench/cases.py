@@ -89,13 +89,12 @@ FB = ("fwd", "fwd+bwd")
 
 # LSTM(256, 512, num_layers=2), B=32, T=100, float32: the LSTM case of every grid.
 MAIN_LSTM = {"B": 32, "T": 100, "I": 256, "H": 512, "L": 2, "D": 1}
-# Inference against onnxruntime (bench/workloads/inference_onnx.py): batch 32 and batch 1.
-INFERENCE = grid(
-    "inference_onnx",
-    ("fwd",),
-    ("float32",),
-    {"B": 32, "T": 100, "I": 256, "H": 256, "L": 2, "D": 1},
-    {"B": [1]},
+# Inference against onnxruntime (bench/workloads/inference_onnx.py): batch 32, and the
+# deployment batches 1 and 8 (--full: 1, 2, 4, 8).
+INFERENCE_SHAPE = {"B": 32, "T": 100, "I": 256, "H": 256, "L": 2, "D": 1}
+INFERENCE = grid("inference_onnx", ("fwd",), ("float32",), INFERENCE_SHAPE, {"B": [1, 8]})
+INFERENCE_FULL = grid(
+    "inference_onnx", ("fwd",), ("float32",), INFERENCE_SHAPE, {"B": [1, 2, 4, 8]}
 )
 # Per-call overhead (bench/workloads/overhead.py): one step of the LSTM (T=1) and of the
 # LSTMCell (no T), B 1 to 16, H 64 and 256, the state carried in.
@@ -286,7 +285,7 @@ def full_cases(device_type: str) -> List[Case]:
             {"B": 16, "T": 50, "V": 1000, "E": 128, "H": 128, "N": 4, "A": 64, "C": 5},
             {"B": [4, 64], "H": [64, 256]},
         )
-        + INFERENCE
+        + INFERENCE_FULL
         + OVERHEAD
     )
 

@@ -12,8 +12,10 @@ Rows go to the same files, in the same format, as `python -m bench`'s.
 | cpu_loops | nn.LSTM and the CPU backend with each of its time loops forced (rows, fused_gemm: the input projection by one GEMM before the loop, fused_input: in the loop's register tiles), `lstm_fused.switches.override(cpu_loop=...)` | the LSTM cases of --quick on the CPU, fwd and fwd+bwd |
 | mhsa_dropout | self-attention in training with attention dropout p=0.1: nn.MultiheadAttention(dropout=0.1) and lstm_fused.MultiheadSelfAttention(dropout=0.1) on each attention backend | B=32,T=100,E=256,N=4 and B=8,T=400; fwd+bwd |
 | attentive | the attentive LSTM (lstm_fused.AttentiveLSTM) and nn.LSTM + the unfused pooling | the attentive_lstm cases of --quick, fwd and fwd+bwd |
+| pooling | additive attention pooling (lstm_fused.AttentionPooling) and the unfused PyTorch pooling | the attention_pooling cases of --quick, fwd and fwd+bwd |
 | overhead | one step of nn.LSTM / nn.LSTMCell against lstm_fused's on each backend but the reference (per-call overhead) | the overhead cases of --quick, fwd and fwd+bwd |
 | threads | nn.LSTM and lstm_fused:cpu at torch's thread count and at 1 thread (`[1 thread]`: torch.set_num_threads(1) around each call): what threads gain, or on a busy machine (`--load N`) what they lose | the LSTM cases of --quick on the CPU, fwd and fwd+bwd; CPU only |
+| inference | nn.LSTM, lstm_fused:cpu, onnxruntime (nn.LSTM exported), the frozen LSTM with float32, bfloat16 and int8 weights and torch.ao's dynamically quantized LSTM (bench/workloads/inference_onnx.py) | the inference_onnx cases of --quick (B = 1, 8, 32; T=100, I=H=256, L=2); CPU only |
 | roofline | nn.LSTM, lstm_fused:cpu and `torch.mm[roofline]`: as many multiply-adds as the case (x3 for fwd+bwd) done by torch.mm on the recurrent product's shape (B, H) x (H, 4H) with the same threads, the rate a time loop could reach; each LSTM row's note says its fraction of it | the large LSTM shapes of the grids (B=32, T=100, I=256, H=512, L=2, and H=1024, L=1), fwd and fwd+bwd; CPU only |
 
 With --smoke, tiny shapes of the same families (the suite's own tests). The dropout check runs
@@ -194,6 +196,16 @@ def _thread_providers(wl, case, device, options) -> List[Provider]:
     return [base, fused, _with_threads(fused, 1), _with_threads(base, 1)]
 
 
+# ---- inference ----------------------------------------------------------------------------
+
+
+def _inference_providers(wl, case, device, options) -> List[Provider]:
+    """Every provider of inference_onnx but lstm_fused:reference and onnxruntime running the
+    export of lstm_fused.LSTM (the same ONNX graph as nn.LSTM's)."""
+    skip = ("lstm_fused:reference", "onnxruntime(lstm_fused)")
+    return [p for p in wl.providers(case, device, options) if p.name not in skip]
+
+
 # ---- roofline -----------------------------------------------------------------------------
 
 # The largest LSTM shapes of the grids: the one of every grid and --full's H=1024.
@@ -283,6 +295,14 @@ MODES = {
             full_cases=_family(full_cases, "attentive_lstm"),
         ),
         Mode(
+            "pooling",
+            WORKLOADS["attention_pooling"],
+            _family(quick_cases, "attention_pooling"),
+            _family(smoke_cases, "attention_pooling"),
+            _attentive_providers,
+            full_cases=_family(full_cases, "attention_pooling"),
+        ),
+        Mode(
             "overhead",
             WORKLOADS["overhead"],
             _family(quick_cases, "overhead"),
@@ -297,6 +317,15 @@ MODES = {
             _family(smoke_cases, "lstm"),
             _thread_providers,
             full_cases=_family(full_cases, "lstm"),
+            devices=("cpu",),
+        ),
+        Mode(
+            "inference",
+            WORKLOADS["inference_onnx"],
+            _family(quick_cases, "inference_onnx"),
+            _family(smoke_cases, "inference_onnx"),
+            _inference_providers,
+            full_cases=_family(full_cases, "inference_onnx"),
             devices=("cpu",),
         ),
         Mode(

@@ -8,6 +8,7 @@
 
 #include "attention_args.h"
 #include "attentive_args.h"
+#include "lstm_frozen_args.h"
 #include "lstm_layer_args.h"
 #include "lstm_layer_grads.h"
 #include "mhsa_args.h"
@@ -24,6 +25,13 @@ lstm_fused::LayerBackend layer_backend(const Tensor& x) {
 lstm_fused::KernelDevice kernel_device(const Tensor& x) { return {x.device().type(), "triton"}; }
 
 // ------------------------------------------------------------------------------- LSTM layer
+
+void lstm_frozen_layer_check(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                             const Tensor& w_ih, const Tensor& w_hh, const Tensor& bias,
+                             const OptTensor& w_ih_scale, const OptTensor& w_hh_scale) {
+  lstm_fused::check_frozen_args(x, h0, c0, w_ih, w_hh, bias, w_ih_scale, w_hh_scale,
+                                x.device().type());
+}
 
 void lstm_layer_forward_check(const Tensor& x, const Tensor& h0, const Tensor& c0,
                               const Tensor& w_ih, const Tensor& w_hh, const OptTensor& bias,
@@ -138,6 +146,7 @@ TORCH_LIBRARY_IMPL(lstm_fused, CompositeImplicitAutograd, m) {
   m.impl("lstm_layer_inference_check", &lstm_layer_forward_check);
   m.impl("lstm_layer_backward_check", &lstm_layer_backward_check);
   m.impl("attentive_lstm_inference_check", &attentive_lstm_inference_check);
+  m.impl("lstm_frozen_layer_check", &lstm_frozen_layer_check);
   m.impl("masked_softmax_forward_check", &masked_softmax_forward_check);
   m.impl("masked_softmax_backward_check", &masked_softmax_backward_check);
   m.impl("attention_pooling_forward_check", &attention_pooling_forward_check);

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "attention_schemas.h"
+#include "lstm_frozen_schemas.h"
 #include "lstm_layer_schemas.h"
 
 namespace lstm_fused {
@@ -16,6 +17,7 @@ inline void define_ops(torch::Library& m) {
   define_lstm_layer_ops(m);
   define_attention_ops(m);
   define_mhsa_ops(m);
+  define_lstm_frozen_ops(m);
 }
 
 }  // namespace lstm_fused

@@ -11,6 +11,7 @@ everything a bug report needs: show_config() (or `python -m lstm_fused`).
 from . import ops  # noqa: F401  (registers every op family once)
 from . import functional, reference
 from .attention import AttentionPooling, AttentiveLSTM, ChannelAttention
+from .frozen import FrozenLSTM, freeze_for_inference
 from .info import show_config
 from .lstm import LSTM, LSTMCell
 from .mhsa import MultiheadSelfAttention
@@ -26,6 +27,8 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "replace_lstm",
+    "freeze_for_inference",
+    "FrozenLSTM",
     "available_backends",
     "functional",
     "reference",

@@ -18,6 +18,7 @@ from typing import List
 from torch import nn
 
 from .attention import AttentionPooling, AttentiveLSTM, ChannelAttention
+from .frozen import FrozenLSTM
 from .lstm import LSTM, LSTMCell
 from .mhsa import MultiheadSelfAttention
 
@@ -33,6 +34,7 @@ def safe_globals() -> List[type]:
         AttentiveLSTM,
         ChannelAttention,
         MultiheadSelfAttention,
+        FrozenLSTM,
         nn.Linear,
         nn.Conv1d,
     ]

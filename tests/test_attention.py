@@ -243,6 +243,41 @@ def test_attention_pooling_gradcheck(backend):
     assert torch.autograd.gradcheck(fn, (x, w, b, v, q, wq))
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("cpu_gemm", ["", "aten"])
+def test_attention_pooling_cpu_float32_backward(batch_first, cpu_gemm):
+    """The CPU backend in float32, whose projection and its gradients run on oneDNN (or on
+    ATen with cpu_gemm="aten"): every gradient against the float64 reference, time-major and
+    batch-first, padding of x and of grad_alpha poisoned (the weight gradient reads x)."""
+    torch.manual_seed(8)
+    B, T, D, A, Q = 6, 13, 40, 24, 3
+    module = lstm_fused.AttentionPooling(D, A, Q, batch_first=batch_first, backend="cpu")
+    lengths = lengths_with_edges(B, T)
+    x_clean = torch.randn(B, T, D)
+    query = torch.randn(B, Q, requires_grad=True)
+    gc, ga = torch.randn(B, D), torch.randn(B, T)
+    x = poison_padding(x_clean, lengths)
+    x = (x if batch_first else x.transpose(0, 1).contiguous()).requires_grad_()
+    with switches.override(cpu_gemm=cpu_gemm), nan_filled_empty():
+        c, alpha = module(x, lengths, query)
+        grads = torch.autograd.grad(
+            (c, alpha), [x, *module.parameters(), query], (gc, poison_padding(ga, lengths))
+        )
+    m64 = lstm_fused.AttentionPooling(D, A, Q, batch_first=True, backend="reference").double()
+    m64.load_state_dict(module.state_dict())
+    x64, q64 = x_clean.double().requires_grad_(), query.detach().double().requires_grad_()
+    truth = torch.autograd.grad(
+        _pooling_truth(x64, m64, lengths, q64),
+        [x64, *m64.parameters(), q64],
+        (gc.double(), ga.double()),
+    )
+    grad_x = grads[0] if batch_first else grads[0].transpose(0, 1)
+    for g, t in zip([grad_x, *grads[1:]], truth):
+        assert g.dtype == torch.float32 and not g.isnan().any()
+        torch.testing.assert_close(g.double(), t, **tol("attention_online", torch.float32))
+    assert (grad_x[torch.arange(T) >= lengths.view(B, 1)] == 0).all()
+
+
 # --------------------------------------------------------------------------- channel attention
 
 

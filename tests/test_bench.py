@@ -419,6 +419,14 @@ def test_interleaved_attentive_times_the_fused_model_against_the_unfused_one(tmp
         assert [r["provider"] for r in case_rows] == ["torch.unfused", "lstm_fused:cpu"]
 
 
+def test_interleaved_pooling_times_the_fused_pooling_against_the_unfused_one(tmp_path):
+    rows = _interleaved_smoke("pooling", tmp_path)
+    cases = _by_case(rows)
+    assert {m for _, m, _ in cases} == {"fwd", "fwd+bwd"}
+    for case_rows in cases.values():
+        assert [r["provider"] for r in case_rows] == ["torch.unfused", "lstm_fused:cpu"]
+
+
 def test_interleaved_mode_refuses_other_presets_and_devices(capsys):
     with pytest.raises(SystemExit):
         bench_main.main(["--interleaved", "cpu_loops", "--headline"])

@@ -24,6 +24,13 @@ tol(kind, dtype) returns it. Kinds (where the math differs, so does the table):
   sees too), so a unit roundoff.
 - "float64_same_math": two float64 computations of the same math in nearly the same order
   (the reference math against nn.LSTM or autograd through torch.func, double backward).
+- "frozen": FrozenLSTM (lstm_fused.freeze_for_inference) against the float64 LSTM it was
+  frozen from, keyed by its weights dtype (torch.qint8 for int8): float32 as "lstm"; bfloat16
+  and int8 the errors docs/contract.md states ("Frozen inference"), for the tests' sizes.
+- "frozen_emulation": the frozen kernel against reference_frozen's exact math in float64
+  (same rounded weights and activations): float32 rounding, plus where a float32 difference
+  moves an activation across a bfloat16 or int8 rounding boundary (one step of it, times a
+  weight, in one term of z).
 - "autocast": under torch.autocast against nn.LSTM under the same autocast: two ulps at 1
   (2 * eps of the dtype). Measured on the CPU (bfloat16, T = 12): outputs differ from
   nn.LSTM's by at most 0.005 (eps = 0.0078), each computing with its own rounding order; the
@@ -75,6 +82,16 @@ TOL = {
         bf16: dict(atol=2**-7, rtol=2**-7),
     },
     "float64_same_math": {f64: dict(atol=1e-12, rtol=1e-10)},
+    "frozen": {
+        f32: dict(atol=2e-5, rtol=2e-5),
+        bf16: dict(atol=5e-3, rtol=0),
+        torch.qint8: dict(atol=1e-2, rtol=0),
+    },
+    "frozen_emulation": {
+        f32: dict(atol=2e-5, rtol=2e-5),
+        bf16: dict(atol=2e-3, rtol=0),
+        torch.qint8: dict(atol=2e-3, rtol=0),
+    },
     "autocast": {
         dt: dict(atol=2 * torch.finfo(dt).eps, rtol=2 * torch.finfo(dt).eps) for dt in (bf16, f16)
     },

@@ -55,6 +55,9 @@ class Impl:
     # Called once after the check, before the timing: e.g. module.train(), so that the timed
     # calls draw the dropout that the check (in eval mode, against the reference) left off.
     before_timing: Optional[Callable[[], None]] = None
+    # The check's tolerance where the provider computes another function on purpose (weights
+    # quantized to bfloat16 / int8): the error its docs state; None: the case dtype's.
+    tolerance: Optional[float] = None
 
 
 @dataclass

@@ -9,6 +9,13 @@ set by `python -m bench --threads N`), so both libraries get the same cores; it 
 CPU only (Unsupported on a GPU device). The exported graph has the case's fixed shapes, as a
 deployment for one batch size would.
 
+Deployment variants, each checked against the float64 reference with the error its docs
+state (QUANTIZED_TOLERANCE) instead of float32's: lstm_fused's frozen LSTM
+(lstm_fused.freeze_for_inference, weights packed once) with float32, bfloat16 and int8
+weights ("lstm_fused:frozen(<weights>)"), and PyTorch's dynamically quantized LSTM
+("torch.ao.dynamic(qint8)": torch.ao.quantization.quantize_dynamic, fbgemm's int8 kernels),
+the int8 peer. `python -m bench --interleaved inference` times them all call by call in turn.
+
 Inputs (T, B, I) like nn.LSTM's default, states start at zero; outputs (y, h_n, c_n).
 """
 
@@ -71,6 +78,70 @@ def _ort_impl(module: nn.Module, case, note: str) -> Impl:
     )
 
 
+# Normalised error (max |got - want| / max |want|, bench.runner.compare) a quantized provider
+# may have, above the largest measured at the inference cases (T=100, I=H=256, L=2, B 1 to 32:
+# bfloat16 0.005, int8 0.013, torch.ao.dynamic(qint8) 0.035; docs/contract.md, "Frozen
+# inference"). int8's is shared by lstm_fused's and torch.ao's.
+QUANTIZED_TOLERANCE = {"bfloat16": 1e-2, "qint8": 5e-2}
+
+
+def _frozen_provider(weights: torch.dtype, sizes) -> Provider:
+    I, H, L = sizes
+    name = str(weights).replace("torch.", "")
+
+    def build(case, state, dtype, device):
+        import lstm_fused
+
+        if device.type != "cpu" or dtype != torch.float32:
+            raise Unsupported("the frozen LSTM: float32 inputs on the CPU")
+        freeze = getattr(lstm_fused, "freeze_for_inference", None)
+        if freeze is None:
+            raise Absent("lstm_fused.freeze_for_inference is not in this build")
+        frozen = freeze(load_module(nn.LSTM(I, H, L), state, dtype, device), weights)
+
+        def call(inputs):
+            y, (h, c) = frozen(inputs["x"])
+            return y, h, c
+
+        return Impl(
+            call,
+            None,
+            note=f"lstm_fused.freeze_for_inference(weights={weights})",
+            tolerance=QUANTIZED_TOLERANCE.get(name),
+        )
+
+    return Provider(f"lstm_fused:frozen({name})", build)
+
+
+def _torch_dynamic_provider(sizes) -> Provider:
+    I, H, L = sizes
+
+    def build(case, state, dtype, device):
+        if device.type != "cpu" or dtype != torch.float32:
+            raise Unsupported("torch.ao dynamic quantization: float32 on the CPU")
+        quantize = getattr(getattr(torch, "ao", None), "quantization", None)
+        if quantize is None or "fbgemm" not in torch.backends.quantized.supported_engines:
+            raise Absent("torch.ao.quantization with the fbgemm engine is not in this torch")
+        module = load_module(nn.LSTM(I, H, L), state, dtype, device).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.backends.quantized.engine = "fbgemm"
+            q = quantize.quantize_dynamic(nn.Sequential(module), {nn.LSTM}, dtype=torch.qint8)[0]
+
+        def call(inputs):
+            y, (h, c) = q(inputs["x"])
+            return y, h, c
+
+        return Impl(
+            call,
+            None,
+            note="torch.ao.quantization.quantize_dynamic(dtype=torch.qint8), fbgemm",
+            tolerance=QUANTIZED_TOLERANCE["qint8"],
+        )
+
+    return Provider("torch.ao.dynamic(qint8)", build)
+
+
 class InferenceONNXWorkload(LSTMWorkload):
     family = "inference_onnx"
     baseline = "nn.LSTM"
@@ -109,4 +180,7 @@ class InferenceONNXWorkload(LSTMWorkload):
 
         out.append(Provider("onnxruntime(nn.LSTM)", ort_nn))
         out.append(Provider("onnxruntime(lstm_fused)", ort_fused))
+        for weights in (torch.float32, torch.bfloat16, torch.qint8):
+            out.append(_frozen_provider(weights, (I, H, L)))
+        out.append(_torch_dynamic_provider((I, H, L)))
         return out

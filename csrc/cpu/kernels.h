@@ -71,13 +71,23 @@ struct MhsaKernels {
                                                       const Tensor& out, const Tensor& lse);
 };
 
+// Written by csrc/cpu/lstm_frozen_cpu.cpp.
+struct LstmFrozenKernels {
+  std::tuple<Tensor, Tensor, Tensor> (*lstm_frozen_layer)(const Tensor& x, const Tensor& h0,
+                                                          const Tensor& c0, const Tensor& w_ih,
+                                                          const Tensor& w_hh, const Tensor& bias,
+                                                          const OptTensor& w_ih_scale,
+                                                          const OptTensor& w_hh_scale);
+};
+
 // THE LIST: every table with the variable each kernel source defines it as, and every operator
 // with its table. The declarations below and the CPU registrations (csrc/cpu/dispatch.cpp) are
 // derived from it; a new op family adds its struct above and its lines here.
 #define LSTM_FUSED_CPU_TABLES(X)          \
   X(LstmLayerKernels, lstm_layer_kernels) \
   X(AttentionKernels, attention_kernels)  \
-  X(MhsaKernels, mhsa_kernels)
+  X(MhsaKernels, mhsa_kernels)            \
+  X(LstmFrozenKernels, lstm_frozen_kernels)
 #define LSTM_FUSED_CPU_OPS(X)                       \
   X(LstmLayerKernels, lstm_layer_forward)           \
   X(LstmLayerKernels, lstm_layer_inference)         \
@@ -92,7 +102,8 @@ struct MhsaKernels {
   X(AttentionKernels, channel_rescale_forward)      \
   X(AttentionKernels, channel_rescale_backward)     \
   X(MhsaKernels, mhsa_forward)                      \
-  X(MhsaKernels, mhsa_backward)
+  X(MhsaKernels, mhsa_backward)                     \
+  X(LstmFrozenKernels, lstm_frozen_layer)
 
 // One set of tables per capability. Each is a constant (function addresses only), so it is
 // initialised statically: no code of a variant runs before the dispatch picks it.

@@ -22,11 +22,13 @@ using at::vec::Vectorized;
 
 // sigmoid(x) = 1 / (1 + exp(-x)) with ATen's fast exp (exp_u20: a degree-5 polynomial, about
 // 1e-6 relative error for float; Sleef's exp for double). For very negative x, exp(-x) is huge
-// (clamped to about FLT_MAX, or +inf), giving 0, never NaN.
+// (clamped to about FLT_MAX, or +inf), giving 0, never NaN. That clamp also turns a NaN
+// argument into a finite one, so NaN lanes are passed through as they are: a NaN in the input
+// or the state comes out as NaN, as in nn.LSTM, never as a plausible number.
 template <typename T>
 inline Vectorized<T> vsigmoid(const Vectorized<T>& x) {
   const Vectorized<T> one(T(1));
-  return one / (one + x.neg().exp_u20());
+  return Vectorized<T>::blendv(one / (one + x.neg().exp_u20()), x, x.isnan());
 }
 
 // tanh(x) = 2 sigmoid(2x) - 1: saturates to exactly -1 / +1, never inf / inf. The absolute error

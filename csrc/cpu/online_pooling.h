@@ -12,7 +12,7 @@
 // whatever the loop wrote there) and get alpha 0; a row with no valid step gets c = 0,
 // alpha = 0 and lse = -inf, as attention_pooling_forward does.
 //
-// Per block: W h for all its rows is one GEMM (slots * B, R) x (R, A) into a reused buffer,
+// Per block: W h for all its rows is one GEMM (slots * B, R) x (R, A) (block_projection),
 // then each batch element's scores, rescale and weighted row sum (at::vec), rows in parallel.
 // Runs outside any parallel region (between the loop's segments). float and double.
 #pragma once
@@ -27,15 +27,44 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <vector>
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include "acc_rows.h"
 #include "optional_tensor.h"
+#include "switches.h"
 
 namespace lstm_fused {
 namespace cpu {
 namespace CPU_CAPABILITY {  // capability.h
+
+// rows (M, R) W^T + bias -> (M, A); weight (A, R) contiguous, bias (A,) or undefined. float32
+// through oneDNN's linear on the plain weight (mkldnn::_linear_pointwise, as
+// lstm_fused/ops/cpu_linear.py does): ATen's matmul goes to MKL, about 2x slower on AMD CPUs,
+// and packing the weight first saves nothing at these sizes (2-core AMD EPYC, 1 thread,
+// (128, 512) x (512, 128) + bias: oneDNN 0.086 ms, packed 0.080 + 0.095 to pack, at::addmm
+// 0.170). Other dtypes, or the switch cpu_gemm = "aten": at::addmm.
+inline at::Tensor block_projection(const at::Tensor& rows, const at::Tensor& weight,
+                                   const at::Tensor& bias) {
+  static const std::optional<c10::OperatorHandle> linear =
+      at::hasMKLDNN() ? c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""})
+                      : std::nullopt;
+  if (linear.has_value() && rows.scalar_type() == at::kFloat && rows.numel() > 0 &&
+      switches().cpu_gemm != CpuGemm::Aten) {
+    torch::jit::Stack stack{at::IValue(rows),
+                            at::IValue(weight),
+                            bias.defined() ? at::IValue(bias) : at::IValue(),
+                            at::IValue(std::string("none")),
+                            at::IValue(c10::List<std::optional<at::Scalar>>()),
+                            at::IValue()};
+    linear->callBoxed(&stack);
+    return stack.at(0).toTensor();
+  }
+  return bias.defined() ? at::addmm(bias, rows, weight.t()) : at::mm(rows, weight.t());
+}
 
 class OnlinePooling {
  public:
@@ -44,12 +73,16 @@ class OnlinePooling {
   OnlinePooling(const at::Tensor& ring, const at::Tensor& weight, const at::Tensor& bias,
                 const at::Tensor& v, const at::Tensor& qproj, const std::vector<int64_t>& len,
                 int64_t T)
-      : ring_(ring), weight_t_(weight.t()), bias_(bias), v_(v.contiguous()), len_(len), T_(T) {
-    const int64_t slots = ring.size(0), B = ring.size(1), R = ring.size(2);
+      : ring_(ring),
+        weight_(weight.contiguous()),
+        bias_(bias),
+        v_(v.contiguous()),
+        len_(len),
+        T_(T) {
+    const int64_t B = ring.size(1), R = ring.size(2);
     const int64_t A = weight.size(0);
     const auto opts = ring.options();
     u_ = qproj.defined() ? qproj.contiguous() : at::zeros({B, A}, opts);
-    proj_ = at::empty({slots, B, A}, opts);
     max_ = at::full({B}, -std::numeric_limits<double>::infinity(), opts);
     sum_ = at::zeros({B}, opts);
     context_ = at::zeros({B, R}, opts);
@@ -58,13 +91,11 @@ class OnlinePooling {
 
   // Steps t0 .. t0 + n - 1, held in ring slots 0 .. n - 1.
   void add(int64_t t0, int64_t n) {
-    const int64_t B = ring_.size(1), R = ring_.size(2), A = proj_.size(2);
-    const at::Tensor rows = ring_.narrow(0, 0, n).view({n * B, R});
-    at::Tensor proj = proj_.narrow(0, 0, n).view({n * B, A});
-    if (bias_.defined()) at::addmm_out(proj, bias_, rows, weight_t_);
-    else at::mm_out(proj, rows, weight_t_);
+    const int64_t B = ring_.size(1), R = ring_.size(2);
+    const at::Tensor proj =
+        block_projection(ring_.narrow(0, 0, n).view({n * B, R}), weight_, bias_).contiguous();
     AT_DISPATCH_FLOATING_TYPES(ring_.scalar_type(), "attentive_lstm_pool_cpu",
-                               [&] { add_block<scalar_t>(t0, n); });
+                               [&] { add_block<scalar_t>(proj, t0, n); });
   }
 
   // (context (B, R), alpha (B, T), lse (B,)).
@@ -95,12 +126,13 @@ class OnlinePooling {
   }
 
  private:
+  // proj_rows (n * B, A): W h + bias of the block's rows.
   template <typename scalar_t>
-  void add_block(int64_t t0, int64_t n) {
+  void add_block(const at::Tensor& proj_rows, int64_t t0, int64_t n) {
     using V = at::vec::Vectorized<scalar_t>;
-    const int64_t B = ring_.size(1), R = ring_.size(2), A = proj_.size(2), T = T_;
+    const int64_t B = ring_.size(1), R = ring_.size(2), A = proj_rows.size(1), T = T_;
     const scalar_t* ring = ring_.data_ptr<scalar_t>();
-    const scalar_t* proj = proj_.data_ptr<scalar_t>();
+    const scalar_t* proj = proj_rows.data_ptr<scalar_t>();
     const scalar_t* u = u_.data_ptr<scalar_t>();
     const scalar_t* v = v_.data_ptr<scalar_t>();
     scalar_t* m = max_.data_ptr<scalar_t>();
@@ -132,7 +164,7 @@ class OnlinePooling {
     });
   }
 
-  at::Tensor ring_, weight_t_, bias_, v_, u_, proj_, max_, sum_, context_, scores_;
+  at::Tensor ring_, weight_, bias_, v_, u_, max_, sum_, context_, scores_;
   std::vector<int64_t> len_;
   int64_t T_;
 };

@@ -11,9 +11,10 @@ from typing import Optional
 
 import torch
 
-from .. import _checks
-from ..ops import registry
-from ..ops.autograd import transform_active
+from .. import _checks, reference
+from ..ops import cpu_linear, registry
+from ..ops.autograd import differentiable_vjp, transform_active, zeros_if_none
+from ..ops.library import one_thread_if_busy
 
 
 def _resolve_attention(backend, op, tensors, device, dtype, **features):
@@ -143,6 +144,94 @@ class _ZeroPadding(torch.autograd.Function):
         return grad, None
 
 
+class _CpuProjectedPooling(torch.autograd.Function):
+    """attention_pooling on the CPU kernels with its projection W_h x + b in the same node:
+    the projection and its gradients through ops/cpu_linear.py (oneDNN for float32), the
+    pooling through the operators attention_pooling_forward / _backward.
+
+    x (T, B, D) (or (B, T, D) with batch_first) contiguous; returns (context, alpha, lse).
+    One node instead of linear + pooling saves what autograd would add: the sum of x's two
+    gradients (the kernel's alpha_t g_c, batch-major, and the projection's, in x's layout),
+    here one in-place add into the kernel's output, and the pass that zeroes x's padding
+    before the projection, whose only purpose is grad_W = grad_proj^T x: grad_proj is exactly
+    0 on padding, so the product over raw x is exact unless padding holds inf or NaN, which
+    the check below catches (then it is recomputed with the padding zeroed)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, v, qproj, lengths, batch_first):
+        S0, S1, D = x.shape
+        proj = cpu_linear.linear(x.view(S0 * S1, D), weight, bias).view(S0, S1, weight.shape[0])
+        context, alpha, lse = torch.ops.lstm_fused.attention_pooling_forward(
+            _batch_major(x, batch_first), _batch_major(proj, batch_first), v, qproj, lengths
+        )
+        ctx.batch_first = batch_first
+        ctx.save_for_backward(x, weight, bias, proj, v, qproj, lengths, alpha, context)
+        return context, alpha, lse
+
+    @staticmethod
+    @one_thread_if_busy  # its oneDNN products and adds, as the forward's
+    def backward(ctx, grad_context, grad_alpha, grad_lse):
+        x, weight, bias, proj, v, qproj, lengths, alpha, context = ctx.saved_tensors
+        bf = ctx.batch_first
+        if torch.is_grad_enabled():  # create_graph=True: the reference math, differentiable
+            grads = differentiable_vjp(
+                lambda *a: _projected_pooling_reference(*a, bf),
+                (x, weight, bias, v, qproj, lengths),
+                (grad_context, grad_alpha, grad_lse),
+                ctx.needs_input_grad,
+            )
+            return (*grads, None)
+        T, B = x.shape[:2] if not bf else x.shape[1::-1]
+        D, A = x.shape[2], weight.shape[0]
+        xb = _batch_major(x, bf)
+        gx, gproj, gv, gq = torch.ops.lstm_fused.attention_pooling_backward(
+            zeros_if_none(grad_context, context),
+            zeros_if_none(grad_alpha, alpha),
+            alpha.new_zeros((B,)) if grad_lse is None else grad_lse,
+            xb,
+            _batch_major(proj, bf),
+            v,
+            qproj,
+            lengths,
+            alpha,
+            context,
+        )  # gx (B, T, D), gproj (B, T, A), batch-major
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = cpu_linear.add_input_grad(gx.view(B * T, D), gproj.view(B * T, A), weight)
+            grad_x = _batch_major(grad_x.view(B, T, D), bf)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            rows = gproj if bf else gproj.transpose(0, 1).contiguous()  # x's row order
+            rows, x_rows = rows.view(T * B, A), x.view(T * B, D)
+            grad_w, grad_b = cpu_linear.param_grads(rows, x_rows, weight, bias is not None)
+            # (a sum is inf or NaN where any term is; a finite overflow only costs a recompute)
+            if lengths is not None and not math.isfinite(grad_w.sum().item()):
+                keep = reference.valid_mask(lengths, B, T, x.device)  # (B, T)
+                keep = (keep if bf else keep.t()).reshape(T * B, 1)
+                zeroed = torch.where(keep, x_rows, torch.zeros((), dtype=x.dtype))
+                grad_w, grad_b = cpu_linear.param_grads(rows, zeroed, weight, bias is not None)
+        return (
+            grad_x,
+            grad_w,
+            grad_b if ctx.needs_input_grad[2] else None,
+            gv if ctx.needs_input_grad[3] else None,
+            gq if ctx.needs_input_grad[4] else None,
+            None,
+            None,
+        )
+
+
+def _projected_pooling_reference(x, weight, bias, v, qproj, lengths, batch_first):
+    """_CpuProjectedPooling's math in plain PyTorch (differentiable to any order), padding of
+    x zeroed first so that nothing stored there reaches a gradient."""
+    xb = _batch_major(x, batch_first)
+    B, T = xb.shape[:2]
+    keep = reference.valid_mask(lengths, B, T, x.device).unsqueeze(2)
+    xb = torch.where(keep, xb, torch.zeros((), dtype=x.dtype, device=x.device))
+    proj = torch.nn.functional.linear(xb, weight, bias)
+    return reference.attention_pooling(xb, proj, v, qproj, lengths)
+
+
 def check_pooling_params(
     B, D, like, weight, bias, score_weight, query=None, query_weight=None, where="attention_pooling"
 ):
@@ -183,6 +272,16 @@ def check_pooling_params(
     return v, qproj
 
 
+def _eager() -> bool:
+    """Not traced: torch.compile, torch.jit and ONNX export see the operators themselves."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
 def run_pooling(
     impl, x, weight, bias, v, qproj, lengths, *, query=None, query_weight=None, batch_first=False
 ):
@@ -193,6 +292,10 @@ def run_pooling(
     differentiated = (x, weight, bias, v, query, query_weight)
     transformed = transform_active(differentiated)
     impl = registry.for_inputs(impl, differentiated)
+    if impl.backend == "cpu" and _eager():
+        return _CpuProjectedPooling.apply(
+            x.contiguous(), weight, bias, v, qproj, lengths, batch_first
+        )
     if lengths is not None and (transformed or torch.is_grad_enabled() and weight.requires_grad):
         # The weight gradient of the GEMM, grad_proj^T x, would read x on padded steps
         # (0 * nan = nan); zero them. Inference skips this pass: the kernel never reads them.
@@ -210,6 +313,7 @@ def run_pooling(
     return impl.kernels.attention_pooling(xb, proj, v, qproj, lengths)
 
 
+@one_thread_if_busy
 def attention_pooling(
     x: torch.Tensor,
     weight: torch.Tensor,

@@ -9,7 +9,7 @@ nothing else registers anything. The public functions that pick an implementatio
 in lstm_fused.functional; docs/architecture.md says where a new op goes.
 """
 
-from . import attention, lstm_layer, mhsa  # noqa: F401  (register the families)
+from . import attention, lstm_frozen, lstm_layer, mhsa  # noqa: F401  (register the families)
 
-FAMILIES = (attention, lstm_layer, mhsa)
+FAMILIES = (attention, lstm_layer, mhsa, lstm_frozen)
 from .registry import available_backends, implementations, resolve  # noqa: F401, E402
