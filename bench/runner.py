@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 import signal
+import statistics
 import time
 import zlib
 from dataclasses import dataclass
@@ -337,6 +338,7 @@ class CaseRunner:
                         *percentiles(samples[n]),
                         len(samples[n]),
                         interleaved_with=others,
+                        mean=statistics.fmean(samples[n]),
                     )
         for ref in references or {}:  # each row's rate as a fraction of the reference's
             ref_ms = done[ref]["p50_ms"] if done[ref]["status"] == "ok" else None
@@ -480,8 +482,19 @@ class CaseRunner:
 
     @staticmethod
     def _ok_row(
-        case: Case, wl: Workload, checked: Checked, p20, p50, p80, reps, interleaved_with: str = ""
+        case: Case,
+        wl: Workload,
+        checked: Checked,
+        p20,
+        p50,
+        p80,
+        reps,
+        interleaved_with: str = "",
+        mean=None,
     ) -> dict:
+        """An ok row. mean (interleaved runs): the mean time, which on a busy machine does not
+        depend, as the percentiles can, on where each provider's calls fall in the scheduler's
+        time slices (the providers' calls take turns in a fixed order)."""
         flops, nbytes = wl.flops(case), wl.bytes_moved(case)
         if case.mode != "fwd":
             flops = None if flops is None else 3 * flops
@@ -499,6 +512,7 @@ class CaseRunner:
             p20_ms=p20,
             p50_ms=p50,
             p80_ms=p80,
+            mean_ms=mean,
             reps=reps,
             tflops=None if flops is None else flops / seconds / 1e12,
             gbps=None if nbytes is None else nbytes / seconds / 1e9,
