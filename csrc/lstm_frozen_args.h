@@ -44,9 +44,10 @@ inline int64_t frozen_group(at::ScalarType dt) {
   }
 }
 
-inline FrozenSizes check_frozen_args(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                     const at::Tensor& bias, const c10::optional<at::Tensor>& w_ih_scale,
+inline FrozenSizes check_frozen_args(const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const at::Tensor& bias,
+                                     const c10::optional<at::Tensor>& w_ih_scale,
                                      const c10::optional<at::Tensor>& w_hh_scale,
                                      at::DeviceType device) {
   const char* op = "lstm_fused::lstm_frozen_layer";
@@ -55,8 +56,8 @@ inline FrozenSizes check_frozen_args(const at::Tensor& x, const at::Tensor& h0, 
                 at::DeviceTypeName(device), ", got one on ", t->device());
   TORCH_CHECK_VALUE(x.dim() == 3, op, ": x must be (T, B, I), got shape ", x.sizes());
   TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, op, ": x must be float32, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(h0.dim() == 2 && h0.size(0) == x.size(1), op, ": h0 must be (B, H) with B = ",
-                    x.size(1), ", got shape ", h0.sizes());
+  TORCH_CHECK_VALUE(h0.dim() == 2 && h0.size(0) == x.size(1), op,
+                    ": h0 must be (B, H) with B = ", x.size(1), ", got shape ", h0.sizes());
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   TORCH_CHECK_VALUE(c0.sizes() == h0.sizes(), op, ": c0 has shape ", c0.sizes(), ", expected ",
                     h0.sizes());

@@ -189,14 +189,21 @@ class FrozenLSTM(nn.Module):
             for d in range(D):
                 sfx = f"_l{k}" + ("_reverse" if d else "")
                 w_ih, s_ih = pack(
-                    getattr(self, f"weight_ih{sfx}"), H, getattr(self, f"weight_ih{sfx}_scale", None)
+                    getattr(self, f"weight_ih{sfx}"),
+                    H,
+                    getattr(self, f"weight_ih{sfx}_scale", None),
                 )
                 w_hh, s_hh = pack(
-                    getattr(self, f"weight_hh{sfx}"), H, getattr(self, f"weight_hh{sfx}_scale", None)
+                    getattr(self, f"weight_hh{sfx}"),
+                    H,
+                    getattr(self, f"weight_hh{sfx}_scale", None),
                 )
                 b = torch.zeros(4 * H)
                 if self.bias:
-                    b = getattr(self, f"bias_ih{sfx}").float() + getattr(self, f"bias_hh{sfx}").float()
+                    b = (
+                        getattr(self, f"bias_ih{sfx}").float()
+                        + getattr(self, f"bias_hh{sfx}").float()
+                    )
                 self._packed.append((w_ih, w_hh, pack_rows(b, H), s_ih, s_hh))
             if self.weights == torch.float32:
                 names = [f"_l{k}" + ("_reverse" if d else "") for d in range(D)]
@@ -211,7 +218,9 @@ class FrozenLSTM(nn.Module):
                     )
                 self._layer_weights.append((stack[0], stack[1], bias, None, None))
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
         # Buffers are replaced (the dtypes must match), then packed.
         for name in list(self._buffers):
             key = prefix + name
@@ -230,7 +239,9 @@ class FrozenLSTM(nn.Module):
         if strict:
             own = {prefix + n for n in self._buffers}
             unexpected.extend(
-                k for k in state_dict if k.startswith(prefix) and k not in own and "." not in k[len(prefix):]
+                k
+                for k in state_dict
+                if k.startswith(prefix) and k not in own and "." not in k[len(prefix) :]
             )
         self._repack()
 
@@ -260,7 +271,9 @@ class FrozenLSTM(nn.Module):
                 "torch.no_grad() or torch.inference_mode(), or train the LSTM it was frozen from"
             )
         if input.dim() not in (2, 3):
-            raise ValueError(f"FrozenLSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            raise ValueError(
+                f"FrozenLSTM: Expected input to be 2D or 3D, got {input.dim()}D instead"
+            )
         if input.dtype != torch.float32:
             raise TypeError(f"FrozenLSTM: input must be float32, got {input.dtype}")
         if input.shape[-1] != self.input_size:
@@ -269,7 +282,11 @@ class FrozenLSTM(nn.Module):
                 f"{self.input_size}, got {input.shape[-1]}"
             )
         unbatched = input.dim() == 2
-        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        x = (
+            input.unsqueeze(1)
+            if unbatched
+            else (input.transpose(0, 1) if self.batch_first else input)
+        )
         D, H, L = (2 if self.bidirectional else 1), self.hidden_size, self.num_layers
         B = x.shape[1]
         if hx is None:

@@ -52,7 +52,9 @@ def quantize_rows(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     q = torch.round(a * inv).clamp(-127, 127)
     q = torch.where(used, q, torch.zeros_like(q))
     scale = torch.where(
-        finite, torch.where(used, amax / 127.0, torch.zeros_like(amax)), torch.full_like(amax, float("nan"))
+        finite,
+        torch.where(used, amax / 127.0, torch.zeros_like(amax)),
+        torch.full_like(amax, float("nan")),
     )
     return q, scale
 

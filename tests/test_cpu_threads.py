@@ -72,7 +72,9 @@ def _runnable_threads() -> int:
         return int(f.read().split()[3].split("/")[0])
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="the busy check reads Linux's /proc/loadavg")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/loadavg"), reason="the busy check reads Linux's /proc/loadavg"
+)
 def test_a_busy_machine_runs_the_whole_call_on_one_thread(two_threads):
     """While more threads are runnable than there are CPUs, the guard around the public entry
     points (lstm_fused/ops/library.py one_thread_if_busy) gives every parallel region of the
@@ -107,7 +109,9 @@ def test_a_busy_machine_runs_the_whole_call_on_one_thread(two_threads):
     assert_close(y, lstm(x)[0])
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="the busy check reads Linux's /proc/loadavg")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/loadavg"), reason="the busy check reads Linux's /proc/loadavg"
+)
 def test_a_busy_machine_runs_the_layers_backward_on_one_thread(two_threads, monkeypatch):
     """The layer operators' backward (lstm_fused/ops/lstm_layer.py) holds the same guard: its
     own aten ops (here the zero gradient of y, which only h_n's use leaves undefined) see one
@@ -160,7 +164,9 @@ def test_one_and_two_threads_give_the_same_bits(B):
             with lstm_fused.switches.override(cpu_threads="all"):
                 y, (h, c) = lstm(pack(x, lengths, enforce_sorted=False))
                 loss = (y.data * torch.linspace(-1, 1, y.data.numel()).view_as(y.data)).sum()
-                grads = torch.autograd.grad(loss + h.sum() + c.square().sum(), [x, *lstm.parameters()])
+                grads = torch.autograd.grad(
+                    loss + h.sum() + c.square().sum(), [x, *lstm.parameters()]
+                )
             answers.append([y.data, h, c, *grads])
     finally:
         torch.set_num_threads(before)

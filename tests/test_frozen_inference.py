@@ -81,9 +81,7 @@ def test_against_float64_and_the_exact_math(variant, weights, shape):
     with torch.no_grad():
         y, (h, c) = frozen(x)
         y64, (h64, c64) = m.double()(x.double())
-    torch.testing.assert_close(
-        y, _emulated(frozen, x), **tol("frozen_emulation", weights)
-    )
+    torch.testing.assert_close(y, _emulated(frozen, x), **tol("frozen_emulation", weights))
     for got, want in ((y, y64), (h, h64), (c, c64)):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), want, **tol("frozen", weights))
@@ -137,7 +135,10 @@ def test_float32_large_batches_run_the_lstm_loop(monkeypatch):
     monkeypatch.setattr(
         frozen_module.functional, "lstm", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    for B, routed in ((frozen_module.FLOAT32_FROZEN_MAX_B, 0), (frozen_module.FLOAT32_FROZEN_MAX_B + 1, 1)):
+    for B, routed in (
+        (frozen_module.FLOAT32_FROZEN_MAX_B, 0),
+        (frozen_module.FLOAT32_FROZEN_MAX_B + 1, 1),
+    ):
         x = torch.randn(5, B, 12)
         calls.clear()
         with torch.no_grad():

@@ -408,7 +408,12 @@ def test_weights_streamed_from_memory_match_the_float64_lstm_at_one_and_two_thre
     x = torch.randn(5, 33, 256, dtype=torch.float64)  # T >= 4: the fused loops
     gy = torch.randn(5, 33, 1024, dtype=torch.float64)
     y_r, (h_r, c_r) = ref(x.requires_grad_())
-    want = [y_r, h_r, c_r, *torch.autograd.grad((y_r * gy).sum() + c_r.sum(), [x, *ref.parameters()])]
+    want = [
+        y_r,
+        h_r,
+        c_r,
+        *torch.autograd.grad((y_r * gy).sum() + c_r.sum(), [x, *ref.parameters()]),
+    ]
     before = torch.get_num_threads()
     answers = []
     try:
@@ -417,7 +422,9 @@ def test_weights_streamed_from_memory_match_the_float64_lstm_at_one_and_two_thre
             with switches.override(cpu_threads="all"):
                 x32 = x.detach().float().requires_grad_()
                 y, (h, c) = ours(x32)
-                grads = torch.autograd.grad((y * gy.float()).sum() + c.sum(), [x32, *ours.parameters()])
+                grads = torch.autograd.grad(
+                    (y * gy.float()).sum() + c.sum(), [x32, *ours.parameters()]
+                )
             answers.append([y, h, c, *grads])
     finally:
         torch.set_num_threads(before)

@@ -64,15 +64,15 @@ inline void frozen_panel_portable(const uint8_t* w, int64_t Kq, const FrozenRows
         for (int g = 0; g < 4; ++g)
           for (int u = 0; u < kFrozenU; ++u) {
             const uint8_t* wv = w + g * 64 + u * 4;
-            acc[r][g][u] += int32_t(wv[0]) * a[0] + int32_t(wv[1]) * a[1] +
-                            int32_t(wv[2]) * a[2] + int32_t(wv[3]) * a[3];
+            acc[r][g][u] += int32_t(wv[0]) * a[0] + int32_t(wv[1]) * a[1] + int32_t(wv[2]) * a[2] +
+                            int32_t(wv[3]) * a[3];
           }
       }
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < 4; ++g)
         for (int u = 0; u < kFrozenU; ++u)
-          z[r][g][u] = float(acc[r][g][u] - 128 * rows.sum[r]) *
-                       (rows.scale[r] * w_scale[g * kFrozenU + u]);
+          z[r][g][u] =
+              float(acc[r][g][u] - 128 * rows.sum[r]) * (rows.scale[r] * w_scale[g * kFrozenU + u]);
   } else {
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < 4; ++g)
@@ -105,47 +105,47 @@ inline void frozen_panel_portable(const uint8_t* w, int64_t Kq, const FrozenRows
 // The native kernels: MR rows x 4 gates of 16-lane accumulators. With one row, two sets of
 // accumulators (even and odd dot steps) so that 8 independent chains hide the instruction's
 // latency.
-#define LSTM_FUSED_FROZEN_NATIVE(NAME, TARGET, ACC, ZERO, DOT)                                   \
-  template <int MR>                                                                            \
+#define LSTM_FUSED_FROZEN_NATIVE(NAME, TARGET, ACC, ZERO, DOT)                                    \
+  template <int MR>                                                                               \
   __attribute__((target(TARGET))) void NAME(const uint8_t* w, int64_t Kq, const FrozenRows& rows, \
-                                            ACC out[][4]) {                                    \
-    constexpr int SETS = MR == 1 ? 2 : 1;                                                      \
-    ACC acc[SETS][MR][4];                                                                      \
-    _Pragma("GCC unroll 8") for (int s = 0; s < SETS; ++s)                                     \
-        _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r)                                   \
-            _Pragma("GCC unroll 4") for (int g = 0; g < 4; ++g) acc[s][r][g] = ZERO;           \
-    int64_t k = 0;                                                                             \
-    for (; k + SETS <= Kq; k += SETS) {                                                        \
-      _Pragma("GCC unroll 2") for (int s = 0; s < SETS; ++s) {                                 \
-        const uint8_t* wk = w + (k + s) * 256;                                                 \
-        const __m512i w0 = _mm512_loadu_si512(wk), w1 = _mm512_loadu_si512(wk + 64),           \
-                      w2 = _mm512_loadu_si512(wk + 128), w3 = _mm512_loadu_si512(wk + 192);    \
-        _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r) {                                 \
-          const __m512i a = _mm512_set1_epi32(static_cast<int>(rows.a[r][k + s]));             \
-          acc[s][r][0] = DOT(acc[s][r][0], w0, a);                                             \
-          acc[s][r][1] = DOT(acc[s][r][1], w1, a);                                             \
-          acc[s][r][2] = DOT(acc[s][r][2], w2, a);                                             \
-          acc[s][r][3] = DOT(acc[s][r][3], w3, a);                                             \
-        }                                                                                      \
-      }                                                                                        \
-    }                                                                                          \
-    for (; k < Kq; ++k) {                                                                      \
-      const uint8_t* wk = w + k * 256;                                                         \
-      const __m512i w0 = _mm512_loadu_si512(wk), w1 = _mm512_loadu_si512(wk + 64),             \
-                    w2 = _mm512_loadu_si512(wk + 128), w3 = _mm512_loadu_si512(wk + 192);      \
-      _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r) {                                   \
-        const __m512i a = _mm512_set1_epi32(static_cast<int>(rows.a[r][k]));                   \
-        acc[0][r][0] = DOT(acc[0][r][0], w0, a);                                               \
-        acc[0][r][1] = DOT(acc[0][r][1], w1, a);                                               \
-        acc[0][r][2] = DOT(acc[0][r][2], w2, a);                                               \
-        acc[0][r][3] = DOT(acc[0][r][3], w3, a);                                               \
-      }                                                                                        \
-    }                                                                                          \
-    _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r)                                       \
-        _Pragma("GCC unroll 4") for (int g = 0; g < 4; ++g) {                                  \
-      out[r][g] = acc[0][r][g];                                                                \
-      if constexpr (SETS == 2) out[r][g] = ADD_##NAME(out[r][g], acc[1][r][g]);                \
-    }                                                                                          \
+                                            ACC out[][4]) {                                       \
+    constexpr int SETS = MR == 1 ? 2 : 1;                                                         \
+    ACC acc[SETS][MR][4];                                                                         \
+    _Pragma("GCC unroll 8") for (int s = 0; s < SETS; ++s)                                        \
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r)                                      \
+            _Pragma("GCC unroll 4") for (int g = 0; g < 4; ++g) acc[s][r][g] = ZERO;              \
+    int64_t k = 0;                                                                                \
+    for (; k + SETS <= Kq; k += SETS) {                                                           \
+      _Pragma("GCC unroll 2") for (int s = 0; s < SETS; ++s) {                                    \
+        const uint8_t* wk = w + (k + s) * 256;                                                    \
+        const __m512i w0 = _mm512_loadu_si512(wk), w1 = _mm512_loadu_si512(wk + 64),              \
+                      w2 = _mm512_loadu_si512(wk + 128), w3 = _mm512_loadu_si512(wk + 192);       \
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r) {                                    \
+          const __m512i a = _mm512_set1_epi32(static_cast<int>(rows.a[r][k + s]));                \
+          acc[s][r][0] = DOT(acc[s][r][0], w0, a);                                                \
+          acc[s][r][1] = DOT(acc[s][r][1], w1, a);                                                \
+          acc[s][r][2] = DOT(acc[s][r][2], w2, a);                                                \
+          acc[s][r][3] = DOT(acc[s][r][3], w3, a);                                                \
+        }                                                                                         \
+      }                                                                                           \
+    }                                                                                             \
+    for (; k < Kq; ++k) {                                                                         \
+      const uint8_t* wk = w + k * 256;                                                            \
+      const __m512i w0 = _mm512_loadu_si512(wk), w1 = _mm512_loadu_si512(wk + 64),                \
+                    w2 = _mm512_loadu_si512(wk + 128), w3 = _mm512_loadu_si512(wk + 192);         \
+      _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r) {                                      \
+        const __m512i a = _mm512_set1_epi32(static_cast<int>(rows.a[r][k]));                      \
+        acc[0][r][0] = DOT(acc[0][r][0], w0, a);                                                  \
+        acc[0][r][1] = DOT(acc[0][r][1], w1, a);                                                  \
+        acc[0][r][2] = DOT(acc[0][r][2], w2, a);                                                  \
+        acc[0][r][3] = DOT(acc[0][r][3], w3, a);                                                  \
+      }                                                                                           \
+    }                                                                                             \
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; ++r)                                          \
+        _Pragma("GCC unroll 4") for (int g = 0; g < 4; ++g) {                                     \
+      out[r][g] = acc[0][r][g];                                                                   \
+      if constexpr (SETS == 2) out[r][g] = ADD_##NAME(out[r][g], acc[1][r][g]);                   \
+    }                                                                                             \
   }
 
 #define ADD_frozen_f32_native(a, b) _mm512_add_ps(a, b)
@@ -198,8 +198,8 @@ inline bool frozen_native(FrozenKind) { return false; }
 // z (MR x 4 x U floats) of rows.a[0..MR) times the panel w; w_scale: the panel's (4, U) weight
 // row scales (int8 only). native: frozen_native(Kind), asked once per call by the caller.
 template <FrozenKind Kind, int MR>
-inline void frozen_panel(const uint8_t* w, int64_t Kq, const FrozenRows& rows,
-                         const float* w_scale, bool native, float z[][4][kFrozenU]) {
+inline void frozen_panel(const uint8_t* w, int64_t Kq, const FrozenRows& rows, const float* w_scale,
+                         bool native, float z[][4][kFrozenU]) {
 #if defined(CPU_CAPABILITY_AVX512)
   if (native) {
     if constexpr (Kind == FrozenKind::I8) {

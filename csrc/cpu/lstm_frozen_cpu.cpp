@@ -220,50 +220,50 @@ std::tuple<Tensor, Tensor, Tensor> frozen_layer(const FrozenSizes& s, const Tens
   std::vector<Prepared> hs(max_threads);
   for (Prepared& p : hs) p.resize(B, Kh);
   const bool parallel = B * 4 * H * H >= (int64_t(1) << 18) && P > 1;
-  parallel_tile_loop(T, P, B, parallel, [&](int64_t step, int64_t p0, int64_t p1, int64_t b0,
-                                             int64_t b1) {
+  parallel_tile_loop(
+      T, P, B, parallel, [&](int64_t step, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
 #ifdef _OPENMP
-    Prepared& hp = hs[std::min<int64_t>(omp_get_thread_num(), max_threads - 1)];
+        Prepared& hp = hs[std::min<int64_t>(omp_get_thread_num(), max_threads - 1)];
 #else
     Prepared& hp = hs[0];
 #endif
-    const float* h_prev = h_p + (step % 2) * B * H;
-    float* h_next = h_p + ((step + 1) % 2) * B * H;
-    for (int64_t b = b0; b < b1; ++b) hp.prepare<Kind>(b, h_prev + b * H, H);
-    // The panels in turn forwards, then backwards on the next step: the panels read last are
-    // read first again, still in cache. A weight as large as a core's cache (W_hh in float32,
-    // H = 256: 1 MiB) read front to back every step misses on every line under LRU.
-    const bool backwards = step % 2 == 1;
-    for (int64_t i = p0; i < p1; ++i) {
-      const int64_t p = backwards ? p1 - 1 - (i - p0) : i;
-      const int64_t u0 = p * U;
-      const int cnt = static_cast<int>(std::min<int64_t>(U, H - u0));
-      for_each_row_tile(b0, b1, [&](auto mr, int64_t r0) {
-        constexpr int MR = decltype(mr)::value;
-        float z[MR][4][U];
-        frozen_panel<Kind, MR>(wh + p * panel_h, Kh, hp.tile(r0, MR),
-                               sh != nullptr ? sh + p * 4 * U : nullptr, native, z);
-        for (int j = 0; j < MR; ++j) {
-          const int64_t b = r0 + j;
-          const float* zin = gx_p + ((step * B + b) * P + p) * 4 * U;
-          float* c_row = c_p + b * H + u0;
-          for (int u = 0; u < cnt; u += V::size()) {
-            const int n = std::min<int>(V::size(), cnt - u);
-            const V zi = V::loadu(z[j][0] + u) + V::loadu(zin + u);
-            const V zf = V::loadu(z[j][1] + u) + V::loadu(zin + U + u);
-            const V zg = V::loadu(z[j][2] + u) + V::loadu(zin + 2 * U + u);
-            const V zo = V::loadu(z[j][3] + u) + V::loadu(zin + 3 * U + u);
-            const V cp = V::loadu(c_row + u, n);
-            const V cn = at::vec::fmadd(vsigmoid(zf), cp, vsigmoid(zi) * vtanh(zg));
-            const V hn = vsigmoid(zo) * vtanh(cn);
-            cn.store(c_row + u, n);
-            hn.store(h_next + b * H + u0 + u, n);
-            hn.store(y_p + (step * B + b) * H + u0 + u, n);
-          }
+        const float* h_prev = h_p + (step % 2) * B * H;
+        float* h_next = h_p + ((step + 1) % 2) * B * H;
+        for (int64_t b = b0; b < b1; ++b) hp.prepare<Kind>(b, h_prev + b * H, H);
+        // The panels in turn forwards, then backwards on the next step: the panels read last are
+        // read first again, still in cache. A weight as large as a core's cache (W_hh in float32,
+        // H = 256: 1 MiB) read front to back every step misses on every line under LRU.
+        const bool backwards = step % 2 == 1;
+        for (int64_t i = p0; i < p1; ++i) {
+          const int64_t p = backwards ? p1 - 1 - (i - p0) : i;
+          const int64_t u0 = p * U;
+          const int cnt = static_cast<int>(std::min<int64_t>(U, H - u0));
+          for_each_row_tile(b0, b1, [&](auto mr, int64_t r0) {
+            constexpr int MR = decltype(mr)::value;
+            float z[MR][4][U];
+            frozen_panel<Kind, MR>(wh + p * panel_h, Kh, hp.tile(r0, MR),
+                                   sh != nullptr ? sh + p * 4 * U : nullptr, native, z);
+            for (int j = 0; j < MR; ++j) {
+              const int64_t b = r0 + j;
+              const float* zin = gx_p + ((step * B + b) * P + p) * 4 * U;
+              float* c_row = c_p + b * H + u0;
+              for (int u = 0; u < cnt; u += V::size()) {
+                const int n = std::min<int>(V::size(), cnt - u);
+                const V zi = V::loadu(z[j][0] + u) + V::loadu(zin + u);
+                const V zf = V::loadu(z[j][1] + u) + V::loadu(zin + U + u);
+                const V zg = V::loadu(z[j][2] + u) + V::loadu(zin + 2 * U + u);
+                const V zo = V::loadu(z[j][3] + u) + V::loadu(zin + 3 * U + u);
+                const V cp = V::loadu(c_row + u, n);
+                const V cn = at::vec::fmadd(vsigmoid(zf), cp, vsigmoid(zi) * vtanh(zg));
+                const V hn = vsigmoid(zo) * vtanh(cn);
+                cn.store(c_row + u, n);
+                hn.store(h_next + b * H + u0 + u, n);
+                hn.store(y_p + (step * B + b) * H + u0 + u, n);
+              }
+            }
+          });
         }
       });
-    }
-  });
   h_n.copy_(h_bufs.select(0, T % 2));
   return {y, h_n, c_n};
 }
@@ -280,8 +280,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_frozen_layer_cpu(const Tensor& x, const 
     case 1:
       return frozen_layer<FrozenKind::F32>(s, x, h0, c0, w_ih, w_hh, bias, w_ih_scale, w_hh_scale);
     case 2:
-      return frozen_layer<FrozenKind::BF16>(s, x, h0, c0, w_ih, w_hh, bias, w_ih_scale,
-                                            w_hh_scale);
+      return frozen_layer<FrozenKind::BF16>(s, x, h0, c0, w_ih, w_hh, bias, w_ih_scale, w_hh_scale);
     default:
       return frozen_layer<FrozenKind::I8>(s, x, h0, c0, w_ih, w_hh, bias, w_ih_scale, w_hh_scale);
   }

@@ -228,34 +228,34 @@ void forward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vect
   // the ring's flush (which runs ATen ops, so outside the loop's OpenMP region).
   for (int64_t first = 0; first < T; first += slots) {
     const int64_t n_steps = std::min(slots, T - first);
-    parallel_tile_loop(n_steps, n_panels, B, parallel,
-                       [&](int64_t i, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
-                         const int64_t step = first + i;
-                         const int64_t t = reverse ? T - 1 - step : step;
-                         RecurrentStep<scalar_t> st = base;
-                         st.t = t;
-                         st.h_prev = h_p + (step % 2) * B * R;
-                         st.h_prev_zero = step == 0 && h0_zero;
-                         st.h_next = h_p + ((step + 1) % 2) * B * R;
-                         // Resets: the rows whose next step starts from (h0, c0) get them as h_next
-                         // and c.
-                         const int64_t t_after = reverse ? t - 1 : t + 1;
-                         st.reset_next =
-                             fresh.empty() || step + 1 == T ? nullptr : fresh.data() + t_after * B;
-                         if (fuse_input) {
-                           st.x = x_p + t * B * s.I;
-                           st.z_in = bias_p;
-                         } else {
-                           st.z_in = gx_p + (t * B * D + d) * G;
-                         }
-                         st.y = y_p + (t % slots) * B * D * R + d * R;
-                         st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
-                         st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
-                         for_each_tile(p0, p1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
-                           step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
-                         });
-                       },
-                       /*share_rows=*/panels.nbytes() <= kStreamedWeightBytes);
+    parallel_tile_loop(
+        n_steps, n_panels, B, parallel,
+        [&](int64_t i, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
+          const int64_t step = first + i;
+          const int64_t t = reverse ? T - 1 - step : step;
+          RecurrentStep<scalar_t> st = base;
+          st.t = t;
+          st.h_prev = h_p + (step % 2) * B * R;
+          st.h_prev_zero = step == 0 && h0_zero;
+          st.h_next = h_p + ((step + 1) % 2) * B * R;
+          // Resets: the rows whose next step starts from (h0, c0) get them as h_next
+          // and c.
+          const int64_t t_after = reverse ? t - 1 : t + 1;
+          st.reset_next = fresh.empty() || step + 1 == T ? nullptr : fresh.data() + t_after * B;
+          if (fuse_input) {
+            st.x = x_p + t * B * s.I;
+            st.z_in = bias_p;
+          } else {
+            st.z_in = gx_p + (t * B * D + d) * G;
+          }
+          st.y = y_p + (t % slots) * B * D * R + d * R;
+          st.gates = save ? gates_p + (d * T + t) * B * G : nullptr;
+          st.cells = save ? cells_p + (d * T + t) * B * H : nullptr;
+          for_each_tile(p0, p1, b0, b1, [&](auto mr, int64_t p, int64_t r0) {
+            step_tile<scalar_t, decltype(mr)::value>(st, p, r0);
+          });
+        },
+        /*share_rows=*/panels.nbytes() <= kStreamedWeightBytes);
     if (ring != nullptr) ring->flush(first, n_steps);
   }
   h_n.select(0, d).copy_(h_bufs.select(0, T % 2));
@@ -521,9 +521,8 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   // share each block of a panel in L1; lstm_recurrent_tile_backward.h). By B alone, so that
   // the sums are the same whatever the threads.
   const int64_t k_block = B > kTileRows ? kBackKBlock : G;
-  const Tensor partial = k_block < G ? at::empty({n_panels, B, back_panel_units<scalar_t>()},
-                                                 gy.options())
-                                     : Tensor();
+  const Tensor partial =
+      k_block < G ? at::empty({n_panels, B, back_panel_units<scalar_t>()}, gy.options()) : Tensor();
   base.partial = k_block < G ? partial.data_ptr<scalar_t>() : nullptr;
   base.B = B;
   // As in the forward: a barrier a step pays off from about a quarter million multiply-adds.
@@ -533,34 +532,34 @@ void backward_direction_fused(const LSTMLayerSizes& s, int64_t d, const std::vec
   const scalar_t* const c0_p = c0_d.data_ptr<scalar_t>();
   // Step s of the loop is time step t(s), from the last to the first.
   const auto time_of = [&](int64_t s_) { return reverse ? s_ : T - 1 - s_; };
-  parallel_tile_loop(T, n_panels, B, parallel,
-                     [&](int64_t step, int64_t q0, int64_t q1, int64_t b0, int64_t b1) {
-                       const int64_t t = time_of(step);
-                       const int64_t t_next = step == 0 ? -1 : time_of(step - 1);
-                       const int64_t t_prev = reverse ? t + 1 : t - 1;
-                       RecurrentBackStep<scalar_t> st = base;
-                       st.t = t;
-                       st.t_next = t_next;
-                       st.dz_next = t_next < 0 ? nullptr : dZ_p + t_next * B * G;
-                       st.gy = gy_p + t * B * D * H + d * H;
-                       st.gates = gates_p + t * B * G;
-                       st.c = cells_p + t * B * H;
-                       st.c_prev = step == T - 1 ? c0_p : cells_p + t_prev * B * H;
-                       st.dz = dZ_p + t * B * G;
-                       if (!fresh.empty()) {
-                         st.reset = fresh.data() + t * B;
-                         st.reset_next = t_next < 0 ? nullptr : fresh.data() + t_next * B;
-                       }
-                       // The first step processed has no recurrent product: one pass.
-                       const int64_t kc = st.dz_next != nullptr ? k_block : G;
-                       for (int64_t q = q0; q < q1; ++q)
-                         for (int64_t k0 = 0; k0 < G; k0 += kc)
-                           for_each_tile(q, q + 1, b0, b1, [&](auto mr, int64_t q_, int64_t r0) {
-                             back_tile<scalar_t, decltype(mr)::value>(st, q_, r0, k0,
-                                                                      std::min(G, k0 + kc));
-                           });
-                     },
-                     /*share_rows=*/panels.nbytes() <= kStreamedWeightBytes);
+  parallel_tile_loop(
+      T, n_panels, B, parallel,
+      [&](int64_t step, int64_t q0, int64_t q1, int64_t b0, int64_t b1) {
+        const int64_t t = time_of(step);
+        const int64_t t_next = step == 0 ? -1 : time_of(step - 1);
+        const int64_t t_prev = reverse ? t + 1 : t - 1;
+        RecurrentBackStep<scalar_t> st = base;
+        st.t = t;
+        st.t_next = t_next;
+        st.dz_next = t_next < 0 ? nullptr : dZ_p + t_next * B * G;
+        st.gy = gy_p + t * B * D * H + d * H;
+        st.gates = gates_p + t * B * G;
+        st.c = cells_p + t * B * H;
+        st.c_prev = step == T - 1 ? c0_p : cells_p + t_prev * B * H;
+        st.dz = dZ_p + t * B * G;
+        if (!fresh.empty()) {
+          st.reset = fresh.data() + t * B;
+          st.reset_next = t_next < 0 ? nullptr : fresh.data() + t_next * B;
+        }
+        // The first step processed has no recurrent product: one pass.
+        const int64_t kc = st.dz_next != nullptr ? k_block : G;
+        for (int64_t q = q0; q < q1; ++q)
+          for (int64_t k0 = 0; k0 < G; k0 += kc)
+            for_each_tile(q, q + 1, b0, b1, [&](auto mr, int64_t q_, int64_t r0) {
+              back_tile<scalar_t, decltype(mr)::value>(st, q_, r0, k0, std::min(G, k0 + kc));
+            });
+      },
+      /*share_rows=*/panels.nbytes() <= kStreamedWeightBytes);
   const int64_t t_next = T > 0 ? time_of(T - 1) : -1;  // the last step done: t = 0 forward
   // The gradient of h0: through W_hh for rows whose last processed step was valid, else what
   // the padded steps carried (grad_h_n when T = 0).

@@ -108,13 +108,13 @@ C10_ALWAYS_INLINE void panel_product(const T* a, int64_t lda, const T* panel, in
   const V zero(T(0));
   V a00 = zero, a01 = zero, a02 = zero, a03 = zero, a10 = zero, a11 = zero, a12 = zero, a13 = zero,
     a20 = zero, a21 = zero, a22 = zero, a23 = zero, a30 = zero, a31 = zero, a32 = zero, a33 = zero;
-#define LSTM_FUSED_BACK_FROM(r)                  \
-  if constexpr (MR > (r)) {                      \
-    const T* f = from + (r) * ld_from;           \
-    a##r##0 = V::loadu(f);                       \
-    a##r##1 = V::loadu(f + U);                   \
-    a##r##2 = V::loadu(f + 2 * U);               \
-    a##r##3 = V::loadu(f + 3 * U);               \
+#define LSTM_FUSED_BACK_FROM(r)        \
+  if constexpr (MR > (r)) {            \
+    const T* f = from + (r) * ld_from; \
+    a##r##0 = V::loadu(f);             \
+    a##r##1 = V::loadu(f + U);         \
+    a##r##2 = V::loadu(f + 2 * U);     \
+    a##r##3 = V::loadu(f + 3 * U);     \
   }
   if (from != nullptr) {
     LSTM_FUSED_BACK_FROM(0)
@@ -169,8 +169,7 @@ inline void back_tile(const RecurrentBackStep<T>& s, int64_t q, int64_t r0, int6
         for (int gate = 0; gate < 4; ++gate) __builtin_prefetch(g + gate * H * sizeof(T));
         __builtin_prefetch(reinterpret_cast<const char*>(s.c + (r0 + r) * H + u0) + off);
         __builtin_prefetch(reinterpret_cast<const char*>(s.c_prev + (r0 + r) * H + u0) + off);
-        __builtin_prefetch(reinterpret_cast<const char*>(s.gy + (r0 + r) * s.gy_stride + u0) +
-                           off);
+        __builtin_prefetch(reinterpret_cast<const char*>(s.gy + (r0 + r) * s.gy_stride + u0) + off);
       }
   }
   if (s.dz_next != nullptr)
@@ -230,40 +229,40 @@ void input_grad(T* out, int64_t ldo, const T* dz, int64_t ldz, const T* panels, 
   // Rows per block: the block's rows of dz over kBackKBlock columns (128 KB of float) stay in
   // L2 while every panel's block (in L1) passes over them.
   constexpr int64_t kRowBlock = 256;
-  at::parallel_for(0, (M + kTileRows - 1) / kTileRows, kRowBlock / kTileRows,
-                   [&](int64_t t0, int64_t t1) {
-    for (int64_t m0 = t0 * kTileRows; m0 < std::min(M, t1 * kTileRows); m0 += kRowBlock) {
-      const int64_t m1 = std::min({M, t1 * kTileRows, m0 + kRowBlock});
-      for (int64_t k0 = 0; k0 < G; k0 += kBackKBlock) {
-        const int64_t k1 = std::min(G, k0 + kBackKBlock);
-        const bool from_out = accumulate || k0 > 0;
-        for_each_tile(0, n_panels, m0, m1, [&](auto mr, int64_t q, int64_t r0) {
-          constexpr int MR = decltype(mr)::value;
-          const int64_t u0 = q * W;
-          T* o = out + r0 * ldo + u0;
-          V acc[4][4];
-          if (u0 + W <= N) {
-            panel_product<T, MR>(dz + r0 * ldz, ldz, panels + q * G * W, k0, k1,
-                                 from_out ? o : nullptr, ldo, acc);
-            for (int r = 0; r < MR; ++r)
-              for (int v = 0; v < 4; ++v) acc[r][v].store(o + r * ldo + v * U);
-            return;
+  at::parallel_for(
+      0, (M + kTileRows - 1) / kTileRows, kRowBlock / kTileRows, [&](int64_t t0, int64_t t1) {
+        for (int64_t m0 = t0 * kTileRows; m0 < std::min(M, t1 * kTileRows); m0 += kRowBlock) {
+          const int64_t m1 = std::min({M, t1 * kTileRows, m0 + kRowBlock});
+          for (int64_t k0 = 0; k0 < G; k0 += kBackKBlock) {
+            const int64_t k1 = std::min(G, k0 + kBackKBlock);
+            const bool from_out = accumulate || k0 > 0;
+            for_each_tile(0, n_panels, m0, m1, [&](auto mr, int64_t q, int64_t r0) {
+              constexpr int MR = decltype(mr)::value;
+              const int64_t u0 = q * W;
+              T* o = out + r0 * ldo + u0;
+              V acc[4][4];
+              if (u0 + W <= N) {
+                panel_product<T, MR>(dz + r0 * ldz, ldz, panels + q * G * W, k0, k1,
+                                     from_out ? o : nullptr, ldo, acc);
+                for (int r = 0; r < MR; ++r)
+                  for (int v = 0; v < 4; ++v) acc[r][v].store(o + r * ldo + v * U);
+                return;
+              }
+              // The last panel, past N: through a buffer of whole vectors.
+              alignas(64) T buf[4 * 4 * V::size()];
+              for (int r = 0; r < MR; ++r) {
+                std::fill(buf + r * W, buf + (r + 1) * W, T(0));
+                if (from_out) std::copy(o + r * ldo, o + r * ldo + (N - u0), buf + r * W);
+              }
+              panel_product<T, MR>(dz + r0 * ldz, ldz, panels + q * G * W, k0, k1, buf, W, acc);
+              for (int r = 0; r < MR; ++r) {
+                for (int v = 0; v < 4; ++v) acc[r][v].store(buf + r * W + v * U);
+                std::copy(buf + r * W, buf + r * W + (N - u0), o + r * ldo);
+              }
+            });
           }
-          // The last panel, past N: through a buffer of whole vectors.
-          alignas(64) T buf[4 * 4 * V::size()];
-          for (int r = 0; r < MR; ++r) {
-            std::fill(buf + r * W, buf + (r + 1) * W, T(0));
-            if (from_out) std::copy(o + r * ldo, o + r * ldo + (N - u0), buf + r * W);
-          }
-          panel_product<T, MR>(dz + r0 * ldz, ldz, panels + q * G * W, k0, k1, buf, W, acc);
-          for (int r = 0; r < MR; ++r) {
-            for (int v = 0; v < 4; ++v) acc[r][v].store(buf + r * W + v * U);
-            std::copy(buf + r * W, buf + r * W + (N - u0), o + r * ldo);
-          }
-        });
-      }
-    }
-  });
+        }
+      });
 }
 
 }  // namespace CPU_CAPABILITY

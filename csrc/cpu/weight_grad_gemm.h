@@ -119,7 +119,9 @@ void gemm_at_b(const T* dz, int64_t ldz, const T* a, int64_t lda, T* c, int64_t 
           const bool valid = row_valid == nullptr || row_valid[k0 + k];
           for (int64_t v = 0; v < W; v += U) {
             const int64_t cnt = valid ? std::clamp<int64_t>(nc - v, 0, U) : 0;
-            (cnt == U ? V::loadu(src + v) : cnt > 0 ? V::loadu(src + v, cnt) : V(T(0)))
+            (cnt == U  ? V::loadu(src + v)
+             : cnt > 0 ? V::loadu(src + v, cnt)
+                       : V(T(0)))
                 .store(dst + v);
           }
         }

@@ -74,14 +74,15 @@ def register_like(namespace: str) -> None:
 def _register_implementations() -> None:
     registry.register(
         registry.backend_implementation(
-            OP, "cpu", FrozenKernels("lstm_frozen_layer"), (torch.float32,),
+            OP,
+            "cpu",
+            FrozenKernels("lstm_frozen_layer"),
+            (torch.float32,),
             native_op="lstm_frozen_layer",
         )
     )
     registry.register(
-        registry.backend_implementation(
-            OP, "reference", ReferenceFrozenKernels(), (torch.float32,)
-        )
+        registry.backend_implementation(OP, "reference", ReferenceFrozenKernels(), (torch.float32,))
     )
 
 
