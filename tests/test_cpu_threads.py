@@ -5,6 +5,7 @@ per-step barrier; 33 rows a thread, eight tiles of 4 and one of 1), B = 5 the sp
 hidden units with a barrier a step (fewer than 32 rows a thread). Forward, inference and backward, with
 lengths, both directions; and with the guard on, the same answers."""
 
+import contextlib
 import os
 import time
 
@@ -72,6 +73,22 @@ def _runnable_threads() -> int:
         return int(f.read().split()[3].split("/")[0])
 
 
+@contextlib.contextmanager
+def _busy_machine():
+    """More threads runnable than there are CPUs (one spinning process a CPU, and one more),
+    for the block; waits until /proc/loadavg shows them."""
+    from bench.load import spinning_load
+
+    cpus = len(os.sched_getaffinity(0))
+    with spinning_load(cpus + 1):
+        deadline = time.monotonic() + 10
+        while _runnable_threads() <= cpus and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _runnable_threads() > cpus, "the spinning processes never showed as runnable"
+        time.sleep(0.02)  # past the guard's 10 ms between checks of /proc/loadavg
+        yield
+
+
 @pytest.mark.skipif(
     not os.path.exists("/proc/loadavg"), reason="the busy check reads Linux's /proc/loadavg"
 )
@@ -81,8 +98,6 @@ def test_a_busy_machine_runs_the_whole_call_on_one_thread(two_threads):
     call one thread, the aten ops between the kernels included (seen from between_layers,
     which runs inside the call); the thread count is 2 again after the call, and with
     cpu_threads="all" it stays 2 inside."""
-    from bench.load import spinning_load
-
     torch.manual_seed(0)
     lstm = lstm_fused.LSTM(8, 16, 2, backend="cpu")
     x = torch.randn(5, 3, 8)
@@ -94,13 +109,7 @@ def test_a_busy_machine_runs_the_whole_call_on_one_thread(two_threads):
         seen.append(torch.get_num_threads())
         return y
 
-    cpus = len(os.sched_getaffinity(0))
-    with spinning_load(cpus + 1):
-        deadline = time.monotonic() + 10
-        while _runnable_threads() <= cpus and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _runnable_threads() > cpus, "the spinning processes never showed as runnable"
-        time.sleep(0.02)  # past the guard's 10 ms between checks of /proc/loadavg
+    with _busy_machine():
         y, _, _ = lstm_fused.functional.lstm(x, h0, h0, weights, between_layers=between_layers)
         assert torch.get_num_threads() == 2
         with lstm_fused.switches.override(cpu_threads="all"):
@@ -116,8 +125,6 @@ def test_a_busy_machine_runs_the_layers_backward_on_one_thread(two_threads, monk
     """The layer operators' backward (lstm_fused/ops/lstm_layer.py) holds the same guard: its
     own aten ops (here the zero gradient of y, which only h_n's use leaves undefined) see one
     thread while the machine is busy, and two after."""
-    from bench.load import spinning_load
-
     from lstm_fused.ops import lstm_layer as layer_ops
 
     seen = []
@@ -130,13 +137,7 @@ def test_a_busy_machine_runs_the_layers_backward_on_one_thread(two_threads, monk
     monkeypatch.setattr(layer_ops, "zeros_if_none", spy)
     lstm = lstm_fused.LSTM(8, 16, backend="cpu")
     x = torch.randn(5, 3, 8, requires_grad=True)
-    cpus = len(os.sched_getaffinity(0))
-    with spinning_load(cpus + 1):
-        deadline = time.monotonic() + 10
-        while _runnable_threads() <= cpus and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _runnable_threads() > cpus, "the spinning processes never showed as runnable"
-        time.sleep(0.02)  # past the guard's 10 ms between checks of /proc/loadavg
+    with _busy_machine():
         _, (h_n, _) = lstm(x)
         h_n.sum().backward()
         assert torch.get_num_threads() == 2
