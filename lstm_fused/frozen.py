@@ -86,7 +86,7 @@ def pack(
     return packed, packed_scale
 
 
-def quantize_rows(w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """A float weight (4H, K) -> (int8 values (4H, K), float32 scales (4H,)): per output row,
     symmetric, scale max|w| / 127 (a zero row gets scale 1), values round(w / scale)."""
     w = w.detach().float()
@@ -140,9 +140,9 @@ class FrozenLSTM(nn.Module):
     def set_weight(self, name: str, w: torch.Tensor) -> None:
         """Stores the float weight w (4H, K) as buffer `name` in the module's weights dtype:
         float32, bfloat16 (nearest even), or int8 with its row scales in `name`_scale
-        (quantize_rows). Call _repack() after."""
+        (quantize_weight). Call _repack() after."""
         if self.weights == torch.qint8:
-            values, scale = quantize_rows(w)
+            values, scale = quantize_weight(w)
             self.register_buffer(name, values)
             self.register_buffer(name + "_scale", scale)
         else:

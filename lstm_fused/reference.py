@@ -15,6 +15,16 @@ def lstm_cell(x, h, c, w_ih, w_hh, bias=None, w_hr=None, w_peep=None):
     z = x @ w_ih.t() + h @ w_hh.t()
     if bias is not None:
         z = z + bias
+    h_new, c_new = cell_update(z, c, w_peep)
+    if w_hr is not None:
+        h_new = h_new @ w_hr.t()
+    return h_new, c_new
+
+
+def cell_update(z, c, w_peep=None):
+    """The gate math of one step: pre-activations z (B, 4H) in the order i, f, g, o, the
+    previous cell c (B, H), peepholes w_peep (3, H) or None. Returns (h, c') before any
+    projection."""
     z_i, z_f, z_g, z_o = z.chunk(4, dim=-1)
     if w_peep is not None:
         z_i = z_i + w_peep[0] * c
@@ -23,10 +33,7 @@ def lstm_cell(x, h, c, w_ih, w_hh, bias=None, w_hr=None, w_peep=None):
     c_new = f * c + i * g
     if w_peep is not None:
         z_o = z_o + w_peep[2] * c_new
-    h_new = torch.sigmoid(z_o) * torch.tanh(c_new)
-    if w_hr is not None:
-        h_new = h_new @ w_hr.t()
-    return h_new, c_new
+    return torch.sigmoid(z_o) * torch.tanh(c_new), c_new
 
 
 def reset_before(resets, direction: int, valid=None):

@@ -21,6 +21,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import reference
+
 U = 16
 TINY_ROW = 1e-30  # int8: a row with max |a| below this is taken as zeros (the kernel's kTinyRow)
 GROUP = {torch.float32: 1, torch.bfloat16: 2, torch.uint8: 4}
@@ -41,7 +43,7 @@ def unpack_rows(per_unit: torch.Tensor, rows: int) -> torch.Tensor:
     return per_unit.permute(1, 0, 2).reshape(4, -1)[:, :rows].reshape(-1)
 
 
-def quantize_rows(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def quantize_activations(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Rows of float32 a (M, K) -> (int8 values as float32 (M, K), scales (M, 1)), as the
     kernel computes them. A row with inf or NaN gets a NaN scale."""
     amax = a.abs().amax(dim=-1, keepdim=True)
@@ -62,7 +64,7 @@ def quantize_rows(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def _product(a: torch.Tensor, w: torch.Tensor, w_scale: Optional[torch.Tensor], kind, compute):
     """act(a) (M, K) float32 times w (N, K) as the products see them, in `compute`."""
     if kind == torch.uint8:
-        q, s = quantize_rows(a)
+        q, s = quantize_activations(a)
         prod = q.to(compute) @ w.to(compute).t()  # exact: small integers
         return prod * (s.to(compute) * w_scale.to(compute)[None, :])
     if kind == torch.bfloat16:
@@ -96,9 +98,7 @@ def lstm_frozen_layer(
     ys = []
     for t in range(T):
         z = gx[t] + _product(h, wh, sh, kind, compute)
-        i, f, g, o = z.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_c = torch.sigmoid(o) * torch.tanh(c)
+        h_c, c = reference.cell_update(z, c)
         h = h_c.float()  # the kernel keeps h in float32
         ys.append(h_c)
     y = torch.stack(ys) if ys else x.new_empty(0, B, H, dtype=compute)
